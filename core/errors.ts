@@ -1,0 +1,106 @@
+/**
+ * Typed errors shared by every layer of Skein. Each error carries the fields that
+ * locate the problem (a file, a tensor, a JSON pointer, a field) and builds its
+ * message from them, so callers can both print it and act on it. The HTTP layer maps
+ * `code` to a status in one place (runtime/server).
+ *
+ * @example
+ * throw new CheckpointError({ file: 'model.safetensors', tensor: 'lm_head.weight', reason: 'missing' });
+ */
+
+export type SkeinErrorCode =
+  | 'graph_invalid'
+  | 'checkpoint_invalid'
+  | 'kv_exhausted'
+  | 'not_available'
+  | 'bad_request'
+  | 'not_found'
+  | 'cancelled'
+  | 'tool_failed'
+  | 'internal';
+
+export abstract class SkeinError extends Error {
+  abstract readonly code: SkeinErrorCode;
+  override readonly name: string = new.target.name;
+  toJSON(): Record<string, unknown> {
+    return { name: this.name, code: this.code, message: this.message };
+  }
+}
+
+/** One problem found in a graph, located by a JSON pointer into the graph document. */
+export interface GraphProblem {
+  pointer: string;
+  message: string;
+}
+
+export class GraphValidationError extends SkeinError {
+  readonly code = 'graph_invalid';
+  constructor(readonly problems: GraphProblem[], readonly source?: string) {
+    super(
+      `Invalid graph${source ? ` ${source}` : ''}: ${problems.length} problem(s)\n` +
+        problems.map((p) => `  ${p.pointer || '/'}: ${p.message}`).join('\n'),
+    );
+  }
+  override toJSON() {
+    return { ...super.toJSON(), problems: this.problems };
+  }
+}
+
+export class CheckpointError extends SkeinError {
+  readonly code = 'checkpoint_invalid';
+  readonly file: string;
+  readonly tensor?: string;
+  readonly reason: string;
+  constructor(args: { file: string; tensor?: string; reason: string }) {
+    super(`Bad checkpoint: ${args.file}${args.tensor ? ` (tensor ${args.tensor})` : ''}: ${args.reason}`);
+    this.file = args.file;
+    this.tensor = args.tensor;
+    this.reason = args.reason;
+  }
+  override toJSON() {
+    return { ...super.toJSON(), file: this.file, tensor: this.tensor, reason: this.reason };
+  }
+}
+
+export class KvExhaustedError extends SkeinError {
+  readonly code = 'kv_exhausted';
+  constructor(readonly requested: number, readonly free: number, readonly total: number) {
+    super(`KV memory exhausted: the request needs ${requested} blocks, ${free} of ${total} are free and it can never fit`);
+  }
+}
+
+/** A feature that is validated and declared but not implemented on this runtime (yet). */
+export class NotAvailableError extends SkeinError {
+  readonly code = 'not_available';
+  constructor(readonly feature: string, readonly detail?: string) {
+    super(`Not available: ${feature}${detail ? ` (${detail})` : ''}`);
+  }
+}
+
+export class BadRequestError extends SkeinError {
+  readonly code = 'bad_request';
+  constructor(readonly field: string, detail: string) {
+    super(`Bad request: ${field}: ${detail}`);
+  }
+}
+
+export class NotFoundError extends SkeinError {
+  readonly code = 'not_found';
+  constructor(readonly kind: string, readonly id: string) {
+    super(`No such ${kind}: ${id}`);
+  }
+}
+
+export class CancelledError extends SkeinError {
+  readonly code = 'cancelled';
+  constructor(what = 'run') {
+    super(`Cancelled: ${what}`);
+  }
+}
+
+export class ToolError extends SkeinError {
+  readonly code = 'tool_failed';
+  constructor(readonly tool: string, readonly cause: unknown) {
+    super(`Tool ${tool} failed: ${cause instanceof Error ? cause.message : String(cause)}`);
+  }
+}

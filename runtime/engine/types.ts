@@ -1,0 +1,96 @@
+/**
+ * The runtime's small public interface: the only way operators, graphs and the HTTP
+ * layer reach the model. Work is submitted as a request and comes back as a cold
+ * Observable of events; unsubscribing cancels it and frees its KV.
+ *
+ * @example
+ * engine.generate({ prompt: 'Hello', sampling: { maxTokens: 8 } }).subscribe((e) => {
+ *   if (e.type === 'token') process.stdout.write(e.text);
+ * });
+ */
+import type { Observable } from 'rxjs';
+import type { SamplingParams } from '../../core/sampling.js';
+
+export interface ChatMessage {
+  role: 'system' | 'user' | 'assistant' | 'tool';
+  content: string;
+}
+
+/** Pipeline stages applied by the runtime to one generation (validated by core's schema). */
+export interface StageOptions {
+  /** Unified Layer Skipping: run about numLayers/targetSpeedup layers, chosen evenly. */
+  skipLayers?: { targetSpeedup: number };
+  /** LazyLLM: progressive pruning of prompt tokens during prefill. */
+  prunedPrefill?: { keepRatio: number; layers?: number[] };
+  /** Medusa / Cerberus heads from a heads file beside the model. */
+  speculate?: { heads?: string; mode?: 'medusa' | 'cerberus'; entropyGate?: number };
+}
+
+export interface GenerateRequest {
+  /** Raw text prompt (tokenised with the model's tokenizer, no special tokens added)... */
+  prompt?: string;
+  /** ...or chat messages rendered with the model's chat template... */
+  messages?: ChatMessage[];
+  /** ...or token ids. Exactly one of the three. */
+  ids?: number[];
+  /** When messages are given: text the assistant turn starts with (SoT's pre-filled point). */
+  assistantPrefix?: string;
+  sampling?: Partial<SamplingParams>;
+  stages?: StageOptions;
+  /** Groups work for fairness and accounting (the run id). */
+  owner?: string;
+}
+
+export type FinishReason = 'eos' | 'stop' | 'length' | 'cancelled';
+
+export interface GenerationUsage {
+  promptTokens: number;
+  completionTokens: number;
+  /** Prompt tokens whose KV came from the prefix cache instead of being computed. */
+  cachedPromptTokens: number;
+}
+
+export interface GenerationMetrics {
+  ttftMs: number;
+  totalMs: number;
+  decodeTokensPerSec: number;
+  /** Stage figures, present when the stage ran. */
+  prunedTokens?: number;
+  layersRun?: number;
+  acceptedDraftTokens?: number;
+  kvBlocksShared?: number;
+}
+
+export type GenerateEvent =
+  | { type: 'token'; id: number; text: string }
+  | {
+      type: 'done';
+      reason: FinishReason;
+      ids: number[];
+      text: string;
+      usage: GenerationUsage;
+      metrics: GenerationMetrics;
+    };
+
+export interface EngineStats {
+  backend: string;
+  model: string;
+  kvBlocksTotal: number;
+  kvBlocksUsed: number;
+  kvBlocksShared: number;
+  queueDepth: number;
+  runningSequences: number;
+}
+
+export interface Engine {
+  /** Model name or folder it serves. */
+  readonly modelName: string;
+  generate(request: GenerateRequest): Observable<GenerateEvent>;
+  tokenize(text: string): number[];
+  detokenize(ids: number[]): string;
+  /** Render chat messages with the model's chat template (generation prompt appended). */
+  renderChat(messages: ChatMessage[], assistantPrefix?: string): string;
+  stats(): EngineStats;
+  /** Frees the model and every cached block. */
+  close(): Promise<void>;
+}

@@ -1,0 +1,141 @@
+/**
+ * The shapes every part of the model runtime agrees on: the normalised model config,
+ * the loaded weights (pre-transposed, see ARCHITECTURE.md: wasm matMul with transposeB
+ * is 10–40× slower than a plain one), and the per-call shaping of one batched forward.
+ *
+ * Weight layout convention: every projection is stored as (in, out) so that `x·W` is a
+ * plain matMul. Hugging Face stores nn.Linear weights as (out, in); the loader transposes.
+ */
+import type * as tf from '@tensorflow/tfjs-core';
+
+export type Architecture = 'LlamaForCausalLM' | 'Qwen2ForCausalLM' | 'MistralForCausalLM';
+
+export interface Llama3RopeScaling {
+  ropeType: 'llama3';
+  factor: number;
+  lowFreqFactor: number;
+  highFreqFactor: number;
+  originalMaxPositionEmbeddings: number;
+}
+
+/** config.json, normalised (camelCase, defaults filled, derived sizes computed). */
+export interface ModelConfig {
+  architecture: Architecture;
+  vocabSize: number;
+  hiddenSize: number;
+  intermediateSize: number;
+  numLayers: number;
+  numHeads: number;
+  numKvHeads: number;
+  /** config.head_dim, or hidden/heads when absent. */
+  headDim: number;
+  rmsNormEps: number;
+  ropeTheta: number;
+  ropeScaling: Llama3RopeScaling | null;
+  maxPositionEmbeddings: number;
+  tieWordEmbeddings: boolean;
+  /** q/k/v projections carry biases (Qwen2 always; Llama when attention_bias). */
+  qkvBias: boolean;
+  /** o_proj carries a bias (Llama attention_bias). */
+  oBias: boolean;
+  /** Mistral's sliding window, or null. Past it the runtime raises a clear error. */
+  slidingWindow: number | null;
+  bosTokenId: number | null;
+  eosTokenIds: number[];
+  /** The torch dtype named by the checkpoint, informational. */
+  torchDtype: string | null;
+}
+
+export interface LayerWeights {
+  inputNorm: tf.Tensor1D; // (hidden)
+  wq: tf.Tensor2D; // (hidden, heads*headDim)
+  wk: tf.Tensor2D; // (hidden, kvHeads*headDim)
+  wv: tf.Tensor2D; // (hidden, kvHeads*headDim)
+  bq: tf.Tensor1D | null; // (heads*headDim)
+  bk: tf.Tensor1D | null; // (kvHeads*headDim)
+  bv: tf.Tensor1D | null; // (kvHeads*headDim)
+  wo: tf.Tensor2D; // (heads*headDim, hidden)
+  bo: tf.Tensor1D | null; // (hidden)
+  postNorm: tf.Tensor1D; // (hidden)
+  wGate: tf.Tensor2D; // (hidden, intermediate)
+  wUp: tf.Tensor2D; // (hidden, intermediate)
+  wDown: tf.Tensor2D; // (intermediate, hidden)
+}
+
+export interface ModelWeights {
+  embed: tf.Tensor2D; // (vocab, hidden), rows gathered by token id
+  layers: LayerWeights[];
+  finalNorm: tf.Tensor1D; // (hidden)
+  lmHead: tf.Tensor2D; // (hidden, vocab); a transposed copy of embed when tied
+}
+
+/**
+ * One layer's cached keys and values for one sequence, as a list of chunks in position
+ * order (a contiguous cache has one chunk; the paged KV pool passes one chunk per block).
+ * Keys are stored after rotary embedding, so a chunk's positions are baked in and the
+ * lengths may differ between layers (pruned tokens and skipped layers leave no entry).
+ */
+export interface LayerKvChunks {
+  k: tf.Tensor2D[]; // each (chunkLen, kvHeads*headDim)
+  v: tf.Tensor2D[]; // each (chunkLen, kvHeads*headDim)
+}
+
+/** One sequence's part of a batched forward call. */
+export interface ForwardSequence {
+  /** New token ids to run (a prefill chunk, one decode token, or draft tokens). */
+  ids: number[];
+  /** Rotary positions of the new tokens; default pastLength .. pastLength+ids.length-1. */
+  positions?: number[];
+  /** Cached KV per layer (index = layer), or undefined for an empty cache. */
+  past?: LayerKvChunks[];
+  /**
+   * Visibility among the new tokens (tree verification of speculative drafts):
+   * mask[i][j] = true when new token i may attend to new token j. All cached positions are
+   * always visible. Default: causal.
+   */
+  treeMask?: boolean[][];
+  /**
+   * Token pruning (LazyLLM): from `fromLayer` on, only the new tokens whose indices are in
+   * `keep` are computed; pruned ones produce no KV at those layers. Entries must have
+   * increasing fromLayer, and each keep set must include the last new token.
+   */
+  prune?: { fromLayer: number; keep: number[] }[];
+  /** Which new positions get logits: 'last' (default) or 'all'. */
+  logits?: 'last' | 'all' | 'none';
+  /** Return the final hidden state (after the final norm) of the same positions as logits. */
+  returnHidden?: boolean;
+  /** Return, per layer, the attention weights of the last new token (mean over heads). */
+  returnAttention?: boolean;
+  /** Return, per pruning step, the hidden states of tokens pruned there (LazyLLM's Aux Cache). */
+  returnPrunedHidden?: boolean;
+}
+
+export interface ForwardCallOptions {
+  /** Layers to run, ascending (layer skipping); default every layer. Same for the whole batch. */
+  layers?: number[];
+}
+
+export interface ForwardSequenceResult {
+  /** Logit rows for the requested positions, each of length vocab. */
+  logits: Float32Array[];
+  /** Final hidden rows for the same positions, when requested. */
+  hidden?: Float32Array[];
+  /**
+   * The new KV produced per layer (index = layer; null for a skipped layer), for the new
+   * tokens live at that layer, in order. The caller owns these tensors and disposes them.
+   */
+  newKv: ({ k: tf.Tensor2D; v: tf.Tensor2D; tokenIndices: number[] } | null)[];
+  /** Per layer (null when skipped): attention of the last new token over past+live new keys. */
+  attention?: (Float32Array | null)[];
+  /** Per pruning step: the hidden state (hidden) of each token pruned at that layer. */
+  prunedHidden?: { fromLayer: number; tokenIndices: number[]; hidden: Float32Array[] }[];
+}
+
+/** A model ready to run: config, weights and the files it came from. */
+export interface LoadedModel {
+  config: ModelConfig;
+  weights: ModelWeights;
+  /** The folder it was loaded from (or a description for in-memory models). */
+  source: string;
+  dispose(): void;
+}
