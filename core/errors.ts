@@ -21,7 +21,10 @@ export type SkeinErrorCode =
 
 export abstract class SkeinError extends Error {
   abstract readonly code: SkeinErrorCode;
-  override readonly name: string = new.target.name;
+  constructor(message: string) {
+    super(message);
+    this.name = new.target.name;
+  }
   toJSON(): Record<string, unknown> {
     return { name: this.name, code: this.code, message: this.message };
   }
@@ -100,7 +103,7 @@ export class CancelledError extends SkeinError {
 
 export class ToolError extends SkeinError {
   readonly code = 'tool_failed';
-  constructor(readonly tool: string, readonly cause: unknown) {
+  constructor(readonly tool: string, override readonly cause: unknown) {
     super(`Tool ${tool} failed: ${cause instanceof Error ? cause.message : String(cause)}`);
   }
 }
