@@ -1,0 +1,191 @@
+/**
+ * One sequence's block table: the KV blocks holding its computed positions, in order. All
+ * blocks but the last are full. It adopts cached prefixes from the prefix tree, reserves
+ * blocks before a forward (so running out of memory is found before any compute, when
+ * the scheduler can still wait or preempt), appends the forward's new KV after it,
+ * copying a shared partial last block first (copy-on-write), and indexes blocks as they fill.
+ *
+ * @example
+ * const table = new BlockTable(pool);
+ * const cached = table.adopt(ids, ids.length - 1);
+ * if (table.reserve(ids.length - cached)) { ... forward with table.past() ...; table.append(...) }
+ */
+import * as tf from '@tensorflow/tfjs-core';
+import type { LayerKvChunks } from '../model/types.js';
+import { consolidate, copyRows, type KvBlock } from './block.js';
+import type { KvPool } from './pool.js';
+
+export interface Adopted {
+  /** Positions whose KV came from the cache or a live sequence. */
+  tokens: number[];
+  /** Blocks shared as they are (not copied). */
+  sharedBlocks: number;
+}
+
+export class BlockTable {
+  readonly blocks: KvBlock[] = [];
+  /** Computed positions: the sum of the blocks' filled rows. */
+  length = 0;
+  /** Empty blocks taken by reserve() for the next append. */
+  private reserved: KvBlock[] = [];
+
+  constructor(private readonly pool: KvPool) {}
+
+  /**
+   * Takes the longest cached prefix of ids[0 .. limit) from the prefix tree: full blocks are
+   * shared, a live partial block matching all its rows is shared copy-on-write (a fork), and
+   * a block matching only some rows has those rows copied. Only on an empty table.
+   */
+  adopt(ids: readonly number[], limit: number): Adopted {
+    if (this.length > 0) throw new Error('BlockTable.adopt: table is not empty');
+    const pool = this.pool;
+    const match = pool.tree.match(ids, Math.min(limit, ids.length));
+    for (const b of match.full) {
+      pool.retain(b);
+      this.blocks.push(b);
+    }
+    this.length = match.full.length * pool.blockSize;
+    let sharedBlocks = match.full.length;
+    const partial = match.partial;
+    if (partial) {
+      const src = partial.block;
+      if (src.node === null && partial.rows === src.tokens.length) {
+        pool.retain(src);
+        this.blocks.push(src);
+        this.length += partial.rows;
+        sharedBlocks++;
+      } else {
+        // Hold the source so that allocating the copy cannot evict it.
+        pool.retain(src);
+        const copy = pool.allocate();
+        if (copy) {
+          copyRows(src, copy, partial.rows);
+          copy.parent = match.node;
+          match.node.partials.add(copy);
+          this.blocks.push(copy);
+          this.length += partial.rows;
+        }
+        pool.release(src);
+      }
+    }
+    return { tokens: ids.slice(0, this.length) as number[], sharedBlocks };
+  }
+
+  /** Blocks still to take before `n` more positions can be appended. */
+  blocksNeeded(n: number): number {
+    const B = this.pool.blockSize;
+    const last = this.blocks.at(-1);
+    const room = last && last.tokens.length < B ? B - last.tokens.length : 0;
+    const cow = room > 0 && last!.refs > 1 ? 1 : 0;
+    return Math.max(0, cow + Math.ceil(Math.max(0, n - room) / B) - this.reserved.length);
+  }
+
+  /** Takes every block that appending `n` positions needs, or none; false when memory is short. */
+  reserve(n: number): boolean {
+    const need = this.blocksNeeded(n);
+    const got: KvBlock[] = [];
+    for (let i = 0; i < need; i++) {
+      const b = this.pool.allocate();
+      if (!b) {
+        for (const g of got) this.pool.release(g);
+        return false;
+      }
+      got.push(b);
+    }
+    this.reserved.push(...got);
+    return true;
+  }
+
+  /** Gives back reserved blocks that were not used. */
+  unreserve(): void {
+    for (const b of this.reserved) this.pool.release(b);
+    this.reserved = [];
+  }
+
+  /**
+   * Appends the KV of `tokens` (per layer, (tokens.length, kvDim)), taking ownership of the
+   * tensors: they are kept as block chunks, or sliced and disposed.
+   */
+  append(tokens: readonly number[], k: tf.Tensor2D[], v: tf.Tensor2D[]): void {
+    const pool = this.pool;
+    const B = pool.blockSize;
+    const n = tokens.length;
+    let offset = 0;
+    let keptWhole = false;
+    while (offset < n) {
+      let last = this.blocks.at(-1);
+      if (last === undefined || last.tokens.length === B) {
+        const parent = last?.node ?? pool.tree.root;
+        last = this.take();
+        last.parent = parent;
+        parent.partials.add(last);
+        this.blocks.push(last);
+      } else if (last.refs > 1) {
+        const copy = this.take();
+        copyRows(last, copy, last.tokens.length);
+        copy.parent = last.parent;
+        copy.parent!.partials.add(copy);
+        this.blocks[this.blocks.length - 1] = copy;
+        pool.release(last);
+        last = copy;
+      }
+      const count = Math.min(B - last.tokens.length, n - offset);
+      const whole = offset === 0 && count === n;
+      keptWhole ||= whole;
+      for (let l = 0; l < k.length; l++) {
+        last.k[l]!.push(whole ? k[l]! : piece(k[l]!, offset, count));
+        last.v[l]!.push(whole ? v[l]! : piece(v[l]!, offset, count));
+      }
+      for (let i = 0; i < count; i++) last.tokens.push(tokens[offset + i]!);
+      offset += count;
+      this.length += count;
+      if (last.tokens.length === B) this.seal(last);
+    }
+    if (!keptWhole) for (const t of [...k, ...v]) t.dispose();
+    this.unreserve();
+  }
+
+  /** Per layer, the chunks attention reads (undefined for an empty table). */
+  past(): LayerKvChunks[] | undefined {
+    if (this.length === 0) return undefined;
+    const out: LayerKvChunks[] = [];
+    for (let l = 0; l < this.pool.numLayers; l++) {
+      out.push({ k: this.blocks.flatMap((b) => b.k[l]!), v: this.blocks.flatMap((b) => b.v[l]!) });
+    }
+    return out;
+  }
+
+  /** Token ids of the computed positions, as the blocks hold them. */
+  tokens(): number[] {
+    return this.blocks.flatMap((b) => b.tokens);
+  }
+
+  release(): void {
+    this.unreserve();
+    for (const b of this.blocks) this.pool.release(b);
+    this.blocks.length = 0;
+    this.length = 0;
+  }
+
+  private take(): KvBlock {
+    const b = this.reserved.pop() ?? this.pool.allocate();
+    // reserve() ran before the forward, so this only fails on a scheduler bug.
+    if (!b) throw new Error('BlockTable.append: no reserved block');
+    return b;
+  }
+
+  /** A block just filled: one tensor per layer, then indexed (or swapped for its twin). */
+  private seal(block: KvBlock): void {
+    consolidate(block);
+    const canonical = this.pool.index(block);
+    if (canonical !== block) {
+      this.pool.retain(canonical);
+      this.blocks[this.blocks.length - 1] = canonical;
+      this.pool.release(block);
+    }
+  }
+}
+
+function piece(t: tf.Tensor2D, offset: number, count: number): tf.Tensor2D {
+  return tf.slice(t, [offset, 0], [count, t.shape[1]]);
+}
