@@ -210,6 +210,11 @@ function halfTable(): Float32Array {
   return table;
 }
 
+/** IEEE half bits → float32. */
+export function f16BitsToF32(h: number): number {
+  return halfTable()[h & 0xffff]!;
+}
+
 function convertToF32(dtype: SafetensorsDtype, raw: ArrayBuffer, numel: number): Float32Array {
   const out = new Float32Array(numel);
   switch (dtype) {

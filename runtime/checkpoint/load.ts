@@ -1,0 +1,263 @@
+/**
+ * Loads a Hugging Face-layout model folder (config.json, generation_config.json,
+ * model.safetensors or a sharded index, tokenizer.json) into a LoadedModel: tf tensors in
+ * the runtime's layout (runtime/model/types.ts), every projection transposed from HF's
+ * (out, in) to (in, out) while still a JS array, so wasm memory only ever holds the final
+ * copy. Tensors are read and converted one at a time; each JS buffer is dropped as soon as
+ * its tensor exists. The tokenizer is loaded lazily: commands that work on ids (logits)
+ * run on folders without tokenizer.json.
+ *
+ * @example
+ * const model = await loadModel('tiny-llama'); // a folder under <repo>/models/, or a path
+ * const ids = model.tokenizer().encode('Hello');
+ * model.dispose();
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import * as tf from '@tensorflow/tfjs-core';
+import { CheckpointError } from '../../core/errors.js';
+import { initBackend } from '../backend.js';
+import type { LayerWeights, LoadedModel, ModelConfig, ModelWeights } from '../model/types.js';
+import { parseModelConfig, parseTokenId, parseTokenIds } from './config.js';
+import { SafetensorsCheckpoint } from './safetensors.js';
+import { ModelTokenizer } from './tokenizer.js';
+
+/** <repo>/models, found from this file so that the current directory does not matter. */
+export const MODELS_DIR = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../models');
+
+/** Sampling defaults a checkpoint suggests in generation_config.json (informational). */
+export interface GenerationDefaults {
+  temperature?: number;
+  topP?: number;
+  topK?: number;
+  repetitionPenalty?: number;
+  maxNewTokens?: number;
+}
+
+export interface LoadedCheckpoint extends LoadedModel {
+  /** The resolved folder. */
+  dir: string;
+  generationDefaults: GenerationDefaults;
+  /** Whether tokenizer.json exists (tokenizer() throws a CheckpointError when not). */
+  hasTokenizer: boolean;
+  /** The tokenizer, read on first call and cached. */
+  tokenizer(): ModelTokenizer;
+}
+
+export interface LoadModelOptions {
+  /** Load the tokenizer now rather than on first use, failing early if it is missing. */
+  eagerTokenizer?: boolean;
+}
+
+/** A folder path, or the name of a folder under <repo>/models/. */
+export function resolveModelDir(dirOrName: string): string {
+  if (fs.existsSync(dirOrName) && fs.statSync(dirOrName).isDirectory()) return path.resolve(dirOrName);
+  const named = path.join(MODELS_DIR, dirOrName);
+  if (!/[\\/]/.test(dirOrName) && fs.existsSync(named) && fs.statSync(named).isDirectory()) return named;
+  throw new CheckpointError({
+    file: dirOrName,
+    reason: `no such model folder (neither a directory nor a name under ${MODELS_DIR})`,
+  });
+}
+
+function readJson(file: string): unknown {
+  let text: string;
+  try {
+    text = fs.readFileSync(file, 'utf8');
+  } catch (err) {
+    throw new CheckpointError({ file, reason: `cannot read: ${(err as Error).message}` });
+  }
+  try {
+    return JSON.parse(text);
+  } catch (err) {
+    throw new CheckpointError({ file, reason: `not JSON: ${(err as Error).message}` });
+  }
+}
+
+/** config.json plus generation_config.json's eos/bos ids, which extend the config's. */
+export function readModelConfig(dir: string): { config: ModelConfig; generationDefaults: GenerationDefaults } {
+  const file = path.join(dir, 'config.json');
+  if (!fs.existsSync(file)) throw new CheckpointError({ file, reason: 'missing config.json' });
+  const config = parseModelConfig(readJson(file), file);
+  const generationDefaults: GenerationDefaults = {};
+  const genFile = path.join(dir, 'generation_config.json');
+  if (fs.existsSync(genFile)) {
+    const gen = readJson(genFile) as Record<string, unknown>;
+    // Chat checkpoints list their end-of-turn token here; keep the config's ids too.
+    const eos = parseTokenIds(gen.eos_token_id, 'eos_token_id', genFile);
+    config.eosTokenIds = [...eos, ...config.eosTokenIds.filter((id) => !eos.includes(id))];
+    config.bosTokenId ??= parseTokenId(gen.bos_token_id, 'bos_token_id', genFile);
+    const num = (k: string) => (typeof gen[k] === 'number' ? (gen[k] as number) : undefined);
+    if (gen.do_sample !== false) {
+      generationDefaults.temperature = num('temperature');
+      generationDefaults.topP = num('top_p');
+      generationDefaults.topK = num('top_k');
+    }
+    generationDefaults.repetitionPenalty = num('repetition_penalty');
+    generationDefaults.maxNewTokens = num('max_new_tokens');
+    for (const k of Object.keys(generationDefaults) as (keyof GenerationDefaults)[]) {
+      if (generationDefaults[k] === undefined) delete generationDefaults[k];
+    }
+  }
+  return { config, generationDefaults };
+}
+
+/** Reads the tokenizer of a model folder, with eos/bos ids from its config when present. */
+export function loadTokenizer(dirOrName: string): ModelTokenizer {
+  const dir = resolveModelDir(dirOrName);
+  if (!fs.existsSync(path.join(dir, 'config.json'))) return ModelTokenizer.fromDir(dir);
+  const { config } = readModelConfig(dir);
+  return ModelTokenizer.fromDir(dir, { eosIds: config.eosTokenIds, bosId: config.bosTokenId });
+}
+
+/** (rows, cols) row-major → (cols, rows), in blocks so both sides stay cache-friendly. */
+export function transpose2d(src: Float32Array, rows: number, cols: number): Float32Array {
+  const out = new Float32Array(src.length);
+  const B = 32;
+  for (let r0 = 0; r0 < rows; r0 += B) {
+    const r1 = Math.min(r0 + B, rows);
+    for (let c0 = 0; c0 < cols; c0 += B) {
+      const c1 = Math.min(c0 + B, cols);
+      for (let r = r0; r < r1; r++) {
+        const base = r * cols;
+        for (let c = c0; c < c1; c++) out[c * rows + r] = src[base + c]!;
+      }
+    }
+  }
+  return out;
+}
+
+/** Reads tensors by HF name, checks shapes, and tracks what it created for cleanup. */
+class WeightReader {
+  readonly created: tf.Tensor[] = [];
+  constructor(private readonly cp: SafetensorsCheckpoint) {}
+
+  has(name: string): boolean {
+    return this.cp.has(name);
+  }
+
+  fileOf(name: string): string {
+    return this.cp.expectedFile(name);
+  }
+
+  private raw(name: string, shape: number[]): Float32Array {
+    const file = this.cp.expectedFile(name);
+    if (!this.cp.has(name)) throw new CheckpointError({ file, tensor: name, reason: `missing tensor (expected shape [${shape.join(', ')}])` });
+    const t = this.cp.read(name);
+    if (t.shape.length !== shape.length || t.shape.some((d, i) => d !== shape[i])) {
+      throw new CheckpointError({ file, tensor: name, reason: `shape [${t.shape.join(', ')}] but expected [${shape.join(', ')}]` });
+    }
+    return t.data;
+  }
+
+  vector(name: string, size: number): tf.Tensor1D {
+    return this.keep(tf.tensor1d(this.raw(name, [size]), 'float32'));
+  }
+
+  /** A matrix kept as stored, (rows, cols). */
+  matrix(name: string, rows: number, cols: number): tf.Tensor2D {
+    return this.keep(tf.tensor2d(this.raw(name, [rows, cols]), [rows, cols], 'float32'));
+  }
+
+  /** An nn.Linear weight stored (out, in), returned as (in, out). */
+  linear(name: string, inDim: number, outDim: number): tf.Tensor2D {
+    const data = transpose2d(this.raw(name, [outDim, inDim]), outDim, inDim);
+    return this.keep(tf.tensor2d(data, [inDim, outDim], 'float32'));
+  }
+
+  keep<T extends tf.Tensor>(t: T): T {
+    this.created.push(t);
+    return t;
+  }
+}
+
+function readWeights(config: ModelConfig, r: WeightReader): ModelWeights {
+  const { hiddenSize: h, intermediateSize: inter, numHeads, numKvHeads, headDim, vocabSize } = config;
+  const qDim = numHeads * headDim;
+  const kvDim = numKvHeads * headDim;
+  const embed = r.matrix('model.embed_tokens.weight', vocabSize, h);
+  const layers: LayerWeights[] = [];
+  for (let i = 0; i < config.numLayers; i++) {
+    const p = `model.layers.${i}`;
+    const a = `${p}.self_attn`;
+    const m = `${p}.mlp`;
+    layers.push({
+      inputNorm: r.vector(`${p}.input_layernorm.weight`, h),
+      wq: r.linear(`${a}.q_proj.weight`, h, qDim),
+      wk: r.linear(`${a}.k_proj.weight`, h, kvDim),
+      wv: r.linear(`${a}.v_proj.weight`, h, kvDim),
+      bq: config.qkvBias ? r.vector(`${a}.q_proj.bias`, qDim) : null,
+      bk: config.qkvBias ? r.vector(`${a}.k_proj.bias`, kvDim) : null,
+      bv: config.qkvBias ? r.vector(`${a}.v_proj.bias`, kvDim) : null,
+      wo: r.linear(`${a}.o_proj.weight`, qDim, h),
+      bo: config.oBias ? r.vector(`${a}.o_proj.bias`, h) : null,
+      postNorm: r.vector(`${p}.post_attention_layernorm.weight`, h),
+      wGate: r.linear(`${m}.gate_proj.weight`, h, inter),
+      wUp: r.linear(`${m}.up_proj.weight`, h, inter),
+      wDown: r.linear(`${m}.down_proj.weight`, inter, h),
+    });
+  }
+  const finalNorm = r.vector('model.norm.weight', h);
+  let lmHead: tf.Tensor2D;
+  if (config.tieWordEmbeddings) {
+    lmHead = r.keep(tf.transpose(embed));
+  } else if (r.has('lm_head.weight')) {
+    lmHead = r.linear('lm_head.weight', h, vocabSize);
+  } else {
+    throw new CheckpointError({
+      file: r.fileOf('lm_head.weight'),
+      tensor: 'lm_head.weight',
+      reason: 'missing tensor and tie_word_embeddings is false',
+    });
+  }
+  return { embed, layers, finalNorm, lmHead };
+}
+
+/** Loads config, weights (as f32 tf tensors) and, lazily, the tokenizer of a model folder. */
+export async function loadModel(dirOrName: string, options: LoadModelOptions = {}): Promise<LoadedCheckpoint> {
+  await initBackend();
+  const dir = resolveModelDir(dirOrName);
+  const { config, generationDefaults } = readModelConfig(dir);
+  const cp = SafetensorsCheckpoint.openDir(dir);
+  const reader = new WeightReader(cp);
+  let weights: ModelWeights;
+  try {
+    weights = readWeights(config, reader);
+  } catch (err) {
+    for (const t of reader.created) t.dispose();
+    throw err;
+  } finally {
+    cp.close();
+  }
+  const created = reader.created;
+  const hasTokenizer = fs.existsSync(path.join(dir, 'tokenizer.json'));
+  let tokenizer: ModelTokenizer | null = null;
+  let disposed = false;
+  const model: LoadedCheckpoint = {
+    config,
+    weights,
+    source: dir,
+    dir,
+    generationDefaults,
+    hasTokenizer,
+    tokenizer() {
+      tokenizer ??= ModelTokenizer.fromDir(dir, { eosIds: config.eosTokenIds, bosId: config.bosTokenId });
+      return tokenizer;
+    },
+    dispose() {
+      if (disposed) return;
+      disposed = true;
+      for (const t of created) t.dispose();
+    },
+  };
+  if (options.eagerTokenizer === true) {
+    try {
+      model.tokenizer();
+    } catch (err) {
+      model.dispose();
+      throw err;
+    }
+  }
+  return model;
+}
