@@ -118,6 +118,8 @@ export interface ForwardCallOptions {
 export interface ForwardSequenceResult {
   /** Logit rows for the requested positions, each of length vocab. */
   logits: Float32Array[];
+  /** Indices (into ids) of the logit rows: 'all' gives only tokens live after pruning. */
+  logitTokenIndices?: number[];
   /** Final hidden rows for the same positions, when requested. */
   hidden?: Float32Array[];
   /**
