@@ -1,0 +1,48 @@
+/**
+ * `skein serve`: the HTTP control plane and playground on one engine.
+ *
+ * @example
+ * npx skein serve --port 8787 --model skein-mini --token secret
+ */
+import type { Command } from 'commander';
+import { BadRequestError } from '../../../core/errors.js';
+import { DEFAULT_HOST, DEFAULT_MODEL, DEFAULT_PORT, startServer } from '../../server/index.js';
+
+function parseIntOption(name: string, min: number, max: number) {
+  return (value: string): number => {
+    const n = Number(value);
+    if (!Number.isInteger(n) || n < min || n > max) throw new BadRequestError(name, `must be an integer in [${min}, ${max}]`);
+    return n;
+  };
+}
+
+export function register(program: Command): void {
+  program
+    .command('serve')
+    .description('Start the HTTP control plane (REST + SSE + OpenAI-compatible) and the web playground')
+    .option('-p, --port <port>', 'port to listen on (0 picks a free one)', parseIntOption('--port', 0, 65535), DEFAULT_PORT)
+    .option('--host <host>', 'address to bind; anything but loopback exposes the server', DEFAULT_HOST)
+    .option('-m, --model <name|dir>', 'model name under models/ or a checkpoint folder', DEFAULT_MODEL)
+    .option('--token <token>', 'require this bearer token on the API (default: $SKEIN_TOKEN)')
+    .option('--max-runs <n>', 'runs in progress at once before 429', parseIntOption('--max-runs', 1, 1024), 8)
+    .option('--open', 'print the playground URL prominently and open a browser when a display exists')
+    .action(async (opts: { port: number; host: string; model: string; token?: string; maxRuns: number; open?: boolean }) => {
+      const token = opts.token ?? (process.env.SKEIN_TOKEN || undefined);
+      const server = await startServer({
+        port: opts.port,
+        host: opts.host,
+        model: opts.model,
+        token,
+        maxConcurrentRuns: opts.maxRuns,
+        open: Boolean(opts.open),
+      });
+      if (opts.host !== '127.0.0.1' && opts.host !== 'localhost' && opts.host !== '::1' && !token) {
+        process.stderr.write('skein: warning: listening beyond loopback without a token (set --token or SKEIN_TOKEN)\n');
+      }
+      const stop = () => {
+        void server.close().then(() => process.exit(0));
+      };
+      process.once('SIGINT', stop);
+      process.once('SIGTERM', stop);
+    });
+}

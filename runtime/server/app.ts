@@ -1,0 +1,236 @@
+/**
+ * The HTTP control plane as a hono app: graph validation, runs (start, list, inspect,
+ * stream as SSE with Last-Event-ID resume, cancel), models, example graphs, health,
+ * Prometheus metrics, an OpenAI-compatible chat endpoint, and the playground page.
+ * No socket here: `startServer` binds it, tests call `app.request()`.
+ *
+ * @example
+ * const app = createApp({ engine, token: 'secret', maxConcurrentRuns: 4 });
+ * const res = await app.request('/healthz');
+ */
+import { randomUUID } from 'node:crypto';
+import { Hono, type Context } from 'hono';
+import { bearerAuth } from 'hono/bearer-auth';
+import { bodyLimit } from 'hono/body-limit';
+import { HTTPException } from 'hono/http-exception';
+import { streamSSE } from 'hono/streaming';
+import { BadRequestError, NotFoundError } from '../../core/errors.js';
+import type { RunEvent } from '../../core/events.js';
+import type { Engine } from '../engine/types.js';
+import { loadDataflow } from './dataflow.js';
+import { errorHandler } from './errors.js';
+import { loadExampleGraphs } from './graphs.js';
+import { createMetrics } from './metrics.js';
+import { chatCompletionsRoute } from './openai.js';
+import { playgroundRoute } from './playground.js';
+import { RunStore, summarize } from './runs.js';
+import type { Dataflow, ExampleGraph } from './types.js';
+
+export interface AppOptions {
+  engine: Engine;
+  /** The dataflow core; defaults to core/index.ts. Tests pass a double. */
+  dataflow?: Dataflow;
+  /** Example graphs; defaults to the files in graphs/. */
+  graphs?: ExampleGraph[];
+  /** When set, every /v1 route and /metrics need `Authorization: Bearer <token>`. */
+  token?: string;
+  /** Largest accepted request body, in bytes (default 1 MiB). */
+  maxBodyBytes?: number;
+  /** Runs and completions in progress at once; past it requests get 429 (default 8). */
+  maxConcurrentRuns?: number;
+  /** Finished runs kept, with their events, for listing and replay (default 100). */
+  keepFinishedRuns?: number;
+  /** Folder of the built playground (default playground/dist). */
+  playgroundDir?: string;
+  /** Where server faults are logged (default console.error). */
+  log?: (err: unknown) => void;
+  /** Seconds between SSE keep-alive comments (default 15). */
+  keepAliveS?: number;
+}
+
+export interface SkeinApp extends Hono {
+  /** The run store, for the server's own shutdown and for tests. */
+  readonly runs: RunStore;
+}
+
+const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
+
+async function readJson(c: Context): Promise<unknown> {
+  const text = await c.req.text();
+  if (!text.trim()) throw new BadRequestError('body', 'a JSON body is required');
+  try {
+    return JSON.parse(text);
+  } catch (err) {
+    throw new BadRequestError('body', `not valid JSON (${(err as Error).message})`);
+  }
+}
+
+export function createApp(options: AppOptions): SkeinApp {
+  const { engine } = options;
+  const log = options.log ?? ((err: unknown) => console.error(err));
+  const dataflow: Promise<Dataflow> = options.dataflow ? Promise.resolve(options.dataflow) : loadDataflow();
+  // Swallow here so an unused failed import is not an unhandled rejection; routes re-await.
+  dataflow.catch(() => {});
+  const graphs = options.graphs ?? loadExampleGraphs();
+  const keepAliveMs = (options.keepAliveS ?? 15) * 1000;
+  const started = Date.now();
+
+  let store: RunStore;
+  const metrics = createMetrics(engine, () => store.activeCount);
+  store = new RunStore({
+    maxConcurrent: options.maxConcurrentRuns ?? 8,
+    keepFinished: options.keepFinishedRuns ?? 100,
+    onEvent: (_run, e) => {
+      if (e.type === 'text-delta') metrics.tokens(e.tokenIds.length);
+      else if (e.type === 'node-end' && e.metrics.ttftMs !== undefined) metrics.ttft(e.metrics.ttftMs);
+    },
+    onEnd: (run) => metrics.runEnded(run.state),
+  });
+
+  const modelMatches = (name: string) => {
+    const served = engine.modelName;
+    return name === served || served.endsWith(`/${name}`) || name.endsWith(`/${served}`);
+  };
+
+  const app = new Hono() as unknown as SkeinApp;
+  Object.defineProperty(app, 'runs', { value: store });
+  app.onError(errorHandler(log));
+  app.notFound((c) => c.json({ error: { message: `No route: ${c.req.method} ${c.req.path}`, code: 'not_found' } }, 404));
+
+  const maxBody = options.maxBodyBytes ?? 1024 * 1024;
+  const limit = bodyLimit({
+    maxSize: maxBody,
+    onError: () => {
+      throw new HTTPException(413, { message: `Request body is larger than ${maxBody} bytes` });
+    },
+  });
+  app.use('/v1/*', limit);
+  if (options.token) {
+    const auth = bearerAuth({ token: options.token });
+    app.use('/v1/*', auth);
+    app.use('/metrics', auth);
+  }
+
+  app.get('/healthz', (c) => {
+    const stats = engine.stats();
+    return c.json({ status: 'ok', model: engine.modelName, backend: stats.backend, uptimeS: Math.round((Date.now() - started) / 1000) });
+  });
+
+  app.get('/metrics', async (c) => {
+    const text = await metrics.registry.metrics();
+    return c.text(text, 200, { 'Content-Type': metrics.registry.contentType });
+  });
+
+  app.get('/v1/models', (c) =>
+    c.json({ object: 'list', data: [{ id: engine.modelName, object: 'model', created: Math.floor(started / 1000), owned_by: 'skein' }] }),
+  );
+
+  app.get('/v1/graphs', (c) => c.json({ graphs }));
+  app.get('/v1/graphs/schema', async (c) => {
+    const schema = (await dataflow).graphJsonSchema;
+    if (!schema) throw new NotFoundError('schema', 'graph');
+    return c.json(schema);
+  });
+  app.get('/v1/graphs/:name', (c) => {
+    const graph = graphs.find((g) => g.name === c.req.param('name'));
+    if (!graph) throw new NotFoundError('graph', c.req.param('name'));
+    return c.json(graph);
+  });
+
+  app.post('/v1/graphs/validate', async (c) => {
+    const body = await readJson(c);
+    // Accept the graph itself or { graph }, as POST /v1/runs takes it.
+    const graph = isObject(body) && isObject(body.graph) && !('nodes' in body) ? body.graph : body;
+    const problems = (await dataflow).validateGraph(graph);
+    return c.json({ valid: problems.length === 0, problems });
+  });
+
+  app.post('/v1/runs', async (c) => {
+    const body = await readJson(c);
+    if (!isObject(body)) throw new BadRequestError('body', 'must be a JSON object');
+    const df = await dataflow;
+    let graphJson: unknown;
+    let source: string;
+    if (body.graph !== undefined && body.graphName !== undefined) throw new BadRequestError('graph', 'give graph or graphName, not both');
+    if (typeof body.graphName === 'string') {
+      const example = graphs.find((g) => g.name === body.graphName);
+      if (!example) throw new NotFoundError('graph', body.graphName);
+      graphJson = example.graph;
+      source = example.file;
+    } else if (isObject(body.graph)) {
+      graphJson = body.graph;
+      source = 'request';
+    } else throw new BadRequestError('graph', 'a graph object or a graphName is required');
+    const input = body.input ?? {};
+    if (!isObject(input)) throw new BadRequestError('input', 'must be an object');
+    if (body.seed !== undefined && !Number.isSafeInteger(body.seed)) throw new BadRequestError('seed', 'must be an integer');
+    const seed = (body.seed as number | undefined) ?? 0;
+    if (body.model !== undefined) {
+      if (typeof body.model !== 'string') throw new BadRequestError('model', 'must be a string');
+      // One engine serves every run; another model needs another server.
+      if (!modelMatches(body.model)) throw new NotFoundError('model', body.model);
+    }
+    const spec = df.parseGraph(graphJson, source);
+    const id = `run_${randomUUID().replace(/-/g, '').slice(0, 16)}`;
+    const name = isObject(graphJson) && typeof graphJson.name === 'string' ? graphJson.name : source;
+    const run$ = df.runGraph(spec as never, input, { engine, seed, runId: id });
+    const record = store.start({ id, graph: name, input, seed, model: engine.modelName }, run$);
+    metrics.runStarted();
+    return c.json({ id, state: record.state, links: { self: `/v1/runs/${id}`, events: `/v1/runs/${id}/events` } }, 201);
+  });
+
+  app.get('/v1/runs', (c) => c.json({ runs: store.list().map(summarize) }));
+
+  app.get('/v1/runs/:id', (c) => {
+    const run = store.get(c.req.param('id'));
+    if (!run) throw new NotFoundError('run', c.req.param('id'));
+    return c.json(summarize(run));
+  });
+
+  app.delete('/v1/runs/:id', (c) => {
+    const run = store.get(c.req.param('id'));
+    if (!run) throw new NotFoundError('run', c.req.param('id'));
+    const cancelled = store.cancel(run.id);
+    return c.json({ ...summarize(run), cancelled });
+  });
+
+  app.get('/v1/runs/:id/events', (c) => {
+    const run = store.get(c.req.param('id'));
+    if (!run) throw new NotFoundError('run', c.req.param('id'));
+    // EventSource sends Last-Event-ID on reconnect; ?after= serves clients that cannot set headers.
+    const raw = c.req.header('Last-Event-ID') ?? c.req.query('after');
+    let after = -1;
+    if (raw !== undefined && raw !== '') {
+      after = Number(raw);
+      if (!Number.isInteger(after)) throw new BadRequestError('Last-Event-ID', 'must be an integer event id');
+    }
+    c.header('Cache-Control', 'no-cache');
+    c.header('X-Accel-Buffering', 'no');
+    return streamSSE(c, async (sse) => {
+      await new Promise<void>((resolve) => {
+        let writing: Promise<void> = sse.writeSSE({ data: '', retry: 1000, event: 'ready' });
+        const write = (e: RunEvent) => {
+          writing = writing.then(() => sse.writeSSE({ id: String(e.seq), event: e.type, data: JSON.stringify(e) }));
+        };
+        const ping = setInterval(() => {
+          writing = writing.then(() => sse.write(': keep-alive\n\n').then(() => {}));
+        }, keepAliveMs);
+        const done = () => {
+          clearInterval(ping);
+          void writing.catch(() => {}).finally(resolve);
+        };
+        const sub = store.follow(run.id, after).subscribe({ next: write, complete: done, error: done });
+        sse.onAbort(() => {
+          sub.unsubscribe();
+          clearInterval(ping);
+          resolve();
+        });
+      });
+    });
+  });
+
+  app.route('/v1', chatCompletionsRoute({ engine, store, metrics, modelMatches }));
+  app.route('/', playgroundRoute(options.playgroundDir));
+  return app;
+}
+

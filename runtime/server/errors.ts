@@ -1,0 +1,92 @@
+/**
+ * The one place where errors become HTTP responses. Typed Skein errors map to a status by
+ * their `code`; hono's HTTPException (401 from bearer auth, 413 from the body limit) keeps
+ * its status; anything else is a 500 whose detail stays in the server log. Every error
+ * body has the same shape: `{ error: { message, code, problems? } }`.
+ *
+ * @example
+ * app.onError(errorHandler((err) => console.error(err)));
+ */
+import type { Context, ErrorHandler } from 'hono';
+import { HTTPException } from 'hono/http-exception';
+import type { ContentfulStatusCode } from 'hono/utils/http-status';
+import { SkeinError, type GraphProblem, type SkeinErrorCode } from '../../core/errors.js';
+
+/** Past the concurrency limit. Local to the server: only HTTP has a notion of "try later". */
+export class TooManyRunsError extends Error {
+  readonly code = 'too_many_runs';
+  constructor(readonly limit: number) {
+    super(`Too many concurrent runs: the limit is ${limit}; retry when one finishes`);
+    this.name = 'TooManyRunsError';
+  }
+}
+
+const statusOfCode: Record<SkeinErrorCode, ContentfulStatusCode> = {
+  graph_invalid: 422,
+  bad_request: 400,
+  not_found: 404,
+  not_available: 501,
+  // The request can never fit in KV memory, whatever the load: the client must shrink it.
+  kv_exhausted: 422,
+  cancelled: 409,
+  tool_failed: 502,
+  checkpoint_invalid: 500,
+  internal: 500,
+};
+
+const codeOfStatus: Record<number, string> = {
+  400: 'bad_request',
+  401: 'unauthorized',
+  404: 'not_found',
+  405: 'method_not_allowed',
+  413: 'payload_too_large',
+  415: 'unsupported_media_type',
+  429: 'too_many_runs',
+};
+
+export interface ErrorBody {
+  error: { message: string; code: string; problems?: GraphProblem[] };
+}
+
+export interface MappedError {
+  status: ContentfulStatusCode;
+  body: ErrorBody;
+  headers?: Record<string, string>;
+}
+
+export function mapError(err: unknown): MappedError {
+  if (err instanceof SkeinError) {
+    const problems = (err as { problems?: GraphProblem[] }).problems;
+    return {
+      status: statusOfCode[err.code] ?? 500,
+      body: { error: { message: err.message, code: err.code, ...(problems ? { problems } : {}) } },
+    };
+  }
+  if (err instanceof TooManyRunsError) {
+    return { status: 429, body: { error: { message: err.message, code: err.code } }, headers: { 'Retry-After': '1' } };
+  }
+  if (err instanceof HTTPException) {
+    const status = err.status as ContentfulStatusCode;
+    const headers: Record<string, string> = {};
+    // Bearer auth puts its WWW-Authenticate challenge on the exception's response.
+    const challenge = err.res?.headers.get('WWW-Authenticate');
+    if (challenge) headers['WWW-Authenticate'] = challenge;
+    const code = codeOfStatus[status] ?? (status >= 500 ? 'internal' : 'bad_request');
+    return { status, body: { error: { message: err.message || code, code } }, headers };
+  }
+  return { status: 500, body: { error: { message: 'Internal server error', code: 'internal' } } };
+}
+
+export function errorResponse(c: Context, err: unknown): Response {
+  const mapped = mapError(err);
+  return c.json(mapped.body, mapped.status, mapped.headers);
+}
+
+/** The app's onError: maps, and logs only what is the server's fault. */
+export function errorHandler(log: (err: unknown) => void = () => {}): ErrorHandler {
+  return (err, c) => {
+    const mapped = mapError(err);
+    if (mapped.status >= 500) log(err);
+    return c.json(mapped.body, mapped.status, mapped.headers);
+  };
+}

@@ -1,0 +1,36 @@
+/**
+ * What the control plane needs from the dataflow core, as an injectable interface: the
+ * server calls these and nothing else, so tests can hand it a scripted double and the
+ * real one comes from core/index.ts.
+ *
+ * @example
+ * const dataflow: Dataflow = await loadDataflow();
+ * const problems = dataflow.validateGraph(json);
+ */
+import type { Observable } from 'rxjs';
+import type { GraphProblem } from '../../core/errors.js';
+import type { RunEvent } from '../../core/events.js';
+import type { Engine } from '../engine/types.js';
+
+export interface RunGraphOptions {
+  engine: Engine;
+  seed?: number;
+  runId?: string;
+}
+
+export interface Dataflow {
+  validateGraph(json: unknown): GraphProblem[];
+  /** Throws GraphValidationError (problems with JSON pointers) when the graph is invalid. */
+  parseGraph(json: unknown, source?: string): unknown;
+  runGraph(spec: never, input: Record<string, unknown>, options: RunGraphOptions): Observable<RunEvent>;
+  /** The graph JSON Schema, when the core exports one (the playground uses it for hints). */
+  graphJsonSchema?: unknown;
+}
+
+/** An example graph shipped in graphs/, as listed by GET /v1/graphs. */
+export interface ExampleGraph {
+  name: string;
+  file: string;
+  description?: string;
+  graph: unknown;
+}

@@ -1,0 +1,226 @@
+// Route tests of the control plane, through app.request() with a scripted engine and
+// dataflow: no socket, fast.
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import type { RunEvent } from '../core/events.js';
+import { createApp, type AppOptions } from '../runtime/server/index.js';
+import { fakeChatGraph, fakeDataflow, fakeSotGraph } from './fakes/server-fake-dataflow.js';
+import { createServerFakeEngine } from './fakes/server-fake-engine.js';
+import { parseSse } from './fakes/sse.js';
+
+const graphs = [
+  { name: 'sot', file: 'graphs/sot.json', graph: fakeSotGraph },
+  { name: 'chat', file: 'graphs/chat.json', graph: fakeChatGraph },
+];
+
+function setup(opts: Partial<AppOptions> = {}) {
+  const engine = createServerFakeEngine({ delayMs: 2 });
+  const app = createApp({ engine, dataflow: fakeDataflow, graphs, log: () => {}, ...opts });
+  return { engine, app };
+}
+
+const post = (path: string, body: unknown, headers: Record<string, string> = {}) => ({
+  method: 'POST',
+  headers: { 'Content-Type': 'application/json', ...headers },
+  body: typeof body === 'string' ? body : JSON.stringify(body),
+});
+
+async function waitFor(check: () => boolean | Promise<boolean>, ms = 5000) {
+  const end = Date.now() + ms;
+  while (!(await check())) {
+    if (Date.now() > end) throw new Error('timed out');
+    await new Promise((r) => setTimeout(r, 5));
+  }
+}
+
+describe('control plane routes', () => {
+  it('reports health without a token', async () => {
+    const { app } = setup({ token: 'secret' });
+    const res = await app.request('/healthz');
+    expect(res.status).toBe(200);
+    expect(await res.json()).toMatchObject({ status: 'ok', model: 'fake-mini' });
+  });
+
+  it('validates graphs and locates problems with JSON pointers', async () => {
+    const { app } = setup();
+    const ok = await app.request('/v1/graphs/validate', post('', fakeSotGraph));
+    expect(await ok.json()).toEqual({ valid: true, problems: [] });
+    const bad = { ...fakeSotGraph, edges: [{ from: 'question', to: 'nowhere' }] };
+    const res = await app.request('/v1/graphs/validate', post('', { graph: bad }));
+    expect(res.status).toBe(200);
+    const body = await res.json();
+    expect(body.valid).toBe(false);
+    expect(body.problems).toContainEqual({ pointer: '/edges/0/to', message: 'unknown node nowhere' });
+  });
+
+  it('answers malformed JSON with a typed 400 body', async () => {
+    const { app } = setup();
+    const res = await app.request('/v1/graphs/validate', post('', '{"nodes": ['));
+    expect(res.status).toBe(400);
+    const body = await res.json();
+    expect(body.error.code).toBe('bad_request');
+    expect(body.error.message).toMatch(/not valid JSON/);
+  });
+
+  it('refuses an invalid graph run with 422 and its problems', async () => {
+    const { app } = setup();
+    const res = await app.request('/v1/runs', post('', { graph: { name: 'x', nodes: [], edges: [] }, input: {} }));
+    expect(res.status).toBe(422);
+    const body = await res.json();
+    expect(body.error.code).toBe('graph_invalid');
+    expect(body.error.problems).toContainEqual({ pointer: '/nodes', message: 'must be a non-empty array' });
+  });
+
+  it('404s unknown graphs, runs, models and routes with JSON bodies', async () => {
+    const { app } = setup();
+    expect((await app.request('/v1/runs', post('', { graphName: 'nope' }))).status).toBe(404);
+    expect((await app.request('/v1/runs/run_missing')).status).toBe(404);
+    expect((await app.request('/v1/runs', post('', { graphName: 'sot', model: 'other' }))).status).toBe(404);
+    const res = await app.request('/v1/nothing');
+    expect(res.status).toBe(404);
+    expect((await res.json()).error.code).toBe('not_found');
+  });
+
+  it('rejects bad run fields with 400', async () => {
+    const { app } = setup();
+    expect((await app.request('/v1/runs', post('', { graphName: 'sot', input: 'x' }))).status).toBe(400);
+    expect((await app.request('/v1/runs', post('', { graphName: 'sot', seed: 1.5 }))).status).toBe(400);
+    expect((await app.request('/v1/runs', post('', { input: {} }))).status).toBe(400);
+  });
+
+  it('starts a run, reports its state, timings and usage, and replays its events', async () => {
+    const { app } = setup();
+    const res = await app.request('/v1/runs', post('', { graphName: 'sot', input: { question: 'How to cook?' }, seed: 3 }));
+    expect(res.status).toBe(201);
+    const { id } = await res.json();
+    expect(id).toMatch(/^run_/);
+    await waitFor(async () => (await (await app.request(`/v1/runs/${id}`)).json()).state !== 'running');
+    const run = await (await app.request(`/v1/runs/${id}`)).json();
+    expect(run).toMatchObject({ id, graph: 'sot', state: 'ok', seed: 3, model: 'fake-mini' });
+    expect(run.timings.wallMs).toBeGreaterThan(0);
+    expect(run.timings.ttftMs).toBeGreaterThanOrEqual(0);
+    expect(run.usage.tokensOut).toBeGreaterThan(0);
+    expect(Object.keys(run.usage.nodes)).toEqual(expect.arrayContaining(['skeleton', 'expand']));
+
+    const list = await (await app.request('/v1/runs')).json();
+    expect(list.runs.map((r: { id: string }) => r.id)).toContain(id);
+
+    const sse = await app.request(`/v1/runs/${id}/events`);
+    expect(sse.headers.get('content-type')).toMatch(/text\/event-stream/);
+    const messages = parseSse(await sse.text()).filter((m) => m.id !== undefined);
+    const events = messages.map((m) => JSON.parse(m.data) as RunEvent);
+    expect(events[0]!.type).toBe('run-start');
+    expect(events.at(-1)!.type).toBe('run-end');
+    expect(messages.map((m) => Number(m.id))).toEqual(events.map((e) => e.seq));
+    expect(messages.every((m, i) => m.event === events[i]!.type)).toBe(true);
+    const branches = new Set(events.filter((e) => e.type === 'text-delta' && e.node === 'expand').map((e) => (e as { branch?: string }).branch));
+    expect([...branches].sort()).toEqual(['p1', 'p2', 'p3']);
+
+    const tail = await app.request(`/v1/runs/${id}/events`, { headers: { 'Last-Event-ID': String(events.length - 3) } });
+    const tailEvents = parseSse(await tail.text()).filter((m) => m.id !== undefined);
+    expect(tailEvents.map((m) => Number(m.id))).toEqual([events.length - 2, events.length - 1]);
+    const q = await app.request(`/v1/runs/${id}/events?after=${events.length - 2}`);
+    expect(parseSse(await q.text()).filter((m) => m.id !== undefined).map((m) => Number(m.id))).toEqual([events.length - 1]);
+  });
+
+  it('cancels a run: generation stops and the run ends cancelled', async () => {
+    const engine = createServerFakeEngine({ delayMs: 20 });
+    const app = createApp({ engine, dataflow: fakeDataflow, graphs, log: () => {} });
+    const { id } = await (await app.request('/v1/runs', post('', { graphName: 'chat', input: { prompt: 'hello' } }))).json();
+    await waitFor(() => engine.active > 0);
+    const del = await app.request(`/v1/runs/${id}`, { method: 'DELETE' });
+    expect(del.status).toBe(200);
+    expect(await del.json()).toMatchObject({ id, state: 'cancelled', cancelled: true });
+    expect(engine.active).toBe(0);
+    expect(engine.cancelled).toBe(1);
+    const events = parseSse(await (await app.request(`/v1/runs/${id}/events`)).text()).filter((m) => m.id);
+    expect(JSON.parse(events.at(-1)!.data)).toMatchObject({ type: 'run-end', status: 'cancelled' });
+    const again = await app.request(`/v1/runs/${id}`, { method: 'DELETE' });
+    expect(await again.json()).toMatchObject({ cancelled: false });
+  });
+
+  it('limits body size with 413', async () => {
+    const { app } = setup({ maxBodyBytes: 1000 });
+    const res = await app.request('/v1/graphs/validate', post('', { ...fakeSotGraph, description: 'x'.repeat(2000) }));
+    expect(res.status).toBe(413);
+    expect((await res.json()).error.code).toBe('payload_too_large');
+  });
+
+  it('requires the bearer token when one is set', async () => {
+    const { app } = setup({ token: 'secret' });
+    const none = await app.request('/v1/graphs');
+    expect(none.status).toBe(401);
+    expect((await none.json()).error.code).toBe('unauthorized');
+    expect((await app.request('/v1/graphs', { headers: { Authorization: 'Bearer wrong' } })).status).toBe(401);
+    expect((await app.request('/metrics')).status).toBe(401);
+    expect((await app.request('/v1/graphs', { headers: { Authorization: 'Bearer secret' } })).status).toBe(200);
+  });
+
+  it('answers 429 past the concurrency limit', async () => {
+    const engine = createServerFakeEngine({ delayMs: 20 });
+    const app = createApp({ engine, dataflow: fakeDataflow, graphs, maxConcurrentRuns: 2, log: () => {} });
+    const start = () => app.request('/v1/runs', post('', { graphName: 'chat', input: { prompt: 'hi' } }));
+    const a = await start();
+    const b = await start();
+    expect([a.status, b.status]).toEqual([201, 201]);
+    const c = await start();
+    expect(c.status).toBe(429);
+    expect(c.headers.get('retry-after')).toBe('1');
+    expect((await c.json()).error.code).toBe('too_many_runs');
+    await app.request(`/v1/runs/${(await a.json()).id}`, { method: 'DELETE' });
+    expect((await start()).status).toBe(201);
+    for (const r of app.runs.list()) app.runs.cancel(r.id);
+  });
+
+  it('keeps a bounded ring of finished runs', async () => {
+    const { app } = setup({ keepFinishedRuns: 2 });
+    const ids: string[] = [];
+    for (let i = 0; i < 3; i++) {
+      const { id } = await (await app.request('/v1/runs', post('', { graphName: 'chat', input: { prompt: `q${i}` } }))).json();
+      ids.push(id);
+      await app.request(`/v1/runs/${id}`, { method: 'DELETE' });
+    }
+    expect((await app.request(`/v1/runs/${ids[0]}`)).status).toBe(404);
+    expect((await app.request(`/v1/runs/${ids[2]}`)).status).toBe(200);
+  });
+
+  it('lists models and example graphs with their JSON, and the schema', async () => {
+    const { app } = setup();
+    const models = await (await app.request('/v1/models')).json();
+    expect(models.data[0]).toMatchObject({ id: 'fake-mini', object: 'model' });
+    const list = await (await app.request('/v1/graphs')).json();
+    expect(list.graphs.map((g: { name: string }) => g.name)).toEqual(['sot', 'chat']);
+    expect(list.graphs[0].graph.nodes).toHaveLength(4);
+    expect((await app.request('/v1/graphs/chat')).status).toBe(200);
+    expect((await app.request('/v1/graphs/schema')).status).toBe(200);
+  });
+
+  it('exposes Prometheus metrics', async () => {
+    const { app } = setup();
+    const { id } = await (await app.request('/v1/runs', post('', { graphName: 'chat', input: { prompt: 'x' } }))).json();
+    await waitFor(async () => (await (await app.request(`/v1/runs/${id}`)).json()).state === 'ok');
+    const res = await app.request('/metrics');
+    expect(res.headers.get('content-type')).toMatch(/text\/plain/);
+    const text = await res.text();
+    for (const name of ['skein_runs_total{status="ok"} 1', 'skein_tokens_generated_total', 'skein_tokens_per_second', 'skein_ttft_seconds_bucket', 'skein_kv_blocks_used', 'skein_kv_blocks_shared', 'skein_queue_depth']) {
+      expect(text).toContain(name);
+    }
+  });
+
+  it('serves the built playground at / and nothing outside it', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'skein-pg-'));
+    writeFileSync(join(dir, 'index.html'), '<!doctype html><title>Skein</title>');
+    writeFileSync(join(dir, 'app.js'), 'console.log(1)');
+    const { app } = setup({ playgroundDir: dir });
+    const page = await app.request('/');
+    expect(page.status).toBe(200);
+    expect(page.headers.get('content-type')).toMatch(/text\/html/);
+    expect((await app.request('/app.js')).headers.get('content-type')).toMatch(/javascript/);
+    expect((await app.request('/..%2Fpackage.json')).status).toBe(404);
+    expect((await app.request('/missing.js')).status).toBe(404);
+    const unbuilt = setup({ playgroundDir: join(dir, 'none') }).app;
+    expect((await unbuilt.request('/')).status).toBe(503);
+  });
+});
