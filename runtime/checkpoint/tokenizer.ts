@@ -214,8 +214,9 @@ export class IncrementalDetokenizer {
 
   /** Adds ids and returns the newly completed text ('' when it is still held back). */
   push(idOrIds: number | number[]): string {
-    if (typeof idOrIds === 'number') this.ids.push(idOrIds);
-    else this.ids.push(...idOrIds);
+    // One at a time, so that complete text before an incomplete tail is not held back.
+    if (typeof idOrIds !== 'number') return idOrIds.map((id) => this.push(id)).join('');
+    this.ids.push(idOrIds);
     const opts = { skipSpecialTokens: this.skipSpecialTokens };
     const prefix = this.tokenizer.decode(this.ids.slice(this.prefixOffset, this.readOffset), opts);
     const full = this.tokenizer.decode(this.ids.slice(this.prefixOffset), opts);
