@@ -107,3 +107,22 @@ export class ToolError extends SkeinError {
     super(`Tool ${tool} failed: ${cause instanceof Error ? cause.message : String(cause)}`);
   }
 }
+
+/** A model answer that a node cannot use (no outline points, no route matched). */
+export class ModelOutputError extends SkeinError {
+  readonly code = 'internal';
+  constructor(readonly node: string, readonly reason: string) {
+    super(`Unusable model output in node ${node}: ${reason}`);
+  }
+}
+
+/** Every branch a join (or an expand) gathered failed or was skipped, so it has no value. */
+export class BranchesFailedError extends SkeinError {
+  readonly code = 'internal';
+  constructor(readonly node: string, readonly failures: { branch: string; message: string }[]) {
+    super(
+      `Every branch of ${node} failed` +
+        (failures.length ? `: ${failures.map((f) => `${f.branch}: ${f.message}`).join('; ')}` : ' or was skipped'),
+    );
+  }
+}

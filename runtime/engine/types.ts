@@ -24,6 +24,8 @@ export interface StageOptions {
   prunedPrefill?: { keepRatio: number; layers?: number[] };
   /** Medusa / Cerberus heads from a heads file beside the model. */
   speculate?: { heads?: string; mode?: 'medusa' | 'cerberus'; entropyGate?: number };
+  /** LLMLingua-style prompt compression before prefill: keep about `rate` of the prompt tokens. */
+  compress?: { rate: number; keep?: string[] };
 }
 
 export interface GenerateRequest {
@@ -85,6 +87,11 @@ export interface EngineStats {
 export interface Engine {
   /** Model name or folder it serves. */
   readonly modelName: string;
+  /**
+   * The stages this engine runs. A request naming any other stage is refused with
+   * NotAvailableError by the dataflow core before it reaches the engine; absent means none.
+   */
+  readonly supportedStages?: readonly (keyof StageOptions)[];
   generate(request: GenerateRequest): Observable<GenerateEvent>;
   tokenize(text: string): number[];
   detokenize(ids: number[]): string;

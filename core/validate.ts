@@ -1,0 +1,425 @@
+/**
+ * Graph validation: the JSON Schema (ajv, draft 2020-12) first, then the checks a schema
+ * cannot express — duplicate ids, dangling or duplicate edges, unknown ports, port
+ * types, missing required inputs, cycles that do not pass through a loop node, loop
+ * bodies that leak, inputs mixed from sibling branches. Every problem is reported at
+ * once, each with a JSON pointer into the document and a plain message.
+ *
+ * @example
+ * const problems = validateGraph(JSON.parse(text));
+ * if (problems.length) console.error(problems.map((p) => `${p.pointer}: ${p.message}`).join('\n'));
+ */
+import { Ajv2020, type ErrorObject } from 'ajv/dist/2020.js';
+import { GraphValidationError, type GraphProblem } from './errors.js';
+import { graphJsonSchema, joinModes, nodeKinds, type GraphSpec, type NodeSpec, type PortType } from './graph-schema.js';
+import { portsOf, portTypeAccepts, type NodePorts, type PortDef } from './ports.js';
+
+/** An edge with both ends resolved to a node and a port. */
+export interface ResolvedEdge {
+  index: number;
+  from: string;
+  fromPort: string;
+  to: string;
+  toPort: string;
+}
+
+/** What validation learned about a valid graph; the compiler builds on it. */
+export interface GraphAnalysis {
+  spec: GraphSpec;
+  nodes: Map<string, NodeSpec>;
+  ports: Map<string, NodePorts>;
+  /** Incoming edges per node, in document order. */
+  incoming: Map<string, ResolvedEdge[]>;
+  outgoing: Map<string, ResolvedEdge[]>;
+  /** Nodes in dependency order (edges into a loop's `next` port do not count). */
+  order: string[];
+  /** Resolved type of every output port, `node.port` → type. */
+  types: Map<string, PortType>;
+  /** Branch scope of every node: the fork/route branches it lies in, outermost first. */
+  scopes: Map<string, string[]>;
+  /** Loop id → the nodes run once per turn. */
+  loopBodies: Map<string, Set<string>>;
+}
+
+const ajv = new Ajv2020({ allErrors: true, discriminator: true, strict: false });
+const validateSchema = ajv.compile(graphJsonSchema);
+
+const pointerEscape = (s: string) => s.replace(/~/g, '~0').replace(/\//g, '~1');
+
+function schemaProblem(e: ErrorObject, doc: unknown): GraphProblem {
+  const at = e.instancePath;
+  switch (e.keyword) {
+    case 'discriminator': {
+      const p = e.params as { error: string; tagValue?: unknown };
+      if (p.error === 'mapping')
+        return { pointer: `${at}/kind`, message: `unknown node kind ${JSON.stringify(p.tagValue)} (known: ${nodeKinds.join(', ')})` };
+      return { pointer: `${at}/kind`, message: 'missing node kind' };
+    }
+    case 'additionalProperties': {
+      const extra = (e.params as { additionalProperty: string }).additionalProperty;
+      return { pointer: `${at}/${pointerEscape(extra)}`, message: `unknown field '${extra}'` };
+    }
+    case 'required': {
+      const missing = (e.params as { missingProperty: string }).missingProperty;
+      return { pointer: `${at}/${pointerEscape(missing)}`, message: `missing required field '${missing}'` };
+    }
+    case 'enum': {
+      const allowed = (e.params as { allowedValues: unknown[] }).allowedValues;
+      const value = valueAt(doc, at);
+      const what = /\/mode$/.test(at) && allowed === (joinModes as unknown) ? 'join mode' : 'value';
+      return { pointer: at, message: `unknown ${what} ${JSON.stringify(value)} (expected one of: ${allowed.join(', ')})` };
+    }
+    case 'const':
+      return { pointer: at, message: `must be ${JSON.stringify((e.params as { allowedValue: unknown }).allowedValue)}` };
+    default:
+      return { pointer: at, message: e.message ?? e.keyword };
+  }
+}
+
+function valueAt(doc: unknown, pointer: string): unknown {
+  let cur = doc;
+  for (const raw of pointer.split('/').slice(1)) {
+    const key = raw.replace(/~1/g, '/').replace(/~0/g, '~');
+    if (cur === null || typeof cur !== 'object') return undefined;
+    cur = (cur as Record<string, unknown>)[key];
+  }
+  return cur;
+}
+
+/** Lists every problem of a graph document; an empty list means it is valid. */
+export function validateGraph(json: unknown): GraphProblem[] {
+  return analyze(json).problems;
+}
+
+/** Validates and returns the graph, typed; throws GraphValidationError listing every problem. */
+export function parseGraph(json: unknown, source?: string): GraphSpec {
+  const { problems } = analyze(json);
+  if (problems.length) throw new GraphValidationError(problems, source);
+  return json as GraphSpec;
+}
+
+/** Validates and returns what the compiler needs; throws GraphValidationError. */
+export function analyzeGraph(json: unknown, source?: string): GraphAnalysis {
+  const { problems, analysis } = analyze(json);
+  if (problems.length || !analysis) throw new GraphValidationError(problems, source);
+  return analysis;
+}
+
+function analyze(json: unknown): { problems: GraphProblem[]; analysis?: GraphAnalysis } {
+  const problems: GraphProblem[] = [];
+  const seen = new Set<string>();
+  const add = (p: GraphProblem) => {
+    const key = `${p.pointer}\u0000${p.message}`;
+    if (!seen.has(key)) (seen.add(key), problems.push(p));
+  };
+  if (!validateSchema(json)) {
+    // Ajv also reports every oneOf branch that did not match; the discriminator already
+    // picked the branch, so those are noise.
+    for (const e of validateSchema.errors ?? []) if (e.keyword !== 'oneOf') add(schemaProblem(e, json));
+  }
+  const doc = json as Partial<GraphSpec> | null;
+  if (!doc || typeof doc !== 'object' || !Array.isArray(doc.nodes) || !Array.isArray(doc.edges)) return { problems };
+
+  // Nodes whose own schema failed still count as existing, so edges to them are not
+  // also reported as dangling; only schema-valid nodes get the deeper checks.
+  const badNodes = new Set<number>();
+  for (const p of problems) {
+    const m = /^\/nodes\/(\d+)/.exec(p.pointer);
+    if (m) badNodes.add(Number(m[1]));
+  }
+  const nodes = new Map<string, NodeSpec>();
+  const nodeIndex = new Map<string, number>();
+  const ports = new Map<string, NodePorts>();
+  const known = new Set<string>();
+  doc.nodes.forEach((n, i) => {
+    const id = (n as { id?: unknown } | null)?.id;
+    if (typeof id !== 'string') return;
+    if (nodeIndex.has(id) || known.has(id)) {
+      add({ pointer: `/nodes/${i}/id`, message: `duplicate node id '${id}' (first at /nodes/${nodeIndex.get(id) ?? '?'})` });
+      return;
+    }
+    known.add(id);
+    nodeIndex.set(id, i);
+    if (!badNodes.has(i)) {
+      nodes.set(id, n);
+      ports.set(id, portsOf(n));
+    }
+  });
+
+  checkNodes(nodes, nodeIndex, add);
+
+  const incoming = new Map<string, ResolvedEdge[]>();
+  const outgoing = new Map<string, ResolvedEdge[]>();
+  for (const id of nodes.keys()) (incoming.set(id, []), outgoing.set(id, []));
+  const edgeKeys = new Map<string, number>();
+  const portTaken = new Map<string, number>();
+  doc.edges.forEach((e, index) => {
+    if (!e || typeof e.from !== 'string' || typeof e.to !== 'string') return;
+    const from = resolveEnd(e.from, 'from', index, known, ports, add);
+    const to = resolveEnd(e.to, 'to', index, known, ports, add);
+    if (!from || !to) return;
+    const key = `${from.node}.${from.port}->${to.node}.${to.port}`;
+    if (edgeKeys.has(key)) {
+      add({ pointer: `/edges/${index}`, message: `duplicate edge ${e.from} → ${e.to} (same as /edges/${edgeKeys.get(key)})` });
+      return;
+    }
+    edgeKeys.set(key, index);
+    const target = `${to.node}.${to.port}`;
+    if (portTaken.has(target)) {
+      add({ pointer: `/edges/${index}/to`, message: `input ${target} is already connected by /edges/${portTaken.get(target)}` });
+      return;
+    }
+    portTaken.set(target, index);
+    const edge: ResolvedEdge = { index, from: from.node, fromPort: from.port, to: to.node, toPort: to.port };
+    incoming.get(to.node)!.push(edge);
+    outgoing.get(from.node)!.push(edge);
+  });
+
+  for (const [id, p] of ports) {
+    const connected = new Set(incoming.get(id)!.map((e) => e.toPort));
+    for (const port of p.inputs)
+      if (port.required && !connected.has(port.name))
+        add({ pointer: `/nodes/${nodeIndex.get(id)}`, message: `node '${id}' is missing required input '${port.name}' (connect an edge to '${id}.${port.name}')` });
+    if (p.variadic && connected.size === 0)
+      add({ pointer: `/nodes/${nodeIndex.get(id)}`, message: `node '${id}' has no inputs (connect at least one edge to it)` });
+  }
+  if (!doc.nodes.some((n) => (n as { kind?: unknown } | null)?.kind === 'output'))
+    add({ pointer: '/nodes', message: 'the graph has no output node' });
+
+  const order = topoOrder(nodes, incoming, add);
+  const loopBodies = checkLoops(nodes, nodeIndex, outgoing, incoming, add);
+  const types = order ? checkTypes(order, nodes, ports, incoming, add) : new Map<string, PortType>();
+  const scopes = order ? checkScopes(order, nodes, nodeIndex, incoming, add) : new Map<string, string[]>();
+
+  if (problems.length || !order) return { problems };
+  return {
+    problems,
+    analysis: { spec: doc as GraphSpec, nodes, ports, incoming, outgoing, order, types, scopes, loopBodies },
+  };
+}
+
+type Add = (p: GraphProblem) => void;
+
+function checkRegex(regex: string | undefined, flags: string | undefined, pointer: string, add: Add) {
+  if (regex === undefined) return;
+  try {
+    new RegExp(regex, flags);
+  } catch (err) {
+    add({ pointer, message: `invalid regular expression: ${(err as Error).message}` });
+  }
+}
+
+function checkNodes(nodes: Map<string, NodeSpec>, nodeIndex: Map<string, number>, add: Add) {
+  const names = new Map<string, string>();
+  for (const [id, n] of nodes) {
+    const at = `/nodes/${nodeIndex.get(id)}`;
+    if (n.kind === 'input' || n.kind === 'output') {
+      const name = `${n.kind}:${n.name ?? id}`;
+      if (names.has(name)) add({ pointer: `${at}/name`, message: `${n.kind} name '${n.name ?? id}' is already used by node '${names.get(name)}'` });
+      else names.set(name, id);
+    }
+    if (n.kind === 'route') {
+      const seen = new Set<string>();
+      n.branches.forEach((b, k) => {
+        if (seen.has(b.name)) add({ pointer: `${at}/branches/${k}/name`, message: `duplicate branch name '${b.name}'` });
+        seen.add(b.name);
+        checkRegex(b.when.regex, b.when.flags, `${at}/branches/${k}/when/regex`, add);
+      });
+    }
+    if (n.kind === 'loop') checkRegex(n.stop?.regex, n.stop?.flags, `${at}/stop/regex`, add);
+  }
+}
+
+function resolveEnd(
+  text: string,
+  end: 'from' | 'to',
+  index: number,
+  known: Set<string>,
+  ports: Map<string, NodePorts>,
+  add: Add,
+): { node: string; port: string } | undefined {
+  const pointer = `/edges/${index}/${end}`;
+  const [node, explicitPort] = text.split('.') as [string, string | undefined];
+  if (!known.has(node)) {
+    add({ pointer, message: `edge ${end === 'from' ? 'source' : 'target'} '${node}' is not a node of this graph` });
+    return undefined;
+  }
+  const p = ports.get(node);
+  if (!p) return undefined; // the node has schema problems, already reported
+  const list: PortDef[] = end === 'from' ? p.outputs : p.inputs;
+  const kind = end === 'from' ? 'output' : 'input';
+  if (explicitPort === undefined) {
+    if (end === 'to' && p.variadic) return { node, port: `_${index}` };
+    if (list.length === 1) return { node, port: list[0]!.name };
+    add({
+      pointer,
+      message: list.length
+        ? `node '${node}' has several ${kind}s (${list.map((d) => d.name).join(', ')}): write '${node}.<${kind}>'`
+        : `node '${node}' has no ${kind}s`,
+    });
+    return undefined;
+  }
+  if (end === 'to' && p.variadic) return { node, port: explicitPort };
+  if (!list.some((d) => d.name === explicitPort)) {
+    add({
+      pointer,
+      message: `node '${node}' has no ${kind} '${explicitPort}'${list.length ? ` (${kind}s: ${list.map((d) => d.name).join(', ')})` : ''}`,
+    });
+    return undefined;
+  }
+  return { node, port: explicitPort };
+}
+
+const isBackEdge = (nodes: Map<string, NodeSpec>, e: ResolvedEdge) => nodes.get(e.to)?.kind === 'loop' && e.toPort === 'next';
+
+/** Kahn's order over the non-loop-back edges; a leftover means a cycle not through a loop. */
+function topoOrder(nodes: Map<string, NodeSpec>, incoming: Map<string, ResolvedEdge[]>, add: Add): string[] | undefined {
+  const pending = new Map<string, number>();
+  const users = new Map<string, string[]>();
+  for (const id of nodes.keys()) (pending.set(id, 0), users.set(id, []));
+  for (const [id, edges] of incoming)
+    for (const e of edges) {
+      if (isBackEdge(nodes, e) || !nodes.has(e.from)) continue;
+      pending.set(id, pending.get(id)! + 1);
+      users.get(e.from)!.push(id);
+    }
+  const order: string[] = [];
+  const ready = [...nodes.keys()].filter((id) => pending.get(id) === 0);
+  while (ready.length) {
+    const id = ready.shift()!;
+    order.push(id);
+    for (const u of users.get(id)!) {
+      pending.set(u, pending.get(u)! - 1);
+      if (pending.get(u) === 0) ready.push(u);
+    }
+  }
+  if (order.length === nodes.size) return order;
+  const cycle = findCycle(nodes, incoming, new Set(order));
+  add({
+    pointer: `/edges/${cycle.edge}`,
+    message: `cycle ${cycle.path.join(' → ')}: a cycle must pass through a loop node's 'next' input`,
+  });
+  return undefined;
+}
+
+function findCycle(nodes: Map<string, NodeSpec>, incoming: Map<string, ResolvedEdge[]>, done: Set<string>) {
+  // Walk backwards along incoming edges among the unsorted nodes until a node repeats.
+  let cur = [...nodes.keys()].find((id) => !done.has(id))!;
+  const path: string[] = [];
+  const edges: number[] = [];
+  while (!path.includes(cur)) {
+    path.push(cur);
+    const e = incoming.get(cur)!.find((x) => !isBackEdge(nodes, x) && !done.has(x.from) && nodes.has(x.from))!;
+    edges.push(e.index);
+    cur = e.from;
+  }
+  const start = path.indexOf(cur);
+  const loop = path.slice(start).reverse();
+  return { path: [...loop, loop[0]!], edge: edges[edges.length - 1]! };
+}
+
+function checkLoops(
+  nodes: Map<string, NodeSpec>,
+  nodeIndex: Map<string, number>,
+  outgoing: Map<string, ResolvedEdge[]>,
+  incoming: Map<string, ResolvedEdge[]>,
+  add: Add,
+): Map<string, Set<string>> {
+  const bodies = new Map<string, Set<string>>();
+  for (const [id, n] of nodes) {
+    if (n.kind !== 'loop') continue;
+    const body = new Set<string>();
+    const stack = outgoing.get(id)!.filter((e) => e.fromPort === 'body').map((e) => e.to);
+    while (stack.length) {
+      const cur = stack.pop()!;
+      if (cur === id || body.has(cur)) continue;
+      body.add(cur);
+      for (const e of outgoing.get(cur) ?? []) stack.push(e.to);
+    }
+    bodies.set(id, body);
+    const next = incoming.get(id)!.find((e) => e.toPort === 'next');
+    if (next && next.from !== id && !body.has(next.from))
+      add({ pointer: `/edges/${next.index}`, message: `loop '${id}': its 'next' input must come from its body (nodes fed by '${id}.body')` });
+    for (const member of body)
+      for (const e of outgoing.get(member) ?? [])
+        if (!body.has(e.to) && !(e.to === id && e.toPort === 'next'))
+          add({
+            pointer: `/edges/${e.index}`,
+            message: `node '${member}' runs once per turn of loop '${id}' but feeds '${e.to}' outside it: take the loop's result from '${id}.out'`,
+          });
+    if (body.size === 0 && nodeIndex.has(id) && !next)
+      add({ pointer: `/nodes/${nodeIndex.get(id)}`, message: `loop '${id}' has an empty body` });
+  }
+  return bodies;
+}
+
+function checkTypes(
+  order: string[],
+  nodes: Map<string, NodeSpec>,
+  ports: Map<string, NodePorts>,
+  incoming: Map<string, ResolvedEdge[]>,
+  add: Add,
+): Map<string, PortType> {
+  const types = new Map<string, PortType>();
+  for (const id of order) {
+    const p = ports.get(id)!;
+    const ins = incoming.get(id)!;
+    const typeOf = (e: ResolvedEdge) => types.get(`${e.from}.${e.fromPort}`) ?? 'any';
+    for (const e of ins) {
+      if (isBackEdge(nodes, e)) continue;
+      const want = p.inputs.find((d) => d.name === e.toPort)?.type ?? 'any';
+      const got = typeOf(e);
+      if (!portTypeAccepts(want, got))
+        add({ pointer: `/edges/${e.index}`, message: `type mismatch: '${e.from}.${e.fromPort}' gives ${got} but '${id}.${e.toPort}' takes ${want}` });
+    }
+    for (const out of p.outputs) {
+      let t = out.type;
+      if (out.pass === '*') {
+        const all = new Set(ins.map(typeOf));
+        t = all.size === 1 ? [...all][0]! : 'any';
+      } else if (out.pass) {
+        const src = ins.find((e) => e.toPort === out.pass);
+        t = src ? typeOf(src) : 'any';
+      }
+      types.set(`${id}.${out.name}`, t);
+    }
+  }
+  return types;
+}
+
+function checkScopes(
+  order: string[],
+  nodes: Map<string, NodeSpec>,
+  nodeIndex: Map<string, number>,
+  incoming: Map<string, ResolvedEdge[]>,
+  add: Add,
+): Map<string, string[]> {
+  const nodeScope = new Map<string, string[]>();
+  const portScope = (e: ResolvedEdge): string[] => {
+    const base = nodeScope.get(e.from) ?? [];
+    const kind = nodes.get(e.from)?.kind;
+    return kind === 'fork' || kind === 'route' ? [...base, `${e.from}.${e.fromPort}`] : base;
+  };
+  for (const id of order) {
+    const scopes = incoming.get(id)!.filter((e) => !isBackEdge(nodes, e)).map(portScope);
+    const node = nodes.get(id)!;
+    let scope: string[] = [];
+    if (node.kind === 'join') {
+      // A join closes the branches it gathers: its scope is what its inputs share.
+      scope = scopes.reduce((acc, s) => acc.filter((x, i) => s[i] === x), scopes[0] ?? []);
+    } else {
+      for (const s of scopes) {
+        const [long, short] = s.length >= scope.length ? [s, scope] : [scope, s];
+        if (short.some((x, i) => long[i] !== x)) {
+          add({
+            pointer: `/nodes/${nodeIndex.get(id)}`,
+            message: `node '${id}' takes inputs from different branches (${short.join('/') || 'none'} and ${long.join('/')}): join them first`,
+          });
+        }
+        scope = long;
+      }
+    }
+    nodeScope.set(id, scope);
+  }
+  return nodeScope;
+}

@@ -1,0 +1,53 @@
+/**
+ * Branch bookkeeping shared by fork, expand and the graph runner: a branch's work either
+ * ends with a value or fails; a failure becomes a branch-error event and a `failed`
+ * outcome, so its siblings go on. Outcomes carry their declared index (for ordered joins)
+ * and a finishing number (for `first`).
+ */
+import { Observable, catchError, last, map, of } from 'rxjs';
+import type { OperatorContext } from '../context.js';
+
+interface OutcomeBase {
+  /** Port or branch name (the key of an `object` join). */
+  key: string;
+  /** Full branch id used in events. */
+  branch: string;
+  /** Declared position, for ordered joins. */
+  index: number;
+  /** Finishing order across the process, for `first`. */
+  finished: number;
+}
+
+export type BranchOutcome<T = unknown> = OutcomeBase &
+  ({ status: 'ok'; value: T } | { status: 'failed'; error: Error } | { status: 'skipped' });
+
+let finishCounter = 0;
+export const nextFinish = () => ++finishCounter;
+
+export function toError(err: unknown): Error {
+  return err instanceof Error ? err : new Error(String(err));
+}
+
+export function runBranch<T>(
+  work: Observable<T>,
+  where: { key: string; branch: string; index: number },
+  context: OperatorContext | undefined,
+): Observable<BranchOutcome<T>> {
+  return new Observable<BranchOutcome<T>>((subscriber) => {
+    context?.onEvent?.({ type: 'branch-start', branch: where.branch });
+    return work
+      .pipe(
+        last(),
+        map((value): BranchOutcome<T> => {
+          context?.onEvent?.({ type: 'branch-end', branch: where.branch, output: value });
+          return { ...where, status: 'ok', value, finished: nextFinish() };
+        }),
+        catchError((err: unknown) => {
+          const error = toError(err);
+          context?.onEvent?.({ type: 'branch-error', branch: where.branch, error });
+          return of<BranchOutcome<T>>({ ...where, status: 'failed', error, finished: nextFinish() });
+        }),
+      )
+      .subscribe(subscriber);
+  });
+}

@@ -1,0 +1,61 @@
+/**
+ * Skeleton-of-Thought prompts (arXiv 2307.15337, TECHNIQUES §6) and the outline parser,
+ * shared by the skeleton, expand and route operators.
+ */
+
+export const skeletonPrompt = (question: string) =>
+  "You're an organizer responsible for only giving the skeleton (not the full content) for answering the question. " +
+  'Provide the skeleton in a list of points (numbered 1., 2., 3., etc.) to answer the question. ' +
+  'Instead of writing a full sentence, each skeleton point should be very short with only 3~5 words. ' +
+  'Generally, the skeleton should have 3~10 points. Now, please provide the skeleton for the following question.\n' +
+  `${question}\nSkeleton:`;
+
+/** The skeleton answer is pre-filled with this so the model starts the numbered list. */
+export const skeletonPrefix = '1.';
+
+export const expandPrompt = (question: string, outline: string, index: number) =>
+  "You're responsible for continuing the writing of one and only one point in the overall answer to the following question.\n\n" +
+  `${question}\n\nThe skeleton of the answer is\n\n${outline}\n\n` +
+  `Continue and only continue the writing of point ${index}. Write it **very shortly** in 1~2 sentence and do not continue with other points!`;
+
+export const expandPrefix = (index: number, point: string) => `${index}. ${point}`;
+
+/** The SoT router: A suits SoT, B and C do not. `{{in}}` is the question. */
+export const sotRouterPrompt =
+  'Decide how the question below should be answered.\n' +
+  'A: the answer is a list of independent points that can be written in parallel.\n' +
+  'B: the answer has several points, but each depends on the ones before.\n' +
+  'C: the answer is not a list of points (a fact, a calculation, code or a short reply).\n' +
+  'Question: {{in}}\nAnswer with one letter: A, B or C.';
+
+export interface Skeleton {
+  question: string;
+  /** The outline as numbered lines, "1. point". */
+  outline: string;
+  points: string[];
+}
+
+/**
+ * Reads "1. point" lines in numbering order; the list ends at the first line that breaks
+ * the numbering, so trailing chatter after the outline is ignored.
+ */
+export function parseOutline(text: string, maxPoints = 10): string[] {
+  const points: string[] = [];
+  for (const line of text.split(/\r?\n/)) {
+    const m = /^\s*(\d+)\s*[.)]\s*(.*?)\s*$/.exec(line);
+    if (!m) {
+      if (points.length && line.trim()) break;
+      continue;
+    }
+    if (Number(m[1]) !== points.length + 1) break;
+    const point = m[2]!.replace(/\*\*/g, '').replace(/[.:]+$/, '').trim();
+    if (!point) break;
+    points.push(point);
+    if (points.length >= maxPoints) break;
+  }
+  return points;
+}
+
+export function outlineOf(points: string[]): string {
+  return points.map((p, i) => `${i + 1}. ${p}`).join('\n');
+}

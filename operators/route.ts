@@ -1,0 +1,60 @@
+/**
+ * `route`: picks one branch for each value, by testing the value itself (`by: 'value'`)
+ * or a model's answer about it (`by: 'model'`, e.g. the SoT router's A/B/C) against each
+ * branch's declarative condition in order; `default` catches the rest. Emits the chosen
+ * branch with the value unchanged.
+ *
+ * @example
+ * of('How to learn chess?').pipe(route({ by: 'model', engine, branches: [{ name: 'sot', when: { startsWith: 'A' } }], default: 'direct' }));
+ */
+import { map, of, type Observable, type OperatorFunction } from 'rxjs';
+import { matchCondition } from '../core/conditions.js';
+import { ModelOutputError } from '../core/errors.js';
+import type { Condition } from '../core/graph-schema.js';
+import type { SamplingParams } from '../core/sampling.js';
+import type { Engine } from '../runtime/engine/types.js';
+import type { OperatorContext } from './context.js';
+import { generation } from './internal/generation.js';
+import { perValue } from './internal/operate.js';
+import { sotRouterPrompt } from './internal/sot.js';
+import { renderTemplate } from './template.js';
+
+export interface Routed<T> {
+  branch: string;
+  value: T;
+  /** The model's answer, when routed by model. */
+  answer?: string;
+}
+
+export interface RouteOptions {
+  branches: { name: string; when: Condition }[];
+  default?: string;
+  by?: 'value' | 'model';
+  /** by: model — the question to the model; `{{in}}` is the value (default: the SoT router). */
+  prompt?: string;
+  engine?: Engine;
+  sampling?: Partial<SamplingParams>;
+  context?: OperatorContext;
+}
+
+export { sotRouterPrompt };
+
+export function route<T>(options: RouteOptions): OperatorFunction<T, Routed<T>> {
+  const node = options.context?.node ?? 'route';
+  const pick = (value: T, subject: unknown, answer?: string): Routed<T> => {
+    const hit = options.branches.find((b) => matchCondition(b.when, subject));
+    const branch = hit?.name ?? options.default;
+    if (branch === undefined)
+      throw new ModelOutputError(node, `no branch matches ${JSON.stringify(String(answer ?? subject).slice(0, 80))} and there is no default`);
+    return answer === undefined ? { branch, value } : { branch, value, answer };
+  };
+  return perValue((value: T): Observable<Routed<T>> => {
+    if (options.by !== 'model') return of(pick(value, value));
+    if (!options.engine) throw new ModelOutputError(node, 'routing by model needs an engine');
+    const question = renderTemplate(options.prompt ?? sotRouterPrompt, { in: value });
+    return generation(
+      { engine: options.engine, sampling: { maxTokens: 8, ...options.sampling }, context: options.context },
+      { messages: [{ role: 'user', content: question }] },
+    ).pipe(map((r) => pick(value, r.text.trim(), r.text.trim())));
+  });
+}

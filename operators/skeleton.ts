@@ -1,0 +1,44 @@
+/**
+ * `skeleton`: Skeleton-of-Thought stage 1. Asks the model for a numbered outline of the
+ * question (the SoT organizer prompt, answer pre-filled with "1.") and parses it into
+ * points; an answer without any point is a ModelOutputError.
+ *
+ * @example
+ * of('How do I learn to cook?').pipe(skeleton({ engine })).subscribe((s) => console.log(s.points));
+ */
+import { map, type OperatorFunction } from 'rxjs';
+import { ModelOutputError } from '../core/errors.js';
+import type { SamplingParams } from '../core/sampling.js';
+import type { Stages } from '../core/stages.js';
+import type { Engine } from '../runtime/engine/types.js';
+import type { OperatorContext } from './context.js';
+import { generation } from './internal/generation.js';
+import { perValue } from './internal/operate.js';
+import { outlineOf, parseOutline, skeletonPrefix, skeletonPrompt, type Skeleton } from './internal/sot.js';
+
+export type { Skeleton } from './internal/sot.js';
+
+export interface SkeletonOptions {
+  engine: Engine;
+  /** Points kept (default 10, the top of SoT's 3~10). */
+  maxPoints?: number;
+  sampling?: Partial<SamplingParams>;
+  stages?: Stages;
+  context?: OperatorContext;
+}
+
+export function skeleton(options: SkeletonOptions): OperatorFunction<string, Skeleton> {
+  return perValue((question: string) =>
+    generation(options, {
+      messages: [{ role: 'user', content: skeletonPrompt(question) }],
+      assistantPrefix: skeletonPrefix,
+    }).pipe(
+      map((r) => {
+        const points = parseOutline(skeletonPrefix + r.text, options.maxPoints ?? 10);
+        if (!points.length)
+          throw new ModelOutputError(options.context?.node ?? 'skeleton', `no numbered points in ${JSON.stringify(r.text.slice(0, 80))}`);
+        return { question, outline: outlineOf(points), points };
+      }),
+    ),
+  );
+}

@@ -1,0 +1,47 @@
+/**
+ * `tool`: calls a TypeScript function registered by name (graphs name tools, they never
+ * carry code). The function may return a value, a promise or an observable; it gets an
+ * AbortSignal that fires when the run is cancelled. Its failures become ToolError.
+ *
+ * @example
+ * registerTool('upper', (s) => String(s).toUpperCase());
+ * of('hi').pipe(tool('upper')).subscribe(console.log); // "HI"
+ */
+import { Observable, from, isObservable, last } from 'rxjs';
+import type { OperatorFunction } from 'rxjs';
+import { NotFoundError, ToolError } from '../core/errors.js';
+import { defaultTools, type ToolRegistry } from '../core/tools.js';
+import type { OperatorContext } from './context.js';
+import { perValue } from './internal/operate.js';
+
+export interface ToolOptions {
+  registry?: ToolRegistry;
+  args?: Record<string, unknown>;
+  context?: OperatorContext;
+}
+
+export function tool(name: string, options: ToolOptions = {}): OperatorFunction<unknown, unknown> {
+  const registry = options.registry ?? defaultTools;
+  return perValue(
+    (input: unknown) =>
+      new Observable<unknown>((subscriber) => {
+        const fn = registry.get(name);
+        if (!fn) throw new NotFoundError('tool', name);
+        const abort = new AbortController();
+        const fail = (err: unknown) => subscriber.error(err instanceof ToolError ? err : new ToolError(name, err));
+        let result: unknown;
+        try {
+          result = fn(input, { args: options.args ?? {}, signal: abort.signal, node: options.context?.node });
+        } catch (err) {
+          fail(err);
+          return undefined;
+        }
+        const source = isObservable(result) ? result.pipe(last()) : from(Promise.resolve(result));
+        const sub = source.subscribe({ next: (v) => subscriber.next(v), error: fail, complete: () => subscriber.complete() });
+        return () => {
+          sub.unsubscribe();
+          abort.abort();
+        };
+      }),
+  );
+}
