@@ -103,6 +103,7 @@ export class SafetensorsFile {
     const numel = bytes / DTYPE_BYTES[entry.dtype];
     let data: Float32Array;
     if (entry.dtype === 'F32') {
+      // Safetensors is little-endian, as are the hosts we run on: the bytes are the floats.
       data = new Float32Array(numel);
       this.readInto(name, new Uint8Array(data.buffer), begin);
     } else {
