@@ -144,7 +144,6 @@ interface Pools {
   members: Synset[];
   instances: Synset[];
   verbKinds: Synset[];
-  describable: Synset[];
   /** Single lowercase words for planted code words and entity names. */
   words: string[];
   adjWords: string[];
@@ -170,7 +169,6 @@ function makePools(corpus: Corpus, heldOut: boolean): Pools {
     members: nouns.filter((s) => has(s, '%m', 3)),
     instances: nouns.filter((s) => has(s, '~i', 3)),
     verbKinds: mine.filter((s) => s.pos === 'v' && has(s, '~', 3)),
-    describable: nouns.filter((s) => aspectPoints(wn, s).length >= 3),
     // Code words and entities come from the whole vocabulary: they are arbitrary labels.
     words: [...new Set(wn.list.filter((s) => s.pos === 'n' && single(s)).map(headword))],
     adjWords: [...new Set(wn.list.filter((s) => s.pos === 'a' && single(s)).map(headword))],
@@ -305,10 +303,15 @@ function skeletonQuestion(rng: Rng, p: Pools): SkeletonQuestion | null {
     const q = pick(rng, [`What are the different ways to ${w}?`, `In what ways can one ${w}?`, `List some ways to ${w}.`]);
     return points && { question: q, points };
   }
-  const s = pick(rng, p.describable);
-  const w = headword(s);
-  const aspects = aspectPoints(p.wn, s);
+  // Most nouns have too few relations to describe; try a few rather than pre-filtering all.
+  let s = pick(rng, p.nouns);
+  let aspects = aspectPoints(p.wn, s);
+  for (let tries = 0; aspects.length < 3 && tries < 8; tries++) {
+    s = pick(rng, p.nouns);
+    aspects = aspectPoints(p.wn, s);
+  }
   if (aspects.length < 3) return null;
+  const w = headword(s);
   const q = pick(rng, [`Describe ${withArticle(w)}.`, `Tell me about ${withArticle(w)}.`, `What should I know about ${w}?`, `Give an overview of ${w}.`]);
   return { question: q, points: aspects.slice(0, 8) };
 }
@@ -618,7 +621,7 @@ export function scoreEvalItem(item: EvalItem, output: string): { pass: boolean; 
     }
     case 'define': {
       // A definition counts when its first content words come back in order.
-      const head = glossHead(item.expected, 4).join(' ').toLowerCase();
+      const head = item.expected.replace(/\([^)]*\)/g, ' ').trim().split(/\s+/).slice(0, 4).join(' ').toLowerCase();
       const pass = head.length > 0 && out.toLowerCase().includes(head);
       return { pass, score: pass ? 1 : 0 };
     }
