@@ -174,7 +174,7 @@ export function createApp(options: AppOptions): SkeinApp {
     const id = `run_${randomUUID().replace(/-/g, '').slice(0, 16)}`;
     const name = isObject(graphJson) && typeof graphJson.name === 'string' ? graphJson.name : source;
     const run$ = df.runGraph(spec as never, input, { engine, seed, runId: id });
-    const record = store.start({ id, graph: name, input, seed, model: engine.modelName }, run$);
+    const record = store.start({ id, graph: name, input, seed, model: engine.modelName, definition: graphJson }, run$);
     metrics.runStarted();
     return c.json({ id, state: record.state, links: { self: `/v1/runs/${id}`, events: `/v1/runs/${id}/events` } }, 201);
   });
@@ -184,7 +184,7 @@ export function createApp(options: AppOptions): SkeinApp {
   app.get('/v1/runs/:id', (c) => {
     const run = store.get(c.req.param('id'));
     if (!run) throw new NotFoundError('run', c.req.param('id'));
-    return c.json(summarize(run));
+    return c.json({ ...summarize(run), definition: run.definition });
   });
 
   app.delete('/v1/runs/:id', (c) => {

@@ -22,6 +22,8 @@ export interface RunMeta {
   input: Record<string, unknown>;
   seed: number;
   model: string;
+  /** The graph JSON the run was started with, so a past run can be drawn again. */
+  definition?: unknown;
 }
 
 export interface RunRecord extends RunMeta {

@@ -1,0 +1,98 @@
+/**
+ * The graph diagram: an SVG of the layered layout whose nodes light up as they run
+ * (running, done, error) and show one dot per branch (SoT points, forks) as they appear.
+ *
+ * @example
+ * const diagram = new Diagram(document.getElementById('diagram')!);
+ * diagram.draw(layoutGraph(readGraph(json)));
+ * diagram.setNode('skeleton', 'running');
+ */
+import { NODE_H, NODE_W, type Layout } from './dag.js';
+import { clear, svg } from './dom.js';
+import type { LaneState } from './runview.js';
+
+export class Diagram {
+  private groups = new Map<string, SVGGElement>();
+  private dots = new Map<string, SVGGElement>();
+
+  constructor(private readonly host: HTMLElement) {}
+
+  draw(layout: Layout): void {
+    clear(this.host);
+    this.groups.clear();
+    this.dots.clear();
+    if (layout.nodes.length === 0) {
+      this.host.append(Object.assign(document.createElement('p'), { className: 'empty', textContent: 'No nodes to draw yet.' }));
+      return;
+    }
+    const root = svg('svg', {
+      viewBox: `0 0 ${layout.width} ${layout.height}`,
+      width: layout.width,
+      height: layout.height,
+      class: 'diagram',
+      role: 'img',
+      'aria-label': 'Graph diagram',
+    });
+    root.append(
+      svg('defs', null, svg('marker', { id: 'arrow', viewBox: '0 0 10 10', refX: 9, refY: 5, markerWidth: 7, markerHeight: 7, orient: 'auto-start-reverse' }, svg('path', { d: 'M0,0 L10,5 L0,10 z', class: 'arrowhead' }))),
+    );
+    const at = new Map(layout.nodes.map((n) => [n.id, n]));
+    for (const e of layout.edges) {
+      const a = at.get(e.from)!;
+      const b = at.get(e.to)!;
+      const x1 = a.x + NODE_W;
+      const y1 = a.y + NODE_H / 2;
+      const x2 = b.x;
+      const y2 = b.y + NODE_H / 2;
+      // Edges going backwards (loops) arc over the nodes instead of crossing them.
+      const d =
+        x2 > x1
+          ? `M${x1},${y1} C${x1 + 32},${y1} ${x2 - 32},${y2} ${x2},${y2}`
+          : `M${x1},${y1} C${x1 + 48},${y1 - 70} ${x2 - 48},${y2 - 70} ${x2},${y2}`;
+      root.append(svg('path', { d, class: 'edge', 'marker-end': 'url(#arrow)' }));
+    }
+    for (const n of layout.nodes) {
+      const g = svg('g', { class: `node kind-${n.kind}`, 'data-node': n.id, transform: `translate(${n.x},${n.y})` });
+      g.append(
+        svg('title', null, `${n.id} (${n.kind})`),
+        svg('rect', { width: NODE_W, height: NODE_H, rx: 8, class: 'node-box' }),
+        svg('rect', { width: 4, height: NODE_H - 16, x: 0, y: 8, rx: 2, class: 'node-accent' }),
+        svg('text', { x: 14, y: 20, class: 'node-label' }, truncate(n.label, 17)),
+        svg('text', { x: 14, y: 36, class: 'node-kind' }, n.kind),
+      );
+      const dots = svg('g', { class: 'branch-dots', transform: `translate(${NODE_W - 10},${NODE_H - 10})` });
+      g.append(dots);
+      root.append(g);
+      this.groups.set(n.id, g);
+      this.dots.set(n.id, dots);
+    }
+    this.host.append(root);
+  }
+
+  reset(): void {
+    for (const g of this.groups.values()) g.classList.remove('is-running', 'is-done', 'is-error');
+    for (const d of this.dots.values()) clear(d);
+  }
+
+  setNode(id: string, state: LaneState): void {
+    const g = this.groups.get(id);
+    if (!g) return;
+    g.classList.remove('is-running', 'is-done', 'is-error');
+    g.classList.add(`is-${state}`);
+  }
+
+  /** One dot per branch, right-aligned at the node's bottom corner. */
+  setBranches(id: string, branches: Array<{ branch: string; state: LaneState }>): void {
+    const dots = this.dots.get(id);
+    if (!dots) return;
+    clear(dots);
+    const shown = branches.slice(0, 12);
+    shown.forEach((b, i) => {
+      dots.append(svg('circle', { cx: -(shown.length - 1 - i) * 9, cy: 0, r: 3, class: `dot is-${b.state}` }, svg('title', null, b.branch)));
+    });
+  }
+}
+
+function truncate(s: string, n: number): string {
+  return s.length > n ? `${s.slice(0, n - 1)}…` : s;
+}

@@ -1,0 +1,144 @@
+/**
+ * A run as the page shows it, folded from its events: per node a state (idle, running,
+ * done, error), per lane (a node, or one branch of it) its text, marbles, timings and
+ * metrics. Pure, so the same fold serves live runs, opened past runs and replays.
+ *
+ * @example
+ * const view = newRunView('run_1');
+ * for (const e of events) applyEvent(view, e);
+ * view.lanes.get('expand/p1')?.text;
+ */
+import type { RunEvent, StageMetrics } from '../../core/events.js';
+
+export type LaneState = 'running' | 'done' | 'error';
+
+export interface Marble {
+  t: number;
+  kind: 'start' | 'delta' | 'end' | 'error';
+}
+
+export interface Lane {
+  key: string;
+  node: string;
+  branch?: string;
+  state: LaneState;
+  text: string;
+  tokens: number;
+  startT: number;
+  firstTokenT?: number;
+  endT?: number;
+  metrics?: StageMetrics;
+  error?: string;
+  marbles: Marble[];
+}
+
+export interface RunView {
+  runId: string;
+  status: 'running' | 'ok' | 'error' | 'cancelled';
+  t: number;
+  graph?: string;
+  lanes: Map<string, Lane>;
+  /** Node state: running while any lane runs, error if any failed, done when all ended. */
+  nodes: Map<string, LaneState>;
+  output?: Record<string, unknown>;
+  error?: string;
+  events: RunEvent[];
+}
+
+export const laneKey = (node: string, branch?: string) => (branch ? `${node}/${branch}` : node);
+
+export function newRunView(runId: string): RunView {
+  return { runId, status: 'running', t: 0, lanes: new Map(), nodes: new Map(), events: [] };
+}
+
+function lane(view: RunView, node: string, branch: string | undefined, t: number): Lane {
+  const key = laneKey(node, branch);
+  let l = view.lanes.get(key);
+  if (!l) {
+    l = { key, node, ...(branch ? { branch } : {}), state: 'running', text: '', tokens: 0, startT: t, marbles: [] };
+    view.lanes.set(key, l);
+  }
+  return l;
+}
+
+function nodeState(view: RunView, node: string): LaneState {
+  let running = false;
+  let error = false;
+  for (const l of view.lanes.values()) {
+    if (l.node !== node) continue;
+    if (l.state === 'running') running = true;
+    if (l.state === 'error') error = true;
+  }
+  return running ? 'running' : error ? 'error' : 'done';
+}
+
+/** Folds one event in; returns the lane it touched, if any. */
+export function applyEvent(view: RunView, e: RunEvent): Lane | undefined {
+  view.events.push(e);
+  view.t = Math.max(view.t, e.t);
+  switch (e.type) {
+    case 'run-start':
+      view.graph = e.graph;
+      return undefined;
+    case 'node-start': {
+      const l = lane(view, e.node, e.branch, e.t);
+      l.state = 'running';
+      l.startT = e.t;
+      l.marbles.push({ t: e.t, kind: 'start' });
+      view.nodes.set(e.node, 'running');
+      return l;
+    }
+    case 'text-delta': {
+      const l = lane(view, e.node, e.branch, e.t);
+      l.text += e.text;
+      l.tokens += e.tokenIds.length;
+      l.firstTokenT ??= e.t;
+      l.marbles.push({ t: e.t, kind: 'delta' });
+      return l;
+    }
+    case 'node-end': {
+      const l = lane(view, e.node, e.branch, e.t);
+      l.state = 'done';
+      l.endT = e.t;
+      l.metrics = e.metrics;
+      l.marbles.push({ t: e.t, kind: 'end' });
+      view.nodes.set(e.node, nodeState(view, e.node));
+      return l;
+    }
+    case 'branch-error': {
+      const l = lane(view, e.node, e.branch, e.t);
+      l.state = 'error';
+      l.endT = e.t;
+      l.error = e.error.message;
+      l.marbles.push({ t: e.t, kind: 'error' });
+      view.nodes.set(e.node, nodeState(view, e.node));
+      return l;
+    }
+    case 'run-end':
+      view.status = e.status;
+      if (e.output) view.output = e.output;
+      if (e.error) view.error = e.error.message;
+      // Lanes still open when a run stops were cut short.
+      for (const l of view.lanes.values()) {
+        if (l.state !== 'running') continue;
+        l.state = e.status === 'ok' ? 'done' : 'error';
+        l.endT = e.t;
+        view.nodes.set(l.node, nodeState(view, l.node));
+      }
+      return undefined;
+    default: {
+      const never: never = e;
+      return never;
+    }
+  }
+}
+
+/** Figures of a lane for the metrics table; measured ones fill what the event did not say. */
+export function laneFigures(l: Lane): StageMetrics & { wallMs?: number } {
+  const m = l.metrics ?? {};
+  const wallMs = l.endT !== undefined ? l.endT - l.startT : undefined;
+  const ttft = m.ttftMs ?? (l.firstTokenT !== undefined ? l.firstTokenT - l.startT : undefined);
+  const decodeMs = l.endT !== undefined && l.firstTokenT !== undefined ? l.endT - l.firstTokenT : undefined;
+  const tps = m.tokensPerSec ?? (decodeMs && l.tokens > 1 ? ((l.tokens - 1) * 1000) / decodeMs : undefined);
+  return { ...m, tokensOut: m.tokensOut ?? l.tokens, ...(ttft !== undefined ? { ttftMs: ttft } : {}), ...(tps !== undefined ? { tokensPerSec: tps } : {}), ...(wallMs !== undefined ? { wallMs } : {}) };
+}
