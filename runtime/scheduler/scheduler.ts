@@ -62,7 +62,7 @@ export interface SubmitRequest {
 
 export interface SequenceSummary {
   reason: Exclude<FinishReason, 'cancelled'>;
-  /** Generated ids (an end-of-sequence token is not included). */
+  /** Generated ids, a final end-of-sequence token included. */
   ids: number[];
   promptTokens: number;
   completionTokens: number;
@@ -74,8 +74,11 @@ export interface SequenceSummary {
 }
 
 export interface SequenceListener {
-  /** A new token. Return true to end the sequence here (a stop string matched). */
-  token(id: number): boolean | void;
+  /**
+   * A new token (an end-of-sequence one included); `final` when it ends the sequence.
+   * Return true to end the sequence here (a stop string matched).
+   */
+  token(id: number, final: boolean): boolean | void;
   done(summary: SequenceSummary): void;
   error(err: Error): void;
 }
@@ -374,10 +377,14 @@ export class Scheduler {
       if (!wantLogits || seq.cancelled) return;
       try {
         const token = seq.sample(r.logits[0]!, seq.all());
-        if (seq.eosIds.includes(token)) return this.finish(seq, 'eos');
         seq.generated.push(token);
-        if (seq.listener.token(token) === true) return this.finish(seq, 'stop');
-        if (seq.generated.length >= seq.sampling.maxTokens || seq.length >= maxPos) this.finish(seq, 'length');
+        const reason = seq.eosIds.includes(token)
+          ? 'eos'
+          : seq.generated.length >= seq.sampling.maxTokens || seq.length >= maxPos
+            ? 'length'
+            : null;
+        if (seq.listener.token(token, reason !== null) === true) return this.finish(seq, 'stop');
+        if (reason !== null) this.finish(seq, reason);
       } catch (err) {
         this.fail(seq, err);
       }

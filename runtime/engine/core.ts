@@ -1,0 +1,160 @@
+/**
+ * The engine's core, on whichever thread runs the model: the scheduler plus, per request,
+ * streaming detokenization, stop strings and timings. It takes requests as token ids and
+ * gives back small plain events (ids, text, figures): exactly what crosses the worker
+ * boundary, so the in-process engine and the worker engine share it unchanged.
+ *
+ * @example
+ * const core = new EngineCore({ model, tokenizer, sampler, emit: (e) => console.log(e) });
+ * core.submit({ requestId: 'r1', ids: [1, 2, 3], sampling: resolveSampling({ maxTokens: 4 }) });
+ * while (core.hasWork()) core.step();
+ */
+import { BadRequestError } from '../../core/errors.js';
+import type { SamplingParams } from '../../core/sampling.js';
+import type { ModelTokenizer, IncrementalDetokenizer } from '../checkpoint/tokenizer.js';
+import type { LoadedModel } from '../model/types.js';
+import {
+  Scheduler,
+  type SchedulerOptions,
+  type SchedulerStats,
+  type SequenceSummary,
+  type StepReport,
+} from '../scheduler/scheduler.js';
+import { StopText } from './stop.js';
+import type { FinishReason, GenerationMetrics, GenerationUsage } from './types.js';
+
+export interface CoreSubmit {
+  requestId: string;
+  ids: number[];
+  sampling: SamplingParams;
+  owner?: string;
+}
+
+export type CoreEvent =
+  | { type: 'token'; requestId: string; id: number; text: string }
+  | {
+      type: 'done';
+      requestId: string;
+      reason: FinishReason;
+      ids: number[];
+      text: string;
+      usage: GenerationUsage;
+      metrics: GenerationMetrics;
+    }
+  | { type: 'error'; requestId: string; error: Error };
+
+export type EngineCoreOptions = Omit<SchedulerOptions, 'model'> & {
+  model: LoadedModel;
+  tokenizer: ModelTokenizer | null;
+  emit: (event: CoreEvent) => void;
+};
+
+interface Session {
+  detok: IncrementalDetokenizer | null;
+  stop: StopText;
+  t0: number;
+  tFirst: number;
+}
+
+export class EngineCore {
+  readonly scheduler: Scheduler;
+  private readonly tokenizer: ModelTokenizer | null;
+  private readonly emit: (event: CoreEvent) => void;
+  private readonly sessions = new Map<string, Session>();
+
+  constructor(options: EngineCoreOptions) {
+    const { tokenizer, emit, ...schedulerOptions } = options;
+    this.scheduler = new Scheduler(schedulerOptions);
+    this.tokenizer = tokenizer;
+    this.emit = emit;
+  }
+
+  /** Queues a request; a refusal (KvExhaustedError, a bad request) comes back as its error event. */
+  submit(msg: CoreSubmit): void {
+    const { requestId } = msg;
+    try {
+      if (msg.sampling.stop.length > 0 && this.tokenizer === null) {
+        throw new BadRequestError('sampling.stop', 'stop strings need a model with a tokenizer');
+      }
+      const session: Session = {
+        detok: this.tokenizer?.detokenizer() ?? null,
+        stop: new StopText(msg.sampling.stop),
+        t0: performance.now(),
+        tFirst: 0,
+      };
+      this.sessions.set(requestId, session);
+      this.scheduler.submit(
+        { id: requestId, ids: msg.ids, sampling: msg.sampling, owner: msg.owner, eosIds: this.tokenizer?.eosIds },
+        {
+          token: (id, final) => this.onToken(requestId, session, id, final),
+          done: (summary) => this.onDone(requestId, session, summary),
+          error: (error) => {
+            this.sessions.delete(requestId);
+            this.emit({ type: 'error', requestId, error });
+          },
+        },
+      );
+    } catch (err) {
+      this.sessions.delete(requestId);
+      this.emit({ type: 'error', requestId, error: err instanceof Error ? err : new Error(String(err)) });
+    }
+  }
+
+  /** Stops a request and frees its KV; no further event for it. */
+  cancel(requestId: string): void {
+    this.sessions.delete(requestId);
+    this.scheduler.cancel(requestId);
+  }
+
+  hasWork(): boolean {
+    return this.scheduler.hasWork();
+  }
+
+  step(): StepReport {
+    return this.scheduler.step();
+  }
+
+  stats(): SchedulerStats {
+    return this.scheduler.stats();
+  }
+
+  close(err: Error): void {
+    this.scheduler.close(err);
+    this.sessions.clear();
+  }
+
+  private onToken(requestId: string, s: Session, id: number, final: boolean): boolean {
+    if (s.tFirst === 0) s.tFirst = performance.now();
+    let decoded = s.detok ? s.detok.push(id) : '';
+    if (final && s.detok) decoded += s.detok.flush();
+    const { text, stopped } = s.stop.push(decoded, final);
+    this.emit({ type: 'token', requestId, id, text });
+    return stopped;
+  }
+
+  private onDone(requestId: string, s: Session, summary: SequenceSummary): void {
+    this.sessions.delete(requestId);
+    const t1 = performance.now();
+    const ttftMs = (s.tFirst || t1) - s.t0;
+    const totalMs = t1 - s.t0;
+    const decodeMs = totalMs - ttftMs;
+    this.emit({
+      type: 'done',
+      requestId,
+      reason: summary.reason,
+      ids: summary.ids,
+      text: s.stop.text,
+      usage: {
+        promptTokens: summary.promptTokens,
+        completionTokens: summary.completionTokens,
+        cachedPromptTokens: summary.cachedPromptTokens,
+      },
+      metrics: {
+        ttftMs,
+        totalMs,
+        decodeTokensPerSec: decodeMs > 0 ? ((summary.completionTokens - 1) * 1000) / decodeMs : 0,
+        kvBlocksShared: summary.kvBlocksShared,
+      },
+    });
+  }
+}
