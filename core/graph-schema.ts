@@ -19,6 +19,10 @@ export const GRAPH_SCHEMA_ID = 'https://skein.dev/schema/graph-1.json';
 
 const idPattern = '^[A-Za-z_][A-Za-z0-9_-]*$';
 
+// The sampling schema carries its own $id for the HTTP API; embedded here several times,
+// that id would be ambiguous, so the copies drop it.
+const { $id: _samplingId, ...sampling } = samplingSchema;
+
 /** A declarative test of a text (every given field must hold). Never evaluated as code. */
 export const conditionSchema = {
   type: 'object',
@@ -99,7 +103,7 @@ export const nodeSchemas = {
       system: { type: 'string', description: 'System prompt (when the `system` port is not connected).' },
       chat: { type: 'boolean', description: 'Render with the chat template (default true); false sends the raw prompt.' },
       assistantPrefix: { type: 'string', description: 'Text the assistant turn starts with (chat only).' },
-      sampling: samplingSchema,
+      sampling,
       stages: stagesSchema,
     },
     [],
@@ -109,7 +113,7 @@ export const nodeSchemas = {
     'Skeleton-of-Thought stage 1: ask for a numbered outline of the question and parse it.',
     {
       maxPoints: { type: 'integer', minimum: 1, maximum: 20, description: 'Points kept (default 10).' },
-      sampling: samplingSchema,
+      sampling,
       stages: stagesSchema,
     },
     [],
@@ -119,7 +123,7 @@ export const nodeSchemas = {
     'Skeleton-of-Thought stage 2: expand every point in parallel (bounded), in order.',
     {
       concurrency: { type: 'integer', minimum: 1, maximum: 64, description: 'Points expanded at once (default 4).' },
-      sampling: samplingSchema,
+      sampling,
       stages: stagesSchema,
     },
     [],
@@ -163,7 +167,7 @@ export const nodeSchemas = {
         },
       },
       default: { type: 'string', pattern: idPattern, description: 'Branch taken when no condition matches.' },
-      sampling: samplingSchema,
+      sampling,
     },
     ['branches'],
   ),

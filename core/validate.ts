@@ -158,6 +158,7 @@ function analyze(json: unknown): { problems: GraphProblem[]; analysis?: GraphAna
     const from = resolveEnd(e.from, 'from', index, known, ports, add);
     const to = resolveEnd(e.to, 'to', index, known, ports, add);
     if (!from || !to) return;
+    if (to.port === '') to.port = from.node;
     const key = `${from.node}.${from.port}->${to.node}.${to.port}`;
     if (edgeKeys.has(key)) {
       add({ pointer: `/edges/${index}`, message: `duplicate edge ${e.from} → ${e.to} (same as /edges/${edgeKeys.get(key)})` });
@@ -249,7 +250,7 @@ function resolveEnd(
   const list: PortDef[] = end === 'from' ? p.outputs : p.inputs;
   const kind = end === 'from' ? 'output' : 'input';
   if (explicitPort === undefined) {
-    if (end === 'to' && p.variadic) return { node, port: `_${index}` };
+    if (end === 'to' && p.variadic) return { node, port: '' }; // named after its source below
     if (list.length === 1) return { node, port: list[0]!.name };
     add({
       pointer,
