@@ -1,10 +1,13 @@
 /** The list of CLI commands; each module exports `register(program)`. */
 import type { Command } from 'commander';
 import { register as serve } from './serve.js';
+import { register as run } from './run.js';
+import { register as validate } from './validate.js';
 
 type Register = (program: Command) => void;
 const commands: Register[] = [];
 commands.push(serve);
+commands.push(run, validate);
 
 export function registerCommands(program: Command): void {
   for (const register of commands) register(program);

@@ -1,0 +1,81 @@
+/**
+ * A terminal view of a run's progress: one line per node and branch with its state,
+ * tokens so far and time, kept up to date from RunEvents. The CLI redraws it in place on
+ * a terminal and prints only state changes otherwise; it holds no terminal code itself.
+ *
+ * @example
+ * const view = new ProgressView();
+ * run$.subscribe((e) => { view.apply(e); draw(view.lines()); });
+ */
+import type { RunEvent } from './events.js';
+
+interface Row {
+  key: string;
+  node: string;
+  branch?: string;
+  state: 'running' | 'done' | 'failed';
+  tokens: number;
+  started: number;
+  ended?: number;
+  note?: string;
+}
+
+const oneLine = (s: string, n = 48) => {
+  const flat = s.replace(/\s+/g, ' ').trim();
+  return flat.length > n ? `${flat.slice(0, n - 1)}…` : flat;
+};
+
+export class ProgressView {
+  private readonly rows = new Map<string, Row>();
+
+  /** Applies one event; returns the row it changed state of, for line-by-line output. */
+  apply(e: RunEvent): string | undefined {
+    const key = (node: string, branch?: string) => (branch ? `${node} [${branch}]` : node);
+    switch (e.type) {
+      case 'node-start': {
+        const row: Row = { key: key(e.node, e.branch), node: e.node, branch: e.branch, state: 'running', tokens: 0, started: e.t };
+        this.rows.set(row.key, row);
+        return this.format(row);
+      }
+      case 'text-delta': {
+        const row = this.rows.get(key(e.node, e.branch)) ?? this.rows.get(e.node);
+        if (row) row.tokens += e.tokenIds.length;
+        return undefined;
+      }
+      case 'node-end': {
+        const row = this.rows.get(key(e.node, e.branch));
+        if (!row) return undefined;
+        row.state = 'done';
+        row.ended = e.t;
+        if (typeof e.output === 'string') row.note = oneLine(e.output);
+        return this.format(row);
+      }
+      case 'branch-error': {
+        const row = this.rows.get(key(e.node, e.branch)) ?? { key: key(e.node, e.branch), node: e.node, branch: e.branch, state: 'failed', tokens: 0, started: e.t };
+        row.state = 'failed';
+        row.ended = e.t;
+        row.note = e.error.message;
+        this.rows.set(row.key, row);
+        return this.format(row);
+      }
+      case 'run-start':
+      case 'run-end':
+        return undefined;
+      default: {
+        const never: never = e;
+        return never;
+      }
+    }
+  }
+
+  lines(now?: number): string[] {
+    return [...this.rows.values()].map((r) => this.format(r, now));
+  }
+
+  private format(r: Row, now?: number): string {
+    const mark = r.state === 'running' ? '…' : r.state === 'done' ? '✓' : '✗';
+    const ms = (r.ended ?? now ?? r.started) - r.started;
+    const tokens = r.tokens ? ` ${r.tokens} tok` : '';
+    return `${mark} ${r.key.padEnd(28)} ${String(ms).padStart(6)} ms${tokens}${r.note ? `  ${r.note}` : ''}`;
+  }
+}

@@ -1,0 +1,109 @@
+/**
+ * `skein run GRAPH.json --input '{"question": "..."}'`: runs a graph on the shared engine
+ * with the given (or default, skein-mini) model, showing live progress per node and
+ * branch — redrawn in place on a terminal — or every RunEvent as a JSON line with
+ * `--json`, then prints the final output. Ctrl-C cancels the run (generation stops, KV is
+ * freed). Exit status: 0 ok, 1 run error, 130 cancelled.
+ */
+import type { Command } from 'commander';
+import { BadRequestError, GraphValidationError, compileGraph, saveEvents, type RunEvent } from '../../../core/index.js';
+import { ProgressView } from '../../../core/progress.js';
+import type { Engine } from '../../engine/types.js';
+import { readGraphFile } from './validate.js';
+
+export const DEFAULT_MODEL = 'skein-mini';
+
+interface RunFlags {
+  input: string;
+  model: string;
+  seed?: string;
+  json?: boolean;
+  save?: string;
+}
+
+function parseInput(text: string): Record<string, unknown> {
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch (err) {
+    throw new BadRequestError('--input', `not JSON: ${(err as Error).message}`);
+  }
+  if (!value || typeof value !== 'object' || Array.isArray(value)) throw new BadRequestError('--input', 'must be a JSON object');
+  return value as Record<string, unknown>;
+}
+
+/** The real engine, loaded on demand so `validate` and `--help` never load a model. */
+async function openEngine(model: string): Promise<Engine> {
+  const { createEngine } = await import('../../engine/index.js');
+  return createEngine({ model });
+}
+
+export function register(program: Command): void {
+  program
+    .command('run')
+    .description('Run a graph on the shared engine and print its output')
+    .argument('<graph>', 'graph JSON file')
+    .option('-i, --input <json>', 'run input as a JSON object', '{}')
+    .option('-m, --model <name|dir>', 'model name (under models/) or folder', DEFAULT_MODEL)
+    .option('-s, --seed <n>', 'run seed (per-node seeds derive from it)')
+    .option('--json', 'print every run event as a JSON line')
+    .option('--save <file>', 'also save the events as JSON lines (replayable)')
+    .action(async (file: string, flags: RunFlags) => {
+      const read = readGraphFile(file);
+      if (read.problems.length) throw new GraphValidationError(read.problems, file);
+      const compiled = compileGraph(read.json as never, undefined, file);
+      const input = parseInput(flags.input);
+      const seed = flags.seed === undefined ? undefined : Number(flags.seed);
+      if (seed !== undefined && !Number.isInteger(seed)) throw new BadRequestError('--seed', 'must be an integer');
+
+      const engine = await openEngine(flags.model);
+      const abort = new AbortController();
+      const onSigint = () => abort.abort();
+      process.once('SIGINT', onSigint);
+      const events: RunEvent[] = [];
+      const view = new ProgressView();
+      const tty = !flags.json && process.stderr.isTTY;
+      let drawn = 0;
+      const draw = (now: number) => {
+        const lines = view.lines(now);
+        process.stderr.write(`${drawn ? `\x1b[${drawn}A` : ''}${lines.map((l) => `\x1b[2K${l}\n`).join('')}`);
+        drawn = lines.length;
+      };
+      const end = await new Promise<Extract<RunEvent, { type: 'run-end' }>>((resolve, reject) => {
+        compiled.run(input, { engine, seed, signal: abort.signal }).subscribe({
+          next(e) {
+            events.push(e);
+            if (flags.json) return void process.stdout.write(`${JSON.stringify(e)}\n`);
+            if (e.type === 'run-start') process.stderr.write(`run ${e.runId}: ${e.graph} on ${engine.modelName}, seed ${e.seed}\n`);
+            const changed = view.apply(e);
+            if (tty && (changed || e.type === 'text-delta')) draw(e.t);
+            else if (changed) process.stderr.write(`${changed}\n`);
+            if (e.type === 'run-end') resolve(e);
+          },
+          error: reject,
+        });
+      }).finally(async () => {
+        process.off('SIGINT', onSigint);
+        await engine.close();
+      });
+      if (flags.save) (await import('node:fs')).writeFileSync(flags.save, saveEvents(events));
+      if (flags.json) {
+        process.exitCode = end.status === 'ok' ? 0 : end.status === 'cancelled' ? 130 : 1;
+        return;
+      }
+      if (end.status === 'ok') {
+        const out = end.output ?? {};
+        const keys = Object.keys(out);
+        for (const k of keys) {
+          const v = out[k];
+          process.stdout.write(`${keys.length > 1 ? `── ${k}\n` : ''}${typeof v === 'string' ? v : JSON.stringify(v, null, 2)}\n`);
+        }
+      } else if (end.status === 'cancelled') {
+        process.stderr.write('cancelled\n');
+        process.exitCode = 130;
+      } else {
+        process.stderr.write(`skein: ${end.error?.message ?? 'run failed'}\n`);
+        process.exitCode = 1;
+      }
+    });
+}
