@@ -3,11 +3,13 @@ import type { Command } from 'commander';
 import { register as serve } from './serve.js';
 import { register as run } from './run.js';
 import { register as validate } from './validate.js';
+import { register as trainData } from './train-data.js';
 
 type Register = (program: Command) => void;
 const commands: Register[] = [];
 commands.push(serve);
 commands.push(run, validate);
+commands.push(trainData);
 
 export function registerCommands(program: Command): void {
   for (const register of commands) register(program);

@@ -97,7 +97,9 @@ export function cleanBody(body: string): string {
     const line = lines[i].replace(/\s+$/, '');
     // Everything after a signature or list footer marker is boilerplate.
     if (/^(-- ?|_{10,}|-{10,}\s*$|={10,})$/.test(line) || /^-----BEGIN PGP SIGNATURE/.test(line)) break;
-    if (/^\s*(>|\|)/.test(line)) continue;
+    if (/^-{5,}.*(Sponsor|~-->)|^To unsubscribe|^Yahoo! Groups/.test(line)) break;
+    // Quotes, including supercite style ("Guido> ...").
+    if (/^\s*(>|\||[A-Za-z]{1,12}>)/.test(line)) continue;
     if (/^-----BEGIN PGP SIGNED MESSAGE|^Hash: /.test(line)) continue;
     if (/(wrote|writes|said):\s*$/.test(line) && i + 1 < lines.length && /^\s*>/.test(lines[i + 1])) continue;
     if (/^\s*(https?:\/\/\S+|\S+@\S+)\s*$/.test(line)) continue;
