@@ -1,7 +1,8 @@
 /**
  * Where each JSON pointer's value sits in a JSON text, so a problem reported as
- * `/nodes/2/kind` can be highlighted in the editor. A small scanner of valid JSON (the
- * text was already parsed once); positions are UTF-16 offsets, as textarea selections use.
+ * `/nodes/2/kind` can be highlighted in the editor, and where a syntax error is (engines'
+ * JSON.parse messages no longer always carry a position). A small strict scanner;
+ * positions are UTF-16 offsets, as textarea selections use.
  *
  * @example
  * locatePointers('{"a": [1, 2]}').get('/a/1'); // { start: 10, end: 11 }
@@ -12,19 +13,38 @@ export interface Span {
 }
 
 const escapeToken = (t: string) => t.replace(/~/g, '~0').replace(/\//g, '~1');
+const NUMBER = /-?(?:0|[1-9]\d*)(?:\.\d+)?(?:[eE][+-]?\d+)?/y;
+const STRING = /"(?:[^"\\\u0000-\u001f]|\\(?:["\\/bfnrt]|u[0-9a-fA-F]{4}))*"/y;
 
-export function locatePointers(text: string): Map<string, Span> {
+class ScanError extends Error {
+  constructor(readonly offset: number) {
+    super(`JSON syntax error at ${offset}`);
+  }
+}
+
+export interface ScanResult {
+  spans: Map<string, Span>;
+  /** Offset of the first syntax error, or null when the text is valid JSON. */
+  errorAt: number | null;
+}
+
+export function scanJson(text: string): ScanResult {
   const spans = new Map<string, Span>();
   let i = 0;
   const ws = () => {
     while (i < text.length && ' \t\r\n'.includes(text[i]!)) i++;
   };
-  const str = (): string => {
-    const start = i;
+  const expect = (ch: string) => {
+    ws();
+    if (text[i] !== ch) throw new ScanError(i);
     i++;
-    while (i < text.length && text[i] !== '"') i += text[i] === '\\' ? 2 : 1;
-    i++;
-    return JSON.parse(text.slice(start, i)) as string;
+  };
+  const match = (re: RegExp): string => {
+    re.lastIndex = i;
+    const m = re.exec(text);
+    if (!m) throw new ScanError(i);
+    i += m[0].length;
+    return m[0];
   };
   const value = (pointer: string): void => {
     ws();
@@ -38,15 +58,17 @@ export function locatePointers(text: string): Map<string, Span> {
         for (;;) {
           ws();
           const keyStart = i;
-          const key = str();
-          const child = `${pointer}/${escapeToken(key)}`;
-          ws();
-          i++; // ':'
+          const raw = match(STRING);
+          const child = `${pointer}/${escapeToken(JSON.parse(raw) as string)}`;
+          spans.set(`${child}#key`, { start: keyStart, end: i });
+          expect(':');
           value(child);
-          // A missing-property problem points at the object; a key's own span helps for the rest.
-          spans.set(`${child}#key`, { start: keyStart, end: keyStart + JSON.stringify(key).length });
           ws();
-          if (text[i++] === '}') break;
+          if (text[i] === ',') i++;
+          else if (text[i] === '}') {
+            i++;
+            break;
+          } else throw new ScanError(i);
         }
     } else if (c === '[') {
       i++;
@@ -56,18 +78,33 @@ export function locatePointers(text: string): Map<string, Span> {
         for (let k = 0; ; k++) {
           value(`${pointer}/${k}`);
           ws();
-          if (text[i++] === ']') break;
+          if (text[i] === ',') i++;
+          else if (text[i] === ']') {
+            i++;
+            break;
+          } else throw new ScanError(i);
         }
-    } else if (c === '"') str();
-    else while (i < text.length && !',]} \t\r\n'.includes(text[i]!)) i++;
+    } else if (c === '"') match(STRING);
+    else if (c === '-' || (c !== undefined && c >= '0' && c <= '9')) match(NUMBER);
+    else if (text.startsWith('true', i)) i += 4;
+    else if (text.startsWith('false', i)) i += 5;
+    else if (text.startsWith('null', i)) i += 4;
+    else throw new ScanError(i);
     spans.set(pointer, { start, end: i });
   };
   try {
     value('');
-  } catch {
-    // Invalid JSON: whatever was located before the error is still useful.
+    ws();
+    if (i < text.length) throw new ScanError(i);
+    return { spans, errorAt: null };
+  } catch (err) {
+    if (err instanceof ScanError) return { spans, errorAt: err.offset };
+    throw err;
   }
-  return spans;
+}
+
+export function locatePointers(text: string): Map<string, Span> {
+  return scanJson(text).spans;
 }
 
 /** Line and column (1-based) of an offset. */
@@ -77,7 +114,7 @@ export function lineCol(text: string, offset: number): { line: number; col: numb
   return { line, col: offset - before.lastIndexOf('\n') };
 }
 
-/** The offset of a JSON.parse error, from the engine's message ("at position N" or "line L column C"). */
+/** The offset of a JSON.parse error: from the engine's message when it says, else scanned. */
 export function syntaxErrorOffset(text: string, message: string): number | null {
   const pos = /position (\d+)/.exec(message);
   if (pos) return Number(pos[1]);
@@ -88,5 +125,5 @@ export function syntaxErrorOffset(text: string, message: string): number | null 
     for (let k = 0; k < Number(lc[1]) - 1 && k < lines.length; k++) offset += lines[k]!.length + 1;
     return offset + Number(lc[2]) - 1;
   }
-  return null;
+  return scanJson(text).errorAt;
 }

@@ -1,0 +1,60 @@
+import { describe, expect, it } from 'vitest';
+import { layoutGraph, NODE_W, readGraph } from './dag.js';
+
+describe('readGraph', () => {
+  it('reads nodes and edges, dropping ports and what is malformed', () => {
+    const dag = readGraph({
+      nodes: [{ id: 'a', kind: 'input' }, { id: 'b', kind: 'fork', label: 'Fork' }, { id: 'a', kind: 'dup' }, { kind: 'noid' }],
+      edges: [{ from: 'a', to: 'b' }, { from: 'b.left', to: 'a' }, { from: 'a', to: 'zzz' }, 'junk'],
+    });
+    expect(dag.nodes).toEqual([
+      { id: 'a', kind: 'input', label: 'a' },
+      { id: 'b', kind: 'fork', label: 'Fork' },
+    ]);
+    expect(dag.edges).toEqual([{ from: 'a', to: 'b' }, { from: 'b', to: 'a', label: 'left' }]);
+  });
+
+  it('draws nothing from nothing', () => {
+    expect(readGraph(null)).toEqual({ nodes: [], edges: [] });
+    expect(layoutGraph(readGraph('x')).nodes).toEqual([]);
+  });
+});
+
+describe('layoutGraph', () => {
+  it('puts each node one column after its deepest predecessor', () => {
+    const layout = layoutGraph(
+      readGraph({
+        nodes: ['q', 'fork', 'x', 'y', 'join', 'out'].map((id) => ({ id, kind: 'k' })),
+        edges: [
+          { from: 'q', to: 'fork' },
+          { from: 'fork.x', to: 'x' },
+          { from: 'fork.y', to: 'y' },
+          { from: 'x', to: 'join' },
+          { from: 'y', to: 'join' },
+          { from: 'q', to: 'join' },
+          { from: 'join', to: 'out' },
+        ],
+      }),
+    );
+    const at = Object.fromEntries(layout.nodes.map((n) => [n.id, n]));
+    expect([at.q!.layer, at.fork!.layer, at.x!.layer, at.y!.layer, at.join!.layer, at.out!.layer]).toEqual([0, 1, 2, 2, 3, 4]);
+    expect(at.x!.x).toBe(at.y!.x);
+    expect(at.x!.y).toBeLessThan(at.y!.y);
+    expect(at.fork!.x).toBeGreaterThan(at.q!.x + NODE_W);
+    expect(layout.width).toBeGreaterThanOrEqual(at.out!.x + NODE_W);
+  });
+
+  it('survives a loop by ignoring its back edge', () => {
+    const layout = layoutGraph(
+      readGraph({
+        nodes: ['in', 'loop', 'body'].map((id) => ({ id, kind: 'k' })),
+        edges: [
+          { from: 'in', to: 'loop.init' },
+          { from: 'loop.body', to: 'body' },
+          { from: 'body', to: 'loop.next' },
+        ],
+      }),
+    );
+    expect(layout.nodes.map((n) => n.layer)).toEqual([0, 1, 2]);
+  });
+});

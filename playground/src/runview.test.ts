@@ -1,0 +1,41 @@
+import { describe, expect, it } from 'vitest';
+import type { RunEvent } from '../../core/events.js';
+import { applyEvent, laneFigures, newRunView } from './runview.js';
+
+type E = RunEvent extends infer T ? (T extends RunEvent ? Omit<T, 'runId' | 'seq'> : never) : never;
+function fold(events: E[]) {
+  const view = newRunView('r');
+  events.forEach((e, seq) => applyEvent(view, { ...e, runId: 'r', seq } as RunEvent));
+  return view;
+}
+
+describe('run view', () => {
+  it('folds branches into lanes and node states', () => {
+    const view = fold([
+      { type: 'run-start', t: 0, graph: 'sot', input: {}, seed: 0 },
+      { type: 'node-start', t: 1, node: 'expand', branch: 'p1' },
+      { type: 'node-start', t: 1, node: 'expand', branch: 'p2' },
+      { type: 'text-delta', t: 5, node: 'expand', branch: 'p1', text: 'Hel', tokenIds: [1] },
+      { type: 'text-delta', t: 9, node: 'expand', branch: 'p1', text: 'lo', tokenIds: [2] },
+      { type: 'node-end', t: 10, node: 'expand', branch: 'p1', output: 'Hello', metrics: { kvBlocksShared: 2 } },
+    ]);
+    expect(view.graph).toBe('sot');
+    expect(view.lanes.get('expand/p1')).toMatchObject({ text: 'Hello', tokens: 2, state: 'done', firstTokenT: 5 });
+    expect(view.nodes.get('expand')).toBe('running');
+    expect(laneFigures(view.lanes.get('expand/p1')!)).toMatchObject({ tokensOut: 2, ttftMs: 4, wallMs: 9, kvBlocksShared: 2, tokensPerSec: 200 });
+  });
+
+  it('marks failed branches and closes lanes a cancel cut short', () => {
+    const view = fold([
+      { type: 'node-start', t: 0, node: 'expand', branch: 'p1' },
+      { type: 'node-start', t: 0, node: 'expand', branch: 'p2' },
+      { type: 'branch-error', t: 3, node: 'expand', branch: 'p2', error: { name: 'Error', message: 'boom' } },
+      { type: 'run-end', t: 4, status: 'cancelled', usage: {} },
+    ]);
+    expect(view.status).toBe('cancelled');
+    expect(view.lanes.get('expand/p2')).toMatchObject({ state: 'error', error: 'boom' });
+    expect(view.lanes.get('expand/p1')).toMatchObject({ state: 'error', endT: 4 });
+    expect(view.nodes.get('expand')).toBe('error');
+    expect(view.t).toBe(4);
+  });
+});
