@@ -219,7 +219,6 @@ export const graphJsonSchema = {
       items: {
         type: 'object',
         required: ['id', 'kind'],
-        properties: { kind: { enum: nodeKinds } },
         discriminator: { propertyName: 'kind' },
         oneOf: Object.values(nodeSchemas),
       },

@@ -153,10 +153,15 @@ function analyze(json: unknown): { problems: GraphProblem[]; analysis?: GraphAna
   for (const id of nodes.keys()) (incoming.set(id, []), outgoing.set(id, []));
   const edgeKeys = new Map<string, number>();
   const portTaken = new Map<string, number>();
+  const connectedFromBad = new Set<string>();
   doc.edges.forEach((e, index) => {
     if (!e || typeof e.from !== 'string' || typeof e.to !== 'string') return;
     const from = resolveEnd(e.from, 'from', index, known, ports, add);
     const to = resolveEnd(e.to, 'to', index, known, ports, add);
+    if (to && !from && known.has(e.from.split('.')[0]!) && !ports.has(e.from.split('.')[0]!)) {
+      // The source has its own schema problems; the input still counts as connected.
+      connectedFromBad.add(`${to.node}.${to.port || e.from.split('.')[0]}`);
+    }
     if (!from || !to) return;
     if (to.port === '') to.port = from.node;
     const key = `${from.node}.${from.port}->${to.node}.${to.port}`;
@@ -178,6 +183,7 @@ function analyze(json: unknown): { problems: GraphProblem[]; analysis?: GraphAna
 
   for (const [id, p] of ports) {
     const connected = new Set(incoming.get(id)!.map((e) => e.toPort));
+    for (const key of connectedFromBad) if (key.startsWith(`${id}.`)) connected.add(key.slice(id.length + 1));
     for (const port of p.inputs)
       if (port.required && !connected.has(port.name))
         add({ pointer: `/nodes/${nodeIndex.get(id)}`, message: `node '${id}' is missing required input '${port.name}' (connect an edge to '${id}.${port.name}')` });
@@ -329,14 +335,24 @@ function checkLoops(
   const bodies = new Map<string, Set<string>>();
   for (const [id, n] of nodes) {
     if (n.kind !== 'loop') continue;
-    const body = new Set<string>();
+    // The body is what runs each turn: fed (transitively) by `body` and feeding `next`.
+    const fed = new Set<string>();
     const stack = outgoing.get(id)!.filter((e) => e.fromPort === 'body').map((e) => e.to);
     while (stack.length) {
       const cur = stack.pop()!;
-      if (cur === id || body.has(cur)) continue;
-      body.add(cur);
+      if (cur === id || fed.has(cur)) continue;
+      fed.add(cur);
       for (const e of outgoing.get(cur) ?? []) stack.push(e.to);
     }
+    const feeds = new Set<string>();
+    const back = incoming.get(id)!.filter((e) => e.toPort === 'next').map((e) => e.from);
+    while (back.length) {
+      const cur = back.pop()!;
+      if (cur === id || feeds.has(cur)) continue;
+      feeds.add(cur);
+      for (const e of incoming.get(cur) ?? []) back.push(e.from);
+    }
+    const body = new Set([...fed].filter((n) => feeds.has(n)));
     bodies.set(id, body);
     const next = incoming.get(id)!.find((e) => e.toPort === 'next');
     if (next && next.from !== id && !body.has(next.from))
