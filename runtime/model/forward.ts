@@ -31,6 +31,8 @@ interface PreparedLayer {
 interface Prepared {
   layers: PreparedLayer[];
   inv: Float64Array; // (headDim/2) rotary inverse frequencies
+  blockMask: tf.Tensor3D; // (kvHeads, headDim, heads): 1 where query head h reads kv head kv
+  blockMaskT: tf.Tensor2D; // (heads, kvDim)
   dispose(): void;
 }
 
@@ -64,10 +66,21 @@ export function prepareModel(model: LoadedModel): Prepared {
       return { wqkv, bqkv, wo: tf.clone(L.wo), bo: L.bo === null ? null : tf.clone(L.bo), wgu, wd: tf.clone(L.wDown) };
     }),
   );
+  const G = c.numHeads / c.numKvHeads;
+  const kvDim = c.numKvHeads * c.headDim;
+  const bm = new Float32Array(kvDim * c.numHeads);
+  for (let r = 0; r < kvDim; r++) {
+    for (let h = 0; h < c.numHeads; h++) if (Math.floor(r / c.headDim) === Math.floor(h / G)) bm[r * c.numHeads + h] = 1;
+  }
+  const blockMask = tf.tensor3d(bm, [c.numKvHeads, c.headDim, c.numHeads]);
+  const blockMaskT = tf.tidy(() => tf.transpose(tf.reshape(blockMask, [kvDim, c.numHeads]))) as tf.Tensor2D;
   const p: Prepared = {
     layers,
     inv: inverseFrequencies(c),
+    blockMask,
+    blockMaskT,
     dispose() {
+      tf.dispose([blockMask, blockMaskT]);
       for (const l of layers) tf.dispose([l.wqkv, l.wo, l.wgu, l.wd, ...(l.bqkv ? [l.bqkv] : []), ...(l.bo ? [l.bo] : [])]);
       prepared.delete(model);
     },
@@ -184,8 +197,8 @@ export function forward(model: LoadedModel, seqs: ForwardSequence[], opts: Forwa
   });
   // Single-token sequences go first and share one padded attention; the rest run alone.
   const single = states.filter((s) => s.seq.ids.length === 1);
-  const batchedCount = single.length >= 2 ? single.length : 0;
-  const order = batchedCount > 0 ? [...single, ...states.filter((s) => s.seq.ids.length !== 1)] : states;
+  const batchedCount = single.length;
+  const order = [...single, ...states.filter((s) => s.seq.ids.length !== 1)];
 
   const outOwner: { s: SeqState; tokenIndices: number[] }[] = [];
   const kept = tidy(() => {
@@ -224,7 +237,7 @@ export function forward(model: LoadedModel, seqs: ForwardSequence[], opts: Forwa
       }
     }
     const masks = new Map<string, tf.Tensor>();
-    const idxCache = new Map<string, tf.Tensor1D>();
+    const fillCache = new Map<string, tf.Tensor2D>();
 
     for (const l of layers) {
       // LazyLLM pruning: drop rows before the first run layer at or after fromLayer, one
@@ -285,28 +298,31 @@ export function forward(model: LoadedModel, seqs: ForwardSequence[], opts: Forwa
       const qkRot = tf.add(tf.mul(qk4, cos), tf.mul(tf.reverse(qk4, 2), sin)); // (T, heads+kvHeads, 2, D/2)
       const [q, k] = tf.split(tf.reshape(qkRot, [T, qDim + kvDim]), [qDim, kvDim], 1) as [tf.Tensor2D, tf.Tensor2D];
 
+      // New KV, per sequence: returned to the caller and the keys the attention reads.
+      let ks: tf.Tensor2D[];
+      let vs: tf.Tensor2D[];
+      if (order.length === 1) {
+        ks = [k];
+        vs = [v];
+      } else {
+        const sizes = order.map((s) => s.live.length);
+        ks = tf.split(k, sizes, 0) as tf.Tensor2D[];
+        vs = tf.split(v, sizes, 0) as tf.Tensor2D[];
+      }
+      order.forEach((s, i) => (s.newKv[l] = { k: ks[i]!, v: vs[i]!, tokenIndices: s.live }));
+
       const parts: tf.Tensor2D[] = [];
       let row = 0;
       if (batchedCount > 0) {
-        parts.push(batchedAttention(order.slice(0, batchedCount), l, q, k, v, row));
+        parts.push(decodeAttention(order.slice(0, batchedCount), l, q, ks, vs, row));
         row += batchedCount;
       }
-      for (const s of order.slice(batchedCount)) {
+      order.slice(batchedCount).forEach((s, i) => {
         const n = s.live.length;
-        parts.push(sequenceAttention(s, l, q, k, v, row, n, T));
+        parts.push(sequenceAttention(s, l, q, ks[batchedCount + i]!, vs[batchedCount + i]!, row, n, T));
         row += n;
-      }
+      });
       const attn = parts.length === 1 ? parts[0]! : (tf.concat(parts, 0) as tf.Tensor2D); // (T, qDim)
-
-      // New KV, per sequence, for the caller.
-      if (order.length === 1) {
-        order[0]!.newKv[l] = { k, v, tokenIndices: order[0]!.live };
-      } else {
-        const sizes = order.map((s) => s.live.length);
-        const ks = tf.split(k, sizes, 0) as tf.Tensor2D[];
-        const vs = tf.split(v, sizes, 0) as tf.Tensor2D[];
-        order.forEach((s, i) => (s.newKv[l] = { k: ks[i]!, v: vs[i]!, tokenIndices: s.live }));
-      }
 
       x = tf.add(x, tf.fused.matMul({ a: attn, b: P.wo, bias: P.bo ?? undefined })); // (T, hidden)
 
@@ -345,94 +361,107 @@ export function forward(model: LoadedModel, seqs: ForwardSequence[], opts: Forwa
     ]);
     return { logits, hidden, kv, extra };
 
-    function sequenceAttention(s: SeqState, l: number, q: tf.Tensor2D, k: tf.Tensor2D, v: tf.Tensor2D, row: number, n: number, T: number): tf.Tensor2D {
-      const whole = row === 0 && n === T;
-      const qs = whole ? q : tf.slice(q, [row, 0], [n, qDim]); // (n, qDim)
-      const ks = whole ? k : tf.slice(k, [row, 0], [n, kvDim]); // (n, kvDim)
-      const vs = whole ? v : tf.slice(v, [row, 0], [n, kvDim]);
+    /**
+     * Attention of one sequence with several new tokens (a prefill chunk, drafts). The
+     * wasm backend runs batched (rank-3) matMuls in a slow generic loop, so every product
+     * here is a plain 2D matMul, one per kv head (its query group stacked as rows).
+     */
+    function sequenceAttention(s: SeqState, l: number, q: tf.Tensor2D, ks: tf.Tensor2D, vs: tf.Tensor2D, row: number, n: number, T: number): tf.Tensor2D {
+      const qs = row === 0 && n === T ? q : tf.slice(q, [row, 0], [n, qDim]); // (n, qDim)
       const past = s.seq.past?.[l];
       const pk = past?.k ?? [];
       const P = chunkRows(pk);
       const S = P + n;
       const K = pk.length > 0 ? (tf.concat([...pk, ks], 0) as tf.Tensor2D) : ks; // (S, kvDim)
       const V = pk.length > 0 ? (tf.concat([...(past?.v ?? []), vs], 0) as tf.Tensor2D) : vs; // (S, kvDim)
-      const KT = tf.transpose(tf.reshape(K, [S, KV, D]), [1, 2, 0]) as tf.Tensor3D; // (KV, D, S)
-      const V3 = tf.transpose(tf.reshape(V, [S, KV, D]), [1, 0, 2]); // (KV, S, D)
-      const q3 =
-        n === 1 ? tf.reshape(qs, [KV, G, D]) : tf.reshape(tf.transpose(tf.reshape(qs, [n, KV, G, D]), [1, 2, 0, 3]), [KV, G * n, D]); // (KV, G·n, D)
-      let scores = tf.matMul(q3, KT); // (KV, G·n, S)
-      if (n > 1) {
-        const key = `s${s.index}:${P}:${s.live.join(',')}`;
-        let mask = masks.get(key);
-        if (mask === undefined) {
-          const m = new Float32Array(n * S);
-          const tree = s.seq.treeMask;
-          for (let a = 0; a < n; a++) {
-            for (let b = 0; b < n; b++) {
-              const i = s.live[a]!;
-              const j = s.live[b]!;
-              const visible = tree ? tree[i]![j]! : j <= i;
-              if (!visible) m[a * S + P + b] = NEG;
-            }
-          }
-          mask = tf.tensor2d(m, [n, S]);
-          masks.set(key, mask);
-        }
-        scores = tf.reshape(tf.add(tf.reshape(scores, [KV, G, n, S]), mask), [KV, G * n, S]);
-      }
-      const probs = tf.softmax(scores); // (KV, G·n, S)
-      if (s.seq.returnAttention) {
-        const lastRow = n === 1 ? probs : tf.slice(tf.reshape(probs, [KV, G, n, S]), [0, 0, n - 1, 0], [KV, G, 1, S]);
-        s.attention[l] = tf.reshape(tf.mean(lastRow, n === 1 ? [0, 1] : [0, 1, 2]), [S]) as tf.Tensor1D;
-      }
-      const out = tf.matMul(probs, V3); // (KV, G·n, D)
-      return n === 1 ? tf.reshape(out, [1, qDim]) : tf.reshape(tf.transpose(tf.reshape(out, [KV, G, n, D]), [2, 0, 1, 3]), [n, qDim]); // (n, qDim)
-    }
-
-    function batchedAttention(group: SeqState[], l: number, q: tf.Tensor2D, k: tf.Tensor2D, v: tf.Tensor2D, row: number): tf.Tensor2D {
-      const B = group.length;
-      const whole = row === 0 && B === q.shape[0];
-      const qg = whole ? q : tf.slice(q, [row, 0], [B, qDim]); // (B, qDim)
-      const kg = whole ? k : tf.slice(k, [row, 0], [B, kvDim]); // (B, kvDim)
-      const vg = whole ? v : tf.slice(v, [row, 0], [B, kvDim]);
-      const pasts = group.map((s) => s.seq.past?.[l]);
-      const lens = pasts.map((p) => chunkRows(p?.k));
-      const Smax = Math.max(...lens) + 1;
-      // Rows of concat([pasts..., new]) that fill each sequence's padded key slots.
-      const key = `b:${lens.join(',')}`;
-      let idx = idxCache.get(key);
+      const kT = tf.reshape(tf.transpose(tf.reshape(K, [S, KV, D]), [1, 2, 0]), [KV * D, S]); // (KV·D, S)
+      const v2 = tf.reshape(tf.transpose(tf.reshape(V, [S, KV, D]), [1, 0, 2]), [KV * S, D]); // (KV·S, D)
+      const q2 = tf.reshape(tf.transpose(tf.reshape(qs, [n, KV, G, D]), [1, 2, 0, 3]), [KV * G * n, D]); // (KV·G·n, D)
+      const kTs = KV === 1 ? [kT] : tf.split(kT, KV, 0); // KV × (D, S)
+      const vS = KV === 1 ? [v2] : tf.split(v2, KV, 0); // KV × (S, D)
+      const qS = KV === 1 ? [q2] : tf.split(q2, KV, 0); // KV × (G·n, D)
+      const perHead = qS.map((qh, h) => tf.matMul(qh, kTs[h]!)); // KV × (G·n, S)
+      let scores = tf.reshape(KV === 1 ? perHead[0]! : tf.concat(perHead, 0), [KV * G, n, S]); // (heads, n, S)
+      const key = `s${s.index}:${P}:${s.live.join(',')}`;
       let mask = masks.get(key);
-      if (idx === undefined || mask === undefined) {
-        const ix = new Int32Array(B * Smax);
-        const m = new Float32Array(B * Smax);
-        const total = lens.reduce((a, b) => a + b, 0);
-        let off = 0;
-        for (let b = 0; b < B; b++) {
-          for (let j = 0; j < Smax; j++) {
-            if (j < lens[b]!) ix[b * Smax + j] = off + j;
-            else if (j === lens[b]!) ix[b * Smax + j] = total + b;
-            else m[b * Smax + j] = NEG;
+      if (mask === undefined) {
+        const m = new Float32Array(n * S);
+        const tree = s.seq.treeMask;
+        for (let a = 0; a < n; a++) {
+          for (let b = 0; b < n; b++) {
+            const i = s.live[a]!;
+            const j = s.live[b]!;
+            const visible = tree ? tree[i]![j]! : j <= i;
+            if (!visible) m[a * S + P + b] = NEG;
           }
-          off += lens[b]!;
         }
-        idx = tf.tensor1d(ix, 'int32');
-        mask = tf.tensor4d(m, [B, 1, 1, Smax]);
-        idxCache.set(key, idx);
+        mask = tf.tensor2d(m, [n, S]);
         masks.set(key, mask);
       }
-      const kAll = tf.concat([...pasts.flatMap((p) => p?.k ?? []), kg], 0); // (Σpast + B, kvDim)
-      const vAll = tf.concat([...pasts.flatMap((p) => p?.v ?? []), vg], 0);
-      const KT = tf.transpose(tf.reshape(tf.gather(kAll, idx), [B, Smax, KV, D]), [0, 2, 3, 1]); // (B, KV, D, Smax)
-      const V4 = tf.transpose(tf.reshape(tf.gather(vAll, idx), [B, Smax, KV, D]), [0, 2, 1, 3]); // (B, KV, Smax, D)
-      const scores = tf.add(tf.matMul(tf.reshape(qg, [B, KV, G, D]), KT), mask); // (B, KV, G, Smax)
-      const probs = tf.softmax(scores); // (B, KV, G, Smax)
+      scores = tf.add(scores, mask);
+      const probs = tf.softmax(scores); // (heads, n, S)
+      if (s.seq.returnAttention) {
+        s.attention[l] = tf.reshape(tf.mean(tf.slice(probs, [0, n - 1, 0], [H, 1, S]), [0, 1]), [S]) as tf.Tensor1D;
+      }
+      const pS = KV === 1 ? [tf.reshape(probs, [G * n, S])] : tf.split(tf.reshape(probs, [KV * G * n, S]), KV, 0); // KV × (G·n, S)
+      const outs = pS.map((ph, h) => tf.matMul(ph, vS[h]!)); // KV × (G·n, D)
+      const out = tf.reshape(KV === 1 ? outs[0]! : tf.concat(outs, 0), [KV, G, n, D]); // (KV, G, n, D)
+      return tf.reshape(tf.transpose(out, [2, 0, 1, 3]), [n, qDim]) as tf.Tensor2D; // (n, qDim)
+    }
+
+    /**
+     * Attention of single-token sequences (decode steps). Keys are used as cached,
+     * (S, kvDim), with no transpose: each query is laid out as a block-diagonal
+     * (kvDim, heads) matrix, so that K·Qblock gives every head's scores over its own kv
+     * head in one plain 2D matMul per sequence. Transpose and softmax run once for the
+     * whole group over key lists padded to the longest.
+     */
+    function decodeAttention(group: SeqState[], l: number, q: tf.Tensor2D, ks: tf.Tensor2D[], vs: tf.Tensor2D[], row: number): tf.Tensor2D {
+      const B = group.length;
+      const qg = row === 0 && B === q.shape[0] ? q : tf.slice(q, [row, 0], [B, qDim]); // (B, qDim)
+      const pasts = group.map((s) => s.seq.past?.[l]);
+      const lens = pasts.map((p) => chunkRows(p?.k) + 1); // keys per sequence, the new one included
+      const Smax = Math.max(...lens);
+      // Qblock[b][kv·D + d, h] = q[b, h, d] when head h reads kv head kv, else 0.
+      const qT = tf.transpose(tf.reshape(qg, [B, H, D]), [0, 2, 1]); // (B, D, heads)
+      const qBlock = KV === 1 ? qT : tf.mul(tf.reshape(qT, [B, 1, D, H]), prep.blockMask); // (B, KV, D, heads)
+      const qBlocks = B === 1 ? [tf.reshape(qBlock, [kvDim, H])] : tf.split(tf.reshape(qBlock, [B * kvDim, H]), B, 0); // B × (kvDim, heads)
+      const scoreParts: tf.Tensor2D[] = [];
+      const vPadded: tf.Tensor2D[] = [];
+      group.forEach((_, b) => {
+        const pad = Smax - lens[b]!;
+        const pk = pasts[b]?.k ?? [];
+        const K = pk.length > 0 ? (tf.concat([...pk, ks[b]!], 0) as tf.Tensor2D) : ks[b]!; // (S_b, kvDim)
+        scoreParts.push(tf.matMul(K, qBlocks[b]!)); // (S_b, heads)
+        if (pad > 0) scoreParts.push(filled(pad, H, NEG));
+        const vParts = [...(pasts[b]?.v ?? []), vs[b]!, ...(pad > 0 ? [filled(pad, kvDim, 0)] : [])];
+        vPadded.push(vParts.length === 1 ? vParts[0]! : (tf.concat(vParts, 0) as tf.Tensor2D)); // (Smax, kvDim)
+      });
+      const scoresT = scoreParts.length === 1 ? scoreParts[0]! : tf.concat(scoreParts, 0); // (B·Smax, heads)
+      const probs = tf.softmax(tf.transpose(tf.reshape(scoresT, [B, Smax, H]), [0, 2, 1])); // (B, heads, Smax)
       if (group.some((s) => s.seq.returnAttention)) {
-        const mean = tf.mean(probs, [1, 2]) as tf.Tensor2D; // (B, Smax)
+        const mean = tf.mean(probs, 1) as tf.Tensor2D; // (B, Smax)
         group.forEach((s, b) => {
-          if (s.seq.returnAttention) s.attention[l] = tf.reshape(tf.slice(mean, [b, 0], [1, lens[b]! + 1]), [lens[b]! + 1]) as tf.Tensor1D;
+          if (s.seq.returnAttention) s.attention[l] = tf.reshape(tf.slice(mean, [b, 0], [1, lens[b]!]), [lens[b]!]) as tf.Tensor1D;
         });
       }
-      return tf.reshape(tf.matMul(probs, V4), [B, qDim]) as tf.Tensor2D; // (B, qDim)
+      const pRows = B === 1 ? [tf.reshape(probs, [H, Smax])] : tf.split(tf.reshape(probs, [B * H, Smax]), B, 0); // B × (heads, Smax)
+      const fulls = pRows.map((p, b) => tf.matMul(p, vPadded[b]!)); // B × (heads, kvDim): each head against every kv head
+      const full = B === 1 ? fulls[0]! : tf.concat(fulls, 0); // (B·heads, kvDim)
+      if (KV === 1) return tf.reshape(full, [B, qDim]) as tf.Tensor2D;
+      const own = tf.sum(tf.reshape(tf.mul(tf.reshape(full, [B, H, kvDim]), prep.blockMaskT), [B, H, KV, D]), 2); // (B, heads, D)
+      return tf.reshape(own, [B, qDim]) as tf.Tensor2D; // (B, qDim)
+    }
+
+    /** A constant (rows, cols) tensor, made once per forward. */
+    function filled(rows: number, cols: number, value: number): tf.Tensor2D {
+      const key = `${rows}x${cols}:${value}`;
+      let t = fillCache.get(key);
+      if (t === undefined) {
+        t = tf.fill([rows, cols], value) as tf.Tensor2D;
+        fillCache.set(key, t);
+      }
+      return t;
     }
   });
 

@@ -1,0 +1,102 @@
+/**
+ * `skein bench decode`: the model forward's raw speed on a random model of SmolLM2-135M's
+ * shape (f32, tied embeddings): prefill tokens/s on a 128-token prompt, decode tokens/s
+ * at batch 1, 4 and 16 over that prompt's cache, and the weight bandwidth a batch-1 decode
+ * step achieves (bytes of weights read per step × steps/s), the figure that bounds
+ * single-sequence decode on a CPU.
+ *
+ * @example
+ * const figures = await getBench('decode')!.run({ log: console.error });
+ */
+import * as tf from '@tensorflow/tfjs-core';
+import { initBackend } from '../backend.js';
+import { forward, prepareModel } from '../model/forward.js';
+import { randomModel } from '../model/random.js';
+import type { LayerKvChunks, LoadedModel, ModelConfig } from '../model/types.js';
+import { registerBench } from './index.js';
+
+export const smolLm2Shape: Partial<ModelConfig> = {
+  vocabSize: 49152,
+  hiddenSize: 576,
+  intermediateSize: 1536,
+  numLayers: 30,
+  numHeads: 9,
+  numKvHeads: 3,
+  headDim: 64,
+  ropeTheta: 100000,
+  tieWordEmbeddings: true,
+  maxPositionEmbeddings: 8192,
+};
+
+function argmax(x: Float32Array): number {
+  let best = 0;
+  for (let i = 1; i < x.length; i++) if (x[i]! > x[best]!) best = i;
+  return best;
+}
+
+/** Bytes of weights one decode step reads: every projection once, plus the lm head. */
+export function weightBytesPerToken(model: LoadedModel): number {
+  const c = model.config;
+  const perLayer = c.hiddenSize * (c.numHeads + 2 * c.numKvHeads) * c.headDim + c.numHeads * c.headDim * c.hiddenSize + 3 * c.hiddenSize * c.intermediateSize;
+  return 4 * (c.numLayers * perLayer + c.hiddenSize * c.vocabSize);
+}
+
+/** Decode `steps` tokens for `batch` sequences that share one prefilled prompt cache. */
+function timeDecode(model: LoadedModel, prompt: LayerKvChunks[], promptLen: number, batch: number, steps: number): number {
+  const own: LayerKvChunks[][] = Array.from({ length: batch }, () => prompt.map(() => ({ k: [], v: [] })));
+  let next = Array.from({ length: batch }, (_, b) => 1 + b);
+  let t0 = 0;
+  const warm = 2;
+  for (let s = 0; s < steps + warm; s++) {
+    if (s === warm) t0 = performance.now();
+    const res = forward(
+      model,
+      next.map((id, b) => ({
+        ids: [id],
+        positions: [promptLen + s],
+        past: prompt.map((p, l) => ({ k: [...p.k, ...own[b]![l]!.k], v: [...p.v, ...own[b]![l]!.v] })),
+      })),
+    );
+    res.forEach((r, b) => r.newKv.forEach((e, l) => { if (e) { own[b]![l]!.k.push(e.k); own[b]![l]!.v.push(e.v); } }));
+    next = res.map((r) => argmax(r.logits[0]!));
+  }
+  const ms = performance.now() - t0;
+  for (const o of own) for (const l of o) tf.dispose([...l.k, ...l.v]);
+  return (batch * steps * 1000) / ms;
+}
+
+registerBench('decode', {
+  description: 'Forward speed on a random SmolLM2-135M-shaped model: prefill, decode at batch 1/4/16, weight GB/s',
+  async run({ log, args }) {
+    const backend = await initBackend();
+    const steps = Number(args?.steps ?? 16);
+    const t = performance.now();
+    const model = randomModel(smolLm2Shape, 1);
+    prepareModel(model);
+    log(`decode: built a random ${model.config.numLayers}-layer model in ${((performance.now() - t) / 1000).toFixed(1)} s (backend ${backend})`);
+    try {
+      const promptLen = 128;
+      const prompt = Array.from({ length: promptLen }, (_, i) => (i * 7919) % model.config.vocabSize);
+      // Warm-up prefill (kernel setup, prepared weights), then the timed one.
+      tf.dispose(forward(model, [{ ids: prompt.slice(0, 16) }])[0]!.newKv.flatMap((e) => (e ? [e.k, e.v] : [])));
+      const t0 = performance.now();
+      const [pre] = forward(model, [{ ids: prompt }]);
+      const prefillMs = performance.now() - t0;
+      const prefillTokensPerSec = (promptLen * 1000) / prefillMs;
+      log(`prefill: ${promptLen} tokens in ${prefillMs.toFixed(0)} ms = ${prefillTokensPerSec.toFixed(1)} tokens/s`);
+      const cache: LayerKvChunks[] = pre!.newKv.map((e) => ({ k: [e!.k], v: [e!.v] }));
+      const decodeTokensPerSec: Record<string, number> = {};
+      for (const batch of [1, 4, 16]) {
+        const tps = timeDecode(model, cache, promptLen, batch, batch === 16 ? Math.max(4, steps / 2) : steps);
+        decodeTokensPerSec[String(batch)] = Number(tps.toFixed(2));
+        log(`decode: batch ${batch}: ${tps.toFixed(1)} tokens/s`);
+      }
+      const decodeWeightsGBps = Number(((weightBytesPerToken(model) * decodeTokensPerSec['1']!) / 1e9).toFixed(2));
+      log(`decode: batch 1 reads ${(weightBytesPerToken(model) / 1e6).toFixed(0)} MB of weights per token = ${decodeWeightsGBps} GB/s`);
+      for (const l of cache) tf.dispose([...l.k, ...l.v]);
+      return { backend, prefillTokensPerSec: Number(prefillTokensPerSec.toFixed(2)), decodeTokensPerSec, decodeWeightsGBps };
+    } finally {
+      model.dispose();
+    }
+  },
+});
