@@ -1,0 +1,266 @@
+/**
+ * Operator tests on the subscription timeline (TestScheduler marbles, virtual time): the
+ * fake engine streams one word per frame, so each test states when values arrive, when
+ * the source is unsubscribed, and that nothing is left live after an early unsubscribe.
+ */
+import { Observable, of, throwError, timer, map, toArray, lastValueFrom } from 'rxjs';
+import { TestScheduler } from 'rxjs/testing';
+import { describe, expect, it } from 'vitest';
+import { BranchesFailedError, ModelOutputError, NotAvailableError, ToolError, ToolRegistry } from '../core/index.js';
+import { expand, fork, generate, join, loop, parseOutline, route, skeleton, template, tool, type OperatorEvent } from '../operators/index.js';
+import { createFakeEngine, sotScript } from './fakes/fake-engine.js';
+
+const scheduler = () => new TestScheduler((actual, expected) => expect(actual).toEqual(expected));
+
+describe('template', () => {
+  it('maps each value, binds plain objects by key and anything else to {{in}}', () => {
+    scheduler().run(({ cold, expectObservable, expectSubscriptions }) => {
+      const src = cold('-a-b|', { a: { q: 'why', n: { k: 1 } }, b: { q: ['x', 'y'], n: {} } });
+      expectObservable(src.pipe(template('Q={{q}} k={{ n.k }}'))).toBe('-a-b|', { a: 'Q=why k=1', b: 'Q=x\ny k=' });
+      expectSubscriptions(src.subscriptions).toBe('^---!');
+      expectObservable(cold('a|', { a: 'hi' }).pipe(template('<{{in}}>'))).toBe('a|', { a: '<hi>' });
+    });
+  });
+
+  it('never reads the prototype and fails on an unbound name', async () => {
+    expect(await lastValueFrom(of({ a: {} }).pipe(template('{{a.constructor}}')))).toBe('');
+    await expect(lastValueFrom(of({}).pipe(template('{{missing}}')))).rejects.toThrow(/no value is bound/);
+  });
+});
+
+describe('generate', () => {
+  it('streams the reply on the engine and emits it when done', () => {
+    scheduler().run(({ cold, expectObservable, expectSubscriptions, flush }) => {
+      const engine = createFakeEngine({ delayMs: 1, script: [{ match: 'hi', reply: 'a b c' }] });
+      const deltas: string[] = [];
+      const src = cold('-x|', { x: 'hi' });
+      const out = src.pipe(generate({ engine, context: { onEvent: (e) => e.type === 'delta' && deltas.push(e.text) } }));
+      expectObservable(out).toBe('-----(r|)', { r: 'a b c' });
+      expectSubscriptions(src.subscriptions).toBe('^-!');
+      flush();
+      expect(deltas).toEqual(['a', ' b', ' c']);
+      expect(engine.live).toBe(0);
+    });
+  });
+
+  it('unsubscribing early cancels the generation and leaves nothing live', () => {
+    scheduler().run(({ cold, expectObservable, expectSubscriptions, flush }) => {
+      const engine = createFakeEngine({ delayMs: 1, script: [{ match: /./, reply: 'one two three four five' }] });
+      const src = cold('-x-', { x: 'hi' });
+      expectObservable(src.pipe(generate({ engine })), '---!').toBe('---');
+      expectSubscriptions(src.subscriptions).toBe('^--!');
+      flush();
+      expect(engine.cancelled).toBe(1);
+      expect(engine.live).toBe(0);
+      expect(engine.stats().kvBlocksUsed).toBe(0);
+    });
+  });
+
+  it('renders chat with system prompt, pins the seed, and passes supported stages', async () => {
+    const engine = createFakeEngine({ supportedStages: ['skipLayers'] });
+    const out = await lastValueFrom(
+      of({ prompt: 'hello' }).pipe(
+        generate({ engine, system: 'Be terse.', assistantPrefix: 'Sure:', stages: { skipLayers: { targetSpeedup: 2 } }, context: { seed: 9, owner: 'r1' } }),
+      ),
+    );
+    expect(out).toBe('Sure:echo: hello');
+    expect(engine.requests[0]).toMatchObject({
+      messages: [{ role: 'system', content: 'Be terse.' }, { role: 'user', content: 'hello' }],
+      assistantPrefix: 'Sure:',
+      sampling: { seed: 9 },
+      stages: { skipLayers: { targetSpeedup: 2 } },
+      owner: 'r1',
+    });
+  });
+
+  it('refuses a stage the engine does not run with NotAvailableError, before calling it', async () => {
+    const engine = createFakeEngine();
+    const run = lastValueFrom(of('x').pipe(generate({ engine, stages: { compress: { rate: 0.5 } } })));
+    await expect(run).rejects.toBeInstanceOf(NotAvailableError);
+    await expect(run).rejects.toThrow(/Not available: stage 'compress'/);
+    expect(engine.started).toBe(0);
+  });
+});
+
+describe('skeleton and expand (Skeleton-of-Thought)', () => {
+  it('parses numbered outlines and stops at broken numbering', () => {
+    expect(parseOutline('1. Tools.\n2. **Recipes**\n\n3) Practice\n5. skipped')).toEqual(['Tools', 'Recipes', 'Practice']);
+    expect(parseOutline('Sure! Here it is:\n1. a\n2. b\nThat is all.')).toEqual(['a', 'b']);
+    expect(parseOutline('1. a\n2. b\n3. c', 2)).toEqual(['a', 'b']);
+    expect(parseOutline('no list')).toEqual([]);
+  });
+
+  it('asks for a skeleton with the SoT prompt and the "1." prefix', async () => {
+    const engine = createFakeEngine({ script: sotScript(['A', 'B']) });
+    const sk = await lastValueFrom(of('How to cook?').pipe(skeleton({ engine })));
+    expect(sk).toEqual({ question: 'How to cook?', outline: '1. A\n2. B', points: ['A', 'B'] });
+    expect(engine.requests[0]!.assistantPrefix).toBe('1.');
+    expect(engine.prompts[0]).toContain("You're an organizer responsible for only giving the skeleton");
+    const bad = createFakeEngine({ script: [{ match: /./, reply: '\n\nSorry, I cannot.' }] });
+    await expect(lastValueFrom(of('q').pipe(skeleton({ engine: bad })))).rejects.toBeInstanceOf(ModelOutputError);
+  });
+
+  it('expands points in parallel within the bound and joins them in point order', () => {
+    scheduler().run(({ cold, expectObservable, flush }) => {
+      const engine = createFakeEngine({
+        delayMs: 1,
+        script: [
+          // Point 1 is the slowest, so completion order differs from point order.
+          { match: /writing of point 1\./, reply: ' x x x x x' },
+          { match: /writing of point \d\./, reply: ' y' },
+        ],
+      });
+      const sk = { question: 'Q', outline: '1. a\n2. b\n3. c', points: ['a', 'b', 'c'] };
+      const out = cold('x|', { x: sk }).pipe(expand({ engine, concurrency: 2 }));
+      expectObservable(out).toBe('------(r|)', { r: ['1. a x x x x x', '2. b y', '3. c y'] });
+      flush();
+      expect(engine.peakLive).toBe(2);
+      expect(engine.requests.map((r) => r.assistantPrefix)).toEqual(['1. a', '2. b', '3. c']);
+      expect(engine.prompts[1]).toContain('Continue and only continue the writing of point 2.');
+      expect(engine.live).toBe(0);
+    });
+  });
+
+  it('a failed point is a branch-error and the others go on; early unsubscribe cancels all points', () => {
+    scheduler().run(({ cold, expectObservable, flush }) => {
+      const engine = createFakeEngine({ delayMs: 1, script: [{ match: /point 2\./, error: new Error('boom'), failAfter: 1 }, { match: /./, reply: ' ok' }] });
+      const events: OperatorEvent[] = [];
+      const sk = { question: 'Q', outline: '1. a\n2. b\n3. c', points: ['a', 'b', 'c'] };
+      const out = cold('x|', { x: sk }).pipe(expand({ engine, context: { node: 'ex', onEvent: (e) => events.push(e) } }));
+      expectObservable(out).toBe('--(r|)', { r: ['1. a ok', '3. c ok'] });
+      flush();
+      expect(events.filter((e) => e.type === 'branch-error')).toEqual([{ type: 'branch-error', branch: 'ex#2', error: new Error('boom') }]);
+
+      const slow = createFakeEngine({ delayMs: 1, script: [{ match: /./, reply: 'a b c d e f' }] });
+      expectObservable(cold('x|', { x: sk }).pipe(expand({ engine: slow })), '--!').toBe('--');
+      flush();
+      expect(slow.started).toBe(3);
+      expect(slow.cancelled).toBe(3);
+      expect(slow.live).toBe(0);
+    });
+  });
+
+  it('fails with BranchesFailedError only when every point fails', async () => {
+    const engine = createFakeEngine({ script: [{ match: /./, error: new Error('down') }] });
+    const sk = { question: 'Q', outline: '1. a', points: ['a'] };
+    await expect(lastValueFrom(of(sk).pipe(expand({ engine })))).rejects.toBeInstanceOf(BranchesFailedError);
+  });
+});
+
+describe('fork and join', () => {
+  it('fork runs branches concurrently; join modes combine in declared order', () => {
+    scheduler().run(({ cold, expectObservable }) => {
+      const branches = { a: map((s: string) => `${s}-a`), b: (s: Observable<string>) => s.pipe(map((v) => [v, v])) };
+      const src = () => cold('x|', { x: 'v' });
+      expectObservable(src().pipe(fork<string, unknown>(branches), join('concat', { separator: '+' }))).toBe('-(r|)', { r: 'v-a+v+v' });
+      expectObservable(src().pipe(fork<string, unknown>(branches), join('list'))).toBe('-(r|)', { r: ['v-a', 'v', 'v'] });
+      expectObservable(src().pipe(fork<string, unknown>(branches), join('object'))).toBe('-(r|)', { r: { a: 'v-a', b: ['v', 'v'] } });
+    });
+  });
+
+  it('join first takes the first branch to finish and unsubscribes the rest', () => {
+    scheduler().run(({ cold, expectObservable, flush }) => {
+      const engine = createFakeEngine({ delayMs: 1, script: [{ match: 'slow', reply: 'a b c d e f g' }, { match: /./, reply: 'quick' }] });
+      const out = cold('x|', { x: 'go' }).pipe(
+        fork<string, string>({
+          slow: (s) => s.pipe(map((v) => `slow ${v}`), generate({ engine })),
+          fast: (s) => s.pipe(map((v) => `fast ${v}`), generate({ engine })),
+        }),
+        join('first'),
+      );
+      expectObservable(out).toBe('--(r|)', { r: 'quick' });
+      flush();
+      expect(engine.cancelled).toBe(1);
+      expect(engine.live).toBe(0);
+    });
+  });
+
+  it('a failing branch does not stop its sibling; all failing fails the join', async () => {
+    const events: OperatorEvent[] = [];
+    const out = await lastValueFrom(
+      of(1).pipe(
+        fork<number, number>({ bad: () => throwError(() => new Error('nope')), good: map((v) => v + 1) }, { context: { onEvent: (e) => events.push(e) } }),
+        join('list'),
+      ),
+    );
+    expect(out).toEqual([2]);
+    expect(events.find((e) => e.type === 'branch-error')).toMatchObject({ branch: 'bad' });
+    await expect(lastValueFrom(of(1).pipe(fork({ bad: () => throwError(() => new Error('x')) }), join('concat')))).rejects.toBeInstanceOf(BranchesFailedError);
+  });
+
+  it('an unknown join mode is an error, never a default', () => {
+    expect(() => join('zip' as never)).toThrow(/unknown join mode "zip"/);
+  });
+});
+
+describe('route', () => {
+  it('routes by value with declarative conditions and a default', () => {
+    scheduler().run(({ cold, expectObservable }) => {
+      const r = route<string>({ branches: [{ name: 'math', when: { regex: '\\d+\\s*[+*]' } }, { name: 'greet', when: { startsWith: 'hello', ignoreCase: true } }], default: 'other' });
+      expectObservable(cold('a-b-c|', { a: '2 + 2', b: 'Hello there', c: 'why' }).pipe(r)).toBe('a-b-c|', {
+        a: { branch: 'math', value: '2 + 2' },
+        b: { branch: 'greet', value: 'Hello there' },
+        c: { branch: 'other', value: 'why' },
+      });
+    });
+  });
+
+  it('routes by a model answer (the SoT router) and fails without a match or default', async () => {
+    const engine = createFakeEngine({ script: sotScript() });
+    const r = await lastValueFrom(of('List ways to relax').pipe(route({ by: 'model', engine, branches: [{ name: 'sot', when: { startsWith: 'A' } }] })));
+    expect(r).toEqual({ branch: 'sot', value: 'List ways to relax', answer: 'A' });
+    expect(engine.prompts[0]).toContain('Question: List ways to relax');
+    const c = createFakeEngine({ script: [{ match: /./, reply: 'C' }] });
+    await expect(lastValueFrom(of('2+2?').pipe(route({ by: 'model', engine: c, branches: [{ name: 'sot', when: { startsWith: 'A' } }] })))).rejects.toBeInstanceOf(ModelOutputError);
+  });
+});
+
+describe('loop', () => {
+  it('runs turns until the stop condition or maxTurns', () => {
+    scheduler().run(({ cold, expectObservable }) => {
+      const body = (v: string) => cold('-n|', { n: `${v}+` });
+      expectObservable(cold('x|', { x: 's' }).pipe(loop({ body, maxTurns: 3 }))).toBe('------(r|)', { r: 's+++' });
+      expectObservable(cold('x|', { x: 's' }).pipe(loop({ body, maxTurns: 10, stop: { regex: '\\+{2}$' } }))).toBe('----(r|)', { r: 's++' });
+    });
+  });
+
+  it('unsubscribing mid-turn stops the loop and its generation', () => {
+    scheduler().run(({ cold, expectObservable, flush }) => {
+      const engine = createFakeEngine({ delayMs: 1, script: [{ match: /./, reply: 'w w w w' }] });
+      const out = cold('x|', { x: 'go' }).pipe(loop({ body: (v) => of(v).pipe(generate({ engine })), maxTurns: 5 }));
+      expectObservable(out, '-------!').toBe('--------');
+      flush();
+      expect(engine.started).toBe(2);
+      expect(engine.live).toBe(0);
+    });
+  });
+});
+
+describe('tool', () => {
+  it('calls a registered function (value, promise or observable) and wraps failures', async () => {
+    const tools = new ToolRegistry()
+      .register('upper', (s) => String(s).toUpperCase())
+      .register('later', async (s, { args }) => `${s}${args.suffix}`)
+      .register('stream', () => of(1, 2, 3))
+      .register('bad', () => {
+        throw new Error('kaput');
+      });
+    expect(await lastValueFrom(of('a', 'b').pipe(tool('upper', { registry: tools }), toArray()))).toEqual(['A', 'B']);
+    expect(await lastValueFrom(of('a').pipe(tool('later', { registry: tools, args: { suffix: '!' } })))).toBe('a!');
+    expect(await lastValueFrom(of(0).pipe(tool('stream', { registry: tools })))).toBe(3);
+    await expect(lastValueFrom(of(0).pipe(tool('bad', { registry: tools })))).rejects.toBeInstanceOf(ToolError);
+  });
+
+  it('aborts the tool when unsubscribed early', () => {
+    scheduler().run(({ cold, expectObservable, flush }) => {
+      let aborted = false;
+      const tools = new ToolRegistry().register('wait', (_v, { signal }) => {
+        signal.addEventListener('abort', () => (aborted = true));
+        return timer(5).pipe(map(() => 'done'));
+      });
+      expectObservable(cold('x|').pipe(tool('wait', { registry: tools })), '--!').toBe('--');
+      flush();
+      expect(aborted).toBe(true);
+    });
+  });
+});
