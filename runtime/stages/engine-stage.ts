@@ -1,0 +1,133 @@
+/**
+ * The compress stage as the engine runs it, on the thread that owns the model: requests
+ * that ask for `stages.compress` wait here while their prompt is compressed, one segment
+ * per engine step (so a long prompt does not stall other sequences' decoding, the way
+ * chunked prefill does not), and then go to the scheduler with the shorter ids.
+ *
+ * The engine does not know which part of a prompt is the question, so it protects the
+ * last line of text (where chat prompts and LLMLingua put the question) unless that line
+ * is most of the prompt; callers who know their question pass it in `keep`.
+ *
+ * @example
+ * const stage = new CompressStage(model, tokenizer);
+ * stage.start('r1', ids, { rate: 0.5 }, (r) => scheduler.submit({ id: 'r1', ids: r.ids, ... }), fail);
+ * while (stage.hasWork()) stage.step();
+ */
+import { BadRequestError, NotAvailableError } from '../../core/errors.js';
+import type { LoadedModel } from '../model/types.js';
+import { PromptCompressor, type CompressResult } from './compress.js';
+import { tokenTexts, type UnitTokenizer } from './units.js';
+
+/** The request's stage options (StageOptions['compress'] in runtime/engine/types.ts). */
+export interface CompressStageOptions {
+  rate: number;
+  keep?: readonly string[];
+}
+
+/** A question line longer than this share of the prompt is not protected (it is the text). */
+const MAX_PROTECTED_SHARE = 0.25;
+
+/**
+ * Tokens to protect at the end of a prompt: from the start of its last line that holds
+ * text (not a chat header like `<|im_start|>assistant`) to the end. 0 when that line is
+ * more than a quarter of the prompt: then it is the context itself, not a question.
+ */
+export function defaultProtectedSuffix(tokenizer: UnitTokenizer, ids: readonly number[]): number {
+  const texts = tokenTexts(tokenizer, ids);
+  const lineStarts: number[] = [0];
+  for (let i = 0; i < ids.length - 1; i++) if (texts[i]!.includes('\n')) lineStarts.push(i + 1);
+  for (let l = lineStarts.length - 1; l >= 0; l--) {
+    const from = lineStarts[l]!;
+    const to = l + 1 < lineStarts.length ? lineStarts[l + 1]! : ids.length;
+    if (tokenizer.isSpecial(ids[from]!)) continue;
+    let hasText = false;
+    for (let i = from; i < to && !hasText; i++) hasText = !tokenizer.isSpecial(ids[i]!) && /[\p{L}\p{N}]/u.test(texts[i]!);
+    if (!hasText) continue;
+    const suffix = ids.length - from;
+    return suffix <= ids.length * MAX_PROTECTED_SHARE ? suffix : 0;
+  }
+  return 0;
+}
+
+interface Job {
+  compressor: PromptCompressor;
+  done: (result: CompressResult) => void;
+  fail: (err: Error) => void;
+}
+
+export class CompressStage {
+  /** Waiting prompts in arrival order (Map iteration order): the oldest is stepped first. */
+  private readonly jobs = new Map<string, Job>();
+
+  constructor(
+    private readonly model: LoadedModel,
+    private readonly tokenizer: UnitTokenizer | null,
+  ) {}
+
+  /**
+   * Starts compressing a prompt. `done` gets the result (synchronously when nothing is to
+   * be dropped, rate 1); `fail` gets a bad option or a model error. Exactly one is called,
+   * unless the job is cancelled first.
+   */
+  start(requestId: string, ids: readonly number[], options: CompressStageOptions, done: Job['done'], fail: Job['fail']): void {
+    let compressor: PromptCompressor;
+    try {
+      if (this.jobs.has(requestId)) throw new BadRequestError('requestId', `${requestId} is already being compressed`);
+      if (this.tokenizer === null) throw new NotAvailableError('stage compress', 'the model has no tokenizer to find whole words with');
+      compressor = new PromptCompressor(this.model, this.tokenizer, ids, {
+        rate: options.rate,
+        keep: options.keep,
+        protectedSuffix: defaultProtectedSuffix(this.tokenizer, ids),
+      });
+    } catch (err) {
+      fail(err instanceof Error ? err : new Error(String(err)));
+      return;
+    }
+    if (compressor.done) {
+      done(compressor.result());
+      return;
+    }
+    this.jobs.set(requestId, { compressor, done, fail });
+  }
+
+  hasWork(): boolean {
+    return this.jobs.size > 0;
+  }
+
+  /** Compresses one segment of the oldest waiting prompt. */
+  step(): void {
+    const first = this.jobs.entries().next();
+    if (first.done) return;
+    const [id, job] = first.value;
+    let finished: boolean;
+    try {
+      finished = job.compressor.step();
+    } catch (err) {
+      this.jobs.delete(id);
+      job.compressor.dispose();
+      job.fail(err instanceof Error ? err : new Error(String(err)));
+      return;
+    }
+    if (!finished) return;
+    this.jobs.delete(id);
+    job.done(job.compressor.result());
+  }
+
+  /** Drops a waiting prompt and frees its scorer cache; no callback. */
+  cancel(requestId: string): void {
+    const job = this.jobs.get(requestId);
+    if (job === undefined) return;
+    this.jobs.delete(requestId);
+    job.compressor.dispose();
+  }
+
+  /** Fails every waiting prompt with `err` and frees everything. */
+  close(err: Error): void {
+    const jobs = [...this.jobs.values()];
+    this.jobs.clear();
+    for (const job of jobs) {
+      job.compressor.dispose();
+      job.fail(err);
+    }
+  }
+}
