@@ -25,8 +25,15 @@ export function register(program: Command): void {
     .option('--vocab <n>', 'tokenizer vocabulary size including 3 special tokens', parseIntOption('--vocab', 259, 65536), 4096)
     .option('--seed <n>', 'seed of the instruction generator', parseIntOption('--seed', 0, 2 ** 31 - 1), 1)
     .option('--instruct-items <n>', 'generated instruction items for training', parseIntOption('--instruct-items', 100, 10_000_000), 60_000)
-    .action(async (opts: { out: string; vocab: number; seed: number; instructItems: number }) => {
-      const { stats } = await buildTrainingData({ out: opts.out, vocabSize: opts.vocab, seed: opts.seed, instructItems: opts.instructItems });
+    .option('--retrain-tokenizer', 'train a new tokenizer even if <out>/tokenizer/tokenizer.json exists (changes token ids)')
+    .action(async (opts: { out: string; vocab: number; seed: number; instructItems: number; retrainTokenizer?: boolean }) => {
+      const { stats } = await buildTrainingData({
+        out: opts.out,
+        vocabSize: opts.vocab,
+        seed: opts.seed,
+        instructItems: opts.instructItems,
+        retrainTokenizer: Boolean(opts.retrainTokenizer),
+      });
       process.stdout.write(`${JSON.stringify({ ...stats, sources: undefined }, null, 2)}\n`);
     });
 }

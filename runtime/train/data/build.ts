@@ -14,7 +14,7 @@ import { join, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { buildCorpus, partStats, type CorpusPart } from './corpus.js';
 import { BpeTokenizer, countPieces, trainBpe, SPECIAL_TOKENS } from './bpe.js';
-import { writeTokenizerFiles } from './tokenizer-files.js';
+import { readBpeModel, writeTokenizerFiles } from './tokenizer-files.js';
 import { packDataset, type PackManifest } from './pack.js';
 import { buildInstructionPart, buildEvalItems } from './instruct.js';
 import { DATA_SOURCES } from './sources.js';
@@ -25,6 +25,12 @@ export interface BuildOptions {
   seed?: number;
   /** Number of generated instruction items for training (default 60000). */
   instructItems?: number;
+  /**
+   * Train a new tokenizer even when <out>/tokenizer/tokenizer.json exists. By default an
+   * existing tokenizer with the requested vocab size is kept, so rebuilding the data never
+   * changes token ids under a model that is already being trained.
+   */
+  retrainTokenizer?: boolean;
   /** Share of training windows drawn from each part. */
   mix?: Record<string, number>;
   log?: (line: string) => void;
@@ -40,7 +46,7 @@ export interface BuildResult {
 
 /** Whether `dir` already holds a complete build. */
 export function trainingDataExists(dir: string): boolean {
-  return ['manifest.json', 'train.bin', 'val.bin', 'tokenizer/tokenizer.json'].every((f) => existsSync(join(dir, f)));
+  return ['manifest.json', 'train.bin', 'val.bin', 'train.mask', 'val.mask', 'tokenizer/tokenizer.json'].every((f) => existsSync(join(dir, f)));
 }
 
 export async function buildTrainingData(opts: BuildOptions): Promise<BuildResult> {
@@ -65,19 +71,32 @@ export async function buildTrainingData(opts: BuildOptions): Promise<BuildResult
     }
   }
 
-  const counts = countPieces(parts.flatMap((p) => p.train.map((d) => d.text.replace(/<\|[a-z_]+\|>/g, '\n'))));
-  const model = trainBpe(counts, { vocabSize, specialTokens: SPECIAL_TOKENS });
   const tokenizerDir = join(out, 'tokenizer');
-  writeTokenizerFiles(model, tokenizerDir);
+  const existing = join(tokenizerDir, 'tokenizer.json');
+  let model = existsSync(existing) && !opts.retrainTokenizer ? readBpeModel(existing) : null;
+  if (model && model.vocab.length !== vocabSize) model = null;
+  if (model) {
+    log(`[${since()}] tokenizer: kept ${existing} (${model.vocab.length} tokens; --retrain-tokenizer to replace it)`);
+  } else {
+    const counts = countPieces(parts.flatMap((p) => p.train.map((d) => d.text.replace(/<\|[a-z_]+\|>/g, '\n'))));
+    model = trainBpe(counts, { vocabSize, specialTokens: SPECIAL_TOKENS });
+    writeTokenizerFiles(model, tokenizerDir);
+    log(`[${since()}] tokenizer: trained ${model.vocab.length} tokens, ${model.merges.length} merges -> ${tokenizerDir}`);
+  }
   const tok = new BpeTokenizer(model);
-  log(`[${since()}] tokenizer: ${model.vocab.length} tokens, ${model.merges.length} merges -> ${tokenizerDir}`);
 
   const specialTokens = Object.fromEntries(SPECIAL_TOKENS.map((t) => [t, tok.id(t)]));
   const manifest = packDataset(
     out,
     parts.map((p) => ({ name: p.name, train: p.train.map((d) => d.text), val: p.val.map((d) => d.text) })),
     tok,
-    { eot: tok.id('<|endoftext|>'), specialTokens, mix: opts.mix ?? DEFAULT_MIX, tokenizer: 'tokenizer/tokenizer.json' },
+    {
+      eot: tok.id('<|endoftext|>'),
+      specialTokens,
+      mix: opts.mix ?? DEFAULT_MIX,
+      tokenizer: 'tokenizer/tokenizer.json',
+      chat: { imStart: tok.id('<|im_start|>'), imEnd: tok.id('<|im_end|>'), assistantHeader: tok.encode('assistant\n') },
+    },
   );
   log(`[${since()}] packed: train ${manifest.splits.train.tokens} tokens, val ${manifest.splits.val.tokens} tokens`);
 
@@ -115,6 +134,7 @@ function parseArgs(argv: string[]): BuildOptions {
     else if (a === '--vocab') (opts.vocabSize = Number(v)), i++;
     else if (a === '--seed') (opts.seed = Number(v)), i++;
     else if (a === '--instruct-items') (opts.instructItems = Number(v)), i++;
+    else if (a === '--retrain-tokenizer') opts.retrainTokenizer = true;
   }
   return opts;
 }

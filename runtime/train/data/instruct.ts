@@ -12,8 +12,9 @@
  */
 import type { Corpus, CorpusPart, Doc } from './corpus.js';
 import { synsetHeldOut } from './corpus.js';
+import { firstNames } from './names.js';
 import { renderChat, type ChatMessage } from './tokenizer-files.js';
-import { formatSkeleton, parseSkeleton, pointPrefill, pointPrompt, routerPrompt, skeletonPrompt } from './sot-prompts.js';
+import { formatSkeleton, graphPrompts, parseSkeleton, pointPrefill, pointPrompt, routerPrompt, skeletonPrompt } from './sot-prompts.js';
 import { capitalize, joinList, makeRng, pick, randInt, shuffled, type Rng } from './util.js';
 import { definitionSentence, headword, isPrimarySense, related, withArticle, type Synset, type WordNet } from './wordnet.js';
 
@@ -149,6 +150,9 @@ interface Pools {
   adjWords: string[];
   processes: string[];
   artifacts: string[];
+  names: string[];
+  /** Real city names: instances of "city" and its kinds (capitals, ports) in WordNet. */
+  cities: string[];
   passageDocs: Doc[];
 }
 
@@ -174,8 +178,19 @@ function makePools(corpus: Corpus, heldOut: boolean): Pools {
     adjWords: [...new Set(wn.list.filter((s) => s.pos === 'a' && single(s)).map(headword))],
     processes: nouns.filter((s) => /noun\.(process|phenomenon|act)/.test(s.lexName) && single(s)).map(headword),
     artifacts: nouns.filter((s) => /noun\.(artifact|food)/.test(s.lexName) && single(s)).map(headword),
+    names: firstNames(),
+    cities: cityNames(wn),
     passageDocs: corpus.parts.filter((p) => p.name === 'wordnet' || p.name === 'sotu' || p.name === 'email').flatMap((p) => p[split]),
   };
+}
+
+function cityNames(wn: WordNet): string[] {
+  const city = wn.synsets.get(wn.primary.get('n:city') ?? '');
+  if (!city) return ['Paris', 'London', 'Lisbon', 'Boston'];
+  const kinds = [city, ...related(wn, city, '~')];
+  const out = new Set<string>();
+  for (const k of kinds) for (const s of related(wn, k, '~i')) if (/^[A-Z][a-z]+( [A-Z][a-z]+)?$/.test(headword(s))) out.add(headword(s));
+  return [...out].sort();
 }
 
 // ---------------------------------------------------------------- chat
@@ -240,7 +255,24 @@ function shortTurn(rng: Rng, p: Pools, s: Synset): [string, string] | null {
   return pick(rng, options)();
 }
 
+/** "My name is Ada." ... "What is my name?": recall of a fact stated earlier in the chat. */
+function nameChat(rng: Rng, p: Pools): ChatMessage[] {
+  const name = pick(rng, p.names);
+  const city = pick(rng, p.cities);
+  const messages: ChatMessage[] = [
+    { role: 'user', content: pick(rng, [`Hi, my name is ${name}.`, `Hello! I am ${name} and I live in ${city}.`, `My name is ${name}.`]) },
+    { role: 'assistant', content: pick(rng, [`Nice to meet you, ${name}! How can I help you?`, `Hello ${name}! What would you like to know?`]) },
+  ];
+  const lives = messages[0].content.includes(city);
+  const middle = defineTurn(rng, pick(rng, p.nouns));
+  if (rng() < 0.6) messages.push({ role: 'user', content: middle[0] }, { role: 'assistant', content: middle[1] });
+  if (lives && rng() < 0.5) messages.push({ role: 'user', content: 'Where do I live?' }, { role: 'assistant', content: `You live in ${city}.` });
+  else messages.push({ role: 'user', content: pick(rng, ['What is my name?', 'Do you remember my name?']) }, { role: 'assistant', content: `Your name is ${name}.` });
+  return messages;
+}
+
 function chatItem(rng: Rng, p: Pools): ChatMessage[] {
+  if (rng() < 0.1) return nameChat(rng, p);
   const messages: ChatMessage[] = [];
   if (rng() < 0.25) messages.push({ role: 'system', content: pick(rng, SYSTEM_PROMPTS) });
   const turns = rng() < 0.6 ? 1 : randInt(rng, 2, 3);
@@ -316,19 +348,23 @@ function skeletonQuestion(rng: Rng, p: Pools): SkeletonQuestion | null {
   return { question: q, points: aspects.slice(0, 8) };
 }
 
-function skeletonItem(q: SkeletonQuestion): ChatMessage[] {
+/**
+ * SoT items come in two prompt wordings, chosen at random: the reference prompts of the
+ * SoT paper and the ones Skein's SoT operators send (graph = true).
+ */
+function skeletonItem(q: SkeletonQuestion, graph = false): ChatMessage[] {
   return [
-    { role: 'user', content: skeletonPrompt(q.question) },
+    { role: 'user', content: graph ? graphPrompts.skeleton(q.question) : skeletonPrompt(q.question) },
     { role: 'assistant', content: formatSkeleton(q.points.map((x) => x.text)) },
   ];
 }
 
-function pointItem(rng: Rng, q: SkeletonQuestion): ChatMessage[] {
+function pointItem(rng: Rng, q: SkeletonQuestion, graph = false): ChatMessage[] {
   const i = randInt(rng, 1, q.points.length);
   const point = q.points[i - 1];
   const skeleton = formatSkeleton(q.points.map((x) => x.text));
   return [
-    { role: 'user', content: pointPrompt(q.question, skeleton, i, point.text) },
+    { role: 'user', content: graph ? graphPrompts.point(q.question, skeleton, i) : pointPrompt(q.question, skeleton, i, point.text) },
     { role: 'assistant', content: `${pointPrefill(i, point.text)}. ${point.expansion}` },
   ];
 }
@@ -381,7 +417,7 @@ function directQuestion(rng: Rng, p: Pools): string {
   ]);
 }
 
-function routerItem(rng: Rng, p: Pools): { messages: ChatMessage[]; label: 'A' | 'B' | 'C' } | null {
+function routerItem(rng: Rng, p: Pools, graph = rng() < 0.5): { messages: ChatMessage[]; label: 'A' | 'B' | 'C' } | null {
   const r = rng();
   let label: 'A' | 'B' | 'C';
   let question: string;
@@ -397,12 +433,18 @@ function routerItem(rng: Rng, p: Pools): { messages: ChatMessage[]; label: 'A' |
     label = 'C';
     question = directQuestion(rng, p);
   }
+  // The graph wording asks for one letter; the reference one gets the letter and a reason.
   return {
     label,
-    messages: [
-      { role: 'user', content: routerPrompt(question) },
-      { role: 'assistant', content: `${label}. ${pick(rng, ROUTER_REASONS[label])}` },
-    ],
+    messages: graph
+      ? [
+          { role: 'user', content: graphPrompts.router(question) },
+          { role: 'assistant', content: label },
+        ]
+      : [
+          { role: 'user', content: routerPrompt(question) },
+          { role: 'assistant', content: `${label}. ${pick(rng, ROUTER_REASONS[label])}` },
+        ],
   };
 }
 
@@ -437,6 +479,32 @@ interface Fact {
 
 function makeFact(rng: Rng, p: Pools, used: Set<string>): Fact {
   for (;;) {
+    if (rng() < 0.35) {
+      const name = pick(rng, p.names);
+      if (used.has(name.toLowerCase())) continue;
+      if (rng() < 0.5) {
+        const city = pick(rng, p.cities);
+        if (used.has(city.toLowerCase())) continue;
+        used.add(name.toLowerCase()).add(city.toLowerCase());
+        return {
+          entity: name,
+          sentence: `${name} lives in ${city}.`,
+          question: pick(rng, [`Where does ${name} live?`, `In which city does ${name} live?`]),
+          answerSentence: `${name} lives in ${city}.`,
+          value: city,
+        };
+      }
+      const year = String(randInt(rng, 1820, 2015));
+      if (used.has(year)) continue;
+      used.add(name.toLowerCase()).add(year);
+      return {
+        entity: name,
+        sentence: `${name} was born in ${year}.`,
+        question: pick(rng, [`In which year was ${name} born?`, `When was ${name} born?`]),
+        answerSentence: `${name} was born in ${year}.`,
+        value: year,
+      };
+    }
     const kind = rng();
     const entity = `the ${pick(rng, p.adjWords)} ${pick(rng, p.words)}`;
     if (used.has(entity)) continue;
@@ -502,7 +570,7 @@ export function qaItem(rng: Rng, p: Pools, minTokens = 300, maxTokens = 1500): Q
   const facts = Array.from({ length: 1 + randInt(rng, 0, 3) }, () => makeFact(rng, p, used));
   const text = sentences.join(' ');
   const lower = text.toLowerCase();
-  if (facts.some((f) => countOccurrences(text, f.value) > 0 || lower.includes(f.entity.slice(4)))) return null;
+  if (facts.some((f) => countOccurrences(text, f.value) > 0 || lower.includes(f.entity.replace(/^the /, '').toLowerCase()))) return null;
   for (const f of facts) sentences.splice(randInt(rng, 0, sentences.length), 0, f.sentence);
   const passage = sentences.join(' ');
   const target = facts[0];
@@ -575,7 +643,8 @@ export function generateItems(p: Pools, rng: Rng, n: number, shares: Record<Inst
     if (kind === 'chat') messages = chatItem(rng, p);
     else if (kind === 'skeleton' || kind === 'point') {
       const q = skeletonQuestion(rng, p);
-      if (q) messages = kind === 'skeleton' ? skeletonItem(q) : pointItem(rng, q);
+      const graph = rng() < 0.5;
+      if (q) messages = kind === 'skeleton' ? skeletonItem(q, graph) : pointItem(rng, q, graph);
     } else if (kind === 'router') messages = routerItem(rng, p)?.messages ?? null;
     else messages = (rng() < 0.8 ? qaItem(rng, p) : definitionQaItem(rng, p))?.messages ?? null;
     if (messages) out.push({ id: `${prefix}:${out.length}`, kind, messages });
@@ -654,7 +723,7 @@ export function buildEvalItems(corpus: Corpus, opts: { seed: number; perKind?: n
     const q = skeletonQuestion(rng, p);
     if (!q) continue;
     const reference = q.points.map((x) => x.text.split(',')[0].toLowerCase());
-    items.push({ id: `eval:skeleton:${i++}`, kind: 'skeleton', messages: skeletonItem(q).slice(0, 1), expected: formatSkeleton(q.points.map((x) => x.text)), reference });
+    items.push({ id: `eval:skeleton:${i++}`, kind: 'skeleton', messages: skeletonItem(q, i % 2 === 1).slice(0, 1), expected: formatSkeleton(q.points.map((x) => x.text)), reference });
   }
   for (let i = 0, tries = 0; i < n && tries < n * 20; tries++) {
     const r = routerItem(rng, p);

@@ -3,7 +3,8 @@ import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { BpeTokenizer, countPieces, trainBpe } from './bpe.js';
-import { openDataset, packDataset } from './pack.js';
+import { lossMask, openDataset, packDataset } from './pack.js';
+import { renderChat } from './tokenizer-files.js';
 import { makeRng } from './util.js';
 
 const docs = (prefix: string, n: number) => Array.from({ length: n }, (_, i) => `${prefix} document number ${i} says hello to the world.`);
@@ -56,5 +57,34 @@ describe('dataset packer and sampler', () => {
     const evals = ds.evalBatches(8, { perPart: 2, batch: 3 });
     expect(evals.map((e) => e.batch)).toEqual([3, 1]);
     expect(b.end).toBeGreaterThan(b.start);
+  });
+
+  it('masks chat prompts and keeps assistant replies with their <|im_end|>', () => {
+    const text = renderChat([
+      { role: 'user', content: 'What is a dog?' },
+      { role: 'assistant', content: 'A dog is a canine.' },
+    ]);
+    const tok = new BpeTokenizer(trainBpe(countPieces([text, text]), { vocabSize: 300 }));
+    const ids = tok.encode(text, [tok.id('<|endoftext|>')]);
+    const mask = lossMask(ids, { imStart: tok.id('<|im_start|>'), imEnd: tok.id('<|im_end|>'), assistantHeader: tok.encode('assistant\n') });
+    const kept = ids.filter((_, i) => mask[i] && i > 0);
+    expect(tok.decode(kept)).toBe('A dog is a canine.<|im_end|>');
+    expect(lossMask([1, 2, 3], { imStart: 9, imEnd: 8, assistantHeader: [7] })).toEqual(new Uint8Array([1, 1, 1]));
+
+    const dir = mkdtempSync(join(tmpdir(), 'skein-pack-'));
+    const eot = tok.id('<|endoftext|>');
+    packDataset(dir, [{ name: 'chat', train: [text, text, text], val: [text] }], tok, {
+      eot, specialTokens: {}, mix: { chat: 1 }, tokenizer: 'x',
+      chat: { imStart: tok.id('<|im_start|>'), imEnd: tok.id('<|im_end|>'), assistantHeader: tok.encode('assistant\n') },
+    });
+    const ds = openDataset(dir);
+    // A window two documents long always holds one whole document.
+    const batch = ds.sample(makeRng(3), 2, 2 * ids.length, { promptWeight: 0 });
+    const plain = ds.sample(makeRng(3), 2, 2 * ids.length);
+    expect(plain.inputs).toEqual(batch.inputs);
+    expect([...plain.weights].every((w) => w === 1)).toBe(true);
+    expect(new Set(batch.weights)).toEqual(new Set([0, 1]));
+    const answer = batch.targets.slice(0, 2 * ids.length).filter((_, i) => batch.weights[i] === 1 && batch.targets[i] !== eot);
+    expect(tok.decode(answer)).toContain('A dog is a canine.<|im_end|>');
   });
 });

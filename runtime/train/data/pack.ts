@@ -7,6 +7,9 @@
  *                         parts one after another; every document is preceded by
  *                         <|endoftext|>, which thus separates documents and acts as BOS.
  *   train.idx / val.idx   uint32 offsets of each document's leading <|endoftext|>.
+ *   train.mask / val.mask uint8 per token: 1 where the token is worth predicting (all text
+ *                         of plain documents; in ChatML documents only assistant replies
+ *                         and their closing <|im_end|>), 0 for chat prompts and headers.
  *   manifest.json         PackManifest: dtype, vocab size, special ids, per part and split
  *                         the token range [start, end) and document range, mix weights.
  */
@@ -49,20 +52,28 @@ export interface PackInput {
 /** Grows a typed token buffer without holding a JS array of every token. */
 class TokenSink {
   private buf: Uint32Array = new Uint32Array(1 << 20);
+  private maskBuf: Uint8Array = new Uint8Array(1 << 20);
   length = 0;
-  push(ids: readonly number[]): void {
+  push(ids: readonly number[], mask: Uint8Array): void {
     if (this.length + ids.length > this.buf.length) {
       let n = this.buf.length;
       while (n < this.length + ids.length) n *= 2;
       const next = new Uint32Array(n);
       next.set(this.buf.subarray(0, this.length));
       this.buf = next;
+      const nextMask = new Uint8Array(n);
+      nextMask.set(this.maskBuf.subarray(0, this.length));
+      this.maskBuf = nextMask;
     }
     for (let i = 0; i < ids.length; i++) this.buf[this.length + i] = ids[i];
+    this.maskBuf.set(mask, this.length);
     this.length += ids.length;
   }
   view(): Uint32Array {
     return this.buf.subarray(0, this.length);
+  }
+  mask(): Uint8Array {
+    return this.maskBuf.subarray(0, this.length);
   }
 }
 
@@ -71,12 +82,43 @@ export interface Encoder {
   encode(text: string, out?: number[]): number[];
 }
 
+/** Token ids that delimit ChatML turns, for the loss mask. */
+export interface ChatMarkers {
+  imStart: number;
+  imEnd: number;
+  /** Ids of "assistant\n" as they follow <|im_start|>. */
+  assistantHeader: number[];
+}
+
+/**
+ * Loss mask of one tokenised document (ids[0] is the leading <|endoftext|>): 1 everywhere
+ * for plain text; for ChatML, 1 only on assistant contents and their <|im_end|>.
+ */
+export function lossMask(ids: readonly number[], m: ChatMarkers): Uint8Array {
+  const mask = new Uint8Array(ids.length);
+  if (!ids.includes(m.imStart)) return mask.fill(1);
+  mask[0] = 1;
+  let inAssistant = false;
+  for (let i = 1; i < ids.length; i++) {
+    if (ids[i] === m.imStart) {
+      inAssistant = m.assistantHeader.every((h, j) => ids[i + 1 + j] === h);
+      if (inAssistant) i += m.assistantHeader.length;
+      continue;
+    }
+    if (inAssistant) {
+      mask[i] = 1;
+      if (ids[i] === m.imEnd) inAssistant = false;
+    }
+  }
+  return mask;
+}
+
 /** Tokenises and writes every part; returns the manifest (also written to dir). */
 export function packDataset(
   dir: string,
   parts: PackInput[],
   enc: Encoder,
-  opts: { eot: number; specialTokens: Record<string, number>; mix: Record<string, number>; tokenizer: string },
+  opts: { eot: number; specialTokens: Record<string, number>; mix: Record<string, number>; tokenizer: string; chat?: ChatMarkers },
 ): PackManifest {
   mkdirSync(dir, { recursive: true });
   const dtype = enc.vocabSize <= 65536 ? 'uint16' : 'uint32';
@@ -104,7 +146,7 @@ export function packDataset(
         docStarts.push(sink.length);
         const ids = enc.encode(text, [opts.eot]);
         longest = Math.max(longest, ids.length - 1);
-        sink.push(ids);
+        sink.push(ids, opts.chat ? lossMask(ids, opts.chat) : new Uint8Array(ids.length).fill(1));
       }
       range.end = sink.length;
       range.docEnd = docStarts.length;
@@ -114,6 +156,7 @@ export function packDataset(
     const out = dtype === 'uint16' ? Uint16Array.from(tokens) : tokens;
     writeTyped(join(dir, `${split}.bin`), out);
     writeTyped(join(dir, `${split}.idx`), Uint32Array.from(docStarts));
+    writeFileSync(join(dir, `${split}.mask`), sink.mask());
     manifest.splits[split] = { tokens: tokens.length, docs: docStarts.length };
   }
   writeFileSync(join(dir, 'manifest.json'), JSON.stringify(manifest, null, 2));
@@ -152,6 +195,11 @@ export interface Batch {
   inputs: Int32Array;
   /** The inputs shifted by one: targets[b, t] = the token after inputs[b, t]. */
   targets: Int32Array;
+  /**
+   * Loss weight per target: 1 for answer/plain-text tokens, `promptWeight` (default 1)
+   * for chat prompt tokens. Use a weighted mean of the per-token loss.
+   */
+  weights: Float32Array;
   batch: number;
   seqLen: number;
 }
@@ -161,11 +209,15 @@ export interface SampleOptions {
   mix?: Record<string, number>;
   /** Probability that a window starts at a document start (default 0.5). */
   alignProb?: number;
+  /** Weight of targets inside chat prompts (default 1 = plain LM loss; 0 = answers only). */
+  promptWeight?: number;
 }
 
 export interface SplitView {
   tokens: Uint16Array | Uint32Array;
   docStarts: Uint32Array;
+  /** 1 where a target token counts fully (see the file header). */
+  mask: Uint8Array;
 }
 
 export interface Dataset {
@@ -175,7 +227,7 @@ export interface Dataset {
   /** Random windows of seqLen+1 tokens: parts drawn by mix weight, positions uniformly. */
   sample(rng: Rng, batch: number, seqLen: number, opts?: SampleOptions & { split?: SplitName }): Batch;
   /** Deterministic windows spread evenly over each part of a split, for evaluation loss. */
-  evalBatches(seqLen: number, opts?: { split?: SplitName; perPart?: number; batch?: number }): Batch[];
+  evalBatches(seqLen: number, opts?: { split?: SplitName; perPart?: number; batch?: number; promptWeight?: number }): Batch[];
 }
 
 export function openDataset(dir: string): Dataset {
@@ -183,6 +235,7 @@ export function openDataset(dir: string): Dataset {
   const load = (s: SplitName): SplitView => ({
     tokens: readTyped(join(dir, `${s}.bin`), manifest.dtype),
     docStarts: readTyped(join(dir, `${s}.idx`), 'uint32') as Uint32Array,
+    mask: new Uint8Array(readFileSync(join(dir, `${s}.mask`))),
   });
   const views: Record<SplitName, SplitView> = { train: load('train'), val: load('val') };
 
@@ -199,18 +252,21 @@ export function openDataset(dir: string): Dataset {
     return r.start + Math.floor(rng() * (r.end - r.start - span + 1));
   }
 
-  function fill(view: SplitView, starts: number[], seqLen: number): Batch {
+  function fill(view: SplitView, starts: number[], seqLen: number, promptWeight = 1): Batch {
     const batch = starts.length;
     const inputs = new Int32Array(batch * seqLen);
     const targets = new Int32Array(batch * seqLen);
+    const weights = new Float32Array(batch * seqLen);
     starts.forEach((s, b) => {
       const w = view.tokens.subarray(s, s + seqLen + 1);
+      const m = view.mask.subarray(s, s + seqLen + 1);
       for (let t = 0; t < seqLen; t++) {
         inputs[b * seqLen + t] = w[t];
         targets[b * seqLen + t] = w[t + 1];
+        weights[b * seqLen + t] = m[t + 1] ? 1 : promptWeight;
       }
     });
-    return { inputs, targets, batch, seqLen };
+    return { inputs, targets, weights, batch, seqLen };
   }
 
   return {
@@ -233,7 +289,7 @@ export function openDataset(dir: string): Dataset {
         while (k < parts.length - 1 && u >= weights[k]) u -= weights[k++];
         starts.push(windowStart(view, parts[k][split], span, rng, opts.alignProb ?? 0.5));
       }
-      return fill(view, starts, seqLen);
+      return fill(view, starts, seqLen, opts.promptWeight ?? 1);
     },
     evalBatches(seqLen, opts = {}) {
       const split = opts.split ?? 'val';
@@ -249,7 +305,7 @@ export function openDataset(dir: string): Dataset {
         for (let i = 0; i < perPart; i++) starts.push(r.start + Math.floor((room * i) / Math.max(1, perPart - 1)));
       }
       const out: Batch[] = [];
-      for (let i = 0; i < starts.length; i += batchSize) out.push(fill(view, starts.slice(i, i + batchSize), seqLen));
+      for (let i = 0; i < starts.length; i += batchSize) out.push(fill(view, starts.slice(i, i + batchSize), seqLen, opts.promptWeight ?? 1));
       return out;
     },
   };

@@ -54,3 +54,26 @@ export function routerPrompt(question: string): string {
     'Just say A, B, or C. Do not explain. Do not provide an answer to the question.'
   );
 }
+
+/**
+ * The wording Skein's own SoT operators send (operators/internal/sot.ts, checked equal in
+ * sot-prompts.test.ts). The model is trained on both wordings so that either works.
+ */
+export const graphPrompts = {
+  skeleton: (question: string) =>
+    "You're an organizer responsible for only giving the skeleton (not the full content) for answering the question. " +
+    'Provide the skeleton in a list of points (numbered 1., 2., 3., etc.) to answer the question. ' +
+    'Instead of writing a full sentence, each skeleton point should be very short with only 3~5 words. ' +
+    'Generally, the skeleton should have 3~10 points. Now, please provide the skeleton for the following question.\n' +
+    `${question}\nSkeleton:`,
+  point: (question: string, skeleton: string, index: number) =>
+    "You're responsible for continuing the writing of one and only one point in the overall answer to the following question.\n\n" +
+    `${question}\n\nThe skeleton of the answer is\n\n${skeleton}\n\n` +
+    `Continue and only continue the writing of point ${index}. Write it **very shortly** in 1~2 sentence and do not continue with other points!`,
+  router: (question: string) =>
+    'Decide how the question below should be answered.\n' +
+    'A: the answer is a list of independent points that can be written in parallel.\n' +
+    'B: the answer has several points, but each depends on the ones before.\n' +
+    'C: the answer is not a list of points (a fact, a calculation, code or a short reply).\n' +
+    `Question: ${question}\nAnswer with one letter: A, B or C.`,
+};

