@@ -5,6 +5,7 @@
  * `--json`, then prints the final output. Ctrl-C cancels the run (generation stops, KV is
  * freed). Exit status: 0 ok, 1 run error, 130 cancelled.
  */
+import { writeFileSync } from 'node:fs';
 import type { Command } from 'commander';
 import { BadRequestError, GraphValidationError, compileGraph, saveEvents, type RunEvent } from '../../../core/index.js';
 import { ProgressView } from '../../../core/progress.js';
@@ -13,7 +14,7 @@ import { readGraphFile } from './validate.js';
 
 export const DEFAULT_MODEL = 'skein-mini';
 
-interface RunFlags {
+export interface RunFlags {
   input: string;
   model: string;
   seed?: string;
@@ -38,6 +39,70 @@ async function openEngine(model: string): Promise<Engine> {
   return createEngine({ model });
 }
 
+export interface RunIo {
+  /** Opens the engine for a model name or folder (default: the real one, loaded on demand). */
+  openEngine?: (model: string) => Promise<Engine>;
+  stdout?: NodeJS.WritableStream;
+  stderr?: NodeJS.WritableStream & { isTTY?: boolean };
+  /** Aborting it cancels the run (the command wires Ctrl-C to it). */
+  signal?: AbortSignal;
+}
+
+/** The body of `skein run`, with its I/O injectable for tests; resolves to the exit status. */
+export async function runGraphFile(file: string, flags: RunFlags, io: RunIo = {}): Promise<number> {
+  const stdout = io.stdout ?? process.stdout;
+  const stderr = io.stderr ?? process.stderr;
+  const read = readGraphFile(file);
+  if (read.problems.length) throw new GraphValidationError(read.problems, file);
+  const compiled = compileGraph(read.json as never, undefined, file);
+  const input = parseInput(flags.input);
+  const seed = flags.seed === undefined ? undefined : Number(flags.seed);
+  if (seed !== undefined && !Number.isInteger(seed)) throw new BadRequestError('--seed', 'must be an integer');
+
+  const engine = await (io.openEngine ?? openEngine)(flags.model);
+  const events: RunEvent[] = [];
+  const view = new ProgressView();
+  const tty = !flags.json && stderr.isTTY === true;
+  let drawn = 0;
+  const draw = (now: number) => {
+    const lines = view.lines(now);
+    stderr.write(`${drawn ? `\x1b[${drawn}A` : ''}${lines.map((l) => `\x1b[2K${l}\n`).join('')}`);
+    drawn = lines.length;
+  };
+  let end: Extract<RunEvent, { type: 'run-end' }>;
+  try {
+    end = await new Promise((resolve, reject) => {
+      compiled.run(input, { engine, seed, signal: io.signal }).subscribe({
+        next(e) {
+          events.push(e);
+          if (e.type === 'run-end') resolve(e);
+          if (flags.json) return void stdout.write(`${JSON.stringify(e)}\n`);
+          if (e.type === 'run-start') stderr.write(`run ${e.runId}: ${e.graph} on ${engine.modelName}, seed ${e.seed}\n`);
+          const changed = view.apply(e);
+          if (tty && (changed || e.type === 'text-delta')) draw(e.t);
+          else if (changed) stderr.write(`${changed}\n`);
+        },
+        error: reject,
+      });
+    });
+  } finally {
+    await engine.close();
+  }
+  if (flags.save) writeFileSync(flags.save, saveEvents(events));
+  const status = end.status === 'ok' ? 0 : end.status === 'cancelled' ? 130 : 1;
+  if (flags.json) return status;
+  if (end.status === 'ok') {
+    const out = end.output ?? {};
+    const keys = Object.keys(out);
+    for (const k of keys) {
+      const v = out[k];
+      stdout.write(`${keys.length > 1 ? `── ${k}\n` : ''}${typeof v === 'string' ? v : JSON.stringify(v, null, 2)}\n`);
+    }
+  } else if (end.status === 'cancelled') stderr.write('cancelled\n');
+  else stderr.write(`skein: ${end.error?.message ?? 'run failed'}\n`);
+  return status;
+}
+
 export function register(program: Command): void {
   program
     .command('run')
@@ -49,61 +114,13 @@ export function register(program: Command): void {
     .option('--json', 'print every run event as a JSON line')
     .option('--save <file>', 'also save the events as JSON lines (replayable)')
     .action(async (file: string, flags: RunFlags) => {
-      const read = readGraphFile(file);
-      if (read.problems.length) throw new GraphValidationError(read.problems, file);
-      const compiled = compileGraph(read.json as never, undefined, file);
-      const input = parseInput(flags.input);
-      const seed = flags.seed === undefined ? undefined : Number(flags.seed);
-      if (seed !== undefined && !Number.isInteger(seed)) throw new BadRequestError('--seed', 'must be an integer');
-
-      const engine = await openEngine(flags.model);
       const abort = new AbortController();
       const onSigint = () => abort.abort();
       process.once('SIGINT', onSigint);
-      const events: RunEvent[] = [];
-      const view = new ProgressView();
-      const tty = !flags.json && process.stderr.isTTY;
-      let drawn = 0;
-      const draw = (now: number) => {
-        const lines = view.lines(now);
-        process.stderr.write(`${drawn ? `\x1b[${drawn}A` : ''}${lines.map((l) => `\x1b[2K${l}\n`).join('')}`);
-        drawn = lines.length;
-      };
-      const end = await new Promise<Extract<RunEvent, { type: 'run-end' }>>((resolve, reject) => {
-        compiled.run(input, { engine, seed, signal: abort.signal }).subscribe({
-          next(e) {
-            events.push(e);
-            if (flags.json) return void process.stdout.write(`${JSON.stringify(e)}\n`);
-            if (e.type === 'run-start') process.stderr.write(`run ${e.runId}: ${e.graph} on ${engine.modelName}, seed ${e.seed}\n`);
-            const changed = view.apply(e);
-            if (tty && (changed || e.type === 'text-delta')) draw(e.t);
-            else if (changed) process.stderr.write(`${changed}\n`);
-            if (e.type === 'run-end') resolve(e);
-          },
-          error: reject,
-        });
-      }).finally(async () => {
+      try {
+        process.exitCode = await runGraphFile(file, flags, { signal: abort.signal });
+      } finally {
         process.off('SIGINT', onSigint);
-        await engine.close();
-      });
-      if (flags.save) (await import('node:fs')).writeFileSync(flags.save, saveEvents(events));
-      if (flags.json) {
-        process.exitCode = end.status === 'ok' ? 0 : end.status === 'cancelled' ? 130 : 1;
-        return;
-      }
-      if (end.status === 'ok') {
-        const out = end.output ?? {};
-        const keys = Object.keys(out);
-        for (const k of keys) {
-          const v = out[k];
-          process.stdout.write(`${keys.length > 1 ? `── ${k}\n` : ''}${typeof v === 'string' ? v : JSON.stringify(v, null, 2)}\n`);
-        }
-      } else if (end.status === 'cancelled') {
-        process.stderr.write('cancelled\n');
-        process.exitCode = 130;
-      } else {
-        process.stderr.write(`skein: ${end.error?.message ?? 'run failed'}\n`);
-        process.exitCode = 1;
       }
     });
 }

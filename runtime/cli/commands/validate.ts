@@ -21,6 +21,22 @@ export function readGraphFile(file: string): { json?: unknown; problems: GraphPr
   }
 }
 
+/** The body of `skein validate`; resolves to the exit status (1 when there is any problem). */
+export function validateGraphFile(file: string, opts: { print?: boolean; json?: boolean }, stdout: NodeJS.WritableStream = process.stdout): number {
+  const read = readGraphFile(file);
+  const problems = read.problems.length ? read.problems : validateGraph(read.json);
+  if (opts.json) stdout.write(`${JSON.stringify({ file, valid: problems.length === 0, problems })}\n`);
+  else if (problems.length) {
+    stdout.write(`${file}: ${problems.length} problem(s)\n`);
+    for (const p of problems) stdout.write(`  ${p.pointer || '/'}: ${p.message}\n`);
+  } else {
+    const spec = read.json as GraphSpec;
+    stdout.write(`${file}: valid (${spec.nodes.length} nodes, ${spec.edges.length} edges)\n`);
+    if (opts.print) stdout.write(`${printGraph(compileGraph(spec))}\n`);
+  }
+  return problems.length ? 1 : 0;
+}
+
 export function register(program: Command): void {
   program
     .command('validate')
@@ -29,17 +45,6 @@ export function register(program: Command): void {
     .option('--print', 'print the compiled graph when it is valid')
     .option('--json', 'print the problems as JSON')
     .action((file: string, opts: { print?: boolean; json?: boolean }) => {
-      const read = readGraphFile(file);
-      const problems = read.problems.length ? read.problems : validateGraph(read.json);
-      if (opts.json) process.stdout.write(`${JSON.stringify({ file, valid: problems.length === 0, problems })}\n`);
-      else if (problems.length) {
-        process.stdout.write(`${file}: ${problems.length} problem(s)\n`);
-        for (const p of problems) process.stdout.write(`  ${p.pointer || '/'}: ${p.message}\n`);
-      } else {
-        const spec = read.json as GraphSpec;
-        process.stdout.write(`${file}: valid (${spec.nodes.length} nodes, ${spec.edges.length} edges)\n`);
-        if (opts.print) process.stdout.write(`${printGraph(compileGraph(spec))}\n`);
-      }
-      if (problems.length) process.exitCode = 1;
+      process.exitCode = validateGraphFile(file, opts);
     });
 }
