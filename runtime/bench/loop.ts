@@ -6,7 +6,7 @@
  */
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { createEngine } from '../engine/index.js';
-import { benchModel, benchPrompt, round, timedGenerate } from '../engine/bench-support.js';
+import { benchModel, benchPrompt, round, timedGenerate, warmUp } from '../engine/bench-support.js';
 import { registerBench } from './index.js';
 
 const N = 16;
@@ -16,7 +16,7 @@ const TOKENS = 48;
 async function measure(thread: 'worker' | 'main', args: Record<string, string> | undefined) {
   const engine = await createEngine({ model: benchModel(args), thread });
   try {
-    await timedGenerate(engine, { ids: benchPrompt(16, 999), sampling: { maxTokens: 4 } }); // warm-up
+    await warmUp(engine);
     const h = monitorEventLoopDelay({ resolution: 5 });
     h.enable();
     const t0 = performance.now();

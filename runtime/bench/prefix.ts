@@ -5,7 +5,7 @@
  * prefix_warm_vs_cold_ttft = cold time to first token / warm time to first token.
  */
 import { createEngine } from '../engine/index.js';
-import { benchModel, benchPrompt, round, timedGenerate } from '../engine/bench-support.js';
+import { benchModel, benchPrompt, round, timedGenerate, warmUp } from '../engine/bench-support.js';
 import { registerBench } from './index.js';
 
 const PREFIX = 1000;
@@ -18,7 +18,7 @@ registerBench('prefix', {
   async run({ log, args }) {
     const engine = await createEngine({ model: benchModel(args), thread: 'main' });
     try {
-      await timedGenerate(engine, { ids: benchPrompt(32, 999), sampling: { maxTokens: 4 } }); // warm-up
+      await warmUp(engine);
       const cold: number[] = [];
       const warm: number[] = [];
       let cached = 0;

@@ -12,6 +12,7 @@
 import { BadRequestError } from '../../core/errors.js';
 import type { SamplingParams } from '../../core/sampling.js';
 import type { ModelTokenizer, IncrementalDetokenizer } from '../checkpoint/tokenizer.js';
+import { StopMatcher } from '../generate/stop.js';
 import type { LoadedModel } from '../model/types.js';
 import {
   Scheduler,
@@ -20,7 +21,6 @@ import {
   type SequenceSummary,
   type StepReport,
 } from '../scheduler/scheduler.js';
-import { StopText } from './stop.js';
 import type { FinishReason, GenerationMetrics, GenerationUsage } from './types.js';
 
 export interface CoreSubmit {
@@ -51,7 +51,9 @@ export type EngineCoreOptions = Omit<SchedulerOptions, 'model'> & {
 
 interface Session {
   detok: IncrementalDetokenizer | null;
-  stop: StopText;
+  stop: StopMatcher;
+  /** Text streamed so far (stop strings and what follows them left out). */
+  text: string;
   t0: number;
   tFirst: number;
 }
@@ -78,7 +80,8 @@ export class EngineCore {
       }
       const session: Session = {
         detok: this.tokenizer?.detokenizer() ?? null,
-        stop: new StopText(msg.sampling.stop),
+        stop: new StopMatcher(msg.sampling.stop),
+        text: '',
         t0: performance.now(),
         tFirst: 0,
       };
@@ -127,7 +130,10 @@ export class EngineCore {
     if (s.tFirst === 0) s.tFirst = performance.now();
     let decoded = s.detok ? s.detok.push(id) : '';
     if (final && s.detok) decoded += s.detok.flush();
-    const { text, stopped } = s.stop.push(decoded, final);
+    const pushed = s.stop.push(decoded);
+    const stopped = pushed.stopped;
+    const text = final && !stopped ? pushed.text + s.stop.flush() : pushed.text;
+    s.text += text;
     this.emit({ type: 'token', requestId, id, text });
     return stopped;
   }
@@ -143,7 +149,7 @@ export class EngineCore {
       requestId,
       reason: summary.reason,
       ids: summary.ids,
-      text: s.stop.text,
+      text: s.text,
       usage: {
         promptTokens: summary.promptTokens,
         completionTokens: summary.completionTokens,

@@ -17,6 +17,7 @@ export interface WorkerInit {
   maxStepTokens?: number;
   prefillChunk?: number;
   policy?: 'fcfs' | 'fair';
+  prefixSharing?: boolean;
 }
 
 export type ToWorker = ({ type: 'submit' } & CoreSubmit) | { type: 'cancel'; requestId: string } | { type: 'close' };

@@ -39,6 +39,7 @@ export class BlockTable {
   adopt(ids: readonly number[], limit: number): Adopted {
     if (this.length > 0) throw new Error('BlockTable.adopt: table is not empty');
     const pool = this.pool;
+    if (!pool.prefixSharing) return { tokens: [], sharedBlocks: 0 };
     const match = pool.tree.match(ids, Math.min(limit, ids.length));
     for (const b of match.full) {
       pool.retain(b);

@@ -20,6 +20,8 @@ export interface KvPoolOptions {
   /** Budget in bytes (float32 keys and values of every layer); ignored when budgetBlocks is set. */
   budgetBytes?: number;
   budgetBlocks?: number;
+  /** Index full blocks for reuse by later sequences (default true); off for A/B measurements. */
+  prefixSharing?: boolean;
 }
 
 export interface KvPoolStats {
@@ -43,6 +45,7 @@ export class KvPool {
   readonly numBlocks: number;
   readonly bytesPerBlock: number;
   readonly tree: PrefixTree;
+  readonly prefixSharing: boolean;
   private readonly live = new Set<KvBlock>();
   private nextId = 0;
   private clock = 0;
@@ -55,6 +58,7 @@ export class KvPool {
       options.budgetBlocks ?? Math.floor((options.budgetBytes ?? DEFAULT_KV_BUDGET_BYTES) / this.bytesPerBlock);
     if (!(this.numBlocks >= 1)) throw new RangeError(`KV budget holds no block (${this.bytesPerBlock} bytes each)`);
     this.tree = new PrefixTree(this.blockSize);
+    this.prefixSharing = options.prefixSharing ?? true;
   }
 
   blocksFor(tokens: number): number {
@@ -93,6 +97,10 @@ export class KvPool {
 
   /** Indexes a block that just filled; returns the canonical block for its prefix. */
   index(block: KvBlock): KvBlock {
+    if (!this.prefixSharing) {
+      block.parent?.partials.delete(block);
+      return block;
+    }
     return this.tree.insert(block);
   }
 

@@ -47,6 +47,8 @@ export interface SchedulerOptions {
   maxStepTokens?: number;
   /** Most prompt tokens of one sequence in one step. */
   prefillChunk?: number;
+  /** Reuse KV across sequences through the prefix tree (default true). */
+  prefixSharing?: boolean;
   /** fcfs: arrival order. fair: the owner that was served fewest tokens goes first. */
   policy?: SchedulingPolicy;
 }
@@ -170,6 +172,7 @@ export class Scheduler {
       blockSize: options.blockSize,
       budgetBytes: options.kvBudgetBytes,
       budgetBlocks: options.kvBudgetBlocks,
+      prefixSharing: options.prefixSharing,
     });
     // 32 sequences keep a 2-core machine busy on decode without making any step long.
     this.maxBatch = options.maxBatch ?? 32;

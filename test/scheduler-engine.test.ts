@@ -1,0 +1,121 @@
+/**
+ * The Engine over the scheduler, on a tiny checkpoint written by the fixture: request
+ * forms, streamed text, stop strings, prefix reuse, cancellation by unsubscribing, typed
+ * errors, and the worker-thread engine end to end.
+ */
+import * as tf from '@tensorflow/tfjs-core';
+import { firstValueFrom, lastValueFrom, take, toArray } from 'rxjs';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { KvExhaustedError, NotAvailableError } from '../core/errors.js';
+import { initBackend } from '../runtime/backend.js';
+import { createEngine } from '../runtime/engine/index.js';
+import type { EngineFront } from '../runtime/engine/front.js';
+import type { GenerateEvent, GenerateRequest } from '../runtime/engine/types.js';
+import { makeTempCheckpoint } from './fixtures/checkpoints.js';
+
+type Done = Extract<GenerateEvent, { type: 'done' }>;
+
+let ckpt: ReturnType<typeof makeTempCheckpoint>;
+let engine: EngineFront;
+let baseline = 0;
+
+async function run(e: EngineFront, request: GenerateRequest): Promise<{ tokens: GenerateEvent[]; done: Done }> {
+  const events = await lastValueFrom(e.generate(request).pipe(toArray()));
+  const done = events.at(-1) as Done;
+  expect(done.type).toBe('done');
+  return { tokens: events.slice(0, -1), done };
+}
+
+async function settle(e: EngineFront) {
+  for (let i = 0; i < 100 && (e.stats().runningSequences > 0 || e.stats().queueDepth > 0); i++) {
+    await new Promise((r) => setTimeout(r, 5));
+  }
+}
+
+describe('Engine on the scheduler', () => {
+  beforeAll(async () => {
+    await initBackend();
+    ckpt = makeTempCheckpoint({ numKvHeads: 2, maxPositionEmbeddings: 256, seed: 3 });
+    baseline = tf.memory().numTensors;
+    engine = await createEngine({ model: ckpt.dir, thread: 'main', blockSize: 4, kvBudgetBlocks: 40 });
+  });
+
+  afterAll(async () => {
+    await engine?.close();
+    expect(tf.memory().numTensors).toBe(baseline);
+    ckpt.cleanup();
+  });
+
+  it('streams tokens whose texts add up to the final text, with usage and metrics', async () => {
+    const { tokens, done } = await run(engine, { prompt: 'hello there', sampling: { maxTokens: 12 } });
+    expect(tokens.length).toBe(done.ids.length);
+    expect(tokens.map((t) => (t as { id: number }).id)).toEqual(done.ids);
+    expect(tokens.map((t) => (t as { text: string }).text).join('')).toBe(done.text);
+    expect(done.text).toBe(engine.detokenize(done.ids));
+    expect(['length', 'eos']).toContain(done.reason);
+    expect(done.usage).toMatchObject({ promptTokens: engine.tokenize('hello there').length, completionTokens: done.ids.length });
+    expect(done.metrics.ttftMs).toBeGreaterThan(0);
+    expect(done.metrics.kvBlocksShared).toBe(0);
+  });
+
+  it('renders chat messages with an assistant prefix and reuses a cached prefix', async () => {
+    const messages = [{ role: 'user' as const, content: 'list three colours' }];
+    const a = await run(engine, { messages, assistantPrefix: '1.', sampling: { maxTokens: 6 } });
+    const ids = engine.tokenize(engine.renderChat(messages, '1.'));
+    expect(a.done.usage.promptTokens).toBe(ids.length);
+    const b = await run(engine, { ids, sampling: { maxTokens: 6 } });
+    expect(b.done.ids).toEqual(a.done.ids);
+    expect(b.done.usage.cachedPromptTokens).toBe(ids.length - 1);
+    expect(b.done.metrics.kvBlocksShared).toBeGreaterThan(0);
+  });
+
+  it('ends at a stop string, leaving it out of the text', async () => {
+    const free = await run(engine, { prompt: 'abc', sampling: { maxTokens: 16 } });
+    const stop = free.done.text.slice(4, 6);
+    const cut = free.done.text.indexOf(stop);
+    const stopped = await run(engine, { prompt: 'abc', sampling: { maxTokens: 16, stop: [stop] } });
+    expect(stopped.done.reason).toBe('stop');
+    expect(stopped.done.text).toBe(free.done.text.slice(0, cut));
+    expect(stopped.tokens.map((t) => (t as { text: string }).text).join('')).toBe(stopped.done.text);
+  });
+
+  it('cancels on unsubscribe and frees the blocks', async () => {
+    const first = await lastValueFrom(engine.generate({ prompt: 'a long story', sampling: { maxTokens: 50 } }).pipe(take(3), toArray()));
+    expect(first).toHaveLength(3);
+    await settle(engine);
+    expect(engine.stats()).toMatchObject({ kvBlocksUsed: 0, runningSequences: 0, queueDepth: 0 });
+  });
+
+  it('refuses stages it cannot run and requests that can never fit', async () => {
+    await expect(firstValueFrom(engine.generate({ prompt: 'x', stages: { skipLayers: { targetSpeedup: 2 } } }))).rejects.toThrow(
+      NotAvailableError,
+    );
+    await expect(
+      firstValueFrom(engine.generate({ ids: Array.from({ length: 150 }, (_, i) => i), sampling: { maxTokens: 60 } })),
+    ).rejects.toThrow(KvExhaustedError);
+    expect(engine.stats().kvBlocksUsed).toBe(0);
+  });
+
+  it('runs the model in a worker thread with the same outputs', async () => {
+    const worker = await createEngine({ model: ckpt.dir, thread: 'worker', blockSize: 4, kvBudgetBlocks: 40 });
+    try {
+      const requests: GenerateRequest[] = [
+        { prompt: 'hello there', sampling: { maxTokens: 8 } },
+        { prompt: 'abc', sampling: { maxTokens: 8 } },
+      ];
+      const [inWorker, inMain] = await Promise.all([
+        Promise.all(requests.map((r) => run(worker, r))),
+        Promise.all(requests.map((r) => run(engine, r))),
+      ]);
+      expect(inWorker.map((r) => r.done.text)).toEqual(inMain.map((r) => r.done.text));
+      await lastValueFrom(worker.generate({ prompt: 'cancel me', sampling: { maxTokens: 40 } }).pipe(take(2), toArray()));
+      await expect(
+        firstValueFrom(worker.generate({ ids: Array.from({ length: 150 }, (_, i) => i), sampling: { maxTokens: 60 } })),
+      ).rejects.toThrow(KvExhaustedError);
+      await settle(worker);
+      expect(worker.stats()).toMatchObject({ kvBlocksUsed: 0, runningSequences: 0 });
+    } finally {
+      await worker.close();
+    }
+  });
+});
