@@ -1,0 +1,34 @@
+/**
+ * `skein bench NAME`: runs a named benchmark from the registry (runtime/bench). Progress
+ * goes to stderr; with --json the last line of stdout is one JSON object of the figures.
+ *
+ * @example
+ * npx skein bench decode --json
+ */
+import type { Command } from 'commander';
+import { NotFoundError } from '../../../core/errors.js';
+import { initBackend } from '../../backend.js';
+import '../../bench/all.js';
+import { getBench, listBenches } from '../../bench/index.js';
+
+export function register(program: Command): void {
+  program
+    .command('bench')
+    .description(`Run a benchmark by name: ${listBenches().map((b) => b.name).join(', ')}`)
+    .argument('[name]', 'benchmark name (omit to list them)')
+    .option('--json', 'print the figures as one JSON object on the last line')
+    .option('--arg <key=value>', 'benchmark-specific setting (repeatable)', (v: string, acc: string[]) => [...acc, v], [] as string[])
+    .action(async (name: string | undefined, opts: { json?: boolean; arg: string[] }) => {
+      if (name === undefined) {
+        for (const b of listBenches()) process.stdout.write(`${b.name.padEnd(16)} ${b.description}\n`);
+        return;
+      }
+      const bench = getBench(name);
+      if (bench === undefined) throw new NotFoundError('benchmark', `${name} (have: ${listBenches().map((b) => b.name).join(', ')})`);
+      await initBackend({ log: true });
+      const args = Object.fromEntries(opts.arg.map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)]));
+      const log = (line: string) => (opts.json ? process.stderr : process.stdout).write(`${line}\n`);
+      const figures = await bench.run({ log, args });
+      if (opts.json) process.stdout.write(`${JSON.stringify(figures)}\n`);
+    });
+}

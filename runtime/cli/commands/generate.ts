@@ -1,0 +1,90 @@
+/**
+ * `skein generate`: generate from a prompt (or token ids) with the simple engine. Text
+ * streams to stdout as it is generated (greedy by default); with --json one object
+ * `{"ids", "text", "metrics": {"prefillMs", "decodeTokensPerSec"}}` is printed instead.
+ *
+ * @example
+ * npx skein generate --model skein-mini --prompt "Once upon a time" --max-tokens 32
+ */
+import type { Command } from 'commander';
+import { BadRequestError } from '../../../core/errors.js';
+import { initBackend } from '../../backend.js';
+import { loadModel } from '../../checkpoint/load.js';
+import { generateAll, type GenerateTokenizer } from '../../generate/generate.js';
+import { parseIds, writeOut } from './logits.js';
+
+function num(name: string, check: (n: number) => boolean, what: string) {
+  return (value: string): number => {
+    const n = Number(value);
+    if (value.trim() === '' || !check(n)) throw new BadRequestError(name, what);
+    return n;
+  };
+}
+
+interface GenerateCliOptions {
+  model: string;
+  prompt?: string;
+  ids?: number[];
+  maxTokens?: number;
+  temperature?: number;
+  topK?: number;
+  topP?: number;
+  repetitionPenalty?: number;
+  seed?: number;
+  stop: string[];
+  json?: boolean;
+}
+
+export function register(program: Command): void {
+  program
+    .command('generate')
+    .description('Generate text from a prompt or token ids (streams to stdout; --json prints one object)')
+    .requiredOption('-m, --model <name|dir>', 'model name under models/ or a checkpoint folder')
+    .option('--prompt <text>', 'text prompt (encoded without special tokens)')
+    .option('--ids <ids>', 'comma-separated prompt token ids', parseIds)
+    .option('--max-tokens <n>', 'tokens to generate at most', num('--max-tokens', (n) => Number.isInteger(n) && n >= 1, 'must be a positive integer'))
+    .option('--temperature <t>', '0 is greedy (default)', num('--temperature', (n) => n >= 0 && n <= 10, 'must be in [0, 10]'))
+    .option('--top-k <k>', '0 disables', num('--top-k', (n) => Number.isInteger(n) && n >= 0, 'must be a non-negative integer'))
+    .option('--top-p <p>', '1 disables', num('--top-p', (n) => n > 0 && n <= 1, 'must be in (0, 1]'))
+    .option('--repetition-penalty <r>', '1 disables', num('--repetition-penalty', (n) => n > 0 && n <= 10, 'must be in (0, 10]'))
+    .option('--seed <s>', 'sampler seed', num('--seed', (n) => Number.isInteger(n), 'must be an integer'))
+    .option('--stop <text>', 'stop string (repeatable)', (v: string, acc: string[]) => [...acc, v], [] as string[])
+    .option('--json', 'print one JSON object with ids, text and metrics instead of streaming')
+    .action(async (opts: GenerateCliOptions) => {
+      if ((opts.prompt === undefined) === (opts.ids === undefined)) throw new BadRequestError('--prompt/--ids', 'give exactly one');
+      await initBackend({ log: true });
+      const model = await loadModel(opts.model);
+      try {
+        const tokenizer: GenerateTokenizer | null =
+          model.hasTokenizer || opts.prompt !== undefined ? model.tokenizer() : null;
+        const [r] = await generateAll(
+          model,
+          tokenizer,
+          [opts.ids !== undefined ? { ids: opts.ids } : { prompt: opts.prompt! }],
+          {
+            maxTokens: opts.maxTokens,
+            temperature: opts.temperature,
+            topK: opts.topK,
+            topP: opts.topP,
+            repetitionPenalty: opts.repetitionPenalty,
+            seed: opts.seed,
+            stop: opts.stop,
+          },
+          opts.json ? undefined : (e) => {
+            if (e.type === 'token' && e.text !== '') process.stdout.write(e.text);
+          },
+        );
+        const { prefillMs, decodeTokensPerSec } = r!.metrics;
+        if (opts.json) {
+          await writeOut(`${JSON.stringify({ ids: r!.ids, text: r!.text, finishReason: r!.finishReason, metrics: { prefillMs, decodeTokensPerSec } })}\n`);
+        } else {
+          await writeOut('\n');
+          process.stderr.write(
+            `skein: ${r!.ids.length} tokens (${r!.finishReason}), prefill ${prefillMs.toFixed(0)} ms, decode ${decodeTokensPerSec.toFixed(1)} tokens/s\n`,
+          );
+        }
+      } finally {
+        model.dispose();
+      }
+    });
+}
