@@ -8,32 +8,29 @@ import { join } from 'node:path';
 import { chromium, type BrowserContext, type Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startServer, type RunningServer } from '../runtime/server/index.js';
-import { fakeChatGraph, fakeDataflow, fakeSotGraph } from './fakes/server-fake-dataflow.js';
-import { createServerFakeEngine, type ServerFakeEngine } from './fakes/server-fake-engine.js';
+import { loadExampleGraphs } from '../runtime/server/graphs.js';
+import type { FakeEngine } from './fakes/fake-engine.js';
+import { createServerTestEngine } from './fakes/server-engine.js';
 
 const CHROMIUM = process.env.SKEIN_CHROMIUM ?? '/usr/bin/chromium';
 const haveBrowser = existsSync(CHROMIUM);
 if (!haveBrowser) console.warn(`browser test skipped: no Chromium at ${CHROMIUM} (install it: apt-get install -y chromium)`);
 
 const ARTIFACTS = join(import.meta.dirname, '..', 'test-artifacts');
+const sot = loadExampleGraphs().find((g) => g.name === 'sot')!.graph as { nodes: unknown[]; edges: unknown[] };
 
 describe.skipIf(!haveBrowser)('playground in headless Chromium', () => {
   let server: RunningServer;
-  let engine: ServerFakeEngine;
+  let engine: FakeEngine;
   let context: BrowserContext;
   let page: Page;
   let profile: string;
   const pageErrors: string[] = [];
 
   beforeAll(async () => {
-    engine = createServerFakeEngine({ delayMs: 30 });
+    engine = createServerTestEngine(60);
     server = await startServer({
       engine,
-      dataflow: fakeDataflow,
-      graphs: [
-        { name: 'chat', file: 'graphs/chat.json', graph: fakeChatGraph },
-        { name: 'sot', file: 'graphs/sot.json', description: fakeSotGraph.description, graph: fakeSotGraph },
-      ],
       port: 0,
       print: () => {},
       log: () => {},
@@ -70,15 +67,18 @@ describe.skipIf(!haveBrowser)('playground in headless Chromium', () => {
     await page.locator('#graph-status.is-ok').waitFor();
     expect(await page.locator('#graph-status').textContent()).toBe('Valid graph');
     expect(await page.locator('#model').textContent()).toBe('fake-mini');
-    expect(await page.locator('svg.diagram g.node').count()).toBe(4);
+    expect(await page.locator('svg.diagram g.node').count()).toBe(sot.nodes.length);
     expect(JSON.parse(await page.locator('#input-json').inputValue())).toEqual({ question: 'How do I learn to cook?' });
   });
 
   it('shows graph problems with their JSON pointers as you type', async () => {
-    const graph = { ...fakeSotGraph, edges: [...fakeSotGraph.edges, { from: 'expand', to: 'missing' }] };
+    const bad = `/edges/${sot.edges.length}/to`;
+    const graph = { ...sot, edges: [...sot.edges, { from: 'expand', to: 'missing' }] };
     await page.locator('#graph-json').fill(JSON.stringify(graph, null, 2));
-    await page.locator('#problems li code', { hasText: '/edges/3/to' }).waitFor();
-    await page.locator('#problems li', { hasText: '/edges/3/to' }).click();
+    await page.locator('#problems li code', { hasText: bad }).waitFor();
+    await page.locator('#problems li', { hasText: bad }).click();
+    const selected = await page.locator('#graph-json').evaluate((ta: HTMLTextAreaElement) => ta.value.slice(ta.selectionStart, ta.selectionEnd));
+    expect(selected).toBe('"missing"');
     expect(await page.locator('#gutter .bad').count()).toBeGreaterThan(0);
     expect(await page.locator('#run').isDisabled()).toBe(true);
     await page.locator('#graph-json').fill('{ "nodes": [ }');
@@ -91,16 +91,20 @@ describe.skipIf(!haveBrowser)('playground in headless Chromium', () => {
   it('runs the SoT example: the diagram lights up and each point streams into its own pane', async () => {
     await page.locator('#run').click();
     await page.locator('svg.diagram g.node.is-running').first().waitFor();
-    for (const p of ['p1', 'p2', 'p3']) {
-      await expect.poll(() => page.locator(`.pane[data-lane="expand/${p}"] .pane-body`).textContent(), { timeout: 10_000 }).toMatch(/\w+ \w+/);
-    }
+    const points = page.locator('.stream-group[data-node="expand"] .pane');
+    await expect.poll(() => points.count(), { timeout: 10_000 }).toBe(3);
+    // Panes fill while the run is still going: streaming, not a final dump.
+    await expect.poll(() => points.nth(2).locator('.pane-body').textContent(), { timeout: 10_000 }).toMatch(/\w+/);
+    expect(await page.locator('#run-info .chip').textContent()).toBe('running');
     await page.locator('#run-info .chip.is-ok').waitFor({ timeout: 15_000 });
+    for (let i = 0; i < 3; i++) expect(await points.nth(i).locator('.pane-body').textContent()).toMatch(/builds skill \(point \d\)/);
     // The three points sit side by side: same row, increasing x.
-    const boxes = await Promise.all(['p1', 'p2', 'p3'].map((p) => page.locator(`.pane[data-lane="expand/${p}"]`).boundingBox()));
+    const boxes = await Promise.all([0, 1, 2].map((i) => points.nth(i).boundingBox()));
     expect(new Set(boxes.map((b) => Math.round(b!.y))).size).toBe(1);
     expect(boxes[0]!.x).toBeLessThan(boxes[1]!.x);
     expect(await page.locator('svg.diagram g.node[data-node="expand"]').getAttribute('class')).toMatch(/is-done/);
     expect(await page.locator('svg.diagram g.node[data-node="expand"] .dot.is-done').count()).toBe(3);
+    expect(await page.locator('svg.diagram g.node[data-node="direct"]').getAttribute('class')).not.toMatch(/is-/);
     expect(await page.locator('svg.timeline .lane-label').count()).toBeGreaterThanOrEqual(4);
     expect(await page.locator('table.metrics tbody tr').count()).toBeGreaterThanOrEqual(4);
     expect(await page.locator('#output').isVisible()).toBe(true);
@@ -109,22 +113,27 @@ describe.skipIf(!haveBrowser)('playground in headless Chromium', () => {
   });
 
   it('cancels a running run and the engine stops', async () => {
+    await page.locator('#example').selectOption('chat');
+    await page.locator('#input-json').fill(JSON.stringify({ question: 'a long answer please' }));
+    await page.locator('#graph-status.is-ok').waitFor();
     await page.locator('#run').click();
-    await page.locator('.pane[data-lane="skeleton"]').waitFor();
+    await page.locator('.stream-group[data-node="answer"] .pane').waitFor();
     expect(await page.locator('#cancel').isEnabled()).toBe(true);
     await page.locator('#cancel').click();
     await page.locator('#run-info .chip.is-cancelled').waitFor();
-    await expect.poll(() => engine.active).toBe(0);
+    await expect.poll(() => engine.live).toBe(0);
+    expect(engine.cancelled).toBeGreaterThanOrEqual(1);
     expect(await page.locator('#run').isEnabled()).toBe(true);
   });
 
   it('opens a past run from the list and replays it', async () => {
     await page.locator('.run-item:has(.chip.is-ok)').first().click();
     await page.locator('#run-info .chip.is-ok').waitFor();
-    await expect.poll(() => page.locator('.pane[data-lane="expand/p3"] .pane-body').textContent()).toMatch(/\w+/);
+    await expect.poll(() => page.locator('.stream-group[data-node="expand"] .pane').count()).toBe(3);
     await page.locator('#replay').click();
-    await page.locator('#run-info .chip.is-ok').waitFor({ timeout: 15_000 });
-    expect(await page.locator('.pane').count()).toBeGreaterThanOrEqual(4);
+    await expect.poll(() => page.locator('.stream-group[data-node="expand"] .pane').count(), { timeout: 15_000 }).toBe(3);
+    await expect.poll(() => page.locator('#replay').isEnabled(), { timeout: 15_000 }).toBe(true);
+    expect(await page.locator('#run-info .chip').textContent()).toBe('ok');
     expect(pageErrors).toEqual([]);
   });
 });

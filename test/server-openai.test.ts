@@ -3,16 +3,16 @@
 import OpenAI from 'openai';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startServer, type RunningServer } from '../runtime/server/index.js';
-import { fakeDataflow } from './fakes/server-fake-dataflow.js';
-import { createServerFakeEngine, type ServerFakeEngine } from './fakes/server-fake-engine.js';
+import type { FakeEngine } from './fakes/fake-engine.js';
+import { createServerTestEngine } from './fakes/server-engine.js';
 
 let server: RunningServer;
-let engine: ServerFakeEngine;
+let engine: FakeEngine;
 let client: OpenAI;
 
 beforeAll(async () => {
-  engine = createServerFakeEngine({ delayMs: 3 });
-  server = await startServer({ engine, dataflow: fakeDataflow, graphs: [], port: 0, token: 'sk-test', build: false, print: () => {}, log: () => {} });
+  engine = createServerTestEngine(3);
+  server = await startServer({ engine, graphs: [], port: 0, token: 'sk-test', build: false, print: () => {}, log: () => {} });
   client = new OpenAI({ baseURL: new URL('/v1', server.url).href, apiKey: 'sk-test', maxRetries: 0 });
 });
 afterAll(async () => {
@@ -32,20 +32,21 @@ describe('OpenAI-compatible chat completions', () => {
         { role: 'system', content: 'Be brief.' },
         { role: 'user', content: 'Tell me about bread' },
       ],
-      max_tokens: 5,
+      max_tokens: 3,
     });
     expect(res.object).toBe('chat.completion');
     expect(res.choices[0]!.message.role).toBe('assistant');
-    expect(res.choices[0]!.message.content).toBe('About Tell me about bread: ');
+    expect(res.choices[0]!.message.content).toBe('echo: Tell me');
     expect(res.choices[0]!.finish_reason).toBe('length');
-    expect(res.usage).toMatchObject({ completion_tokens: 5 });
-    expect(res.usage!.total_tokens).toBe(res.usage!.prompt_tokens + 5);
+    expect(res.usage).toMatchObject({ completion_tokens: 3 });
+    expect(res.usage!.total_tokens).toBe(res.usage!.prompt_tokens + 3);
+    expect(engine.requests.at(-1)!.messages![0]).toEqual({ role: 'system', content: 'Be brief.' });
   });
 
   it('streams chunks, then the finish reason and usage', async () => {
     const stream = await client.chat.completions.create({
       model: 'fake-mini',
-      messages: [{ role: 'user', content: 'soup' }],
+      messages: [{ role: 'user', content: 'a long answer about soup' }],
       max_completion_tokens: 6,
       stream: true,
       stream_options: { include_usage: true },
@@ -61,7 +62,7 @@ describe('OpenAI-compatible chat completions', () => {
         finishes.push(choice.finish_reason);
       }
     }
-    expect(text).toBe('About soup: Start small and keep ');
+    expect(text).toBe('word0 word1 word2 word3 word4 word5');
     expect(finishes.filter(Boolean)).toEqual(['length']);
     expect(usage?.completion_tokens).toBe(6);
   });
@@ -69,7 +70,7 @@ describe('OpenAI-compatible chat completions', () => {
   it('stops generating when the client aborts a stream', async () => {
     const controller = new AbortController();
     const stream = await client.chat.completions.create(
-      { model: 'fake-mini', messages: [{ role: 'user', content: 'long' }], stream: true },
+      { model: 'fake-mini', messages: [{ role: 'user', content: 'a long answer' }], stream: true },
       { signal: controller.signal },
     );
     let chunks = 0;
@@ -82,8 +83,8 @@ describe('OpenAI-compatible chat completions', () => {
     }
     expect(chunks).toBe(3);
     const end = Date.now() + 2000;
-    while (engine.active > 0 && Date.now() < end) await new Promise((r) => setTimeout(r, 5));
-    expect(engine.active).toBe(0);
+    while (engine.live > 0 && Date.now() < end) await new Promise((r) => setTimeout(r, 5));
+    expect(engine.live).toBe(0);
     expect(engine.cancelled).toBeGreaterThanOrEqual(1);
   });
 

@@ -36,10 +36,10 @@ export interface Layout {
   height: number;
 }
 
-export const NODE_W = 148;
+export const NODE_W = 132;
 export const NODE_H = 46;
-const GAP_X = 64;
-const GAP_Y = 22;
+const GAP_X = 40;
+const GAP_Y = 18;
 const PAD = 16;
 
 /** Reads {nodes:[{id, kind, label?}], edges:[{from:'a.port', to:'b'}]}; skips what is malformed. */

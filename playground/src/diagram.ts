@@ -57,7 +57,7 @@ export class Diagram {
         svg('title', null, `${n.id} (${n.kind})`),
         svg('rect', { width: NODE_W, height: NODE_H, rx: 8, class: 'node-box' }),
         svg('rect', { width: 4, height: NODE_H - 16, x: 0, y: 8, rx: 2, class: 'node-accent' }),
-        svg('text', { x: 14, y: 20, class: 'node-label' }, truncate(n.label, 17)),
+        svg('text', { x: 14, y: 20, class: 'node-label' }, truncate(n.label, 16)),
         svg('text', { x: 14, y: 36, class: 'node-kind' }, n.kind),
       );
       const dots = svg('g', { class: 'branch-dots', transform: `translate(${NODE_W - 10},${NODE_H - 10})` });

@@ -13,7 +13,7 @@ import { Diagram } from './diagram.js';
 import { byId, clear, h } from './dom.js';
 import { GraphEditor } from './editor.js';
 import { renderMetrics } from './metrics.js';
-import { applyEvent, newRunView, type RunView } from './runview.js';
+import { applyEvent, branchLabel, leafLanes, newRunView, type RunView } from './runview.js';
 import { Streams } from './streams.js';
 import { formatMs, Timeline } from './timeline.js';
 
@@ -58,19 +58,22 @@ function drawDiagram(graph: unknown): void {
   diagram.draw(layoutGraph(readGraph(graph)));
 }
 
-function nodeOrder(graph: unknown): string[] {
+function nodeOrder(graph: unknown): Array<{ id: string; label: string }> {
   return layoutGraph(readGraph(graph))
     .nodes.slice()
-    .sort((a, b) => a.layer - b.layer || a.row - b.row)
-    .map((n) => n.id);
+    .sort((a, b) => a.layer - b.layer || a.row - b.row);
 }
 
 function paintDiagram(v: RunView): void {
   diagram.reset();
   for (const [node, state] of v.nodes) diagram.setNode(node, state);
-  const byNode = new Map<string, Array<{ branch: string; state: 'running' | 'done' | 'error' }>>();
-  for (const l of v.lanes.values()) if (l.branch) (byNode.get(l.node) ?? byNode.set(l.node, []).get(l.node)!).push({ branch: l.branch, state: l.state });
-  for (const [node, branches] of byNode) diagram.setBranches(node, branches);
+  for (const node of new Set([...v.lanes.values()].map((l) => l.node))) showBranches(v, node);
+}
+
+/** Dots on a node for its parallel branches, when it has more than one. */
+function showBranches(v: RunView, node: string): void {
+  const leaves = leafLanes(v, node);
+  diagram.setBranches(node, leaves.length > 1 ? leaves.map((l) => ({ branch: branchLabel(node, l.branch!), state: l.state })) : []);
 }
 
 function updateButtons(): void {
@@ -83,11 +86,10 @@ function updateButtons(): void {
 function showRunInfo(): void {
   clear(runInfo);
   if (!view) return;
-  runInfo.append(
-    h('code', null, view.runId),
-    h('span', { class: `chip is-${view.status}` }, view.status),
-    h('span', { class: 'muted' }, formatMs(view.t)),
-  );
+  const start = view.events.find((e) => e.type === 'run-start');
+  runInfo.append(h('code', null, view.runId));
+  if (start?.type === 'run-start') runInfo.append(h('span', { class: 'muted' }, `seed ${start.seed}`));
+  runInfo.append(h('span', { class: `chip is-${view.status}` }, view.status), h('span', { class: 'muted' }, formatMs(view.t)));
 }
 
 function scheduleMetrics(): void {
@@ -135,10 +137,7 @@ function onEvent(e: RunEvent): void {
   if (lane) {
     streams.update(lane);
     diagram.setNode(lane.node, view.nodes.get(lane.node) ?? 'running');
-    if (lane.branch) {
-      const branches = [...view.lanes.values()].filter((l) => l.node === lane.node && l.branch).map((l) => ({ branch: l.branch!, state: l.state }));
-      diagram.setBranches(lane.node, branches);
-    }
+    if (lane.branch) showBranches(view, lane.node);
   }
   if (e.type === 'run-end') {
     for (const l of view.lanes.values()) streams.update(l);
@@ -179,11 +178,16 @@ async function run(): Promise<void> {
     showError(new Error(`Input is not valid JSON: ${(err as Error).message}`));
     return;
   }
-  const seed = Number(byId<HTMLInputElement>('seed').value || 0);
+  const seedText = byId<HTMLInputElement>('seed').value.trim();
+  const seed = seedText ? Number(seedText) : undefined;
+  if (seed !== undefined && !Number.isSafeInteger(seed)) {
+    showError(new Error('Seed must be an integer (or empty for a random one)'));
+    return;
+  }
   runButton.disabled = true;
   try {
     const graph = JSON.parse(editor.text) as unknown;
-    const { id } = await api.startRun({ graph, input, seed });
+    const { id } = await api.startRun({ graph, input, ...(seed !== undefined ? { seed } : {}) });
     beginView(id, graph);
     void refreshRuns();
     await followRun(id);
@@ -270,18 +274,25 @@ async function refreshRuns(): Promise<void> {
   }
 }
 
+// Sample values for the inputs the example graphs name, so every example runs as loaded.
+const SAMPLE_INPUT: Record<string, string> = {
+  question: 'How do I learn to cook?',
+  topic: 'Cities should ban cars from their centres.',
+  passage:
+    'The bakery opens at seven. Bread is baked before dawn by two bakers, and the first loaves sell out within an hour. ' +
+    'On Sundays the bakery is closed, and on Mondays it sells only rye bread.',
+};
+
 function defaultInput(graph: unknown): Record<string, unknown> {
   const input: Record<string, unknown> = {};
   const nodes = (graph as { nodes?: unknown[] })?.nodes ?? [];
-  let first = true;
   for (const n of nodes as Array<Record<string, unknown>>) {
     if (n?.kind !== 'input') continue;
     const key = typeof n.name === 'string' ? n.name : String(n.id);
     if (n.default !== undefined) input[key] = n.default;
     else if (n.type === 'list') input[key] = [];
     else if (n.type === 'json') input[key] = {};
-    else input[key] = first ? 'How do I learn to cook?' : '';
-    first = false;
+    else input[key] = SAMPLE_INPUT[key] ?? SAMPLE_INPUT.question;
   }
   return input;
 }

@@ -7,7 +7,7 @@
  * renderMetrics(el, view);
  */
 import { clear, h } from './dom.js';
-import { laneFigures, type RunView } from './runview.js';
+import { branchLabel, laneFigures, type RunView } from './runview.js';
 import { formatMs } from './timeline.js';
 
 const STAGE_COLUMNS: Array<[key: string, title: string]> = [
@@ -32,14 +32,15 @@ export function renderMetrics(host: HTMLElement, view: RunView | null): void {
   const head = h('tr', null, h('th', null, 'Node'), h('th', null, 'Branch'), h('th', null, 'State'), h('th', { class: 'num' }, 'Tokens'), h('th', { class: 'num' }, 'Tok/s'), h('th', { class: 'num' }, 'TTFT'), h('th', { class: 'num' }, 'Wall'));
   for (const [, title] of stage) head.append(h('th', { class: 'num' }, title));
   const body = h('tbody');
+  // Streamed tokens, counted once: a node's summary lane repeats its branches' figures.
   let tokens = 0;
   for (const { lane, f } of rows) {
-    tokens += f.tokensOut ?? 0;
+    tokens += lane.tokens;
     const tr = h(
       'tr',
       null,
       h('td', null, lane.node),
-      h('td', { class: 'muted' }, lane.branch ?? ''),
+      h('td', { class: 'muted', title: lane.branch ?? '' }, lane.branch ? branchLabel(lane.node, lane.branch) : ''),
       h('td', null, h('span', { class: `chip is-${lane.state}` }, lane.state)),
       h('td', { class: 'num' }, fmt(f.tokensOut)),
       h('td', { class: 'num' }, fmt(f.tokensPerSec, 1)),

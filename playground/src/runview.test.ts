@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import type { RunEvent } from '../../core/events.js';
-import { applyEvent, laneFigures, newRunView } from './runview.js';
+import { applyEvent, branchLabel, laneFigures, leafLanes, newRunView } from './runview.js';
 
 type E = RunEvent extends infer T ? (T extends RunEvent ? Omit<T, 'runId' | 'seq'> : never) : never;
 function fold(events: E[]) {
@@ -37,5 +37,18 @@ describe('run view', () => {
     expect(view.lanes.get('expand/p1')).toMatchObject({ state: 'error', endT: 4 });
     expect(view.nodes.get('expand')).toBe('error');
     expect(view.t).toBe(4);
+  });
+});
+
+describe('branch names', () => {
+  it('reads nested branch paths and finds a node\'s own parallel branches', () => {
+    const view = fold([
+      { type: 'node-start', t: 0, node: 'expand', branch: 'router.sot' },
+      { type: 'node-start', t: 0, node: 'expand', branch: 'router.sot/expand#1' },
+      { type: 'node-start', t: 0, node: 'expand', branch: 'router.sot/expand#2' },
+      { type: 'node-start', t: 0, node: 'skeleton', branch: 'router.sot' },
+    ]);
+    expect(leafLanes(view, 'expand').map((l) => branchLabel('expand', l.branch!))).toEqual(['#1', '#2']);
+    expect(leafLanes(view, 'skeleton').map((l) => branchLabel('skeleton', l.branch!))).toEqual(['router.sot']);
   });
 });

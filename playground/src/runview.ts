@@ -47,6 +47,24 @@ export interface RunView {
 
 export const laneKey = (node: string, branch?: string) => (branch ? `${node}/${branch}` : node);
 
+/**
+ * A branch id as people read it: the core names nested branches by path
+ * ("router.sot/expand#2"); the last step says which one this is ("#2" of expand).
+ */
+export function branchLabel(node: string, branch: string): string {
+  const last = branch.split('/').pop()!;
+  return last.startsWith(`${node}#`) ? `#${last.slice(node.length + 1)}` : last;
+}
+
+/**
+ * The lanes of a node that are its own parallel branches: those no other lane of the node
+ * nests under (an expand's points, not the route branch they all run in).
+ */
+export function leafLanes(view: RunView, node: string): Lane[] {
+  const lanes = [...view.lanes.values()].filter((l) => l.node === node && l.branch);
+  return lanes.filter((l) => !lanes.some((o) => o !== l && o.branch!.startsWith(`${l.branch}/`)));
+}
+
 export function newRunView(runId: string): RunView {
   return { runId, status: 'running', t: 0, lanes: new Map(), nodes: new Map(), events: [] };
 }

@@ -7,7 +7,7 @@
  * streams.update(lane); // after applyEvent returned it
  */
 import { clear, h } from './dom.js';
-import type { Lane } from './runview.js';
+import { branchLabel, type Lane } from './runview.js';
 
 interface Pane {
   root: HTMLElement;
@@ -21,13 +21,16 @@ export class Streams {
   private groups = new Map<string, HTMLElement>();
   private panes = new Map<string, Pane>();
   private order: string[] = [];
+  private labels = new Map<string, string>();
 
   constructor(private readonly host: HTMLElement) {
     this.reset([]);
   }
 
-  reset(nodeOrder: string[]): void {
-    this.order = nodeOrder;
+  /** `nodes` in diagram order, with the labels the graph gives them. */
+  reset(nodes: Array<{ id: string; label: string }>): void {
+    this.order = nodes.map((n) => n.id);
+    this.labels = new Map(nodes.map((n) => [n.id, n.label]));
     this.groups.clear();
     this.panes.clear();
     clear(this.host);
@@ -38,7 +41,13 @@ export class Streams {
     let g = this.groups.get(node);
     if (g) return g;
     this.host.querySelector('#streams-empty')?.remove();
-    g = h('section', { class: 'stream-group', 'data-node': node }, h('h3', null, node), h('div', { class: 'panes' }));
+    const label = this.labels.get(node) ?? node;
+    g = h(
+      'section',
+      { class: 'stream-group', 'data-node': node },
+      h('h3', null, label, label !== node ? h('code', null, node) : null),
+      h('div', { class: 'panes' }),
+    );
     // Keep groups in diagram order whatever order their first tokens arrive in.
     const rank = (id: string) => {
       const i = this.order.indexOf(id);
@@ -62,7 +71,7 @@ export class Streams {
       const root = h(
         'article',
         { class: 'pane', 'data-lane': lane.key },
-        h('header', null, h('span', { class: 'pane-title' }, lane.branch ?? 'output'), count, state),
+        h('header', null, h('span', { class: 'pane-title', title: lane.branch ?? '' }, lane.branch ? branchLabel(lane.node, lane.branch) : 'text'), count, state),
         body,
       );
       this.group(lane.node).querySelector('.panes')!.append(root);

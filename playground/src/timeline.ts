@@ -8,7 +8,7 @@
  * timeline.update(view); // cheap to call on every event
  */
 import { clear, svg } from './dom.js';
-import type { RunView } from './runview.js';
+import { branchLabel, type RunView } from './runview.js';
 
 const LABEL_W = 150;
 const ROW_H = 24;
@@ -53,7 +53,8 @@ export class Timeline {
     }
     lanes.forEach((l, i) => {
       const y = AXIS_H + i * ROW_H + ROW_H / 2;
-      root.append(svg('text', { x: 8, y: y + 4, class: 'lane-label' }, l.branch ? `${l.node} · ${l.branch}` : l.node));
+      const label = l.branch ? `${l.node} ${branchLabel(l.node, l.branch)}` : l.node;
+      root.append(svg('text', { x: 8, y: y + 4, class: 'lane-label' }, svg('title', null, l.branch ? `${l.node} · ${l.branch}` : l.node), label.length > 21 ? `${label.slice(0, 20)}…` : label));
       const end = l.endT ?? view.t;
       root.append(svg('line', { x1: x(l.startT), x2: x(end), y1: y, y2: y, class: `lane-bar is-${l.state}` }));
       for (const m of l.marbles) {

@@ -17,7 +17,7 @@ import { streamSSE } from 'hono/streaming';
 import { BadRequestError, NotFoundError } from '../../core/errors.js';
 import type { RunEvent } from '../../core/events.js';
 import type { Engine } from '../engine/types.js';
-import { loadDataflow } from './dataflow.js';
+import { coreDataflow } from './dataflow.js';
 import { errorHandler } from './errors.js';
 import { loadExampleGraphs } from './graphs.js';
 import { createMetrics } from './metrics.js';
@@ -68,9 +68,7 @@ async function readJson(c: Context): Promise<unknown> {
 export function createApp(options: AppOptions): SkeinApp {
   const { engine } = options;
   const log = options.log ?? ((err: unknown) => console.error(err));
-  const dataflow: Promise<Dataflow> = options.dataflow ? Promise.resolve(options.dataflow) : loadDataflow();
-  // Swallow here so an unused failed import is not an unhandled rejection; routes re-await.
-  dataflow.catch(() => {});
+  const dataflow: Dataflow = options.dataflow ?? coreDataflow;
   const graphs = options.graphs ?? loadExampleGraphs();
   const keepAliveMs = (options.keepAliveS ?? 15) * 1000;
   const started = Date.now();
@@ -126,8 +124,8 @@ export function createApp(options: AppOptions): SkeinApp {
   );
 
   app.get('/v1/graphs', (c) => c.json({ graphs }));
-  app.get('/v1/graphs/schema', async (c) => {
-    const schema = (await dataflow).graphJsonSchema;
+  app.get('/v1/graphs/schema', (c) => {
+    const schema = dataflow.graphJsonSchema;
     if (!schema) throw new NotFoundError('schema', 'graph');
     return c.json(schema);
   });
@@ -141,14 +139,13 @@ export function createApp(options: AppOptions): SkeinApp {
     const body = await readJson(c);
     // Accept the graph itself or { graph }, as POST /v1/runs takes it.
     const graph = isObject(body) && isObject(body.graph) && !('nodes' in body) ? body.graph : body;
-    const problems = (await dataflow).validateGraph(graph);
+    const problems = dataflow.validateGraph(graph);
     return c.json({ valid: problems.length === 0, problems });
   });
 
   app.post('/v1/runs', async (c) => {
     const body = await readJson(c);
     if (!isObject(body)) throw new BadRequestError('body', 'must be a JSON object');
-    const df = await dataflow;
     let graphJson: unknown;
     let source: string;
     if (body.graph !== undefined && body.graphName !== undefined) throw new BadRequestError('graph', 'give graph or graphName, not both');
@@ -164,17 +161,18 @@ export function createApp(options: AppOptions): SkeinApp {
     const input = body.input ?? {};
     if (!isObject(input)) throw new BadRequestError('input', 'must be an object');
     if (body.seed !== undefined && !Number.isSafeInteger(body.seed)) throw new BadRequestError('seed', 'must be an integer');
-    const seed = (body.seed as number | undefined) ?? 0;
+    const seed = body.seed as number | undefined;
     if (body.model !== undefined) {
       if (typeof body.model !== 'string') throw new BadRequestError('model', 'must be a string');
       // One engine serves every run; another model needs another server.
       if (!modelMatches(body.model)) throw new NotFoundError('model', body.model);
     }
-    const spec = df.parseGraph(graphJson, source);
+    const spec = dataflow.parseGraph(graphJson, source);
     const id = `run_${randomUUID().replace(/-/g, '').slice(0, 16)}`;
     const name = isObject(graphJson) && typeof graphJson.name === 'string' ? graphJson.name : source;
-    const run$ = df.runGraph(spec as never, input, { engine, seed, runId: id });
-    const record = store.start({ id, graph: name, input, seed, model: engine.modelName, definition: graphJson }, run$);
+    const abort = new AbortController();
+    const run$ = dataflow.runGraph(spec, input, { engine, runId: id, signal: abort.signal, ...(seed !== undefined ? { seed } : {}) });
+    const record = store.start({ id, graph: name, input, seed, model: engine.modelName, definition: graphJson }, run$, () => abort.abort());
     metrics.runStarted();
     return c.json({ id, state: record.state, links: { self: `/v1/runs/${id}`, events: `/v1/runs/${id}/events` } }, 201);
   });

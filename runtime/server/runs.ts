@@ -20,7 +20,8 @@ export interface RunMeta {
   id: string;
   graph: string;
   input: Record<string, unknown>;
-  seed: number;
+  /** As asked; filled from run-start when the core picked it. */
+  seed?: number;
   model: string;
   /** The graph JSON the run was started with, so a past run can be drawn again. */
   definition?: unknown;
@@ -43,7 +44,7 @@ export interface RunSummary {
   id: string;
   graph: string;
   model: string;
-  seed: number;
+  seed?: number;
   input: Record<string, unknown>;
   state: RunState;
   createdAt: string;
@@ -65,6 +66,8 @@ export interface RunStoreOptions {
 
 interface Live {
   subscription?: Subscription;
+  /** Asks the run to stop by itself, so that it reports its own cancelled run-end. */
+  abort?: () => void;
   tail: Subject<RunEvent>;
 }
 
@@ -96,10 +99,11 @@ export class RunStore {
     };
   }
 
-  start(meta: RunMeta, run$: Observable<RunEvent>): RunRecord {
+  /** `abort`, when given, is tried first on cancel; unsubscribing is the fallback. */
+  start(meta: RunMeta, run$: Observable<RunEvent>, abort?: () => void): RunRecord {
     if (this.activeCount >= this.options.maxConcurrent) throw new TooManyRunsError(this.options.maxConcurrent);
     const record: RunRecord = { ...meta, state: 'running', createdAt: Date.now(), events: [], tokensOut: 0 };
-    const live: Live = { tail: new Subject<RunEvent>() };
+    const live: Live = { tail: new Subject<RunEvent>(), ...(abort ? { abort } : {}) };
     this.runs.set(meta.id, record);
     this.live.set(meta.id, live);
     // Subscribing may emit synchronously (and even finish): `live` must be in place first.
@@ -129,8 +133,12 @@ export class RunStore {
     const record = this.runs.get(id);
     const live = this.live.get(id);
     if (!record || !live || record.state !== 'running') return false;
-    live.subscription?.unsubscribe();
-    this.endWith(record, 'cancelled');
+    live.abort?.();
+    // A run that did not end on abort (or has no abort) is unsubscribed: generation stops.
+    if (record.state === 'running') {
+      live.subscription?.unsubscribe();
+      this.endWith(record, 'cancelled');
+    }
     return true;
   }
 
@@ -170,7 +178,8 @@ export class RunStore {
   private push(record: RunRecord, event: RunEvent): void {
     if (record.state !== 'running') return;
     record.events.push(event);
-    if (event.type === 'text-delta') {
+    if (event.type === 'run-start') record.seed = event.seed;
+    else if (event.type === 'text-delta') {
       record.tokensOut += event.tokenIds.length;
       if (record.ttftMs === undefined) record.ttftMs = event.t;
     }
@@ -239,7 +248,7 @@ export function summarize(record: RunRecord): RunSummary {
     id: record.id,
     graph: record.graph,
     model: record.model,
-    seed: record.seed,
+    ...(record.seed !== undefined ? { seed: record.seed } : {}),
     input: record.input,
     state: record.state,
     createdAt: new Date(record.createdAt).toISOString(),

@@ -46,12 +46,10 @@ export interface RunningServer {
   close(): Promise<void>;
 }
 
-// A variable specifier: the engine module is resolved at run time (see dataflow.ts).
-const ENGINE = '../engine/index.js';
-
 async function createDefaultEngine(model: string): Promise<Engine> {
-  const mod = (await import(/* @vite-ignore */ ENGINE)) as { createEngine(opts: { model: string }): Promise<Engine> };
-  return mod.createEngine({ model });
+  // Loaded on demand: a server handed an engine (tests) never pays for the runtime.
+  const { createEngine } = await import('../engine/index.js');
+  return createEngine({ model });
 }
 
 function hasDisplay(): boolean {

@@ -4,7 +4,7 @@
  * real one comes from core/index.ts.
  *
  * @example
- * const dataflow: Dataflow = await loadDataflow();
+ * const dataflow: Dataflow = coreDataflow;
  * const problems = dataflow.validateGraph(json);
  */
 import type { Observable } from 'rxjs';
@@ -14,15 +14,18 @@ import type { Engine } from '../engine/types.js';
 
 export interface RunGraphOptions {
   engine: Engine;
+  /** Absent: the core picks one and reports it in run-start. */
   seed?: number;
   runId?: string;
+  /** Aborting ends the run with its own run-end {status: 'cancelled'}. */
+  signal?: AbortSignal;
 }
 
 export interface Dataflow {
   validateGraph(json: unknown): GraphProblem[];
   /** Throws GraphValidationError (problems with JSON pointers) when the graph is invalid. */
   parseGraph(json: unknown, source?: string): unknown;
-  runGraph(spec: never, input: Record<string, unknown>, options: RunGraphOptions): Observable<RunEvent>;
+  runGraph(spec: unknown, input: Record<string, unknown>, options: RunGraphOptions): Observable<RunEvent>;
   /** The graph JSON Schema, when the core exports one (the playground uses it for hints). */
   graphJsonSchema?: unknown;
 }
