@@ -11,7 +11,6 @@
  * runGraph(spec, { question: 'Why?' }, { engine, seed: 1 }).subscribe((e) => console.log(e.type));
  */
 import {
-  EMPTY,
   NEVER,
   Observable,
   catchError,
@@ -20,6 +19,7 @@ import {
   defer,
   forkJoin,
   fromEvent,
+  ignoreElements,
   last,
   map,
   merge,
@@ -328,7 +328,7 @@ export function runCompiled(compiled: CompiledGraph, input: Record<string, unkno
     const sub: Subscription = work$
       .pipe(
         takeUntil(cancel$.pipe(tap(() => (cancelled = true)))),
-        concatMap(() => EMPTY),
+        ignoreElements(),
       )
       .subscribe({
         error(err: unknown) {
