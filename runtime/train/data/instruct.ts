@@ -83,6 +83,7 @@ function namedPoints(rng: Rng, items: Synset[]): Point[] | null {
   const seen = new Set<string>();
   const points: Point[] = [];
   for (const s of shuffled(rng, items)) {
+    if (points.length >= 8) break;
     const p = namedPoint(s);
     if (!p || seen.has(p.text.toLowerCase())) continue;
     seen.add(p.text.toLowerCase());
@@ -460,7 +461,17 @@ export interface QaItem {
   passage: string;
 }
 
+const sentenceCache = new WeakMap<Doc, string[]>();
+
 function sentencesOf(doc: Doc): string[] {
+  const hit = sentenceCache.get(doc);
+  if (hit) return hit;
+  const out = splitSentences(doc);
+  sentenceCache.set(doc, out);
+  return out;
+}
+
+function splitSentences(doc: Doc): string[] {
   return (doc.text.replace(/\s+/g, ' ').match(/[^.!?]+[.!?]+["')\]]*\s*/g) ?? []).map((s) => s.trim()).filter((s) => s.length > 20 && s.length < 600);
 }
 
