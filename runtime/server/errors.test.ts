@@ -1,0 +1,23 @@
+import { HTTPException } from 'hono/http-exception';
+import { describe, expect, it } from 'vitest';
+import { BadRequestError, GraphValidationError, KvExhaustedError, NotAvailableError, NotFoundError } from '../../core/errors.js';
+import { mapError, TooManyRunsError } from './errors.js';
+
+describe('mapError', () => {
+  it('maps typed errors to statuses with one body shape', () => {
+    const invalid = mapError(new GraphValidationError([{ pointer: '/nodes/0', message: 'bad' }], 'x.json'));
+    expect(invalid.status).toBe(422);
+    expect(invalid.body.error).toMatchObject({ code: 'graph_invalid', problems: [{ pointer: '/nodes/0', message: 'bad' }] });
+    expect(mapError(new BadRequestError('input', 'no')).status).toBe(400);
+    expect(mapError(new NotFoundError('run', 'r1')).status).toBe(404);
+    expect(mapError(new NotAvailableError('speculate')).status).toBe(501);
+    expect(mapError(new KvExhaustedError(10, 1, 4)).status).toBe(422);
+    expect(mapError(new TooManyRunsError(3))).toMatchObject({ status: 429, headers: { 'Retry-After': '1' }, body: { error: { code: 'too_many_runs' } } });
+  });
+
+  it('keeps HTTP exceptions and hides unknown errors', () => {
+    expect(mapError(new HTTPException(413, { message: 'too big' }))).toMatchObject({ status: 413, body: { error: { code: 'payload_too_large', message: 'too big' } } });
+    const hidden = mapError(new Error('secret detail'));
+    expect(hidden).toMatchObject({ status: 500, body: { error: { code: 'internal', message: 'Internal server error' } } });
+  });
+});
