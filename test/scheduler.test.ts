@@ -5,9 +5,10 @@
  */
 import * as tf from '@tensorflow/tfjs-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { KvExhaustedError } from '../core/errors.js';
+import { BadRequestError, KvExhaustedError } from '../core/errors.js';
 import { resolveSampling } from '../core/sampling.js';
 import { initBackend } from '../runtime/backend.js';
+import { tokenSampler } from '../runtime/engine/sampling.js';
 import { KvCache } from '../runtime/model/kv-cache.js';
 import { forward, prepareModel } from '../runtime/model/forward.js';
 import { randomModel } from '../runtime/model/random.js';
@@ -176,9 +177,30 @@ describe('Scheduler', () => {
     expectClean(s);
   });
 
-  it('rejects a request that can never fit with KvExhaustedError', () => {
+  it('samples with a seeded sampler per sequence: same tokens alone, batched, preempted', () => {
+    const sampled = (options: Partial<SchedulerOptions>, which: number[]) => {
+      const s = make({ sampler: tokenSampler, ...options });
+      const outs = which.map((i) => {
+        const o: Outcome = { tokens: [] };
+        const sampling = resolveSampling({ maxTokens: N, temperature: 0.9, topK: 20, repetitionPenalty: 1.2, seed: 100 + i });
+        s.submit({ id: `s${i}`, ids: prompts[i]!, eosIds: [], sampling }, { token: (t) => void o.tokens.push(t), done: () => {}, error: (e) => (o.error = e) });
+        return o;
+      });
+      const { preempted } = drain(s);
+      expectClean(s);
+      return { tokens: outs.map((o) => o.tokens), preempted };
+    };
+    const single = prompts.map((_, i) => sampled({}, [i]).tokens[0]);
+    expect(sampled({ prefillChunk: 8 }, [0, 1, 2, 3, 4]).tokens).toEqual(single);
+    const squeezed = sampled({ kvBudgetBlocks: 10, prefillChunk: 8 }, [0, 1, 2, 3, 4]);
+    expect(squeezed.preempted).toBeGreaterThan(0);
+    expect(squeezed.tokens).toEqual(single);
+  });
+
+  it('rejects a request that can never fit with KvExhaustedError, and bad token ids', () => {
     const s = make({ kvBudgetBlocks: 4 });
     expect(() => submit(s, 'big', prompt(20, 1), 4)).toThrow(KvExhaustedError);
+    expect(() => submit(s, 'bad', [1, 64], 4)).toThrow(BadRequestError);
     const o = submit(s, 'small', prompt(5, 1), 4);
     drain(s);
     expect(o.tokens).toHaveLength(4);

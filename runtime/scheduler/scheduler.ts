@@ -186,6 +186,10 @@ export class Scheduler {
   submit(request: SubmitRequest, listener: SequenceListener): void {
     if (this.byId.has(request.id)) throw new BadRequestError('id', `sequence ${request.id} already exists`);
     if (request.ids.length === 0) throw new BadRequestError('ids', 'the prompt is empty');
+    // Checked here, not in the forward: a bad id there would fail every sequence of its batch.
+    const vocab = this.model.config.vocabSize;
+    const bad = request.ids.find((id) => !Number.isInteger(id) || id < 0 || id >= vocab);
+    if (bad !== undefined) throw new BadRequestError('ids', `token id ${bad} is outside the vocabulary (${vocab})`);
     const maxPos = this.model.config.maxPositionEmbeddings;
     if (request.ids.length >= maxPos) {
       throw new BadRequestError('ids', `the prompt has ${request.ids.length} tokens, the model's context is ${maxPos}`);
