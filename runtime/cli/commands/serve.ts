@@ -5,7 +5,9 @@
  * npx skein serve --port 8787 --model skein-mini --token secret
  */
 import type { Command } from 'commander';
-import { BadRequestError } from '../../../core/errors.js';
+import { existsSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { BadRequestError, CheckpointError } from '../../../core/errors.js';
 import { DEFAULT_HOST, DEFAULT_MODEL, DEFAULT_PORT, startServer } from '../../server/index.js';
 
 function parseIntOption(name: string, min: number, max: number) {
@@ -35,6 +37,12 @@ export function register(program: Command): void {
         token,
         maxConcurrentRuns: opts.maxRuns,
         open: Boolean(opts.open),
+      }).catch((err: unknown) => {
+        const defaultDir = fileURLToPath(new URL(`../../../models/${DEFAULT_MODEL}/`, import.meta.url));
+        if (err instanceof CheckpointError && opts.model === DEFAULT_MODEL && !existsSync(defaultDir)) {
+          process.stderr.write(`skein: the default model is not there yet: train it with \`npx skein train base\`, or pass --model DIR\n`);
+        }
+        throw err;
       });
       if (opts.host !== '127.0.0.1' && opts.host !== 'localhost' && opts.host !== '::1' && !token) {
         process.stderr.write('skein: warning: listening beyond loopback without a token (set --token or SKEIN_TOKEN)\n');
