@@ -80,6 +80,8 @@ type EventBody = RunEvent extends infer E ? (E extends RunEvent ? Omit<E, 'runId
 
 const OUTPUT = '$value';
 const ok = (value: unknown): Slot => ({ s: 'ok', value });
+/** The ports of a node with one output. */
+const outPorts = (value: unknown): Ports => new Map([['out', ok(value)], [OUTPUT, ok(value)]]);
 const SKIPPED: Slot = { s: 'skipped' };
 
 export function errorInfo(err: unknown): { name: string; message: string; code?: string } {
@@ -234,7 +236,7 @@ export function runCompiled(compiled: CompiledGraph, input: Record<string, unkno
             : execute(node, env, (context) =>
                 concat(of(firstTaken), shared$).pipe(
                   join(spec.mode, { separator: spec.separator, context }),
-                  map((value): Exec => ({ ports: new Map([['out', ok(value)], [OUTPUT, ok(value)]]), output: value })),
+                  map((value): Exec => ({ ports: outPorts(value), output: value })),
                 ),
               ),
         ),
@@ -242,7 +244,7 @@ export function runCompiled(compiled: CompiledGraph, input: Record<string, unkno
     };
 
     const single = (value$: Observable<unknown>): Observable<Exec> =>
-      value$.pipe(map((value) => ({ ports: new Map([['out', ok(value)], [OUTPUT, ok(value)]]), output: value })));
+      value$.pipe(map((value) => ({ ports: outPorts(value), output: value })));
 
     const exec = (node: CompiledNode, values: Record<string, unknown>, env: Env, context: OperatorContext): Observable<Exec> => {
       const spec: NodeSpec = node.spec;

@@ -9,13 +9,12 @@
  * of('How do I learn to cook?').pipe(skeleton({ engine }), expand({ engine, concurrency: 4 })).subscribe(console.log);
  */
 import { map, mergeMap, toArray, type OperatorFunction, from } from 'rxjs';
-import { BranchesFailedError } from '../core/errors.js';
 import type { SamplingParams } from '../core/sampling.js';
 import type { Stages } from '../core/stages.js';
 import type { Engine } from '../runtime/engine/types.js';
 import { deriveSeed } from '../core/seed.js';
 import { childBranch, type OperatorContext } from './context.js';
-import { runBranch, type BranchOutcome } from './internal/branches.js';
+import { joinOutcomes, runBranch, type BranchOutcome } from './internal/branches.js';
 import { generation } from './internal/generation.js';
 import { perValue } from './internal/operate.js';
 import { expandPrefix, expandPrompt, type Skeleton } from './internal/sot.js';
@@ -43,15 +42,7 @@ export function expand(options: ExpandOptions): OperatorFunction<Skeleton, strin
         return runBranch(work, { key: String(index), branch, index }, options.context);
       }, options.concurrency ?? 4),
       toArray(),
-      map((outcomes: BranchOutcome<string>[]) => {
-        const ok = outcomes.filter((o) => o.status === 'ok').sort((a, b) => a.index - b.index);
-        if (!ok.length && outcomes.length)
-          throw new BranchesFailedError(
-            node,
-            outcomes.map((o) => ({ branch: o.branch, message: o.status === 'failed' ? o.error.message : 'skipped' })),
-          );
-        return ok.map((o) => (o.status === 'ok' ? o.value : ''));
-      }),
+      map((outcomes: BranchOutcome<string>[]) => joinOutcomes('list', outcomes, { context: { ...options.context, node } }) as string[]),
     ),
   );
 }

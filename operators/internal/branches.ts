@@ -5,7 +5,10 @@
  * and a finishing number (for `first`).
  */
 import { Observable, catchError, last, map, of } from 'rxjs';
+import { BadRequestError, BranchesFailedError } from '../../core/errors.js';
+import type { JoinMode } from '../../core/graph-schema.js';
 import type { OperatorContext } from '../context.js';
+import { renderValue } from '../template.js';
 
 interface OutcomeBase {
   /** Port or branch name (the key of an `object` join). */
@@ -50,4 +53,36 @@ export function runBranch<T>(
       )
       .subscribe(subscriber);
   });
+}
+
+export interface JoinOptions {
+  /** concat only (default a blank line). */
+  separator?: string;
+  context?: OperatorContext;
+}
+
+/** Combines finished outcomes by mode; failed and skipped ones are left out, none left is an error. */
+export function joinOutcomes(mode: JoinMode, outcomes: BranchOutcome[], options: JoinOptions = {}): unknown {
+  const ok = outcomes.filter((o): o is Extract<BranchOutcome, { status: 'ok' }> => o.status === 'ok');
+  if (!ok.length)
+    throw new BranchesFailedError(
+      options.context?.node ?? 'join',
+      outcomes.map((o) => ({ branch: o.branch, message: o.status === 'failed' ? o.error.message : 'skipped' })),
+    );
+  const ordered = [...ok].sort((a, b) => a.index - b.index);
+  const flat = () => ordered.flatMap((o) => (Array.isArray(o.value) ? o.value : [o.value]));
+  switch (mode) {
+    case 'concat':
+      return flat().map(renderValue).join(options.separator ?? '\n\n');
+    case 'list':
+      return flat();
+    case 'object':
+      return Object.fromEntries(ordered.map((o) => [o.key, o.value]));
+    case 'first':
+      return [...ok].sort((a, b) => a.finished - b.finished)[0]!.value;
+    default: {
+      const never: never = mode;
+      throw new BadRequestError('join.mode', `unknown join mode ${JSON.stringify(never)}`);
+    }
+  }
 }
