@@ -7,9 +7,10 @@
  * instruction set (instruct.ts), trains the byte-level BPE tokenizer (bpe.ts), writes it in
  * Hugging Face format to <out>/tokenizer/, and packs everything into <out>/train.bin,
  * <out>/val.bin and <out>/manifest.json (pack.ts). Evaluation items go to
- * <out>/eval/*.jsonl and the plain text of every part to <out>/text/.
+ * <out>/eval/*.jsonl, the plain text of every part to <out>/text/, and the sources with
+ * their licences (WordNet's licence text included) to <out>/SOURCES.md.
  */
-import { mkdirSync, writeFileSync, existsSync } from 'node:fs';
+import { mkdirSync, writeFileSync, existsSync, readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { buildCorpus, partStats, type CorpusPart } from './corpus.js';
@@ -17,7 +18,8 @@ import { BpeTokenizer, countPieces, trainBpe, SPECIAL_TOKENS } from './bpe.js';
 import { readBpeModel, writeTokenizerFiles } from './tokenizer-files.js';
 import { packDataset, type PackManifest } from './pack.js';
 import { buildInstructionPart, buildEvalItems } from './instruct.js';
-import { DATA_SOURCES } from './sources.js';
+import { DATA_SOURCES, sourcesMarkdown } from './sources.js';
+import { wordnetDictDir } from './wordnet.js';
 
 export interface BuildOptions {
   out: string;
@@ -121,6 +123,8 @@ export async function buildTrainingData(opts: BuildOptions): Promise<BuildResult
     sources: DATA_SOURCES,
   };
   writeFileSync(join(out, 'stats.json'), JSON.stringify(stats, null, 2));
+  const licence = readFileSync(join(wordnetDictDir(), '..', 'LICENSE'), 'utf8');
+  writeFileSync(join(out, 'SOURCES.md'), sourcesMarkdown(licence));
   log(`[${since()}] done`);
   return { manifest, tokenizerDir, stats };
 }

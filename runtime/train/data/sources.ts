@@ -57,3 +57,27 @@ export const DATA_SOURCES: readonly DataSource[] = [
 
 /** Notice the WordNet licence asks every copy to carry. */
 export const WORDNET_NOTICE = 'WordNet 3.0 Copyright 2006 by Princeton University. All rights reserved.';
+
+/**
+ * A Markdown notice for the data folder and the model card: the sources table and the full
+ * WordNet licence text (which asks to travel with every copy), read from the package.
+ */
+export function sourcesMarkdown(wordnetLicence: string): string {
+  const rows = DATA_SOURCES.map((d) => `| ${d.part} | ${d.package} ${d.version} | ${d.content} | ${d.licence} | ${d.url} |`);
+  return [
+    '# Training data sources',
+    '',
+    '| part | package | content | licence | url |',
+    '|---|---|---|---|---|',
+    ...rows,
+    '',
+    '## WordNet licence',
+    '',
+    WORDNET_NOTICE,
+    '',
+    '```',
+    wordnetLicence.trim(),
+    '```',
+    '',
+  ].join('\n');
+}
