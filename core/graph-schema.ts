@@ -240,15 +240,8 @@ export const graphJsonSchema = {
 type NodeSchemas = typeof nodeSchemas;
 export type NodeSpecOf<K extends NodeKind> = FromSchema<NodeSchemas[K]>;
 export type NodeSpec = { [K in NodeKind]: NodeSpecOf<K> }[NodeKind];
-export type EdgeSpec = FromSchema<(typeof graphJsonSchema)['properties']['edges']['items']>;
+export type EdgeSpec = GraphSpec['edges'][number];
 export type Condition = FromSchema<typeof conditionSchema>;
 
-export interface GraphSpec {
-  $schema?: string;
-  version: 1;
-  name: string;
-  description?: string;
-  nodes: NodeSpec[];
-  edges: EdgeSpec[];
-  layout?: Record<string, unknown>;
-}
+/** A graph document, read from the schema itself. */
+export type GraphSpec = FromSchema<typeof graphJsonSchema>;
