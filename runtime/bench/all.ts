@@ -4,3 +4,4 @@ import './sot.js';
 import './concurrency.js';
 import './prefix.js';
 import './loop.js';
+import './compress.js';

@@ -12,6 +12,7 @@
 import { BadRequestError } from '../../core/errors.js';
 import type { SamplingParams } from '../../core/sampling.js';
 import type { ModelTokenizer, IncrementalDetokenizer } from '../checkpoint/tokenizer.js';
+import { CompressStage } from '../stages/engine-stage.js';
 import { StopMatcher } from '../generate/stop.js';
 import type { LoadedModel } from '../model/types.js';
 import {
@@ -21,13 +22,15 @@ import {
   type SequenceSummary,
   type StepReport,
 } from '../scheduler/scheduler.js';
-import type { FinishReason, GenerationMetrics, GenerationUsage } from './types.js';
+import type { FinishReason, GenerationMetrics, GenerationUsage, StageOptions } from './types.js';
 
 export interface CoreSubmit {
   requestId: string;
   ids: number[];
   sampling: SamplingParams;
   owner?: string;
+  /** Prompt compression before prefill (StageOptions.compress), run by runtime/stages. */
+  compress?: StageOptions['compress'];
 }
 
 export type CoreEvent =
@@ -56,6 +59,8 @@ interface Session {
   text: string;
   t0: number;
   tFirst: number;
+  /** Prompt tokens before and after the compress stage, when it ran. */
+  compressed?: { from: number; to: number };
 }
 
 export class EngineCore {
@@ -63,57 +68,79 @@ export class EngineCore {
   private readonly tokenizer: ModelTokenizer | null;
   private readonly emit: (event: CoreEvent) => void;
   private readonly sessions = new Map<string, Session>();
+  /** Requests whose prompt is being compressed (one segment per step) before they are scheduled. */
+  private readonly compressing: CompressStage;
 
   constructor(options: EngineCoreOptions) {
     const { tokenizer, emit, ...schedulerOptions } = options;
     this.scheduler = new Scheduler(schedulerOptions);
     this.tokenizer = tokenizer;
     this.emit = emit;
+    this.compressing = new CompressStage(options.model, tokenizer);
   }
 
   /** Queues a request; a refusal (KvExhaustedError, a bad request) comes back as its error event. */
   submit(msg: CoreSubmit): void {
     const { requestId } = msg;
+    if (msg.sampling.stop.length > 0 && this.tokenizer === null) {
+      return this.fail(requestId, new BadRequestError('sampling.stop', 'stop strings need a model with a tokenizer'));
+    }
+    const session: Session = {
+      detok: this.tokenizer?.detokenizer() ?? null,
+      stop: new StopMatcher(msg.sampling.stop),
+      text: '',
+      t0: performance.now(),
+      tFirst: 0,
+    };
+    this.sessions.set(requestId, session);
+    if (msg.compress === undefined) return this.schedule(msg, session);
+    // The prompt is compressed first, one segment per step; TTFT counts from here, so it includes that.
+    this.compressing.start(
+      requestId,
+      msg.ids,
+      msg.compress,
+      (r) => {
+        session.compressed = { from: r.originalTokens, to: r.keptTokens };
+        this.schedule({ ...msg, ids: r.ids }, session);
+      },
+      (error) => this.fail(requestId, error),
+    );
+  }
+
+  private schedule(msg: CoreSubmit, session: Session): void {
+    const { requestId } = msg;
     try {
-      if (msg.sampling.stop.length > 0 && this.tokenizer === null) {
-        throw new BadRequestError('sampling.stop', 'stop strings need a model with a tokenizer');
-      }
-      const session: Session = {
-        detok: this.tokenizer?.detokenizer() ?? null,
-        stop: new StopMatcher(msg.sampling.stop),
-        text: '',
-        t0: performance.now(),
-        tFirst: 0,
-      };
-      this.sessions.set(requestId, session);
       this.scheduler.submit(
         { id: requestId, ids: msg.ids, sampling: msg.sampling, owner: msg.owner, eosIds: this.tokenizer?.eosIds },
         {
           token: (id, final) => this.onToken(requestId, session, id, final),
           done: (summary) => this.onDone(requestId, session, summary),
-          error: (error) => {
-            this.sessions.delete(requestId);
-            this.emit({ type: 'error', requestId, error });
-          },
+          error: (error) => this.fail(requestId, error),
         },
       );
     } catch (err) {
-      this.sessions.delete(requestId);
-      this.emit({ type: 'error', requestId, error: err instanceof Error ? err : new Error(String(err)) });
+      this.fail(requestId, err instanceof Error ? err : new Error(String(err)));
     }
+  }
+
+  private fail(requestId: string, error: Error): void {
+    this.sessions.delete(requestId);
+    this.emit({ type: 'error', requestId, error });
   }
 
   /** Stops a request and frees its KV; no further event for it. */
   cancel(requestId: string): void {
     this.sessions.delete(requestId);
+    this.compressing.cancel(requestId);
     this.scheduler.cancel(requestId);
   }
 
   hasWork(): boolean {
-    return this.scheduler.hasWork();
+    return this.scheduler.hasWork() || this.compressing.hasWork();
   }
 
   step(): StepReport {
+    if (this.compressing.hasWork()) this.compressing.step();
     return this.scheduler.step();
   }
 
@@ -122,6 +149,7 @@ export class EngineCore {
   }
 
   close(err: Error): void {
+    this.compressing.close(err);
     this.scheduler.close(err);
     this.sessions.clear();
   }
@@ -160,6 +188,7 @@ export class EngineCore {
         totalMs,
         decodeTokensPerSec: decodeMs > 0 ? ((summary.completionTokens - 1) * 1000) / decodeMs : 0,
         kvBlocksShared: summary.kvBlocksShared,
+        ...(s.compressed ? { compressedFrom: s.compressed.from, compressedTo: s.compressed.to } : {}),
       },
     });
   }

@@ -28,8 +28,11 @@ let nextRequest = 0;
 
 export class EngineFront implements Engine {
   readonly modelName: string;
-  /** No stage runs inside this engine yet; a request naming one gets NotAvailableError. */
-  readonly supportedStages: readonly (keyof StageOptions)[] = [];
+  /**
+   * The stages the core runs: compress (runtime/stages), which needs the tokenizer to find
+   * whole words. A request naming another stage gets NotAvailableError.
+   */
+  readonly supportedStages: readonly (keyof StageOptions)[];
   private readonly backend: string;
   private readonly tokenizer: ModelTokenizer | null;
   private readonly transport: EngineTransport;
@@ -40,6 +43,7 @@ export class EngineFront implements Engine {
     this.backend = args.backend;
     this.tokenizer = args.tokenizer;
     this.transport = args.transport;
+    this.supportedStages = args.tokenizer !== null ? ['compress'] : [];
   }
 
   generate(request: GenerateRequest): Observable<GenerateEvent> {
@@ -52,6 +56,7 @@ export class EngineFront implements Engine {
           ids: this.requestIds(request),
           sampling: resolveSampling(request.sampling),
           owner: request.owner,
+          ...(request.stages?.compress !== undefined ? { compress: request.stages.compress } : {}),
         };
         if (!(Number.isInteger(msg.sampling.maxTokens) && msg.sampling.maxTokens >= 1)) {
           throw new BadRequestError('sampling.maxTokens', 'must be a positive integer');

@@ -61,6 +61,9 @@ export interface GenerationMetrics {
   layersRun?: number;
   acceptedDraftTokens?: number;
   kvBlocksShared?: number;
+  /** Prompt tokens before and after the compress stage (usage.promptTokens is the latter). */
+  compressedFrom?: number;
+  compressedTo?: number;
 }
 
 export type GenerateEvent =

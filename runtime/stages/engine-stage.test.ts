@@ -41,6 +41,12 @@ describe('defaultProtectedSuffix', () => {
     expect(tok.decode(ids.slice(-n))).toBe('Question: What is the secret number?<|im_end|>\n<|im_start|>assistant\n');
   });
 
+  it('protects the whole last paragraph: question and answer cue', () => {
+    const ids = chat(`Read the passage.\n\nPassage:\n${PASSAGE}\n\nQuestion: What is the secret number?\nAnswer:`);
+    const n = defaultProtectedSuffix(tok, ids);
+    expect(tok.decode(ids.slice(-n))).toBe('Question: What is the secret number?\nAnswer:<|im_end|>\n<|im_start|>assistant\n');
+  });
+
   it('protects nothing when the last line is the text itself', () => {
     expect(defaultProtectedSuffix(tok, chat(`Question: What?\n\nText:\n${PASSAGE}`))).toBe(0);
     expect(defaultProtectedSuffix(tok, tok.encode(PASSAGE))).toBe(0);

@@ -5,8 +5,8 @@
  * chunked prefill does not), and then go to the scheduler with the shorter ids.
  *
  * The engine does not know which part of a prompt is the question, so it protects the
- * last line of text (where chat prompts and LLMLingua put the question) unless that line
- * is most of the prompt; callers who know their question pass it in `keep`.
+ * last paragraph or line of text (where chat prompts and LLMLingua put the question)
+ * unless that is most of the prompt; callers who know their question pass it in `keep`.
  *
  * @example
  * const stage = new CompressStage(model, tokenizer);
@@ -24,29 +24,41 @@ export interface CompressStageOptions {
   keep?: readonly string[];
 }
 
-/** A question line longer than this share of the prompt is not protected (it is the text). */
+/** A protected question longer than this share of the prompt is not protected (it is the text). */
 const MAX_PROTECTED_SHARE = 0.25;
 
 /**
- * Tokens to protect at the end of a prompt: from the start of its last line that holds
- * text (not a chat header like `<|im_start|>assistant`) to the end. 0 when that line is
- * more than a quarter of the prompt: then it is the context itself, not a question.
+ * Tokens to protect at the end of a prompt: the last paragraph holding text (after the
+ * last blank line: "Question: …\nAnswer:"), or else its last line with text (not a chat
+ * header like `<|im_start|>assistant`), through to the end. 0 when even that line is more
+ * than a quarter of the prompt: then it is the context itself, not a question.
  */
 export function defaultProtectedSuffix(tokenizer: UnitTokenizer, ids: readonly number[]): number {
   const texts = tokenTexts(tokenizer, ids);
   const lineStarts: number[] = [0];
   for (let i = 0; i < ids.length - 1; i++) if (texts[i]!.includes('\n')) lineStarts.push(i + 1);
-  for (let l = lineStarts.length - 1; l >= 0; l--) {
+  let line = -1;
+  for (let l = lineStarts.length - 1; l >= 0 && line < 0; l--) {
     const from = lineStarts[l]!;
     const to = l + 1 < lineStarts.length ? lineStarts[l + 1]! : ids.length;
     if (tokenizer.isSpecial(ids[from]!)) continue;
-    let hasText = false;
-    for (let i = from; i < to && !hasText; i++) hasText = !tokenizer.isSpecial(ids[i]!) && /[\p{L}\p{N}]/u.test(texts[i]!);
-    if (!hasText) continue;
-    const suffix = ids.length - from;
-    return suffix <= ids.length * MAX_PROTECTED_SHARE ? suffix : 0;
+    for (let i = from; i < to && line < 0; i++) if (!tokenizer.isSpecial(ids[i]!) && /[\p{L}\p{N}]/u.test(texts[i]!)) line = from;
   }
-  return 0;
+  if (line < 0) return 0;
+  const cap = ids.length * MAX_PROTECTED_SHARE;
+  // The paragraph: back from that line to the token holding the last blank line before it.
+  const offsets = [0];
+  for (const t of texts) offsets.push(offsets.at(-1)! + t.length);
+  const before = texts.join('').slice(0, offsets[line]!);
+  const blank = [...before.matchAll(/\n[ \t]*\n/g)].at(-1);
+  if (blank !== undefined) {
+    const at = blank.index + blank[0].length;
+    let p = line;
+    while (p > 0 && offsets[p - 1]! >= at) p--;
+    if (p > 0 && offsets[p]! > at) p--; // a token straddling the break: start with it
+    if (ids.length - p <= cap) return ids.length - p;
+  }
+  return ids.length - line <= cap ? ids.length - line : 0;
 }
 
 interface Job {

@@ -1,0 +1,204 @@
+/**
+ * `skein bench compress`: prompt compression (runtime/stages/compress.ts) on passage-QA
+ * items (300–1500-token passages with one planted fact, from the training data's held-out
+ * eval set), each item answered greedily three ways in the same run, interleaved: the full
+ * prompt, compressed to 50 % and to 33 % of its tokens. Speed and quality side by side:
+ *
+ * - ttft_compressed50_vs_full = mean full TTFT / mean compressed TTFT (above 1 is faster);
+ *   the compressed TTFT includes the compression itself. Same for total time (`total_…`).
+ * - accuracy_delta_50 = accuracy compressed − accuracy full (exact answer substring in the
+ *   greedy output, scoreEvalItem); answer_retained_50 = share of items whose answer is
+ *   still in the compressed prompt (a model-independent check on what compression drops).
+ *
+ * The question is passed as a keep phrase (what compressPrompt's `question` does) and the
+ * engine's default protected suffix applies. The model is models/skein-mini when present
+ * (else a random model of the bench shape with the skein tokenizer, where accuracy is 0
+ * both ways and only the speed and retention figures mean anything: `note` says so).
+ * Settings (`--arg key=value`): items (default 30), model, scorer-layers, max-tokens (16).
+ *
+ * @example
+ * const figures = await getBench('compress')!.run({ log: console.error, args: { items: '10' } });
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { createEngine } from '../engine/index.js';
+import { lastValueFrom, tap, toArray } from 'rxjs';
+import { benchModel, round, warmUp } from '../engine/bench-support.js';
+import type { EngineFront } from '../engine/front.js';
+import type { GenerateEvent, GenerateRequest } from '../engine/types.js';
+import { loadEngineModel } from '../engine/model-spec.js';
+import { MODELS_DIR } from '../checkpoint/load.js';
+import { ModelTokenizer } from '../checkpoint/tokenizer.js';
+import type { LoadedModel } from '../model/types.js';
+import { PromptCompressor } from '../stages/compress.js';
+import { defaultProtectedSuffix } from '../stages/engine-stage.js';
+import { scoreEvalItem, type EvalItem } from '../train/data/instruct.js';
+import { registerBench } from './index.js';
+
+const DATA_DIR = path.join(path.dirname(MODELS_DIR), 'data');
+const RATES = [0.5, 0.33] as const;
+
+/** Held-out passage-QA items: data/eval/items.jsonl when built, else generated (slow). */
+async function qaItems(n: number, log: (line: string) => void): Promise<EvalItem[]> {
+  const file = path.join(DATA_DIR, 'eval', 'items.jsonl');
+  let items: EvalItem[];
+  if (fs.existsSync(file)) {
+    items = fs.readFileSync(file, 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l) as EvalItem);
+  } else {
+    log(`compress: ${file} is missing (run skein train-data); generating eval items from the corpus`);
+    const { buildCorpus } = await import('../train/data/corpus.js');
+    const { buildEvalItems } = await import('../train/data/instruct.js');
+    items = buildEvalItems(buildCorpus(), { seed: 1001, perKind: n });
+  }
+  return items.filter((i) => i.kind === 'qa').slice(0, n);
+}
+
+/** The question line of a QA prompt (all three templates write "Question: …"). */
+function questionOf(item: EvalItem): string | undefined {
+  return /Question: [^\n]+/.exec(item.messages.at(-1)!.content)?.[0];
+}
+
+interface Answer {
+  ttftMs: number;
+  totalMs: number;
+  completionTokens: number;
+  text: string;
+  ids: number[];
+}
+
+/** One generation timed on the caller's side, with its text. */
+async function timedAnswer(engine: EngineFront, request: GenerateRequest): Promise<Answer> {
+  const t0 = performance.now();
+  let tFirst = 0;
+  const events = await lastValueFrom(
+    engine.generate(request).pipe(
+      tap((e: GenerateEvent) => {
+        if (e.type === 'token' && tFirst === 0) tFirst = performance.now();
+      }),
+      toArray(),
+    ),
+  );
+  const t1 = performance.now();
+  const done = events.at(-1) as Extract<GenerateEvent, { type: 'done' }>;
+  return { ttftMs: (tFirst || t1) - t0, totalMs: t1 - t0, completionTokens: done.usage.completionTokens, text: done.text, ids: done.ids };
+}
+
+interface ModeResult extends Omit<Answer, 'text' | 'ids'> {
+  compressMs: number;
+  promptTokens: number;
+  pass: boolean;
+  retained: boolean;
+}
+
+const mean = (xs: number[]) => (xs.length ? xs.reduce((a, b) => a + b, 0) / xs.length : 0);
+
+registerBench('compress', {
+  description: 'Prompt compression on passage QA: TTFT, total time and accuracy, full vs 50% vs 33%',
+  async run({ log, args = {} }) {
+    const n = Number(args.items ?? 30);
+    const maxTokens = Number(args['max-tokens'] ?? 16);
+    const scorerLayers = args['scorer-layers'] ? Number(args['scorer-layers']) : undefined;
+    const spec = benchModel(args);
+    const random = typeof spec !== 'string';
+    const engine = await createEngine({ model: spec, thread: 'main', prefixSharing: false });
+    // The bench compresses on its own copy of the model (same weights: same folder or seed),
+    // on this thread, so the timing is what a request with stages.compress would pay.
+    const { model, tokenizer: own } = await loadEngineModel(spec);
+    const tokenizer = own ?? ModelTokenizer.fromDir(path.join(DATA_DIR, 'tokenizer'));
+    try {
+      const items = await qaItems(n, log);
+      log(`compress: ${items.length} passage-QA items on ${engine.modelName}${random ? ' (random weights: accuracy is meaningless)' : ''}`);
+      await warmUp(engine);
+
+      const runMode = async (item: EvalItem, ids: number[], rate: number | null): Promise<ModeResult> => {
+        let prompt = ids;
+        let compressMs = 0;
+        if (rate !== null) {
+          const t0 = performance.now();
+          prompt = compress(model, tokenizer, ids, rate, questionOf(item), scorerLayers);
+          compressMs = performance.now() - t0;
+        }
+        const { text, ids: out, ...timed } = await timedAnswer(engine, { ids: prompt, sampling: { maxTokens, temperature: 0 } });
+        // A random model's engine has no tokenizer and returns no text: decode here.
+        const answer = text || tokenizer.decode(out, { skipSpecialTokens: true });
+        return {
+          ...timed,
+          ttftMs: timed.ttftMs + compressMs,
+          totalMs: timed.totalMs + compressMs,
+          compressMs,
+          promptTokens: prompt.length,
+          pass: scoreEvalItem(item, answer).pass,
+          retained: tokenizer.decode(prompt).toLowerCase().includes(item.expected.toLowerCase()),
+        };
+      };
+
+      const modes: (number | null)[] = [null, ...RATES];
+      const results: ModeResult[][] = modes.map(() => []);
+      for (const [k, item] of items.entries()) {
+        const ids = tokenizer.encode(tokenizer.renderChat(item.messages));
+        // Interleaved per item, so that load drifting during the run biases no mode.
+        for (const [m, rate] of modes.entries()) results[m]!.push(await runMode(item, ids, rate));
+        const row = modes.map((rate, m) => {
+          const r = results[m]!.at(-1)!;
+          return `${rate === null ? 'full' : `${Math.round(rate * 100)}%`} ${r.promptTokens}t ${r.ttftMs.toFixed(0)}ms ${r.pass ? 'pass' : 'fail'}`;
+        });
+        log(`compress: item ${k + 1}/${items.length}: ${row.join(' | ')}`);
+      }
+
+      const summary = (rs: ModeResult[]) => ({
+        promptTokens: round(mean(rs.map((r) => r.promptTokens)), 1),
+        ttftMs: round(mean(rs.map((r) => r.ttftMs)), 1),
+        totalMs: round(mean(rs.map((r) => r.totalMs)), 1),
+        compressMs: round(mean(rs.map((r) => r.compressMs)), 1),
+        completionTokens: round(mean(rs.map((r) => r.completionTokens)), 1),
+        accuracy: round(mean(rs.map((r) => (r.pass ? 1 : 0))), 3),
+        answerRetained: round(mean(rs.map((r) => (r.retained ? 1 : 0))), 3),
+      });
+      const full = summary(results[0]!);
+      const byMode: Record<string, ReturnType<typeof summary>> = { full };
+      const ratios: Record<string, number> = {};
+      RATES.forEach((rate, i) => {
+        const s = summary(results[i + 1]!);
+        const tag = String(Math.round(rate * 100));
+        byMode[`compressed${tag}`] = s;
+        ratios[`ttft_compressed${tag}_vs_full`] = round(full.ttftMs / s.ttftMs);
+        ratios[`total_compressed${tag}_vs_full`] = round(full.totalMs / s.totalMs);
+        ratios[`prompt_tokens_compressed${tag}_vs_full`] = round(s.promptTokens / full.promptTokens, 3);
+        ratios[`accuracy_delta_${tag}`] = round(s.accuracy - full.accuracy, 3);
+        ratios[`answer_retained_${tag}`] = s.answerRetained;
+        log(
+          `compress: ${tag}%: prompt ${s.promptTokens} vs ${full.promptTokens} tokens, TTFT ${s.ttftMs} vs ${full.ttftMs} ms ` +
+            `(${ratios[`ttft_compressed${tag}_vs_full`]}×, compression ${s.compressMs} ms), accuracy ${s.accuracy} vs ${full.accuracy}, answer kept in ${Math.round(s.answerRetained * 100)}% of prompts`,
+        );
+      });
+      return {
+        ratios,
+        model: engine.modelName,
+        items: items.length,
+        maxTokens,
+        scorerLayers: scorerLayers ?? model.config.numLayers,
+        modes: byMode,
+        ...(random ? { note: 'models/skein-mini not found: random weights with the skein tokenizer; accuracy is 0 by construction, speed and answer retention still hold' } : {}),
+      };
+    } finally {
+      model.dispose();
+      await engine.close();
+    }
+  },
+});
+
+/** What the engine's compress stage does with a request's ids, run here to completion. */
+function compress(model: LoadedModel, tokenizer: ModelTokenizer, ids: number[], rate: number, question: string | undefined, scorerLayers?: number): number[] {
+  const c = new PromptCompressor(model, tokenizer, ids, {
+    rate,
+    keep: question ? [question] : undefined,
+    protectedSuffix: defaultProtectedSuffix(tokenizer, ids),
+    scorerLayers,
+  });
+  try {
+    while (!c.step());
+    return c.result().ids;
+  } finally {
+    c.dispose();
+  }
+}

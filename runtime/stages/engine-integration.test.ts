@@ -1,0 +1,93 @@
+/**
+ * The compress stage inside the real engine (runtime/engine/core.ts): a request with
+ * stages.compress is compressed on the model's thread, one segment per step, then
+ * prefilled with the shorter ids; metrics say by how much; cancelling during compression
+ * frees everything; the worker engine runs it too.
+ */
+import * as tf from '@tensorflow/tfjs-core';
+import { firstValueFrom, lastValueFrom, toArray } from 'rxjs';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { BadRequestError } from '../../core/errors.js';
+import { makeTempCheckpoint } from '../../test/fixtures/checkpoints.js';
+import { initBackend } from '../backend.js';
+import { createEngine } from '../engine/index.js';
+import type { EngineFront } from '../engine/front.js';
+import type { GenerateEvent, GenerateRequest } from '../engine/types.js';
+
+type Done = Extract<GenerateEvent, { type: 'done' }>;
+
+const PASSAGE = 'The river runs past the old mill and the town square, and the secret number of the green door is 85448. '.repeat(4);
+const request = (stages?: GenerateRequest['stages']): GenerateRequest => ({
+  messages: [{ role: 'user', content: `${PASSAGE}\n\nQuestion: What is the secret number of the green door?` }],
+  sampling: { maxTokens: 4 },
+  ...(stages ? { stages } : {}),
+});
+
+let ckpt: ReturnType<typeof makeTempCheckpoint>;
+let engine: EngineFront;
+let baseline = 0;
+
+async function done(e: EngineFront, r: GenerateRequest): Promise<Done> {
+  const events = await lastValueFrom(e.generate(r).pipe(toArray()));
+  return events.at(-1) as Done;
+}
+
+describe('compress stage in the engine', () => {
+  beforeAll(async () => {
+    await initBackend();
+    ckpt = makeTempCheckpoint({ maxPositionEmbeddings: 2048, seed: 4 });
+    baseline = tf.memory().numTensors;
+    engine = await createEngine({ model: ckpt.dir, thread: 'main' });
+  });
+
+  afterAll(async () => {
+    await engine?.close();
+    expect(tf.memory().numTensors).toBe(baseline);
+    ckpt.cleanup();
+  });
+
+  it('is advertised and compresses the prompt before prefill', async () => {
+    expect(engine.supportedStages).toContain('compress');
+    const full = await done(engine, request());
+    const small = await done(engine, request({ compress: { rate: 0.5, keep: ['85448'] } }));
+    expect(full.metrics.compressedFrom).toBeUndefined();
+    expect(small.metrics.compressedFrom).toBe(full.usage.promptTokens);
+    expect(small.metrics.compressedTo).toBe(small.usage.promptTokens);
+    expect(small.usage.promptTokens / full.usage.promptTokens).toBeGreaterThan(0.45);
+    expect(small.usage.promptTokens / full.usage.promptTokens).toBeLessThan(0.55);
+    expect(small.usage.completionTokens).toBe(4);
+    expect(small.metrics.ttftMs).toBeGreaterThan(0);
+  });
+
+  it('rate 1 changes nothing; a bad rate is a typed error', async () => {
+    const full = await done(engine, request());
+    const same = await done(engine, request({ compress: { rate: 1 } }));
+    expect(same.usage.promptTokens).toBe(full.usage.promptTokens);
+    expect(same.ids).toEqual(full.ids);
+    await expect(firstValueFrom(engine.generate(request({ compress: { rate: 0 } })))).rejects.toBeInstanceOf(BadRequestError);
+  });
+
+  it('unsubscribing while the prompt is being compressed frees its cache', async () => {
+    const long = { ...request({ compress: { rate: 0.3 } }), messages: [{ role: 'user' as const, content: PASSAGE.repeat(3) }] };
+    const before = tf.memory().numTensors;
+    const sub = engine.generate(long).subscribe();
+    await new Promise((r) => setImmediate(r)); // one engine step: the first segment
+    expect(tf.memory().numTensors).toBeGreaterThan(before); // the scorer's cache
+    sub.unsubscribe();
+    expect(tf.memory().numTensors).toBe(before);
+    expect(engine.stats()).toMatchObject({ runningSequences: 0, queueDepth: 0 });
+    const after = await done(engine, request({ compress: { rate: 0.5 } }));
+    expect(after.metrics.compressedTo).toBe(after.usage.promptTokens);
+  });
+
+  it('runs in the worker engine too', async () => {
+    const worker = await createEngine({ model: ckpt.dir, thread: 'worker' });
+    try {
+      const r = await done(worker, request({ compress: { rate: 0.5 } }));
+      expect(r.metrics.compressedTo).toBe(r.usage.promptTokens);
+      expect(r.metrics.compressedFrom! / 2).toBeCloseTo(r.metrics.compressedTo!, -1);
+    } finally {
+      await worker.close();
+    }
+  });
+});
