@@ -17,7 +17,7 @@
  * s.submit({ id: 'a', ids: [1, 5, 7], sampling }, { token: (id) => {}, done: (r) => {}, error: (e) => {} });
  * while (s.hasWork()) s.step();
  */
-import { BadRequestError, KvExhaustedError } from '../../core/errors.js';
+import { BadRequestError, KvExhaustedError, NotAvailableError } from '../../core/errors.js';
 import type { SamplingParams } from '../../core/sampling.js';
 import type { FinishReason } from '../engine/types.js';
 import { BlockTable } from '../kv/block-table.js';
@@ -127,6 +127,10 @@ class Sequence {
     return this.generated.length === 0 ? this.prompt : this.prompt.concat(this.generated);
   }
 
+  tokenAt(i: number): number {
+    return i < this.prompt.length ? this.prompt[i]! : this.generated[i - this.prompt.length]!;
+  }
+
   get length(): number {
     return this.prompt.length + this.generated.length;
   }
@@ -195,6 +199,11 @@ export class Scheduler {
       throw new BadRequestError('ids', `the prompt has ${request.ids.length} tokens, the model's context is ${maxPos}`);
     }
     const total = Math.min(request.ids.length + request.sampling.maxTokens, maxPos);
+    const window = this.model.config.slidingWindow;
+    if (window !== null && total > window) {
+      // Refused here: the forward would refuse it mid-batch and fail its batch-mates too.
+      throw new NotAvailableError('sliding-window attention', `the request may reach ${total} tokens, the window is ${window}`);
+    }
     const need = this.pool.blocksFor(total);
     if (need > this.pool.numBlocks) throw new KvExhaustedError(need, this.pool.available, this.pool.numBlocks);
     const seq = new Sequence(
@@ -276,7 +285,7 @@ export class Scheduler {
       const all = seq.all();
       const table = new BlockTable(this.pool);
       const adopted = table.adopt(all, all.length - 1);
-      if (this.prefixInFlight(seq, all, table.length)) {
+      if (this.prefixInFlight(all, table.length)) {
         // Another sequence is computing this prefix right now: wait for it and share it.
         table.release();
         continue;
@@ -298,14 +307,13 @@ export class Scheduler {
   }
 
   /** Whether a running sequence is still prefilling at least one more block of `all`'s prefix. */
-  private prefixInFlight(seq: Sequence, all: number[], matched: number): boolean {
+  private prefixInFlight(all: number[], matched: number): boolean {
     const B = this.pool.blockSize;
     for (const r of this.running) {
       if (r.pending <= 1) continue;
-      const other = r.all();
-      const limit = Math.min(all.length - 1, other.length);
+      const limit = Math.min(all.length - 1, r.length);
       let n = 0;
-      while (n < limit && all[n] === other[n]) n++;
+      while (n < limit && all[n] === r.tokenAt(n)) n++;
       if (n >= matched + B && (r.table?.length ?? 0) < n) return true;
     }
     return false;
@@ -375,14 +383,15 @@ export class Scheduler {
     const maxPos = this.model.config.maxPositionEmbeddings;
     items.forEach(({ seq, ids, wantLogits }, i) => {
       const r = results[i]!;
-      const k = r.newKv.map((e) => e!.k);
-      const v = r.newKv.map((e) => e!.v);
-      seq.table!.append(ids, k, v);
-      if (ids.length === 1 && wantLogits) report.decodeTokens++;
-      else report.prefillTokens += ids.length;
-      this.served.set(seq.owner, (this.served.get(seq.owner) ?? 0) + ids.length);
-      if (!wantLogits || seq.cancelled) return;
+      // One sequence's failure (a listener that throws) must not touch its batch-mates.
       try {
+        const k = r.newKv.map((e) => e!.k);
+        const v = r.newKv.map((e) => e!.v);
+        seq.table!.append(ids, k, v);
+        if (ids.length === 1 && wantLogits) report.decodeTokens++;
+        else report.prefillTokens += ids.length;
+        this.served.set(seq.owner, (this.served.get(seq.owner) ?? 0) + ids.length);
+        if (!wantLogits || seq.cancelled) return;
         const token = seq.sample(r.logits[0]!, seq.all());
         seq.generated.push(token);
         const reason = seq.eosIds.includes(token)
