@@ -50,11 +50,32 @@ export function wordCount(s: string): number {
   return s.trim().split(/\s+/).filter(Boolean).length;
 }
 
-/** The first few words of a definition, cut at punctuation and trailing function words. */
-function glossHead(def: string, maxWords: number): string[] {
-  const cut = def.split(/[;,:(]/)[0].trim().split(/\s+/).filter(Boolean).slice(0, maxWords);
-  while (cut.length && STOP_TAIL.has(cut[cut.length - 1].toLowerCase())) cut.pop();
-  return cut;
+const CLAUSE_START = /^(of|that|which|who|whom|whose|with|in|for|by|from|to|having|on|at|as|where|when|into|or|than|because|if|especially|usually|often|typically)$/;
+const IRREGULAR_PARTICIPLE =
+  /^(made|built|done|worn|held|kept|found|sold|grown|known|given|taken|written|seen|used|set|put|cut|born|borne|drawn|spun|woven|thrown|shown|hung|struck|bound|caught|brought|bought|taught|felt|left|meant|led|fed|bred|shot|spent|sent|lent|eaten|laid|paid|said|told)$/;
+const AFTER_PARTICIPLE = /^(by|in|to|from|for|with|of|on|at|as|into|a|an|the|up|out|over|under|through|forth|off|down|away|near|around|along|between|about)$/;
+
+/**
+ * The first noun phrase of a definition ("ceramic ware" of "ceramic ware made from clay
+ * and baked in a kiln"), cut before a preposition, relative pronoun or participial clause;
+ * when longer than maxWords its last words are kept, since they hold the head noun.
+ */
+export function glossHead(def: string, maxWords: number): string[] {
+  const words = def.split(/[;:(]/)[0].trim().split(/\s+/).filter(Boolean);
+  const phrase: string[] = [];
+  for (let i = 0; i < words.length; i++) {
+    const bare = words[i].replace(/[,.]+$/, '');
+    const lower = bare.toLowerCase();
+    if (i > 0 && CLAUSE_START.test(lower)) break;
+    if (i > 0 && (/..(ed|ing)$/.test(lower) || IRREGULAR_PARTICIPLE.test(lower)) && AFTER_PARTICIPLE.test((words[i + 1] ?? '').toLowerCase())) break;
+    phrase.push(bare);
+    if (bare !== words[i]) break;
+  }
+  // Trailing function words and adjectives ("famous" of "famous for ...") end no phrase.
+  while (phrase.length && (STOP_TAIL.has(phrase[phrase.length - 1].toLowerCase()) || /..(ous|ful|able|ible)$/.test(phrase[phrase.length - 1]))) phrase.pop();
+  const head = phrase.length > maxWords ? phrase.slice(-maxWords) : phrase;
+  while (head.length && STOP_TAIL.has(head[0].toLowerCase()) && !/^(a|an|the)$/i.test(head[0])) head.shift();
+  return head;
 }
 
 const clean = (w: string) => /^[A-Za-z][A-Za-z' -]*[A-Za-z]$/.test(w);
@@ -68,7 +89,7 @@ function namedPoint(s: Synset): Point | null {
   if (n >= 3 && n <= 5) return { text: capitalize(name), expansion };
   if (n > 5) return null;
   const head = glossHead(s.definition, 5 - n);
-  if (n + head.length < 3 || head.length < 2 || head.join(' ').toLowerCase().includes(name.toLowerCase())) return null;
+  if (n + head.length < 3 || head.join(' ').toLowerCase() === name.toLowerCase()) return null;
   return { text: `${capitalize(name)}, ${head.join(' ')}`, expansion };
 }
 
@@ -701,8 +722,9 @@ export function scoreEvalItem(item: EvalItem, output: string): { pass: boolean; 
     }
     case 'define': {
       // A definition counts when its first content words come back in order.
-      const head = item.expected.replace(/\([^)]*\)/g, ' ').trim().split(/\s+/).slice(0, 4).join(' ').toLowerCase();
-      const pass = head.length > 0 && out.toLowerCase().includes(head);
+      const norm = (t: string) => t.replace(/\([^)]*\)/g, ' ').replace(/\s+/g, ' ').trim().toLowerCase();
+      const head = norm(item.expected).split(' ').slice(0, 4).join(' ');
+      const pass = head.length > 0 && norm(out).includes(head);
       return { pass, score: pass ? 1 : 0 };
     }
     case 'skeleton': {

@@ -202,6 +202,8 @@ export function definitionSentence(s: Synset, word = headword(s)): string {
   const def = stripTrailingDot(s.definition);
   switch (s.pos) {
     case 'n':
+      // A few glosses are predicates ("includes lichen families"), not noun phrases.
+      if (/^(includes|comprises|consists|contains|has|is|was|are)\b/.test(def)) return `${capitalize(withArticle(word))} ${def}.`;
       return `${capitalize(withArticle(word))} is ${withGlossArticle(def)}.`;
     case 'v':
       return `To ${word} means to ${def.replace(/^to /, '')}.`;
