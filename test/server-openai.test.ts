@@ -88,6 +88,19 @@ describe('OpenAI-compatible chat completions', () => {
     expect(engine.cancelled).toBeGreaterThanOrEqual(1);
   });
 
+  it('stops generating when a non-streaming client hangs up', async () => {
+    const controller = new AbortController();
+    const before = engine.cancelled;
+    const pending = client.chat.completions.create({ model: 'fake-mini', messages: [{ role: 'user', content: 'a long answer' }] }, { signal: controller.signal });
+    const end = Date.now() + 2000;
+    while (engine.live === 0 && Date.now() < end) await new Promise((r) => setTimeout(r, 5));
+    controller.abort();
+    await expect(pending).rejects.toThrow();
+    while (engine.live > 0 && Date.now() < end + 2000) await new Promise((r) => setTimeout(r, 5));
+    expect(engine.live).toBe(0);
+    expect(engine.cancelled).toBe(before + 1);
+  });
+
   it('maps bad requests and unknown models to typed errors', async () => {
     await expect(client.chat.completions.create({ model: 'gpt-9', messages: [{ role: 'user', content: 'x' }] })).rejects.toMatchObject({ status: 404 });
     await expect(client.chat.completions.create({ model: 'fake-mini', messages: [] })).rejects.toMatchObject({ status: 400 });

@@ -44,6 +44,26 @@ describe('layoutGraph', () => {
     expect(layout.width).toBeGreaterThanOrEqual(at.out!.x + NODE_W);
   });
 
+  it('routes a long edge through the columns it crosses, clear of their nodes', () => {
+    const layout = layoutGraph(
+      readGraph({
+        nodes: ['a', 'b', 'c', 'd'].map((id) => ({ id, kind: 'k' })),
+        edges: [
+          { from: 'a', to: 'b' },
+          { from: 'b', to: 'c' },
+          { from: 'c', to: 'd' },
+          { from: 'a', to: 'd' },
+        ],
+      }),
+    );
+    const long = layout.edges.find((e) => e.from === 'a' && e.to === 'd')!;
+    expect(long.via).toHaveLength(4);
+    const b = layout.nodes.find((n) => n.id === 'b')!;
+    const y = long.via[0]!.y;
+    expect(y < b.y || y > b.y + 46).toBe(true);
+    expect(layout.edges.find((e) => e.from === 'a' && e.to === 'b')!.via).toEqual([]);
+  });
+
   it('survives a loop by ignoring its back edge', () => {
     const layout = layoutGraph(
       readGraph({
@@ -56,5 +76,6 @@ describe('layoutGraph', () => {
       }),
     );
     expect(layout.nodes.map((n) => n.layer)).toEqual([0, 1, 2]);
+    expect(layout.edges.filter((e) => e.back).map((e) => `${e.from}->${e.to}`)).toEqual(['body->loop']);
   });
 });

@@ -40,15 +40,23 @@ export class Diagram {
     for (const e of layout.edges) {
       const a = at.get(e.from)!;
       const b = at.get(e.to)!;
-      const x1 = a.x + NODE_W;
-      const y1 = a.y + NODE_H / 2;
-      const x2 = b.x;
-      const y2 = b.y + NODE_H / 2;
-      // Edges going backwards (loops) arc over the nodes instead of crossing them.
-      const d =
-        x2 > x1
-          ? `M${x1},${y1} C${x1 + 32},${y1} ${x2 - 32},${y2} ${x2},${y2}`
-          : `M${x1},${y1} C${x1 + 48},${y1 - 70} ${x2 - 48},${y2 - 70} ${x2},${y2}`;
+      const start = { x: a.x + NODE_W, y: a.y + NODE_H / 2 };
+      const end = { x: b.x, y: b.y + NODE_H / 2 };
+      let d: string;
+      if (e.back) {
+        // Loops return in an arc over the nodes instead of crossing them.
+        d = `M${start.x},${start.y} C${start.x + 48},${start.y - 70} ${end.x - 48},${end.y - 70} ${end.x},${end.y}`;
+      } else {
+        // Curves between columns, straight runs through the columns a long edge crosses.
+        const pts = [start, ...e.via, end];
+        d = `M${start.x},${start.y}`;
+        for (let i = 1; i < pts.length; i++) {
+          const p = pts[i - 1]!;
+          const q = pts[i]!;
+          const dx = (q.x - p.x) / 2;
+          d += i % 2 === 1 ? ` C${p.x + dx},${p.y} ${q.x - dx},${q.y} ${q.x},${q.y}` : ` L${q.x},${q.y}`;
+        }
+      }
       root.append(svg('path', { d, class: 'edge', 'marker-end': 'url(#arrow)' }));
     }
     for (const n of layout.nodes) {

@@ -21,6 +21,7 @@ import { coreDataflow } from './dataflow.js';
 import { errorHandler } from './errors.js';
 import { loadExampleGraphs } from './graphs.js';
 import { createMetrics } from './metrics.js';
+import { orderedWrites } from './ordered.js';
 import { chatCompletionsRoute } from './openai.js';
 import { playgroundRoute } from './playground.js';
 import { RunStore, summarize } from './runs.js';
@@ -206,18 +207,18 @@ export function createApp(options: AppOptions): SkeinApp {
     c.header('X-Accel-Buffering', 'no');
     return streamSSE(c, async (sse) => {
       await new Promise<void>((resolve) => {
-        let writing: Promise<void> = sse.writeSSE({ data: '', retry: 1000, event: 'ready' });
-        const write = (e: RunEvent) => {
-          writing = writing.then(() => sse.writeSSE({ id: String(e.seq), event: e.type, data: JSON.stringify(e) }));
-        };
-        const ping = setInterval(() => {
-          writing = writing.then(() => sse.write(': keep-alive\n\n').then(() => {}));
-        }, keepAliveMs);
+        const out = orderedWrites();
+        out.push(() => sse.writeSSE({ data: '', retry: 1000, event: 'ready' }));
+        const ping = setInterval(() => out.push(() => sse.write(': keep-alive\n\n')), keepAliveMs);
         const done = () => {
           clearInterval(ping);
-          void writing.catch(() => {}).finally(resolve);
+          void out.drained().then(resolve);
         };
-        const sub = store.follow(run.id, after).subscribe({ next: write, complete: done, error: done });
+        const sub = store.follow(run.id, after).subscribe({
+          next: (e) => out.push(() => sse.writeSSE({ id: String(e.seq), event: e.type, data: JSON.stringify(e) })),
+          complete: done,
+          error: done,
+        });
         sse.onAbort(() => {
           sub.unsubscribe();
           clearInterval(ping);

@@ -10,11 +10,12 @@
  */
 import { Hono } from 'hono';
 import { streamSSE } from 'hono/streaming';
-import { firstValueFrom, last, type Observable } from 'rxjs';
+import { firstValueFrom, fromEvent, last, takeUntil, type Observable } from 'rxjs';
 import { BadRequestError, NotFoundError } from '../../core/errors.js';
 import type { SamplingParams } from '../../core/sampling.js';
 import type { ChatMessage, Engine, FinishReason, GenerateEvent } from '../engine/types.js';
 import type { ServerMetrics } from './metrics.js';
+import { orderedWrites } from './ordered.js';
 import type { RunStore } from './runs.js';
 
 export interface ChatDeps {
@@ -98,7 +99,9 @@ export function chatCompletionsRoute(deps: ChatDeps): Hono {
 
     if (!stream) {
       try {
-        const done = await firstValueFrom(gen$.pipe(last()));
+        // A client that hangs up stops the generation it was waiting for.
+        const gone$ = fromEvent(c.req.raw.signal, 'abort');
+        const done = await firstValueFrom(gen$.pipe(takeUntil(gone$), last()));
         if (done.type !== 'done') throw new Error('generation ended without done');
         metrics.tokens(done.usage.completionTokens);
         metrics.ttft(done.metrics.ttftMs);
@@ -120,7 +123,7 @@ export function chatCompletionsRoute(deps: ChatDeps): Hono {
     }
 
     return streamSSE(c, async (sse) => {
-      const chunk = (delta: Record<string, unknown>, finish: string | null, extra: Record<string, unknown> = {}) =>
+      const chunk = (delta: Record<string, unknown>, finish: string | null) =>
         sse.writeSSE({
           data: JSON.stringify({
             id,
@@ -128,47 +131,37 @@ export function chatCompletionsRoute(deps: ChatDeps): Hono {
             created,
             model: engine.modelName,
             choices: [{ index: 0, delta, finish_reason: finish, logprobs: null }],
-            ...extra,
           }),
         });
       await new Promise<void>((resolve) => {
-        // Writes are chained so chunks go out in order even though next() is synchronous.
-        let writing: Promise<void> = chunk({ role: 'assistant', content: '' }, null);
+        const out = orderedWrites();
+        out.push(() => chunk({ role: 'assistant', content: '' }, null));
         const sub = gen$.subscribe({
           next: (e) => {
             if (e.type === 'token') {
-              writing = writing.then(() => chunk({ content: e.text }, null));
+              out.push(() => chunk({ content: e.text }, null));
               return;
             }
             metrics.tokens(e.usage.completionTokens);
             metrics.ttft(e.metrics.ttftMs);
-            writing = writing.then(async () => {
-              await chunk({}, finishReason(e.reason));
-              if (includeUsage) {
-                await sse.writeSSE({
-                  data: JSON.stringify({
-                    id,
-                    object: 'chat.completion.chunk',
-                    created,
-                    model: engine.modelName,
-                    choices: [],
-                    usage: {
-                      prompt_tokens: e.usage.promptTokens,
-                      completion_tokens: e.usage.completionTokens,
-                      total_tokens: e.usage.promptTokens + e.usage.completionTokens,
-                    },
-                  }),
-                });
-              }
-              await sse.writeSSE({ data: '[DONE]' });
-            });
+            out.push(() => chunk({}, finishReason(e.reason)));
+            if (includeUsage) {
+              const usage = {
+                prompt_tokens: e.usage.promptTokens,
+                completion_tokens: e.usage.completionTokens,
+                total_tokens: e.usage.promptTokens + e.usage.completionTokens,
+              };
+              out.push(() => sse.writeSSE({ data: JSON.stringify({ id, object: 'chat.completion.chunk', created, model: engine.modelName, choices: [], usage }) }));
+            }
+            out.push(() => sse.writeSSE({ data: '[DONE]' }));
           },
           error: (err: unknown) => {
+            // Headers are sent: the error travels in the stream, as OpenAI's API does it.
             const message = err instanceof Error ? err.message : String(err);
-            writing = writing.then(() => sse.writeSSE({ data: JSON.stringify({ error: { message, code: 'internal' } }) }));
-            void writing.finally(resolve);
+            out.push(() => sse.writeSSE({ data: JSON.stringify({ error: { message, code: 'internal' } }) }));
+            void out.drained().then(resolve);
           },
-          complete: () => void writing.finally(resolve),
+          complete: () => void out.drained().then(resolve),
         });
         sse.onAbort(() => {
           sub.unsubscribe();
