@@ -89,6 +89,8 @@ export function errorInfo(err: unknown): { name: string; message: string; code?:
   return e instanceof SkeinError ? { name: e.name, message: e.message, code: e.code } : { name: e.name, message: e.message, code: 'internal' };
 }
 
+const stageFigures = ['prunedTokens', 'layersRun', 'acceptedDraftTokens', 'kvBlocksShared', 'compressedFrom', 'compressedTo'];
+
 let runCounter = 0;
 
 export function runCompiled(compiled: CompiledGraph, input: Record<string, unknown>, options: RunOptions): Observable<RunEvent> {
@@ -152,8 +154,9 @@ export function runCompiled(compiled: CompiledGraph, input: Record<string, unkno
               metrics.tokensOut = (metrics.tokensOut ?? 0) + e.usage.completionTokens;
               metrics.ttftMs ??= e.metrics.ttftMs;
               metrics.tokensPerSec = e.metrics.decodeTokensPerSec;
-              for (const key of ['prunedTokens', 'layersRun', 'acceptedDraftTokens', 'kvBlocksShared'] as const)
-                if (e.metrics[key] !== undefined) metrics[key] = (metrics[key] ?? 0) + e.metrics[key]!;
+              // Stage figures add up over the node's generations (expand points, loop turns).
+              const figures = e.metrics as unknown as Record<string, number | undefined>;
+              for (const key of stageFigures) if (figures[key] !== undefined) metrics[key] = (metrics[key] ?? 0) + figures[key]!;
               return;
             }
             case 'branch-start':

@@ -16,5 +16,6 @@ export { join, joinOutcomes, type JoinOptions } from './join.js';
 export { route, sotRouterPrompt, type RouteOptions, type Routed } from './route.js';
 export { loop, type LoopOptions } from './loop.js';
 export { tool, type ToolOptions } from './tool.js';
+export { compressPrompt, type CompressPromptOptions, type CompressPromptInput } from './compressPrompt.js';
 export type { OperatorContext, OperatorEvent } from './context.js';
 export { parseOutline, skeletonPrompt, expandPrompt } from './internal/sot.js';

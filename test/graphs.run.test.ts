@@ -4,7 +4,7 @@
  * replay, tools and the CLI's progress view.
  */
 import { readFileSync } from 'node:fs';
-import { firstValueFrom, lastValueFrom, take, toArray, type Observable } from 'rxjs';
+import { firstValueFrom, lastValueFrom, map, take, toArray, type Observable } from 'rxjs';
 import { TestScheduler } from 'rxjs/testing';
 import { describe, expect, it } from 'vitest';
 import {
@@ -22,6 +22,7 @@ import {
 } from '../core/index.js';
 import { ProgressView } from '../core/progress.js';
 import { createFakeEngine, sotScript, type FakeEngine } from './fakes/fake-engine.js';
+import type { Engine, GenerateEvent } from '../runtime/engine/types.js';
 
 const graph = (name: string): GraphSpec => parseGraph(JSON.parse(readFileSync(new URL(`../graphs/${name}.json`, import.meta.url), 'utf8')), name);
 const collect = (run$: Observable<RunEvent>) => lastValueFrom(run$.pipe(toArray()));
@@ -242,3 +243,13 @@ describe('seeds, replay, tools, printing', () => {
 });
 
 export type { FakeEngine };
+
+describe('stage metrics', () => {
+  it('node-end carries the stage figures the engine reports, summed over generations', async () => {
+    const base = createFakeEngine({ supportedStages: ['compress'] });
+    const withFigures = (e: GenerateEvent) => (e.type === 'done' ? ({ ...e, metrics: { ...e.metrics, compressedFrom: 100, compressedTo: 40 } } as GenerateEvent) : e);
+    const engine: Engine = { ...base, generate: (req) => base.generate(req).pipe(map(withFigures)) };
+    const events = await collect(runGraph(graph('compress-qa'), { passage: 'p', question: 'q' }, { engine }));
+    expect(ofType(events, 'node-end').find((e) => e.node === 'answer')!.metrics).toMatchObject({ compressedFrom: 100, compressedTo: 40 });
+  });
+});
