@@ -7,11 +7,17 @@ import * as tf from '@tensorflow/tfjs-core';
 import { firstValueFrom, lastValueFrom, take, toArray } from 'rxjs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { KvExhaustedError, NotAvailableError } from '../core/errors.js';
+import { resolveSampling } from '../core/sampling.js';
 import { initBackend } from '../runtime/backend.js';
+import { loadTokenizer } from '../runtime/checkpoint/load.js';
+import { EngineCore, type CoreEvent } from '../runtime/engine/core.js';
+import { tokenSampler } from '../runtime/engine/sampling.js';
+import { randomModel } from '../runtime/model/random.js';
+import type { ForwardSequence } from '../runtime/model/types.js';
 import { createEngine } from '../runtime/engine/index.js';
 import type { EngineFront } from '../runtime/engine/front.js';
 import type { GenerateEvent, GenerateRequest } from '../runtime/engine/types.js';
-import { makeTempCheckpoint } from './fixtures/checkpoints.js';
+import { makeTempCheckpoint, TINY_SPECIAL_TOKENS } from './fixtures/checkpoints.js';
 
 type Done = Extract<GenerateEvent, { type: 'done' }>;
 
@@ -94,6 +100,30 @@ describe('Engine on the scheduler', () => {
       firstValueFrom(engine.generate({ ids: Array.from({ length: 150 }, (_, i) => i), sampling: { maxTokens: 60 } })),
     ).rejects.toThrow(KvExhaustedError);
     expect(engine.stats().kvBlocksUsed).toBe(0);
+  });
+
+  it('streams a character split over byte tokens once, whole, and ends at eos', () => {
+    // A scripted model: whatever the context, position p of the answer is script[p].
+    const tokenizer = loadTokenizer(ckpt.dir);
+    const model = randomModel({ vocabSize: 288, numLayers: 1, hiddenSize: 8, numHeads: 2 }, 1);
+    const script = [104, 0xc3, 0xa9, 33, TINY_SPECIAL_TOKENS.imEnd];
+    const prompt = [104, 105];
+    const scripted = (_m: unknown, seqs: ForwardSequence[]) =>
+      seqs.map((q) => {
+        const past = q.past?.[0]?.k.reduce((n, t) => n + t.shape[0], 0) ?? 0;
+        const logits = new Float32Array(288);
+        logits[script[past + q.ids.length - prompt.length]!] = 1;
+        const kv = () => ({ k: tf.zeros([q.ids.length, 8]) as tf.Tensor2D, v: tf.zeros([q.ids.length, 8]) as tf.Tensor2D, tokenIndices: [] });
+        return { logits: [logits], newKv: [kv()] };
+      });
+    const events: CoreEvent[] = [];
+    const core = new EngineCore({ model, tokenizer, sampler: tokenSampler, forward: scripted, blockSize: 4, emit: (e) => events.push(e) });
+    core.submit({ requestId: 'u', ids: prompt, sampling: { ...resolveSampling({ maxTokens: 10 }) } });
+    while (core.hasWork()) core.step();
+    expect(events.map((e) => (e.type === 'token' ? e.text : e.type))).toEqual(['h', '', 'é', '!', '', 'done']);
+    expect(events.at(-1)).toMatchObject({ reason: 'eos', text: 'hé!', ids: script });
+    core.close(new Error('closed'));
+    model.dispose();
   });
 
   it('runs the model in a worker thread with the same outputs', async () => {

@@ -86,7 +86,7 @@ export class EngineCore {
       return this.fail(requestId, new BadRequestError('sampling.stop', 'stop strings need a model with a tokenizer'));
     }
     const session: Session = {
-      detok: this.tokenizer?.detokenizer() ?? null,
+      detok: this.tokenizer?.detokenizer({ skipSpecialTokens: true }) ?? null,
       stop: new StopMatcher(msg.sampling.stop),
       text: '',
       t0: performance.now(),
