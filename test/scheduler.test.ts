@@ -197,6 +197,19 @@ describe('Scheduler', () => {
     expect(squeezed.tokens).toEqual(single);
   });
 
+  it('keeps shared prefixes correct under preemption and eviction', () => {
+    const q = prompt(22, 8);
+    const reqs = [0, 1, 2, 3, 4, 5].map((i) => [...q, ...prompt(3 + i, 20 + i)]);
+    const want = reqs.map((r) => generateAlone(r, N));
+    const s = make({ kvBudgetBlocks: 14, prefillChunk: 8 });
+    const outs = reqs.map((r, i) => submit(s, `p${i}`, r, N));
+    const { preempted } = drain(s);
+    expect(preempted).toBeGreaterThan(0);
+    outs.forEach((o, i) => expect(o.tokens).toEqual(want[i]));
+    expect(outs.filter((o) => o.summary!.cachedPromptTokens > 0).length).toBeGreaterThan(0);
+    expectClean(s);
+  });
+
   it('rejects a request that can never fit with KvExhaustedError, and bad token ids', () => {
     const s = make({ kvBudgetBlocks: 4 });
     expect(() => submit(s, 'big', prompt(20, 1), 4)).toThrow(KvExhaustedError);
