@@ -21,7 +21,7 @@ import {
   type RunEvent,
 } from '../core/index.js';
 import { ProgressView } from '../core/progress.js';
-import { createFakeEngine, sotScript, type FakeEngine } from './fakes/fake-engine.js';
+import { createFakeEngine, sotScript } from './fakes/fake-engine.js';
 import type { Engine, GenerateEvent } from '../runtime/engine/types.js';
 
 const graph = (name: string): GraphSpec => parseGraph(JSON.parse(readFileSync(new URL(`../graphs/${name}.json`, import.meta.url), 'utf8')), name);
@@ -242,7 +242,6 @@ describe('seeds, replay, tools, printing', () => {
   });
 });
 
-export type { FakeEngine };
 
 describe('stage metrics', () => {
   it('node-end carries the stage figures the engine reports, summed over generations', async () => {
