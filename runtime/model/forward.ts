@@ -20,11 +20,14 @@ import { inverseFrequencies, ropeTables } from './rope.js';
 import type { ForwardCallOptions, ForwardSequence, ForwardSequenceResult, LoadedModel } from './types.js';
 
 interface PreparedLayer {
-  wqkv: tf.Tensor2D; // (hidden, (heads + 2·kvHeads)·headDim): [q·scale | k | v], input norm folded in
-  bqkv: tf.Tensor1D | null; // ((heads + 2·kvHeads)·headDim)
+  wqk: tf.Tensor2D; // (hidden, qDim + kvDim): [q·scale | k], input norm folded in
+  bqk: tf.Tensor1D | null; // (qDim + kvDim)
+  wv: tf.Tensor2D; // (hidden, kvDim), input norm folded in
+  bv: tf.Tensor1D | null; // (kvDim)
   wo: tf.Tensor2D; // (heads·headDim, hidden)
   bo: tf.Tensor1D | null; // (hidden)
-  wgu: tf.Tensor2D; // (hidden, 2·inter): [gate | up], post-attention norm folded in
+  wg: tf.Tensor2D; // (hidden, inter), post-attention norm folded in
+  wu: tf.Tensor2D; // (hidden, inter), post-attention norm folded in
   wd: tf.Tensor2D; // (inter, hidden)
 }
 
@@ -33,6 +36,8 @@ interface Prepared {
   inv: Float64Array; // (headDim/2) rotary inverse frequencies
   blockMask: tf.Tensor3D; // (kvHeads, headDim, heads): 1 where query head h reads kv head kv
   blockMaskT: tf.Tensor2D; // (heads, kvDim)
+  eps: tf.Scalar; // RMSNorm epsilon, made once rather than uploaded by every add
+  rotateHalf: tf.Tensor2D; // (D, D): x·R = rotate_half(x) = [-x2, x1]
   dispose(): void;
 }
 
@@ -56,14 +61,16 @@ export function prepareModel(model: LoadedModel): Prepared {
     tidy(() => {
       const n1 = tf.reshape(L.inputNorm, [c.hiddenSize, 1]); // (hidden, 1): scales rows of W
       const n2 = tf.reshape(L.postNorm, [c.hiddenSize, 1]);
-      const wqkv = tf.concat([tf.mul(L.wq, tf.mul(n1, scale)), tf.mul(L.wk, n1), tf.mul(L.wv, n1)], 1) as tf.Tensor2D;
-      const bqkv =
-        L.bq !== null && L.bk !== null && L.bv !== null
-          ? (tf.concat([tf.mul(L.bq, scale), L.bk, L.bv]) as tf.Tensor1D)
-          : null;
-      const wgu = tf.concat([tf.mul(L.wGate, n2), tf.mul(L.wUp, n2)], 1) as tf.Tensor2D;
+      // Separate matrices where their outputs part ways: a column split of a product
+      // costs a strided copy, a second matMul costs nothing extra.
+      const wqk = tf.concat([tf.mul(L.wq, tf.mul(n1, scale)), tf.mul(L.wk, n1)], 1) as tf.Tensor2D;
+      const bqk = L.bq !== null && L.bk !== null ? (tf.concat([tf.mul(L.bq, scale), L.bk]) as tf.Tensor1D) : null;
+      const wv = tf.mul(L.wv, n1) as tf.Tensor2D;
+      const bv = L.bv === null ? null : tf.clone(L.bv);
+      const wg = tf.mul(L.wGate, n2) as tf.Tensor2D;
+      const wu = tf.mul(L.wUp, n2) as tf.Tensor2D;
       // wo, bo, wd are used as they are; clone so the prepared set owns all it holds.
-      return { wqkv, bqkv, wo: tf.clone(L.wo), bo: L.bo === null ? null : tf.clone(L.bo), wgu, wd: tf.clone(L.wDown) };
+      return { wqk, bqk, wv, bv, wo: tf.clone(L.wo), bo: L.bo === null ? null : tf.clone(L.bo), wg, wu, wd: tf.clone(L.wDown) };
     }),
   );
   const G = c.numHeads / c.numKvHeads;
@@ -72,6 +79,14 @@ export function prepareModel(model: LoadedModel): Prepared {
   for (let r = 0; r < kvDim; r++) {
     for (let h = 0; h < c.numHeads; h++) if (Math.floor(r / c.headDim) === Math.floor(h / G)) bm[r * c.numHeads + h] = 1;
   }
+  const eps = tf.scalar(c.rmsNormEps);
+  const D = c.headDim;
+  const r = new Float32Array(D * D);
+  for (let j = 0; j < D / 2; j++) {
+    r[(j + D / 2) * D + j] = -1; // out[j] = -x[j + D/2]
+    r[j * D + j + D / 2] = 1; // out[j + D/2] = x[j]
+  }
+  const rotateHalf = tf.tensor2d(r, [D, D]);
   const blockMask = tf.tensor3d(bm, [c.numKvHeads, c.headDim, c.numHeads]);
   const blockMaskT = tf.tidy(() => tf.transpose(tf.reshape(blockMask, [kvDim, c.numHeads]))) as tf.Tensor2D;
   const p: Prepared = {
@@ -79,9 +94,11 @@ export function prepareModel(model: LoadedModel): Prepared {
     inv: inverseFrequencies(c),
     blockMask,
     blockMaskT,
+    eps,
+    rotateHalf,
     dispose() {
-      tf.dispose([blockMask, blockMaskT]);
-      for (const l of layers) tf.dispose([l.wqkv, l.wo, l.wgu, l.wd, ...(l.bqkv ? [l.bqkv] : []), ...(l.bo ? [l.bo] : [])]);
+      tf.dispose([blockMask, blockMaskT, eps, rotateHalf]);
+      for (const l of layers) tf.dispose(Object.values(l).filter((t) => t !== null) as tf.Tensor[]);
       prepared.delete(model);
     },
   };
@@ -179,7 +196,6 @@ export function forward(model: LoadedModel, seqs: ForwardSequence[], opts: Forwa
   const G = H / KV; // query heads per kv head
   const qDim = H * D;
   const kvDim = KV * D;
-  const eps = c.rmsNormEps;
 
   const states: SeqState[] = seqs.map((seq, index) => {
     const start = pastLength(seq);
@@ -207,7 +223,7 @@ export function forward(model: LoadedModel, seqs: ForwardSequence[], opts: Forwa
     const allPos = order.flatMap((s) => s.positions);
     let x = tf.gather(model.weights.embed, tf.tensor1d(allIds, 'int32')) as tf.Tensor2D; // (T, hidden)
     // Rotary tables for every packed row, shaped to broadcast over heads: (T, 1, 2, D/2).
-    // The rotate_half sign is folded into sin: [x1, x2]·cos + [x2, x1]·[-sin, sin].
+    // Both halves of a head share an angle: cos/sin duplicated to (T, 1, D).
     const { cos: cRaw, sin: sRaw } = ropeTables(prep.inv, allPos);
     const T0 = allIds.length;
     const half = D / 2;
@@ -219,12 +235,12 @@ export function forward(model: LoadedModel, seqs: ForwardSequence[], opts: Forwa
         const sv = sRaw[t * half + i]!;
         cos2[t * D + i] = cv;
         cos2[t * D + half + i] = cv;
-        sin2[t * D + i] = -sv;
+        sin2[t * D + i] = sv;
         sin2[t * D + half + i] = sv;
       }
     }
-    const cosAll = tf.tensor4d(cos2, [T0, 1, 2, half]);
-    const sinAll = tf.tensor4d(sin2, [T0, 1, 2, half]);
+    const cosAll = tf.tensor3d(cos2, [T0, 1, D]);
+    const sinAll = tf.tensor3d(sin2, [T0, 1, D]);
     let cos = cosAll;
     let sin = sinAll;
     // Packed row (in the original packing) of each state's token i.
@@ -283,19 +299,21 @@ export function forward(model: LoadedModel, seqs: ForwardSequence[], opts: Forwa
         }
         x = tf.gather(x, tf.tensor1d(keepRows, 'int32')) as tf.Tensor2D; // (Tlive, hidden)
         const orig = tf.tensor1d(origRows, 'int32');
-        cos = tf.gather(cosAll, orig); // (Tlive, 1, 2, D/2)
+        cos = tf.gather(cosAll, orig); // (Tlive, 1, D)
         sin = tf.gather(sinAll, orig);
       }
 
       const T = x.shape[0];
       const P = prep.layers[l]!;
 
-      // Attention block. Norm weight and query scale live in wqkv.
-      const xn = tf.mul(x, tf.rsqrt(tf.add(tf.mean(tf.square(x), -1, true), eps))); // (T, hidden)
-      const qkv = tf.fused.matMul({ a: xn, b: P.wqkv, bias: P.bqkv ?? undefined }); // (T, qDim + 2·kvDim)
-      const [qkRaw, v] = tf.split(qkv, [qDim + kvDim, kvDim], 1) as [tf.Tensor2D, tf.Tensor2D]; // (T, qDim+kvDim), (T, kvDim)
-      const qk4 = tf.reshape(qkRaw, [T, H + KV, 2, half]); // (T, heads+kvHeads, 2, D/2)
-      const qkRot = tf.add(tf.mul(qk4, cos), tf.mul(tf.reverse(qk4, 2), sin)); // (T, heads+kvHeads, 2, D/2)
+      // Attention block. Norm weight and query scale live in wqk/wv.
+      const xn = tf.mul(x, tf.rsqrt(tf.add(tf.mean(tf.square(x), -1, true), prep.eps))); // (T, hidden)
+      const qkRaw = P.bqk === null ? tf.matMul(xn, P.wqk) : tf.add(tf.matMul(xn, P.wqk), P.bqk); // (T, qDim + kvDim)
+      const v = (P.bv === null ? tf.matMul(xn, P.wv) : tf.add(tf.matMul(xn, P.wv), P.bv)) as tf.Tensor2D; // (T, kvDim)
+      // Rotary: x·cos + rotate_half(x)·sin, rotate_half as a matMul by a signed permutation
+      // (the wasm Reverse and strided slices are far slower than a small cached matMul).
+      const rot = tf.reshape(tf.matMul(tf.reshape(qkRaw, [T * (H + KV), D]), prep.rotateHalf), [T, H + KV, D]); // (T, heads+kvHeads, D)
+      const qkRot = tf.add(tf.mul(tf.reshape(qkRaw, [T, H + KV, D]), cos), tf.mul(rot, sin)); // (T, heads+kvHeads, D)
       const [q, k] = tf.split(tf.reshape(qkRot, [T, qDim + kvDim]), [qDim, kvDim], 1) as [tf.Tensor2D, tf.Tensor2D];
 
       // New KV, per sequence: returned to the caller and the keys the attention reads.
@@ -324,12 +342,13 @@ export function forward(model: LoadedModel, seqs: ForwardSequence[], opts: Forwa
       });
       const attn = parts.length === 1 ? parts[0]! : (tf.concat(parts, 0) as tf.Tensor2D); // (T, qDim)
 
-      x = tf.add(x, tf.fused.matMul({ a: attn, b: P.wo, bias: P.bo ?? undefined })); // (T, hidden)
+      const o = tf.matMul(attn, P.wo); // (T, hidden)
+      x = tf.add(x, P.bo === null ? o : tf.add(o, P.bo));
 
-      // MLP block: down(silu(gate) · up); norm weight lives in wgu.
-      const xn2 = tf.mul(x, tf.rsqrt(tf.add(tf.mean(tf.square(x), -1, true), eps))); // (T, hidden)
-      const gu = tf.matMul(xn2, P.wgu); // (T, 2·inter)
-      const [g, u] = tf.split(gu, 2, 1); // each (T, inter)
+      // MLP block: down(silu(gate) · up); norm weight lives in wg/wu.
+      const xn2 = tf.mul(x, tf.rsqrt(tf.add(tf.mean(tf.square(x), -1, true), prep.eps))); // (T, hidden)
+      const g = tf.matMul(xn2, P.wg); // (T, inter)
+      const u = tf.matMul(xn2, P.wu); // (T, inter)
       x = tf.add(x, tf.matMul(tf.mul(tf.mul(g, tf.sigmoid(g)), u), P.wd)); // (T, hidden)
     }
 
@@ -350,7 +369,7 @@ export function forward(model: LoadedModel, seqs: ForwardSequence[], opts: Forwa
     let hidden: tf.Tensor2D | null = null;
     if (outRows.length > 0) {
       const sel = outRows.length === x.shape[0] ? x : (tf.gather(x, tf.tensor1d(outRows, 'int32')) as tf.Tensor2D); // (R, hidden)
-      const normed = tf.mul(tf.mul(sel, tf.rsqrt(tf.add(tf.mean(tf.square(sel), -1, true), eps))), model.weights.finalNorm) as tf.Tensor2D; // (R, hidden)
+      const normed = tf.mul(tf.mul(sel, tf.rsqrt(tf.add(tf.mean(tf.square(sel), -1, true), prep.eps))), model.weights.finalNorm) as tf.Tensor2D; // (R, hidden)
       logits = tf.matMul(normed, model.weights.lmHead) as tf.Tensor2D; // (R, vocab)
       if (order.some((s) => s.seq.returnHidden)) hidden = normed;
     }
