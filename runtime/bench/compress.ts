@@ -1,8 +1,9 @@
 /**
  * `skein bench compress`: prompt compression (runtime/stages/compress.ts) on passage-QA
  * items (300–1500-token passages with one planted fact, from the training data's held-out
- * eval set), each item answered greedily three ways in the same run, interleaved: the full
- * prompt, compressed to 50 % and to 33 % of its tokens. Speed and quality side by side:
+ * eval set), each item answered greedily several ways in the same run, interleaved: the full
+ * prompt, and compressed to 50 % and to 33 % of its tokens by each scorer asked for.
+ * Speed and quality side by side:
  *
  * - ttft_compressed50_vs_full = mean full TTFT / mean compressed TTFT (above 1 is faster);
  *   the compressed TTFT includes the compression itself. Same for total time (`total_…`).
@@ -14,7 +15,10 @@
  * engine's default protected suffix applies. The model is models/skein-mini when present
  * (else a random model of the bench shape with the skein tokenizer, where accuracy is 0
  * both ways and only the speed and retention figures mean anything: `note` says so).
- * Settings (`--arg key=value`): items (default 30), model, scorer-layers, max-tokens (16).
+ * Settings (`--arg key=value`): items (default 30), model, max-tokens (16), scorer-layers:
+ * a comma list of scorers, each scoring with the model's first N layers (default: all of
+ * them). A scorer with fewer layers is cheaper and coarser; its figures are tagged `_lN`
+ * (ttft_compressed50_l2_vs_full).
  *
  * @example
  * const figures = await getBench('compress')!.run({ log: console.error, args: { items: '10' } });
@@ -97,7 +101,9 @@ registerBench('compress', {
   async run({ log, args = {} }) {
     const n = Number(args.items ?? 30);
     const maxTokens = Number(args['max-tokens'] ?? 16);
-    const scorerLayers = args['scorer-layers'] ? Number(args['scorer-layers']) : undefined;
+    // Scorers to compare: every layer (LLMLingua's small LM is here the model itself), and/or
+    // only the first N layers, a cheaper scorer (`--arg scorer-layers=8,2`).
+    const scorerList = (args['scorer-layers'] ?? '').split(',').filter(Boolean).map(Number);
     const spec = benchModel(args);
     const random = typeof spec !== 'string';
     const engine = await createEngine({ model: spec, thread: 'main', prefixSharing: false });
@@ -110,12 +116,19 @@ registerBench('compress', {
       log(`compress: ${items.length} passage-QA items on ${engine.modelName}${random ? ' (random weights: accuracy is meaningless)' : ''}`);
       await warmUp(engine);
 
-      const runMode = async (item: EvalItem, ids: number[], rate: number | null): Promise<ModeResult> => {
+      const L = model.config.numLayers;
+      const scorers = scorerList.length ? scorerList.map((k) => Math.min(L, k)) : [L];
+      interface Mode { rate: number; layers: number; tag: string }
+      const modes: (Mode | null)[] = [null];
+      for (const layers of scorers) {
+        for (const rate of RATES) modes.push({ rate, layers, tag: `${Math.round(rate * 100)}${layers === L ? '' : `_l${layers}`}` });
+      }
+      const runMode = async (item: EvalItem, ids: number[], mode: Mode | null): Promise<ModeResult> => {
         let prompt = ids;
         let compressMs = 0;
-        if (rate !== null) {
+        if (mode !== null) {
           const t0 = performance.now();
-          prompt = compress(model, tokenizer, ids, rate, questionOf(item), scorerLayers);
+          prompt = compress(model, tokenizer, ids, mode.rate, questionOf(item), mode.layers);
           compressMs = performance.now() - t0;
         }
         const { text, ids: out, ...timed } = await timedAnswer(engine, { ids: prompt, sampling: { maxTokens, temperature: 0 } });
@@ -132,15 +145,14 @@ registerBench('compress', {
         };
       };
 
-      const modes: (number | null)[] = [null, ...RATES];
       const results: ModeResult[][] = modes.map(() => []);
       for (const [k, item] of items.entries()) {
         const ids = tokenizer.encode(tokenizer.renderChat(item.messages));
         // Interleaved per item, so that load drifting during the run biases no mode.
-        for (const [m, rate] of modes.entries()) results[m]!.push(await runMode(item, ids, rate));
-        const row = modes.map((rate, m) => {
+        for (const [m, mode] of modes.entries()) results[m]!.push(await runMode(item, ids, mode));
+        const row = modes.map((mode, m) => {
           const r = results[m]!.at(-1)!;
-          return `${rate === null ? 'full' : `${Math.round(rate * 100)}%`} ${r.promptTokens}t ${r.ttftMs.toFixed(0)}ms ${r.pass ? 'pass' : 'fail'}`;
+          return `${mode === null ? 'full' : mode.tag} ${r.promptTokens}t ${r.ttftMs.toFixed(0)}ms ${r.pass ? 'pass' : 'fail'}`;
         });
         log(`compress: item ${k + 1}/${items.length}: ${row.join(' | ')}`);
       }
@@ -157,9 +169,10 @@ registerBench('compress', {
       const full = summary(results[0]!);
       const byMode: Record<string, ReturnType<typeof summary>> = { full };
       const ratios: Record<string, number> = {};
-      RATES.forEach((rate, i) => {
-        const s = summary(results[i + 1]!);
-        const tag = String(Math.round(rate * 100));
+      modes.forEach((mode, i) => {
+        if (mode === null) return;
+        const s = summary(results[i]!);
+        const tag = mode.tag;
         byMode[`compressed${tag}`] = s;
         ratios[`ttft_compressed${tag}_vs_full`] = round(full.ttftMs / s.ttftMs);
         ratios[`total_compressed${tag}_vs_full`] = round(full.totalMs / s.totalMs);
@@ -167,7 +180,7 @@ registerBench('compress', {
         ratios[`accuracy_delta_${tag}`] = round(s.accuracy - full.accuracy, 3);
         ratios[`answer_retained_${tag}`] = s.answerRetained;
         log(
-          `compress: ${tag}%: prompt ${s.promptTokens} vs ${full.promptTokens} tokens, TTFT ${s.ttftMs} vs ${full.ttftMs} ms ` +
+          `compress: ${tag}: prompt ${s.promptTokens} vs ${full.promptTokens} tokens, TTFT ${s.ttftMs} vs ${full.ttftMs} ms ` +
             `(${ratios[`ttft_compressed${tag}_vs_full`]}×, compression ${s.compressMs} ms), accuracy ${s.accuracy} vs ${full.accuracy}, answer kept in ${Math.round(s.answerRetained * 100)}% of prompts`,
         );
       });
@@ -176,7 +189,8 @@ registerBench('compress', {
         model: engine.modelName,
         items: items.length,
         maxTokens,
-        scorerLayers: scorerLayers ?? model.config.numLayers,
+        numLayers: L,
+        scorerLayers: scorers,
         modes: byMode,
         ...(random ? { note: 'models/skein-mini not found: random weights with the skein tokenizer; accuracy is 0 by construction, speed and answer retention still hold' } : {}),
       };
