@@ -58,7 +58,7 @@ function drawDiagram(graph: unknown): void {
   diagram.draw(layoutGraph(readGraph(graph)));
 }
 
-function nodeOrder(graph: unknown): Array<{ id: string; label: string }> {
+function nodeOrder(graph: unknown): Array<{ id: string; label: string; layer: number }> {
   return layoutGraph(readGraph(graph))
     .nodes.slice()
     .sort((a, b) => a.layer - b.layer || a.row - b.row);
@@ -307,6 +307,13 @@ function pickExample(name: string): void {
 
 function wire(): void {
   runButton.addEventListener('click', () => void run());
+  // Ctrl/Cmd+Enter runs from anywhere on the page, as in most playgrounds.
+  document.addEventListener('keydown', (e) => {
+    if (e.key === 'Enter' && (e.ctrlKey || e.metaKey) && !runButton.disabled) {
+      e.preventDefault();
+      void run();
+    }
+  });
   cancelButton.addEventListener('click', () => void cancel());
   replayButton.addEventListener('click', replay);
   byId('refresh-runs').addEventListener('click', () => void refreshRuns());

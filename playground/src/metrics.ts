@@ -36,9 +36,10 @@ export function renderMetrics(host: HTMLElement, view: RunView | null): void {
   let tokens = 0;
   for (const { lane, f } of rows) {
     tokens += lane.tokens;
+    // Nodes that only move values (inputs, templates, joins) are shown, but quietly.
     const tr = h(
       'tr',
-      null,
+      lane.tokens === 0 && !f.tokensOut ? { class: 'quiet' } : null,
       h('td', null, lane.node),
       h('td', { class: 'muted', title: lane.branch ?? '' }, lane.branch ? branchLabel(lane.node, lane.branch) : ''),
       h('td', null, h('span', { class: `chip is-${lane.state}` }, lane.state)),

@@ -1,9 +1,11 @@
 /**
  * Each lane's tokens stream into its own pane; the branches of one node sit side by side
- * (a Skeleton-of-Thought's points fill in parallel), nodes follow the diagram's order.
+ * (a Skeleton-of-Thought's points fill in parallel), and so do nodes of one diagram
+ * column (a fork's branches); rows follow the diagram's columns.
  *
  * @example
- * const streams = new Streams(el, ['skeleton', 'expand']);
+ * const streams = new Streams(el);
+ * streams.reset([{ id: 'skeleton', label: 'Skeleton', layer: 1 }, { id: 'expand', label: 'Expand', layer: 2 }]);
  * streams.update(lane); // after applyEvent returned it
  */
 import { clear, h } from './dom.js';
@@ -22,15 +24,19 @@ export class Streams {
   private panes = new Map<string, Pane>();
   private order: string[] = [];
   private labels = new Map<string, string>();
+  private layers = new Map<string, number>();
+  private rows = new Map<number, HTMLElement>();
 
   constructor(private readonly host: HTMLElement) {
     this.reset([]);
   }
 
-  /** `nodes` in diagram order, with the labels the graph gives them. */
-  reset(nodes: Array<{ id: string; label: string }>): void {
+  /** `nodes` in diagram order, with their labels and diagram columns. */
+  reset(nodes: Array<{ id: string; label: string; layer: number }>): void {
     this.order = nodes.map((n) => n.id);
     this.labels = new Map(nodes.map((n) => [n.id, n.label]));
+    this.layers = new Map(nodes.map((n) => [n.id, n.layer]));
+    this.rows.clear();
     this.groups.clear();
     this.panes.clear();
     clear(this.host);
@@ -48,14 +54,25 @@ export class Streams {
       h('h3', null, label, label !== node ? h('code', null, node) : null),
       h('div', { class: 'panes' }),
     );
-    // Keep groups in diagram order whatever order their first tokens arrive in.
+    // Keep rows and groups in diagram order whatever order their first tokens arrive in.
     const rank = (id: string) => {
       const i = this.order.indexOf(id);
       return i < 0 ? Number.MAX_SAFE_INTEGER : i;
     };
-    const after = [...this.groups.entries()].filter(([id]) => rank(id) > rank(node)).sort((a, b) => rank(a[0]) - rank(b[0]))[0];
-    if (after) this.host.insertBefore(g, after[1]);
-    else this.host.append(g);
+    const layer = this.layers.get(node) ?? Number.MAX_SAFE_INTEGER;
+    let row = this.rows.get(layer);
+    if (!row) {
+      row = h('div', { class: 'stream-row' });
+      const next = [...this.rows.entries()].filter(([l]) => l > layer).sort((a, b) => a[0] - b[0])[0];
+      if (next) this.host.insertBefore(row, next[1]);
+      else this.host.append(row);
+      this.rows.set(layer, row);
+    }
+    const after = [...this.groups.entries()]
+      .filter(([id, el]) => el.parentElement === row && rank(id) > rank(node))
+      .sort((a, b) => rank(a[0]) - rank(b[0]))[0];
+    if (after) row.insertBefore(g, after[1]);
+    else row.append(g);
     this.groups.set(node, g);
     return g;
   }

@@ -10,7 +10,7 @@
 import { clear, svg } from './dom.js';
 import { branchLabel, type RunView } from './runview.js';
 
-const LABEL_W = 150;
+const LABEL_W = 176;
 const ROW_H = 24;
 const AXIS_H = 22;
 
