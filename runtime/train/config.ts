@@ -30,6 +30,8 @@ const BASE = { rmsNormEps: 1e-5, ropeTheta: 10000, maxPositionEmbeddings: 2048, 
 export const PRESETS: Record<string, TrainModelConfig> = {
   // For tests: every code path, a few thousand parameters.
   tiny: { ...BASE, vocabSize: 64, hiddenSize: 16, intermediateSize: 40, numLayers: 2, numHeads: 4, numKvHeads: 2, headDim: 4, maxPositionEmbeddings: 64 },
+  // For CLI and export tests against the real 4096-token data: seconds per step.
+  micro: { ...BASE, vocabSize: 4096, hiddenSize: 32, intermediateSize: 64, numLayers: 2, numHeads: 2, numKvHeads: 1, headDim: 16, bosTokenId: 4093, eosTokenId: 4095 },
   // The shipped default (models/skein-mini): the largest that sees enough tokens in ~75 min on 2 shared cores.
   'skein-mini': { ...BASE, vocabSize: 4096, hiddenSize: 256, intermediateSize: 768, numLayers: 8, numHeads: 4, numKvHeads: 2, headDim: 64, bosTokenId: 4093, eosTokenId: 4095 },
   a256: { ...BASE, vocabSize: 4096, hiddenSize: 256, intermediateSize: 768, numLayers: 6, numHeads: 4, numKvHeads: 2, headDim: 64 },

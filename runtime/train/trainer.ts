@@ -53,12 +53,14 @@ export interface TrainOptions {
   /** Stop (after a checkpoint) once this much wall time has passed in this process. */
   maxMinutes: number;
   resume: boolean;
+  /** Aborting checkpoints after the current step and returns (the CLI wires SIGINT/SIGTERM). */
+  signal?: AbortSignal;
   onStep?: (s: StepInfo) => void;
   onEval?: (e: EvalInfo) => void;
   onLog?: (line: string) => void;
 }
 
-export const DEFAULT_TRAIN: Omit<TrainOptions, 'out' | 'data' | 'config'> = {
+export const DEFAULT_TRAIN: Omit<TrainOptions, 'out' | 'data' | 'config' | 'signal'> = {
   seed: 1,
   steps: 600,
   workers: 2,
@@ -115,7 +117,7 @@ export interface TrainState {
   elapsedSec: number;
   rng: number[];
   config: TrainModelConfig;
-  options: Omit<TrainOptions, 'onStep' | 'onEval' | 'onLog' | 'resume'>;
+  options: Omit<TrainOptions, 'onStep' | 'onEval' | 'onLog' | 'resume' | 'signal'>;
   evals: EvalInfo[];
   /** Set when the Adam moments were not restored (resumed from weights only). */
   optimiserRestarts?: number[];
@@ -221,12 +223,17 @@ export function loadCheckpoint(out: string, params: Float32Array, m: Float32Arra
   return state;
 }
 
-/** Reads the float parameters of a checkpoint (for export and evaluation). */
-export function readCheckpointParams(out: string): { state: TrainState; params: Float32Array } {
+/** Reads a checkpoint's state, parameters and Adam moments (for export). */
+export function readCheckpoint(out: string): { state: TrainState; params: Float32Array; m: Float32Array; v: Float32Array } {
   const state = JSON.parse(fs.readFileSync(path.join(out, CKPT, 'state.json'), 'utf8')) as TrainState;
-  const params = new Float32Array(paramTable(state.config).total);
+  const n = paramTable(state.config).total;
+  const params = new Float32Array(n);
+  const m = new Float32Array(n);
+  const v = new Float32Array(n);
   readF32Into(path.join(out, CKPT, 'params.f32'), params);
-  return { state, params };
+  readF32Into(path.join(out, CKPT, 'adam_m.f32'), m);
+  readF32Into(path.join(out, CKPT, 'adam_v.f32'), v);
+  return { state, params, m, v };
 }
 
 interface Pool {
@@ -314,7 +321,7 @@ export async function train(o: TrainOptions): Promise<TrainState> {
   const params = new Float32Array(shared);
   const m = new Float32Array(table.total);
   const v = new Float32Array(table.total);
-  const { onStep, onEval, onLog, resume, ...options } = o;
+  const { onStep, onEval, onLog, resume, signal, ...options } = o;
   let state: TrainState;
   if (resume && checkpointExists(o.out)) {
     state = loadCheckpoint(o.out, params, m, v);
@@ -402,9 +409,10 @@ export async function train(o: TrainOptions): Promise<TrainState> {
         onEval?.(ev);
       }
       const overTime = (performance.now() - t0) / 60000 >= o.maxMinutes;
-      if ((performance.now() - lastCkpt) / 60000 >= o.checkpointMinutes || state.step === o.steps || overTime) snapshot();
-      if (overTime) {
-        log(`stopping at step ${state.step}: --max-minutes ${o.maxMinutes} reached`);
+      const stop = overTime || signal?.aborted === true;
+      if ((performance.now() - lastCkpt) / 60000 >= o.checkpointMinutes || state.step === o.steps || stop) snapshot();
+      if (stop) {
+        log(`stopping at step ${state.step} (${overTime ? `--max-minutes ${o.maxMinutes} reached` : 'interrupted'}); checkpoint saved`);
         break;
       }
     }

@@ -60,9 +60,11 @@ async function serve(init: WorkerInit): Promise<void> {
       const loss = computeGrads(cfg, table, params, batch, req.layers, constsFor(req.seqLen), grads);
       parentPort!.postMessage({ type: 'step', loss, ms: performance.now() - t0 } satisfies WorkerReply);
     } else {
+      // Built outside the tidy: the cache outlives this request.
+      const k = constsFor(req.seqLen);
       const nll = tf.tidy(() => {
         const p = paramTensors(table, params, table.entries.map((e) => e.name));
-        const h = hiddenStates(cfg, p, batch, req.layers, constsFor(req.seqLen));
+        const h = hiddenStates(cfg, p, batch, req.layers, k);
         return tokenNll(h, p.get('embed') as tf.Tensor2D, req.targets);
       });
       parentPort!.postMessage({ type: 'eval', nll } satisfies WorkerReply, [nll.buffer as ArrayBuffer]);

@@ -8,6 +8,7 @@ import { register as logits } from './logits.js';
 import { register as generate } from './generate.js';
 import { register as tokenize } from './tokenize.js';
 import { register as bench } from './bench.js';
+import { register as train } from './train.js';
 
 type Register = (program: Command) => void;
 const commands: Register[] = [];
@@ -15,6 +16,7 @@ commands.push(serve);
 commands.push(run, validate);
 commands.push(trainData);
 commands.push(logits, generate, tokenize, bench);
+commands.push(train);
 
 export function registerCommands(program: Command): void {
   for (const register of commands) register(program);

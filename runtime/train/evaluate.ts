@@ -1,0 +1,107 @@
+/**
+ * Evaluates a model folder through the runtime's own forward (what users run): held-out
+ * perplexity per data part, and greedy answers to held-out instruction items (passage QA,
+ * SoT skeletons, routing, definitions) scored by the data package's scorer.
+ *
+ * @example
+ * const model = await loadModel('skein-mini');
+ * const ppl = perplexityByPart(model, { email: [[4093, 12, 99, ...]] });
+ * const qa = await evalItems(model, items.filter((i) => i.kind === 'qa'));
+ */
+import fs from 'node:fs';
+import { forward } from '../model/forward.js';
+import type { LoadedCheckpoint } from '../checkpoint/load.js';
+import { generateAll } from '../generate/generate.js';
+import { renderChat } from './data/tokenizer-files.js';
+import { scoreEvalItem, type EvalItem, type EvalKind } from './data/instruct.js';
+
+/** Mean next-token NLL and perplexity of each part over its token windows. */
+export function perplexityByPart(model: LoadedCheckpoint, windows: Record<string, number[][]>): Record<string, { loss: number; perplexity: number; tokens: number }> {
+  const out: Record<string, { loss: number; perplexity: number; tokens: number }> = {};
+  for (const [part, list] of Object.entries(windows)) {
+    let sum = 0;
+    let n = 0;
+    for (const ids of list) {
+      const [r] = forward(model, [{ ids: ids.slice(0, -1), logits: 'all' }]);
+      for (let t = 0; t < r.logits.length; t++) {
+        const row = r.logits[t];
+        let max = -Infinity;
+        for (const x of row) if (x > max) max = x;
+        let z = 0;
+        for (const x of row) z += Math.exp(x - max);
+        sum += Math.log(z) + max - row[ids[t + 1]];
+        n++;
+      }
+      for (const kv of r.newKv) {
+        kv?.k.dispose();
+        kv?.v.dispose();
+      }
+    }
+    out[part] = { loss: sum / n, perplexity: Math.exp(sum / n), tokens: n };
+  }
+  return out;
+}
+
+export interface ItemResult {
+  id: string;
+  kind: EvalKind;
+  output: string;
+  pass: boolean;
+  score: number;
+}
+
+export interface ItemsSummary {
+  byKind: Partial<Record<EvalKind, { n: number; passed: number; accuracy: number; meanScore: number }>>;
+  results: ItemResult[];
+}
+
+/** Greedy answers (ChatML prompt, stop at <|im_end|>) to eval items, scored. */
+export async function evalItems(model: LoadedCheckpoint, items: EvalItem[], opts: { maxTokens?: number; layers?: number[]; batch?: number } = {}): Promise<ItemsSummary> {
+  const tok = model.tokenizer();
+  const results: ItemResult[] = [];
+  const batch = opts.batch ?? 4;
+  for (let i = 0; i < items.length; i += batch) {
+    const chunk = items.slice(i, i + batch);
+    const outs = await generateAll(
+      model,
+      tok,
+      chunk.map((it) => ({ prompt: renderChat(it.messages, true) })),
+      { temperature: 0, maxTokens: opts.maxTokens ?? (chunk.some((c) => c.kind === 'skeleton') ? 64 : 32), ...(opts.layers ? { layers: opts.layers } : {}) },
+    );
+    chunk.forEach((it, j) => {
+      const s = scoreEvalItem(it, outs[j].text);
+      results.push({ id: it.id, kind: it.kind, output: outs[j].text, pass: s.pass, score: s.score });
+    });
+  }
+  const byKind: ItemsSummary['byKind'] = {};
+  for (const r of results) {
+    const k = (byKind[r.kind] ??= { n: 0, passed: 0, accuracy: 0, meanScore: 0 });
+    k.n++;
+    if (r.pass) k.passed++;
+    k.meanScore += r.score;
+  }
+  for (const k of Object.values(byKind)) {
+    k.accuracy = k.passed / k.n;
+    k.meanScore /= k.n;
+  }
+  return { byKind, results };
+}
+
+export function readEvalItems(file: string): EvalItem[] {
+  return fs
+    .readFileSync(file, 'utf8')
+    .split('\n')
+    .filter((l) => l.trim() !== '')
+    .map((l) => JSON.parse(l) as EvalItem);
+}
+
+/** Greedy text for one chat turn (model card samples). */
+export async function chat(model: LoadedCheckpoint, user: string, maxTokens = 96, layers?: number[]): Promise<string> {
+  const [r] = await generateAll(model, model.tokenizer(), [{ prompt: renderChat([{ role: 'user', content: user }], true) }], {
+    temperature: 0,
+    maxTokens,
+    repetitionPenalty: 1.1,
+    ...(layers ? { layers } : {}),
+  });
+  return r.text;
+}
