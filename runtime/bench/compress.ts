@@ -14,7 +14,7 @@
  * The question is passed as a keep phrase (what compressPrompt's `question` does) and the
  * engine's default protected suffix applies. The model is models/skein-mini when present
  * (else a random model of the bench shape with the skein tokenizer, where accuracy is 0
- * both ways and only the speed and retention figures mean anything: `note` says so).
+ * both ways and only the speed figures mean anything: `note` says so).
  * Settings (`--arg key=value`): items (default 30), model, max-tokens (16), scorer-layers:
  * a comma list of scorers, each scoring with the model's first N layers (default: all of
  * them). A scorer with fewer layers is cheaper and coarser; its figures are tagged `_lN`
@@ -31,6 +31,7 @@ import { benchModel, round, warmUp } from '../engine/bench-support.js';
 import type { EngineFront } from '../engine/front.js';
 import type { GenerateEvent, GenerateRequest } from '../engine/types.js';
 import { loadEngineModel } from '../engine/model-spec.js';
+import { NotAvailableError } from '../../core/errors.js';
 import { MODELS_DIR } from '../checkpoint/load.js';
 import { ModelTokenizer } from '../checkpoint/tokenizer.js';
 import type { LoadedModel } from '../model/types.js';
@@ -39,17 +40,20 @@ import { defaultProtectedSuffix } from '../stages/engine-stage.js';
 import { scoreEvalItem, type EvalItem } from '../train/data/instruct.js';
 import { registerBench } from './index.js';
 
-const DATA_DIR = path.join(path.dirname(MODELS_DIR), 'data');
+const ROOT = path.dirname(MODELS_DIR);
+/** Built training data (skein train-data): data/ by default, .skein/train/data for training runs. */
+const DATA_DIRS = [path.join(ROOT, 'data'), path.join(ROOT, '.skein', 'train', 'data')];
+const dataFile = (rel: string) => DATA_DIRS.map((d) => path.join(d, rel)).find((f) => fs.existsSync(f));
 const RATES = [0.5, 0.33] as const;
 
 /** Held-out passage-QA items: data/eval/items.jsonl when built, else generated (slow). */
 async function qaItems(n: number, log: (line: string) => void): Promise<EvalItem[]> {
-  const file = path.join(DATA_DIR, 'eval', 'items.jsonl');
+  const file = dataFile(path.join('eval', 'items.jsonl'));
   let items: EvalItem[];
-  if (fs.existsSync(file)) {
+  if (file !== undefined) {
     items = fs.readFileSync(file, 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l) as EvalItem);
   } else {
-    log(`compress: ${file} is missing (run skein train-data); generating eval items from the corpus`);
+    log('compress: no data/eval/items.jsonl (skein train-data builds it); generating eval items from the corpus');
     const { buildCorpus } = await import('../train/data/corpus.js');
     const { buildEvalItems } = await import('../train/data/instruct.js');
     items = buildEvalItems(buildCorpus(), { seed: 1001, perKind: n });
@@ -110,8 +114,10 @@ registerBench('compress', {
     // The bench compresses on its own copy of the model (same weights: same folder or seed),
     // on this thread, so the timing is what a request with stages.compress would pay.
     const { model, tokenizer: own } = await loadEngineModel(spec);
-    const tokenizer = own ?? ModelTokenizer.fromDir(path.join(DATA_DIR, 'tokenizer'));
     try {
+      const tokenizerFile = dataFile(path.join('tokenizer', 'tokenizer.json'));
+      if (own === null && tokenizerFile === undefined) throw new NotAvailableError('compress bench', 'no model with a tokenizer and no data/tokenizer (run skein train-data)');
+      const tokenizer = own ?? ModelTokenizer.fromDir(path.dirname(tokenizerFile!));
       const items = await qaItems(n, log);
       log(`compress: ${items.length} passage-QA items on ${engine.modelName}${random ? ' (random weights: accuracy is meaningless)' : ''}`);
       await warmUp(engine);
@@ -192,7 +198,7 @@ registerBench('compress', {
         numLayers: L,
         scorerLayers: scorers,
         modes: byMode,
-        ...(random ? { note: 'models/skein-mini not found: random weights with the skein tokenizer; accuracy is 0 by construction, speed and answer retention still hold' } : {}),
+        ...(random ? { note: 'models/skein-mini not found: random weights with the skein tokenizer. Accuracy is 0 by construction and answer retention reflects random scores; only the speed figures mean anything' } : {}),
       };
     } finally {
       model.dispose();
