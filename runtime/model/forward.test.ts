@@ -60,6 +60,14 @@ describe.each(configs)('forward vs reference: %s', (_name, cfg) => {
     tf.dispose(r!.newKv.flatMap((e) => (e ? [e.k, e.v] : [])));
   });
 
+  it('gives the reference logits on a prompt long enough for the unfused (prefill) ops', () => {
+    const long = Array.from({ length: 40 }, (_, i) => (i * 13 + 5) % model.config.vocabSize);
+    const ref = referenceForward(model, long);
+    const [r] = forward(model, [{ ids: long, logits: 'all' }]);
+    expectClose(r!.logits, ref.logits);
+    tf.dispose(r!.newKv.flatMap((e) => (e ? [e.k, e.v] : [])));
+  });
+
   it('KV-cached greedy decode equals full recompute', () => {
     const cache = new KvCache(model.config.numLayers, 3);
     const seq = ids.slice(0, 3);

@@ -16,6 +16,7 @@
  */
 import * as tf from '@tensorflow/tfjs-core';
 import { BadRequestError, NotAvailableError } from '../../core/errors.js';
+import { rmsNorm, rope, swiGlu } from './kernels.js';
 import { inverseFrequencies, ropeTables } from './rope.js';
 import type { ForwardCallOptions, ForwardSequence, ForwardSequenceResult, LoadedModel } from './types.js';
 
@@ -299,21 +300,20 @@ export function forward(model: LoadedModel, seqs: ForwardSequence[], opts: Forwa
         }
         x = tf.gather(x, tf.tensor1d(keepRows, 'int32')) as tf.Tensor2D; // (Tlive, hidden)
         const orig = tf.tensor1d(origRows, 'int32');
-        cos = tf.gather(cosAll, orig); // (Tlive, 1, D)
-        sin = tf.gather(sinAll, orig);
+        cos = tf.gather(cosAll, orig) as tf.Tensor3D; // (Tlive, 1, D)
+        sin = tf.gather(sinAll, orig) as tf.Tensor3D;
       }
 
       const T = x.shape[0];
       const P = prep.layers[l]!;
 
       // Attention block. Norm weight and query scale live in wqk/wv.
-      const xn = tf.mul(x, tf.rsqrt(tf.add(tf.mean(tf.square(x), -1, true), prep.eps))); // (T, hidden)
+      const xn = rmsNorm(x, c.rmsNormEps, prep.eps); // (T, hidden)
       const qkRaw = P.bqk === null ? tf.matMul(xn, P.wqk) : tf.add(tf.matMul(xn, P.wqk), P.bqk); // (T, qDim + kvDim)
       const v = (P.bv === null ? tf.matMul(xn, P.wv) : tf.add(tf.matMul(xn, P.wv), P.bv)) as tf.Tensor2D; // (T, kvDim)
-      // Rotary: x·cos + rotate_half(x)·sin, rotate_half as a matMul by a signed permutation
-      // (the wasm Reverse and strided slices are far slower than a small cached matMul).
-      const rot = tf.reshape(tf.matMul(tf.reshape(qkRaw, [T * (H + KV), D]), prep.rotateHalf), [T, H + KV, D]); // (T, heads+kvHeads, D)
-      const qkRot = tf.add(tf.mul(tf.reshape(qkRaw, [T, H + KV, D]), cos), tf.mul(rot, sin)); // (T, heads+kvHeads, D)
+      // Rotary on queries and keys together; rotate_half is a matMul by a signed permutation
+      // on the composite path (the wasm Reverse and strided slices are far slower).
+      const qkRot = rope(tf.reshape(qkRaw, [T, H + KV, D]), cos, sin, prep.rotateHalf); // (T, heads+kvHeads, D)
       const [q, k] = tf.split(tf.reshape(qkRot, [T, qDim + kvDim]), [qDim, kvDim], 1) as [tf.Tensor2D, tf.Tensor2D];
 
       // New KV, per sequence: returned to the caller and the keys the attention reads.
@@ -346,10 +346,10 @@ export function forward(model: LoadedModel, seqs: ForwardSequence[], opts: Forwa
       x = tf.add(x, P.bo === null ? o : tf.add(o, P.bo));
 
       // MLP block: down(silu(gate) · up); norm weight lives in wg/wu.
-      const xn2 = tf.mul(x, tf.rsqrt(tf.add(tf.mean(tf.square(x), -1, true), prep.eps))); // (T, hidden)
-      const g = tf.matMul(xn2, P.wg); // (T, inter)
-      const u = tf.matMul(xn2, P.wu); // (T, inter)
-      x = tf.add(x, tf.matMul(tf.mul(tf.mul(g, tf.sigmoid(g)), u), P.wd)); // (T, hidden)
+      const xn2 = rmsNorm(x, c.rmsNormEps, prep.eps); // (T, hidden)
+      const g = tf.matMul(xn2, P.wg) as tf.Tensor2D; // (T, inter)
+      const u = tf.matMul(xn2, P.wu) as tf.Tensor2D; // (T, inter)
+      x = tf.add(x, tf.matMul(swiGlu(g, u), P.wd)); // (T, hidden)
     }
 
     // Final norm and lm head over the rows that want logits (or hidden).
