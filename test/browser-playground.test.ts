@@ -146,3 +146,40 @@ describe.skipIf(!haveBrowser)('playground in headless Chromium', () => {
     expect(pageErrors).toEqual([]);
   });
 });
+
+describe.skipIf(!haveBrowser)('playground against a server with a token', () => {
+  let server: RunningServer;
+  let context: BrowserContext;
+  let profile: string;
+
+  beforeAll(async () => {
+    server = await startServer({ engine: createServerTestEngine(5), port: 0, token: 'pg-secret', print: () => {}, log: () => {} });
+    profile = mkdtempSync(join(tmpdir(), 'skein-chromium-'));
+    context = await chromium.launchPersistentContext(profile, {
+      executablePath: CHROMIUM,
+      headless: true,
+      args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+    });
+  });
+  afterAll(async () => {
+    await context?.close();
+    await server?.close();
+    if (profile) rmSync(profile, { recursive: true, force: true });
+  });
+
+  it('asks for the token when it has none, and uses the one in the URL fragment', async () => {
+    const page = await context.newPage();
+    await page.goto(server.url);
+    await page.locator('#token-form').waitFor();
+    await page.locator('#token').fill('pg-secret');
+    await page.locator('#token-form button').click();
+    await expect.poll(() => page.locator('#example option').count()).toBeGreaterThan(1);
+    const fresh = await context.newPage();
+    await fresh.goto(`${server.url}#token=pg-secret`);
+    await expect.poll(() => fresh.locator('#example option').count()).toBeGreaterThan(1);
+    // The token leaves the address bar once read.
+    expect(fresh.url()).not.toContain('pg-secret');
+    expect(await fresh.locator('#token-form').isHidden()).toBe(true);
+  });
+});
+
