@@ -12,7 +12,7 @@ beforeAll(async () => {
 });
 
 describe('fused kernels equal their composite ops', () => {
-  it.each([1, 5, FUSED_MAX_ROWS, FUSED_MAX_ROWS + 3])('at %i rows', (T) => {
+  it.each([1, 5, FUSED_MAX_ROWS.rmsNorm + 1, FUSED_MAX_ROWS.rope, FUSED_MAX_ROWS.rope + 3])('at %i rows', (T) => {
     const before = tf.memory().numTensors;
     tf.tidy(() => {
       const D = 8;
