@@ -25,6 +25,8 @@ export interface Batch {
   seqLen: number;
   ids: Int32Array; // (rows*seqLen)
   targets: Int32Array; // (rows*seqLen); -1 = no loss at this position
+  /** Loss weight per target (e.g. down-weighted chat prompts); default 1. */
+  weights?: Float32Array;
 }
 
 interface GradResult {
@@ -121,21 +123,26 @@ export function embed(table: tf.Tensor, ids: Int32Array): tf.Tensor2D {
 const HEAD_BLOCK = 512;
 
 /**
- * The tied output head and the mean cross-entropy in one op: logits = hidden·embedᵀ,
- * softmax on the backend, the loss and (softmax − one-hot) in JS (wasm's exp over a
- * (tokens, vocab) tensor is slower than its fused softmax). `targets` −1 = no loss.
+ * The tied output head and the weighted mean cross-entropy in one op: logits =
+ * hidden·embedᵀ, softmax on the backend, the loss and (softmax − one-hot) in JS (wasm's
+ * exp over a (tokens, vocab) tensor is slower than its fused softmax). The loss is
+ * Σ wᵢ·nllᵢ / Σ wᵢ; targets −1 count as weight 0.
  */
-export function headLoss(hidden: tf.Tensor2D, table: tf.Tensor2D, targets: Int32Array): tf.Scalar {
+export function headLoss(hidden: tf.Tensor2D, table: tf.Tensor2D, targets: Int32Array, weights?: Float32Array): tf.Scalar {
   const [n] = hidden.shape;
   const [vocab] = table.shape;
-  let count = 0;
-  for (let i = 0; i < n; i++) if (targets[i] >= 0) count++;
-  const denom = Math.max(count, 1);
+  const w = new Float32Array(n);
+  let wsum = 0;
+  for (let i = 0; i < n; i++) {
+    w[i] = targets[i] >= 0 ? (weights?.[i] ?? 1) : 0;
+    wsum += w[i];
+  }
+  const denom = wsum > 0 ? wsum : 1;
   const f = custom((h: tf.Tensor, e: tf.Tensor, save: tf.GradSaveFunc) => {
     const probs = tf.softmax(tf.matMul(h as tf.Tensor2D, tf.transpose(e) as tf.Tensor2D));
     const p = probs.dataSync() as Float32Array;
     let loss = 0;
-    for (let i = 0; i < n; i++) if (targets[i] >= 0) loss -= Math.log(Math.max(p[i * vocab + targets[i]], 1e-30));
+    for (let i = 0; i < n; i++) if (w[i] > 0) loss -= w[i] * Math.log(Math.max(p[i * vocab + targets[i]], 1e-30));
     save([h, e]);
     return {
       value: tf.scalar(loss / denom),
@@ -144,22 +151,23 @@ export function headLoss(hidden: tf.Tensor2D, table: tf.Tensor2D, targets: Int32
         const scale = dy.dataSync()[0] / denom;
         for (let i = 0; i < n; i++) {
           const row = p.subarray(i * vocab, (i + 1) * vocab);
-          if (targets[i] < 0) {
+          if (w[i] === 0) {
             row.fill(0);
             continue;
           }
           row[targets[i]] -= 1;
-          for (let j = 0; j < vocab; j++) row[j] *= scale;
+          const s = scale * w[i];
+          for (let j = 0; j < vocab; j++) row[j] *= s;
         }
         const g = tf.tensor2d(p, [n, vocab]);
         const dh = tf.matMul(g, se as tf.Tensor2D);
         const hT = tf.transpose(sh) as tf.Tensor2D;
         const blocks: tf.Tensor[] = [];
         for (let c = 0; c < vocab; c += HEAD_BLOCK) {
-          const w = Math.min(HEAD_BLOCK, vocab - c);
-          const gc = new Float32Array(n * w);
-          for (let i = 0; i < n; i++) gc.set(p.subarray(i * vocab + c, i * vocab + c + w), i * w);
-          blocks.push(tf.matMul(hT, tf.tensor2d(gc, [n, w])));
+          const width = Math.min(HEAD_BLOCK, vocab - c);
+          const gc = new Float32Array(n * width);
+          for (let i = 0; i < n; i++) gc.set(p.subarray(i * vocab + c, i * vocab + c + width), i * width);
+          blocks.push(tf.matMul(hT, tf.tensor2d(gc, [n, width])));
         }
         return [dh, tf.transpose(tf.concat(blocks, 1))];
       },
@@ -277,5 +285,5 @@ export function hiddenStates(cfg: TrainModelConfig, p: ParamTensors, batch: Batc
 }
 
 export function lossFn(cfg: TrainModelConfig, p: ParamTensors, batch: Batch, layers: number[], k: ForwardConsts): tf.Scalar {
-  return headLoss(hiddenStates(cfg, p, batch, layers, k), p.get('embed')! as tf.Tensor2D, batch.targets);
+  return headLoss(hiddenStates(cfg, p, batch, layers, k), p.get('embed')! as tf.Tensor2D, batch.targets, batch.weights);
 }

@@ -43,6 +43,8 @@ export interface TrainOptions {
   beta2: number;
   eps: number;
   clip: number;
+  /** Loss weight of chat-prompt targets (1 = plain LM; data/pack.ts `promptWeight`). */
+  promptWeight: number;
   /** Layer-dropout rate of the last layer; layer l drops with layerDrop·l/(L−1). */
   layerDrop: number;
   checkpointMinutes: number;
@@ -78,6 +80,7 @@ export const DEFAULT_TRAIN: Omit<TrainOptions, 'out' | 'data' | 'config' | 'sign
   beta2: 0.95,
   eps: 1e-8,
   clip: 1.0,
+  promptWeight: 0.1,
   layerDrop: 0.2,
   checkpointMinutes: 10,
   evalEvery: 100,
@@ -357,12 +360,12 @@ export async function train(o: TrainOptions): Promise<TrainState> {
       const rows = Math.max(1, Math.floor(o.tokensPerWorker / seqLen));
       const dataRng = () => rng.next();
       const jobs = pool.workers.map((_, i) => {
-        const b = ds.sample(dataRng, rows, seqLen);
+        const b = ds.sample(dataRng, rows, seqLen, { promptWeight: o.promptWeight });
         const layers = dropLayers(cfg.numLayers, o.layerDrop, rng);
         return { i, b, layers };
       });
       const replies = await Promise.all(
-        jobs.map(({ i, b, layers }) => pool.call(i, { type: 'step', rows, seqLen, ids: b.inputs, targets: b.targets, layers })),
+        jobs.map(({ i, b, layers }) => pool.call(i, { type: 'step', rows, seqLen, ids: b.inputs, targets: b.targets, weights: b.weights, layers })),
       );
       grad.set(pool.grads[0]);
       for (let w = 1; w < pool.grads.length; w++) {

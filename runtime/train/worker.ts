@@ -22,7 +22,7 @@ export interface WorkerInit {
 }
 
 export type WorkerRequest =
-  | { type: 'step'; rows: number; seqLen: number; ids: Int32Array; targets: Int32Array; layers: number[] }
+  | { type: 'step'; rows: number; seqLen: number; ids: Int32Array; targets: Int32Array; weights?: Float32Array; layers: number[] }
   | { type: 'eval'; rows: number; seqLen: number; ids: Int32Array; targets: Int32Array; layers: number[] };
 
 export type WorkerReply = { type: 'step'; loss: number; ms: number } | { type: 'eval'; nll: Float32Array };
@@ -54,7 +54,7 @@ async function serve(init: WorkerInit): Promise<void> {
     return k;
   };
   parentPort!.on('message', (req: WorkerRequest) => {
-    const batch = { rows: req.rows, seqLen: req.seqLen, ids: req.ids, targets: req.targets };
+    const batch = { rows: req.rows, seqLen: req.seqLen, ids: req.ids, targets: req.targets, weights: req.type === 'step' ? req.weights : undefined };
     if (req.type === 'step') {
       const t0 = performance.now();
       const loss = computeGrads(cfg, table, params, batch, req.layers, constsFor(req.seqLen), grads);

@@ -57,6 +57,7 @@ interface BaseOptions {
   weightDecay: number;
   clip: number;
   layerDrop: number;
+  promptWeight: number;
   tokensPerWorker: number;
   seqLens: SeqLenChoice[];
   checkpointMinutes: number;
@@ -121,6 +122,7 @@ async function base(o: BaseOptions): Promise<void> {
     weightDecay: o.weightDecay,
     clip: o.clip,
     layerDrop: o.layerDrop,
+    promptWeight: o.promptWeight,
     tokensPerWorker: o.tokensPerWorker,
     seqLens: o.seqLens,
     checkpointMinutes: o.checkpointMinutes,
@@ -179,6 +181,7 @@ export function register(program: Command): void {
     .option('--weight-decay <x>', 'AdamW decoupled weight decay (matrices only)', num('--weight-decay'), d.weightDecay)
     .option('--clip <x>', 'global gradient-norm clip (0: off)', num('--clip'), d.clip)
     .option('--layer-drop <x>', 'layer-dropout rate of the last layer (rises linearly from 0 at layer 0)', num('--layer-drop'), d.layerDrop)
+    .option('--prompt-weight <x>', 'loss weight of chat-prompt targets (1: plain LM loss)', num('--prompt-weight'), d.promptWeight)
     .option('--tokens-per-worker <n>', 'tokens per worker micro-batch', num('--tokens-per-worker'), d.tokensPerWorker)
     .option('--seq-lens <list>', 'window lengths and weights, LEN:WEIGHT,...', parseSeqLens, d.seqLens)
     .option('--checkpoint-minutes <x>', 'minutes between checkpoints', num('--checkpoint-minutes'), d.checkpointMinutes)
