@@ -36,7 +36,6 @@ interface Prepared {
   layers: PreparedLayer[];
   inv: Float64Array; // (headDim/2) rotary inverse frequencies
   blockMask: tf.Tensor3D; // (kvHeads, headDim, heads): 1 where query head h reads kv head kv
-  blockMaskT: tf.Tensor2D; // (heads, kvDim)
   eps: tf.Scalar; // RMSNorm epsilon, made once rather than uploaded by every add
   rotateHalf: tf.Tensor2D; // (D, D): x·R = rotate_half(x) = [-x2, x1]
   dispose(): void;
@@ -89,16 +88,14 @@ export function prepareModel(model: LoadedModel): Prepared {
   }
   const rotateHalf = tf.tensor2d(r, [D, D]);
   const blockMask = tf.tensor3d(bm, [c.numKvHeads, c.headDim, c.numHeads]);
-  const blockMaskT = tf.tidy(() => tf.transpose(tf.reshape(blockMask, [kvDim, c.numHeads]))) as tf.Tensor2D;
   const p: Prepared = {
     layers,
     inv: inverseFrequencies(c),
     blockMask,
-    blockMaskT,
     eps,
     rotateHalf,
     dispose() {
-      tf.dispose([blockMask, blockMaskT, eps, rotateHalf]);
+      tf.dispose([blockMask, eps, rotateHalf]);
       for (const l of layers) tf.dispose(Object.values(l).filter((t) => t !== null) as tf.Tensor[]);
       prepared.delete(model);
     },
@@ -464,12 +461,14 @@ export function forward(model: LoadedModel, seqs: ForwardSequence[], opts: Forwa
           if (s.seq.returnAttention) s.attention[l] = tf.reshape(tf.slice(mean, [b, 0], [1, lens[b]!]), [lens[b]!]) as tf.Tensor1D;
         });
       }
-      const pRows = B === 1 ? [tf.reshape(probs, [H, Smax])] : tf.split(tf.reshape(probs, [B * H, Smax]), B, 0); // B × (heads, Smax)
-      const fulls = pRows.map((p, b) => tf.matMul(p, vPadded[b]!)); // B × (heads, kvDim): each head against every kv head
-      const full = B === 1 ? fulls[0]! : tf.concat(fulls, 0); // (B·heads, kvDim)
-      if (KV === 1) return tf.reshape(full, [B, qDim]) as tf.Tensor2D;
-      const own = tf.sum(tf.reshape(tf.mul(tf.reshape(full, [B, H, kvDim]), prep.blockMaskT), [B, H, KV, D]), 2); // (B, heads, D)
-      return tf.reshape(own, [B, qDim]) as tf.Tensor2D; // (B, qDim)
+      // Values enter as the left operand, transposed: the right operand of a wasm matMul
+      // is repacked on every call, which for (S, kvDim) costs more than a transpose.
+      const probsT = tf.reshape(tf.transpose(probs, [0, 2, 1]), [B * Smax, H]); // (B·Smax, heads)
+      const pCols = B === 1 ? [probsT] : tf.split(probsT, B, 0); // B × (Smax, heads)
+      const fullsT = pCols.map((p, b) => tf.matMul(tf.transpose(vPadded[b]!), p)); // B × (kvDim, heads): every kv head for every head
+      const fullT = tf.reshape(B === 1 ? fullsT[0]! : tf.concat(fullsT, 0), [B, KV, D, H]); // (B, KV, D, heads)
+      const ownT = KV === 1 ? tf.reshape(fullT, [B, D, H]) : tf.sum(tf.mul(fullT, prep.blockMask), 1); // (B, D, heads)
+      return tf.reshape(tf.transpose(ownT, [0, 2, 1]), [B, qDim]) as tf.Tensor2D; // (B, qDim)
     }
 
     /** A constant (rows, cols) tensor, made once per forward. */
