@@ -1,14 +1,16 @@
 /**
  * The optimised forward: one synchronous call runs every sequence of a batch through the
  * model. All sequences' live new tokens are packed into one (T, hidden) matrix, so each
- * dense op (norms, projections, MLP) runs once per layer for the whole batch; attention
- * runs per sequence, except that single-token sequences (decode steps) are batched
- * together over a padded key matrix built with one gather.
+ * dense op (norms, projections, MLP) runs once per layer for the whole batch. Attention
+ * runs per sequence with plain 2D matMuls only (the wasm backend runs batched, rank-3
+ * matMuls in a slow generic loop, 20× slower here): multi-token sequences one kv head at
+ * a time, single-token sequences (decode steps) as a group sharing their softmax.
  *
- * Prepared weights (cached per model, disposed with it): q/k/v fused into one matrix and
- * gate/up into another, the RMSNorm weights folded into the matrices that follow them and
- * 1/sqrt(headDim) folded into the query columns. At batch 1 the wasm backend spends about
- * as long on per-op overhead as on reading weights, so fewer ops per layer is the point.
+ * Prepared weights (cached per model, disposed with it): q and k fused into one matrix
+ * (rotary runs on both at once), the RMSNorm weights folded into the matrices that follow
+ * them and 1/sqrt(headDim) folded into the query columns. At batch 1 the wasm backend
+ * spends about as long on per-op overhead as on reading weights, so fewer ops per layer is
+ * the point; kernels.ts fuses the small elementwise chains for decode-sized batches.
  *
  * @example
  * const [r] = forward(model, [{ ids: [1, 2, 3], logits: 'last' }]);
@@ -166,6 +168,17 @@ function validate(model: LoadedModel, seqs: ForwardSequence[], layers: number[])
       from = p.fromLayer;
       if (!p.keep.includes(n - 1)) throw new BadRequestError(`seqs[${i}].prune`, 'each keep set must include the last new token');
     }
+    s.past?.forEach((layer, l) => {
+      if (layer === undefined) return;
+      if (layer.k.length !== layer.v.length) throw new BadRequestError(`seqs[${i}].past[${l}]`, 'k and v need the same chunks');
+      layer.k.forEach((t, j) => {
+        const vt = layer.v[j]!;
+        const kvDim = c.numKvHeads * c.headDim;
+        if (t.shape[1] !== kvDim || vt.shape[1] !== kvDim || t.shape[0] !== vt.shape[0]) {
+          throw new BadRequestError(`seqs[${i}].past[${l}]`, `chunk ${j} must be two (n, ${kvDim}) tensors`);
+        }
+      });
+    });
     if (c.slidingWindow !== null) {
       const total = pastLength(s) + n;
       if (total > c.slidingWindow) {
@@ -220,8 +233,8 @@ export function forward(model: LoadedModel, seqs: ForwardSequence[], opts: Forwa
     const allIds = order.flatMap((s) => s.seq.ids);
     const allPos = order.flatMap((s) => s.positions);
     let x = tf.gather(model.weights.embed, tf.tensor1d(allIds, 'int32')) as tf.Tensor2D; // (T, hidden)
-    // Rotary tables for every packed row, shaped to broadcast over heads: (T, 1, 2, D/2).
-    // Both halves of a head share an angle: cos/sin duplicated to (T, 1, D).
+    // Rotary tables for every packed row, shaped to broadcast over heads: (T, 1, D), both
+    // halves of a head sharing an angle.
     const { cos: cRaw, sin: sRaw } = ropeTables(prep.inv, allPos);
     const T0 = allIds.length;
     const half = D / 2;
