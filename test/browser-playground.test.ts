@@ -81,6 +81,13 @@ describe.skipIf(!haveBrowser)('playground in headless Chromium', () => {
     expect(selected).toBe('"missing"');
     expect(await page.locator('#gutter .bad').count()).toBeGreaterThan(0);
     expect(await page.locator('#run').isDisabled()).toBe(true);
+    // The schema's node kinds are offered; adding one appends it and selects it.
+    await page.locator('#example').selectOption('sot');
+    await page.locator('#graph-status.is-ok').waitFor();
+    await page.locator('#palette button[data-kind="fork"]').click();
+    const added = await page.locator('#graph-json').evaluate((ta: HTMLTextAreaElement) => ta.value.slice(ta.selectionStart, ta.selectionEnd));
+    expect(JSON.parse(added)).toEqual({ id: 'fork', kind: 'fork', branches: ['item1', 'item2'] });
+    await page.locator('#graph-status.is-bad').waitFor();
     await page.locator('#graph-json').fill('{ "nodes": [ }');
     await page.locator('#graph-status', { hasText: 'JSON syntax error' }).waitFor();
     await page.locator('#example').selectOption('chat');

@@ -129,6 +129,14 @@ export class GraphEditor {
     this.renderGutter(lines);
   }
 
+  /** Replaces the text with `json`, pretty-printed, and selects the value at `pointer`. */
+  replaceJson(json: unknown, pointer: string): void {
+    this.p.textarea.value = JSON.stringify(json, null, 2);
+    this.changed(0);
+    const span = locatePointers(this.text).get(pointer);
+    if (span) this.select(span);
+  }
+
   private select(span: Span): void {
     const ta = this.p.textarea;
     ta.focus();

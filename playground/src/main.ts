@@ -13,6 +13,7 @@ import { Diagram } from './diagram.js';
 import { byId, clear, h } from './dom.js';
 import { GraphEditor } from './editor.js';
 import { renderMetrics } from './metrics.js';
+import { freshId, nodeTemplate, renderPalette, type KindSchema } from './palette.js';
 import { applyEvent, branchLabel, leafLanes, newRunView, type RunView } from './runview.js';
 import { Streams } from './streams.js';
 import { formatMs, Timeline } from './timeline.js';
@@ -283,6 +284,22 @@ const SAMPLE_INPUT: Record<string, string> = {
     'On Sundays the bakery is closed, and on Mondays it sells only rye bread.',
 };
 
+/** Appends a node of `kind` to the graph being edited and selects it. */
+function addNode(kind: string, schema: KindSchema): void {
+  let graph: { nodes?: Array<{ id?: unknown }> };
+  try {
+    graph = JSON.parse(editor.text) as typeof graph;
+  } catch {
+    showError(new Error('Fix the JSON syntax first, then add nodes'));
+    return;
+  }
+  if (!Array.isArray(graph.nodes)) graph.nodes = [];
+  const id = freshId(kind, new Set(graph.nodes.map((n) => String(n?.id))));
+  graph.nodes.push(nodeTemplate(kind, schema, id));
+  runError.hidden = true;
+  editor.replaceJson(graph, `/nodes/${graph.nodes.length - 1}`);
+}
+
 function defaultInput(graph: unknown): Record<string, unknown> {
   const input: Record<string, unknown> = {};
   const nodes = (graph as { nodes?: unknown[] })?.nodes ?? [];
@@ -345,6 +362,10 @@ async function load(): Promise<void> {
     showError(err);
     return;
   }
+  api
+    .call<unknown>('GET', '/v1/graphs/schema')
+    .then((schema) => renderPalette(byId('palette'), schema, addNode))
+    .catch(() => clear(byId('palette')));
   clear(select);
   for (const g of examples) select.append(h('option', { value: g.name }, g.name));
   const wanted = new URLSearchParams(location.search).get('graph');
