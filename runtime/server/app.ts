@@ -103,12 +103,13 @@ export function createApp(options: AppOptions): SkeinApp {
       throw new HTTPException(413, { message: `Request body is larger than ${maxBody} bytes` });
     },
   });
-  app.use('/v1/*', limit);
+  // Authentication first: a body from a client without the token is never read.
   if (options.token) {
     const auth = bearerAuth({ token: options.token });
     app.use('/v1/*', auth);
     app.use('/metrics', auth);
   }
+  app.use('/v1/*', limit);
 
   app.get('/healthz', (c) => {
     const stats = engine.stats();
