@@ -18,7 +18,7 @@
  */
 import * as tf from '@tensorflow/tfjs-core';
 import { BadRequestError, NotAvailableError } from '../../core/errors.js';
-import { rmsNorm, rope, swiGlu } from './kernels.js';
+import { ownHeads, queryBlocks, rmsNorm, rope, softmaxColumns, swiGlu } from './kernels.js';
 import { inverseFrequencies, ropeTables } from './rope.js';
 import type { ForwardCallOptions, ForwardSequence, ForwardSequenceResult, LoadedModel } from './types.js';
 
@@ -451,10 +451,9 @@ export function forward(model: LoadedModel, seqs: ForwardSequence[], opts: Forwa
       const pasts = group.map((s) => s.seq.past?.[l]);
       const lens = pasts.map((p) => chunkRows(p?.k) + 1); // keys per sequence, the new one included
       const Smax = Math.max(...lens);
-      // Qblock[b][kv·D + d, h] = q[b, h, d] when head h reads kv head kv, else 0.
-      const qT = tf.transpose(tf.reshape(qg, [B, H, D]), [0, 2, 1]); // (B, D, heads)
-      const qBlock = KV === 1 ? qT : tf.mul(tf.reshape(qT, [B, 1, D, H]), prep.blockMask); // (B, KV, D, heads)
-      const qBlocks = B === 1 ? [tf.reshape(qBlock, [kvDim, H])] : tf.split(tf.reshape(qBlock, [B * kvDim, H]), B, 0); // B × (kvDim, heads)
+      const shape = { heads: H, kvHeads: KV, dim: D };
+      const qBlock = queryBlocks(qg, shape, prep.blockMask); // (B·kvDim, heads)
+      const qBlocks = B === 1 ? [qBlock] : tf.split(qBlock, B, 0); // B × (kvDim, heads)
       const scoreParts: tf.Tensor2D[] = [];
       const vPadded: tf.Tensor2D[] = [];
       group.forEach((_, b) => {
@@ -466,22 +465,20 @@ export function forward(model: LoadedModel, seqs: ForwardSequence[], opts: Forwa
         const vParts = [...(pasts[b]?.v ?? []), vs[b]!, ...(pad > 0 ? [filled(pad, kvDim, 0)] : [])];
         vPadded.push(vParts.length === 1 ? vParts[0]! : (tf.concat(vParts, 0) as tf.Tensor2D)); // (Smax, kvDim)
       });
-      const scoresT = scoreParts.length === 1 ? scoreParts[0]! : tf.concat(scoreParts, 0); // (B·Smax, heads)
-      const probs = tf.softmax(tf.transpose(tf.reshape(scoresT, [B, Smax, H]), [0, 2, 1])); // (B, heads, Smax)
+      const scoresT = scoreParts.length === 1 ? scoreParts[0]! : (tf.concat(scoreParts, 0) as tf.Tensor2D); // (B·Smax, heads)
+      const probsT = softmaxColumns(scoresT, B); // (B·Smax, heads)
       if (group.some((s) => s.seq.returnAttention)) {
-        const mean = tf.mean(probs, 1) as tf.Tensor2D; // (B, Smax)
+        const mean = tf.reshape(tf.mean(probsT, 1), [B, Smax]); // (B, Smax)
         group.forEach((s, b) => {
           if (s.seq.returnAttention) s.attention[l] = tf.reshape(tf.slice(mean, [b, 0], [1, lens[b]!]), [lens[b]!]) as tf.Tensor1D;
         });
       }
       // Values enter as the left operand, transposed: the right operand of a wasm matMul
       // is repacked on every call, which for (S, kvDim) costs more than a transpose.
-      const probsT = tf.reshape(tf.transpose(probs, [0, 2, 1]), [B * Smax, H]); // (B·Smax, heads)
       const pCols = B === 1 ? [probsT] : tf.split(probsT, B, 0); // B × (Smax, heads)
-      const fullsT = pCols.map((p, b) => tf.matMul(tf.transpose(vPadded[b]!), p)); // B × (kvDim, heads): every kv head for every head
-      const fullT = tf.reshape(B === 1 ? fullsT[0]! : tf.concat(fullsT, 0), [B, KV, D, H]); // (B, KV, D, heads)
-      const ownT = KV === 1 ? tf.reshape(fullT, [B, D, H]) : tf.sum(tf.mul(fullT, prep.blockMask), 1); // (B, D, heads)
-      return tf.reshape(tf.transpose(ownT, [0, 2, 1]), [B, qDim]) as tf.Tensor2D; // (B, qDim)
+      const fullsT = pCols.map((p, b) => tf.matMul(tf.transpose(vPadded[b]!), p) as tf.Tensor2D); // B × (kvDim, heads): every kv head for every head
+      const fullT = B === 1 ? fullsT[0]! : (tf.concat(fullsT, 0) as tf.Tensor2D); // (B·kvDim, heads)
+      return ownHeads(fullT, shape, prep.blockMask); // (B, qDim)
     }
 
     /** A constant (rows, cols) tensor, made once per forward. */

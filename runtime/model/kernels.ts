@@ -18,6 +18,16 @@ import * as tf from '@tensorflow/tfjs-core';
  */
 export const FUSED_MAX_ROWS = { rmsNorm: 8, rope: 64 } as const;
 
+/** Element counts up to which the fused decode-attention helpers are used. */
+export const FUSED_MAX_ELEMENTS = { queryBlocks: 32768, softmaxColumns: 4096, ownHeads: 32768 } as const;
+
+/** Head layout of a model's attention. */
+export interface HeadShape {
+  heads: number;
+  kvHeads: number;
+  dim: number;
+}
+
 interface WasmBackendLike {
   makeOutput(shape: number[], dtype: tf.DataType): tf.TensorInfo;
   typedArrayFromHeap(t: tf.TensorInfo): Float32Array;
@@ -79,10 +89,88 @@ function ensureRegistered(): void {
       return out;
     },
   });
+  tf.registerKernel({
+    kernelName: 'SkeinQueryBlocks',
+    backendName: 'wasm',
+    kernelFunc: ({ inputs, backend, attrs }) => {
+      const q = inputs.q as tf.TensorInfo; // (B, heads·D)
+      const b = backend as unknown as WasmBackendLike;
+      const { heads, kvHeads, dim } = attrs as unknown as HeadShape;
+      const B = q.shape[0]!;
+      const out = b.makeOutput([B * kvHeads * dim, heads], 'float32');
+      const qv = b.typedArrayFromHeap(q);
+      const ov = b.typedArrayFromHeap(out);
+      ov.fill(0);
+      const group = heads / kvHeads;
+      for (let s = 0; s < B; s++) {
+        for (let h = 0; h < heads; h++) {
+          const kv = Math.floor(h / group);
+          const src = s * heads * dim + h * dim;
+          const dst = (s * kvHeads + kv) * dim * heads + h;
+          for (let d = 0; d < dim; d++) ov[dst + d * heads] = qv[src + d]!;
+        }
+      }
+      return out;
+    },
+  });
+  tf.registerKernel({
+    kernelName: 'SkeinSoftmaxColumns',
+    backendName: 'wasm',
+    kernelFunc: ({ inputs, backend, attrs }) => {
+      const x = inputs.x as tf.TensorInfo; // (B·S, cols)
+      const b = backend as unknown as WasmBackendLike;
+      const { blocks } = attrs as unknown as { blocks: number };
+      const out = b.makeOutput(x.shape, 'float32');
+      const xv = b.typedArrayFromHeap(x);
+      const ov = b.typedArrayFromHeap(out);
+      const cols = x.shape[1]!;
+      const S = x.shape[0]! / blocks;
+      for (let blk = 0; blk < blocks; blk++) {
+        const base = blk * S * cols;
+        for (let c = 0; c < cols; c++) {
+          let max = -Infinity;
+          for (let r = 0; r < S; r++) max = Math.max(max, xv[base + r * cols + c]!);
+          let sum = 0;
+          for (let r = 0; r < S; r++) {
+            const e = Math.exp(xv[base + r * cols + c]! - max);
+            ov[base + r * cols + c] = e;
+            sum += e;
+          }
+          const inv = 1 / sum;
+          for (let r = 0; r < S; r++) ov[base + r * cols + c]! *= inv;
+        }
+      }
+      return out;
+    },
+  });
+  tf.registerKernel({
+    kernelName: 'SkeinOwnHeads',
+    backendName: 'wasm',
+    kernelFunc: ({ inputs, backend, attrs }) => {
+      const x = inputs.x as tf.TensorInfo; // (B·kvHeads·D, heads)
+      const b = backend as unknown as WasmBackendLike;
+      const { heads, kvHeads, dim } = attrs as unknown as HeadShape;
+      const B = x.shape[0]! / (kvHeads * dim);
+      const out = b.makeOutput([B, heads * dim], 'float32');
+      const xv = b.typedArrayFromHeap(x);
+      const ov = b.typedArrayFromHeap(out);
+      const group = heads / kvHeads;
+      for (let s = 0; s < B; s++) {
+        for (let h = 0; h < heads; h++) {
+          const kv = Math.floor(h / group);
+          const src = (s * kvHeads + kv) * dim * heads + h;
+          const dst = s * heads * dim + h * dim;
+          for (let d = 0; d < dim; d++) ov[dst + d] = xv[src + d * heads]!;
+        }
+      }
+      return out;
+    },
+  });
 }
 
-function fused(rows: number, max: number): boolean {
-  if (rows > max || tf.getBackend() !== 'wasm') return false;
+/** Whether to run the fused kernel for a problem of this size (rows or elements). */
+function fused(size: number, max: number): boolean {
+  if (size > max || tf.getBackend() !== 'wasm') return false;
   ensureRegistered();
   return true;
 }
@@ -108,4 +196,46 @@ export function rope(x: tf.Tensor3D, cos: tf.Tensor3D, sin: tf.Tensor3D, rotateH
   if (fused(T, FUSED_MAX_ROWS.rope)) return tf.engine().runKernel('SkeinRope', { x, cos, sin }, { heads, dim } as unknown as tf.NamedAttrMap) as tf.Tensor3D;
   const rot = tf.reshape(tf.matMul(tf.reshape(x, [T * heads, dim]), rotateHalf), [T, heads, dim]);
   return tf.add(tf.mul(x, cos), tf.mul(rot, sin));
+}
+
+/**
+ * Decode queries as block-diagonal matrices: (B, heads·D) → (B·kvHeads·D, heads) with
+ * out[b][kv·D + d, h] = q[b, h, d] when head h reads kv head kv, else 0 — so that one
+ * plain matMul K·Qblock, K as cached (S, kvHeads·D), scores every head against its own
+ * kv head. `blockMask` (kvHeads, D, heads) serves the composite path.
+ */
+export function queryBlocks(q: tf.Tensor2D, shape: HeadShape, blockMask: tf.Tensor3D): tf.Tensor2D {
+  const B = q.shape[0];
+  const { heads, kvHeads, dim } = shape;
+  if (fused(q.size * kvHeads, FUSED_MAX_ELEMENTS.queryBlocks)) {
+    return tf.engine().runKernel('SkeinQueryBlocks', { q }, shape as unknown as tf.NamedAttrMap) as tf.Tensor2D;
+  }
+  const qT = tf.transpose(tf.reshape(q, [B, heads, dim]), [0, 2, 1]); // (B, D, heads)
+  const blocks = kvHeads === 1 ? qT : tf.mul(tf.reshape(qT, [B, 1, dim, heads]), blockMask); // (B, kvHeads, D, heads)
+  return tf.reshape(blocks, [B * kvHeads * dim, heads]);
+}
+
+/** Softmax down the columns of each of `blocks` stacked (S, cols) blocks of x (B·S, cols). */
+export function softmaxColumns(x: tf.Tensor2D, blocks: number): tf.Tensor2D {
+  if (fused(x.size, FUSED_MAX_ELEMENTS.softmaxColumns)) {
+    return tf.engine().runKernel('SkeinSoftmaxColumns', { x }, { blocks } as unknown as tf.NamedAttrMap) as tf.Tensor2D;
+  }
+  const [rows, cols] = x.shape;
+  const S = rows / blocks;
+  return tf.reshape(tf.transpose(tf.softmax(tf.transpose(tf.reshape(x, [blocks, S, cols]), [0, 2, 1])), [0, 2, 1]), [rows, cols]);
+}
+
+/**
+ * The inverse of queryBlocks for attention outputs: from (B·kvHeads·D, heads), every head
+ * against every kv head, keep each head's own kv head → (B, heads·D).
+ */
+export function ownHeads(x: tf.Tensor2D, shape: HeadShape, blockMask: tf.Tensor3D): tf.Tensor2D {
+  const { heads, kvHeads, dim } = shape;
+  const B = x.shape[0] / (kvHeads * dim);
+  if (fused(x.size, FUSED_MAX_ELEMENTS.ownHeads)) {
+    return tf.engine().runKernel('SkeinOwnHeads', { x }, shape as unknown as tf.NamedAttrMap) as tf.Tensor2D;
+  }
+  const full = tf.reshape(x, [B, kvHeads, dim, heads]);
+  const own = kvHeads === 1 ? tf.reshape(full, [B, dim, heads]) : tf.sum(tf.mul(full, blockMask), 1); // (B, D, heads)
+  return tf.reshape(tf.transpose(own, [0, 2, 1]), [B, heads * dim]);
 }
