@@ -6,7 +6,7 @@ import { initBackend } from '../backend.js';
 import { loadModel, type LoadedCheckpoint } from '../checkpoint/load.js';
 import type { ModelTokenizer } from '../checkpoint/tokenizer.js';
 import { forward } from '../model/forward.js';
-import { budget, compressPrompt, negLogProb, PromptCompressor, selfInformation } from './compress.js';
+import { budget, compressPrompt, negLogProb, PromptCompressor, selfInformation, unitScore } from './compress.js';
 
 const PASSAGE =
   'The river runs past the old mill and the town square. In the spring the water is high, ' +
@@ -148,6 +148,14 @@ describe('selfInformation (the carried cache)', () => {
       expect(scores[j]).toBeCloseTo(negLogProb(ref!.logits[keptBefore.length + j - 1]!, ids[from + j]!), 4);
     }
     expect(tf.memory().numTensors).toBe(baseline);
+  });
+});
+
+describe('unitScore', () => {
+  it("is the unit's total self-information (chain rule), not its mean", () => {
+    const info = [0, 6, 0.5, 0.5, 1];
+    expect(unitScore(info, 1, 4)).toBe(7); // a rare word: surprising start, predictable rest
+    expect(unitScore(info, 4, 5)).toBe(1);
   });
 });
 
