@@ -15,14 +15,14 @@ import { generateAll } from '../generate/generate.js';
 import { renderChat } from './data/tokenizer-files.js';
 import { scoreEvalItem, type EvalItem, type EvalKind } from './data/instruct.js';
 
-/** Mean next-token NLL and perplexity of each part over its token windows. */
-export function perplexityByPart(model: LoadedCheckpoint, windows: Record<string, number[][]>): Record<string, { loss: number; perplexity: number; tokens: number }> {
+/** Mean next-token NLL and perplexity of each part over its token windows (optionally with a layer subset). */
+export function perplexityByPart(model: LoadedCheckpoint, windows: Record<string, number[][]>, layers?: number[]): Record<string, { loss: number; perplexity: number; tokens: number }> {
   const out: Record<string, { loss: number; perplexity: number; tokens: number }> = {};
   for (const [part, list] of Object.entries(windows)) {
     let sum = 0;
     let n = 0;
     for (const ids of list) {
-      const [r] = forward(model, [{ ids: ids.slice(0, -1), logits: 'all' }]);
+      const [r] = forward(model, [{ ids: ids.slice(0, -1), logits: 'all' }], layers ? { layers } : {});
       for (let t = 0; t < r.logits.length; t++) {
         const row = r.logits[t];
         let max = -Infinity;

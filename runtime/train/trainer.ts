@@ -122,6 +122,8 @@ export interface TrainState {
   config: TrainModelConfig;
   options: Omit<TrainOptions, 'onStep' | 'onEval' | 'onLog' | 'resume' | 'signal'>;
   evals: EvalInfo[];
+  /** Options that differed on a resume, by step: name → [before, after]. */
+  changes?: { step: number; changed: Record<string, [unknown, unknown]> }[];
   /** Set when the Adam moments were not restored (resumed from weights only). */
   optimiserRestarts?: number[];
 }
@@ -329,6 +331,12 @@ export async function train(o: TrainOptions): Promise<TrainState> {
   if (resume && checkpointExists(o.out)) {
     state = loadCheckpoint(o.out, params, m, v);
     if (JSON.stringify(state.config) !== JSON.stringify(cfg)) throw new Error(`checkpoint in ${o.out} has a different model config`);
+    const changed: Record<string, [unknown, unknown]> = {};
+    for (const [k, v] of Object.entries(options)) {
+      const before = (state.options as Record<string, unknown>)[k];
+      if (JSON.stringify(before) !== JSON.stringify(v)) changed[k] = [before, v];
+    }
+    if (Object.keys(changed).length > 0) state.changes = [...(state.changes ?? []), { step: state.step, changed }];
     state.options = options;
     log(`resumed at step ${state.step} (${state.tokensSeen} tokens)`);
   } else {

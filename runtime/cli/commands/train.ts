@@ -3,13 +3,13 @@
  *
  *   skein train base    train (or --resume) a Llama from scratch, live progress bar, export
  *   skein train export  write a run's checkpoint as a Hugging Face model folder
- *   skein train eval    held-out perplexity per data part and eval-item accuracy of a model
- *   skein train card    evaluate a model folder and write its README.md model card
+ *   skein train card    evaluate a model folder and write its README.md model card + test slice
  *
  * @example
  * npx skein train base --steps 600 --export models/skein-mini
  * npx skein train base --resume-from models/skein-mini --steps 900   # a later session
  */
+import fsModule from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import type { Command } from 'commander';
@@ -202,4 +202,18 @@ export function register(program: Command): void {
     .option('--dtype <dtype>', 'f16, bf16 or f32', 'f16')
     .option('--no-resume-state', 'weights only: leave out resume/ (Adam moments and training state)')
     .action((opts: { run: string; model: string; data: string; dtype: string; resumeState: boolean }) => exportRun(opts.run, opts.model, opts.data, opts.dtype, opts.resumeState));
+  cmd
+    .command('card')
+    .description('Evaluate an exported model (held-out perplexity, eval items, samples) and write its README.md and eval/heldout.json')
+    .requiredOption('--run <dir>', 'run folder (its log and checkpoint state)')
+    .requiredOption('--model <dir>', 'exported model folder')
+    .option('--data <dir>', 'training data folder (held-out split and eval items)', 'data')
+    .option('--per-part <n>', '512-token windows per data part', num('--per-part'), 8)
+    .option('--items <n>', 'eval items per kind', num('--items'), 40)
+    .option('--notes <file>', 'markdown notes about the run to include')
+    .action(async (opts: { run: string; model: string; data: string; perPart: number; items: number; notes?: string }) => {
+      const { writeCard } = await import('../../train/card.js');
+      await writeCard({ modelDir: opts.model, runDir: opts.run, dataDir: opts.data, perPart: opts.perPart, items: opts.items, notes: opts.notes === undefined ? undefined : fsModule.readFileSync(opts.notes, 'utf8'), log: (l) => process.stderr.write(`skein: card: ${l}\n`) });
+      process.stderr.write(`skein: wrote ${path.join(opts.model, 'README.md')}\n`);
+    });
 }
