@@ -18,7 +18,7 @@
  */
 import * as tf from '@tensorflow/tfjs-core';
 import { BadRequestError, NotAvailableError } from '../../core/errors.js';
-import { ownHeads, queryBlocks, rmsNorm, rope, softmaxColumns, swiGlu } from './kernels.js';
+import { ownHeads, queryBlocks, rmsNorm, ropeQk, softmaxColumns, swiGlu } from './kernels.js';
 import { inverseFrequencies, ropeTables } from './rope.js';
 import type { ForwardCallOptions, ForwardSequence, ForwardSequenceResult, LoadedModel } from './types.js';
 
@@ -323,8 +323,7 @@ export function forward(model: LoadedModel, seqs: ForwardSequence[], opts: Forwa
       const v = (P.bv === null ? tf.matMul(xn, P.wv) : tf.add(tf.matMul(xn, P.wv), P.bv)) as tf.Tensor2D; // (T, kvDim)
       // Rotary on queries and keys together; rotate_half is a matMul by a signed permutation
       // on the composite path (the wasm Reverse and strided slices are far slower).
-      const qkRot = rope(tf.reshape(qkRaw, [T, H + KV, D]), cos, sin, prep.rotateHalf); // (T, heads+kvHeads, D)
-      const [q, k] = tf.split(tf.reshape(qkRot, [T, qDim + kvDim]), [qDim, kvDim], 1) as [tf.Tensor2D, tf.Tensor2D];
+      const [q, k] = ropeQk(qkRaw as tf.Tensor2D, cos, sin, { heads: H, kvHeads: KV, dim: D }, prep.rotateHalf); // (T, qDim), (T, kvDim)
 
       // New KV, per sequence: returned to the caller and the keys the attention reads.
       let ks: tf.Tensor2D[];

@@ -59,34 +59,39 @@ function ensureRegistered(): void {
     },
   });
   tf.registerKernel({
-    kernelName: 'SkeinRope',
+    kernelName: 'SkeinRopeQk',
     backendName: 'wasm',
     kernelFunc: ({ inputs, backend, attrs }) => {
-      const x = inputs.x as tf.TensorInfo; // (T, heads, D)
+      const x = inputs.x as tf.TensorInfo; // (T, (heads + kvHeads)·D): [q | k]
       const cos = inputs.cos as tf.TensorInfo; // (T, 1, D)
       const sin = inputs.sin as tf.TensorInfo; // (T, 1, D)
       const b = backend as unknown as WasmBackendLike;
-      const { heads, dim } = attrs as unknown as { heads: number; dim: number };
-      const out = b.makeOutput(x.shape, 'float32');
+      const { heads, kvHeads, dim } = attrs as unknown as HeadShape;
+      const T = x.shape[0]!;
+      const q = b.makeOutput([T, heads * dim], 'float32');
+      const k = b.makeOutput([T, kvHeads * dim], 'float32');
       const xv = b.typedArrayFromHeap(x);
       const cv = b.typedArrayFromHeap(cos);
       const sv = b.typedArrayFromHeap(sin);
-      const ov = b.typedArrayFromHeap(out);
+      const qv = b.typedArrayFromHeap(q);
+      const kv = b.typedArrayFromHeap(k);
       const half = dim / 2;
-      const T = xv.length / (heads * dim);
+      const all = heads + kvHeads;
       for (let t = 0; t < T; t++) {
         const c = t * dim;
-        for (let h = 0; h < heads; h++) {
-          const o = (t * heads + h) * dim;
+        for (let h = 0; h < all; h++) {
+          const src = (t * all + h) * dim;
+          const out = h < heads ? qv : kv;
+          const dst = h < heads ? (t * heads + h) * dim : (t * kvHeads + h - heads) * dim;
           for (let j = 0; j < half; j++) {
-            const x1 = xv[o + j]!;
-            const x2 = xv[o + half + j]!;
-            ov[o + j] = x1 * cv[c + j]! - x2 * sv[c + j]!;
-            ov[o + half + j] = x2 * cv[c + half + j]! + x1 * sv[c + half + j]!;
+            const x1 = xv[src + j]!;
+            const x2 = xv[src + half + j]!;
+            out[dst + j] = x1 * cv[c + j]! - x2 * sv[c + j]!;
+            out[dst + half + j] = x2 * cv[c + half + j]! + x1 * sv[c + half + j]!;
           }
         }
       }
-      return out;
+      return [q, k];
     },
   });
   tf.registerKernel({
@@ -187,15 +192,22 @@ export function swiGlu(g: tf.Tensor2D, u: tf.Tensor2D): tf.Tensor2D {
 }
 
 /**
- * Rotary embedding, HF rotate_half convention: x·cos + rotate_half(x)·sin with
- * rotate_half([x1, x2]) = [-x2, x1]. x (T, heads, D), cos/sin (T, 1, D) with both halves
- * equal; `rotateHalf` (D, D) is the signed permutation matrix used by the composite path.
+ * Rotary embedding on fused query/key rows, HF rotate_half convention:
+ * x·cos + rotate_half(x)·sin with rotate_half([x1, x2]) = [-x2, x1]. x (T, (heads +
+ * kvHeads)·D) holds [q | k]; cos/sin (T, 1, D) with both halves equal; `rotateHalf`
+ * (D, D) is the signed permutation matrix used by the composite path. Returns the
+ * rotated q (T, heads·D) and k (T, kvHeads·D).
  */
-export function rope(x: tf.Tensor3D, cos: tf.Tensor3D, sin: tf.Tensor3D, rotateHalf: tf.Tensor2D): tf.Tensor3D {
-  const [T, heads, dim] = x.shape;
-  if (fused(T, FUSED_MAX_ROWS.rope)) return tf.engine().runKernel('SkeinRope', { x, cos, sin }, { heads, dim } as unknown as tf.NamedAttrMap) as tf.Tensor3D;
-  const rot = tf.reshape(tf.matMul(tf.reshape(x, [T * heads, dim]), rotateHalf), [T, heads, dim]);
-  return tf.add(tf.mul(x, cos), tf.mul(rot, sin));
+export function ropeQk(x: tf.Tensor2D, cos: tf.Tensor3D, sin: tf.Tensor3D, shape: HeadShape, rotateHalf: tf.Tensor2D): [tf.Tensor2D, tf.Tensor2D] {
+  const T = x.shape[0];
+  const { heads, kvHeads, dim } = shape;
+  if (fused(T, FUSED_MAX_ROWS.rope)) {
+    return tf.engine().runKernel('SkeinRopeQk', { x, cos, sin }, shape as unknown as tf.NamedAttrMap) as unknown as [tf.Tensor2D, tf.Tensor2D];
+  }
+  const x3 = tf.reshape(x, [T, heads + kvHeads, dim]);
+  const rot = tf.reshape(tf.matMul(tf.reshape(x, [T * (heads + kvHeads), dim]), rotateHalf), [T, heads + kvHeads, dim]);
+  const out = tf.reshape(tf.add(tf.mul(x3, cos), tf.mul(rot, sin)), [T, (heads + kvHeads) * dim]);
+  return tf.split(out, [heads * dim, kvHeads * dim], 1) as [tf.Tensor2D, tf.Tensor2D];
 }
 
 /**
