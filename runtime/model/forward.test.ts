@@ -223,6 +223,23 @@ describe('batching, chunking, shaping', () => {
     cache.dispose();
   });
 
+  it('prunes one sequence of a mixed batch without touching the others', () => {
+    const c1 = prefill([1, 2, 3]);
+    const prune = [{ fromLayer: 1, keep: [1, 4, 6] }];
+    const batch = forward(model, [
+      { ids: [9], past: c1.past() },
+      { ids, prune, logits: 'all', returnPrunedHidden: true },
+      { ids: [30, 31, 32], logits: 'all' },
+    ]);
+    expectClose(batch[0]!.logits, [referenceForward(model, [1, 2, 3, 9]).logits.at(-1)!]);
+    expectClose(batch[1]!.logits, referenceForward(model, ids, { prune }).logits);
+    expectClose(batch[2]!.logits, referenceForward(model, [30, 31, 32]).logits);
+    const [alone] = forward(model, [{ ids, prune, returnPrunedHidden: true }]);
+    expectClose(batch[1]!.prunedHidden![0]!.hidden, alone!.prunedHidden![0]!.hidden, 1e-5);
+    for (const r of [...batch, alone!]) tf.dispose(r.newKv.flatMap((e) => (e ? [e.k, e.v] : [])));
+    c1.dispose();
+  });
+
   it('returns attention rows that sum to 1', () => {
     const cache = prefill([1, 2, 3, 4, 5]);
     const [r] = forward(model, [{ ids: [6, 7], past: cache.past(), returnAttention: true }]);
