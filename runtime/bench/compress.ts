@@ -9,7 +9,9 @@
  *   the compressed TTFT includes the compression itself. Same for total time (`total_…`).
  * - accuracy_delta_50 = accuracy compressed − accuracy full (exact answer substring in the
  *   greedy output, scoreEvalItem); answer_retained_50 = share of items whose answer is
- *   still in the compressed prompt (a model-independent check on what compression drops).
+ *   still in the compressed prompt (a check on what compression drops that does not need
+ *   the model to answer well), beside answer_retained_random_scores_50: the same
+ *   procedure with random token scores, so the model's own contribution shows.
  *
  * The question is passed as a keep phrase (what compressPrompt's `question` does) and the
  * engine's default protected suffix applies. The model is models/skein-mini when present
@@ -35,7 +37,9 @@ import { NotAvailableError } from '../../core/errors.js';
 import { MODELS_DIR } from '../checkpoint/load.js';
 import { ModelTokenizer } from '../checkpoint/tokenizer.js';
 import type { LoadedModel } from '../model/types.js';
-import { PromptCompressor } from '../stages/compress.js';
+import { mulberry32 } from '../model/random.js';
+import { budget, PromptCompressor } from '../stages/compress.js';
+import { lexicalUnits } from '../stages/units.js';
 import { defaultProtectedSuffix } from '../stages/engine-stage.js';
 import { scoreEvalItem, type EvalItem } from '../train/data/instruct.js';
 import { registerBench } from './index.js';
@@ -152,8 +156,14 @@ registerBench('compress', {
       };
 
       const results: ModeResult[][] = modes.map(() => []);
+      // The model's share of the quality: the same units, budget and sum, with random scores.
+      const randomRetained = RATES.map(() => 0);
       for (const [k, item] of items.entries()) {
         const ids = tokenizer.encode(tokenizer.renderChat(item.messages));
+        RATES.forEach((rate, r) => {
+          const kept = randomScoreCompress(tokenizer, ids, rate, questionOf(item), k + 1);
+          if (tokenizer.decode(kept).toLowerCase().includes(item.expected.toLowerCase())) randomRetained[r]!++;
+        });
         // Interleaved per item, so that load drifting during the run biases no mode.
         for (const [m, mode] of modes.entries()) results[m]!.push(await runMode(item, ids, mode));
         const row = modes.map((mode, m) => {
@@ -175,6 +185,9 @@ registerBench('compress', {
       const full = summary(results[0]!);
       const byMode: Record<string, ReturnType<typeof summary>> = { full };
       const ratios: Record<string, number> = {};
+      RATES.forEach((rate, r) => {
+        ratios[`answer_retained_random_scores_${Math.round(rate * 100)}`] = round(randomRetained[r]! / items.length, 3);
+      });
       modes.forEach((mode, i) => {
         if (mode === null) return;
         const s = summary(results[i]!);
@@ -187,7 +200,8 @@ registerBench('compress', {
         ratios[`answer_retained_${tag}`] = s.answerRetained;
         log(
           `compress: ${tag}: prompt ${s.promptTokens} vs ${full.promptTokens} tokens, TTFT ${s.ttftMs} vs ${full.ttftMs} ms ` +
-            `(${ratios[`ttft_compressed${tag}_vs_full`]}×, compression ${s.compressMs} ms), accuracy ${s.accuracy} vs ${full.accuracy}, answer kept in ${Math.round(s.answerRetained * 100)}% of prompts`,
+            `(${ratios[`ttft_compressed${tag}_vs_full`]}×, compression ${s.compressMs} ms), accuracy ${s.accuracy} vs ${full.accuracy}, ` +
+            `answer kept in ${Math.round(s.answerRetained * 100)}% of prompts (random scores: ${Math.round(ratios[`answer_retained_random_scores_${Math.round(mode.rate * 100)}`]! * 100)}%)`,
         );
       });
       return {
@@ -221,4 +235,35 @@ function compress(model: LoadedModel, tokenizer: ModelTokenizer, ids: number[], 
   } finally {
     c.dispose();
   }
+}
+
+/**
+ * The control for answer retention: the same lexical units, forced tokens, budget and
+ * sum-of-scores ranking as the compressor, but each token's score is random instead of
+ * its self-information (one global pass, no segments). What the model adds over this is
+ * the model's contribution; what this keeps already comes from units, keep and length.
+ */
+function randomScoreCompress(tokenizer: ModelTokenizer, ids: number[], rate: number, question: string | undefined, seed: number): number[] {
+  const units = lexicalUnits(tokenizer, ids, { keep: question ? [question] : undefined, protectedSuffix: defaultProtectedSuffix(tokenizer, ids) });
+  const rand = mulberry32(seed);
+  let forced = 0;
+  for (const f of units.forced) forced += f;
+  const ends = [...units.starts.slice(1), ids.length];
+  const droppable = units.starts.map((start, u) => ({ start, end: ends[u]! })).filter((u) => !units.forced[u.start]);
+  const total = droppable.reduce((a, u) => a + u.end - u.start, 0);
+  const target = Math.round(budget(rate, ids.length, forced) * total);
+  const scored = droppable.map((u) => {
+    let score = 0;
+    for (let i = u.start; i < u.end; i++) score += rand();
+    return { ...u, score };
+  });
+  scored.sort((a, b) => a.score - b.score);
+  const drop = new Uint8Array(ids.length);
+  let kept = total;
+  for (const u of scored) {
+    if (kept <= target) break;
+    for (let i = u.start; i < u.end; i++) drop[i] = 1;
+    kept -= u.end - u.start;
+  }
+  return ids.filter((_, i) => !drop[i]);
 }
