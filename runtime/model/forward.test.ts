@@ -112,7 +112,7 @@ describe('batching, chunking, shaping', () => {
       expectClose(batched[i]!.logits, [ref.logits.at(-1)!]);
       const alone = forward(model, [{ ids: [next[i]!], past: caches[i]!.past() }])[0]!;
       expectClose(batched[i]!.logits, alone.logits);
-      for (const l of [0, 1, 2]) expectClose([batched[i]!.attention![l]!], [ref.attention.get(l)!]);
+      for (const l of [0, 1, 2]) expectClose([batched[i]!.attention![l]!], [ref.attention[l]!]);
       tf.dispose(alone.newKv.flatMap((e) => (e ? [e.k, e.v] : [])));
       caches[i]!.append(batched[i]!.newKv);
       expect(caches[i]!.length()).toBe(p.length + 1);
@@ -210,7 +210,7 @@ describe('batching, chunking, shaping', () => {
     expect(r!.newKv[2]!.k.shape).toEqual([3, model.config.numKvHeads * model.config.headDim]);
     expect(r!.prunedHidden!.map((p) => p.tokenIndices)).toEqual([[1, 4], [2, 5]]);
     expect(r!.prunedHidden![0]!.hidden[0]!.length).toBe(model.config.hiddenSize);
-    for (const l of [0, 1, 2]) expectClose([r!.attention![l]!], [ref.attention.get(l)!]);
+    for (const l of [0, 1, 2]) expectClose([r!.attention![l]!], [ref.attention[l]!]);
     // Decode step over the pruned cache: the reference prunes the same tokens and keeps the new one.
     const cache = new KvCache(model.config.numLayers);
     cache.append(r!.newKv);

@@ -22,16 +22,17 @@ export interface ReferenceOptions {
   prune?: { fromLayer: number; keep: number[] }[];
 }
 
-export interface ReferenceResult {
+/** A plain object (no Map), so that it may be returned from tf.tidy. */
+export type ReferenceResult = {
   /** Logits (vocab) for each token still live after the last layer, in order. */
   logits: Float32Array[];
   /** Final hidden states (after the final norm), same rows. */
   hidden: Float32Array[];
   /** Indices (into ids) of the rows above. */
   tokenIndices: number[];
-  /** Per run layer: the last token's attention over the live tokens, mean over heads. */
-  attention: Map<number, Float32Array>;
-}
+  /** Per run layer (by layer index): the last token's attention over the live tokens, mean over heads. */
+  attention: Record<number, Float32Array>;
+};
 
 function rmsNorm(x: tf.Tensor2D, w: tf.Tensor1D, eps: number): tf.Tensor2D {
   // x: (T, hidden) -> (T, hidden)
@@ -59,7 +60,7 @@ export function referenceForward(model: LoadedModel, ids: number[], opts: Refere
   const KV = c.numKvHeads;
   const D = c.headDim;
   const layers = opts.layers ?? Array.from({ length: c.numLayers }, (_, l) => l);
-  const attention = new Map<number, Float32Array>();
+  const attention: Record<number, Float32Array> = {};
   let live = ids.map((_, i) => i); // indices into ids of the tokens still computed
   const allPositions = opts.positions ?? ids.map((_, i) => i);
   const inv = inverseFrequencies(c);
@@ -125,7 +126,7 @@ export function referenceForward(model: LoadedModel, ids: number[], opts: Refere
     tokenIndices: live,
     attention,
   };
-  layers.forEach((l, i) => attention.set(l, out.attnKept[i]!.dataSync() as Float32Array));
+  layers.forEach((l, i) => (attention[l] = out.attnKept[i]!.dataSync() as Float32Array));
   tf.dispose([out.logits, out.hidden, ...out.attnKept]);
   return result;
 }
