@@ -113,6 +113,25 @@ describe('compressPrompt', () => {
     expect(tf.memory().numTensors).toBe(baseline);
   });
 
+  it('holds at most maxCacheTokens of KV between segments, however long the prompt', () => {
+    const ids = tok.encode([PASSAGE, PASSAGE, PASSAGE, PASSAGE].join(' '));
+    expect(ids.length).toBeGreaterThan(1200);
+    const bytes0 = tf.memory().numBytes;
+    const c = model.config;
+    const cap = 64;
+    const capBytes = cap * c.numLayers * c.numKvHeads * c.headDim * 2 * 4; // k and v, f32
+    const comp = new PromptCompressor(model, tok, ids, { rate: 0.5, segmentTokens: 100, maxCacheTokens: cap });
+    let steps = 0;
+    while (!comp.step()) {
+      steps++;
+      expect(tf.memory().numBytes - bytes0).toBeLessThanOrEqual(capBytes);
+    }
+    expect(steps).toBeGreaterThan(10);
+    expect(Math.abs(comp.result().keptTokens / ids.length - 0.5)).toBeLessThan(0.03);
+    comp.dispose();
+    expect(tf.memory().numTensors).toBe(baseline);
+  });
+
   it('refuses a bad rate', () => {
     expect(() => compressPrompt(model, tok, [1, 2, 3], { rate: 0 })).toThrow(BadRequestError);
     expect(() => compressPrompt(model, tok, [1, 2, 3], { rate: 1.5 })).toThrow(BadRequestError);

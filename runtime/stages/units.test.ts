@@ -74,4 +74,15 @@ describe('lexicalUnits', () => {
     const forced = tok.decode(ids.filter((_, i) => u.forced[i]));
     expect(forced).toBe(' gamma');
   });
+
+  it("puts back SentencePiece's space, which a token decoded alone loses", () => {
+    const pieces = ['▁The', '▁sec', 'ret', '▁number', '.'];
+    const fake = {
+      decode: (ids: number[]) => ids.map((i) => pieces[i]!).join('').replace(/▁/g, ' ').replace(/^ /, ''),
+      isSpecial: () => false,
+      idToToken: (id: number) => pieces[id],
+    };
+    const u = lexicalUnits(fake, [0, 1, 2, 3, 4]);
+    expect(u.starts).toEqual([0, 1, 3, 4]);
+  });
 });
