@@ -282,6 +282,10 @@ and ≥ ${slice.bounds.minSkeletonLists} of ${skel.length} SoT skeleton answers 
 
 ${skelSamples.map((s) => `SoT skeleton prompt, question "${s.q}":\n\n${fence(s.out)}`).join('\n\n')}
 
+SoT skeleton prompt on held-out questions (eval/heldout.json):
+
+${sliceSkel.results.slice(0, 2).map((r, i) => `"${(skel[i].messages[0].content.split('\n').find((l) => /\?|^Describe|^Explain|^Tell|^How|^What/.test(l)) ?? '').trim()}":\n\n${fence(r.output)}`).join('\n\n')}
+
 SoT point expansion (point 1 of the first skeleton):
 
 ${fence(pointOut)}

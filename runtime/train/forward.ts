@@ -1,13 +1,17 @@
 /**
  * The training forward pass: the same maths as the runtime's reference forward
  * (runtime/model/reference.ts, Hugging Face Llama conventions) over a batch of windows
- * that all start at position 0, returning the mean next-token cross-entropy.
+ * that all start at position 0, returning the (weighted) mean next-token cross-entropy.
  *
- * Three ops get hand-written gradients because the wasm backend needs them
- * (ARCHITECTURE.md): matMul (its built-in gradient uses transposeA/B, 10–40× slower than
- * an explicit transpose), the embedding lookup (gather's gradient needs
- * UnsortedSegmentSum, which wasm lacks; the rows are scatter-added in JS instead) and the
- * loss (softmax − one-hot, without materialising a gather).
+ * Four ops get hand-written gradients because of what the wasm backend does fast and
+ * slow (ARCHITECTURE.md, and measured here on [4,1024,64]·[4,64,512]: the batched matMul
+ * kernel 1.9 GFLOP/s, a loop of 2-D matMuls 33 GFLOP/s):
+ * - matMul: the built-in gradient uses transposeA/B, 10–40× slower than an explicit
+ *   transpose and a plain matMul;
+ * - attention: per-block 2-D matMuls, no batched matMul, and no big transposes;
+ * - the embedding lookup: gather's gradient needs UnsortedSegmentSum, which wasm lacks,
+ *   so the rows are scatter-added in JS;
+ * - the tied head with the loss: fused softmax, then softmax − one-hot in JS.
  *
  * @example
  * const loss = lossFn(cfg, params, batch, [0, 1, 2]); // scalar tensor
