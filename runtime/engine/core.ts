@@ -145,7 +145,9 @@ export class EngineCore {
   }
 
   stats(): SchedulerStats {
-    return this.scheduler.stats();
+    const s = this.scheduler.stats();
+    // A request whose prompt is being compressed is waiting too.
+    return { ...s, queueDepth: s.queueDepth + this.compressing.waiting };
   }
 
   close(err: Error): void {

@@ -73,6 +73,7 @@ describe('compress stage in the engine', () => {
     const sub = engine.generate(long).subscribe();
     await new Promise((r) => setImmediate(r)); // one engine step: the first segment
     expect(tf.memory().numTensors).toBeGreaterThan(before); // the scorer's cache
+    expect(engine.stats().queueDepth).toBe(1);
     sub.unsubscribe();
     expect(tf.memory().numTensors).toBe(before);
     expect(engine.stats()).toMatchObject({ runningSequences: 0, queueDepth: 0 });

@@ -106,6 +106,11 @@ export class CompressStage {
     return this.jobs.size > 0;
   }
 
+  /** Prompts waiting for compression. */
+  get waiting(): number {
+    return this.jobs.size;
+  }
+
   /** Compresses one segment of the oldest waiting prompt. */
   step(): void {
     const first = this.jobs.entries().next();
