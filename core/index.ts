@@ -16,7 +16,7 @@ import type { RunOptions } from './run.js';
 
 export { validateGraph, parseGraph, analyzeGraph, type GraphAnalysis } from './validate.js';
 export { compileGraph, printGraph, type CompiledGraph, type CompiledNode } from './compile.js';
-export type { RunOptions } from './run.js';
+export { checkRunInput, type RunOptions } from './run.js';
 export {
   graphJsonSchema,
   nodeSchemas,

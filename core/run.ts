@@ -45,7 +45,7 @@ import type { Skeleton } from '../operators/internal/sot.js';
 import type { CompiledGraph, CompiledNode } from './compile.js';
 import { BadRequestError, ModelOutputError, SkeinError } from './errors.js';
 import type { NodeUsage, RunEvent, StageMetrics } from './events.js';
-import type { NodeSpec, NodeSpecOf } from './graph-schema.js';
+import type { GraphSpec, NodeSpec, NodeSpecOf } from './graph-schema.js';
 import { routeBranchNames } from './ports.js';
 import { deriveSeed, randomSeed } from './seed.js';
 import type { Engine } from '../runtime/engine/types.js';
@@ -347,6 +347,15 @@ export function runCompiled(compiled: CompiledGraph, input: Record<string, unkno
       });
     return sub;
   });
+}
+
+/**
+ * Checks a run input against the graph's input nodes before anything runs, so that a
+ * caller (the CLI, POST /v1/runs) can refuse it at once instead of starting a run that
+ * fails at its first node. Throws the BadRequestError that the run itself would raise.
+ */
+export function checkRunInput(spec: GraphSpec, input: Record<string, unknown>): void {
+  for (const n of spec.nodes) if (n.kind === 'input') readInput(n, n.id, input);
 }
 
 function readInput(spec: NodeSpecOf<'input'>, id: string, input: Record<string, unknown>): unknown {

@@ -78,7 +78,8 @@ describe('skein run', () => {
     let opened = false;
     const openEngine = async () => ((opened = true), createFakeEngine());
     await expect(runGraphFile(join(graphs, 'chat.json'), { input: '[1]', model: 'x' }, { openEngine })).rejects.toThrow(/--input: must be a JSON object/);
-    await expect(runGraphFile(join(graphs, 'chat.json'), { input: '{}', model: 'x', seed: 'abc' }, { openEngine })).rejects.toThrow(/--seed/);
+    await expect(runGraphFile(join(graphs, 'chat.json'), { input: '{"question": "hi"}', model: 'x', seed: 'abc' }, { openEngine })).rejects.toThrow(/--seed/);
+    await expect(runGraphFile(join(graphs, 'chat.json'), { input: '{}', model: 'x' }, { openEngine })).rejects.toThrow(/input\.question: is required/);
     expect(opened).toBe(false);
   });
 });

@@ -89,6 +89,21 @@ describe('control plane routes', () => {
     expect((await app.request('/v1/runs', post('', { input: {} }))).status).toBe(400);
   });
 
+  it('refuses a run whose input lacks a required value, or has a misspelt field, with 400 naming it', async () => {
+    const { app, engine } = setup();
+    const missing = await app.request('/v1/runs', post('', { graphName: 'chat', input: {} }));
+    expect(missing.status).toBe(400);
+    expect((await missing.json()).error).toMatchObject({ code: 'bad_request', message: expect.stringContaining('input.question') });
+    const wrongType = await app.request('/v1/runs', post('', { graphName: 'chat', input: { question: ['a'] } }));
+    expect(wrongType.status).toBe(400);
+    expect((await wrongType.json()).error.message).toContain('input.question: must be text');
+    const misspelt = await app.request('/v1/runs', post('', { graphName: 'chat', input: { question: 'x' }, sed: 3 }));
+    expect(misspelt.status).toBe(400);
+    expect((await misspelt.json()).error.message).toContain('sed: unknown field');
+    expect(engine.started).toBe(0);
+    expect((await (await app.request('/v1/runs')).json()).runs).toHaveLength(0);
+  });
+
   it('starts a run, reports its state, timings and usage, and replays its events', async () => {
     const { app } = setup();
     const res = await app.request('/v1/runs', post('', { graphName: 'sot', input: { question: 'How do I learn to cook?' }, seed: 3 }));

@@ -54,6 +54,7 @@ export interface SkeinApp extends Hono {
   readonly runs: RunStore;
 }
 
+const runFields = new Set(['graph', 'graphName', 'input', 'model', 'seed']);
 const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
 
 async function readJson(c: Context): Promise<unknown> {
@@ -148,6 +149,9 @@ export function createApp(options: AppOptions): SkeinApp {
   app.post('/v1/runs', async (c) => {
     const body = await readJson(c);
     if (!isObject(body)) throw new BadRequestError('body', 'must be a JSON object');
+    // A misspelt field (`sed` for `seed`) would otherwise be ignored without a word.
+    const unknown = Object.keys(body).find((k) => !runFields.has(k));
+    if (unknown !== undefined) throw new BadRequestError(unknown, `unknown field (expected: ${[...runFields].join(', ')})`);
     let graphJson: unknown;
     let source: string;
     if (body.graph !== undefined && body.graphName !== undefined) throw new BadRequestError('graph', 'give graph or graphName, not both');
@@ -170,6 +174,8 @@ export function createApp(options: AppOptions): SkeinApp {
       if (!modelMatches(body.model)) throw new NotFoundError('model', body.model);
     }
     const spec = dataflow.parseGraph(graphJson, source);
+    // A run that would fail at its first node is refused here, with the field named.
+    dataflow.checkInput?.(spec, input);
     const id = `run_${randomUUID().replace(/-/g, '').slice(0, 16)}`;
     const name = isObject(graphJson) && typeof graphJson.name === 'string' ? graphJson.name : source;
     const abort = new AbortController();

@@ -5,12 +5,13 @@
  * @example
  * const problems = coreDataflow.validateGraph(json);
  */
-import { graphJsonSchema, parseGraph, runGraph, validateGraph, type GraphSpec } from '../../core/index.js';
+import { checkRunInput, graphJsonSchema, parseGraph, runGraph, validateGraph, type GraphSpec } from '../../core/index.js';
 import type { Dataflow } from './types.js';
 
 export const coreDataflow: Dataflow = {
   validateGraph,
   parseGraph,
   runGraph: (spec, input, options) => runGraph(spec as GraphSpec, input, options),
+  checkInput: (spec, input) => checkRunInput(spec as GraphSpec, input),
   graphJsonSchema,
 };

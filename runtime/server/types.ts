@@ -26,6 +26,8 @@ export interface Dataflow {
   /** Throws GraphValidationError (problems with JSON pointers) when the graph is invalid. */
   parseGraph(json: unknown, source?: string): unknown;
   runGraph(spec: unknown, input: Record<string, unknown>, options: RunGraphOptions): Observable<RunEvent>;
+  /** Throws BadRequestError when the input lacks a required value or has one of the wrong type. */
+  checkInput?(spec: unknown, input: Record<string, unknown>): void;
   /** The graph JSON Schema, when the core exports one (the playground uses it for hints). */
   graphJsonSchema?: unknown;
 }

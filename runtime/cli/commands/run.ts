@@ -7,7 +7,7 @@
  */
 import { writeFileSync } from 'node:fs';
 import type { Command } from 'commander';
-import { BadRequestError, GraphValidationError, compileGraph, saveEvents, type RunEvent } from '../../../core/index.js';
+import { BadRequestError, GraphValidationError, checkRunInput, compileGraph, saveEvents, type RunEvent } from '../../../core/index.js';
 import { ProgressView } from '../../../core/progress.js';
 import type { Engine } from '../../engine/types.js';
 import { readGraphFile } from './validate.js';
@@ -56,6 +56,7 @@ export async function runGraphFile(file: string, flags: RunFlags, io: RunIo = {}
   if (read.problems.length) throw new GraphValidationError(read.problems, file);
   const compiled = compileGraph(read.json as never, undefined, file);
   const input = parseInput(flags.input);
+  checkRunInput(compiled.spec, input);
   const seed = flags.seed === undefined ? undefined : Number(flags.seed);
   if (seed !== undefined && !Number.isInteger(seed)) throw new BadRequestError('--seed', 'must be an integer');
 
