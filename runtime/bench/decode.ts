@@ -44,7 +44,7 @@ export function weightBytesPerToken(model: LoadedModel): number {
 interface Rate {
   /** Tokens per wall-clock second over the best window of steps. */
   wall: number;
-  /** Tokens per second of this process's CPU time over the same window (robust to other load). */
+  /** Tokens per second of this process's CPU time, best window (less sensitive to other load). */
   cpu: number;
 }
 
@@ -89,7 +89,7 @@ function timeDecode(model: LoadedModel, prompt: LayerKvChunks[], promptLen: numb
       const tokens = batch * window;
       const wall = (tokens * 1000) / wallMs;
       const cpu = (tokens * 1e6) / (c.user + c.system);
-      if (wall > best.wall) best = { wall, cpu };
+      best = { wall: Math.max(best.wall, wall), cpu: Math.max(best.cpu, cpu) };
     }
   }
   for (const o of own) for (const l of o) tf.dispose([...l.k, ...l.v]);
@@ -123,10 +123,8 @@ registerBench('decode', {
         const [pre] = forward(model, [{ ids: prompt }]);
         const c = process.cpuUsage(c0);
         const tps = (promptLen * 1000) / (performance.now() - t0);
-        if (tps > prefillTokensPerSec) {
-          prefillTokensPerSec = tps;
-          prefillCpu = (promptLen * 1e6) / (c.user + c.system);
-        }
+        prefillTokensPerSec = Math.max(prefillTokensPerSec, tps);
+        prefillCpu = Math.max(prefillCpu, (promptLen * 1e6) / (c.user + c.system));
         cache = pre!.newKv.map((e) => ({ k: [e!.k], v: [e!.v] }));
       }
       log(`prefill: ${promptLen} tokens: ${prefillTokensPerSec.toFixed(1)} tokens/s (${prefillCpu.toFixed(1)} per CPU-second)`);
