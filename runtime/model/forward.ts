@@ -68,11 +68,11 @@ export function prepareModel(model: LoadedModel): Prepared {
       const wqk = tf.concat([tf.mul(L.wq, tf.mul(n1, scale)), tf.mul(L.wk, n1)], 1) as tf.Tensor2D;
       const bqk = L.bq !== null && L.bk !== null ? (tf.concat([tf.mul(L.bq, scale), L.bk]) as tf.Tensor1D) : null;
       const wv = tf.mul(L.wv, n1) as tf.Tensor2D;
-      const bv = L.bv === null ? null : tf.clone(L.bv);
       const wg = tf.mul(L.wGate, n2) as tf.Tensor2D;
       const wu = tf.mul(L.wUp, n2) as tf.Tensor2D;
       // wo, bo, wd are used as they are; clone so the prepared set owns all it holds.
-      return { wqk, bqk, wv, bv, wo: tf.clone(L.wo), bo: L.bo === null ? null : tf.clone(L.bo), wg, wu, wd: tf.clone(L.wDown) };
+      // v's bias, wo, bo and wd are used as loaded (shared with the model, not owned here).
+      return { wqk, bqk, wv, bv: L.bv, wo: L.wo, bo: L.bo, wg, wu, wd: L.wDown };
     }),
   );
   const G = c.numHeads / c.numKvHeads;
@@ -98,7 +98,7 @@ export function prepareModel(model: LoadedModel): Prepared {
     rotateHalf,
     dispose() {
       tf.dispose([blockMask, eps, rotateHalf]);
-      for (const l of layers) tf.dispose(Object.values(l).filter((t) => t !== null) as tf.Tensor[]);
+      for (const l of layers) tf.dispose([l.wqk, l.wv, l.wg, l.wu, ...(l.bqk ? [l.bqk] : [])]);
       prepared.delete(model);
     },
   };
