@@ -1,5 +1,6 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { beforeAll, describe, expect, it } from 'vitest';
+import { BadRequestError } from '../../core/errors.js';
 import { initBackend } from '../backend.js';
 import { BlockTable } from './block-table.js';
 import { KvPool } from './pool.js';
@@ -46,6 +47,13 @@ const seq = (n: number, from = 0) => Array.from({ length: n }, (_, i) => from + 
 describe('BlockTable and KvPool', () => {
   beforeAll(async () => {
     await initBackend();
+  });
+
+  it('refuses a budget that holds no whole block with a typed error naming the option', () => {
+    expect(() => new KvPool({ numLayers: L, kvDim: D, blockSize: 4, budgetBytes: 10 })).toThrow(BadRequestError);
+    expect(() => new KvPool({ numLayers: L, kvDim: D, blockSize: 4, budgetBlocks: 0 })).toThrow(/kvBudgetBlocks/);
+    expect(() => new KvPool({ numLayers: L, kvDim: D, blockSize: 4, budgetBlocks: 2.5 })).toThrow(/kvBudgetBlocks/);
+    expect(new KvPool({ numLayers: L, kvDim: D, blockSize: 4, budgetBlocks: 3 }).numBlocks).toBe(3);
   });
 
   it('appends across blocks in chunks and single tokens, and frees everything', async () => {

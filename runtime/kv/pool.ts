@@ -8,6 +8,7 @@
  * const pool = new KvPool({ numLayers: 2, kvDim: 64, blockSize: 16, budgetBytes: 64 << 20 });
  * const block = pool.allocate(); // null when every block is held
  */
+import { BadRequestError } from '../../core/errors.js';
 import { emptyBlock, disposeBlockTensors, type KvBlock } from './block.js';
 import { PrefixTree } from './prefix-tree.js';
 
@@ -56,7 +57,10 @@ export class KvPool {
     this.bytesPerBlock = this.blockSize * options.numLayers * 2 * options.kvDim * 4;
     this.numBlocks =
       options.budgetBlocks ?? Math.floor((options.budgetBytes ?? DEFAULT_KV_BUDGET_BYTES) / this.bytesPerBlock);
-    if (!(this.numBlocks >= 1)) throw new RangeError(`KV budget holds no block (${this.bytesPerBlock} bytes each)`);
+    if (!(Number.isInteger(this.numBlocks) && this.numBlocks >= 1)) {
+      const field = options.budgetBlocks !== undefined ? 'kvBudgetBlocks' : 'kvBudgetBytes';
+      throw new BadRequestError(field, `the KV budget must hold at least one block (${this.bytesPerBlock} bytes each), got ${options.budgetBlocks ?? options.budgetBytes}`);
+    }
     this.tree = new PrefixTree(this.blockSize);
     this.prefixSharing = options.prefixSharing ?? true;
   }
