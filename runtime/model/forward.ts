@@ -378,7 +378,7 @@ export function forward(model: LoadedModel, seqs: ForwardSequence[], opts: Forwa
     let hidden: tf.Tensor2D | null = null;
     if (outRows.length > 0) {
       const sel = outRows.length === x.shape[0] ? x : (tf.gather(x, tf.tensor1d(outRows, 'int32')) as tf.Tensor2D); // (R, hidden)
-      const normed = tf.mul(tf.mul(sel, tf.rsqrt(tf.add(tf.mean(tf.square(sel), -1, true), prep.eps))), model.weights.finalNorm) as tf.Tensor2D; // (R, hidden)
+      const normed = tf.mul(rmsNorm(sel, c.rmsNormEps, prep.eps), model.weights.finalNorm) as tf.Tensor2D; // (R, hidden)
       logits = tf.matMul(normed, model.weights.lmHead) as tf.Tensor2D; // (R, vocab)
       if (order.some((s) => s.seq.returnHidden)) hidden = normed;
     }
