@@ -193,12 +193,14 @@ function analyze(json: unknown): { problems: GraphProblem[]; analysis?: GraphAna
   if (!doc.nodes.some((n) => (n as { kind?: unknown } | null)?.kind === 'output'))
     add({ pointer: '/nodes', message: 'the graph has no output node' });
 
-  const order = topoOrder(nodes, incoming, add);
+  // With a cycle the order covers only the nodes outside it; those still get their
+  // type and branch checks, so one run of the validator lists every problem.
+  const { order, complete } = topoOrder(nodes, incoming, add);
   const loopBodies = checkLoops(nodes, nodeIndex, outgoing, incoming, add);
-  const types = order ? checkTypes(order, nodes, ports, incoming, add) : new Map<string, PortType>();
-  const scopes = order ? checkScopes(order, nodes, nodeIndex, incoming, add) : new Map<string, string[]>();
+  const types = checkTypes(order, nodes, ports, incoming, add);
+  const scopes = checkScopes(order, nodes, nodeIndex, incoming, add);
 
-  if (problems.length || !order) return { problems };
+  if (problems.length || !complete) return { problems };
   return {
     problems,
     analysis: { spec: doc as GraphSpec, nodes, ports, incoming, outgoing, order, types, scopes, loopBodies },
@@ -280,7 +282,7 @@ function resolveEnd(
 const isBackEdge = (nodes: Map<string, NodeSpec>, e: ResolvedEdge) => nodes.get(e.to)?.kind === 'loop' && e.toPort === 'next';
 
 /** Kahn's order over the non-loop-back edges; a leftover means a cycle not through a loop. */
-function topoOrder(nodes: Map<string, NodeSpec>, incoming: Map<string, ResolvedEdge[]>, add: Add): string[] | undefined {
+function topoOrder(nodes: Map<string, NodeSpec>, incoming: Map<string, ResolvedEdge[]>, add: Add): { order: string[]; complete: boolean } {
   const pending = new Map<string, number>();
   const users = new Map<string, string[]>();
   for (const id of nodes.keys()) (pending.set(id, 0), users.set(id, []));
@@ -300,13 +302,13 @@ function topoOrder(nodes: Map<string, NodeSpec>, incoming: Map<string, ResolvedE
       if (pending.get(u) === 0) ready.push(u);
     }
   }
-  if (order.length === nodes.size) return order;
+  if (order.length === nodes.size) return { order, complete: true };
   const cycle = findCycle(nodes, incoming, new Set(order));
   add({
     pointer: `/edges/${cycle.edge}`,
     message: `cycle ${cycle.path.join(' → ')}: a cycle must pass through a loop node's 'next' input`,
   });
-  return undefined;
+  return { order, complete: false };
 }
 
 function findCycle(nodes: Map<string, NodeSpec>, incoming: Map<string, ResolvedEdge[]>, done: Set<string>) {

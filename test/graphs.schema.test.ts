@@ -114,6 +114,19 @@ describe('graph schema', () => {
     expect(validateGraph(g)).toEqual([{ pointer: expect.stringMatching(/^\/edges\/[34]$/), message: expect.stringMatching(/^cycle (g → t2 → g|t2 → g → t2): a cycle must pass through a loop node's 'next' input$/) }]);
   });
 
+  it('still checks port types outside a cycle, so every problem is listed at once', () => {
+    const g = base();
+    g.nodes.push({ id: 't2', kind: 'template', template: '{{a}}' }, { id: 's', kind: 'skeleton' }, { id: 'g2', kind: 'generate' }, { id: 'o2', kind: 'output' });
+    g.edges.push({ from: 'g', to: 't2.a' }, { from: 't2', to: 'g.system' });
+    g.edges.push({ from: 'q', to: 's.question' }, { from: 's', to: 'g2.prompt' }, { from: 'g2', to: 'o2' });
+    const problems = validateGraph(g);
+    expect(problems.map((p) => p.message)).toEqual([
+      expect.stringMatching(/^cycle /),
+      "type mismatch: 's.out' gives skeleton but 'g2.prompt' takes text",
+    ]);
+    expect(problems[1]!.pointer).toBe('/edges/6');
+  });
+
   it('accepts a cycle through a loop and rejects a loop body that leaks', () => {
     const g = {
       version: 1,
