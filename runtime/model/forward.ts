@@ -18,7 +18,7 @@
  */
 import * as tf from '@tensorflow/tfjs-core';
 import { BadRequestError, NotAvailableError } from '../../core/errors.js';
-import { ownHeads, queryBlocks, rmsNorm, ropeQk, softmaxColumns, swiGlu } from './kernels.js';
+import { gatherRows, ownHeads, queryBlocks, rmsNorm, ropeQk, softmaxColumns, swiGlu } from './kernels.js';
 import { inverseFrequencies, ropeTables } from './rope.js';
 import type { ForwardCallOptions, ForwardSequence, ForwardSequenceResult, LoadedModel } from './types.js';
 
@@ -232,28 +232,24 @@ export function forward(model: LoadedModel, seqs: ForwardSequence[], opts: Forwa
     // Packed rows: every sequence's new tokens, in `order`.
     const allIds = order.flatMap((s) => s.seq.ids);
     const allPos = order.flatMap((s) => s.positions);
-    let x = tf.gather(model.weights.embed, tf.tensor1d(allIds, 'int32')) as tf.Tensor2D; // (T, hidden)
+    let x = gatherRows(model.weights.embed, allIds); // (T, hidden)
     // Rotary tables for every packed row, shaped to broadcast over heads: (T, 1, D), both
     // halves of a head sharing an angle.
-    const { cos: cRaw, sin: sRaw } = ropeTables(prep.inv, allPos);
-    const T0 = allIds.length;
     const half = D / 2;
-    const cos2 = new Float32Array(T0 * D);
-    const sin2 = new Float32Array(T0 * D);
-    for (let t = 0; t < T0; t++) {
-      for (let i = 0; i < half; i++) {
-        const cv = cRaw[t * half + i]!;
-        const sv = sRaw[t * half + i]!;
-        cos2[t * D + i] = cv;
-        cos2[t * D + half + i] = cv;
-        sin2[t * D + i] = sv;
-        sin2[t * D + half + i] = sv;
+    /** Rotary tables for the given packed rows. */
+    const ropeFor = (rows: number[]): [tf.Tensor3D, tf.Tensor3D] => {
+      const { cos: cRaw, sin: sRaw } = ropeTables(prep.inv, rows.map((r) => allPos[r]!));
+      const cos2 = new Float32Array(rows.length * D);
+      const sin2 = new Float32Array(rows.length * D);
+      for (let t = 0; t < rows.length; t++) {
+        for (let i = 0; i < half; i++) {
+          cos2[t * D + i] = cos2[t * D + half + i] = cRaw[t * half + i]!;
+          sin2[t * D + i] = sin2[t * D + half + i] = sRaw[t * half + i]!;
+        }
       }
-    }
-    const cosAll = tf.tensor3d(cos2, [T0, 1, D]);
-    const sinAll = tf.tensor3d(sin2, [T0, 1, D]);
-    let cos = cosAll;
-    let sin = sinAll;
+      return [tf.tensor3d(cos2, [rows.length, 1, D]), tf.tensor3d(sin2, [rows.length, 1, D])];
+    };
+    let [cos, sin] = ropeFor(allPos.map((_, r) => r));
     // Packed row (in the original packing) of each state's token i.
     const rowBase = new Map<SeqState, number>();
     {
@@ -304,14 +300,12 @@ export function forward(model: LoadedModel, seqs: ForwardSequence[], opts: Forwa
             r++;
           }
           if (s.seq.returnPrunedHidden && goneRows.length > 0) {
-            s.prunedHidden[s.prunedHidden.length - 1]!.rows = tf.gather(x, tf.tensor1d(goneRows, 'int32')) as tf.Tensor2D; // (pruned, hidden)
+            s.prunedHidden[s.prunedHidden.length - 1]!.rows = gatherRows(x, goneRows); // (pruned, hidden)
           }
           s.live = live;
         }
-        x = tf.gather(x, tf.tensor1d(keepRows, 'int32')) as tf.Tensor2D; // (Tlive, hidden)
-        const orig = tf.tensor1d(origRows, 'int32');
-        cos = tf.gather(cosAll, orig) as tf.Tensor3D; // (Tlive, 1, D)
-        sin = tf.gather(sinAll, orig) as tf.Tensor3D;
+        x = gatherRows(x, keepRows); // (Tlive, hidden)
+        [cos, sin] = ropeFor(origRows); // (Tlive, 1, D)
       }
 
       const T = x.shape[0];
@@ -377,7 +371,7 @@ export function forward(model: LoadedModel, seqs: ForwardSequence[], opts: Forwa
     let logits: tf.Tensor2D | null = null;
     let hidden: tf.Tensor2D | null = null;
     if (outRows.length > 0) {
-      const sel = outRows.length === x.shape[0] ? x : (tf.gather(x, tf.tensor1d(outRows, 'int32')) as tf.Tensor2D); // (R, hidden)
+      const sel = outRows.length === x.shape[0] ? x : gatherRows(x, outRows); // (R, hidden)
       const normed = tf.mul(rmsNorm(sel, c.rmsNormEps, prep.eps), model.weights.finalNorm) as tf.Tensor2D; // (R, hidden)
       logits = tf.matMul(normed, model.weights.lmHead) as tf.Tensor2D; // (R, vocab)
       if (order.some((s) => s.seq.returnHidden)) hidden = normed;

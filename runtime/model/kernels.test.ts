@@ -1,7 +1,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { initBackend } from '../backend.js';
-import { FUSED_MAX_ELEMENTS, FUSED_MAX_ROWS, ownHeads, queryBlocks, rmsNorm, ropeQk, softmaxColumns, swiGlu } from './kernels.js';
+import { FUSED_MAX_ELEMENTS, FUSED_MAX_ROWS, gatherRows, ownHeads, queryBlocks, rmsNorm, ropeQk, softmaxColumns, swiGlu } from './kernels.js';
 
 function maxDiff(a: tf.Tensor, b: tf.Tensor): number {
   return tf.tidy(() => tf.max(tf.abs(tf.sub(a, b))).dataSync()[0]!);
@@ -80,5 +80,14 @@ describe('decode attention helpers equal their definitions', () => {
       const want = tf.reshape(tf.transpose(tf.softmax(tf.transpose(tf.reshape(x, [blocks, S, 7]), [0, 2, 1])), [0, 2, 1]), [blocks * S, 7]);
       expect(maxDiff(softmaxColumns(x, blocks), want)).toBeLessThan(1e-6);
     });
+  });
+});
+
+it('gatherRows equals tf.gather and checks its rows', () => {
+  tf.tidy(() => {
+    const x = tf.randomNormal([9, 5], 0, 1, 'float32', 6) as tf.Tensor2D;
+    const rows = [8, 0, 3, 3];
+    expect(maxDiff(gatherRows(x, rows), tf.gather(x, tf.tensor1d(rows, 'int32')))).toBe(0);
+    expect(() => gatherRows(x, [9])).toThrow(RangeError);
   });
 });
