@@ -71,7 +71,7 @@ export interface ExportOptions {
   tokenizerDir?: string;
   dtype?: WriteDtype;
   /** Training state and moments for resume/; omitted → weights only. */
-  resume?: { state: TrainState; m: Float32Array; v: Float32Array };
+  resume?: { state: TrainState; m: Float32Array; v: Float32Array; logFile?: string };
 }
 
 export function exportModel(o: ExportOptions): void {
@@ -102,6 +102,8 @@ export function exportModel(o: ExportOptions): void {
       adam_v: { shape: [table.total], data: o.resume.v },
     }, 'BF16');
     fs.writeFileSync(path.join(dir, 'state.json'), JSON.stringify({ ...o.resume.state, weightsDtype: dtype }, null, 1) + '\n');
+    // The per-step log travels too, so a later session's model card covers the whole run.
+    if (o.resume.logFile !== undefined && fs.existsSync(o.resume.logFile)) fs.copyFileSync(o.resume.logFile, path.join(dir, 'train.log.jsonl'));
   }
 }
 
@@ -118,5 +120,7 @@ export function importForResume(modelDir: string, runDir: string): TrainState {
   const params = fromHfTensors(table, readSafetensors(path.join(modelDir, 'model.safetensors')));
   const opt = readSafetensors(path.join(modelDir, 'resume', 'optimizer.safetensors'));
   saveCheckpoint(runDir, state, params, opt.adam_m.data, opt.adam_v.data);
+  const log = path.join(modelDir, 'resume', 'train.log.jsonl');
+  if (fs.existsSync(log)) fs.copyFileSync(log, path.join(runDir, 'train.log.jsonl'));
   return state;
 }

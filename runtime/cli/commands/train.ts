@@ -158,7 +158,7 @@ function exportRun(run: string, modelDir: string, data: string, dtype: string, w
   const d = dtype.toUpperCase();
   if (d !== 'F16' && d !== 'BF16' && d !== 'F32') throw new BadRequestError('--dtype', `one of f16, bf16, f32 (got ${dtype})`);
   const { state, params, m, v } = readCheckpoint(run);
-  const resume = withResume ? { state, m, v } : undefined;
+  const resume = withResume ? { state, m, v, logFile: path.join(run, 'train.log.jsonl') } : undefined;
   exportModel({ modelDir, config: state.config, params, tokenizerDir: path.join(data, 'tokenizer'), dtype: d, resume });
   process.stderr.write(`skein: exported step ${state.step} to ${modelDir} (${d})\n`);
 }
