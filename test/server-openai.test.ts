@@ -9,10 +9,11 @@ import { createServerTestEngine } from './fakes/server-engine.js';
 let server: RunningServer;
 let engine: FakeEngine;
 let client: OpenAI;
+const logged: unknown[] = [];
 
 beforeAll(async () => {
   engine = createServerTestEngine(3);
-  server = await startServer({ engine, graphs: [], port: 0, token: 'sk-test', build: false, print: () => {}, log: () => {} });
+  server = await startServer({ engine, graphs: [], port: 0, token: 'sk-test', build: false, print: () => {}, log: (err) => void logged.push(err) });
   client = new OpenAI({ baseURL: new URL('/v1', server.url).href, apiKey: 'sk-test', maxRetries: 0 });
 });
 afterAll(async () => {
@@ -99,6 +100,9 @@ describe('OpenAI-compatible chat completions', () => {
     while (engine.live > 0 && Date.now() < end + 2000) await new Promise((r) => setTimeout(r, 5));
     expect(engine.live).toBe(0);
     expect(engine.cancelled).toBe(before + 1);
+    // The abandoned request ends as a cancellation, not as a server fault in the log.
+    await new Promise((r) => setTimeout(r, 50));
+    expect(logged).toEqual([]);
   });
 
   it('maps bad requests and unknown models to typed errors', async () => {

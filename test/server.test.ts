@@ -7,6 +7,8 @@ import { describe, expect, it } from 'vitest';
 import type { RunEvent } from '../core/events.js';
 import { createApp, type AppOptions } from '../runtime/server/index.js';
 import { loadExampleGraphs } from '../runtime/server/graphs.js';
+import { KvExhaustedError } from '../core/errors.js';
+import { createFakeEngine } from './fakes/fake-engine.js';
 import { createServerTestEngine } from './fakes/server-engine.js';
 import { parseSse } from './fakes/sse.js';
 
@@ -239,5 +241,13 @@ describe('control plane routes', () => {
     expect((await app.request('/missing.js')).status).toBe(404);
     const unbuilt = setup({ playgroundDir: join(dir, 'none') }).app;
     expect((await unbuilt.request('/')).status).toBe(503);
+  });
+  it('a chat completion stream that fails carries the typed error code, not a bare internal one', async () => {
+    const engine = createFakeEngine({ modelName: 'fake-mini', script: [{ match: /./, error: new KvExhaustedError(9, 1, 4), failAfter: 1 }] });
+    const app = createApp({ engine, log: () => {} });
+    const res = await app.request('/v1/chat/completions', post('', { messages: [{ role: 'user', content: 'hi' }], stream: true }));
+    expect(res.status).toBe(200);
+    const last = parseSse(await res.text()).at(-1)!;
+    expect(JSON.parse(last.data)).toEqual({ error: { message: expect.stringContaining('KV memory exhausted'), code: 'kv_exhausted' } });
   });
 });

@@ -11,9 +11,10 @@
 import { Hono } from 'hono';
 import { streamSSE } from 'hono/streaming';
 import { firstValueFrom, fromEvent, last, takeUntil, type Observable } from 'rxjs';
-import { BadRequestError, NotFoundError } from '../../core/errors.js';
+import { BadRequestError, CancelledError, NotFoundError } from '../../core/errors.js';
 import type { SamplingParams } from '../../core/sampling.js';
 import type { ChatMessage, Engine, FinishReason, GenerateEvent } from '../engine/types.js';
+import { mapError } from './errors.js';
 import type { ServerMetrics } from './metrics.js';
 import { orderedWrites } from './ordered.js';
 import type { RunStore } from './runs.js';
@@ -101,8 +102,10 @@ export function chatCompletionsRoute(deps: ChatDeps): Hono {
       try {
         // A client that hangs up stops the generation it was waiting for.
         const gone$ = fromEvent(c.req.raw.signal, 'abort');
-        const done = await firstValueFrom(gen$.pipe(takeUntil(gone$), last()));
-        if (done.type !== 'done') throw new Error('generation ended without done');
+        const done = await firstValueFrom(gen$.pipe(takeUntil(gone$), last(null, null)));
+        // The client left before the end: no answer to give, and not a server fault to log.
+        if (c.req.raw.signal.aborted) throw new CancelledError('chat completion (the client went away)');
+        if (done?.type !== 'done') throw new Error('generation ended without done');
         metrics.tokens(done.usage.completionTokens);
         metrics.ttft(done.metrics.ttftMs);
         return c.json({
@@ -157,8 +160,9 @@ export function chatCompletionsRoute(deps: ChatDeps): Hono {
           },
           error: (err: unknown) => {
             // Headers are sent: the error travels in the stream, as OpenAI's API does it.
-            const message = err instanceof Error ? err.message : String(err);
-            out.push(() => sse.writeSSE({ data: JSON.stringify({ error: { message, code: 'internal' } }) }));
+            // The same body and code as a typed error before the headers would have had.
+            const { error } = mapError(err).body;
+            out.push(() => sse.writeSSE({ data: JSON.stringify({ error }) }));
             void out.drained().then(resolve);
           },
           complete: () => void out.drained().then(resolve),
