@@ -5,8 +5,11 @@
  * wasm heap. Past `FUSED_MAX_ROWS` rows the wasm ops win and are used instead; other
  * backends always use the composite ops. Both paths compute the same maths.
  *
+ * Decode attention uses three more (queryBlocks, softmaxColumns, ownHeads) and every row
+ * selection uses gatherRows, a row copy (the wasm Gather kernel goes element by element).
+ *
  * @example
- * const xn = rmsNorm(x, eps); // (T, hidden) → (T, hidden), without the weight
+ * const xn = rmsNorm(x, 1e-5, tf.scalar(1e-5)); // (T, hidden) → (T, hidden), without the weight
  */
 import * as tf from '@tensorflow/tfjs-core';
 
@@ -18,7 +21,11 @@ import * as tf from '@tensorflow/tfjs-core';
  */
 export const FUSED_MAX_ROWS = { rmsNorm: 8, rope: 64 } as const;
 
-/** Element counts up to which the fused decode-attention helpers are used. */
+/**
+ * Element counts up to which the fused decode-attention helpers are used: the index
+ * shuffles stay cheap in JS at any decode size; the column softmax (Math.exp per element)
+ * only at batch-1 sizes.
+ */
 export const FUSED_MAX_ELEMENTS = { queryBlocks: 32768, softmaxColumns: 4096, ownHeads: 32768 } as const;
 
 /** Head layout of a model's attention. */
@@ -275,7 +282,7 @@ export function gatherRows(x: tf.Tensor2D, rows: number[]): tf.Tensor2D {
   for (const r of rows) {
     if (!Number.isInteger(r) || r < 0 || r >= x.shape[0]) throw new RangeError(`row ${r} is outside 0..${x.shape[0] - 1}`);
   }
-  if (x.dtype === 'float32' && fused(0, 0)) {
+  if (x.dtype === 'float32' && fused(rows.length, Infinity)) {
     return tf.engine().runKernel('SkeinGatherRows', { x }, { rows } as unknown as tf.NamedAttrMap) as tf.Tensor2D;
   }
   return tf.gather(x, tf.tensor1d(rows, 'int32'));
