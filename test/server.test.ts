@@ -106,6 +106,29 @@ describe('control plane routes', () => {
     expect((await (await app.request('/v1/runs')).json()).runs).toHaveLength(0);
   });
 
+  it('a graph regex that backtracks catastrophically does not freeze the server', async () => {
+    const { app } = setup();
+    const graph = {
+      version: 1,
+      name: 'redos',
+      nodes: [
+        { id: 'q', kind: 'input' },
+        { id: 'r', kind: 'route', branches: [{ name: 'a', when: { regex: '^(a+)+$' } }], default: 'b' },
+        { id: 'j', kind: 'join', mode: 'first' },
+        { id: 'o', kind: 'output' },
+      ],
+      edges: [{ from: 'q', to: 'r.in' }, { from: 'r.a', to: 'j.a' }, { from: 'r.b', to: 'j.b' }, { from: 'j', to: 'o' }],
+    };
+    const t0 = performance.now();
+    const res = await app.request('/v1/runs', post('', { graph, input: { q: `${'a'.repeat(28)}!` } }));
+    expect(res.status).toBe(201);
+    const { id } = await res.json();
+    await waitFor(async () => (await (await app.request(`/v1/runs/${id}`)).json()).state !== 'running');
+    expect((await (await app.request(`/v1/runs/${id}`)).json()).state).toBe('ok');
+    // Backtracking would take about 8 s on this input.
+    expect(performance.now() - t0).toBeLessThan(1000);
+  });
+
   it('starts a run, reports its state, timings and usage, and replays its events', async () => {
     const { app } = setup();
     const res = await app.request('/v1/runs', post('', { graphName: 'sot', input: { question: 'How do I learn to cook?' }, seed: 3 }));
@@ -242,6 +265,7 @@ describe('control plane routes', () => {
     const unbuilt = setup({ playgroundDir: join(dir, 'none') }).app;
     expect((await unbuilt.request('/')).status).toBe(503);
   });
+
   it('a chat completion stream that fails carries the typed error code, not a bare internal one', async () => {
     const engine = createFakeEngine({ modelName: 'fake-mini', script: [{ match: /./, error: new KvExhaustedError(9, 1, 4), failAfter: 1 }] });
     const app = createApp({ engine, log: () => {} });

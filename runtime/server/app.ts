@@ -9,6 +9,7 @@
  * const res = await app.request('/healthz');
  */
 import { randomUUID } from 'node:crypto';
+import { setFlagsFromString } from 'node:v8';
 import { Hono, type Context } from 'hono';
 import { bearerAuth } from 'hono/bearer-auth';
 import { bodyLimit } from 'hono/body-limit';
@@ -53,6 +54,12 @@ export interface SkeinApp extends Hono {
   /** The run store, for the server's own shutdown and for tests. */
   readonly runs: RunStore;
 }
+
+// Graphs come from clients and their route/loop conditions may hold a regular expression
+// that backtracks catastrophically (`^(a+)+$`), which would freeze the event loop that
+// serves every run. V8 then switches such a match to its linear-time engine; the result
+// is the same, only the time is bounded.
+setFlagsFromString('--enable-experimental-regexp-engine-on-excessive-backtracks');
 
 const runFields = new Set(['graph', 'graphName', 'input', 'model', 'seed']);
 const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
