@@ -14,6 +14,7 @@ import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { serve } from '@hono/node-server';
 import type { Engine } from '../engine/types.js';
+import type { SchedulingPolicy } from '../scheduler/scheduler.js';
 import { createApp, type AppOptions, type SkeinApp } from './app.js';
 import { buildPlayground } from './playground.js';
 
@@ -26,6 +27,8 @@ export interface ServerOptions extends Omit<AppOptions, 'engine'> {
   engine?: Engine;
   /** Model name (under models/) or folder, when no engine is given (default skein-mini). */
   model?: string;
+  /** How the engine it creates orders work across runs: 'fcfs' (default) or 'fair' (per run). */
+  policy?: SchedulingPolicy;
   /** 0 picks a free port. */
   port?: number;
   host?: string;
@@ -46,10 +49,10 @@ export interface RunningServer {
   close(): Promise<void>;
 }
 
-async function createDefaultEngine(model: string): Promise<Engine> {
+async function createDefaultEngine(model: string, policy?: SchedulingPolicy): Promise<Engine> {
   // Loaded on demand: a server handed an engine (tests) never pays for the runtime.
   const { createEngine } = await import('../engine/index.js');
-  return createEngine({ model });
+  return createEngine({ model, ...(policy ? { policy } : {}) });
 }
 
 function hasDisplay(): boolean {
@@ -84,7 +87,7 @@ export async function startServer(opts: ServerOptions = {}): Promise<RunningServ
   if (opts.engine) engine = opts.engine;
   else {
     print(`skein: loading model ${opts.model ?? DEFAULT_MODEL} …`);
-    engine = await createDefaultEngine(opts.model ?? DEFAULT_MODEL);
+    engine = await createDefaultEngine(opts.model ?? DEFAULT_MODEL, opts.policy);
   }
   const app = createApp({ ...opts, engine });
   const server = await new Promise<Server>((resolve, reject) => {

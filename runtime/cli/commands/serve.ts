@@ -8,6 +8,7 @@ import type { Command } from 'commander';
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { BadRequestError, CheckpointError } from '../../../core/errors.js';
+import type { SchedulingPolicy } from '../../scheduler/scheduler.js';
 import { DEFAULT_HOST, DEFAULT_MODEL, DEFAULT_PORT, startServer } from '../../server/index.js';
 
 function parseIntOption(name: string, min: number, max: number) {
@@ -16,6 +17,11 @@ function parseIntOption(name: string, min: number, max: number) {
     if (!Number.isInteger(n) || n < min || n > max) throw new BadRequestError(name, `must be an integer in [${min}, ${max}]`);
     return n;
   };
+}
+
+function parsePolicy(value: string): SchedulingPolicy {
+  if (value !== 'fcfs' && value !== 'fair') throw new BadRequestError('--policy', `must be fcfs or fair, got ${JSON.stringify(value)}`);
+  return value;
 }
 
 export function register(program: Command): void {
@@ -27,8 +33,9 @@ export function register(program: Command): void {
     .option('-m, --model <name|dir>', 'model name under models/ or a checkpoint folder', DEFAULT_MODEL)
     .option('--token <token>', 'require this bearer token on the API (default: $SKEIN_TOKEN)')
     .option('--max-runs <n>', 'runs in progress at once before 429', parseIntOption('--max-runs', 1, 1024), 8)
+    .option('--policy <fcfs|fair>', 'scheduling across runs: fcfs (arrival order) or fair (the run served least goes first)', parsePolicy, 'fcfs')
     .option('--open', 'print the playground URL prominently and open a browser when a display exists')
-    .action(async (opts: { port: number; host: string; model: string; token?: string; maxRuns: number; open?: boolean }) => {
+    .action(async (opts: { port: number; host: string; model: string; token?: string; maxRuns: number; policy: SchedulingPolicy; open?: boolean }) => {
       const token = opts.token ?? (process.env.SKEIN_TOKEN || undefined);
       const server = await startServer({
         port: opts.port,
@@ -36,6 +43,7 @@ export function register(program: Command): void {
         model: opts.model,
         token,
         maxConcurrentRuns: opts.maxRuns,
+        policy: opts.policy,
         open: Boolean(opts.open),
       }).catch((err: unknown) => {
         const defaultDir = fileURLToPath(new URL(`../../../models/${DEFAULT_MODEL}/`, import.meta.url));
