@@ -5,9 +5,10 @@
  * `--json`, then prints the final output. Ctrl-C cancels the run (generation stops, KV is
  * freed). Exit status: 0 ok, 1 run error, 130 cancelled.
  */
-import { writeFileSync } from 'node:fs';
+import { existsSync, writeFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
 import type { Command } from 'commander';
-import { BadRequestError, GraphValidationError, checkRunInput, compileGraph, saveEvents, type RunEvent } from '../../../core/index.js';
+import { BadRequestError, CheckpointError, GraphValidationError, checkRunInput, compileGraph, saveEvents, type RunEvent } from '../../../core/index.js';
 import { ProgressView } from '../../../core/progress.js';
 import type { Engine } from '../../engine/types.js';
 import { readGraphFile } from './validate.js';
@@ -36,7 +37,14 @@ function parseInput(text: string): Record<string, unknown> {
 /** The real engine, loaded on demand so `validate` and `--help` never load a model. */
 async function openEngine(model: string): Promise<Engine> {
   const { createEngine } = await import('../../engine/index.js');
-  return createEngine({ model });
+  return createEngine({ model }).catch((err: unknown) => {
+    // The default model is trained in the repository, not shipped in git: say how to get it.
+    const defaultDir = fileURLToPath(new URL(`../../../models/${DEFAULT_MODEL}/`, import.meta.url));
+    if (err instanceof CheckpointError && model === DEFAULT_MODEL && !existsSync(defaultDir)) {
+      process.stderr.write('skein: the default model is not there yet: train it with `npx skein train base`, or pass --model DIR\n');
+    }
+    throw err;
+  });
 }
 
 export interface RunIo {
