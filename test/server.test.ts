@@ -56,6 +56,19 @@ describe('control plane routes', () => {
     expect(body.problems).toEqual([{ pointer: '/edges/2/to', message: expect.stringMatching(/nowhere/) }]);
   });
 
+  it('validation reports a tool this server has not registered, as running it would', async () => {
+    const { app } = setup();
+    const graph = {
+      version: 1,
+      name: 'tooly',
+      nodes: [{ id: 'q', kind: 'input' }, { id: 't', kind: 'tool', tool: 'noSuchTool' }, { id: 'o', kind: 'output' }],
+      edges: [{ from: 'q', to: 't' }, { from: 't', to: 'o' }],
+    };
+    const res = await app.request('/v1/graphs/validate', post('', graph));
+    expect(await res.json()).toEqual({ valid: false, problems: [{ pointer: '/nodes/1/tool', message: expect.stringContaining("no tool 'noSuchTool'") }] });
+    expect((await app.request('/v1/runs', post('', { graph, input: { q: 'x' } }))).status).toBe(422);
+  });
+
   it('answers malformed JSON with a typed 400 body', async () => {
     const { app } = setup();
     const res = await app.request('/v1/graphs/validate', post('', '{"nodes": ['));
