@@ -6,10 +6,21 @@
  * npx skein bench decode --json
  */
 import type { Command } from 'commander';
-import { NotFoundError } from '../../../core/errors.js';
+import { BadRequestError, NotFoundError } from '../../../core/errors.js';
 import { initBackend } from '../../backend.js';
 import '../../bench/all.js';
 import { getBench, listBenches } from '../../bench/index.js';
+
+/** `--arg key=value` settings as an object; a setting without `=` or a key is refused. */
+export function parseBenchArgs(list: string[]): Record<string, string> {
+  return Object.fromEntries(
+    list.map((kv) => {
+      const at = kv.indexOf('=');
+      if (at <= 0) throw new BadRequestError('--arg', `expected key=value, got ${JSON.stringify(kv)}`);
+      return [kv.slice(0, at), kv.slice(at + 1)];
+    }),
+  );
+}
 
 export function register(program: Command): void {
   program
@@ -25,8 +36,8 @@ export function register(program: Command): void {
       }
       const bench = getBench(name);
       if (bench === undefined) throw new NotFoundError('benchmark', `${name} (have: ${listBenches().map((b) => b.name).join(', ')})`);
+      const args = parseBenchArgs(opts.arg);
       await initBackend({ log: true });
-      const args = Object.fromEntries(opts.arg.map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)]));
       const log = (line: string) => (opts.json ? process.stderr : process.stdout).write(`${line}\n`);
       const figures = await bench.run({ log, args });
       if (opts.json) process.stdout.write(`${JSON.stringify(figures)}\n`);
