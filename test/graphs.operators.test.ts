@@ -188,6 +188,20 @@ describe('fork and join', () => {
     await expect(lastValueFrom(of(1).pipe(fork({ bad: () => throwError(() => new Error('x')) }), join('concat')))).rejects.toBeInstanceOf(BranchesFailedError);
   });
 
+  it('unsubscribing early from a fork cancels every branch in flight', () => {
+    scheduler().run(({ cold, expectObservable, expectSubscriptions, flush }) => {
+      const engine = createFakeEngine({ delayMs: 1, script: [{ match: /./, reply: 'one two three four five' }] });
+      const src = cold('-x-', { x: 'go' });
+      const out = src.pipe(fork<string, string>({ a: generate({ engine, system: 'A' }), b: generate({ engine, system: 'B' }) }));
+      expectObservable(out, '---!').toBe('---');
+      expectSubscriptions(src.subscriptions).toBe('^--!');
+      flush();
+      expect(engine.started).toBe(2);
+      expect(engine.cancelled).toBe(2);
+      expect(engine.live).toBe(0);
+    });
+  });
+
   it('an unknown join mode is an error, never a default', () => {
     expect(() => join('zip' as never)).toThrow(/unknown join mode "zip"/);
   });
@@ -212,6 +226,24 @@ describe('route', () => {
     expect(engine.prompts[0]).toContain('Question: List ways to relax');
     const c = createFakeEngine({ script: [{ match: /./, reply: 'C' }] });
     await expect(lastValueFrom(of('2+2?').pipe(route({ by: 'model', engine: c, branches: [{ name: 'sot', when: { startsWith: 'A' } }] })))).rejects.toBeInstanceOf(ModelOutputError);
+  });
+});
+
+describe('early unsubscribe of model-calling stages', () => {
+  it('skeleton and route by model cancel their generation and leave nothing live', () => {
+    scheduler().run(({ cold, expectObservable, expectSubscriptions, flush }) => {
+      const engine = createFakeEngine({ delayMs: 1, script: [{ match: /./, reply: 'A long answer of many words' }] });
+      const q1 = cold('-x-', { x: 'How do I cook?' });
+      expectObservable(q1.pipe(skeleton({ engine })), '---!').toBe('---');
+      expectSubscriptions(q1.subscriptions).toBe('^--!');
+      const q2 = cold('-x-', { x: 'Why?' });
+      expectObservable(q2.pipe(route({ by: 'model', engine, branches: [{ name: 'sot', when: { startsWith: 'A' } }] })), '---!').toBe('---');
+      expectSubscriptions(q2.subscriptions).toBe('^--!');
+      flush();
+      expect(engine.started).toBe(2);
+      expect(engine.cancelled).toBe(2);
+      expect(engine.live).toBe(0);
+    });
   });
 });
 
