@@ -25,6 +25,20 @@ describe('run view', () => {
     expect(laneFigures(view.lanes.get('expand/p1')!)).toMatchObject({ tokensOut: 2, ttftMs: 4, wallMs: 9, kvBlocksShared: 2, tokensPerSec: 200 });
   });
 
+  it('shows an answer with its pre-filled prefix once the branch ends', () => {
+    const view = fold([
+      { type: 'node-start', t: 0, node: 'expand', branch: 'p2' },
+      { type: 'text-delta', t: 2, node: 'expand', branch: 'p2', text: ' matters', tokenIds: [1] },
+      { type: 'text-delta', t: 3, node: 'expand', branch: 'p2', text: ' a lot.\n', tokenIds: [2] },
+      { type: 'node-end', t: 4, node: 'expand', branch: 'p2', output: '2. Practice matters a lot.', metrics: {} },
+      { type: 'node-start', t: 5, node: 'answer' },
+      { type: 'text-delta', t: 6, node: 'answer', text: 'Yes', tokenIds: [3] },
+      { type: 'node-end', t: 7, node: 'answer', output: 'Something else', metrics: {} },
+    ]);
+    expect(view.lanes.get('expand/p2')!.text).toBe('2. Practice matters a lot.');
+    expect(view.lanes.get('answer')!.text).toBe('Yes');
+  });
+
   it('marks failed branches and closes lanes a cancel cut short', () => {
     const view = fold([
       { type: 'node-start', t: 0, node: 'expand', branch: 'p1' },

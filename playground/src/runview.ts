@@ -116,6 +116,9 @@ export function applyEvent(view: RunView, e: RunEvent): Lane | undefined {
     }
     case 'node-end': {
       const l = lane(view, e.node, e.branch, e.t);
+      // Deltas carry only generated tokens; an answer pre-filled with a prefix ("2. Point")
+      // ends with the whole text, which the pane then shows.
+      if (l.tokens > 0 && typeof e.output === 'string' && e.output.length > l.text.length && e.output.endsWith(l.text.trimEnd())) l.text = e.output;
       l.state = 'done';
       l.endT = e.t;
       l.metrics = e.metrics;

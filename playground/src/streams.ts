@@ -95,6 +95,12 @@ export class Streams {
       pane = { root, body, state, count, shown: 0 };
       this.panes.set(lane.key, pane);
     }
+    // At its end a lane's text may be rewritten whole (its answer's pre-filled prefix
+    // added in front); checked only then, so streaming stays an append.
+    if (lane.state !== 'running' && pane.shown > 0 && !lane.text.startsWith(pane.body.textContent ?? '')) {
+      pane.body.textContent = '';
+      pane.shown = 0;
+    }
     if (lane.text.length > pane.shown) {
       const stick = pane.body.scrollTop + pane.body.clientHeight >= pane.body.scrollHeight - 4;
       pane.body.append(lane.text.slice(pane.shown));
