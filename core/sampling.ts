@@ -5,6 +5,7 @@
  * @example
  * const params = resolveSampling({ temperature: 0.7, seed: 1 });
  */
+import type { FromSchema } from './from-schema.js';
 
 export const samplingSchema = {
   $id: 'skein:sampling',
@@ -21,24 +22,20 @@ export const samplingSchema = {
   },
 } as const;
 
-export interface SamplingParams {
-  maxTokens: number;
-  temperature: number;
-  topK: number;
-  topP: number;
-  repetitionPenalty: number;
-  seed: number;
-  stop: string[];
-}
+/**
+ * Resolved parameters: every field present. The schema leaves them all optional (a graph
+ * or a request names only what it changes), so `Partial<SamplingParams>` is that input.
+ */
+export type SamplingParams = Required<FromSchema<typeof samplingSchema>>;
 
 export const defaultSampling: SamplingParams = {
   maxTokens: 128, // long enough for a paragraph, short enough to keep demos snappy
   temperature: 0, // greedy: reproducible by default
-  topK: 0,
-  topP: 1,
-  repetitionPenalty: 1,
-  seed: 0,
-  stop: [],
+  topK: 0, // off: greedy needs no candidate cut, and sampling callers opt in
+  topP: 1, // off: the full distribution unless a caller asks for nucleus sampling
+  repetitionPenalty: 1, // off: a penalty changes answers, so it is never implied
+  seed: 0, // fixed: the same request gives the same tokens without naming a seed
+  stop: [], // none: generation ends at maxTokens or the end-of-sequence token
 };
 
 export function resolveSampling(partial: Partial<SamplingParams> = {}): SamplingParams {
