@@ -44,7 +44,8 @@ export type RunEvent =
       type: 'run-end';
       status: 'ok' | 'error' | 'cancelled';
       output?: Record<string, unknown>;
-      error?: { name: string; message: string; code?: string };
+      /** `node`: the node whose operator failed, when the failure is a node's. */
+      error?: { name: string; message: string; code?: string; node?: string };
       usage: Record<string, NodeUsage>;
     });
 

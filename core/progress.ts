@@ -58,8 +58,20 @@ export class ProgressView {
         this.rows.set(row.key, row);
         return this.format(row);
       }
+      case 'run-end': {
+        const node = e.status === 'error' ? e.error?.node : undefined;
+        if (!node) return undefined;
+        // A fatal failure sends no node-end: the failing node's last running row (a loop
+        // turn's, say) is the one that failed; a node that never showed a row gets one.
+        const rows = [...this.rows.values()].filter((r) => r.node === node);
+        const row = rows.reverse().find((r) => r.state === 'running') ?? { key: node, node, state: 'failed', tokens: 0, started: e.t };
+        row.state = 'failed';
+        row.ended = e.t;
+        row.note = e.error!.message;
+        this.rows.set(row.key, row);
+        return this.format(row);
+      }
       case 'run-start':
-      case 'run-end':
         return undefined;
       default: {
         const never: never = e;

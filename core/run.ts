@@ -101,6 +101,14 @@ export function runCompiled(compiled: CompiledGraph, input: Record<string, unkno
     let seq = 0;
     const emit = (body: EventBody) => subscriber.next({ ...body, runId, t: Math.round(performance.now() - started), seq: seq++ } as RunEvent);
     const usage: Record<string, NodeUsage> = {};
+    // The node whose operator raised each error, set where it first fails so that an
+    // enclosing loop or join rethrowing it does not take the blame in run-end.
+    const failedAt = new WeakMap<Error, string>();
+    const blame = (err: unknown, node: string): Error => {
+      const error = toError(err);
+      if (!failedAt.has(error)) failedAt.set(error, node);
+      return error;
+    };
     const tools = options.tools ?? compiled.tools;
 
     emit({ type: 'run-start', graph: compiled.spec.name, input, seed });
@@ -189,8 +197,8 @@ export function runCompiled(compiled: CompiledGraph, input: Record<string, unkno
           }),
           catchError((err: unknown) => {
             nodeUsage(node.id).wallMs += Math.round(performance.now() - t0);
-            if (!node.scope.length) throw err;
-            const error = toError(err);
+            const error = blame(err, node.id);
+            if (!node.scope.length) throw error;
             emit({ type: 'branch-error', node: node.id, branch: node.scope.join('/'), error: errorInfo(error) });
             return of(allPorts(node, { s: 'failed', error }));
           }),
@@ -337,7 +345,9 @@ export function runCompiled(compiled: CompiledGraph, input: Record<string, unkno
       )
       .subscribe({
         error(err: unknown) {
-          emit({ type: 'run-end', status: 'error', error: errorInfo(err), usage });
+          const error = toError(err);
+          const node = failedAt.get(error);
+          emit({ type: 'run-end', status: 'error', error: { ...errorInfo(error), ...(node ? { node } : {}) }, usage });
           subscriber.complete();
         },
         complete() {

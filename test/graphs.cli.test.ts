@@ -71,7 +71,16 @@ describe('skein run', () => {
     expect(status).toBe(1);
     const lines = out.text().trim().split('\n').map((l) => JSON.parse(l));
     expect(lines[0].type).toBe('run-start');
-    expect(lines.at(-1)).toMatchObject({ type: 'run-end', status: 'error', error: { message: 'broken' } });
+    expect(lines.at(-1)).toMatchObject({ type: 'run-end', status: 'error', error: { message: 'broken', node: 'answer' } });
+  });
+
+  it('a failed run names the failing node in its progress and its error line', async () => {
+    const err = sink();
+    const engine = createFakeEngine({ script: [{ match: /./, error: new Error('broken') }] });
+    const status = await runGraphFile(join(graphs, 'chat.json'), { input: '{"question": "hi"}', model: 'fake' }, { openEngine: async () => engine, stdout: sink().stream, stderr: err.stream });
+    expect(status).toBe(1);
+    expect(err.text()).toMatch(/^✗ answer .*broken$/m);
+    expect(err.text()).toContain('skein: node answer failed: broken\n');
   });
 
   it('rejects bad input before opening the engine', async () => {

@@ -93,6 +93,22 @@ describe('example graphs on the fake engine', () => {
     expect(end.usage.alice!.tokensOut).toBe(8);
   });
 
+  it('a model error inside a loop turn names the failing node in run-end and the progress view', async () => {
+    const engine = createFakeEngine({
+      script: [
+        { match: 'You are Alice', reply: 'Tea calms the mind.' },
+        { match: 'You are Bob', error: new Error('model fell over') },
+      ],
+    });
+    const events = await collect(runGraph(graph('debate'), { topic: 'Tea beats coffee' }, { engine }));
+    // Blame stays with bob, not with the loop that rethrows its error.
+    expect(endOf(events)).toMatchObject({ status: 'error', error: { message: 'model fell over', node: 'bob', code: 'internal' } });
+    const view = new ProgressView();
+    const changed = events.map((e) => view.apply(e));
+    expect(changed.at(-1)).toMatch(/^✗ bob \[rounds#1\].*model fell over/);
+    expect(view.lines().find((l) => l.includes('rounds '))).toMatch(/^…/);
+  });
+
   it('compress-qa: passes the compression stage to an engine that runs it', async () => {
     const engine = createFakeEngine({ supportedStages: ['compress'] });
     const events = await collect(runGraph(graph('compress-qa'), { passage: 'Long text. '.repeat(50), question: 'What is it?' }, { engine }));

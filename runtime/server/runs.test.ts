@@ -64,6 +64,13 @@ describe('RunStore', () => {
     expect(store.get('d')).toMatchObject({ state: 'error', error: { name: 'TypeError', message: 'boom' } });
   });
 
+  it("keeps the failing node of a run's error in its summary", () => {
+    const store = new RunStore({ maxConcurrent: 2, keepFinished: 5 });
+    const error = { name: 'Error', message: 'model fell over', code: 'internal', node: 'bob' };
+    store.start(meta('n'), new Observable<RunEvent>((s) => s.next(ev('n', { type: 'run-end', status: 'error', error, usage: {} }))));
+    expect(summarize(store.get('n')!)).toMatchObject({ state: 'error', error });
+  });
+
   it('bounds concurrency across runs and slots, and keeps a ring of finished runs', () => {
     const ended: string[] = [];
     const store = new RunStore({ maxConcurrent: 2, keepFinished: 1, onEnd: (r) => ended.push(r.id) });

@@ -32,7 +32,7 @@ export interface RunRecord extends RunMeta {
   createdAt: number;
   endedAt?: number;
   events: RunEvent[];
-  error?: { name: string; message: string; code?: string };
+  error?: { name: string; message: string; code?: string; node?: string };
   usage?: Record<string, NodeUsage>;
   /** Milliseconds from the run's start to its first text delta. */
   ttftMs?: number;
@@ -52,7 +52,7 @@ export interface RunSummary {
   timings: { wallMs: number; ttftMs?: number; tokensPerSec?: number };
   usage: { tokensIn: number; tokensOut: number; nodes: Record<string, NodeUsage> };
   eventCount: number;
-  error?: { name: string; message: string; code?: string };
+  error?: { name: string; message: string; code?: string; node?: string };
 }
 
 export interface RunStoreOptions {

@@ -108,7 +108,7 @@ export async function runGraphFile(file: string, flags: RunFlags, io: RunIo = {}
       stdout.write(`${keys.length > 1 ? `── ${k}\n` : ''}${typeof v === 'string' ? v : JSON.stringify(v, null, 2)}\n`);
     }
   } else if (end.status === 'cancelled') stderr.write('cancelled\n');
-  else stderr.write(`skein: ${end.error?.message ?? 'run failed'}\n`);
+  else stderr.write(`skein: ${end.error?.node ? `node ${end.error.node} failed: ` : ''}${end.error?.message ?? 'run failed'}\n`);
   return status;
 }
 
