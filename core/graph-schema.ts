@@ -93,7 +93,20 @@ export const nodeSchemas = {
   template: node(
     'template',
     'String interpolation: each {{name}} (or {{name.field}}) is an input port. No code is evaluated.',
-    { template: { type: 'string' } },
+    {
+      template: { type: 'string' },
+      tail: {
+        type: 'object',
+        additionalProperties: false,
+        minProperties: 1,
+        description:
+          'Keeps only the end of the rendered text, from a line start: a transcript that a loop grows stays within a small model\'s context.',
+        properties: {
+          maxLines: { type: 'integer', minimum: 1, description: 'Last lines kept.' },
+          maxChars: { type: 'integer', minimum: 1, description: 'Characters kept at most; whole lines unless one line alone is longer.' },
+        },
+      },
+    },
     ['template'],
   ),
   generate: node(

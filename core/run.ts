@@ -264,7 +264,7 @@ export function runCompiled(compiled: CompiledGraph, input: Record<string, unkno
         case 'input':
           return single(of(readInput(spec, node.id, input)));
         case 'template':
-          return single(of(values).pipe(template(spec.template)));
+          return single(of(values).pipe(template(spec.template, { tail: spec.tail })));
         case 'generate':
           return single(
             of({ prompt: String(values.prompt), system: values.system as string | undefined }).pipe(

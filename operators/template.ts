@@ -3,12 +3,17 @@
  * `name`; `{{name.field}}` reads an own property of it. No code is evaluated. A plain
  * object input is the bindings; any other input is bound to `{{in}}`.
  *
+ * `tail` keeps only the end of the rendered text (declared in the graph, see TemplateTail).
+ *
  * @example
  * of({ question: 'Why?' }).pipe(template('Q: {{question}}\nA:')).subscribe(console.log); // "Q: Why?\nA:"
  */
 import { map, type OperatorFunction } from 'rxjs';
 import { BadRequestError } from '../core/errors.js';
+import type { NodeSpecOf } from '../core/graph-schema.js';
 import { placeholderRe } from '../core/ports.js';
+
+export type TemplateTail = NonNullable<NodeSpecOf<'template'>['tail']>;
 
 /** How a value reads inside a prompt: lists one item a line, skeletons as their outline. */
 export function renderValue(value: unknown): string {
@@ -35,6 +40,32 @@ export function renderTemplate(text: string, bindings: Record<string, unknown>):
   });
 }
 
-export function template(text: string): OperatorFunction<unknown, string> {
-  return map((input) => renderTemplate(text, isPlainObject(input) ? input : { in: input }));
+/**
+ * The end of `text` within the limits: the last `maxLines` lines, then as many whole last
+ * lines as fit in `maxChars` (a single longer line is cut inside, never a surrogate pair).
+ */
+export function tailText(text: string, tail: TemplateTail): string {
+  let out = text;
+  if (tail.maxLines !== undefined) {
+    const lines = out.split('\n');
+    if (lines.length > tail.maxLines) out = lines.slice(-tail.maxLines).join('\n');
+  }
+  if (tail.maxChars !== undefined && out.length > tail.maxChars) {
+    const start = out.length - tail.maxChars;
+    let cut = out.slice(start);
+    const nl = cut.indexOf('\n');
+    // Starting mid-line, the partial line goes, unless it is the only one.
+    if (out[start - 1] !== '\n' && nl >= 0) cut = cut.slice(nl + 1);
+    else if (/^[\uDC00-\uDFFF]/.test(cut)) cut = cut.slice(1);
+    out = cut;
+  }
+  return out;
+}
+
+export function template(text: string, options: { tail?: TemplateTail } = {}): OperatorFunction<unknown, string> {
+  const { tail } = options;
+  return map((input) => {
+    const rendered = renderTemplate(text, isPlainObject(input) ? input : { in: input });
+    return tail ? tailText(rendered, tail) : rendered;
+  });
 }

@@ -18,6 +18,7 @@ import {
   runGraph,
   saveEvents,
   type GraphSpec,
+  type NodeSpecOf,
   type RunEvent,
 } from '../core/index.js';
 import { ProgressView } from '../core/progress.js';
@@ -91,6 +92,30 @@ describe('example graphs on the fake engine', () => {
     const aliceSeeds = engine.requests.filter((r) => r.messages?.[0]?.content.startsWith('You are Alice')).map((r) => r.sampling?.seed);
     expect(new Set(aliceSeeds).size).toBe(2);
     expect(end.usage.alice!.tokensOut).toBe(8);
+  });
+
+  it('debate: the transcript stays bounded however long the turns, so every prompt stays small', async () => {
+    const long = (who: string) => () => `${who} says ${'something rather long '.repeat(12)}`.trim();
+    const engine = createFakeEngine({
+      script: [
+        { match: 'impartial debate judge', reply: 'Bob.' },
+        { match: 'You are Alice', reply: long('Alice') },
+        { match: 'You are Bob', reply: long('Bob') },
+      ],
+    });
+    const spec = graph('debate');
+    const rounds = spec.nodes.find((n) => n.id === 'rounds') as NodeSpecOf<'loop'>;
+    const events = await collect(runGraph({ ...spec, nodes: spec.nodes.map((n) => (n.id === 'rounds' ? { ...rounds, maxTurns: 8 } : n)) }, { topic: 'Tea' }, { engine }));
+    const end = endOf(events);
+    expect(end.status).toBe('ok');
+    const transcript = String(end.output!.transcript);
+    expect(transcript.length).toBeLessThanOrEqual(700);
+    expect(transcript).toMatch(/^Alice: /);
+    expect(transcript).toMatch(/\nBob: Bob says [^\n]*$/);
+    // Unbounded, the eighth round's prompts would carry seven rounds (over 2,500 characters).
+    const longest = Math.max(...engine.requests.map((r) => r.messages!.map((m) => m.content).join('').length));
+    expect(longest).toBeLessThan(1400);
+    expect(engine.requests.at(-1)!.messages!.at(-1)!.content).toContain('on the motion "Tea"');
   });
 
   it('a model error inside a loop turn names the failing node in run-end and the progress view', async () => {
@@ -240,7 +265,7 @@ describe('seeds, replay, tools, printing', () => {
 
   it('prints a compiled graph with ports, types, branches and loops', () => {
     const text = printGraph(compileGraph(graph('debate')));
-    expect(text).toContain('graph debate (v1): 12 nodes, 17 edges');
+    expect(text).toContain('graph debate (v1): 12 nodes, 18 edges');
     expect(text).toContain('  alice (generate) "Alice (for)"  [per turn of rounds]');
     expect(text).toContain('    in  prompt: text ← askAlice.out');
     expect(text).toContain('    out body: text → askAlice.transcript, askBob.transcript, round.transcript');
