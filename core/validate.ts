@@ -215,7 +215,44 @@ function checkRegex(regex: string | undefined, flags: string | undefined, pointe
     new RegExp(regex, flags);
   } catch (err) {
     add({ pointer, message: `invalid regular expression: ${(err as Error).message}` });
+    return;
   }
+  const found = backtrackingFeature(regex);
+  if (found) {
+    add({
+      pointer,
+      message: `${found} is not supported: a graph's regular expression must run in linear time, and backreferences and lookarounds can make matching hang on a long text`,
+    });
+  }
+}
+
+const lookarounds: [string, string][] = [
+  ['(?<=', 'lookbehind'],
+  ['(?<!', 'negative lookbehind'],
+  ['(?=', 'lookahead'],
+  ['(?!', 'negative lookahead'],
+];
+
+/** The first backreference or lookaround of a (valid) pattern, outside character classes, as a phrase. */
+function backtrackingFeature(source: string): string | undefined {
+  let inClass = false;
+  for (let i = 0; i < source.length; i++) {
+    const c = source[i];
+    if (c === '\\') {
+      const next = source[i + 1] ?? '';
+      if (!inClass && /[1-9]/.test(next)) return `the backreference \\${source.slice(i + 1).match(/^\d+/)![0]}`;
+      if (!inClass && next === 'k' && source[i + 2] === '<') return `the named backreference ${source.slice(i).match(/^\\k<[^>]*>?/)![0]}`;
+      i++;
+    } else if (inClass) {
+      if (c === ']') inClass = false;
+    } else if (c === '[') {
+      inClass = true;
+    } else if (c === '(') {
+      const hit = lookarounds.find(([open]) => source.startsWith(open, i));
+      if (hit) return `the ${hit[1]} ${hit[0]}`;
+    }
+  }
+  return undefined;
 }
 
 function checkNodes(nodes: Map<string, NodeSpec>, nodeIndex: Map<string, number>, add: Add) {

@@ -156,6 +156,41 @@ describe('graph schema', () => {
     expect(pointers(badRegex)).toEqual(['/nodes/1/stop/regex']);
   });
 
+  it('rejects backreferences and lookarounds in regexes, which cannot run in linear time', () => {
+    const withRegex = (regex: string, flags?: string) => ({
+      version: 1,
+      name: 'r',
+      nodes: [
+        { id: 'q', kind: 'input' },
+        { id: 'r', kind: 'route', branches: [{ name: 'a', when: { contains: 'x' } }, { name: 'b', when: { regex, ...(flags ? { flags } : {}) } }], default: 'a' },
+        { id: 'oa', kind: 'output' },
+        { id: 'ob', kind: 'output' },
+      ],
+      edges: [
+        { from: 'q', to: 'r.in' },
+        { from: 'r.a', to: 'oa' },
+        { from: 'r.b', to: 'ob' },
+      ],
+    });
+    const tail = ' is not supported: a graph\'s regular expression must run in linear time, and backreferences and lookarounds can make matching hang on a long text';
+    const cases: [string, string, string?][] = [
+      ['(a+)\\1', 'the backreference \\1'],
+      ['(a)(b)(c)(d)(e)(f)(g)(h)(i)(j)\\10', 'the backreference \\10'],
+      ['(?<w>a)\\k<w>', 'the named backreference \\k<w>', 'u'],
+      ['foo(?=bar)', 'the lookahead (?='],
+      ['foo(?!bar)', 'the negative lookahead (?!'],
+      ['(?<=\\$)\\d+', 'the lookbehind (?<='],
+      ['(?<!x)y', 'the negative lookbehind (?<!'],
+    ];
+    for (const [regex, what, flags] of cases) {
+      expect(validateGraph(withRegex(regex, flags)), regex).toEqual([{ pointer: '/nodes/1/branches/1/when/regex', message: `${what}${tail}` }]);
+    }
+    // Escaped, inside a class, a named group, a non-capturing group or \0: all linear.
+    for (const regex of ['\\(\\?=x', '[(?=\\1]', '(?<name>a)b', '(?:ab)+', 'a\\0', '^DONE\\b', '\\\\1']) {
+      expect(validateGraph(withRegex(regex)), regex).toEqual([]);
+    }
+  });
+
   it('reports port type mismatches', () => {
     const g = base();
     g.nodes.push({ id: 's', kind: 'skeleton' }, { id: 'g2', kind: 'generate' }, { id: 'o2', kind: 'output' });
