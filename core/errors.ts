@@ -17,6 +17,8 @@ export type SkeinErrorCode =
   | 'not_found'
   | 'cancelled'
   | 'tool_failed'
+  /** The model answered, but not in a form the graph can use: the model's fault, not the server's. */
+  | 'model_output'
   | 'internal';
 
 export abstract class SkeinError extends Error {
@@ -110,7 +112,7 @@ export class ToolError extends SkeinError {
 
 /** A model answer that a node cannot use (no outline points, no route matched). */
 export class ModelOutputError extends SkeinError {
-  readonly code = 'internal';
+  readonly code = 'model_output';
   constructor(readonly node: string, readonly reason: string) {
     super(`Unusable model output in node ${node}: ${reason}`);
   }
@@ -118,7 +120,7 @@ export class ModelOutputError extends SkeinError {
 
 /** Every branch a join (or an expand) gathered failed or was skipped, so it has no value. */
 export class BranchesFailedError extends SkeinError {
-  readonly code = 'internal';
+  readonly code = 'model_output';
   constructor(readonly node: string, readonly failures: { branch: string; message: string }[]) {
     super(
       `Every branch of ${node} failed` +

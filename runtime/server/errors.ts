@@ -30,6 +30,8 @@ const statusOfCode: Record<SkeinErrorCode, ContentfulStatusCode> = {
   kv_exhausted: 422,
   cancelled: 409,
   tool_failed: 502,
+  // A model answer the graph cannot use (or every branch failing): unprocessable, not a server fault.
+  model_output: 422,
   checkpoint_invalid: 500,
   internal: 500,
 };
