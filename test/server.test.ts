@@ -191,7 +191,18 @@ describe('control plane routes', () => {
     const events = parseSse(await (await app.request(`/v1/runs/${id}/events`)).text()).filter((m) => m.id);
     expect(JSON.parse(events.at(-1)!.data)).toMatchObject({ type: 'run-end', status: 'cancelled' });
     const again = await app.request(`/v1/runs/${id}`, { method: 'DELETE' });
-    expect(await again.json()).toMatchObject({ cancelled: false });
+    expect(again.status).toBe(409);
+    expect(await again.json()).toEqual({ error: { message: `Run ${id} has already finished (cancelled); there is nothing to cancel`, code: 'run_finished' } });
+  });
+
+  it('DELETE of a run that ended by itself is a 409 and leaves it as it was', async () => {
+    const { app } = setup();
+    const { id } = await (await app.request('/v1/runs', post('', { graphName: 'chat', input: { question: 'hi' } }))).json();
+    await waitFor(async () => (await (await app.request(`/v1/runs/${id}`)).json()).state === 'ok');
+    const del = await app.request(`/v1/runs/${id}`, { method: 'DELETE' });
+    expect(del.status).toBe(409);
+    expect((await del.json()).error).toMatchObject({ code: 'run_finished', message: expect.stringContaining('already finished (ok)') });
+    expect((await (await app.request(`/v1/runs/${id}`)).json()).state).toBe('ok');
   });
 
   it('limits body size with 413', async () => {

@@ -19,7 +19,7 @@ import { BadRequestError, NotFoundError } from '../../core/errors.js';
 import type { RunEvent } from '../../core/events.js';
 import type { Engine } from '../engine/types.js';
 import { coreDataflow } from './dataflow.js';
-import { errorHandler } from './errors.js';
+import { errorHandler, RunFinishedError } from './errors.js';
 import { loadExampleGraphs } from './graphs.js';
 import { createMetrics } from './metrics.js';
 import { orderedWrites } from './ordered.js';
@@ -203,8 +203,8 @@ export function createApp(options: AppOptions): SkeinApp {
   app.delete('/v1/runs/:id', (c) => {
     const run = store.get(c.req.param('id'));
     if (!run) throw new NotFoundError('run', c.req.param('id'));
-    const cancelled = store.cancel(run.id);
-    return c.json({ ...summarize(run), cancelled });
+    if (!store.cancel(run.id)) throw new RunFinishedError(run.id, run.state);
+    return c.json({ ...summarize(run), cancelled: true });
   });
 
   app.get('/v1/runs/:id/events', (c) => {

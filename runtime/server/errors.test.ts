@@ -2,7 +2,7 @@ import { Hono } from 'hono';
 import { HTTPException } from 'hono/http-exception';
 import { describe, expect, it } from 'vitest';
 import { BadRequestError, BranchesFailedError, GraphValidationError, KvExhaustedError, ModelOutputError, NotAvailableError, NotFoundError } from '../../core/errors.js';
-import { errorHandler, mapError, TooManyRunsError } from './errors.js';
+import { errorHandler, mapError, RunFinishedError, TooManyRunsError } from './errors.js';
 
 describe('mapError', () => {
   it('maps typed errors to statuses with one body shape', () => {
@@ -13,6 +13,7 @@ describe('mapError', () => {
     expect(mapError(new NotFoundError('run', 'r1')).status).toBe(404);
     expect(mapError(new NotAvailableError('speculate')).status).toBe(501);
     expect(mapError(new KvExhaustedError(10, 1, 4)).status).toBe(422);
+    expect(mapError(new RunFinishedError('r1', 'ok'))).toMatchObject({ status: 409, body: { error: { code: 'run_finished', message: 'Run r1 has already finished (ok); there is nothing to cancel' } } });
     expect(mapError(new TooManyRunsError(3))).toMatchObject({ status: 429, headers: { 'Retry-After': '1' }, body: { error: { code: 'too_many_runs' } } });
   });
 

@@ -21,6 +21,15 @@ export class TooManyRunsError extends Error {
   }
 }
 
+/** DELETE of a run that has already ended: there is nothing left to cancel. */
+export class RunFinishedError extends Error {
+  readonly code = 'run_finished';
+  constructor(readonly runId: string, readonly state: string) {
+    super(`Run ${runId} has already finished (${state}); there is nothing to cancel`);
+    this.name = 'RunFinishedError';
+  }
+}
+
 const statusOfCode: Record<SkeinErrorCode, ContentfulStatusCode> = {
   graph_invalid: 422,
   bad_request: 400,
@@ -66,6 +75,9 @@ export function mapError(err: unknown): MappedError {
   }
   if (err instanceof TooManyRunsError) {
     return { status: 429, body: { error: { message: err.message, code: err.code } }, headers: { 'Retry-After': '1' } };
+  }
+  if (err instanceof RunFinishedError) {
+    return { status: 409, body: { error: { message: err.message, code: err.code } } };
   }
   if (err instanceof HTTPException) {
     const status = err.status as ContentfulStatusCode;
