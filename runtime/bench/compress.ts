@@ -19,8 +19,8 @@
  * both ways and only the speed figures mean anything: `note` says so).
  * Settings (`--arg key=value`): items (default 30), model, max-tokens (16), scorer-layers:
  * a comma list of scorers, each scoring with the model's first N layers (default: all of
- * them). A scorer with fewer layers is cheaper and coarser; its figures are tagged `_lN`
- * (ttft_compressed50_l2_vs_full).
+ * them, and the engine's default, a quarter). A scorer with fewer layers is cheaper and
+ * coarser; its figures are tagged `_lN` (ttft_compressed50_l2_vs_full).
  *
  * @example
  * const figures = await getBench('compress')!.run({ log: console.error, args: { items: '10' } });
@@ -40,7 +40,7 @@ import type { LoadedModel } from '../model/types.js';
 import { mulberry32 } from '../model/random.js';
 import { budget, PromptCompressor } from '../stages/compress.js';
 import { lexicalUnits } from '../stages/units.js';
-import { defaultProtectedSuffix } from '../stages/engine-stage.js';
+import { defaultProtectedSuffix, defaultScorerLayers } from '../stages/engine-stage.js';
 import { scoreEvalItem, type EvalItem } from '../train/data/instruct.js';
 import { registerBench } from './index.js';
 
@@ -127,7 +127,8 @@ registerBench('compress', {
       await warmUp(engine);
 
       const L = model.config.numLayers;
-      const scorers = scorerList.length ? scorerList.map((k) => Math.min(L, k)) : [L];
+      // Default: LLMLingua's way (every layer scores) and the engine's default scorer.
+      const scorers = scorerList.length ? scorerList.map((k) => Math.min(L, k)) : [...new Set([L, defaultScorerLayers(L)])];
       interface Mode { rate: number; layers: number; tag: string }
       const modes: (Mode | null)[] = [null];
       for (const layers of scorers) {

@@ -7,7 +7,7 @@ import { loadModel, type LoadedCheckpoint } from '../checkpoint/load.js';
 import type { ModelTokenizer } from '../checkpoint/tokenizer.js';
 import { forward } from '../model/forward.js';
 import { compressPrompt, type CompressResult } from './compress.js';
-import { CompressStage, defaultProtectedSuffix } from './engine-stage.js';
+import { CompressStage, defaultProtectedSuffix, defaultScorerLayers } from './engine-stage.js';
 
 const PASSAGE =
   'The river runs past the old mill and the town square. In the spring the water is high. ' +
@@ -53,6 +53,12 @@ describe('defaultProtectedSuffix', () => {
   });
 });
 
+describe('defaultScorerLayers', () => {
+  it('is the first quarter of the layers, at least one', () => {
+    expect([1, 2, 4, 8, 30].map(defaultScorerLayers)).toEqual([1, 1, 1, 2, 8]);
+  });
+});
+
 describe('CompressStage', () => {
   it('compresses one segment per step, oldest first, and hands over the ids', () => {
     const stage = new CompressStage(model, tok);
@@ -71,7 +77,7 @@ describe('CompressStage', () => {
     expect(finished).toEqual(['a', 'b']);
     expect(steps).toBeGreaterThan(2);
     expect(results[0]).toEqual(results[1]);
-    const direct = compressPrompt(model, tok, ids, { rate: 0.5, keep: ['85448'], protectedSuffix: defaultProtectedSuffix(tok, ids) });
+    const direct = compressPrompt(model, tok, ids, { rate: 0.5, keep: ['85448'], protectedSuffix: defaultProtectedSuffix(tok, ids), scorerLayers: stage.scorerLayers });
     expect(results[0]!.ids).toEqual(direct.ids);
     expect(tok.decode(results[0]!.ids)).toContain('85448');
     expect(tf.memory().numTensors).toBe(baseline);
