@@ -11,7 +11,10 @@
  *   greedy output, scoreEvalItem); answer_retained_50 = share of items whose answer is
  *   still in the compressed prompt (a check on what compression drops that does not need
  *   the model to answer well), beside answer_retained_random_scores_50: the same
- *   procedure with random token scores, so the model's own contribution shows.
+ *   procedure with random token scores, so the model's own contribution shows; and
+ *   answer_nll_delta_50 = change in the reference answer's mean −log p per token after the
+ *   compressed prompt (teacher-forced; below 0 is better), which a weak model's 0 % exact
+ *   match cannot show.
  *
  * The question is passed as a keep phrase (what compressPrompt's `question` does) and the
  * engine's default protected suffix applies. The model is models/skein-mini when present
@@ -27,6 +30,7 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import * as tf from '@tensorflow/tfjs-core';
 import { createEngine } from '../engine/index.js';
 import { lastValueFrom, tap, toArray } from 'rxjs';
 import { benchModel, round, warmUp } from '../engine/bench-support.js';
@@ -38,7 +42,8 @@ import { MODELS_DIR } from '../checkpoint/load.js';
 import { ModelTokenizer } from '../checkpoint/tokenizer.js';
 import type { LoadedModel } from '../model/types.js';
 import { mulberry32 } from '../model/random.js';
-import { budget, PromptCompressor } from '../stages/compress.js';
+import { budget, negLogProb, PromptCompressor } from '../stages/compress.js';
+import { forward } from '../model/forward.js';
 import { lexicalUnits } from '../stages/units.js';
 import { defaultProtectedSuffix, defaultScorerLayers } from '../stages/engine-stage.js';
 import { scoreEvalItem, type EvalItem } from '../train/data/instruct.js';
@@ -100,6 +105,8 @@ interface ModeResult extends Omit<Answer, 'text' | 'ids'> {
   promptTokens: number;
   pass: boolean;
   retained: boolean;
+  /** Mean −log p per token of the reference answer after the prompt (teacher-forced). */
+  answerNll: number;
 }
 
 const mean = (xs: number[]) => (xs.length ? xs.reduce((a, b) => a + b, 0) / xs.length : 0);
@@ -153,6 +160,7 @@ registerBench('compress', {
           promptTokens: prompt.length,
           pass: scoreEvalItem(item, answer).pass,
           retained: tokenizer.decode(prompt).toLowerCase().includes(item.expected.toLowerCase()),
+          answerNll: answerNll(model, prompt, tokenizer.encode(item.expected)),
         };
       };
 
@@ -181,6 +189,7 @@ registerBench('compress', {
         compressMs: round(mean(rs.map((r) => r.compressMs)), 1),
         completionTokens: round(mean(rs.map((r) => r.completionTokens)), 1),
         accuracy: round(mean(rs.map((r) => (r.pass ? 1 : 0))), 3),
+        answerNll: round(mean(rs.map((r) => r.answerNll)), 3),
         answerRetained: round(mean(rs.map((r) => (r.retained ? 1 : 0))), 3),
       });
       const full = summary(results[0]!);
@@ -199,10 +208,11 @@ registerBench('compress', {
         ratios[`prompt_tokens_compressed${tag}_vs_full`] = round(s.promptTokens / full.promptTokens, 3);
         ratios[`accuracy_delta_${tag}`] = round(s.accuracy - full.accuracy, 3);
         ratios[`answer_retained_${tag}`] = s.answerRetained;
+        ratios[`answer_nll_delta_${tag}`] = round(s.answerNll - full.answerNll, 3);
         log(
           `compress: ${tag}: prompt ${s.promptTokens} vs ${full.promptTokens} tokens, TTFT ${s.ttftMs} vs ${full.ttftMs} ms ` +
             `(${ratios[`ttft_compressed${tag}_vs_full`]}×, compression ${s.compressMs} ms), accuracy ${s.accuracy} vs ${full.accuracy}, ` +
-            `answer kept in ${Math.round(s.answerRetained * 100)}% of prompts (random scores: ${Math.round(ratios[`answer_retained_random_scores_${Math.round(mode.rate * 100)}`]! * 100)}%)`,
+            `answer NLL ${s.answerNll} vs ${full.answerNll} nats/token, answer kept in ${Math.round(s.answerRetained * 100)}% of prompts (random scores: ${Math.round(ratios[`answer_retained_random_scores_${Math.round(mode.rate * 100)}`]! * 100)}%)`,
         );
       });
       return {
@@ -267,4 +277,18 @@ function randomScoreCompress(tokenizer: ModelTokenizer, ids: number[], rate: num
     kept -= u.end - u.start;
   }
   return ids.filter((_, i) => !drop[i]);
+}
+
+/**
+ * How likely the target model finds the reference answer right after the prompt: the mean
+ * −log p of its tokens, teacher-forced. A quality figure that moves even when a small
+ * model's greedy answers are all wrong (exact-match accuracy then reads 0 both ways).
+ */
+function answerNll(model: LoadedModel, prompt: number[], answer: number[]): number {
+  if (answer.length === 0) return 0;
+  const [r] = forward(model, [{ ids: [...prompt, ...answer], logits: 'all' }]);
+  tf.dispose(r!.newKv.flatMap((e) => (e ? [e.k, e.v] : [])));
+  let sum = 0;
+  for (let j = 0; j < answer.length; j++) sum += negLogProb(r!.logits[prompt.length - 1 + j]!, answer[j]!);
+  return sum / answer.length;
 }
