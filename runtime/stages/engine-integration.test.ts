@@ -81,6 +81,21 @@ describe('compress stage in the engine', () => {
     expect(after.metrics.compressedTo).toBe(after.usage.promptTokens);
   });
 
+  it('lets a prompt longer than the context fit: the context is checked after compression', async () => {
+    const small = makeTempCheckpoint({ maxPositionEmbeddings: 300, seed: 4 });
+    const e = await createEngine({ model: small.dir, thread: 'main' });
+    try {
+      const long = request();
+      expect(e.tokenize(e.renderChat(long.messages!)).length).toBeGreaterThan(350);
+      await expect(firstValueFrom(e.generate(long))).rejects.toThrow(/the model's context is 300/);
+      const r = await done(e, { ...long, stages: { compress: { rate: 0.5 } } });
+      expect(r.usage.promptTokens).toBeLessThan(300);
+    } finally {
+      await e.close();
+      small.cleanup();
+    }
+  });
+
   it('runs in the worker engine too', async () => {
     const worker = await createEngine({ model: ckpt.dir, thread: 'worker' });
     try {
