@@ -43,6 +43,13 @@ export interface CardOptions {
   notes?: string;
 }
 
+/** The question inside a skeleton prompt: the line before "Skeleton:". */
+function skeletonQuestion(item: EvalItem): string {
+  const lines = item.messages[0].content.split('\n');
+  const i = lines.findIndex((l) => l.startsWith('Skeleton:'));
+  return i > 0 ? lines[i - 1].trim() : '';
+}
+
 function runHistory(state: TrainState, notes?: string): string {
   const lines = (state.changes ?? []).map(
     (c) => `- step ${c.step}: ${Object.entries(c.changed).map(([k, [a, b]]) => `${k} ${JSON.stringify(a)} → ${JSON.stringify(b)}`).join(', ')}`,
@@ -124,7 +131,8 @@ export async function writeCard(o: CardOptions): Promise<{ card: string; slice: 
   });
   log('perplexity');
   const ppl = perplexityByPart(model, windows);
-  const half = Array.from({ length: cfg.numLayers }, (_, l) => l).filter((l) => l === 0 || l === cfg.numLayers - 1 || l % 4 !== 3);
+  // Balanced skipping of intermediate layers (every third one), first and last always run.
+  const half = Array.from({ length: cfg.numLayers }, (_, l) => l).filter((l) => l === 0 || l === cfg.numLayers - 1 || l % 3 !== 0);
 
   const byKind = (k: string) => items.filter((i) => i.kind === k).slice(0, nItems);
   log('eval items');
@@ -231,7 +239,7 @@ is separate documents (and, for instruction items, held-out WordNet synsets), se
 | wall time | ${(state.elapsedSec / 60).toFixed(1)} min of training (all sessions) |
 | hardware | 2 CPU cores shared with other jobs; tfjs wasm backend, one worker thread per core, gradients averaged |
 | throughput | median ${fmt(tp.median, 0)} tokens/s; best 20-step window ${fmt(tp.best, 0)} tokens/s |
-| matmul FLOP/s | median ${fmt(tp.medianFlops / 1e9, 1)} GFLOP/s (${fmt((100 * tp.medianFlops) / WASM_MATMUL_PEAK, 0)}% of one core's wasm matmul peak of 38 GFLOP/s, ${fmt((100 * tp.medianFlops) / (2 * WASM_MATMUL_PEAK), 0)}% of two cores'); best window ${fmt(tp.bestFlops / 1e9, 1)} GFLOP/s (${fmt((100 * tp.bestFlops) / (2 * WASM_MATMUL_PEAK), 0)}% of two cores') |
+| matmul FLOP/s | median ${fmt(tp.medianFlops / 1e9, 1)} GFLOP/s over ${workers} cores, ${fmt(tp.medianFlops / workers / 1e9, 1)} per core = ${fmt((100 * tp.medianFlops) / (workers * WASM_MATMUL_PEAK), 0)}% of the 38 GFLOP/s one-core wasm matmul peak; best 20-step window ${fmt(tp.bestFlops / 1e9, 1)} GFLOP/s (${fmt((100 * tp.bestFlops) / (workers * WASM_MATMUL_PEAK), 0)}%) |
 | optimiser | AdamW β=(${o2.beta1}, ${o2.beta2}), ε=${o2.eps}, weight decay ${o2.weightDecay} (matrices), global-norm clip ${o2.clip} |
 | learning rate | ${o2.lr} peak, linear warmup ${o2.warmupSteps} steps, cosine to ${o2.minLr} |
 | batch | ${workers} workers × ${o2.tokensPerWorker} tokens per step |
@@ -284,7 +292,7 @@ ${skelSamples.map((s) => `SoT skeleton prompt, question "${s.q}":\n\n${fence(s.o
 
 SoT skeleton prompt on held-out questions (eval/heldout.json):
 
-${sliceSkel.results.slice(0, 2).map((r, i) => `"${(skel[i].messages[0].content.split('\n').find((l) => /\?|^Describe|^Explain|^Tell|^How|^What/.test(l)) ?? '').trim()}":\n\n${fence(r.output)}`).join('\n\n')}
+${sliceSkel.results.slice(0, 2).map((r, i) => `"${skeletonQuestion(skel[i])}":\n\n${fence(r.output)}`).join('\n\n')}
 
 SoT point expansion (point 1 of the first skeleton):
 
@@ -301,11 +309,14 @@ generator states, options, evaluations) and resume/optimizer.safetensors (Adam m
 bf16). A later session continues with:
 
 \`\`\`sh
-npx skein train base --resume-from models/skein-mini --data data --steps ${o2.steps} --export models/skein-mini
+npx skein train base --resume-from models/skein-mini --data data --steps ${o2.steps + 500} --export models/skein-mini
 \`\`\`
 
 which rebuilds a float32 checkpoint (weights from the float16 file, moments from bf16:
-one rounding of each) and goes on with the same schedule and random streams.
+one rounding of each) and goes on with the same random streams; a larger \`--steps\`
+re-plans the cosine over the new total (recorded in resume/state.json as a change).
+Within one session, \`--resume\` continues from the float32 checkpoint in \`--out\`.
+Ctrl-C or SIGTERM saves a checkpoint after the current step.
 
 ## Limitations
 
