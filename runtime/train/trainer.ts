@@ -62,18 +62,19 @@ export interface TrainOptions {
   onLog?: (line: string) => void;
 }
 
+/** The settings models/skein-mini was trained with, so a plain resume continues it unchanged. */
 export const DEFAULT_TRAIN: Omit<TrainOptions, 'out' | 'data' | 'config' | 'signal'> = {
   seed: 1,
-  steps: 600,
+  steps: 1300,
   workers: 2,
-  tokensPerWorker: 2048,
+  tokensPerWorker: 1024,
   seqLens: [
-    { seqLen: 512, weight: 0.75 },
-    { seqLen: 1024, weight: 0.2 },
-    { seqLen: 2048, weight: 0.05 },
+    { seqLen: 512, weight: 0.82 },
+    { seqLen: 1024, weight: 0.15 },
+    { seqLen: 2048, weight: 0.03 },
   ],
-  lr: 2e-3,
-  minLr: 2e-4,
+  lr: 1.5e-3,
+  minLr: 1.5e-4,
   warmupSteps: 30,
   weightDecay: 0.1,
   beta1: 0.9,
@@ -82,7 +83,7 @@ export const DEFAULT_TRAIN: Omit<TrainOptions, 'out' | 'data' | 'config' | 'sign
   clip: 1.0,
   promptWeight: 0.1,
   layerDrop: 0.2,
-  checkpointMinutes: 10,
+  checkpointMinutes: 8,
   evalEvery: 100,
   evalPerPart: 8,
   evalSeqLen: 512,
