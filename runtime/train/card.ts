@@ -84,10 +84,10 @@ function median(xs: number[]): number {
 }
 
 /** Throughput from per-step times (each step: tokens of all workers / its wall seconds). */
-export function throughput(lines: LogLine[], cfg: TrainModelConfig, workers: number, tokensPerWorker: number): { median: number; best: number; medianFlops: number; bestFlops: number } {
+export function throughput(lines: LogLine[], cfg: TrainModelConfig, workers: number, tokensPerWorker: number, layersRun = cfg.numLayers): { median: number; best: number; medianFlops: number; bestFlops: number } {
   const per = lines.filter((l) => l.stepSec > 0).map((l) => {
     const tokens = workers * Math.max(1, Math.floor(tokensPerWorker / l.seqLen)) * l.seqLen;
-    return { tps: tokens / l.stepSec, flops: (tokens * trainFlopsPerToken(cfg, l.seqLen)) / l.stepSec };
+    return { tps: tokens / l.stepSec, flops: (tokens * trainFlopsPerToken(cfg, l.seqLen, layersRun)) / l.stepSec };
   });
   // Best sustained: the best 20-step window (other jobs share the 2 cores).
   let best = 0;
@@ -180,7 +180,9 @@ export async function writeCard(o: CardOptions): Promise<{ card: string; slice: 
 
   const lines = readLog(o.runDir);
   const workers = state.options.workers;
-  const tp = throughput(lines, cfg, workers, state.options.tokensPerWorker);
+  // Layer dropout runs Σ(1 − p_l) layers per step on average; count only those.
+  const layersRun = dropSchedule(cfg.numLayers, state.options.layerDrop).reduce((a, p) => a + 1 - p, 0);
+  const tp = throughput(lines, cfg, workers, state.options.tokensPerWorker, layersRun);
   const params = paramTable(cfg).total;
   const nonEmbed = params - cfg.vocabSize * cfg.hiddenSize;
   const sched = dropSchedule(cfg.numLayers, state.options.layerDrop);
@@ -247,8 +249,9 @@ is separate documents (and, for instruction items, held-out WordNet synsets), se
 
 ${runHistory(state, o.notes)}
 
-FLOP/s counts the matmuls of forward and backward (6·N per token plus attention) over
-the wall time of each step, so it includes everything else the step does.
+FLOP/s counts the matmuls of forward and backward (6·N per token plus attention, for the
+layers layer dropout leaves on average) over the wall time of each step, so it includes
+everything else the step does.
 
 ### Layer dropout (LayerSkip-style)
 
