@@ -105,3 +105,33 @@ export async function chat(model: LoadedCheckpoint, user: string, maxTokens = 96
   });
   return r.text;
 }
+
+/**
+ * Teacher-forced mean −log p per token of `answer` (followed by the end-of-turn token)
+ * after the chat prompt of `messages`. Finer than exact-match accuracy: it moves before a
+ * small model's greedy answers become right, so it can bound passage-QA quality.
+ */
+export function answerNll(model: LoadedCheckpoint, messages: EvalItem['messages'], answer: string): number {
+  const tok = model.tokenizer();
+  const prompt = tok.encode(renderChat(messages, true));
+  const target = [...tok.encode(answer), ...tok.eosIds.slice(0, 1)];
+  const ids = [...prompt, ...target];
+  const [res] = forward(model, [{ ids, logits: 'all' }]);
+  for (const kv of res!.newKv) {
+    if (kv) {
+      kv.k.dispose();
+      kv.v.dispose();
+    }
+  }
+  let nll = 0;
+  for (let i = 0; i < target.length; i++) {
+    // The logits at position p predict token p+1.
+    const row = res!.logits[prompt.length - 1 + i]!;
+    let max = -Infinity;
+    for (const x of row) if (x > max) max = x;
+    let sum = 0;
+    for (const x of row) sum += Math.exp(x - max);
+    nll += max + Math.log(sum) - row[target[i]!]!;
+  }
+  return nll / target.length;
+}
