@@ -1,6 +1,5 @@
 /** `skein run` and `skein validate` with the fake engine and captured output. */
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import { describe, expect, it } from 'vitest';
@@ -8,6 +7,7 @@ import { parseEvents } from '../core/index.js';
 import { runGraphFile } from '../runtime/cli/commands/run.js';
 import { validateGraphFile } from '../runtime/cli/commands/validate.js';
 import { createFakeEngine, sotScript } from './fakes/fake-engine.js';
+import { tempDir } from './fixtures/temp-dir.js';
 
 const graphs = new URL('../graphs/', import.meta.url).pathname;
 
@@ -30,7 +30,7 @@ describe('skein validate', () => {
   });
 
   it('lists every problem with its pointer and exits 1', () => {
-    const dir = mkdtempSync(join(tmpdir(), 'skein-'));
+    const dir = tempDir('skein-');
     const file = join(dir, 'bad.json');
     writeFileSync(file, JSON.stringify({ version: 1, name: 'b', nodes: [{ id: 'a', kind: 'nope' }], edges: [{ from: 'a', to: 'zz' }] }));
     const out = sink();
@@ -49,7 +49,7 @@ describe('skein run', () => {
   it('shows progress per node and branch, prints the output, and saves replayable events', async () => {
     const out = sink();
     const err = sink();
-    const save = join(mkdtempSync(join(tmpdir(), 'skein-')), 'run.jsonl');
+    const save = join(tempDir('skein-'), 'run.jsonl');
     const engine = createFakeEngine({ script: sotScript() });
     const status = await runGraphFile(
       join(graphs, 'sot.json'),

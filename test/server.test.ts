@@ -1,7 +1,6 @@
 // Route tests of the control plane, through app.request(): the real dataflow core and
 // example graphs on a scripted engine; no socket, fast.
-import { mkdtempSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import type { RunEvent } from '../core/events.js';
@@ -11,6 +10,7 @@ import { KvExhaustedError } from '../core/errors.js';
 import { createFakeEngine } from './fakes/fake-engine.js';
 import { createServerTestEngine } from './fakes/server-engine.js';
 import { parseSse } from './fakes/sse.js';
+import { tempDir } from './fixtures/temp-dir.js';
 
 const examples = loadExampleGraphs();
 const sotGraph = examples.find((g) => g.name === 'sot')!.graph as Record<string, unknown> & { edges: unknown[] };
@@ -276,7 +276,7 @@ describe('control plane routes', () => {
   });
 
   it('serves the built playground at / and nothing outside it', async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'skein-pg-'));
+    const dir = tempDir('skein-pg-');
     writeFileSync(join(dir, 'index.html'), '<!doctype html><title>Skein</title>');
     writeFileSync(join(dir, 'app.js'), 'console.log(1)');
     const { app } = setup({ playgroundDir: dir });

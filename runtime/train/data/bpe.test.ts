@@ -3,9 +3,8 @@ import { Tokenizer } from '@huggingface/tokenizers';
 import { Template } from '@huggingface/jinja';
 import { BpeTokenizer, bytesToUnicode, countPieces, pretokenize, trainBpe } from './bpe.js';
 import { hfTokenizerConfig, hfTokenizerJson, readBpeModel, renderChat, writeTokenizerFiles } from './tokenizer-files.js';
-import { mkdtempSync, readFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { readFileSync } from 'node:fs';
+import { tempDir } from '../../../test/fixtures/temp-dir.js';
 
 const CORPUS = [
   'A dog is a member of the genus Canis that has been domesticated by man since prehistoric times.',
@@ -59,7 +58,7 @@ describe('byte-level BPE', () => {
 
   it('writes a tokenizer.json that @huggingface/tokenizers loads and agrees with', () => {
     const model = train();
-    const dir = mkdtempSync(join(tmpdir(), 'skein-tok-'));
+    const dir = tempDir('skein-tok-');
     const { tokenizer, config } = writeTokenizerFiles(model, dir);
     const json = JSON.parse(readFileSync(tokenizer, 'utf8'));
     const cfg = JSON.parse(readFileSync(config, 'utf8'));

@@ -1,11 +1,9 @@
 import { describe, expect, it } from 'vitest';
-import { mkdtempSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { BpeTokenizer, countPieces, trainBpe } from './bpe.js';
 import { lossMask, openDataset, packDataset } from './pack.js';
 import { renderChat } from './tokenizer-files.js';
 import { makeRng } from './util.js';
+import { tempDir } from '../../../test/fixtures/temp-dir.js';
 
 const docs = (prefix: string, n: number) => Array.from({ length: n }, (_, i) => `${prefix} document number ${i} says hello to the world.`);
 
@@ -15,7 +13,7 @@ function build() {
     { name: 'b', train: docs('beta', 10), val: docs('beta val', 2) },
   ];
   const tok = new BpeTokenizer(trainBpe(countPieces(parts.flatMap((p) => p.train)), { vocabSize: 300 }));
-  const dir = mkdtempSync(join(tmpdir(), 'skein-pack-'));
+  const dir = tempDir('skein-pack-');
   const eot = tok.id('<|endoftext|>');
   const manifest = packDataset(dir, parts, tok, { eot, specialTokens: { '<|endoftext|>': eot }, mix: { a: 3, b: 1 }, tokenizer: 'x' });
   return { dir, tok, manifest, eot };
@@ -71,7 +69,7 @@ describe('dataset packer and sampler', () => {
     expect(tok.decode(kept)).toBe('A dog is a canine.<|im_end|>');
     expect(lossMask([1, 2, 3], { imStart: 9, imEnd: 8, assistantHeader: [7] })).toEqual(new Uint8Array([1, 1, 1]));
 
-    const dir = mkdtempSync(join(tmpdir(), 'skein-pack-'));
+    const dir = tempDir('skein-pack-');
     const eot = tok.id('<|endoftext|>');
     packDataset(dir, [{ name: 'chat', train: [text, text, text], val: [text] }], tok, {
       eot, specialTokens: {}, mix: { chat: 1 }, tokenizer: 'x',
