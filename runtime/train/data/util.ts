@@ -3,6 +3,7 @@
  * splits and a seeded PRNG, so every build of the corpus and instruction set is
  * reproducible from its seed alone.
  */
+import { mulberry32 } from '../../model/random.js';
 
 /** FNV-1a 32-bit hash of a string's UTF-16 code units; stable across runs and platforms. */
 export function fnv1a32(text: string): number {
@@ -25,16 +26,9 @@ export function isHeldOut(id: string, fraction = 0.02): boolean {
 /** A seeded PRNG returning floats in [0, 1). */
 export type Rng = () => number;
 
-/** mulberry32: tiny, fast and good enough for data shuffling and window sampling. */
+/** mulberry32, the random models' PRNG: fast and good enough for shuffling and window sampling. */
 export function makeRng(seed: number): Rng {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
+  return mulberry32(seed);
 }
 
 export function randInt(rng: Rng, lo: number, hiInclusive: number): number {
