@@ -20,6 +20,7 @@ import { CheckpointError } from '../../core/errors.js';
 import { initBackend } from '../backend.js';
 import type { LayerWeights, LoadedModel, ModelConfig, ModelWeights } from '../model/types.js';
 import { parseModelConfig, parseTokenId, parseTokenIds } from './config.js';
+import { readJson } from './json.js';
 import { SafetensorsCheckpoint } from './safetensors.js';
 import { ModelTokenizer } from './tokenizer.js';
 
@@ -59,20 +60,6 @@ export function resolveModelDir(dirOrName: string): string {
     file: dirOrName,
     reason: `no such model folder (neither a directory nor a name under ${MODELS_DIR})`,
   });
-}
-
-function readJson(file: string): unknown {
-  let text: string;
-  try {
-    text = fs.readFileSync(file, 'utf8');
-  } catch (err) {
-    throw new CheckpointError({ file, reason: `cannot read: ${(err as Error).message}` });
-  }
-  try {
-    return JSON.parse(text);
-  } catch (err) {
-    throw new CheckpointError({ file, reason: `not JSON: ${(err as Error).message}` });
-  }
 }
 
 /** config.json plus generation_config.json's eos/bos ids, which extend the config's. */

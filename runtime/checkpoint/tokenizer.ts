@@ -20,6 +20,7 @@ import * as path from 'node:path';
 import { Tokenizer } from '@huggingface/tokenizers';
 import { Template } from '@huggingface/jinja';
 import { CheckpointError } from '../../core/errors.js';
+import { readJson } from './json.js';
 
 export interface ChatTemplateMessage {
   role: string;
@@ -70,20 +71,6 @@ function pickTemplate(raw: unknown): string | null {
     return typeof t === 'string' ? t : null;
   }
   return null;
-}
-
-function readJson(file: string): Json {
-  let text: string;
-  try {
-    text = fs.readFileSync(file, 'utf8');
-  } catch (err) {
-    throw new CheckpointError({ file, reason: `cannot read: ${(err as Error).message}` });
-  }
-  try {
-    return JSON.parse(text) as Json;
-  } catch (err) {
-    throw new CheckpointError({ file, reason: `not JSON: ${(err as Error).message}` });
-  }
 }
 
 export class ModelTokenizer {
@@ -137,13 +124,13 @@ export class ModelTokenizer {
       throw new CheckpointError({ file, reason: 'missing: this operation needs the tokenizer (text in or out)' });
     }
     const configFile = path.join(dir, 'tokenizer_config.json');
-    const config = fs.existsSync(configFile) ? readJson(configFile) : {};
+    const config = fs.existsSync(configFile) ? (readJson(configFile) as Json) : {};
     let chatTemplate = options.chatTemplate;
     const jinjaFile = path.join(dir, 'chat_template.jinja');
     if (chatTemplate === undefined && config.chat_template === undefined && fs.existsSync(jinjaFile)) {
       chatTemplate = fs.readFileSync(jinjaFile, 'utf8');
     }
-    return new ModelTokenizer(readJson(file), config, { ...options, chatTemplate, source: file });
+    return new ModelTokenizer(readJson(file) as Json, config, { ...options, chatTemplate, source: file });
   }
 
   encode(text: string, options: { addSpecialTokens?: boolean } = {}): number[] {
