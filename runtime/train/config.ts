@@ -9,20 +9,25 @@
  * const flat = new Float32Array(table.total);
  */
 
-export interface TrainModelConfig {
-  vocabSize: number;
-  hiddenSize: number;
-  intermediateSize: number;
-  numLayers: number;
-  numHeads: number;
-  numKvHeads: number;
-  headDim: number;
-  rmsNormEps: number;
-  ropeTheta: number;
-  maxPositionEmbeddings: number;
-  bosTokenId: number | null;
+import type { ModelConfig } from '../model/types.js';
+
+/** The runtime's ModelConfig sizes, with the one end-of-text id a trained model has. */
+export type TrainModelConfig = Pick<
+  ModelConfig,
+  | 'vocabSize'
+  | 'hiddenSize'
+  | 'intermediateSize'
+  | 'numLayers'
+  | 'numHeads'
+  | 'numKvHeads'
+  | 'headDim'
+  | 'rmsNormEps'
+  | 'ropeTheta'
+  | 'maxPositionEmbeddings'
+  | 'bosTokenId'
+> & {
   eosTokenId: number | null;
-}
+};
 
 const BASE = { rmsNormEps: 1e-5, ropeTheta: 10000, maxPositionEmbeddings: 2048, bosTokenId: null, eosTokenId: null };
 
