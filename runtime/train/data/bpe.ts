@@ -65,6 +65,18 @@ export function countPieces(texts: Iterable<string>, counts = new Map<string, nu
 
 const pairKey = (a: number, b: number) => a * 65536 + b;
 
+/** `s` with every non-overlapping (a, b), left to right, replaced by `id`. */
+function mergePair(s: readonly number[], a: number, b: number, id: number): number[] {
+  const next: number[] = [];
+  for (let i = 0; i < s.length; i++) {
+    if (i + 1 < s.length && s[i] === a && s[i + 1] === b) {
+      next.push(id);
+      i++;
+    } else next.push(s[i]);
+  }
+  return next;
+}
+
 /** Max-heap of (count, key) with ties broken by the smaller key, for determinism. */
 class PairHeap {
   private counts: number[] = [];
@@ -170,13 +182,7 @@ export function trainBpe(pieces: Map<string, number>, opts: TrainOptions): BpeMo
       if (!has) continue;
       const f = freqs[w];
       for (let i = 0; i + 1 < s.length; i++) add(pairKey(s[i], s[i + 1]), -f);
-      const next: number[] = [];
-      for (let i = 0; i < s.length; i++) {
-        if (i + 1 < s.length && s[i] === a && s[i + 1] === b) {
-          next.push(id);
-          i++;
-        } else next.push(s[i]);
-      }
+      const next = mergePair(s, a, b, id);
       words[w] = next;
       for (let i = 0; i + 1 < next.length; i++) {
         const nk = pairKey(next[i], next[i + 1]);
@@ -254,13 +260,7 @@ export class BpeTokenizer {
       const a = s[best];
       const b = s[best + 1];
       const id = 256 + bestRank;
-      const next: number[] = [];
-      for (let i = 0; i < s.length; i++) {
-        if (i + 1 < s.length && s[i] === a && s[i + 1] === b) {
-          next.push(id);
-          i++;
-        } else next.push(s[i]);
-      }
+      const next = mergePair(s, a, b, id);
       s = next;
     }
     if (this.cache.size < 500_000) this.cache.set(piece, s);
