@@ -32,10 +32,9 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import { createEngine } from '../engine/index.js';
-import { lastValueFrom, tap, toArray } from 'rxjs';
-import { benchModel, round, warmUp } from '../engine/bench-support.js';
+import { benchModel, round, timedRun, warmUp } from '../engine/bench-support.js';
 import type { EngineFront } from '../engine/front.js';
-import type { GenerateEvent, GenerateRequest } from '../engine/types.js';
+import type { GenerateRequest } from '../engine/types.js';
 import { loadEngineModel } from '../engine/model-spec.js';
 import { NotAvailableError } from '../../core/errors.js';
 import { MODELS_DIR } from '../checkpoint/load.js';
@@ -85,19 +84,8 @@ interface Answer {
 
 /** One generation timed on the caller's side, with its text. */
 async function timedAnswer(engine: EngineFront, request: GenerateRequest): Promise<Answer> {
-  const t0 = performance.now();
-  let tFirst = 0;
-  const events = await lastValueFrom(
-    engine.generate(request).pipe(
-      tap((e: GenerateEvent) => {
-        if (e.type === 'token' && tFirst === 0) tFirst = performance.now();
-      }),
-      toArray(),
-    ),
-  );
-  const t1 = performance.now();
-  const done = events.at(-1) as Extract<GenerateEvent, { type: 'done' }>;
-  return { ttftMs: (tFirst || t1) - t0, totalMs: t1 - t0, completionTokens: done.usage.completionTokens, text: done.text, ids: done.ids };
+  const { ttftMs, totalMs, done } = await timedRun(engine, request);
+  return { ttftMs, totalMs, completionTokens: done.usage.completionTokens, text: done.text, ids: done.ids };
 }
 
 interface ModeResult extends Omit<Answer, 'text' | 'ids'> {

@@ -67,7 +67,12 @@ export class KvPeak {
   }
 }
 
-export async function timedGenerate(engine: EngineFront, request: GenerateRequest, peak?: KvPeak): Promise<Timed> {
+/** One generation timed on the caller's side: time to first token, total time, and its done event. */
+export async function timedRun(
+  engine: EngineFront,
+  request: GenerateRequest,
+  peak?: KvPeak,
+): Promise<{ ttftMs: number; totalMs: number; done: Extract<GenerateEvent, { type: 'done' }> }> {
   const t0 = performance.now();
   let tFirst = 0;
   const events = await lastValueFrom(
@@ -81,9 +86,14 @@ export async function timedGenerate(engine: EngineFront, request: GenerateReques
   );
   const t1 = performance.now();
   const done = events.at(-1) as Extract<GenerateEvent, { type: 'done' }>;
+  return { ttftMs: (tFirst || t1) - t0, totalMs: t1 - t0, done };
+}
+
+export async function timedGenerate(engine: EngineFront, request: GenerateRequest, peak?: KvPeak): Promise<Timed> {
+  const { ttftMs, totalMs, done } = await timedRun(engine, request, peak);
   return {
-    ttftMs: (tFirst || t1) - t0,
-    totalMs: t1 - t0,
+    ttftMs,
+    totalMs,
     completionTokens: done.usage.completionTokens,
     cachedPromptTokens: done.usage.cachedPromptTokens,
   };
