@@ -8,6 +8,7 @@
  */
 import type { Command } from 'commander';
 import { BadRequestError } from '../../../core/errors.js';
+import type { SamplingParams } from '../../../core/sampling.js';
 import { initBackend } from '../../backend.js';
 import { loadModel } from '../../checkpoint/load.js';
 import { generateAll, type GenerateTokenizer } from '../../generate/generate.js';
@@ -21,16 +22,11 @@ function num(name: string, check: (n: number) => boolean, what: string) {
   };
 }
 
-interface GenerateCliOptions {
+/** The sampling flags are SamplingParams' fields; --stop always holds a list (default []). */
+interface GenerateCliOptions extends Partial<SamplingParams> {
   model: string;
   prompt?: string;
   ids?: number[];
-  maxTokens?: number;
-  temperature?: number;
-  topK?: number;
-  topP?: number;
-  repetitionPenalty?: number;
-  seed?: number;
   stop: string[];
   json?: boolean;
 }
