@@ -13,16 +13,7 @@ import { forward } from '../runtime/model/forward.js';
 import { referenceForward } from '../runtime/model/reference.js';
 import type { LayerWeights, LoadedModel } from '../runtime/model/types.js';
 import { makeTempCheckpoint, type CheckpointSpec, type WrittenCheckpoint } from './fixtures/checkpoints.js';
-
-function relErr(a: Float32Array, b: Float32Array): number {
-  let num = 0;
-  let den = 0;
-  for (let i = 0; i < b.length; i++) {
-    num = Math.max(num, Math.abs(a[i]! - b[i]!));
-    den = Math.max(den, Math.abs(b[i]!));
-  }
-  return num / den;
-}
+import { relErr } from './fixtures/numeric.js';
 
 /** The reference's model, built from the HF tensors without the loader. */
 function fromHfTensors(written: WrittenCheckpoint, loaded: LoadedModel): LoadedModel {

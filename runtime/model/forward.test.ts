@@ -1,5 +1,6 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { relErr } from '../../test/fixtures/numeric.js';
 import { initBackend } from '../backend.js';
 import { forward } from './forward.js';
 import { KvCache } from './kv-cache.js';
@@ -7,16 +8,6 @@ import { randomModel } from './random.js';
 import { referenceForward } from './reference.js';
 import type { LoadedModel, ModelConfig } from './types.js';
 
-/** max |a-b| over max |b|: the relative error of a whole row. */
-function relErr(a: Float32Array, b: Float32Array): number {
-  let num = 0;
-  let den = 0;
-  for (let i = 0; i < b.length; i++) {
-    num = Math.max(num, Math.abs(a[i]! - b[i]!));
-    den = Math.max(den, Math.abs(b[i]!));
-  }
-  return num / den;
-}
 function expectClose(a: Float32Array[], b: Float32Array[], tol = 1e-4): void {
   expect(a.length).toBe(b.length);
   for (let i = 0; i < b.length; i++) expect(relErr(a[i]!, b[i]!)).toBeLessThan(tol);
