@@ -1,9 +1,8 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BadRequestError } from '../../core/errors.js';
-import { makeTempCheckpoint } from '../../test/fixtures/checkpoints.js';
-import { initBackend } from '../backend.js';
-import { loadModel, type LoadedCheckpoint } from '../checkpoint/load.js';
+import { loadWarmTempModel, type WarmModel } from '../../test/fixtures/warm-model.js';
+import type { LoadedCheckpoint } from '../checkpoint/load.js';
 import type { ModelTokenizer } from '../checkpoint/tokenizer.js';
 import { forward } from '../model/forward.js';
 import { budget, compressPrompt, negLogProb, PromptCompressor, selfInformation, unitScore } from './compress.js';
@@ -18,23 +17,14 @@ const QUESTION = 'Question: What is the secret number of the green door?';
 
 let model: LoadedCheckpoint;
 let tok: ModelTokenizer;
-let cleanup: () => void;
 let baseline: number;
+let warm: WarmModel;
 
 beforeAll(async () => {
-  await initBackend();
-  const ck = makeTempCheckpoint({ maxPositionEmbeddings: 4096, seed: 3 });
-  cleanup = ck.cleanup;
-  model = await loadModel(ck.dir);
-  tok = model.tokenizer();
-  // Prepared weights are built on the first forward and live with the model.
-  forward(model, [{ ids: [1, 2] }])[0]!.newKv.forEach((e) => e && tf.dispose([e.k, e.v]));
-  baseline = tf.memory().numTensors;
+  warm = await loadWarmTempModel({ maxPositionEmbeddings: 4096, seed: 3 });
+  ({ model, tok, baseline } = warm);
 });
-afterAll(() => {
-  model.dispose();
-  cleanup();
-});
+afterAll(() => warm.dispose());
 
 function chatIds(): number[] {
   return tok.encode(tok.renderChat([{ role: 'user', content: `${PASSAGE}\n\n${QUESTION}` }]));

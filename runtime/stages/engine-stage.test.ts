@@ -1,11 +1,9 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BadRequestError, CancelledError } from '../../core/errors.js';
-import { makeTempCheckpoint } from '../../test/fixtures/checkpoints.js';
-import { initBackend } from '../backend.js';
-import { loadModel, type LoadedCheckpoint } from '../checkpoint/load.js';
+import { loadWarmTempModel, type WarmModel } from '../../test/fixtures/warm-model.js';
+import type { LoadedCheckpoint } from '../checkpoint/load.js';
 import type { ModelTokenizer } from '../checkpoint/tokenizer.js';
-import { forward } from '../model/forward.js';
 import { compressPrompt, type CompressResult } from './compress.js';
 import { CompressStage, defaultProtectedSuffix, defaultScorerLayers } from './engine-stage.js';
 
@@ -15,22 +13,14 @@ const PASSAGE =
 
 let model: LoadedCheckpoint;
 let tok: ModelTokenizer;
-let cleanup: () => void;
 let baseline: number;
+let warm: WarmModel;
 
 beforeAll(async () => {
-  await initBackend();
-  const ck = makeTempCheckpoint({ maxPositionEmbeddings: 4096, seed: 5 });
-  cleanup = ck.cleanup;
-  model = await loadModel(ck.dir);
-  tok = model.tokenizer();
-  forward(model, [{ ids: [1, 2] }])[0]!.newKv.forEach((e) => e && tf.dispose([e.k, e.v]));
-  baseline = tf.memory().numTensors;
+  warm = await loadWarmTempModel({ maxPositionEmbeddings: 4096, seed: 5 });
+  ({ model, tok, baseline } = warm);
 });
-afterAll(() => {
-  model.dispose();
-  cleanup();
-});
+afterAll(() => warm.dispose());
 
 const chat = (content: string) => tok.encode(tok.renderChat([{ role: 'user', content }]));
 
