@@ -17,7 +17,11 @@ import { stagesSchema } from './stages.js';
 
 export const GRAPH_SCHEMA_ID = 'https://skein.dev/schema/graph-1.json';
 
-const idPattern = '^[A-Za-z_][A-Za-z0-9_-]*$';
+// Ids and names become keys of per-run records (usage, outputs, inputs); the names every
+// object inherits are refused so that no graph can reach Object.prototype through them.
+const reserved = '(?:__proto__|constructor|prototype)';
+const idPattern = `^(?!${reserved}$)[A-Za-z_][A-Za-z0-9_-]*$`;
+const keyNamePattern = `^(?!${reserved}$)`;
 
 // The sampling schema carries its own $id for the HTTP API; embedded here several times,
 // that id would be ambiguous, so the copies drop it.
@@ -82,7 +86,7 @@ export const nodeSchemas = {
     'input',
     'A value given when the run starts, by name.',
     {
-      name: { type: 'string', minLength: 1, description: 'Key in the run input; defaults to the node id.' },
+      name: { type: 'string', minLength: 1, pattern: keyNamePattern, description: 'Key in the run input; defaults to the node id.' },
       type: { enum: ['text', 'list', 'json'], description: 'Port type of the value (default text).' },
       required: { type: 'boolean', description: 'Default true unless `default` is given.' },
       default: { description: 'Used when the run input lacks this value.' },
@@ -205,7 +209,7 @@ export const nodeSchemas = {
   output: node(
     'output',
     'A final value of the run, under `name` (default the node id).',
-    { name: { type: 'string', minLength: 1 } },
+    { name: { type: 'string', minLength: 1, pattern: keyNamePattern } },
     [],
   ),
 } as const;
@@ -213,7 +217,10 @@ export const nodeSchemas = {
 export type NodeKind = keyof typeof nodeSchemas;
 export const nodeKinds = Object.keys(nodeSchemas) as NodeKind[];
 
-const edgeEnd = { type: 'string', pattern: '^[A-Za-z_][A-Za-z0-9_-]*(\\.[A-Za-z_][A-Za-z0-9_-]*)?$' } as const;
+const edgeEnd = {
+  type: 'string',
+  pattern: `^(?!${reserved}(?:\\.|$))[A-Za-z_][A-Za-z0-9_-]*(\\.(?!${reserved}$)[A-Za-z_][A-Za-z0-9_-]*)?$`,
+} as const;
 
 export const graphJsonSchema = {
   $schema: 'https://json-schema.org/draft/2020-12/schema',

@@ -100,7 +100,9 @@ export function runCompiled(compiled: CompiledGraph, input: Record<string, unkno
     const started = performance.now();
     let seq = 0;
     const emit = (body: EventBody) => subscriber.next({ ...body, runId, t: Math.round(performance.now() - started), seq: seq++ } as RunEvent);
-    const usage: Record<string, NodeUsage> = {};
+    // Keyed by graph-given ids: a null prototype keeps any id away from Object.prototype
+    // even for callers that skip validation (the schema also refuses the inherited names).
+    const usage: Record<string, NodeUsage> = Object.create(null);
     // The node whose operator raised each error, set where it first fails so that an
     // enclosing loop or join rethrowing it does not take the blame in run-end.
     const failedAt = new WeakMap<Error, string>();
@@ -320,7 +322,7 @@ export function runCompiled(compiled: CompiledGraph, input: Record<string, unkno
     const outputs = compiled.nodes.filter((n) => n.kind === 'output');
     // Nodes nobody reads (a tool called for its effect) still run once per run.
     const sinks = compiled.nodes.filter((n) => n.kind !== 'output' && !n.loop && n.outputs.every((o) => o.to.length === 0));
-    const result: Record<string, unknown> = {};
+    const result: Record<string, unknown> = Object.create(null);
     const work$ = merge(
       ...outputs.map((n) =>
         nodePorts(n.id, root).pipe(
