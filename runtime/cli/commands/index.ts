@@ -9,13 +9,14 @@ import { register as generate } from './generate.js';
 import { register as tokenize } from './tokenize.js';
 import { register as bench } from './bench.js';
 import { register as train } from './train.js';
+import { register as pull } from './pull.js';
 
 type Register = (program: Command) => void;
 const commands: Register[] = [];
 commands.push(serve);
 commands.push(run, validate);
 commands.push(trainData);
-commands.push(logits, generate, tokenize, bench);
+commands.push(logits, generate, tokenize, bench, pull);
 commands.push(train);
 
 export function registerCommands(program: Command): void {
