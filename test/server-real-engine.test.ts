@@ -97,7 +97,7 @@ describe.skipIf(!haveDefaultModel)('server on the default model (models/skein-mi
   let server: RunningServer;
 
   beforeAll(async () => {
-    server = await startServer({ port: 0, build: false, print: () => {}, log: () => {} });
+    server = await startServer({ port: 0, model: 'skein-mini', build: false, print: () => {}, log: () => {} });
   }, 120_000);
   afterAll(async () => {
     await server?.close();

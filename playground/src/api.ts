@@ -82,7 +82,7 @@ export class Api {
     return data;
   }
 
-  health = () => this.call<{ status: string; model: string; backend: string }>('GET', '/healthz');
+  health = () => this.call<{ status: string; model: string; backend: string; fallbackReason?: string }>('GET', '/healthz');
   graphs = () => this.call<{ graphs: ExampleGraph[] }>('GET', '/v1/graphs');
   runs = () => this.call<{ runs: RunSummary[] }>('GET', '/v1/runs');
   run = (id: string) => this.call<RunSummary>('GET', `/v1/runs/${id}`);

@@ -351,6 +351,10 @@ async function load(): Promise<void> {
   try {
     const health = await api.health();
     byId('model').textContent = health.model;
+    // The server fell back from the default model (not downloaded, offline): say why on the page.
+    const note = byId('model-note');
+    note.hidden = !health.fallbackReason;
+    note.textContent = health.fallbackReason ? `Fallback model: ${health.fallbackReason}` : '';
     byId('health').className = 'health is-ok';
     byId('health').title = `Backend ${health.backend}`;
   } catch {

@@ -24,9 +24,9 @@ export interface ModelChoice {
 }
 
 /** Whether the default model's file is in place (a file only gets its name once verified). */
-export function defaultModelInstalled(): boolean {
+export function defaultModelInstalled(to?: string): boolean {
   const entry = catalogueEntry(DEFAULT_MODEL);
-  const stat = fs.statSync(installedPath(entry), { throwIfNoEntry: false });
+  const stat = fs.statSync(installedPath(entry, to), { throwIfNoEntry: false });
   return stat?.isFile() === true && stat.size === entry.bytes;
 }
 
@@ -36,7 +36,7 @@ export interface ChooseOptions extends PullOptions {
 }
 
 export async function chooseDefaultModel(opts: ChooseOptions = {}): Promise<ModelChoice> {
-  if (defaultModelInstalled()) return { model: DEFAULT_MODEL };
+  if (defaultModelInstalled(opts.to)) return { model: opts.to ? installedPath(catalogueEntry(DEFAULT_MODEL), opts.to) : DEFAULT_MODEL };
   if (!opts.pull) {
     return {
       model: FALLBACK_MODEL,
@@ -44,8 +44,8 @@ export async function chooseDefaultModel(opts: ChooseOptions = {}): Promise<Mode
     };
   }
   try {
-    await pullModel(DEFAULT_MODEL, opts);
-    return { model: DEFAULT_MODEL };
+    const { file } = await pullModel(DEFAULT_MODEL, opts);
+    return { model: opts.to ? file : DEFAULT_MODEL };
   } catch (err) {
     if (!(err instanceof PullError)) throw err;
     const tried = err.failures.map((f) => `${f.source}: ${f.reason}`).join('; ');
@@ -63,3 +63,6 @@ export async function modelOrDefault(model: string | undefined, opts: ChooseOpti
   if (choice.fallbackReason) process.stderr.write(`skein: ${choice.fallbackReason}\n`);
   return choice;
 }
+
+/** The `--model` help line every command shares. */
+export const MODEL_OPTION_HELP = `model name under models/, a checkpoint folder or a .gguf file (default: ${DEFAULT_MODEL} when pulled, else ${FALLBACK_MODEL})`;

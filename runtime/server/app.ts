@@ -48,6 +48,8 @@ export interface AppOptions {
   log?: (err: unknown) => void;
   /** Seconds between SSE keep-alive comments (default 15). */
   keepAliveS?: number;
+  /** Why the server runs a fallback instead of the default model; /healthz and /v1/models carry it so the page can say so. */
+  fallbackReason?: string;
 }
 
 export interface SkeinApp extends Hono {
@@ -121,7 +123,8 @@ export function createApp(options: AppOptions): SkeinApp {
 
   app.get('/healthz', (c) => {
     const stats = engine.stats();
-    return c.json({ status: 'ok', model: engine.modelName, backend: stats.backend, uptimeS: Math.round((Date.now() - started) / 1000) });
+    const fallback = options.fallbackReason ? { fallbackReason: options.fallbackReason } : {};
+    return c.json({ status: 'ok', model: engine.modelName, backend: stats.backend, uptimeS: Math.round((Date.now() - started) / 1000), ...fallback });
   });
 
   app.get('/metrics', async (c) => {
@@ -130,7 +133,18 @@ export function createApp(options: AppOptions): SkeinApp {
   });
 
   app.get('/v1/models', (c) =>
-    c.json({ object: 'list', data: [{ id: engine.modelName, object: 'model', created: Math.floor(started / 1000), owned_by: 'skein' }] }),
+    c.json({
+      object: 'list',
+      data: [
+        {
+          id: engine.modelName,
+          object: 'model',
+          created: Math.floor(started / 1000),
+          owned_by: 'skein',
+          ...(options.fallbackReason ? { fallbackReason: options.fallbackReason } : {}),
+        },
+      ],
+    }),
   );
 
   app.get('/v1/graphs', (c) => c.json({ graphs }));

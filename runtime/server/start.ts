@@ -17,15 +17,16 @@ import type { Engine } from '../engine/types.js';
 import type { SchedulingPolicy } from '../scheduler/scheduler.js';
 import { createApp, type AppOptions, type SkeinApp } from './app.js';
 import { buildPlayground } from './playground.js';
+import { DEFAULT_MODEL } from '../pull/default-model.js';
 
 export const DEFAULT_PORT = 8787;
 export const DEFAULT_HOST = '127.0.0.1';
-export const DEFAULT_MODEL = 'skein-mini';
+export { DEFAULT_MODEL } from '../pull/default-model.js';
 
 export interface ServerOptions extends Omit<AppOptions, 'engine'> {
   /** An engine to serve; when absent one is created for `model`. */
   engine?: Engine;
-  /** Model name (under models/) or folder, when no engine is given (default skein-mini). */
+  /** Model name (under models/) or folder, when no engine is given (default smollm2-135m-instruct). */
   model?: string;
   /** How the engine it creates orders work across runs: 'fcfs' (default) or 'fair' (per run). */
   policy?: SchedulingPolicy;

@@ -11,6 +11,7 @@ import { BadRequestError } from '../../../core/errors.js';
 import type { SamplingParams } from '../../../core/sampling.js';
 import { initBackend } from '../../backend.js';
 import { loadModel } from '../../checkpoint/load.js';
+import { MODEL_OPTION_HELP, modelOrDefault } from '../../pull/default-model.js';
 import { generateAll, type GenerateTokenizer } from '../../generate/generate.js';
 import { parseIds, writeOut } from './logits.js';
 
@@ -24,7 +25,7 @@ function num(name: string, check: (n: number) => boolean, what: string) {
 
 /** The sampling flags are SamplingParams' fields; --stop always holds a list (default []). */
 interface GenerateCliOptions extends Partial<SamplingParams> {
-  model: string;
+  model?: string;
   prompt?: string;
   ids?: number[];
   stop: string[];
@@ -35,7 +36,7 @@ export function register(program: Command): void {
   program
     .command('generate')
     .description('Generate text from a prompt or token ids (streams to stdout; --json prints one object)')
-    .requiredOption('-m, --model <name|dir>', 'model name under models/ or a checkpoint folder')
+    .option('-m, --model <name|dir>', MODEL_OPTION_HELP)
     .option('--prompt <text>', 'text prompt (encoded without special tokens)')
     .option('--ids <ids>', 'comma-separated prompt token ids', parseIds)
     .option('--max-tokens <n>', 'tokens to generate at most', num('--max-tokens', (n) => Number.isInteger(n) && n >= 1, 'must be a positive integer'))
@@ -49,7 +50,7 @@ export function register(program: Command): void {
     .action(async (opts: GenerateCliOptions) => {
       if ((opts.prompt === undefined) === (opts.ids === undefined)) throw new BadRequestError('--prompt/--ids', 'give exactly one');
       await initBackend({ log: true });
-      const model = await loadModel(opts.model);
+      const model = await loadModel((await modelOrDefault(opts.model)).model);
       try {
         const tokenizer: GenerateTokenizer | null =
           model.hasTokenizer || opts.prompt !== undefined ? model.tokenizer() : null;

@@ -9,6 +9,7 @@ import type { Command } from 'commander';
 import { BadRequestError } from '../../../core/errors.js';
 import { initBackend } from '../../backend.js';
 import { loadModel } from '../../checkpoint/load.js';
+import { MODEL_OPTION_HELP, modelOrDefault } from '../../pull/default-model.js';
 import { forward } from '../../model/forward.js';
 
 /** "1,2,3" → [1, 2, 3]; every entry a non-negative integer. */
@@ -29,11 +30,11 @@ export function register(program: Command): void {
   program
     .command('logits')
     .description('Print the logits of every input position as JSON: {"logits": [[...vocab], ...]}')
-    .requiredOption('-m, --model <name|dir>', 'model name under models/ or a checkpoint folder')
+    .option('-m, --model <name|dir>', MODEL_OPTION_HELP)
     .requiredOption('--ids <ids>', 'comma-separated token ids', parseIds)
-    .action(async (opts: { model: string; ids: number[] }) => {
+    .action(async (opts: { model?: string; ids: number[] }) => {
       await initBackend({ log: true });
-      const model = await loadModel(opts.model);
+      const model = await loadModel((await modelOrDefault(opts.model)).model);
       try {
         const [r] = forward(model, [{ ids: opts.ids, logits: 'all' }]);
         for (const e of r!.newKv) e?.k.dispose(), e?.v.dispose();

@@ -1,23 +1,22 @@
 /**
  * `skein run GRAPH.json --input '{"question": "..."}'`: runs a graph on the shared engine
- * with the given (or default, skein-mini) model, showing live progress per node and
+ * with the given model (or the default: smollm2-135m-instruct when pulled, else skein-mini), showing live progress per node and
  * branch — redrawn in place on a terminal — or every RunEvent as a JSON line with
  * `--json`, then prints the final output. Ctrl-C cancels the run (generation stops, KV is
  * freed). Exit status: 0 ok, 1 run error, 130 cancelled.
  */
-import { existsSync, writeFileSync } from 'node:fs';
-import { fileURLToPath } from 'node:url';
+import { writeFileSync } from 'node:fs';
 import type { Command } from 'commander';
-import { BadRequestError, CheckpointError, GraphValidationError, checkRunInput, compileGraph, saveEvents, type RunEvent } from '../../../core/index.js';
+import { BadRequestError, GraphValidationError, checkRunInput, compileGraph, saveEvents, type RunEvent } from '../../../core/index.js';
 import { ProgressView } from '../../../core/progress.js';
 import type { Engine } from '../../engine/types.js';
+import { chooseDefaultModel, MODEL_OPTION_HELP } from '../../pull/default-model.js';
 import { readGraphFile } from './validate.js';
-
-export const DEFAULT_MODEL = 'skein-mini';
 
 export interface RunFlags {
   input: string;
-  model: string;
+  /** Absent: the default model (see runtime/pull/default-model.ts). */
+  model?: string;
   seed?: string;
   json?: boolean;
   save?: string;
@@ -37,14 +36,7 @@ function parseInput(text: string): Record<string, unknown> {
 /** The real engine, loaded on demand so `validate` and `--help` never load a model. */
 async function openEngine(model: string): Promise<Engine> {
   const { createEngine } = await import('../../engine/index.js');
-  return createEngine({ model }).catch((err: unknown) => {
-    // The default model is trained in the repository, not shipped in git: say how to get it.
-    const defaultDir = fileURLToPath(new URL(`../../../models/${DEFAULT_MODEL}/`, import.meta.url));
-    if (err instanceof CheckpointError && model === DEFAULT_MODEL && !existsSync(defaultDir)) {
-      process.stderr.write('skein: the default model is not there yet: train it with `npx skein train base`, or pass --model DIR\n');
-    }
-    throw err;
-  });
+  return createEngine({ model });
 }
 
 export interface RunIo {
@@ -68,7 +60,9 @@ export async function runGraphFile(file: string, flags: RunFlags, io: RunIo = {}
   const seed = flags.seed === undefined ? undefined : Number(flags.seed);
   if (seed !== undefined && !Number.isInteger(seed)) throw new BadRequestError('--seed', 'must be an integer');
 
-  const engine = await (io.openEngine ?? openEngine)(flags.model);
+  const choice = flags.model !== undefined ? { model: flags.model } : await chooseDefaultModel();
+  if (choice.fallbackReason) stderr.write(`skein: ${choice.fallbackReason}\n`);
+  const engine = await (io.openEngine ?? openEngine)(choice.model);
   const events: RunEvent[] = [];
   const view = new ProgressView();
   const tty = !flags.json && stderr.isTTY === true;
@@ -118,7 +112,7 @@ export function register(program: Command): void {
     .description('Run a graph on the shared engine and print its output')
     .argument('<graph>', 'graph JSON file')
     .option('-i, --input <json>', 'run input as a JSON object', '{}')
-    .option('-m, --model <name|dir>', 'model name (under models/) or folder', DEFAULT_MODEL)
+    .option('-m, --model <name|dir>', MODEL_OPTION_HELP)
     .option('-s, --seed <n>', 'run seed (per-node seeds derive from it)')
     .option('--json', 'print every run event as a JSON line')
     .option('--save <file>', 'also save the events as JSON lines (replayable)')

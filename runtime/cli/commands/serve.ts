@@ -5,11 +5,10 @@
  * npx skein serve --port 8787 --model skein-mini --token secret
  */
 import type { Command } from 'commander';
-import { existsSync } from 'node:fs';
-import { fileURLToPath } from 'node:url';
-import { BadRequestError, CheckpointError } from '../../../core/errors.js';
+import { BadRequestError } from '../../../core/errors.js';
+import { DEFAULT_MODEL, MODEL_OPTION_HELP, modelOrDefault } from '../../pull/default-model.js';
 import type { SchedulingPolicy } from '../../scheduler/scheduler.js';
-import { DEFAULT_HOST, DEFAULT_MODEL, DEFAULT_PORT, startServer } from '../../server/index.js';
+import { DEFAULT_HOST, DEFAULT_PORT, startServer } from '../../server/index.js';
 
 function parseIntOption(name: string, min: number, max: number) {
   return (value: string): number => {
@@ -30,27 +29,30 @@ export function register(program: Command): void {
     .description('Start the HTTP control plane (REST + SSE + OpenAI-compatible) and the web playground')
     .option('-p, --port <port>', 'port to listen on (0 picks a free one)', parseIntOption('--port', 0, 65535), DEFAULT_PORT)
     .option('--host <host>', 'address to bind; anything but loopback exposes the server', DEFAULT_HOST)
-    .option('-m, --model <name|dir>', 'model name under models/ or a checkpoint folder', DEFAULT_MODEL)
+    .option('-m, --model <name|dir>', MODEL_OPTION_HELP)
+    .option('--pull', `download ${DEFAULT_MODEL} first when --model is not given and it is missing (what npm start does)`)
     .option('--token <token>', 'require this bearer token on the API (default: $SKEIN_TOKEN)')
     .option('--max-runs <n>', 'runs in progress at once before 429', parseIntOption('--max-runs', 1, 1024), 8)
     .option('--policy <fcfs|fair>', 'scheduling across runs: fcfs (arrival order) or fair (the run served least goes first)', parsePolicy, 'fcfs')
     .option('--open', 'print the playground URL prominently and open a browser when a display exists')
-    .action(async (opts: { port: number; host: string; model: string; token?: string; maxRuns: number; policy: SchedulingPolicy; open?: boolean }) => {
+    .action(async (opts: { port: number; host: string; model?: string; pull?: boolean; token?: string; maxRuns: number; policy: SchedulingPolicy; open?: boolean }) => {
       const token = opts.token ?? (process.env.SKEIN_TOKEN || undefined);
+      const print = (line: string) => process.stderr.write(`${line}\n`);
+      const { model, fallbackReason } = await modelOrDefault(opts.model, {
+        pull: opts.pull,
+        print,
+        progress: process.stderr,
+        log: (text) => process.stderr.write(text),
+      });
       const server = await startServer({
         port: opts.port,
         host: opts.host,
-        model: opts.model,
+        model,
+        fallbackReason,
         token,
         maxConcurrentRuns: opts.maxRuns,
         policy: opts.policy,
         open: Boolean(opts.open),
-      }).catch((err: unknown) => {
-        const defaultDir = fileURLToPath(new URL(`../../../models/${DEFAULT_MODEL}/`, import.meta.url));
-        if (err instanceof CheckpointError && opts.model === DEFAULT_MODEL && !existsSync(defaultDir)) {
-          process.stderr.write(`skein: the default model is not there yet: train it with \`npx skein train base\`, or pass --model DIR\n`);
-        }
-        throw err;
       });
       if (opts.host !== '127.0.0.1' && opts.host !== 'localhost' && opts.host !== '::1' && !token) {
         process.stderr.write('skein: warning: listening beyond loopback without a token (set --token or SKEIN_TOKEN)\n');

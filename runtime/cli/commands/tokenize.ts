@@ -6,16 +6,17 @@
  */
 import type { Command } from 'commander';
 import { loadTokenizer } from '../../checkpoint/load.js';
+import { MODEL_OPTION_HELP, modelOrDefault } from '../../pull/default-model.js';
 
 export function register(program: Command): void {
   program
     .command('tokenize')
     .description('Print the token ids of a text as JSON: {"ids": [...]}')
-    .requiredOption('-m, --model <name|dir>', 'model name under models/ or a checkpoint folder')
+    .option('-m, --model <name|dir>', MODEL_OPTION_HELP)
     .requiredOption('--prompt <text>', 'text to tokenize')
     .option('--special', "add the tokenizer's special tokens (e.g. BOS)")
-    .action((opts: { model: string; prompt: string; special?: boolean }) => {
-      const tokenizer = loadTokenizer(opts.model);
+    .action(async (opts: { model?: string; prompt: string; special?: boolean }) => {
+      const tokenizer = loadTokenizer((await modelOrDefault(opts.model)).model);
       process.stdout.write(`${JSON.stringify({ ids: tokenizer.encode(opts.prompt, { addSpecialTokens: Boolean(opts.special) }) })}\n`);
     });
 }
