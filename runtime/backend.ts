@@ -8,6 +8,7 @@
  * const name = await initBackend(); // 'wasm' on a machine without tfjs-node
  */
 import * as tf from '@tensorflow/tfjs-core';
+import { BadRequestError, NotAvailableError } from '../core/errors.js';
 
 export type BackendName = 'node-gpu' | 'node' | 'wasm' | 'cpu';
 
@@ -40,9 +41,12 @@ async function choose(log: boolean): Promise<BackendName> {
   const forced = process.env.SKEIN_BACKEND as BackendName | undefined;
   if (forced !== undefined && forced !== ('' as BackendName)) {
     if (!ORDER.includes(forced)) {
-      throw new Error(`SKEIN_BACKEND=${forced} is not one of ${ORDER.join(', ')}`);
+      throw new BadRequestError('SKEIN_BACKEND', `${JSON.stringify(forced)} is not a backend; valid names: ${ORDER.join(', ')} (or unset it to pick the first that loads)`);
     }
-    if (!(await tryBackend(forced))) throw new Error(`SKEIN_BACKEND=${forced} could not be loaded`);
+    if (!(await tryBackend(forced))) {
+      const pkg = forced === 'node-gpu' ? '@tensorflow/tfjs-node-gpu' : forced === 'node' ? '@tensorflow/tfjs-node' : `@tensorflow/tfjs-backend-${forced}`;
+      throw new NotAvailableError(`SKEIN_BACKEND=${forced}`, `${pkg} could not be loaded; install it or unset SKEIN_BACKEND`);
+    }
     await tf.ready();
     if (log) process.stderr.write(`skein: backend ${forced} (SKEIN_BACKEND)\n`);
     return forced;

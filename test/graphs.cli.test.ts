@@ -43,6 +43,20 @@ describe('skein validate', () => {
     expect(validateGraphFile(notJson, { json: true }, out.stream)).toBe(1);
     expect(out.text()).toContain('"valid":false');
   });
+
+  it('says on which line and column a file stops being JSON', () => {
+    const file = join(tempDir('skein-'), 'broken.json');
+    writeFileSync(file, '{\n  "version": 1,\n  "nodes": []\n  "edges": []\n}\n');
+    const out = sink();
+    expect(validateGraphFile(file, {}, out.stream)).toBe(1);
+    expect(out.text()).toContain("/: not JSON at line 4, column 3: Expected ',' or '}' after property value");
+    // A message without a position (V8 quotes the text instead) is located by scanning.
+    writeFileSync(file, '{\n  "nodes": [ tru ]\n}\n');
+    const again = sink();
+    validateGraphFile(file, {}, again.stream);
+    expect(again.text()).toMatch(/\/: not JSON at line 2, column 14: Unexpected token/);
+    expect(again.text()).not.toContain('is not valid JSON');
+  });
 });
 
 describe('skein run', () => {

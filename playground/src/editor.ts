@@ -11,7 +11,7 @@
 import type { GraphProblem } from '../../core/errors.js';
 import type { Api } from './api.js';
 import { clear, h } from './dom.js';
-import { lineCol, locatePointers, syntaxErrorOffset, type Span } from './jsonloc.js';
+import { lineCol, locatePointers, syntaxErrorOffset, type Span } from '../../core/json-location.js';
 
 export interface EditorParts {
   textarea: HTMLTextAreaElement;

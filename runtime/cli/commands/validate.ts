@@ -5,8 +5,9 @@
 import { readFileSync } from 'node:fs';
 import type { Command } from 'commander';
 import { compileGraph, printGraph, validateGraph, type GraphProblem, type GraphSpec } from '../../../core/index.js';
+import { lineCol, syntaxErrorOffset } from '../../../core/json-location.js';
 
-/** Reads a graph file; unreadable or non-JSON files come back as problems at the root. */
+/** Reads a graph file; unreadable or non-JSON files come back as problems at the root (with line and column). */
 export function readGraphFile(file: string): { json?: unknown; problems: GraphProblem[] } {
   let text: string;
   try {
@@ -17,7 +18,11 @@ export function readGraphFile(file: string): { json?: unknown; problems: GraphPr
   try {
     return { json: JSON.parse(text), problems: [] };
   } catch (err) {
-    return { problems: [{ pointer: '', message: `not JSON: ${(err as Error).message}` }] };
+    // V8 sometimes quotes a multi-line slice of the text; the line and column say where instead.
+    const message = (err as Error).message.replace(/, (?:\.\.\.)?".*" is not valid JSON$/s, '');
+    const offset = syntaxErrorOffset(text, message) ?? text.length;
+    const { line, col } = lineCol(text, offset);
+    return { problems: [{ pointer: '', message: `not JSON at line ${line}, column ${col}: ${message}` }] };
   }
 }
 

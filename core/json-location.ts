@@ -1,7 +1,8 @@
 /**
  * Where each JSON pointer's value sits in a JSON text, so a problem reported as
- * `/nodes/2/kind` can be highlighted in the editor, and where a syntax error is (engines'
- * JSON.parse messages no longer always carry a position). A small strict scanner;
+ * `/nodes/2/kind` can be highlighted in the playground's editor, and where a syntax error
+ * is, for the editor and `skein validate` (engines' JSON.parse messages do not always
+ * carry a position). A small strict scanner;
  * positions are UTF-16 offsets, as textarea selections use.
  *
  * @example

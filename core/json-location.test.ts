@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { lineCol, locatePointers, syntaxErrorOffset } from './jsonloc.js';
+import { lineCol, locatePointers, syntaxErrorOffset } from './json-location.js';
 
 describe('locatePointers', () => {
   const text = '{\n  "nodes": [\n    { "id": "a", "kind": "input" },\n    { "id": "b/c~d" }\n  ],\n  "n": -1.5e3\n}';
