@@ -94,3 +94,89 @@ describe('reserved object names', () => {
     expect(Object.hasOwn(end.usage, id)).toBe(true);
   });
 });
+
+// Every route, with each reserved name in every position a client controls: path
+// segments, query keys and values, header names and values, body keys at the top and
+// nested, input keys and values, graph fields, chat fields. Bodies are written as JSON
+// text, since a JS literal `{ __proto__: … }` would set a prototype rather than a key.
+describe('every route with reserved names in every key position', () => {
+  const polluting = (name: string) => `{"${name}": {"polluted": true, "wallMs": 1}, "prototype": {"polluted": true}}`;
+  const chatGraph = (inputName: string) =>
+    `{"version":1,"name":"${inputName}","nodes":[{"id":"q","kind":"input","type":"json","default":${polluting(inputName)}},` +
+    `{"id":"t","kind":"template","template":"{{x}} {{x.${inputName}.polluted}}"},{"id":"o","kind":"output"}],` +
+    `"edges":[{"from":"q","to":"t"},{"from":"t","to":"o"}]}`;
+
+  function requestsFor(name: string): Array<[string, RequestInit?]> {
+    const json = (body: string, headers: Record<string, string> = {}): RequestInit => ({
+      method: 'POST',
+      headers: { 'content-type': 'application/json', ...headers },
+      body,
+    });
+    const graph = `{"version":1,"name":"p","nodes":[{"id":"q","kind":"input","type":"json"},{"id":"o","kind":"output"}],"edges":[{"from":"q","to":"o"}]}`;
+    return [
+      ['/healthz?' + name + '=1'],
+      ['/metrics?' + name + '[polluted]=1', { headers: { [name]: 'x' } }],
+      ['/v1/models?' + name + '=' + name],
+      ['/v1/graphs?' + name + '[polluted]=true'],
+      [`/v1/graphs/${name}`],
+      [`/v1/graphs/schema?${name}=1`],
+      [`/${name}`],
+      [`/v1/${name}`],
+      [`/v1/runs/${name}`],
+      [`/v1/runs/${name}`, { method: 'DELETE' }],
+      [`/v1/runs/${name}/events?after=${name}`],
+      [`/v1/runs?${name}=1&${name}[polluted]=1`, { headers: { [name]: name, 'last-event-id': name } }],
+      ['/v1/graphs/validate', json(polluting(name))],
+      ['/v1/graphs/validate', json(`{"graph": ${chatGraph(name)}}`)],
+      ['/v1/graphs/validate', json(`{"version":1,"name":"p","${name}":{"polluted":true},"nodes":[{"id":"a","kind":"input","${name}":{"polluted":true}}],"edges":[]}`)],
+      ['/v1/runs', json(polluting(name))],
+      ['/v1/runs', json(`{"graphName": "${name}"}`)],
+      ['/v1/runs', json(`{"graph": ${graph}, "input": {"q": ${polluting(name)}, "${name}": ${polluting(name)}}, "model": "${name}"}`)],
+      ['/v1/runs', json(`{"graph": ${chatGraph(name)}, "input": ${polluting(name)}}`)],
+      ['/v1/runs', json(`{"graph": ${graph}, "input": {"q": [${polluting(name)}]}}`, { [name]: '1' })],
+      ['/v1/runs', json(`{"graph": {"version":1,"name":"t","nodes":[{"id":"q","kind":"input"},{"id":"t","kind":"tool","tool":"${name}","args":${polluting(name)}},{"id":"o","kind":"output"}],"edges":[{"from":"q","to":"t"},{"from":"t","to":"o"}]}, "input": {"q": "x"}}`)],
+      ['/v1/chat/completions', json(polluting(name))],
+      ['/v1/chat/completions', json(`{"model": "${name}", "messages": [{"role": "user", "content": "hi"}]}`)],
+      ['/v1/chat/completions', json(`{"messages": [{"role": "${name}", "content": "hi"}]}`)],
+      ['/v1/chat/completions', json(`{"messages": [{"role": "user", "content": "hi", "${name}": {"polluted": true}}], "${name}": {"polluted": true}, "stream_options": ${polluting(name)}}`)],
+      ['/v1/chat/completions', json(`{"messages": [{"role": "user", "content": [{"type": "text", "text": "hi", "${name}": {"polluted": true}}]}], "stream": true, "stop": "${name}"}`)],
+    ];
+  }
+
+  it.each(reservedNames)('%s: no 5xx, Object.prototype untouched, the server alive and every run readable', async (name) => {
+    const engine = createServerTestEngine(1);
+    const app = createApp({ engine, log: () => {} });
+    const created: string[] = [];
+    for (const [path, init] of requestsFor(name)) {
+      const res = await app.request(path, init);
+      const text = await res.text();
+      expect(res.status, `${init?.method ?? 'GET'} ${path} → ${res.status} ${text.slice(0, 200)}`).toBeLessThan(500);
+      prototypeUntouched();
+      if (path === '/v1/runs' && res.status === 201) created.push(JSON.parse(text).id);
+    }
+    expect(created.length).toBeGreaterThanOrEqual(2);
+    for (const id of created) {
+      const events = await (await app.request(`/v1/runs/${id}/events`)).text();
+      expect(events).toContain('event: run-end');
+      const run = await app.request(`/v1/runs/${id}`);
+      expect(run.status).toBe(200);
+      expect((await run.json()).state).toMatch(/ok|error/);
+    }
+    expect((await app.request('/healthz')).status).toBe(200);
+    expect((await app.request('/v1/runs')).status).toBe(200);
+    expect((await app.request('/metrics')).status).toBe(200);
+    expect(engine.live).toBe(0);
+  });
+
+  it.each(reservedNames)('runGraph keeps an input key %s as data and leaves Object.prototype alone', async (name) => {
+    const graph = JSON.parse(chatGraph('x'));
+    const input = JSON.parse(`{"x": ${polluting(name)}, "${name}": ${polluting(name)}}`);
+    const events = await lastValueFrom(runGraph(graph, input, { engine: createServerTestEngine(1), seed: 1 }).pipe(toArray()));
+    const end = events.at(-1) as Extract<RunEvent, { type: 'run-end' }>;
+    expect(end.status).toBe('ok');
+    expect(String(end.output?.o)).toContain('polluted');
+    const start = events[0] as Extract<RunEvent, { type: 'run-start' }>;
+    expect(Object.hasOwn(start.input, name)).toBe(true);
+    expect(JSON.parse(JSON.stringify(start.input))).toEqual(input);
+  });
+});

@@ -301,7 +301,8 @@ function addNode(kind: string, schema: KindSchema): void {
 }
 
 function defaultInput(graph: unknown): Record<string, unknown> {
-  const input: Record<string, unknown> = {};
+  // Keyed by names from the edited graph: no prototype to write through.
+  const input: Record<string, unknown> = Object.create(null);
   const nodes = (graph as { nodes?: unknown[] })?.nodes ?? [];
   for (const n of nodes as Array<Record<string, unknown>>) {
     if (n?.kind !== 'input') continue;
@@ -309,7 +310,7 @@ function defaultInput(graph: unknown): Record<string, unknown> {
     if (n.default !== undefined) input[key] = n.default;
     else if (n.type === 'list') input[key] = [];
     else if (n.type === 'json') input[key] = {};
-    else input[key] = SAMPLE_INPUT[key] ?? SAMPLE_INPUT.question;
+    else input[key] = (Object.prototype.hasOwnProperty.call(SAMPLE_INPUT, key) ? SAMPLE_INPUT[key] : undefined) ?? SAMPLE_INPUT.question;
   }
   return input;
 }

@@ -250,7 +250,8 @@ function convertToF32(dtype: SafetensorsDtype, raw: ArrayBuffer, numel: number):
 export function readSafetensors(file: string): Record<string, FloatTensor> {
   const st = SafetensorsFile.open(file);
   try {
-    const out: Record<string, FloatTensor> = {};
+    // Tensor names come from the file: no prototype to write through.
+    const out: Record<string, FloatTensor> = Object.create(null);
     for (const name of st.names()) out[name] = st.read(name);
     return out;
   } finally {
@@ -317,7 +318,7 @@ export function writeSafetensors(
   dtype: WriteDtype = 'F32',
   metadata?: Record<string, string>,
 ): void {
-  const header: Record<string, unknown> = {};
+  const header: Record<string, unknown> = Object.create(null);
   if (metadata !== undefined) {
     for (const [k, v] of Object.entries(metadata)) {
       // The reference readers reject non-string metadata values.
@@ -487,7 +488,8 @@ export class SafetensorsCheckpoint {
 export function readShardedSafetensors(indexFile: string): Record<string, FloatTensor> {
   const cp = SafetensorsCheckpoint.openIndex(indexFile);
   try {
-    const out: Record<string, FloatTensor> = {};
+    // Tensor names come from the file: no prototype to write through.
+    const out: Record<string, FloatTensor> = Object.create(null);
     for (const name of cp.names()) out[name] = cp.read(name);
     return out;
   } finally {

@@ -229,7 +229,8 @@ function errorInfo(err: unknown): { name: string; message: string; code?: string
 
 /** Usage per node from node-end metrics, for runs that ended without their own run-end. */
 function usageFromEvents(events: RunEvent[]): Record<string, NodeUsage> {
-  const usage: Record<string, NodeUsage> = {};
+  // Keyed by node ids from the graph: no prototype to write through.
+  const usage: Record<string, NodeUsage> = Object.create(null);
   for (const e of events) {
     if (e.type !== 'node-end') continue;
     const u = (usage[e.node] ??= { tokensIn: 0, tokensOut: 0, wallMs: 0 });
