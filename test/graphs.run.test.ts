@@ -64,6 +64,16 @@ describe('example graphs on the fake engine', () => {
     expect(engine.live).toBe(0);
   });
 
+  it('sot: the streamed skeleton and points read like their results, starting with the pre-filled "1." / "2. point"', async () => {
+    const engine = createFakeEngine({ script: sotScript(), delayMs: 1 });
+    const events = await collect(runGraph(graph('sot'), { question: 'How do I learn to cook?' }, { engine, seed: 1 }));
+    const streamed = (branch: string) => ofType(events, 'text-delta').filter((e) => e.branch === branch).map((e) => e.text).join('');
+    const skeletonEnd = ofType(events, 'node-end').find((e) => e.node === 'skeleton')!;
+    expect(streamed('router.sot')).toBe((skeletonEnd.output as { outline: string }).outline);
+    const points = String(endOf(events).output!.answer).split('\n');
+    points.forEach((point, k) => expect(streamed(`router.sot/expand#${k + 1}`)).toBe(point));
+  });
+
   it('sot: router C → direct answer, the skeleton never runs', async () => {
     const engine = createFakeEngine({ script: [{ match: /one letter: A, B or C/, reply: 'C' }, { match: /./, reply: '4' }] });
     const events = await collect(runGraph(graph('sot'), { question: 'What is 2+2?' }, { engine, seed: 1 }));
