@@ -291,6 +291,24 @@ describe('seeds, replay, tools, printing', () => {
     expect(lines.find((l) => l.includes('expand [router.sot/expand#2]'))).toMatch(/^✗.*oops/);
     expect(lines.find((l) => l.startsWith('✓ router '))).toContain('1 tok');
   });
+
+  it('the progress view shows rows a cancel stopped as cancelled, not failed', async () => {
+    const engine = createFakeEngine({ script: [{ match: /./, reply: 'a long answer that is still streaming', delayMs: 50 }] });
+    const abort = new AbortController();
+    const view = new ProgressView();
+    let changed = '';
+    await new Promise<void>((resolve) => {
+      runGraph(graph('chat'), { question: 'hi' }, { engine, signal: abort.signal }).subscribe({
+        next: (e) => {
+          if (e.type === 'text-delta') abort.abort();
+          changed = view.apply(e) ?? changed;
+        },
+        complete: resolve,
+      });
+    });
+    expect(changed).toMatch(/^⊘ answer .*cancelled$/);
+    expect(view.lines().find((l) => l.includes('answer'))).toMatch(/^⊘/);
+  });
 });
 
 
