@@ -13,7 +13,7 @@ interface Row {
   key: string;
   node: string;
   branch?: string;
-  state: 'running' | 'done' | 'failed';
+  state: 'running' | 'done' | 'failed' | 'cancelled';
   tokens: number;
   started: number;
   ended?: number;
@@ -59,6 +59,12 @@ export class ProgressView {
         return this.format(row);
       }
       case 'run-end': {
+        if (e.status === 'cancelled') {
+          // Rows still running were stopped on request: cancelled, not failed.
+          const stopped = [...this.rows.values()].filter((r) => r.state === 'running');
+          for (const r of stopped) Object.assign(r, { state: 'cancelled', ended: e.t });
+          return stopped.length ? stopped.map((r) => this.format(r)).join('\n') : undefined;
+        }
         const node = e.status === 'error' ? e.error?.node : undefined;
         if (!node) return undefined;
         // A fatal failure sends no node-end: the failing node's last running row (a loop
@@ -85,9 +91,10 @@ export class ProgressView {
   }
 
   private format(r: Row, now?: number): string {
-    const mark = r.state === 'running' ? '…' : r.state === 'done' ? '✓' : '✗';
+    const mark = r.state === 'running' ? '…' : r.state === 'done' ? '✓' : r.state === 'cancelled' ? '⊘' : '✗';
     const ms = (r.ended ?? now ?? r.started) - r.started;
     const tokens = r.tokens ? ` ${r.tokens} tok` : '';
-    return `${mark} ${r.key.padEnd(28)} ${String(ms).padStart(6)} ms${tokens}${r.note ? `  ${r.note}` : ''}`;
+    const note = r.note ?? (r.state === 'cancelled' ? 'cancelled' : undefined);
+    return `${mark} ${r.key.padEnd(28)} ${String(ms).padStart(6)} ms${tokens}${note ? `  ${note}` : ''}`;
   }
 }

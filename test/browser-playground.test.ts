@@ -68,7 +68,9 @@ describe.skipIf(!haveBrowser)('playground in headless Chromium', () => {
     expect(await page.locator('#graph-status').textContent()).toBe('Valid graph');
     expect(await page.locator('#model').textContent()).toBe('fake-mini');
     expect(await page.locator('svg.diagram g.node').count()).toBe(sot.nodes.length);
-    expect(JSON.parse(await page.locator('#input-json').inputValue())).toEqual({ question: 'How do I learn to cook?' });
+    // The input box starts from the graph's own input defaults.
+    expect(JSON.parse(await page.locator('#input-json').inputValue())).toEqual({ question: 'How do I plan a small garden?' });
+    expect(await page.locator('#model-note').isHidden()).toBe(true);
   });
 
   it('shows graph problems with their JSON pointers as you type', async () => {

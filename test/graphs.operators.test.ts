@@ -86,6 +86,7 @@ describe('skeleton and expand (Skeleton-of-Thought)', () => {
   it('parses numbered outlines and stops at broken numbering', () => {
     expect(parseOutline('1. Tools.\n2. **Recipes**\n\n3) Practice\n5. skipped')).toEqual(['Tools', 'Recipes', 'Practice']);
     expect(parseOutline('Sure! Here it is:\n1. a\n2. b\nThat is all.')).toEqual(['a', 'b']);
+    expect(parseOutline('1. Choose a spot\n2. Plan it out\n3. Start small\n4. plan it out\n5. Water')).toEqual(['Choose a spot', 'Plan it out', 'Start small']);
     expect(parseOutline('1. a\n2. b\n3. c', 2)).toEqual(['a', 'b']);
     expect(parseOutline('no list')).toEqual([]);
   });

@@ -64,6 +64,16 @@ describe('example graphs on the fake engine', () => {
     expect(engine.live).toBe(0);
   });
 
+  it('sot: the streamed skeleton and points read like their results, starting with the pre-filled "1." / "2. point"', async () => {
+    const engine = createFakeEngine({ script: sotScript(), delayMs: 1 });
+    const events = await collect(runGraph(graph('sot'), { question: 'How do I learn to cook?' }, { engine, seed: 1 }));
+    const streamed = (branch: string) => ofType(events, 'text-delta').filter((e) => e.branch === branch).map((e) => e.text).join('');
+    const skeletonEnd = ofType(events, 'node-end').find((e) => e.node === 'skeleton')!;
+    expect(streamed('router.sot')).toBe((skeletonEnd.output as { outline: string }).outline);
+    const points = String(endOf(events).output!.answer).split('\n');
+    points.forEach((point, k) => expect(streamed(`router.sot/expand#${k + 1}`)).toBe(point));
+  });
+
   it('sot: router C → direct answer, the skeleton never runs', async () => {
     const engine = createFakeEngine({ script: [{ match: /one letter: A, B or C/, reply: 'C' }, { match: /./, reply: '4' }] });
     const events = await collect(runGraph(graph('sot'), { question: 'What is 2+2?' }, { engine, seed: 1 }));
@@ -280,6 +290,24 @@ describe('seeds, replay, tools, printing', () => {
     expect(lines.find((l) => l.includes('expand [router.sot/expand#1]'))).toMatch(/^✓/);
     expect(lines.find((l) => l.includes('expand [router.sot/expand#2]'))).toMatch(/^✗.*oops/);
     expect(lines.find((l) => l.startsWith('✓ router '))).toContain('1 tok');
+  });
+
+  it('the progress view shows rows a cancel stopped as cancelled, not failed', async () => {
+    const engine = createFakeEngine({ script: [{ match: /./, reply: 'a long answer that is still streaming', delayMs: 50 }] });
+    const abort = new AbortController();
+    const view = new ProgressView();
+    let changed = '';
+    await new Promise<void>((resolve) => {
+      runGraph(graph('chat'), { question: 'hi' }, { engine, signal: abort.signal }).subscribe({
+        next: (e) => {
+          if (e.type === 'text-delta') abort.abort();
+          changed = view.apply(e) ?? changed;
+        },
+        complete: resolve,
+      });
+    });
+    expect(changed).toMatch(/^⊘ answer .*cancelled$/);
+    expect(view.lines().find((l) => l.includes('answer'))).toMatch(/^⊘/);
   });
 });
 

@@ -1,7 +1,8 @@
 /**
  * One model call on behalf of an operator (generate, skeleton, expand, route): refuses
- * stages the engine does not run, applies the seed, forwards tokens as delta events and
- * resolves to the whole answer. Unsubscribing unsubscribes the engine's generation, which
+ * stages the engine does not run, applies the seed, forwards tokens as delta events (the
+ * assistant prefix first, so the streamed text reads like the operator's result, which
+ * starts with it) and resolves to the whole answer. Unsubscribing unsubscribes the engine's generation, which
  * cancels it and frees its KV.
  */
 import { Observable, throwError } from 'rxjs';
@@ -57,6 +58,7 @@ export function generation(
   return new Observable<GenerationResult>((subscriber) => {
     const parts: string[] = [];
     const ids: number[] = [];
+    if (request.assistantPrefix) context?.onEvent?.({ type: 'delta', branch, text: request.assistantPrefix, tokenIds: [] });
     return engine.generate(full).subscribe({
       next(event) {
         if (event.type === 'token') {

@@ -37,7 +37,8 @@ export interface Skeleton {
 
 /**
  * Reads "1. point" lines in numbering order; the list ends at the first line that breaks
- * the numbering, so trailing chatter after the outline is ignored.
+ * the numbering, so trailing chatter after the outline is ignored, or that repeats an
+ * earlier point (small models loop: "2. Plan it out … 5. Plan it out").
  */
 export function parseOutline(text: string, maxPoints = 10): string[] {
   const points: string[] = [];
@@ -49,7 +50,7 @@ export function parseOutline(text: string, maxPoints = 10): string[] {
     }
     if (Number(m[1]) !== points.length + 1) break;
     const point = m[2]!.replace(/\*\*/g, '').replace(/[.:]+$/, '').trim();
-    if (!point) break;
+    if (!point || points.some((p) => p.toLowerCase() === point.toLowerCase())) break;
     points.push(point);
     if (points.length >= maxPoints) break;
   }

@@ -78,14 +78,14 @@ export class Diagram {
   }
 
   reset(): void {
-    for (const g of this.groups.values()) g.classList.remove('is-running', 'is-done', 'is-error');
+    for (const g of this.groups.values()) g.classList.remove('is-running', 'is-done', 'is-error', 'is-cancelled');
     for (const d of this.dots.values()) clear(d);
   }
 
   setNode(id: string, state: LaneState): void {
     const g = this.groups.get(id);
     if (!g) return;
-    g.classList.remove('is-running', 'is-done', 'is-error');
+    g.classList.remove('is-running', 'is-done', 'is-error', 'is-cancelled');
     g.classList.add(`is-${state}`);
   }
 

@@ -48,9 +48,28 @@ describe('run view', () => {
     ]);
     expect(view.status).toBe('cancelled');
     expect(view.lanes.get('expand/p2')).toMatchObject({ state: 'error', error: 'boom' });
-    expect(view.lanes.get('expand/p1')).toMatchObject({ state: 'error', endT: 4 });
+    // p1 was still running: the cancel stopped it, it did not fail.
+    expect(view.lanes.get('expand/p1')).toMatchObject({ state: 'cancelled', endT: 4 });
     expect(view.nodes.get('expand')).toBe('error');
     expect(view.t).toBe(4);
+  });
+
+  it('a node whose lanes were all cut short by a cancel is cancelled, not error', () => {
+    const view = fold([
+      { type: 'node-start', t: 0, node: 'answer' },
+      { type: 'text-delta', t: 1, node: 'answer', text: 'Par', tokenIds: [1] },
+      { type: 'run-end', t: 2, status: 'cancelled', usage: {} },
+    ]);
+    expect(view.lanes.get('answer')).toMatchObject({ state: 'cancelled', text: 'Par' });
+    expect(view.nodes.get('answer')).toBe('cancelled');
+  });
+
+  it('a failed run still marks the lanes it cut short as errors', () => {
+    const view = fold([
+      { type: 'node-start', t: 0, node: 'answer' },
+      { type: 'run-end', t: 2, status: 'error', error: { name: 'Error', message: 'x' }, usage: {} },
+    ]);
+    expect(view.nodes.get('answer')).toBe('error');
   });
 });
 

@@ -1,6 +1,6 @@
 /**
  * A run as the page shows it, folded from its events: per node a state (idle, running,
- * done, error), per lane (a node, or one branch of it) its text, marbles, timings and
+ * done, error, cancelled), per lane (a node, or one branch of it) its text, marbles, timings and
  * metrics. Pure, so the same fold serves live runs, opened past runs and replays.
  *
  * @example
@@ -10,7 +10,8 @@
  */
 import type { RunEvent, StageMetrics } from '../../core/events.js';
 
-export type LaneState = 'running' | 'done' | 'error';
+/** `cancelled`: still running when the run was cancelled (stopped on request, not failed). */
+export type LaneState = 'running' | 'done' | 'error' | 'cancelled';
 
 export interface Marble {
   t: number;
@@ -38,7 +39,7 @@ export interface RunView {
   t: number;
   graph?: string;
   lanes: Map<string, Lane>;
-  /** Node state: running while any lane runs, error if any failed, done when all ended. */
+  /** Node state: running while any lane runs, error if any failed, cancelled if any was cut short by a cancel, else done. */
   nodes: Map<string, LaneState>;
   output?: Record<string, unknown>;
   error?: string;
@@ -82,12 +83,14 @@ function lane(view: RunView, node: string, branch: string | undefined, t: number
 function nodeState(view: RunView, node: string): LaneState {
   let running = false;
   let error = false;
+  let cancelled = false;
   for (const l of view.lanes.values()) {
     if (l.node !== node) continue;
     if (l.state === 'running') running = true;
     if (l.state === 'error') error = true;
+    if (l.state === 'cancelled') cancelled = true;
   }
-  return running ? 'running' : error ? 'error' : 'done';
+  return running ? 'running' : error ? 'error' : cancelled ? 'cancelled' : 'done';
 }
 
 /** Folds one event in; returns the lane it touched, if any. */
@@ -139,10 +142,10 @@ export function applyEvent(view: RunView, e: RunEvent): Lane | undefined {
       view.status = e.status;
       if (e.output) view.output = e.output;
       if (e.error) view.error = e.error.message;
-      // Lanes still open when a run stops were cut short.
+      // Lanes still open when a run stops were cut short: by the cancel, or by the failure.
       for (const l of view.lanes.values()) {
         if (l.state !== 'running') continue;
-        l.state = e.status === 'ok' ? 'done' : 'error';
+        l.state = e.status === 'ok' ? 'done' : e.status === 'cancelled' ? 'cancelled' : 'error';
         l.endT = e.t;
         view.nodes.set(l.node, nodeState(view, l.node));
       }
