@@ -95,7 +95,7 @@ export function loadTokenizer(dirOrName: string): ModelTokenizer {
   const dir = resolveModelDir(dirOrName);
   if (!fs.existsSync(path.join(dir, 'config.json'))) return ModelTokenizer.fromDir(dir);
   const { config } = readModelConfig(dir);
-  return ModelTokenizer.fromDir(dir, { eosIds: config.eosTokenIds, bosId: config.bosTokenId });
+  return ModelTokenizer.fromDir(dir, { eosIds: config.eosTokenIds, bosId: config.bosTokenId, modelVocabSize: config.vocabSize });
 }
 
 /** (rows, cols) row-major → (cols, rows), in blocks so both sides stay cache-friendly. */
@@ -229,7 +229,7 @@ export async function loadModel(dirOrName: string, options: LoadModelOptions = {
     generationDefaults,
     hasTokenizer,
     tokenizer() {
-      tokenizer ??= ModelTokenizer.fromDir(dir, { eosIds: config.eosTokenIds, bosId: config.bosTokenId });
+      tokenizer ??= ModelTokenizer.fromDir(dir, { eosIds: config.eosTokenIds, bosId: config.bosTokenId, modelVocabSize: config.vocabSize });
       return tokenizer;
     },
     dispose() {
