@@ -19,6 +19,8 @@ export type SkeinErrorCode =
   | 'tool_failed'
   /** The model answered, but not in a form the graph can use: the model's fault, not the server's. */
   | 'model_output'
+  /** The model runtime is down (its worker exited) and being restarted: try again shortly. */
+  | 'engine_unavailable'
   | 'internal';
 
 export abstract class SkeinError extends Error {
@@ -126,5 +128,13 @@ export class BranchesFailedError extends SkeinError {
       `Every branch of ${node} failed` +
         (failures.length ? `: ${failures.map((f) => `${f.branch}: ${f.message}`).join('; ')}` : ' or was skipped'),
     );
+  }
+}
+
+/** The model's worker exited: work in flight on it is lost, new work waits for its restart. */
+export class EngineUnavailableError extends SkeinError {
+  readonly code = 'engine_unavailable';
+  constructor(readonly reason: string) {
+    super(`Engine unavailable: ${reason}; it is being restarted, retry shortly`);
   }
 }

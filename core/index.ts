@@ -12,6 +12,7 @@ import type { Observable } from 'rxjs';
 import { compileGraph } from './compile.js';
 import type { RunEvent } from './events.js';
 import type { GraphSpec } from './graph-schema.js';
+import { checkJsonShape, DEFAULT_SHAPE_LIMITS } from './json-shape.js';
 import type { RunOptions } from './run.js';
 
 export { validateGraph, parseGraph, analyzeGraph, type GraphAnalysis } from './validate.js';
@@ -40,13 +41,18 @@ export { ToolRegistry, registerTool, defaultTools, type ToolFn, type ToolCall } 
 export { saveEvents, parseEvents, replayEvents, type ReplayOptions } from './replay.js';
 export { deriveSeed } from './seed.js';
 export { matchCondition } from './conditions.js';
+export { checkJsonShape, scanJsonText, DEFAULT_SHAPE_LIMITS, ShapeLimitError, type ShapeLimits } from './json-shape.js';
 export * from './errors.js';
 export type * from './events.js';
 
 /**
  * Runs a graph: compiles it (throws GraphValidationError at once if it is invalid or names
- * an unregistered tool) and returns the cold stream of its events.
+ * an unregistered tool) and returns the cold stream of its events. A graph or input past
+ * the shape limits (nesting depth, key count) is refused at once with ShapeLimitError:
+ * its events could not be serialised later.
  */
 export function runGraph(spec: GraphSpec, input: Record<string, unknown>, options: RunOptions): Observable<RunEvent> {
+  checkJsonShape(spec, DEFAULT_SHAPE_LIMITS, 'graph');
+  checkJsonShape(input, DEFAULT_SHAPE_LIMITS, 'input');
   return compileGraph(spec, options.tools).run(input, options);
 }

@@ -1,7 +1,8 @@
 /**
  * `tool`: calls a TypeScript function registered by name (graphs name tools, they never
  * carry code). The function may return a value, a promise or an observable; it gets an
- * AbortSignal that fires when the run is cancelled. Its failures become ToolError.
+ * AbortSignal that fires when the run is cancelled. Its failures, and results nested past
+ * the JSON shape limits, become ToolError.
  *
  * @example
  * registerTool('upper', (s) => String(s).toUpperCase());
@@ -10,6 +11,7 @@
 import { Observable, from, isObservable, last } from 'rxjs';
 import type { OperatorFunction } from 'rxjs';
 import { NotFoundError, ToolError } from '../core/errors.js';
+import { checkJsonShape, DEFAULT_SHAPE_LIMITS } from '../core/json-shape.js';
 import { defaultTools, type ToolRegistry } from '../core/tools.js';
 import type { OperatorContext } from './context.js';
 import { perValue } from './internal/operate.js';
@@ -37,7 +39,16 @@ export function tool(name: string, options: ToolOptions = {}): OperatorFunction<
           return undefined;
         }
         const source = isObservable(result) ? result.pipe(last()) : from(Promise.resolve(result));
-        const sub = source.subscribe({ next: (v) => subscriber.next(v), error: fail, complete: () => subscriber.complete() });
+        // A result nested past the limits could not be serialised into the run's events.
+        const emit = (v: unknown) => {
+          try {
+            checkJsonShape(v, DEFAULT_SHAPE_LIMITS, 'result');
+          } catch (err) {
+            return fail(err);
+          }
+          subscriber.next(v);
+        };
+        const sub = source.subscribe({ next: emit, error: fail, complete: () => subscriber.complete() });
         return () => {
           sub.unsubscribe();
           abort.abort();

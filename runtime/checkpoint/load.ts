@@ -141,7 +141,7 @@ export function loadTokenizer(spec: string): ModelTokenizer {
   const { dir } = location;
   if (!fs.existsSync(path.join(dir, 'config.json'))) return ModelTokenizer.fromDir(dir);
   const { config } = readModelConfig(dir);
-  return ModelTokenizer.fromDir(dir, { eosIds: config.eosTokenIds, bosId: config.bosTokenId });
+  return ModelTokenizer.fromDir(dir, { eosIds: config.eosTokenIds, bosId: config.bosTokenId, modelVocabSize: config.vocabSize });
 }
 
 /** (rows, cols) row-major → (cols, rows), in blocks so both sides stay cache-friendly. */

@@ -112,7 +112,22 @@ export class SafetensorsFile {
       this.readInto(name, new Uint8Array(raw), begin);
       data = convertToF32(entry.dtype, raw, numel);
     }
+    if (entry.dtype === 'F32' || entry.dtype === 'F16' || entry.dtype === 'BF16') this.checkFinite(name, data);
     return { shape: [...entry.shape], data };
+  }
+
+  /**
+   * NaN or ±Inf in a weight makes every forward through it NaN (the model then "writes"
+   * NUL text); refused here, naming the tensor. `x - x` is 0 for every finite x and NaN
+   * otherwise, so one subtraction and compare per weight: about 0.1 s for 135M weights.
+   */
+  private checkFinite(name: string, data: Float32Array): void {
+    for (let i = 0; i < data.length; i++) {
+      const x = data[i]!;
+      if (x - x !== 0) {
+        throw new CheckpointError({ file: this.file, tensor: name, reason: `holds ${Number.isNaN(x) ? 'NaN' : x > 0 ? 'Infinity' : '-Infinity'} at element ${i}` });
+      }
+    }
   }
 
   close(): void {

@@ -43,6 +43,24 @@ export interface ModelTokenizerOptions {
   bosId?: number | null;
   /** A chat template that overrides tokenizer_config.json's (e.g. from chat_template.jinja). */
   chatTemplate?: string;
+  /** The model's vocabulary size: a token id at or past it is refused (CheckpointError). */
+  modelVocabSize?: number;
+}
+
+/**
+ * The first token of tokenizer.json whose id is not a whole number below `limit`, read
+ * from the JSON before the tokenizer library builds its tables (an id of 1e9 would make it
+ * allocate for a billion entries first).
+ */
+function tokenIdOutside(json: Json, limit: number): { token: string; id: unknown } | null {
+  const model = (json.model ?? {}) as Json;
+  const vocab = model.vocab;
+  const entries: Array<[string, unknown]> = [];
+  if (Array.isArray(vocab)) vocab.forEach((_, i) => entries.push([String((vocab[i] as unknown[])?.[0]), i]));
+  else if (vocab !== null && typeof vocab === 'object') entries.push(...Object.entries(vocab));
+  for (const t of Array.isArray(json.added_tokens) ? (json.added_tokens as Json[]) : []) entries.push([String(t?.content), t?.id]);
+  for (const [token, id] of entries) if (!(Number.isInteger(id) && (id as number) >= 0 && (id as number) < limit)) return { token, id };
+  return null;
 }
 
 /** The fallback used when a checkpoint has no chat template; see the module header. */
@@ -89,9 +107,19 @@ export class ModelTokenizer {
   private readonly tokenizer: Tokenizer;
   private readonly specialIds: Set<number>;
   private compiledTemplate: Template | null = null;
+  private longestToken = 0;
 
   constructor(tokenizerJson: Json, tokenizerConfig: Json = {}, options: ModelTokenizerOptions = {}) {
     this.source = options.source ?? 'tokenizer.json';
+    if (options.modelVocabSize !== undefined) {
+      const bad = tokenIdOutside(tokenizerJson, options.modelVocabSize);
+      if (bad) {
+        throw new CheckpointError({
+          file: this.source,
+          reason: `token ${JSON.stringify(bad.token)} has id ${JSON.stringify(bad.id)}, outside the model's vocabulary of ${options.modelVocabSize}`,
+        });
+      }
+    }
     try {
       this.tokenizer = new Tokenizer(tokenizerJson, tokenizerConfig);
     } catch (err) {
@@ -134,6 +162,21 @@ export class ModelTokenizer {
       chatTemplate = fs.readFileSync(jinjaFile, 'utf8');
     }
     return new ModelTokenizer(readJson(file) as Json, config, { ...options, chatTemplate, source: file });
+  }
+
+  /**
+   * Characters in the longest vocabulary entry (added tokens included): no token covers
+   * more of a text than that, so `text.length / maxTokenChars` is a lower bound on its
+   * token count that costs nothing to compute. A byte-level entry's characters stand for
+   * one byte each, and a byte is never more than one UTF-16 unit of text.
+   */
+  get maxTokenChars(): number {
+    if (this.longestToken === 0) {
+      let longest = 1;
+      for (const token of this.tokenizer.get_vocab(true).keys()) if (token.length > longest) longest = token.length;
+      this.longestToken = longest;
+    }
+    return this.longestToken;
   }
 
   encode(text: string, options: { addSpecialTokens?: boolean } = {}): number[] {

@@ -1,15 +1,17 @@
 /**
  * The engine's core, on whichever thread runs the model: the scheduler plus, per request,
- * streaming detokenization, stop strings and timings. It takes requests as token ids and
- * gives back small plain events (ids, text, figures): exactly what crosses the worker
- * boundary, so the in-process engine and the worker engine share it unchanged.
+ * tokenization, streaming detokenization, stop strings and timings. It takes requests as
+ * token ids or as text (a prompt or chat messages, rendered and tokenized here so that
+ * work growing with the input stays off the thread serving HTTP) and gives back small
+ * plain events (ids, text, figures): exactly what crosses the worker boundary, so the
+ * in-process engine and the worker engine share it unchanged.
  *
  * @example
  * const core = new EngineCore({ model, tokenizer, sampler, emit: (e) => console.log(e) });
  * core.submit({ requestId: 'r1', ids: [1, 2, 3], sampling: resolveSampling({ maxTokens: 4 }) });
  * while (core.hasWork()) core.step();
  */
-import { BadRequestError } from '../../core/errors.js';
+import { BadRequestError, NotAvailableError } from '../../core/errors.js';
 import type { SamplingParams } from '../../core/sampling.js';
 import type { ModelTokenizer, IncrementalDetokenizer } from '../checkpoint/tokenizer.js';
 import { CompressStage } from '../stages/engine-stage.js';
@@ -22,11 +24,17 @@ import {
   type SequenceSummary,
   type StepReport,
 } from '../scheduler/scheduler.js';
-import type { FinishReason, GenerationMetrics, GenerationUsage, StageOptions } from './types.js';
+import type { ChatMessage, FinishReason, GenerationMetrics, GenerationUsage, StageOptions } from './types.js';
+
+/** A prompt as text: tokenized by the core, after the context-length check. */
+export type PromptText = { prompt: string } | { messages: ChatMessage[]; assistantPrefix?: string };
 
 export interface CoreSubmit {
   requestId: string;
-  ids: number[];
+  /** The prompt as token ids, or... */
+  ids?: number[];
+  /** ...as text (exactly one of the two). */
+  text?: PromptText;
   sampling: SamplingParams;
   owner?: string;
   /** Prompt compression before prefill (StageOptions.compress), run by runtime/stages. */
@@ -80,10 +88,16 @@ export class EngineCore {
   }
 
   /** Queues a request; a refusal (KvExhaustedError, a bad request) comes back as its error event. */
-  submit(msg: CoreSubmit): void {
-    const { requestId } = msg;
-    if (msg.sampling.stop.length > 0 && this.tokenizer === null) {
+  submit(request: CoreSubmit): void {
+    const { requestId } = request;
+    if (request.sampling.stop.length > 0 && this.tokenizer === null) {
       return this.fail(requestId, new BadRequestError('sampling.stop', 'stop strings need a model with a tokenizer'));
+    }
+    let msg: CoreSubmit & { ids: number[] };
+    try {
+      msg = { ...request, ids: request.ids ?? this.promptIds(request) };
+    } catch (err) {
+      return this.fail(requestId, err instanceof Error ? err : new Error(String(err)));
     }
     const session: Session = {
       detok: this.tokenizer?.detokenizer({ skipSpecialTokens: true }) ?? null,
@@ -107,7 +121,29 @@ export class EngineCore {
     );
   }
 
-  private schedule(msg: CoreSubmit, session: Session): void {
+  /**
+   * Renders and tokenizes a text prompt. The context check comes first and costs one
+   * length: no token covers more characters than the longest vocabulary entry, so a text
+   * whose length over that already exceeds the context is refused without tokenizing it
+   * (a 1 MiB prompt otherwise takes seconds to tokenize, only to be refused). Prompts for
+   * the compress stage are exempt: the context is checked after compression.
+   */
+  private promptIds(msg: CoreSubmit): number[] {
+    const text = msg.text;
+    if (!text) throw new BadRequestError('prompt', 'give token ids or a text prompt');
+    const tokenizer = this.tokenizer;
+    if (!tokenizer) throw new NotAvailableError('tokenizer', 'this model has none; send token ids');
+    const chars = 'prompt' in text ? text.prompt.length : text.messages.reduce((n, m) => n + m.content.length, (text.assistantPrefix ?? '').length);
+    const maxPos = this.scheduler.model.config.maxPositionEmbeddings;
+    const atLeast = Math.ceil(chars / tokenizer.maxTokenChars);
+    if (msg.compress === undefined && atLeast >= maxPos) {
+      throw new BadRequestError('prompt', `${chars} characters are at least ${atLeast} tokens, the model's context is ${maxPos}`);
+    }
+    const rendered = 'prompt' in text ? text.prompt : tokenizer.renderChat(text.messages) + (text.assistantPrefix ?? '');
+    return tokenizer.encodePrompt(rendered);
+  }
+
+  private schedule(msg: CoreSubmit & { ids: number[] }, session: Session): void {
     const { requestId } = msg;
     try {
       this.scheduler.submit(

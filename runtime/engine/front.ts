@@ -1,7 +1,7 @@
 /**
- * The Engine that operators see, on the main thread: it turns a request (prompt, chat
- * messages or ids) into token ids with the model's tokenizer, hands them to a transport
- * (the core in this thread, or in a worker) and maps the core's events to a cold
+ * The Engine that operators see, on the main thread: it checks a request (prompt, chat
+ * messages or ids), hands it to a transport (the core in this thread, or in a worker,
+ * which renders and tokenizes text prompts there) and maps the core's events to a cold
  * Observable. Unsubscribing before the end cancels the request, which frees its KV.
  *
  * @example
@@ -14,7 +14,7 @@ import { resolveSampling } from '../../core/sampling.js';
 import type { ModelTokenizer } from '../checkpoint/tokenizer.js';
 import type { SchedulerStats } from '../scheduler/scheduler.js';
 import type { CoreEvent, CoreSubmit } from './core.js';
-import type { ChatMessage, Engine, EngineStats, GenerateEvent, GenerateRequest, StageOptions } from './types.js';
+import type { ChatMessage, Engine, EngineHealth, EngineStats, GenerateEvent, GenerateRequest, StageOptions } from './types.js';
 
 export interface EngineTransport {
   /** Queues a request; `listener` gets its events until done or error. */
@@ -22,6 +22,12 @@ export interface EngineTransport {
   cancel(requestId: string): void;
   stats(): SchedulerStats;
   close(): Promise<void>;
+  /** Supervised transports (the worker) say when they are down. */
+  health?(): EngineHealth;
+  /** Ends the model's worker as a crash would (fault injection); absent on the main thread. */
+  kill?(): Promise<void>;
+  /** Resolves when the model is serving again after a restart. */
+  whenUp?(): Promise<void>;
 }
 
 let nextRequest = 0;
@@ -53,7 +59,7 @@ export class EngineFront implements Engine {
         if (this.closed) throw new NotAvailableError('engine', 'it is closed');
         msg = {
           requestId: `q${++nextRequest}`,
-          ids: this.requestIds(request),
+          ...this.requestPrompt(request),
           sampling: resolveSampling(request.sampling),
           owner: request.owner,
           ...(request.stages?.compress !== undefined ? { compress: request.stages.compress } : {}),
@@ -110,6 +116,21 @@ export class EngineFront implements Engine {
     };
   }
 
+  health(): EngineHealth {
+    return this.transport.health?.() ?? { status: 'ok', restarts: 0 };
+  }
+
+  /**
+   * Ends the model's worker as a crash would, for tests and the soak bench: requests in
+   * flight fail with EngineUnavailableError and the supervisor restarts it. Resolves when
+   * it is serving again. Not available on a main-thread engine.
+   */
+  async killWorker(): Promise<void> {
+    if (!this.transport.kill) throw new NotAvailableError('killWorker', 'the model runs on the main thread');
+    await this.transport.kill();
+    await this.transport.whenUp?.();
+  }
+
   /** The scheduler's own figures (cached blocks, bytes per block) beside the Engine's. */
   kvStats(): SchedulerStats {
     return this.transport.stats();
@@ -126,7 +147,12 @@ export class EngineFront implements Engine {
     return this.tokenizer;
   }
 
-  private requestIds(request: GenerateRequest): number[] {
+  /**
+   * The prompt as the core takes it: ids as given, text as given. Rendering the chat
+   * template and tokenizing grow with the input, so they happen in the core, on the
+   * model's thread, after its context check (see EngineCore.promptIds).
+   */
+  private requestPrompt(request: GenerateRequest): Pick<CoreSubmit, 'ids' | 'text'> {
     for (const [stage, value] of Object.entries(request.stages ?? {})) {
       if (value !== undefined && !this.supportedStages.includes(stage as keyof StageOptions)) {
         throw new NotAvailableError(`stage ${stage}`, 'this engine does not run it yet');
@@ -137,8 +163,11 @@ export class EngineFront implements Engine {
     if (request.assistantPrefix !== undefined && request.messages === undefined) {
       throw new BadRequestError('assistantPrefix', 'only applies to messages');
     }
-    if (request.ids !== undefined) return request.ids;
-    const text = request.messages !== undefined ? this.renderChat(request.messages, request.assistantPrefix) : request.prompt!;
-    return this.needTokenizer().encodePrompt(text);
+    if (request.ids !== undefined) return { ids: request.ids };
+    this.needTokenizer();
+    if (request.messages !== undefined) {
+      return { text: { messages: request.messages, ...(request.assistantPrefix !== undefined ? { assistantPrefix: request.assistantPrefix } : {}) } };
+    }
+    return { text: { prompt: request.prompt! } };
   }
 }

@@ -3,7 +3,8 @@
  * starts one scheduler (continuous batching over a paged, prefix-shared KV pool) that
  * every request of every run goes through. By default the model runs in a worker thread
  * so that the event loop serving RxJS pipelines and HTTP stays responsive; only token
- * ids, text and small figures cross the thread boundary.
+ * ids, text and small figures cross the thread boundary, and a worker that exits is
+ * restarted (runtime/engine/supervisor.ts).
  *
  * @example
  * const engine = await createEngine({ model: 'skein-mini' });
@@ -18,6 +19,7 @@ import { EngineFront } from './front.js';
 import { LocalTransport } from './local.js';
 import { loadEngineModel, loadSpecTokenizer, modelSpecName, type ModelSpec } from './model-spec.js';
 import { tokenSampler } from './sampling.js';
+import { SupervisedTransport } from './supervisor.js';
 import { startWorker } from './worker-client.js';
 
 export type { ModelSpec } from './model-spec.js';
@@ -44,14 +46,19 @@ export interface CreateEngineOptions {
   prefixSharing?: boolean;
   /** 'fcfs' (default) or 'fair' across owners. */
   policy?: SchedulingPolicy;
+  /** First delay before restarting a worker that exited (default 100 ms, doubling to 10 s). */
+  restartBackoffMs?: number;
 }
 
 export async function createEngine(options: CreateEngineOptions): Promise<EngineFront> {
-  const { model: spec, thread = 'worker', ...tuning } = options;
+  const { model: spec, thread = 'worker', restartBackoffMs, ...tuning } = options;
   const modelName = modelSpecName(spec);
   if (thread === 'worker') {
     const tokenizer = loadSpecTokenizer(spec);
-    const { transport, backend } = await startWorker({ model: spec, ...tuning });
+    // A worker that exits is restarted with the same model and settings (runtime/engine/supervisor.ts).
+    const { transport, backend } = await SupervisedTransport.start((onDeath) => startWorker({ model: spec, ...tuning }, onDeath), {
+      ...(restartBackoffMs !== undefined ? { backoffMs: restartBackoffMs } : {}),
+    });
     return new EngineFront({ modelName, backend, tokenizer, transport });
   }
   const backend = await initBackend();

@@ -87,6 +87,14 @@ export interface EngineStats {
   runningSequences: number;
 }
 
+export interface EngineHealth {
+  status: 'ok' | 'degraded';
+  /** Why it is degraded: the last worker's exit. */
+  detail?: string;
+  /** Workers restarted since the engine started. */
+  restarts: number;
+}
+
 export interface Engine {
   /** Model name or folder it serves. */
   readonly modelName: string;
@@ -101,6 +109,8 @@ export interface Engine {
   /** Render chat messages with the model's chat template (generation prompt appended). */
   renderChat(messages: ChatMessage[], assistantPrefix?: string): string;
   stats(): EngineStats;
+  /** Degraded while the model's worker is down and being restarted; absent means always ok. */
+  health?(): EngineHealth;
   /** Frees the model and every cached block. */
   close(): Promise<void>;
 }

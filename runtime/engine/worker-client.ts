@@ -7,20 +7,22 @@
  * const { transport, backend } = await startWorker({ model: 'skein-mini' });
  */
 import { Worker } from 'node:worker_threads';
-import { CancelledError } from '../../core/errors.js';
+import { CancelledError, EngineUnavailableError } from '../../core/errors.js';
 import type { SchedulerStats } from '../scheduler/scheduler.js';
 import type { CoreEvent, CoreSubmit } from './core.js';
 import type { EngineTransport } from './front.js';
 import { fromWire, type FromWorker, type ToWorker, type WorkerInit } from './wire.js';
 
-class WorkerTransport implements EngineTransport {
+export class WorkerTransport implements EngineTransport {
   private readonly listeners = new Map<string, (event: CoreEvent) => void>();
   private dead: Error | null = null;
   private closing: Promise<void> | null = null;
 
+  /** `onDeath` hears once when the worker exits or fails other than by close(). */
   constructor(
     private readonly worker: Worker,
     private lastStats: SchedulerStats,
+    private readonly onDeath?: (err: Error) => void,
   ) {
     worker.on('message', (msg: FromWorker) => {
       if (msg.type !== 'events') return;
@@ -33,12 +35,19 @@ class WorkerTransport implements EngineTransport {
       }
     });
     const die = (err: Error) => {
-      this.dead ??= err;
+      if (this.dead) return;
+      this.dead = err;
       for (const [requestId, listener] of this.listeners) listener({ type: 'error', requestId, error: err });
       this.listeners.clear();
+      if (!this.closing) this.onDeath?.(err);
     };
-    worker.on('error', die);
-    worker.on('exit', (code) => die(new Error(`engine worker exited (code ${code})`)));
+    worker.on('error', (err) => die(new EngineUnavailableError(`the model worker failed (${err.message})`)));
+    worker.on('exit', (code) => die(new EngineUnavailableError(`the model worker exited (code ${code})`)));
+  }
+
+  /** Ends the worker at once, as a crash would: fault injection for tests and the soak bench. */
+  async kill(): Promise<void> {
+    await this.worker.terminate();
   }
 
   submit(msg: CoreSubmit, listener: (event: CoreEvent) => void): void {
@@ -77,13 +86,13 @@ class WorkerTransport implements EngineTransport {
   }
 }
 
-export async function startWorker(init: WorkerInit): Promise<{ transport: EngineTransport; backend: string }> {
+export async function startWorker(init: WorkerInit, onDeath?: (err: Error) => void): Promise<{ transport: WorkerTransport; backend: string }> {
   const worker = new Worker(new URL('./worker-boot.mjs', import.meta.url), { workerData: init });
   return new Promise((resolve, reject) => {
     const onMessage = (msg: FromWorker) => {
       if (msg.type === 'ready') {
         cleanup();
-        resolve({ transport: new WorkerTransport(worker, msg.stats), backend: msg.backend });
+        resolve({ transport: new WorkerTransport(worker, msg.stats, onDeath), backend: msg.backend });
       } else if (msg.type === 'fatal') {
         cleanup();
         void worker.terminate();

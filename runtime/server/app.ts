@@ -13,14 +13,20 @@ import { setFlagsFromString } from 'node:v8';
 import { Hono, type Context } from 'hono';
 import { bearerAuth } from 'hono/bearer-auth';
 import { bodyLimit } from 'hono/body-limit';
+import { cors } from 'hono/cors';
 import { HTTPException } from 'hono/http-exception';
 import { streamSSE } from 'hono/streaming';
 import { BadRequestError, NotFoundError } from '../../core/errors.js';
+import { DEFAULT_SHAPE_LIMITS, type ShapeLimits } from '../../core/json-shape.js';
 import type { RunEvent } from '../../core/events.js';
 import type { Engine } from '../engine/types.js';
 import { coreDataflow } from './dataflow.js';
+import { requireJson } from './content-type.js';
 import { errorHandler, RunFinishedError } from './errors.js';
+import { hostCheck } from './host-check.js';
+import { methodNotAllowed } from './method-not-allowed.js';
 import { loadExampleGraphs } from './graphs.js';
+import { jsonShapeLimit } from './limits.js';
 import { createMetrics } from './metrics.js';
 import { orderedWrites } from './ordered.js';
 import { chatCompletionsRoute } from './openai.js';
@@ -38,6 +44,15 @@ export interface AppOptions {
   token?: string;
   /** Largest accepted request body, in bytes (default 1 MiB). */
   maxBodyBytes?: number;
+  /** Deepest nesting and most object keys in a request body (default DEFAULT_SHAPE_LIMITS). */
+  shapeLimits?: ShapeLimits;
+  /**
+   * Host names (no port) the server answers to in Host and Origin; '*' accepts any. Default:
+   * the loopback names (startServer adds the bound address and --allowed-hosts).
+   */
+  allowedHosts?: string[];
+  /** Origins allowed to call the API from other sites (CORS); none by default. */
+  corsOrigins?: string[];
   /** Runs and completions in progress at once; past it requests get 429 (default 8). */
   maxConcurrentRuns?: number;
   /** Finished runs kept, with their events, for listing and replay (default 100). */
@@ -104,7 +119,9 @@ export function createApp(options: AppOptions): SkeinApp {
   const app = new Hono() as unknown as SkeinApp;
   Object.defineProperty(app, 'runs', { value: store });
   app.onError(errorHandler(log));
-  app.notFound((c) => c.json({ error: { message: `No route: ${c.req.method} ${c.req.path}`, code: 'not_found' } }, 404));
+  app.notFound((c) => methodNotAllowed(app, c) ?? c.json({ error: { message: `No route: ${c.req.method} ${c.req.path}`, code: 'not_found' } }, 404));
+  app.use('*', hostCheck({ allowedHosts: options.allowedHosts ?? ['localhost', '127.0.0.1', '::1'], corsOrigins: options.corsOrigins ?? [] }));
+  if (options.corsOrigins?.length) app.use('/v1/*', cors({ origin: options.corsOrigins, allowHeaders: ['Authorization', 'Content-Type', 'Last-Event-ID'] }));
 
   const maxBody = options.maxBodyBytes ?? 1024 * 1024;
   const limit = bodyLimit({
@@ -119,12 +136,18 @@ export function createApp(options: AppOptions): SkeinApp {
     app.use('/v1/*', auth);
     app.use('/metrics', auth);
   }
+  app.use('/v1/*', requireJson());
   app.use('/v1/*', limit);
+  app.use('/v1/*', jsonShapeLimit(options.shapeLimits ?? DEFAULT_SHAPE_LIMITS));
 
   app.get('/healthz', (c) => {
     const stats = engine.stats();
-    const fallback = options.fallbackReason ? { fallbackReason: options.fallbackReason } : {};
-    return c.json({ status: 'ok', model: engine.modelName, backend: stats.backend, uptimeS: Math.round((Date.now() - started) / 1000), ...fallback });
+    // Degraded (503) while the model's worker is down and being restarted.
+    const health = engine.health?.() ?? { status: 'ok', restarts: 0 };
+    return c.json(
+      { ...health, model: engine.modelName, backend: stats.backend, uptimeS: Math.round((Date.now() - started) / 1000) },
+      health.status === 'ok' ? 200 : 503,
+    );
   });
 
   app.get('/metrics', async (c) => {
@@ -228,8 +251,9 @@ export function createApp(options: AppOptions): SkeinApp {
     const raw = c.req.header('Last-Event-ID') ?? c.req.query('after');
     let after = -1;
     if (raw !== undefined && raw !== '') {
+      // Decimal digits only: Number() would also take '0x10', ' 3' and '1e3'.
+      if (!/^\d{1,15}$/.test(raw)) throw new BadRequestError('Last-Event-ID', 'must be a decimal event id');
       after = Number(raw);
-      if (!Number.isInteger(after)) throw new BadRequestError('Last-Event-ID', 'must be an integer event id');
     }
     c.header('Cache-Control', 'no-cache');
     c.header('X-Accel-Buffering', 'no');

@@ -42,12 +42,15 @@ const statusOfCode: Record<SkeinErrorCode, ContentfulStatusCode> = {
   // A model answer the graph cannot use (or every branch failing): unprocessable, not a server fault.
   model_output: 422,
   checkpoint_invalid: 500,
+  // The worker is restarting: the client may retry (Retry-After), the server is not broken.
+  engine_unavailable: 503,
   internal: 500,
 };
 
 const codeOfStatus: Record<number, string> = {
   400: 'bad_request',
   401: 'unauthorized',
+  403: 'forbidden',
   404: 'not_found',
   405: 'method_not_allowed',
   413: 'payload_too_large',
@@ -71,6 +74,7 @@ export function mapError(err: unknown): MappedError {
     return {
       status: statusOfCode[err.code] ?? 500,
       body: { error: { message: err.message, code: err.code, ...(problems ? { problems } : {}) } },
+      ...(err.code === 'engine_unavailable' ? { headers: { 'Retry-After': '1' } } : {}),
     };
   }
   if (err instanceof TooManyRunsError) {

@@ -78,6 +78,10 @@ export function createMetrics(engine: Engine, activeRuns: () => number): ServerM
   engineGauge('skein_kv_blocks_total', 'KV blocks in the pool.', () => engine.stats().kvBlocksTotal);
   engineGauge('skein_queue_depth', 'Sequences waiting for the scheduler.', () => engine.stats().queueDepth);
   engineGauge('skein_running_sequences', 'Sequences being generated.', () => engine.stats().runningSequences);
+  engineGauge('skein_engine_up', '1 while the model runtime serves, 0 while its worker is being restarted.', () =>
+    (engine.health?.().status ?? 'ok') === 'ok' ? 1 : 0,
+  );
+  engineGauge('skein_engine_restarts', 'Model worker restarts since the server started.', () => engine.health?.().restarts ?? 0);
 
   return {
     registry,

@@ -16,6 +16,7 @@ import { serve } from '@hono/node-server';
 import type { Engine } from '../engine/types.js';
 import type { SchedulingPolicy } from '../scheduler/scheduler.js';
 import { createApp, type AppOptions, type SkeinApp } from './app.js';
+import { defaultAllowedHosts, isLoopback } from './host-check.js';
 import { buildPlayground } from './playground.js';
 import { DEFAULT_MODEL } from '../pull/default-model.js';
 
@@ -30,6 +31,13 @@ export interface ServerOptions extends Omit<AppOptions, 'engine'> {
   model?: string;
   /** How the engine it creates orders work across runs: 'fcfs' (default) or 'fair' (per run). */
   policy?: SchedulingPolicy;
+  /** KV memory budget in bytes of the engine it creates (default: the engine's, 256 MiB). */
+  kvBudgetBytes?: number;
+  /**
+   * Serve beyond loopback without a token. Without it, such a bind is refused: anyone who
+   * can reach the port could run graphs and read every run's input.
+   */
+  insecure?: boolean;
   /** 0 picks a free port. */
   port?: number;
   host?: string;
@@ -50,10 +58,19 @@ export interface RunningServer {
   close(): Promise<void>;
 }
 
-async function createDefaultEngine(model: string, policy?: SchedulingPolicy): Promise<Engine> {
+async function createDefaultEngine(model: string, policy?: SchedulingPolicy, kvBudgetBytes?: number): Promise<Engine> {
   // Loaded on demand: a server handed an engine (tests) never pays for the runtime.
   const { createEngine } = await import('../engine/index.js');
-  return createEngine({ model, ...(policy ? { policy } : {}) });
+  return createEngine({ model, ...(policy ? { policy } : {}), ...(kvBudgetBytes !== undefined ? { kvBudgetBytes } : {}) });
+}
+
+/** Refused before anything loads: an exposed bind needs a token or an explicit --insecure. */
+export class InsecureBindError extends Error {
+  readonly code = 'insecure_bind';
+  constructor(readonly host: string) {
+    super(`Refusing to serve on ${host} without a token: set --token or SKEIN_TOKEN, or pass --insecure to accept that anyone who reaches the port can use it`);
+    this.name = 'InsecureBindError';
+  }
 }
 
 function hasDisplay(): boolean {
@@ -79,6 +96,7 @@ export function openBrowser(url: string): boolean {
 export async function startServer(opts: ServerOptions = {}): Promise<RunningServer> {
   const print = opts.print ?? ((line: string) => process.stderr.write(`${line}\n`));
   const host = opts.host ?? DEFAULT_HOST;
+  if (!isLoopback(host) && !opts.token && !opts.insecure) throw new InsecureBindError(host);
   if (opts.build ?? true) {
     const result = await buildPlayground(opts.playgroundDir ? { outDir: opts.playgroundDir } : {});
     if (result.built) print(`skein: built the playground in ${result.ms} ms`);
@@ -88,9 +106,10 @@ export async function startServer(opts: ServerOptions = {}): Promise<RunningServ
   if (opts.engine) engine = opts.engine;
   else {
     print(`skein: loading model ${opts.model ?? DEFAULT_MODEL} …`);
-    engine = await createDefaultEngine(opts.model ?? DEFAULT_MODEL, opts.policy);
+    engine = await createDefaultEngine(opts.model ?? DEFAULT_MODEL, opts.policy, opts.kvBudgetBytes);
   }
-  const app = createApp({ ...opts, engine });
+  const allowedHosts = opts.allowedHosts?.includes('*') ? ['*'] : defaultAllowedHosts(host, opts.allowedHosts);
+  const app = createApp({ ...opts, engine, allowedHosts });
   const server = await new Promise<Server>((resolve, reject) => {
     const s = serve({ fetch: app.fetch, port: opts.port ?? DEFAULT_PORT, hostname: host }, () => resolve(s as Server)) as Server;
     s.once('error', reject);

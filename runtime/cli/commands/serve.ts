@@ -8,6 +8,7 @@ import type { Command } from 'commander';
 import { BadRequestError } from '../../../core/errors.js';
 import { DEFAULT_MODEL, MODEL_OPTION_HELP, modelOrDefault } from '../../pull/default-model.js';
 import type { SchedulingPolicy } from '../../scheduler/scheduler.js';
+import { isLoopback } from '../../server/host-check.js';
 import { DEFAULT_HOST, DEFAULT_PORT, startServer } from '../../server/index.js';
 
 function parseIntOption(name: string, min: number, max: number) {
@@ -18,9 +19,38 @@ function parseIntOption(name: string, min: number, max: number) {
   };
 }
 
+/** Bytes, or a number with KiB/MiB/GiB (or K/M/G): `512MiB`, `1G`, `268435456`. */
+export function parseBytes(name: string) {
+  const units: Record<string, number> = { '': 1, k: 2 ** 10, kib: 2 ** 10, m: 2 ** 20, mib: 2 ** 20, g: 2 ** 30, gib: 2 ** 30 };
+  return (value: string): number => {
+    const m = /^(\d+(?:\.\d+)?)\s*([a-z]*)$/i.exec(value.trim());
+    const unit = m && Object.hasOwn(units, m[2]!.toLowerCase()) ? units[m[2]!.toLowerCase()]! : NaN;
+    const bytes = m ? Math.floor(Number(m[1]) * unit) : NaN;
+    if (!(bytes >= 1)) throw new BadRequestError(name, `must be a size in bytes, KiB, MiB or GiB, got ${JSON.stringify(value)}`);
+    return bytes;
+  };
+}
+
+const list = (value: string, previous: string[] = []): string[] => [...previous, ...value.split(',').map((s) => s.trim()).filter(Boolean)];
+
 function parsePolicy(value: string): SchedulingPolicy {
   if (value !== 'fcfs' && value !== 'fair') throw new BadRequestError('--policy', `must be fcfs or fair, got ${JSON.stringify(value)}`);
   return value;
+}
+
+interface ServeOptions {
+  port: number;
+  host: string;
+  model?: string;
+  pull?: boolean;
+  token?: string;
+  maxRuns: number;
+  policy: SchedulingPolicy;
+  kvBudget?: number;
+  allowedHosts?: string[];
+  corsOrigin?: string[];
+  insecure?: boolean;
+  open?: boolean;
 }
 
 export function register(program: Command): void {
@@ -34,8 +64,12 @@ export function register(program: Command): void {
     .option('--token <token>', 'require this bearer token on the API (default: $SKEIN_TOKEN)')
     .option('--max-runs <n>', 'runs in progress at once before 429', parseIntOption('--max-runs', 1, 1024), 8)
     .option('--policy <fcfs|fair>', 'scheduling across runs: fcfs (arrival order) or fair (the run served least goes first)', parsePolicy, 'fcfs')
+    .option('--kv-budget <size>', 'KV cache memory: bytes or with KiB/MiB/GiB (default 256MiB)', parseBytes('--kv-budget'))
+    .option('--allowed-hosts <names>', 'extra host names the server answers to in Host/Origin, comma-separated (* for any)', list)
+    .option('--cors-origin <origins>', 'origins allowed to call the API from other sites, comma-separated (default: none)', list)
+    .option('--insecure', 'allow a non-loopback --host without a token')
     .option('--open', 'print the playground URL prominently and open a browser when a display exists')
-    .action(async (opts: { port: number; host: string; model?: string; pull?: boolean; token?: string; maxRuns: number; policy: SchedulingPolicy; open?: boolean }) => {
+    .action(async (opts: ServeOptions) => {
       const token = opts.token ?? (process.env.SKEIN_TOKEN || undefined);
       const print = (line: string) => process.stderr.write(`${line}\n`);
       const { model, fallbackReason } = await modelOrDefault(opts.model, {
@@ -53,9 +87,13 @@ export function register(program: Command): void {
         maxConcurrentRuns: opts.maxRuns,
         policy: opts.policy,
         open: Boolean(opts.open),
+        insecure: Boolean(opts.insecure),
+        ...(opts.kvBudget !== undefined ? { kvBudgetBytes: opts.kvBudget } : {}),
+        ...(opts.allowedHosts ? { allowedHosts: opts.allowedHosts } : {}),
+        ...(opts.corsOrigin ? { corsOrigins: opts.corsOrigin } : {}),
       });
-      if (opts.host !== '127.0.0.1' && opts.host !== 'localhost' && opts.host !== '::1' && !token) {
-        process.stderr.write('skein: warning: listening beyond loopback without a token (set --token or SKEIN_TOKEN)\n');
+      if (!isLoopback(opts.host) && !token) {
+        process.stderr.write('skein: warning: --insecure: listening beyond loopback without a token\n');
       }
       const stop = () => {
         void server.close().then(() => process.exit(0));
