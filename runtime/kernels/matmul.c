@@ -28,9 +28,11 @@
  *   (lane >> 8 & 15) value 2j+1, (lane >> 12) value 2j+17,
  * so the activations go in four i16x8 vectors in that order (quantize_q4_order).
  *
- * Measured on this machine kind (AMD EPYC, 1 thread, node 20, SmolLM2-135M shapes; see
- * matmul.test.ts for the reference each kernel is tested against and runtime/bench/
- * decode.ts for the figures): the figures that chose each variant are in kernels.ts.
+ * Tested in matmul.test.ts against a plain-JS dequantize + float64 dot (blocks.ts), with
+ * the activations rounded the same way; the figures that chose each variant sit beside it.
+ * Int8 activations over f32 dequant-on-the-fly: per 32 weights the int path is ~20 wasm
+ * SIMD ops (unpack, 4 pmaddwd, adds) against ~50 for widen-to-f32 + mul + add (no FMA in
+ * SIMD128); the f32 path is kept for F32/F16 weights only, where it is exact.
  */
 #include <stdint.h>
 #include <wasm_simd128.h>
@@ -217,6 +219,121 @@ void matmul_quant(int type, const uint8_t *w, int rows, int cols, const int16_t 
     for (; t < T; t++) {
       float v = type == T_Q8_0 ? dot_q8_0(wr, qa + t * qs, da + t * nb, nb) : dot_q4(wr, qa + t * qs, da + t * nb, sa + t * nb, nb, type == T_Q4_1);
       y[(size_t)t * rows + r] = v;
+    }
+  }
+}
+
+/*
+ * Row-interleaved ("x4") layout, made by repack_x4 at upload from the file's blocks, same
+ * bytes, same count: for each group of 4 rows and each block index b, the 4 rows' f16
+ * scales side by side, then (Q4_1) their 4 f16 mins, then their 4 quant arrays:
+ *   Q8_0x4 { f16 d[4]; int8 q[4][32]; }             136 bytes = 4 × 34
+ *   Q4_0x4 { f16 d[4]; uint8 q[4][16]; }            72 bytes  = 4 × 18
+ *   Q4_1x4 { f16 d[4]; f16 m[4]; uint8 q[4][16]; }  80 bytes  = 4 × 20
+ * so that one vector op converts and applies the scales of 4 rows and the 4 rows' sums
+ * land in one f32x4 — the row-at-a-time kernel above spends about 2/3 of its wasm
+ * instructions on per-block scalar scale handling and the final horizontal sum.
+ * Measured (all 181 GEMVs of a SmolLM2-135M decode step, batch 1, CPU ms per step, median
+ * of 5 interleaved in one process on a loaded 2-core host, scratch/mb2-style loop):
+ * Q4_1 rows 38.0 → x4 24.7; Q8_0 rows 34.8 → x4 30.2. kernels.ts uses x4 whenever rows
+ * is a multiple of 4.
+ */
+static inline size_t group_bytes(int type) { return type == T_Q8_0 ? 136 : type == T_Q4_1 ? 80 : 72; }
+static inline size_t block_bytes(int type) { return type == T_Q8_0 ? 34 : type == T_Q4_1 ? 20 : 18; }
+
+__attribute__((export_name("repack_x4")))
+void repack_x4(int type, const uint8_t *src, int rows, int cols, uint8_t *dst) {
+  const int nb = cols / QK;
+  const size_t bs = block_bytes(type), gb = group_bytes(type);
+  const int nq = type == T_Q8_0 ? 32 : 16, head = type == T_Q4_1 ? 4 : 2;
+  for (int g = 0; g < rows / 4; g++) {
+    for (int b = 0; b < nb; b++) {
+      uint8_t *o = dst + ((size_t)g * nb + b) * gb;
+      for (int k = 0; k < 4; k++) {
+        const uint8_t *blk = src + ((size_t)(4 * g + k) * nb + b) * bs;
+        o[2 * k] = blk[0];
+        o[2 * k + 1] = blk[1];
+        if (type == T_Q4_1) {
+          o[8 + 2 * k] = blk[2];
+          o[8 + 2 * k + 1] = blk[3];
+        }
+        for (int i = 0; i < nq; i++) o[gb - 4 * nq + k * nq + i] = blk[head + i];
+      }
+    }
+  }
+}
+
+/* [Σ lanes of s0, Σ s1, Σ s2, Σ s3]. */
+static inline v128_t hsum4_i32(v128_t s0, v128_t s1, v128_t s2, v128_t s3) {
+  v128_t a = wasm_i32x4_add(wasm_i32x4_shuffle(s0, s1, 0, 2, 4, 6), wasm_i32x4_shuffle(s0, s1, 1, 3, 5, 7));
+  v128_t b = wasm_i32x4_add(wasm_i32x4_shuffle(s2, s3, 0, 2, 4, 6), wasm_i32x4_shuffle(s2, s3, 1, 3, 5, 7));
+  return wasm_i32x4_add(wasm_i32x4_shuffle(a, b, 0, 2, 4, 6), wasm_i32x4_shuffle(a, b, 1, 3, 5, 7));
+}
+
+static inline v128_t f16x4_to_f32(v128_t h) {
+  const v128_t mag = wasm_i32x4_splat(0x7fff), sign = wasm_i32x4_splat(0x8000);
+  v128_t a = wasm_u32x4_extend_low_u16x8(h);
+  return wasm_v128_or(wasm_f32x4_mul(wasm_i32x4_shl(wasm_v128_and(a, mag), 13), wasm_f32x4_splat(0x1p112f)), wasm_i32x4_shl(wasm_v128_and(a, sign), 16));
+}
+
+/* One Q4 row's integer block sum against an activation block (q4 order). */
+static inline v128_t q4_block_dot(v128_t q, const int16_t *a) {
+  const v128_t m4 = wasm_i16x8_splat(15);
+  v128_t s = wasm_i32x4_dot_i16x8(wasm_v128_and(q, m4), wasm_v128_load(a));
+  s = wasm_i32x4_add(s, wasm_i32x4_dot_i16x8(wasm_v128_and(wasm_u16x8_shr(q, 4), m4), wasm_v128_load(a + 8)));
+  s = wasm_i32x4_add(s, wasm_i32x4_dot_i16x8(wasm_v128_and(wasm_u16x8_shr(q, 8), m4), wasm_v128_load(a + 16)));
+  return wasm_i32x4_add(s, wasm_i32x4_dot_i16x8(wasm_u16x8_shr(q, 12), wasm_v128_load(a + 24)));
+}
+
+/* One Q8_0 row's integer block sum against an activation block (natural order). */
+static inline v128_t q8_block_dot(const uint8_t *q, const int16_t *a) {
+  v128_t w0 = wasm_v128_load(q), w1 = wasm_v128_load(q + 16);
+  v128_t s = wasm_i32x4_dot_i16x8(wasm_i16x8_extend_low_i8x16(w0), wasm_v128_load(a));
+  s = wasm_i32x4_add(s, wasm_i32x4_dot_i16x8(wasm_i16x8_extend_high_i8x16(w0), wasm_v128_load(a + 8)));
+  s = wasm_i32x4_add(s, wasm_i32x4_dot_i16x8(wasm_i16x8_extend_low_i8x16(w1), wasm_v128_load(a + 16)));
+  return wasm_i32x4_add(s, wasm_i32x4_dot_i16x8(wasm_i16x8_extend_high_i8x16(w1), wasm_v128_load(a + 24)));
+}
+
+/*
+ * y (T, rows) = x·Wᵀ for a W repacked by repack_x4 (rows a multiple of 4), activations
+ * quantized by quantize_rows. Groups [g0, g1) of 4 rows only. A group's rows stay in L1
+ * (4 × 1536 values of Q4_1 = 3.8 KB) while every token runs over them.
+ */
+__attribute__((export_name("matmul_x4")))
+void matmul_x4(int type, const uint8_t *w, int rows, int cols, const int16_t *qa, const float *da, const float *sa, int T, float *y, int g0, int g1) {
+  const int nb = cols / QK;
+  const size_t gb = group_bytes(type);
+  for (int g = g0; g < g1; g++) {
+    const uint8_t *wg = w + (size_t)g * nb * gb;
+    for (int t = 0; t < T; t++) {
+      const int16_t *a = qa + (size_t)t * nb * QK;
+      const float *dt = da + (size_t)t * nb, *st = sa + (size_t)t * nb;
+      v128_t acc = wasm_f32x4_splat(0.f), accm = acc;
+      const uint8_t *p = wg;
+      if (type == T_Q8_0) {
+        for (int b = 0; b < nb; b++, p += 136, a += QK) {
+          v128_t d = f16x4_to_f32(wasm_v128_load64_zero(p));
+          v128_t s = hsum4_i32(q8_block_dot(p + 8, a), q8_block_dot(p + 40, a), q8_block_dot(p + 72, a), q8_block_dot(p + 104, a));
+          acc = wasm_f32x4_add(acc, wasm_f32x4_mul(wasm_f32x4_convert_i32x4(s), wasm_f32x4_mul(d, wasm_f32x4_splat(dt[b]))));
+        }
+      } else if (type == T_Q4_1) {
+        for (int b = 0; b < nb; b++, p += 80, a += QK) {
+          v128_t dm = wasm_v128_load(p);
+          v128_t d = f16x4_to_f32(dm), m = f16x4_to_f32(wasm_i64x2_shuffle(dm, dm, 1, 0));
+          v128_t s = hsum4_i32(q4_block_dot(wasm_v128_load(p + 16), a), q4_block_dot(wasm_v128_load(p + 32), a), q4_block_dot(wasm_v128_load(p + 48), a), q4_block_dot(wasm_v128_load(p + 64), a));
+          acc = wasm_f32x4_add(acc, wasm_f32x4_mul(wasm_f32x4_convert_i32x4(s), wasm_f32x4_mul(d, wasm_f32x4_splat(dt[b]))));
+          accm = wasm_f32x4_add(accm, wasm_f32x4_mul(m, wasm_f32x4_splat(st[b])));
+        }
+      } else {
+        for (int b = 0; b < nb; b++, p += 72, a += QK) {
+          v128_t d = f16x4_to_f32(wasm_v128_load64_zero(p));
+          v128_t s = hsum4_i32(q4_block_dot(wasm_v128_load(p + 8), a), q4_block_dot(wasm_v128_load(p + 24), a), q4_block_dot(wasm_v128_load(p + 40), a), q4_block_dot(wasm_v128_load(p + 56), a));
+          acc = wasm_f32x4_add(acc, wasm_f32x4_mul(wasm_f32x4_convert_i32x4(s), wasm_f32x4_mul(d, wasm_f32x4_splat(dt[b]))));
+          /* Q4_0's offset −8 per value: m = −8·d. */
+          accm = wasm_f32x4_add(accm, wasm_f32x4_mul(wasm_f32x4_mul(d, wasm_f32x4_splat(-8.f)), wasm_f32x4_splat(st[b])));
+        }
+      }
+      wasm_v128_store(y + (size_t)t * rows + 4 * g, wasm_f32x4_add(acc, accm));
     }
   }
 }

@@ -88,7 +88,11 @@ describe('matmul kernels equal a plain dequantize + dot', () => {
     ['q4_1', 3],
     ['q4_1', 5],
   ] as [BlockType, number][])('%s at %i rows', (type, T) => {
-    const k = new MatmulKernels();
+    for (const interleave of [true, false]) check(type, T, interleave);
+  });
+
+  function check(type: BlockType, T: number, interleave: boolean): void {
+    const k = new MatmulKernels({ interleave });
     const m = quantizeMatrix(randn(rows * cols, 3, 0.05), rows, cols, type);
     const w = k.upload(m);
     const x = randn(T * cols, 4);
@@ -100,7 +104,8 @@ describe('matmul kernels equal a plain dequantize + dot', () => {
     expect(relErr(y, reference(wf, rows, cols, quantized ? roundActivations(x) : x, T))).toBeLessThan(2e-6);
     // Against f32 activations: the int8 activation rounding costs under 1%.
     expect(relErr(y, reference(wf, rows, cols, x, T))).toBeLessThan(quantized ? 0.01 : 2e-6);
-  });
+    expect(w.layout).toBe(quantized && interleave ? 'x4' : 'rows');
+  }
 
   it('matmulMany shares one input across mixed types, and memory grows past its start', () => {
     const k = new MatmulKernels();
