@@ -119,6 +119,19 @@ describe('matmul kernels equal a plain dequantize + dot', () => {
     expect(relErr(ys[0]!, reference(dequantizeMatrix(big), 2048, 512, x, 2))).toBeLessThan(2e-6);
   });
 
+  it('gatedMlp equals down(silu(gate) ⊙ up) over the kernels one by one', () => {
+    const k = new MatmulKernels();
+    const [gate, up] = [11, 12].map((seed) => k.upload(quantizeMatrix(randn(64 * 96, seed, 0.1), 64, 96, 'q4_1')));
+    const down = k.upload(quantizeMatrix(randn(96 * 64, 13, 0.1), 96, 64, 'q8_0'));
+    const x = randn(3 * 96, 14);
+    const [g, u] = k.matmulMany([gate!, up!], x, 3);
+    const h = g!.map((v, i) => (v / (1 + Math.exp(-v))) * u![i]!);
+    // The silu inside runs on a polynomial e^x (relative error < 2e-7): the down input
+    // rounds to the same int8 values but for rare ties, hence 1e-5.
+    expect(relErr(k.gatedMlp(gate!, up!, down, x, 3), k.matmul(down, h, 3))).toBeLessThan(1e-5);
+    expect(() => k.gatedMlp(gate!, up!, gate!, x, 3)).toThrow(/shapes disagree/);
+  });
+
   it('refuses shapes it cannot run, naming them', () => {
     const k = new MatmulKernels();
     expect(() => k.upload({ type: 'q8_0', rows: 2, cols: 40, data: new Uint8Array(0) })).toThrow(/divisible by 32/);

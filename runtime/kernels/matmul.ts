@@ -23,6 +23,7 @@ interface Exports {
   matmul_quant(type: number, w: number, rows: number, cols: number, qa: number, da: number, sa: number, T: number, y: number, r0: number, r1: number): void;
   matmul_float(type: number, w: number, rows: number, cols: number, x: number, T: number, y: number, r0: number, r1: number): void;
   repack_x4(type: number, src: number, rows: number, cols: number, dst: number): void;
+  silu_mul(g: number, u: number, n: number): void;
   matmul_x4(type: number, w: number, rows: number, cols: number, qa: number, da: number, sa: number, T: number, y: number, g0: number, g1: number): void;
 }
 
@@ -108,11 +109,41 @@ export class MatmulKernels {
   matmulMany(ws: KernelWeight[], x: Float32Array, T: number): Float32Array[] {
     const cols = ws[0]!.cols;
     if (x.length !== T * cols) throw new RangeError(`matmul: x has ${x.length} values, expected ${T}×${cols}`);
+    const xOff = this.top;
+    this.ensure(xOff + 4 * T * cols);
+    new Float32Array(this.memory.buffer, xOff, T * cols).set(x);
+    const ys = this.multiply(ws, xOff, T, align16(xOff + 4 * T * cols));
+    return ws.map((w, i) => new Float32Array(this.memory.buffer, ys[i]!, T * w.rows).slice());
+  }
+
+  /**
+   * down(silu(x·gateᵀ) ⊙ x·upᵀ) without leaving wasm memory between the three products
+   * (x is the normalised MLP input, (T, hidden)).
+   */
+  gatedMlp(gate: KernelWeight, up: KernelWeight, down: KernelWeight, x: Float32Array, T: number): Float32Array {
+    const cols = gate.cols;
+    if (x.length !== T * cols) throw new RangeError(`gatedMlp: x has ${x.length} values, expected ${T}×${cols}`);
+    if (up.cols !== cols || up.rows !== gate.rows || down.cols !== gate.rows) throw new RangeError('gatedMlp: gate, up and down shapes disagree');
+    const xOff = this.top;
+    this.ensure(xOff + 4 * T * cols);
+    new Float32Array(this.memory.buffer, xOff, T * cols).set(x);
+    const [g, u] = this.multiply([gate, up], xOff, T, align16(xOff + 4 * T * cols)) as [number, number];
+    this.fns.silu_mul(g, u, T * gate.rows);
+    // Past u's end: g stays where it is as the next input.
+    const [y] = this.multiply([down], g, T, align16(u + 4 * T * up.rows));
+    return new Float32Array(this.memory.buffer, y!, T * down.rows).slice();
+  }
+
+  /**
+   * Runs every weight on the (T, cols) f32 rows at `xOff`, using memory from `from` on for
+   * outputs and quantized activations; returns the outputs' offsets.
+   */
+  private multiply(ws: KernelWeight[], xOff: number, T: number, from: number): number[] {
+    const cols = ws[0]!.cols;
     for (const w of ws) if (w.cols !== cols) throw new RangeError(`matmulMany: weights disagree on cols (${w.cols} vs ${cols})`);
     const nb = cols / QK;
-    // Scratch layout: x | y per weight | q8 activations (qa, da, sa) | q4-ordered ones.
-    const xOff = this.top;
-    let p = align16(xOff + 4 * T * cols);
+    // Scratch layout: y per weight | q8 activations (qa, da, sa) | q4-ordered ones.
+    let p = from;
     const yOffs = ws.map((w) => {
       const o = p;
       p = align16(p + 4 * T * w.rows);
@@ -129,12 +160,11 @@ export class MatmulKernels {
       act[kind] = [qa, da, sa];
     }
     this.ensure(p);
-    new Float32Array(this.memory.buffer, xOff, T * cols).set(x);
     for (const kind of ['q8', 'q4'] as const) {
       const a = act[kind];
       if (a) this.fns.quantize_rows(xOff, T, cols, a[0], a[1], a[2], kind === 'q4' ? 1 : 0);
     }
-    return ws.map((w, i) => {
+    ws.forEach((w, i) => {
       const y = yOffs[i]!;
       const kind = activationKind(w.type);
       const id = GGML_TYPE_ID[w.type];
@@ -144,7 +174,7 @@ export class MatmulKernels {
         if (w.layout === 'x4') this.fns.matmul_x4(id, w.offset, w.rows, cols, qa, da, sa, T, y, 0, w.rows / 4);
         else this.fns.matmul_quant(id, w.offset, w.rows, cols, qa, da, sa, T, y, 0, w.rows);
       }
-      return new Float32Array(this.memory.buffer, y, T * w.rows).slice();
     });
+    return yOffs;
   }
 }

@@ -90,6 +90,54 @@ function ensureRegistered(): void {
       return infos;
     },
   });
+  tf.registerKernel({
+    kernelName: 'SkeinBlockMlp',
+    backendName: 'wasm',
+    kernelFunc: ({ inputs, backend, attrs }) => {
+      const attn = inputs.attn as tf.TensorInfo; // (T, qDim)
+      const x = inputs.x as tf.TensorInfo; // (T, hidden)
+      const b = backend as unknown as WasmBackendLike;
+      const op = (attrs as unknown as { op: BlockMlpOp }).op;
+      const out = b.makeOutput(x.shape, 'float32');
+      computeMlp(op, b.typedArrayFromHeap(attn), b.typedArrayFromHeap(x), x.shape[0]!, b.typedArrayFromHeap(out));
+      return out;
+    },
+  });
+}
+
+/**
+ * The rest of a layer after attention, fused: x + o-proj(attn) (+ bo) = x1, then
+ * x1 + down(silu(gate(n)) ⊙ up(n)) with n = RMSNorm(x1)·weight. One tfjs dispatch and
+ * three kernel calls instead of about a dozen tfjs ops per layer.
+ */
+export interface BlockMlpOp {
+  kernels: MatmulKernels;
+  o: KernelWeight; // (hidden, qDim)
+  bo: Float32Array | null; // (hidden)
+  norm: { weight: Float32Array; eps: number };
+  gate: KernelWeight; // (inter, hidden)
+  up: KernelWeight; // (inter, hidden)
+  down: KernelWeight; // (hidden, inter)
+}
+
+function computeMlp(op: BlockMlpOp, attn: Float32Array, x: Float32Array, T: number, out: Float32Array): void {
+  const hidden = op.o.rows;
+  const o = op.kernels.matmul(op.o, attn, T);
+  for (let i = 0; i < out.length; i++) out[i] = x[i]! + o[i]! + (op.bo === null ? 0 : op.bo[i % hidden]!);
+  const d = op.kernels.gatedMlp(op.gate, op.up, op.down, inputRows(out, hidden, op.norm), T);
+  for (let i = 0; i < out.length; i++) out[i]! += d[i]!;
+}
+
+/** attn (T, qDim), x (T, hidden) → the layer's output x (T, hidden); see BlockMlpOp. */
+export function blockMlp(attn: tf.Tensor2D, x: tf.Tensor2D, op: BlockMlpOp): tf.Tensor2D {
+  const [T, hidden] = x.shape;
+  if (tf.getBackend() === 'wasm') {
+    ensureRegistered();
+    return tf.engine().runKernel('SkeinBlockMlp', { attn, x }, { op } as unknown as tf.NamedAttrMap) as tf.Tensor2D;
+  }
+  const out = new Float32Array(T * hidden);
+  computeMlp(op, attn.dataSync() as Float32Array, x.dataSync() as Float32Array, T, out);
+  return tf.tensor2d(out, [T, hidden]);
 }
 
 /** x (T, in) → one (T, out) tensor per output group of `op`. */

@@ -19,7 +19,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { BadRequestError, NotAvailableError } from '../../core/errors.js';
 import { KERNEL_TYPES, MatmulKernels } from '../kernels/matmul.js';
-import { blockLinear, type BlockLinearOp } from './block-linear.js';
+import { blockLinear, blockMlp, type BlockLinearOp, type BlockMlpOp } from './block-linear.js';
 import { gatherRows, ownHeads, queryBlocks, rmsNorm, ropeQk, softmaxColumns, swiGlu } from './kernels.js';
 import { inverseFrequencies, ropeTables } from './rope.js';
 import type { BlockWeights, ForwardCallOptions, ForwardSequence, ForwardSequenceResult, LoadedModel } from './types.js';
@@ -43,12 +43,9 @@ interface PreparedLayer {
  */
 interface BlockLayer {
   qkv: BlockLinearOp; // x → [(T, qDim + kvDim): q·scale | k], (T, kvDim): v
-  o: BlockLinearOp; // (T, qDim) → (T, hidden)
-  gateUp: BlockLinearOp; // x → (T, inter), (T, inter)
-  down: BlockLinearOp; // (T, inter) → (T, hidden)
+  mlp: BlockMlpOp; // attn (T, qDim), x (T, hidden) → x + o(attn) + mlp(...)
   bqk: tf.Tensor1D | null; // (qDim + kvDim), query part scaled
   bv: tf.Tensor1D | null; // (kvDim)
-  bo: tf.Tensor1D | null; // (hidden)
 }
 
 interface Prepared {
@@ -156,12 +153,17 @@ function prepareBlocks(model: LoadedModel, bw: BlockWeights): NonNullable<Prepar
     const bqk = L.bq !== null && L.bk !== null ? tidy(() => tf.concat([tf.mul(L.bq!, scale), L.bk!]) as tf.Tensor1D) : null;
     return {
       qkv: { kernels, norm: norm1, outputs: [[{ weight: up(B.wq), scale }, { weight: up(B.wk) }], [{ weight: up(B.wv) }]] },
-      o: { kernels, norm: null, outputs: [[{ weight: up(B.wo) }]] },
-      gateUp: { kernels, norm: norm2, outputs: [[{ weight: up(B.wGate) }], [{ weight: up(B.wUp) }]] },
-      down: { kernels, norm: null, outputs: [[{ weight: up(B.wDown) }]] },
+      mlp: {
+        kernels,
+        o: up(B.wo),
+        bo: L.bo === null ? null : (L.bo.dataSync() as Float32Array),
+        norm: norm2,
+        gate: up(B.wGate),
+        up: up(B.wUp),
+        down: up(B.wDown),
+      },
       bqk,
       bv: L.bv,
-      bo: L.bo,
     };
   });
   return { layers, lmHead: { kernels, norm: null, outputs: [[{ weight: kernels.upload(bw.lmHead) }]] } };
@@ -410,15 +412,12 @@ export function forward(model: LoadedModel, seqs: ForwardSequence[], opts: Forwa
       });
       const attn = parts.length === 1 ? parts[0]! : (tf.concat(parts, 0) as tf.Tensor2D); // (T, qDim)
 
-      const o = B !== undefined ? blockLinear(attn, B.o)[0]! : tf.matMul(attn, P!.wo); // (T, hidden)
-      const bo = B !== undefined ? B.bo : P!.bo;
-      x = tf.add(x, bo === null ? o : tf.add(o, bo));
-
-      // MLP block: down(silu(gate) · up); norm weight lives in wg/wu (or in the block op).
       if (B !== undefined) {
-        const [g, u] = blockLinear(x, B.gateUp) as [tf.Tensor2D, tf.Tensor2D]; // (T, inter) each
-        x = tf.add(x, blockLinear(swiGlu(g, u), B.down)[0]!); // (T, hidden)
+        x = blockMlp(attn, x, B.mlp); // (T, hidden): o-proj, residual, norm, MLP, residual in one
       } else {
+        const o = tf.matMul(attn, P!.wo); // (T, hidden)
+        x = tf.add(x, P!.bo === null ? o : tf.add(o, P!.bo));
+        // MLP block: down(silu(gate) · up); norm weight lives in wg/wu.
         const xn2 = rmsNorm(x, c.rmsNormEps, prep.eps); // (T, hidden)
         const g = tf.matMul(xn2, P!.wg) as tf.Tensor2D; // (T, inter)
         const u = tf.matMul(xn2, P!.wu) as tf.Tensor2D; // (T, inter)
