@@ -12,6 +12,13 @@
  * spends about as long on per-op overhead as on reading weights, so fewer ops per layer is
  * the point; kernels.ts fuses the small elementwise chains for decode-sized batches.
  *
+ * Block weights (a GGUF model whose projections are all F32/F16/Q8_0/Q4_0/Q4_1, see
+ * types.ts BlockWeights): the projections and lm head run on the wasm kernels of
+ * runtime/kernels over the file's own blocks instead (no f32 copy is prepared), two
+ * dispatches per layer — norm + q/k/v, and o-proj + residual + norm + MLP + residual
+ * (block-linear.ts); attention, rotary and the KV stay as below. Quantized types multiply
+ * int8-rounded activations as llama.cpp does; block-forward.test.ts states the tolerance.
+ *
  * @example
  * const [r] = forward(model, [{ ids: [1, 2, 3], logits: 'last' }]);
  * // r.logits[0]: Float32Array(vocab); r.newKv[l].k: (3, kvDim) — dispose the KV when done
