@@ -1,19 +1,37 @@
 /**
- * `skein bench decode`: the model forward's raw speed on a random model of SmolLM2-135M's
- * shape (f32, tied embeddings): prefill tokens/s on a 128-token prompt, decode tokens/s
- * at batch 1, 4 and 16 over that prompt's cache, and the weight bandwidth a batch-1 decode
- * step achieves (bytes of weights read per step × steps/s), the figure that bounds
- * single-sequence decode on a CPU.
+ * `skein bench decode`: Skein's forward against llama.cpp (node-llama-cpp) on the SAME
+ * GGUF files, in one process: SmolLM2-135M-Instruct as pulled (Q4_1 projections, Q8_0
+ * embeddings) and rewritten to Q8_0 and F32 (gguf-rewrite.ts; the rewrites are cached
+ * under .skein/bench/). Per file and repetition the two sides run back to back
+ * (interleaved pairs, each warmed up first); every figure is the median over repetitions
+ * of a mean over all timed tokens — no best window:
+ * - decode batch 1: mean tokens/s over `steps` generated tokens after a 128-token prompt;
+ * - prefill of 128 tokens (and 512 on Q8_0): tokens/s of one evaluation;
+ * - decode batch 16 (Q4_1): 16 sequences generating together;
+ * - context growth (Q4_1, Skein): mean decode step at 1,024 tokens of context over the
+ *   step at 128.
+ * The last line with --json holds `ratios` (Skein ÷ llama.cpp, >1 = Skein faster) and the
+ * raw figures. Without the GGUF (or with --arg model=random) only Skein runs, on a random
+ * model of the same shape quantized in memory (--arg layers/vocab shrink it, for tests),
+ * and says so. --arg blocks=0 runs Skein's
+ * f32 tfjs path on the same files instead of the block kernels (the figures before them).
  *
  * @example
- * const figures = await getBench('decode')!.run({ log: console.error });
+ * npx skein bench decode --json --arg reps=3 --arg steps=16
  */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import { initBackend } from '../backend.js';
+import { loadModel, MODELS_DIR } from '../checkpoint/load.js';
+import type { BlockType } from '../kernels/blocks.js';
+import { quantizeModel } from '../model/block-weights.js';
 import { forward, prepareModel } from '../model/forward.js';
 import { randomModel } from '../model/random.js';
 import type { LayerKvChunks, LoadedModel, ModelConfig } from '../model/types.js';
+import { rewriteGguf } from './gguf-rewrite.js';
 import { registerBench } from './index.js';
+import { openLlamaCpp, type LlamaCppSide } from './llamacpp.js';
 
 export const smolLm2Shape: Partial<ModelConfig> = {
   vocabSize: 49152,
@@ -28,131 +46,164 @@ export const smolLm2Shape: Partial<ModelConfig> = {
   maxPositionEmbeddings: 8192,
 };
 
+const DEFAULT_GGUF = path.join(MODELS_DIR, 'smollm2-135m-instruct', 'SmolLM2-135M-Instruct.Q4_1.gguf');
+const CACHE_DIR = path.resolve(MODELS_DIR, '..', '.skein', 'bench');
+
 function argmax(x: Float32Array): number {
   let best = 0;
   for (let i = 1; i < x.length; i++) if (x[i]! > x[best]!) best = i;
   return best;
 }
 
-/** Bytes of weights one decode step reads: every projection once, plus the lm head. */
-export function weightBytesPerToken(model: LoadedModel): number {
-  const c = model.config;
-  const perLayer = c.hiddenSize * (c.numHeads + 2 * c.numKvHeads) * c.headDim + c.numHeads * c.headDim * c.hiddenSize + 3 * c.hiddenSize * c.intermediateSize;
-  return 4 * (c.numLayers * perLayer + c.hiddenSize * c.vocabSize);
-}
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+const round2 = (x: number) => Number(x.toFixed(2));
+const freeKv = (r: { newKv: ({ k: tf.Tensor; v: tf.Tensor } | null)[] }) => tf.dispose(r.newKv.flatMap((e) => (e ? [e.k, e.v] : [])));
 
-interface Rate {
-  /** Tokens per wall-clock second over the best window of steps. */
-  wall: number;
-  /** Tokens per second of this process's CPU time, best window (less sensitive to other load). */
-  cpu: number;
+/** A deterministic prompt of n in-vocabulary ids. */
+const promptIds = (n: number, vocab: number) => Array.from({ length: n }, (_, i) => (100 + i * 7919) % vocab);
+
+/** Skein: tokens/s of one prefill. */
+function skeinPrefill(model: LoadedModel, ids: number[]): number {
+  const t0 = performance.now();
+  const [r] = forward(model, [{ ids }]);
+  const ms = performance.now() - t0;
+  freeKv(r!);
+  return (ids.length * 1000) / ms;
 }
 
 /**
- * Decodes `steps` tokens for `batch` sequences that share one prefilled prompt cache, in
- * windows of a few steps, and reports the best window: on a shared machine the best
- * window is the one least disturbed by other processes.
+ * Skein: mean ms per decode step for `batch` sequences sharing one prefilled prompt,
+ * over `steps` steps after `warm` untimed ones.
  */
-function timeDecode(model: LoadedModel, prompt: LayerKvChunks[], promptLen: number, batch: number, steps: number): Rate {
+function skeinDecodeStepMs(model: LoadedModel, ids: number[], batch: number, steps: number, warm = 2): number {
+  const [pre] = forward(model, [{ ids: ids.slice(0, -1), logits: 'none' }]);
+  const prompt: LayerKvChunks[] = pre!.newKv.map((e) => ({ k: [e!.k], v: [e!.v] }));
   const own: LayerKvChunks[][] = Array.from({ length: batch }, () => prompt.map(() => ({ k: [], v: [] })));
-  let next = Array.from({ length: batch }, (_, b) => 1 + b);
-  const window = 4;
-  let best: Rate = { wall: 0, cpu: 0 };
-  let t0 = 0;
-  let c0 = process.cpuUsage();
-  const warm = 2;
+  let next = Array.from({ length: batch }, () => ids.at(-1)!);
+  let t0 = performance.now();
   for (let s = 0; s < steps + warm; s++) {
-    if (s >= warm && (s - warm) % window === 0) {
-      t0 = performance.now();
-      c0 = process.cpuUsage();
-    }
+    if (s === warm) t0 = performance.now();
     const res = forward(
       model,
       next.map((id, b) => ({
         ids: [id],
-        positions: [promptLen + s],
+        positions: [ids.length - 1 + s],
         past: prompt.map((p, l) => ({ k: [...p.k, ...own[b]![l]!.k], v: [...p.v, ...own[b]![l]!.v] })),
       })),
     );
     res.forEach((r, b) =>
       r.newKv.forEach((e, l) => {
-        if (e) {
-          own[b]![l]!.k.push(e.k);
-          own[b]![l]!.v.push(e.v);
-        }
+        own[b]![l]!.k.push(e!.k);
+        own[b]![l]!.v.push(e!.v);
       }),
     );
     next = res.map((r) => argmax(r.logits[0]!));
-    if (s >= warm && (s - warm) % window === window - 1) {
-      const wallMs = performance.now() - t0;
-      const c = process.cpuUsage(c0);
-      const tokens = batch * window;
-      const wall = (tokens * 1000) / wallMs;
-      const cpu = (tokens * 1e6) / (c.user + c.system);
-      best = { wall: Math.max(best.wall, wall), cpu: Math.max(best.cpu, cpu) };
-    }
   }
-  for (const o of own) for (const l of o) tf.dispose([...l.k, ...l.v]);
-  return best;
+  const ms = (performance.now() - t0) / steps;
+  for (const l of [...prompt, ...own.flat()]) tf.dispose([...l.k, ...l.v]);
+  return ms;
 }
 
-const round2 = (x: number) => Number(x.toFixed(2));
+interface Pair {
+  skein: number;
+  llamacpp: number | null;
+}
+
+/** Runs `skein` and `llama` back to back `reps` times (after one warm-up each); medians. */
+async function pair(reps: number, skein: () => number, llama: (() => Promise<number>) | null): Promise<Pair> {
+  skein();
+  if (llama) await llama();
+  const s: number[] = [];
+  const l: number[] = [];
+  for (let i = 0; i < reps; i++) {
+    s.push(skein());
+    if (llama) l.push(await llama());
+  }
+  return { skein: median(s), llamacpp: llama ? median(l) : null };
+}
+
+/** The GGUF of `type`: the pulled file for Q4_1, a cached rewrite of it otherwise. */
+function ggufFor(source: string, type: BlockType, log: (l: string) => void): string {
+  if (type === 'q4_1') return source;
+  const st = fs.statSync(source);
+  const out = path.join(CACHE_DIR, `${path.basename(source, '.gguf')}.${st.size}.${type}.gguf`);
+  if (!fs.existsSync(out)) {
+    fs.mkdirSync(CACHE_DIR, { recursive: true });
+    log(`decode: writing ${out} (${type} from ${path.basename(source)})`);
+    rewriteGguf(source, out, type);
+  }
+  return out;
+}
 
 registerBench('decode', {
-  description: 'Forward speed on a random SmolLM2-135M-shaped model: prefill, decode at batch 1/4/16, weight GB/s',
+  description: 'Skein vs llama.cpp on the same GGUF (SmolLM2-135M Q4_1/Q8_0/F32): decode b1/b16, prefill 128/512, context growth',
   async run({ log, args }) {
     const backend = await initBackend();
+    const reps = Number(args?.reps ?? 3);
     const steps = Number(args?.steps ?? 16);
-    const t = performance.now();
-    // --arg layers=N shrinks the model (for tests); the figures are meant for the full 30.
-    const model = randomModel({ ...smolLm2Shape, numLayers: Number(args?.layers ?? smolLm2Shape.numLayers) }, 1);
-    prepareModel(model);
-    log(`decode: built a random ${model.config.numLayers}-layer model in ${((performance.now() - t) / 1000).toFixed(1)} s (backend ${backend})`);
-    try {
-      const promptLen = 128;
-      const prompt = Array.from({ length: promptLen }, (_, i) => (i * 7919) % model.config.vocabSize);
-      // Warm-up prefill (kernel setup), then the best of two timed ones.
-      tf.dispose(forward(model, [{ ids: prompt.slice(0, 16) }])[0]!.newKv.flatMap((e) => (e ? [e.k, e.v] : [])));
-      let prefillTokensPerSec = 0;
-      let prefillCpu = 0;
-      let cache: LayerKvChunks[] = [];
-      for (let rep = 0; rep < 2; rep++) {
-        for (const l of cache) tf.dispose([...l.k, ...l.v]);
-        const t0 = performance.now();
-        const c0 = process.cpuUsage();
-        const [pre] = forward(model, [{ ids: prompt }]);
-        const c = process.cpuUsage(c0);
-        const tps = (promptLen * 1000) / (performance.now() - t0);
-        prefillTokensPerSec = Math.max(prefillTokensPerSec, tps);
-        prefillCpu = Math.max(prefillCpu, (promptLen * 1e6) / (c.user + c.system));
-        cache = pre!.newKv.map((e) => ({ k: [e!.k], v: [e!.v] }));
+    const threads = Number(args?.threads ?? 1);
+    const types = (args?.types ?? 'q4_1,q8_0,f32').split(',') as BlockType[];
+    const source = args?.model ?? DEFAULT_GGUF;
+    const random = source === 'random' || !fs.existsSync(source);
+    if (random) log(`decode: ${source === 'random' ? 'random model asked for' : `${source} is absent (npx skein pull smollm2-135m-instruct)`}: Skein only, on a random SmolLM2-shaped model; no llama.cpp figures`);
+    const figures: Record<string, Record<string, number | null>> = {};
+    const ratios: Record<string, number> = {};
+    const record = (key: string, p: Pair, unit: string) => {
+      figures[key] = { skein: round2(p.skein), llamacpp: p.llamacpp === null ? null : round2(p.llamacpp) };
+      const ratio = p.llamacpp ? p.skein / p.llamacpp : null;
+      if (ratio !== null) ratios[`${key}_vs_llamacpp`] = round2(ratio);
+      log(`${key}: Skein ${p.skein.toFixed(1)} ${unit}, llama.cpp ${p.llamacpp?.toFixed(1) ?? '—'} ${unit}${ratio !== null ? `, ratio ${ratio.toFixed(2)}` : ''}`);
+    };
+
+    for (const type of types) {
+      const file = random ? null : ggufFor(source, type, log);
+      const t = performance.now();
+      const model: LoadedModel = file
+        ? await loadModel(file)
+        : quantizeModel(randomModel({ ...smolLm2Shape, numLayers: Number(args?.layers ?? smolLm2Shape.numLayers), vocabSize: Number(args?.vocab ?? smolLm2Shape.vocabSize) }, 1), type, type === 'q4_1' ? 'q8_0' : type);
+      // --arg blocks=0: the f32 tfjs path on the same file (the figures before the kernels).
+      if (args?.blocks === '0') delete model.blockWeights;
+      prepareModel(model);
+      const wantBatch = type === 'q4_1' && args?.batch !== '0';
+      let llama: LlamaCppSide | null = null;
+      try {
+        if (file) llama = await openLlamaCpp(file, { threads, sequences: wantBatch ? 16 : 1, contextSize: 1100 });
+        log(`decode: ${type}: loaded ${file ?? 'random model'} in ${((performance.now() - t) / 1000).toFixed(1)} s (backend ${backend}, blocks ${prepareModel(model).blocks !== null}, llama.cpp threads ${threads})`);
+        const vocab = model.config.vocabSize;
+        const p128 = promptIds(128, vocab);
+        const L = llama;
+        record(
+          `decode_b1_${type}`,
+          await pair(reps, () => 1000 / skeinDecodeStepMs(model, p128, 1, steps), L && (async () => 1000 / (await L.decodeStepMs(p128, steps)))),
+          'tok/s',
+        );
+        record(`prefill128_${type}`, await pair(reps, () => skeinPrefill(model, p128), L && (() => L.prefill(p128))), 'tok/s');
+        if (type === 'q8_0') {
+          const p512 = promptIds(512, vocab);
+          record(`prefill512_${type}`, await pair(reps, () => skeinPrefill(model, p512), L && (() => L.prefill(p512))), 'tok/s');
+        }
+        if (wantBatch) {
+          const b = 16;
+          const bSteps = Math.max(4, steps / 2);
+          record(
+            'decode_b16',
+            await pair(reps, () => (b * 1000) / skeinDecodeStepMs(model, p128, b, bSteps), L && (() => L.decodeBatch(p128, b, bSteps))),
+            'tok/s',
+          );
+          const p1024 = promptIds(1024, vocab);
+          const growthSteps = Math.max(4, steps / 2);
+          const at128 = skeinDecodeStepMs(model, p128, 1, growthSteps);
+          const at1024 = skeinDecodeStepMs(model, p1024, 1, growthSteps);
+          const llamaGrowth = L ? (await L.decodeStepMs(p1024, growthSteps)) / (await L.decodeStepMs(p128, growthSteps)) : null;
+          ratios.step1024_vs_step128 = round2(at1024 / at128);
+          figures.step_ms = { skein128: round2(at128), skein1024: round2(at1024), llamacppGrowth: llamaGrowth === null ? null : round2(llamaGrowth) };
+          log(`context growth: Skein step ${at128.toFixed(1)} ms at 128 → ${at1024.toFixed(1)} ms at 1024 (×${(at1024 / at128).toFixed(2)}); llama.cpp ×${llamaGrowth?.toFixed(2) ?? '—'}`);
+        }
+      } finally {
+        await llama?.close();
+        model.dispose();
       }
-      log(`prefill: ${promptLen} tokens: ${prefillTokensPerSec.toFixed(1)} tokens/s (${prefillCpu.toFixed(1)} per CPU-second)`);
-      const decodeTokensPerSec: Record<string, number> = {};
-      const decodeTokensPerCpuSec: Record<string, number> = {};
-      for (const batch of [1, 4, 16]) {
-        const rate = timeDecode(model, cache, promptLen, batch, batch === 16 ? Math.max(4, steps / 2) : steps);
-        decodeTokensPerSec[String(batch)] = round2(rate.wall);
-        decodeTokensPerCpuSec[String(batch)] = round2(rate.cpu);
-        log(`decode: batch ${batch}: ${rate.wall.toFixed(1)} tokens/s (${rate.cpu.toFixed(1)} per CPU-second)`);
-      }
-      const bytes = weightBytesPerToken(model);
-      const decodeWeightsGBps = round2((bytes * decodeTokensPerSec['1']!) / 1e9);
-      log(`decode: batch 1 reads ${(bytes / 1e6).toFixed(0)} MB of weights per token = ${decodeWeightsGBps} GB/s (${((bytes * decodeTokensPerCpuSec['1']!) / 1e9).toFixed(2)} per CPU-second)`);
-      for (const l of cache) tf.dispose([...l.k, ...l.v]);
-      return {
-        backend,
-        prefillTokensPerSec: round2(prefillTokensPerSec),
-        decodeTokensPerSec,
-        decodeWeightsGBps,
-        cpuTime: {
-          prefillTokensPerSec: round2(prefillCpu),
-          decodeTokensPerSec: decodeTokensPerCpuSec,
-          decodeWeightsGBps: round2((bytes * decodeTokensPerCpuSec['1']!) / 1e9),
-        },
-      };
-    } finally {
-      model.dispose();
     }
+    return { backend, model: random ? 'random' : source, reps, steps, threads, figures, ratios };
   },
 });

@@ -22,9 +22,10 @@ import { fileURLToPath } from 'node:url';
 import * as tf from '@tensorflow/tfjs-core';
 import { CheckpointError } from '../../core/errors.js';
 import { initBackend } from '../backend.js';
-import type { LayerWeights, LoadedModel, ModelConfig, ModelWeights } from '../model/types.js';
+import type { BlockWeights, LayerWeights, LoadedModel, ModelConfig, ModelWeights } from '../model/types.js';
 import { parseModelConfig, parseTokenId, parseTokenIds } from './config.js';
 import { GgufFile } from './gguf.js';
+import { ggufBlockWeights } from './gguf-blocks.js';
 import { ggufModelConfig, GgufTensorSource } from './gguf-model.js';
 import { ggufTokenizer } from './gguf-tokenizer.js';
 import { readJson } from './json.js';
@@ -255,6 +256,8 @@ interface OpenedModel {
   source: TensorSource;
   hasTokenizer: boolean;
   makeTokenizer(): ModelTokenizer;
+  /** GGUF: the projections in their stored blocks for the forward's kernels (read before close). */
+  readBlockWeights?(): BlockWeights | null;
 }
 
 function openModel(spec: string): OpenedModel {
@@ -282,6 +285,7 @@ function openModel(spec: string): OpenedModel {
       hasTokenizer: g.metadata.has('tokenizer.ggml.tokens'),
       // The header's metadata stays readable after the file is closed.
       makeTokenizer: () => ggufTokenizer(g),
+      readBlockWeights: () => ggufBlockWeights(g, config),
     };
   } catch (err) {
     g.close();
@@ -296,8 +300,10 @@ export async function loadModel(spec: string, options: LoadModelOptions = {}): P
   const { config, location } = opened;
   const reader = new WeightReader(opened.source);
   let weights: ModelWeights;
+  let blockWeights: BlockWeights | null = null;
   try {
     weights = readWeights(config, reader);
+    blockWeights = opened.readBlockWeights?.() ?? null;
   } catch (err) {
     for (const t of reader.created) t.dispose();
     throw err;
@@ -310,6 +316,7 @@ export async function loadModel(spec: string, options: LoadModelOptions = {}): P
   const model: LoadedCheckpoint = {
     config,
     weights,
+    ...(blockWeights !== null ? { blockWeights } : {}),
     source: location.format === 'gguf' ? location.file : location.dir,
     dir: location.dir,
     format: location.format,

@@ -12,15 +12,24 @@
  * spends about as long on per-op overhead as on reading weights, so fewer ops per layer is
  * the point; kernels.ts fuses the small elementwise chains for decode-sized batches.
  *
+ * Block weights (a GGUF model whose projections are all F32/F16/Q8_0/Q4_0/Q4_1, see
+ * types.ts BlockWeights): the projections and lm head run on the wasm kernels of
+ * runtime/kernels over the file's own blocks instead (no f32 copy is prepared), two
+ * dispatches per layer — norm + q/k/v, and o-proj + residual + norm + MLP + residual
+ * (block-linear.ts); attention, rotary and the KV stay as below. Quantized types multiply
+ * int8-rounded activations as llama.cpp does; block-forward.test.ts states the tolerance.
+ *
  * @example
  * const [r] = forward(model, [{ ids: [1, 2, 3], logits: 'last' }]);
  * // r.logits[0]: Float32Array(vocab); r.newKv[l].k: (3, kvDim) — dispose the KV when done
  */
 import * as tf from '@tensorflow/tfjs-core';
 import { BadRequestError, NotAvailableError } from '../../core/errors.js';
+import { KERNEL_TYPES, MatmulKernels } from '../kernels/matmul.js';
+import { blockLinear, blockMlp, type BlockLinearOp, type BlockMlpOp } from './block-linear.js';
 import { gatherRows, ownHeads, queryBlocks, rmsNorm, ropeQk, softmaxColumns, swiGlu } from './kernels.js';
 import { inverseFrequencies, ropeTables } from './rope.js';
-import type { ForwardCallOptions, ForwardSequence, ForwardSequenceResult, LoadedModel } from './types.js';
+import type { BlockWeights, ForwardCallOptions, ForwardSequence, ForwardSequenceResult, LoadedModel } from './types.js';
 
 interface PreparedLayer {
   wqk: tf.Tensor2D; // (hidden, qDim + kvDim): [q·scale | k], input norm folded in
@@ -34,8 +43,21 @@ interface PreparedLayer {
   wd: tf.Tensor2D; // (inter, hidden)
 }
 
+/**
+ * A layer on the block-weight path: each projection one call of the wasm kernels on the
+ * GGUF's own blocks, the RMSNorms applied inside the call (they cannot be folded into
+ * quantized weights), 1/sqrt(headDim) applied to the query outputs.
+ */
+interface BlockLayer {
+  qkv: BlockLinearOp; // x → [(T, qDim + kvDim): q·scale | k], (T, kvDim): v
+  mlp: BlockMlpOp; // attn (T, qDim), x (T, hidden) → x + o(attn) + mlp(...)
+  bqk: tf.Tensor1D | null; // (qDim + kvDim), query part scaled
+  bv: tf.Tensor1D | null; // (kvDim)
+}
+
 interface Prepared {
-  layers: PreparedLayer[];
+  layers: PreparedLayer[]; // empty on the block-weight path
+  blocks: { layers: BlockLayer[]; lmHead: BlockLinearOp } | null;
   inv: Float64Array; // (headDim/2) rotary inverse frequencies
   blockMask: tf.Tensor3D; // (kvHeads, headDim, heads): 1 where query head h reads kv head kv
   eps: tf.Scalar; // RMSNorm epsilon, made once rather than uploaded by every add
@@ -59,7 +81,8 @@ export function prepareModel(model: LoadedModel): Prepared {
   if (cached !== undefined) return cached;
   const c = model.config;
   const scale = 1 / Math.sqrt(c.headDim);
-  const layers = model.weights.layers.map((L) =>
+  const blocks = usableBlocks(model.blockWeights) ? prepareBlocks(model, model.blockWeights!) : null;
+  const layers = blocks !== null ? [] : model.weights.layers.map((L) =>
     tidy(() => {
       const n1 = tf.reshape(L.inputNorm, [c.hiddenSize, 1]); // (hidden, 1): scales rows of W
       const n2 = tf.reshape(L.postNorm, [c.hiddenSize, 1]);
@@ -92,6 +115,7 @@ export function prepareModel(model: LoadedModel): Prepared {
   const blockMask = tf.tensor3d(bm, [c.numKvHeads, c.headDim, c.numHeads]);
   const p: Prepared = {
     layers,
+    blocks,
     inv: inverseFrequencies(c),
     blockMask,
     eps,
@@ -99,6 +123,7 @@ export function prepareModel(model: LoadedModel): Prepared {
     dispose() {
       tf.dispose([blockMask, eps, rotateHalf]);
       for (const l of layers) tf.dispose([l.wqk, l.wv, l.wg, l.wu, ...(l.bqk ? [l.bqk] : [])]);
+      for (const l of blocks?.layers ?? []) if (l.bqk) tf.dispose(l.bqk);
       prepared.delete(model);
     },
   };
@@ -109,6 +134,46 @@ export function prepareModel(model: LoadedModel): Prepared {
     dispose();
   };
   return p;
+}
+
+/** Whether the forward can run on a model's block weights (every matrix of a kernel type). */
+function usableBlocks(b: BlockWeights | undefined): boolean {
+  if (b === undefined) return false;
+  const all = [b.lmHead, ...b.layers.flatMap((L) => [L.wq, L.wk, L.wv, L.wo, L.wGate, L.wUp, L.wDown])];
+  return all.every((m) => KERNEL_TYPES.includes(m.type) && m.cols % 32 === 0);
+}
+
+/**
+ * Copies a model's block weights into its own kernel memory (freed with the model), and
+ * the norm weights out of tfjs once.
+ */
+function prepareBlocks(model: LoadedModel, bw: BlockWeights): NonNullable<Prepared['blocks']> {
+  const c = model.config;
+  const kernels = new MatmulKernels();
+  const scale = 1 / Math.sqrt(c.headDim);
+  const eps = c.rmsNormEps;
+  const layers = bw.layers.map((B, l): BlockLayer => {
+    const L = model.weights.layers[l]!;
+    const up = (m: typeof B.wq) => kernels.upload(m);
+    const norm1 = { weight: L.inputNorm.dataSync() as Float32Array, eps };
+    const norm2 = { weight: L.postNorm.dataSync() as Float32Array, eps };
+    const bqk = L.bq !== null && L.bk !== null ? tidy(() => tf.concat([tf.mul(L.bq!, scale), L.bk!]) as tf.Tensor1D) : null;
+    return {
+      qkv: { kernels, norm: norm1, outputs: [[{ weight: up(B.wq), scale }, { weight: up(B.wk) }], [{ weight: up(B.wv) }]] },
+      mlp: {
+        kernels,
+        o: up(B.wo),
+        bo: L.bo === null ? null : (L.bo.dataSync() as Float32Array),
+        norm: norm2,
+        gate: up(B.wGate),
+        up: up(B.wUp),
+        down: up(B.wDown),
+      },
+      bqk,
+      bv: L.bv,
+    };
+  });
+  return { layers, lmHead: { kernels, norm: null, outputs: [[{ weight: kernels.upload(bw.lmHead) }]] } };
 }
 
 /** Disposes the prepared weights of a model (they are rebuilt on the next forward). */
@@ -309,12 +374,21 @@ export function forward(model: LoadedModel, seqs: ForwardSequence[], opts: Forwa
       }
 
       const T = x.shape[0];
-      const P = prep.layers[l]!;
+      const P = prep.layers[l];
+      const B = prep.blocks?.layers[l];
 
-      // Attention block. Norm weight and query scale live in wqk/wv.
-      const xn = rmsNorm(x, c.rmsNormEps, prep.eps); // (T, hidden)
-      const qkRaw = P.bqk === null ? tf.matMul(xn, P.wqk) : tf.add(tf.matMul(xn, P.wqk), P.bqk); // (T, qDim + kvDim)
-      const v = (P.bv === null ? tf.matMul(xn, P.wv) : tf.add(tf.matMul(xn, P.wv), P.bv)) as tf.Tensor2D; // (T, kvDim)
+      // Attention block. Norm weight and query scale live in wqk/wv (or in the block op).
+      let qkRaw: tf.Tensor2D; // (T, qDim + kvDim)
+      let v: tf.Tensor2D; // (T, kvDim)
+      if (B !== undefined) {
+        [qkRaw, v] = blockLinear(x, B.qkv) as [tf.Tensor2D, tf.Tensor2D];
+        if (B.bqk !== null) qkRaw = tf.add(qkRaw, B.bqk);
+        if (B.bv !== null) v = tf.add(v, B.bv);
+      } else {
+        const xn = rmsNorm(x, c.rmsNormEps, prep.eps); // (T, hidden)
+        qkRaw = P!.bqk === null ? tf.matMul(xn, P!.wqk) : tf.add(tf.matMul(xn, P!.wqk), P!.bqk);
+        v = P!.bv === null ? tf.matMul(xn, P!.wv) : tf.add(tf.matMul(xn, P!.wv), P!.bv);
+      }
       // Rotary on queries and keys together; rotate_half is a matMul by a signed permutation
       // on the composite path (the wasm Reverse and strided slices are far slower).
       const [q, k] = ropeQk(qkRaw as tf.Tensor2D, cos, sin, { heads: H, kvHeads: KV, dim: D }, prep.rotateHalf); // (T, qDim), (T, kvDim)
@@ -345,14 +419,17 @@ export function forward(model: LoadedModel, seqs: ForwardSequence[], opts: Forwa
       });
       const attn = parts.length === 1 ? parts[0]! : (tf.concat(parts, 0) as tf.Tensor2D); // (T, qDim)
 
-      const o = tf.matMul(attn, P.wo); // (T, hidden)
-      x = tf.add(x, P.bo === null ? o : tf.add(o, P.bo));
-
-      // MLP block: down(silu(gate) · up); norm weight lives in wg/wu.
-      const xn2 = rmsNorm(x, c.rmsNormEps, prep.eps); // (T, hidden)
-      const g = tf.matMul(xn2, P.wg) as tf.Tensor2D; // (T, inter)
-      const u = tf.matMul(xn2, P.wu) as tf.Tensor2D; // (T, inter)
-      x = tf.add(x, tf.matMul(swiGlu(g, u), P.wd)); // (T, hidden)
+      if (B !== undefined) {
+        x = blockMlp(attn, x, B.mlp); // (T, hidden): o-proj, residual, norm, MLP, residual in one
+      } else {
+        const o = tf.matMul(attn, P!.wo); // (T, hidden)
+        x = tf.add(x, P!.bo === null ? o : tf.add(o, P!.bo));
+        // MLP block: down(silu(gate) · up); norm weight lives in wg/wu.
+        const xn2 = rmsNorm(x, c.rmsNormEps, prep.eps); // (T, hidden)
+        const g = tf.matMul(xn2, P!.wg) as tf.Tensor2D; // (T, inter)
+        const u = tf.matMul(xn2, P!.wu) as tf.Tensor2D; // (T, inter)
+        x = tf.add(x, tf.matMul(swiGlu(g, u), P!.wd)); // (T, hidden)
+      }
     }
 
     // Final norm and lm head over the rows that want logits (or hidden).
@@ -373,7 +450,7 @@ export function forward(model: LoadedModel, seqs: ForwardSequence[], opts: Forwa
     if (outRows.length > 0) {
       const sel = outRows.length === x.shape[0] ? x : gatherRows(x, outRows); // (R, hidden)
       const normed = tf.mul(rmsNorm(sel, c.rmsNormEps, prep.eps), model.weights.finalNorm) as tf.Tensor2D; // (R, hidden)
-      logits = tf.matMul(normed, model.weights.lmHead) as tf.Tensor2D; // (R, vocab)
+      logits = prep.blocks !== null ? blockLinear(normed, prep.blocks.lmHead)[0]! : (tf.matMul(normed, model.weights.lmHead) as tf.Tensor2D); // (R, vocab)
       if (order.some((s) => s.seq.returnHidden)) hidden = normed;
     }
     const kv = order.flatMap((s) => s.newKv.flatMap((e) => (e ? [e.k, e.v] : [])));

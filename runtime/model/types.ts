@@ -7,6 +7,7 @@
  * plain matMul. Hugging Face stores nn.Linear weights as (out, in); the loader transposes.
  */
 import type * as tf from '@tensorflow/tfjs-core';
+import type { BlockMatrix } from '../kernels/blocks.js';
 
 export type Architecture = 'LlamaForCausalLM' | 'Qwen2ForCausalLM' | 'MistralForCausalLM';
 
@@ -143,10 +144,35 @@ export interface ForwardSequenceResult {
   prunedHidden?: { fromLayer: number; tokenIndices: number[]; hidden: Float32Array[] }[];
 }
 
+/**
+ * A layer's projections as the checkpoint stores them, (out, in) in GGUF blocks, rows in
+ * Hugging Face order (GGUF's q/k row permutation undone).
+ */
+export interface LayerBlockWeights {
+  wq: BlockMatrix; // (heads*headDim, hidden)
+  wk: BlockMatrix; // (kvHeads*headDim, hidden)
+  wv: BlockMatrix; // (kvHeads*headDim, hidden)
+  wo: BlockMatrix; // (hidden, heads*headDim)
+  wGate: BlockMatrix; // (intermediate, hidden)
+  wUp: BlockMatrix; // (intermediate, hidden)
+  wDown: BlockMatrix; // (hidden, intermediate)
+}
+
+/**
+ * The same projections kept in their quantized blocks, when the checkpoint has them: the
+ * forward multiplies by these directly (runtime/kernels) instead of by the f32 tensors.
+ */
+export interface BlockWeights {
+  layers: LayerBlockWeights[];
+  lmHead: BlockMatrix; // (vocab, hidden): token_embd when tied
+}
+
 /** A model ready to run: config, weights and the files it came from. */
 export interface LoadedModel {
   config: ModelConfig;
   weights: ModelWeights;
+  /** Quantized projections for the fast path (GGUF checkpoints); absent for HF f32/f16 ones. */
+  blockWeights?: BlockWeights;
   /** The folder it was loaded from (or a description for in-memory models). */
   source: string;
   dispose(): void;

@@ -1,0 +1,421 @@
+/*
+ * Skein's matmul kernels over weights kept in GGUF's own blocks, for wasm32 + SIMD128.
+ * Built freestanding by runtime/kernels/build.sh (clang --target=wasm32 -msimd128 -O3);
+ * the .wasm beside this file is that build, checked against a rebuild in CI.
+ *
+ * Every product is y = x·Wᵀ with W as GGUF stores it: `rows` output rows, each row `cols`
+ * input values long, laid out as consecutive blocks (ggml's ne0 = cols). y is (T, rows),
+ * x is (T, cols) f32. Nothing is repacked: the weights are the file's bytes.
+ *
+ * Block layouts (ggml-quants.h), 32 values per block, d and m little-endian f16:
+ *   Q8_0  { f16 d; int8 q[32]; }            34 bytes  value i = d·q[i]
+ *   Q4_0  { f16 d; uint8 q[16]; }           18 bytes  value i = d·((q[i] & 15) − 8),
+ *                                                     value i+16 = d·((q[i] >> 4) − 8)
+ *   Q4_1  { f16 d; f16 m; uint8 q[16]; }    20 bytes  value i = d·(q[i] & 15) + m,
+ *                                                     value i+16 = d·(q[i] >> 4) + m
+ *   F16   row of cols f16 values; F32 row of cols f32 values.
+ *
+ * Quantized weights meet activations quantized the way llama.cpp's q8_0/q8_1 dot products
+ * do: per block of 32, a = da·qa with da = max|x|/127 and qa ∈ [−127, 127], stored here
+ * pre-widened to int16 (so the inner loop widens only the weights) and with the block's
+ * sum sa = da·Σqa kept for the offset terms:
+ *   Σ w·a = d·da·Σ q·qa + m·sa        (Q4_0: m = −8·d; Q8_0: no m)
+ * The integer dot is i32x4.dot_i16x8_s (pmaddwd on x86).
+ *
+ * For Q4 the activations are stored permuted so that nibbles need no byte widening: the
+ * 16 weight bytes are read as eight u16 lanes j = (byte 2j, byte 2j+1), and
+ *   (lane & 15) holds value 2j,  (lane >> 4 & 15) value 2j+16,
+ *   (lane >> 8 & 15) value 2j+1, (lane >> 12) value 2j+17,
+ * so the activations go in four i16x8 vectors in that order (quantize_q4_order).
+ *
+ * Tested in matmul.test.ts against a plain-JS dequantize + float64 dot (blocks.ts), with
+ * the activations rounded the same way; the figures that chose each variant sit beside it.
+ * Int8 activations over f32 dequant-on-the-fly: per 32 weights the int path is ~20 wasm
+ * SIMD ops (unpack, 4 pmaddwd, adds) against ~50 for widen-to-f32 + mul + add (no FMA in
+ * SIMD128); the f32 path is kept for F32/F16 weights only, where it is exact.
+ */
+#include <stdint.h>
+#include <wasm_simd128.h>
+
+#define QK 32
+
+typedef __SIZE_TYPE__ size_t;
+
+/* f16 → f32 for finite values (scales are never inf/nan): shift the exponent and mantissa
+ * into place and let a multiply by 2^112 re-bias the exponent, which also handles
+ * subnormals and zero. */
+static inline float f16_to_f32(uint16_t h) {
+  union { uint32_t u; float f; } v;
+  v.u = (uint32_t)(h & 0x7fff) << 13;
+  float f = v.f * 0x1p112f;
+  return (h & 0x8000) ? -f : f;
+}
+
+static inline uint16_t load_u16(const uint8_t *p) { return (uint16_t)(p[0] | (p[1] << 8)); }
+
+static inline float hsum_f32(v128_t v) {
+  return wasm_f32x4_extract_lane(v, 0) + wasm_f32x4_extract_lane(v, 1) + wasm_f32x4_extract_lane(v, 2) + wasm_f32x4_extract_lane(v, 3);
+}
+
+/* One row's block quantization: writes 32 int16 (natural or Q4 order), returns da, sets *sa. */
+static inline float quantize_block(const float *x, int16_t *q, float *sa, int q4_order) {
+  float amax = 0.f;
+  for (int i = 0; i < QK; i++) {
+    float a = x[i] < 0 ? -x[i] : x[i];
+    if (a > amax) amax = a;
+  }
+  float d = amax / 127.f;
+  float id = d > 0 ? 1.f / d : 0.f;
+  int sum = 0;
+  for (int i = 0; i < QK; i++) {
+    float v = x[i] * id;
+    int r = (int)(v < 0 ? v - 0.5f : v + 0.5f); /* round half away from zero, like roundf */
+    sum += r;
+    int pos = i;
+    if (q4_order) {
+      /* value i sits in vector (i>>4 ? 1 : 0) + (odd ? 2 : 0), lane (i & 15) >> 1 */
+      int hi = i >> 4, lo = i & 15;
+      pos = ((lo & 1) * 2 + hi) * 8 + (lo >> 1);
+    }
+    q[pos] = (int16_t)r;
+  }
+  *sa = d * (float)sum;
+  return d;
+}
+
+/*
+ * Quantizes x (T, cols) per block of 32: qa (T, cols) int16, da and sa (T, cols/32).
+ * q4_order selects the Q4 permutation above.
+ */
+__attribute__((export_name("quantize_rows")))
+void quantize_rows(const float *x, int T, int cols, int16_t *qa, float *da, float *sa, int q4_order) {
+  int nb = cols / QK;
+  for (int t = 0; t < T; t++) {
+    for (int b = 0; b < nb; b++) {
+      size_t i = (size_t)t * nb + b;
+      da[i] = quantize_block(x + (size_t)t * cols + b * QK, qa + i * QK, sa + i, q4_order);
+    }
+  }
+}
+
+/* Σ over one Q8_0 row against one quantized activation row. */
+static inline float dot_q8_0(const uint8_t *w, const int16_t *qa, const float *da, int nb) {
+  v128_t acc = wasm_f32x4_splat(0.f);
+  for (int b = 0; b < nb; b++, w += 34, qa += QK) {
+    v128_t w0 = wasm_v128_load(w + 2);
+    v128_t w1 = wasm_v128_load(w + 18);
+    v128_t s = wasm_i32x4_dot_i16x8(wasm_i16x8_extend_low_i8x16(w0), wasm_v128_load(qa));
+    s = wasm_i32x4_add(s, wasm_i32x4_dot_i16x8(wasm_i16x8_extend_high_i8x16(w0), wasm_v128_load(qa + 8)));
+    s = wasm_i32x4_add(s, wasm_i32x4_dot_i16x8(wasm_i16x8_extend_low_i8x16(w1), wasm_v128_load(qa + 16)));
+    s = wasm_i32x4_add(s, wasm_i32x4_dot_i16x8(wasm_i16x8_extend_high_i8x16(w1), wasm_v128_load(qa + 24)));
+    acc = wasm_f32x4_add(acc, wasm_f32x4_mul(wasm_f32x4_convert_i32x4(s), wasm_f32x4_splat(f16_to_f32(load_u16(w)) * da[b])));
+  }
+  return hsum_f32(acc);
+}
+
+/* Σ over one Q4_0 (has_min = 0, block 18 bytes) or Q4_1 (has_min = 1, 20 bytes) row. */
+static inline float dot_q4(const uint8_t *w, const int16_t *qa, const float *da, const float *sa, int nb, int has_min) {
+  const int bs = has_min ? 20 : 18;
+  const v128_t m4 = wasm_i16x8_splat(15);
+  v128_t acc = wasm_f32x4_splat(0.f);
+  float extra = 0.f;
+  for (int b = 0; b < nb; b++, w += bs, qa += QK) {
+    v128_t q = wasm_v128_load(w + bs - 16);
+    v128_t s = wasm_i32x4_dot_i16x8(wasm_v128_and(q, m4), wasm_v128_load(qa));
+    s = wasm_i32x4_add(s, wasm_i32x4_dot_i16x8(wasm_v128_and(wasm_u16x8_shr(q, 4), m4), wasm_v128_load(qa + 8)));
+    s = wasm_i32x4_add(s, wasm_i32x4_dot_i16x8(wasm_v128_and(wasm_u16x8_shr(q, 8), m4), wasm_v128_load(qa + 16)));
+    s = wasm_i32x4_add(s, wasm_i32x4_dot_i16x8(wasm_u16x8_shr(q, 12), wasm_v128_load(qa + 24)));
+    float d = f16_to_f32(load_u16(w));
+    float m = has_min ? f16_to_f32(load_u16(w + 2)) : -8.f * d;
+    acc = wasm_f32x4_add(acc, wasm_f32x4_mul(wasm_f32x4_convert_i32x4(s), wasm_f32x4_splat(d * da[b])));
+    extra += m * sa[b];
+  }
+  return hsum_f32(acc) + extra;
+}
+
+/* Σ over one Q4 row against four activation rows at once: the unpacked weights are reused. */
+static inline void dot_q4_x4(const uint8_t *w, const int16_t *qa, const float *da, const float *sa, int nb, int has_min, float *out, size_t out_stride) {
+  const int bs = has_min ? 20 : 18;
+  const size_t qs = (size_t)nb * QK; /* int16 per activation row */
+  const v128_t m4 = wasm_i16x8_splat(15);
+  v128_t acc0 = wasm_f32x4_splat(0.f), acc1 = acc0, acc2 = acc0, acc3 = acc0;
+  float e0 = 0.f, e1 = 0.f, e2 = 0.f, e3 = 0.f;
+  for (int b = 0; b < nb; b++, w += bs) {
+    v128_t q = wasm_v128_load(w + bs - 16);
+    v128_t u0 = wasm_v128_and(q, m4);
+    v128_t u1 = wasm_v128_and(wasm_u16x8_shr(q, 4), m4);
+    v128_t u2 = wasm_v128_and(wasm_u16x8_shr(q, 8), m4);
+    v128_t u3 = wasm_u16x8_shr(q, 12);
+    float d = f16_to_f32(load_u16(w));
+    float m = has_min ? f16_to_f32(load_u16(w + 2)) : -8.f * d;
+#define ROW(k, acc, e)                                                                                    \
+  {                                                                                                       \
+    const int16_t *a = qa + (k) * qs + (size_t)b * QK;                                                     \
+    v128_t s = wasm_i32x4_dot_i16x8(u0, wasm_v128_load(a));                                               \
+    s = wasm_i32x4_add(s, wasm_i32x4_dot_i16x8(u1, wasm_v128_load(a + 8)));                               \
+    s = wasm_i32x4_add(s, wasm_i32x4_dot_i16x8(u2, wasm_v128_load(a + 16)));                              \
+    s = wasm_i32x4_add(s, wasm_i32x4_dot_i16x8(u3, wasm_v128_load(a + 24)));                              \
+    acc = wasm_f32x4_add(acc, wasm_f32x4_mul(wasm_f32x4_convert_i32x4(s), wasm_f32x4_splat(d * da[(k) * nb + b]))); \
+    e += m * sa[(k) * nb + b];                                                                            \
+  }
+    ROW(0, acc0, e0) ROW(1, acc1, e1) ROW(2, acc2, e2) ROW(3, acc3, e3)
+#undef ROW
+  }
+  out[0] = hsum_f32(acc0) + e0;
+  out[out_stride] = hsum_f32(acc1) + e1;
+  out[2 * out_stride] = hsum_f32(acc2) + e2;
+  out[3 * out_stride] = hsum_f32(acc3) + e3;
+}
+
+/* Σ over one Q8_0 row against four activation rows at once. */
+static inline void dot_q8_0_x4(const uint8_t *w, const int16_t *qa, const float *da, int nb, float *out, size_t out_stride) {
+  const size_t qs = (size_t)nb * QK;
+  v128_t acc0 = wasm_f32x4_splat(0.f), acc1 = acc0, acc2 = acc0, acc3 = acc0;
+  for (int b = 0; b < nb; b++, w += 34) {
+    v128_t w0 = wasm_v128_load(w + 2);
+    v128_t w1 = wasm_v128_load(w + 18);
+    v128_t u0 = wasm_i16x8_extend_low_i8x16(w0), u1 = wasm_i16x8_extend_high_i8x16(w0);
+    v128_t u2 = wasm_i16x8_extend_low_i8x16(w1), u3 = wasm_i16x8_extend_high_i8x16(w1);
+    float d = f16_to_f32(load_u16(w));
+#define ROW(k, acc)                                                                                        \
+  {                                                                                                        \
+    const int16_t *a = qa + (k) * qs + (size_t)b * QK;                                                      \
+    v128_t s = wasm_i32x4_dot_i16x8(u0, wasm_v128_load(a));                                                \
+    s = wasm_i32x4_add(s, wasm_i32x4_dot_i16x8(u1, wasm_v128_load(a + 8)));                                \
+    s = wasm_i32x4_add(s, wasm_i32x4_dot_i16x8(u2, wasm_v128_load(a + 16)));                               \
+    s = wasm_i32x4_add(s, wasm_i32x4_dot_i16x8(u3, wasm_v128_load(a + 24)));                               \
+    acc = wasm_f32x4_add(acc, wasm_f32x4_mul(wasm_f32x4_convert_i32x4(s), wasm_f32x4_splat(d * da[(k) * nb + b]))); \
+  }
+    ROW(0, acc0) ROW(1, acc1) ROW(2, acc2) ROW(3, acc3)
+#undef ROW
+  }
+  out[0] = hsum_f32(acc0);
+  out[out_stride] = hsum_f32(acc1);
+  out[2 * out_stride] = hsum_f32(acc2);
+  out[3 * out_stride] = hsum_f32(acc3);
+}
+
+/* Weight types, numbered as ggml numbers them. */
+enum { T_F32 = 0, T_F16 = 1, T_Q4_0 = 2, T_Q4_1 = 3, T_Q8_0 = 8 };
+
+/*
+ * y (T, rows) = x·Wᵀ for a quantized W, activations already quantized by quantize_rows
+ * (qa, da, sa for T rows of cols). Rows [r0, r1) only, so that a caller may split the work.
+ */
+__attribute__((export_name("matmul_quant")))
+void matmul_quant(int type, const uint8_t *w, int rows, int cols, const int16_t *qa, const float *da, const float *sa, int T, float *y, int r0, int r1) {
+  const int nb = cols / QK;
+  const size_t bs = type == T_Q8_0 ? 34 : type == T_Q4_1 ? 20 : 18;
+  const size_t row_bytes = bs * nb;
+  const size_t qs = (size_t)nb * QK;
+  (void)rows;
+  for (int r = r0; r < r1; r++) {
+    const uint8_t *wr = w + (size_t)r * row_bytes;
+    int t = 0;
+    for (; t + 4 <= T; t += 4) {
+      if (type == T_Q8_0) dot_q8_0_x4(wr, qa + t * qs, da + t * nb, nb, y + (size_t)t * rows + r, rows);
+      else dot_q4_x4(wr, qa + t * qs, da + t * nb, sa + t * nb, nb, type == T_Q4_1, y + (size_t)t * rows + r, rows);
+    }
+    for (; t < T; t++) {
+      float v = type == T_Q8_0 ? dot_q8_0(wr, qa + t * qs, da + t * nb, nb) : dot_q4(wr, qa + t * qs, da + t * nb, sa + t * nb, nb, type == T_Q4_1);
+      y[(size_t)t * rows + r] = v;
+    }
+  }
+}
+
+/*
+ * Row-interleaved ("x4") layout, made by repack_x4 at upload from the file's blocks, same
+ * bytes, same count: for each group of 4 rows and each block index b, the 4 rows' f16
+ * scales side by side, then (Q4_1) their 4 f16 mins, then their 4 quant arrays:
+ *   Q8_0x4 { f16 d[4]; int8 q[4][32]; }             136 bytes = 4 × 34
+ *   Q4_0x4 { f16 d[4]; uint8 q[4][16]; }            72 bytes  = 4 × 18
+ *   Q4_1x4 { f16 d[4]; f16 m[4]; uint8 q[4][16]; }  80 bytes  = 4 × 20
+ * so that one vector op converts and applies the scales of 4 rows and the 4 rows' sums
+ * land in one f32x4 — the row-at-a-time kernel above spends about 2/3 of its wasm
+ * instructions on per-block scalar scale handling and the final horizontal sum.
+ * Measured (all 181 GEMVs of a SmolLM2-135M decode step, batch 1, CPU ms per step, median
+ * of 5 interleaved in one process on a loaded 2-core host, scratch/mb2-style loop):
+ * Q4_1 rows 38.0 → x4 24.7; Q8_0 rows 34.8 → x4 30.2. kernels.ts uses x4 whenever rows
+ * is a multiple of 4.
+ */
+static inline size_t group_bytes(int type) { return type == T_Q8_0 ? 136 : type == T_Q4_1 ? 80 : 72; }
+static inline size_t block_bytes(int type) { return type == T_Q8_0 ? 34 : type == T_Q4_1 ? 20 : 18; }
+
+__attribute__((export_name("repack_x4")))
+void repack_x4(int type, const uint8_t *src, int rows, int cols, uint8_t *dst) {
+  const int nb = cols / QK;
+  const size_t bs = block_bytes(type), gb = group_bytes(type);
+  const int nq = type == T_Q8_0 ? 32 : 16, head = type == T_Q4_1 ? 4 : 2;
+  for (int g = 0; g < rows / 4; g++) {
+    for (int b = 0; b < nb; b++) {
+      uint8_t *o = dst + ((size_t)g * nb + b) * gb;
+      for (int k = 0; k < 4; k++) {
+        const uint8_t *blk = src + ((size_t)(4 * g + k) * nb + b) * bs;
+        o[2 * k] = blk[0];
+        o[2 * k + 1] = blk[1];
+        if (type == T_Q4_1) {
+          o[8 + 2 * k] = blk[2];
+          o[8 + 2 * k + 1] = blk[3];
+        }
+        for (int i = 0; i < nq; i++) o[gb - 4 * nq + k * nq + i] = blk[head + i];
+      }
+    }
+  }
+}
+
+/* [Σ lanes of s0, Σ s1, Σ s2, Σ s3]. */
+static inline v128_t hsum4_i32(v128_t s0, v128_t s1, v128_t s2, v128_t s3) {
+  v128_t a = wasm_i32x4_add(wasm_i32x4_shuffle(s0, s1, 0, 2, 4, 6), wasm_i32x4_shuffle(s0, s1, 1, 3, 5, 7));
+  v128_t b = wasm_i32x4_add(wasm_i32x4_shuffle(s2, s3, 0, 2, 4, 6), wasm_i32x4_shuffle(s2, s3, 1, 3, 5, 7));
+  return wasm_i32x4_add(wasm_i32x4_shuffle(a, b, 0, 2, 4, 6), wasm_i32x4_shuffle(a, b, 1, 3, 5, 7));
+}
+
+static inline v128_t f16x4_to_f32(v128_t h) {
+  const v128_t mag = wasm_i32x4_splat(0x7fff), sign = wasm_i32x4_splat(0x8000);
+  v128_t a = wasm_u32x4_extend_low_u16x8(h);
+  return wasm_v128_or(wasm_f32x4_mul(wasm_i32x4_shl(wasm_v128_and(a, mag), 13), wasm_f32x4_splat(0x1p112f)), wasm_i32x4_shl(wasm_v128_and(a, sign), 16));
+}
+
+/* One Q4 row's integer block sum against an activation block (q4 order). */
+static inline v128_t q4_block_dot(v128_t q, const int16_t *a) {
+  const v128_t m4 = wasm_i16x8_splat(15);
+  v128_t s = wasm_i32x4_dot_i16x8(wasm_v128_and(q, m4), wasm_v128_load(a));
+  s = wasm_i32x4_add(s, wasm_i32x4_dot_i16x8(wasm_v128_and(wasm_u16x8_shr(q, 4), m4), wasm_v128_load(a + 8)));
+  s = wasm_i32x4_add(s, wasm_i32x4_dot_i16x8(wasm_v128_and(wasm_u16x8_shr(q, 8), m4), wasm_v128_load(a + 16)));
+  return wasm_i32x4_add(s, wasm_i32x4_dot_i16x8(wasm_u16x8_shr(q, 12), wasm_v128_load(a + 24)));
+}
+
+/* One Q8_0 row's integer block sum against an activation block (natural order). */
+static inline v128_t q8_block_dot(const uint8_t *q, const int16_t *a) {
+  v128_t w0 = wasm_v128_load(q), w1 = wasm_v128_load(q + 16);
+  v128_t s = wasm_i32x4_dot_i16x8(wasm_i16x8_extend_low_i8x16(w0), wasm_v128_load(a));
+  s = wasm_i32x4_add(s, wasm_i32x4_dot_i16x8(wasm_i16x8_extend_high_i8x16(w0), wasm_v128_load(a + 8)));
+  s = wasm_i32x4_add(s, wasm_i32x4_dot_i16x8(wasm_i16x8_extend_low_i8x16(w1), wasm_v128_load(a + 16)));
+  return wasm_i32x4_add(s, wasm_i32x4_dot_i16x8(wasm_i16x8_extend_high_i8x16(w1), wasm_v128_load(a + 24)));
+}
+
+/*
+ * y (T, rows) = x·Wᵀ for a W repacked by repack_x4 (rows a multiple of 4), activations
+ * quantized by quantize_rows. Groups [g0, g1) of 4 rows only. A group's rows stay in L1
+ * (4 × 1536 values of Q4_1 = 3.8 KB) while every token runs over them.
+ */
+__attribute__((export_name("matmul_x4")))
+void matmul_x4(int type, const uint8_t *w, int rows, int cols, const int16_t *qa, const float *da, const float *sa, int T, float *y, int g0, int g1) {
+  const int nb = cols / QK;
+  const size_t gb = group_bytes(type);
+  for (int g = g0; g < g1; g++) {
+    const uint8_t *wg = w + (size_t)g * nb * gb;
+    for (int t = 0; t < T; t++) {
+      const int16_t *a = qa + (size_t)t * nb * QK;
+      const float *dt = da + (size_t)t * nb, *st = sa + (size_t)t * nb;
+      v128_t acc = wasm_f32x4_splat(0.f), accm = acc;
+      const uint8_t *p = wg;
+      if (type == T_Q8_0) {
+        for (int b = 0; b < nb; b++, p += 136, a += QK) {
+          v128_t d = f16x4_to_f32(wasm_v128_load64_zero(p));
+          v128_t s = hsum4_i32(q8_block_dot(p + 8, a), q8_block_dot(p + 40, a), q8_block_dot(p + 72, a), q8_block_dot(p + 104, a));
+          acc = wasm_f32x4_add(acc, wasm_f32x4_mul(wasm_f32x4_convert_i32x4(s), wasm_f32x4_mul(d, wasm_f32x4_splat(dt[b]))));
+        }
+      } else if (type == T_Q4_1) {
+        for (int b = 0; b < nb; b++, p += 80, a += QK) {
+          v128_t dm = wasm_v128_load(p);
+          v128_t d = f16x4_to_f32(dm), m = f16x4_to_f32(wasm_i64x2_shuffle(dm, dm, 1, 0));
+          v128_t s = hsum4_i32(q4_block_dot(wasm_v128_load(p + 16), a), q4_block_dot(wasm_v128_load(p + 32), a), q4_block_dot(wasm_v128_load(p + 48), a), q4_block_dot(wasm_v128_load(p + 64), a));
+          acc = wasm_f32x4_add(acc, wasm_f32x4_mul(wasm_f32x4_convert_i32x4(s), wasm_f32x4_mul(d, wasm_f32x4_splat(dt[b]))));
+          accm = wasm_f32x4_add(accm, wasm_f32x4_mul(m, wasm_f32x4_splat(st[b])));
+        }
+      } else {
+        for (int b = 0; b < nb; b++, p += 72, a += QK) {
+          v128_t d = f16x4_to_f32(wasm_v128_load64_zero(p));
+          v128_t s = hsum4_i32(q4_block_dot(wasm_v128_load(p + 8), a), q4_block_dot(wasm_v128_load(p + 24), a), q4_block_dot(wasm_v128_load(p + 40), a), q4_block_dot(wasm_v128_load(p + 56), a));
+          acc = wasm_f32x4_add(acc, wasm_f32x4_mul(wasm_f32x4_convert_i32x4(s), wasm_f32x4_mul(d, wasm_f32x4_splat(dt[b]))));
+          /* Q4_0's offset −8 per value: m = −8·d. */
+          accm = wasm_f32x4_add(accm, wasm_f32x4_mul(wasm_f32x4_mul(d, wasm_f32x4_splat(-8.f)), wasm_f32x4_splat(st[b])));
+        }
+      }
+      wasm_v128_store(y + (size_t)t * rows + 4 * g, wasm_f32x4_add(acc, accm));
+    }
+  }
+}
+
+/* 8 f16 → two f32x4, finite values only (see f16_to_f32). */
+static inline void f16x8_to_f32(v128_t h, v128_t *lo, v128_t *hi) {
+  const v128_t mag = wasm_i32x4_splat(0x7fff), sign = wasm_i32x4_splat(0x8000);
+  const v128_t scale = wasm_f32x4_splat(0x1p112f);
+  v128_t a = wasm_u32x4_extend_low_u16x8(h), b = wasm_u32x4_extend_high_u16x8(h);
+  *lo = wasm_v128_or(wasm_f32x4_mul(wasm_i32x4_shl(wasm_v128_and(a, mag), 13), scale), wasm_i32x4_shl(wasm_v128_and(a, sign), 16));
+  *hi = wasm_v128_or(wasm_f32x4_mul(wasm_i32x4_shl(wasm_v128_and(b, mag), 13), scale), wasm_i32x4_shl(wasm_v128_and(b, sign), 16));
+}
+
+/*
+ * y (T, rows) = x·Wᵀ for an F32 or F16 W, f32 activations (no quantization, so the
+ * result matches a plain f32 matmul up to summation order). cols must be a multiple of 8.
+ */
+__attribute__((export_name("matmul_float")))
+void matmul_float(int type, const uint8_t *w, int rows, int cols, const float *x, int T, float *y, int r0, int r1) {
+  for (int r = r0; r < r1; r++) {
+    int t = 0;
+    for (; t + 4 <= T; t += 4) {
+      const float *x0 = x + (size_t)t * cols, *x1 = x0 + cols, *x2 = x1 + cols, *x3 = x2 + cols;
+      v128_t a0 = wasm_f32x4_splat(0.f), a1 = a0, a2 = a0, a3 = a0;
+      for (int i = 0; i < cols; i += 8) {
+        v128_t wl, wh;
+        if (type == T_F32) {
+          const float *wr = (const float *)w + (size_t)r * cols + i;
+          wl = wasm_v128_load(wr);
+          wh = wasm_v128_load(wr + 4);
+        } else {
+          f16x8_to_f32(wasm_v128_load((const uint16_t *)w + (size_t)r * cols + i), &wl, &wh);
+        }
+        a0 = wasm_f32x4_add(a0, wasm_f32x4_add(wasm_f32x4_mul(wl, wasm_v128_load(x0 + i)), wasm_f32x4_mul(wh, wasm_v128_load(x0 + i + 4))));
+        a1 = wasm_f32x4_add(a1, wasm_f32x4_add(wasm_f32x4_mul(wl, wasm_v128_load(x1 + i)), wasm_f32x4_mul(wh, wasm_v128_load(x1 + i + 4))));
+        a2 = wasm_f32x4_add(a2, wasm_f32x4_add(wasm_f32x4_mul(wl, wasm_v128_load(x2 + i)), wasm_f32x4_mul(wh, wasm_v128_load(x2 + i + 4))));
+        a3 = wasm_f32x4_add(a3, wasm_f32x4_add(wasm_f32x4_mul(wl, wasm_v128_load(x3 + i)), wasm_f32x4_mul(wh, wasm_v128_load(x3 + i + 4))));
+      }
+      y[(size_t)t * rows + r] = hsum_f32(a0);
+      y[(size_t)(t + 1) * rows + r] = hsum_f32(a1);
+      y[(size_t)(t + 2) * rows + r] = hsum_f32(a2);
+      y[(size_t)(t + 3) * rows + r] = hsum_f32(a3);
+    }
+    for (; t < T; t++) {
+      const float *x0 = x + (size_t)t * cols;
+      v128_t a0 = wasm_f32x4_splat(0.f), a1 = a0;
+      for (int i = 0; i < cols; i += 8) {
+        v128_t wl, wh;
+        if (type == T_F32) {
+          const float *wr = (const float *)w + (size_t)r * cols + i;
+          wl = wasm_v128_load(wr);
+          wh = wasm_v128_load(wr + 4);
+        } else {
+          f16x8_to_f32(wasm_v128_load((const uint16_t *)w + (size_t)r * cols + i), &wl, &wh);
+        }
+        a0 = wasm_f32x4_add(a0, wasm_f32x4_mul(wl, wasm_v128_load(x0 + i)));
+        a1 = wasm_f32x4_add(a1, wasm_f32x4_mul(wh, wasm_v128_load(x0 + i + 4)));
+      }
+      y[(size_t)t * rows + r] = hsum_f32(wasm_f32x4_add(a0, a1));
+    }
+  }
+}
+
+/*
+ * e^x for the SwiGLU gate: x = n·ln2 + r with |r| ≤ ln2/2, e^r by its degree-6 Taylor
+ * polynomial (relative error < 2e-7 on that range, below f32 rounding of the product),
+ * 2^n by building the exponent bits. Inputs are clamped to ±87 (e^±87 stays finite).
+ */
+static inline float exp_f32(float x) {
+  if (x > 87.f) x = 87.f;
+  if (x < -87.f) x = -87.f;
+  float fn = x * 1.44269504089f;
+  int n = (int)(fn < 0 ? fn - 0.5f : fn + 0.5f);
+  float r = x - (float)n * 0.693145751953125f - (float)n * 1.428606765330187e-06f;
+  float p = 1.f + r * (1.f + r * (0.5f + r * (1.f / 6 + r * (1.f / 24 + r * (1.f / 120 + r * (1.f / 720))))));
+  union { uint32_t u; float f; } v;
+  v.u = (uint32_t)(n + 127) << 23;
+  return p * v.f;
+}
+
+/* g[i] ← silu(g[i])·u[i] = g/(1 + e^−g)·u, the SwiGLU of one MLP, in place. */
+__attribute__((export_name("silu_mul")))
+void silu_mul(float *g, const float *u, int n) {
+  for (int i = 0; i < n; i++) g[i] = g[i] / (1.f + exp_f32(-g[i])) * u[i];
+}

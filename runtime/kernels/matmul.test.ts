@@ -1,0 +1,164 @@
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, cpSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { mulberry32 } from '../model/random.js';
+import { dequantizeMatrix, floatToHalf, halfToFloat, permuteRows, quantizeMatrix, type BlockType } from './blocks.js';
+import { MatmulKernels } from './matmul.js';
+
+function randn(n: number, seed: number, scale = 1): Float32Array {
+  const rng = mulberry32(seed);
+  const out = new Float32Array(n);
+  for (let i = 0; i < n; i++) out[i] = scale * (rng() + rng() + rng() - 1.5) * 2;
+  return out;
+}
+
+/** llama.cpp's q8 activation rounding, in JS: what the kernel multiplies by. */
+function roundActivations(x: Float32Array): Float32Array {
+  const out = new Float32Array(x.length);
+  for (let b = 0; b < x.length; b += 32) {
+    let amax = 0;
+    for (let i = 0; i < 32; i++) amax = Math.max(amax, Math.abs(x[b + i]!));
+    const d = Math.fround(amax / 127);
+    const id = d ? Math.fround(1 / d) : 0;
+    for (let i = 0; i < 32; i++) out[b + i] = d * Math.round(Math.abs(Math.fround(x[b + i]! * id))) * Math.sign(x[b + i]!);
+  }
+  return out;
+}
+
+/** y = x·Wᵀ in float64 over the dequantized weights. */
+function reference(w: Float32Array, rows: number, cols: number, x: Float32Array, T: number): Float64Array {
+  const y = new Float64Array(T * rows);
+  for (let t = 0; t < T; t++) {
+    for (let r = 0; r < rows; r++) {
+      let s = 0;
+      for (let i = 0; i < cols; i++) s += x[t * cols + i]! * w[r * cols + i]!;
+      y[t * rows + r] = s;
+    }
+  }
+  return y;
+}
+
+function relErr(a: ArrayLike<number>, b: ArrayLike<number>): number {
+  let num = 0;
+  let den = 0;
+  for (let i = 0; i < a.length; i++) {
+    num += (a[i]! - b[i]!) ** 2;
+    den += b[i]! ** 2;
+  }
+  return Math.sqrt(num / den);
+}
+
+describe('blocks', () => {
+  it('half floats round-trip and round to nearest', () => {
+    for (const v of [0, 1, -2.5, 65504, 6.1035156e-5, 5.96e-8, 0.1]) expect(halfToFloat(floatToHalf(v))).toBeCloseTo(v, 3);
+    expect(halfToFloat(floatToHalf(1 + 2 ** -11))).toBe(1); // tie to even
+    expect(halfToFloat(floatToHalf(1 + 3 * 2 ** -11))).toBe(1 + 2 ** -9);
+  });
+
+  it.each(['q8_0', 'q4_0', 'q4_1', 'f16'] as BlockType[])('%s dequantizes within its step size', (type) => {
+    const x = randn(64 * 32, 7);
+    const err = relErr(dequantizeMatrix(quantizeMatrix(x, 64, 32, type)), x);
+    expect(err).toBeLessThan({ q8_0: 0.01, q4_0: 0.12, q4_1: 0.08, f16: 0.001, f32: 0 }[type as 'q8_0']);
+    expect(err).toBeGreaterThan(0);
+  });
+
+  it('permutes rows', () => {
+    const m = quantizeMatrix(randn(3 * 32, 1), 3, 32, 'q4_1');
+    const p = dequantizeMatrix(permuteRows(m, [2, 0, 1]));
+    const d = dequantizeMatrix(m);
+    expect(Array.from(p.subarray(0, 32))).toEqual(Array.from(d.subarray(64, 96)));
+  });
+});
+
+describe('matmul kernels equal a plain dequantize + dot', () => {
+  const rows = 72;
+  const cols = 160;
+  // 1, 3 and 5 rows: the single-row path, and the 4-row path with a remainder.
+  it.each([
+    ['f32', 1],
+    ['f32', 5],
+    ['f16', 1],
+    ['f16', 5],
+    ['q8_0', 1],
+    ['q8_0', 5],
+    ['q4_0', 1],
+    ['q4_0', 5],
+    ['q4_1', 3],
+    ['q4_1', 5],
+  ] as [BlockType, number][])('%s at %i rows', (type, T) => {
+    for (const interleave of [true, false]) check(type, T, interleave);
+  });
+
+  function check(type: BlockType, T: number, interleave: boolean): void {
+    const k = new MatmulKernels({ interleave });
+    const m = quantizeMatrix(randn(rows * cols, 3, 0.05), rows, cols, type);
+    const w = k.upload(m);
+    const x = randn(T * cols, 4);
+    const y = k.matmul(w, x, T);
+    const wf = dequantizeMatrix(m);
+    const quantized = type !== 'f32' && type !== 'f16';
+    // Against the same maths in float64 (activations rounded as the kernel does): float
+    // summation order only.
+    expect(relErr(y, reference(wf, rows, cols, quantized ? roundActivations(x) : x, T))).toBeLessThan(2e-6);
+    // Against f32 activations: the int8 activation rounding costs under 1%.
+    expect(relErr(y, reference(wf, rows, cols, x, T))).toBeLessThan(quantized ? 0.01 : 2e-6);
+    expect(w.layout).toBe(quantized && interleave ? 'x4' : 'rows');
+  }
+
+  it('matmulMany shares one input across mixed types, and memory grows past its start', () => {
+    const k = new MatmulKernels();
+    const big = quantizeMatrix(randn(2048 * 512, 9, 0.05), 2048, 512, 'f32'); // 4 MB > the initial 1 MB
+    const types: BlockType[] = ['q4_1', 'q8_0', 'f16'];
+    const ms = types.map((t, i) => quantizeMatrix(randn(40 * 512, 10 + i, 0.05), 40, 512, t));
+    const ws = [k.upload(big), ...ms.map((m) => k.upload(m))];
+    const x = randn(2 * 512, 5);
+    const ys = k.matmulMany(ws, x, 2);
+    [big, ...ms].forEach((m, i) => expect(Array.from(ys[i]!)).toEqual(Array.from(k.matmul(ws[i]!, x, 2))));
+    expect(relErr(ys[0]!, reference(dequantizeMatrix(big), 2048, 512, x, 2))).toBeLessThan(2e-6);
+  });
+
+  it('gatedMlp equals down(silu(gate) ⊙ up) over the kernels one by one', () => {
+    const k = new MatmulKernels();
+    const [gate, up] = [11, 12].map((seed) => k.upload(quantizeMatrix(randn(64 * 96, seed, 0.1), 64, 96, 'q4_1')));
+    const down = k.upload(quantizeMatrix(randn(96 * 64, 13, 0.1), 96, 64, 'q8_0'));
+    const x = randn(3 * 96, 14);
+    const [g, u] = k.matmulMany([gate!, up!], x, 3);
+    const h = g!.map((v, i) => (v / (1 + Math.exp(-v))) * u![i]!);
+    // The silu inside runs on a polynomial e^x (relative error < 2e-7): the down input
+    // rounds to the same int8 values but for rare ties, hence 1e-5.
+    expect(relErr(k.gatedMlp(gate!, up!, down, x, 3), k.matmul(down, h, 3))).toBeLessThan(1e-5);
+    expect(() => k.gatedMlp(gate!, up!, gate!, x, 3)).toThrow(/shapes disagree/);
+  });
+
+  it('refuses shapes it cannot run, naming them', () => {
+    const k = new MatmulKernels();
+    expect(() => k.upload({ type: 'q8_0', rows: 2, cols: 40, data: new Uint8Array(0) })).toThrow(/divisible by 32/);
+    expect(() => k.upload({ type: 'q8_0', rows: 2, cols: 32, data: new Uint8Array(3) })).toThrow(/needs 68 bytes, got 3/);
+    const w = k.upload(quantizeMatrix(randn(64, 1), 2, 32, 'q8_0'));
+    expect(() => k.matmul(w, new Float32Array(31), 1)).toThrow(/expected 1×32/);
+  });
+});
+
+describe('matmul.wasm', () => {
+  const here = new URL('.', import.meta.url).pathname;
+  let clang = '';
+  try {
+    clang = execFileSync('clang', ['--version'], { encoding: 'utf8' }).split('\n')[0]!;
+  } catch {
+    clang = '';
+  }
+  const recorded = readFileSync(join(here, 'matmul.wasm.clang'), 'utf8').trim();
+  it.skipIf(clang !== recorded)('is what build.sh makes of matmul.c', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'skein-kernels-'));
+    try {
+      for (const f of ['build.sh', 'matmul.c']) cpSync(join(here, f), join(dir, f));
+      execFileSync('sh', [join(dir, 'build.sh')]);
+      expect(readFileSync(join(dir, 'matmul.wasm')).equals(readFileSync(join(here, 'matmul.wasm')))).toBe(true);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+  if (clang !== recorded) console.warn(`matmul.wasm rebuild check skipped: needs ${recorded}, found ${clang || 'no clang'}`);
+});

@@ -1,0 +1,180 @@
+/**
+ * The wasm matmul kernels (matmul.c, built to matmul.wasm by build.sh) behind a small
+ * JavaScript API. One `MatmulKernels` owns one WebAssembly.Memory, apart from tfjs's heap:
+ * weights are copied in once, in their GGUF blocks (a 135M model in Q4_1 takes 84 MB
+ * here instead of 540 MB of f32 in tfjs's heap), and each call copies activations in and
+ * results out — at decode sizes those are a few KB. A model owns its own instance, so
+ * dropping the model frees the memory with it (wasm memory never shrinks).
+ *
+ * @example
+ * const k = new MatmulKernels();
+ * const w = k.upload(quantizeMatrix(weights, 1536, 576, 'q8_0'));
+ * const y = k.matmul(w, x, 1); // x (1, 576) → y (1, 1536)
+ */
+import { readFileSync } from 'node:fs';
+import { GGML_TYPE_ID, QK, rowBytes, type BlockMatrix, type BlockType } from './blocks.js';
+
+const WASM_URL = new URL('./matmul.wasm', import.meta.url);
+let compiled: WebAssembly.Module | null = null;
+
+interface Exports {
+  __heap_base: WebAssembly.Global;
+  quantize_rows(x: number, T: number, cols: number, qa: number, da: number, sa: number, q4Order: number): void;
+  matmul_quant(type: number, w: number, rows: number, cols: number, qa: number, da: number, sa: number, T: number, y: number, r0: number, r1: number): void;
+  matmul_float(type: number, w: number, rows: number, cols: number, x: number, T: number, y: number, r0: number, r1: number): void;
+  repack_x4(type: number, src: number, rows: number, cols: number, dst: number): void;
+  silu_mul(g: number, u: number, n: number): void;
+  matmul_x4(type: number, w: number, rows: number, cols: number, qa: number, da: number, sa: number, T: number, y: number, g0: number, g1: number): void;
+}
+
+/** Weight types the kernels multiply by directly. */
+export const KERNEL_TYPES: readonly BlockType[] = ['f32', 'f16', 'q4_0', 'q4_1', 'q8_0'];
+
+/** A matrix living in a MatmulKernels' memory. */
+export interface KernelWeight {
+  readonly type: BlockType;
+  readonly rows: number;
+  readonly cols: number;
+  readonly offset: number;
+  /** 'x4': quantized rows interleaved by four (matmul.c's repack_x4: Q4_1 decode GEMVs 1.5× faster, Q8_0 1.15×); 'rows': as in the file. */
+  readonly layout: 'rows' | 'x4';
+}
+
+export interface MatmulOptions {
+  /** Interleave quantized rows by four at upload (default true; false serves comparisons). */
+  interleave?: boolean;
+}
+
+/** How activations meet a weight type: f32 as they are, or int8 blocks in one of two orders. */
+function activationKind(type: BlockType): 'float' | 'q8' | 'q4' {
+  return type === 'f32' || type === 'f16' ? 'float' : type === 'q8_0' ? 'q8' : 'q4';
+}
+
+const PAGE = 65536;
+const align16 = (n: number) => (n + 15) & ~15;
+
+export class MatmulKernels {
+  private readonly memory: WebAssembly.Memory;
+  private readonly fns: Exports;
+  /** End of the weights; scratch space for a call starts here. */
+  private top: number;
+
+  private readonly interleave: boolean;
+
+  constructor(opts: MatmulOptions = {}) {
+    this.interleave = opts.interleave ?? true;
+    compiled ??= new WebAssembly.Module(readFileSync(WASM_URL));
+    this.memory = new WebAssembly.Memory({ initial: 16, maximum: 65536 });
+    const instance = new WebAssembly.Instance(compiled, { env: { memory: this.memory } });
+    this.fns = instance.exports as unknown as Exports;
+    this.top = align16(this.fns.__heap_base.value as number);
+  }
+
+  /** Bytes of wasm memory in use by weights. */
+  get weightBytes(): number {
+    return this.top;
+  }
+
+  private ensure(end: number): void {
+    const have = this.memory.buffer.byteLength;
+    if (end > have) this.memory.grow(Math.ceil((end - have) / PAGE));
+  }
+
+  /** Copies a matrix in; it stays for the life of this instance. */
+  upload(m: BlockMatrix): KernelWeight {
+    if (!KERNEL_TYPES.includes(m.type)) throw new RangeError(`no matmul kernel for ${m.type}`);
+    if (m.cols % QK !== 0) throw new RangeError(`matmul kernels need cols divisible by ${QK}, got ${m.cols}`);
+    const bytes = m.rows * rowBytes(m.type, m.cols);
+    if (m.data.length !== bytes) throw new RangeError(`${m.type} ${m.rows}×${m.cols} needs ${bytes} bytes, got ${m.data.length}`);
+    const offset = this.top;
+    const x4 = this.interleave && activationKind(m.type) !== 'float' && m.rows % 4 === 0;
+    // Interleaving reads the file's blocks from scratch space just past the destination.
+    const src = x4 ? align16(offset + bytes) : offset;
+    this.ensure(src + bytes);
+    new Uint8Array(this.memory.buffer, src, bytes).set(m.data);
+    if (x4) this.fns.repack_x4(GGML_TYPE_ID[m.type], src, m.rows, m.cols, offset);
+    this.top = align16(offset + bytes);
+    return { type: m.type, rows: m.rows, cols: m.cols, offset, layout: x4 ? 'x4' : 'rows' };
+  }
+
+  /** y (T, rows) = x (T, cols)·Wᵀ. */
+  matmul(w: KernelWeight, x: Float32Array, T: number): Float32Array {
+    return this.matmulMany([w], x, T)[0]!;
+  }
+
+  /**
+   * Several products of one input (q/k/v, gate/up): the activations are copied and
+   * quantized once for all of them. Weights must share cols.
+   */
+  matmulMany(ws: KernelWeight[], x: Float32Array, T: number): Float32Array[] {
+    const cols = ws[0]!.cols;
+    if (x.length !== T * cols) throw new RangeError(`matmul: x has ${x.length} values, expected ${T}×${cols}`);
+    const xOff = this.top;
+    this.ensure(xOff + 4 * T * cols);
+    new Float32Array(this.memory.buffer, xOff, T * cols).set(x);
+    const ys = this.multiply(ws, xOff, T, align16(xOff + 4 * T * cols));
+    return ws.map((w, i) => new Float32Array(this.memory.buffer, ys[i]!, T * w.rows).slice());
+  }
+
+  /**
+   * down(silu(x·gateᵀ) ⊙ x·upᵀ) without leaving wasm memory between the three products
+   * (x is the normalised MLP input, (T, hidden)).
+   */
+  gatedMlp(gate: KernelWeight, up: KernelWeight, down: KernelWeight, x: Float32Array, T: number): Float32Array {
+    const cols = gate.cols;
+    if (x.length !== T * cols) throw new RangeError(`gatedMlp: x has ${x.length} values, expected ${T}×${cols}`);
+    if (up.cols !== cols || up.rows !== gate.rows || down.cols !== gate.rows) throw new RangeError('gatedMlp: gate, up and down shapes disagree');
+    const xOff = this.top;
+    this.ensure(xOff + 4 * T * cols);
+    new Float32Array(this.memory.buffer, xOff, T * cols).set(x);
+    const [g, u] = this.multiply([gate, up], xOff, T, align16(xOff + 4 * T * cols)) as [number, number];
+    this.fns.silu_mul(g, u, T * gate.rows);
+    // Past u's end: g stays where it is as the next input.
+    const [y] = this.multiply([down], g, T, align16(u + 4 * T * up.rows));
+    return new Float32Array(this.memory.buffer, y!, T * down.rows).slice();
+  }
+
+  /**
+   * Runs every weight on the (T, cols) f32 rows at `xOff`, using memory from `from` on for
+   * outputs and quantized activations; returns the outputs' offsets.
+   */
+  private multiply(ws: KernelWeight[], xOff: number, T: number, from: number): number[] {
+    const cols = ws[0]!.cols;
+    for (const w of ws) if (w.cols !== cols) throw new RangeError(`matmulMany: weights disagree on cols (${w.cols} vs ${cols})`);
+    const nb = cols / QK;
+    // Scratch layout: y per weight | q8 activations (qa, da, sa) | q4-ordered ones.
+    let p = from;
+    const yOffs = ws.map((w) => {
+      const o = p;
+      p = align16(p + 4 * T * w.rows);
+      return o;
+    });
+    const kinds = new Set(ws.map((w) => activationKind(w.type)));
+    const act: Partial<Record<'q8' | 'q4', [number, number, number]>> = {};
+    for (const kind of ['q8', 'q4'] as const) {
+      if (!kinds.has(kind)) continue;
+      const qa = p;
+      const da = align16(qa + 2 * T * cols);
+      const sa = align16(da + 4 * T * nb);
+      p = align16(sa + 4 * T * nb);
+      act[kind] = [qa, da, sa];
+    }
+    this.ensure(p);
+    for (const kind of ['q8', 'q4'] as const) {
+      const a = act[kind];
+      if (a) this.fns.quantize_rows(xOff, T, cols, a[0], a[1], a[2], kind === 'q4' ? 1 : 0);
+    }
+    ws.forEach((w, i) => {
+      const y = yOffs[i]!;
+      const kind = activationKind(w.type);
+      const id = GGML_TYPE_ID[w.type];
+      if (kind === 'float') this.fns.matmul_float(id, w.offset, w.rows, cols, xOff, T, y, 0, w.rows);
+      else {
+        const [qa, da, sa] = act[kind]!;
+        if (w.layout === 'x4') this.fns.matmul_x4(id, w.offset, w.rows, cols, qa, da, sa, T, y, 0, w.rows / 4);
+        else this.fns.matmul_quant(id, w.offset, w.rows, cols, qa, da, sa, T, y, 0, w.rows);
+      }
+    });
+    return yOffs;
+  }
+}

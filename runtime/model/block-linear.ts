@@ -1,0 +1,153 @@
+/**
+ * Projections by weights kept in their GGUF blocks, as tfjs ops: `blockLinear(x, op)`
+ * takes a (T, in) tensor, optionally RMS-normalises its rows (with the norm weight), runs
+ * the wasm matmul kernels (runtime/kernels) on every weight of `op` with one shared copy
+ * and quantization of the input, and returns one (T, out) tensor per output group (parts
+ * concatenated along columns, each optionally scaled — the fused [q·scale | k] rows).
+ *
+ * On the wasm backend this is one custom tfjs kernel: it reads x straight from tfjs's
+ * heap and writes the outputs into it, so a projection costs one dispatch plus a copy of a
+ * few KB each way (batch-1 activations). Other backends go through dataSync.
+ *
+ * @example
+ * const [qk, v] = blockLinear(x, { kernels, norm: { weight, eps: 1e-5 }, outputs: [[{ weight: wq, scale: 0.125 }, { weight: wk }], [{ weight: wv }]] });
+ */
+import * as tf from '@tensorflow/tfjs-core';
+import type { KernelWeight, MatmulKernels } from '../kernels/matmul.js';
+
+export interface BlockLinearOp {
+  kernels: MatmulKernels;
+  /** RMSNorm applied to the input rows first: x·rsqrt(mean(x²) + eps)·weight. */
+  norm: { weight: Float32Array; eps: number } | null;
+  /** Output tensors, each the column-concatenation of its parts; all weights share `in`. */
+  outputs: { weight: KernelWeight; scale?: number }[][];
+}
+
+interface WasmBackendLike {
+  makeOutput(shape: number[], dtype: tf.DataType): tf.TensorInfo;
+  typedArrayFromHeap(t: tf.TensorInfo): Float32Array;
+}
+
+/** The input rows the kernels multiply: x itself, or a normalised copy. */
+function inputRows(x: Float32Array, cols: number, norm: BlockLinearOp['norm']): Float32Array {
+  if (norm === null) return x;
+  const out = new Float32Array(x.length);
+  const w = norm.weight;
+  for (let o = 0; o < x.length; o += cols) {
+    let ss = 0;
+    for (let i = 0; i < cols; i++) ss += x[o + i]! * x[o + i]!;
+    const s = 1 / Math.sqrt(ss / cols + norm.eps);
+    for (let i = 0; i < cols; i++) out[o + i] = x[o + i]! * s * w[i]!;
+  }
+  return out;
+}
+
+/** Runs every weight and writes each output group's rows into `outs` (T × width each). */
+function compute(op: BlockLinearOp, x: Float32Array, T: number, cols: number, outs: Float32Array[]): void {
+  const parts = op.outputs.flat();
+  const ys = op.kernels.matmulMany(
+    parts.map((p) => p.weight),
+    inputRows(x, cols, op.norm),
+    T,
+  );
+  let k = 0;
+  op.outputs.forEach((group, g) => {
+    const width = group.reduce((n, p) => n + p.weight.rows, 0);
+    const out = outs[g]!;
+    let col = 0;
+    for (const p of group) {
+      const y = ys[k++]!;
+      const n = p.weight.rows;
+      const s = p.scale ?? 1;
+      for (let t = 0; t < T; t++) {
+        const dst = t * width + col;
+        const src = t * n;
+        if (s === 1) out.set(y.subarray(src, src + n), dst);
+        else for (let i = 0; i < n; i++) out[dst + i] = y[src + i]! * s;
+      }
+      col += n;
+    }
+  });
+}
+
+const widths = (op: BlockLinearOp) => op.outputs.map((g) => g.reduce((n, p) => n + p.weight.rows, 0));
+
+let registered = false;
+function ensureRegistered(): void {
+  if (registered) return;
+  registered = true;
+  tf.registerKernel({
+    kernelName: 'SkeinBlockLinear',
+    backendName: 'wasm',
+    kernelFunc: ({ inputs, backend, attrs }) => {
+      const x = inputs.x as tf.TensorInfo; // (T, in)
+      const b = backend as unknown as WasmBackendLike;
+      const op = (attrs as unknown as { op: BlockLinearOp }).op;
+      const [T, cols] = x.shape as [number, number];
+      // makeOutput first: it may grow the heap, which detaches earlier views.
+      const infos = widths(op).map((w) => b.makeOutput([T, w], 'float32'));
+      compute(op, b.typedArrayFromHeap(x), T, cols, infos.map((i) => b.typedArrayFromHeap(i)));
+      return infos;
+    },
+  });
+  tf.registerKernel({
+    kernelName: 'SkeinBlockMlp',
+    backendName: 'wasm',
+    kernelFunc: ({ inputs, backend, attrs }) => {
+      const attn = inputs.attn as tf.TensorInfo; // (T, qDim)
+      const x = inputs.x as tf.TensorInfo; // (T, hidden)
+      const b = backend as unknown as WasmBackendLike;
+      const op = (attrs as unknown as { op: BlockMlpOp }).op;
+      const out = b.makeOutput(x.shape, 'float32');
+      computeMlp(op, b.typedArrayFromHeap(attn), b.typedArrayFromHeap(x), x.shape[0]!, b.typedArrayFromHeap(out));
+      return out;
+    },
+  });
+}
+
+/**
+ * The rest of a layer after attention, fused: x + o-proj(attn) (+ bo) = x1, then
+ * x1 + down(silu(gate(n)) ⊙ up(n)) with n = RMSNorm(x1)·weight. One tfjs dispatch and
+ * three kernel calls instead of about a dozen tfjs ops per layer.
+ */
+export interface BlockMlpOp {
+  kernels: MatmulKernels;
+  o: KernelWeight; // (hidden, qDim)
+  bo: Float32Array | null; // (hidden)
+  norm: { weight: Float32Array; eps: number };
+  gate: KernelWeight; // (inter, hidden)
+  up: KernelWeight; // (inter, hidden)
+  down: KernelWeight; // (hidden, inter)
+}
+
+function computeMlp(op: BlockMlpOp, attn: Float32Array, x: Float32Array, T: number, out: Float32Array): void {
+  const hidden = op.o.rows;
+  const o = op.kernels.matmul(op.o, attn, T);
+  for (let i = 0; i < out.length; i++) out[i] = x[i]! + o[i]! + (op.bo === null ? 0 : op.bo[i % hidden]!);
+  const d = op.kernels.gatedMlp(op.gate, op.up, op.down, inputRows(out, hidden, op.norm), T);
+  for (let i = 0; i < out.length; i++) out[i]! += d[i]!;
+}
+
+/** attn (T, qDim), x (T, hidden) → the layer's output x (T, hidden); see BlockMlpOp. */
+export function blockMlp(attn: tf.Tensor2D, x: tf.Tensor2D, op: BlockMlpOp): tf.Tensor2D {
+  const [T, hidden] = x.shape;
+  if (tf.getBackend() === 'wasm') {
+    ensureRegistered();
+    return tf.engine().runKernel('SkeinBlockMlp', { attn, x }, { op } as unknown as tf.NamedAttrMap) as tf.Tensor2D;
+  }
+  const out = new Float32Array(T * hidden);
+  computeMlp(op, attn.dataSync() as Float32Array, x.dataSync() as Float32Array, T, out);
+  return tf.tensor2d(out, [T, hidden]);
+}
+
+/** x (T, in) → one (T, out) tensor per output group of `op`. */
+export function blockLinear(x: tf.Tensor2D, op: BlockLinearOp): tf.Tensor2D[] {
+  const [T, cols] = x.shape;
+  if (tf.getBackend() === 'wasm') {
+    ensureRegistered();
+    return tf.engine().runKernel('SkeinBlockLinear', { x }, { op } as unknown as tf.NamedAttrMap) as unknown as tf.Tensor2D[];
+  }
+  const outs = widths(op).map((w) => new Float32Array(T * w));
+  compute(op, x.dataSync() as Float32Array, T, cols, outs);
+  return outs.map((o) => tf.tensor2d(o, [T, o.length / T]));
+}
