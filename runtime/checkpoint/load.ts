@@ -1,14 +1,18 @@
 /**
- * Loads a Hugging Face-layout model folder (config.json, generation_config.json,
- * model.safetensors or a sharded index, tokenizer.json) into a LoadedModel: tf tensors in
- * the runtime's layout (runtime/model/types.ts), every projection transposed from HF's
- * (out, in) to (in, out) while still a JS array, so wasm memory only ever holds the final
- * copy. Tensors are read and converted one at a time; each JS buffer is dropped as soon as
- * its tensor exists. The tokenizer is loaded lazily: commands that work on ids (logits)
- * run on folders without tokenizer.json.
+ * Loads a model into a LoadedModel: tf tensors in the runtime's layout
+ * (runtime/model/types.ts), every projection transposed from HF's (out, in) to (in, out)
+ * while still a JS array, so wasm memory only ever holds the final copy. Two formats:
+ * - a Hugging Face-layout folder (config.json, generation_config.json, model.safetensors
+ *   or a sharded index, tokenizer.json);
+ * - a GGUF file, or a folder holding one (runtime/checkpoint/gguf-model.ts): config,
+ *   weights and tokenizer all come from the one file.
+ * A model is named by a path, or by the name of a folder under <repo>/models/.
+ * Tensors are read and converted one at a time; each JS buffer is dropped as soon as its
+ * tensor exists. The tokenizer is loaded lazily: commands that work on ids (logits) run on
+ * folders without tokenizer.json.
  *
  * @example
- * const model = await loadModel('tiny-llama'); // a folder under <repo>/models/, or a path
+ * const model = await loadModel('smollm2-135m-instruct'); // models/<name>/, a folder or a .gguf
  * const ids = model.tokenizer().encode('Hello');
  * model.dispose();
  */
@@ -20,8 +24,12 @@ import { CheckpointError } from '../../core/errors.js';
 import { initBackend } from '../backend.js';
 import type { LayerWeights, LoadedModel, ModelConfig, ModelWeights } from '../model/types.js';
 import { parseModelConfig, parseTokenId, parseTokenIds } from './config.js';
+import { GgufFile } from './gguf.js';
+import { ggufModelConfig, GgufTensorSource } from './gguf-model.js';
+import { ggufTokenizer } from './gguf-tokenizer.js';
 import { readJson } from './json.js';
 import { SafetensorsCheckpoint } from './safetensors.js';
+import { SafetensorsSource, type TensorSource } from './tensor-source.js';
 import { ModelTokenizer } from './tokenizer.js';
 
 /** <repo>/models, found from this file so that the current directory does not matter. */
@@ -37,10 +45,12 @@ export interface GenerationDefaults {
 }
 
 export interface LoadedCheckpoint extends LoadedModel {
-  /** The resolved folder. */
+  /** The resolved folder (for a GGUF file, the folder it is in). */
   dir: string;
+  /** The format it was read from. */
+  format: ModelLocation['format'];
   generationDefaults: GenerationDefaults;
-  /** Whether tokenizer.json exists (tokenizer() throws a CheckpointError when not). */
+  /** Whether a tokenizer exists (tokenizer() throws a CheckpointError when not). */
   hasTokenizer: boolean;
   /** The tokenizer, read on first call and cached. */
   tokenizer(): ModelTokenizer;
@@ -51,15 +61,49 @@ export interface LoadModelOptions {
   eagerTokenizer?: boolean;
 }
 
-/** A folder path, or the name of a folder under <repo>/models/. */
-export function resolveModelDir(dirOrName: string): string {
-  if (fs.existsSync(dirOrName) && fs.statSync(dirOrName).isDirectory()) return path.resolve(dirOrName);
-  const named = path.join(MODELS_DIR, dirOrName);
-  if (!/[\\/]/.test(dirOrName) && fs.existsSync(named) && fs.statSync(named).isDirectory()) return named;
+/** Where a model's files are: a Hugging Face folder, or one GGUF file. */
+export type ModelLocation = { format: 'hf'; dir: string } | { format: 'gguf'; dir: string; file: string };
+
+const GGUF_FILE = /\.gguf$/i;
+
+/** A folder with config.json is HF layout; otherwise the one .gguf file in it, if any. */
+function locateInDir(dir: string): ModelLocation {
+  if (fs.existsSync(path.join(dir, 'config.json'))) return { format: 'hf', dir };
+  const ggufs = fs.readdirSync(dir).filter((f) => GGUF_FILE.test(f)).sort();
+  if (ggufs.length === 1) return { format: 'gguf', dir, file: path.join(dir, ggufs[0]!) };
+  if (ggufs.length > 1) {
+    throw new CheckpointError({ file: dir, reason: `holds ${ggufs.length} .gguf files (${ggufs.join(', ')}): give the one to load as the path` });
+  }
+  // Neither: an HF folder missing config.json (tokenizer-only folders are fine for loadTokenizer).
+  return { format: 'hf', dir };
+}
+
+/** A .gguf file, a folder (HF layout or holding one .gguf), or the name of a folder under <repo>/models/. */
+export function resolveModel(spec: string): ModelLocation {
+  if (fs.existsSync(spec)) {
+    const abs = path.resolve(spec);
+    const stat = fs.statSync(abs);
+    if (stat.isDirectory()) return locateInDir(abs);
+    if (GGUF_FILE.test(abs)) return { format: 'gguf', dir: path.dirname(abs), file: abs };
+    throw new CheckpointError({ file: spec, reason: 'not a .gguf file (a Hugging Face model is given as its folder)' });
+  }
+  const named = path.join(MODELS_DIR, spec);
+  if (!/[\\/]/.test(spec) && fs.existsSync(named) && fs.statSync(named).isDirectory()) return locateInDir(named);
   throw new CheckpointError({
-    file: dirOrName,
-    reason: `no such model folder (neither a directory nor a name under ${MODELS_DIR})`,
+    file: spec,
+    reason: `no such model (neither a .gguf file, a folder, nor a name under ${MODELS_DIR})`,
   });
+}
+
+/** The folder of a model (for a GGUF file, the folder it is in). */
+export function resolveModelDir(dirOrName: string): string {
+  return resolveModel(dirOrName).dir;
+}
+
+/** Whether the model has a tokenizer (tokenizer.json, or tokenizer.ggml.* in the GGUF). */
+export function modelHasTokenizer(location: ModelLocation): boolean {
+  if (location.format === 'hf') return fs.existsSync(path.join(location.dir, 'tokenizer.json'));
+  return GgufFile.inspect(location.file, (g) => g.metadata.has('tokenizer.ggml.tokens'));
 }
 
 /** config.json plus generation_config.json's eos/bos ids, which extend the config's. */
@@ -90,9 +134,11 @@ export function readModelConfig(dir: string): { config: ModelConfig; generationD
   return { config, generationDefaults };
 }
 
-/** Reads the tokenizer of a model folder, with eos/bos ids from its config when present. */
-export function loadTokenizer(dirOrName: string): ModelTokenizer {
-  const dir = resolveModelDir(dirOrName);
+/** Reads the tokenizer of a model, with eos/bos ids from its config when present. */
+export function loadTokenizer(spec: string): ModelTokenizer {
+  const location = resolveModel(spec);
+  if (location.format === 'gguf') return GgufFile.inspect(location.file, ggufTokenizer);
+  const { dir } = location;
   if (!fs.existsSync(path.join(dir, 'config.json'))) return ModelTokenizer.fromDir(dir);
   const { config } = readModelConfig(dir);
   return ModelTokenizer.fromDir(dir, { eosIds: config.eosTokenIds, bosId: config.bosTokenId });
@@ -115,27 +161,28 @@ export function transpose2d(src: Float32Array, rows: number, cols: number): Floa
   return out;
 }
 
-/** Reads tensors by HF name, checks shapes, and tracks what it created for cleanup. */
+/** Reads tensors by HF name, checks shapes and values, and tracks what it created for cleanup. */
 class WeightReader {
   readonly created: tf.Tensor[] = [];
-  constructor(private readonly cp: SafetensorsCheckpoint) {}
+  constructor(private readonly src: TensorSource) {}
 
   has(name: string): boolean {
-    return this.cp.has(name);
+    return this.src.has(name);
   }
 
   fileOf(name: string): string {
-    return this.cp.expectedFile(name);
+    return this.src.fileOf(name);
   }
 
   private raw(name: string, shape: number[]): Float32Array {
-    const file = this.cp.expectedFile(name);
-    if (!this.cp.has(name)) throw new CheckpointError({ file, tensor: name, reason: `missing tensor (expected shape [${shape.join(', ')}])` });
-    const t = this.cp.read(name);
-    if (t.shape.length !== shape.length || t.shape.some((d, i) => d !== shape[i])) {
-      throw new CheckpointError({ file, tensor: name, reason: `shape [${t.shape.join(', ')}] but expected [${shape.join(', ')}]` });
+    const data = this.src.read(name, shape);
+    // x - x is NaN exactly for NaN and ±Infinity: one subtraction per weight, no branches taken.
+    for (let i = 0; i < data.length; i++) {
+      if (data[i]! - data[i]! !== 0) {
+        throw new CheckpointError({ file: this.src.fileOf(name), tensor: this.src.fileTensorName(name), reason: `value ${data[i]} at flat index ${i}: weights must be finite` });
+      }
     }
-    return t.data;
+    return data;
   }
 
   vector(name: string, size: number): tf.Tensor1D {
@@ -201,13 +248,53 @@ function readWeights(config: ModelConfig, r: WeightReader): ModelWeights {
   return { embed, layers, finalNorm, lmHead };
 }
 
-/** Loads config, weights (as f32 tf tensors) and, lazily, the tokenizer of a model folder. */
-export async function loadModel(dirOrName: string, options: LoadModelOptions = {}): Promise<LoadedCheckpoint> {
+interface OpenedModel {
+  location: ModelLocation;
+  config: ModelConfig;
+  generationDefaults: GenerationDefaults;
+  source: TensorSource;
+  hasTokenizer: boolean;
+  makeTokenizer(): ModelTokenizer;
+}
+
+function openModel(spec: string): OpenedModel {
+  const location = resolveModel(spec);
+  if (location.format === 'hf') {
+    const { dir } = location;
+    const { config, generationDefaults } = readModelConfig(dir);
+    return {
+      location,
+      config,
+      generationDefaults,
+      source: new SafetensorsSource(SafetensorsCheckpoint.openDir(dir)),
+      hasTokenizer: fs.existsSync(path.join(dir, 'tokenizer.json')),
+      makeTokenizer: () => ModelTokenizer.fromDir(dir, { eosIds: config.eosTokenIds, bosId: config.bosTokenId }),
+    };
+  }
+  const g = GgufFile.open(location.file);
+  try {
+    const config = ggufModelConfig(g);
+    return {
+      location,
+      config,
+      generationDefaults: {},
+      source: new GgufTensorSource(g, config),
+      hasTokenizer: g.metadata.has('tokenizer.ggml.tokens'),
+      // The header's metadata stays readable after the file is closed.
+      makeTokenizer: () => ggufTokenizer(g),
+    };
+  } catch (err) {
+    g.close();
+    throw err;
+  }
+}
+
+/** Loads config, weights (as f32 tf tensors) and, lazily, the tokenizer of a model. */
+export async function loadModel(spec: string, options: LoadModelOptions = {}): Promise<LoadedCheckpoint> {
   await initBackend();
-  const dir = resolveModelDir(dirOrName);
-  const { config, generationDefaults } = readModelConfig(dir);
-  const cp = SafetensorsCheckpoint.openDir(dir);
-  const reader = new WeightReader(cp);
+  const opened = openModel(spec);
+  const { config, location } = opened;
+  const reader = new WeightReader(opened.source);
   let weights: ModelWeights;
   try {
     weights = readWeights(config, reader);
@@ -215,21 +302,21 @@ export async function loadModel(dirOrName: string, options: LoadModelOptions = {
     for (const t of reader.created) t.dispose();
     throw err;
   } finally {
-    cp.close();
+    opened.source.close();
   }
   const created = reader.created;
-  const hasTokenizer = fs.existsSync(path.join(dir, 'tokenizer.json'));
   let tokenizer: ModelTokenizer | null = null;
   let disposed = false;
   const model: LoadedCheckpoint = {
     config,
     weights,
-    source: dir,
-    dir,
-    generationDefaults,
-    hasTokenizer,
+    source: location.format === 'gguf' ? location.file : location.dir,
+    dir: location.dir,
+    format: location.format,
+    generationDefaults: opened.generationDefaults,
+    hasTokenizer: opened.hasTokenizer,
     tokenizer() {
-      tokenizer ??= ModelTokenizer.fromDir(dir, { eosIds: config.eosTokenIds, bosId: config.bosTokenId });
+      tokenizer ??= opened.makeTokenizer();
       return tokenizer;
     },
     dispose() {

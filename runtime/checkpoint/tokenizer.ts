@@ -83,6 +83,8 @@ export class ModelTokenizer {
   readonly hasChatTemplate: boolean;
   /** One more than the largest id, added tokens included. */
   readonly vocabSize: number;
+  /** Prompts start with bos (tokenizer_config.json / GGUF add_bos_token); see encodePrompt. */
+  readonly addBos: boolean;
   readonly source: string;
   private readonly tokenizer: Tokenizer;
   private readonly specialIds: Set<number>;
@@ -102,6 +104,7 @@ export class ModelTokenizer {
     if (eosFromConfig !== undefined && !eos.includes(eosFromConfig)) eos.push(eosFromConfig);
     this.eosIds = eos;
     this.bosId = options.bosId ?? (this.bosToken === null ? null : this.tokenizer.token_to_id(this.bosToken) ?? null);
+    this.addBos = tokenizerConfig.add_bos_token === true && this.bosId !== null;
 
     const template = options.chatTemplate ?? pickTemplate(tokenizerConfig.chat_template);
     this.hasChatTemplate = template !== null;
@@ -135,6 +138,17 @@ export class ModelTokenizer {
 
   encode(text: string, options: { addSpecialTokens?: boolean } = {}): number[] {
     return this.tokenizer.encode(text, { add_special_tokens: options.addSpecialTokens ?? false }).ids;
+  }
+
+  /**
+   * A prompt's ids: the text with special tokens parsed, and bos in front when the model
+   * wants it (addBos) and the text does not already start with it (chat templates often
+   * write bos_token themselves).
+   */
+  encodePrompt(text: string): number[] {
+    const ids = this.encode(text);
+    if (this.addBos && ids[0] !== this.bosId) ids.unshift(this.bosId!);
+    return ids;
   }
 
   decode(ids: number[], options: { skipSpecialTokens?: boolean } = {}): string {

@@ -143,6 +143,6 @@ export class EngineFront implements Engine {
     }
     if (request.ids !== undefined) return request.ids;
     const text = request.messages !== undefined ? this.renderChat(request.messages, request.assistantPrefix) : request.prompt!;
-    return this.needTokenizer().encode(text, { addSpecialTokens: false });
+    return this.needTokenizer().encodePrompt(text);
   }
 }

@@ -6,10 +6,8 @@
  * @example
  * const { model, tokenizer } = await loadEngineModel({ random: { numLayers: 2 }, seed: 1 });
  */
-import * as fs from 'node:fs';
-import * as path from 'node:path';
 import type { ModelTokenizer } from '../checkpoint/tokenizer.js';
-import { loadModel, loadTokenizer, resolveModelDir } from '../checkpoint/load.js';
+import { loadModel, loadTokenizer, modelHasTokenizer, resolveModel } from '../checkpoint/load.js';
 import { randomModel } from '../model/random.js';
 import type { LoadedModel, ModelConfig } from '../model/types.js';
 
@@ -28,6 +26,5 @@ export async function loadEngineModel(spec: ModelSpec): Promise<{ model: LoadedM
 /** The tokenizer alone (the main thread of a worker engine needs it, not the weights). */
 export function loadSpecTokenizer(spec: ModelSpec): ModelTokenizer | null {
   if (typeof spec !== 'string') return null;
-  const dir = resolveModelDir(spec);
-  return fs.existsSync(path.join(dir, 'tokenizer.json')) ? loadTokenizer(dir) : null;
+  return modelHasTokenizer(resolveModel(spec)) ? loadTokenizer(spec) : null;
 }

@@ -23,6 +23,8 @@ import { StopMatcher } from './stop.js';
 /** What generate needs of a tokenizer (ModelTokenizer fits). */
 export interface GenerateTokenizer {
   encode(text: string): number[];
+  /** A prompt's ids, with bos when the model wants one (ModelTokenizer); default encode. */
+  encodePrompt?(text: string): number[];
   detokenizer(): { push(id: number): string; flush(): string };
   eosIds: number[];
 }
@@ -97,7 +99,7 @@ export async function* generate(
       if (req.ids !== undefined) prompt = req.ids;
       else if (req.prompt !== undefined) {
         if (tokenizer === null) throw new BadRequestError(`requests[${index}].prompt`, 'a text prompt needs a tokenizer');
-        prompt = tokenizer.encode(req.prompt);
+        prompt = tokenizer.encodePrompt?.(req.prompt) ?? tokenizer.encode(req.prompt);
       } else throw new BadRequestError(`requests[${index}]`, 'give prompt or ids');
       if (prompt.length === 0) throw new BadRequestError(`requests[${index}]`, 'the prompt is empty');
       const params = resolveSampling({ ...sampling, ...req.sampling });

@@ -1,8 +1,9 @@
 /**
  * Rotary embedding frequencies, Hugging Face conventions: inv_freq[i] = theta^(-2i/d) for
  * i < d/2, optionally adjusted by Llama 3's rope_scaling (transformers'
- * `_compute_llama3_parameters`). Angles are rounded to float32 as torch computes them, so
- * the tables match a transformers run bit for bit in the angle.
+ * `_compute_llama3_parameters`) or divided by per-frequency factors (GGUF's rope_freqs).
+ * Angles are rounded to float32 as torch computes them, so the tables match a
+ * transformers run bit for bit in the angle.
  *
  * @example
  * const inv = inverseFrequencies(config); // Float64Array(headDim / 2)
@@ -18,6 +19,10 @@ export function inverseFrequencies(config: Pick<ModelConfig, 'headDim' | 'ropeTh
   }
   const s = config.ropeScaling;
   if (s === null) return inv;
+  if (s.ropeType === 'factors') {
+    for (let i = 0; i < half; i++) inv[i] = Math.fround(inv[i]! / s.factors[i]!);
+    return inv;
+  }
   // Llama 3: long wavelengths are slowed by `factor`, short ones kept, the band between
   // them interpolated smoothly.
   const lowWavelen = s.originalMaxPositionEmbeddings / s.lowFreqFactor;

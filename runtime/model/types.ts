@@ -18,6 +18,16 @@ export interface Llama3RopeScaling {
   originalMaxPositionEmbeddings: number;
 }
 
+/**
+ * Per-frequency divisors of the rotary inverse frequencies: GGUF's `rope_freqs.weight`
+ * (how llama.cpp's converter stores Llama 3 scaling) or linear scaling (all equal).
+ */
+export interface RopeFactorScaling {
+  ropeType: 'factors';
+  /** headDim / 2 factors: inv_freq[i] / factors[i]. */
+  factors: number[];
+}
+
 /** config.json, normalised (camelCase, defaults filled, derived sizes computed). */
 export interface ModelConfig {
   architecture: Architecture;
@@ -31,7 +41,7 @@ export interface ModelConfig {
   headDim: number;
   rmsNormEps: number;
   ropeTheta: number;
-  ropeScaling: Llama3RopeScaling | null;
+  ropeScaling: Llama3RopeScaling | RopeFactorScaling | null;
   maxPositionEmbeddings: number;
   tieWordEmbeddings: boolean;
   /** q/k/v projections carry biases (Qwen2 always; Llama when attention_bias). */

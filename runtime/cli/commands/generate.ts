@@ -7,6 +7,7 @@
  *
  * @example
  * npx skein generate --model skein-mini --prompt "Once upon a time" --max-tokens 32
+ * npx skein generate --model smollm2-135m-instruct --chat --prompt "What is a dog?"
  * npx skein generate -m skein-mini --prompt "Once" --stages '{"skipLayers":{"targetSpeedup":2}}' --json
  */
 import type { Command } from 'commander';
@@ -33,6 +34,7 @@ function num(name: string, check: (n: number) => boolean, what: string) {
 interface GenerateCliOptions extends Partial<SamplingParams> {
   model: string;
   prompt?: string;
+  chat?: boolean;
   ids?: number[];
   stop: string[];
   json?: boolean;
@@ -43,8 +45,9 @@ export function register(program: Command): void {
   program
     .command('generate')
     .description('Generate text from a prompt or token ids (streams to stdout; --json prints one object)')
-    .requiredOption('-m, --model <name|dir>', 'model name under models/ or a checkpoint folder')
+    .requiredOption('-m, --model <name|path>', 'model name under models/, a checkpoint folder or a .gguf file')
     .option('--prompt <text>', 'text prompt (encoded without special tokens)')
+    .option('--chat', "send --prompt as a user message, rendered with the model's chat template")
     .option('--ids <ids>', 'comma-separated prompt token ids', parseIds)
     .option('--max-tokens <n>', 'tokens to generate at most', num('--max-tokens', (n) => Number.isInteger(n) && n >= 1, 'must be a positive integer'))
     .option('--temperature <t>', '0 is greedy (default)', num('--temperature', (n) => n >= 0 && n <= 10, 'must be in [0, 10]'))
@@ -57,16 +60,18 @@ export function register(program: Command): void {
     .option('--stages <json>', 'inference stages, as a generate node\'s `stages` (runs on the shared engine)')
     .action(async (opts: GenerateCliOptions) => {
       if ((opts.prompt === undefined) === (opts.ids === undefined)) throw new BadRequestError('--prompt/--ids', 'give exactly one');
+      if (opts.chat === true && opts.prompt === undefined) throw new BadRequestError('--chat', 'needs --prompt');
       if (opts.stages !== undefined) return generateWithStages(opts, parseStagesFlag(opts.stages));
       await initBackend({ log: true });
       const model = await loadModel(opts.model);
       try {
         const tokenizer: GenerateTokenizer | null =
           model.hasTokenizer || opts.prompt !== undefined ? model.tokenizer() : null;
+        const prompt = opts.chat === true ? model.tokenizer().renderChat([{ role: 'user', content: opts.prompt! }]) : opts.prompt;
         const [r] = await generateAll(
           model,
           tokenizer,
-          [opts.ids !== undefined ? { ids: opts.ids } : { prompt: opts.prompt! }],
+          [opts.ids !== undefined ? { ids: opts.ids } : { prompt: prompt! }],
           {
             maxTokens: opts.maxTokens,
             temperature: opts.temperature,
@@ -103,7 +108,11 @@ async function generateWithStages(opts: GenerateCliOptions, stages: Stages): Pro
     const events = await lastValueFrom(
       engine
         .generate({
-          ...(opts.ids !== undefined ? { ids: opts.ids } : { prompt: opts.prompt! }),
+          ...(opts.ids !== undefined
+            ? { ids: opts.ids }
+            : opts.chat === true
+              ? { messages: [{ role: 'user' as const, content: opts.prompt! }] }
+              : { prompt: opts.prompt! }),
           sampling: {
             maxTokens: opts.maxTokens,
             temperature: opts.temperature,
