@@ -24,7 +24,7 @@ import type { FinishReason } from '../engine/types.js';
 import { BlockTable, type LayerAppend } from '../kv/block-table.js';
 import { KvPool } from '../kv/pool.js';
 import { forward as defaultForward } from '../model/forward.js';
-import type { ForwardCallOptions, ForwardSequence, ForwardSequenceResult, LayerKvChunks, LoadedModel } from '../model/types.js';
+import type { ForwardCallOptions, ForwardSequence, ForwardSequenceResult, LayerKvChunks, LoadedModel, PruneStep } from '../model/types.js';
 
 export type ForwardFn = (model: LoadedModel, seqs: ForwardSequence[], opts?: ForwardCallOptions) => ForwardSequenceResult[];
 
@@ -71,8 +71,12 @@ export interface SequenceShape {
   skipMode?: 'lossy' | 'self-speculative';
   /** Tokens drafted per verification (self-speculative). */
   drafts?: number;
-  /** LazyLLM for every prefill chunk: from each layer on, keep this share of the chunk. */
-  prune?: { layers: readonly number[]; keep: readonly number[] };
+  /**
+   * LazyLLM for every prefill chunk: from each layer on, keep this share of the chunk,
+   * chosen by the last token's attention inside the forward — or, for baselines such as
+   * random pruning, by `choose(live, count)` (indices into the chunk, ascending, last kept).
+   */
+  prune?: { layers: readonly number[]; keep: readonly number[]; choose?: (live: readonly number[], count: number) => number[] };
 }
 
 /** What a sequence's shaping did and cost (present when it had a shape). */
@@ -544,7 +548,7 @@ export class Scheduler {
       positions,
       past,
       logits: item.wantLogits ? 'last' : 'none',
-      ...(prune ? { prune: prune.layers.map((l, i) => ({ fromLayer: l, keepTop: Math.max(1, Math.ceil(prune.keep[i]! * ids.length - 1e-9)) })) } : {}),
+      ...(prune ? { prune: pruneSteps(prune, ids.length) } : {}),
     };
   }
 
@@ -695,4 +699,15 @@ function argmax(row: Float32Array): number {
   let best = 0;
   for (let i = 1; i < row.length; i++) if (row[i]! > row[best]!) best = i;
   return best;
+}
+
+/** The forward's prune steps for a chunk of n tokens: keepTop per layer, or explicit sets from `choose`. */
+export function pruneSteps(prune: NonNullable<SequenceShape['prune']>, n: number): PruneStep[] {
+  const counts = prune.keep.map((share) => Math.max(1, Math.ceil(share * n - 1e-9)));
+  if (prune.choose === undefined) return prune.layers.map((l, i) => ({ fromLayer: l, keepTop: counts[i]! }));
+  let live: number[] = Array.from({ length: n }, (_, i) => i);
+  return prune.layers.map((l, i) => {
+    live = prune.choose!(live, Math.min(live.length, counts[i]!));
+    return { fromLayer: l, keep: live };
+  });
 }
