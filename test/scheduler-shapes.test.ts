@@ -164,6 +164,17 @@ describe('self-speculative decode', () => {
     expectClean(s);
   });
 
+  it('drafts less when drafts keep failing (adaptive length), with the same output', () => {
+    const s = make();
+    const o = submit(s, 'x', prompts[3]!, spec(3, [0]), {}, 40);
+    drain(s);
+    expect(o.tokens).toEqual(direct(prompts[3]!, 40));
+    // A fixed length would propose 3 drafts per verification; one-layer drafts mostly fail,
+    // so the length shrinks and plain steps take over between probes.
+    expect(o.summary!.shape!.draftsProposed!).toBeLessThan(39);
+    expectClean(s);
+  });
+
   it('with a seeded sampler gives the same tokens as plain sampling (the sampler sees the same rows in the same order)', () => {
     const sampling = { temperature: 0.9, topK: 20, seed: 7 };
     const plain = make(tokenSampler);

@@ -155,10 +155,22 @@ interface Drafts {
   kv: LayerKvChunks[];
 }
 
+/** Plain decode steps a self-speculative sequence takes after its drafts kept failing, before it drafts again. */
+const PROBE_AFTER = 8;
+
 class Sequence {
   table: BlockTable | null = null;
   readonly generated: number[] = [];
   drafts: Drafts | null = null;
+  /**
+   * Self-speculative draft length, adapted: one more after a verification that accepts
+   * every draft (up to shape.drafts), one fewer after one that accepts none; at zero the
+   * sequence decodes plainly for PROBE_AFTER tokens, then drafts one again. Drafts the full
+   * model keeps rejecting cost a shallow forward each and buy nothing, so this bounds the
+   * loss; the output is the same whatever the length.
+   */
+  draftWidth = 0;
+  plainLeft = 0;
   figures: ShapeFigures | null = null;
   /** Set at first admission; a resumed sequence's recompute is not a cache hit. */
   cachedPromptTokens = -1;
@@ -177,6 +189,7 @@ class Sequence {
     readonly shape: SequenceShape | null,
   ) {
     if (shape !== null) this.figures = { prefillMs: 0, decodeMs: 0 };
+    this.draftWidth = shape?.drafts ?? 0;
   }
 
   /** Every token whose KV the sequence needs: prompt, then generated (the last one not yet run). */
@@ -469,7 +482,7 @@ export class Scheduler {
   /** Drafts worth proposing before the next verification: none past what may still be generated. */
   private draftTarget(seq: Sequence): number {
     const left = Math.min(seq.sampling.maxTokens - seq.generated.length, this.model.config.maxPositionEmbeddings - seq.length);
-    return Math.max(0, Math.min(seq.shape?.drafts ?? 0, left - 1));
+    return seq.plainLeft > 0 ? 0 : Math.max(0, Math.min(seq.draftWidth, left - 1));
   }
 
   /** Tokens a decode-ready sequence runs this step: 1, or pending + drafts when it verifies. */
@@ -566,6 +579,7 @@ export class Scheduler {
     const { seq, ids, wantLogits } = item;
     seq.table!.appendLayers(ids, r.newKv);
     this.count(item, r);
+    if (item.kind === 'decode' && seq.plainLeft > 0 && --seq.plainLeft === 0) seq.draftWidth = 1;
     if (ids.length === 1 && wantLogits) report.decodeTokens++;
     else report.prefillTokens += ids.length;
     this.served.set(seq.owner, (this.served.get(seq.owner) ?? 0) + ids.length);
@@ -655,6 +669,8 @@ export class Scheduler {
     const f = seq.figures!;
     f.verifications = (f.verifications ?? 0) + 1;
     f.draftsAccepted = (f.draftsAccepted ?? 0) + keep - 1;
+    if (keep - 1 === drafts.length) seq.draftWidth = Math.min(seq.shape!.drafts!, seq.draftWidth + 1);
+    else if (keep === 1 && --seq.draftWidth === 0) seq.plainLeft = PROBE_AFTER;
     report.decodeTokens += picked.length;
     this.served.set(seq.owner, (this.served.get(seq.owner) ?? 0) + ids.length);
     for (const token of picked) if (!this.emit(seq, token)) return;
