@@ -20,6 +20,8 @@
  *   pruning (same schedule, random tokens); accuracy (the answer in the greedy output) and
  *   the answer's teacher-forced NLL after each pruned prefill.
  *
+ * `--arg parts=decode,ppl,prefill` runs only some parts (all by default).
+ *
  * Not measured here: the compress re-measure and stacking (see `skein bench compress`), and
  * the adapted (fine-tuned) checkpoint, which does not exist yet (`skein train skip`).
  *
@@ -29,6 +31,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
+import { NotAvailableError } from '../../core/errors.js';
 import { resolveSampling } from '../../core/sampling.js';
 import { MODELS_DIR } from '../checkpoint/load.js';
 import type { ModelTokenizer } from '../checkpoint/tokenizer.js';
@@ -158,122 +161,180 @@ function longPrompt(tokenizer: ModelTokenizer, item: EvalItem, others: EvalItem[
   return tokenizer.encode(tokenizer.renderChat(messages), { addSpecialTokens: false });
 }
 
+interface Settings {
+  items: EvalItem[];
+  /** Every built item: the pool distractor passages come from. */
+  pool: EvalItem[];
+  tokens: number;
+  decodeTokens: number;
+  reps: number;
+  keepRatio: number;
+  specTarget: number;
+  drafts: number;
+  pplContext: number;
+  pplTokens: number;
+}
+
+interface Part {
+  ratios: Record<string, number>;
+  quality: Record<string, number | boolean>;
+  figures: Record<string, unknown>;
+}
+
+type Log = (line: string) => void;
+
+/** Decode tokens/s: full vs ULS r=2 vs baselines vs self-speculative, interleaved reps. */
+function measureDecode(model: LoadedModel, tokenizer: ModelTokenizer, o: Settings, log: Log): Part {
+  const L = model.config.numLayers;
+  const shortIds = tokenizer.encode(tokenizer.renderChat([{ role: 'user', content: `${passageOf(o.items[0]!).slice(0, 300)}\nSummarise this text.` }]), {
+    addSpecialTokens: false,
+  });
+  const uls = unifiedLayers(L, 2);
+  const variants: Record<string, SequenceShape | undefined> = {
+    full: undefined,
+    skip2: { decodeLayers: uls },
+    early_exit2: { decodeLayers: earlyExitLayers(L, 2) },
+    middle_block2: { decodeLayers: middleBlockLayers(L, 2) },
+    skip2_selfspec: { decodeLayers: uls, skipMode: 'self-speculative', drafts: o.drafts },
+    [`selfspec_r${String(o.specTarget).replace('.', '')}`]: { decodeLayers: unifiedLayers(L, o.specTarget), skipMode: 'self-speculative', drafts: o.drafts },
+  };
+  log(`stages: decode ${o.decodeTokens} tokens after a ${shortIds.length}-token prompt, ${o.reps} interleaved reps; ULS r=2 keeps ${uls.length}/${L}: [${uls.join(',')}]`);
+  runOne(model, shortIds, 4); // warm-up: kernels for these shapes
+  const runs: Record<string, Run[]> = {};
+  for (let rep = 0; rep < o.reps; rep++) {
+    for (const [name, shape] of Object.entries(variants)) {
+      const r = runOne(model, shortIds, o.decodeTokens, shape);
+      (runs[name] ??= []).push(r);
+      const f = r.summary.shape;
+      log(`  ${name.padEnd(16)} ${r.decodeTps.toFixed(2)} tok/s${f?.draftsProposed ? `  drafts ${f.draftsAccepted}/${f.draftsProposed} accepted` : ''}`);
+    }
+  }
+  const tps = (name: string) => mean(runs[name]!.map((r) => r.decodeTps));
+  const fullTokens = runs.full![0]!.tokens;
+  const part: Part = { ratios: {}, quality: {}, figures: {} };
+  for (const name of Object.keys(variants).filter((n) => n !== 'full')) {
+    part.ratios[`${name}_decode_vs_full`] = round(tps(name) / tps('full'));
+    if (variants[name]!.skipMode === 'self-speculative') {
+      part.quality[`${name}_identical`] = runs[name]!.every((r) => r.tokens.join() === fullTokens.join());
+      const f = runs[name]!.map((r) => r.summary.shape!);
+      part.quality[`${name}_acceptance`] = round(mean(f.map((x) => (x.draftsAccepted ?? 0) / Math.max(1, x.draftsProposed ?? 0))));
+    } else {
+      const a = agreement(runs[name]![0]!.tokens, fullTokens);
+      part.quality[`${name}_token_agreement`] = round(a.share);
+      part.quality[`${name}_first_divergence`] = a.firstDivergence;
+    }
+  }
+  part.figures.decode_tokens_per_sec = Object.fromEntries(Object.keys(variants).map((n) => [n, round(tps(n))]));
+  return part;
+}
+
+/** Perplexity of held-out text scored through the kept layers (context prefilled at full depth). */
+function measurePpl(model: LoadedModel, tokenizer: ModelTokenizer, o: Settings, log: Log): Part {
+  const L = model.config.numLayers;
+  const texts = o.items.map((it) => tokenizer.encode(passageOf(it), { addSpecialTokens: false })).filter((t) => t.length >= o.pplContext + 8);
+  const variants: Record<string, number[] | undefined> = {
+    full: undefined,
+    skip2: unifiedLayers(L, 2),
+    early_exit2: earlyExitLayers(L, 2),
+    middle_block2: middleBlockLayers(L, 2),
+  };
+  const ppl: Record<string, number> = {};
+  for (const [name, layers] of Object.entries(variants)) {
+    const nll = texts.map((t) => teacherForcedNll(model, t.slice(0, o.pplContext), t.slice(o.pplContext, o.pplContext + o.pplTokens), layers ? { layers } : {}));
+    ppl[name] = Math.exp(mean(nll));
+    log(`  ppl ${name.padEnd(14)} ${ppl[name]!.toFixed(2)}`);
+  }
+  const part: Part = { ratios: {}, quality: {}, figures: { ppl: Object.fromEntries(Object.entries(ppl).map(([k, v]) => [k, round(v)])) } };
+  for (const name of ['skip2', 'early_exit2', 'middle_block2']) part.quality[`${name}_ppl_delta`] = round(ppl[name]! - ppl.full!);
+  return part;
+}
+
+/** Prefill TTFT, accuracy and answer NLL: full vs LazyLLM vs static vs random pruning. */
+function measurePrefill(model: LoadedModel, tokenizer: ModelTokenizer, o: Settings, log: Log): Part {
+  const L = model.config.numLayers;
+  const schedule = lazySchedule(L, { keepRatio: o.keepRatio });
+  const rng = mulberry32(7);
+  const variants: Record<string, SequenceShape | undefined> = {
+    full: undefined,
+    lazy: { prune: schedule },
+    static: { prune: { layers: [schedule.layers[0]!], keep: [o.keepRatio] } },
+    random: { prune: { ...schedule, choose: (live, count) => randomKeep(live, count, rng) } },
+  };
+  log(
+    `stages: prefill of ${o.items.length} passage-QA prompts of ~${o.tokens} tokens; LazyLLM layers [${schedule.layers.join(',')}] keep [${schedule.keep.map((k) => k.toFixed(2)).join(',')}]`,
+  );
+  const prompts = o.items.map((item) => longPrompt(tokenizer, item, o.pool.filter((p) => p !== item), o.tokens));
+  runOne(model, prompts[0]!, 1); // warm-up: the first long prefill also pays one-time costs
+  const out: Record<string, { ttft: number[]; pass: number[]; nll: number[] }> = {};
+  o.items.forEach((item, k) => {
+    const ids = prompts[k]!;
+    const answer = tokenizer.encode(item.expected, { addSpecialTokens: false });
+    for (const [name, shape] of Object.entries(variants)) {
+      const r = runOne(model, ids, 12, shape);
+      const text = tokenizer.decode(r.tokens, { skipSpecialTokens: true });
+      const nll = teacherForcedNll(model, ids, answer, shape?.prune ? { prune: shape.prune } : {});
+      const p = (out[name] ??= { ttft: [], pass: [], nll: [] });
+      p.ttft.push(r.ttftMs);
+      p.pass.push(scoreEvalItem(item, text).pass ? 1 : 0);
+      p.nll.push(nll);
+      log(`  item ${k} (${ids.length} tok) ${name.padEnd(7)} TTFT ${r.ttftMs.toFixed(0)} ms, answer NLL ${nll.toFixed(2)}, ${JSON.stringify(text.slice(0, 40))}`);
+    }
+  });
+  const tag = o.tokens >= 1024 ? `${Math.round(o.tokens / 1024)}k` : `${o.tokens}`;
+  const part: Part = {
+    ratios: {},
+    quality: { full_accuracy: round(mean(out.full!.pass)) },
+    figures: {
+      ttft_ms: Object.fromEntries(Object.entries(out).map(([k, v]) => [k, round(mean(v.ttft), 0)])),
+      answer_nll: Object.fromEntries(Object.entries(out).map(([k, v]) => [k, round(mean(v.nll))])),
+    },
+  };
+  for (const name of ['lazy', 'static', 'random']) {
+    part.ratios[`${name}_ttft_${tag}_vs_full`] = round(mean(out.full!.ttft) / mean(out[name]!.ttft));
+    part.quality[`${name}_accuracy_delta`] = round(mean(out[name]!.pass) - mean(out.full!.pass));
+    part.quality[`${name}_answer_nll_delta`] = round(mean(out[name]!.nll) - mean(out.full!.nll));
+  }
+  return part;
+}
+
 registerBench('stages', {
   description: 'skipLayers (ULS, self-speculative) and prunedPrefill (LazyLLM) vs full and baselines: decode tok/s, TTFT, ppl, QA',
   async run({ log, args = {} }) {
-    const nItems = Number(args.items ?? 2);
-    const targetTokens = Number(args.tokens ?? 1024);
-    const decodeTokens = Number(args['decode-tokens'] ?? 24);
-    const reps = Number(args.reps ?? 2);
-    const keepRatio = Number(args.keep ?? 0.5);
-    const specTarget = Number(args['spec-target'] ?? 1.25);
-    const drafts = Number(args.drafts ?? 3);
+    const parts = new Set((args.parts ?? 'decode,ppl,prefill').split(','));
     const smol = fs.existsSync(path.join(MODELS_DIR, DEFAULT_MODEL));
     const spec = args.model ?? (smol ? DEFAULT_MODEL : benchModel(args));
     const { model, tokenizer } = await loadEngineModel(spec);
     try {
-      if (tokenizer === null) throw new Error('bench stages needs a model with a tokenizer');
+      if (tokenizer === null) throw new NotAvailableError('bench stages', 'the model has no tokenizer');
       prepareModel(model);
-      const L = model.config.numLayers;
       const modelName = typeof spec === 'string' ? spec : 'random';
-      log(`stages: model ${modelName} (${L} layers)${smol || args.model ? '' : ` — ${DEFAULT_MODEL} is not in models/ (npx skein pull ${DEFAULT_MODEL})`}`);
-      const items = await qaItems(nItems);
-      const used = items.slice(0, nItems);
-
-      // ---- Decode: full vs ULS r=2 vs baselines vs self-speculative ----
-      const shortIds = tokenizer.encode(tokenizer.renderChat([{ role: 'user', content: passageOf(used[0]!).slice(0, 300) + '\nSummarise this text.' }]), { addSpecialTokens: false });
-      const uls = unifiedLayers(L, 2);
-      const decodeVariants: Record<string, SequenceShape | undefined> = {
-        full: undefined,
-        skip2: { decodeLayers: uls },
-        early_exit2: { decodeLayers: earlyExitLayers(L, 2) },
-        middle_block2: { decodeLayers: middleBlockLayers(L, 2) },
-        skip2_selfspec: { decodeLayers: uls, skipMode: 'self-speculative', drafts },
-        [`selfspec_r${String(specTarget).replace('.', '')}`]: { decodeLayers: unifiedLayers(L, specTarget), skipMode: 'self-speculative', drafts },
+      log(`stages: model ${modelName} (${model.config.numLayers} layers)${smol || args.model ? '' : ` — ${DEFAULT_MODEL} is not in models/ (npx skein pull ${DEFAULT_MODEL})`}`);
+      const nItems = Number(args.items ?? 2);
+      const pool = await qaItems(nItems);
+      const o: Settings = {
+        items: pool.slice(0, nItems),
+        pool,
+        tokens: Number(args.tokens ?? 1024),
+        decodeTokens: Number(args['decode-tokens'] ?? 24),
+        reps: Number(args.reps ?? 2),
+        keepRatio: Number(args.keep ?? 0.5),
+        specTarget: Number(args['spec-target'] ?? 1.25),
+        drafts: Number(args.drafts ?? 3),
+        pplContext: Number(args['ppl-context'] ?? 96),
+        pplTokens: Number(args['ppl-tokens'] ?? 96),
       };
-      log(`stages: decode ${decodeTokens} tokens after a ${shortIds.length}-token prompt, ${reps} interleaved reps; ULS r=2 keeps ${uls.length}/${L}: [${uls.join(',')}]`);
-      runOne(model, shortIds, 4); // warm-up: kernels for these shapes
-      const decode: Record<string, Run[]> = {};
-      for (let rep = 0; rep < reps; rep++) {
-        for (const [name, shape] of Object.entries(decodeVariants)) {
-          const r = runOne(model, shortIds, decodeTokens, shape);
-          (decode[name] ??= []).push(r);
-          log(`  ${name.padEnd(16)} ${r.decodeTps.toFixed(2)} tok/s${r.summary.shape?.draftsProposed ? `  drafts ${r.summary.shape.draftsAccepted}/${r.summary.shape.draftsProposed} accepted` : ''}`);
-        }
-      }
-      const tps = (name: string) => mean(decode[name]!.map((r) => r.decodeTps));
-      const fullTokens = decode.full![0]!.tokens;
-      const ratios: Record<string, number> = {};
-      const quality: Record<string, number | boolean> = {};
-      for (const name of Object.keys(decodeVariants).filter((n) => n !== 'full')) {
-        ratios[`${name}_decode_vs_full`] = round(tps(name) / tps('full'));
-        const a = agreement(decode[name]![0]!.tokens, fullTokens);
-        if (decodeVariants[name]!.skipMode === 'self-speculative') {
-          quality[`${name}_identical`] = decode[name]!.every((r) => r.tokens.join() === fullTokens.join());
-          const f = decode[name]!.map((r) => r.summary.shape!);
-          quality[`${name}_acceptance`] = round(mean(f.map((x) => x.draftsAccepted! / Math.max(1, x.draftsProposed!))));
-        } else {
-          quality[`${name}_token_agreement`] = round(a.share);
-          quality[`${name}_first_divergence`] = a.firstDivergence;
-        }
-      }
-
-      // ---- Perplexity on held-out text through the kept layers ----
-      const pplContext = Number(args['ppl-context'] ?? 96);
-      const pplTokens = Number(args['ppl-tokens'] ?? 96);
-      const texts = used.map((it) => tokenizer.encode(passageOf(it), { addSpecialTokens: false })).filter((t) => t.length >= pplContext + 8);
-      const pplVariants: Record<string, number[] | undefined> = { full: undefined, skip2: uls, early_exit2: earlyExitLayers(L, 2), middle_block2: middleBlockLayers(L, 2) };
-      const ppl: Record<string, number> = {};
-      for (const [name, layers] of Object.entries(pplVariants)) {
-        const nll = texts.map((t) => teacherForcedNll(model, t.slice(0, pplContext), t.slice(pplContext, pplContext + pplTokens), layers ? { layers } : {}));
-        ppl[name] = Math.exp(mean(nll));
-        log(`  ppl ${name.padEnd(14)} ${ppl[name]!.toFixed(2)}`);
-      }
-      for (const name of ['skip2', 'early_exit2', 'middle_block2']) quality[`${name}_ppl_delta`] = round(ppl[name]! - ppl.full!);
-
-      // ---- Prefill: full vs LazyLLM vs static vs random pruning ----
-      const schedule = lazySchedule(L, { keepRatio });
-      const rng = mulberry32(7);
-      const prefillVariants: Record<string, SequenceShape | undefined> = {
-        full: undefined,
-        lazy: { prune: schedule },
-        static: { prune: { layers: [schedule.layers[0]!], keep: [keepRatio] } },
-        random: { prune: { ...schedule, choose: (live, count) => randomKeep(live, count, rng) } },
-      };
-      log(`stages: prefill of ${used.length} passage-QA prompts of ~${targetTokens} tokens; LazyLLM layers [${schedule.layers.join(',')}] keep [${schedule.keep.map((k) => k.toFixed(2)).join(',')}]`);
-      const prefill: Record<string, { ttft: number[]; pass: number[]; nll: number[] }> = {};
-      const prompts = used.map((item) => longPrompt(tokenizer, item, items.filter((o) => o !== item), targetTokens));
-      runOne(model, prompts[0]!, 1); // warm-up: the first long prefill also pays one-time costs
-      for (const [k, item] of used.entries()) {
-        const ids = prompts[k]!;
-        const answer = tokenizer.encode(item.expected, { addSpecialTokens: false });
-        for (const [name, shape] of Object.entries(prefillVariants)) {
-          const r = runOne(model, ids, 12, shape);
-          const text = tokenizer.decode(r.tokens, { skipSpecialTokens: true });
-          const nll = teacherForcedNll(model, ids, answer, shape?.prune ? { prune: shape.prune } : {});
-          const p = (prefill[name] ??= { ttft: [], pass: [], nll: [] });
-          p.ttft.push(r.ttftMs);
-          p.pass.push(scoreEvalItem(item, text).pass ? 1 : 0);
-          p.nll.push(nll);
-          log(`  item ${k} (${ids.length} tok) ${name.padEnd(7)} TTFT ${r.ttftMs.toFixed(0)} ms, answer NLL ${nll.toFixed(2)}, ${JSON.stringify(text.slice(0, 40))}`);
-        }
-      }
-      const kTag = targetTokens >= 1024 ? `${Math.round(targetTokens / 1024)}k` : `${targetTokens}`;
-      for (const name of ['lazy', 'static', 'random']) {
-        ratios[`${name}_ttft_${kTag}_vs_full`] = round(mean(prefill.full!.ttft) / mean(prefill[name]!.ttft));
-        quality[`${name}_accuracy_delta`] = round(mean(prefill[name]!.pass) - mean(prefill.full!.pass));
-        quality[`${name}_answer_nll_delta`] = round(mean(prefill[name]!.nll) - mean(prefill.full!.nll));
-      }
-      quality.full_accuracy = round(mean(prefill.full!.pass));
+      const results: Part[] = [];
+      if (parts.has('decode')) results.push(measureDecode(model, tokenizer, o, log));
+      if (parts.has('ppl')) results.push(measurePpl(model, tokenizer, o, log));
+      if (parts.has('prefill')) results.push(measurePrefill(model, tokenizer, o, log));
+      const { items: _items, pool: _pool, ...settings } = o;
       return {
         model: modelName,
-        layers: L,
-        settings: { items: used.length, tokens: targetTokens, decodeTokens, reps, keepRatio, drafts, specTarget },
-        decode_tokens_per_sec: Object.fromEntries(Object.keys(decodeVariants).map((n) => [n, round(tps(n))])),
-        ppl: Object.fromEntries(Object.entries(ppl).map(([k, v]) => [k, round(v)])),
-        ttft_ms: Object.fromEntries(Object.entries(prefill).map(([k, v]) => [k, round(mean(v.ttft), 0)])),
-        ratios,
-        quality,
+        layers: model.config.numLayers,
+        settings: { ...settings, items: o.items.length, parts: [...parts] },
+        ...Object.assign({}, ...results.map((r) => r.figures)),
+        ratios: Object.assign({}, ...results.map((r) => r.ratios)),
+        quality: Object.assign({}, ...results.map((r) => r.quality)),
         not_measured: 'compress re-measure and stacking (skein bench compress); the adapted skip checkpoint (skein train skip is not built)',
       };
     } finally {
