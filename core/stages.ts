@@ -29,8 +29,19 @@ export const stagesSchema = {
       additionalProperties: false,
       description: 'LazyLLM progressive pruning of prompt tokens during prefill.',
       properties: {
-        keepRatio: { type: 'number', exclusiveMinimum: 0, maximum: 1 },
-        layers: { type: 'array', items: { type: 'integer', minimum: 0 } },
+        keepRatio: {
+          description: 'Share of the prompt kept after the last pruning layer (spread geometrically over the layers), or one cumulative share per layer.',
+          oneOf: [
+            { type: 'number', exclusiveMinimum: 0, maximum: 1 },
+            { type: 'array', minItems: 1, items: { type: 'number', exclusiveMinimum: 0, maximum: 1 } },
+          ],
+        },
+        layers: {
+          type: 'array',
+          minItems: 1,
+          items: { type: 'integer', minimum: 1 },
+          description: "Pruning layers, ascending; default the paper's 9/32, 19/32, 28/32 of the depth.",
+        },
       },
       required: ['keepRatio'],
     },
@@ -38,7 +49,14 @@ export const stagesSchema = {
       type: 'object',
       additionalProperties: false,
       description: 'Unified Layer Skipping: run about numLayers/targetSpeedup layers.',
-      properties: { targetSpeedup: { type: 'number', minimum: 1, maximum: 64 } },
+      properties: {
+        targetSpeedup: { type: 'number', minimum: 1, maximum: 64 },
+        mode: {
+          enum: ['lossy', 'self-speculative'],
+          description: 'lossy (default): decode on the kept layers. self-speculative: they draft, the full model verifies; output identical to plain decoding.',
+        },
+        drafts: { type: 'integer', minimum: 1, maximum: 16, description: 'Tokens drafted per verification (self-speculative; default 3).' },
+      },
       required: ['targetSpeedup'],
     },
     speculate: {

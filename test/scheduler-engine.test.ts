@@ -92,8 +92,30 @@ describe('Engine on the scheduler', () => {
     expect(engine.stats()).toMatchObject({ kvBlocksUsed: 0, runningSequences: 0, queueDepth: 0 });
   });
 
+  it('runs skipLayers and prunedPrefill, reporting each stage in metrics.stages', async () => {
+    const plain = await run(engine, { prompt: 'hello there, a prompt of some length', sampling: { maxTokens: 8 } });
+    const spec = await run(engine, {
+      prompt: 'hello there, a prompt of some length',
+      sampling: { maxTokens: 8 },
+      stages: { skipLayers: { targetSpeedup: 2, mode: 'self-speculative', drafts: 2 }, prunedPrefill: { keepRatio: 1 } },
+    });
+    expect(spec.done.ids).toEqual(plain.done.ids);
+    const L = 2; // the tiny checkpoint's depth
+    expect(spec.done.metrics.stages).toMatchObject({
+      skipLayers: { mode: 'self-speculative', targetSpeedup: 2, layers: [0, L - 1] },
+      prunedPrefill: { layers: [1], keep: [1], prunedAtLayer: { 1: 0 } },
+    });
+    const lossy = await run(engine, { prompt: 'hello there', sampling: { maxTokens: 4 }, stages: { skipLayers: { targetSpeedup: 2 } } });
+    expect(lossy.done.metrics).toMatchObject({ layersRun: 2, stages: { skipLayers: { mode: 'lossy', shallowForwards: 3 } } });
+    await expect(firstValueFrom(engine.generate({ prompt: 'x', stages: { prunedPrefill: { keepRatio: 0.5, layers: [5] } } }))).rejects.toThrow(
+      /prunedPrefill\.layers\/0/,
+    );
+    await settle(engine);
+    expect(engine.stats().kvBlocksUsed).toBe(0);
+  });
+
   it('refuses stages it cannot run and requests that can never fit', async () => {
-    await expect(firstValueFrom(engine.generate({ prompt: 'x', stages: { skipLayers: { targetSpeedup: 2 } } }))).rejects.toThrow(
+    await expect(firstValueFrom(engine.generate({ prompt: 'x', stages: { speculate: { mode: 'medusa' } } }))).rejects.toThrow(
       NotAvailableError,
     );
     await expect(
@@ -113,7 +135,7 @@ describe('Engine on the scheduler', () => {
         const past = q.past?.[0]?.k.reduce((n, t) => n + t.shape[0], 0) ?? 0;
         const logits = new Float32Array(288);
         logits[script[past + q.ids.length - prompt.length]!] = 1;
-        const kv = () => ({ k: tf.zeros([q.ids.length, 8]) as tf.Tensor2D, v: tf.zeros([q.ids.length, 8]) as tf.Tensor2D, tokenIndices: [] });
+        const kv = () => ({ k: tf.zeros([q.ids.length, 8]) as tf.Tensor2D, v: tf.zeros([q.ids.length, 8]) as tf.Tensor2D, tokenIndices: q.ids.map((_, i) => i) });
         return { logits: [logits], newKv: [kv()] };
       });
     const events: CoreEvent[] = [];

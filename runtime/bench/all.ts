@@ -7,3 +7,4 @@ import './loop.js';
 import './compress.js';
 import './llama-cpp.js';
 import './healthz.js';
+import './stages.js';

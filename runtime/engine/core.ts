@@ -15,6 +15,7 @@ import { BadRequestError, NotAvailableError } from '../../core/errors.js';
 import type { SamplingParams } from '../../core/sampling.js';
 import type { ModelTokenizer, IncrementalDetokenizer } from '../checkpoint/tokenizer.js';
 import { CompressStage } from '../stages/engine-stage.js';
+import { sequenceShape, type ShapedStages } from '../stages/shape.js';
 import { StopMatcher } from '../generate/stop.js';
 import type { LoadedModel } from '../model/types.js';
 import {
@@ -24,7 +25,7 @@ import {
   type SequenceSummary,
   type StepReport,
 } from '../scheduler/scheduler.js';
-import type { ChatMessage, FinishReason, GenerationMetrics, GenerationUsage, StageOptions } from './types.js';
+import type { ChatMessage, FinishReason, GenerationMetrics, GenerationUsage, StageOptions, StageReport } from './types.js';
 
 /** A prompt as text: tokenized by the core, after the context-length check. */
 export type PromptText = { prompt: string } | { messages: ChatMessage[]; assistantPrefix?: string };
@@ -39,6 +40,9 @@ export interface CoreSubmit {
   owner?: string;
   /** Prompt compression before prefill (StageOptions.compress), run by runtime/stages. */
   compress?: StageOptions['compress'];
+  /** Skipped-layer decode and pruned prefill: shapes of the sequence's forwards (runtime/stages/shape.ts). */
+  skipLayers?: StageOptions['skipLayers'];
+  prunedPrefill?: StageOptions['prunedPrefill'];
 }
 
 export type CoreEvent =
@@ -69,6 +73,8 @@ interface Session {
   tFirst: number;
   /** Prompt tokens before and after the compress stage, when it ran. */
   compressed?: { from: number; to: number };
+  /** skipLayers / prunedPrefill, when asked. */
+  shaped?: ShapedStages;
 }
 
 export class EngineCore {
@@ -106,6 +112,11 @@ export class EngineCore {
       t0: performance.now(),
       tFirst: 0,
     };
+    try {
+      session.shaped = sequenceShape(this.scheduler.model.config.numLayers, msg);
+    } catch (err) {
+      return this.fail(requestId, err instanceof Error ? err : new Error(String(err)));
+    }
     this.sessions.set(requestId, session);
     if (msg.compress === undefined) return this.schedule(msg, session);
     // The prompt is compressed first, one segment per step; TTFT counts from here, so it includes that.
@@ -147,7 +158,14 @@ export class EngineCore {
     const { requestId } = msg;
     try {
       this.scheduler.submit(
-        { id: requestId, ids: msg.ids, sampling: msg.sampling, owner: msg.owner, eosIds: this.tokenizer?.eosIds },
+        {
+          id: requestId,
+          ids: msg.ids,
+          sampling: msg.sampling,
+          owner: msg.owner,
+          eosIds: this.tokenizer?.eosIds,
+          ...(session.shaped ? { shape: session.shaped.shape } : {}),
+        },
         {
           token: (id, final) => this.onToken(requestId, session, id, final),
           done: (summary) => this.onDone(requestId, session, summary),
@@ -210,6 +228,7 @@ export class EngineCore {
     const ttftMs = (s.tFirst || t1) - s.t0;
     const totalMs = t1 - s.t0;
     const decodeMs = totalMs - ttftMs;
+    const stages = stageReport(s, summary);
     this.emit({
       type: 'done',
       requestId,
@@ -227,7 +246,19 @@ export class EngineCore {
         decodeTokensPerSec: decodeMs > 0 ? ((summary.completionTokens - 1) * 1000) / decodeMs : 0,
         kvBlocksShared: summary.kvBlocksShared,
         ...(s.compressed ? { compressedFrom: s.compressed.from, compressedTo: s.compressed.to } : {}),
+        ...(stages.skipLayers ? { layersRun: stages.skipLayers.layers.length } : {}),
+        ...(stages.skipLayers?.draftsAccepted !== undefined ? { acceptedDraftTokens: stages.skipLayers.draftsAccepted } : {}),
+        ...(stages.prunedPrefill ? { prunedTokens: Math.max(0, ...Object.values(stages.prunedPrefill.prunedAtLayer)) } : {}),
+        ...(Object.keys(stages).length > 0 ? { stages } : {}),
       },
     });
   }
+}
+
+/** Every stage's report for a finished request. */
+function stageReport(s: Session, summary: SequenceSummary): StageReport {
+  return {
+    ...(s.compressed ? { compress: { ...s.compressed } } : {}),
+    ...(s.shaped ? s.shaped.report(summary.shape) : {}),
+  };
 }

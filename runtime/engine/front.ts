@@ -35,8 +35,9 @@ let nextRequest = 0;
 export class EngineFront implements Engine {
   readonly modelName: string;
   /**
-   * The stages the core runs: compress (runtime/stages), which needs the tokenizer to find
-   * whole words. A request naming another stage gets NotAvailableError.
+   * The stages the core runs (runtime/stages): compress, which needs the tokenizer to find
+   * whole words, skipLayers and prunedPrefill. A request naming another stage gets
+   * NotAvailableError.
    */
   readonly supportedStages: readonly (keyof StageOptions)[];
   private readonly backend: string;
@@ -49,7 +50,8 @@ export class EngineFront implements Engine {
     this.backend = args.backend;
     this.tokenizer = args.tokenizer;
     this.transport = args.transport;
-    this.supportedStages = args.tokenizer !== null ? ['compress'] : [];
+    // skipLayers and prunedPrefill shape the forward and need nothing beyond the model.
+    this.supportedStages = args.tokenizer !== null ? ['compress', 'skipLayers', 'prunedPrefill'] : ['skipLayers', 'prunedPrefill'];
   }
 
   generate(request: GenerateRequest): Observable<GenerateEvent> {
@@ -63,6 +65,8 @@ export class EngineFront implements Engine {
           sampling: resolveSampling(request.sampling),
           owner: request.owner,
           ...(request.stages?.compress !== undefined ? { compress: request.stages.compress } : {}),
+          ...(request.stages?.skipLayers !== undefined ? { skipLayers: request.stages.skipLayers } : {}),
+          ...(request.stages?.prunedPrefill !== undefined ? { prunedPrefill: request.stages.prunedPrefill } : {}),
         };
         if (!(Number.isInteger(msg.sampling.maxTokens) && msg.sampling.maxTokens >= 1)) {
           throw new BadRequestError('sampling.maxTokens', 'must be a positive integer');

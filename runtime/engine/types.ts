@@ -18,10 +18,10 @@ export interface ChatMessage {
 
 /** Pipeline stages applied by the runtime to one generation (validated by core's schema). */
 export interface StageOptions {
-  /** Unified Layer Skipping: run about numLayers/targetSpeedup layers, chosen evenly. */
-  skipLayers?: { targetSpeedup: number };
+  /** Unified Layer Skipping: decode on about numLayers/targetSpeedup layers, chosen evenly. */
+  skipLayers?: { targetSpeedup: number; mode?: 'lossy' | 'self-speculative'; drafts?: number };
   /** LazyLLM: progressive pruning of prompt tokens during prefill. */
-  prunedPrefill?: { keepRatio: number; layers?: number[] };
+  prunedPrefill?: { keepRatio: number | number[]; layers?: number[] };
   /** Medusa / Cerberus heads from a heads file beside the model. */
   speculate?: { heads?: string; mode?: 'medusa' | 'cerberus'; entropyGate?: number };
   /** LLMLingua-style prompt compression before prefill: keep about `rate` of the prompt tokens. */
@@ -64,6 +64,35 @@ export interface GenerationMetrics {
   /** Prompt tokens before and after the compress stage (usage.promptTokens is the latter). */
   compressedFrom?: number;
   compressedTo?: number;
+  /** Per stage that ran: what it decided and what it cost. */
+  stages?: StageReport;
+}
+
+/** What each stage of one generation decided and cost (runtime/stages/shape.ts fills the engine-run ones). */
+export interface StageReport {
+  compress?: { from: number; to: number };
+  skipLayers?: {
+    mode: 'lossy' | 'self-speculative';
+    targetSpeedup: number;
+    /** The layers decode (or drafting) ran. */
+    layers: number[];
+    /** Forwards at that depth (decode steps, or drafts). */
+    shallowForwards: number;
+    draftsProposed?: number;
+    draftsAccepted?: number;
+    verifications?: number;
+    /** Wall time of the decode forwards the sequence took part in. */
+    decodeMs: number;
+  };
+  prunedPrefill?: {
+    layers: number[];
+    /** Cumulative share of each chunk kept from each layer on. */
+    keep: number[];
+    /** Prompt tokens pruned at each pruning layer (summed over chunks). */
+    prunedAtLayer: Record<number, number>;
+    /** Wall time of the prefill forwards the sequence took part in. */
+    prefillMs: number;
+  };
 }
 
 export type GenerateEvent =

@@ -22,10 +22,20 @@ export interface Adopted {
   sharedBlocks: number;
 }
 
+/** One layer's new KV for some of the appended tokens (indices into them, ascending), or none. */
+export type LayerAppend = { k: tf.Tensor2D; v: tf.Tensor2D; tokenIndices: readonly number[] } | null;
+
 export class BlockTable {
   readonly blocks: KvBlock[] = [];
   /** Computed positions: the sum of the blocks' filled rows. */
   length = 0;
+  /**
+   * Set once the table holds KV that is not the full model's (a layer without an entry, a
+   * pruned token): from then on every block it writes is private (see KvBlock.private),
+   * because even complete rows after that point attended to the incomplete ones. Blocks
+   * before it, adopted or not, stay shared: nothing ever removes rows from them.
+   */
+  tainted = false;
   /** Empty blocks taken by reserve() for the next append. */
   private reserved: KvBlock[] = [];
 
@@ -108,41 +118,70 @@ export class BlockTable {
    * tensors: they are kept as block chunks, or sliced and disposed.
    */
   append(tokens: readonly number[], k: tf.Tensor2D[], v: tf.Tensor2D[]): void {
+    const all = tokens.map((_, i) => i);
+    this.appendLayers(
+      tokens,
+      k.map((kl, l) => ({ k: kl, v: v[l]!, tokenIndices: all })),
+    );
+  }
+
+  /**
+   * Appends tokens whose KV may have holes, as the forward returns it: a layer that did not
+   * run (null: skipped-layer decode) gets no rows, a layer past a pruning step gets rows for
+   * the tokens live there only. There is no placeholder and no copy from another layer:
+   * attention at a layer reads exactly the rows that layer computed, so a skipped layer's
+   * KV is simply never there to be read. Such an append taints the table (see `tainted`).
+   */
+  appendLayers(tokens: readonly number[], kv: readonly LayerAppend[]): void {
     const pool = this.pool;
     const B = pool.blockSize;
     const n = tokens.length;
+    if (kv.some((e) => e === null || e.tokenIndices.length !== n)) this.tainted = true;
     let offset = 0;
-    let keptWhole = false;
+    const keptWhole = new Set<tf.Tensor>();
     while (offset < n) {
       let last = this.blocks.at(-1);
       if (last === undefined || last.tokens.length === B) {
         const parent = last?.node ?? pool.tree.root;
         last = this.take();
         last.parent = parent;
-        parent.partials.add(last);
+        if (!this.tainted) parent.partials.add(last);
         this.blocks.push(last);
       } else if (last.refs > 1) {
         const copy = this.take();
         copyRows(last, copy, last.tokens.length);
         copy.parent = last.parent;
-        copy.parent!.partials.add(copy);
+        if (!this.tainted) copy.parent!.partials.add(copy);
         this.blocks[this.blocks.length - 1] = copy;
         pool.release(last);
         last = copy;
       }
+      if (this.tainted && !last.private) {
+        // Unlisted before any incomplete row lands, so no sequence can adopt it from now on.
+        last.private = true;
+        last.parent?.partials.delete(last);
+      }
       const count = Math.min(B - last.tokens.length, n - offset);
-      const whole = offset === 0 && count === n;
-      keptWhole ||= whole;
-      for (let l = 0; l < k.length; l++) {
-        last.k[l]!.push(whole ? k[l]! : piece(k[l]!, offset, count));
-        last.v[l]!.push(whole ? v[l]! : piece(v[l]!, offset, count));
+      for (let l = 0; l < kv.length; l++) {
+        const e = kv[l];
+        if (e === null || e === undefined) continue;
+        const lo = lowerBound(e.tokenIndices, offset);
+        const hi = lowerBound(e.tokenIndices, offset + count);
+        if (hi === lo) continue;
+        const whole = lo === 0 && hi === e.k.shape[0];
+        if (whole) keptWhole.add(e.k).add(e.v);
+        last.k[l]!.push(whole ? e.k : piece(e.k, lo, hi - lo));
+        last.v[l]!.push(whole ? e.v : piece(e.v, lo, hi - lo));
       }
       for (let i = 0; i < count; i++) last.tokens.push(tokens[offset + i]!);
       offset += count;
       this.length += count;
       if (last.tokens.length === B) this.seal(last);
     }
-    if (!keptWhole) for (const t of [...k, ...v]) t.dispose();
+    for (const e of kv) {
+      if (e === null || e === undefined) continue;
+      for (const t of [e.k, e.v]) if (!keptWhole.has(t)) t.dispose();
+    }
     this.unreserve();
   }
 
@@ -178,6 +217,7 @@ export class BlockTable {
   /** A block just filled: one tensor per layer, then indexed (or swapped for its twin). */
   private seal(block: KvBlock): void {
     consolidate(block);
+    if (block.private) return;
     const canonical = this.pool.index(block);
     if (canonical !== block) {
       this.pool.retain(canonical);
@@ -189,4 +229,16 @@ export class BlockTable {
 
 function piece(t: tf.Tensor2D, offset: number, count: number): tf.Tensor2D {
   return tf.slice(t, [offset, 0], [count, t.shape[1]]);
+}
+
+/** First index in ascending `xs` whose value is at least `x`. */
+function lowerBound(xs: readonly number[], x: number): number {
+  let lo = 0;
+  let hi = xs.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >> 1;
+    if (xs[mid]! < x) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo;
 }

@@ -27,6 +27,12 @@ export interface KvBlock {
   node: TreeNode | null;
   /** Logical clock of the last time a sequence took or dropped it, for LRU eviction. */
   lastUsed: number;
+  /**
+   * Written by a sequence whose KV is not the full model's (skipped layers, pruned tokens,
+   * or rows that attended to such): never listed as a partial, never indexed, so no other
+   * sequence can adopt it. Freed when its holder lets go.
+   */
+  private: boolean;
 }
 
 export function emptyBlock(id: number, numLayers: number): KvBlock {
@@ -39,6 +45,7 @@ export function emptyBlock(id: number, numLayers: number): KvBlock {
     parent: null,
     node: null,
     lastUsed: 0,
+    private: false,
   };
 }
 
@@ -76,4 +83,5 @@ export function disposeBlockTensors(block: KvBlock): void {
     for (let l = 0; l < side.length; l++) side[l] = [];
   }
   block.tokens = [];
+  block.private = false;
 }

@@ -204,6 +204,9 @@ interface SeqState {
   gone: number[]; // tokens the step being applied prunes
   prunedHidden: { fromLayer: number; tokenIndices: number[]; rows: tf.Tensor2D | null }[];
   attention: (tf.Tensor1D | null)[];
+  /** Layers whose last-token attention a keepTop step scores with, and the live tokens it covered. */
+  scoreAt: Set<number>;
+  attentionLive: number[][];
   newKv: ({ k: tf.Tensor2D; v: tf.Tensor2D; tokenIndices: number[] } | null)[];
 }
 
@@ -231,7 +234,14 @@ function validate(model: LoadedModel, seqs: ForwardSequence[], layers: number[])
     for (const p of s.prune ?? []) {
       if (p.fromLayer <= from) throw new BadRequestError(`seqs[${i}].prune`, 'fromLayer must increase');
       from = p.fromLayer;
-      if (!p.keep.includes(n - 1)) throw new BadRequestError(`seqs[${i}].prune`, 'each keep set must include the last new token');
+      if (p.keep !== undefined) {
+        if (!p.keep.includes(n - 1)) throw new BadRequestError(`seqs[${i}].prune`, 'each keep set must include the last new token');
+      } else {
+        if (!(Number.isInteger(p.keepTop) && p.keepTop >= 1)) throw new BadRequestError(`seqs[${i}].prune`, 'keepTop must be a positive integer');
+        if (!layers.some((l) => l < p.fromLayer)) {
+          throw new BadRequestError(`seqs[${i}].prune`, `keepTop at layer ${p.fromLayer} needs a layer run before it to score with`);
+        }
+      }
     }
     s.past?.forEach((layer, l) => {
       if (layer === undefined) return;
@@ -284,6 +294,8 @@ export function forward(model: LoadedModel, seqs: ForwardSequence[], opts: Forwa
       gone: [],
       prunedHidden: [],
       attention: new Array<tf.Tensor1D | null>(c.numLayers).fill(null),
+      scoreAt: new Set((seq.prune ?? []).flatMap((p) => (p.keepTop !== undefined ? [Math.max(...layers.filter((l) => l < p.fromLayer))] : []))),
+      attentionLive: [],
       newKv: new Array(c.numLayers).fill(null),
     };
   });
@@ -338,7 +350,7 @@ export function forward(model: LoadedModel, seqs: ForwardSequence[], opts: Forwa
           s.gone = [];
           if (s.pruneDone < steps.length && steps[s.pruneDone]!.fromLayer <= l) {
             const step = steps[s.pruneDone++]!;
-            const keep = new Set(step.keep);
+            const keep = new Set(step.keep ?? topByAttention(s, step.keepTop!, Math.max(...layers.filter((p) => p < step.fromLayer))));
             s.gone = s.live.filter((i) => !keep.has(i));
             s.prunedHidden.push({ fromLayer: step.fromLayer, tokenIndices: s.gone, rows: null });
             stepped = true;
@@ -499,8 +511,9 @@ export function forward(model: LoadedModel, seqs: ForwardSequence[], opts: Forwa
       }
       scores = tf.add(scores, mask);
       const probs = tf.softmax(scores); // (heads, n, S)
-      if (s.seq.returnAttention) {
+      if (s.seq.returnAttention || s.scoreAt.has(l)) {
         s.attention[l] = tf.reshape(tf.mean(tf.slice(probs, [0, n - 1, 0], [H, 1, S]), [0, 1]), [S]) as tf.Tensor1D;
+        s.attentionLive[l] = s.live;
       }
       const pS = KV === 1 ? [tf.reshape(probs, [G * n, S])] : tf.split(tf.reshape(probs, [KV * G * n, S]), KV, 0); // KV × (G·n, S)
       const outs = pS.map((ph, h) => tf.matMul(ph, vS[h]!)); // KV × (G·n, D)
@@ -549,6 +562,22 @@ export function forward(model: LoadedModel, seqs: ForwardSequence[], opts: Forwa
       const fullsT = pCols.map((p, b) => tf.matMul(tf.transpose(vPadded[b]!), p) as tf.Tensor2D); // B × (kvDim, heads): every kv head for every head
       const fullT = B === 1 ? fullsT[0]! : (tf.concat(fullsT, 0) as tf.Tensor2D); // (B·kvDim, heads)
       return ownHeads(fullT, shape, prep.blockMask); // (B, qDim)
+    }
+
+    /**
+     * LazyLLM's choice for a keepTop step: the live new tokens the last one attended to most
+     * at `layer` (mean over heads), the last always kept, ties to the earlier token. One
+     * small read-back per pruning step is the price of deciding inside the same forward.
+     */
+    function topByAttention(s: SeqState, count: number, layer: number): number[] {
+      if (s.live.length <= count) return s.live;
+      const att = s.attention[layer]!.dataSync(); // (past + live at that layer)
+      const covered = s.attentionLive[layer]!;
+      const past = att.length - covered.length;
+      const score = new Map(covered.map((i, a) => [i, att[past + a]!]));
+      const last = s.live.at(-1)!;
+      const rest = s.live.slice(0, -1).sort((a, b) => score.get(b)! - score.get(a)! || a - b);
+      return [...rest.slice(0, count - 1), last];
     }
 
     /** A constant (rows, cols) tensor, made once per forward. */

@@ -91,6 +91,9 @@ export interface LayerKvChunks {
   v: tf.Tensor2D[]; // each (chunkLen, kvHeads*headDim)
 }
 
+/** One pruning step: an explicit keep set, or the top `keepTop` by last-token attention. */
+export type PruneStep = { fromLayer: number; keep: number[]; keepTop?: undefined } | { fromLayer: number; keepTop: number; keep?: undefined };
+
 /** One sequence's part of a batched forward call. */
 export interface ForwardSequence {
   /** New token ids to run (a prefill chunk, one decode token, or draft tokens). */
@@ -108,9 +111,12 @@ export interface ForwardSequence {
   /**
    * Token pruning (LazyLLM): from `fromLayer` on, only the new tokens whose indices are in
    * `keep` are computed; pruned ones produce no KV at those layers. Entries must have
-   * increasing fromLayer, and each keep set must include the last new token.
+   * increasing fromLayer, and each keep set must include the last new token. Instead of
+   * `keep`, `keepTop: n` lets the forward choose inside the same call: the n live new tokens
+   * the last new token attends to most (mean over heads) at the layer run before
+   * fromLayer, the last one always among them (LazyLLM's selection, one pass).
    */
-  prune?: { fromLayer: number; keep: number[] }[];
+  prune?: PruneStep[];
   /** Which new positions get logits: 'last' (default) or 'all'. */
   logits?: 'last' | 'all' | 'none';
   /** Return the final hidden state (after the final norm) of the same positions as logits. */

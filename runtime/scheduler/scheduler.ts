@@ -17,13 +17,14 @@
  * s.submit({ id: 'a', ids: [1, 5, 7], sampling }, { token: (id) => {}, done: (r) => {}, error: (e) => {} });
  * while (s.hasWork()) s.step();
  */
+import * as tf from '@tensorflow/tfjs-core';
 import { BadRequestError, KvExhaustedError, NotAvailableError } from '../../core/errors.js';
 import type { SamplingParams } from '../../core/sampling.js';
 import type { FinishReason } from '../engine/types.js';
-import { BlockTable } from '../kv/block-table.js';
+import { BlockTable, type LayerAppend } from '../kv/block-table.js';
 import { KvPool } from '../kv/pool.js';
 import { forward as defaultForward } from '../model/forward.js';
-import type { ForwardCallOptions, ForwardSequence, ForwardSequenceResult, LoadedModel } from '../model/types.js';
+import type { ForwardCallOptions, ForwardSequence, ForwardSequenceResult, LayerKvChunks, LoadedModel, PruneStep } from '../model/types.js';
 
 export type ForwardFn = (model: LoadedModel, seqs: ForwardSequence[], opts?: ForwardCallOptions) => ForwardSequenceResult[];
 
@@ -53,6 +54,47 @@ export interface SchedulerOptions {
   policy?: SchedulingPolicy;
 }
 
+/**
+ * How a sequence's forwards are shaped (runtime/stages builds it from a request's stages).
+ * Prefill always runs every layer; pruning only ever withholds KV of positions the
+ * sequence computes itself (see BlockTable.tainted for what that means for sharing).
+ */
+export interface SequenceShape {
+  /** Skipped-layer decode: the layers decode steps run, ascending. */
+  decodeLayers?: readonly number[];
+  /**
+   * 'lossy': each decode step runs decodeLayers only. 'self-speculative': decodeLayers
+   * draft up to `drafts` tokens one by one, then the full model verifies them in one
+   * forward and the sequence's own sampler picks each token from the full model's logits:
+   * the output is the plain decode's, token for token.
+   */
+  skipMode?: 'lossy' | 'self-speculative';
+  /** Tokens drafted per verification (self-speculative). */
+  drafts?: number;
+  /**
+   * LazyLLM for every prefill chunk: from each layer on, keep this share of the chunk,
+   * chosen by the last token's attention inside the forward — or, for baselines such as
+   * random pruning, by `choose(live, count)` (indices into the chunk, ascending, last kept).
+   */
+  prune?: { layers: readonly number[]; keep: readonly number[]; choose?: (live: readonly number[], count: number) => number[] };
+}
+
+/** What a sequence's shaping did and cost (present when it had a shape). */
+export interface ShapeFigures {
+  /** Layers one decode forward ran (skipLayers), and decode forwards at that depth. */
+  decodeLayers?: number;
+  shallowForwards?: number;
+  /** Self-speculative: drafts proposed and accepted, verification forwards. */
+  draftsProposed?: number;
+  draftsAccepted?: number;
+  verifications?: number;
+  /** LazyLLM: prompt tokens pruned at each pruning layer (cumulative, as the layer sees it). */
+  prunedAtLayer?: Record<number, number>;
+  /** Wall time of the forwards the sequence took part in, by kind. */
+  prefillMs: number;
+  decodeMs: number;
+}
+
 export interface SubmitRequest {
   id: string;
   ids: number[];
@@ -60,6 +102,7 @@ export interface SubmitRequest {
   owner?: string;
   /** End-of-sequence ids; default the model config's. */
   eosIds?: number[];
+  shape?: SequenceShape;
 }
 
 export interface SequenceSummary {
@@ -73,6 +116,8 @@ export interface SequenceSummary {
   /** Blocks shared (not copied, not computed) at admission. */
   kvBlocksShared: number;
   preemptions: number;
+  /** Present when the request had a shape. */
+  shape?: ShapeFigures;
 }
 
 export interface SequenceListener {
@@ -103,9 +148,30 @@ export interface SchedulerStats {
   runningSequences: number;
 }
 
+/** Self-speculative drafts in flight: proposed tokens and their shallow KV, outside the pool. */
+interface Drafts {
+  tokens: number[];
+  /** Per layer, the drafts' KV chunks (kept layers only); at most `drafts` rows each. */
+  kv: LayerKvChunks[];
+}
+
+/** Plain decode steps a self-speculative sequence takes after its drafts kept failing, before it drafts again. */
+const PROBE_AFTER = 8;
+
 class Sequence {
   table: BlockTable | null = null;
   readonly generated: number[] = [];
+  drafts: Drafts | null = null;
+  /**
+   * Self-speculative draft length, adapted: one more after a verification that accepts
+   * every draft (up to shape.drafts), one fewer after one that accepts none; at zero the
+   * sequence decodes plainly for PROBE_AFTER tokens, then drafts one again. Drafts the full
+   * model keeps rejecting cost a shallow forward each and buy nothing, so this bounds the
+   * loss; the output is the same whatever the length.
+   */
+  draftWidth = 0;
+  plainLeft = 0;
+  figures: ShapeFigures | null = null;
   /** Set at first admission; a resumed sequence's recompute is not a cache hit. */
   cachedPromptTokens = -1;
   kvBlocksShared = 0;
@@ -120,7 +186,11 @@ class Sequence {
     readonly eosIds: number[],
     readonly sample: TokenSampler,
     readonly listener: SequenceListener,
-  ) {}
+    readonly shape: SequenceShape | null,
+  ) {
+    if (shape !== null) this.figures = { prefillMs: 0, decodeMs: 0 };
+    this.draftWidth = shape?.drafts ?? 0;
+  }
 
   /** Every token whose KV the sequence needs: prompt, then generated (the last one not yet run). */
   all(): number[] {
@@ -135,6 +205,15 @@ class Sequence {
     return this.prompt.length + this.generated.length;
   }
 
+  /**
+   * The one pending token is a generated one (not the prompt's last, which a short final
+   * chunk also leaves): only then may a step be shallow, since the prompt is always
+   * prefilled at full depth.
+   */
+  get decoding(): boolean {
+    return this.pending === 1 && this.generated.length > 0;
+  }
+
   /** Tokens still to run before the next logits. */
   get pending(): number {
     return this.length - (this.table?.length ?? 0);
@@ -145,6 +224,10 @@ interface WorkItem {
   seq: Sequence;
   ids: number[];
   wantLogits: boolean;
+  /** prefill: a prompt chunk; decode: one token; draft: one shallow draft token; verify: pending token + drafts. */
+  kind: 'prefill' | 'decode' | 'draft' | 'verify';
+  /** Layers to run; undefined for every layer. */
+  layers?: readonly number[];
 }
 
 export class Scheduler {
@@ -204,6 +287,7 @@ export class Scheduler {
       // Refused here: the forward would refuse it mid-batch and fail its batch-mates too.
       throw new NotAvailableError('sliding-window attention', `the request may reach ${total} tokens, the window is ${window}`);
     }
+    if (request.shape !== undefined) this.checkShape(request.shape);
     const need = this.pool.blocksFor(total);
     if (need > this.pool.numBlocks) throw new KvExhaustedError(need, this.pool.available, this.pool.numBlocks);
     const seq = new Sequence(
@@ -215,9 +299,31 @@ export class Scheduler {
       request.eosIds ?? this.model.config.eosTokenIds,
       this.makeSampler(request.sampling),
       listener,
+      request.shape ?? null,
     );
     this.byId.set(seq.id, seq);
     this.waiting.push(seq);
+  }
+
+  /** Refuses a shape the forward would refuse mid-batch (and fail its batch-mates with). */
+  private checkShape(shape: SequenceShape): void {
+    const L = this.model.config.numLayers;
+    const ascending = (xs: readonly number[], min: number) => xs.every((x, i) => Number.isInteger(x) && x >= min && x < L && (i === 0 || x > xs[i - 1]!));
+    if (shape.decodeLayers !== undefined && !(shape.decodeLayers.length > 0 && ascending(shape.decodeLayers, 0))) {
+      throw new BadRequestError('shape.decodeLayers', `must be ascending layers of 0..${L - 1}`);
+    }
+    if (shape.skipMode === 'self-speculative' && !(Number.isInteger(shape.drafts) && shape.drafts! >= 1)) {
+      throw new BadRequestError('shape.drafts', 'self-speculative decoding needs a positive number of drafts');
+    }
+    const prune = shape.prune;
+    if (prune !== undefined) {
+      if (!(prune.layers.length === prune.keep.length && ascending(prune.layers, 1))) {
+        throw new BadRequestError('shape.prune', `needs ascending layers of 1..${L - 1}, one share each`);
+      }
+      if (!prune.keep.every((k, i) => k > 0 && k <= 1 && (i === 0 || k <= prune.keep[i - 1]!))) {
+        throw new BadRequestError('shape.prune.keep', 'shares must be in (0, 1] and not increase');
+      }
+    }
   }
 
   /** Drops a sequence and frees its blocks; no listener call. Safe from inside a listener. */
@@ -326,8 +432,9 @@ export class Scheduler {
     const running = this.ordered(this.running);
     for (const seq of running) {
       if (seq.pending === 1 && budget > 0) {
-        chosen.push({ seq, n: 1 });
-        budget--;
+        const n = this.decodeWidth(seq);
+        chosen.push({ seq, n });
+        budget -= n;
       }
     }
     for (const seq of running) {
@@ -342,6 +449,15 @@ export class Scheduler {
     const items: WorkItem[] = [];
     for (const { seq, n } of chosen) {
       if (seq.table === null) continue; // preempted for an older one in this loop
+      const all = seq.all();
+      const start = seq.table.length;
+      const shape = seq.shape;
+      if (seq.decoding && shape?.skipMode === 'self-speculative' && n === 1 && this.draftTarget(seq) > (seq.drafts?.tokens.length ?? 0)) {
+        // A draft: shallow KV outside the pool, nothing to reserve.
+        const last = seq.drafts?.tokens.at(-1) ?? all[start]!;
+        items.push({ seq, ids: [last], wantLogits: true, kind: 'draft', layers: shape.decodeLayers });
+        continue;
+      }
       let ok = seq.table.reserve(n);
       while (!ok) {
         const victim = this.running.reduce((a, b) => (b.arrival > a.arrival ? b : a));
@@ -351,14 +467,40 @@ export class Scheduler {
         ok = seq.table.reserve(n);
       }
       if (!ok) continue;
-      const all = seq.all();
-      const start = seq.table.length;
-      items.push({ seq, ids: all.slice(start, start + n), wantLogits: start + n === all.length });
+      if (!seq.decoding) {
+        items.push({ seq, ids: all.slice(start, start + n), wantLogits: start + n === all.length, kind: 'prefill' });
+      } else if (seq.drafts !== null) {
+        items.push({ seq, ids: [all[start]!, ...seq.drafts.tokens], wantLogits: true, kind: 'verify' });
+      } else {
+        const lossy = seq.decoding && shape?.decodeLayers !== undefined && shape.skipMode !== 'self-speculative';
+        items.push({ seq, ids: [all[start]!], wantLogits: true, kind: 'decode', ...(lossy ? { layers: shape.decodeLayers } : {}) });
+      }
     }
     return items;
   }
 
+  /** Drafts worth proposing before the next verification: none past what may still be generated. */
+  private draftTarget(seq: Sequence): number {
+    const left = Math.min(seq.sampling.maxTokens - seq.generated.length, this.model.config.maxPositionEmbeddings - seq.length);
+    return seq.plainLeft > 0 ? 0 : Math.max(0, Math.min(seq.draftWidth, left - 1));
+  }
+
+  /** Tokens a decode-ready sequence runs this step: 1, or pending + drafts when it verifies. */
+  private decodeWidth(seq: Sequence): number {
+    if (seq.shape?.skipMode !== 'self-speculative' || !seq.decoding) return 1;
+    const drafted = seq.drafts?.tokens.length ?? 0;
+    return drafted > 0 && drafted >= this.draftTarget(seq) ? 1 + drafted : 1;
+  }
+
+  /** Frees a sequence's draft KV (after verification, on preemption, cancel or failure). */
+  private dropDrafts(seq: Sequence): void {
+    if (seq.drafts === null) return;
+    for (const layer of seq.drafts.kv) for (const t of [...layer.k, ...layer.v]) t.dispose();
+    seq.drafts = null;
+  }
+
   private preempt(seq: Sequence): void {
+    this.dropDrafts(seq);
     seq.table?.release();
     seq.table = null;
     seq.preemptions++;
@@ -367,44 +509,171 @@ export class Scheduler {
   }
 
   private run(items: WorkItem[], report: StepReport): void {
-    const inputs: ForwardSequence[] = items.map(({ seq, ids, wantLogits }) => ({
-      ids,
-      past: seq.table!.past(),
-      logits: wantLogits ? 'last' : 'none',
-    }));
-    let results: ForwardSequenceResult[];
-    try {
-      results = this.forwardFn(this.model, inputs);
-    } catch (err) {
-      for (const { seq } of items) this.fail(seq, err);
-      return;
+    // One batched forward per layer set: skipped-layer decode and drafts run beside the
+    // full-depth work of the same step, each group packed as one batch.
+    const groups = new Map<string, WorkItem[]>();
+    for (const item of items) {
+      const key = item.layers?.join(',') ?? 'all';
+      groups.set(key, [...(groups.get(key) ?? []), item]);
     }
     report.sequences = items.length;
-    const maxPos = this.model.config.maxPositionEmbeddings;
-    items.forEach(({ seq, ids, wantLogits }, i) => {
-      const r = results[i]!;
-      // One sequence's failure (a listener that throws) must not touch its batch-mates.
+    for (const group of groups.values()) {
+      const t0 = performance.now();
+      let results: ForwardSequenceResult[];
       try {
-        const k = r.newKv.map((e) => e!.k);
-        const v = r.newKv.map((e) => e!.v);
-        seq.table!.append(ids, k, v);
-        if (ids.length === 1 && wantLogits) report.decodeTokens++;
-        else report.prefillTokens += ids.length;
-        this.served.set(seq.owner, (this.served.get(seq.owner) ?? 0) + ids.length);
-        if (!wantLogits || seq.cancelled) return;
-        const token = seq.sample(r.logits[0]!, seq.all());
-        seq.generated.push(token);
-        const reason = seq.eosIds.includes(token)
-          ? 'eos'
-          : seq.generated.length >= seq.sampling.maxTokens || seq.length >= maxPos
-            ? 'length'
-            : null;
-        if (seq.listener.token(token, reason !== null) === true) return this.finish(seq, 'stop');
-        if (reason !== null) this.finish(seq, reason);
+        const layers = group[0]!.layers;
+        results = this.forwardFn(this.model, group.map((item) => this.input(item)), layers ? { layers: [...layers] } : {});
       } catch (err) {
-        this.fail(seq, err);
+        for (const { seq } of group) this.fail(seq, err);
+        continue;
       }
+      const ms = performance.now() - t0;
+      group.forEach((item, i) => {
+        const r = results[i]!;
+        const f = item.seq.figures;
+        if (f !== null) {
+          if (item.kind === 'prefill') f.prefillMs += ms;
+          else f.decodeMs += ms;
+        }
+        // One sequence's failure (a listener that throws) must not touch its batch-mates.
+        try {
+          if (item.kind === 'draft') this.takeDraft(item, r);
+          else if (item.kind === 'verify') this.verify(item, r, report);
+          else this.advance(item, r, report);
+        } catch (err) {
+          this.fail(item.seq, err);
+        }
+      });
+    }
+  }
+
+  /** The forward input of one work item. */
+  private input(item: WorkItem): ForwardSequence {
+    const { seq, ids, kind } = item;
+    const start = seq.table!.length;
+    const positions = ids.map((_, i) => start + (kind === 'draft' ? seq.drafts?.tokens.length ?? 0 : 0) + i);
+    const past = seq.table!.past();
+    if (kind === 'draft') return { ids, positions, past: this.withDrafts(past, seq.drafts), logits: 'last' };
+    if (kind === 'verify') return { ids, positions, past, logits: 'all' };
+    const prune = kind === 'prefill' && ids.length > 1 ? seq.shape?.prune : undefined;
+    return {
+      ids,
+      positions,
+      past,
+      logits: item.wantLogits ? 'last' : 'none',
+      ...(prune ? { prune: pruneSteps(prune, ids.length) } : {}),
+    };
+  }
+
+  /** The table's chunks with the drafts' shallow KV after them (layers without drafts as they are). */
+  private withDrafts(past: LayerKvChunks[] | undefined, drafts: Drafts | null): LayerKvChunks[] | undefined {
+    if (drafts === null || past === undefined) return past;
+    return past.map((layer, l) => {
+      const d = drafts.kv[l];
+      return d === undefined || d.k.length === 0 ? layer : { k: [...layer.k, ...d.k], v: [...layer.v, ...d.v] };
     });
+  }
+
+  /** A prefill chunk or a plain/skipped decode step: append its KV, sample when it has logits. */
+  private advance(item: WorkItem, r: ForwardSequenceResult, report: StepReport): void {
+    const { seq, ids, wantLogits } = item;
+    seq.table!.appendLayers(ids, r.newKv);
+    this.count(item, r);
+    if (item.kind === 'decode' && seq.plainLeft > 0 && --seq.plainLeft === 0) seq.draftWidth = 1;
+    if (ids.length === 1 && wantLogits) report.decodeTokens++;
+    else report.prefillTokens += ids.length;
+    this.served.set(seq.owner, (this.served.get(seq.owner) ?? 0) + ids.length);
+    if (!wantLogits || seq.cancelled) return;
+    this.emit(seq, seq.sample(r.logits[0]!, seq.all()));
+  }
+
+  /** Stage figures of a prefill chunk or decode step. */
+  private count(item: WorkItem, r: ForwardSequenceResult): void {
+    const f = item.seq.figures;
+    if (f === null) return;
+    if (item.layers !== undefined) {
+      f.decodeLayers = item.layers.length;
+      f.shallowForwards = (f.shallowForwards ?? 0) + 1;
+    }
+    const prune = item.kind === 'prefill' ? item.seq.shape?.prune : undefined;
+    if (prune !== undefined) {
+      f.prunedAtLayer ??= {};
+      for (const l of prune.layers) f.prunedAtLayer[l] = (f.prunedAtLayer[l] ?? 0) + item.ids.length - (r.newKv[l]?.tokenIndices.length ?? 0);
+    }
+  }
+
+  /** Samples-side bookkeeping of one token; false when the sequence ended with it. */
+  private emit(seq: Sequence, token: number): boolean {
+    seq.generated.push(token);
+    const reason = seq.eosIds.includes(token)
+      ? 'eos'
+      : seq.generated.length >= seq.sampling.maxTokens || seq.length >= this.model.config.maxPositionEmbeddings
+        ? 'length'
+        : null;
+    if (seq.listener.token(token, reason !== null) === true) {
+      this.finish(seq, 'stop');
+      return false;
+    }
+    if (reason !== null) {
+      this.finish(seq, reason);
+      return false;
+    }
+    return !seq.cancelled;
+  }
+
+  /** A shallow draft token: kept with its KV until the next verification. */
+  private takeDraft(item: WorkItem, r: ForwardSequenceResult): void {
+    const seq = item.seq;
+    seq.drafts ??= { tokens: [], kv: Array.from({ length: this.model.config.numLayers }, () => ({ k: [], v: [] })) };
+    r.newKv.forEach((e, l) => {
+      if (e === null) return;
+      seq.drafts!.kv[l]!.k.push(e.k);
+      seq.drafts!.kv[l]!.v.push(e.v);
+    });
+    // Greedy drafts: the sequence's own sampler (and its seeded state) is kept for the
+    // full model's logits, so that sampling sees exactly what plain decoding would.
+    seq.drafts.tokens.push(argmax(r.logits[0]!));
+    const f = seq.figures!;
+    f.draftsProposed = (f.draftsProposed ?? 0) + 1;
+    f.decodeLayers = item.layers?.length ?? this.model.config.numLayers;
+    f.shallowForwards = (f.shallowForwards ?? 0) + 1;
+  }
+
+  /**
+   * Verification: the full model ran the pending token and the drafts in one forward. The
+   * sequence's sampler picks a token from each row in turn, exactly as plain decoding would
+   * from the same prefix; while it picks the draft that follows, the next row is valid too.
+   * The KV of the pending token and the accepted drafts is kept, the rest freed.
+   */
+  private verify(item: WorkItem, r: ForwardSequenceResult, report: StepReport): void {
+    const { seq, ids } = item;
+    const drafts = seq.drafts!.tokens;
+    this.dropDrafts(seq);
+    const picked: number[] = [];
+    for (let i = 0; i <= drafts.length; i++) {
+      const token = seq.sample(r.logits[i]!, [...seq.all(), ...picked]);
+      picked.push(token);
+      if (token !== drafts[i] || seq.eosIds.includes(token)) break;
+    }
+    const keep = picked.length; // rows: the pending token and the accepted drafts
+    seq.table!.appendLayers(
+      ids.slice(0, keep),
+      r.newKv.map((e) => {
+        if (e === null) return null;
+        if (keep === ids.length) return e;
+        const cut = { k: tf.slice(e.k, [0, 0], [keep, e.k.shape[1]]), v: tf.slice(e.v, [0, 0], [keep, e.v.shape[1]]), tokenIndices: e.tokenIndices.slice(0, keep) };
+        tf.dispose([e.k, e.v]);
+        return cut;
+      }),
+    );
+    const f = seq.figures!;
+    f.verifications = (f.verifications ?? 0) + 1;
+    f.draftsAccepted = (f.draftsAccepted ?? 0) + keep - 1;
+    if (keep - 1 === drafts.length) seq.draftWidth = Math.min(seq.shape!.drafts!, seq.draftWidth + 1);
+    else if (keep === 1 && --seq.draftWidth === 0) seq.plainLeft = PROBE_AFTER;
+    report.decodeTokens += picked.length;
+    this.served.set(seq.owner, (this.served.get(seq.owner) ?? 0) + ids.length);
+    for (const token of picked) if (!this.emit(seq, token)) return;
   }
 
   private finish(seq: Sequence, reason: SequenceSummary['reason']): void {
@@ -418,6 +687,7 @@ export class Scheduler {
       cachedPromptTokens: Math.max(0, seq.cachedPromptTokens),
       kvBlocksShared: seq.kvBlocksShared,
       preemptions: seq.preemptions,
+      ...(seq.figures !== null ? { shape: { ...seq.figures } } : {}),
     });
   }
 
@@ -432,10 +702,28 @@ export class Scheduler {
     seq.cancelled = true;
     if (this.byId.get(seq.id) !== seq) return;
     this.byId.delete(seq.id);
+    this.dropDrafts(seq);
     seq.table?.release();
     seq.table = null;
     this.running = this.running.filter((s) => s !== seq);
     this.waiting = this.waiting.filter((s) => s !== seq);
     if (![...this.running, ...this.waiting].some((s) => s.owner === seq.owner)) this.served.delete(seq.owner);
   }
+}
+
+function argmax(row: Float32Array): number {
+  let best = 0;
+  for (let i = 1; i < row.length; i++) if (row[i]! > row[best]!) best = i;
+  return best;
+}
+
+/** The forward's prune steps for a chunk of n tokens: keepTop per layer, or explicit sets from `choose`. */
+export function pruneSteps(prune: NonNullable<SequenceShape['prune']>, n: number): PruneStep[] {
+  const counts = prune.keep.map((share) => Math.max(1, Math.ceil(share * n - 1e-9)));
+  if (prune.choose === undefined) return prune.layers.map((l, i) => ({ fromLayer: l, keepTop: counts[i]! }));
+  let live: number[] = Array.from({ length: n }, (_, i) => i);
+  return prune.layers.map((l, i) => {
+    live = prune.choose!(live, Math.min(live.length, counts[i]!));
+    return { fromLayer: l, keep: live };
+  });
 }

@@ -2,10 +2,13 @@
  * `skein generate`: generate from a prompt (or token ids) with the simple engine. Text
  * streams to stdout as it is generated (greedy by default); with --json one object
  * `{"ids", "text", "metrics": {"prefillMs", "decodeTokensPerSec"}}` is printed instead.
+ * `--stages JSON` (a generate node's `stages`) runs on the shared engine's scheduler, where
+ * the stages live, and --json then adds `metrics.stages`: per stage what it did and cost.
  *
  * @example
  * npx skein generate --model skein-mini --prompt "Once upon a time" --max-tokens 32
  * npx skein generate --model smollm2-135m-instruct --chat --prompt "What is a dog?"
+ * npx skein generate -m skein-mini --prompt "Once" --stages '{"skipLayers":{"targetSpeedup":2}}' --json
  */
 import type { Command } from 'commander';
 import { BadRequestError } from '../../../core/errors.js';
@@ -14,7 +17,11 @@ import { initBackend } from '../../backend.js';
 import { loadModel } from '../../checkpoint/load.js';
 import { MODEL_OPTION_HELP, modelOrDefault } from '../../pull/default-model.js';
 import { generateAll, type GenerateTokenizer } from '../../generate/generate.js';
+import { lastValueFrom, tap, toArray } from 'rxjs';
+import type { Stages } from '../../../core/stages.js';
+import type { StageOptions } from '../../engine/types.js';
 import { parseIds, writeOut } from './logits.js';
+import { parseStagesFlag } from './stages-flag.js';
 
 function num(name: string, check: (n: number) => boolean, what: string) {
   return (value: string): number => {
@@ -32,6 +39,7 @@ interface GenerateCliOptions extends Partial<SamplingParams> {
   ids?: number[];
   stop: string[];
   json?: boolean;
+  stages?: string;
 }
 
 export function register(program: Command): void {
@@ -50,9 +58,11 @@ export function register(program: Command): void {
     .option('--seed <s>', 'sampler seed', num('--seed', (n) => Number.isInteger(n), 'must be an integer'))
     .option('--stop <text>', 'stop string (repeatable)', (v: string, acc: string[]) => [...acc, v], [] as string[])
     .option('--json', 'print one JSON object with ids, text and metrics instead of streaming')
+    .option('--stages <json>', 'inference stages, as a generate node\'s `stages` (runs on the shared engine)')
     .action(async (opts: GenerateCliOptions) => {
       if ((opts.prompt === undefined) === (opts.ids === undefined)) throw new BadRequestError('--prompt/--ids', 'give exactly one');
       if (opts.chat === true && opts.prompt === undefined) throw new BadRequestError('--chat', 'needs --prompt');
+      if (opts.stages !== undefined) return generateWithStages(opts, parseStagesFlag(opts.stages));
       await initBackend({ log: true });
       const model = await loadModel((await modelOrDefault(opts.model)).model);
       try {
@@ -89,4 +99,52 @@ export function register(program: Command): void {
         model.dispose();
       }
     });
+}
+
+/** The --stages path: one request on an in-process engine (the scheduler runs the stages). */
+async function generateWithStages(opts: GenerateCliOptions, stages: Stages): Promise<void> {
+  const { createEngine } = await import('../../engine/index.js');
+  const engine = await createEngine({ model: (await modelOrDefault(opts.model)).model, thread: 'main' });
+  try {
+    const events = await lastValueFrom(
+      engine
+        .generate({
+          ...(opts.ids !== undefined
+            ? { ids: opts.ids }
+            : opts.chat === true
+              ? { messages: [{ role: 'user' as const, content: opts.prompt! }] }
+              : { prompt: opts.prompt! }),
+          sampling: {
+            maxTokens: opts.maxTokens,
+            temperature: opts.temperature,
+            topK: opts.topK,
+            topP: opts.topP,
+            repetitionPenalty: opts.repetitionPenalty,
+            seed: opts.seed,
+            stop: opts.stop,
+          },
+          stages: stages as StageOptions,
+        })
+        .pipe(
+          tap((e) => {
+            if (!opts.json && e.type === 'token' && e.text !== '') process.stdout.write(e.text);
+          }),
+          toArray(),
+        ),
+    );
+    const done = events.at(-1)!;
+    if (done.type !== 'done') throw new Error('generation ended without a result');
+    const { ttftMs, decodeTokensPerSec, stages: report } = done.metrics;
+    if (opts.json) {
+      await writeOut(
+        `${JSON.stringify({ ids: done.ids, text: done.text, finishReason: done.reason, metrics: { prefillMs: ttftMs, ttftMs, decodeTokensPerSec, stages: report ?? {} } })}\n`,
+      );
+    } else {
+      await writeOut('\n');
+      process.stderr.write(`skein: ${done.ids.length} tokens (${done.reason}), TTFT ${ttftMs.toFixed(0)} ms, decode ${decodeTokensPerSec.toFixed(1)} tokens/s\n`);
+      process.stderr.write(`skein: stages ${JSON.stringify(report ?? {})}\n`);
+    }
+  } finally {
+    await engine.close();
+  }
 }

@@ -11,6 +11,7 @@ import { BadRequestError, GraphValidationError, checkRunInput, compileGraph, sav
 import { ProgressView } from '../../../core/progress.js';
 import type { Engine } from '../../engine/types.js';
 import { chooseDefaultModel, MODEL_OPTION_HELP } from '../../pull/default-model.js';
+import { parseStagesFlag, withStages } from './stages-flag.js';
 import { readGraphFile } from './validate.js';
 
 export interface RunFlags {
@@ -20,6 +21,8 @@ export interface RunFlags {
   seed?: string;
   json?: boolean;
   save?: string;
+  /** `--stages JSON`: merged into the stages of every model-calling node (generate, skeleton, expand). */
+  stages?: string;
 }
 
 function parseInput(text: string): Record<string, unknown> {
@@ -54,7 +57,8 @@ export async function runGraphFile(file: string, flags: RunFlags, io: RunIo = {}
   const stderr = io.stderr ?? process.stderr;
   const read = readGraphFile(file);
   if (read.problems.length) throw new GraphValidationError(read.problems, file);
-  const compiled = compileGraph(read.json as never, undefined, file);
+  const json = flags.stages !== undefined ? withStages(read.json, parseStagesFlag(flags.stages)) : read.json;
+  const compiled = compileGraph(json as never, undefined, file);
   const input = parseInput(flags.input);
   checkRunInput(compiled.spec, input);
   const seed = flags.seed === undefined ? undefined : Number(flags.seed);
@@ -116,6 +120,7 @@ export function register(program: Command): void {
     .option('-s, --seed <n>', 'run seed (per-node seeds derive from it)')
     .option('--json', 'print every run event as a JSON line')
     .option('--save <file>', 'also save the events as JSON lines (replayable)')
+    .option('--stages <json>', 'stages for every model call, e.g. \'{"skipLayers":{"targetSpeedup":2}}\'')
     .action(async (file: string, flags: RunFlags) => {
       const abort = new AbortController();
       const onSigint = () => abort.abort();

@@ -1,0 +1,344 @@
+/**
+ * `skein bench stages`: skipped-layer decode (Unified Layer Skipping) and pruned prefill
+ * (LazyLLM) on the default model — SmolLM2-135M-Instruct when models/ holds it, else
+ * skein-mini (the figures say which) — each against the plain run and its baselines, in one
+ * run, on the same items, through the batched scheduler the engine uses (greedy):
+ *
+ * - Decode (a short QA prompt, `decode-tokens` generated, runs interleaved `reps` times):
+ *   tokens/s after the first token for full depth, ULS at r = 2 (lossy), the Early Exit
+ *   baseline (first k layers), a contiguous middle block skipped (same k), and the
+ *   self-speculative mode at r = 2 and at a milder `spec-target` (default 1.25): its output
+ *   is checked token for token against the full run (`…_identical`).
+ * - Perplexity on held-out text (the project's generated passages, not any model's training
+ *   data): the first `ppl-context` tokens prefilled at full depth, the next `ppl-tokens`
+ *   scored teacher-forced through the kept layers (what lossy decoding computes).
+ * - Agreement of each lossy variant's greedy output with the full model's: share of equal
+ *   tokens and the first position where they part.
+ * - Prefill (`items` passage-QA prompts padded with other passages to `tokens` tokens, the
+ *   scheduler's 128-token chunks): TTFT for full, LazyLLM at `keep` (default 0.5, the paper's
+ *   stage depths), static pruning (one stage at the first layer, same final share) and random
+ *   pruning (same schedule, random tokens); accuracy (the answer in the greedy output) and
+ *   the answer's teacher-forced NLL after each pruned prefill.
+ *
+ * `--arg parts=decode,ppl,prefill` runs only some parts (all by default).
+ *
+ * Not measured here: the compress re-measure and stacking (see `skein bench compress`), and
+ * the adapted (fine-tuned) checkpoint, which does not exist yet (`skein train skip`).
+ *
+ * @example
+ * npx skein bench stages --json --arg items=2 --arg tokens=1024
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import * as tf from '@tensorflow/tfjs-core';
+import { NotAvailableError } from '../../core/errors.js';
+import { resolveSampling } from '../../core/sampling.js';
+import { MODELS_DIR } from '../checkpoint/load.js';
+import type { ModelTokenizer } from '../checkpoint/tokenizer.js';
+import { benchModel, round } from '../engine/bench-support.js';
+import { loadEngineModel } from '../engine/model-spec.js';
+import { forward, prepareModel } from '../model/forward.js';
+import { KvCache } from '../model/kv-cache.js';
+import { mulberry32 } from '../model/random.js';
+import type { LoadedModel } from '../model/types.js';
+import { pruneSteps, Scheduler, type SequenceShape, type SequenceSummary } from '../scheduler/scheduler.js';
+import { lazySchedule, randomKeep } from '../stages/lazy-schedule.js';
+import { earlyExitLayers, middleBlockLayers, unifiedLayers } from '../stages/layer-selection.js';
+import { scoreEvalItem, type EvalItem } from '../train/data/instruct.js';
+import { registerBench } from './index.js';
+
+const DEFAULT_MODEL = 'smollm2-135m-instruct';
+const CHUNK = 128;
+
+function argmax(row: Float32Array): number {
+  let best = 0;
+  for (let i = 1; i < row.length; i++) if (row[i]! > row[best]!) best = i;
+  return best;
+}
+
+function logSoftmaxAt(row: Float32Array, id: number): number {
+  let max = -Infinity;
+  for (const x of row) max = Math.max(max, x);
+  let sum = 0;
+  for (const x of row) sum += Math.exp(x - max);
+  return row[id]! - max - Math.log(sum);
+}
+
+const mean = (xs: number[]) => (xs.length ? xs.reduce((a, b) => a + b, 0) / xs.length : 0);
+
+interface Run {
+  tokens: number[];
+  ttftMs: number;
+  decodeTps: number;
+  summary: SequenceSummary;
+}
+
+/** One greedy request alone on a fresh scheduler (no prefix cache), timed per token. */
+function runOne(model: LoadedModel, ids: number[], maxTokens: number, shape?: SequenceShape): Run {
+  const s = new Scheduler({ model, sampler: () => (row) => argmax(row), prefillChunk: CHUNK, prefixSharing: false });
+  const tokens: number[] = [];
+  let tFirst = 0;
+  let summary: SequenceSummary | undefined;
+  let error: Error | undefined;
+  const t0 = performance.now();
+  s.submit(
+    { id: 'bench', ids, eosIds: [], sampling: resolveSampling({ maxTokens }), ...(shape ? { shape } : {}) },
+    {
+      token: (t) => {
+        if (tFirst === 0) tFirst = performance.now();
+        tokens.push(t);
+      },
+      done: (d) => (summary = d),
+      error: (e) => (error = e),
+    },
+  );
+  while (s.hasWork()) s.step();
+  const t1 = performance.now();
+  s.pool.clearCache();
+  if (error) throw error;
+  return { tokens, ttftMs: tFirst - t0, decodeTps: ((tokens.length - 1) * 1000) / (t1 - tFirst), summary: summary! };
+}
+
+/** Mean −log p of `target` after `context`, context prefilled at full depth (chunked, pruned as `shape` says), target through `layers`. */
+function teacherForcedNll(model: LoadedModel, context: number[], target: number[], opts: { layers?: number[]; prune?: SequenceShape['prune'] } = {}): number {
+  const cache = new KvCache(model.config.numLayers);
+  let last: Float32Array | undefined;
+  for (let at = 0; at < context.length; at += CHUNK) {
+    const part = context.slice(at, at + CHUNK);
+    const prune = opts.prune && part.length > 1 ? pruneSteps(opts.prune, part.length) : undefined;
+    const [r] = forward(model, [{ ids: part, past: at > 0 ? cache.past() : undefined, ...(prune ? { prune } : {}) }]);
+    cache.append(r!.newKv);
+    last = r!.logits[0];
+  }
+  const nll = [-logSoftmaxAt(last!, target[0]!)];
+  if (target.length > 1) {
+    const [r] = forward(model, [{ ids: target.slice(0, -1), past: cache.past(), logits: 'all' }], opts.layers ? { layers: opts.layers } : {});
+    r!.logits.forEach((row, i) => nll.push(-logSoftmaxAt(row, target[i + 1]!)));
+    tf.dispose(r!.newKv.flatMap((e) => (e ? [e.k, e.v] : [])));
+  }
+  cache.dispose();
+  return mean(nll);
+}
+
+/** Token agreement with the reference and the first position where they differ (its length when none). */
+function agreement(a: number[], ref: number[]): { share: number; firstDivergence: number } {
+  let same = 0;
+  let first = -1;
+  ref.forEach((t, i) => {
+    if (a[i] === t) same++;
+    else if (first < 0) first = i;
+  });
+  return { share: same / ref.length, firstDivergence: first < 0 ? ref.length : first };
+}
+
+/** Passage-QA items (generated from the project's corpus: no model was trained on them). */
+async function qaItems(n: number): Promise<EvalItem[]> {
+  const { buildCorpus } = await import('../train/data/corpus.js');
+  const { buildEvalItems } = await import('../train/data/instruct.js');
+  return buildEvalItems(buildCorpus(), { seed: 1201, perKind: n * 4 }).filter((i) => i.kind === 'qa');
+}
+
+/** The passage text of an item without its instruction and question lines (a distractor document). */
+function passageOf(item: EvalItem): string {
+  return item.messages
+    .at(-1)!
+    .content.split('\n')
+    .filter((line) => line.length > 0 && !/^(Question:|Answer|Read the|Text:)/.test(line))
+    .join('\n');
+}
+
+/** The item's chat prompt with other passages before it until about `tokens` tokens. */
+function longPrompt(tokenizer: ModelTokenizer, item: EvalItem, others: EvalItem[], tokens: number): number[] {
+  const own = tokenizer.encode(tokenizer.renderChat(item.messages), { addSpecialTokens: false });
+  let pad = '';
+  for (const o of others) {
+    if (tokenizer.encode(pad, { addSpecialTokens: false }).length + own.length >= tokens) break;
+    pad += `${passageOf(o)}\n\n`;
+  }
+  const padIds = tokenizer.encode(pad, { addSpecialTokens: false }).slice(0, Math.max(0, tokens - own.length));
+  const padText = tokenizer.decode(padIds, { skipSpecialTokens: true });
+  const messages = item.messages.map((m, i) => (i === item.messages.length - 1 ? { ...m, content: `Background documents:\n${padText}\n\n${m.content}` } : m));
+  return tokenizer.encode(tokenizer.renderChat(messages), { addSpecialTokens: false });
+}
+
+interface Settings {
+  items: EvalItem[];
+  /** Every built item: the pool distractor passages come from. */
+  pool: EvalItem[];
+  tokens: number;
+  decodeTokens: number;
+  reps: number;
+  keepRatio: number;
+  specTarget: number;
+  drafts: number;
+  pplContext: number;
+  pplTokens: number;
+}
+
+interface Part {
+  ratios: Record<string, number>;
+  quality: Record<string, number | boolean>;
+  figures: Record<string, unknown>;
+}
+
+type Log = (line: string) => void;
+
+/** Decode tokens/s: full vs ULS r=2 vs baselines vs self-speculative, interleaved reps. */
+function measureDecode(model: LoadedModel, tokenizer: ModelTokenizer, o: Settings, log: Log): Part {
+  const L = model.config.numLayers;
+  const shortIds = tokenizer.encode(tokenizer.renderChat([{ role: 'user', content: `${passageOf(o.items[0]!).slice(0, 300)}\nSummarise this text.` }]), {
+    addSpecialTokens: false,
+  });
+  const uls = unifiedLayers(L, 2);
+  const variants: Record<string, SequenceShape | undefined> = {
+    full: undefined,
+    skip2: { decodeLayers: uls },
+    early_exit2: { decodeLayers: earlyExitLayers(L, 2) },
+    middle_block2: { decodeLayers: middleBlockLayers(L, 2) },
+    skip2_selfspec: { decodeLayers: uls, skipMode: 'self-speculative', drafts: o.drafts },
+    [`selfspec_r${String(o.specTarget).replace('.', '')}`]: { decodeLayers: unifiedLayers(L, o.specTarget), skipMode: 'self-speculative', drafts: o.drafts },
+  };
+  log(`stages: decode ${o.decodeTokens} tokens after a ${shortIds.length}-token prompt, ${o.reps} interleaved reps; ULS r=2 keeps ${uls.length}/${L}: [${uls.join(',')}]`);
+  runOne(model, shortIds, 4); // warm-up: kernels for these shapes
+  const runs: Record<string, Run[]> = {};
+  for (let rep = 0; rep < o.reps; rep++) {
+    for (const [name, shape] of Object.entries(variants)) {
+      const r = runOne(model, shortIds, o.decodeTokens, shape);
+      (runs[name] ??= []).push(r);
+      const f = r.summary.shape;
+      log(`  ${name.padEnd(16)} ${r.decodeTps.toFixed(2)} tok/s${f?.draftsProposed ? `  drafts ${f.draftsAccepted}/${f.draftsProposed} accepted` : ''}`);
+    }
+  }
+  const tps = (name: string) => mean(runs[name]!.map((r) => r.decodeTps));
+  const fullTokens = runs.full![0]!.tokens;
+  const part: Part = { ratios: {}, quality: {}, figures: {} };
+  for (const name of Object.keys(variants).filter((n) => n !== 'full')) {
+    part.ratios[`${name}_decode_vs_full`] = round(tps(name) / tps('full'));
+    if (variants[name]!.skipMode === 'self-speculative') {
+      part.quality[`${name}_identical`] = runs[name]!.every((r) => r.tokens.join() === fullTokens.join());
+      const f = runs[name]!.map((r) => r.summary.shape!);
+      part.quality[`${name}_acceptance`] = round(mean(f.map((x) => (x.draftsAccepted ?? 0) / Math.max(1, x.draftsProposed ?? 0))));
+    } else {
+      const a = agreement(runs[name]![0]!.tokens, fullTokens);
+      part.quality[`${name}_token_agreement`] = round(a.share);
+      part.quality[`${name}_first_divergence`] = a.firstDivergence;
+    }
+  }
+  part.figures.decode_tokens_per_sec = Object.fromEntries(Object.keys(variants).map((n) => [n, round(tps(n))]));
+  return part;
+}
+
+/** Perplexity of held-out text scored through the kept layers (context prefilled at full depth). */
+function measurePpl(model: LoadedModel, tokenizer: ModelTokenizer, o: Settings, log: Log): Part {
+  const L = model.config.numLayers;
+  const texts = o.items.map((it) => tokenizer.encode(passageOf(it), { addSpecialTokens: false })).filter((t) => t.length >= o.pplContext + 8);
+  const variants: Record<string, number[] | undefined> = {
+    full: undefined,
+    skip2: unifiedLayers(L, 2),
+    early_exit2: earlyExitLayers(L, 2),
+    middle_block2: middleBlockLayers(L, 2),
+  };
+  const ppl: Record<string, number> = {};
+  for (const [name, layers] of Object.entries(variants)) {
+    const nll = texts.map((t) => teacherForcedNll(model, t.slice(0, o.pplContext), t.slice(o.pplContext, o.pplContext + o.pplTokens), layers ? { layers } : {}));
+    ppl[name] = Math.exp(mean(nll));
+    log(`  ppl ${name.padEnd(14)} ${ppl[name]!.toFixed(2)}`);
+  }
+  const part: Part = { ratios: {}, quality: {}, figures: { ppl: Object.fromEntries(Object.entries(ppl).map(([k, v]) => [k, round(v)])) } };
+  for (const name of ['skip2', 'early_exit2', 'middle_block2']) part.quality[`${name}_ppl_delta`] = round(ppl[name]! - ppl.full!);
+  return part;
+}
+
+/** Prefill TTFT, accuracy and answer NLL: full vs LazyLLM vs static vs random pruning. */
+function measurePrefill(model: LoadedModel, tokenizer: ModelTokenizer, o: Settings, log: Log): Part {
+  const L = model.config.numLayers;
+  const schedule = lazySchedule(L, { keepRatio: o.keepRatio });
+  const rng = mulberry32(7);
+  const variants: Record<string, SequenceShape | undefined> = {
+    full: undefined,
+    lazy: { prune: schedule },
+    static: { prune: { layers: [schedule.layers[0]!], keep: [o.keepRatio] } },
+    random: { prune: { ...schedule, choose: (live, count) => randomKeep(live, count, rng) } },
+  };
+  log(
+    `stages: prefill of ${o.items.length} passage-QA prompts of ~${o.tokens} tokens; LazyLLM layers [${schedule.layers.join(',')}] keep [${schedule.keep.map((k) => k.toFixed(2)).join(',')}]`,
+  );
+  const prompts = o.items.map((item) => longPrompt(tokenizer, item, o.pool.filter((p) => p !== item), o.tokens));
+  runOne(model, prompts[0]!, 1); // warm-up: the first long prefill also pays one-time costs
+  const out: Record<string, { ttft: number[]; pass: number[]; nll: number[] }> = {};
+  o.items.forEach((item, k) => {
+    const ids = prompts[k]!;
+    const answer = tokenizer.encode(item.expected, { addSpecialTokens: false });
+    for (const [name, shape] of Object.entries(variants)) {
+      const r = runOne(model, ids, 12, shape);
+      const text = tokenizer.decode(r.tokens, { skipSpecialTokens: true });
+      const nll = teacherForcedNll(model, ids, answer, shape?.prune ? { prune: shape.prune } : {});
+      const p = (out[name] ??= { ttft: [], pass: [], nll: [] });
+      p.ttft.push(r.ttftMs);
+      p.pass.push(scoreEvalItem(item, text).pass ? 1 : 0);
+      p.nll.push(nll);
+      log(`  item ${k} (${ids.length} tok) ${name.padEnd(7)} TTFT ${r.ttftMs.toFixed(0)} ms, answer NLL ${nll.toFixed(2)}, ${JSON.stringify(text.slice(0, 40))}`);
+    }
+  });
+  const tag = o.tokens >= 1024 ? `${Math.round(o.tokens / 1024)}k` : `${o.tokens}`;
+  const part: Part = {
+    ratios: {},
+    quality: { full_accuracy: round(mean(out.full!.pass)) },
+    figures: {
+      ttft_ms: Object.fromEntries(Object.entries(out).map(([k, v]) => [k, round(mean(v.ttft), 0)])),
+      answer_nll: Object.fromEntries(Object.entries(out).map(([k, v]) => [k, round(mean(v.nll))])),
+    },
+  };
+  for (const name of ['lazy', 'static', 'random']) {
+    part.ratios[`${name}_ttft_${tag}_vs_full`] = round(mean(out.full!.ttft) / mean(out[name]!.ttft));
+    part.quality[`${name}_accuracy_delta`] = round(mean(out[name]!.pass) - mean(out.full!.pass));
+    part.quality[`${name}_answer_nll_delta`] = round(mean(out[name]!.nll) - mean(out.full!.nll));
+  }
+  return part;
+}
+
+registerBench('stages', {
+  description: 'skipLayers (ULS, self-speculative) and prunedPrefill (LazyLLM) vs full and baselines: decode tok/s, TTFT, ppl, QA',
+  async run({ log, args = {} }) {
+    const parts = new Set((args.parts ?? 'decode,ppl,prefill').split(','));
+    const smol = fs.existsSync(path.join(MODELS_DIR, DEFAULT_MODEL));
+    const spec = args.model ?? (smol ? DEFAULT_MODEL : benchModel(args));
+    const { model, tokenizer } = await loadEngineModel(spec);
+    try {
+      if (tokenizer === null) throw new NotAvailableError('bench stages', 'the model has no tokenizer');
+      prepareModel(model);
+      const modelName = typeof spec === 'string' ? spec : 'random';
+      log(`stages: model ${modelName} (${model.config.numLayers} layers)${smol || args.model ? '' : ` — ${DEFAULT_MODEL} is not in models/ (npx skein pull ${DEFAULT_MODEL})`}`);
+      const nItems = Number(args.items ?? 2);
+      const pool = await qaItems(nItems);
+      const o: Settings = {
+        items: pool.slice(0, nItems),
+        pool,
+        tokens: Number(args.tokens ?? 1024),
+        decodeTokens: Number(args['decode-tokens'] ?? 24),
+        reps: Number(args.reps ?? 2),
+        keepRatio: Number(args.keep ?? 0.5),
+        specTarget: Number(args['spec-target'] ?? 1.25),
+        drafts: Number(args.drafts ?? 3),
+        pplContext: Number(args['ppl-context'] ?? 96),
+        pplTokens: Number(args['ppl-tokens'] ?? 96),
+      };
+      const results: Part[] = [];
+      if (parts.has('decode')) results.push(measureDecode(model, tokenizer, o, log));
+      if (parts.has('ppl')) results.push(measurePpl(model, tokenizer, o, log));
+      if (parts.has('prefill')) results.push(measurePrefill(model, tokenizer, o, log));
+      const { items: _items, pool: _pool, ...settings } = o;
+      return {
+        model: modelName,
+        layers: model.config.numLayers,
+        settings: { ...settings, items: o.items.length, parts: [...parts] },
+        ...Object.assign({}, ...results.map((r) => r.figures)),
+        ratios: Object.assign({}, ...results.map((r) => r.ratios)),
+        quality: Object.assign({}, ...results.map((r) => r.quality)),
+        not_measured: 'compress re-measure and stacking (skein bench compress); the adapted skip checkpoint (skein train skip is not built)',
+      };
+    } finally {
+      model.dispose();
+    }
+  },
+});

@@ -1,0 +1,57 @@
+import { describe, expect, it } from 'vitest';
+import { BadRequestError } from '../../core/errors.js';
+import { mulberry32 } from '../model/random.js';
+import { defaultPruneLayers, keepCounts, lazySchedule, randomKeep, topKeep } from './lazy-schedule.js';
+
+describe('lazySchedule', () => {
+  it('scales the paper stages (9, 19, 28 of 32) to the model depth', () => {
+    expect(defaultPruneLayers(32)).toEqual([9, 19, 28]);
+    expect(defaultPruneLayers(30)).toEqual([8, 18, 26]);
+    expect(defaultPruneLayers(8)).toEqual([2, 5, 7]);
+    expect(defaultPruneLayers(2)).toEqual([1]);
+  });
+
+  it('spreads one ratio geometrically: more kept early, the ratio reached at the last stage', () => {
+    const s = lazySchedule(30, { keepRatio: 0.5 });
+    expect(s.layers).toEqual([8, 18, 26]);
+    expect(s.keep.map((k) => Number(k.toFixed(3)))).toEqual([0.794, 0.63, 0.5]);
+    expect(keepCounts(s, 100)).toEqual([80, 63, 50]);
+    expect(keepCounts(lazySchedule(30, { keepRatio: 1 }), 7)).toEqual([7, 7, 7]);
+  });
+
+  it('takes per-stage shares and custom layers, and keeps at least the last token', () => {
+    const s = lazySchedule(8, { keepRatio: [0.6, 0.1], layers: [3, 6] });
+    expect(s).toEqual({ layers: [3, 6], keep: [0.6, 0.1] });
+    expect(keepCounts(s, 5)).toEqual([3, 1]);
+    expect(keepCounts(s, 1)).toEqual([1, 1]);
+  });
+
+  it('refuses bad schedules with the field named', () => {
+    expect(() => lazySchedule(8, { keepRatio: 0 })).toThrow(BadRequestError);
+    expect(() => lazySchedule(8, { keepRatio: 0.5, layers: [0] })).toThrow(/layers\/0.*outside 1\.\.7/);
+    expect(() => lazySchedule(8, { keepRatio: 0.5, layers: [4, 4] })).toThrow(/ascending/);
+    expect(() => lazySchedule(8, { keepRatio: 0.5, layers: [8] })).toThrow(/outside/);
+    expect(() => lazySchedule(8, { keepRatio: [0.5, 0.6], layers: [2, 4] })).toThrow(/must not increase/);
+    expect(() => lazySchedule(8, { keepRatio: [0.5], layers: [2, 4] })).toThrow(/2 pruning layers/);
+    expect(() => lazySchedule(1, { keepRatio: 0.5 })).toThrow(/no layer to prune/);
+  });
+});
+
+describe('topKeep', () => {
+  it('keeps the best-scored tokens and always the last, ascending, ties to the earlier', () => {
+    const scores = [0.1, 0.5, 0.2, 0.5, 0.05, 0.01];
+    expect(topKeep(scores, [0, 1, 2, 3, 4, 5], 3)).toEqual([1, 3, 5]);
+    expect(topKeep(scores, [0, 1, 2, 3, 4, 5], 2)).toEqual([1, 5]);
+    expect(topKeep(scores, [0, 2, 4, 5], 2)).toEqual([2, 5]);
+    expect(topKeep(scores, [0, 2, 4, 5], 1)).toEqual([5]);
+    expect(topKeep(scores, [0, 2, 4, 5], 9)).toEqual([0, 2, 4, 5]);
+  });
+
+  it('random pruning keeps the same count, the last included', () => {
+    const rng = mulberry32(3);
+    const kept = randomKeep([0, 1, 2, 3, 4, 5, 6, 7, 8, 9], 4, rng);
+    expect(kept).toHaveLength(4);
+    expect(kept.at(-1)).toBe(9);
+    expect([...kept].sort((a, b) => a - b)).toEqual(kept);
+  });
+});

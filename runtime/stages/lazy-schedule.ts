@@ -1,0 +1,106 @@
+/**
+ * LazyLLM's pruning schedule and token selection (Fu et al. 2024, arXiv 2407.14057).
+ * At each pruning layer l the prompt tokens still live are scored by the attention the
+ * last token pays them at the layer run before l, averaged over heads; the top share is
+ * kept (the paper's "above the k-th percentile": the same set, ties to the earlier token)
+ * and the last token always is. Pruning is progressive: each stage keeps a subset of the
+ * previous stage's tokens, so later layers see fewer.
+ *
+ * A schedule is a list of pruning layers and, per layer, the CUMULATIVE share of the
+ * prompt tokens kept from that layer on (non-increasing). The default, derived from the
+ * paper's Llama-2-7B figure (stages at layers 9, 19 and 28 of 32), scales those depths to
+ * the model: round(L·9/32), round(L·19/32), round(L·28/32) — 8, 18, 26 for SmolLM2's 30
+ * layers. One `keepRatio` r is the share left after the last stage; stage i of n keeps
+ * r^((i+1)/n) (0.5 over three stages: 79 %, 63 %, 50 %), so more is kept early and more
+ * pruned late. A list gives each stage its own cumulative share.
+ *
+ * @example
+ * const s = lazySchedule(30, { keepRatio: 0.5 }); // { layers: [8, 18, 26], keep: [0.79, 0.63, 0.5] }
+ * keepCounts(s, 100); // [80, 63, 50]
+ * topKeep(scores, [0, 1, 2, 3], 2); // the best-scored of 0..2, and 3 (the last)
+ */
+import { BadRequestError } from '../../core/errors.js';
+
+export interface LazyOptions {
+  /** Share of the prompt kept after the last stage, or one cumulative share per stage. */
+  keepRatio: number | readonly number[];
+  /** Pruning layers, ascending, each in 1..L−1 (layer 0 has no earlier layer to score with). */
+  layers?: readonly number[];
+}
+
+export interface LazySchedule {
+  layers: number[];
+  /** Cumulative share of the prompt's tokens kept from layers[i] on. */
+  keep: number[];
+}
+
+/** The paper's stage depths (9, 19, 28 of 32 layers), scaled to `numLayers`, distinct and ≥ 1. */
+export function defaultPruneLayers(numLayers: number): number[] {
+  const out: number[] = [];
+  for (const f of [9 / 32, 19 / 32, 28 / 32]) {
+    const l = Math.min(numLayers - 1, Math.max(1, Math.round(numLayers * f)));
+    if (l > (out.at(-1) ?? 0)) out.push(l);
+  }
+  return out;
+}
+
+export function lazySchedule(numLayers: number, options: LazyOptions): LazySchedule {
+  if (numLayers < 2) throw new BadRequestError('prunedPrefill', `a model of ${numLayers} layer has no layer to prune at`);
+  const layers = options.layers !== undefined ? [...options.layers] : defaultPruneLayers(numLayers);
+  if (layers.length === 0) throw new BadRequestError('prunedPrefill.layers', 'needs at least one layer');
+  layers.forEach((l, i) => {
+    if (!Number.isInteger(l) || l < 1 || l >= numLayers) {
+      throw new BadRequestError(`prunedPrefill.layers/${i}`, `layer ${l} is outside 1..${numLayers - 1} (the model has ${numLayers} layers)`);
+    }
+    if (i > 0 && l <= layers[i - 1]!) throw new BadRequestError(`prunedPrefill.layers/${i}`, 'layers must be strictly ascending');
+  });
+  const ratio = options.keepRatio;
+  let keep: number[];
+  if (typeof ratio === 'number') {
+    checkShare(ratio, 'prunedPrefill.keepRatio');
+    keep = layers.map((_, i) => ratio ** ((i + 1) / layers.length));
+  } else {
+    if (ratio.length !== layers.length) {
+      throw new BadRequestError('prunedPrefill.keepRatio', `gives ${ratio.length} shares for ${layers.length} pruning layers`);
+    }
+    ratio.forEach((r, i) => {
+      checkShare(r, `prunedPrefill.keepRatio/${i}`);
+      if (i > 0 && r > ratio[i - 1]!) throw new BadRequestError(`prunedPrefill.keepRatio/${i}`, 'shares must not increase (each stage keeps a subset)');
+    });
+    keep = [...ratio];
+  }
+  return { layers, keep };
+}
+
+function checkShare(r: number, field: string): void {
+  if (!(Number.isFinite(r) && r > 0 && r <= 1)) throw new BadRequestError(field, `must be in (0, 1], got ${r}`);
+}
+
+/** Tokens kept per stage out of `n`: ceil(share·n), at least 1 (the last token), non-increasing. */
+export function keepCounts(schedule: LazySchedule, n: number): number[] {
+  let prev = n;
+  return schedule.keep.map((share) => (prev = Math.min(prev, Math.max(1, Math.ceil(share * n - 1e-9)))));
+}
+
+/**
+ * The `count` best-scored candidates (indices into `scores`), ascending; the last candidate
+ * is always among them. Ties go to the earlier token, so the choice is deterministic.
+ */
+export function topKeep(scores: ArrayLike<number>, candidates: readonly number[], count: number): number[] {
+  if (candidates.length === 0) return [];
+  const last = candidates.at(-1)!;
+  if (count >= candidates.length) return [...candidates];
+  const rest = candidates.slice(0, -1).sort((a, b) => scores[b]! - scores[a]! || a - b);
+  return [...rest.slice(0, Math.max(0, count - 1)), last].sort((a, b) => a - b);
+}
+
+/** Random pruning baseline: `count` candidates drawn uniformly (the last always kept). */
+export function randomKeep(candidates: readonly number[], count: number, random: () => number): number[] {
+  if (count >= candidates.length) return [...candidates];
+  const rest = candidates.slice(0, -1);
+  for (let i = rest.length - 1; i > 0; i--) {
+    const j = Math.floor(random() * (i + 1));
+    [rest[i], rest[j]] = [rest[j]!, rest[i]!];
+  }
+  return [...rest.slice(0, Math.max(0, count - 1)), candidates.at(-1)!].sort((a, b) => a - b);
+}

@@ -1,0 +1,79 @@
+/**
+ * The engine side of skipLayers and prunedPrefill: both shape the forwards of one sequence
+ * inside the batched scheduler (runtime/scheduler SequenceShape), so the engine turns a
+ * request's stage options into a shape at submit and the scheduler's figures back into
+ * each stage's report.
+ *
+ * - skipLayers (Unified Layer Skipping, layer-selection.ts): the prompt is prefilled at full
+ *   depth; decode runs the kept layers ('lossy'), or the kept layers draft `drafts` tokens
+ *   and the full model verifies them in one forward ('self-speculative', output identical
+ *   to plain decoding). Skipped layers get no KV entry for the shallow tokens (see
+ *   BlockTable.appendLayers).
+ * - prunedPrefill (LazyLLM, lazy-schedule.ts): every prefill chunk is pruned progressively
+ *   by its last token's attention inside the same forward; pruned tokens leave no KV at the
+ *   later layers. Rule for prefix sharing: a sequence prunes only positions it computes
+ *   itself; KV adopted from the prefix cache is read as it is, and blocks written after the
+ *   first pruned row are private to the sequence (never cached, never adopted), so no
+ *   sequence ever reads another's pruned KV, nor loses rows of a prefix it shares.
+ *
+ * @example
+ * const shape = sequenceShape(model.config.numLayers, { skipLayers: { targetSpeedup: 2 } });
+ * scheduler.submit({ id, ids, sampling, shape: shape?.shape });
+ */
+import type { ShapeFigures, SequenceShape } from '../scheduler/scheduler.js';
+import type { StageOptions, StageReport } from '../engine/types.js';
+import { lazySchedule } from './lazy-schedule.js';
+import { unifiedLayers } from './layer-selection.js';
+
+/** Drafts per verification by default: measured on SmolLM2 by `skein bench stages` (see there). */
+export const DEFAULT_DRAFTS = 3;
+
+export interface ShapedStages {
+  shape: SequenceShape;
+  /** The stage figures of a finished sequence, from the scheduler's. */
+  report(figures: ShapeFigures | undefined): StageReport;
+}
+
+/** The shape for a request's skipLayers / prunedPrefill options; undefined when neither is asked. Throws BadRequestError on bad options. */
+export function sequenceShape(numLayers: number, stages: Pick<StageOptions, 'skipLayers' | 'prunedPrefill'>): ShapedStages | undefined {
+  const skip = stages.skipLayers;
+  const lazy = stages.prunedPrefill;
+  if (skip === undefined && lazy === undefined) return undefined;
+  const shape: SequenceShape = {};
+  const mode = skip?.mode ?? 'lossy';
+  if (skip !== undefined) {
+    shape.decodeLayers = unifiedLayers(numLayers, skip.targetSpeedup);
+    shape.skipMode = mode;
+    if (mode === 'self-speculative') shape.drafts = skip.drafts ?? DEFAULT_DRAFTS;
+  }
+  if (lazy !== undefined) shape.prune = lazySchedule(numLayers, lazy);
+  return {
+    shape,
+    report(f) {
+      const out: StageReport = {};
+      if (skip !== undefined) {
+        out.skipLayers = {
+          mode,
+          targetSpeedup: skip.targetSpeedup,
+          layers: [...shape.decodeLayers!],
+          shallowForwards: f?.shallowForwards ?? 0,
+          ...(mode === 'self-speculative'
+            ? { draftsProposed: f?.draftsProposed ?? 0, draftsAccepted: f?.draftsAccepted ?? 0, verifications: f?.verifications ?? 0 }
+            : {}),
+          decodeMs: round(f?.decodeMs ?? 0),
+        };
+      }
+      if (shape.prune !== undefined) {
+        out.prunedPrefill = {
+          layers: [...shape.prune.layers],
+          keep: shape.prune.keep.map((k) => Number(k.toFixed(4))),
+          prunedAtLayer: { ...(f?.prunedAtLayer ?? {}) },
+          prefillMs: round(f?.prefillMs ?? 0),
+        };
+      }
+      return out;
+    },
+  };
+}
+
+const round = (ms: number) => Math.round(ms * 10) / 10;
