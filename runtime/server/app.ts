@@ -145,7 +145,13 @@ export function createApp(options: AppOptions): SkeinApp {
     // Degraded (503) while the model's worker is down and being restarted.
     const health = engine.health?.() ?? { status: 'ok', restarts: 0 };
     return c.json(
-      { ...health, model: engine.modelName, backend: stats.backend, uptimeS: Math.round((Date.now() - started) / 1000) },
+      {
+        ...health,
+        model: engine.modelName,
+        backend: stats.backend,
+        uptimeS: Math.round((Date.now() - started) / 1000),
+        ...(options.fallbackReason ? { fallbackReason: options.fallbackReason } : {}),
+      },
       health.status === 'ok' ? 200 : 503,
     );
   });
