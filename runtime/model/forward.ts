@@ -18,7 +18,7 @@
  */
 import * as tf from '@tensorflow/tfjs-core';
 import { BadRequestError, NotAvailableError } from '../../core/errors.js';
-import { gatherRows, ownHeads, queryBlocks, rmsNorm, ropeQk, softmaxColumns, swiGlu } from './kernels.js';
+import { embedTokens, gatherRows, ownHeads, queryBlocks, rmsNorm, ropeQk, softmaxColumns, swiGlu } from './kernels.js';
 import { inverseFrequencies, ropeTables } from './rope.js';
 import type { ForwardCallOptions, ForwardSequence, ForwardSequenceResult, LoadedModel } from './types.js';
 
@@ -232,7 +232,7 @@ export function forward(model: LoadedModel, seqs: ForwardSequence[], opts: Forwa
     // Packed rows: every sequence's new tokens, in `order`.
     const allIds = order.flatMap((s) => s.seq.ids);
     const allPos = order.flatMap((s) => s.positions);
-    let x = gatherRows(model.weights.embed, allIds); // (T, hidden)
+    let x = embedTokens(model.weights.embed, allIds); // (T, hidden)
     // Rotary tables for every packed row, shaped to broadcast over heads: (T, 1, D), both
     // halves of a head sharing an angle.
     const half = D / 2;
