@@ -249,6 +249,13 @@ describe('GGUF checkpoints: resolving and bad files', () => {
     expect(e.reason).toMatch(/partial rotary/);
   });
 
+  it('a model too large for the wasm heap is refused before any weight is read', async () => {
+    if (tf.getBackend() !== 'wasm') return;
+    // 1000 layers with a 2^20-wide MLP: the header is all it takes to know.
+    const e = await loadError(pair({}, { metadataOverrides: { 'llama.block_count': u32(1000), 'llama.feed_forward_length': u32(2 ** 20) } }).gguf);
+    expect(e.reason).toMatch(/too large for the wasm backend: its weights need \d+\.\d GB as f32 tensors/);
+  });
+
   it('a tokenizer it cannot build fails when the tokenizer is needed', async () => {
     const { gguf } = pair({}, { metadataOverrides: { 'tokenizer.ggml.pre': 'mystery' } });
     const e = await loadError(gguf);

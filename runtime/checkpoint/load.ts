@@ -267,6 +267,27 @@ function readWeights(config: ModelConfig, r: WeightReader): ModelWeights {
   return { embed, layers, finalNorm, lmHead };
 }
 
+/**
+ * Memory, measured on the wasm backend (wasm32: one 4 GB heap): the weights live there as
+ * f32 (the embedding table does not: it stays in JS memory in its stored format), and the
+ * forward adds its norm-folded copies of the q/k/v/gate/up projections and XNNPACK's
+ * packed copies of every matrix it multiplies by. SmolLM2-135M-Instruct (Q4_1 GGUF): 513 MB
+ * of tensors after load, a 1.55 GB heap after a 512-token prefill. The largest model that
+ * loads and runs here is of SmolLM2-360M's shape (362M parameters, random weights written
+ * as Q8_0 GGUF): 1.38 GB of tensors after load, a 3.92 GB heap after a 512-token prefill.
+ * Bigger ones (TinyLlama-1.1B: 4.1 GB as f32) are refused up front rather than
+ * left to abort inside tfjs-wasm.
+ */
+const WASM_WEIGHT_LIMIT = 3.5 * 2 ** 30;
+
+/** Bytes the weights take in the tensor heap as f32 (the embedding table is elsewhere). */
+function tensorHeapBytes(c: ModelConfig): number {
+  const qDim = c.numHeads * c.headDim;
+  const kvDim = c.numKvHeads * c.headDim;
+  const layer = c.hiddenSize * (qDim + 2 * kvDim) + qDim * c.hiddenSize + 3 * c.hiddenSize * c.intermediateSize + 2 * c.hiddenSize;
+  return 4 * (c.numLayers * layer + c.hiddenSize * c.vocabSize + c.hiddenSize);
+}
+
 interface OpenedModel {
   location: ModelLocation;
   config: ModelConfig;
@@ -310,9 +331,17 @@ function openModel(spec: string): OpenedModel {
 
 /** Loads config, weights (as f32 tf tensors) and, lazily, the tokenizer of a model. */
 export async function loadModel(spec: string, options: LoadModelOptions = {}): Promise<LoadedCheckpoint> {
-  await initBackend();
+  const backend = await initBackend();
   const opened = openModel(spec);
   const { config, location } = opened;
+  if (backend === 'wasm' && tensorHeapBytes(config) > WASM_WEIGHT_LIMIT) {
+    opened.source.close();
+    const gb = (tensorHeapBytes(config) / 2 ** 30).toFixed(1);
+    throw new CheckpointError({
+      file: location.format === 'gguf' ? location.file : location.dir,
+      reason: `too large for the wasm backend: its weights need ${gb} GB as f32 tensors and the wasm32 heap holds 4 GB (with the forward's working memory, about 360M parameters run); quantized kernels are issue #11`,
+    });
+  }
   const reader = new WeightReader(opened.source);
   let weights: ModelWeights;
   try {
