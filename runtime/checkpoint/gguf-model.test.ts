@@ -14,6 +14,7 @@ import { forward } from '../model/forward.js';
 import { inverseFrequencies } from '../model/rope.js';
 import type { LoadedModel } from '../model/types.js';
 import { GgmlType } from './ggml-quants.js';
+import { BlockEmbedding } from './embedding-table.js';
 import { unpermuteRotaryRows } from './gguf-model.js';
 import { loadModel, loadTokenizer, resolveModel, transpose2d, type LoadedCheckpoint } from './load.js';
 
@@ -32,9 +33,16 @@ function pair(spec: CheckpointSpec, conversion: GgufConversion = {}): { hf: Writ
   return { hf, gguf, stored };
 }
 
-function allWeights(m: LoadedModel): [string, tf.Tensor][] {
+/** Every embedding row, (vocab, hidden) row-major. */
+function embedValues(m: LoadedModel): Float32Array {
+  const e = m.weights.embed;
+  return e instanceof tf.Tensor ? (e.dataSync() as Float32Array) : e.rows([...Array(e.vocabSize).keys()]);
+}
+
+function allWeights(m: LoadedModel): [string, { dataSync(): ArrayLike<number>; shape: number[] }][] {
   const w = m.weights;
-  const out: [string, tf.Tensor][] = [['embed', w.embed], ['finalNorm', w.finalNorm], ['lmHead', w.lmHead]];
+  const embed = { dataSync: () => embedValues(m), shape: [m.config.vocabSize, m.config.hiddenSize] };
+  const out: [string, { dataSync(): ArrayLike<number>; shape: number[] }][] = [['embed', embed], ['finalNorm', w.finalNorm], ['lmHead', w.lmHead]];
   w.layers.forEach((l, i) => {
     for (const [k, t] of Object.entries(l)) if (t !== null) out.push([`${i}.${k}`, t as tf.Tensor]);
   });
@@ -153,7 +161,11 @@ describe('GGUF checkpoints: quantized weights', () => {
       expectSame(m.weights.layers[1]!.wq.dataSync(), transpose2d(wq, numHeads * headDim, h));
       const wk = unpermuteRotaryRows(stored['blk.0.attn_k.weight']!, numKvHeads, headDim, h);
       expectSame(m.weights.layers[0]!.wk.dataSync(), transpose2d(wk, numKvHeads * headDim, h));
-      expectSame(m.weights.embed.dataSync(), stored['token_embd.weight']);
+      expectSame(embedValues(m), stored['token_embd.weight']);
+      // The embedding stays in its 4-bit blocks, out of the tensor heap: 18 bytes per 32 values.
+      expect(m.weights.embed).toBeInstanceOf(BlockEmbedding);
+      expect((m.weights.embed as BlockEmbedding).type).toBe(GgmlType.Q4_0);
+      expect((m.weights.embed as BlockEmbedding).byteLength).toBe((288 * 32 * 18) / 32);
       expectSame(m.weights.layers[0]!.wDown.dataSync(), transpose2d(stored['blk.0.ffn_down.weight']!, h, m.config.intermediateSize));
       // Quantized weights stay close to the f32 model's outputs (the 4-bit embedding is off
       // by up to 1/15 of each block's range, which dominates).
@@ -170,7 +182,7 @@ describe('GGUF checkpoints: quantized weights', () => {
     const m = await loadModel(gguf);
     try {
       expect(m.config.torchDtype).toMatch(/Q4_K×7/);
-      expectSame(m.weights.embed.dataSync(), stored['token_embd.weight']);
+      expectSame(embedValues(m), stored['token_embd.weight']);
       expectSame(m.weights.layers[0]!.wUp.dataSync(), transpose2d(stored['blk.0.ffn_up.weight']!, 256, 256));
       expect(logits(m).every((row) => row.every(Number.isFinite))).toBe(true);
     } finally {
@@ -219,6 +231,11 @@ describe('GGUF checkpoints: resolving and bad files', () => {
     let e = await loadError(pair({}, { replace: { 'blk.0.ffn_gate.weight': bad } }).gguf);
     expect(e.tensor).toBe('blk.0.ffn_gate.weight');
     expect(e.reason).toMatch(/value NaN at flat index \d+: weights must be finite/);
+    const badEmbed = new Float32Array(288 * 32).fill(0.5);
+    badEmbed[287 * 32 + 3] = Number.NEGATIVE_INFINITY;
+    e = await loadError(pair({}, { replace: { 'token_embd.weight': badEmbed } }).gguf);
+    expect(e.tensor).toBe('token_embd.weight');
+    expect(e.reason).toMatch(`value -Infinity at flat index ${287 * 32 + 3}`);
     bad[100] = Number.POSITIVE_INFINITY;
     e = await loadError(pair({}, { type: GgmlType.F16, replace: { 'blk.0.ffn_gate.weight': bad } }).gguf);
     expect(e.reason).toMatch(/value Infinity/);
@@ -233,6 +250,13 @@ describe('GGUF checkpoints: resolving and bad files', () => {
     expect(e.reason).toMatch(/unsupported architecture "gpt2" \(supported: llama, qwen2\)/);
     e = await loadError(pair({}, { metadataOverrides: { 'llama.rope.dimension_count': u32(4) } }).gguf);
     expect(e.reason).toMatch(/partial rotary/);
+  });
+
+  it('a model too large for the wasm heap is refused before any weight is read', async () => {
+    if (tf.getBackend() !== 'wasm') return;
+    // 1000 layers with a 2^20-wide MLP: the header is all it takes to know.
+    const e = await loadError(pair({}, { metadataOverrides: { 'llama.block_count': u32(1000), 'llama.feed_forward_length': u32(2 ** 20) } }).gguf);
+    expect(e.reason).toMatch(/too large for the wasm backend: its weights need \d+\.\d GB as f32 tensors/);
   });
 
   it('a tokenizer it cannot build fails when the tokenizer is needed', async () => {

@@ -24,6 +24,7 @@ import { CheckpointError } from '../../core/errors.js';
 import { initBackend } from '../backend.js';
 import type { BlockWeights, LayerWeights, LoadedModel, ModelConfig, ModelWeights } from '../model/types.js';
 import { parseModelConfig, parseTokenId, parseTokenIds } from './config.js';
+import { BlockEmbedding } from './embedding-table.js';
 import { GgufFile } from './gguf.js';
 import { ggufBlockWeights } from './gguf-blocks.js';
 import { ggufModelConfig, GgufTensorSource } from './gguf-model.js';
@@ -177,13 +178,31 @@ class WeightReader {
 
   private raw(name: string, shape: number[]): Float32Array {
     const data = this.src.read(name, shape);
+    this.checkFinite(name, data, 0);
+    return data;
+  }
+
+  private checkFinite(name: string, data: Float32Array, offset: number): void {
     // x - x is NaN exactly for NaN and ±Infinity: one subtraction per weight, no branches taken.
     for (let i = 0; i < data.length; i++) {
       if (data[i]! - data[i]! !== 0) {
-        throw new CheckpointError({ file: this.src.fileOf(name), tensor: this.src.fileTensorName(name), reason: `value ${data[i]} at flat index ${i}: weights must be finite` });
+        const at = offset + i;
+        throw new CheckpointError({ file: this.src.fileOf(name), tensor: this.src.fileTensorName(name), reason: `value ${data[i]} at flat index ${at}: weights must be finite` });
       }
     }
-    return data;
+  }
+
+  /** The embedding, kept in JS memory in its stored format (out of the tensor heap). */
+  embedding(name: string, vocab: number, hidden: number): BlockEmbedding {
+    const stored = this.src.readStored?.(name, [vocab, hidden]);
+    const table =
+      stored !== undefined ? new BlockEmbedding(stored.type, stored.bytes, vocab, hidden) : BlockEmbedding.fromF32(this.src.read(name, [vocab, hidden]), vocab, hidden);
+    const chunk = 1024;
+    for (let r0 = 0; r0 < vocab; r0 += chunk) {
+      const ids = Array.from({ length: Math.min(chunk, vocab - r0) }, (_, i) => r0 + i);
+      this.checkFinite(name, table.rows(ids), r0 * hidden);
+    }
+    return table;
   }
 
   vector(name: string, size: number): tf.Tensor1D {
@@ -211,7 +230,7 @@ function readWeights(config: ModelConfig, r: WeightReader): ModelWeights {
   const { hiddenSize: h, intermediateSize: inter, numHeads, numKvHeads, headDim, vocabSize } = config;
   const qDim = numHeads * headDim;
   const kvDim = numKvHeads * headDim;
-  const embed = r.matrix('model.embed_tokens.weight', vocabSize, h);
+  const embed = r.embedding('model.embed_tokens.weight', vocabSize, h);
   const layers: LayerWeights[] = [];
   for (let i = 0; i < config.numLayers; i++) {
     const p = `model.layers.${i}`;
@@ -236,7 +255,7 @@ function readWeights(config: ModelConfig, r: WeightReader): ModelWeights {
   const finalNorm = r.vector('model.norm.weight', h);
   let lmHead: tf.Tensor2D;
   if (config.tieWordEmbeddings) {
-    lmHead = r.keep(tf.transpose(embed));
+    lmHead = r.keep(tf.tensor2d(transpose2d(embed.all(), vocabSize, h), [h, vocabSize], 'float32'));
   } else if (r.has('lm_head.weight')) {
     lmHead = r.linear('lm_head.weight', h, vocabSize);
   } else {
@@ -247,6 +266,27 @@ function readWeights(config: ModelConfig, r: WeightReader): ModelWeights {
     });
   }
   return { embed, layers, finalNorm, lmHead };
+}
+
+/**
+ * Memory, measured on the wasm backend (wasm32: one 4 GB heap): the weights live there as
+ * f32 (the embedding table does not: it stays in JS memory in its stored format), and the
+ * forward adds its norm-folded copies of the q/k/v/gate/up projections and XNNPACK's
+ * packed copies of every matrix it multiplies by. SmolLM2-135M-Instruct (Q4_1 GGUF): 513 MB
+ * of tensors after load, a 1.55 GB heap after a 512-token prefill. The largest model that
+ * loads and runs here is of SmolLM2-360M's shape (362M parameters, random weights written
+ * as Q8_0 GGUF): 1.38 GB of tensors after load, a 3.92 GB heap after a 512-token prefill.
+ * Bigger ones (TinyLlama-1.1B: 4.1 GB as f32) are refused up front rather than
+ * left to abort inside tfjs-wasm.
+ */
+const WASM_WEIGHT_LIMIT = 3.5 * 2 ** 30;
+
+/** Bytes the weights take in the tensor heap as f32 (the embedding table is elsewhere). */
+function tensorHeapBytes(c: ModelConfig): number {
+  const qDim = c.numHeads * c.headDim;
+  const kvDim = c.numKvHeads * c.headDim;
+  const layer = c.hiddenSize * (qDim + 2 * kvDim) + qDim * c.hiddenSize + 3 * c.hiddenSize * c.intermediateSize + 2 * c.hiddenSize;
+  return 4 * (c.numLayers * layer + c.hiddenSize * c.vocabSize + c.hiddenSize);
 }
 
 interface OpenedModel {
@@ -295,9 +335,17 @@ function openModel(spec: string): OpenedModel {
 
 /** Loads config, weights (as f32 tf tensors) and, lazily, the tokenizer of a model. */
 export async function loadModel(spec: string, options: LoadModelOptions = {}): Promise<LoadedCheckpoint> {
-  await initBackend();
+  const backend = await initBackend();
   const opened = openModel(spec);
   const { config, location } = opened;
+  if (backend === 'wasm' && tensorHeapBytes(config) > WASM_WEIGHT_LIMIT) {
+    opened.source.close();
+    const gb = (tensorHeapBytes(config) / 2 ** 30).toFixed(1);
+    throw new CheckpointError({
+      file: location.format === 'gguf' ? location.file : location.dir,
+      reason: `too large for the wasm backend: its weights need ${gb} GB as f32 tensors and the wasm32 heap holds 4 GB (with the forward's working memory, about 360M parameters run); quantized kernels are issue #11`,
+    });
+  }
   const reader = new WeightReader(opened.source);
   let weights: ModelWeights;
   let blockWeights: BlockWeights | null = null;

@@ -11,7 +11,7 @@
  */
 import * as tf from '@tensorflow/tfjs-core';
 import { dequantizeMatrix, quantizeMatrix, type BlockMatrix, type BlockType } from '../kernels/blocks.js';
-import type { BlockWeights, LayerWeights, LoadedModel } from './types.js';
+import type { BlockWeights, EmbeddingTable, LayerWeights, LoadedModel } from './types.js';
 
 /** (rows, cols) row-major → (cols, rows). */
 function transpose(x: Float32Array, rows: number, cols: number): Float32Array {
@@ -48,10 +48,10 @@ export function quantizeModel(model: LoadedModel, type: BlockType, headType: Blo
   });
   const [lmBlocks, lmHead] = quantizeProjection(model.weights.lmHead, headType);
   old.push(model.weights.lmHead);
-  let embed = model.weights.embed;
+  let embed: tf.Tensor2D | EmbeddingTable = model.weights.embed;
   if (model.config.tieWordEmbeddings) {
     // Tied: the embedding is the same matrix, (vocab, hidden) = the blocks' own layout.
-    old.push(embed);
+    if (embed instanceof tf.Tensor) old.push(embed);
     embed = tf.tensor2d(dequantizeMatrix(lmBlocks), [lmBlocks.rows, lmBlocks.cols]);
   }
   tf.dispose(old);
@@ -65,7 +65,8 @@ export function quantizeModel(model: LoadedModel, type: BlockType, headType: Blo
     dispose() {
       if (disposed) return;
       disposed = true;
-      const all: (tf.Tensor | null)[] = [weights.embed, weights.finalNorm, weights.lmHead];
+      // An embedding kept as a JS table (EmbeddingTable) holds no tensor.
+      const all: (tf.Tensor | null)[] = [weights.embed instanceof tf.Tensor ? weights.embed : null, weights.finalNorm, weights.lmHead];
       for (const l of weights.layers) all.push(...Object.values(l));
       for (const t of all) t?.dispose();
     },
