@@ -6,3 +6,4 @@ import './prefix.js';
 import './loop.js';
 import './compress.js';
 import './healthz.js';
+import './soak.js';
