@@ -8,3 +8,4 @@ import './compress.js';
 import './llama-cpp.js';
 import './healthz.js';
 import './stages.js';
+import './soak.js';

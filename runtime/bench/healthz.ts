@@ -17,15 +17,20 @@ const PROMPT_CHARS = 1_000_000;
 const POLL_MS = 5;
 
 /** Polls /healthz every POLL_MS while `work` runs; returns each answer's latency in ms. */
-async function pollWhile(url: string, work: () => Promise<unknown>): Promise<{ latencies: number[]; workMs: number }> {
+async function pollWhile(url: string, work: () => Promise<unknown>): Promise<{ latencies: number[]; workMs: number; failures: string[] }> {
   const latencies: number[] = [];
+  const failures: string[] = [];
   let done = false;
   const poller = (async () => {
     while (!done) {
       const t0 = performance.now();
-      const res = await fetch(`${url}healthz`);
-      await res.arrayBuffer();
-      latencies.push(performance.now() - t0);
+      try {
+        const res = await fetch(`${url}healthz`);
+        await res.arrayBuffer();
+        latencies.push(performance.now() - t0);
+      } catch (err) {
+        failures.push(`${(err as Error).message}: ${String((err as { cause?: unknown }).cause)}`);
+      }
       await new Promise((r) => setTimeout(r, POLL_MS));
     }
   })();
@@ -34,7 +39,7 @@ async function pollWhile(url: string, work: () => Promise<unknown>): Promise<{ l
   const workMs = performance.now() - t0;
   done = true;
   await poller;
-  return { latencies, workMs };
+  return { latencies, workMs, failures };
 }
 
 registerBench('healthz', {
@@ -73,6 +78,7 @@ registerBench('healthz', {
         prompts: PROMPTS,
         promptChars: PROMPT_CHARS,
         statuses,
+        pollFailures: [...served.failures, ...mainThread.failures, ...idle.failures],
         server: { p99Ms: p99(served), p50Ms: round(percentile(served.latencies, 50), 1), polls: served.latencies.length, refuseMs: round(served.workMs, 0) },
         mainThreadTokenize: { p99Ms: p99(mainThread), polls: mainThread.latencies.length, tokenizeMs: round(mainThread.workMs, 0) },
         idle: { p99Ms: p99(idle), polls: idle.latencies.length },

@@ -28,6 +28,8 @@ export interface EngineTransport {
   kill?(): Promise<void>;
   /** Resolves when the model is serving again after a restart. */
   whenUp?(): Promise<void>;
+  /** tf tensors alive where the model runs (the worker reports them with each step). */
+  tensors?(): number;
 }
 
 let nextRequest = 0;
@@ -117,6 +119,7 @@ export class EngineFront implements Engine {
       kvBlocksShared: s.kvBlocksShared,
       queueDepth: s.queueDepth,
       runningSequences: s.runningSequences,
+      ...(this.transport.tensors ? { tensors: this.transport.tensors() } : {}),
     };
   }
 
@@ -126,8 +129,8 @@ export class EngineFront implements Engine {
 
   /**
    * Ends the model's worker as a crash would, for tests and the soak bench: requests in
-   * flight fail with EngineUnavailableError and the supervisor restarts it. Resolves when
-   * it is serving again. Not available on a main-thread engine.
+   * flight fail with EngineUnavailableError, new ones wait, and the supervisor restarts
+   * it. Resolves when it is serving again. Not available on a main-thread engine.
    */
   async killWorker(): Promise<void> {
     if (!this.transport.kill) throw new NotAvailableError('killWorker', 'the model runs on the main thread');

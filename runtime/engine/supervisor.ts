@@ -2,7 +2,7 @@
  * Keeps the engine worker alive: when it exits (a crash, an out-of-memory kill, a native
  * abort) every request in flight on it ends with EngineUnavailableError, a new worker is
  * started after a backoff that doubles while restarts keep failing, and requests that
- * arrive meanwhile are refused with the same typed error at once instead of hanging.
+ * arrive meanwhile wait for it (up to `maxWaitMs`, then they get the same typed error).
  * While it is down, `health()` says degraded and the KV and queue figures read zero, so
  * gauges never report the dead worker's last state.
  *
@@ -19,6 +19,7 @@ import type { EngineHealth } from './types.js';
 /** A started worker: its transport and a way to end it as a crash would. */
 export interface WorkerHandle extends EngineTransport {
   kill(): Promise<void>;
+  tensors(): number;
 }
 
 export type StartWorker = (onDeath: (err: Error) => void) => Promise<{ transport: WorkerHandle; backend: string }>;
@@ -30,6 +31,14 @@ export interface SupervisorOptions {
   maxBackoffMs?: number;
   /** Told about each restart and failed start (default: stderr). */
   log?: (line: string) => void;
+  /** How long a request that arrives while the worker is down waits for it (default 30 s). */
+  maxWaitMs?: number;
+}
+
+interface Waiting {
+  msg: CoreSubmit;
+  listener: (event: CoreEvent) => void;
+  timer: NodeJS.Timeout;
 }
 
 const QUICK_DEATH_MS = 5000;
@@ -52,6 +61,9 @@ export class SupervisedTransport implements EngineTransport {
   private readonly backoffMs: number;
   private readonly maxBackoffMs: number;
   private readonly log: (line: string) => void;
+  private readonly maxWaitMs: number;
+  // Requests that arrived while the worker was down, in arrival order.
+  private readonly waiting = new Map<string, Waiting>();
 
   private constructor(
     private readonly startWorker: StartWorker,
@@ -63,6 +75,7 @@ export class SupervisedTransport implements EngineTransport {
     this.backoffMs = options.backoffMs ?? 100;
     this.maxBackoffMs = options.maxBackoffMs ?? 10_000;
     this.log = options.log ?? ((line) => process.stderr.write(`${line}\n`));
+    this.maxWaitMs = options.maxWaitMs ?? 30_000;
   }
 
   /** Starts the first worker; a failure to start it is thrown (a bad checkpoint stays fatal). */
@@ -75,17 +88,32 @@ export class SupervisedTransport implements EngineTransport {
 
   submit(msg: CoreSubmit, listener: (event: CoreEvent) => void): void {
     if (this.closed) return listener({ type: 'error', requestId: msg.requestId, error: new CancelledError('engine closed') });
-    if (!this.current) return listener({ type: 'error', requestId: msg.requestId, error: this.down! });
-    this.current.submit(msg, listener);
+    if (this.current) return this.current.submit(msg, listener);
+    const timer = setTimeout(() => {
+      this.waiting.delete(msg.requestId);
+      listener({ type: 'error', requestId: msg.requestId, error: this.down ?? new EngineUnavailableError('the model worker is down') });
+    }, this.maxWaitMs);
+    this.waiting.set(msg.requestId, { msg, listener, timer });
   }
 
   cancel(requestId: string): void {
+    const waiting = this.waiting.get(requestId);
+    if (waiting) {
+      clearTimeout(waiting.timer);
+      this.waiting.delete(requestId);
+      return;
+    }
     this.current?.cancel(requestId);
   }
 
   stats(): SchedulerStats {
     if (this.current) this.lastStats = this.current.stats();
     return this.current ? this.lastStats : zeroStats(this.lastStats);
+  }
+
+  /** tf tensors alive in the worker as of its last message; 0 while it is down. */
+  tensors(): number {
+    return this.current?.tensors() ?? 0;
   }
 
   health(): EngineHealth {
@@ -109,6 +137,11 @@ export class SupervisedTransport implements EngineTransport {
     const current = this.current;
     this.current = null;
     for (const wake of this.upWaiters.splice(0)) wake();
+    for (const { msg, listener, timer } of this.waiting.values()) {
+      clearTimeout(timer);
+      listener({ type: 'error', requestId: msg.requestId, error: new CancelledError('engine closed') });
+    }
+    this.waiting.clear();
     await current?.close();
   }
 
@@ -142,6 +175,11 @@ export class SupervisedTransport implements EngineTransport {
       this.down = null;
       this.restarts++;
       this.log(`skein: model worker restarted (restart ${this.restarts})`);
+      for (const { msg, listener, timer } of [...this.waiting.values()]) {
+        clearTimeout(timer);
+        transport.submit(msg, listener);
+      }
+      this.waiting.clear();
       for (const wake of this.upWaiters.splice(0)) wake();
     } catch (err) {
       const next = Math.min(delayMs * 2, this.maxBackoffMs);

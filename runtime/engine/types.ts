@@ -114,6 +114,8 @@ export interface EngineStats {
   kvBlocksShared: number;
   queueDepth: number;
   runningSequences: number;
+  /** tf tensors alive in the model's worker (leak checks); absent on a main-thread engine. */
+  tensors?: number;
 }
 
 export interface EngineHealth {

@@ -31,8 +31,9 @@ export interface WireError {
 export type WireEvent = Exclude<CoreEvent, { type: 'error' }> | { type: 'error'; requestId: string; error: WireError };
 
 export type FromWorker =
-  | { type: 'ready'; backend: string; stats: SchedulerStats }
-  | { type: 'events'; events: WireEvent[]; stats: SchedulerStats }
+  | { type: 'ready'; backend: string; stats: SchedulerStats; tensors: number }
+  /** `tensors`: tf tensors alive in the worker, for leak checks from the main thread. */
+  | { type: 'events'; events: WireEvent[]; stats: SchedulerStats; tensors: number }
   | { type: 'fatal'; error: WireError }
   | { type: 'closed' };
 

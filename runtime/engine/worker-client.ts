@@ -22,11 +22,13 @@ export class WorkerTransport implements EngineTransport {
   constructor(
     private readonly worker: Worker,
     private lastStats: SchedulerStats,
+    private lastTensors: number,
     private readonly onDeath?: (err: Error) => void,
   ) {
     worker.on('message', (msg: FromWorker) => {
       if (msg.type !== 'events') return;
       this.lastStats = msg.stats;
+      this.lastTensors = msg.tensors;
       for (const wire of msg.events) {
         const event: CoreEvent = wire.type === 'error' ? { ...wire, error: fromWire(wire.error) } : wire;
         const listener = this.listeners.get(event.requestId);
@@ -68,6 +70,10 @@ export class WorkerTransport implements EngineTransport {
     return this.lastStats;
   }
 
+  tensors(): number {
+    return this.lastTensors;
+  }
+
   close(): Promise<void> {
     this.closing ??= new Promise<void>((resolve) => {
       if (this.dead) return resolve();
@@ -92,7 +98,7 @@ export async function startWorker(init: WorkerInit, onDeath?: (err: Error) => vo
     const onMessage = (msg: FromWorker) => {
       if (msg.type === 'ready') {
         cleanup();
-        resolve({ transport: new WorkerTransport(worker, msg.stats, onDeath), backend: msg.backend });
+        resolve({ transport: new WorkerTransport(worker, msg.stats, msg.tensors, onDeath), backend: msg.backend });
       } else if (msg.type === 'fatal') {
         cleanup();
         void worker.terminate();

@@ -5,6 +5,7 @@
  * Started by worker-client.ts through worker-boot.mjs.
  */
 import { parentPort, workerData } from 'node:worker_threads';
+import * as tf from '@tensorflow/tfjs-core';
 import { CancelledError } from '../../core/errors.js';
 import { initBackend } from '../backend.js';
 import { EngineCore } from './core.js';
@@ -36,7 +37,7 @@ try {
     emit: (event) => outbox.push(eventToWire(event)),
   });
   const flush = () => {
-    post({ type: 'events', events: outbox, stats: core.stats() });
+    post({ type: 'events', events: outbox, stats: core.stats(), tensors: tf.memory().numTensors });
     outbox = [];
   };
   const loop = new StepLoop(core, flush);
@@ -67,7 +68,7 @@ try {
       }
     }
   });
-  post({ type: 'ready', backend, stats: core.stats() });
+  post({ type: 'ready', backend, stats: core.stats(), tensors: tf.memory().numTensors });
 } catch (err) {
   post({ type: 'fatal', error: toWire(err instanceof Error ? err : new Error(String(err))) });
   port.close();

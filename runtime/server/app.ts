@@ -22,6 +22,7 @@ import type { RunEvent } from '../../core/events.js';
 import type { Engine } from '../engine/types.js';
 import { coreDataflow } from './dataflow.js';
 import { requireJson } from './content-type.js';
+import { Drain } from './drain.js';
 import { errorHandler, RunFinishedError } from './errors.js';
 import { hostCheck } from './host-check.js';
 import { methodNotAllowed } from './method-not-allowed.js';
@@ -31,6 +32,7 @@ import { createMetrics } from './metrics.js';
 import { orderedWrites } from './ordered.js';
 import { chatCompletionsRoute } from './openai.js';
 import { playgroundRoute } from './playground.js';
+import type { RunDatabase } from './run-db.js';
 import { RunStore, summarize } from './runs.js';
 import type { Dataflow, ExampleGraph } from './types.js';
 
@@ -65,11 +67,15 @@ export interface AppOptions {
   keepAliveS?: number;
   /** Why the server runs a fallback instead of the default model; /healthz and /v1/models carry it so the page can say so. */
   fallbackReason?: string;
+  /** Where runs are stored to survive restarts; past runs are read back from it at start. */
+  runDb?: RunDatabase;
 }
 
 export interface SkeinApp extends Hono {
   /** The run store, for the server's own shutdown and for tests. */
   readonly runs: RunStore;
+  /** Refuses new work while the server stops (SIGTERM). */
+  readonly drain: Drain;
 }
 
 // Graphs come from clients and their route/loop conditions may hold a regular expression
@@ -109,7 +115,10 @@ export function createApp(options: AppOptions): SkeinApp {
       else if (e.type === 'node-end' && e.metrics.ttftMs !== undefined) metrics.ttft(e.metrics.ttftMs);
     },
     onEnd: (run) => metrics.runEnded(run.state),
+    ...(options.runDb ? { persistence: options.runDb } : {}),
   });
+  if (options.runDb) store.restore(options.runDb.recover(options.keepFinishedRuns ?? 100).runs);
+  const drain = new Drain();
 
   const modelMatches = (name: string) => {
     const served = engine.modelName;
@@ -118,6 +127,7 @@ export function createApp(options: AppOptions): SkeinApp {
 
   const app = new Hono() as unknown as SkeinApp;
   Object.defineProperty(app, 'runs', { value: store });
+  Object.defineProperty(app, 'drain', { value: drain });
   app.onError(errorHandler(log));
   app.notFound((c) => methodNotAllowed(app, c) ?? c.json({ error: { message: `No route: ${c.req.method} ${c.req.path}`, code: 'not_found' } }, 404));
   app.use('*', hostCheck({ allowedHosts: options.allowedHosts ?? ['localhost', '127.0.0.1', '::1'], corsOrigins: options.corsOrigins ?? [] }));
@@ -136,6 +146,7 @@ export function createApp(options: AppOptions): SkeinApp {
     app.use('/v1/*', auth);
     app.use('/metrics', auth);
   }
+  app.use('/v1/*', drain.middleware());
   app.use('/v1/*', requireJson());
   app.use('/v1/*', limit);
   app.use('/v1/*', jsonShapeLimit(options.shapeLimits ?? DEFAULT_SHAPE_LIMITS));

@@ -14,7 +14,8 @@ import { Observable, Subject, type Subscription } from 'rxjs';
 import type { NodeUsage, RunEvent } from '../../core/events.js';
 import { TooManyRunsError } from './errors.js';
 
-export type RunState = 'running' | 'ok' | 'error' | 'cancelled';
+/** 'interrupted': the server stopped while the run was in flight (read back from the run database). */
+export type RunState = 'running' | 'ok' | 'error' | 'cancelled' | 'interrupted';
 
 export interface RunMeta {
   id: string;
@@ -55,9 +56,17 @@ export interface RunSummary {
   error?: { name: string; message: string; code?: string; node?: string };
 }
 
+/** Where runs are written as they happen, so they survive the process (run-db.ts). */
+export interface RunPersistence {
+  started(record: RunRecord): void;
+  event(runId: string, event: RunEvent): void;
+  ended(record: RunRecord): void;
+}
+
 export interface RunStoreOptions {
   maxConcurrent: number;
   keepFinished: number;
+  persistence?: RunPersistence;
   /** Told about every event, for metrics. */
   onEvent?: (run: RunRecord, event: RunEvent) => void;
   /** Told when a run leaves the running state. */
@@ -79,11 +88,32 @@ export class RunStore {
   private readonly finished: string[] = [];
   // Slots held outside runs (OpenAI-compatible requests share the same limit).
   private extraSlots = 0;
+  // Open follow() subscriptions (SSE clients): a draining server waits for them to get their run-end.
+  private followers = 0;
 
   constructor(private readonly options: RunStoreOptions) {}
 
   get activeCount(): number {
     return this.live.size + this.extraSlots;
+  }
+
+  /** Runs in progress (without the OpenAI-compatible slots). */
+  get runningCount(): number {
+    return this.live.size;
+  }
+
+  get followerCount(): number {
+    return this.followers;
+  }
+
+  /** Puts finished runs read back from storage in place, oldest first, as if they had just ended. */
+  restore(records: RunRecord[]): void {
+    for (const record of records) {
+      if (record.state === 'running' || this.runs.has(record.id)) continue;
+      this.runs.set(record.id, record);
+      this.finished.push(record.id);
+    }
+    while (this.finished.length > this.options.keepFinished) this.runs.delete(this.finished.shift()!);
   }
 
   /** Takes a concurrency slot for work that is not a run; call the returned release once. */
@@ -106,6 +136,7 @@ export class RunStore {
     const live: Live = { tail: new Subject<RunEvent>(), ...(abort ? { abort } : {}) };
     this.runs.set(meta.id, record);
     this.live.set(meta.id, live);
+    this.options.persistence?.started(record);
     // Subscribing may emit synchronously (and even finish): `live` must be in place first.
     const subscription = run$.subscribe({
       next: (event) => this.push(record, event),
@@ -153,6 +184,7 @@ export class RunStore {
         subscriber.complete();
         return;
       }
+      this.followers++;
       let last = afterSeq;
       const emit = (e: RunEvent) => {
         if (e.seq <= last) return;
@@ -171,13 +203,17 @@ export class RunStore {
       replaying = false;
       for (const e of buffered) emit(e);
       if (!live || record.state !== 'running') subscriber.complete();
-      return () => sub?.unsubscribe();
+      return () => {
+        this.followers--;
+        sub?.unsubscribe();
+      };
     });
   }
 
   private push(record: RunRecord, event: RunEvent): void {
     if (record.state !== 'running') return;
     record.events.push(event);
+    this.options.persistence?.event(record.id, event);
     if (event.type === 'run-start') record.seed = event.seed;
     else if (event.type === 'text-delta') {
       record.tokensOut += event.tokenIds.length;
@@ -212,6 +248,7 @@ export class RunStore {
     record.endedAt = Date.now();
     const live = this.live.get(record.id);
     this.live.delete(record.id);
+    this.options.persistence?.ended(record);
     live?.tail.complete();
     this.options.onEnd?.(record);
     this.finished.push(record.id);

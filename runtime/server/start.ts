@@ -19,6 +19,7 @@ import { createApp, type AppOptions, type SkeinApp } from './app.js';
 import { defaultAllowedHosts, isLoopback } from './host-check.js';
 import { buildPlayground } from './playground.js';
 import { DEFAULT_MODEL } from '../pull/default-model.js';
+import { RunDatabase } from './run-db.js';
 
 export const DEFAULT_PORT = 8787;
 export const DEFAULT_HOST = '127.0.0.1';
@@ -47,6 +48,11 @@ export interface ServerOptions extends Omit<AppOptions, 'engine'> {
   build?: boolean;
   /** Progress lines (default: stderr). */
   print?: (line: string) => void;
+  /**
+   * Folder of the run database (runs.db, SQLite): runs, events and node outputs are
+   * stored there and read back at start. Absent: runs live in memory only.
+   */
+  dataDir?: string;
 }
 
 export interface RunningServer {
@@ -55,6 +61,14 @@ export interface RunningServer {
   port: number;
   app: SkeinApp;
   engine: Engine;
+  /** Runs found in flight in the run database at start, now marked interrupted. */
+  interrupted: string[];
+  /**
+   * Graceful stop (SIGTERM): refuses new work (503), lets runs in flight finish within
+   * `graceMs`, cancels the rest with a cancelled run-end to every SSE client, writes the
+   * run database, then closes like close().
+   */
+  shutdown(options?: { graceMs?: number }): Promise<{ finished: number; cancelled: number }>;
   close(): Promise<void>;
 }
 
@@ -109,7 +123,10 @@ export async function startServer(opts: ServerOptions = {}): Promise<RunningServ
     engine = await createDefaultEngine(opts.model ?? DEFAULT_MODEL, opts.policy, opts.kvBudgetBytes);
   }
   const allowedHosts = opts.allowedHosts?.includes('*') ? ['*'] : defaultAllowedHosts(host, opts.allowedHosts);
-  const app = createApp({ ...opts, engine, allowedHosts });
+  const runDb = opts.dataDir ? RunDatabase.open(opts.dataDir) : undefined;
+  const interrupted = runDb ? runDb.recover(0).interrupted : [];
+  if (interrupted.length) print(`skein: ${interrupted.length} run(s) were in flight when the server last stopped; marked interrupted`);
+  const app = createApp({ ...opts, engine, allowedHosts, ...(runDb ? { runDb } : {}) });
   const server = await new Promise<Server>((resolve, reject) => {
     const s = serve({ fetch: app.fetch, port: opts.port ?? DEFAULT_PORT, hostname: host }, () => resolve(s as Server)) as Server;
     s.once('error', reject);
@@ -129,21 +146,36 @@ export async function startServer(opts: ServerOptions = {}): Promise<RunningServ
   }
 
   let closed = false;
+  const close = async () => {
+    if (closed) return;
+    closed = true;
+    for (const run of app.runs.list()) if (run.state === 'running') app.runs.cancel(run.id);
+    await new Promise<void>((resolve) => {
+      server.close(() => resolve());
+      server.closeAllConnections();
+    });
+    runDb?.close();
+    if (ownsEngine) await engine.close();
+  };
   return {
     url,
     host,
     port,
     app,
     engine,
-    async close() {
-      if (closed) return;
-      closed = true;
-      for (const run of app.runs.list()) if (run.state === 'running') app.runs.cancel(run.id);
-      await new Promise<void>((resolve) => {
-        server.close(() => resolve());
-        server.closeAllConnections();
-      });
-      if (ownsEngine) await engine.close();
+    interrupted,
+    async shutdown(options = {}) {
+      // No new connections from here; open ones may still read their streams to the end.
+      const allClosed = new Promise<void>((resolve) => server.close(() => resolve()));
+      const report = await app.drain.run(app.runs, { graceMs: options.graceMs ?? 10_000 });
+      // SSE responses end once their run-end is written; their connections then go idle
+      // and are closed here, so no client is cut off in the middle of its last event.
+      const sweep = setInterval(() => server.closeIdleConnections(), 10);
+      await Promise.race([allClosed, new Promise((r) => setTimeout(r, 2000))]);
+      clearInterval(sweep);
+      await close();
+      return report;
     },
+    close,
   };
 }

@@ -28,11 +28,16 @@ describe('engine supervision', () => {
     await firstValueFrom(engine.generate(generation(1)));
     const restarted = engine.killWorker();
     const err = await long.catch((e: unknown) => e);
+    // The worker is down now: work that arrives meanwhile waits for the new one.
+    expect(engine.health().status).toBe('degraded');
+    const queued = lastValueFrom(engine.generate(generation(6)));
     expect(err).toBeInstanceOf(EngineUnavailableError);
     expect((err as EngineUnavailableError).code).toBe('engine_unavailable');
     expect((err as Error).message).toMatch(/model worker exited/);
     await restarted;
     expect(engine.health()).toEqual({ status: 'ok', restarts: 1 });
+    const waited = await queued;
+    expect(waited.type === 'done' && waited.ids).toEqual(expected.type === 'done' && expected.ids);
     const again = await lastValueFrom(engine.generate(generation(6)));
     expect(again.type === 'done' && again.ids).toEqual(expected.type === 'done' && expected.ids);
     expect(engine.stats().kvBlocksUsed).toBe(0);

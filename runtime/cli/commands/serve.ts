@@ -50,6 +50,9 @@ interface ServeOptions {
   allowedHosts?: string[];
   corsOrigin?: string[];
   insecure?: boolean;
+  dataDir: string;
+  persist: boolean;
+  grace: number;
   open?: boolean;
 }
 
@@ -68,6 +71,9 @@ export function register(program: Command): void {
     .option('--allowed-hosts <names>', 'extra host names the server answers to in Host/Origin, comma-separated (* for any)', list)
     .option('--cors-origin <origins>', 'origins allowed to call the API from other sites, comma-separated (default: none)', list)
     .option('--insecure', 'allow a non-loopback --host without a token')
+    .option('--data-dir <dir>', 'where runs are stored (SQLite) to survive restarts', '.skein')
+    .option('--no-persist', 'keep runs in memory only')
+    .option('--grace <seconds>', 'on SIGTERM, how long runs in flight may finish before they are cancelled', parseIntOption('--grace', 0, 3600), 10)
     .option('--open', 'print the playground URL prominently and open a browser when a display exists')
     .action(async (opts: ServeOptions) => {
       const token = opts.token ?? (process.env.SKEIN_TOKEN || undefined);
@@ -88,6 +94,7 @@ export function register(program: Command): void {
         policy: opts.policy,
         open: Boolean(opts.open),
         insecure: Boolean(opts.insecure),
+        ...(opts.persist ? { dataDir: opts.dataDir } : {}),
         ...(opts.kvBudget !== undefined ? { kvBudgetBytes: opts.kvBudget } : {}),
         ...(opts.allowedHosts ? { allowedHosts: opts.allowedHosts } : {}),
         ...(opts.corsOrigin ? { corsOrigins: opts.corsOrigin } : {}),
@@ -95,8 +102,14 @@ export function register(program: Command): void {
       if (!isLoopback(opts.host) && !token) {
         process.stderr.write('skein: warning: --insecure: listening beyond loopback without a token\n');
       }
+      // SIGTERM drains: new work is refused, runs in flight get --grace seconds, the rest
+      // end cancelled (every SSE client gets its run-end), the run database is written.
       const stop = () => {
-        void server.close().then(() => process.exit(0));
+        process.stderr.write(`skein: stopping: runs in flight have ${opts.grace} s to finish\n`);
+        void server.shutdown({ graceMs: opts.grace * 1000 }).then((r) => {
+          process.stderr.write(`skein: stopped (${r.finished} run(s) finished, ${r.cancelled} cancelled)\n`);
+          process.exit(0);
+        });
       };
       process.once('SIGINT', stop);
       process.once('SIGTERM', stop);
