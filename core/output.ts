@@ -12,9 +12,9 @@ import type { FromSchema } from './from-schema.js';
 export const outputSchema = {
   type: 'object',
   additionalProperties: false,
-  minProperties: 1,
-  maxProperties: 1,
   description: 'Constrains the generated text: exactly one of schema, regex or choices.',
+  anyOf: [{ required: ['schema'] }, { required: ['regex'] }, { required: ['choices'] }],
+  not: { anyOf: [{ required: ['schema', 'regex'] }, { required: ['schema', 'choices'] }, { required: ['regex', 'choices'] }] },
   properties: {
     schema: {
       type: ['object', 'boolean'],
@@ -27,6 +27,11 @@ export const outputSchema = {
       minItems: 1,
       maxItems: 1024,
       description: 'The output is exactly one of these strings.',
+    },
+    orText: {
+      type: 'boolean',
+      description:
+        'With schema: the output may instead be free text that does not start with `{` (how tool_choice "auto" lets the model either answer or call a tool).',
     },
   },
 } as const;

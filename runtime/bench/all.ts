@@ -5,3 +5,4 @@ import './concurrency.js';
 import './prefix.js';
 import './loop.js';
 import './compress.js';
+import './structured.js';

@@ -10,8 +10,10 @@
  * while (core.hasWork()) core.step();
  */
 import { BadRequestError } from '../../core/errors.js';
+import type { OutputConstraint } from '../../core/output.js';
 import type { SamplingParams } from '../../core/sampling.js';
 import type { ModelTokenizer, IncrementalDetokenizer } from '../checkpoint/tokenizer.js';
+import { GrammarCompiler, TokenVocabulary, type GrammarCursor } from '../grammar/index.js';
 import { CompressStage } from '../stages/engine-stage.js';
 import { StopMatcher } from '../generate/stop.js';
 import type { LoadedModel } from '../model/types.js';
@@ -31,6 +33,8 @@ export interface CoreSubmit {
   owner?: string;
   /** Prompt compression before prefill (StageOptions.compress), run by runtime/stages. */
   compress?: StageOptions['compress'];
+  /** Structured output: a token mask keeps the generated text within this constraint. */
+  output?: OutputConstraint;
 }
 
 export type CoreEvent =
@@ -61,6 +65,8 @@ interface Session {
   tFirst: number;
   /** Prompt tokens before and after the compress stage, when it ran. */
   compressed?: { from: number; to: number };
+  /** The request's position in its output grammar, when it has one. */
+  grammar?: GrammarCursor;
 }
 
 export class EngineCore {
@@ -70,6 +76,8 @@ export class EngineCore {
   private readonly sessions = new Map<string, Session>();
   /** Requests whose prompt is being compressed (one segment per step) before they are scheduled. */
   private readonly compressing: CompressStage;
+  /** Compiled output grammars over this model's vocabulary, made on the first constrained request. */
+  private grammars: GrammarCompiler | null = null;
 
   constructor(options: EngineCoreOptions) {
     const { tokenizer, emit, ...schedulerOptions } = options;
@@ -92,6 +100,13 @@ export class EngineCore {
       t0: performance.now(),
       tFirst: 0,
     };
+    if (msg.output !== undefined) {
+      try {
+        session.grammar = this.grammarsFor().cursor(msg.output);
+      } catch (err) {
+        return this.fail(requestId, err instanceof Error ? err : new Error(String(err)));
+      }
+    }
     this.sessions.set(requestId, session);
     if (msg.compress === undefined) return this.schedule(msg, session);
     // The prompt is compressed first, one segment per step; TTFT counts from here, so it includes that.
@@ -107,11 +122,24 @@ export class EngineCore {
     );
   }
 
+  private grammarsFor(): GrammarCompiler {
+    if (this.tokenizer === null) throw new BadRequestError('output', 'constrained output needs a model with a tokenizer');
+    this.grammars ??= new GrammarCompiler(TokenVocabulary.fromTokenizer(this.tokenizer, this.scheduler.model.config.vocabSize));
+    return this.grammars;
+  }
+
   private schedule(msg: CoreSubmit, session: Session): void {
     const { requestId } = msg;
     try {
       this.scheduler.submit(
-        { id: requestId, ids: msg.ids, sampling: msg.sampling, owner: msg.owner, eosIds: this.tokenizer?.eosIds },
+        {
+          id: requestId,
+          ids: msg.ids,
+          sampling: msg.sampling,
+          owner: msg.owner,
+          eosIds: this.tokenizer?.eosIds,
+          ...(session.grammar ? { constraint: session.grammar } : {}),
+        },
         {
           token: (id, final) => this.onToken(requestId, session, id, final),
           done: (summary) => this.onDone(requestId, session, summary),

@@ -33,6 +33,8 @@ export class EngineFront implements Engine {
    * whole words. A request naming another stage gets NotAvailableError.
    */
   readonly supportedStages: readonly (keyof StageOptions)[];
+  /** Constrained decoding walks token texts, so it needs the tokenizer too. */
+  readonly supportsOutput: boolean;
   private readonly backend: string;
   private readonly tokenizer: ModelTokenizer | null;
   private readonly transport: EngineTransport;
@@ -44,6 +46,7 @@ export class EngineFront implements Engine {
     this.tokenizer = args.tokenizer;
     this.transport = args.transport;
     this.supportedStages = args.tokenizer !== null ? ['compress'] : [];
+    this.supportsOutput = args.tokenizer !== null;
   }
 
   generate(request: GenerateRequest): Observable<GenerateEvent> {
@@ -57,6 +60,7 @@ export class EngineFront implements Engine {
           sampling: resolveSampling(request.sampling),
           owner: request.owner,
           ...(request.stages?.compress !== undefined ? { compress: request.stages.compress } : {}),
+          ...(request.output !== undefined ? { output: request.output } : {}),
         };
         if (!(Number.isInteger(msg.sampling.maxTokens) && msg.sampling.maxTokens >= 1)) {
           throw new BadRequestError('sampling.maxTokens', 'must be a positive integer');

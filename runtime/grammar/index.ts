@@ -13,7 +13,7 @@ import type { OutputConstraint } from '../../core/output.js';
 import { compileNfa, LazyDfa } from './automaton.js';
 import { schemaToRx } from './json-schema.js';
 import { patternToRx } from './pattern.js';
-import { alt, lit, type Rx } from './rx.js';
+import { alt, chars, lit, MAX_CODE_POINT, negate, seq, set, star, type Rx } from './rx.js';
 import { TokenGrammar, type GrammarCursor } from './token-grammar.js';
 import type { TokenVocabulary } from './vocabulary.js';
 
@@ -25,7 +25,11 @@ export { schemaToRx } from './json-schema.js';
 export function constraintToRx(c: OutputConstraint): Rx {
   const given = (['schema', 'regex', 'choices'] as const).filter((k) => c[k] !== undefined);
   if (given.length !== 1) throw new BadRequestError('output', 'give exactly one of schema, regex or choices');
-  if (c.schema !== undefined) return schemaToRx(c.schema);
+  if (c.orText === true && c.schema === undefined) throw new BadRequestError('output.orText', 'only applies with schema');
+  if (c.schema !== undefined) {
+    const json = schemaToRx(c.schema);
+    return c.orText === true ? alt([json, seq([set(negate(chars('{'))), star(set([0, MAX_CODE_POINT]))])]) : json;
+  }
   if (c.regex !== undefined) return patternToRx(c.regex, { context: 'raw', anchored: true, pointer: '/regex' });
   const choices = c.choices!;
   if (choices.length === 0 || choices.some((s) => typeof s !== 'string' || s.length === 0)) {

@@ -32,6 +32,17 @@ export type TokenSampler = (logits: Float32Array, context: readonly number[]) =>
 
 export type SchedulingPolicy = 'fcfs' | 'fair';
 
+/**
+ * A per-sequence limit on what may be generated (runtime/grammar's GrammarCursor): it
+ * masks the logit row before sampling, so sampling settings apply to the allowed tokens.
+ */
+export interface SequenceConstraint {
+  /** Sets the logits of tokens that would break the constraint to -Infinity, in place. */
+  maskLogits(logits: Float32Array): void;
+  /** Moves past the chosen token; true when the output is complete and nothing may follow. */
+  accept(id: number): boolean;
+}
+
 export interface SchedulerOptions {
   model: LoadedModel;
   /** One sampler per sequence, made from its settings (seeded, so resumable). */
@@ -60,6 +71,8 @@ export interface SubmitRequest {
   owner?: string;
   /** End-of-sequence ids; default the model config's. */
   eosIds?: number[];
+  /** Structured output: the sequence ends ('stop') as soon as the constraint is complete. */
+  constraint?: SequenceConstraint;
 }
 
 export interface SequenceSummary {
@@ -120,6 +133,7 @@ class Sequence {
     readonly eosIds: number[],
     readonly sample: TokenSampler,
     readonly listener: SequenceListener,
+    readonly constraint: SequenceConstraint | undefined,
   ) {}
 
   /** Every token whose KV the sequence needs: prompt, then generated (the last one not yet run). */
@@ -215,6 +229,7 @@ export class Scheduler {
       request.eosIds ?? this.model.config.eosTokenIds,
       this.makeSampler(request.sampling),
       listener,
+      request.constraint,
     );
     this.byId.set(seq.id, seq);
     this.waiting.push(seq);
@@ -392,13 +407,18 @@ export class Scheduler {
         else report.prefillTokens += ids.length;
         this.served.set(seq.owner, (this.served.get(seq.owner) ?? 0) + ids.length);
         if (!wantLogits || seq.cancelled) return;
-        const token = seq.sample(r.logits[0]!, seq.all());
+        const row = r.logits[0]!;
+        seq.constraint?.maskLogits(row);
+        const token = seq.sample(row, seq.all());
         seq.generated.push(token);
+        const complete = seq.constraint?.accept(token) === true;
         const reason = seq.eosIds.includes(token)
           ? 'eos'
-          : seq.generated.length >= seq.sampling.maxTokens || seq.length >= maxPos
-            ? 'length'
-            : null;
+          : complete
+            ? 'stop'
+            : seq.generated.length >= seq.sampling.maxTokens || seq.length >= maxPos
+              ? 'length'
+              : null;
         if (seq.listener.token(token, reason !== null) === true) return this.finish(seq, 'stop');
         if (reason !== null) this.finish(seq, reason);
       } catch (err) {
