@@ -120,11 +120,25 @@ describe('tools and structured output over the OpenAI API', () => {
     if (obj.choices[0]!.finish_reason === 'stop') expect(typeof JSON.parse(obj.choices[0]!.message.content!)).toBe('object');
   });
 
+  it('logit_bias +100 makes greedy pick that token; penalties are accepted and change nothing at 0', async () => {
+    const id = engine.tokenize(' sea')[0]!;
+    const res = await client.chat.completions.create({ model: 'skein-mini', messages, max_tokens: 3, logit_bias: { [id]: 100 } });
+    expect(res.choices[0]!.message.content).toBe(' sea sea sea');
+    const plain = await client.chat.completions.create({ model: 'skein-mini', messages, max_tokens: 6 });
+    const zero = await client.chat.completions.create({ model: 'skein-mini', messages, max_tokens: 6, frequency_penalty: 0, presence_penalty: 0 });
+    expect(zero.choices[0]!.message.content).toBe(plain.choices[0]!.message.content);
+    const penalised = await client.chat.completions.create({ model: 'skein-mini', messages, max_tokens: 3, logit_bias: { [id]: 100 }, frequency_penalty: 2 });
+    // The bias still wins (100 against 2 per repeat), so the penalty must not break generation either.
+    expect(penalised.choices[0]!.message.content).toBe(' sea sea sea');
+  });
+
   it('refuses what it does not support with a 400 in OpenAI shape naming the parameter', async () => {
     const post = (body: Record<string, unknown>) =>
       fetch(`${base}/chat/completions`, { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify({ model: 'skein-mini', messages, ...body }) });
     for (const [body, param] of [
       [{ logprobs: true }, 'logprobs'],
+      [{ logit_bias: { x: 1 } }, 'logit_bias.x'],
+      [{ frequency_penalty: 3 }, 'frequency_penalty'],
       [{ functions: [] }, 'functions'],
       [{ stop: [''] }, 'stop'],
       [{ parallel_tool_calls: true, tools: [weather] }, 'parallel_tool_calls'],

@@ -81,11 +81,6 @@ function refuseUnsupported(body: Record<string, unknown>): void {
   for (const key of Object.keys(body)) if (!KNOWN_FIELDS.has(key)) throw new BadRequestError(key, 'is not supported by this server');
   if (body.logprobs != null && body.logprobs !== false) throw new BadRequestError('logprobs', 'log probabilities are not supported yet');
   if (body.top_logprobs != null && body.top_logprobs !== 0) throw new BadRequestError('top_logprobs', 'log probabilities are not supported yet');
-  for (const key of ['frequency_penalty', 'presence_penalty']) {
-    if (body[key] != null && body[key] !== 0) throw new BadRequestError(key, 'is not supported yet (use 0 or leave it out)');
-  }
-  const bias = body.logit_bias;
-  if (bias != null && (typeof bias !== 'object' || Object.keys(bias).length > 0)) throw new BadRequestError('logit_bias', 'is not supported yet');
 }
 
 function parseSampling(body: Record<string, unknown>): Partial<SamplingParams> {
@@ -114,6 +109,23 @@ function parseSampling(body: Record<string, unknown>): Partial<SamplingParams> {
   if (s.stop?.some((x) => x.length === 0)) throw new BadRequestError('stop', 'stop strings must not be empty');
   if (s.stop && s.stop.length > 4) throw new BadRequestError('stop', 'at most 4 stop strings');
   if (body.n != null && body.n !== 1) throw new BadRequestError('n', 'only n = 1 is supported');
+  const frequency = num('frequency_penalty', -2, 2);
+  if (frequency !== undefined) s.frequencyPenalty = frequency;
+  const presence = num('presence_penalty', -2, 2);
+  if (presence !== undefined) s.presencePenalty = presence;
+  const bias = body.logit_bias;
+  if (bias != null) {
+    if (typeof bias !== 'object' || Array.isArray(bias)) throw new BadRequestError('logit_bias', 'must map token ids to numbers');
+    const entries = Object.entries(bias as Record<string, unknown>);
+    if (entries.length > 300) throw new BadRequestError('logit_bias', 'at most 300 tokens');
+    const logitBias: Record<string, number> = Object.create(null);
+    for (const [id, v] of entries) {
+      if (!/^(0|[1-9][0-9]{0,8})$/.test(id)) throw new BadRequestError(`logit_bias.${id}`, 'keys must be token ids');
+      if (typeof v !== 'number' || !Number.isFinite(v) || v < -100 || v > 100) throw new BadRequestError(`logit_bias.${id}`, 'must be a number in [-100, 100]');
+      logitBias[id] = v;
+    }
+    s.logitBias = logitBias;
+  }
   return s;
 }
 
