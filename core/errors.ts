@@ -91,6 +91,17 @@ export class BadRequestError extends SkeinError {
   }
 }
 
+/**
+ * An output constraint (JSON Schema, regex, choices) that cannot be compiled to a grammar,
+ * located by a JSON pointer into the schema ('' for the whole constraint).
+ */
+export class GrammarError extends SkeinError {
+  readonly code = 'bad_request';
+  constructor(readonly pointer: string, readonly reason: string) {
+    super(`Bad output constraint${pointer ? ` at ${pointer}` : ''}: ${reason}`);
+  }
+}
+
 export class NotFoundError extends SkeinError {
   readonly code = 'not_found';
   constructor(readonly kind: string, readonly id: string) {

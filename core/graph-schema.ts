@@ -12,6 +12,7 @@
  * };
  */
 import type { FromSchema } from './from-schema.js';
+import { outputSchema } from './output.js';
 import { samplingSchema } from './sampling.js';
 import { stagesSchema } from './stages.js';
 
@@ -120,6 +121,10 @@ export const nodeSchemas = {
       system: { type: 'string', description: 'System prompt (when the `system` port is not connected).' },
       chat: { type: 'boolean', description: 'Render with the chat template (default true); false sends the raw prompt.' },
       assistantPrefix: { type: 'string', description: 'Text the assistant turn starts with (chat only).' },
+      output: {
+        ...outputSchema,
+        description: 'Structured output by constrained decoding. With `schema` the node outputs the parsed JSON value (port type json), validated.',
+      },
       sampling,
       stages: stagesSchema,
     },
@@ -173,6 +178,13 @@ export const nodeSchemas = {
     {
       by: { enum: ['value', 'model'], description: 'Default value.' },
       prompt: { type: 'string', description: 'by: model — question to the model, {{in}} is the input (default: the SoT router).' },
+      answers: {
+        type: 'array',
+        items: { type: 'string', minLength: 1 },
+        minItems: 1,
+        uniqueItems: true,
+        description: 'by: model — the only answers the model may give (a choice constraint); default A, B, C for the SoT router prompt, free text for a custom prompt.',
+      },
       branches: {
         type: 'array',
         minItems: 1,

@@ -58,7 +58,8 @@ export function portsOf(node: NodeSpec): NodePorts {
           { name: 'prompt', type: 'text', required: true },
           { name: 'system', type: 'text' },
         ],
-        outputs: [{ name: 'out', type: 'text' }],
+        // With a schema the model's JSON is parsed: a JSON value, not text.
+        outputs: [{ name: 'out', type: node.output?.schema !== undefined ? 'json' : 'text' }],
       };
     case 'skeleton':
       return { inputs: [{ name: 'question', type: 'text', required: true }], outputs: [{ name: 'out', type: 'skeleton' }] };

@@ -33,6 +33,7 @@ import {
 } from 'rxjs';
 import { expand } from '../operators/expand.js';
 import { generate } from '../operators/generate.js';
+import { generateJson } from '../operators/generateJson.js';
 import { join } from '../operators/join.js';
 import { loop } from '../operators/loop.js';
 import { route } from '../operators/route.js';
@@ -267,12 +268,15 @@ export function runCompiled(compiled: CompiledGraph, input: Record<string, unkno
           return single(of(readInput(spec, node.id, input)));
         case 'template':
           return single(of(values).pipe(template(spec.template, { tail: spec.tail })));
-        case 'generate':
+        case 'generate': {
+          const common = { engine, system: spec.system, chat: spec.chat, assistantPrefix: spec.assistantPrefix, sampling: spec.sampling, stages: spec.stages, context };
+          const schema = spec.output?.schema as object | boolean | undefined;
           return single(
             of({ prompt: String(values.prompt), system: values.system as string | undefined }).pipe(
-              generate({ engine, system: spec.system, chat: spec.chat, assistantPrefix: spec.assistantPrefix, sampling: spec.sampling, stages: spec.stages, context }),
+              schema !== undefined ? generateJson({ ...common, schema }) : generate({ ...common, output: spec.output }),
             ),
           );
+        }
         case 'skeleton':
           return single(of(String(values.question)).pipe(skeleton({ engine, maxPoints: spec.maxPoints, sampling: spec.sampling, stages: spec.stages, context })));
         case 'expand':
@@ -283,7 +287,7 @@ export function runCompiled(compiled: CompiledGraph, input: Record<string, unkno
           throw new Error('join nodes are built by buildJoin');
         case 'route':
           return of(values.in).pipe(
-            route({ branches: spec.branches, default: spec.default, by: spec.by, prompt: spec.prompt, engine, sampling: spec.sampling, context }),
+            route({ branches: spec.branches, default: spec.default, by: spec.by, prompt: spec.prompt, answers: spec.answers, engine, sampling: spec.sampling, context }),
             map((r) => ({
               ports: new Map([...routeBranchNames(spec).map((b) => [b, b === r.branch ? ok(r.value) : SKIPPED] as const), [OUTPUT, ok(r.value)]]),
               output: r.answer === undefined ? { branch: r.branch } : { branch: r.branch, answer: r.answer },

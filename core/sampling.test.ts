@@ -11,6 +11,9 @@ describe('sampling parameters, defined once', () => {
       repetitionPenalty: number;
       seed: number;
       stop: string[];
+      frequencyPenalty: number;
+      presencePenalty: number;
+      logitBias: Record<string, number>;
     }>();
     expectTypeOf<Partial<SamplingParams>>().toEqualTypeOf<{
       maxTokens?: number;
@@ -20,6 +23,9 @@ describe('sampling parameters, defined once', () => {
       repetitionPenalty?: number;
       seed?: number;
       stop?: string[];
+      frequencyPenalty?: number;
+      presencePenalty?: number;
+      logitBias?: Record<string, number>;
     }>();
   });
 

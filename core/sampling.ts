@@ -19,6 +19,14 @@ export const samplingSchema = {
     repetitionPenalty: { type: 'number', exclusiveMinimum: 0, maximum: 10, description: '1 disables it (CTRL-style).' },
     seed: { type: 'integer', description: 'Seed of the sampler; same seed, same tokens.' },
     stop: { type: 'array', items: { type: 'string', minLength: 1 }, maxItems: 16, description: 'Stop strings.' },
+    frequencyPenalty: { type: 'number', minimum: -2, maximum: 2, description: 'Subtracted from a logit once per time its token was generated (OpenAI); 0 disables it.' },
+    presencePenalty: { type: 'number', minimum: -2, maximum: 2, description: 'Subtracted from the logit of every token generated at least once (OpenAI); 0 disables it.' },
+    logitBias: {
+      type: 'object',
+      propertyNames: { pattern: '^(0|[1-9][0-9]{0,8})$' },
+      additionalProperties: { type: 'number', minimum: -100, maximum: 100 },
+      description: 'Added to the logits of these token ids before sampling (OpenAI logit_bias).',
+    },
   },
 } as const;
 
@@ -36,6 +44,9 @@ export const defaultSampling: SamplingParams = {
   repetitionPenalty: 1, // off: a penalty changes answers, so it is never implied
   seed: 0, // fixed: the same request gives the same tokens without naming a seed
   stop: [], // none: generation ends at maxTokens or the end-of-sequence token
+  frequencyPenalty: 0, // off: like repetitionPenalty, a penalty changes answers
+  presencePenalty: 0, // off: same reason
+  logitBias: {}, // none: no token is favoured unless a caller says so
 };
 
 export function resolveSampling(partial: Partial<SamplingParams> = {}): SamplingParams {

@@ -9,6 +9,7 @@
  */
 export { template, renderTemplate, renderValue } from './template.js';
 export { generate, type GenerateOptions, type GenerateInput } from './generate.js';
+export { generateJson, type GenerateJsonOptions } from './generateJson.js';
 export { skeleton, type SkeletonOptions, type Skeleton } from './skeleton.js';
 export { expand, type ExpandOptions } from './expand.js';
 export { fork, type ForkOptions, type BranchOutcome } from './fork.js';

@@ -4,6 +4,11 @@
  * branch's declarative condition in order; `default` catches the rest. Emits the chosen
  * branch with the value unchanged.
  *
+ * The model's answer is a choice constraint: it can only say one of `answers` (A, B or C
+ * for the default SoT router prompt), so a small model cannot answer off-format. Given
+ * answers are required of the engine; the router's default ones are used when the engine
+ * constrains output and otherwise left to the free-text conditions.
+ *
  * @example
  * of('How to learn chess?').pipe(route({ by: 'model', engine, branches: [{ name: 'sot', when: { startsWith: 'A' } }], default: 'direct' }));
  */
@@ -16,7 +21,7 @@ import type { Engine } from '../runtime/engine/types.js';
 import type { OperatorContext } from './context.js';
 import { generation } from './internal/generation.js';
 import { perValue } from './internal/operate.js';
-import { sotRouterPrompt } from './internal/sot.js';
+import { sotRouterAnswers, sotRouterPrompt } from './internal/sot.js';
 import { renderTemplate } from './template.js';
 
 export interface Routed<T> {
@@ -32,6 +37,8 @@ export interface RouteOptions {
   by?: 'value' | 'model';
   /** by: model — the question to the model; `{{in}}` is the value (default: the SoT router). */
   prompt?: string;
+  /** by: model — the only answers the model may give (default A, B, C with the SoT router prompt). */
+  answers?: string[];
   engine?: Engine;
   sampling?: Partial<SamplingParams>;
   context?: OperatorContext;
@@ -52,9 +59,10 @@ export function route<T>(options: RouteOptions): OperatorFunction<T, Routed<T>> 
     if (options.by !== 'model') return of(pick(value, value));
     if (!options.engine) throw new ModelOutputError(node, 'routing by model needs an engine');
     const question = renderTemplate(options.prompt ?? sotRouterPrompt, { in: value });
+    const answers = options.answers ?? (options.prompt === undefined && options.engine.supportsOutput ? sotRouterAnswers : undefined);
     return generation(
       { engine: options.engine, sampling: { maxTokens: 8, ...options.sampling }, context: options.context },
-      { messages: [{ role: 'user', content: question }] },
+      { messages: [{ role: 'user', content: question }], ...(answers ? { output: { choices: answers } } : {}) },
     ).pipe(map((r) => pick(value, r.text.trim(), r.text.trim())));
   });
 }

@@ -296,6 +296,9 @@ describe('control plane routes', () => {
     const res = await app.request('/v1/chat/completions', post('', { messages: [{ role: 'user', content: 'hi' }], stream: true }));
     expect(res.status).toBe(200);
     const last = parseSse(await res.text()).at(-1)!;
-    expect(JSON.parse(last.data)).toEqual({ error: { message: expect.stringContaining('KV memory exhausted'), code: 'kv_exhausted' } });
+    // OpenAI's error shape: message, type, param, code.
+    expect(JSON.parse(last.data)).toEqual({
+      error: { message: expect.stringContaining('KV memory exhausted'), type: 'invalid_request_error', param: null, code: 'kv_exhausted' },
+    });
   });
 });

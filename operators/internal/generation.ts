@@ -45,7 +45,11 @@ export function generation(
   request: Omit<GenerateRequest, 'sampling' | 'stages' | 'owner'>,
 ): Observable<GenerationResult> {
   const { engine, context } = opts;
-  const refused = checkStages(engine, opts.stages);
+  const refused =
+    checkStages(engine, opts.stages) ??
+    (request.output !== undefined && !engine.supportsOutput
+      ? new NotAvailableError('structured output', `engine ${engine.modelName} does not constrain its output`)
+      : undefined);
   if (refused) return throwError(() => refused);
   const seed = opts.sampling?.seed ?? opts.seed ?? context?.seed;
   const full: GenerateRequest = {

@@ -28,6 +28,9 @@ export const sotRouterPrompt =
   'C: the answer is not a list of points (a fact, a calculation, code or a short reply).\n' +
   'Question: {{in}}\nAnswer with one letter: A, B or C.';
 
+/** The router's answers: with a constraining engine the model can say nothing else. */
+export const sotRouterAnswers = ['A', 'B', 'C'];
+
 export interface Skeleton {
   question: string;
   /** The outline as numbered lines, "1. point". */

@@ -9,3 +9,4 @@ import './llama-cpp.js';
 import './healthz.js';
 import './stages.js';
 import './soak.js';
+import './structured.js';

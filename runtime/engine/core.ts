@@ -12,8 +12,10 @@
  * while (core.hasWork()) core.step();
  */
 import { BadRequestError, NotAvailableError } from '../../core/errors.js';
+import type { OutputConstraint } from '../../core/output.js';
 import type { SamplingParams } from '../../core/sampling.js';
 import type { ModelTokenizer, IncrementalDetokenizer } from '../checkpoint/tokenizer.js';
+import { GrammarCompiler, TokenVocabulary, type GrammarCursor } from '../grammar/index.js';
 import { CompressStage } from '../stages/engine-stage.js';
 import { sequenceShape, type ShapedStages } from '../stages/shape.js';
 import { StopMatcher } from '../generate/stop.js';
@@ -43,6 +45,8 @@ export interface CoreSubmit {
   /** Skipped-layer decode and pruned prefill: shapes of the sequence's forwards (runtime/stages/shape.ts). */
   skipLayers?: StageOptions['skipLayers'];
   prunedPrefill?: StageOptions['prunedPrefill'];
+  /** Structured output: a token mask keeps the generated text within this constraint. */
+  output?: OutputConstraint;
 }
 
 export type CoreEvent =
@@ -75,6 +79,8 @@ interface Session {
   compressed?: { from: number; to: number };
   /** skipLayers / prunedPrefill, when asked. */
   shaped?: ShapedStages;
+  /** The request's position in its output grammar, when it has one. */
+  grammar?: GrammarCursor;
 }
 
 export class EngineCore {
@@ -84,6 +90,8 @@ export class EngineCore {
   private readonly sessions = new Map<string, Session>();
   /** Requests whose prompt is being compressed (one segment per step) before they are scheduled. */
   private readonly compressing: CompressStage;
+  /** Compiled output grammars over this model's vocabulary, made on the first constrained request. */
+  private grammars: GrammarCompiler | null = null;
 
   constructor(options: EngineCoreOptions) {
     const { tokenizer, emit, ...schedulerOptions } = options;
@@ -114,6 +122,7 @@ export class EngineCore {
     };
     try {
       session.shaped = sequenceShape(this.scheduler.model.config.numLayers, msg);
+      if (msg.output !== undefined) session.grammar = this.grammarsFor().cursor(msg.output);
     } catch (err) {
       return this.fail(requestId, err instanceof Error ? err : new Error(String(err)));
     }
@@ -154,6 +163,12 @@ export class EngineCore {
     return tokenizer.encodePrompt(rendered);
   }
 
+  private grammarsFor(): GrammarCompiler {
+    if (this.tokenizer === null) throw new BadRequestError('output', 'constrained output needs a model with a tokenizer');
+    this.grammars ??= new GrammarCompiler(TokenVocabulary.fromTokenizer(this.tokenizer, this.scheduler.model.config.vocabSize));
+    return this.grammars;
+  }
+
   private schedule(msg: CoreSubmit & { ids: number[] }, session: Session): void {
     const { requestId } = msg;
     try {
@@ -165,6 +180,7 @@ export class EngineCore {
           owner: msg.owner,
           eosIds: this.tokenizer?.eosIds,
           ...(session.shaped ? { shape: session.shaped.shape } : {}),
+          ...(session.grammar ? { constraint: session.grammar } : {}),
         },
         {
           token: (id, final) => this.onToken(requestId, session, id, final),

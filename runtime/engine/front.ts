@@ -42,6 +42,8 @@ export class EngineFront implements Engine {
    * NotAvailableError.
    */
   readonly supportedStages: readonly (keyof StageOptions)[];
+  /** Constrained decoding walks token texts, so it needs the tokenizer too. */
+  readonly supportsOutput: boolean;
   private readonly backend: string;
   private readonly tokenizer: ModelTokenizer | null;
   private readonly transport: EngineTransport;
@@ -54,6 +56,7 @@ export class EngineFront implements Engine {
     this.transport = args.transport;
     // skipLayers and prunedPrefill shape the forward and need nothing beyond the model.
     this.supportedStages = args.tokenizer !== null ? ['compress', 'skipLayers', 'prunedPrefill'] : ['skipLayers', 'prunedPrefill'];
+    this.supportsOutput = args.tokenizer !== null;
   }
 
   generate(request: GenerateRequest): Observable<GenerateEvent> {
@@ -69,6 +72,7 @@ export class EngineFront implements Engine {
           ...(request.stages?.compress !== undefined ? { compress: request.stages.compress } : {}),
           ...(request.stages?.skipLayers !== undefined ? { skipLayers: request.stages.skipLayers } : {}),
           ...(request.stages?.prunedPrefill !== undefined ? { prunedPrefill: request.stages.prunedPrefill } : {}),
+          ...(request.output !== undefined ? { output: request.output } : {}),
         };
         if (!(Number.isInteger(msg.sampling.maxTokens) && msg.sampling.maxTokens >= 1)) {
           throw new BadRequestError('sampling.maxTokens', 'must be a positive integer');

@@ -13,6 +13,11 @@ import type { TokenSampler } from '../scheduler/scheduler.js';
 
 export function tokenSampler(params: SamplingParams): TokenSampler {
   const sampler = new Sampler(params);
-  // The repetition penalty covers prompt and generated tokens, as in Hugging Face.
-  return (logits, context) => sampler.sample(logits, context);
+  // The first call sees the prompt alone: what follows it is generated (OpenAI's penalties
+  // count only that). The repetition penalty covers both, as in Hugging Face.
+  let promptLength = -1;
+  return (logits, context) => {
+    if (promptLength < 0) promptLength = context.length;
+    return sampler.sample(logits, context, promptLength);
+  };
 }

@@ -9,6 +9,7 @@
  * });
  */
 import type { Observable } from 'rxjs';
+import type { OutputConstraint } from '../../core/output.js';
 import type { SamplingParams } from '../../core/sampling.js';
 
 export interface ChatMessage {
@@ -39,6 +40,8 @@ export interface GenerateRequest {
   assistantPrefix?: string;
   sampling?: Partial<SamplingParams>;
   stages?: StageOptions;
+  /** Structured output: the generated text is held to a JSON Schema, a regex or a choice of strings. */
+  output?: OutputConstraint;
   /** Groups work for fairness and accounting (the run id). */
   owner?: string;
 }
@@ -134,6 +137,11 @@ export interface Engine {
    * NotAvailableError by the dataflow core before it reaches the engine; absent means none.
    */
   readonly supportedStages?: readonly (keyof StageOptions)[];
+  /**
+   * Whether the engine enforces `GenerateRequest.output` (constrained decoding); absent
+   * means no, and a request carrying `output` is refused with NotAvailableError.
+   */
+  readonly supportsOutput?: boolean;
   generate(request: GenerateRequest): Observable<GenerateEvent>;
   tokenize(text: string): number[];
   detokenize(ids: number[]): string;

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { applyRepetitionPenalty, argmax, candidates, Rng, Sampler } from './sampler.js';
+import { applyRepetitionPenalty, argmax, candidates, Rng, Sampler, applyOpenAiAdjustments } from './sampler.js';
 
 const logits = Float32Array.from([1, 3, 2, 0.5, -1, 2.5]);
 
@@ -68,5 +68,22 @@ describe('Sampler', () => {
     const s = new Sampler({ temperature: 0, topK: 0, topP: 1, repetitionPenalty: 10, seed: 0 });
     expect(s.sample(logits, [1])).toBe(5);
     expect(argmax(logits)).toBe(1);
+  });
+});
+
+describe('OpenAI logit_bias and penalties', () => {
+  it('adds the bias, and subtracts count × frequency + presence for generated tokens only', () => {
+    const logits = new Float32Array([1, 1, 1, 1]);
+    applyOpenAiAdjustments(logits, [2, 2, 3], { logitBias: { '0': 5, '9': 1 }, frequencyPenalty: 0.5, presencePenalty: 0.25 });
+    expect(Array.from(logits)).toEqual([6, 1, 1 - 2 * 0.5 - 0.25, 1 - 0.5 - 0.25]);
+  });
+
+  it('a sampler counts only the tokens after generatedFrom', () => {
+    const s = new Sampler({ temperature: 0, topK: 0, topP: 1, repetitionPenalty: 1, seed: 1, presencePenalty: 2 });
+    const logits = new Float32Array([0, 1, 0.5]);
+    // Token 1 is in the prompt (index 0 < generatedFrom): not penalised, still the argmax.
+    expect(s.sample(logits, [1, 2], 1)).toBe(1);
+    // Generated, it loses 2 and token 2 (also generated) loses 2: token 0 wins.
+    expect(s.sample(logits, [1, 2], 0)).toBe(0);
   });
 });

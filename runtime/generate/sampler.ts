@@ -10,7 +10,8 @@
  */
 import type { SamplingParams } from '../../core/sampling.js';
 
-export type SamplerParams = Pick<SamplingParams, 'temperature' | 'topK' | 'topP' | 'repetitionPenalty' | 'seed'>;
+export type SamplerParams = Pick<SamplingParams, 'temperature' | 'topK' | 'topP' | 'repetitionPenalty' | 'seed'> &
+  Partial<Pick<SamplingParams, 'frequencyPenalty' | 'presencePenalty' | 'logitBias'>>;
 
 /** A 32-bit PRNG (mulberry32) whose whole state is one number, so it can be saved. */
 export class Rng {
@@ -47,6 +48,27 @@ export function applyRepetitionPenalty(logits: Float32Array, seen: Iterable<numb
     if (v === undefined) continue;
     logits[id] = v > 0 ? v / penalty : v * penalty;
   }
+}
+
+/**
+ * OpenAI's logit_bias, then its frequency and presence penalties over the generated
+ * tokens: logit[t] += bias[t] − count[t]·frequency − (count[t] > 0)·presence.
+ */
+export function applyOpenAiAdjustments(
+  logits: Float32Array,
+  generated: Iterable<number>,
+  params: Partial<Pick<SamplingParams, 'frequencyPenalty' | 'presencePenalty' | 'logitBias'>>,
+): void {
+  for (const [id, bias] of Object.entries(params.logitBias ?? {})) {
+    const i = Number(id);
+    if (i < logits.length) logits[i]! += bias;
+  }
+  const frequency = params.frequencyPenalty ?? 0;
+  const presence = params.presencePenalty ?? 0;
+  if (frequency === 0 && presence === 0) return;
+  const counts = new Map<number, number>();
+  for (const id of generated) counts.set(id, (counts.get(id) ?? 0) + 1);
+  for (const [id, n] of counts) if (id < logits.length) logits[id]! -= n * frequency + presence;
 }
 
 /**
@@ -116,13 +138,18 @@ export class Sampler {
     this.rng = new Rng(params.seed);
   }
 
-  /** Picks the next id. `logits` is not modified; `history` feeds the repetition penalty. */
-  sample(logits: Float32Array, history: Iterable<number> = []): number {
+  /**
+   * Picks the next id. `logits` is not modified; `history` feeds the repetition penalty,
+   * its part from `generatedFrom` on the frequency and presence penalties (generated
+   * tokens only, as OpenAI counts them).
+   */
+  sample(logits: Float32Array, history: readonly number[] = [], generatedFrom = history.length): number {
     let row = logits;
-    if (this.params.repetitionPenalty !== 1) {
-      row = logits.slice();
-      applyRepetitionPenalty(row, history, this.params.repetitionPenalty);
-    }
+    const p = this.params;
+    const adjusts = (p.frequencyPenalty ?? 0) !== 0 || (p.presencePenalty ?? 0) !== 0 || Object.keys(p.logitBias ?? {}).length > 0;
+    if (p.repetitionPenalty !== 1 || adjusts) row = logits.slice();
+    if (p.repetitionPenalty !== 1) applyRepetitionPenalty(row, history, p.repetitionPenalty);
+    if (adjusts) applyOpenAiAdjustments(row, history.slice(generatedFrom), p);
     if (this.params.temperature === 0) return argmax(row);
     if (this.params.topK === 0 && this.params.topP >= 1) return this.drawFull(row);
     const { ids, probs } = candidates(row, this.params);

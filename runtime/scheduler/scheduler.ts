@@ -33,6 +33,17 @@ export type TokenSampler = (logits: Float32Array, context: readonly number[]) =>
 
 export type SchedulingPolicy = 'fcfs' | 'fair';
 
+/**
+ * A per-sequence limit on what may be generated (runtime/grammar's GrammarCursor): it
+ * masks the logit row before sampling, so sampling settings apply to the allowed tokens.
+ */
+export interface SequenceConstraint {
+  /** Sets the logits of tokens that would break the constraint to -Infinity, in place. */
+  maskLogits(logits: Float32Array): void;
+  /** Moves past the chosen token; true when the output is complete and nothing may follow. */
+  accept(id: number): boolean;
+}
+
 export interface SchedulerOptions {
   model: LoadedModel;
   /** One sampler per sequence, made from its settings (seeded, so resumable). */
@@ -103,6 +114,8 @@ export interface SubmitRequest {
   /** End-of-sequence ids; default the model config's. */
   eosIds?: number[];
   shape?: SequenceShape;
+  /** Structured output: the sequence ends ('stop') as soon as the constraint is complete. */
+  constraint?: SequenceConstraint;
 }
 
 export interface SequenceSummary {
@@ -187,9 +200,12 @@ class Sequence {
     readonly sample: TokenSampler,
     readonly listener: SequenceListener,
     readonly shape: SequenceShape | null,
+    readonly constraint: SequenceConstraint | undefined,
   ) {
     if (shape !== null) this.figures = { prefillMs: 0, decodeMs: 0 };
-    this.draftWidth = shape?.drafts ?? 0;
+    // A constrained sequence decodes plainly: its grammar cursor advances one sampled token
+    // at a time, which drafting ahead of verification would have to undo.
+    this.draftWidth = constraint !== undefined ? 0 : shape?.drafts ?? 0;
   }
 
   /** Every token whose KV the sequence needs: prompt, then generated (the last one not yet run). */
@@ -300,6 +316,7 @@ export class Scheduler {
       this.makeSampler(request.sampling),
       listener,
       request.shape ?? null,
+      request.constraint,
     );
     this.byId.set(seq.id, seq);
     this.waiting.push(seq);
@@ -584,7 +601,9 @@ export class Scheduler {
     else report.prefillTokens += ids.length;
     this.served.set(seq.owner, (this.served.get(seq.owner) ?? 0) + ids.length);
     if (!wantLogits || seq.cancelled) return;
-    this.emit(seq, seq.sample(r.logits[0]!, seq.all()));
+    const row = r.logits[0]!;
+    seq.constraint?.maskLogits(row);
+    this.emit(seq, seq.sample(row, seq.all()));
   }
 
   /** Stage figures of a prefill chunk or decode step. */
@@ -605,11 +624,14 @@ export class Scheduler {
   /** Samples-side bookkeeping of one token; false when the sequence ended with it. */
   private emit(seq: Sequence, token: number): boolean {
     seq.generated.push(token);
+    const complete = seq.constraint?.accept(token) === true;
     const reason = seq.eosIds.includes(token)
       ? 'eos'
-      : seq.generated.length >= seq.sampling.maxTokens || seq.length >= this.model.config.maxPositionEmbeddings
-        ? 'length'
-        : null;
+      : complete
+        ? 'stop'
+        : seq.generated.length >= seq.sampling.maxTokens || seq.length >= this.model.config.maxPositionEmbeddings
+          ? 'length'
+          : null;
     if (seq.listener.token(token, reason !== null) === true) {
       this.finish(seq, 'stop');
       return false;

@@ -1,0 +1,36 @@
+/**
+ * Errors of the OpenAI-compatible routes in OpenAI's own shape,
+ * `{ error: { message, type, param, code } }`, so that OpenAI clients (the `openai`
+ * package, LangChain, the AI SDK) surface them properly. Status and message come from the
+ * server's one mapping (errors.ts); `param` is the request field a BadRequestError or
+ * GrammarError names.
+ *
+ * @example
+ * app.onError((err, c) => openAiErrorResponse(c, err));
+ */
+import type { Context } from 'hono';
+import { BadRequestError, GrammarError, NotAvailableError } from '../../core/errors.js';
+import { mapError } from './errors.js';
+
+export interface OpenAiErrorBody {
+  error: { message: string; type: string; param: string | null; code: string | null };
+}
+
+const typeOfStatus = (status: number): string =>
+  status === 401 ? 'authentication_error' : status === 429 ? 'rate_limit_error' : status === 404 ? 'not_found_error' : status >= 500 ? 'server_error' : 'invalid_request_error';
+
+/** @param grammarParam the request field a GrammarError (a schema the grammar refuses) came from. */
+export function openAiError(err: unknown, grammarParam: string | null = null): { status: number; body: OpenAiErrorBody; headers?: Record<string, string> } {
+  const mapped = mapError(err);
+  const param = err instanceof GrammarError ? grammarParam : err instanceof BadRequestError ? err.field : err instanceof NotAvailableError ? err.feature : null;
+  return {
+    status: mapped.status,
+    headers: mapped.headers,
+    body: { error: { message: mapped.body.error.message, type: typeOfStatus(mapped.status), param, code: mapped.body.error.code } },
+  };
+}
+
+export function openAiErrorResponse(c: Context, err: unknown, grammarParam: string | null = null): Response {
+  const e = openAiError(err, grammarParam);
+  return c.json(e.body, e.status as 400, e.headers);
+}
