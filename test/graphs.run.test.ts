@@ -148,7 +148,7 @@ describe('example graphs on the fake engine', () => {
     const engine = createFakeEngine({ supportedStages: ['compress'] });
     const events = await collect(runGraph(graph('compress-qa'), { passage: 'Long text. '.repeat(50), question: 'What is it?' }, { engine }));
     expect(endOf(events).status).toBe('ok');
-    expect(engine.requests[0]!.stages).toEqual({ compress: { rate: 0.4, keep: ['Question:', 'Answer:'] } });
+    expect(engine.requests[0]!.stages).toEqual({ compress: { rate: 0.7, keep: ['Question:', 'Answer:'] } });
   });
 
   it('compress-qa: an engine without the stage ends the run with NotAvailableError', async () => {

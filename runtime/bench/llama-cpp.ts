@@ -9,7 +9,8 @@
  * @example
  * npx skein bench llamacpp --arg reps=3 --json
  */
-import { loadModel, type LoadedCheckpoint } from '../checkpoint/load.js';
+import { NotAvailableError } from '../../core/errors.js';
+import { loadModel, resolveModel, type LoadedCheckpoint } from '../checkpoint/load.js';
 import { benchPrompt, interleaved, median, round } from '../engine/bench-support.js';
 import { generateAll } from '../generate/generate.js';
 import { forward } from '../model/forward.js';
@@ -40,7 +41,9 @@ async function skeinDecode(model: LoadedCheckpoint, ids: number[]): Promise<numb
 registerBench('llamacpp', {
   description: 'Skein vs llama.cpp on the same GGUF: load time, RSS, prefill and decode tok/s (1 thread each, interleaved)',
   async run({ log, args = {} }) {
-    const file = args.model ?? installedPath(catalogueEntry(DEFAULT_MODEL));
+    const location = resolveModel(args.model ?? installedPath(catalogueEntry(DEFAULT_MODEL)));
+    if (location.format !== 'gguf') throw new NotAvailableError('bench llamacpp', `needs a GGUF model (llama.cpp reads no other format); ${location.dir} is a Hugging Face folder`);
+    const file = location.file;
     const reps = Number(args.reps ?? 3);
     let llamaCpp: typeof import('node-llama-cpp');
     try {
