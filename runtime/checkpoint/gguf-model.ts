@@ -24,8 +24,8 @@
  */
 import { CheckpointError } from '../../core/errors.js';
 import type { Architecture, ModelConfig, RopeFactorScaling } from '../model/types.js';
-import { dequantize, GGML_TYPES } from './ggml-quants.js';
-import type { GgufFile } from './gguf.js';
+import { dequantize, GGML_TYPES, type GgmlType } from './ggml-quants.js';
+import type { GgufFile, GgufTensorInfo } from './gguf.js';
 import { ggufStopIds } from './gguf-tokenizer.js';
 import type { TensorSource } from './tensor-source.js';
 
@@ -221,8 +221,8 @@ export class GgufTensorSource implements TensorSource {
     return name !== null && this.g.has(name);
   }
 
-  /** Reads, checks and converts one tensor; `shape` is the HF (row-major) shape expected. */
-  read(hfName: string, shape: number[]): Float32Array {
+  /** The GGUF tensor behind an HF name, checked against the HF (row-major) shape expected. */
+  private info(hfName: string, shape: number[]): GgufTensorInfo {
     const name = ggufTensorName(hfName) ?? hfName;
     const bad = (reason: string) => new CheckpointError({ file: this.g.file, tensor: name, reason });
     if (!this.g.has(name)) throw bad(`missing tensor (expected shape [${shape.join(', ')}], HF name ${hfName})`);
@@ -230,6 +230,20 @@ export class GgufTensorSource implements TensorSource {
     if (t.shape.length !== shape.length || t.shape.some((d, i) => d !== shape[i])) {
       throw bad(`shape [${t.shape.join(', ')}] but the architecture needs [${shape.join(', ')}]`);
     }
+    return t;
+  }
+
+  /** The raw blocks, rows as stored (so not for Q/K, whose rows `read` reorders). */
+  readStored(hfName: string, shape: number[]): { type: GgmlType; bytes: Uint8Array } {
+    const t = this.info(hfName, shape);
+    if (this.permutedQk && /\.attn_[qk]\./.test(t.name)) throw new RangeError(`${t.name} needs its rows reordered: use read`);
+    return { type: t.type, bytes: this.g.readTensorBytes(t.name) };
+  }
+
+  /** Reads, checks and converts one tensor; `shape` is the HF (row-major) shape expected. */
+  read(hfName: string, shape: number[]): Float32Array {
+    const t = this.info(hfName, shape);
+    const name = t.name;
     let data = dequantize(t.type, this.g.readTensorBytes(name), t.numel);
     const rotary = /\.attn_([qk])\.(weight|bias)$/.exec(name);
     if (this.permutedQk && rotary !== null) {

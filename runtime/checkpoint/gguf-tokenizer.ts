@@ -14,8 +14,8 @@
  *   score; that is BPE with merges ranked by the merged token's score, which is how
  *   transformers converts such vocabularies too (pairs of tokens whose concatenation is a
  *   token, best score first). Spaces become `▁`, one is prepended to each text fragment
- *   when `add_space_prefix` (default true), and unknown characters fall back to the
- *   `<0xNN>` byte tokens.
+ *   between special tokens when `add_space_prefix` (default true), and characters outside
+ *   the vocabulary fall back to the `<0xNN>` byte tokens.
  *
  * Token types (llama.cpp's llama_token_type): 1 normal, 2 unknown, 3 control, 4
  * user-defined, 5 unused, 6 byte. Control and unknown tokens become special added tokens,
@@ -191,9 +191,17 @@ function llamaTokenizerJson(g: GgufFile, v: Vocab): Json {
   const addSpacePrefix = g.bool('tokenizer.ggml.add_space_prefix') ?? true;
   const unkId = g.number('tokenizer.ggml.unknown_token_id');
   return {
-    normalizer: null,
-    // llama.cpp prefixes a space to every text fragment (after each special token too).
-    pre_tokenizer: { type: 'Metaspace', replacement: '▁', prepend_scheme: addSpacePrefix ? 'always' : 'never', split: false },
+    // llama.cpp prefixes a space to every text fragment between special tokens, even one
+    // that starts with a space, then writes spaces as ▁. The library normalizes each such
+    // fragment separately, so Prepend does the same (Metaspace would skip "▁"-led text).
+    normalizer: {
+      type: 'Sequence',
+      normalizers: [
+        ...(addSpacePrefix ? [{ type: 'Prepend', prepend: '▁' }] : []),
+        { type: 'Replace', pattern: { String: ' ' }, content: '▁' },
+      ],
+    },
+    pre_tokenizer: null,
     decoder: {
       type: 'Sequence',
       decoders: [

@@ -14,6 +14,7 @@ import {
   type CheckpointSpec,
   type WrittenCheckpoint,
 } from '../../test/fixtures/checkpoints.js';
+import { BlockEmbedding } from './embedding-table.js';
 import { loadModel, loadTokenizer, MODELS_DIR, resolveModelDir, transpose2d } from './load.js';
 
 let root: string;
@@ -55,7 +56,10 @@ describe('loadModel', () => {
     const { weights: w, config } = m;
     expect(config.architecture).toBe('LlamaForCausalLM');
     expect(w.layers).toHaveLength(2);
-    expect(w.embed.shape).toEqual([288, 32]);
+    // The embedding stays out of the tensor heap, in JS memory.
+    expect(w.embed).toBeInstanceOf(BlockEmbedding);
+    const embed = w.embed as BlockEmbedding;
+    expect([embed.vocabSize, embed.hiddenSize, embed.byteLength]).toEqual([288, 32, 288 * 32 * 4]);
     expect(w.lmHead.shape).toEqual([32, 288]);
     const l1 = w.layers[1]!;
     expect(l1.wq.shape).toEqual([32, 32]);
@@ -72,9 +76,10 @@ describe('loadModel', () => {
     expect(l1.wDown.arraySync()[50]![7]).toBe(at(down, 7, 50));
     const head = ck.tensors['lm_head.weight']!;
     expect(w.lmHead.arraySync()[5]![200]).toBe(at(head, 200, 5));
-    expect(w.embed.arraySync()[200]![5]).toBe(at(ck.tensors['model.embed_tokens.weight']!, 200, 5));
+    expect(embed.rows([7, 200])[32 + 5]).toBe(at(ck.tensors['model.embed_tokens.weight']!, 200, 5));
+    expect(() => embed.rows([288])).toThrow(/token id 288 is outside 0..287/);
     expect(Array.from(w.finalNorm.dataSync())).toEqual(Array.from(ck.tensors['model.norm.weight']!.data));
-    for (const t of [w.embed, w.lmHead, l1.wq, l1.inputNorm]) expect(t.dtype).toBe('float32');
+    for (const t of [w.lmHead, l1.wq, l1.inputNorm]) expect(t.dtype).toBe('float32');
     m.dispose();
     m.dispose();
     expect(tf.memory().numTensors).toBe(before);

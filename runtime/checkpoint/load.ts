@@ -24,6 +24,7 @@ import { CheckpointError } from '../../core/errors.js';
 import { initBackend } from '../backend.js';
 import type { BlockWeights, LayerWeights, LoadedModel, ModelConfig, ModelWeights } from '../model/types.js';
 import { parseModelConfig, parseTokenId, parseTokenIds } from './config.js';
+import { BlockEmbedding } from './embedding-table.js';
 import { GgufFile } from './gguf.js';
 import { ggufBlockWeights } from './gguf-blocks.js';
 import { ggufModelConfig, GgufTensorSource } from './gguf-model.js';
@@ -177,13 +178,31 @@ class WeightReader {
 
   private raw(name: string, shape: number[]): Float32Array {
     const data = this.src.read(name, shape);
+    this.checkFinite(name, data, 0);
+    return data;
+  }
+
+  private checkFinite(name: string, data: Float32Array, offset: number): void {
     // x - x is NaN exactly for NaN and ±Infinity: one subtraction per weight, no branches taken.
     for (let i = 0; i < data.length; i++) {
       if (data[i]! - data[i]! !== 0) {
-        throw new CheckpointError({ file: this.src.fileOf(name), tensor: this.src.fileTensorName(name), reason: `value ${data[i]} at flat index ${i}: weights must be finite` });
+        const at = offset + i;
+        throw new CheckpointError({ file: this.src.fileOf(name), tensor: this.src.fileTensorName(name), reason: `value ${data[i]} at flat index ${at}: weights must be finite` });
       }
     }
-    return data;
+  }
+
+  /** The embedding, kept in JS memory in its stored format (out of the tensor heap). */
+  embedding(name: string, vocab: number, hidden: number): BlockEmbedding {
+    const stored = this.src.readStored?.(name, [vocab, hidden]);
+    const table =
+      stored !== undefined ? new BlockEmbedding(stored.type, stored.bytes, vocab, hidden) : BlockEmbedding.fromF32(this.src.read(name, [vocab, hidden]), vocab, hidden);
+    const chunk = 1024;
+    for (let r0 = 0; r0 < vocab; r0 += chunk) {
+      const ids = Array.from({ length: Math.min(chunk, vocab - r0) }, (_, i) => r0 + i);
+      this.checkFinite(name, table.rows(ids), r0 * hidden);
+    }
+    return table;
   }
 
   vector(name: string, size: number): tf.Tensor1D {
@@ -211,7 +230,7 @@ function readWeights(config: ModelConfig, r: WeightReader): ModelWeights {
   const { hiddenSize: h, intermediateSize: inter, numHeads, numKvHeads, headDim, vocabSize } = config;
   const qDim = numHeads * headDim;
   const kvDim = numKvHeads * headDim;
-  const embed = r.matrix('model.embed_tokens.weight', vocabSize, h);
+  const embed = r.embedding('model.embed_tokens.weight', vocabSize, h);
   const layers: LayerWeights[] = [];
   for (let i = 0; i < config.numLayers; i++) {
     const p = `model.layers.${i}`;
@@ -236,7 +255,7 @@ function readWeights(config: ModelConfig, r: WeightReader): ModelWeights {
   const finalNorm = r.vector('model.norm.weight', h);
   let lmHead: tf.Tensor2D;
   if (config.tieWordEmbeddings) {
-    lmHead = r.keep(tf.transpose(embed));
+    lmHead = r.keep(tf.tensor2d(transpose2d(embed.all(), vocabSize, h), [h, vocabSize], 'float32'));
   } else if (r.has('lm_head.weight')) {
     lmHead = r.linear('lm_head.weight', h, vocabSize);
   } else {

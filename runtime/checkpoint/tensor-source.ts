@@ -11,6 +11,7 @@
  * src.close();
  */
 import { CheckpointError } from '../../core/errors.js';
+import type { GgmlType } from './ggml-quants.js';
 import type { SafetensorsCheckpoint } from './safetensors.js';
 
 export interface TensorSource {
@@ -21,6 +22,11 @@ export interface TensorSource {
   has(name: string): boolean;
   /** The tensor as f32, row-major; a missing tensor or another shape is a CheckpointError. */
   read(name: string, shape: number[]): Float32Array;
+  /**
+   * The tensor in its stored format (ggml type and raw blocks, rows as stored), when the
+   * source keeps one other than f32; checked like `read`. The embedding table uses it.
+   */
+  readStored?(name: string, shape: number[]): { type: GgmlType; bytes: Uint8Array };
   close(): void;
 }
 

@@ -51,7 +51,7 @@ export function quantizeModel(model: LoadedModel, type: BlockType, headType: Blo
   let embed = model.weights.embed;
   if (model.config.tieWordEmbeddings) {
     // Tied: the embedding is the same matrix, (vocab, hidden) = the blocks' own layout.
-    old.push(embed);
+    if (embed instanceof tf.Tensor) old.push(embed);
     embed = tf.tensor2d(dequantizeMatrix(lmBlocks), [lmBlocks.rows, lmBlocks.cols]);
   }
   tf.dispose(old);
@@ -65,7 +65,7 @@ export function quantizeModel(model: LoadedModel, type: BlockType, headType: Blo
     dispose() {
       if (disposed) return;
       disposed = true;
-      const all: (tf.Tensor | null)[] = [weights.embed, weights.finalNorm, weights.lmHead];
+      const all: (tf.Tensor | null)[] = [weights.finalNorm, weights.lmHead, weights.embed instanceof tf.Tensor ? weights.embed : null];
       for (const l of weights.layers) all.push(...Object.values(l));
       for (const t of all) t?.dispose();
     },

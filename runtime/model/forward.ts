@@ -30,7 +30,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import { BadRequestError, NotAvailableError } from '../../core/errors.js';
 import { KERNEL_TYPES, MatmulKernels } from '../kernels/matmul.js';
 import { blockLinear, blockMlp, type BlockLinearOp, type BlockMlpOp } from './block-linear.js';
-import { gatherRows, ownHeads, queryBlocks, rmsNorm, ropeQk, softmaxColumns, swiGlu } from './kernels.js';
+import { embedTokens, gatherRows, ownHeads, queryBlocks, rmsNorm, ropeQk, softmaxColumns, swiGlu } from './kernels.js';
 import { inverseFrequencies, ropeTables } from './rope.js';
 import type { BlockWeights, ForwardCallOptions, ForwardSequence, ForwardSequenceResult, LoadedModel } from './types.js';
 
@@ -300,7 +300,7 @@ export function forward(model: LoadedModel, seqs: ForwardSequence[], opts: Forwa
     // Packed rows: every sequence's new tokens, in `order`.
     const allIds = order.flatMap((s) => s.seq.ids);
     const allPos = order.flatMap((s) => s.positions);
-    let x = gatherRows(model.weights.embed, allIds); // (T, hidden)
+    let x = embedTokens(model.weights.embed, allIds); // (T, hidden)
     // Rotary tables for every packed row, shaped to broadcast over heads: (T, 1, D), both
     // halves of a head sharing an angle.
     const half = D / 2;
@@ -330,7 +330,13 @@ export function forward(model: LoadedModel, seqs: ForwardSequence[], opts: Forwa
     const masks = new Map<string, tf.Tensor>();
     const fillCache = new Map<string, tf.Tensor2D>();
 
-    for (const l of layers) {
+    // Each layer runs in its own scope, so its intermediates are freed when it ends: under
+    // one scope for the whole forward, a 512-token SmolLM2-135M prefill held every layer's
+    // attention scores at once and grew the wasm heap from 0.5 to 4 GB (its wall).
+    for (const l of layers) tidy(() => runLayer(l));
+
+    /** One layer over the packed rows; returns the tensors that outlive it. */
+    function runLayer(l: number): tf.Tensor[] {
       // LazyLLM pruning: drop rows before the first run layer at or after fromLayer, one
       // step at a time so each step records its own pruned tokens.
       for (;;) {
@@ -433,6 +439,16 @@ export function forward(model: LoadedModel, seqs: ForwardSequence[], opts: Forwa
         const u = tf.matMul(xn2, P!.wu) as tf.Tensor2D; // (T, inter)
         x = tf.add(x, tf.matMul(swiGlu(g, u), P!.wd)); // (T, hidden)
       }
+      return [
+        x,
+        cos,
+        sin,
+        ...order.flatMap((s) => [s.newKv[l]!.k, s.newKv[l]!.v, ...(s.attention[l] ? [s.attention[l]!] : [])]),
+        ...order.flatMap((s) => s.prunedHidden.flatMap((p) => (p.rows ? [p.rows] : []))),
+        // Masks and fill tensors are cached for the later layers.
+        ...masks.values(),
+        ...fillCache.values(),
+      ];
     }
 
     // Final norm and lm head over the rows that want logits (or hidden).

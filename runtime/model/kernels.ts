@@ -12,6 +12,7 @@
  * const xn = rmsNorm(x, 1e-5, tf.scalar(1e-5)); // (T, hidden) → (T, hidden), without the weight
  */
 import * as tf from '@tensorflow/tfjs-core';
+import type { EmbeddingTable } from './types.js';
 
 /**
  * Row counts up to which the fused loops beat the wasm op sequence (measured on SmolLM2
@@ -272,6 +273,12 @@ export function ownHeads(x: tf.Tensor2D, shape: HeadShape, blockMask: tf.Tensor3
   const full = tf.reshape(x, [B, kvHeads, dim, heads]);
   const own = kvHeads === 1 ? tf.reshape(full, [B, dim, heads]) : tf.sum(tf.mul(full, blockMask), 1); // (B, D, heads)
   return tf.reshape(tf.transpose(own, [0, 2, 1]), [B, heads * dim]);
+}
+
+/** The embedding rows of `ids`: a row copy from a tensor, or rows of a table outside the heap. */
+export function embedTokens(embed: tf.Tensor2D | EmbeddingTable, ids: number[]): tf.Tensor2D {
+  if (embed instanceof tf.Tensor) return gatherRows(embed, ids);
+  return tf.tensor2d(embed.rows(ids), [ids.length, embed.hiddenSize]);
 }
 
 /**

@@ -101,7 +101,8 @@ export function randomWeights(config: ModelConfig, seed = 0): ModelWeights {
 }
 
 export function disposeWeights(w: ModelWeights): void {
-  const all: (tf.Tensor | null)[] = [w.embed, w.finalNorm, w.lmHead];
+  const all: (tf.Tensor | null)[] = [w.finalNorm, w.lmHead];
+  if (w.embed instanceof tf.Tensor) all.push(w.embed);
   for (const l of w.layers) all.push(...Object.values(l));
   for (const t of all) t?.dispose();
 }

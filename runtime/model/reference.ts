@@ -66,7 +66,9 @@ export function referenceForward(model: LoadedModel, ids: number[], opts: Refere
   const inv = inverseFrequencies(c);
 
   const out = tf.tidy(() => {
-    let x = tf.gather(W.embed, tf.tensor1d(ids, 'int32')) as tf.Tensor2D; // (T, hidden)
+    let x = (
+      W.embed instanceof tf.Tensor ? tf.gather(W.embed, tf.tensor1d(ids, 'int32')) : tf.tensor2d(W.embed.rows(ids), [ids.length, c.hiddenSize])
+    ) as tf.Tensor2D; // (T, hidden)
     const attnKept: tf.Tensor1D[] = [];
     for (const l of layers) {
       for (const p of opts.prune ?? []) {

@@ -73,8 +73,24 @@ export interface LayerWeights {
   wDown: tf.Tensor2D; // (intermediate, hidden)
 }
 
+/**
+ * Token embeddings held outside the tensor heap (loaded checkpoints): the forward only
+ * ever needs the rows of the ids it runs, so the (vocab, hidden) table stays in JS memory,
+ * in its stored format (GGUF blocks are dequantized row by row), and the wasm heap keeps
+ * room for the projections. A 49152 × 576 Q8_0 table is 30 MB here instead of 113 MB of
+ * f32 in the heap.
+ */
+export interface EmbeddingTable {
+  readonly vocabSize: number;
+  readonly hiddenSize: number;
+  /** Bytes of JS memory the table holds. */
+  readonly byteLength: number;
+  /** The rows of `ids`, (ids.length, hidden) row-major; an id out of range is a RangeError. */
+  rows(ids: readonly number[]): Float32Array;
+}
+
 export interface ModelWeights {
-  embed: tf.Tensor2D; // (vocab, hidden), rows gathered by token id
+  embed: tf.Tensor2D | EmbeddingTable; // (vocab, hidden), rows gathered by token id
   layers: LayerWeights[];
   finalNorm: tf.Tensor1D; // (hidden)
   lmHead: tf.Tensor2D; // (hidden, vocab); a transposed copy of embed when tied
