@@ -104,7 +104,10 @@ describe('GGUF checkpoints: an F32 GGUF loads exactly like the HF checkpoint it 
         }
         const la = logits(a);
         const lb = logits(b);
-        la.forEach((row, i) => expect(lb[i]).toEqual(row));
+        // Same weights; the F32 GGUF's projections run on the wasm f32 kernels
+        // (runtime/kernels) instead of XNNPACK, so only the summation order differs.
+        expect(b.blockWeights?.layers[0]!.wq.type).toBe('f32');
+        la.forEach((row, i) => expect(relErr(lb[i]!, row)).toBeLessThan(1e-5));
       } finally {
         a.dispose();
         b.dispose();
