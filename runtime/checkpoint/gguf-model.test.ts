@@ -102,11 +102,11 @@ describe('GGUF checkpoints: an F32 GGUF loads exactly like the HF checkpoint it 
           expect(wb.get(k)!.shape, k).toEqual(t.shape);
           expect(wb.get(k)!.dataSync(), k).toEqual(t.dataSync());
         }
-        // Same weights, but the GGUF model runs its projections on the wasm block kernels
-        // (runtime/kernels), whose f32 sums run in another order than tfjs's: equal to float
-        // rounding, not bit for bit.
+        // Same weights, but the GGUF model runs its projections on the wasm f32 block kernels
+        // (runtime/kernels) instead of XNNPACK: equal to float rounding, not bit for bit.
         const la = logits(a);
         const lb = logits(b);
+        expect(b.blockWeights?.layers[0]!.wq.type).toBe('f32');
         la.forEach((row, i) => expect(relErr(lb[i]!, row)).toBeLessThan(1e-6));
       } finally {
         a.dispose();

@@ -18,6 +18,9 @@
  * dispatches per layer — norm + q/k/v, and o-proj + residual + norm + MLP + residual
  * (block-linear.ts); attention, rotary and the KV stay as below. Quantized types multiply
  * int8-rounded activations as llama.cpp does; block-forward.test.ts states the tolerance.
+ * Measured by `skein bench decode` on SmolLM2-135M Q4_1 against llama.cpp on the same
+ * file: decode batch 1 0.21× (f32 tfjs path) → 0.38× (blocks); prefill of 128 tokens
+ * 0.66× → 0.61×, i.e. no gain there (XNNPACK's f32 GEMM holds its own at 128 rows).
  *
  * @example
  * const [r] = forward(model, [{ ids: [1, 2, 3], logits: 'last' }]);
