@@ -12,6 +12,7 @@ import { initBackend } from '../runtime/backend.js';
 import { loadTokenizer } from '../runtime/checkpoint/load.js';
 import { EngineCore, type CoreEvent } from '../runtime/engine/core.js';
 import { tokenSampler } from '../runtime/engine/sampling.js';
+import { quantizeModel } from '../runtime/model/block-weights.js';
 import { randomModel } from '../runtime/model/random.js';
 import type { ForwardSequence } from '../runtime/model/types.js';
 import { createEngine } from '../runtime/engine/index.js';
@@ -144,6 +145,24 @@ describe('Engine on the scheduler', () => {
     while (core.hasWork()) core.step();
     expect(events.map((e) => (e.type === 'token' ? e.text : e.type))).toEqual(['h', '', 'é', '!', '', 'done']);
     expect(events.at(-1)).toMatchObject({ reason: 'eos', text: 'hé!', ids: script });
+    core.close(new Error('closed'));
+    model.dispose();
+  });
+
+  it('refuses self-speculative skipLayers on block-kernel weights, whose multi-row verification is not bit-equal to decode', () => {
+    const model = quantizeModel(randomModel({ vocabSize: 64, numLayers: 4, hiddenSize: 64, numHeads: 2 }, 3), 'q8_0');
+    const events: CoreEvent[] = [];
+    const core = new EngineCore({ model, tokenizer: null, sampler: tokenSampler, blockSize: 4, emit: (e) => events.push(e) });
+    const sampling = resolveSampling({ maxTokens: 4 });
+    core.submit({ requestId: 's', ids: [1, 2, 3], sampling, skipLayers: { targetSpeedup: 2, mode: 'self-speculative' } });
+    while (core.hasWork()) core.step();
+    const failed = events.find((e) => e.type === 'error');
+    expect(failed).toMatchObject({ type: 'error' });
+    expect(JSON.stringify(failed)).toMatch(/self-speculative on block-kernel/);
+    // The lossy mode still runs on the same weights.
+    core.submit({ requestId: 'l', ids: [1, 2, 3], sampling, skipLayers: { targetSpeedup: 2 } });
+    while (core.hasWork()) core.step();
+    expect(events.at(-1)).toMatchObject({ type: 'done', requestId: 'l' });
     core.close(new Error('closed'));
     model.dispose();
   });
