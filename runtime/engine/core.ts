@@ -12,7 +12,7 @@
 import { BadRequestError } from '../../core/errors.js';
 import type { SamplingParams } from '../../core/sampling.js';
 import type { ModelTokenizer, IncrementalDetokenizer } from '../checkpoint/tokenizer.js';
-import { CompressStage } from '../stages/engine-stage.js';
+import { CompressStage } from '../stages/compress-stage.js';
 import { StopMatcher } from '../generate/stop.js';
 import type { LoadedModel } from '../model/types.js';
 import {
@@ -22,19 +22,21 @@ import {
   type SequenceSummary,
   type StepReport,
 } from '../scheduler/scheduler.js';
-import type { FinishReason, GenerationMetrics, GenerationUsage, StageOptions } from './types.js';
+import type { FinishReason, GenerateEvent, GenerationMetrics, GenerationUsage } from '../../core/engine.js';
+import type { Stages } from '../../core/stages.js';
 
 export interface CoreSubmit {
   requestId: string;
   ids: number[];
   sampling: SamplingParams;
   owner?: string;
-  /** Prompt compression before prefill (StageOptions.compress), run by runtime/stages. */
-  compress?: StageOptions['compress'];
+  /** The stages to run, checked by the front against the registry (runtime/stages/registry.ts). */
+  stages?: Stages;
 }
 
 export type CoreEvent =
   | { type: 'token'; requestId: string; id: number; text: string }
+  | ({ type: 'stage'; requestId: string } & Omit<Extract<GenerateEvent, { type: 'stage' }>, 'type'>)
   | {
       type: 'done';
       requestId: string;
@@ -93,14 +95,23 @@ export class EngineCore {
       tFirst: 0,
     };
     this.sessions.set(requestId, session);
-    if (msg.compress === undefined) return this.schedule(msg, session);
+    const compress = msg.stages?.compress;
+    if (compress === undefined) return this.schedule(msg, session);
     // The prompt is compressed first, one segment per step; TTFT counts from here, so it includes that.
+    const t0 = performance.now();
     this.compressing.start(
       requestId,
       msg.ids,
-      msg.compress,
+      compress,
       (r) => {
         session.compressed = { from: r.originalTokens, to: r.keptTokens };
+        this.emit({
+          type: 'stage',
+          requestId,
+          stage: 'compress',
+          decided: { rate: compress.rate, keepPhrases: compress.keep?.length ?? 0, scorerLayers: this.compressing.scorerLayers },
+          figures: { tokensIn: r.originalTokens, tokensOut: r.keptTokens, wallMs: performance.now() - t0 },
+        });
         this.schedule({ ...msg, ids: r.ids }, session);
       },
       (error) => this.fail(requestId, error),
@@ -114,6 +125,7 @@ export class EngineCore {
         { id: requestId, ids: msg.ids, sampling: msg.sampling, owner: msg.owner, eosIds: this.tokenizer?.eosIds },
         {
           token: (id, final) => this.onToken(requestId, session, id, final),
+          admitted: (a) => this.onAdmitted(requestId, a),
           done: (summary) => this.onDone(requestId, session, summary),
           error: (error) => this.fail(requestId, error),
         },
@@ -154,6 +166,18 @@ export class EngineCore {
     this.compressing.close(err);
     this.scheduler.close(err);
     this.sessions.clear();
+  }
+
+  /** KV sharing over a common prefix, as a stage event: the blocks adopted instead of computed. */
+  private onAdmitted(requestId: string, a: { promptTokens: number; cachedPromptTokens: number; kvBlocksShared: number }): void {
+    if (a.kvBlocksShared === 0) return;
+    this.emit({
+      type: 'stage',
+      requestId,
+      stage: 'kvShare',
+      decided: { prefixSharing: true },
+      figures: { tokensIn: a.promptTokens, tokensOut: a.promptTokens - a.cachedPromptTokens, kvBlocksShared: a.kvBlocksShared, wallMs: 0 },
+    });
   }
 
   private onToken(requestId: string, s: Session, id: number, final: boolean): boolean {

@@ -1,7 +1,9 @@
 /**
- * `skein generate`: generate from a prompt (or token ids) with the simple engine. Text
- * streams to stdout as it is generated (greedy by default); with --json one object
- * `{"ids", "text", "metrics": {"prefillMs", "decodeTokensPerSec"}}` is printed instead.
+ * `skein generate`: generate from a prompt (or token ids) on the shared engine (the same
+ * scheduler, paged KV pool and sampler every run uses, in this thread). Text streams to
+ * stdout as it is generated (greedy by default); with --json one object
+ * `{"ids", "text", "finishReason", "metrics": {"prefillMs", "decodeTokensPerSec"}}` is
+ * printed instead, `prefillMs` being the time to the first token.
  *
  * @example
  * npx skein generate --model skein-mini --prompt "Once upon a time" --max-tokens 32
@@ -9,9 +11,10 @@
 import type { Command } from 'commander';
 import { BadRequestError } from '../../../core/errors.js';
 import type { SamplingParams } from '../../../core/sampling.js';
+import { lastValueFrom, tap } from 'rxjs';
+import type { GenerateEvent } from '../../../core/engine.js';
 import { initBackend } from '../../backend.js';
-import { loadModel } from '../../checkpoint/load.js';
-import { generateAll, type GenerateTokenizer } from '../../generate/generate.js';
+import { createEngine } from '../../engine/index.js';
 import { parseIds, writeOut } from './logits.js';
 
 function num(name: string, check: (n: number) => boolean, what: string) {
@@ -49,38 +52,37 @@ export function register(program: Command): void {
     .action(async (opts: GenerateCliOptions) => {
       if ((opts.prompt === undefined) === (opts.ids === undefined)) throw new BadRequestError('--prompt/--ids', 'give exactly one');
       await initBackend({ log: true });
-      const model = await loadModel(opts.model);
+      const engine = await createEngine({ model: opts.model, thread: 'main' });
       try {
-        const tokenizer: GenerateTokenizer | null =
-          model.hasTokenizer || opts.prompt !== undefined ? model.tokenizer() : null;
-        const [r] = await generateAll(
-          model,
-          tokenizer,
-          [opts.ids !== undefined ? { ids: opts.ids } : { prompt: opts.prompt! }],
-          {
-            maxTokens: opts.maxTokens,
-            temperature: opts.temperature,
-            topK: opts.topK,
-            topP: opts.topP,
-            repetitionPenalty: opts.repetitionPenalty,
-            seed: opts.seed,
-            stop: opts.stop,
-          },
-          opts.json ? undefined : (e) => {
-            if (e.type === 'token' && e.text !== '') process.stdout.write(e.text);
-          },
-        );
-        const { prefillMs, decodeTokensPerSec } = r!.metrics;
+        const sampling = {
+          maxTokens: opts.maxTokens,
+          temperature: opts.temperature,
+          topK: opts.topK,
+          topP: opts.topP,
+          repetitionPenalty: opts.repetitionPenalty,
+          seed: opts.seed,
+          stop: opts.stop,
+        };
+        const request = opts.ids !== undefined ? { ids: opts.ids, sampling } : { prompt: opts.prompt!, sampling };
+        const done = (await lastValueFrom(
+          engine.generate(request).pipe(
+            tap((e: GenerateEvent) => {
+              if (!opts.json && e.type === 'token' && e.text !== '') process.stdout.write(e.text);
+            }),
+          ),
+        )) as Extract<GenerateEvent, { type: 'done' }>;
+        // The end-of-sequence id that ended it is not part of the answer.
+        const ids = done.reason === 'eos' ? done.ids.slice(0, -1) : done.ids;
+        const prefillMs = done.metrics.ttftMs;
+        const { decodeTokensPerSec } = done.metrics;
         if (opts.json) {
-          await writeOut(`${JSON.stringify({ ids: r!.ids, text: r!.text, finishReason: r!.finishReason, metrics: { prefillMs, decodeTokensPerSec } })}\n`);
+          await writeOut(`${JSON.stringify({ ids, text: done.text, finishReason: done.reason, metrics: { prefillMs, decodeTokensPerSec } })}\n`);
         } else {
           await writeOut('\n');
-          process.stderr.write(
-            `skein: ${r!.ids.length} tokens (${r!.finishReason}), prefill ${prefillMs.toFixed(0)} ms, decode ${decodeTokensPerSec.toFixed(1)} tokens/s\n`,
-          );
+          process.stderr.write(`skein: ${ids.length} tokens (${done.reason}), prefill ${prefillMs.toFixed(0)} ms, decode ${decodeTokensPerSec.toFixed(1)} tokens/s\n`);
         }
       } finally {
-        model.dispose();
+        await engine.close();
       }
     });
 }
