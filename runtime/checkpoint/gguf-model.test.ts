@@ -96,7 +96,10 @@ describe('GGUF checkpoints: an F32 GGUF loads exactly like the HF checkpoint it 
         }
         const la = logits(a);
         const lb = logits(b);
-        la.forEach((row, i) => expect(lb[i]).toEqual(row));
+        // The weights are bit-identical (above), but an F32 GGUF runs on the wasm block kernels
+        // (runtime/kernels) and the HF copy on tfjs: the same sums in another order, so the
+        // logits agree to float rounding, not to the bit.
+        la.forEach((row, i) => row.forEach((x, j) => expect(Math.abs(lb[i]![j]! - x), `logit ${i},${j}`).toBeLessThan(1e-5 * Math.max(1, Math.abs(x)))));
       } finally {
         a.dispose();
         b.dispose();

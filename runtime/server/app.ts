@@ -19,7 +19,7 @@ import { streamSSE } from 'hono/streaming';
 import { BadRequestError, NotFoundError } from '../../core/errors.js';
 import { DEFAULT_SHAPE_LIMITS, type ShapeLimits } from '../../core/json-shape.js';
 import type { RunEvent } from '../../core/events.js';
-import type { Engine } from '../engine/types.js';
+import type { Engine } from '../../core/engine.js';
 import { coreDataflow } from './dataflow.js';
 import { requireJson } from './content-type.js';
 import { errorHandler, RunFinishedError } from './errors.js';
@@ -145,7 +145,13 @@ export function createApp(options: AppOptions): SkeinApp {
     // Degraded (503) while the model's worker is down and being restarted.
     const health = engine.health?.() ?? { status: 'ok', restarts: 0 };
     return c.json(
-      { ...health, model: engine.modelName, backend: stats.backend, uptimeS: Math.round((Date.now() - started) / 1000) },
+      {
+        ...health,
+        model: engine.modelName,
+        backend: stats.backend,
+        uptimeS: Math.round((Date.now() - started) / 1000),
+        ...(options.fallbackReason ? { fallbackReason: options.fallbackReason } : {}),
+      },
       health.status === 'ok' ? 200 : 503,
     );
   });
@@ -186,7 +192,7 @@ export function createApp(options: AppOptions): SkeinApp {
     const body = await readJson(c);
     // Accept the graph itself or { graph }, as POST /v1/runs takes it.
     const graph = isObject(body) && isObject(body.graph) && !('nodes' in body) ? body.graph : body;
-    const problems = dataflow.validateGraph(graph);
+    const problems = dataflow.validateGraph(graph, engine);
     return c.json({ valid: problems.length === 0, problems });
   });
 
