@@ -46,7 +46,8 @@ const validateSchema = ajv.compile(graphJsonSchema);
 
 const pointerEscape = (s: string) => s.replace(/~/g, '~0').replace(/\//g, '~1');
 
-function schemaProblem(e: ErrorObject, doc: unknown): GraphProblem {
+/** An ajv error as a problem at a JSON pointer, in plain words (graphs and HTTP bodies alike). */
+export function schemaProblem(e: ErrorObject, doc: unknown): GraphProblem {
   const at = e.instancePath;
   switch (e.keyword) {
     case 'discriminator': {

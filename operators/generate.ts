@@ -1,19 +1,26 @@
 /**
  * `generate`: one model call on the shared engine per input prompt. Chat by default (the
  * system prompt and the input as the user turn, rendered with the model's template);
- * `chat: false` sends the raw text. Stages are passed to the engine when it runs them,
- * and refused with NotAvailableError otherwise. Unsubscribing cancels the generation.
+ * `chat: false` sends the raw text. Its Observable streams the call: node-start, a
+ * text-delta per token, the events of the stages the engine ran, and node-end with the
+ * whole answer and the call's metrics. Stages come from the options and from stage
+ * operators placed before it (operators/stages.ts), in that order; the engine runs them
+ * or the call fails with a typed error. Unsubscribing cancels the generation.
  *
  * @example
- * of('Name a colour.').pipe(generate({ engine, sampling: { maxTokens: 8 } })).subscribe(console.log);
+ * of('Name a colour.').pipe(generate({ engine, sampling: { maxTokens: 8 } })).subscribe((e) => {
+ *   if (e.type === 'text-delta') process.stdout.write(e.text);
+ * });
  */
-import { map, type OperatorFunction } from 'rxjs';
+import type { OperatorFunction } from 'rxjs';
+import type { ChatMessage, Engine } from '../core/engine.js';
+import type { OperatorEvent } from '../core/events.js';
 import type { SamplingParams } from '../core/sampling.js';
 import type { Stages } from '../core/stages.js';
-import type { ChatMessage, Engine } from '../runtime/engine/types.js';
 import type { OperatorContext } from './context.js';
 import { generation } from './internal/generation.js';
-import { perValue } from './internal/operate.js';
+import { mapDone, nodeStream } from './internal/node.js';
+import { perValue, type Flow } from './internal/operate.js';
 
 export interface GenerateOptions {
   engine: Engine;
@@ -27,18 +34,31 @@ export interface GenerateOptions {
   context?: OperatorContext;
 }
 
-export type GenerateInput = string | { prompt: string; system?: string };
+/** A prompt, or a request that stage operators have added their stages to. */
+export type GenerateInput = string | GenerationRequest;
 
-export function generate(options: GenerateOptions): OperatorFunction<GenerateInput, string> {
+export interface GenerationRequest {
+  prompt: string;
+  system?: string;
+  /** Stages asked for by stage operators earlier in the pipeline, in pipeline order. */
+  stages?: Stages;
+}
+
+export function generate(options: GenerateOptions): OperatorFunction<Flow<GenerateInput>, OperatorEvent> {
+  const scope = { node: options.context?.node ?? 'generate', branch: options.context?.branch };
   return perValue((input: GenerateInput) => {
-    const prompt = typeof input === 'string' ? input : input.prompt;
-    const system = (typeof input === 'string' ? undefined : input.system) ?? options.system;
+    const request = typeof input === 'string' ? { prompt: input } : input;
+    const system = request.system ?? options.system;
+    const stages = request.stages || options.stages ? { ...request.stages, ...options.stages } : undefined;
     const prefix = options.assistantPrefix ?? '';
-    if (options.chat === false) {
-      const text = (system ? `${system}\n\n` : '') + prompt + prefix;
-      return generation(options, { prompt: text }).pipe(map((r) => prefix + r.text));
-    }
-    const messages: ChatMessage[] = [...(system ? [{ role: 'system' as const, content: system }] : []), { role: 'user', content: prompt }];
-    return generation(options, { messages, ...(prefix ? { assistantPrefix: prefix } : {}) }).pipe(map((r) => prefix + r.text));
-  });
+    const call = { ...options, node: scope.node, stages };
+    const work =
+      options.chat === false
+        ? generation(call, { prompt: (system ? `${system}\n\n` : '') + request.prompt + prefix })
+        : generation(call, {
+            messages: [...(system ? [{ role: 'system' as const, content: system }] : []), { role: 'user', content: request.prompt }] as ChatMessage[],
+            ...(prefix ? { assistantPrefix: prefix } : {}),
+          });
+    return nodeStream(scope, work.pipe(mapDone((r) => prefix + r.text)));
+  }, scope.branch);
 }

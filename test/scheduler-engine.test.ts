@@ -6,7 +6,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { firstValueFrom, lastValueFrom, take, toArray } from 'rxjs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { KvExhaustedError, NotAvailableError } from '../core/errors.js';
+import { KvExhaustedError, StageUnavailableError } from '../core/errors.js';
 import { resolveSampling } from '../core/sampling.js';
 import { initBackend } from '../runtime/backend.js';
 import { loadTokenizer } from '../runtime/checkpoint/load.js';
@@ -16,7 +16,7 @@ import { randomModel } from '../runtime/model/random.js';
 import type { ForwardSequence } from '../runtime/model/types.js';
 import { createEngine } from '../runtime/engine/index.js';
 import type { EngineFront } from '../runtime/engine/front.js';
-import type { GenerateEvent, GenerateRequest } from '../runtime/engine/types.js';
+import type { GenerateEvent, GenerateRequest } from '../core/engine.js';
 import { makeTempCheckpoint, TINY_SPECIAL_TOKENS } from './fixtures/checkpoints.js';
 
 type Done = Extract<GenerateEvent, { type: 'done' }>;
@@ -100,6 +100,10 @@ describe('Engine on the scheduler', () => {
       stages: { skipLayers: { targetSpeedup: 2, mode: 'self-speculative', drafts: 2 }, prunedPrefill: { keepRatio: 1 } },
     });
     expect(spec.done.ids).toEqual(plain.done.ids);
+    // kvShare first: the prompt was cached by the plain run.
+    const stageEvents = spec.tokens.filter((e) => e.type === 'stage' && e.stage !== 'kvShare');
+    expect(stageEvents.map((e) => (e as { stage: string }).stage)).toEqual(['skipLayers', 'prunedPrefill']);
+    expect(stageEvents[0]).toMatchObject({ decided: { mode: 'self-speculative', layers: '0,1' }, figures: { layersRun: 2 } });
     const L = 2; // the tiny checkpoint's depth
     expect(spec.done.metrics.stages).toMatchObject({
       skipLayers: { mode: 'self-speculative', targetSpeedup: 2, layers: [0, L - 1] },
@@ -116,7 +120,7 @@ describe('Engine on the scheduler', () => {
 
   it('refuses stages it cannot run and requests that can never fit', async () => {
     await expect(firstValueFrom(engine.generate({ prompt: 'x', stages: { speculate: { mode: 'medusa' } } }))).rejects.toThrow(
-      NotAvailableError,
+      StageUnavailableError,
     );
     await expect(
       firstValueFrom(engine.generate({ ids: Array.from({ length: 150 }, (_, i) => i), sampling: { maxTokens: 60 } })),

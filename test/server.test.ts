@@ -69,6 +69,21 @@ describe('control plane routes', () => {
     expect((await app.request('/v1/runs', post('', { graph, input: { q: 'x' } }))).status).toBe(422);
   });
 
+  it('validation reports a stage the served model cannot run, with what is missing', async () => {
+    const { app } = setup();
+    const graph = {
+      version: 1,
+      name: 'staged',
+      nodes: [{ id: 'q', kind: 'input' }, { id: 'g', kind: 'generate', stages: { compress: { rate: 0.5 } } }, { id: 'o', kind: 'output' }],
+      edges: [{ from: 'q', to: 'g' }, { from: 'g', to: 'o' }],
+    };
+    const res = await app.request('/v1/graphs/validate', post('', graph));
+    expect(await res.json()).toEqual({
+      valid: false,
+      problems: [{ pointer: '/nodes/1/stages/compress', message: 'Stage compress is not available for model fake-mini: the fake engine does not run it; list it in supportedStages' }],
+    });
+  });
+
   it('answers malformed JSON with a typed 400 body', async () => {
     const { app } = setup();
     const res = await app.request('/v1/graphs/validate', post('', '{"nodes": ['));

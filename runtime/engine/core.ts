@@ -12,7 +12,7 @@
 import { BadRequestError } from '../../core/errors.js';
 import type { SamplingParams } from '../../core/sampling.js';
 import type { ModelTokenizer, IncrementalDetokenizer } from '../checkpoint/tokenizer.js';
-import { CompressStage } from '../stages/engine-stage.js';
+import { CompressStage } from '../stages/compress-stage.js';
 import { sequenceShape, type ShapedStages } from '../stages/shape.js';
 import { StopMatcher } from '../generate/stop.js';
 import type { LoadedModel } from '../model/types.js';
@@ -23,22 +23,21 @@ import {
   type SequenceSummary,
   type StepReport,
 } from '../scheduler/scheduler.js';
-import type { FinishReason, GenerationMetrics, GenerationUsage, StageOptions, StageReport } from './types.js';
+import type { FinishReason, GenerateEvent, GenerationMetrics, GenerationUsage } from '../../core/engine.js';
+import type { Stages } from '../../core/stages.js';
 
 export interface CoreSubmit {
   requestId: string;
   ids: number[];
   sampling: SamplingParams;
   owner?: string;
-  /** Prompt compression before prefill (StageOptions.compress), run by runtime/stages. */
-  compress?: StageOptions['compress'];
-  /** Skipped-layer decode and pruned prefill: shapes of the sequence's forwards (runtime/stages/shape.ts). */
-  skipLayers?: StageOptions['skipLayers'];
-  prunedPrefill?: StageOptions['prunedPrefill'];
+  /** The stages to run, checked by the front against the registry (runtime/stages/registry.ts). */
+  stages?: Stages;
 }
 
 export type CoreEvent =
   | { type: 'token'; requestId: string; id: number; text: string }
+  | ({ type: 'stage'; requestId: string } & Omit<Extract<GenerateEvent, { type: 'stage' }>, 'type'>)
   | {
       type: 'done';
       requestId: string;
@@ -65,7 +64,7 @@ interface Session {
   tFirst: number;
   /** Prompt tokens before and after the compress stage, when it ran. */
   compressed?: { from: number; to: number };
-  /** skipLayers / prunedPrefill, when asked. */
+  /** skipLayers / prunedPrefill, when asked: the shape of the sequence's forwards. */
   shaped?: ShapedStages;
 }
 
@@ -99,19 +98,28 @@ export class EngineCore {
       tFirst: 0,
     };
     try {
-      session.shaped = sequenceShape(this.scheduler.model.config.numLayers, msg);
+      session.shaped = sequenceShape(this.scheduler.model.config.numLayers, msg.stages ?? {});
     } catch (err) {
       return this.fail(requestId, err instanceof Error ? err : new Error(String(err)));
     }
     this.sessions.set(requestId, session);
-    if (msg.compress === undefined) return this.schedule(msg, session);
+    const compress = msg.stages?.compress;
+    if (compress === undefined) return this.schedule(msg, session);
     // The prompt is compressed first, one segment per step; TTFT counts from here, so it includes that.
+    const t0 = performance.now();
     this.compressing.start(
       requestId,
       msg.ids,
-      msg.compress,
+      compress,
       (r) => {
         session.compressed = { from: r.originalTokens, to: r.keptTokens };
+        this.emit({
+          type: 'stage',
+          requestId,
+          stage: 'compress',
+          decided: { rate: compress.rate, keepPhrases: compress.keep?.length ?? 0, scorerLayers: this.compressing.scorerLayers },
+          figures: { tokensIn: r.originalTokens, tokensOut: r.keptTokens, wallMs: performance.now() - t0 },
+        });
         this.schedule({ ...msg, ids: r.ids }, session);
       },
       (error) => this.fail(requestId, error),
@@ -132,6 +140,7 @@ export class EngineCore {
         },
         {
           token: (id, final) => this.onToken(requestId, session, id, final),
+          admitted: (a) => this.onAdmitted(requestId, a),
           done: (summary) => this.onDone(requestId, session, summary),
           error: (error) => this.fail(requestId, error),
         },
@@ -174,6 +183,18 @@ export class EngineCore {
     this.sessions.clear();
   }
 
+  /** KV sharing over a common prefix, as a stage event: the blocks adopted instead of computed. */
+  private onAdmitted(requestId: string, a: { promptTokens: number; cachedPromptTokens: number; kvBlocksShared: number }): void {
+    if (a.kvBlocksShared === 0) return;
+    this.emit({
+      type: 'stage',
+      requestId,
+      stage: 'kvShare',
+      decided: { prefixSharing: true },
+      figures: { tokensIn: a.promptTokens, tokensOut: a.promptTokens - a.cachedPromptTokens, kvBlocksShared: a.kvBlocksShared, wallMs: 0 },
+    });
+  }
+
   private onToken(requestId: string, s: Session, id: number, final: boolean): boolean {
     if (s.tFirst === 0) s.tFirst = performance.now();
     let decoded = s.detok ? s.detok.push(id) : '';
@@ -192,7 +213,10 @@ export class EngineCore {
     const ttftMs = (s.tFirst || t1) - s.t0;
     const totalMs = t1 - s.t0;
     const decodeMs = totalMs - ttftMs;
-    const stages = stageReport(s, summary);
+    // The forward-shaping stages report what they decided and cost once the sequence is done.
+    const report = s.shaped?.report(summary.shape) ?? {};
+    for (const e of s.shaped?.events(report) ?? []) this.emit({ type: 'stage', requestId, ...e });
+    const stages = { ...(s.compressed ? { compress: { ...s.compressed } } : {}), ...report };
     this.emit({
       type: 'done',
       requestId,
@@ -210,19 +234,11 @@ export class EngineCore {
         decodeTokensPerSec: decodeMs > 0 ? ((summary.completionTokens - 1) * 1000) / decodeMs : 0,
         kvBlocksShared: summary.kvBlocksShared,
         ...(s.compressed ? { compressedFrom: s.compressed.from, compressedTo: s.compressed.to } : {}),
-        ...(stages.skipLayers ? { layersRun: stages.skipLayers.layers.length } : {}),
-        ...(stages.skipLayers?.draftsAccepted !== undefined ? { acceptedDraftTokens: stages.skipLayers.draftsAccepted } : {}),
-        ...(stages.prunedPrefill ? { prunedTokens: Math.max(0, ...Object.values(stages.prunedPrefill.prunedAtLayer)) } : {}),
+        ...(report.skipLayers ? { layersRun: report.skipLayers.layers.length } : {}),
+        ...(report.skipLayers?.draftsAccepted !== undefined ? { acceptedDraftTokens: report.skipLayers.draftsAccepted } : {}),
+        ...(report.prunedPrefill ? { prunedTokens: Math.max(0, ...Object.values(report.prunedPrefill.prunedAtLayer)) } : {}),
         ...(Object.keys(stages).length > 0 ? { stages } : {}),
       },
     });
   }
-}
-
-/** Every stage's report for a finished request. */
-function stageReport(s: Session, summary: SequenceSummary): StageReport {
-  return {
-    ...(s.compressed ? { compress: { ...s.compressed } } : {}),
-    ...(s.shaped ? s.shaped.report(summary.shape) : {}),
-  };
 }

@@ -9,12 +9,14 @@
  * engine.generate({ prompt: 'Hi', sampling: { maxTokens: 4 } }).subscribe(console.log);
  */
 import { Observable } from 'rxjs';
-import { BadRequestError, NotAvailableError } from '../../core/errors.js';
+import { BadRequestError, NotAvailableError, type StageUnavailableError } from '../../core/errors.js';
 import { resolveSampling } from '../../core/sampling.js';
 import type { ModelTokenizer } from '../checkpoint/tokenizer.js';
 import type { SchedulerStats } from '../scheduler/scheduler.js';
 import type { CoreEvent, CoreSubmit } from './core.js';
-import type { ChatMessage, Engine, EngineStats, GenerateEvent, GenerateRequest, StageOptions } from './types.js';
+import type { ChatMessage, Engine, EngineStats, GenerateEvent, GenerateRequest } from '../../core/engine.js';
+import type { StageName } from '../../core/stages.js';
+import { checkStage, type ModelFacts } from '../stages/registry.js';
 
 export interface EngineTransport {
   /** Queues a request; `listener` gets its events until done or error. */
@@ -28,24 +30,23 @@ let nextRequest = 0;
 
 export class EngineFront implements Engine {
   readonly modelName: string;
-  /**
-   * The stages the core runs (runtime/stages): compress, which needs the tokenizer to find
-   * whole words, skipLayers and prunedPrefill. A request naming another stage gets
-   * NotAvailableError.
-   */
-  readonly supportedStages: readonly (keyof StageOptions)[];
+  private readonly facts: ModelFacts;
   private readonly backend: string;
   private readonly tokenizer: ModelTokenizer | null;
   private readonly transport: EngineTransport;
   private closed = false;
 
-  constructor(args: { modelName: string; backend: string; tokenizer: ModelTokenizer | null; transport: EngineTransport }) {
+  constructor(args: { modelName: string; backend: string; tokenizer: ModelTokenizer | null; transport: EngineTransport; facts?: ModelFacts }) {
     this.modelName = args.modelName;
+    this.facts = args.facts ?? { name: args.modelName, hasTokenizer: args.tokenizer !== null };
     this.backend = args.backend;
     this.tokenizer = args.tokenizer;
     this.transport = args.transport;
-    // skipLayers and prunedPrefill shape the forward and need nothing beyond the model.
-    this.supportedStages = args.tokenizer !== null ? ['compress', 'skipLayers', 'prunedPrefill'] : ['skipLayers', 'prunedPrefill'];
+  }
+
+  /** The stage registry's verdict for this engine's model (runtime/stages/registry.ts). */
+  checkStage(name: StageName): StageUnavailableError | undefined {
+    return checkStage(name, this.facts);
   }
 
   generate(request: GenerateRequest): Observable<GenerateEvent> {
@@ -58,9 +59,7 @@ export class EngineFront implements Engine {
           ids: this.requestIds(request),
           sampling: resolveSampling(request.sampling),
           owner: request.owner,
-          ...(request.stages?.compress !== undefined ? { compress: request.stages.compress } : {}),
-          ...(request.stages?.skipLayers !== undefined ? { skipLayers: request.stages.skipLayers } : {}),
-          ...(request.stages?.prunedPrefill !== undefined ? { prunedPrefill: request.stages.prunedPrefill } : {}),
+          ...(request.stages && Object.keys(request.stages).length ? { stages: request.stages } : {}),
         };
         if (!(Number.isInteger(msg.sampling.maxTokens) && msg.sampling.maxTokens >= 1)) {
           throw new BadRequestError('sampling.maxTokens', 'must be a positive integer');
@@ -73,6 +72,9 @@ export class EngineFront implements Engine {
       this.transport.submit(msg, (event) => {
         if (event.type === 'token') {
           subscriber.next({ type: 'token', id: event.id, text: event.text });
+        } else if (event.type === 'stage') {
+          const { requestId: _, ...stage } = event;
+          subscriber.next(stage);
         } else if (event.type === 'done') {
           finished = true;
           const { requestId: _, ...done } = event;
@@ -132,9 +134,8 @@ export class EngineFront implements Engine {
 
   private requestIds(request: GenerateRequest): number[] {
     for (const [stage, value] of Object.entries(request.stages ?? {})) {
-      if (value !== undefined && !this.supportedStages.includes(stage as keyof StageOptions)) {
-        throw new NotAvailableError(`stage ${stage}`, 'this engine does not run it yet');
-      }
+      const refused = value === undefined ? undefined : this.checkStage(stage as StageName);
+      if (refused) throw refused;
     }
     const given = [request.prompt, request.messages, request.ids].filter((x) => x !== undefined).length;
     if (given !== 1) throw new BadRequestError('prompt', 'give exactly one of prompt, messages or ids');
@@ -143,6 +144,6 @@ export class EngineFront implements Engine {
     }
     if (request.ids !== undefined) return request.ids;
     const text = request.messages !== undefined ? this.renderChat(request.messages, request.assistantPrefix) : request.prompt!;
-    return this.needTokenizer().encodePrompt(text);
+    return this.needTokenizer().encode(text, { addSpecialTokens: false });
   }
 }

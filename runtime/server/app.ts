@@ -17,7 +17,7 @@ import { HTTPException } from 'hono/http-exception';
 import { streamSSE } from 'hono/streaming';
 import { BadRequestError, NotFoundError } from '../../core/errors.js';
 import type { RunEvent } from '../../core/events.js';
-import type { Engine } from '../engine/types.js';
+import type { Engine } from '../../core/engine.js';
 import { coreDataflow } from './dataflow.js';
 import { errorHandler, RunFinishedError } from './errors.js';
 import { loadExampleGraphs } from './graphs.js';
@@ -149,7 +149,7 @@ export function createApp(options: AppOptions): SkeinApp {
     const body = await readJson(c);
     // Accept the graph itself or { graph }, as POST /v1/runs takes it.
     const graph = isObject(body) && isObject(body.graph) && !('nodes' in body) ? body.graph : body;
-    const problems = dataflow.validateGraph(graph);
+    const problems = dataflow.validateGraph(graph, engine);
     return c.json({ valid: problems.length === 0, problems });
   });
 

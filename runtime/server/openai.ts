@@ -13,7 +13,7 @@ import { streamSSE } from 'hono/streaming';
 import { firstValueFrom, fromEvent, last, takeUntil, type Observable } from 'rxjs';
 import { BadRequestError, CancelledError, NotFoundError } from '../../core/errors.js';
 import type { SamplingParams } from '../../core/sampling.js';
-import type { ChatMessage, Engine, FinishReason, GenerateEvent } from '../engine/types.js';
+import type { ChatMessage, Engine, FinishReason, GenerateEvent } from '../../core/engine.js';
 import { mapError } from './errors.js';
 import type { ServerMetrics } from './metrics.js';
 import { orderedWrites } from './ordered.js';
@@ -145,6 +145,7 @@ export function chatCompletionsRoute(deps: ChatDeps): Hono {
               out.push(() => chunk({ content: e.text }, null));
               return;
             }
+            if (e.type === 'stage') return;
             metrics.tokens(e.usage.completionTokens);
             metrics.ttft(e.metrics.ttftMs);
             out.push(() => chunk({}, finishReason(e.reason)));

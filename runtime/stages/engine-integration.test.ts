@@ -7,12 +7,12 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { firstValueFrom, lastValueFrom, toArray } from 'rxjs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { BadRequestError } from '../../core/errors.js';
+import { BadRequestError, StageUnavailableError } from '../../core/errors.js';
 import { makeTempCheckpoint } from '../../test/fixtures/checkpoints.js';
 import { initBackend } from '../backend.js';
 import { createEngine } from '../engine/index.js';
 import type { EngineFront } from '../engine/front.js';
-import type { GenerateEvent, GenerateRequest } from '../engine/types.js';
+import type { GenerateEvent, GenerateRequest } from '../../core/engine.js';
 
 type Done = Extract<GenerateEvent, { type: 'done' }>;
 
@@ -46,10 +46,15 @@ describe('compress stage in the engine', () => {
     ckpt.cleanup();
   });
 
-  it('is advertised and compresses the prompt before prefill', async () => {
-    expect(engine.supportedStages).toContain('compress');
+  it('is available, compresses the prompt before prefill and reports it as a stage event', async () => {
+    expect(engine.checkStage('compress')).toBeUndefined();
     const full = await done(engine, request());
-    const small = await done(engine, request({ compress: { rate: 0.5, keep: ['85448'] } }));
+    const events = await lastValueFrom(engine.generate(request({ compress: { rate: 0.5, keep: ['85448'] } })).pipe(toArray()));
+    const small = events.at(-1) as Done;
+    const stage = events.find((e) => e.type === 'stage' && e.stage === 'compress');
+    expect(events.indexOf(stage!)).toBeLessThan(events.findIndex((e) => e.type === 'token'));
+    expect(stage).toMatchObject({ decided: { rate: 0.5, keepPhrases: 1, scorerLayers: expect.any(Number) }, figures: { tokensIn: full.usage.promptTokens, tokensOut: small.usage.promptTokens } });
+    expect(stage!.type === 'stage' && stage!.figures.wallMs).toBeGreaterThan(0);
     expect(full.metrics.compressedFrom).toBeUndefined();
     expect(small.metrics.compressedFrom).toBe(full.usage.promptTokens);
     expect(small.metrics.compressedTo).toBe(small.usage.promptTokens);
@@ -65,6 +70,19 @@ describe('compress stage in the engine', () => {
     expect(same.usage.promptTokens).toBe(full.usage.promptTokens);
     expect(same.ids).toEqual(full.ids);
     await expect(firstValueFrom(engine.generate(request({ compress: { rate: 0 } })))).rejects.toBeInstanceOf(BadRequestError);
+  });
+
+  it('refuses the stages this build cannot run with a typed error saying what is missing', async () => {
+    for (const [stages, missing] of [
+      [{ skipLayers: { targetSpeedup: 2 } }, /not implemented yet in this build \(issue #12\)/],
+      [{ prunedPrefill: { keepRatio: 0.5 } }, /not implemented yet in this build \(issue #12\)/],
+      [{ speculate: {} }, /no trained heads beside the model.*npx skein train heads/],
+    ] as const) {
+      const run = firstValueFrom(engine.generate(request(stages)));
+      await expect(run).rejects.toBeInstanceOf(StageUnavailableError);
+      await expect(run).rejects.toThrow(missing);
+    }
+    expect(engine.stats().runningSequences).toBe(0);
   });
 
   it('unsubscribing while the prompt is being compressed frees its cache', async () => {

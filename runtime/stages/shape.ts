@@ -20,8 +20,10 @@
  * const shape = sequenceShape(model.config.numLayers, { skipLayers: { targetSpeedup: 2 } });
  * scheduler.submit({ id, ids, sampling, shape: shape?.shape });
  */
+import type { StageReport } from '../../core/engine.js';
+import type { StageEventName, StageFigures } from '../../core/events.js';
+import type { Stages } from '../../core/stages.js';
 import type { ShapeFigures, SequenceShape } from '../scheduler/scheduler.js';
-import type { StageOptions, StageReport } from '../engine/types.js';
 import { lazySchedule } from './lazy-schedule.js';
 import { unifiedLayers } from './layer-selection.js';
 
@@ -32,10 +34,12 @@ export interface ShapedStages {
   shape: SequenceShape;
   /** The stage figures of a finished sequence, from the scheduler's. */
   report(figures: ShapeFigures | undefined): StageReport;
+  /** One stage event per stage (what it decided, what it cost) from a report. */
+  events(report: StageReport): { stage: StageEventName; decided: Record<string, string | number | boolean>; figures: StageFigures }[];
 }
 
 /** The shape for a request's skipLayers / prunedPrefill options; undefined when neither is asked. Throws BadRequestError on bad options. */
-export function sequenceShape(numLayers: number, stages: Pick<StageOptions, 'skipLayers' | 'prunedPrefill'>): ShapedStages | undefined {
+export function sequenceShape(numLayers: number, stages: Pick<Stages, 'skipLayers' | 'prunedPrefill'>): ShapedStages | undefined {
   const skip = stages.skipLayers;
   const lazy = stages.prunedPrefill;
   if (skip === undefined && lazy === undefined) return undefined;
@@ -70,6 +74,30 @@ export function sequenceShape(numLayers: number, stages: Pick<StageOptions, 'ski
           prunedAtLayer: { ...(f?.prunedAtLayer ?? {}) },
           prefillMs: round(f?.prefillMs ?? 0),
         };
+      }
+      return out;
+    },
+    events(r) {
+      const out: ReturnType<ShapedStages['events']> = [];
+      if (r.skipLayers) {
+        const k = r.skipLayers;
+        out.push({
+          stage: 'skipLayers',
+          decided: { mode: k.mode, targetSpeedup: k.targetSpeedup, layers: k.layers.join(','), ...(shape.drafts ? { drafts: shape.drafts } : {}) },
+          figures: {
+            layersRun: k.layers.length,
+            ...(k.draftsProposed !== undefined ? { draftsProposed: k.draftsProposed, draftsAccepted: k.draftsAccepted } : {}),
+            wallMs: k.decodeMs,
+          },
+        });
+      }
+      if (r.prunedPrefill) {
+        const p = r.prunedPrefill;
+        out.push({
+          stage: 'prunedPrefill',
+          decided: { layers: p.layers.join(','), keep: p.keep.join(',') },
+          figures: { prunedTokens: Object.values(p.prunedAtLayer).reduce((a, b) => a + b, 0), wallMs: p.prefillMs },
+        });
       }
       return out;
     },

@@ -1,9 +1,11 @@
 /**
- * `skein generate`: generate from a prompt (or token ids) with the simple engine. Text
- * streams to stdout as it is generated (greedy by default); with --json one object
- * `{"ids", "text", "metrics": {"prefillMs", "decodeTokensPerSec"}}` is printed instead.
- * `--stages JSON` (a generate node's `stages`) runs on the shared engine's scheduler, where
- * the stages live, and --json then adds `metrics.stages`: per stage what it did and cost.
+ * `skein generate`: generate from a prompt (or token ids) on the shared engine (the same
+ * scheduler, paged KV pool and sampler every run uses, in this thread). Text streams to
+ * stdout as it is generated (greedy by default); with --json one object
+ * `{"ids", "text", "finishReason", "metrics": {"prefillMs", "decodeTokensPerSec"}}` is
+ * printed instead, `prefillMs` being the time to the first token. `--stages JSON` (a
+ * generate node's `stages`) applies inference stages; --json then adds `metrics.stages`:
+ * per stage what it decided and cost.
  *
  * @example
  * npx skein generate --model skein-mini --prompt "Once upon a time" --max-tokens 32
@@ -13,12 +15,10 @@
 import type { Command } from 'commander';
 import { BadRequestError } from '../../../core/errors.js';
 import type { SamplingParams } from '../../../core/sampling.js';
+import { lastValueFrom, tap } from 'rxjs';
+import type { GenerateEvent } from '../../../core/engine.js';
 import { initBackend } from '../../backend.js';
-import { loadModel } from '../../checkpoint/load.js';
-import { generateAll, type GenerateTokenizer } from '../../generate/generate.js';
-import { lastValueFrom, tap, toArray } from 'rxjs';
-import type { Stages } from '../../../core/stages.js';
-import type { StageOptions } from '../../engine/types.js';
+import { createEngine } from '../../engine/index.js';
 import { parseIds, writeOut } from './logits.js';
 import { parseStagesFlag } from './stages-flag.js';
 
@@ -35,10 +35,10 @@ interface GenerateCliOptions extends Partial<SamplingParams> {
   model: string;
   prompt?: string;
   chat?: boolean;
+  stages?: string;
   ids?: number[];
   stop: string[];
   json?: boolean;
-  stages?: string;
 }
 
 export function register(program: Command): void {
@@ -57,93 +57,51 @@ export function register(program: Command): void {
     .option('--seed <s>', 'sampler seed', num('--seed', (n) => Number.isInteger(n), 'must be an integer'))
     .option('--stop <text>', 'stop string (repeatable)', (v: string, acc: string[]) => [...acc, v], [] as string[])
     .option('--json', 'print one JSON object with ids, text and metrics instead of streaming')
-    .option('--stages <json>', 'inference stages, as a generate node\'s `stages` (runs on the shared engine)')
+    .option('--stages <json>', "inference stages, as a generate node's `stages`; --json adds metrics.stages")
     .action(async (opts: GenerateCliOptions) => {
       if ((opts.prompt === undefined) === (opts.ids === undefined)) throw new BadRequestError('--prompt/--ids', 'give exactly one');
       if (opts.chat === true && opts.prompt === undefined) throw new BadRequestError('--chat', 'needs --prompt');
-      if (opts.stages !== undefined) return generateWithStages(opts, parseStagesFlag(opts.stages));
+      const stages = opts.stages !== undefined ? parseStagesFlag(opts.stages) : undefined;
       await initBackend({ log: true });
-      const model = await loadModel(opts.model);
+      const engine = await createEngine({ model: opts.model, thread: 'main' });
       try {
-        const tokenizer: GenerateTokenizer | null =
-          model.hasTokenizer || opts.prompt !== undefined ? model.tokenizer() : null;
-        const prompt = opts.chat === true ? model.tokenizer().renderChat([{ role: 'user', content: opts.prompt! }]) : opts.prompt;
-        const [r] = await generateAll(
-          model,
-          tokenizer,
-          [opts.ids !== undefined ? { ids: opts.ids } : { prompt: prompt! }],
-          {
-            maxTokens: opts.maxTokens,
-            temperature: opts.temperature,
-            topK: opts.topK,
-            topP: opts.topP,
-            repetitionPenalty: opts.repetitionPenalty,
-            seed: opts.seed,
-            stop: opts.stop,
-          },
-          opts.json ? undefined : (e) => {
-            if (e.type === 'token' && e.text !== '') process.stdout.write(e.text);
-          },
-        );
-        const { prefillMs, decodeTokensPerSec } = r!.metrics;
-        if (opts.json) {
-          await writeOut(`${JSON.stringify({ ids: r!.ids, text: r!.text, finishReason: r!.finishReason, metrics: { prefillMs, decodeTokensPerSec } })}\n`);
-        } else {
-          await writeOut('\n');
-          process.stderr.write(
-            `skein: ${r!.ids.length} tokens (${r!.finishReason}), prefill ${prefillMs.toFixed(0)} ms, decode ${decodeTokensPerSec.toFixed(1)} tokens/s\n`,
-          );
-        }
-      } finally {
-        model.dispose();
-      }
-    });
-}
-
-/** The --stages path: one request on an in-process engine (the scheduler runs the stages). */
-async function generateWithStages(opts: GenerateCliOptions, stages: Stages): Promise<void> {
-  const { createEngine } = await import('../../engine/index.js');
-  const engine = await createEngine({ model: opts.model, thread: 'main' });
-  try {
-    const events = await lastValueFrom(
-      engine
-        .generate({
-          ...(opts.ids !== undefined
+        const sampling = {
+          maxTokens: opts.maxTokens,
+          temperature: opts.temperature,
+          topK: opts.topK,
+          topP: opts.topP,
+          repetitionPenalty: opts.repetitionPenalty,
+          seed: opts.seed,
+          stop: opts.stop,
+        };
+        const input =
+          opts.ids !== undefined
             ? { ids: opts.ids }
             : opts.chat === true
               ? { messages: [{ role: 'user' as const, content: opts.prompt! }] }
-              : { prompt: opts.prompt! }),
-          sampling: {
-            maxTokens: opts.maxTokens,
-            temperature: opts.temperature,
-            topK: opts.topK,
-            topP: opts.topP,
-            repetitionPenalty: opts.repetitionPenalty,
-            seed: opts.seed,
-            stop: opts.stop,
-          },
-          stages: stages as StageOptions,
-        })
-        .pipe(
-          tap((e) => {
-            if (!opts.json && e.type === 'token' && e.text !== '') process.stdout.write(e.text);
-          }),
-          toArray(),
-        ),
-    );
-    const done = events.at(-1)!;
-    if (done.type !== 'done') throw new Error('generation ended without a result');
-    const { ttftMs, decodeTokensPerSec, stages: report } = done.metrics;
-    if (opts.json) {
-      await writeOut(
-        `${JSON.stringify({ ids: done.ids, text: done.text, finishReason: done.reason, metrics: { prefillMs: ttftMs, ttftMs, decodeTokensPerSec, stages: report ?? {} } })}\n`,
-      );
-    } else {
-      await writeOut('\n');
-      process.stderr.write(`skein: ${done.ids.length} tokens (${done.reason}), TTFT ${ttftMs.toFixed(0)} ms, decode ${decodeTokensPerSec.toFixed(1)} tokens/s\n`);
-      process.stderr.write(`skein: stages ${JSON.stringify(report ?? {})}\n`);
-    }
-  } finally {
-    await engine.close();
-  }
+              : { prompt: opts.prompt! };
+        const request = { ...input, sampling, ...(stages ? { stages } : {}) };
+        const done = (await lastValueFrom(
+          engine.generate(request).pipe(
+            tap((e: GenerateEvent) => {
+              if (!opts.json && e.type === 'token' && e.text !== '') process.stdout.write(e.text);
+            }),
+          ),
+        )) as Extract<GenerateEvent, { type: 'done' }>;
+        // The end-of-sequence id that ended it is not part of the answer.
+        const ids = done.reason === 'eos' ? done.ids.slice(0, -1) : done.ids;
+        const prefillMs = done.metrics.ttftMs;
+        const { decodeTokensPerSec } = done.metrics;
+        const report = stages ? { stages: done.metrics.stages ?? {} } : {};
+        if (opts.json) {
+          await writeOut(`${JSON.stringify({ ids, text: done.text, finishReason: done.reason, metrics: { prefillMs, decodeTokensPerSec, ...report } })}\n`);
+        } else {
+          await writeOut('\n');
+          process.stderr.write(`skein: ${ids.length} tokens (${done.reason}), prefill ${prefillMs.toFixed(0)} ms, decode ${decodeTokensPerSec.toFixed(1)} tokens/s\n`);
+          if (stages) process.stderr.write(`skein: stages ${JSON.stringify(report.stages)}\n`);
+        }
+      } finally {
+        await engine.close();
+      }
+    });
 }
