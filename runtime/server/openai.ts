@@ -12,6 +12,7 @@ import { Hono } from 'hono';
 import { streamSSE } from 'hono/streaming';
 import { firstValueFrom, fromEvent, last, takeUntil, type Observable } from 'rxjs';
 import { BadRequestError, CancelledError, NotFoundError } from '../../core/errors.js';
+import { chatRequestSchema, checkRequest, type ChatRequest } from '../../core/requests.js';
 import type { SamplingParams } from '../../core/sampling.js';
 import type { ChatMessage, Engine, FinishReason, GenerateEvent } from '../../core/engine.js';
 import { mapError } from './errors.js';
@@ -26,52 +27,24 @@ export interface ChatDeps {
   modelMatches: (name: string) => boolean;
 }
 
-const ROLES = new Set(['system', 'user', 'assistant', 'tool', 'developer']);
-
-function parseMessages(raw: unknown): ChatMessage[] {
-  if (!Array.isArray(raw) || raw.length === 0) throw new BadRequestError('messages', 'a non-empty array is required');
-  return raw.map((m, i) => {
-    const msg = m as { role?: unknown; content?: unknown };
-    if (typeof msg?.role !== 'string' || !ROLES.has(msg.role)) throw new BadRequestError(`messages[${i}].role`, 'unknown role');
-    // Content may be a string or an array of text parts; other part types are not served.
-    let content: string;
-    if (typeof msg.content === 'string') content = msg.content;
-    else if (Array.isArray(msg.content)) {
-      content = msg.content
-        .map((p: { type?: unknown; text?: unknown }) => {
-          if (p?.type !== 'text' || typeof p.text !== 'string') throw new BadRequestError(`messages[${i}].content`, 'only text parts are supported');
-          return p.text;
-        })
-        .join('');
-    } else if (msg.content == null) content = '';
-    else throw new BadRequestError(`messages[${i}].content`, 'must be a string or text parts');
-    const role = msg.role === 'developer' ? 'system' : (msg.role as ChatMessage['role']);
-    return { role, content };
+/** The chat messages of a checked request: text parts joined, `developer` read as `system`. */
+function messagesOf(body: ChatRequest): ChatMessage[] {
+  return body.messages.map((m) => {
+    const content = typeof m.content === 'string' ? m.content : (m.content ?? []).map((p) => p.text).join('');
+    return { role: m.role === 'developer' ? 'system' : (m.role as ChatMessage['role']), content };
   });
 }
 
-function parseSampling(body: Record<string, unknown>): Partial<SamplingParams> {
-  const s: Partial<SamplingParams> = {};
-  const num = (key: string, min: number, max: number): number | undefined => {
-    const v = body[key];
-    if (v == null) return undefined;
-    if (typeof v !== 'number' || !Number.isFinite(v) || v < min || v > max) throw new BadRequestError(key, `must be a number in [${min}, ${max}]`);
-    return v;
+/** The sampling fields of a checked request, in Skein's names (limits from core/sampling.ts's schema). */
+function samplingOf(body: ChatRequest): Partial<SamplingParams> {
+  const maxTokens = body.max_completion_tokens ?? body.max_tokens;
+  return {
+    ...(maxTokens !== undefined ? { maxTokens } : {}),
+    ...(body.temperature !== undefined ? { temperature: body.temperature } : {}),
+    ...(body.top_p !== undefined ? { topP: body.top_p } : {}),
+    ...(body.seed !== undefined ? { seed: body.seed } : {}),
+    ...(body.stop !== undefined ? { stop: typeof body.stop === 'string' ? [body.stop] : body.stop } : {}),
   };
-  const maxTokens = num('max_completion_tokens', 1, 32768) ?? num('max_tokens', 1, 32768);
-  if (maxTokens !== undefined) s.maxTokens = Math.floor(maxTokens);
-  const temperature = num('temperature', 0, 2);
-  if (temperature !== undefined) s.temperature = temperature;
-  const topP = num('top_p', Number.MIN_VALUE, 1);
-  if (topP !== undefined) s.topP = topP;
-  const seed = num('seed', Number.MIN_SAFE_INTEGER, Number.MAX_SAFE_INTEGER);
-  if (seed !== undefined) s.seed = Math.floor(seed);
-  const stop = body.stop;
-  if (typeof stop === 'string') s.stop = [stop];
-  else if (Array.isArray(stop) && stop.every((x) => typeof x === 'string')) s.stop = stop as string[];
-  else if (stop != null) throw new BadRequestError('stop', 'must be a string or an array of strings');
-  if (body.n != null && body.n !== 1) throw new BadRequestError('n', 'only n = 1 is supported');
-  return s;
 }
 
 const finishReason = (r: FinishReason): 'stop' | 'length' => (r === 'length' ? 'length' : 'stop');
@@ -82,16 +55,16 @@ export function chatCompletionsRoute(deps: ChatDeps): Hono {
   let counter = 0;
 
   app.post('/chat/completions', async (c) => {
-    const body = await c.req.json<Record<string, unknown>>().catch(() => {
+    const json = await c.req.json<unknown>().catch(() => {
       throw new BadRequestError('body', 'must be JSON');
     });
-    if (typeof body !== 'object' || body === null) throw new BadRequestError('body', 'must be a JSON object');
-    const model = typeof body.model === 'string' && body.model ? body.model : engine.modelName;
+    const body = checkRequest(chatRequestSchema, json);
+    const model = body.model || engine.modelName;
     if (!deps.modelMatches(model)) throw new NotFoundError('model', model);
-    const messages = parseMessages(body.messages);
-    const sampling = parseSampling(body);
+    const messages = messagesOf(body);
+    const sampling = samplingOf(body);
     const stream = body.stream === true;
-    const includeUsage = (body.stream_options as { include_usage?: unknown } | undefined)?.include_usage === true;
+    const includeUsage = body.stream_options?.include_usage === true;
     const id = `chatcmpl-${Date.now().toString(36)}${(counter++).toString(36)}`;
     const created = Math.floor(Date.now() / 1000);
     const release = store.acquireSlot();
