@@ -73,15 +73,7 @@ export function register(program: Command): void {
           model,
           tokenizer,
           [opts.ids !== undefined ? { ids: opts.ids } : { prompt: prompt! }],
-          {
-            maxTokens: opts.maxTokens,
-            temperature: opts.temperature,
-            topK: opts.topK,
-            topP: opts.topP,
-            repetitionPenalty: opts.repetitionPenalty,
-            seed: opts.seed,
-            stop: opts.stop,
-          },
+          samplingFlags(opts),
           opts.json ? undefined : (e) => {
             if (e.type === 'token' && e.text !== '') process.stdout.write(e.text);
           },
@@ -101,6 +93,12 @@ export function register(program: Command): void {
     });
 }
 
+/** The sampling fields the command's flags set (both generation paths take the same ones). */
+function samplingFlags(opts: GenerateCliOptions) {
+  const { maxTokens, temperature, topK, topP, repetitionPenalty, seed, stop } = opts;
+  return { maxTokens, temperature, topK, topP, repetitionPenalty, seed, stop };
+}
+
 /** The --stages path: one request on an in-process engine (the scheduler runs the stages). */
 async function generateWithStages(opts: GenerateCliOptions, stages: Stages): Promise<void> {
   const { createEngine } = await import('../../engine/index.js');
@@ -114,15 +112,7 @@ async function generateWithStages(opts: GenerateCliOptions, stages: Stages): Pro
             : opts.chat === true
               ? { messages: [{ role: 'user' as const, content: opts.prompt! }] }
               : { prompt: opts.prompt! }),
-          sampling: {
-            maxTokens: opts.maxTokens,
-            temperature: opts.temperature,
-            topK: opts.topK,
-            topP: opts.topP,
-            repetitionPenalty: opts.repetitionPenalty,
-            seed: opts.seed,
-            stop: opts.stop,
-          },
+          sampling: samplingFlags(opts),
           stages: stages as StageOptions,
         })
         .pipe(
