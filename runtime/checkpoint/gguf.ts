@@ -28,6 +28,7 @@
  * g.close();
  */
 import * as fs from 'node:fs';
+import { openCheckpointFile } from './open-file.js';
 import { CheckpointError } from '../../core/errors.js';
 import { GGML_TYPES, ggmlTypeName, tensorByteSize, type GgmlType } from './ggml-quants.js';
 
@@ -201,12 +202,7 @@ export class GgufFile {
 
   /** Opens a file and validates its whole header; tensor data is read later. */
   static open(file: string): GgufFile {
-    let fd: number;
-    try {
-      fd = fs.openSync(file, 'r');
-    } catch (err) {
-      throw new CheckpointError({ file, reason: `cannot open: ${(err as Error).message}` });
-    }
+    const fd = openCheckpointFile(file);
     try {
       return GgufFile.parse(file, fd);
     } catch (err) {

@@ -12,6 +12,7 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { openCheckpointFile } from './open-file.js';
 import { CheckpointError } from '../../core/errors.js';
 
 export type SafetensorsDtype = 'F32' | 'F16' | 'BF16' | 'I32' | 'I64';
@@ -56,12 +57,7 @@ export class SafetensorsFile {
 
   /** Opens and validates a file's header; the data is read later by `read`. */
   static open(file: string): SafetensorsFile {
-    let fd: number;
-    try {
-      fd = fs.openSync(file, 'r');
-    } catch (err) {
-      throw new CheckpointError({ file, reason: `cannot open: ${(err as Error).message}` });
-    }
+    const fd = openCheckpointFile(file);
     try {
       const size = fs.fstatSync(fd).size;
       if (size < 8) throw new CheckpointError({ file, reason: `file is ${size} bytes, shorter than the 8-byte header length` });
