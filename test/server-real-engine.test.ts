@@ -9,7 +9,7 @@ import type { RunEvent } from '../core/events.js';
 import { createEngine } from '../runtime/engine/index.js';
 import type { Engine } from '../runtime/engine/types.js';
 import { startServer, type RunningServer } from '../runtime/server/index.js';
-import { makeTempCheckpoint } from './fixtures/checkpoints.js';
+import { makeTempCheckpoint, TINY_SPECIAL_TOKENS } from './fixtures/checkpoints.js';
 import { readSse } from './fakes/sse.js';
 
 const tinyGraph = {
@@ -44,8 +44,10 @@ describe('server on a real engine (tiny random checkpoint)', () => {
   let server: RunningServer;
 
   beforeAll(async () => {
-    checkpoint = makeTempCheckpoint({ seed: 3 });
-    engine = await createEngine({ model: checkpoint.dir, thread: 'main', blockSize: 4, kvBudgetBlocks: 64 });
+    // Room for a generation far longer than a DELETE's round trip, so the cancel test
+    // cannot lose the race to the end of the generation.
+    checkpoint = makeTempCheckpoint({ seed: 3, maxPositionEmbeddings: 1024 });
+    engine = await createEngine({ model: checkpoint.dir, thread: 'main', blockSize: 4, kvBudgetBlocks: 300 });
     server = await startServer({ engine, port: 0, build: false, print: () => {}, log: () => {} });
   });
   afterAll(async () => {
@@ -69,7 +71,9 @@ describe('server on a real engine (tiny random checkpoint)', () => {
   });
 
   it('cancelling a run stops its generation in the scheduler', async () => {
-    const long = { ...tinyGraph, nodes: tinyGraph.nodes.map((n) => (n.id === 'reply' ? { ...n, sampling: { maxTokens: 100, temperature: 1 } } : n)) };
+    // End-of-sequence tokens are forbidden, so only the cancel (or 900 tokens) ends it.
+    const noEos = { [TINY_SPECIAL_TOKENS.imEnd]: -100, [TINY_SPECIAL_TOKENS.endOfText]: -100 };
+    const long = { ...tinyGraph, nodes: tinyGraph.nodes.map((n) => (n.id === 'reply' ? { ...n, sampling: { maxTokens: 900, temperature: 1, logitBias: noEos } } : n)) };
     const res = await fetch(new URL('/v1/runs', server.url), { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify({ graph: long, input: { question: 'a' } }) });
     const { id } = await res.json();
     const stream = await fetch(new URL(`/v1/runs/${id}/events`, server.url));
@@ -81,7 +85,7 @@ describe('server on a real engine (tiny random checkpoint)', () => {
     });
     const run = await (await fetch(new URL(`/v1/runs/${id}`, server.url))).json();
     expect(run.state).toBe('cancelled');
-    expect(run.usage.tokensOut).toBeLessThan(100);
+    expect(run.usage.tokensOut).toBeLessThan(900);
     const end = Date.now() + 5000;
     while ((engine.stats().runningSequences > 0 || engine.stats().queueDepth > 0) && Date.now() < end) await new Promise((r) => setTimeout(r, 10));
     expect(engine.stats().runningSequences).toBe(0);
