@@ -1,21 +1,21 @@
 /**
  * The graph compiler: a validated graph becomes a CompiledGraph — nodes in dependency
- * order with their resolved ports, types, branch scopes and loop bodies — whose `run`
- * wires the operators of operators/ into one Observable<RunEvent>. Tools named by the
- * graph must be registered, or compiling fails with a GraphValidationError.
+ * order with their resolved ports, types, branch scopes, loop bodies and the registered
+ * kind (core/nodes.ts) that runs each — which core/run.ts turns into one
+ * Observable<RunEvent>. Every node kind must be registered (importing operators/index.ts
+ * registers the built-in ones) and every tool the graph names too, or compiling fails
+ * with a GraphValidationError.
  *
  * @example
  * const compiled = compileGraph(parseGraph(json, 'chat.json'));
  * console.log(printGraph(compiled));
- * compiled.run({ question: 'Hi' }, { engine }).subscribe(console.log);
+ * runCompiled(compiled, { question: 'Hi' }, { engine }).subscribe(console.log);
  */
-import type { Observable } from 'rxjs';
-import { GraphValidationError } from './errors.js';
-import type { RunEvent } from './events.js';
+import { GraphValidationError, type GraphProblem } from './errors.js';
 import type { GraphSpec, NodeKind, NodeSpec, PortType } from './graph-schema.js';
+import { defaultNodes, type NodeKindDef, type NodeRegistry } from './nodes.js';
 import { defaultTools, type ToolRegistry } from './tools.js';
 import { analyzeGraph, type GraphAnalysis } from './validate.js';
-import { runCompiled, type RunOptions } from './run.js';
 
 export interface CompiledPort {
   port: string;
@@ -34,6 +34,8 @@ export interface CompiledNode {
   loop?: string;
   inputs: (CompiledPort & { from: string; fromPort: string; edge: number })[];
   outputs: (CompiledPort & { to: string[] })[];
+  /** What runs the node (its kind's registry entry). */
+  def: NodeKindDef<unknown>;
 }
 
 export interface CompiledGraph {
@@ -43,16 +45,25 @@ export interface CompiledGraph {
   nodes: CompiledNode[];
   byId: Map<string, CompiledNode>;
   tools: ToolRegistry;
-  run(input: Record<string, unknown>, options: RunOptions): Observable<RunEvent>;
 }
 
-export function compileGraph(spec: GraphSpec, tools: ToolRegistry = defaultTools, source?: string): CompiledGraph {
+export interface CompileOptions {
+  tools?: ToolRegistry;
+  nodes?: NodeRegistry;
+  /** Named in errors (a file name). */
+  source?: string;
+}
+
+export function compileGraph(spec: GraphSpec, options: CompileOptions = {}): CompiledGraph {
+  const { tools = defaultTools, nodes: registry = defaultNodes, source } = options;
   const analysis = analyzeGraph(spec, source);
-  const problems = spec.nodes.flatMap((n, i) =>
-    n.kind === 'tool' && !tools.has(n.tool)
+  const problems = spec.nodes.flatMap((n, i): GraphProblem[] => {
+    if (!registry.has(n.kind))
+      return [{ pointer: `/nodes/${i}/kind`, message: `no node kind '${n.kind}' is registered (import operators/index.ts to register the built-in kinds)` }];
+    return n.kind === 'tool' && !tools.has(n.tool)
       ? [{ pointer: `/nodes/${i}/tool`, message: `no tool '${n.tool}' is registered${tools.names().length ? ` (registered: ${tools.names().join(', ')})` : ''}` }]
-      : [],
-  );
+      : [];
+  });
   if (problems.length) throw new GraphValidationError(problems, source);
 
   const innermostLoop = (id: string) => {
@@ -83,17 +94,10 @@ export function compileGraph(spec: GraphSpec, tools: ToolRegistry = defaultTools
         type: analysis.types.get(`${id}.${p.name}`) ?? p.type,
         to: analysis.outgoing.get(id)!.filter((e) => e.fromPort === p.name).map((e) => `${e.to}.${e.toPort}`),
       })),
+      def: registry.get(spec.kind)!,
     };
   });
-  const compiled: CompiledGraph = {
-    spec,
-    analysis,
-    nodes,
-    byId: new Map(nodes.map((n) => [n.id, n])),
-    tools,
-    run: (input, options) => runCompiled(compiled, input, options),
-  };
-  return compiled;
+  return { spec, analysis, nodes, byId: new Map(nodes.map((n) => [n.id, n])), tools };
 }
 
 /** A compiled graph as text: one block per node in run order, with ports, types, branch and loop. */

@@ -84,6 +84,25 @@ export class NotAvailableError extends SkeinError {
   }
 }
 
+/**
+ * A stage the loaded model cannot run: what is missing and how to get it. Raised when a
+ * graph is validated against a model and when a node asks the engine for the stage.
+ */
+export class StageUnavailableError extends SkeinError {
+  readonly code = 'not_available';
+  constructor(
+    readonly stage: string,
+    readonly model: string,
+    readonly missing: string,
+    readonly remedy: string,
+  ) {
+    super(`Stage ${stage} is not available for model ${model}: ${missing}; ${remedy}`);
+  }
+  override toJSON() {
+    return { ...super.toJSON(), stage: this.stage, model: this.model, missing: this.missing, remedy: this.remedy };
+  }
+}
+
 export class BadRequestError extends SkeinError {
   readonly code = 'bad_request';
   constructor(readonly field: string, detail: string) {

@@ -1,10 +1,12 @@
 /**
- * Skein's dataflow core, the public API: validate and parse JSON graphs, compile them to
- * RxJS, run them on an Engine as a stream of RunEvents, save and replay those events,
- * and register tools. The operators the compiler uses are exported for `pipe()` users.
+ * Skein's dataflow core, the public API and the contract every layer shares: the graph
+ * format, validation, the compiler and runner, events, errors, sampling and stage
+ * schemas, the Engine interface, and the registries of node kinds and tools. The node
+ * kinds themselves are operators (operators/nodes.ts registers them): import
+ * operators/index.ts, which re-exports this API, before running a graph.
  *
  * @example
- * import { parseGraph, runGraph } from './core/index.js';
+ * import { parseGraph, runGraph } from './operators/index.js';
  * const spec = parseGraph(JSON.parse(text), 'chat.json');
  * runGraph(spec, { question: 'Why is the sky blue?' }, { engine, seed: 1 }).subscribe((e) => console.log(e));
  */
@@ -13,11 +15,16 @@ import { compileGraph } from './compile.js';
 import type { RunEvent } from './events.js';
 import type { GraphSpec } from './graph-schema.js';
 import { checkJsonShape, DEFAULT_SHAPE_LIMITS } from './json-shape.js';
-import type { RunOptions } from './run.js';
+import { runCompiled, type RunOptions } from './run.js';
 
 export { validateGraph, parseGraph, analyzeGraph, type GraphAnalysis } from './validate.js';
-export { compileGraph, printGraph, type CompiledGraph, type CompiledNode } from './compile.js';
-export { checkRunInput, type RunOptions } from './run.js';
+export { compileGraph, printGraph, type CompiledGraph, type CompiledNode, type CompileOptions } from './compile.js';
+export { checkRunInput, readInput, runCompiled, type RunOptions } from './run.js';
+export { NodeRegistry, defaultNodes, type NodeKindDef, type NodeRunContext, type NodeScope } from './nodes.js';
+export { nextFinish, toError, errorInfo, type BranchOutcome } from './branches.js';
+export { resolveSampling, samplingSchema, defaultSampling, type SamplingParams } from './sampling.js';
+export { operatorEvent, isOperatorEvent, runEventTypes } from './events.js';
+export type * from './engine.js';
 export {
   graphJsonSchema,
   nodeSchemas,
@@ -36,7 +43,7 @@ export {
   type PortType,
 } from './graph-schema.js';
 export { portsOf, type PortDef, type NodePorts } from './ports.js';
-export { stagesSchema, stageNames, type Stages, type StageName } from './stages.js';
+export { stagesSchema, stageNames, checkStageOptions, checkGraphStages, type Stages, type StageName } from './stages.js';
 export { ToolRegistry, registerTool, defaultTools, type ToolFn, type ToolCall } from './tools.js';
 export { saveEvents, parseEvents, replayEvents, type ReplayOptions } from './replay.js';
 export { deriveSeed } from './seed.js';
@@ -54,5 +61,5 @@ export type * from './events.js';
 export function runGraph(spec: GraphSpec, input: Record<string, unknown>, options: RunOptions): Observable<RunEvent> {
   checkJsonShape(spec, DEFAULT_SHAPE_LIMITS, 'graph');
   checkJsonShape(input, DEFAULT_SHAPE_LIMITS, 'input');
-  return compileGraph(spec, options.tools).run(input, options);
+  return runCompiled(compileGraph(spec, { tools: options.tools, nodes: options.nodes }), input, options);
 }

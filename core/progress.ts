@@ -7,7 +7,7 @@
  * const view = new ProgressView();
  * run$.subscribe((e) => { view.apply(e); draw(view.lines()); });
  */
-import type { RunEvent } from './events.js';
+import type { RunEvent, StageFigures } from './events.js';
 
 interface Row {
   key: string;
@@ -18,6 +18,14 @@ interface Row {
   started: number;
   ended?: number;
   note?: string;
+  /** The last stage's figures, e.g. "compress 412→137 tok, 84 ms". */
+  stage?: string;
+}
+
+function stageSummary(f: StageFigures): string {
+  const tokens = f.tokensIn !== undefined && f.tokensOut !== undefined ? `${f.tokensIn}→${f.tokensOut} tok, ` : '';
+  const shared = f.kvBlocksShared !== undefined ? `${f.kvBlocksShared} blocks shared, ` : '';
+  return `${tokens}${shared}${Math.round(f.wallMs)} ms`;
 }
 
 const oneLine = (s: string, n = 48) => {
@@ -77,6 +85,12 @@ export class ProgressView {
         this.rows.set(row.key, row);
         return this.format(row);
       }
+      case 'stage': {
+        // A stage's figures go on its node's row, beside the output.
+        const row = this.rows.get(key(e.node, e.branch)) ?? this.rows.get(e.node);
+        if (row) row.stage = `${e.stage} ${stageSummary(e.figures)}`;
+        return undefined;
+      }
       case 'run-start':
         return undefined;
       default: {
@@ -95,6 +109,6 @@ export class ProgressView {
     const ms = (r.ended ?? now ?? r.started) - r.started;
     const tokens = r.tokens ? ` ${r.tokens} tok` : '';
     const note = r.note ?? (r.state === 'cancelled' ? 'cancelled' : undefined);
-    return `${mark} ${r.key.padEnd(28)} ${String(ms).padStart(6)} ms${tokens}${note ? `  ${note}` : ''}`;
+    return `${mark} ${r.key.padEnd(28)} ${String(ms).padStart(6)} ms${tokens}${r.stage ? `  [${r.stage}]` : ''}${note ? `  ${note}` : ''}`;
   }
 }

@@ -9,9 +9,9 @@
  */
 import { Observable, asyncScheduler, type SchedulerLike } from 'rxjs';
 import { BadRequestError } from './errors.js';
-import type { RunEvent } from './events.js';
+import { runEventTypes, type RunEvent } from './events.js';
 
-const eventTypes = new Set<string>(['run-start', 'node-start', 'text-delta', 'node-end', 'branch-error', 'run-end']);
+const eventTypes = new Set<string>(runEventTypes);
 
 export function saveEvents(events: Iterable<RunEvent>): string {
   let out = '';

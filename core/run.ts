@@ -1,7 +1,10 @@
 /**
  * Runs a compiled graph: every node's output is a shared Observable that emits once per
- * run (once per turn inside a loop body), built lazily from the operators; independent
- * branches run concurrently and every model call goes to the one engine. Values carry a
+ * run (once per turn inside a loop body), built lazily from its kind's operator stream
+ * (core/nodes.ts); independent branches run concurrently and every model call goes to the
+ * one engine. The runner only merges and orders the operators' own event streams: it
+ * stamps each event with the run id, time and sequence number, and reads each node's
+ * result from that node's own node-end. Values carry a
  * slot state so that a branch not taken (route) or a failed branch (branch-error event)
  * flows to its join as "skipped"/"failed" while siblings go on. A failure outside any
  * branch is fatal: the run ends with run-end {status: 'error'} and a typed error.
@@ -20,7 +23,6 @@ import {
   forkJoin,
   fromEvent,
   ignoreElements,
-  last,
   map,
   merge,
   of,
@@ -31,25 +33,14 @@ import {
   tap,
   type Subscription,
 } from 'rxjs';
-import { expand } from '../operators/expand.js';
-import { generate } from '../operators/generate.js';
-import { generateJson } from '../operators/generateJson.js';
-import { join } from '../operators/join.js';
-import { loop } from '../operators/loop.js';
-import { route } from '../operators/route.js';
-import { skeleton } from '../operators/skeleton.js';
-import { template } from '../operators/template.js';
-import { tool } from '../operators/tool.js';
-import type { OperatorContext, OperatorEvent } from '../operators/context.js';
-import { nextFinish, toError, type BranchOutcome } from '../operators/internal/branches.js';
-import type { Skeleton } from '../operators/internal/sot.js';
+import { errorInfo, nextFinish, toError, type BranchOutcome } from './branches.js';
 import type { CompiledGraph, CompiledNode } from './compile.js';
-import { BadRequestError, ModelOutputError, SkeinError } from './errors.js';
-import type { NodeUsage, RunEvent, StageMetrics } from './events.js';
-import type { GraphSpec, NodeSpec, NodeSpecOf } from './graph-schema.js';
-import { routeBranchNames } from './ports.js';
+import type { Engine } from './engine.js';
+import { BadRequestError, ModelOutputError } from './errors.js';
+import type { NodeUsage, OperatorEvent, RunEvent } from './events.js';
+import type { GraphSpec, NodeSpecOf } from './graph-schema.js';
+import type { NodeRegistry, NodeRunContext } from './nodes.js';
 import { deriveSeed, randomSeed } from './seed.js';
-import type { Engine } from '../runtime/engine/types.js';
 import type { ToolRegistry } from './tools.js';
 
 export interface RunOptions {
@@ -58,17 +49,14 @@ export interface RunOptions {
   seed?: number;
   runId?: string;
   tools?: ToolRegistry;
+  /** Node kinds (default: core/nodes.ts's defaultNodes, which operators/index.ts fills). */
+  nodes?: NodeRegistry;
   /** Aborting ends the run with run-end {status: 'cancelled'}; unsubscribing cancels silently. */
   signal?: AbortSignal;
 }
 
 type Slot = { s: 'ok'; value: unknown } | { s: 'skipped' } | { s: 'failed'; error: Error };
 type Ports = Map<string, Slot>;
-/** What one node execution yields: its ports and the value shown in node-end. */
-interface Exec {
-  ports: Ports;
-  output: unknown;
-}
 
 /** Where a node is being built: the run, or one turn of a loop body (nested for nested loops). */
 interface Env {
@@ -78,19 +66,11 @@ interface Env {
 }
 
 type EventBody = RunEvent extends infer E ? (E extends RunEvent ? Omit<E, 'runId' | 't' | 'seq'> : never) : never;
+type NodeEnd = Extract<OperatorEvent, { type: 'node-end' }>;
 
 const OUTPUT = '$value';
 const ok = (value: unknown): Slot => ({ s: 'ok', value });
-/** The ports of a node with one output. */
-const outPorts = (value: unknown): Ports => new Map([['out', ok(value)], [OUTPUT, ok(value)]]);
 const SKIPPED: Slot = { s: 'skipped' };
-
-export function errorInfo(err: unknown): { name: string; message: string; code?: string } {
-  const e = toError(err);
-  return e instanceof SkeinError ? { name: e.name, message: e.message, code: e.code } : { name: e.name, message: e.message, code: 'internal' };
-}
-
-const stageFigures = ['prunedTokens', 'layersRun', 'acceptedDraftTokens', 'kvBlocksShared', 'compressedFrom', 'compressedTo'];
 
 let runCounter = 0;
 
@@ -147,59 +127,44 @@ export function runCompiled(compiled: CompiledGraph, input: Record<string, unkno
 
     const allPorts = (node: CompiledNode, slot: Slot): Ports => new Map([...node.outputs.map((o) => [o.port, slot] as const), [OUTPUT, slot]]);
 
-    /** Node-start, node-end with usage, and branch isolation around one execution. */
-    const execute = (node: CompiledNode, env: Env, work: (context: OperatorContext) => Observable<Exec>): Observable<Ports> =>
+    /** The node's own stream, stamped and forwarded; its node-end gives the ports; branch isolation around it. */
+    const execute = (node: CompiledNode, env: Env, extra: Pick<NodeRunContext<unknown>, 'values' | 'outcomes'>): Observable<Ports> =>
       defer(() => {
-        const branch = labelOf(node, env);
-        const t0 = performance.now();
-        const metrics: StageMetrics = {};
-        const onEvent = (e: OperatorEvent) => {
-          switch (e.type) {
-            case 'delta':
-              return emit({ type: 'text-delta', node: node.id, branch: e.branch, text: e.text, tokenIds: e.tokenIds });
-            case 'usage': {
-              const u = nodeUsage(node.id);
-              u.tokensIn += e.usage.promptTokens;
-              u.tokensOut += e.usage.completionTokens;
-              metrics.tokensIn = (metrics.tokensIn ?? 0) + e.usage.promptTokens;
-              metrics.tokensOut = (metrics.tokensOut ?? 0) + e.usage.completionTokens;
-              metrics.ttftMs ??= e.metrics.ttftMs;
-              metrics.tokensPerSec = e.metrics.decodeTokensPerSec;
-              // Stage figures add up over the node's generations (expand points, loop turns).
-              const figures = e.metrics as unknown as Record<string, number | undefined>;
-              for (const key of stageFigures) if (figures[key] !== undefined) metrics[key] = (metrics[key] ?? 0) + figures[key]!;
-              return;
-            }
-            case 'branch-start':
-              return emit({ type: 'node-start', node: node.id, branch: e.branch });
-            case 'branch-end':
-              return emit({ type: 'node-end', node: node.id, branch: e.branch, output: e.output, metrics: {} });
-            case 'branch-error':
-              return emit({ type: 'branch-error', node: node.id, branch: e.branch, error: errorInfo(e.error) });
-            default: {
-              const never: never = e;
-              return never;
-            }
-          }
-        };
         const turnKey = turnsOf(env).join('/');
-        const context: OperatorContext = {
-          node: node.id,
-          seed: deriveSeed(seed, turnKey ? `${node.id}@${turnKey}` : node.id),
-          owner: runId,
-          branch,
-          onEvent,
+        const context: NodeRunContext<unknown> = {
+          ...extra,
+          spec: node.spec,
+          scope: { node: node.id, branch: labelOf(node, env), seed: deriveSeed(seed, turnKey ? `${node.id}@${turnKey}` : node.id), owner: runId },
+          engine: options.engine,
+          tools,
+          input,
+          ...(node.kind === 'loop' ? { turn: loopTurn(node, env) } : {}),
         };
-        emit({ type: 'node-start', node: node.id, branch });
-        return work(context).pipe(
-          last(),
-          map((res) => {
-            nodeUsage(node.id).wallMs += Math.round(performance.now() - t0);
-            emit({ type: 'node-end', node: node.id, branch, output: res.output, metrics });
-            return res.ports;
+        const t0 = performance.now();
+        let end: NodeEnd | undefined;
+        const own = (e: OperatorEvent): e is NodeEnd => e.type === 'node-end' && e.node === node.id && e.branch === context.scope.branch;
+        const events$ = node.def.run(context).pipe(
+          tap((e) => {
+            if (own(e)) {
+              end = e;
+              const u = nodeUsage(node.id);
+              u.tokensIn += e.metrics.tokensIn ?? 0;
+              u.tokensOut += e.metrics.tokensOut ?? 0;
+              u.wallMs += Math.round(performance.now() - t0);
+            }
+            emit(e);
           }),
+          ignoreElements(),
+        );
+        return concat(
+          events$,
+          defer(() => {
+            if (!end) throw new Error(`node ${node.id} (${node.kind}) ended without its node-end event`);
+            return of(portsOf(node, context, end.output));
+          }),
+        ).pipe(
           catchError((err: unknown) => {
-            nodeUsage(node.id).wallMs += Math.round(performance.now() - t0);
+            if (!end) nodeUsage(node.id).wallMs += Math.round(performance.now() - t0);
             const error = blame(err, node.id);
             if (!node.scope.length) throw error;
             emit({ type: 'branch-error', node: node.id, branch: node.scope.join('/'), error: errorInfo(error) });
@@ -208,9 +173,32 @@ export function runCompiled(compiled: CompiledGraph, input: Record<string, unkno
         );
       });
 
+    const portsOf = (node: CompiledNode, context: NodeRunContext<unknown>, output: unknown): Ports => {
+      const values = node.def.ports ? node.def.ports(output, context) : { out: output };
+      const ports: Ports = new Map(node.outputs.map((o) => [o.port, Object.hasOwn(values, o.port) ? ok(values[o.port]) : SKIPPED] as const));
+      ports.set(OUTPUT, ok(output));
+      return ports;
+    };
+
+    /** One turn of a loop's body: the value fed to `body`, and the value that reached `next`. */
+    const loopTurn = (node: CompiledNode, env: Env) => {
+      const members = compiled.analysis.loopBodies.get(node.id)!;
+      const next = node.inputs.find((i) => i.port === 'next')!;
+      return (value: unknown, n: number): Observable<unknown> => {
+        const turnEnv: Env = { memo: new Map(), turn: { loop: node.id, n, value, members }, parent: env };
+        return portSlot(next.from, next.fromPort, turnEnv).pipe(
+          map((slot) => {
+            if (slot.s === 'ok') return slot.value;
+            if (slot.s === 'failed') throw slot.error;
+            throw new ModelOutputError(node.id, `turn ${n + 1} produced no value (its branch was not taken)`);
+          }),
+        );
+      };
+    };
+
     const buildNode = (node: CompiledNode, env: Env): Observable<Ports> => {
       const forward = node.inputs.filter((i) => !(node.kind === 'loop' && i.port === 'next'));
-      if (node.kind === 'join') return buildJoin(node, env, forward);
+      if (node.def.gathers) return buildGather(node, env, forward);
       const slots$ = forward.length
         ? forkJoin(Object.fromEntries(forward.map((i) => [i.port, portSlot(i.from, i.fromPort, env)])))
         : of({} as Record<string, Slot>);
@@ -221,13 +209,12 @@ export function runCompiled(compiled: CompiledGraph, input: Record<string, unkno
           if (failed) return of(allPorts(node, failed));
           if (list.some((s) => s.s === 'skipped')) return of(allPorts(node, SKIPPED));
           const values = Object.fromEntries(Object.entries(slots).map(([k, s]) => [k, (s as { value: unknown }).value]));
-          return execute(node, env, (context) => exec(node, values, env, context));
+          return execute(node, env, { values });
         }),
       );
     };
 
-    const buildJoin = (node: CompiledNode, env: Env, inputs: CompiledNode['inputs']): Observable<Ports> => {
-      const spec = node.spec as NodeSpecOf<'join'>;
+    const buildGather = (node: CompiledNode, env: Env, inputs: CompiledNode['inputs']): Observable<Ports> => {
       const outcomes$ = merge(
         ...inputs.map((i, index) =>
           portSlot(i.from, i.fromPort, env).pipe(
@@ -247,79 +234,9 @@ export function runCompiled(compiled: CompiledGraph, input: Record<string, unkno
         concatMap((firstTaken) =>
           firstTaken === undefined
             ? of(allPorts(node, SKIPPED))
-            : execute(node, env, (context) =>
-                concat(of(firstTaken), shared$).pipe(
-                  join(spec.mode, { separator: spec.separator, context }),
-                  map((value): Exec => ({ ports: outPorts(value), output: value })),
-                ),
-              ),
+            : execute(node, env, { values: {}, outcomes: concat(of(firstTaken), shared$) }),
         ),
       );
-    };
-
-    const single = (value$: Observable<unknown>): Observable<Exec> =>
-      value$.pipe(map((value) => ({ ports: outPorts(value), output: value })));
-
-    const exec = (node: CompiledNode, values: Record<string, unknown>, env: Env, context: OperatorContext): Observable<Exec> => {
-      const spec: NodeSpec = node.spec;
-      const engine = options.engine;
-      switch (spec.kind) {
-        case 'input':
-          return single(of(readInput(spec, node.id, input)));
-        case 'template':
-          return single(of(values).pipe(template(spec.template, { tail: spec.tail })));
-        case 'generate': {
-          const common = { engine, system: spec.system, chat: spec.chat, assistantPrefix: spec.assistantPrefix, sampling: spec.sampling, stages: spec.stages, context };
-          const schema = spec.output?.schema as object | boolean | undefined;
-          return single(
-            of({ prompt: String(values.prompt), system: values.system as string | undefined }).pipe(
-              schema !== undefined ? generateJson({ ...common, schema }) : generate({ ...common, output: spec.output }),
-            ),
-          );
-        }
-        case 'skeleton':
-          return single(of(String(values.question)).pipe(skeleton({ engine, maxPoints: spec.maxPoints, sampling: spec.sampling, stages: spec.stages, context })));
-        case 'expand':
-          return single(of(values.skeleton as Skeleton).pipe(expand({ engine, concurrency: spec.concurrency, sampling: spec.sampling, stages: spec.stages, context })));
-        case 'fork':
-          return of({ ports: new Map([...spec.branches.map((b) => [b, ok(values.in)] as const), [OUTPUT, ok(values.in)]]), output: values.in });
-        case 'join':
-          throw new Error('join nodes are built by buildJoin');
-        case 'route':
-          return of(values.in).pipe(
-            route({ branches: spec.branches, default: spec.default, by: spec.by, prompt: spec.prompt, answers: spec.answers, engine, sampling: spec.sampling, context }),
-            map((r) => ({
-              ports: new Map([...routeBranchNames(spec).map((b) => [b, b === r.branch ? ok(r.value) : SKIPPED] as const), [OUTPUT, ok(r.value)]]),
-              output: r.answer === undefined ? { branch: r.branch } : { branch: r.branch, answer: r.answer },
-            })),
-          );
-        case 'loop': {
-          const members = compiled.analysis.loopBodies.get(node.id)!;
-          const next = node.inputs.find((i) => i.port === 'next')!;
-          const body = (value: unknown, n: number): Observable<unknown> => {
-            const turnEnv: Env = { memo: new Map(), turn: { loop: node.id, n, value, members }, parent: env };
-            return portSlot(next.from, next.fromPort, turnEnv).pipe(
-              map((slot) => {
-                if (slot.s === 'ok') return slot.value;
-                if (slot.s === 'failed') throw slot.error;
-                throw new ModelOutputError(node.id, `turn ${n + 1} produced no value (its branch was not taken)`);
-              }),
-            );
-          };
-          return of(values.init).pipe(
-            loop({ body, maxTurns: spec.maxTurns, stop: spec.stop, context }),
-            map((value) => ({ ports: new Map([['out', ok(value)], ['body', SKIPPED], [OUTPUT, ok(value)]]), output: value })),
-          );
-        }
-        case 'tool':
-          return single(of(values.in).pipe(tool(spec.tool, { registry: tools, args: spec.args as Record<string, unknown> | undefined, context })));
-        case 'output':
-          return of({ ports: new Map([[OUTPUT, ok(values.in)]]), output: values.in });
-        default: {
-          const never: never = spec;
-          throw new Error(`unhandled node kind ${(never as NodeSpec).kind}`);
-        }
-      }
     };
 
     const root: Env = { memo: new Map() };
@@ -374,7 +291,8 @@ export function checkRunInput(spec: GraphSpec, input: Record<string, unknown>): 
   for (const n of spec.nodes) if (n.kind === 'input') readInput(n, n.id, input);
 }
 
-function readInput(spec: NodeSpecOf<'input'>, id: string, input: Record<string, unknown>): unknown {
+/** The value of an input node from the run input, checked against the node's type. */
+export function readInput(spec: NodeSpecOf<'input'>, id: string, input: Record<string, unknown>): unknown {
   const name = spec.name ?? id;
   const value = Object.hasOwn(input, name) ? input[name] : spec.default;
   const type = spec.type ?? 'text';

@@ -7,6 +7,8 @@
  * @example
  * const stages: Stages = { skipLayers: { targetSpeedup: 2 } };
  */
+import { Ajv2020 } from 'ajv/dist/2020.js';
+import { BadRequestError } from './errors.js';
 import type { FromSchema } from './from-schema.js';
 
 export const stagesSchema = {
@@ -75,3 +77,41 @@ export const stagesSchema = {
 export type Stages = FromSchema<typeof stagesSchema>;
 export type StageName = keyof Stages;
 export const stageNames = Object.keys(stagesSchema.properties) as StageName[];
+
+const ajv = new Ajv2020({ allErrors: true, strict: false });
+const stageValidators = Object.fromEntries(stageNames.map((name) => [name, ajv.compile(stagesSchema.properties[name])]));
+
+/**
+ * Checks one stage's options against the same schema graphs are validated with, so a stage
+ * operator built in TypeScript refuses what a graph would: a BadRequestError naming the
+ * field (`stages.compress/rate`) and the rule it breaks.
+ */
+export function checkStageOptions<K extends StageName>(name: K, options: unknown): NonNullable<Stages[K]> {
+  const validate = stageValidators[name];
+  if (!validate) throw new BadRequestError('stages', `unknown stage '${name}' (known: ${stageNames.join(', ')})`);
+  if (!validate(options)) {
+    const e = validate.errors![0]!;
+    throw new BadRequestError(`stages.${name}${e.instancePath}`, e.message ?? e.keyword);
+  }
+  return options as NonNullable<Stages[K]>;
+}
+
+/**
+ * Every stage of a graph's nodes that a model cannot run, as problems at the stage's JSON
+ * pointer (`/nodes/3/stages/speculate`), each saying what is missing and how to get it.
+ * `check` is the engine's (or the model's) Engine.checkStage.
+ */
+export function checkGraphStages(
+  graph: { nodes: readonly object[] },
+  check: (name: StageName) => Error | undefined,
+): { pointer: string; message: string }[] {
+  const problems: { pointer: string; message: string }[] = [];
+  graph.nodes.forEach((node, i) => {
+    for (const [name, options] of Object.entries((node as { stages?: Stages }).stages ?? {})) {
+      if (options === undefined) continue;
+      const error = check(name as StageName);
+      if (error) problems.push({ pointer: `/nodes/${i}/stages/${name}`, message: error.message });
+    }
+  });
+  return problems;
+}

@@ -46,8 +46,12 @@ const validateSchema = ajv.compile(graphJsonSchema);
 
 const pointerEscape = (s: string) => s.replace(/~/g, '~0').replace(/\//g, '~1');
 
-function schemaProblem(e: ErrorObject, doc: unknown): GraphProblem {
+/** An ajv error as a problem at a JSON pointer, in plain words (graphs and HTTP bodies alike). */
+export function schemaProblem(e: ErrorObject, doc: unknown): GraphProblem {
   const at = e.instancePath;
+  // A key that breaks propertyNames is named by its own pointer (/logit_bias/x), not its object's.
+  const badKey = e.keyword === 'propertyNames' ? (e.params as { propertyName: string }).propertyName : e.propertyName;
+  if (badKey !== undefined) return { pointer: `${at}/${pointerEscape(badKey)}`, message: `invalid key '${badKey}'${e.keyword === 'propertyNames' ? '' : `: ${e.message}`}` };
   switch (e.keyword) {
     case 'discriminator': {
       const p = e.params as { error: string; tagValue?: unknown };

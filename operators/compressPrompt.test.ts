@@ -1,9 +1,10 @@
 import { lastValueFrom, of } from 'rxjs';
 import { TestScheduler } from 'rxjs/testing';
 import { describe, expect, it } from 'vitest';
-import { BadRequestError, NotAvailableError } from '../core/errors.js';
+import { BadRequestError, StageUnavailableError } from '../core/errors.js';
 import { createFakeEngine } from '../test/fakes/fake-engine.js';
 import { compressPrompt } from './compressPrompt.js';
+import { inputs as outputs } from './internal/operate.js';
 
 const scheduler = () => new TestScheduler((actual, expected) => expect(actual).toEqual(expected));
 
@@ -13,6 +14,7 @@ describe('compressPrompt', () => {
     const out = await lastValueFrom(
       of({ prompt: 'A long text about the green door.', question: 'What is the number of the green door?', system: 'Be brief.' }).pipe(
         compressPrompt(engine, { rate: 0.5, keep: ['green door'], sampling: { maxTokens: 8 }, context: { seed: 3, owner: 'run1' } }),
+        outputs(),
       ),
     );
     expect(out).toBe('85448');
@@ -39,7 +41,7 @@ describe('compressPrompt', () => {
     scheduler().run(({ cold, expectObservable, expectSubscriptions, flush }) => {
       const engine = createFakeEngine({ delayMs: 1, supportedStages: ['compress'], script: [{ match: /./, reply: 'one two three four five' }] });
       const src = cold('-x-', { x: 'a prompt' });
-      expectObservable(src.pipe(compressPrompt(engine, { rate: 0.5 })), '---!').toBe('---');
+      expectObservable(src.pipe(compressPrompt(engine, { rate: 0.5 }), outputs()), '---!').toBe('---');
       expectSubscriptions(src.subscriptions).toBe('^--!');
       flush();
       expect(engine.started).toBe(1);
@@ -52,13 +54,13 @@ describe('compressPrompt', () => {
     scheduler().run(({ cold, expectObservable }) => {
       const engine = createFakeEngine({ delayMs: 1, supportedStages: ['compress'], script: [{ match: 'first', reply: 'A' }, { match: 'second', reply: 'B' }] });
       const src = cold('-a-b|', { a: 'first', b: 'second' });
-      expectObservable(src.pipe(compressPrompt(engine, { rate: 0.5 }))).toBe('---a-(b|)', { a: 'A', b: 'B' });
+      expectObservable(src.pipe(compressPrompt(engine, { rate: 0.5 }), outputs())).toBe('---a-(b|)', { a: 'A', b: 'B' });
     });
   });
 
   it('refuses an engine without the stage, and a bad rate, without calling the engine', async () => {
     const plain = createFakeEngine();
-    await expect(lastValueFrom(of('x').pipe(compressPrompt(plain, { rate: 0.5 })))).rejects.toBeInstanceOf(NotAvailableError);
+    await expect(lastValueFrom(of('x').pipe(compressPrompt(plain, { rate: 0.5 })))).rejects.toBeInstanceOf(StageUnavailableError);
     const engine = createFakeEngine({ supportedStages: ['compress'] });
     await expect(lastValueFrom(of('x').pipe(compressPrompt(engine, { rate: 0 })))).rejects.toBeInstanceOf(BadRequestError);
     expect(plain.started + engine.started).toBe(0);

@@ -2,21 +2,26 @@
  * `expand`: Skeleton-of-Thought stage 2. Every point of the skeleton becomes one branch
  * (`<node>#<i>`) asking the model to write only that point, its answer pre-filled with
  * "{i}. {point}"; at most `concurrency` run at once and all go to the one engine, which
- * batches them. Expansions come out in point order; a failed point is a branch-error
- * event and is left out, and only if every point fails does expand fail.
+ * batches them. Each branch streams its own events (node-start, deltas, node-end) under
+ * its branch id; a failed point is a branch-error event and is left out, and only if
+ * every point fails does expand fail. Its node-end carries the expansions in point order
+ * and the metrics of all its calls.
  *
  * @example
  * of('How do I learn to cook?').pipe(skeleton({ engine }), expand({ engine, concurrency: 4 })).subscribe(console.log);
  */
-import { map, mergeMap, toArray, type OperatorFunction, from } from 'rxjs';
+import { concat, defer, filter, from, mergeMap, of, type OperatorFunction } from 'rxjs';
+import type { BranchOutcome } from '../core/branches.js';
+import type { Engine } from '../core/engine.js';
+import { isOperatorEvent, type OperatorEvent, type StageMetrics } from '../core/events.js';
 import type { SamplingParams } from '../core/sampling.js';
-import type { Stages } from '../core/stages.js';
-import type { Engine } from '../runtime/engine/types.js';
 import { deriveSeed } from '../core/seed.js';
+import type { Stages } from '../core/stages.js';
 import { childBranch, type OperatorContext } from './context.js';
-import { joinOutcomes, runBranch, type BranchOutcome } from './internal/branches.js';
+import { joinOutcomes, runBranch } from './internal/branches.js';
 import { generation } from './internal/generation.js';
-import { perValue } from './internal/operate.js';
+import { addMetrics, done, mapDone, nodeStream } from './internal/node.js';
+import { perValue, type Flow } from './internal/operate.js';
 import { expandPrefix, expandPrompt, type Skeleton } from './internal/sot.js';
 
 export interface ExpandOptions {
@@ -28,21 +33,40 @@ export interface ExpandOptions {
   context?: OperatorContext;
 }
 
-export function expand(options: ExpandOptions): OperatorFunction<Skeleton, string[]> {
+export function expand(options: ExpandOptions): OperatorFunction<Flow<Skeleton>, OperatorEvent> {
   const node = options.context?.node ?? 'expand';
-  return perValue((sk: Skeleton) =>
-    from(sk.points.map((point, k) => ({ point, index: k + 1 }))).pipe(
-      mergeMap(({ point, index }) => {
-        const branch = childBranch(options.context, `${node}#${index}`);
-        const prefix = expandPrefix(index, point);
-        const work = generation(
-          { ...options, branch, seed: options.context?.seed !== undefined ? deriveSeed(options.context.seed, `#${index}`) : undefined },
-          { messages: [{ role: 'user', content: expandPrompt(sk.question, sk.outline, index) }], assistantPrefix: prefix },
-        ).pipe(map((r) => (prefix + r.text).trimEnd()));
-        return runBranch(work, { key: String(index), branch, index }, options.context);
-      }, options.concurrency ?? 4),
-      toArray(),
-      map((outcomes: BranchOutcome<string>[]) => joinOutcomes('list', outcomes, { context: { ...options.context, node } }) as string[]),
-    ),
+  const scope = { node, branch: options.context?.branch };
+  const point = (sk: Skeleton, text: string, index: number) => {
+    const branch = childBranch(options.context, `${node}#${index}`);
+    const prefix = expandPrefix(index, text);
+    const seed = options.context?.seed !== undefined ? deriveSeed(options.context.seed, `#${index}`) : undefined;
+    const work = generation(
+      { ...options, node, branch, seed },
+      { messages: [{ role: 'user', content: expandPrompt(sk.question, sk.outline, index) }], assistantPrefix: prefix },
+    ).pipe(mapDone((r) => (prefix + r.text).trimEnd()));
+    return runBranch(nodeStream({ node, branch }, work), { key: String(index), branch, index }, node);
+  };
+  return perValue(
+    (sk: Skeleton) =>
+      nodeStream(
+        scope,
+        defer(() => {
+          const outcomes: BranchOutcome[] = [];
+          let metrics: StageMetrics = {};
+          const branches$ = from(sk.points).pipe(
+            mergeMap((text, k) => point(sk, text, k + 1), options.concurrency ?? 4),
+            filter((item): item is OperatorEvent => {
+              if (!isOperatorEvent(item)) outcomes.push(item);
+              else if (item.type === 'node-end') metrics = addMetrics(metrics, item.metrics);
+              return isOperatorEvent(item);
+            }),
+          );
+          return concat(
+            branches$,
+            defer(() => of(done(joinOutcomes('list', outcomes, { context: { ...options.context, node } }) as string[], metrics))),
+          );
+        }),
+      ),
+    scope.branch,
   );
 }

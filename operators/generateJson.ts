@@ -9,9 +9,11 @@
  * of('Invent a city.').pipe(generateJson({ engine, schema: { type: 'object', properties: { name: { type: 'string' } }, required: ['name'] } }));
  */
 import { Ajv, type ValidateFunction } from 'ajv';
-import { map, type OperatorFunction } from 'rxjs';
+import type { OperatorFunction } from 'rxjs';
 import { ModelOutputError } from '../core/errors.js';
-import { perValue } from './internal/operate.js';
+import type { OperatorEvent } from '../core/events.js';
+import { mapDone, nodeStream } from './internal/node.js';
+import { perValue, type Flow } from './internal/operate.js';
 import { promptedGeneration, type GenerateInput, type PromptedOptions } from './internal/prompted.js';
 
 export interface GenerateJsonOptions extends PromptedOptions {
@@ -22,12 +24,13 @@ export interface GenerateJsonOptions extends PromptedOptions {
 // Agent frameworks emit draft-07-style schemas; unknown keywords and formats are the grammar's business.
 const ajv = new Ajv({ strict: false, validateFormats: false });
 
-export function generateJson(options: GenerateJsonOptions): OperatorFunction<GenerateInput, unknown> {
-  const node = options.context?.node ?? 'generateJson';
+export function generateJson(options: GenerateJsonOptions): OperatorFunction<Flow<GenerateInput>, OperatorEvent> {
+  const scope = { node: options.context?.node ?? 'generateJson', branch: options.context?.branch };
+  const node = scope.node;
   let validate: ValidateFunction | null = null;
   return perValue((input: GenerateInput) =>
-    promptedGeneration(options, input, { schema: options.schema }).pipe(
-      map((r) => {
+    nodeStream(scope, promptedGeneration(options, node, input, { schema: options.schema }).pipe(
+      mapDone((r) => {
         if (r.reason === 'length') {
           throw new ModelOutputError(node, `the JSON answer was cut off after ${r.usage.completionTokens} tokens; raise sampling.maxTokens`);
         }
@@ -41,6 +44,7 @@ export function generateJson(options: GenerateJsonOptions): OperatorFunction<Gen
         if (!validate(value)) throw new ModelOutputError(node, `the answer does not fit its schema: ${ajv.errorsText(validate.errors)}`);
         return value;
       }),
-    ),
+    )),
+    scope.branch,
   );
 }

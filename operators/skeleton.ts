@@ -6,14 +6,16 @@
  * @example
  * of('How do I learn to cook?').pipe(skeleton({ engine })).subscribe((s) => console.log(s.points));
  */
-import { map, type OperatorFunction } from 'rxjs';
+import type { OperatorFunction } from 'rxjs';
 import { ModelOutputError } from '../core/errors.js';
 import type { SamplingParams } from '../core/sampling.js';
 import type { Stages } from '../core/stages.js';
-import type { Engine } from '../runtime/engine/types.js';
+import type { Engine } from '../core/engine.js';
+import type { OperatorEvent } from '../core/events.js';
 import type { OperatorContext } from './context.js';
 import { generation } from './internal/generation.js';
-import { perValue } from './internal/operate.js';
+import { mapDone, nodeStream } from './internal/node.js';
+import { perValue, type Flow } from './internal/operate.js';
 import { outlineOf, parseOutline, skeletonPrefix, skeletonPrompt, type Skeleton } from './internal/sot.js';
 
 export type { Skeleton } from './internal/sot.js';
@@ -27,18 +29,20 @@ export interface SkeletonOptions {
   context?: OperatorContext;
 }
 
-export function skeleton(options: SkeletonOptions): OperatorFunction<string, Skeleton> {
-  return perValue((question: string) =>
-    generation(options, {
+/** Streams the call like `generate`; its node-end's output is the parsed Skeleton. */
+export function skeleton(options: SkeletonOptions): OperatorFunction<Flow<string>, OperatorEvent> {
+  const scope = { node: options.context?.node ?? 'skeleton', branch: options.context?.branch };
+  return perValue((question: string) => {
+    const work = generation({ ...options, node: scope.node }, {
       messages: [{ role: 'user', content: skeletonPrompt(question) }],
       assistantPrefix: skeletonPrefix,
     }).pipe(
-      map((r) => {
+      mapDone((r): Skeleton => {
         const points = parseOutline(skeletonPrefix + r.text, options.maxPoints ?? 10);
-        if (!points.length)
-          throw new ModelOutputError(options.context?.node ?? 'skeleton', `no numbered points in ${JSON.stringify(r.text.slice(0, 80))}`);
+        if (!points.length) throw new ModelOutputError(scope.node, `no numbered points in ${JSON.stringify(r.text.slice(0, 80))}`);
         return { question, outline: outlineOf(points), points };
       }),
-    ),
-  );
+    );
+    return nodeStream(scope, work);
+  }, scope.branch);
 }

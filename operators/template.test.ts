@@ -1,5 +1,6 @@
 import { lastValueFrom, of } from 'rxjs';
 import { describe, expect, it } from 'vitest';
+import { inputs as outputs } from './internal/operate.js';
 import { tailText, template } from './template.js';
 
 describe('template tail', () => {
@@ -26,7 +27,7 @@ describe('template tail', () => {
   it('bounds a transcript that grows turn after turn', async () => {
     let transcript = 'Motion: tea';
     for (let turn = 0; turn < 50; turn++) {
-      transcript = await lastValueFrom(of({ transcript, turn: String(turn) }).pipe(template('{{transcript}}\nTurn {{turn}}: more words', { tail: { maxChars: 60 } })));
+      transcript = await lastValueFrom(of({ transcript, turn: String(turn) }).pipe(template('{{transcript}}\nTurn {{turn}}: more words', { tail: { maxChars: 60 } }), outputs()));
       expect(transcript.length).toBeLessThanOrEqual(60);
     }
     expect(transcript.split('\n').at(-1)).toBe('Turn 49: more words');

@@ -8,10 +8,14 @@
  * @example
  * of({ question: 'Why?' }).pipe(template('Q: {{question}}\nA:')).subscribe(console.log); // "Q: Why?\nA:"
  */
-import { map, type OperatorFunction } from 'rxjs';
+import { defer, of, type OperatorFunction } from 'rxjs';
+import type { OperatorEvent } from '../core/events.js';
 import { BadRequestError } from '../core/errors.js';
 import type { NodeSpecOf } from '../core/graph-schema.js';
 import { placeholderRe } from '../core/ports.js';
+import type { OperatorContext } from './context.js';
+import { done, nodeStream } from './internal/node.js';
+import { perValue, type Flow } from './internal/operate.js';
 
 export type TemplateTail = NonNullable<NodeSpecOf<'template'>['tail']>;
 
@@ -62,10 +66,19 @@ export function tailText(text: string, tail: TemplateTail): string {
   return out;
 }
 
-export function template(text: string, options: { tail?: TemplateTail } = {}): OperatorFunction<unknown, string> {
+/** Its node-end carries the rendered text. */
+export function template(text: string, options: { tail?: TemplateTail; context?: OperatorContext } = {}): OperatorFunction<Flow<unknown>, OperatorEvent> {
   const { tail } = options;
-  return map((input) => {
-    const rendered = renderTemplate(text, isPlainObject(input) ? input : { in: input });
-    return tail ? tailText(rendered, tail) : rendered;
-  });
+  const scope = { node: options.context?.node ?? 'template', branch: options.context?.branch };
+  return perValue(
+    (input: unknown) =>
+      nodeStream(
+        scope,
+        defer(() => {
+          const rendered = renderTemplate(text, isPlainObject(input) ? input : { in: input });
+          return of(done(tail ? tailText(rendered, tail) : rendered));
+        }),
+      ),
+    scope.branch,
+  );
 }

@@ -8,13 +8,15 @@
  * registerTool('upper', (s) => String(s).toUpperCase());
  * of('hi').pipe(tool('upper')).subscribe(console.log); // "HI"
  */
-import { Observable, from, isObservable, last } from 'rxjs';
+import { Observable, from, isObservable, last, map } from 'rxjs';
 import type { OperatorFunction } from 'rxjs';
+import type { OperatorEvent } from '../core/events.js';
 import { NotFoundError, ToolError } from '../core/errors.js';
 import { checkJsonShape, DEFAULT_SHAPE_LIMITS } from '../core/json-shape.js';
 import { defaultTools, type ToolRegistry } from '../core/tools.js';
 import type { OperatorContext } from './context.js';
-import { perValue } from './internal/operate.js';
+import { done, nodeStream } from './internal/node.js';
+import { perValue, type Flow } from './internal/operate.js';
 
 export interface ToolOptions {
   registry?: ToolRegistry;
@@ -22,10 +24,10 @@ export interface ToolOptions {
   context?: OperatorContext;
 }
 
-export function tool(name: string, options: ToolOptions = {}): OperatorFunction<unknown, unknown> {
+export function tool(name: string, options: ToolOptions = {}): OperatorFunction<Flow<unknown>, OperatorEvent> {
   const registry = options.registry ?? defaultTools;
-  return perValue(
-    (input: unknown) =>
+  const scope = { node: options.context?.node ?? name, branch: options.context?.branch };
+  const call = (input: unknown) =>
       new Observable<unknown>((subscriber) => {
         const fn = registry.get(name);
         if (!fn) throw new NotFoundError('tool', name);
@@ -53,6 +55,6 @@ export function tool(name: string, options: ToolOptions = {}): OperatorFunction<
           sub.unsubscribe();
           abort.abort();
         };
-      }),
-  );
+      });
+  return perValue((input: unknown) => nodeStream(scope, call(input).pipe(map((value) => done(value)))), scope.branch);
 }

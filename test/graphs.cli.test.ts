@@ -57,6 +57,23 @@ describe('skein validate', () => {
     expect(again.text()).toMatch(/\/: not JSON at line 2, column 14: Unexpected token/);
     expect(again.text()).not.toContain('is not valid JSON');
   });
+
+  it('--model checks the stages against that model before any run, saying what is missing', () => {
+    const dir = tempDir('skein-');
+    const graph = JSON.parse(readFileSync(join(graphs, 'compress-qa.json'), 'utf8'));
+    const answer = graph.nodes.findIndex((n: { id: string }) => n.id === 'answer');
+    graph.nodes[answer].stages = { ...graph.nodes[answer].stages, speculate: {}, skipLayers: { targetSpeedup: 2 } };
+    const file = join(dir, 'stages.json');
+    writeFileSync(file, JSON.stringify(graph));
+    const plain = sink();
+    expect(validateGraphFile(file, {}, plain.stream)).toBe(0);
+    const out = sink();
+    expect(validateGraphFile(file, { model: 'skein-mini' }, out.stream)).toBe(1);
+    expect(out.text()).toContain('1 problem(s)');
+    expect(out.text()).toMatch(new RegExp(`/nodes/${answer}/stages/speculate: Stage speculate is not available for model skein-mini: no trained heads beside the model .*run \`npx skein train heads --model skein-mini\``));
+    expect(out.text()).not.toContain('stages/skipLayers');
+    expect(validateGraphFile(join(graphs, 'compress-qa.json'), { model: 'skein-mini' }, sink().stream)).toBe(0);
+  });
 });
 
 describe('skein run', () => {

@@ -8,8 +8,8 @@ import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { lastValueFrom, toArray } from 'rxjs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { runGraph, type GraphSpec, type RunEvent } from '../core/index.js';
-import type { Engine } from '../runtime/engine/types.js';
+import { runGraph, type GraphSpec, type RunEvent } from '../operators/index.js';
+import type { Engine } from '../core/engine.js';
 import { makeTempCheckpoint } from './fixtures/checkpoints.js';
 
 const engineMissing = !existsSync(fileURLToPath(new URL('../runtime/engine/index.ts', import.meta.url)));

@@ -20,10 +20,10 @@ import {
   type GraphSpec,
   type NodeSpecOf,
   type RunEvent,
-} from '../core/index.js';
+} from '../operators/index.js';
 import { ProgressView } from '../core/progress.js';
 import { createFakeEngine, sotScript } from './fakes/fake-engine.js';
-import type { Engine, GenerateEvent } from '../runtime/engine/types.js';
+import type { Engine, GenerateEvent } from '../core/engine.js';
 
 const graph = (name: string): GraphSpec => parseGraph(JSON.parse(readFileSync(new URL(`../graphs/${name}.json`, import.meta.url), 'utf8')), name);
 const collect = (run$: Observable<RunEvent>) => lastValueFrom(run$.pipe(toArray()));
@@ -151,10 +151,13 @@ describe('example graphs on the fake engine', () => {
     expect(engine.requests[0]!.stages).toEqual({ compress: { rate: 0.7, keep: ['Question:', 'Answer:'] } });
   });
 
-  it('compress-qa: an engine without the stage ends the run with NotAvailableError', async () => {
+  it('compress-qa: an engine without the stage ends the run with StageUnavailableError at that node', async () => {
     const engine = createFakeEngine();
     const end = endOf(await collect(runGraph(graph('compress-qa'), { passage: 'p', question: 'q' }, { engine })));
-    expect(end).toMatchObject({ status: 'error', error: { name: 'NotAvailableError', code: 'not_available', message: expect.stringContaining('Not available') } });
+    expect(end).toMatchObject({
+      status: 'error',
+      error: { name: 'StageUnavailableError', code: 'not_available', node: 'answer', message: expect.stringContaining('Stage compress is not available for model fake') },
+    });
     expect(engine.started).toBe(0);
   });
 

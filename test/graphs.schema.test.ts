@@ -1,6 +1,6 @@
 import { readFileSync, readdirSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
-import { GraphValidationError, compileGraph, graphJsonSchema, parseGraph, printGraph, validateGraph, ToolRegistry } from '../core/index.js';
+import { GraphValidationError, compileGraph, graphJsonSchema, parseGraph, printGraph, validateGraph, ToolRegistry } from '../operators/index.js';
 import { schemaFile, schemaText } from '../core/schema/write-schema.js';
 
 const graphsDir = new URL('../graphs/', import.meta.url);
@@ -240,6 +240,6 @@ describe('graph schema', () => {
     const t = base();
     t.nodes.push({ id: 'tt', kind: 'tool', tool: 'missing' });
     expect(validateGraph(t)).toEqual([]);
-    expect(() => compileGraph(parseGraph(t), new ToolRegistry().register('other', () => 1))).toThrow(/\/nodes\/4\/tool: no tool 'missing' is registered \(registered: other\)/);
+    expect(() => compileGraph(parseGraph(t), { tools: new ToolRegistry().register('other', () => 1) })).toThrow(/\/nodes\/4\/tool: no tool 'missing' is registered \(registered: other\)/);
   });
 });

@@ -13,9 +13,10 @@
  */
 import { existsSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { lastValueFrom } from 'rxjs';
 import { initBackend } from '../runtime/backend.js';
 import { loadModel, type LoadedCheckpoint } from '../runtime/checkpoint/load.js';
-import { generateAll } from '../runtime/generate/generate.js';
+import { engineOnModel } from '../runtime/engine/index.js';
 import { forward } from '../runtime/model/forward.js';
 import { catalogueEntry } from '../runtime/pull/catalogue.js';
 import { installedPath } from '../runtime/pull/pull.js';
@@ -254,9 +255,11 @@ describe.skipIf(missing !== '')(`parity with llama.cpp on ${'SmolLM2-135M-Instru
     for (const question of CHAT_PROMPTS) {
       const ids = tokenizer.encodePrompt(tokenizer.renderChat([{ role: 'user', content: question }]));
       const theirs = await llamaGreedy(ids, 32);
-      const [r] = await generateAll(skein, tokenizer, [{ ids }], { maxTokens: 32, temperature: 0 });
-      const ours = r!.ids.filter((id) => !tokenizer.isEos(id));
-      console.log(`greedy ${JSON.stringify(question)}: skein ${JSON.stringify(r!.text)} | llama.cpp ${JSON.stringify(tokenizer.decode(theirs))}`);
+      const engine = engineOnModel(skein, tokenizer);
+      const r = await lastValueFrom(engine.generate({ ids, sampling: { maxTokens: 32, temperature: 0 } })).finally(() => engine.close());
+      if (r.type !== 'done') throw new Error('generation ended without a result');
+      const ours = r.ids.filter((id) => !tokenizer.isEos(id));
+      console.log(`greedy ${JSON.stringify(question)}: skein ${JSON.stringify(r.text)} | llama.cpp ${JSON.stringify(tokenizer.decode(theirs))}`);
       let same = 0;
       while (same < ours.length && same < theirs.length && ours[same] === theirs[same]) same++;
       if (same === Math.max(ours.length, theirs.length)) continue;

@@ -7,7 +7,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { GraphValidationError } from '../core/errors.js';
 import type { RunEvent } from '../core/events.js';
 import type { GraphSpec } from '../core/graph-schema.js';
-import { runGraph } from '../core/index.js';
+import { runGraph } from '../operators/index.js';
 import { runCompiled } from '../core/run.js';
 import { compileGraph } from '../core/compile.js';
 import { createApp } from '../runtime/server/index.js';

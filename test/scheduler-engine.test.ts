@@ -6,7 +6,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { firstValueFrom, lastValueFrom, take, toArray } from 'rxjs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { KvExhaustedError, NotAvailableError } from '../core/errors.js';
+import { KvExhaustedError, StageUnavailableError } from '../core/errors.js';
 import { resolveSampling } from '../core/sampling.js';
 import { initBackend } from '../runtime/backend.js';
 import { loadTokenizer } from '../runtime/checkpoint/load.js';
@@ -17,7 +17,7 @@ import { randomModel } from '../runtime/model/random.js';
 import type { ForwardSequence } from '../runtime/model/types.js';
 import { createEngine } from '../runtime/engine/index.js';
 import type { EngineFront } from '../runtime/engine/front.js';
-import type { GenerateEvent, GenerateRequest } from '../runtime/engine/types.js';
+import type { GenerateEvent, GenerateRequest } from '../core/engine.js';
 import { makeTempCheckpoint, TINY_SPECIAL_TOKENS } from './fixtures/checkpoints.js';
 
 type Done = Extract<GenerateEvent, { type: 'done' }>;
@@ -101,6 +101,11 @@ describe('Engine on the scheduler', () => {
       stages: { skipLayers: { targetSpeedup: 2, mode: 'self-speculative', drafts: 2 }, prunedPrefill: { keepRatio: 1 } },
     });
     expect(spec.done.ids).toEqual(plain.done.ids);
+    // Both stages also report on the stream, before the end, as stage events with their figures.
+    const stageEvents = spec.tokens.filter((e) => e.type === 'stage' && e.stage !== 'kvShare');
+    expect(stageEvents.map((e) => e.type === 'stage' && e.stage)).toEqual(['prunedPrefill', 'skipLayers']);
+    expect(stageEvents[1]).toMatchObject({ decided: { mode: 'self-speculative', targetSpeedup: 2 }, figures: { layersRun: 2 } });
+    expect(stageEvents[1]!.type === 'stage' && stageEvents[1]!.figures.draftsProposed).toBeGreaterThan(0);
     const L = 2; // the tiny checkpoint's depth
     expect(spec.done.metrics.stages).toMatchObject({
       skipLayers: { mode: 'self-speculative', targetSpeedup: 2, layers: [0, L - 1] },
@@ -117,7 +122,7 @@ describe('Engine on the scheduler', () => {
 
   it('refuses stages it cannot run and requests that can never fit', async () => {
     await expect(firstValueFrom(engine.generate({ prompt: 'x', stages: { speculate: { mode: 'medusa' } } }))).rejects.toThrow(
-      NotAvailableError,
+      StageUnavailableError,
     );
     await expect(
       firstValueFrom(engine.generate({ ids: Array.from({ length: 150 }, (_, i) => i), sampling: { maxTokens: 60 } })),
@@ -154,13 +159,13 @@ describe('Engine on the scheduler', () => {
     const events: CoreEvent[] = [];
     const core = new EngineCore({ model, tokenizer: null, sampler: tokenSampler, blockSize: 4, emit: (e) => events.push(e) });
     const sampling = resolveSampling({ maxTokens: 4 });
-    core.submit({ requestId: 's', ids: [1, 2, 3], sampling, skipLayers: { targetSpeedup: 2, mode: 'self-speculative' } });
+    core.submit({ requestId: 's', ids: [1, 2, 3], sampling, stages: { skipLayers: { targetSpeedup: 2, mode: 'self-speculative' } } });
     while (core.hasWork()) core.step();
     const failed = events.find((e) => e.type === 'error');
     expect(failed).toMatchObject({ type: 'error' });
     expect(JSON.stringify(failed)).toMatch(/self-speculative on block-kernel/);
     // The lossy mode still runs on the same weights.
-    core.submit({ requestId: 'l', ids: [1, 2, 3], sampling, skipLayers: { targetSpeedup: 2 } });
+    core.submit({ requestId: 'l', ids: [1, 2, 3], sampling, stages: { skipLayers: { targetSpeedup: 2 } } });
     while (core.hasWork()) core.step();
     expect(events.at(-1)).toMatchObject({ type: 'done', requestId: 'l' });
     core.close(new Error('closed'));

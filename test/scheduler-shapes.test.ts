@@ -12,7 +12,7 @@ import { resolveSampling, type SamplingParams } from '../core/sampling.js';
 import { initBackend } from '../runtime/backend.js';
 import { tokenSampler } from '../runtime/engine/sampling.js';
 import { forward, prepareModel } from '../runtime/model/forward.js';
-import { KvCache } from '../runtime/model/kv-cache.js';
+import { KvCache } from './fixtures/kv-cache.js';
 import { randomModel } from '../runtime/model/random.js';
 import type { LoadedModel, PruneStep } from '../runtime/model/types.js';
 import { Scheduler, type SequenceShape, type SequenceSummary, type TokenSampler } from '../runtime/scheduler/scheduler.js';

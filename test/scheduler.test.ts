@@ -9,7 +9,7 @@ import { BadRequestError, KvExhaustedError } from '../core/errors.js';
 import { resolveSampling } from '../core/sampling.js';
 import { initBackend } from '../runtime/backend.js';
 import { tokenSampler } from '../runtime/engine/sampling.js';
-import { KvCache } from '../runtime/model/kv-cache.js';
+import { KvCache } from './fixtures/kv-cache.js';
 import { forward, prepareModel } from '../runtime/model/forward.js';
 import { randomModel } from '../runtime/model/random.js';
 import type { LoadedModel } from '../runtime/model/types.js';

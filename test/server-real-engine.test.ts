@@ -7,7 +7,7 @@ import OpenAI from 'openai';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { RunEvent } from '../core/events.js';
 import { createEngine } from '../runtime/engine/index.js';
-import type { Engine } from '../runtime/engine/types.js';
+import type { Engine } from '../core/engine.js';
 import { startServer, type RunningServer } from '../runtime/server/index.js';
 import { makeTempCheckpoint, TINY_SPECIAL_TOKENS } from './fixtures/checkpoints.js';
 import { readSse } from './fakes/sse.js';

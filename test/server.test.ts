@@ -69,6 +69,36 @@ describe('control plane routes', () => {
     expect((await app.request('/v1/runs', post('', { graph, input: { q: 'x' } }))).status).toBe(422);
   });
 
+  it('validation reports a stage the served model cannot run, with what is missing', async () => {
+    const { app } = setup();
+    const graph = {
+      version: 1,
+      name: 'staged',
+      nodes: [{ id: 'q', kind: 'input' }, { id: 'g', kind: 'generate', stages: { compress: { rate: 0.5 } } }, { id: 'o', kind: 'output' }],
+      edges: [{ from: 'q', to: 'g.prompt' }, { from: 'g', to: 'o' }],
+    };
+    const res = await app.request('/v1/graphs/validate', post('', graph));
+    expect(await res.json()).toEqual({
+      valid: false,
+      problems: [{ pointer: '/nodes/1/stages/compress', message: 'Stage compress is not available for model fake-mini: the fake engine does not run it; list it in supportedStages' }],
+    });
+  });
+
+  it('checks chat and run bodies with the shared schemas: pointer-style errors, one temperature cap', async () => {
+    const { app, engine } = setup();
+    const chat = (body: object) => app.request('/v1/chat/completions', post('', body));
+    const hot = await chat({ messages: [{ role: 'user', content: 'hi' }], temperature: 11 });
+    expect(hot.status).toBe(400);
+    expect((await hot.json()).error.message).toBe('Bad request: /temperature: must be <= 10');
+    const role = await chat({ messages: [{ role: 'robot', content: 'hi' }] });
+    expect((await role.json()).error.message).toContain('/messages/0/role: unknown value "robot"');
+    // The graph schema's cap (10), not a second one: a warm chat is served.
+    expect((await chat({ messages: [{ role: 'user', content: 'hi' }], temperature: 5, max_tokens: 2, stop: null })).status).toBe(200);
+    const seed = await app.request('/v1/runs', post('', { graphName: 'chat', input: { question: 'x' }, seed: 'one' }));
+    expect((await seed.json()).error.message).toBe('Bad request: /seed: must be integer');
+    expect(engine.started).toBe(1);
+  });
+
   it('answers malformed JSON with a typed 400 body', async () => {
     const { app } = setup();
     const res = await app.request('/v1/graphs/validate', post('', '{"nodes": ['));
@@ -114,7 +144,7 @@ describe('control plane routes', () => {
     expect((await wrongType.json()).error.message).toContain('input.question: must be text');
     const misspelt = await app.request('/v1/runs', post('', { graphName: 'chat', input: { question: 'x' }, sed: 3 }));
     expect(misspelt.status).toBe(400);
-    expect((await misspelt.json()).error.message).toContain('sed: unknown field');
+    expect((await misspelt.json()).error.message).toContain("/sed: unknown field 'sed'");
     expect(engine.started).toBe(0);
     expect((await (await app.request('/v1/runs')).json()).runs).toHaveLength(0);
   });

@@ -9,13 +9,13 @@ import { Ajv } from 'ajv';
 import { lastValueFrom, take, toArray } from 'rxjs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { GrammarError, NotAvailableError } from '../core/errors.js';
-import { parseGraph, runGraph, type GraphSpec, type RunEvent } from '../core/index.js';
+import { parseGraph, runGraph, type GraphSpec, type RunEvent } from '../operators/index.js';
 import { portsOf } from '../core/ports.js';
 import type { OutputConstraint } from '../core/output.js';
 import { initBackend } from '../runtime/backend.js';
 import { createEngine } from '../runtime/engine/index.js';
 import type { EngineFront } from '../runtime/engine/front.js';
-import type { GenerateEvent, GenerateRequest } from '../runtime/engine/types.js';
+import type { GenerateEvent, GenerateRequest } from '../core/engine.js';
 import { createFakeEngine } from './fakes/fake-engine.js';
 
 type Done = Extract<GenerateEvent, { type: 'done' }>;

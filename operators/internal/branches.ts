@@ -1,58 +1,54 @@
 /**
- * Branch bookkeeping shared by fork, expand and the graph runner: a branch's work either
- * ends with a value or fails; a failure becomes a branch-error event and a `failed`
- * outcome, so its siblings go on. Outcomes carry their declared index (for ordered joins)
- * and a finishing number (for `first`).
+ * Branch bookkeeping shared by fork and expand: a branch's work streams its events and
+ * ends with a value (its node-end at the branch's level, or its last plain value) or
+ * fails; a failure becomes a branch-error event and a `failed` outcome, so its siblings
+ * go on. Also how join combines finished outcomes.
  */
-import { Observable, catchError, last, map, of } from 'rxjs';
+import { Observable, catchError, concat, defer, filter, of } from 'rxjs';
+import { errorInfo, nextFinish, toError, type BranchOutcome } from '../../core/branches.js';
 import { BadRequestError, BranchesFailedError } from '../../core/errors.js';
+import { isOperatorEvent, operatorEvent, type OperatorEvent } from '../../core/events.js';
 import type { JoinMode } from '../../core/graph-schema.js';
 import type { OperatorContext } from '../context.js';
 import { renderValue } from '../template.js';
 
-interface OutcomeBase {
-  /** Port or branch name (the key of an `object` join). */
-  key: string;
-  /** Full branch id used in events. */
-  branch: string;
-  /** Declared position, for ordered joins. */
-  index: number;
-  /** Finishing order across the process, for `first`. */
-  finished: number;
-}
+export type { BranchOutcome } from '../../core/branches.js';
 
-export type BranchOutcome<T = unknown> = OutcomeBase &
-  ({ status: 'ok'; value: T } | { status: 'failed'; error: Error } | { status: 'skipped' });
-
-let finishCounter = 0;
-export const nextFinish = () => ++finishCounter;
-
-export function toError(err: unknown): Error {
-  return err instanceof Error ? err : new Error(String(err));
-}
-
+/** A branch's events and, last, its outcome (the only item that is not an event). */
 export function runBranch<T>(
-  work: Observable<T>,
+  work: Observable<T | OperatorEvent>,
   where: { key: string; branch: string; index: number },
-  context: OperatorContext | undefined,
-): Observable<BranchOutcome<T>> {
-  return new Observable<BranchOutcome<T>>((subscriber) => {
-    context?.onEvent?.({ type: 'branch-start', branch: where.branch });
-    return work
-      .pipe(
-        last(),
-        map((value): BranchOutcome<T> => {
-          context?.onEvent?.({ type: 'branch-end', branch: where.branch, output: value });
-          return { ...where, status: 'ok', value, finished: nextFinish() };
+  node: string,
+): Observable<OperatorEvent | BranchOutcome<T>> {
+  return defer(() => {
+    let result: { value: T } | undefined;
+    return concat(
+      work.pipe(
+        filter((item): item is OperatorEvent => {
+          if (!isOperatorEvent(item)) result = { value: item };
+          else if (item.type === 'node-end' && item.branch === where.branch) result = { value: item.output as T };
+          return isOperatorEvent(item);
         }),
-        catchError((err: unknown) => {
-          const error = toError(err);
-          context?.onEvent?.({ type: 'branch-error', branch: where.branch, error });
-          return of<BranchOutcome<T>>({ ...where, status: 'failed', error, finished: nextFinish() });
-        }),
-      )
-      .subscribe(subscriber);
+      ),
+      defer(() => {
+        if (!result) throw new Error(`branch ${where.branch} ended without a value`);
+        return of<BranchOutcome<T>>({ ...where, status: 'ok', value: result.value, finished: nextFinish() });
+      }),
+    ).pipe(
+      catchError((err: unknown) => {
+        const error = toError(err);
+        return of(
+          operatorEvent({ type: 'branch-error', node, branch: where.branch, error: errorInfo(error) }),
+          { ...where, status: 'failed' as const, error, finished: nextFinish() },
+        );
+      }),
+    );
   });
+}
+
+/** An inner operator's event moved under `branch` (its own branch, if any, nests below it). */
+export function underBranch(event: OperatorEvent, branch: string): OperatorEvent {
+  return operatorEvent({ ...event, branch: event.branch ? `${branch}/${event.branch}` : branch } as OperatorEvent);
 }
 
 export interface JoinOptions {

@@ -1,15 +1,18 @@
 /**
  * The model call behind `generate` and `generateJson`: chat by default (the system prompt
  * and the input as the user turn, rendered with the model's template), or the raw text
- * with `chat: false`; the assistant prefix goes before the generated text.
+ * with `chat: false`; the assistant prefix goes before the generated text. Stages come
+ * from the options and from stage operators placed before the call (the input request's
+ * `stages`), in that order.
  */
 import type { Observable } from 'rxjs';
+import type { ChatMessage, Engine } from '../../core/engine.js';
 import type { OutputConstraint } from '../../core/output.js';
 import type { SamplingParams } from '../../core/sampling.js';
 import type { Stages } from '../../core/stages.js';
-import type { ChatMessage, Engine } from '../../runtime/engine/types.js';
 import type { OperatorContext } from '../context.js';
 import { generation, type GenerationResult } from './generation.js';
+import type { Step } from './node.js';
 
 export interface PromptedOptions {
   engine: Engine;
@@ -23,17 +26,31 @@ export interface PromptedOptions {
   context?: OperatorContext;
 }
 
-export type GenerateInput = string | { prompt: string; system?: string };
+/** A prompt, or a request that stage operators have added their stages to. */
+export type GenerateInput = string | GenerationRequest;
 
-export function promptedGeneration(options: PromptedOptions, input: GenerateInput, output?: OutputConstraint): Observable<GenerationResult> {
-  const prompt = typeof input === 'string' ? input : input.prompt;
-  const system = (typeof input === 'string' ? undefined : input.system) ?? options.system;
+export interface GenerationRequest {
+  prompt: string;
+  system?: string;
+  /** Stages asked for by stage operators earlier in the pipeline, in pipeline order. */
+  stages?: Stages;
+}
+
+export function promptedGeneration(
+  options: PromptedOptions,
+  node: string,
+  input: GenerateInput,
+  output?: OutputConstraint,
+): Observable<Step<GenerationResult>> {
+  const request = typeof input === 'string' ? { prompt: input } : input;
+  const system = request.system ?? options.system;
+  const stages = request.stages || options.stages ? { ...request.stages, ...options.stages } : undefined;
   const prefix = options.assistantPrefix ?? '';
+  const call = { ...options, node, stages };
   const constrained = output !== undefined ? { output } : {};
   if (options.chat === false) {
-    const text = (system ? `${system}\n\n` : '') + prompt + prefix;
-    return generation(options, { prompt: text, ...constrained });
+    return generation(call, { prompt: (system ? `${system}\n\n` : '') + request.prompt + prefix, ...constrained });
   }
-  const messages: ChatMessage[] = [...(system ? [{ role: 'system' as const, content: system }] : []), { role: 'user', content: prompt }];
-  return generation(options, { messages, ...(prefix ? { assistantPrefix: prefix } : {}), ...constrained });
+  const messages: ChatMessage[] = [...(system ? [{ role: 'system' as const, content: system }] : []), { role: 'user', content: request.prompt }];
+  return generation(call, { messages, ...(prefix ? { assistantPrefix: prefix } : {}), ...constrained });
 }

@@ -9,6 +9,7 @@
  * const { id } = await api.startRun({ graphName: 'sot', input: { question: 'Why?' } });
  * await api.follow(id, (e) => console.log(e.type));
  */
+import { createParser } from 'eventsource-parser';
 import type { GraphProblem } from '../../core/errors.js';
 import type { RunEvent } from '../../core/events.js';
 
@@ -123,25 +124,14 @@ export class Api {
   }
 }
 
+/** Feeds the body to eventsource-parser (the spec's line handling: CRLF, comments, ids), one callback per event. */
 async function readSse(body: ReadableStream<Uint8Array>, onMessage: (event: string, data: string) => void): Promise<void> {
+  const parser = createParser({ onEvent: (e) => onMessage(e.event ?? 'message', e.data) });
   const reader = body.getReader();
   const decoder = new TextDecoder();
-  let buffer = '';
   for (;;) {
     const { value, done } = await reader.read();
     if (done) return;
-    buffer += decoder.decode(value, { stream: true });
-    let cut: number;
-    while ((cut = buffer.indexOf('\n\n')) >= 0) {
-      const block = buffer.slice(0, cut);
-      buffer = buffer.slice(cut + 2);
-      let event = 'message';
-      const data: string[] = [];
-      for (const line of block.split('\n')) {
-        if (line.startsWith('event:')) event = line.slice(6).trim();
-        else if (line.startsWith('data:')) data.push(line.slice(5).replace(/^ /, ''));
-      }
-      onMessage(event, data.join('\n'));
-    }
+    parser.feed(decoder.decode(value, { stream: true }));
   }
 }

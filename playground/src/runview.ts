@@ -8,14 +8,22 @@
  * for (const e of events) applyEvent(view, e);
  * view.lanes.get('expand/p1')?.text;
  */
-import type { RunEvent, StageMetrics } from '../../core/events.js';
+import type { RunEvent, StageEventName, StageFigures, StageMetrics } from '../../core/events.js';
 
 /** `cancelled`: still running when the run was cancelled (stopped on request, not failed). */
 export type LaneState = 'running' | 'done' | 'error' | 'cancelled';
 
 export interface Marble {
   t: number;
-  kind: 'start' | 'delta' | 'end' | 'error';
+  kind: 'start' | 'delta' | 'stage' | 'end' | 'error';
+}
+
+/** One stage event of a lane: drawn as the lane's stage track, listed under the node. */
+export interface StageMark {
+  t: number;
+  stage: StageEventName;
+  decided: Record<string, string | number | boolean>;
+  figures: StageFigures;
 }
 
 export interface Lane {
@@ -31,6 +39,7 @@ export interface Lane {
   metrics?: StageMetrics;
   error?: string;
   marbles: Marble[];
+  stages: StageMark[];
 }
 
 export interface RunView {
@@ -74,7 +83,7 @@ function lane(view: RunView, node: string, branch: string | undefined, t: number
   const key = laneKey(node, branch);
   let l = view.lanes.get(key);
   if (!l) {
-    l = { key, node, ...(branch ? { branch } : {}), state: 'running', text: '', tokens: 0, startT: t, marbles: [] };
+    l = { key, node, ...(branch ? { branch } : {}), state: 'running', text: '', tokens: 0, startT: t, marbles: [], stages: [] };
     view.lanes.set(key, l);
   }
   return l;
@@ -115,6 +124,12 @@ export function applyEvent(view: RunView, e: RunEvent): Lane | undefined {
       l.tokens += e.tokenIds.length;
       l.firstTokenT ??= e.t;
       l.marbles.push({ t: e.t, kind: 'delta' });
+      return l;
+    }
+    case 'stage': {
+      const l = lane(view, e.node, e.branch, e.t);
+      l.stages.push({ t: e.t, stage: e.stage, decided: e.decided, figures: e.figures });
+      l.marbles.push({ t: e.t, kind: 'stage' });
       return l;
     }
     case 'node-end': {

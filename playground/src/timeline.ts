@@ -1,6 +1,8 @@
 /**
  * The run's timeline as marble lanes: one row per node or branch, a bar from its start
- * to its end, a tick per streamed token, a dot at start and end, a cross on error.
+ * to its end, a tick per streamed token, a dot at start and end, a cross on error; under
+ * a lane whose model calls ran stages, a stage track: one block per stage event, spanning
+ * the stage's own wall time and labelled with what it did (`compress 412→137 tok`).
  * Redrawn at most once per animation frame however fast events arrive.
  *
  * @example
@@ -8,7 +10,7 @@
  * timeline.update(view); // cheap to call on every event
  */
 import { clear, svg } from './dom.js';
-import { branchLabel, type RunView } from './runview.js';
+import { branchLabel, type Lane, type RunView, type StageMark } from './runview.js';
 
 const LABEL_W = 176;
 const ROW_H = 24;
@@ -38,11 +40,12 @@ export class Timeline {
       return;
     }
     const lanes = [...view.lanes.values()];
+    const rows: { lane: Lane; stages: boolean }[] = lanes.flatMap((lane) => [{ lane, stages: false }, ...(lane.stages.length ? [{ lane, stages: true }] : [])]);
     const width = Math.max(this.host.clientWidth, 480);
     const plotW = width - LABEL_W - 16;
     const span = niceSpan(Math.max(view.t, 1));
     const x = (t: number) => LABEL_W + (t / span) * plotW;
-    const height = AXIS_H + lanes.length * ROW_H + 6;
+    const height = AXIS_H + rows.length * ROW_H + 6;
     const root = svg('svg', { width, height, class: 'timeline', viewBox: `0 0 ${width} ${height}` });
     for (let k = 0; k <= 4; k++) {
       const t = (span * k) / 4;
@@ -51,8 +54,20 @@ export class Timeline {
         svg('text', { x: x(t), y: 12, class: 'axis', 'text-anchor': k === 0 ? 'start' : k === 4 ? 'end' : 'middle' }, formatMs(t)),
       );
     }
-    lanes.forEach((l, i) => {
+    rows.forEach(({ lane: l, stages }, i) => {
       const y = AXIS_H + i * ROW_H + ROW_H / 2;
+      if (stages) {
+        root.append(svg('text', { x: 20, y: y + 4, class: 'lane-label stage-label' }, '↳ stages'));
+        for (const m of l.stages) {
+          const x0 = x(Math.max(0, m.t - m.figures.wallMs));
+          const w = Math.max(x(m.t) - x0, 3);
+          root.append(
+            svg('rect', { x: x0, y: y - 7, width: w, height: 14, rx: 3, class: `stage-block stage-${m.stage}` }, svg('title', null, stageTitle(m))),
+            svg('text', { x: x0 + w + 4, y: y + 4, class: 'stage-text' }, stageText(m)),
+          );
+        }
+        return;
+      }
       const label = l.branch ? `${l.node} ${branchLabel(l.node, l.branch)}` : l.node;
       root.append(svg('text', { x: 8, y: y + 4, class: 'lane-label' }, svg('title', null, l.branch ? `${l.node} · ${l.branch}` : l.node), label.length > 21 ? `${label.slice(0, 20)}…` : label));
       const end = l.endT ?? view.t;
@@ -67,6 +82,19 @@ export class Timeline {
     });
     this.host.append(root);
   }
+}
+
+/** A stage event in a few words: its name and what it changed. */
+export function stageText(m: StageMark): string {
+  const f = m.figures;
+  const tokens = f.tokensIn !== undefined && f.tokensOut !== undefined ? ` ${f.tokensIn}→${f.tokensOut} tok` : '';
+  const shared = f.kvBlocksShared !== undefined ? ` ${f.kvBlocksShared} blocks shared` : '';
+  return `${m.stage}${tokens}${shared}`;
+}
+
+function stageTitle(m: StageMark): string {
+  const decided = Object.entries(m.decided).map(([k, v]) => `${k}=${v}`).join(', ');
+  return `${stageText(m)} in ${formatMs(m.figures.wallMs)}${decided ? ` (${decided})` : ''}`;
 }
 
 function niceSpan(ms: number): number {

@@ -34,7 +34,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import { createEngine } from '../engine/index.js';
 import { benchModel, round, timedRun, warmUp } from '../engine/bench-support.js';
 import type { EngineFront } from '../engine/front.js';
-import type { GenerateRequest } from '../engine/types.js';
+import type { GenerateRequest } from '../../core/engine.js';
 import { loadEngineModel } from '../engine/model-spec.js';
 import { NotAvailableError } from '../../core/errors.js';
 import { MODELS_DIR } from '../checkpoint/load.js';
@@ -44,7 +44,7 @@ import { mulberry32 } from '../model/random.js';
 import { budget, negLogProb, PromptCompressor } from '../stages/compress.js';
 import { forward } from '../model/forward.js';
 import { lexicalUnits } from '../stages/units.js';
-import { defaultProtectedSuffix, defaultScorerLayers } from '../stages/engine-stage.js';
+import { defaultProtectedSuffix, defaultScorerLayers } from '../stages/compress-stage.js';
 import { scoreEvalItem, type EvalItem } from '../train/data/instruct.js';
 import { registerBench } from './index.js';
 

@@ -9,10 +9,11 @@
  * @example
  * npx skein bench llamacpp --arg reps=3 --json
  */
+import { last, lastValueFrom } from 'rxjs';
 import { NotAvailableError } from '../../core/errors.js';
 import { loadModel, resolveModel, type LoadedCheckpoint } from '../checkpoint/load.js';
 import { benchPrompt, interleaved, median, round } from '../engine/bench-support.js';
-import { generateAll } from '../generate/generate.js';
+import { engineOnModel } from '../engine/index.js';
 import { forward } from '../model/forward.js';
 import { catalogueEntry } from '../pull/catalogue.js';
 import { DEFAULT_MODEL } from '../pull/default-model.js';
@@ -33,9 +34,16 @@ function skeinPrefill(model: LoadedCheckpoint, ids: number[]): number {
   return (ids.length * 1000) / (performance.now() - t0);
 }
 
+/** Greedy decode on the shared engine (the scheduler every run uses), over the loaded model. */
 async function skeinDecode(model: LoadedCheckpoint, ids: number[]): Promise<number> {
-  const [r] = await generateAll(model, null, [{ ids }], { maxTokens: DECODE, temperature: 0, stop: [] });
-  return r!.metrics.decodeTokensPerSec;
+  const engine = engineOnModel(model, null);
+  try {
+    const done = await lastValueFrom(engine.generate({ ids, sampling: { maxTokens: DECODE, temperature: 0 } }).pipe(last()));
+    if (done.type !== 'done') throw new Error('generation ended without a result');
+    return done.metrics.decodeTokensPerSec;
+  } finally {
+    await engine.close();
+  }
 }
 
 registerBench('llamacpp', {

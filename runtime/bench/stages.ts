@@ -39,9 +39,8 @@ import type { ModelTokenizer } from '../checkpoint/tokenizer.js';
 import { benchModel, round } from '../engine/bench-support.js';
 import { loadEngineModel } from '../engine/model-spec.js';
 import { forward, prepareModel } from '../model/forward.js';
-import { KvCache } from '../model/kv-cache.js';
 import { mulberry32 } from '../model/random.js';
-import type { LoadedModel } from '../model/types.js';
+import type { LayerKvChunks, LoadedModel } from '../model/types.js';
 import { pruneSteps, Scheduler, type SequenceShape, type SequenceSummary } from '../scheduler/scheduler.js';
 import { lazySchedule, randomKeep } from '../stages/lazy-schedule.js';
 import { earlyExitLayers, middleBlockLayers, unifiedLayers } from '../stages/layer-selection.js';
@@ -102,22 +101,26 @@ function runOne(model: LoadedModel, ids: number[], maxTokens: number, shape?: Se
 
 /** Mean −log p of `target` after `context`, context prefilled at full depth (chunked, pruned as `shape` says), target through `layers`. */
 function teacherForcedNll(model: LoadedModel, context: number[], target: number[], opts: { layers?: number[]; prune?: SequenceShape['prune'] } = {}): number {
-  const cache = new KvCache(model.config.numLayers);
+  // One sequence's KV as the forward's chunk lists (the scheduler's paged pool is not needed
+  // for a single teacher-forced pass); a pruned or skipped layer's null entry adds nothing.
+  const past: LayerKvChunks[] = Array.from({ length: model.config.numLayers }, () => ({ k: [], v: [] }));
   let last: Float32Array | undefined;
   for (let at = 0; at < context.length; at += CHUNK) {
     const part = context.slice(at, at + CHUNK);
     const prune = opts.prune && part.length > 1 ? pruneSteps(opts.prune, part.length) : undefined;
-    const [r] = forward(model, [{ ids: part, past: at > 0 ? cache.past() : undefined, ...(prune ? { prune } : {}) }]);
-    cache.append(r!.newKv);
+    const [r] = forward(model, [{ ids: part, past: at > 0 ? past : undefined, ...(prune ? { prune } : {}) }]);
+    r!.newKv.forEach((e, l) => {
+      if (e) past[l]!.k.push(e.k), past[l]!.v.push(e.v);
+    });
     last = r!.logits[0];
   }
   const nll = [-logSoftmaxAt(last!, target[0]!)];
   if (target.length > 1) {
-    const [r] = forward(model, [{ ids: target.slice(0, -1), past: cache.past(), logits: 'all' }], opts.layers ? { layers: opts.layers } : {});
+    const [r] = forward(model, [{ ids: target.slice(0, -1), past: past, logits: 'all' }], opts.layers ? { layers: opts.layers } : {});
     r!.logits.forEach((row, i) => nll.push(-logSoftmaxAt(row, target[i + 1]!)));
     tf.dispose(r!.newKv.flatMap((e) => (e ? [e.k, e.v] : [])));
   }
-  cache.dispose();
+  tf.dispose(past.flatMap((layer) => [...layer.k, ...layer.v]));
   return mean(nll);
 }
 

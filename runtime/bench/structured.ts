@@ -25,7 +25,7 @@ import { benchModel, interleaved, median, round, timedRun } from '../engine/benc
 import { createEngine } from '../engine/index.js';
 import { loadSpecTokenizer } from '../engine/model-spec.js';
 import type { EngineFront } from '../engine/front.js';
-import type { ChatMessage } from '../engine/types.js';
+import type { ChatMessage } from '../../core/engine.js';
 import { compileGrammar, TokenVocabulary } from '../grammar/index.js';
 import { mulberry32 } from '../model/random.js';
 import { planTools } from '../server/openai-tools.js';

@@ -10,7 +10,8 @@ import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import type { Token } from 'node-llama-cpp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { generateAll } from '../generate/generate.js';
+import { lastValueFrom } from 'rxjs';
+import { engineOnModel } from '../engine/index.js';
 import { forward } from '../model/forward.js';
 import { loadModel, MODELS_DIR, type LoadedCheckpoint } from './load.js';
 
@@ -57,8 +58,13 @@ describe.skipIf(!present)('SmolLM2-135M-Instruct from GGUF (Q4_1)', () => {
   });
 
   it('answers in English (greedy)', async () => {
-    const [r] = await generateAll(model, model.tokenizer(), [{ ids: DOG_PROMPT_IDS }], { maxTokens: 8, temperature: 0 });
-    expect(r!.text).toMatch(/^A dog is a domesticated/);
+    const engine = engineOnModel(model, model.tokenizer());
+    try {
+      const r = await lastValueFrom(engine.generate({ ids: DOG_PROMPT_IDS, sampling: { maxTokens: 8, temperature: 0 } }));
+      expect(r.type === 'done' && r.text).toMatch(/^A dog is a domesticated/);
+    } finally {
+      await engine.close();
+    }
   }, 120_000);
 
   it('predicts llama.cpp\'s next token at nearly every position of a prompt', async () => {

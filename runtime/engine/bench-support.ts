@@ -15,7 +15,7 @@ import { MODELS_DIR } from '../checkpoint/load.js';
 import type { ModelConfig } from '../model/types.js';
 import type { EngineFront } from './front.js';
 import type { ModelSpec } from './model-spec.js';
-import type { GenerateEvent, GenerateRequest } from './types.js';
+import type { GenerateEvent, GenerateRequest } from '../../core/engine.js';
 
 /** About 10M parameters: big enough that batching matters, small enough for 2 cores. */
 export const benchShape: Partial<ModelConfig> = {

@@ -16,8 +16,8 @@ import type { OutputConstraint } from '../../core/output.js';
 import type { SamplingParams } from '../../core/sampling.js';
 import type { ModelTokenizer, IncrementalDetokenizer } from '../checkpoint/tokenizer.js';
 import { GrammarCompiler, TokenVocabulary, type GrammarCursor } from '../grammar/index.js';
-import { CompressStage } from '../stages/engine-stage.js';
-import { sequenceShape, type ShapedStages } from '../stages/shape.js';
+import { CompressStage } from '../stages/compress-stage.js';
+import { sequenceShape, stageEvents, type ShapedStages } from '../stages/shape.js';
 import { StopMatcher } from '../generate/stop.js';
 import type { LoadedModel } from '../model/types.js';
 import {
@@ -27,7 +27,8 @@ import {
   type SequenceSummary,
   type StepReport,
 } from '../scheduler/scheduler.js';
-import type { ChatMessage, FinishReason, GenerationMetrics, GenerationUsage, StageOptions, StageReport } from './types.js';
+import type { ChatMessage, FinishReason, GenerateEvent, GenerationMetrics, GenerationUsage, StageReport } from '../../core/engine.js';
+import type { Stages } from '../../core/stages.js';
 
 /** A prompt as text: tokenized by the core, after the context-length check. */
 export type PromptText = { prompt: string } | { messages: ChatMessage[]; assistantPrefix?: string };
@@ -40,17 +41,15 @@ export interface CoreSubmit {
   text?: PromptText;
   sampling: SamplingParams;
   owner?: string;
-  /** Prompt compression before prefill (StageOptions.compress), run by runtime/stages. */
-  compress?: StageOptions['compress'];
-  /** Skipped-layer decode and pruned prefill: shapes of the sequence's forwards (runtime/stages/shape.ts). */
-  skipLayers?: StageOptions['skipLayers'];
-  prunedPrefill?: StageOptions['prunedPrefill'];
+  /** The stages to run, checked by the front against the registry (runtime/stages/registry.ts). */
+  stages?: Stages;
   /** Structured output: a token mask keeps the generated text within this constraint. */
   output?: OutputConstraint;
 }
 
 export type CoreEvent =
   | { type: 'token'; requestId: string; id: number; text: string }
+  | ({ type: 'stage'; requestId: string } & Omit<Extract<GenerateEvent, { type: 'stage' }>, 'type'>)
   | {
       type: 'done';
       requestId: string;
@@ -125,26 +124,35 @@ export class EngineCore {
       // multi-row verification as in a one-row decode step (measured on SmolLM2-135M Q4_1:
       // up to 0.67 apart, vs 5e-5 on the tfjs path), so drafts verified there would not
       // reproduce plain decoding; refuse rather than break the mode's promise (#11, #12).
-      if (msg.skipLayers?.mode === 'self-speculative' && this.scheduler.model.blockWeights !== undefined) {
+      if (msg.stages?.skipLayers?.mode === 'self-speculative' && this.scheduler.model.blockWeights !== undefined) {
         throw new NotAvailableError(
           'skipLayers mode self-speculative on block-kernel (GGUF) weights',
           'its output would not equal plain decoding yet; use mode lossy, or an HF safetensors checkpoint',
         );
       }
-      session.shaped = sequenceShape(this.scheduler.model.config.numLayers, msg);
+      session.shaped = sequenceShape(this.scheduler.model.config.numLayers, msg.stages ?? {});
       if (msg.output !== undefined) session.grammar = this.grammarsFor().cursor(msg.output);
     } catch (err) {
       return this.fail(requestId, err instanceof Error ? err : new Error(String(err)));
     }
     this.sessions.set(requestId, session);
-    if (msg.compress === undefined) return this.schedule(msg, session);
+    const compress = msg.stages?.compress;
+    if (compress === undefined) return this.schedule(msg, session);
     // The prompt is compressed first, one segment per step; TTFT counts from here, so it includes that.
+    const t0 = performance.now();
     this.compressing.start(
       requestId,
       msg.ids,
-      msg.compress,
+      compress,
       (r) => {
         session.compressed = { from: r.originalTokens, to: r.keptTokens };
+        this.emit({
+          type: 'stage',
+          requestId,
+          stage: 'compress',
+          decided: { rate: compress.rate, keepPhrases: compress.keep?.length ?? 0, scorerLayers: this.compressing.scorerLayers },
+          figures: { tokensIn: r.originalTokens, tokensOut: r.keptTokens, wallMs: performance.now() - t0 },
+        });
         this.schedule({ ...msg, ids: r.ids }, session);
       },
       (error) => this.fail(requestId, error),
@@ -166,7 +174,7 @@ export class EngineCore {
     const chars = 'prompt' in text ? text.prompt.length : text.messages.reduce((n, m) => n + m.content.length, (text.assistantPrefix ?? '').length);
     const maxPos = this.scheduler.model.config.maxPositionEmbeddings;
     const atLeast = Math.ceil(chars / tokenizer.maxTokenChars);
-    if (msg.compress === undefined && atLeast >= maxPos) {
+    if (msg.stages?.compress === undefined && atLeast >= maxPos) {
       throw new BadRequestError('prompt', `${chars} characters are at least ${atLeast} tokens, the model's context is ${maxPos}`);
     }
     const rendered = 'prompt' in text ? text.prompt : tokenizer.renderChat(text.messages) + (text.assistantPrefix ?? '');
@@ -194,6 +202,7 @@ export class EngineCore {
         },
         {
           token: (id, final) => this.onToken(requestId, session, id, final),
+          admitted: (a) => this.onAdmitted(requestId, a),
           done: (summary) => this.onDone(requestId, session, summary),
           error: (error) => this.fail(requestId, error),
         },
@@ -236,6 +245,18 @@ export class EngineCore {
     this.sessions.clear();
   }
 
+  /** KV sharing over a common prefix, as a stage event: the blocks adopted instead of computed. */
+  private onAdmitted(requestId: string, a: { promptTokens: number; cachedPromptTokens: number; kvBlocksShared: number }): void {
+    if (a.kvBlocksShared === 0) return;
+    this.emit({
+      type: 'stage',
+      requestId,
+      stage: 'kvShare',
+      decided: { prefixSharing: true },
+      figures: { tokensIn: a.promptTokens, tokensOut: a.promptTokens - a.cachedPromptTokens, kvBlocksShared: a.kvBlocksShared, wallMs: 0 },
+    });
+  }
+
   private onToken(requestId: string, s: Session, id: number, final: boolean): boolean {
     if (s.tFirst === 0) s.tFirst = performance.now();
     let decoded = s.detok ? s.detok.push(id) : '';
@@ -255,6 +276,9 @@ export class EngineCore {
     const totalMs = t1 - s.t0;
     const decodeMs = totalMs - ttftMs;
     const stages = stageReport(s, summary);
+    // The forward-shaping stages report once the sequence is done: their figures (tokens
+    // pruned per layer, drafts accepted, forward time) are the scheduler's at that point.
+    for (const e of stageEvents(stages)) this.emit({ type: 'stage', requestId, ...e });
     this.emit({
       type: 'done',
       requestId,

@@ -9,12 +9,14 @@
  * engine.generate({ prompt: 'Hi', sampling: { maxTokens: 4 } }).subscribe(console.log);
  */
 import { Observable } from 'rxjs';
-import { BadRequestError, NotAvailableError } from '../../core/errors.js';
+import { BadRequestError, NotAvailableError, type StageUnavailableError } from '../../core/errors.js';
 import { resolveSampling } from '../../core/sampling.js';
 import type { ModelTokenizer } from '../checkpoint/tokenizer.js';
 import type { SchedulerStats } from '../scheduler/scheduler.js';
 import type { CoreEvent, CoreSubmit } from './core.js';
-import type { ChatMessage, Engine, EngineHealth, EngineStats, GenerateEvent, GenerateRequest, StageOptions } from './types.js';
+import type { ChatMessage, Engine, EngineHealth, EngineStats, GenerateEvent, GenerateRequest } from '../../core/engine.js';
+import type { StageName } from '../../core/stages.js';
+import { checkStage, type ModelFacts } from '../stages/registry.js';
 
 export interface EngineTransport {
   /** Queues a request; `listener` gets its events until done or error. */
@@ -36,27 +38,26 @@ let nextRequest = 0;
 
 export class EngineFront implements Engine {
   readonly modelName: string;
-  /**
-   * The stages the core runs (runtime/stages): compress, which needs the tokenizer to find
-   * whole words, skipLayers and prunedPrefill. A request naming another stage gets
-   * NotAvailableError.
-   */
-  readonly supportedStages: readonly (keyof StageOptions)[];
-  /** Constrained decoding walks token texts, so it needs the tokenizer too. */
+  private readonly facts: ModelFacts;
+  /** Constrained decoding walks token texts, so it needs the tokenizer. */
   readonly supportsOutput: boolean;
   private readonly backend: string;
   private readonly tokenizer: ModelTokenizer | null;
   private readonly transport: EngineTransport;
   private closed = false;
 
-  constructor(args: { modelName: string; backend: string; tokenizer: ModelTokenizer | null; transport: EngineTransport }) {
+  constructor(args: { modelName: string; backend: string; tokenizer: ModelTokenizer | null; transport: EngineTransport; facts?: ModelFacts }) {
     this.modelName = args.modelName;
+    this.facts = args.facts ?? { name: args.modelName, hasTokenizer: args.tokenizer !== null };
     this.backend = args.backend;
     this.tokenizer = args.tokenizer;
     this.transport = args.transport;
-    // skipLayers and prunedPrefill shape the forward and need nothing beyond the model.
-    this.supportedStages = args.tokenizer !== null ? ['compress', 'skipLayers', 'prunedPrefill'] : ['skipLayers', 'prunedPrefill'];
     this.supportsOutput = args.tokenizer !== null;
+  }
+
+  /** The stage registry's verdict for this engine's model (runtime/stages/registry.ts). */
+  checkStage(name: StageName): StageUnavailableError | undefined {
+    return checkStage(name, this.facts);
   }
 
   generate(request: GenerateRequest): Observable<GenerateEvent> {
@@ -69,9 +70,7 @@ export class EngineFront implements Engine {
           ...this.requestPrompt(request),
           sampling: resolveSampling(request.sampling),
           owner: request.owner,
-          ...(request.stages?.compress !== undefined ? { compress: request.stages.compress } : {}),
-          ...(request.stages?.skipLayers !== undefined ? { skipLayers: request.stages.skipLayers } : {}),
-          ...(request.stages?.prunedPrefill !== undefined ? { prunedPrefill: request.stages.prunedPrefill } : {}),
+          ...(request.stages && Object.keys(request.stages).length ? { stages: request.stages } : {}),
           ...(request.output !== undefined ? { output: request.output } : {}),
         };
         if (!(Number.isInteger(msg.sampling.maxTokens) && msg.sampling.maxTokens >= 1)) {
@@ -85,6 +84,9 @@ export class EngineFront implements Engine {
       this.transport.submit(msg, (event) => {
         if (event.type === 'token') {
           subscriber.next({ type: 'token', id: event.id, text: event.text });
+        } else if (event.type === 'stage') {
+          const { requestId: _, ...stage } = event;
+          subscriber.next(stage);
         } else if (event.type === 'done') {
           finished = true;
           const { requestId: _, ...done } = event;
@@ -165,9 +167,8 @@ export class EngineFront implements Engine {
    */
   private requestPrompt(request: GenerateRequest): Pick<CoreSubmit, 'ids' | 'text'> {
     for (const [stage, value] of Object.entries(request.stages ?? {})) {
-      if (value !== undefined && !this.supportedStages.includes(stage as keyof StageOptions)) {
-        throw new NotAvailableError(`stage ${stage}`, 'this engine does not run it yet');
-      }
+      const refused = value === undefined ? undefined : this.checkStage(stage as StageName);
+      if (refused) throw refused;
     }
     const given = [request.prompt, request.messages, request.ids].filter((x) => x !== undefined).length;
     if (given !== 1) throw new BadRequestError('prompt', 'give exactly one of prompt, messages or ids');

@@ -14,55 +14,59 @@
  * await engine.close();
  */
 import { initBackend } from '../backend.js';
-import type { SchedulingPolicy } from '../scheduler/scheduler.js';
+import type { ModelTokenizer } from '../checkpoint/tokenizer.js';
+import type { LoadedModel } from '../model/types.js';
+import type { EngineTuning, ForwardFn } from '../scheduler/scheduler.js';
 import { EngineFront } from './front.js';
 import { LocalTransport } from './local.js';
 import { loadEngineModel, loadSpecTokenizer, modelSpecName, type ModelSpec } from './model-spec.js';
 import { tokenSampler } from './sampling.js';
 import { SupervisedTransport } from './supervisor.js';
+import { modelFacts } from '../stages/registry.js';
 import { startWorker } from './worker-client.js';
 
 export type { ModelSpec } from './model-spec.js';
+export type { EngineTuning } from '../scheduler/scheduler.js';
 export { EngineFront } from './front.js';
 
-export interface CreateEngineOptions {
+export interface CreateEngineOptions extends EngineTuning {
   /** A model folder, a name under models/, or a random model's shape and seed. */
   model: ModelSpec;
-  /** KV memory budget in bytes (default 256 MiB). */
-  kvBudgetBytes?: number;
-  /** KV budget in blocks; overrides kvBudgetBytes. */
-  kvBudgetBlocks?: number;
-  /** Tokens per KV block (default 16). */
-  blockSize?: number;
   /** Where the model runs (default 'worker'). */
   thread?: 'worker' | 'main';
-  /** Most sequences in one batch (default 32). */
-  maxBatch?: number;
-  /** Most new tokens in one forward (default 256). */
-  maxStepTokens?: number;
-  /** Most prompt tokens of one sequence per step (default 128). */
-  prefillChunk?: number;
-  /** Reuse KV across requests with a common prefix (default true; off for comparisons). */
-  prefixSharing?: boolean;
-  /** 'fcfs' (default) or 'fair' across owners. */
-  policy?: SchedulingPolicy;
   /** First delay before restarting a worker that exited (default 100 ms, doubling to 10 s). */
   restartBackoffMs?: number;
+}
+
+/**
+ * The engine on this thread over a model the caller has loaded and keeps owning (closing
+ * the engine leaves it loaded): training's evaluation runs its greedy answers here, with
+ * `forward` shaping every call (a layer subset to measure layer dropout).
+ */
+export function engineOnModel(
+  model: LoadedModel,
+  tokenizer: ModelTokenizer | null,
+  options: EngineTuning & { forward?: ForwardFn; modelName?: string } = {},
+): EngineFront {
+  const { modelName = 'in-memory', ...rest } = options;
+  const transport = new LocalTransport({ model, tokenizer, sampler: tokenSampler, ...rest, keepModel: true });
+  return new EngineFront({ modelName, backend: 'in-process', tokenizer, transport });
 }
 
 export async function createEngine(options: CreateEngineOptions): Promise<EngineFront> {
   const { model: spec, thread = 'worker', restartBackoffMs, ...tuning } = options;
   const modelName = modelSpecName(spec);
+  const facts = modelFacts(spec);
   if (thread === 'worker') {
     const tokenizer = loadSpecTokenizer(spec);
     // A worker that exits is restarted with the same model and settings (runtime/engine/supervisor.ts).
     const { transport, backend } = await SupervisedTransport.start((onDeath) => startWorker({ model: spec, ...tuning }, onDeath), {
       ...(restartBackoffMs !== undefined ? { backoffMs: restartBackoffMs } : {}),
     });
-    return new EngineFront({ modelName, backend, tokenizer, transport });
+    return new EngineFront({ modelName, backend, tokenizer, transport, facts });
   }
   const backend = await initBackend();
   const { model, tokenizer } = await loadEngineModel(spec);
   const transport = new LocalTransport({ model, tokenizer, sampler: tokenSampler, ...tuning });
-  return new EngineFront({ modelName, backend, tokenizer, transport });
+  return new EngineFront({ modelName, backend, tokenizer, transport, facts });
 }

@@ -16,7 +16,8 @@ export class LocalTransport implements EngineTransport {
   private readonly loop: StepLoop;
   private readonly listeners = new Map<string, (event: CoreEvent) => void>();
 
-  constructor(options: Omit<EngineCoreOptions, 'emit'>) {
+  /** `keepModel`: the caller owns the model, so closing leaves it loaded. */
+  constructor(options: Omit<EngineCoreOptions, 'emit'> & { keepModel?: boolean }, private readonly keepModel = options.keepModel ?? false) {
     this.core = new EngineCore({ ...options, emit: (event) => this.dispatch(event) });
     this.loop = new StepLoop(this.core);
   }
@@ -39,12 +40,12 @@ export class LocalTransport implements EngineTransport {
   async close(): Promise<void> {
     this.core.close(new CancelledError('engine closed'));
     await this.loop.idle();
-    this.core.scheduler.model.dispose();
+    if (!this.keepModel) this.core.scheduler.model.dispose();
   }
 
   private dispatch(event: CoreEvent): void {
     const listener = this.listeners.get(event.requestId);
-    if (event.type !== 'token') this.listeners.delete(event.requestId);
+    if (event.type === 'done' || event.type === 'error') this.listeners.delete(event.requestId);
     listener?.(event);
   }
 }

@@ -14,7 +14,7 @@ import { CancelledError, EngineUnavailableError } from '../../core/errors.js';
 import type { SchedulerStats } from '../scheduler/scheduler.js';
 import type { CoreEvent, CoreSubmit } from './core.js';
 import type { EngineTransport } from './front.js';
-import type { EngineHealth } from './types.js';
+import type { EngineHealth } from '../../core/engine.js';
 
 /** A started worker: its transport and a way to end it as a crash would. */
 export interface WorkerHandle extends EngineTransport {

@@ -4,20 +4,12 @@
  * and come back as instances of the same typed error class.
  */
 import * as errors from '../../core/errors.js';
-import type { SchedulerStats } from '../scheduler/scheduler.js';
+import type { EngineTuning, SchedulerStats } from '../scheduler/scheduler.js';
 import type { CoreEvent, CoreSubmit } from './core.js';
 import type { ModelSpec } from './model-spec.js';
 
-export interface WorkerInit {
+export interface WorkerInit extends EngineTuning {
   model: ModelSpec;
-  kvBudgetBytes?: number;
-  kvBudgetBlocks?: number;
-  blockSize?: number;
-  maxBatch?: number;
-  maxStepTokens?: number;
-  prefillChunk?: number;
-  policy?: 'fcfs' | 'fair';
-  prefixSharing?: boolean;
 }
 
 export type ToWorker = ({ type: 'submit' } & CoreSubmit) | { type: 'cancel'; requestId: string } | { type: 'close' };

@@ -15,25 +15,18 @@ import { eventToWire, toWire, type FromWorker, type ToWorker, type WireEvent, ty
 import { StepLoop } from './loop.js';
 
 const port = parentPort!;
-const init = workerData as WorkerInit;
+const { model: modelSpec, ...tuning } = workerData as WorkerInit;
 const post = (msg: FromWorker) => port.postMessage(msg);
 
 try {
   const backend = await initBackend();
-  const { model, tokenizer } = await loadEngineModel(init.model);
+  const { model, tokenizer } = await loadEngineModel(modelSpec);
   let outbox: WireEvent[] = [];
   const core = new EngineCore({
     model,
     tokenizer,
     sampler: tokenSampler,
-    kvBudgetBytes: init.kvBudgetBytes,
-    kvBudgetBlocks: init.kvBudgetBlocks,
-    blockSize: init.blockSize,
-    maxBatch: init.maxBatch,
-    maxStepTokens: init.maxStepTokens,
-    prefillChunk: init.prefillChunk,
-    policy: init.policy,
-    prefixSharing: init.prefixSharing,
+    ...tuning,
     emit: (event) => outbox.push(eventToWire(event)),
   });
   const flush = () => {

@@ -14,7 +14,7 @@ import { initBackend } from '../backend.js';
 import type { BlockType } from '../kernels/blocks.js';
 import { quantizeModel } from './block-weights.js';
 import { forward, prepareModel } from './forward.js';
-import { KvCache } from './kv-cache.js';
+import { KvCache } from '../../test/fixtures/kv-cache.js';
 import { randomModel } from './random.js';
 import { referenceForward } from './reference.js';
 import type { LoadedModel, ModelConfig } from './types.js';

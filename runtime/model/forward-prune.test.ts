@@ -11,7 +11,7 @@ import { relErr } from '../../test/fixtures/numeric.js';
 import { initBackend } from '../backend.js';
 import { topKeep } from '../stages/lazy-schedule.js';
 import { forward } from './forward.js';
-import { KvCache } from './kv-cache.js';
+import { KvCache } from '../../test/fixtures/kv-cache.js';
 import { randomModel } from './random.js';
 import { referenceForward } from './reference.js';
 import type { ForwardSequenceResult, LoadedModel } from './types.js';

@@ -3,7 +3,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { relErr } from '../../test/fixtures/numeric.js';
 import { initBackend } from '../backend.js';
 import { forward } from './forward.js';
-import { KvCache } from './kv-cache.js';
+import { KvCache } from '../../test/fixtures/kv-cache.js';
 import { randomModel } from './random.js';
 import { referenceForward } from './reference.js';
 import type { LoadedModel, ModelConfig } from './types.js';

@@ -20,7 +20,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { BadRequestError, KvExhaustedError, NotAvailableError } from '../../core/errors.js';
 import type { SamplingParams } from '../../core/sampling.js';
-import type { FinishReason } from '../engine/types.js';
+import type { FinishReason } from '../../core/engine.js';
 import { BlockTable, type LayerAppend } from '../kv/block-table.js';
 import { KvPool } from '../kv/pool.js';
 import { forward as defaultForward } from '../model/forward.js';
@@ -44,14 +44,17 @@ export interface SequenceConstraint {
   accept(id: number): boolean;
 }
 
-export interface SchedulerOptions {
-  model: LoadedModel;
-  /** One sampler per sequence, made from its settings (seeded, so resumable). */
-  sampler: (params: SamplingParams) => TokenSampler;
-  forward?: ForwardFn;
+/**
+ * The engine's tuning settings, defined once: the scheduler reads them, createEngine and
+ * the worker's init message carry them unchanged (defaults and their reasons are in the
+ * Scheduler constructor and KvPool).
+ */
+export interface EngineTuning {
+  /** Tokens per KV block (default 16). */
   blockSize?: number;
+  /** KV memory budget in bytes (default 256 MiB). */
   kvBudgetBytes?: number;
-  /** Overrides kvBudgetBytes. */
+  /** KV budget in blocks; overrides kvBudgetBytes. */
   kvBudgetBlocks?: number;
   /** Most sequences running at once (each gets a slot in every step). */
   maxBatch?: number;
@@ -63,6 +66,13 @@ export interface SchedulerOptions {
   prefixSharing?: boolean;
   /** fcfs: arrival order. fair: the owner that was served fewest tokens goes first. */
   policy?: SchedulingPolicy;
+}
+
+export interface SchedulerOptions extends EngineTuning {
+  model: LoadedModel;
+  /** One sampler per sequence, made from its settings (seeded, so resumable). */
+  sampler: (params: SamplingParams) => TokenSampler;
+  forward?: ForwardFn;
 }
 
 /**
@@ -139,6 +149,8 @@ export interface SequenceListener {
    * Return true to end the sequence here (a stop string matched).
    */
   token(id: number, final: boolean): boolean | void;
+  /** At first admission: how much of the prompt's KV came from the prefix cache or a live sequence. */
+  admitted?(info: { promptTokens: number; cachedPromptTokens: number; kvBlocksShared: number }): void;
   done(summary: SequenceSummary): void;
   error(err: Error): void;
 }
@@ -423,6 +435,7 @@ export class Scheduler {
       if (seq.cachedPromptTokens < 0) {
         seq.cachedPromptTokens = Math.min(adopted.tokens.length, seq.prompt.length);
         seq.kvBlocksShared = adopted.sharedBlocks;
+        seq.listener.admitted?.({ promptTokens: seq.prompt.length, cachedPromptTokens: seq.cachedPromptTokens, kvBlocksShared: seq.kvBlocksShared });
       }
       this.waiting.splice(this.waiting.indexOf(seq), 1);
       this.running.push(seq);

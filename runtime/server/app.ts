@@ -18,8 +18,9 @@ import { HTTPException } from 'hono/http-exception';
 import { streamSSE } from 'hono/streaming';
 import { BadRequestError, NotFoundError } from '../../core/errors.js';
 import { DEFAULT_SHAPE_LIMITS, type ShapeLimits } from '../../core/json-shape.js';
+import { checkRequest, runRequestSchema } from '../../core/requests.js';
 import type { RunEvent } from '../../core/events.js';
-import type { Engine } from '../engine/types.js';
+import type { Engine } from '../../core/engine.js';
 import { coreDataflow } from './dataflow.js';
 import { requireJson } from './content-type.js';
 import { Drain } from './drain.js';
@@ -84,7 +85,6 @@ export interface SkeinApp extends Hono {
 // is the same, only the time is bounded.
 setFlagsFromString('--enable-experimental-regexp-engine-on-excessive-backtracks');
 
-const runFields = new Set(['graph', 'graphName', 'input', 'model', 'seed']);
 const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
 
 async function readJson(c: Context): Promise<unknown> {
@@ -203,37 +203,30 @@ export function createApp(options: AppOptions): SkeinApp {
     const body = await readJson(c);
     // Accept the graph itself or { graph }, as POST /v1/runs takes it.
     const graph = isObject(body) && isObject(body.graph) && !('nodes' in body) ? body.graph : body;
-    const problems = dataflow.validateGraph(graph);
+    const problems = dataflow.validateGraph(graph, engine);
     return c.json({ valid: problems.length === 0, problems });
   });
 
   app.post('/v1/runs', async (c) => {
-    const body = await readJson(c);
-    if (!isObject(body)) throw new BadRequestError('body', 'must be a JSON object');
-    // A misspelt field (`sed` for `seed`) would otherwise be ignored without a word.
-    const unknown = Object.keys(body).find((k) => !runFields.has(k));
-    if (unknown !== undefined) throw new BadRequestError(unknown, `unknown field (expected: ${[...runFields].join(', ')})`);
+    // The schema refuses a misspelt field (`sed` for `seed`) that would otherwise be ignored.
+    const body = checkRequest(runRequestSchema, await readJson(c));
     let graphJson: unknown;
     let source: string;
-    if (body.graph !== undefined && body.graphName !== undefined) throw new BadRequestError('graph', 'give graph or graphName, not both');
-    if (typeof body.graphName === 'string') {
+    if (body.graph !== undefined && body.graphName !== undefined) throw new BadRequestError('/graph', 'give graph or graphName, not both');
+    if (body.graphName !== undefined) {
       const example = graphs.find((g) => g.name === body.graphName);
       if (!example) throw new NotFoundError('graph', body.graphName);
       graphJson = example.graph;
       source = example.file;
-    } else if (isObject(body.graph)) {
+    } else if (body.graph !== undefined) {
       graphJson = body.graph;
       source = 'request';
-    } else throw new BadRequestError('graph', 'a graph object or a graphName is required');
+    } else throw new BadRequestError('/graph', 'a graph object or a graphName is required');
     const input = body.input ?? {};
-    if (!isObject(input)) throw new BadRequestError('input', 'must be an object');
-    if (body.seed !== undefined && !Number.isSafeInteger(body.seed)) throw new BadRequestError('seed', 'must be an integer');
-    const seed = body.seed as number | undefined;
-    if (body.model !== undefined) {
-      if (typeof body.model !== 'string') throw new BadRequestError('model', 'must be a string');
-      // One engine serves every run; another model needs another server.
-      if (!modelMatches(body.model)) throw new NotFoundError('model', body.model);
-    }
+    if (body.seed !== undefined && !Number.isSafeInteger(body.seed)) throw new BadRequestError('/seed', 'must be a safe integer');
+    const seed = body.seed;
+    // One engine serves every run; another model needs another server.
+    if (body.model !== undefined && !modelMatches(body.model)) throw new NotFoundError('model', body.model);
     const spec = dataflow.parseGraph(graphJson, source);
     // A run that would fail at its first node is refused here, with the field named.
     dataflow.checkInput?.(spec, input);

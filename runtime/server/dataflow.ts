@@ -7,6 +7,7 @@
  */
 import {
   GraphValidationError,
+  checkGraphStages,
   checkRunInput,
   compileGraph,
   graphJsonSchema,
@@ -15,14 +16,16 @@ import {
   validateGraph,
   type GraphProblem,
   type GraphSpec,
-} from '../../core/index.js';
+} from '../../operators/index.js';
+import type { Engine } from '../../core/engine.js';
 import type { Dataflow } from './types.js';
 
 /**
- * The schema and graph checks, then the tools: a graph naming a tool this server has not
- * registered would be refused when run, so validating it says so now.
+ * The schema and graph checks, then the tools and the stages: a graph naming a tool this
+ * server has not registered, or a stage its model cannot run, would fail when run, so
+ * validating it says so now (the stage registry's words: what is missing, how to get it).
  */
-function validateForServer(json: unknown): GraphProblem[] {
+function validateForServer(json: unknown, engine?: Engine): GraphProblem[] {
   const problems = validateGraph(json);
   if (problems.length) return problems;
   try {
@@ -31,7 +34,7 @@ function validateForServer(json: unknown): GraphProblem[] {
     if (err instanceof GraphValidationError) return err.problems;
     throw err;
   }
-  return [];
+  return engine ? checkGraphStages(json as GraphSpec, (name) => engine.checkStage(name)) : [];
 }
 
 export const coreDataflow: Dataflow = {

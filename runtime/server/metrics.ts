@@ -10,7 +10,7 @@
  * const text = await metrics.registry.metrics();
  */
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
-import type { Engine } from '../engine/types.js';
+import type { Engine } from '../../core/engine.js';
 
 // The token rate is averaged over this window: long enough to be steady, short enough to
 // drop to zero soon after work stops.

@@ -19,10 +19,21 @@ export interface OpenAiErrorBody {
 const typeOfStatus = (status: number): string =>
   status === 401 ? 'authentication_error' : status === 429 ? 'rate_limit_error' : status === 404 ? 'not_found_error' : status >= 500 ? 'server_error' : 'invalid_request_error';
 
+/**
+ * A request field in OpenAI's spelling: the JSON pointers of schema checks
+ * (`/messages/0/role`) become `messages[0].role`; other field names pass unchanged.
+ */
+export function openAiParam(field: string): string | null {
+  if (!field.startsWith('/')) return field;
+  if (field === '/') return null;
+  const parts = field.slice(1).split('/').map((p) => p.replaceAll('~1', '/').replaceAll('~0', '~'));
+  return parts.reduce((out, p) => (/^(0|[1-9][0-9]*)$/.test(p) ? `${out}[${p}]` : out ? `${out}.${p}` : p), '');
+}
+
 /** @param grammarParam the request field a GrammarError (a schema the grammar refuses) came from. */
 export function openAiError(err: unknown, grammarParam: string | null = null): { status: number; body: OpenAiErrorBody; headers?: Record<string, string> } {
   const mapped = mapError(err);
-  const param = err instanceof GrammarError ? grammarParam : err instanceof BadRequestError ? err.field : err instanceof NotAvailableError ? err.feature : null;
+  const param = err instanceof GrammarError ? grammarParam : err instanceof BadRequestError ? openAiParam(err.field) : err instanceof NotAvailableError ? err.feature : null;
   return {
     status: mapped.status,
     headers: mapped.headers,

@@ -13,7 +13,8 @@ import { streamSSE } from 'hono/streaming';
 import { firstValueFrom, fromEvent, last, ReplaySubject, takeUntil, type Observable } from 'rxjs';
 import { BadRequestError, CancelledError, NotAvailableError, NotFoundError } from '../../core/errors.js';
 import type { SamplingParams } from '../../core/sampling.js';
-import type { ChatMessage, Engine, FinishReason, GenerateEvent, GenerationUsage } from '../engine/types.js';
+import { chatRequestSchema, checkRequest, type ChatRequest } from '../../core/requests.js';
+import type { ChatMessage, Engine, FinishReason, GenerateEvent, GenerationUsage } from '../../core/engine.js';
 import { openAiError, openAiErrorResponse } from './openai-errors.js';
 import { parseToolCall, planTools, responseFormatOutput, ToolCallStream } from './openai-tools.js';
 import type { ServerMetrics } from './metrics.js';
@@ -27,38 +28,24 @@ export interface ChatDeps {
   modelMatches: (name: string) => boolean;
 }
 
-const ROLES = new Set(['system', 'user', 'assistant', 'tool', 'developer']);
-
-function parseMessages(raw: unknown): ChatMessage[] {
-  if (!Array.isArray(raw) || raw.length === 0) throw new BadRequestError('messages', 'a non-empty array is required');
-  return raw.map((m, i) => {
-    const msg = m as { role?: unknown; content?: unknown; tool_calls?: unknown };
-    if (typeof msg?.role !== 'string' || !ROLES.has(msg.role)) throw new BadRequestError(`messages[${i}].role`, 'unknown role');
-    // Content may be a string or an array of text parts; other part types are not served.
-    let content: string;
-    if (typeof msg.content === 'string') content = msg.content;
-    else if (Array.isArray(msg.content)) {
-      content = msg.content
-        .map((p: { type?: unknown; text?: unknown }) => {
-          if (p?.type !== 'text' || typeof p.text !== 'string') throw new BadRequestError(`messages[${i}].content`, 'only text parts are supported');
-          return p.text;
-        })
-        .join('');
-    } else if (msg.content == null) content = '';
-    else throw new BadRequestError(`messages[${i}].content`, 'must be a string or text parts');
-    const role = msg.role === 'developer' ? 'system' : (msg.role as ChatMessage['role']);
-    // An earlier tool call is shown to the model in the same JSON form it produces calls in.
-    if (role === 'assistant' && Array.isArray(msg.tool_calls) && msg.tool_calls.length > 0) {
-      const calls = msg.tool_calls.map((c: { function?: { name?: unknown; arguments?: unknown } }, j: number) => {
-        const fn = c?.function;
-        if (typeof fn?.name !== 'string' || typeof fn.arguments !== 'string') throw new BadRequestError(`messages[${i}].tool_calls[${j}]`, 'needs function.name and function.arguments');
+/**
+ * The chat messages of a checked request: text parts joined, `developer` read as
+ * `system`. An earlier tool call is shown to the model in the same JSON form it produces
+ * calls in.
+ */
+function messagesOf(body: ChatRequest): ChatMessage[] {
+  return body.messages.map((m, i) => {
+    let content = typeof m.content === 'string' ? m.content : (m.content ?? []).map((p) => p.text).join('');
+    const role = m.role === 'developer' ? 'system' : (m.role as ChatMessage['role']);
+    if (role === 'assistant' && m.tool_calls && m.tool_calls.length > 0) {
+      const calls = m.tool_calls.map((call, j) => {
         let args: unknown;
         try {
-          args = JSON.parse(fn.arguments);
+          args = JSON.parse(call.function.arguments);
         } catch {
-          throw new BadRequestError(`messages[${i}].tool_calls[${j}].function.arguments`, 'must be a JSON string');
+          throw new BadRequestError(`/messages/${i}/tool_calls/${j}/function/arguments`, 'must be a JSON string');
         }
-        return JSON.stringify({ name: fn.name, arguments: args });
+        return JSON.stringify({ name: call.function.name, arguments: args });
       });
       content = (content ? `${content}\n` : '') + calls.join('\n');
     }
@@ -66,67 +53,20 @@ function parseMessages(raw: unknown): ChatMessage[] {
   });
 }
 
-/**
- * Every request field this endpoint reads. Any other field is a 400 naming it: an option
- * a client sets and the server ignores would make its answers silently wrong.
- * `user` is an opaque end-user id for the caller's own logs; it changes nothing here.
- */
-const KNOWN_FIELDS = new Set([
-  'model', 'messages', 'stream', 'stream_options', 'max_tokens', 'max_completion_tokens', 'temperature', 'top_p', 'top_k',
-  'seed', 'stop', 'n', 'response_format', 'tools', 'tool_choice', 'parallel_tool_calls', 'user',
-  'logprobs', 'top_logprobs', 'logit_bias', 'frequency_penalty', 'presence_penalty',
-]);
-
-function refuseUnsupported(body: Record<string, unknown>): void {
-  for (const key of Object.keys(body)) if (!KNOWN_FIELDS.has(key)) throw new BadRequestError(key, 'is not supported by this server');
-  if (body.logprobs != null && body.logprobs !== false) throw new BadRequestError('logprobs', 'log probabilities are not supported yet');
-  if (body.top_logprobs != null && body.top_logprobs !== 0) throw new BadRequestError('top_logprobs', 'log probabilities are not supported yet');
-}
-
-function parseSampling(body: Record<string, unknown>): Partial<SamplingParams> {
-  const s: Partial<SamplingParams> = {};
-  const num = (key: string, min: number, max: number): number | undefined => {
-    const v = body[key];
-    if (v == null) return undefined;
-    if (typeof v !== 'number' || !Number.isFinite(v) || v < min || v > max) throw new BadRequestError(key, `must be a number in [${min}, ${max}]`);
-    return v;
+/** The sampling fields of a checked request, in Skein's names (limits from core/sampling.ts's schema). */
+function samplingOf(body: ChatRequest): Partial<SamplingParams> {
+  const maxTokens = body.max_completion_tokens ?? body.max_tokens;
+  return {
+    ...(maxTokens !== undefined ? { maxTokens } : {}),
+    ...(body.temperature !== undefined ? { temperature: body.temperature } : {}),
+    ...(body.top_p !== undefined ? { topP: body.top_p } : {}),
+    ...(body.top_k !== undefined ? { topK: Math.max(0, body.top_k) } : {}),
+    ...(body.seed !== undefined ? { seed: body.seed } : {}),
+    ...(body.stop !== undefined ? { stop: typeof body.stop === 'string' ? [body.stop] : body.stop } : {}),
+    ...(body.frequency_penalty !== undefined ? { frequencyPenalty: body.frequency_penalty } : {}),
+    ...(body.presence_penalty !== undefined ? { presencePenalty: body.presence_penalty } : {}),
+    ...(body.logit_bias !== undefined ? { logitBias: Object.assign(Object.create(null) as Record<string, number>, body.logit_bias) } : {}),
   };
-  const maxTokens = num('max_completion_tokens', 1, 32768) ?? num('max_tokens', 1, 32768);
-  if (maxTokens !== undefined) s.maxTokens = Math.floor(maxTokens);
-  const temperature = num('temperature', 0, 2);
-  if (temperature !== undefined) s.temperature = temperature;
-  const topP = num('top_p', Number.MIN_VALUE, 1);
-  if (topP !== undefined) s.topP = topP;
-  const topK = num('top_k', -1, 1_000_000);
-  // vLLM's convention: -1 (or 0) disables top-k.
-  if (topK !== undefined) s.topK = Math.max(0, Math.floor(topK));
-  const seed = num('seed', Number.MIN_SAFE_INTEGER, Number.MAX_SAFE_INTEGER);
-  if (seed !== undefined) s.seed = Math.floor(seed);
-  const stop = body.stop;
-  if (typeof stop === 'string') s.stop = [stop];
-  else if (Array.isArray(stop) && stop.every((x) => typeof x === 'string')) s.stop = stop as string[];
-  else if (stop != null) throw new BadRequestError('stop', 'must be a string or an array of strings');
-  if (s.stop?.some((x) => x.length === 0)) throw new BadRequestError('stop', 'stop strings must not be empty');
-  if (s.stop && s.stop.length > 4) throw new BadRequestError('stop', 'at most 4 stop strings');
-  if (body.n != null && body.n !== 1) throw new BadRequestError('n', 'only n = 1 is supported');
-  const frequency = num('frequency_penalty', -2, 2);
-  if (frequency !== undefined) s.frequencyPenalty = frequency;
-  const presence = num('presence_penalty', -2, 2);
-  if (presence !== undefined) s.presencePenalty = presence;
-  const bias = body.logit_bias;
-  if (bias != null) {
-    if (typeof bias !== 'object' || Array.isArray(bias)) throw new BadRequestError('logit_bias', 'must map token ids to numbers');
-    const entries = Object.entries(bias as Record<string, unknown>);
-    if (entries.length > 300) throw new BadRequestError('logit_bias', 'at most 300 tokens');
-    const logitBias: Record<string, number> = Object.create(null);
-    for (const [id, v] of entries) {
-      if (!/^(0|[1-9][0-9]{0,8})$/.test(id)) throw new BadRequestError(`logit_bias.${id}`, 'keys must be token ids');
-      if (typeof v !== 'number' || !Number.isFinite(v) || v < -100 || v > 100) throw new BadRequestError(`logit_bias.${id}`, 'must be a number in [-100, 100]');
-      logitBias[id] = v;
-    }
-    s.logitBias = logitBias;
-  }
-  return s;
 }
 
 /** The tool system message goes first, merged into the caller's system message when there is one. */
@@ -170,24 +110,23 @@ export function chatCompletionsRoute(deps: ChatDeps): Hono {
   app.onError((err, c) => openAiErrorResponse(c, err, grammarParams.get(c.req.raw) ?? null));
 
   app.post('/chat/completions', async (c) => {
-    const body = await c.req.json<Record<string, unknown>>().catch(() => {
+    const json = await c.req.json<unknown>().catch(() => {
       throw new BadRequestError('body', 'must be JSON');
     });
-    if (typeof body !== 'object' || body === null || Array.isArray(body)) throw new BadRequestError('body', 'must be a JSON object');
-    refuseUnsupported(body);
-    const model = typeof body.model === 'string' && body.model ? body.model : engine.modelName;
+    const body = checkRequest(chatRequestSchema, json);
+    const model = body.model || engine.modelName;
     if (!deps.modelMatches(model)) throw new NotFoundError('model', model);
-    const tools = planTools(body);
+    const tools = planTools(body as Record<string, unknown>);
     const format = responseFormatOutput(body.response_format);
     if (format && tools.mode !== 'text') throw new BadRequestError('response_format', 'cannot be combined with tools yet');
     const grammarParam = tools.mode !== 'text' ? 'tools' : 'response_format';
     grammarParams.set(c.req.raw, grammarParam);
     const output = tools.output ?? format;
     if (output && !engine.supportsOutput) throw new NotAvailableError(grammarParam, `model ${engine.modelName} cannot constrain its output`);
-    const messages = withToolSystem(parseMessages(body.messages), tools.system);
-    const sampling = parseSampling(body);
+    const messages = withToolSystem(messagesOf(body), tools.system);
+    const sampling = samplingOf(body);
     const stream = body.stream === true;
-    const includeUsage = (body.stream_options as { include_usage?: unknown } | undefined)?.include_usage === true;
+    const includeUsage = body.stream_options?.include_usage === true;
     const id = `chatcmpl-${Date.now().toString(36)}${(counter++).toString(36)}`;
     const callId = `call_${id.slice(8)}`;
     const created = Math.floor(Date.now() / 1000);
@@ -261,6 +200,7 @@ export function chatCompletionsRoute(deps: ChatDeps): Hono {
               pending = null;
               return emit(first);
             }
+            if (e.type === 'stage') return;
             metrics.tokens(e.usage.completionTokens);
             metrics.ttft(e.metrics.ttftMs);
             if (pending) emit(pending);

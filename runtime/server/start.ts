@@ -13,7 +13,7 @@ import { spawn } from 'node:child_process';
 import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { serve } from '@hono/node-server';
-import type { Engine } from '../engine/types.js';
+import type { Engine } from '../../core/engine.js';
 import type { SchedulingPolicy } from '../scheduler/scheduler.js';
 import { createApp, type AppOptions, type SkeinApp } from './app.js';
 import { defaultAllowedHosts, isLoopback } from './host-check.js';

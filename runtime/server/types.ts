@@ -10,7 +10,7 @@
 import type { Observable } from 'rxjs';
 import type { GraphProblem } from '../../core/errors.js';
 import type { RunEvent } from '../../core/events.js';
-import type { Engine } from '../engine/types.js';
+import type { Engine } from '../../core/engine.js';
 
 export interface RunGraphOptions {
   engine: Engine;
@@ -22,7 +22,8 @@ export interface RunGraphOptions {
 }
 
 export interface Dataflow {
-  validateGraph(json: unknown): GraphProblem[];
+  /** With the engine: also the stages its model cannot run. */
+  validateGraph(json: unknown, engine?: Engine): GraphProblem[];
   /** Throws GraphValidationError (problems with JSON pointers) when the graph is invalid. */
   parseGraph(json: unknown, source?: string): unknown;
   runGraph(spec: unknown, input: Record<string, unknown>, options: RunGraphOptions): Observable<RunEvent>;

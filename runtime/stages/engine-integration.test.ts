@@ -1,18 +1,19 @@
 /**
- * The compress stage inside the real engine (runtime/engine/core.ts): a request with
- * stages.compress is compressed on the model's thread, one segment per step, then
- * prefilled with the shorter ids; metrics say by how much; cancelling during compression
- * frees everything; the worker engine runs it too.
+ * The stages inside the real engine (runtime/engine/core.ts, runtime/stages/registry.ts): a
+ * request with stages.compress is compressed on the model's thread, one segment per step,
+ * then prefilled with the shorter ids; metrics say by how much; cancelling during
+ * compression frees everything; the worker engine runs it too. skipLayers and
+ * prunedPrefill run from the registry and report on the stream; speculate is refused.
  */
 import * as tf from '@tensorflow/tfjs-core';
 import { firstValueFrom, lastValueFrom, toArray } from 'rxjs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { BadRequestError } from '../../core/errors.js';
+import { BadRequestError, StageUnavailableError } from '../../core/errors.js';
 import { makeTempCheckpoint } from '../../test/fixtures/checkpoints.js';
 import { initBackend } from '../backend.js';
 import { createEngine } from '../engine/index.js';
 import type { EngineFront } from '../engine/front.js';
-import type { GenerateEvent, GenerateRequest } from '../engine/types.js';
+import type { GenerateEvent, GenerateRequest } from '../../core/engine.js';
 
 type Done = Extract<GenerateEvent, { type: 'done' }>;
 
@@ -46,10 +47,15 @@ describe('compress stage in the engine', () => {
     ckpt.cleanup();
   });
 
-  it('is advertised and compresses the prompt before prefill', async () => {
-    expect(engine.supportedStages).toContain('compress');
+  it('is available, compresses the prompt before prefill and reports it as a stage event', async () => {
+    expect(engine.checkStage('compress')).toBeUndefined();
     const full = await done(engine, request());
-    const small = await done(engine, request({ compress: { rate: 0.5, keep: ['85448'] } }));
+    const events = await lastValueFrom(engine.generate(request({ compress: { rate: 0.5, keep: ['85448'] } })).pipe(toArray()));
+    const small = events.at(-1) as Done;
+    const stage = events.find((e) => e.type === 'stage' && e.stage === 'compress');
+    expect(events.indexOf(stage!)).toBeLessThan(events.findIndex((e) => e.type === 'token'));
+    expect(stage).toMatchObject({ decided: { rate: 0.5, keepPhrases: 1, scorerLayers: expect.any(Number) }, figures: { tokensIn: full.usage.promptTokens, tokensOut: small.usage.promptTokens } });
+    expect(stage!.type === 'stage' && stage!.figures.wallMs).toBeGreaterThan(0);
     expect(full.metrics.compressedFrom).toBeUndefined();
     expect(small.metrics.compressedFrom).toBe(full.usage.promptTokens);
     expect(small.metrics.compressedTo).toBe(small.usage.promptTokens);
@@ -65,6 +71,35 @@ describe('compress stage in the engine', () => {
     expect(same.usage.promptTokens).toBe(full.usage.promptTokens);
     expect(same.ids).toEqual(full.ids);
     await expect(firstValueFrom(engine.generate(request({ compress: { rate: 0 } })))).rejects.toBeInstanceOf(BadRequestError);
+  });
+
+  it('runs skipLayers and prunedPrefill from the registry, each reporting a stage event with its figures', async () => {
+    expect(engine.checkStage('skipLayers')).toBeUndefined();
+    expect(engine.checkStage('prunedPrefill')).toBeUndefined();
+    const plain = await done(engine, request());
+    const events = await lastValueFrom(
+      engine.generate(request({ prunedPrefill: { keepRatio: 0.5 }, skipLayers: { targetSpeedup: 2, mode: 'self-speculative' } })).pipe(toArray()),
+    );
+    const end = events.at(-1) as Done;
+    // Self-speculative decoding is lossless: the full model verifies every drafted token.
+    const lossless = await done(engine, request({ skipLayers: { targetSpeedup: 2, mode: 'self-speculative' } }));
+    expect(lossless.ids).toEqual(plain.ids);
+    const stages = events.filter((e): e is Extract<GenerateEvent, { type: 'stage' }> => e.type === 'stage');
+    const lazy = stages.find((e) => e.stage === 'prunedPrefill');
+    const skip = stages.find((e) => e.stage === 'skipLayers');
+    expect(lazy?.figures.prunedTokens).toBeGreaterThan(0);
+    expect(lazy?.decided).toMatchObject({ layers: expect.any(String), keep: expect.any(String) });
+    expect(skip).toMatchObject({ decided: { mode: 'self-speculative', targetSpeedup: 2 }, figures: { layersRun: end.metrics.stages!.skipLayers!.layers.length } });
+    expect(skip!.figures.draftsProposed).toBeGreaterThan(0);
+    expect(events.indexOf(skip!)).toBeLessThan(events.length - 1);
+    expect(engine.stats()).toMatchObject({ runningSequences: 0, kvBlocksUsed: 0 });
+  });
+
+  it('refuses speculate with a typed error saying what is missing and how to get it', async () => {
+    const run = firstValueFrom(engine.generate(request({ speculate: {} })));
+    await expect(run).rejects.toBeInstanceOf(StageUnavailableError);
+    await expect(run).rejects.toThrow(/no trained heads beside the model.*npx skein train heads/);
+    expect(engine.stats().runningSequences).toBe(0);
   });
 
   it('unsubscribing while the prompt is being compressed frees its cache', async () => {

@@ -21,7 +21,9 @@
  * scheduler.submit({ id, ids, sampling, shape: shape?.shape });
  */
 import type { ShapeFigures, SequenceShape } from '../scheduler/scheduler.js';
-import type { StageOptions, StageReport } from '../engine/types.js';
+import type { StageReport } from '../../core/engine.js';
+import type { StageFigures } from '../../core/events.js';
+import type { Stages } from '../../core/stages.js';
 import { lazySchedule } from './lazy-schedule.js';
 import { unifiedLayers } from './layer-selection.js';
 
@@ -35,7 +37,7 @@ export interface ShapedStages {
 }
 
 /** The shape for a request's skipLayers / prunedPrefill options; undefined when neither is asked. Throws BadRequestError on bad options. */
-export function sequenceShape(numLayers: number, stages: Pick<StageOptions, 'skipLayers' | 'prunedPrefill'>): ShapedStages | undefined {
+export function sequenceShape(numLayers: number, stages: Pick<Stages, 'skipLayers' | 'prunedPrefill'>): ShapedStages | undefined {
   const skip = stages.skipLayers;
   const lazy = stages.prunedPrefill;
   if (skip === undefined && lazy === undefined) return undefined;
@@ -74,6 +76,49 @@ export function sequenceShape(numLayers: number, stages: Pick<StageOptions, 'ski
       return out;
     },
   };
+}
+
+/** A shaping stage's event as the engine streams it: what it decided, what it did and cost. */
+export interface ShapeStageEvent {
+  stage: 'skipLayers' | 'prunedPrefill';
+  decided: Record<string, string | number | boolean>;
+  figures: StageFigures;
+}
+
+/**
+ * The stage events of a finished sequence's report, one per shaping stage that ran, in the
+ * order they act (prefill, then decode): they travel to the operator's stream like
+ * compress's, so `skein run --json` and the playground show them.
+ */
+export function stageEvents(report: StageReport): ShapeStageEvent[] {
+  const events: ShapeStageEvent[] = [];
+  const lazy = report.prunedPrefill;
+  if (lazy) {
+    const counts = Object.values(lazy.prunedAtLayer);
+    events.push({
+      stage: 'prunedPrefill',
+      decided: {
+        layers: lazy.layers.join(','),
+        keep: lazy.keep.join(','),
+        prunedAtLayer: Object.entries(lazy.prunedAtLayer).map(([layer, n]) => `${layer}:${n}`).join(','),
+      },
+      // Tokens pruned by the last pruning layer: every one of them skipped the layers after it.
+      figures: { prunedTokens: counts.length ? Math.max(...counts) : 0, wallMs: lazy.prefillMs },
+    });
+  }
+  const skip = report.skipLayers;
+  if (skip) {
+    events.push({
+      stage: 'skipLayers',
+      decided: { mode: skip.mode, targetSpeedup: skip.targetSpeedup, layers: skip.layers.join(','), shallowForwards: skip.shallowForwards },
+      figures: {
+        layersRun: skip.layers.length,
+        ...(skip.draftsProposed !== undefined ? { draftsProposed: skip.draftsProposed, draftsAccepted: skip.draftsAccepted ?? 0 } : {}),
+        wallMs: skip.decodeMs,
+      },
+    });
+  }
+  return events;
 }
 
 const round = (ms: number) => Math.round(ms * 10) / 10;

@@ -11,7 +11,10 @@
 import fs from 'node:fs';
 import { forward } from '../model/forward.js';
 import type { LoadedCheckpoint } from '../checkpoint/load.js';
-import { generateAll } from '../generate/generate.js';
+import { lastValueFrom } from 'rxjs';
+import type { GenerateEvent } from '../../core/engine.js';
+import type { SamplingParams } from '../../core/sampling.js';
+import { engineOnModel } from '../engine/index.js';
 import { renderChat } from './data/tokenizer-files.js';
 import { scoreEvalItem, type EvalItem, type EvalKind } from './data/instruct.js';
 
@@ -55,22 +58,35 @@ export interface ItemsSummary {
   results: ItemResult[];
 }
 
+/**
+ * Answers to raw prompts on the shared engine over `model` (this thread), all submitted
+ * at once so the scheduler batches them; `layers` runs every forward on that layer subset.
+ */
+async function answers(model: LoadedCheckpoint, prompts: string[], sampling: Partial<SamplingParams>, layers?: number[]): Promise<string[]> {
+  const engine = engineOnModel(model, model.tokenizer(), layers ? { forward: (m, seqs) => forward(m, seqs, { layers }) } : {});
+  try {
+    const done = await Promise.all(prompts.map((prompt) => lastValueFrom(engine.generate({ prompt, sampling }))));
+    return done.map((e) => (e as Extract<GenerateEvent, { type: 'done' }>).text);
+  } finally {
+    await engine.close();
+  }
+}
+
 /** Greedy answers (ChatML prompt, stop at <|im_end|>) to eval items, scored. */
 export async function evalItems(model: LoadedCheckpoint, items: EvalItem[], opts: { maxTokens?: number; layers?: number[]; batch?: number } = {}): Promise<ItemsSummary> {
-  const tok = model.tokenizer();
   const results: ItemResult[] = [];
   const batch = opts.batch ?? 4;
   for (let i = 0; i < items.length; i += batch) {
     const chunk = items.slice(i, i + batch);
-    const outs = await generateAll(
+    const outs = await answers(
       model,
-      tok,
-      chunk.map((it) => ({ prompt: renderChat(it.messages, true) })),
-      { temperature: 0, maxTokens: opts.maxTokens ?? (chunk.some((c) => c.kind === 'skeleton') ? 64 : 32), ...(opts.layers ? { layers: opts.layers } : {}) },
+      chunk.map((it) => renderChat(it.messages, true)),
+      { temperature: 0, maxTokens: opts.maxTokens ?? (chunk.some((c) => c.kind === 'skeleton') ? 64 : 32) },
+      opts.layers,
     );
     chunk.forEach((it, j) => {
-      const s = scoreEvalItem(it, outs[j].text);
-      results.push({ id: it.id, kind: it.kind, output: outs[j].text, pass: s.pass, score: s.score });
+      const s = scoreEvalItem(it, outs[j]);
+      results.push({ id: it.id, kind: it.kind, output: outs[j], pass: s.pass, score: s.score });
     });
   }
   const byKind: ItemsSummary['byKind'] = {};
@@ -97,13 +113,8 @@ export function readEvalItems(file: string): EvalItem[] {
 
 /** Greedy text for one chat turn (model card samples). */
 export async function chat(model: LoadedCheckpoint, user: string, maxTokens = 96, layers?: number[]): Promise<string> {
-  const [r] = await generateAll(model, model.tokenizer(), [{ prompt: renderChat([{ role: 'user', content: user }], true) }], {
-    temperature: 0,
-    maxTokens,
-    repetitionPenalty: 1.1,
-    ...(layers ? { layers } : {}),
-  });
-  return r.text;
+  const [text] = await answers(model, [renderChat([{ role: 'user', content: user }], true)], { temperature: 0, maxTokens, repetitionPenalty: 1.1 }, layers);
+  return text;
 }
 
 /**

@@ -9,7 +9,9 @@
  * const engine = createFakeEngine({ delayMs: 1, script: [{ match: /skeleton/i, reply: '1. a\n2. b' }] });
  */
 import { Observable, asyncScheduler, type SchedulerLike } from 'rxjs';
-import type { ChatMessage, Engine, EngineStats, GenerateEvent, GenerateRequest, StageOptions } from '../../runtime/engine/types.js';
+import type { ChatMessage, Engine, EngineStats, GenerateEvent, GenerateRequest } from '../../core/engine.js';
+import { StageUnavailableError } from '../../core/errors.js';
+import type { StageName } from '../../core/stages.js';
 
 export interface FakeRule {
   /** Tested against the rendered prompt (chat template applied, assistant prefix included). */
@@ -27,7 +29,8 @@ export interface FakeEngineOptions {
   delayMs?: number;
   scheduler?: SchedulerLike;
   modelName?: string;
-  supportedStages?: (keyof StageOptions)[];
+  /** Stages its pretend model runs; any other fails the request with StageUnavailableError. */
+  supportedStages?: StageName[];
 }
 
 export interface FakeEngine extends Engine {
@@ -78,7 +81,10 @@ export function createFakeEngine(options: FakeEngineOptions = {}): FakeEngine {
 
   const engine: FakeEngine = {
     modelName: options.modelName ?? 'fake',
-    supportedStages: options.supportedStages,
+    checkStage: (name) =>
+      options.supportedStages?.includes(name)
+        ? undefined
+        : new StageUnavailableError(name, options.modelName ?? 'fake', 'the fake engine does not run it', 'list it in supportedStages'),
     get live() {
       return stats.live;
     },
@@ -98,6 +104,11 @@ export function createFakeEngine(options: FakeEngineOptions = {}): FakeEngine {
     prompts,
     generate(request: GenerateRequest): Observable<GenerateEvent> {
       return new Observable<GenerateEvent>((subscriber) => {
+        // Refused before it counts as started, as the real engine refuses at submit.
+        for (const [name, value] of Object.entries(request.stages ?? {})) {
+          const refused = value === undefined ? undefined : engine.checkStage(name as StageName);
+          if (refused) return subscriber.error(refused);
+        }
         const prompt = promptOf(request);
         requests.push(request);
         prompts.push(prompt);

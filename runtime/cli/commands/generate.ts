@@ -1,9 +1,11 @@
 /**
- * `skein generate`: generate from a prompt (or token ids) with the simple engine. Text
- * streams to stdout as it is generated (greedy by default); with --json one object
- * `{"ids", "text", "metrics": {"prefillMs", "decodeTokensPerSec"}}` is printed instead.
- * `--stages JSON` (a generate node's `stages`) runs on the shared engine's scheduler, where
- * the stages live, and --json then adds `metrics.stages`: per stage what it did and cost.
+ * `skein generate`: generate from a prompt (or token ids) on the shared engine (the same
+ * scheduler, paged KV pool and sampler every run uses, in this thread). Text streams to
+ * stdout as it is generated (greedy by default); with --json one object
+ * `{"ids", "text", "finishReason", "metrics": {"prefillMs", "decodeTokensPerSec"}}` is
+ * printed instead, `prefillMs` being the time to the first token.
+ * `--stages JSON` (a generate node's `stages`) runs those stages in the engine, and --json
+ * then adds `metrics.stages`: per stage what it did and cost.
  *
  * @example
  * npx skein generate --model skein-mini --prompt "Once upon a time" --max-tokens 32
@@ -13,13 +15,12 @@
 import type { Command } from 'commander';
 import { BadRequestError } from '../../../core/errors.js';
 import type { SamplingParams } from '../../../core/sampling.js';
+import { lastValueFrom, tap } from 'rxjs';
+import type { GenerateEvent, GenerateRequest } from '../../../core/engine.js';
 import { initBackend } from '../../backend.js';
-import { loadModel } from '../../checkpoint/load.js';
 import { MODEL_OPTION_HELP, modelOrDefault } from '../../pull/default-model.js';
-import { generateAll, type GenerateTokenizer } from '../../generate/generate.js';
-import { lastValueFrom, tap, toArray } from 'rxjs';
 import type { Stages } from '../../../core/stages.js';
-import type { StageOptions } from '../../engine/types.js';
+import { createEngine } from '../../engine/index.js';
 import { parseIds, writeOut } from './logits.js';
 import { parseStagesFlag } from './stages-flag.js';
 
@@ -47,7 +48,7 @@ export function register(program: Command): void {
     .command('generate')
     .description('Generate text from a prompt or token ids (streams to stdout; --json prints one object)')
     .option('-m, --model <name|path>', MODEL_OPTION_HELP)
-    .option('--prompt <text>', 'text prompt (encoded without special tokens)')
+    .option('--prompt <text>', 'text prompt (bos prepended when the model asks for one)')
     .option('--chat', "send --prompt as a user message, rendered with the model's chat template")
     .option('--ids <ids>', 'comma-separated prompt token ids', parseIds)
     .option('--max-tokens <n>', 'tokens to generate at most', num('--max-tokens', (n) => Number.isInteger(n) && n >= 1, 'must be a positive integer'))
@@ -62,79 +63,51 @@ export function register(program: Command): void {
     .action(async (opts: GenerateCliOptions) => {
       if ((opts.prompt === undefined) === (opts.ids === undefined)) throw new BadRequestError('--prompt/--ids', 'give exactly one');
       if (opts.chat === true && opts.prompt === undefined) throw new BadRequestError('--chat', 'needs --prompt');
-      if (opts.stages !== undefined) return generateWithStages(opts, parseStagesFlag(opts.stages));
+      const stages = opts.stages !== undefined ? parseStagesFlag(opts.stages) : undefined;
       await initBackend({ log: true });
-      const model = await loadModel((await modelOrDefault(opts.model)).model);
+      const engine = await createEngine({ model: (await modelOrDefault(opts.model)).model, thread: 'main' });
       try {
-        const tokenizer: GenerateTokenizer | null =
-          model.hasTokenizer || opts.prompt !== undefined ? model.tokenizer() : null;
-        const prompt = opts.chat === true ? model.tokenizer().renderChat([{ role: 'user', content: opts.prompt! }]) : opts.prompt;
-        const [r] = await generateAll(
-          model,
-          tokenizer,
-          [opts.ids !== undefined ? { ids: opts.ids } : { prompt: prompt! }],
-          samplingFlags(opts),
-          opts.json ? undefined : (e) => {
-            if (e.type === 'token' && e.text !== '') process.stdout.write(e.text);
-          },
-        );
-        const { prefillMs, decodeTokensPerSec } = r!.metrics;
+        const done = (await lastValueFrom(
+          engine.generate(generateRequest(opts, stages)).pipe(
+            tap((e: GenerateEvent) => {
+              if (!opts.json && e.type === 'token' && e.text !== '') process.stdout.write(e.text);
+            }),
+          ),
+        )) as Extract<GenerateEvent, { type: 'done' }>;
+        // The end-of-sequence id that ended it is not part of the answer.
+        const ids = done.reason === 'eos' ? done.ids.slice(0, -1) : done.ids;
+        const prefillMs = done.metrics.ttftMs;
+        const { decodeTokensPerSec } = done.metrics;
+        const report = stages ? { stages: done.metrics.stages ?? {} } : {};
         if (opts.json) {
-          await writeOut(`${JSON.stringify({ ids: r!.ids, text: r!.text, finishReason: r!.finishReason, metrics: { prefillMs, decodeTokensPerSec } })}\n`);
+          await writeOut(`${JSON.stringify({ ids, text: done.text, finishReason: done.reason, metrics: { prefillMs, decodeTokensPerSec, ...report } })}\n`);
         } else {
           await writeOut('\n');
-          process.stderr.write(
-            `skein: ${r!.ids.length} tokens (${r!.finishReason}), prefill ${prefillMs.toFixed(0)} ms, decode ${decodeTokensPerSec.toFixed(1)} tokens/s\n`,
-          );
+          process.stderr.write(`skein: ${ids.length} tokens (${done.reason}), prefill ${prefillMs.toFixed(0)} ms, decode ${decodeTokensPerSec.toFixed(1)} tokens/s\n`);
+          if (stages) process.stderr.write(`skein: stages ${JSON.stringify(done.metrics.stages ?? {})}\n`);
         }
       } finally {
-        model.dispose();
+        await engine.close();
       }
     });
 }
 
-/** The sampling fields the command's flags set (both generation paths take the same ones). */
-function samplingFlags(opts: GenerateCliOptions) {
-  const { maxTokens, temperature, topK, topP, repetitionPenalty, seed, stop } = opts;
-  return { maxTokens, temperature, topK, topP, repetitionPenalty, seed, stop };
-}
-
-/** The --stages path: one request on an in-process engine (the scheduler runs the stages). */
-async function generateWithStages(opts: GenerateCliOptions, stages: Stages): Promise<void> {
-  const { createEngine } = await import('../../engine/index.js');
-  const engine = await createEngine({ model: (await modelOrDefault(opts.model)).model, thread: 'main' });
-  try {
-    const events = await lastValueFrom(
-      engine
-        .generate({
-          ...(opts.ids !== undefined
-            ? { ids: opts.ids }
-            : opts.chat === true
-              ? { messages: [{ role: 'user' as const, content: opts.prompt! }] }
-              : { prompt: opts.prompt! }),
-          sampling: samplingFlags(opts),
-          stages: stages as StageOptions,
-        })
-        .pipe(
-          tap((e) => {
-            if (!opts.json && e.type === 'token' && e.text !== '') process.stdout.write(e.text);
-          }),
-          toArray(),
-        ),
-    );
-    const done = events.at(-1)!;
-    if (done.type !== 'done') throw new Error('generation ended without a result');
-    const { ttftMs, decodeTokensPerSec, stages: report } = done.metrics;
-    if (opts.json) {
-      await writeOut(
-        `${JSON.stringify({ ids: done.ids, text: done.text, finishReason: done.reason, metrics: { prefillMs: ttftMs, ttftMs, decodeTokensPerSec, stages: report ?? {} } })}\n`,
-      );
-    } else {
-      await writeOut('\n');
-      process.stderr.write(`skein: ${done.ids.length} tokens (${done.reason}), TTFT ${ttftMs.toFixed(0)} ms, decode ${decodeTokensPerSec.toFixed(1)} tokens/s\n`);
-      process.stderr.write(`skein: stages ${JSON.stringify(report ?? {})}\n`);
-    }
-  } finally {
-    await engine.close();
-  }
+/** One request from the flags: token ids, a chat turn, or a raw prompt; the stages when given. */
+function generateRequest(opts: GenerateCliOptions, stages: Stages | undefined): GenerateRequest {
+  const sampling = {
+    maxTokens: opts.maxTokens,
+    temperature: opts.temperature,
+    topK: opts.topK,
+    topP: opts.topP,
+    repetitionPenalty: opts.repetitionPenalty,
+    seed: opts.seed,
+    stop: opts.stop,
+  };
+  const input =
+    opts.ids !== undefined
+      ? { ids: opts.ids }
+      : opts.chat === true
+        ? { messages: [{ role: 'user' as const, content: opts.prompt! }] }
+        : { prompt: opts.prompt! };
+  return { ...input, sampling, ...(stages ? { stages } : {}) };
 }

@@ -7,9 +7,9 @@
  */
 import { writeFileSync } from 'node:fs';
 import type { Command } from 'commander';
-import { BadRequestError, GraphValidationError, checkRunInput, compileGraph, saveEvents, type RunEvent } from '../../../core/index.js';
+import { BadRequestError, GraphValidationError, checkRunInput, compileGraph, runCompiled, saveEvents, type RunEvent } from '../../../operators/index.js';
 import { ProgressView } from '../../../core/progress.js';
-import type { Engine } from '../../engine/types.js';
+import type { Engine } from '../../../core/engine.js';
 import { chooseDefaultModel, MODEL_OPTION_HELP } from '../../pull/default-model.js';
 import { parseStagesFlag, withStages } from './stages-flag.js';
 import { readGraphFile } from './validate.js';
@@ -58,7 +58,7 @@ export async function runGraphFile(file: string, flags: RunFlags, io: RunIo = {}
   const read = readGraphFile(file);
   if (read.problems.length) throw new GraphValidationError(read.problems, file);
   const json = flags.stages !== undefined ? withStages(read.json, parseStagesFlag(flags.stages)) : read.json;
-  const compiled = compileGraph(json as never, undefined, file);
+  const compiled = compileGraph(json as never, { source: file });
   const input = parseInput(flags.input);
   checkRunInput(compiled.spec, input);
   const seed = flags.seed === undefined ? undefined : Number(flags.seed);
@@ -79,7 +79,7 @@ export async function runGraphFile(file: string, flags: RunFlags, io: RunIo = {}
   let end: Extract<RunEvent, { type: 'run-end' }>;
   try {
     end = await new Promise((resolve, reject) => {
-      compiled.run(input, { engine, seed, signal: io.signal }).subscribe({
+      runCompiled(compiled, input, { engine, seed, signal: io.signal }).subscribe({
         next(e) {
           events.push(e);
           if (e.type === 'run-end') resolve(e);

@@ -1,11 +1,14 @@
 /**
  * `skein validate GRAPH.json`: lists every problem of a graph, each at its JSON pointer,
  * and exits 1 when there is any; `--print` shows the compiled graph of a valid one.
+ * `--model NAME` also checks the graph's stages against that model (the engine's stage
+ * registry, read from the model's folder without loading its weights).
  */
 import { readFileSync } from 'node:fs';
 import type { Command } from 'commander';
-import { compileGraph, printGraph, validateGraph, type GraphProblem, type GraphSpec } from '../../../core/index.js';
+import { checkGraphStages, compileGraph, printGraph, validateGraph, type GraphProblem, type GraphSpec } from '../../../operators/index.js';
 import { lineCol, syntaxErrorOffset } from '../../../core/json-location.js';
+import { checkStage, modelFacts } from '../../stages/registry.js';
 
 /** Reads a graph file; unreadable or non-JSON files come back as problems at the root (with line and column). */
 export function readGraphFile(file: string): { json?: unknown; problems: GraphProblem[] } {
@@ -27,9 +30,13 @@ export function readGraphFile(file: string): { json?: unknown; problems: GraphPr
 }
 
 /** The body of `skein validate`; resolves to the exit status (1 when there is any problem). */
-export function validateGraphFile(file: string, opts: { print?: boolean; json?: boolean }, stdout: NodeJS.WritableStream = process.stdout): number {
+export function validateGraphFile(file: string, opts: { print?: boolean; json?: boolean; model?: string }, stdout: NodeJS.WritableStream = process.stdout): number {
   const read = readGraphFile(file);
-  const problems = read.problems.length ? read.problems : validateGraph(read.json);
+  let problems = read.problems.length ? read.problems : validateGraph(read.json);
+  if (!problems.length && opts.model !== undefined) {
+    const facts = modelFacts(opts.model);
+    problems = checkGraphStages(read.json as GraphSpec, (name) => checkStage(name, facts));
+  }
   if (opts.json) stdout.write(`${JSON.stringify({ file, valid: problems.length === 0, problems })}\n`);
   else if (problems.length) {
     stdout.write(`${file}: ${problems.length} problem(s)\n`);
@@ -49,7 +56,8 @@ export function register(program: Command): void {
     .argument('<graph>', 'graph JSON file')
     .option('--print', 'print the compiled graph when it is valid')
     .option('--json', 'print the problems as JSON')
-    .action((file: string, opts: { print?: boolean; json?: boolean }) => {
+    .option('-m, --model <name|dir>', 'also check the stages against this model')
+    .action((file: string, opts: { print?: boolean; json?: boolean; model?: string }) => {
       process.exitCode = validateGraphFile(file, opts);
     });
 }

@@ -16,9 +16,20 @@
 import { BadRequestError, NotAvailableError } from '../../core/errors.js';
 import type { LoadedModel } from '../model/types.js';
 import { PromptCompressor, type CompressResult } from './compress.js';
+import type { EngineStageDef } from './types.js';
 import { tokenTexts, type UnitTokenizer } from './units.js';
 
-/** The request's stage options (StageOptions['compress'] in runtime/engine/types.ts). */
+/** The registry's entry (runtime/stages/registry.ts). */
+export const compressStage: EngineStageDef = {
+  name: 'compress',
+  forward: 'before prefill, a scorer pass over the prompt with the first layers only (ForwardCallOptions.layers), one segment per engine step; the prompt ids are then replaced by the kept ones',
+  unavailable: (model) =>
+    model.hasTokenizer
+      ? undefined
+      : { missing: 'the model has no tokenizer.json to find whole words with', remedy: 'use a model folder with its tokenizer, or send the prompt uncompressed' },
+};
+
+/** The request's stage options (Stages['compress'] in core/stages.ts). */
 export interface CompressStageOptions {
   rate: number;
   keep?: readonly string[];

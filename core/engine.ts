@@ -1,7 +1,9 @@
 /**
- * The runtime's small public interface: the only way operators, graphs and the HTTP
- * layer reach the model. Work is submitted as a request and comes back as a cold
- * Observable of events; unsubscribing cancels it and frees its KV.
+ * The Engine contract: the only way operators, graphs and the HTTP layer reach the model.
+ * It sits in core/ so that every layer shares it while none imports the runtime that
+ * implements it (runtime/engine). Work is submitted as a request and comes back as a cold
+ * Observable of events; unsubscribing cancels it and frees its KV. A request's sampling
+ * and stage fields are the types read from core's schemas (sampling.ts, stages.ts).
  *
  * @example
  * engine.generate({ prompt: 'Hello', sampling: { maxTokens: 8 } }).subscribe((e) => {
@@ -9,24 +11,15 @@
  * });
  */
 import type { Observable } from 'rxjs';
-import type { OutputConstraint } from '../../core/output.js';
-import type { SamplingParams } from '../../core/sampling.js';
+import type { OutputConstraint } from './output.js';
+import type { SamplingParams } from './sampling.js';
+import type { StageUnavailableError } from './errors.js';
+import type { StageEventName, StageFigures } from './events.js';
+import type { StageName, Stages } from './stages.js';
 
 export interface ChatMessage {
   role: 'system' | 'user' | 'assistant' | 'tool';
   content: string;
-}
-
-/** Pipeline stages applied by the runtime to one generation (validated by core's schema). */
-export interface StageOptions {
-  /** Unified Layer Skipping: decode on about numLayers/targetSpeedup layers, chosen evenly. */
-  skipLayers?: { targetSpeedup: number; mode?: 'lossy' | 'self-speculative'; drafts?: number };
-  /** LazyLLM: progressive pruning of prompt tokens during prefill. */
-  prunedPrefill?: { keepRatio: number | number[]; layers?: number[] };
-  /** Medusa / Cerberus heads from a heads file beside the model. */
-  speculate?: { heads?: string; mode?: 'medusa' | 'cerberus'; entropyGate?: number };
-  /** LLMLingua-style prompt compression before prefill: keep about `rate` of the prompt tokens. */
-  compress?: { rate: number; keep?: string[] };
 }
 
 export interface GenerateRequest {
@@ -39,7 +32,7 @@ export interface GenerateRequest {
   /** When messages are given: text the assistant turn starts with (SoT's pre-filled point). */
   assistantPrefix?: string;
   sampling?: Partial<SamplingParams>;
-  stages?: StageOptions;
+  stages?: Stages;
   /** Structured output: the generated text is held to a JSON Schema, a regex or a choice of strings. */
   output?: OutputConstraint;
   /** Groups work for fairness and accounting (the run id). */
@@ -100,6 +93,8 @@ export interface StageReport {
 
 export type GenerateEvent =
   | { type: 'token'; id: number; text: string }
+  /** A stage ran for this request (before its first token for prompt stages). */
+  | { type: 'stage'; stage: StageEventName; decided: Record<string, string | number | boolean>; figures: StageFigures }
   | {
       type: 'done';
       reason: FinishReason;
@@ -133,10 +128,11 @@ export interface Engine {
   /** Model name or folder it serves. */
   readonly modelName: string;
   /**
-   * The stages this engine runs. A request naming any other stage is refused with
-   * NotAvailableError by the dataflow core before it reaches the engine; absent means none.
+   * Whether this engine's model can run a stage: undefined when it can, otherwise the
+   * typed error (what is missing, how to get it) that a request naming it fails with.
+   * Validation asks it before a run (core's checkGraphStages).
    */
-  readonly supportedStages?: readonly (keyof StageOptions)[];
+  checkStage(name: StageName): StageUnavailableError | undefined;
   /**
    * Whether the engine enforces `GenerateRequest.output` (constrained decoding); absent
    * means no, and a request carrying `output` is refused with NotAvailableError.

@@ -5,7 +5,7 @@ import { loadWarmTempModel, type WarmModel } from '../../test/fixtures/warm-mode
 import type { LoadedCheckpoint } from '../checkpoint/load.js';
 import type { ModelTokenizer } from '../checkpoint/tokenizer.js';
 import { compressPrompt, type CompressResult } from './compress.js';
-import { CompressStage, defaultProtectedSuffix, defaultScorerLayers } from './engine-stage.js';
+import { CompressStage, defaultProtectedSuffix, defaultScorerLayers } from './compress-stage.js';
 
 const PASSAGE =
   'The river runs past the old mill and the town square. In the spring the water is high. ' +
