@@ -1,6 +1,6 @@
 /**
  * Operators stream their own events on the real engine with the default model
- * (models/skein-mini): `of(prompt).pipe(generate(...))`, with no graph and no side
+ * (SmolLM2-135M-Instruct, pulled; skipped with the reason when it is not): `of(prompt).pipe(generate(...))`, with no graph and no side
  * channel, yields node-start, the tokens as text deltas and node-end with the answer and
  * its metrics — the same events a graph run stamps and forwards.
  */
@@ -13,14 +13,15 @@ import type { OperatorEvent } from '../core/events.js';
 import { generate } from '../operators/index.js';
 
 const root = (p: string) => fileURLToPath(new URL(`../${p}`, import.meta.url));
-const missing = existsSync(root('models/skein-mini/config.json')) ? '' : 'models/skein-mini is not there';
+const modelDir = root('models/smollm2-135m-instruct/');
+const missing = existsSync(`${modelDir}SmolLM2-135M-Instruct.Q4_1.gguf`) ? '' : 'the default model is not pulled (npx skein pull smollm2-135m-instruct)';
 if (missing) process.stderr.write(`operators stream test: skipped because ${missing}\n`);
 
-describe.skipIf(missing !== '')(`operator streams on the real engine (skein-mini)${missing ? ` — skipped: ${missing}` : ''}`, () => {
+describe.skipIf(missing !== '')(`operator streams on the real engine (default model)${missing ? ` — skipped: ${missing}` : ''}`, () => {
   let engine: Engine;
   beforeAll(async () => {
     const { createEngine } = await import('../runtime/engine/index.js');
-    engine = await createEngine({ model: 'skein-mini', thread: 'main' });
+    engine = await createEngine({ model: modelDir, thread: 'main' });
   }, 60_000);
   afterAll(async () => engine?.close());
 
