@@ -67,7 +67,15 @@ export type OperatorEvent =
       decided: Record<string, string | number | boolean>;
       figures: StageFigures;
     }
-  | { type: 'node-end'; node: string; branch?: string; output: unknown; metrics: StageMetrics }
+  | {
+      type: 'node-end';
+      node: string;
+      branch?: string;
+      output: unknown;
+      metrics: StageMetrics;
+      /** Taken from the interrupted run this one resumes (the node did not run again). */
+      reused?: true;
+    }
   | { type: 'branch-error'; node: string; branch: string; error: ErrorInfo };
 
 export type OperatorEventType = OperatorEvent['type'];
@@ -99,7 +107,14 @@ interface EventBase {
 }
 
 export type RunEvent =
-  | (EventBase & { type: 'run-start'; graph: string; input: Record<string, unknown>; seed: number })
+  | (EventBase & {
+      type: 'run-start';
+      graph: string;
+      input: Record<string, unknown>;
+      seed: number;
+      /** The interrupted run this one resumes (same graph, input and seed). */
+      resumedFrom?: string;
+    })
   | (EventBase & OperatorEvent)
   | (EventBase & {
       type: 'run-end';

@@ -53,6 +53,14 @@ export interface RunOptions {
   nodes?: NodeRegistry;
   /** Aborting ends the run with run-end {status: 'cancelled'}; unsubscribing cancels silently. */
   signal?: AbortSignal;
+  /**
+   * Resuming an interrupted run: its id, and the outputs of its top-level nodes that had
+   * completed (node id → output). Those nodes do not run again: each emits node-start and
+   * a node-end marked `reused`; every other node runs as it would have, with the same
+   * seeds when the run seed is the interrupted run's, so a resumed greedy (or seeded) run
+   * gives what an uninterrupted one would.
+   */
+  resume?: { from: string; outputs: Record<string, unknown> };
 }
 
 type Slot = { s: 'ok'; value: unknown } | { s: 'skipped' } | { s: 'failed'; error: Error };
@@ -94,7 +102,8 @@ export function runCompiled(compiled: CompiledGraph, input: Record<string, unkno
     };
     const tools = options.tools ?? compiled.tools;
 
-    emit({ type: 'run-start', graph: compiled.spec.name, input, seed });
+    emit({ type: 'run-start', graph: compiled.spec.name, input, seed, ...(options.resume ? { resumedFrom: options.resume.from } : {}) });
+    const reusable = options.resume?.outputs ?? {};
 
     const nodeUsage = (id: string) => (usage[id] ??= { tokensIn: 0, tokensOut: 0, wallMs: 0 });
 
@@ -140,6 +149,13 @@ export function runCompiled(compiled: CompiledGraph, input: Record<string, unkno
           input,
           ...(node.kind === 'loop' ? { turn: loopTurn(node, env) } : {}),
         };
+        // A top-level node the interrupted run completed (loop turns and branches run again).
+        if (!turnKey && !node.scope.length && Object.hasOwn(reusable, node.id)) {
+          const output = reusable[node.id];
+          emit({ type: 'node-start', node: node.id });
+          emit({ type: 'node-end', node: node.id, output, metrics: {}, reused: true });
+          return of(portsOf(node, context, output));
+        }
         const t0 = performance.now();
         let end: NodeEnd | undefined;
         const own = (e: OperatorEvent): e is NodeEnd => e.type === 'node-end' && e.node === node.id && e.branch === context.scope.branch;

@@ -34,6 +34,7 @@ import { orderedWrites } from './ordered.js';
 import { chatCompletionsRoute } from './openai.js';
 import { playgroundRoute } from './playground.js';
 import type { RunDatabase } from './run-db.js';
+import { resumePlan } from './resume.js';
 import { RunStore, summarize } from './runs.js';
 import type { Dataflow, ExampleGraph } from './types.js';
 
@@ -237,6 +238,27 @@ export function createApp(options: AppOptions): SkeinApp {
     const record = store.start({ id, graph: name, input, seed, model: engine.modelName, definition: graphJson }, run$, () => abort.abort());
     metrics.runStarted();
     return c.json({ id, state: record.state, links: { self: `/v1/runs/${id}`, events: `/v1/runs/${id}/events` } }, 201);
+  });
+
+  // A run the server stopped in the middle goes on as a new run: its completed top-level
+  // nodes are reused, the rest run with the same seeds (resume.ts).
+  app.post('/v1/runs/:id/resume', (c) => {
+    const from = store.get(c.req.param('id'));
+    if (!from) throw new NotFoundError('run', c.req.param('id'));
+    const plan = resumePlan(from);
+    const spec = dataflow.parseGraph(plan.definition, `run ${from.id}`);
+    const id = `run_${randomUUID().replace(/-/g, '').slice(0, 16)}`;
+    const abort = new AbortController();
+    const run$ = dataflow.runGraph(spec, plan.input, {
+      engine,
+      runId: id,
+      signal: abort.signal,
+      resume: { from: from.id, outputs: plan.outputs },
+      ...(plan.seed !== undefined ? { seed: plan.seed } : {}),
+    });
+    const record = store.start({ id, graph: from.graph, input: plan.input, seed: plan.seed, model: engine.modelName, definition: plan.definition }, run$, () => abort.abort());
+    metrics.runStarted();
+    return c.json({ id, state: record.state, resumedFrom: from.id, reused: Object.keys(plan.outputs), links: { self: `/v1/runs/${id}`, events: `/v1/runs/${id}/events` } }, 201);
   });
 
   app.get('/v1/runs', (c) => c.json({ runs: store.list().map(summarize) }));

@@ -30,6 +30,15 @@ export class RunFinishedError extends Error {
   }
 }
 
+/** POST /v1/runs/:id/resume of a run that was not interrupted: it finished, failed, was cancelled or still runs. */
+export class RunNotResumableError extends Error {
+  readonly code = 'run_not_resumable';
+  constructor(readonly runId: string, readonly state: string) {
+    super(`Run ${runId} is ${state}; only a run the server stopped in the middle (interrupted) can be resumed`);
+    this.name = 'RunNotResumableError';
+  }
+}
+
 const statusOfCode: Record<SkeinErrorCode, ContentfulStatusCode> = {
   graph_invalid: 422,
   bad_request: 400,
@@ -79,6 +88,9 @@ export function mapError(err: unknown): MappedError {
   }
   if (err instanceof TooManyRunsError) {
     return { status: 429, body: { error: { message: err.message, code: err.code } }, headers: { 'Retry-After': '1' } };
+  }
+  if (err instanceof RunNotResumableError) {
+    return { status: 409, body: { error: { message: err.message, code: err.code } } };
   }
   if (err instanceof RunFinishedError) {
     return { status: 409, body: { error: { message: err.message, code: err.code } } };

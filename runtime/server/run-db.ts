@@ -169,27 +169,35 @@ export class RunDatabase implements RunPersistence {
   recover(limit: number): { runs: RunRecord[]; interrupted: string[] } {
     const interrupted = this.markInterrupted();
     const rows = this.db.prepare('SELECT * FROM runs ORDER BY created_at DESC LIMIT ?').all(limit) as RunRow[];
-    const events = this.db.prepare('SELECT body FROM events WHERE run_id = ? ORDER BY seq');
-    const runs = rows.reverse().map((row): RunRecord => {
-      const record: RunRecord = {
-        id: row.id,
-        graph: row.graph,
-        model: row.model,
-        input: JSON.parse(row.input) as Record<string, unknown>,
-        state: row.state as RunState,
-        createdAt: row.created_at,
-        events: (events.all(row.id) as Array<{ body: string }>).map((e) => JSON.parse(e.body) as RunEvent),
-        tokensOut: row.tokens_out,
-      };
-      if (row.seed !== null) record.seed = row.seed;
-      if (row.definition !== null) record.definition = JSON.parse(row.definition);
-      if (row.ended_at !== null) record.endedAt = row.ended_at;
-      if (row.error !== null) record.error = JSON.parse(row.error);
-      if (row.usage !== null) record.usage = JSON.parse(row.usage);
-      if (row.ttft_ms !== null) record.ttftMs = row.ttft_ms;
-      return record;
-    });
+    const runs = rows.reverse().map((row) => this.toRecord(row));
     return { runs, interrupted };
+  }
+
+  /** One run with its events, as stored (a run still marked running is left as it is). */
+  load(id: string): RunRecord | undefined {
+    const row = this.db.prepare('SELECT * FROM runs WHERE id = ?').get(id) as RunRow | undefined;
+    return row ? this.toRecord(row) : undefined;
+  }
+
+  private toRecord(row: RunRow): RunRecord {
+    const events = this.db.prepare('SELECT body FROM events WHERE run_id = ? ORDER BY seq').all(row.id) as Array<{ body: string }>;
+    const record: RunRecord = {
+      id: row.id,
+      graph: row.graph,
+      model: row.model,
+      input: JSON.parse(row.input) as Record<string, unknown>,
+      state: row.state as RunState,
+      createdAt: row.created_at,
+      events: events.map((e) => JSON.parse(e.body) as RunEvent),
+      tokensOut: row.tokens_out,
+    };
+    if (row.seed !== null) record.seed = row.seed;
+    if (row.definition !== null) record.definition = JSON.parse(row.definition);
+    if (row.ended_at !== null) record.endedAt = row.ended_at;
+    if (row.error !== null) record.error = JSON.parse(row.error);
+    if (row.usage !== null) record.usage = JSON.parse(row.usage);
+    if (row.ttft_ms !== null) record.ttftMs = row.ttft_ms;
+    return record;
   }
 
   close(): void {

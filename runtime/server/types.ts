@@ -19,6 +19,8 @@ export interface RunGraphOptions {
   runId?: string;
   /** Aborting ends the run with its own run-end {status: 'cancelled'}. */
   signal?: AbortSignal;
+  /** Resuming an interrupted run: core/run.ts RunOptions.resume. */
+  resume?: { from: string; outputs: Record<string, unknown> };
 }
 
 export interface Dataflow {
