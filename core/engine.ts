@@ -110,10 +110,14 @@ export interface EngineStats {
   kvBlocksTotal: number;
   kvBlocksUsed: number;
   kvBlocksShared: number;
+  /** Blocks no sequence holds, kept for prefix reuse (evicted when space is needed). */
+  kvBlocksCached: number;
   queueDepth: number;
   runningSequences: number;
   /** tf tensors alive in the model's worker (leak checks); absent on a main-thread engine. */
   tensors?: number;
+  /** Of those, the ones KV blocks hold (the prefix cache's included). */
+  kvTensors: number;
 }
 
 export interface EngineHealth {

@@ -123,6 +123,8 @@ export class EngineFront implements Engine {
       kvBlocksTotal: s.kvBlocksTotal,
       kvBlocksUsed: s.kvBlocksUsed,
       kvBlocksShared: s.kvBlocksShared,
+      kvBlocksCached: s.kvBlocksCached,
+      kvTensors: s.kvTensors,
       queueDepth: s.queueDepth,
       runningSequences: s.runningSequences,
       ...(this.transport.tensors ? { tensors: this.transport.tensors() } : {}),

@@ -34,6 +34,8 @@ export interface KvPoolStats {
   /** Held by none, kept for prefix reuse, evictable. */
   cached: number;
   free: number;
+  /** tf tensors the blocks hold (K and V chunks, cached blocks included): leak checks subtract them. */
+  tensors: number;
 }
 
 export const DEFAULT_BLOCK_SIZE = 16;
@@ -112,12 +114,15 @@ export class KvPool {
     let used = 0;
     let shared = 0;
     let cached = 0;
+    let tensors = 0;
     for (const b of this.live) {
       if (b.refs > 0) used++;
       if (b.refs > 1) shared++;
       if (b.refs === 0) cached++;
+      for (const chunks of b.k) tensors += chunks.length;
+      for (const chunks of b.v) tensors += chunks.length;
     }
-    return { total: this.numBlocks, used, shared, cached, free: this.numBlocks - this.live.size };
+    return { total: this.numBlocks, used, shared, cached, free: this.numBlocks - this.live.size, tensors };
   }
 
   /** Evicts every cached block (held blocks stay). */

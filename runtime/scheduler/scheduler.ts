@@ -168,6 +168,8 @@ export interface SchedulerStats {
   kvBlocksUsed: number;
   kvBlocksShared: number;
   kvBlocksCached: number;
+  /** tf tensors held by KV blocks (cached ones included). */
+  kvTensors: number;
   kvBytesPerBlock: number;
   queueDepth: number;
   runningSequences: number;
@@ -375,6 +377,7 @@ export class Scheduler {
       kvBlocksUsed: s.used,
       kvBlocksShared: s.shared,
       kvBlocksCached: s.cached,
+      kvTensors: s.tensors,
       kvBytesPerBlock: this.pool.bytesPerBlock,
       queueDepth: this.waiting.length,
       runningSequences: this.running.length,

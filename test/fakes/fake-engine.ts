@@ -180,6 +180,8 @@ export function createFakeEngine(options: FakeEngineOptions = {}): FakeEngine {
       // One pretend block per live generation: a leak shows up as blocks in use.
       kvBlocksUsed: stats.live,
       kvBlocksShared: 0,
+      kvBlocksCached: 0,
+      kvTensors: 0,
       queueDepth: 0,
       runningSequences: stats.live,
     }),

@@ -1,0 +1,17 @@
+import * as tf from '@tensorflow/tfjs-core';
+import { lastValueFrom, take, toArray } from 'rxjs';
+import { createEngine } from './runtime/engine/index.js';
+const engine = await createEngine({ model: 'skein-mini', thread: 'main' });
+const count = () => tf.memory().numTensors;
+console.log('start', count(), JSON.stringify(engine.stats()));
+await lastValueFrom(engine.generate({ prompt: 'warm up', sampling: { maxTokens: 3 } }));
+console.log('after warm', count());
+for (let i = 0; i < 5; i++) await lastValueFrom(engine.generate({ prompt: `Question ${i}: hi\nAnswer:`, sampling: { maxTokens: 8, temperature: 0.8 } }));
+console.log('after 5', count());
+for (let i = 0; i < 5; i++) await lastValueFrom(engine.generate({ prompt: `Cancel ${i}: hi there`, sampling: { maxTokens: 50 } }).pipe(take(3), toArray()));
+await new Promise((r) => setTimeout(r, 200));
+console.log('after 5 cancelled', count(), JSON.stringify(engine.stats()));
+for (let i = 0; i < 5; i++) await lastValueFrom(engine.generate({ prompt: `Question ${i}: hi\nAnswer:`, sampling: { maxTokens: 8, temperature: 0.8 } }));
+console.log('after 5 more', count());
+await engine.close();
+console.log('closed', count());
