@@ -21,6 +21,8 @@ import { DEFAULT_SHAPE_LIMITS, type ShapeLimits } from '../../core/json-shape.js
 import { checkRequest, runRequestSchema } from '../../core/requests.js';
 import type { RunEvent } from '../../core/events.js';
 import type { Engine } from '../../core/engine.js';
+import type { GraphSpec } from '../../core/graph-schema.js';
+import { ProviderPool } from '../providers/pool.js';
 import { coreDataflow } from './dataflow.js';
 import { requireJson } from './content-type.js';
 import { Drain } from './drain.js';
@@ -107,6 +109,8 @@ export function createApp(options: AppOptions): SkeinApp {
 
   let store: RunStore;
   const metrics = createMetrics(engine, () => store.activeCount);
+  // Remote engines are shared by every run naming the same provider, so its concurrency limit holds across runs.
+  const providers = new ProviderPool({ local: engine });
   store = new RunStore({
     maxConcurrent: options.maxConcurrentRuns ?? 8,
     keepFinished: options.keepFinishedRuns ?? 100,
@@ -233,7 +237,9 @@ export function createApp(options: AppOptions): SkeinApp {
     const id = `run_${randomUUID().replace(/-/g, '').slice(0, 16)}`;
     const name = isObject(graphJson) && typeof graphJson.name === 'string' ? graphJson.name : source;
     const abort = new AbortController();
-    const run$ = dataflow.runGraph(spec, input, { engine, runId: id, signal: abort.signal, ...(seed !== undefined ? { seed } : {}) });
+    // The graph's remote providers are built now: a missing API key variable refuses the run here.
+    const engineFor = providers.forGraph(spec as Pick<GraphSpec, 'providers'>);
+    const run$ = dataflow.runGraph(spec, input, { engine, engineFor, runId: id, signal: abort.signal, ...(seed !== undefined ? { seed } : {}) });
     const record = store.start({ id, graph: name, input, seed, model: engine.modelName, definition: graphJson }, run$, () => abort.abort());
     metrics.runStarted();
     return c.json({ id, state: record.state, links: { self: `/v1/runs/${id}`, events: `/v1/runs/${id}/events` } }, 201);

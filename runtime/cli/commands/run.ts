@@ -10,6 +10,7 @@ import type { Command } from 'commander';
 import { BadRequestError, GraphValidationError, checkRunInput, compileGraph, runCompiled, saveEvents, type RunEvent } from '../../../operators/index.js';
 import { ProgressView } from '../../../core/progress.js';
 import type { Engine } from '../../../core/engine.js';
+import { ProviderPool } from '../../providers/pool.js';
 import { chooseDefaultModel, MODEL_OPTION_HELP } from '../../pull/default-model.js';
 import { parseStagesFlag, withStages } from './stages-flag.js';
 import { readGraphFile } from './validate.js';
@@ -77,9 +78,11 @@ export async function runGraphFile(file: string, flags: RunFlags, io: RunIo = {}
     drawn = lines.length;
   };
   let end: Extract<RunEvent, { type: 'run-end' }>;
+  const providers = new ProviderPool({ local: engine });
   try {
+    const engineFor = providers.forGraph(compiled.spec);
     end = await new Promise((resolve, reject) => {
-      runCompiled(compiled, input, { engine, seed, signal: io.signal }).subscribe({
+      runCompiled(compiled, input, { engine, engineFor, seed, signal: io.signal }).subscribe({
         next(e) {
           events.push(e);
           if (e.type === 'run-end') resolve(e);
@@ -93,6 +96,7 @@ export async function runGraphFile(file: string, flags: RunFlags, io: RunIo = {}
       });
     });
   } finally {
+    await providers.close();
     await engine.close();
   }
   if (flags.save) writeFileSync(flags.save, saveEvents(events));
