@@ -183,9 +183,10 @@ describe('remote providers over a second Skein process', () => {
   /** Only farAnswer is remote in these two tests: near stays local, as the sibling that goes on. */
   const farOnly = (g: GraphSpec): GraphSpec => ({ ...g, nodes: g.nodes.map((n) => (n.id === 'near' ? { ...n, provider: undefined } : n)) as GraphSpec['nodes'] });
 
-  it('cancels mid-stream: the remote request ends and its KV blocks are freed there', async () => {
+  it('cancels mid-stream: the remote counts the completion cancelled and frees its KV blocks', async () => {
     const graph = farOnly(longGraph());
     const run$ = runGraph(graph, { q: 'Tell me a very long story.' }, { engine: local, engineFor: pool.forGraph(graph), seed: 1 });
+    const cancelledBefore = await remoteGauge('skein_chat_completions_cancelled_total');
     const sub = run$.subscribe();
     // Wait until the remote streams, then read its gauges while it holds KV.
     for (let i = 0; i < 200 && (await remoteGauge('skein_kv_blocks_used')) === 0; i++) await new Promise((r) => setTimeout(r, 25));
@@ -199,6 +200,7 @@ describe('remote providers over a second Skein process', () => {
     }
     expect(used).toBe(0);
     expect(await remoteGauge('skein_running_sequences')).toBe(0);
+    expect(await remoteGauge('skein_chat_completions_cancelled_total')).toBe(cancelledBefore + 1);
   }, 60_000);
 
   it('survives the remote being killed mid-stream: that branch fails with a ProviderError, its sibling goes on, nothing leaks here', async () => {

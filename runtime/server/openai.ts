@@ -160,7 +160,10 @@ export function chatCompletionsRoute(deps: ChatDeps): Hono {
         const gone$ = fromEvent(c.req.raw.signal, 'abort');
         const done = await firstValueFrom(gen$.pipe(takeUntil(gone$), last(null, null)));
         // The client left before the end: no answer to give, and not a server fault to log.
-        if (c.req.raw.signal.aborted) throw new CancelledError('chat completion (the client went away)');
+        if (c.req.raw.signal.aborted) {
+          metrics.chatCompletionCancelled();
+          throw new CancelledError('chat completion (the client went away)');
+        }
         if (done?.type !== 'done') throw new Error('generation ended without done');
         metrics.tokens(done.usage.completionTokens);
         metrics.ttft(done.metrics.ttftMs);
@@ -231,6 +234,7 @@ export function chatCompletionsRoute(deps: ChatDeps): Hono {
               out.push(() => sse.writeSSE({ data: JSON.stringify({ id, object: 'chat.completion.chunk', created, model: engine.modelName, choices: [], usage }) }));
             }
             out.push(() => sse.writeSSE({ data: '[DONE]' }));
+            ended = true;
           },
           error: (err: unknown) => {
             // Headers are sent: the error travels in the stream, as OpenAI's API does it.
@@ -240,7 +244,9 @@ export function chatCompletionsRoute(deps: ChatDeps): Hono {
           },
           complete: () => void out.drained().then(resolve),
         });
+        let ended = false;
         sse.onAbort(() => {
+          if (!ended) metrics.chatCompletionCancelled();
           sub.unsubscribe();
           run.cancel();
           resolve();
