@@ -23,7 +23,8 @@ const cli = fileURLToPath(new URL('../cli/main.ts', import.meta.url));
 const root = fileURLToPath(new URL('../..', import.meta.url));
 
 export function spawnSkeinServer(options: { model: string; token?: string; extraArgs?: string[]; timeoutMs?: number }): Promise<SpawnedServer> {
-  const args = ['--import', 'tsx', cli, 'serve', '--port', '0', '--model', options.model, '--no-persist', '--grace', '0'];
+  // --no-build: a test's server must not rewrite playground/dist while another test serves it.
+  const args = ['--import', 'tsx', cli, 'serve', '--port', '0', '--model', options.model, '--no-persist', '--grace', '0', '--no-build'];
   if (options.token) args.push('--token', options.token);
   const child = spawn(process.execPath, [...args, ...(options.extraArgs ?? [])], { cwd: root, stdio: ['ignore', 'ignore', 'pipe'] });
   const stop = () => {

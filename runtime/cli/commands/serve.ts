@@ -57,6 +57,7 @@ interface ServeOptions {
   grace: number;
   open?: boolean;
   providers?: string;
+  build: boolean;
 }
 
 /** A --providers file: the graph format's `providers` block, checked by its schema. */
@@ -89,6 +90,7 @@ export function register(program: Command): void {
     .option('--no-persist', 'keep runs in memory only')
     .option('--grace <seconds>', 'on SIGTERM, how long runs in flight may finish before they are cancelled', parseIntOption('--grace', 0, 3600), 10)
     .option('--open', 'print the playground URL prominently and open a browser when a display exists')
+    .option('--no-build', 'serve the playground as it is built, without rebuilding it when its sources changed')
     .option('--providers <file>', 'JSON file of remote providers ({"NAME": {"type": "openai", "baseUrl", "model", "apiKeyEnv"?}}) that graphs sent to this server may run nodes on')
     .action(async (opts: ServeOptions) => {
       const token = opts.token ?? (process.env.SKEIN_TOKEN || undefined);
@@ -102,6 +104,7 @@ export function register(program: Command): void {
       const providers = opts.providers !== undefined ? readProvidersFile(opts.providers) : undefined;
       const server = await startServer({
         ...(providers ? { providers } : {}),
+        build: opts.build,
         port: opts.port,
         host: opts.host,
         model,
