@@ -37,6 +37,8 @@ export interface GenerateRequest {
   output?: OutputConstraint;
   /** Groups work for fairness and accounting (the run id). */
   owner?: string;
+  /** The graph node making the call, named in a remote provider's errors. */
+  node?: string;
 }
 
 export type FinishReason = 'eos' | 'stop' | 'length' | 'cancelled';
@@ -91,7 +93,11 @@ export interface StageReport {
   };
 }
 
+/** A token event's id when the engine streams text without ids (a remote provider's API). */
+export const UNKNOWN_TOKEN_ID = -1;
+
 export type GenerateEvent =
+  /** `id` is the token's id in the model's vocabulary, or UNKNOWN_TOKEN_ID. */
   | { type: 'token'; id: number; text: string }
   /** A stage ran for this request (before its first token for prompt stages). */
   | { type: 'stage'; stage: StageEventName; decided: Record<string, string | number | boolean>; figures: StageFigures }
@@ -103,6 +109,17 @@ export type GenerateEvent =
       usage: GenerationUsage;
       metrics: GenerationMetrics;
     };
+
+/** A prompt text after the compress stage alone (Engine.compressText). */
+export interface CompressedText {
+  text: string;
+  /** Tokens before and after, in the compressing model's tokenizer. */
+  from: number;
+  to: number;
+  /** What the stage decided (its options as resolved), as its stage event says it. */
+  decided: Record<string, string | number | boolean>;
+  wallMs: number;
+}
 
 export interface EngineStats {
   backend: string;
@@ -143,6 +160,12 @@ export interface Engine {
    */
   readonly supportsOutput?: boolean;
   generate(request: GenerateRequest): Observable<GenerateEvent>;
+  /**
+   * Runs only the compress stage on a text and gives back the kept text, for a model
+   * elsewhere to read: a node on a remote provider compresses here, before its request
+   * leaves. Absent where the engine cannot compress. Unsubscribing cancels it.
+   */
+  compressText?(text: string, options: NonNullable<Stages['compress']>, owner?: string): Observable<CompressedText>;
   tokenize(text: string): number[];
   detokenize(ids: number[]): string;
   /** Render chat messages with the model's chat template (generation prompt appended). */

@@ -21,6 +21,8 @@ export type SkeinErrorCode =
   | 'model_output'
   /** The model runtime is down (its worker exited) and being restarted: try again shortly. */
   | 'engine_unavailable'
+  /** A remote provider failed the call (HTTP error, lost connection, timeout, an answer that is not the API's). */
+  | 'provider_failed'
   | 'internal';
 
 export abstract class SkeinError extends Error {
@@ -166,5 +168,39 @@ export class EngineUnavailableError extends SkeinError {
   readonly code = 'engine_unavailable';
   constructor(readonly reason: string) {
     super(`Engine unavailable: ${reason}; it is being restarted, retry shortly`);
+  }
+}
+
+/**
+ * A call to a remote provider (runtime/providers/) that failed: which provider, for which
+ * node, the HTTP status when the server answered one, and why. `retryable` says whether
+ * the client tried again (429, 5xx, a lost connection) before giving up.
+ */
+export class ProviderError extends SkeinError {
+  readonly code = 'provider_failed';
+  readonly provider: string;
+  readonly node?: string;
+  readonly status?: number;
+  readonly reason: string;
+  constructor(args: { provider: string; node?: string; status?: number; reason: string }) {
+    super(`Provider ${args.provider}${args.node ? ` (node ${args.node})` : ''} failed${args.status !== undefined ? ` with HTTP ${args.status}` : ''}: ${args.reason}`);
+    this.provider = args.provider;
+    this.node = args.node;
+    this.status = args.status;
+    this.reason = args.reason;
+  }
+  override toJSON() {
+    return { ...super.toJSON(), provider: this.provider, node: this.node, status: this.status, reason: this.reason };
+  }
+}
+
+/** A provider whose API key variable (its `apiKeyEnv`) is not set: keys come only from the environment. */
+export class ProviderKeyMissingError extends SkeinError {
+  readonly code = 'not_available';
+  constructor(readonly provider: string, readonly variable: string) {
+    super(`Provider ${provider} needs its API key in the environment variable ${variable}, which is not set`);
+  }
+  override toJSON() {
+    return { ...super.toJSON(), provider: this.provider, variable: this.variable };
   }
 }

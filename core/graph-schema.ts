@@ -76,6 +76,42 @@ function node<const K extends string, const P extends object, const R extends re
   } as const;
 }
 
+/**
+ * A remote model server speaking OpenAI's chat completions API (vLLM, SGLang, llama.cpp's
+ * server, TGI, another Skein). A graph names it in `providers` and a model-calling node
+ * points at it with `provider`; the key comes from the environment variable `apiKeyEnv`
+ * names, never from the graph. runtime/providers/ builds the engine over it.
+ */
+export const providerSchema = {
+  type: 'object',
+  additionalProperties: false,
+  description: 'A remote OpenAI-compatible model server.',
+  properties: {
+    type: { const: 'openai', description: 'The API it speaks: OpenAI chat completions with SSE streaming.' },
+    baseUrl: { type: 'string', pattern: '^https?://[^\\s]+$', description: 'The API root, e.g. http://127.0.0.1:8000/v1.' },
+    model: { type: 'string', minLength: 1, description: 'The model id the server serves it as.' },
+    apiKeyEnv: {
+      type: 'string',
+      pattern: '^[A-Za-z_][A-Za-z0-9_]*$',
+      description: 'Name of the environment variable holding the bearer token (the key never goes in a graph).',
+    },
+    timeoutMs: {
+      type: 'integer',
+      minimum: 1,
+      maximum: 3600000,
+      description: 'Longest wait for the response or its next streamed chunk before the attempt fails (default 60000).',
+    },
+    maxConcurrency: { type: 'integer', minimum: 1, maximum: 1024, description: 'Requests in flight to it at once, over every run of this process (default 16).' },
+    retries: { type: 'integer', minimum: 0, maximum: 10, description: 'Retries after a 429, a 5xx or a lost connection before the first token (default 2).' },
+  },
+  required: ['type', 'baseUrl', 'model'],
+} as const;
+
+/** A model-calling node's `provider`: the name of one of the graph's `providers` (default: the local runtime). */
+const providerField = {
+  provider: { type: 'string', pattern: idPattern, description: 'Run this node\'s model calls on the named provider (default: the local shared runtime).' },
+} as const;
+
 export const portTypes = ['text', 'list', 'json', 'skeleton', 'any'] as const;
 export type PortType = (typeof portTypes)[number];
 
@@ -127,6 +163,7 @@ export const nodeSchemas = {
       },
       sampling,
       stages: stagesSchema,
+      ...providerField,
     },
     [],
   ),
@@ -137,6 +174,7 @@ export const nodeSchemas = {
       maxPoints: { type: 'integer', minimum: 1, maximum: 20, description: 'Points kept (default 10).' },
       sampling,
       stages: stagesSchema,
+      ...providerField,
     },
     [],
   ),
@@ -147,6 +185,7 @@ export const nodeSchemas = {
       concurrency: { type: 'integer', minimum: 1, maximum: 64, description: 'Points expanded at once (default 4).' },
       sampling,
       stages: stagesSchema,
+      ...providerField,
     },
     [],
   ),
@@ -197,6 +236,7 @@ export const nodeSchemas = {
       },
       default: { type: 'string', pattern: idPattern, description: 'Branch taken when no condition matches.' },
       sampling,
+      ...providerField,
     },
     ['branches'],
   ),
@@ -264,6 +304,12 @@ export const graphJsonSchema = {
         required: ['from', 'to'],
       },
     },
+    providers: {
+      type: 'object',
+      description: 'Remote model servers nodes may run on, by name (a node names one in `provider`).',
+      propertyNames: { pattern: idPattern },
+      additionalProperties: providerSchema,
+    },
     layout: { type: 'object', description: 'Free-form editor state (viewport, zoom); ignored by the runtime.' },
   },
   required: ['version', 'name', 'nodes', 'edges'],
@@ -274,6 +320,7 @@ export type NodeSpecOf<K extends NodeKind> = FromSchema<NodeSchemas[K]>;
 export type NodeSpec = { [K in NodeKind]: NodeSpecOf<K> }[NodeKind];
 export type EdgeSpec = GraphSpec['edges'][number];
 export type Condition = FromSchema<typeof conditionSchema>;
+export type ProviderSpec = FromSchema<typeof providerSchema>;
 
 /** A graph document, read from the schema itself. */
 export type GraphSpec = FromSchema<typeof graphJsonSchema>;

@@ -25,6 +25,7 @@ export { nextFinish, toError, errorInfo, type BranchOutcome } from './branches.j
 export { resolveSampling, samplingSchema, defaultSampling, type SamplingParams } from './sampling.js';
 export { operatorEvent, isOperatorEvent, runEventTypes } from './events.js';
 export type * from './engine.js';
+export { UNKNOWN_TOKEN_ID } from './engine.js';
 export {
   graphJsonSchema,
   nodeSchemas,
@@ -32,6 +33,7 @@ export {
   joinModes,
   portTypes,
   conditionSchema,
+  providerSchema,
   GRAPH_SCHEMA_ID,
   type GraphSpec,
   type NodeSpec,
@@ -39,11 +41,12 @@ export {
   type NodeKind,
   type EdgeSpec,
   type Condition,
+  type ProviderSpec,
   type JoinMode,
   type PortType,
 } from './graph-schema.js';
 export { portsOf, type PortDef, type NodePorts } from './ports.js';
-export { stagesSchema, stageNames, checkStageOptions, checkGraphStages, type Stages, type StageName } from './stages.js';
+export { stagesSchema, stageNames, forwardStages, checkStageOptions, checkGraphStages, type Stages, type StageName } from './stages.js';
 export { ToolRegistry, registerTool, defaultTools, type ToolFn, type ToolCall } from './tools.js';
 export { saveEvents, parseEvents, replayEvents, type ReplayOptions } from './replay.js';
 export { deriveSeed } from './seed.js';

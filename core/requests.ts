@@ -77,6 +77,12 @@ export const chatRequestSchema = {
     temperature: s.temperature,
     top_p: s.topP,
     top_k: { type: 'integer', minimum: -1, description: "vLLM's convention: -1 (or 0) disables top-k." },
+    repetition_penalty: { ...s.repetitionPenalty, description: "vLLM's and SGLang's extension: 1 disables it (CTRL-style)." },
+    continue_final_message: {
+      type: 'boolean',
+      description: "vLLM's and SGLang's continuation: the last message is an assistant turn that the answer continues (with add_generation_prompt: false).",
+    },
+    add_generation_prompt: { type: 'boolean', description: 'false with continue_final_message; true (the default) otherwise.' },
     seed: s.seed,
     stop: { oneOf: [{ type: 'string', minLength: 1 }, s.stop] },
     frequency_penalty: s.frequencyPenalty,

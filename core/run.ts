@@ -36,7 +36,7 @@ import {
 import { errorInfo, nextFinish, toError, type BranchOutcome } from './branches.js';
 import type { CompiledGraph, CompiledNode } from './compile.js';
 import type { Engine } from './engine.js';
-import { BadRequestError, ModelOutputError } from './errors.js';
+import { BadRequestError, ModelOutputError, NotAvailableError } from './errors.js';
 import type { NodeUsage, OperatorEvent, RunEvent } from './events.js';
 import type { GraphSpec, NodeSpecOf } from './graph-schema.js';
 import type { NodeRegistry, NodeRunContext } from './nodes.js';
@@ -44,7 +44,13 @@ import { deriveSeed, randomSeed } from './seed.js';
 import type { ToolRegistry } from './tools.js';
 
 export interface RunOptions {
+  /** The local shared engine: every model call whose node names no provider. */
   engine: Engine;
+  /**
+   * The engine of a node that names a provider (`provider` in the graph); runtime/providers
+   * builds it from the graph's `providers`. Absent, such a node fails with NotAvailableError.
+   */
+  engineFor?: (provider: string) => Engine;
   /** Run seed; every node's seed derives from it and the node id (random when absent, reported in run-start). */
   seed?: number;
   runId?: string;
@@ -105,6 +111,12 @@ export function runCompiled(compiled: CompiledGraph, input: Record<string, unkno
     emit({ type: 'run-start', graph: compiled.spec.name, input, seed, ...(options.resume ? { resumedFrom: options.resume.from } : {}) });
     const reusable = options.resume?.outputs ?? {};
 
+    const engineOf = (node: CompiledNode): Engine => {
+      const provider = (node.spec as { provider?: string }).provider;
+      if (provider === undefined) return options.engine;
+      if (!options.engineFor) throw new NotAvailableError(`provider ${provider}`, 'this runner was given no remote engines');
+      return options.engineFor(provider);
+    };
     const nodeUsage = (id: string) => (usage[id] ??= { tokensIn: 0, tokensOut: 0, wallMs: 0 });
 
     const envOf = (id: string, env: Env): Env => {
@@ -144,7 +156,7 @@ export function runCompiled(compiled: CompiledGraph, input: Record<string, unkno
           ...extra,
           spec: node.spec,
           scope: { node: node.id, branch: labelOf(node, env), seed: deriveSeed(seed, turnKey ? `${node.id}@${turnKey}` : node.id), owner: runId },
-          engine: options.engine,
+          engine: engineOf(node),
           tools,
           input,
           ...(node.kind === 'loop' ? { turn: loopTurn(node, env) } : {}),

@@ -78,6 +78,15 @@ export type Stages = FromSchema<typeof stagesSchema>;
 export type StageName = keyof Stages;
 export const stageNames = Object.keys(stagesSchema.properties) as StageName[];
 
+/**
+ * The stages that change the model's forward pass (which layers run, which prompt tokens
+ * stay live, drafts verified in one forward). A remote provider runs its own forward
+ * behind an HTTP API that exposes none of this, so a node on one cannot ask for them;
+ * compress is not among them: it rewrites the prompt, and runs locally before the request
+ * leaves.
+ */
+export const forwardStages: readonly StageName[] = ['prunedPrefill', 'skipLayers', 'speculate'];
+
 const ajv = new Ajv2020({ allErrors: true, strict: false });
 const stageValidators = Object.fromEntries(stageNames.map((name) => [name, ajv.compile(stagesSchema.properties[name])]));
 

@@ -12,6 +12,7 @@
 import { Ajv2020, type ErrorObject } from 'ajv/dist/2020.js';
 import { GraphValidationError, type GraphProblem } from './errors.js';
 import { graphJsonSchema, joinModes, nodeKinds, type GraphSpec, type NodeSpec, type PortType } from './graph-schema.js';
+import { forwardStages } from './stages.js';
 import { portsOf, portTypeAccepts, type NodePorts, type PortDef } from './ports.js';
 
 /** An edge with both ends resolved to a node and a port. */
@@ -151,6 +152,7 @@ function analyze(json: unknown): { problems: GraphProblem[]; analysis?: GraphAna
   });
 
   checkNodes(nodes, nodeIndex, add);
+  checkProviders(doc.providers, nodes, nodeIndex, add);
 
   const incoming = new Map<string, ResolvedEdge[]>();
   const outgoing = new Map<string, ResolvedEdge[]>();
@@ -277,6 +279,44 @@ function checkNodes(nodes: Map<string, NodeSpec>, nodeIndex: Map<string, number>
       });
     }
     if (n.kind === 'loop') checkRegex(n.stop?.regex, n.stop?.flags, `${at}/stop/regex`, add);
+  }
+}
+
+/**
+ * A node's `provider` must name one of the graph's `providers`, and a node on a remote
+ * provider cannot ask for what only Skein's own runtime does: the stages that shape the
+ * forward pass, and structured output (Skein's sampler masks tokens; the remote's does not).
+ */
+function checkProviders(providers: GraphSpec['providers'], nodes: Map<string, NodeSpec>, nodeIndex: Map<string, number>, add: Add) {
+  const declared = Object.keys(providers ?? {});
+  for (const [id, n] of nodes) {
+    if (!('provider' in n) || n.provider === undefined) continue;
+    const at = `/nodes/${nodeIndex.get(id)}`;
+    const name = n.provider;
+    if (!Object.hasOwn(providers ?? {}, name)) {
+      add({ pointer: `${at}/provider`, message: `unknown provider '${name}' (${declared.length ? `declared: ${declared.join(', ')}` : 'the graph declares no providers'})` });
+      continue;
+    }
+    if (n.kind === 'route' && n.by !== 'model') {
+      add({ pointer: `${at}/provider`, message: 'a route only calls a model with by: model; by value it has nothing to send to a provider' });
+    }
+    const stages = 'stages' in n ? (n.stages ?? {}) : {};
+    for (const stage of forwardStages) {
+      if ((stages as Record<string, unknown>)[stage] === undefined) continue;
+      add({
+        pointer: `${at}/stages/${stage}`,
+        message: `${stage} changes the model's forward pass, which provider '${name}' runs on its own server behind an API that cannot shape it; run the node locally, or use compress (it runs here before the request leaves)`,
+      });
+    }
+    if (n.kind === 'generate' && n.chat === false) {
+      add({ pointer: `${at}/chat`, message: `provider '${name}' is called through its chat completions API; a raw-text prompt (chat: false) cannot be sent to it` });
+    }
+    if (n.kind === 'generate' && n.output !== undefined) {
+      add({ pointer: `${at}/output`, message: `structured output is enforced by Skein's own sampler (constrained decoding), which provider '${name}' does not run; run the node locally` });
+    }
+    if (n.kind === 'route' && n.answers !== undefined) {
+      add({ pointer: `${at}/answers`, message: `answers are enforced by Skein's own sampler (a choice constraint), which provider '${name}' does not run; run the node locally, or match the free text with conditions` });
+    }
   }
 }
 

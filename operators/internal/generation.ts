@@ -8,7 +8,7 @@
  */
 import { Observable, throwError } from 'rxjs';
 import { NotAvailableError } from '../../core/errors.js';
-import type { Engine, FinishReason, GenerateRequest, GenerationMetrics, GenerationUsage } from '../../core/engine.js';
+import { UNKNOWN_TOKEN_ID, type Engine, type FinishReason, type GenerateRequest, type GenerationMetrics, type GenerationUsage } from '../../core/engine.js';
 import { operatorEvent } from '../../core/events.js';
 import type { SamplingParams } from '../../core/sampling.js';
 import type { Stages } from '../../core/stages.js';
@@ -49,6 +49,7 @@ export function generation(
     sampling: { ...opts.sampling, ...(seed !== undefined ? { seed } : {}) },
     ...(opts.stages && Object.keys(opts.stages).length ? { stages: opts.stages } : {}),
     ...(context?.owner ? { owner: context.owner } : {}),
+    node,
   };
   const branch = opts.branch ?? context?.branch;
   return new Observable<Step<GenerationResult>>((subscriber) => {
@@ -57,7 +58,9 @@ export function generation(
       next(event) {
         switch (event.type) {
           case 'token':
-            return subscriber.next(operatorEvent({ type: 'text-delta', node, branch, text: event.text, tokenIds: [event.id] }));
+            return subscriber.next(
+              operatorEvent({ type: 'text-delta', node, branch, text: event.text, tokenIds: event.id === UNKNOWN_TOKEN_ID ? [] : [event.id] }),
+            );
           case 'stage':
             return subscriber.next(operatorEvent({ type: 'stage', node, branch, stage: event.stage, decided: event.decided, figures: event.figures }));
           case 'done': {

@@ -14,6 +14,14 @@ describe('readGraph', () => {
     expect(dag.edges).toEqual([{ from: 'a', to: 'b' }, { from: 'b', to: 'a', label: 'left' }]);
   });
 
+  it('keeps the provider a node runs on', () => {
+    const dag = readGraph({ nodes: [{ id: 'g', kind: 'generate', provider: 'big' }, { id: 'h', kind: 'generate', provider: 3 }], edges: [] });
+    expect(dag.nodes).toEqual([
+      { id: 'g', kind: 'generate', label: 'g', provider: 'big' },
+      { id: 'h', kind: 'generate', label: 'h' },
+    ]);
+  });
+
   it('draws nothing from nothing', () => {
     expect(readGraph(null)).toEqual({ nodes: [], edges: [] });
     expect(layoutGraph(readGraph('x')).nodes).toEqual([]);

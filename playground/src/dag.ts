@@ -13,6 +13,8 @@ export interface DagNode {
   id: string;
   kind: string;
   label: string;
+  /** The remote provider the node's model calls run on (absent: the local runtime). */
+  provider?: string;
 }
 export interface DagEdge {
   from: string;
@@ -51,17 +53,22 @@ const PAD = 16;
 // Height of the slot a long edge takes in each column it crosses.
 const VIRTUAL_H = 8;
 
-/** Reads {nodes:[{id, kind, label?}], edges:[{from:'a.port', to:'b'}]}; skips what is malformed. */
+/** Reads {nodes:[{id, kind, label?, provider?}], edges:[{from:'a.port', to:'b'}]}; skips what is malformed. */
 export function readGraph(json: unknown): Dag {
   const g = (typeof json === 'object' && json !== null ? json : {}) as { nodes?: unknown; edges?: unknown };
   const nodes: DagNode[] = [];
   const seen = new Set<string>();
   for (const n of Array.isArray(g.nodes) ? g.nodes : []) {
-    const node = n as { id?: unknown; kind?: unknown; label?: unknown };
+    const node = n as { id?: unknown; kind?: unknown; label?: unknown; provider?: unknown };
     if (typeof node?.id !== 'string' || seen.has(node.id)) continue;
     seen.add(node.id);
     const kind = typeof node.kind === 'string' ? node.kind : '?';
-    nodes.push({ id: node.id, kind, label: typeof node.label === 'string' ? node.label : node.id });
+    nodes.push({
+      id: node.id,
+      kind,
+      label: typeof node.label === 'string' ? node.label : node.id,
+      ...(typeof node.provider === 'string' ? { provider: node.provider } : {}),
+    });
   }
   const edges: DagEdge[] = [];
   for (const e of Array.isArray(g.edges) ? g.edges : []) {

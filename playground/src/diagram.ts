@@ -60,13 +60,14 @@ export class Diagram {
       root.append(svg('path', { d, class: 'edge', 'marker-end': 'url(#arrow)' }));
     }
     for (const n of layout.nodes) {
-      const g = svg('g', { class: `node kind-${n.kind}`, 'data-node': n.id, transform: `translate(${n.x},${n.y})` });
+      const g = svg('g', { class: `node kind-${n.kind}${n.provider ? ' is-remote' : ''}`, 'data-node': n.id, transform: `translate(${n.x},${n.y})` });
+      // A node on a remote provider says so under its kind: that is where its tokens come from.
       g.append(
-        svg('title', null, `${n.id} (${n.kind})`),
+        svg('title', null, `${n.id} (${n.kind})${n.provider ? `, runs on provider ${n.provider}` : ''}`),
         svg('rect', { width: NODE_W, height: NODE_H, rx: 8, class: 'node-box' }),
         svg('rect', { width: 4, height: NODE_H - 16, x: 0, y: 8, rx: 2, class: 'node-accent' }),
         svg('text', { x: 14, y: 20, class: 'node-label' }, truncate(n.label, 16)),
-        svg('text', { x: 14, y: 36, class: 'node-kind' }, n.kind),
+        svg('text', { x: 14, y: 36, class: 'node-kind' }, n.provider ? truncate(`${n.kind} @${n.provider}`, 18) : n.kind),
       );
       const dots = svg('g', { class: 'branch-dots', transform: `translate(${NODE_W - 10},${NODE_H - 10})` });
       g.append(dots);

@@ -45,6 +45,11 @@ export interface CoreSubmit {
   stages?: Stages;
   /** Structured output: a token mask keeps the generated text within this constraint. */
   output?: OutputConstraint;
+  /**
+   * Run the compress stage and stop: the request ends with `done` whose ids and text are
+   * the kept prompt (no completion), for a remote model to read (Engine.compressText).
+   */
+  compressOnly?: boolean;
 }
 
 export type CoreEvent =
@@ -127,6 +132,7 @@ export class EngineCore {
     }
     this.sessions.set(requestId, session);
     const compress = msg.stages?.compress;
+    if (compress === undefined && msg.compressOnly) return this.fail(requestId, new BadRequestError('stages.compress', 'a compress-only request needs the compress stage'));
     if (compress === undefined) return this.schedule(msg, session);
     // The prompt is compressed first, one segment per step; TTFT counts from here, so it includes that.
     const t0 = performance.now();
@@ -143,6 +149,7 @@ export class EngineCore {
           decided: { rate: compress.rate, keepPhrases: compress.keep?.length ?? 0, scorerLayers: this.compressing.scorerLayers },
           figures: { tokensIn: r.originalTokens, tokensOut: r.keptTokens, wallMs: performance.now() - t0 },
         });
+        if (msg.compressOnly) return this.finishCompressOnly(requestId, session, r.ids);
         this.schedule({ ...msg, ids: r.ids }, session);
       },
       (error) => this.fail(requestId, error),
@@ -200,6 +207,26 @@ export class EngineCore {
     } catch (err) {
       this.fail(requestId, err instanceof Error ? err : new Error(String(err)));
     }
+  }
+
+  /** The end of a compress-only request: the kept prompt as its ids and text, nothing generated. */
+  private finishCompressOnly(requestId: string, s: Session, ids: number[]): void {
+    this.sessions.delete(requestId);
+    const totalMs = performance.now() - s.t0;
+    this.emit({
+      type: 'done',
+      requestId,
+      reason: 'length',
+      ids,
+      text: this.tokenizer!.decode(ids, { skipSpecialTokens: true }),
+      usage: { promptTokens: ids.length, completionTokens: 0, cachedPromptTokens: 0 },
+      metrics: {
+        ttftMs: totalMs,
+        totalMs,
+        decodeTokensPerSec: 0,
+        ...(s.compressed ? { compressedFrom: s.compressed.from, compressedTo: s.compressed.to, stages: { compress: { ...s.compressed } } } : {}),
+      },
+    });
   }
 
   private fail(requestId: string, error: Error): void {

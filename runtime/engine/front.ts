@@ -14,8 +14,8 @@ import { resolveSampling } from '../../core/sampling.js';
 import type { ModelTokenizer } from '../checkpoint/tokenizer.js';
 import type { SchedulerStats } from '../scheduler/scheduler.js';
 import type { CoreEvent, CoreSubmit } from './core.js';
-import type { ChatMessage, Engine, EngineHealth, EngineStats, GenerateEvent, GenerateRequest } from '../../core/engine.js';
-import type { StageName } from '../../core/stages.js';
+import type { ChatMessage, CompressedText, Engine, EngineHealth, EngineStats, GenerateEvent, GenerateRequest } from '../../core/engine.js';
+import type { StageName, Stages } from '../../core/stages.js';
 import { checkStage, type ModelFacts } from '../stages/registry.js';
 
 export interface EngineTransport {
@@ -93,6 +93,52 @@ export class EngineFront implements Engine {
           subscriber.next(done);
           subscriber.complete();
         } else {
+          finished = true;
+          subscriber.error(event.error);
+        }
+      });
+      return () => {
+        if (!finished) this.transport.cancel(msg.requestId);
+      };
+    });
+  }
+
+  /** The compress stage alone, on the model's thread like any request (see CoreSubmit.compressOnly). */
+  compressText(text: string, options: NonNullable<Stages['compress']>, owner?: string): Observable<CompressedText> {
+    return new Observable<CompressedText>((subscriber) => {
+      let msg: CoreSubmit;
+      try {
+        if (this.closed) throw new NotAvailableError('engine', 'it is closed');
+        const refused = this.checkStage('compress');
+        if (refused) throw refused;
+        this.needTokenizer();
+        msg = {
+          requestId: `q${++nextRequest}`,
+          text: { prompt: text },
+          sampling: resolveSampling({ maxTokens: 1 }),
+          owner,
+          stages: { compress: options },
+          compressOnly: true,
+        };
+      } catch (err) {
+        subscriber.error(err);
+        return;
+      }
+      let finished = false;
+      let stage: Extract<CoreEvent, { type: 'stage' }> | undefined;
+      this.transport.submit(msg, (event) => {
+        if (event.type === 'stage') stage = event;
+        else if (event.type === 'done') {
+          finished = true;
+          subscriber.next({
+            text: event.text,
+            from: event.metrics.compressedFrom ?? event.usage.promptTokens,
+            to: event.metrics.compressedTo ?? event.usage.promptTokens,
+            decided: stage?.decided ?? {},
+            wallMs: stage?.figures.wallMs ?? event.metrics.totalMs,
+          });
+          subscriber.complete();
+        } else if (event.type === 'error') {
           finished = true;
           subscriber.error(event.error);
         }

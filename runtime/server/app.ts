@@ -21,6 +21,9 @@ import { DEFAULT_SHAPE_LIMITS, type ShapeLimits } from '../../core/json-shape.js
 import { checkRequest, runRequestSchema } from '../../core/requests.js';
 import type { RunEvent } from '../../core/events.js';
 import type { Engine } from '../../core/engine.js';
+import type { GraphSpec } from '../../core/graph-schema.js';
+import { ProviderPool } from '../providers/pool.js';
+import { foreignProvider, withServerProviders, type ServerProviders } from './providers.js';
 import { coreDataflow } from './dataflow.js';
 import { requireJson } from './content-type.js';
 import { Drain } from './drain.js';
@@ -71,6 +74,8 @@ export interface AppOptions {
   fallbackReason?: string;
   /** Where runs are stored to survive restarts; past runs are read back from it at start. */
   runDb?: RunDatabase;
+  /** The remote providers graphs may run nodes on (runtime/server/providers.ts); none by default. */
+  providers?: ServerProviders;
 }
 
 export interface SkeinApp extends Hono {
@@ -108,6 +113,11 @@ export function createApp(options: AppOptions): SkeinApp {
 
   let store: RunStore;
   const metrics = createMetrics(engine, () => store.activeCount);
+  // Remote engines are shared by every run naming the same provider, so its concurrency limit holds across runs.
+  const providers = new ProviderPool({ local: engine });
+  const allowedProviders = options.providers ?? {};
+  // Built now, so that a provider whose key variable is unset stops the server at start, naming it.
+  for (const [name, spec] of Object.entries(allowedProviders)) providers.engine(name, spec);
   store = new RunStore({
     maxConcurrent: options.maxConcurrentRuns ?? 8,
     keepFinished: options.keepFinishedRuns ?? 100,
@@ -204,7 +214,8 @@ export function createApp(options: AppOptions): SkeinApp {
     const body = await readJson(c);
     // Accept the graph itself or { graph }, as POST /v1/runs takes it.
     const graph = isObject(body) && isObject(body.graph) && !('nodes' in body) ? body.graph : body;
-    const problems = dataflow.validateGraph(graph, engine);
+    const foreign = foreignProvider(graph, allowedProviders);
+    const problems = foreign ? [foreign] : dataflow.validateGraph(withServerProviders(graph, allowedProviders), engine);
     return c.json({ valid: problems.length === 0, problems });
   });
 
@@ -228,13 +239,15 @@ export function createApp(options: AppOptions): SkeinApp {
     const seed = body.seed;
     // One engine serves every run; another model needs another server.
     if (body.model !== undefined && !modelMatches(body.model)) throw new NotFoundError('model', body.model);
-    const spec = dataflow.parseGraph(graphJson, source);
+    const spec = dataflow.parseGraph(withServerProviders(graphJson, allowedProviders), source);
     // A run that would fail at its first node is refused here, with the field named.
     dataflow.checkInput?.(spec, input);
     const id = `run_${randomUUID().replace(/-/g, '').slice(0, 16)}`;
     const name = isObject(graphJson) && typeof graphJson.name === 'string' ? graphJson.name : source;
     const abort = new AbortController();
-    const run$ = dataflow.runGraph(spec, input, { engine, runId: id, signal: abort.signal, ...(seed !== undefined ? { seed } : {}) });
+    // The graph's remote providers are built now: a missing API key variable refuses the run here.
+    const engineFor = providers.forGraph(spec as Pick<GraphSpec, 'providers'>);
+    const run$ = dataflow.runGraph(spec, input, { engine, engineFor, runId: id, signal: abort.signal, ...(seed !== undefined ? { seed } : {}) });
     const record = store.start({ id, graph: name, input, seed, model: engine.modelName, definition: graphJson }, run$, () => abort.abort());
     metrics.runStarted();
     return c.json({ id, state: record.state, links: { self: `/v1/runs/${id}`, events: `/v1/runs/${id}/events` } }, 201);

@@ -53,6 +53,8 @@ const statusOfCode: Record<SkeinErrorCode, ContentfulStatusCode> = {
   checkpoint_invalid: 500,
   // The worker is restarting: the client may retry (Retry-After), the server is not broken.
   engine_unavailable: 503,
+  // The remote model server failed (after retries): the gateway's upstream, not this server.
+  provider_failed: 502,
   internal: 500,
 };
 

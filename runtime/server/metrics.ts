@@ -23,6 +23,8 @@ export interface ServerMetrics {
   tokens(count: number): void;
   ttft(ms: number): void;
   chatCompletion(stream: boolean): void;
+  /** A chat completion whose client went away before the end (its generation was cancelled). */
+  chatCompletionCancelled(): void;
 }
 
 export function createMetrics(engine: Engine, activeRuns: () => number): ServerMetrics {
@@ -64,6 +66,11 @@ export function createMetrics(engine: Engine, activeRuns: () => number): ServerM
     labelNames: ['stream'],
     registers: [registry],
   });
+  const completionsCancelled = new Counter({
+    name: 'skein_chat_completions_cancelled_total',
+    help: 'Chat completions whose client went away before the end; their generation was cancelled and its KV freed.',
+    registers: [registry],
+  });
   const engineGauge = (name: string, help: string, read: () => number) =>
     new Gauge({
       name,
@@ -95,5 +102,6 @@ export function createMetrics(engine: Engine, activeRuns: () => number): ServerM
     },
     ttft: (ms) => ttft.observe(ms / 1000),
     chatCompletion: (stream) => completions.inc({ stream: String(stream) }),
+    chatCompletionCancelled: () => completionsCancelled.inc(),
   };
 }

@@ -61,12 +61,30 @@ function samplingOf(body: ChatRequest): Partial<SamplingParams> {
     ...(body.temperature !== undefined ? { temperature: body.temperature } : {}),
     ...(body.top_p !== undefined ? { topP: body.top_p } : {}),
     ...(body.top_k !== undefined ? { topK: Math.max(0, body.top_k) } : {}),
+    ...(body.repetition_penalty !== undefined ? { repetitionPenalty: body.repetition_penalty } : {}),
     ...(body.seed !== undefined ? { seed: body.seed } : {}),
     ...(body.stop !== undefined ? { stop: typeof body.stop === 'string' ? [body.stop] : body.stop } : {}),
     ...(body.frequency_penalty !== undefined ? { frequencyPenalty: body.frequency_penalty } : {}),
     ...(body.presence_penalty !== undefined ? { presencePenalty: body.presence_penalty } : {}),
     ...(body.logit_bias !== undefined ? { logitBias: Object.assign(Object.create(null) as Record<string, number>, body.logit_bias) } : {}),
   };
+}
+
+/**
+ * vLLM's and SGLang's continuation (`continue_final_message: true`,
+ * `add_generation_prompt: false`): the last message is an assistant turn the answer
+ * continues, which is Skein's assistantPrefix. The two flags only make sense together.
+ */
+function continuation(body: ChatRequest, messages: ChatMessage[]): { messages: ChatMessage[]; assistantPrefix?: string } {
+  if (body.continue_final_message !== true) {
+    if (body.add_generation_prompt === false) throw new BadRequestError('add_generation_prompt', 'false needs continue_final_message: true');
+    return { messages };
+  }
+  if (body.add_generation_prompt !== false) throw new BadRequestError('continue_final_message', 'needs add_generation_prompt: false');
+  const last = messages.at(-1)!;
+  if (last.role !== 'assistant') throw new BadRequestError(`/messages/${messages.length - 1}/role`, 'continue_final_message needs the last message to be the assistant turn to continue');
+  if (messages.length < 2) throw new BadRequestError('messages', 'continue_final_message needs a turn before the assistant one');
+  return { messages: messages.slice(0, -1), assistantPrefix: last.content };
 }
 
 /** The tool system message goes first, merged into the caller's system message when there is one. */
@@ -97,6 +115,8 @@ const usageOf = (u: GenerationUsage) => ({
   prompt_tokens: u.promptTokens,
   completion_tokens: u.completionTokens,
   total_tokens: u.promptTokens + u.completionTokens,
+  // OpenAI's (and vLLM's) field for prompt tokens served from the prefix cache.
+  prompt_tokens_details: { cached_tokens: u.cachedPromptTokens },
 });
 
 const finishReason = (r: FinishReason): 'stop' | 'length' => (r === 'length' ? 'length' : 'stop');
@@ -123,7 +143,7 @@ export function chatCompletionsRoute(deps: ChatDeps): Hono {
     grammarParams.set(c.req.raw, grammarParam);
     const output = tools.output ?? format;
     if (output && !engine.supportsOutput) throw new NotAvailableError(grammarParam, `model ${engine.modelName} cannot constrain its output`);
-    const messages = withToolSystem(messagesOf(body), tools.system);
+    const { messages, assistantPrefix } = continuation(body, withToolSystem(messagesOf(body), tools.system));
     const sampling = samplingOf(body);
     const stream = body.stream === true;
     const includeUsage = body.stream_options?.include_usage === true;
@@ -132,7 +152,7 @@ export function chatCompletionsRoute(deps: ChatDeps): Hono {
     const created = Math.floor(Date.now() / 1000);
     const release = store.acquireSlot();
     metrics.chatCompletion(stream);
-    const gen$: Observable<GenerateEvent> = engine.generate({ messages, sampling, owner: id, ...(output ? { output } : {}) });
+    const gen$: Observable<GenerateEvent> = engine.generate({ messages, sampling, owner: id, ...(assistantPrefix ? { assistantPrefix } : {}), ...(output ? { output } : {}) });
 
     if (!stream) {
       try {
@@ -140,7 +160,10 @@ export function chatCompletionsRoute(deps: ChatDeps): Hono {
         const gone$ = fromEvent(c.req.raw.signal, 'abort');
         const done = await firstValueFrom(gen$.pipe(takeUntil(gone$), last(null, null)));
         // The client left before the end: no answer to give, and not a server fault to log.
-        if (c.req.raw.signal.aborted) throw new CancelledError('chat completion (the client went away)');
+        if (c.req.raw.signal.aborted) {
+          metrics.chatCompletionCancelled();
+          throw new CancelledError('chat completion (the client went away)');
+        }
         if (done?.type !== 'done') throw new Error('generation ended without done');
         metrics.tokens(done.usage.completionTokens);
         metrics.ttft(done.metrics.ttftMs);
@@ -211,6 +234,7 @@ export function chatCompletionsRoute(deps: ChatDeps): Hono {
               out.push(() => sse.writeSSE({ data: JSON.stringify({ id, object: 'chat.completion.chunk', created, model: engine.modelName, choices: [], usage }) }));
             }
             out.push(() => sse.writeSSE({ data: '[DONE]' }));
+            ended = true;
           },
           error: (err: unknown) => {
             // Headers are sent: the error travels in the stream, as OpenAI's API does it.
@@ -220,7 +244,9 @@ export function chatCompletionsRoute(deps: ChatDeps): Hono {
           },
           complete: () => void out.drained().then(resolve),
         });
+        let ended = false;
         sse.onAbort(() => {
+          if (!ended) metrics.chatCompletionCancelled();
           sub.unsubscribe();
           run.cancel();
           resolve();

@@ -14,6 +14,8 @@ import type { Engine } from '../../core/engine.js';
 
 export interface RunGraphOptions {
   engine: Engine;
+  /** The engines of the graph's remote providers, by name (runtime/providers). */
+  engineFor?: (provider: string) => Engine;
   /** Absent: the core picks one and reports it in run-start. */
   seed?: number;
   runId?: string;

@@ -10,6 +10,7 @@ import type { Command } from 'commander';
 import { BadRequestError, GraphValidationError, NotFoundError, checkRunInput, compileGraph, runCompiled, saveEvents, type RunEvent } from '../../../operators/index.js';
 import { ProgressView } from '../../../core/progress.js';
 import type { Engine } from '../../../core/engine.js';
+import { ProviderPool } from '../../providers/pool.js';
 import { chooseDefaultModel, MODEL_OPTION_HELP } from '../../pull/default-model.js';
 import { parseStagesFlag, withStages } from './stages-flag.js';
 import { readGraphFile } from './validate.js';
@@ -120,9 +121,11 @@ async function runJson(
   };
   const save = record ? databaseWriter(record, compiled.spec.name, json, engine.modelName) : undefined;
   let end: Extract<RunEvent, { type: 'run-end' }>;
+  const providers = new ProviderPool({ local: engine });
   try {
+    const engineFor = providers.forGraph(compiled.spec);
     end = await new Promise((resolve, reject) => {
-      runCompiled(compiled, input, { engine, seed, signal: io.signal, ...(resume ? { resume } : {}) }).subscribe({
+      runCompiled(compiled, input, { engine, engineFor, seed, signal: io.signal, ...(resume ? { resume } : {}) }).subscribe({
         next(e) {
           events.push(e);
           save?.(e);
@@ -137,6 +140,7 @@ async function runJson(
       });
     });
   } finally {
+    await providers.close();
     await engine.close();
   }
   if (flags.save) writeFileSync(flags.save, saveEvents(events));

@@ -4,11 +4,13 @@
  * @example
  * npx skein serve --port 8787 --model skein-mini --token secret
  */
+import { readFileSync } from 'node:fs';
 import type { Command } from 'commander';
 import { BadRequestError } from '../../../core/errors.js';
 import { DEFAULT_MODEL, MODEL_OPTION_HELP, modelOrDefault } from '../../pull/default-model.js';
 import type { SchedulingPolicy } from '../../scheduler/scheduler.js';
 import { isLoopback } from '../../server/host-check.js';
+import { parseServerProviders, type ServerProviders } from '../../server/providers.js';
 import { DEFAULT_HOST, DEFAULT_PORT, startServer } from '../../server/index.js';
 
 function parseIntOption(name: string, min: number, max: number) {
@@ -54,6 +56,19 @@ interface ServeOptions {
   persist: boolean;
   grace: number;
   open?: boolean;
+  providers?: string;
+  build: boolean;
+}
+
+/** A --providers file: the graph format's `providers` block, checked by its schema. */
+function readProvidersFile(file: string): ServerProviders {
+  let json: unknown;
+  try {
+    json = JSON.parse(readFileSync(file, 'utf8'));
+  } catch (err) {
+    throw new BadRequestError('--providers', `cannot read ${file} as JSON: ${(err as Error).message}`);
+  }
+  return parseServerProviders(json);
 }
 
 export function register(program: Command): void {
@@ -75,6 +90,8 @@ export function register(program: Command): void {
     .option('--no-persist', 'keep runs in memory only')
     .option('--grace <seconds>', 'on SIGTERM, how long runs in flight may finish before they are cancelled', parseIntOption('--grace', 0, 3600), 10)
     .option('--open', 'print the playground URL prominently and open a browser when a display exists')
+    .option('--no-build', 'serve the playground as it is built, without rebuilding it when its sources changed')
+    .option('--providers <file>', 'JSON file of remote providers ({"NAME": {"type": "openai", "baseUrl", "model", "apiKeyEnv"?}}) that graphs sent to this server may run nodes on')
     .action(async (opts: ServeOptions) => {
       const token = opts.token ?? (process.env.SKEIN_TOKEN || undefined);
       const print = (line: string) => process.stderr.write(`${line}\n`);
@@ -84,7 +101,10 @@ export function register(program: Command): void {
         progress: process.stderr,
         log: (text) => process.stderr.write(text),
       });
+      const providers = opts.providers !== undefined ? readProvidersFile(opts.providers) : undefined;
       const server = await startServer({
+        ...(providers ? { providers } : {}),
+        build: opts.build,
         port: opts.port,
         host: opts.host,
         model,
