@@ -21,6 +21,8 @@ export type SkeinErrorCode =
   | 'model_output'
   /** The model runtime is down (its worker exited) and being restarted: try again shortly. */
   | 'engine_unavailable'
+  /** The prompt, or the prompt plus the tokens a request insists on, is longer than the model's context (OpenAI's code). */
+  | 'context_length_exceeded'
   | 'internal';
 
 export abstract class SkeinError extends Error {
@@ -106,6 +108,18 @@ export class StageUnavailableError extends SkeinError {
 export class BadRequestError extends SkeinError {
   readonly code = 'bad_request';
   constructor(readonly field: string, detail: string) {
+    super(`Bad request: ${field}: ${detail}`);
+  }
+}
+
+/**
+ * A prompt longer than the model's context, or one that leaves less room than the
+ * max_tokens a request insists on (OpenAI's rule: refused, never silently shortened).
+ * `field` names what to change: the prompt, or `sampling.maxTokens`.
+ */
+export class ContextLengthError extends SkeinError {
+  readonly code = 'context_length_exceeded';
+  constructor(readonly field: string, readonly context: number, detail: string) {
     super(`Bad request: ${field}: ${detail}`);
   }
 }

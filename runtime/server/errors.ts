@@ -44,6 +44,7 @@ const statusOfCode: Record<SkeinErrorCode, ContentfulStatusCode> = {
   checkpoint_invalid: 500,
   // The worker is restarting: the client may retry (Retry-After), the server is not broken.
   engine_unavailable: 503,
+  context_length_exceeded: 400,
   internal: 500,
 };
 
