@@ -206,6 +206,12 @@ describe('control plane routes', () => {
     expect(tailEvents.map((m) => Number(m.id))).toEqual([events.length - 2, events.length - 1]);
     const q = await app.request(`/v1/runs/${id}/events?after=${events.length - 2}`);
     expect(parseSse(await q.text()).filter((m) => m.id !== undefined).map((m) => Number(m.id))).toEqual([events.length - 1]);
+    // Resuming past the end of a finished run: 204, so an EventSource stops reconnecting.
+    for (const last of [events.length - 1, events.length + 5]) {
+      const past = await app.request(`/v1/runs/${id}/events`, { headers: { 'Last-Event-ID': String(last) } });
+      expect(past.status).toBe(204);
+      expect(await past.text()).toBe('');
+    }
   });
 
   it('cancels a run: generation stops and the run ends cancelled', async () => {
