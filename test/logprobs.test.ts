@@ -9,7 +9,7 @@ import { lastValueFrom, toArray } from 'rxjs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { GenerateEvent, GenerateRequest } from '../core/engine.js';
 import { loadModel, type LoadedCheckpoint } from '../runtime/checkpoint/load.js';
-import { engineOnModel } from '../runtime/engine/index.js';
+import { createEngine, engineOnModel } from '../runtime/engine/index.js';
 import type { EngineFront } from '../runtime/engine/front.js';
 import { logSumExp } from '../runtime/generate/logprobs.js';
 import { referenceForward } from '../runtime/model/reference.js';
@@ -79,6 +79,18 @@ describe('log-probabilities', () => {
     const b = await run(request);
     expect(b.tokens.map((t) => t.logprobs)).toEqual(a.tokens.map((t) => t.logprobs));
   });
+
+  it('cross the worker boundary unchanged', async () => {
+    const worker = await createEngine({ model: 'skein-mini' });
+    try {
+      const request: GenerateRequest = { prompt: 'The sea', sampling: { maxTokens: 4 }, logprobs: 3 };
+      const there = await lastValueFrom(worker.generate(request).pipe(toArray()));
+      const here = await run(request);
+      expect(there.filter((e): e is Token => e.type === 'token')).toEqual(here.tokens);
+    } finally {
+      await worker.close();
+    }
+  }, 60_000);
 
   it('are not computed unless asked for, and a bad count is a typed error', async () => {
     const { tokens } = await run({ prompt: 'Hello', sampling: { maxTokens: 3 } });

@@ -1,8 +1,10 @@
 /**
  * OpenAI-compatible `POST /v1/chat/completions` on the shared engine, streaming (SSE
- * `chat.completion.chunk`s ending with `[DONE]`) and not. A client that goes away
- * unsubscribes, which cancels the generation and frees its KV. The request counts
- * against the server's concurrency limit like a run does.
+ * `chat.completion.chunk`s ending with `[DONE]`) and not, with tools and response formats
+ * (openai-tools.ts), logprobs, and `n` choices batched over the shared prompt
+ * (openai-choices.ts). A client that goes away unsubscribes, which cancels the generation
+ * and frees its KV. The request counts against the server's concurrency limit like a run
+ * does (one slot, whatever its `n`).
  *
  * @example
  * app.route('/v1', chatCompletionsRoute({ engine, store, metrics }));
