@@ -273,6 +273,22 @@ describe('control plane routes', () => {
     for (const r of app.runs.list()) app.runs.cancel(r.id);
   });
 
+  it('OpenAI completions share the concurrency limit with runs: 429 in OpenAI shape, with Retry-After', async () => {
+    const { app } = setup({ maxConcurrentRuns: 1 }, 20);
+    const run = await app.request('/v1/runs', post('', { graphName: 'chat', input: { question: 'a long answer' } }));
+    expect(run.status).toBe(201);
+    for (const [path, body] of [
+      ['/v1/chat/completions', { messages: [{ role: 'user', content: 'hi' }] }],
+      ['/v1/completions', { prompt: 'hi' }],
+    ] as const) {
+      const res = await app.request(path, post('', body));
+      expect(res.status, path).toBe(429);
+      expect(res.headers.get('retry-after')).toBe('1');
+      expect((await res.json()).error).toMatchObject({ type: 'rate_limit_error', code: 'too_many_runs', param: null });
+    }
+    for (const r of app.runs.list()) app.runs.cancel(r.id);
+  });
+
   it('keeps a bounded ring of finished runs', async () => {
     const { app } = setup({ keepFinishedRuns: 2 });
     const ids: string[] = [];
