@@ -23,6 +23,8 @@ export interface ServerMetrics {
   tokens(count: number): void;
   ttft(ms: number): void;
   chatCompletion(stream: boolean): void;
+  /** A legacy text completion (POST /v1/completions). */
+  textCompletion(stream: boolean): void;
 }
 
 export function createMetrics(engine: Engine, activeRuns: () => number): ServerMetrics {
@@ -64,6 +66,12 @@ export function createMetrics(engine: Engine, activeRuns: () => number): ServerM
     labelNames: ['stream'],
     registers: [registry],
   });
+  const textCompletions = new Counter({
+    name: 'skein_text_completions_total',
+    help: 'OpenAI-compatible legacy text completions.',
+    labelNames: ['stream'],
+    registers: [registry],
+  });
   const engineGauge = (name: string, help: string, read: () => number) =>
     new Gauge({
       name,
@@ -95,5 +103,6 @@ export function createMetrics(engine: Engine, activeRuns: () => number): ServerM
     },
     ttft: (ms) => ttft.observe(ms / 1000),
     chatCompletion: (stream) => completions.inc({ stream: String(stream) }),
+    textCompletion: (stream) => textCompletions.inc({ stream: String(stream) }),
   };
 }

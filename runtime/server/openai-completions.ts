@@ -73,7 +73,7 @@ export function completionsRoute(deps: ChatDeps): Hono {
     const id = `cmpl-${Date.now().toString(36)}${(counter++).toString(36)}`;
     const created = Math.floor(Date.now() / 1000);
     const release = store.acquireSlot();
-    metrics.chatCompletion(stream);
+    metrics.textCompletion(stream);
     const events$ = choiceEvents(engine, requests.map((r) => ({ ...r, owner: id })), n);
 
     if (!stream) {
