@@ -39,7 +39,35 @@ export interface GenerateRequest {
   owner?: string;
   /** The graph node making the call, named in a remote provider's errors. */
   node?: string;
+  /**
+   * Opt-in log-probabilities: each token event then carries the token's log-probability
+   * and those of this many most likely alternatives (0–20; 0 for the token's own only).
+   * Absent: nothing is scored, so requests that do not ask pay nothing.
+   */
+  logprobs?: number;
+  /**
+   * OpenAI's length rule: a prompt whose tokens plus `sampling.maxTokens` exceed the
+   * model's context is refused (ContextLengthError) before anything runs. Without it the
+   * generation runs until the context is full (finish reason 'length').
+   */
+  maxTokensMustFit?: boolean;
 }
+
+/**
+ * A token as log-probabilities show it: its text (a half character shows as U+FFFD), its
+ * exact bytes, and its natural-log probability in the distribution it was drawn from —
+ * after the output constraint's mask, logit_bias and penalties, before temperature,
+ * top-k and top-p.
+ */
+export interface TokenLogprob {
+  id: number;
+  token: string;
+  bytes: number[];
+  logprob: number;
+}
+
+/** Most alternatives a request may ask for (OpenAI's top_logprobs limit). */
+export const MAX_TOP_LOGPROBS = 20;
 
 export type FinishReason = 'eos' | 'stop' | 'length' | 'cancelled';
 
@@ -97,8 +125,11 @@ export interface StageReport {
 export const UNKNOWN_TOKEN_ID = -1;
 
 export type GenerateEvent =
-  /** `id` is the token's id in the model's vocabulary, or UNKNOWN_TOKEN_ID. */
-  | { type: 'token'; id: number; text: string }
+  /**
+   * `id` is the token's id in the model's vocabulary, or UNKNOWN_TOKEN_ID; `logprobs` only
+   * when the request asked (not on an end-of-sequence token, which adds no text).
+   */
+  | { type: 'token'; id: number; text: string; logprobs?: TokenLogprob & { top: TokenLogprob[] } }
   /** A stage ran for this request (before its first token for prompt stages). */
   | { type: 'stage'; stage: StageEventName; decided: Record<string, string | number | boolean>; figures: StageFigures }
   | {

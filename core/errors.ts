@@ -23,6 +23,8 @@ export type SkeinErrorCode =
   | 'engine_unavailable'
   /** A remote provider failed the call (HTTP error, lost connection, timeout, an answer that is not the API's). */
   | 'provider_failed'
+  /** The prompt, or the prompt plus the tokens a request insists on, is longer than the model's context (OpenAI's code). */
+  | 'context_length_exceeded'
   | 'internal';
 
 export abstract class SkeinError extends Error {
@@ -108,6 +110,18 @@ export class StageUnavailableError extends SkeinError {
 export class BadRequestError extends SkeinError {
   readonly code = 'bad_request';
   constructor(readonly field: string, detail: string) {
+    super(`Bad request: ${field}: ${detail}`);
+  }
+}
+
+/**
+ * A prompt longer than the model's context, or one that leaves less room than the
+ * max_tokens a request insists on (OpenAI's rule: refused, never silently shortened).
+ * `field` names what to change: the prompt, or `sampling.maxTokens`.
+ */
+export class ContextLengthError extends SkeinError {
+  readonly code = 'context_length_exceeded';
+  constructor(readonly field: string, readonly context: number, detail: string) {
     super(`Bad request: ${field}: ${detail}`);
   }
 }

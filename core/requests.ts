@@ -88,7 +88,7 @@ export const chatRequestSchema = {
     frequency_penalty: s.frequencyPenalty,
     presence_penalty: s.presencePenalty,
     logit_bias: { ...s.logitBias, maxProperties: 300 },
-    n: { const: 1, description: 'Only one choice is served.' },
+    n: { type: 'integer', minimum: 1, maximum: 8, description: 'Choices, sampled with seed, seed + 1, …; batched, sharing the prompt\'s KV.' },
     stream: { type: 'boolean' },
     stream_options: { type: 'object', properties: { include_usage: { type: 'boolean' } } },
     response_format: { type: 'object', properties: { type: { enum: ['text', 'json_object', 'json_schema'] } }, required: ['type'] },
@@ -96,13 +96,56 @@ export const chatRequestSchema = {
     tool_choice: { oneOf: [{ enum: ['none', 'auto', 'required'] }, { type: 'object' }] },
     parallel_tool_calls: { type: 'boolean' },
     user: { type: 'string' },
-    logprobs: { const: false, description: 'Log probabilities are not served yet.' },
-    top_logprobs: { const: 0, description: 'Log probabilities are not served yet.' },
+    logprobs: { type: 'boolean', description: 'Each content token\'s log-probability, after the output mask, logit_bias and penalties, before temperature.' },
+    top_logprobs: { type: 'integer', minimum: 0, maximum: 20, description: 'With logprobs: this many most likely alternatives per token.' },
   },
   required: ['messages'],
 } as const;
 
 export type ChatRequest = FromSchema<typeof chatRequestSchema>;
+
+const tokenIds = { type: 'array', minItems: 1, items: { type: 'integer', minimum: 0 } } as const;
+
+/**
+ * POST /v1/completions (OpenAI's legacy text completions): a prompt as text or token ids,
+ * one or several (each gets `n` choices), the same sampling fields as chat. `echo`,
+ * `suffix` and a `best_of` other than `n` are refused at their pointer.
+ */
+export const completionRequestSchema = {
+  type: 'object',
+  additionalProperties: false,
+  properties: {
+    model: { type: 'string' },
+    prompt: {
+      oneOf: [
+        { type: 'string' },
+        { type: 'array', minItems: 1, maxItems: 16, items: { type: 'string' } },
+        tokenIds,
+        { type: 'array', minItems: 1, maxItems: 16, items: tokenIds },
+      ],
+    },
+    max_tokens: { ...s.maxTokens, description: "OpenAI's default is 16." },
+    temperature: s.temperature,
+    top_p: s.topP,
+    top_k: chatRequestSchema.properties.top_k,
+    seed: s.seed,
+    stop: chatRequestSchema.properties.stop,
+    frequency_penalty: s.frequencyPenalty,
+    presence_penalty: s.presencePenalty,
+    logit_bias: chatRequestSchema.properties.logit_bias,
+    n: chatRequestSchema.properties.n,
+    best_of: { type: 'integer', minimum: 1, description: 'Accepted only equal to n: choices are not ranked server-side.' },
+    stream: { type: 'boolean' },
+    stream_options: chatRequestSchema.properties.stream_options,
+    logprobs: { type: 'integer', minimum: 0, maximum: 20, description: 'Log-probabilities of each token and this many alternatives.' },
+    echo: { const: false, description: 'Echoing the prompt is not served.' },
+    suffix: { const: '', description: 'Insertion (a suffix) is not served: the models are left-to-right only.' },
+    user: { type: 'string' },
+  },
+  required: ['prompt'],
+} as const;
+
+export type CompletionRequest = FromSchema<typeof completionRequestSchema>;
 
 const ajv = new Ajv2020({ allErrors: true, strict: false });
 const compiled = new WeakMap<object, ValidateFunction>();

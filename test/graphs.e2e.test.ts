@@ -7,7 +7,8 @@ import { existsSync, readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { lastValueFrom, toArray } from 'rxjs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { parseGraph, runGraph, type RunEvent } from '../operators/index.js';
+import { Ajv } from 'ajv';
+import { calculator, parseGraph, runGraph, type RunEvent } from '../operators/index.js';
 import type { Engine } from '../core/engine.js';
 
 const root = (p: string) => fileURLToPath(new URL(`../${p}`, import.meta.url));
@@ -28,6 +29,7 @@ const inputs: Record<string, Record<string, unknown>> = {
     question: 'Where does the river Lune reach the sea?',
   },
   perspectives: { question: 'Will robots do the dishes soon?' },
+  'agent-tools': { question: 'What is 17 times 23?' },
 };
 
 describe.skipIf(missing !== '')(`example graphs on the real engine (skein-mini)${missing ? ` — skipped: ${missing}` : ''}`, () => {
@@ -56,6 +58,25 @@ describe.skipIf(missing !== '')(`example graphs on the real engine (skein-mini)$
     expect(Object.keys(end.output ?? {}).length).toBeGreaterThan(0);
     expect(events.some((e) => e.type === 'text-delta')).toBe(true);
     expect(engine.stats().runningSequences).toBe(0);
+  }, 300_000);
+
+  it('agent-tools: the call fits the tools\' schemas, the routed tool ran it, its result reached the answer', async () => {
+    const spec = graph('agent-tools');
+    const events = await lastValueFrom(runGraph(spec, inputs['agent-tools']!, { engine, seed: 1 }).pipe(toArray()));
+    const end = events.at(-1) as Extract<RunEvent, { type: 'run-end' }>;
+    expect(end.status).toBe('ok');
+    const { call, result } = end.output as { call: { name: string; arguments: Record<string, string> }; result: Record<string, unknown> };
+    const plan = spec.nodes.find((n) => n.id === 'plan') as { output: { schema: object } };
+    expect(new Ajv().validate(plan.output.schema, call), JSON.stringify(call)).toBe(true);
+    if (call.name === 'calculator') expect(result).toEqual(calculator(call, { args: {}, signal: new AbortController().signal }));
+    else expect(result).toMatchObject({ key: call.arguments.key, value: expect.any(String) });
+    // The route sent the call to its tool alone; the other tool node never ran.
+    const ran = new Set(events.filter((e) => e.type === 'node-end').map((e) => (e as { node: string }).node));
+    expect(ran.has(call.name === 'calculator' ? 'calc' : 'facts')).toBe(true);
+    expect(ran.has(call.name === 'calculator' ? 'facts' : 'calc')).toBe(false);
+    // The final prompt carried the tool's result.
+    const report = events.find((e) => e.type === 'node-end' && (e as { node: string }).node === 'report') as { output: string };
+    expect(report.output).toContain(String(call.name === 'calculator' ? result.result : result.value));
   }, 300_000);
 
   it('a cancelled run frees its generations and tensors', async () => {

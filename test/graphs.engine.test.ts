@@ -75,7 +75,7 @@ describe.skipIf(engineMissing)(`graphs on the real engine, tiny random checkpoin
     expect(engine.stats().runningSequences).toBe(0);
   }, 60_000);
 
-  it('a prompt longer than the context fails the run with a BadRequestError naming the limit and the node', async () => {
+  it('a prompt longer than the context fails the run with a ContextLengthError naming the limit and the node', async () => {
     const spec: GraphSpec = {
       version: 1,
       name: 'too-long',
@@ -91,7 +91,7 @@ describe.skipIf(engineMissing)(`graphs on the real engine, tiny random checkpoin
     };
     const events = await lastValueFrom(runGraph(spec, { q: 'word '.repeat(600) }, { engine, seed: 1 }).pipe(toArray()));
     const end = events.at(-1) as Extract<RunEvent, { type: 'run-end' }>;
-    expect(end).toMatchObject({ status: 'error', error: { name: 'BadRequestError', code: 'bad_request', node: 'answer' } });
+    expect(end).toMatchObject({ status: 'error', error: { name: 'ContextLengthError', code: 'context_length_exceeded', node: 'answer' } });
     expect(end.error!.message).toMatch(/the prompt has \d+ tokens, the model's context is 512/);
     expect(engine.stats()).toMatchObject({ runningSequences: 0, kvBlocksUsed: 0 });
   }, 60_000);

@@ -140,6 +140,11 @@ describe('every route with reserved names in every key position', () => {
       ['/v1/chat/completions', json(`{"messages": [{"role": "${name}", "content": "hi"}]}`)],
       ['/v1/chat/completions', json(`{"messages": [{"role": "user", "content": "hi", "${name}": {"polluted": true}}], "${name}": {"polluted": true}, "stream_options": ${polluting(name)}}`)],
       ['/v1/chat/completions', json(`{"messages": [{"role": "user", "content": [{"type": "text", "text": "hi", "${name}": {"polluted": true}}]}], "stream": true, "stop": "${name}"}`)],
+      ['/v1/chat/completions', json(`{"messages": [{"role": "user", "content": "hi"}], "n": 2, "logprobs": true, "logit_bias": ${polluting(name)}}`)],
+      ['/v1/completions', json(polluting(name))],
+      ['/v1/completions', json(`{"prompt": ["${name}", "hi"], "model": "${name}", "${name}": {"polluted": true}}`)],
+      ['/v1/completions', json(`{"prompt": "${name}", "stream": true, "logprobs": 2, "stop": ["${name}"]}`)],
+      [`/v1/models/${name}`],
     ];
   }
 

@@ -136,7 +136,9 @@ describe('tools and structured output over the OpenAI API', () => {
     const post = (body: Record<string, unknown>) =>
       fetch(`${base}/chat/completions`, { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify({ model: 'skein-mini', messages, ...body }) });
     for (const [body, param] of [
-      [{ logprobs: true }, 'logprobs'],
+      [{ logprobs: true, tools: [weather] }, 'logprobs'],
+      [{ top_logprobs: 2 }, 'top_logprobs'],
+      [{ n: 9 }, 'n'],
       [{ logit_bias: { x: 1 } }, 'logit_bias.x'],
       [{ frequency_penalty: 3 }, 'frequency_penalty'],
       [{ functions: [] }, 'functions'],

@@ -206,6 +206,12 @@ describe('control plane routes', () => {
     expect(tailEvents.map((m) => Number(m.id))).toEqual([events.length - 2, events.length - 1]);
     const q = await app.request(`/v1/runs/${id}/events?after=${events.length - 2}`);
     expect(parseSse(await q.text()).filter((m) => m.id !== undefined).map((m) => Number(m.id))).toEqual([events.length - 1]);
+    // Resuming past the end of a finished run: 204, so an EventSource stops reconnecting.
+    for (const last of [events.length - 1, events.length + 5]) {
+      const past = await app.request(`/v1/runs/${id}/events`, { headers: { 'Last-Event-ID': String(last) } });
+      expect(past.status).toBe(204);
+      expect(await past.text()).toBe('');
+    }
   });
 
   it('cancels a run: generation stops and the run ends cancelled', async () => {
@@ -264,6 +270,22 @@ describe('control plane routes', () => {
     expect((await c.json()).error.code).toBe('too_many_runs');
     await app.request(`/v1/runs/${(await a.json()).id}`, { method: 'DELETE' });
     expect((await start()).status).toBe(201);
+    for (const r of app.runs.list()) app.runs.cancel(r.id);
+  });
+
+  it('OpenAI completions share the concurrency limit with runs: 429 in OpenAI shape, with Retry-After', async () => {
+    const { app } = setup({ maxConcurrentRuns: 1 }, 20);
+    const run = await app.request('/v1/runs', post('', { graphName: 'chat', input: { question: 'a long answer' } }));
+    expect(run.status).toBe(201);
+    for (const [path, body] of [
+      ['/v1/chat/completions', { messages: [{ role: 'user', content: 'hi' }] }],
+      ['/v1/completions', { prompt: 'hi' }],
+    ] as const) {
+      const res = await app.request(path, post('', body));
+      expect(res.status, path).toBe(429);
+      expect(res.headers.get('retry-after')).toBe('1');
+      expect((await res.json()).error).toMatchObject({ type: 'rate_limit_error', code: 'too_many_runs', param: null });
+    }
     for (const r of app.runs.list()) app.runs.cancel(r.id);
   });
 

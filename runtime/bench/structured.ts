@@ -8,7 +8,8 @@
  *   arguments valid for it, with the tools described in the system prompt only, and with
  *   `tool_choice: required` (the call schema as the constraint).
  * - Overhead: decode tokens/s of the same prompt with and without a grammar, interleaved;
- *   the grammar's masks cold (first request) and warm (cached, the steady state).
+ *   the grammar's masks cold (first request) and warm (cached, the steady state); and
+ *   with and without log-probabilities (top 5 per token), which only requests that ask pay.
  * - Mask cost per step on a vocabulary: building a state's mask (first visit) and applying
  *   a cached one, on the served model's vocabulary and on SmolLM2's 49,152 tokens when
  *   its GGUF is present (read with node-llama-cpp's GGUF reader).
@@ -148,7 +149,7 @@ async function smolLm2Vocabulary(log: (line: string) => void): Promise<TokenVoca
 }
 
 registerBench('structured', {
-  description: 'Constrained decoding: valid-output rate with/without a grammar on schema and tool tasks, tok/s overhead, mask cost per step',
+  description: 'Constrained decoding: valid-output rate with/without a grammar on schema and tool tasks, tok/s overhead, mask cost per step, logprobs overhead',
   async run({ log, args }) {
     const spec = benchModel(args);
     const engine = await createEngine({ model: spec, thread: 'main' });
@@ -200,6 +201,16 @@ registerBench('structured', {
         tokens: steps,
       };
       log(`decode: ${plainTps.toFixed(1)} tok/s without a grammar, ${warmTps.toFixed(1)} with (warm masks; ${cold.done.metrics.decodeTokensPerSec.toFixed(1)} on the first, cold request): overhead ${((1 - warmTps / plainTps) * 100).toFixed(1)}%`);
+
+      // logprobs are opt-in: what asking for them (5 alternatives per token) costs a decode step.
+      const [unscored, scored] = await interleaved(Number(args?.reps ?? 3), [
+        () => timedRun(engine, { messages: prompt, sampling: { maxTokens: steps } }),
+        () => timedRun(engine, { messages: prompt, sampling: { maxTokens: steps }, logprobs: 5 }),
+      ]);
+      const unscoredTps = rate(unscored);
+      const scoredTps = rate(scored);
+      figures.logprobsTokensPerSec = { without: round(unscoredTps), withTop5: round(scoredTps), overhead: round(1 - scoredTps / unscoredTps, 3), tokens: steps };
+      log(`logprobs: ${unscoredTps.toFixed(1)} tok/s without, ${scoredTps.toFixed(1)} with top_logprobs 5: overhead ${((1 - scoredTps / unscoredTps) * 100).toFixed(1)}%`);
 
       const costSchema = schemaTasks[3]!.schema;
       const tokenizer = loadSpecTokenizer(spec)!;

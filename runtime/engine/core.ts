@@ -11,14 +11,16 @@
  * core.submit({ requestId: 'r1', ids: [1, 2, 3], sampling: resolveSampling({ maxTokens: 4 }) });
  * while (core.hasWork()) core.step();
  */
-import { BadRequestError, NotAvailableError } from '../../core/errors.js';
+import { BadRequestError, ContextLengthError, NotAvailableError } from '../../core/errors.js';
 import type { OutputConstraint } from '../../core/output.js';
 import type { SamplingParams } from '../../core/sampling.js';
 import type { ModelTokenizer, IncrementalDetokenizer } from '../checkpoint/tokenizer.js';
 import { GrammarCompiler, TokenVocabulary, type GrammarCursor } from '../grammar/index.js';
 import { CompressStage } from '../stages/compress-stage.js';
 import { sequenceShape, stageEvents, type ShapedStages } from '../stages/shape.js';
+import type { ScoredToken } from '../generate/logprobs.js';
 import { StopMatcher } from '../generate/stop.js';
+import { TokenPieces } from './token-pieces.js';
 import type { LoadedModel } from '../model/types.js';
 import {
   Scheduler,
@@ -50,10 +52,14 @@ export interface CoreSubmit {
    * the kept prompt (no completion), for a remote model to read (Engine.compressText).
    */
   compressOnly?: boolean;
+  /** Opt-in log-probabilities with this many alternatives (GenerateRequest.logprobs). */
+  logprobs?: number;
+  /** GenerateRequest.maxTokensMustFit. */
+  maxTokensMustFit?: boolean;
 }
 
 export type CoreEvent =
-  | { type: 'token'; requestId: string; id: number; text: string }
+  | ({ type: 'token'; requestId: string } & Omit<Extract<GenerateEvent, { type: 'token' }>, 'type'>)
   | ({ type: 'stage'; requestId: string } & Omit<Extract<GenerateEvent, { type: 'stage' }>, 'type'>)
   | {
       type: 'done';
@@ -96,6 +102,8 @@ export class EngineCore {
   private readonly compressing: CompressStage;
   /** Compiled output grammars over this model's vocabulary, made on the first constrained request. */
   private grammars: GrammarCompiler | null = null;
+  /** Token texts and bytes for log-probabilities, made on the first request that asks. */
+  private piecesCache: TokenPieces | null = null;
 
   constructor(options: EngineCoreOptions) {
     const { tokenizer, emit, ...schedulerOptions } = options;
@@ -110,6 +118,9 @@ export class EngineCore {
     const { requestId } = request;
     if (request.sampling.stop.length > 0 && this.tokenizer === null) {
       return this.fail(requestId, new BadRequestError('sampling.stop', 'stop strings need a model with a tokenizer'));
+    }
+    if (request.logprobs !== undefined && this.tokenizer === null) {
+      return this.fail(requestId, new BadRequestError('logprobs', 'log-probabilities name tokens by their text, which needs a model with a tokenizer'));
     }
     let msg: CoreSubmit & { ids: number[] };
     try {
@@ -172,10 +183,14 @@ export class EngineCore {
     const maxPos = this.scheduler.model.config.maxPositionEmbeddings;
     const atLeast = Math.ceil(chars / tokenizer.maxTokenChars);
     if (msg.stages?.compress === undefined && atLeast >= maxPos) {
-      throw new BadRequestError('prompt', `${chars} characters are at least ${atLeast} tokens, the model's context is ${maxPos}`);
+      throw new ContextLengthError('prompt', maxPos, `${chars} characters are at least ${atLeast} tokens, the model's context is ${maxPos}`);
     }
     const rendered = 'prompt' in text ? text.prompt : tokenizer.renderChat(text.messages) + (text.assistantPrefix ?? '');
     return tokenizer.encodePrompt(rendered);
+  }
+
+  private get pieces(): TokenPieces {
+    return (this.piecesCache ??= new TokenPieces(this.tokenizer!));
   }
 
   private grammarsFor(): GrammarCompiler {
@@ -196,9 +211,11 @@ export class EngineCore {
           eosIds: this.tokenizer?.eosIds,
           ...(session.shaped ? { shape: session.shaped.shape } : {}),
           ...(session.grammar ? { constraint: session.grammar } : {}),
+          ...(msg.logprobs !== undefined ? { logprobs: msg.logprobs } : {}),
+          ...(msg.maxTokensMustFit ? { maxTokensMustFit: true } : {}),
         },
         {
-          token: (id, final) => this.onToken(requestId, session, id, final),
+          token: (id, final, scored) => this.onToken(requestId, session, id, final, scored),
           admitted: (a) => this.onAdmitted(requestId, a),
           done: (summary) => this.onDone(requestId, session, summary),
           error: (error) => this.fail(requestId, error),
@@ -274,7 +291,7 @@ export class EngineCore {
     });
   }
 
-  private onToken(requestId: string, s: Session, id: number, final: boolean): boolean {
+  private onToken(requestId: string, s: Session, id: number, final: boolean, scored?: ScoredToken): boolean {
     if (s.tFirst === 0) s.tFirst = performance.now();
     let decoded = s.detok ? s.detok.push(id) : '';
     if (final && s.detok) decoded += s.detok.flush();
@@ -282,7 +299,10 @@ export class EngineCore {
     const stopped = pushed.stopped;
     const text = final && !stopped ? pushed.text + s.stop.flush() : pushed.text;
     s.text += text;
-    this.emit({ type: 'token', requestId, id, text });
+    // An end-of-sequence token adds no text, so it gets no log-probability (as OpenAI lists content tokens only).
+    const eos = final && this.tokenizer !== null && this.tokenizer.eosIds.includes(id);
+    if (scored === undefined || eos) this.emit({ type: 'token', requestId, id, text });
+    else this.emit({ type: 'token', requestId, id, text, logprobs: { ...this.pieces.of(id, scored.logprob), top: scored.top.map((t) => this.pieces.of(t.id, t.logprob)) } });
     return stopped;
   }
 

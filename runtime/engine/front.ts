@@ -14,7 +14,7 @@ import { resolveSampling } from '../../core/sampling.js';
 import type { ModelTokenizer } from '../checkpoint/tokenizer.js';
 import type { SchedulerStats } from '../scheduler/scheduler.js';
 import type { CoreEvent, CoreSubmit } from './core.js';
-import type { ChatMessage, CompressedText, Engine, EngineHealth, EngineStats, GenerateEvent, GenerateRequest } from '../../core/engine.js';
+import { MAX_TOP_LOGPROBS, type ChatMessage, type CompressedText, type Engine, type EngineHealth, type EngineStats, type GenerateEvent, type GenerateRequest } from '../../core/engine.js';
 import type { StageName, Stages } from '../../core/stages.js';
 import { checkStage, type ModelFacts } from '../stages/registry.js';
 
@@ -72,7 +72,12 @@ export class EngineFront implements Engine {
           owner: request.owner,
           ...(request.stages && Object.keys(request.stages).length ? { stages: request.stages } : {}),
           ...(request.output !== undefined ? { output: request.output } : {}),
+          ...(request.logprobs !== undefined ? { logprobs: request.logprobs } : {}),
+          ...(request.maxTokensMustFit ? { maxTokensMustFit: true } : {}),
         };
+        if (msg.logprobs !== undefined && !(Number.isInteger(msg.logprobs) && msg.logprobs >= 0 && msg.logprobs <= MAX_TOP_LOGPROBS)) {
+          throw new BadRequestError('logprobs', `must be an integer from 0 to ${MAX_TOP_LOGPROBS}`);
+        }
         if (!(Number.isInteger(msg.sampling.maxTokens) && msg.sampling.maxTokens >= 1)) {
           throw new BadRequestError('sampling.maxTokens', 'must be a positive integer');
         }
@@ -83,7 +88,8 @@ export class EngineFront implements Engine {
       let finished = false;
       this.transport.submit(msg, (event) => {
         if (event.type === 'token') {
-          subscriber.next({ type: 'token', id: event.id, text: event.text });
+          const { requestId: _, ...token } = event;
+          subscriber.next(token);
         } else if (event.type === 'stage') {
           const { requestId: _, ...stage } = event;
           subscriber.next(stage);

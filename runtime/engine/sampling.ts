@@ -16,8 +16,8 @@ export function tokenSampler(params: SamplingParams): TokenSampler {
   // The first call sees the prompt alone: what follows it is generated (OpenAI's penalties
   // count only that). The repetition penalty covers both, as in Hugging Face.
   let promptLength = -1;
-  return (logits, context) => {
+  return (logits, context, seen) => {
     if (promptLength < 0) promptLength = context.length;
-    return sampler.sample(logits, context, promptLength);
+    return sampler.sample(logits, context, promptLength, seen);
   };
 }

@@ -141,15 +141,17 @@ export class Sampler {
   /**
    * Picks the next id. `logits` is not modified; `history` feeds the repetition penalty,
    * its part from `generatedFrom` on the frequency and presence penalties (generated
-   * tokens only, as OpenAI counts them).
+   * tokens only, as OpenAI counts them). `seen` gets the row the draw is made from
+   * (penalties and logit_bias applied, before temperature): what logprobs are scored on.
    */
-  sample(logits: Float32Array, history: readonly number[] = [], generatedFrom = history.length): number {
+  sample(logits: Float32Array, history: readonly number[] = [], generatedFrom = history.length, seen?: (row: Float32Array) => void): number {
     let row = logits;
     const p = this.params;
     const adjusts = (p.frequencyPenalty ?? 0) !== 0 || (p.presencePenalty ?? 0) !== 0 || Object.keys(p.logitBias ?? {}).length > 0;
     if (p.repetitionPenalty !== 1 || adjusts) row = logits.slice();
     if (p.repetitionPenalty !== 1) applyRepetitionPenalty(row, history, p.repetitionPenalty);
     if (adjusts) applyOpenAiAdjustments(row, history.slice(generatedFrom), p);
+    seen?.(row);
     if (this.params.temperature === 0) return argmax(row);
     if (this.params.topK === 0 && this.params.topP >= 1) return this.drawFull(row);
     const { ids, probs } = candidates(row, this.params);

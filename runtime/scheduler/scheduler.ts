@@ -18,18 +18,24 @@
  * while (s.hasWork()) s.step();
  */
 import * as tf from '@tensorflow/tfjs-core';
-import { BadRequestError, KvExhaustedError, NotAvailableError } from '../../core/errors.js';
+import { BadRequestError, ContextLengthError, KvExhaustedError, NotAvailableError } from '../../core/errors.js';
 import type { SamplingParams } from '../../core/sampling.js';
 import type { FinishReason } from '../../core/engine.js';
 import { BlockTable, type LayerAppend } from '../kv/block-table.js';
 import { KvPool } from '../kv/pool.js';
+import { scoreToken, type ScoredToken } from '../generate/logprobs.js';
 import { forward as defaultForward } from '../model/forward.js';
 import type { ForwardCallOptions, ForwardSequence, ForwardSequenceResult, LayerKvChunks, LoadedModel, PruneStep } from '../model/types.js';
 
 export type ForwardFn = (model: LoadedModel, seqs: ForwardSequence[], opts?: ForwardCallOptions) => ForwardSequenceResult[];
 
-/** Picks the next token from a logit row; `context` is every token so far (prompt + generated). */
-export type TokenSampler = (logits: Float32Array, context: readonly number[]) => number;
+/**
+ * Picks the next token from a logit row; `context` is every token so far (prompt +
+ * generated). A sampler that adjusts the row before drawing (penalties, logit_bias) hands
+ * the adjusted row to `seen`; one that does not may ignore it, the row given is then the
+ * row it drew from. Log-probabilities are scored on that row.
+ */
+export type TokenSampler = (logits: Float32Array, context: readonly number[], seen?: (row: Float32Array) => void) => number;
 
 export type SchedulingPolicy = 'fcfs' | 'fair';
 
@@ -126,6 +132,14 @@ export interface SubmitRequest {
   shape?: SequenceShape;
   /** Structured output: the sequence ends ('stop') as soon as the constraint is complete. */
   constraint?: SequenceConstraint;
+  /**
+   * Opt-in log-probabilities: each token comes with its own and those of this many most
+   * likely alternatives (0 for none), scored on the row it was drawn from (runtime/generate/logprobs.ts).
+   * Absent: nothing is scored, a step costs what it did.
+   */
+  logprobs?: number;
+  /** Refuse (ContextLengthError) rather than shorten when prompt + sampling.maxTokens exceed the context. */
+  maxTokensMustFit?: boolean;
 }
 
 export interface SequenceSummary {
@@ -146,9 +160,10 @@ export interface SequenceSummary {
 export interface SequenceListener {
   /**
    * A new token (an end-of-sequence one included); `final` when it ends the sequence.
-   * Return true to end the sequence here (a stop string matched).
+   * Return true to end the sequence here (a stop string matched). `scored` is present
+   * when the request asked for log-probabilities.
    */
-  token(id: number, final: boolean): boolean | void;
+  token(id: number, final: boolean, scored?: ScoredToken): boolean | void;
   /** At first admission: how much of the prompt's KV came from the prefix cache or a live sequence. */
   admitted?(info: { promptTokens: number; cachedPromptTokens: number; kvBlocksShared: number }): void;
   done(summary: SequenceSummary): void;
@@ -215,6 +230,8 @@ class Sequence {
     readonly listener: SequenceListener,
     readonly shape: SequenceShape | null,
     readonly constraint: SequenceConstraint | undefined,
+    /** Alternatives to score per token; undefined when log-probabilities were not asked for. */
+    readonly logprobs: number | undefined,
   ) {
     if (shape !== null) this.figures = { prefillMs: 0, decodeMs: 0 };
     // A constrained sequence decodes plainly: its grammar cursor advances one sampled token
@@ -309,7 +326,15 @@ export class Scheduler {
     if (bad !== undefined) throw new BadRequestError('ids', `token id ${bad} is outside the vocabulary (${vocab})`);
     const maxPos = this.model.config.maxPositionEmbeddings;
     if (request.ids.length >= maxPos) {
-      throw new BadRequestError('ids', `the prompt has ${request.ids.length} tokens, the model's context is ${maxPos}`);
+      throw new ContextLengthError('ids', maxPos, `the prompt has ${request.ids.length} tokens, the model's context is ${maxPos}`);
+    }
+    if (request.maxTokensMustFit && request.ids.length + request.sampling.maxTokens > maxPos) {
+      const room = maxPos - request.ids.length;
+      throw new ContextLengthError(
+        'sampling.maxTokens',
+        maxPos,
+        `the prompt has ${request.ids.length} tokens and ${request.sampling.maxTokens} more were asked for; the model's context is ${maxPos} (ask for at most ${room})`,
+      );
     }
     const total = Math.min(request.ids.length + request.sampling.maxTokens, maxPos);
     const window = this.model.config.slidingWindow;
@@ -318,6 +343,9 @@ export class Scheduler {
       throw new NotAvailableError('sliding-window attention', `the request may reach ${total} tokens, the window is ${window}`);
     }
     if (request.shape !== undefined) this.checkShape(request.shape);
+    if (request.logprobs !== undefined && !(Number.isInteger(request.logprobs) && request.logprobs >= 0 && request.logprobs <= vocab)) {
+      throw new BadRequestError('logprobs', `must be an integer from 0 to the vocabulary size (${vocab})`);
+    }
     const need = this.pool.blocksFor(total);
     if (need > this.pool.numBlocks) throw new KvExhaustedError(need, this.pool.available, this.pool.numBlocks);
     const seq = new Sequence(
@@ -331,6 +359,7 @@ export class Scheduler {
       listener,
       request.shape ?? null,
       request.constraint,
+      request.logprobs,
     );
     this.byId.set(seq.id, seq);
     this.waiting.push(seq);
@@ -619,7 +648,16 @@ export class Scheduler {
     if (!wantLogits || seq.cancelled) return;
     const row = r.logits[0]!;
     seq.constraint?.maskLogits(row);
-    this.emit(seq, seq.sample(row, seq.all()));
+    const { token, scored } = this.pick(seq, row, seq.all());
+    this.emit(seq, token, scored);
+  }
+
+  /** The sequence's sampler on one row, with the token's log-probabilities when asked for. */
+  private pick(seq: Sequence, row: Float32Array, context: readonly number[]): { token: number; scored?: ScoredToken } {
+    if (seq.logprobs === undefined) return { token: seq.sample(row, context) };
+    let drawnFrom = row;
+    const token = seq.sample(row, context, (adjusted) => (drawnFrom = adjusted));
+    return { token, scored: scoreToken(drawnFrom, token, seq.logprobs) };
   }
 
   /** Stage figures of a prefill chunk or decode step. */
@@ -638,7 +676,7 @@ export class Scheduler {
   }
 
   /** Samples-side bookkeeping of one token; false when the sequence ended with it. */
-  private emit(seq: Sequence, token: number): boolean {
+  private emit(seq: Sequence, token: number, scored?: ScoredToken): boolean {
     seq.generated.push(token);
     const complete = seq.constraint?.accept(token) === true;
     const reason = seq.eosIds.includes(token)
@@ -648,7 +686,7 @@ export class Scheduler {
         : seq.generated.length >= seq.sampling.maxTokens || seq.length >= this.model.config.maxPositionEmbeddings
           ? 'length'
           : null;
-    if (seq.listener.token(token, reason !== null) === true) {
+    if (seq.listener.token(token, reason !== null, scored) === true) {
       this.finish(seq, 'stop');
       return false;
     }
@@ -688,9 +726,11 @@ export class Scheduler {
     const drafts = seq.drafts!.tokens;
     this.dropDrafts(seq);
     const picked: number[] = [];
+    const scores: (ScoredToken | undefined)[] = [];
     for (let i = 0; i <= drafts.length; i++) {
-      const token = seq.sample(r.logits[i]!, [...seq.all(), ...picked]);
+      const { token, scored } = this.pick(seq, r.logits[i]!, [...seq.all(), ...picked]);
       picked.push(token);
+      scores.push(scored);
       if (token !== drafts[i] || seq.eosIds.includes(token)) break;
     }
     const keep = picked.length; // rows: the pending token and the accepted drafts
@@ -711,7 +751,7 @@ export class Scheduler {
     else if (keep === 1 && --seq.draftWidth === 0) seq.plainLeft = PROBE_AFTER;
     report.decodeTokens += picked.length;
     this.served.set(seq.owner, (this.served.get(seq.owner) ?? 0) + ids.length);
-    for (const token of picked) if (!this.emit(seq, token)) return;
+    for (let i = 0; i < picked.length; i++) if (!this.emit(seq, picked[i]!, scores[i])) return;
   }
 
   private finish(seq: Sequence, reason: SequenceSummary['reason']): void {

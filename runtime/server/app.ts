@@ -1,7 +1,8 @@
 /**
  * The HTTP control plane as a hono app: graph validation, runs (start, list, inspect,
  * stream as SSE with Last-Event-ID resume, cancel), models, example graphs, health,
- * Prometheus metrics, an OpenAI-compatible chat endpoint, and the playground page.
+ * Prometheus metrics, the OpenAI-compatible routes (chat and text completions, models),
+ * and the playground page.
  * No socket here: `startServer` binds it, tests call `app.request()`.
  *
  * @example
@@ -35,6 +36,8 @@ import { jsonShapeLimit } from './limits.js';
 import { createMetrics } from './metrics.js';
 import { orderedWrites } from './ordered.js';
 import { chatCompletionsRoute } from './openai.js';
+import { completionsRoute } from './openai-completions.js';
+import { modelsRoute } from './openai-models.js';
 import { playgroundRoute } from './playground.js';
 import type { RunDatabase } from './run-db.js';
 import { resumePlan } from './resume.js';
@@ -183,20 +186,7 @@ export function createApp(options: AppOptions): SkeinApp {
     return c.text(text, 200, { 'Content-Type': metrics.registry.contentType });
   });
 
-  app.get('/v1/models', (c) =>
-    c.json({
-      object: 'list',
-      data: [
-        {
-          id: engine.modelName,
-          object: 'model',
-          created: Math.floor(started / 1000),
-          owned_by: 'skein',
-          ...(options.fallbackReason ? { fallbackReason: options.fallbackReason } : {}),
-        },
-      ],
-    }),
-  );
+  app.route('/v1', modelsRoute({ engine, modelMatches, createdS: Math.floor(started / 1000), ...(options.fallbackReason ? { fallbackReason: options.fallbackReason } : {}) }));
 
   app.get('/v1/graphs', (c) => c.json({ graphs }));
   app.get('/v1/graphs/schema', (c) => {
@@ -300,6 +290,9 @@ export function createApp(options: AppOptions): SkeinApp {
       if (!/^\d{1,15}$/.test(raw)) throw new BadRequestError('Last-Event-ID', 'must be a decimal event id');
       after = Number(raw);
     }
+    // A finished run with nothing past the client's last event: 204 is how SSE tells an
+    // EventSource to stop reconnecting (a 200 that ends at once makes it retry forever).
+    if (run.state !== 'running' && after >= (run.events.at(-1)?.seq ?? -1)) return c.body(null, 204);
     c.header('Cache-Control', 'no-cache');
     c.header('X-Accel-Buffering', 'no');
     return streamSSE(c, async (sse) => {
@@ -326,6 +319,7 @@ export function createApp(options: AppOptions): SkeinApp {
   });
 
   app.route('/v1', chatCompletionsRoute({ engine, store, metrics, modelMatches }));
+  app.route('/v1', completionsRoute({ engine, store, metrics, modelMatches }));
   app.route('/', playgroundRoute(options.playgroundDir));
   return app;
 }

@@ -55,6 +55,7 @@ const statusOfCode: Record<SkeinErrorCode, ContentfulStatusCode> = {
   engine_unavailable: 503,
   // The remote model server failed (after retries): the gateway's upstream, not this server.
   provider_failed: 502,
+  context_length_exceeded: 400,
   internal: 500,
 };
 

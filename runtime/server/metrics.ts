@@ -25,6 +25,8 @@ export interface ServerMetrics {
   chatCompletion(stream: boolean): void;
   /** A chat completion whose client went away before the end (its generation was cancelled). */
   chatCompletionCancelled(): void;
+  /** A legacy text completion (POST /v1/completions). */
+  textCompletion(stream: boolean): void;
 }
 
 export function createMetrics(engine: Engine, activeRuns: () => number): ServerMetrics {
@@ -71,6 +73,12 @@ export function createMetrics(engine: Engine, activeRuns: () => number): ServerM
     help: 'Chat completions whose client went away before the end; their generation was cancelled and its KV freed.',
     registers: [registry],
   });
+  const textCompletions = new Counter({
+    name: 'skein_text_completions_total',
+    help: 'OpenAI-compatible legacy text completions.',
+    labelNames: ['stream'],
+    registers: [registry],
+  });
   const engineGauge = (name: string, help: string, read: () => number) =>
     new Gauge({
       name,
@@ -103,5 +111,6 @@ export function createMetrics(engine: Engine, activeRuns: () => number): ServerM
     ttft: (ms) => ttft.observe(ms / 1000),
     chatCompletion: (stream) => completions.inc({ stream: String(stream) }),
     chatCompletionCancelled: () => completionsCancelled.inc(),
+    textCompletion: (stream) => textCompletions.inc({ stream: String(stream) }),
   };
 }

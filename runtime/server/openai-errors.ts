@@ -9,7 +9,7 @@
  * app.onError((err, c) => openAiErrorResponse(c, err));
  */
 import type { Context } from 'hono';
-import { BadRequestError, GrammarError, NotAvailableError } from '../../core/errors.js';
+import { BadRequestError, ContextLengthError, GrammarError, NotAvailableError } from '../../core/errors.js';
 import { mapError } from './errors.js';
 
 export interface OpenAiErrorBody {
@@ -30,10 +30,27 @@ export function openAiParam(field: string): string | null {
   return parts.reduce((out, p) => (/^(0|[1-9][0-9]*)$/.test(p) ? `${out}[${p}]` : out ? `${out}.${p}` : p), '');
 }
 
-/** @param grammarParam the request field a GrammarError (a schema the grammar refuses) came from. */
-export function openAiError(err: unknown, grammarParam: string | null = null): { status: number; body: OpenAiErrorBody; headers?: Record<string, string> } {
+/** The request fields that errors raised deeper down stand for, in the route's own spelling. */
+export interface ErrorParams {
+  /** Where a GrammarError's schema came from (tools or response_format). */
+  grammar?: string;
+  /** The prompt (messages for chat) of a ContextLengthError about the prompt. */
+  prompt?: string;
+  /** max_tokens or max_completion_tokens, as the client sent it. */
+  maxTokens?: string;
+}
+
+function paramOf(err: unknown, params: ErrorParams): string | null {
+  if (err instanceof GrammarError) return params.grammar ?? null;
+  if (err instanceof ContextLengthError) return (err.field === 'sampling.maxTokens' ? params.maxTokens : params.prompt) ?? null;
+  if (err instanceof BadRequestError) return openAiParam(err.field);
+  if (err instanceof NotAvailableError) return err.feature;
+  return null;
+}
+
+export function openAiError(err: unknown, params: ErrorParams = {}): { status: number; body: OpenAiErrorBody; headers?: Record<string, string> } {
   const mapped = mapError(err);
-  const param = err instanceof GrammarError ? grammarParam : err instanceof BadRequestError ? openAiParam(err.field) : err instanceof NotAvailableError ? err.feature : null;
+  const param = paramOf(err, params);
   return {
     status: mapped.status,
     headers: mapped.headers,
@@ -41,7 +58,7 @@ export function openAiError(err: unknown, grammarParam: string | null = null): {
   };
 }
 
-export function openAiErrorResponse(c: Context, err: unknown, grammarParam: string | null = null): Response {
-  const e = openAiError(err, grammarParam);
+export function openAiErrorResponse(c: Context, err: unknown, params: ErrorParams = {}): Response {
+  const e = openAiError(err, params);
   return c.json(e.body, e.status as 400, e.headers);
 }

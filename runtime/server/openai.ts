@@ -1,24 +1,23 @@
 /**
  * OpenAI-compatible `POST /v1/chat/completions` on the shared engine, streaming (SSE
- * `chat.completion.chunk`s ending with `[DONE]`) and not. A client that goes away
- * unsubscribes, which cancels the generation and frees its KV. The request counts
- * against the server's concurrency limit like a run does.
+ * `chat.completion.chunk`s ending with `[DONE]`) and not, with tools and response formats
+ * (openai-tools.ts), logprobs, and `n` choices batched over the shared prompt
+ * (openai-choices.ts). A client that goes away unsubscribes, which cancels the generation
+ * and frees its KV. The request counts against the server's concurrency limit like a run
+ * does (one slot, whatever its `n`).
  *
  * @example
  * app.route('/v1', chatCompletionsRoute({ engine, store, metrics }));
  * // then: new OpenAI({ baseURL: 'http://127.0.0.1:8787/v1' }).chat.completions.create(...)
  */
 import { Hono } from 'hono';
-import { streamSSE } from 'hono/streaming';
-import { firstValueFrom, fromEvent, last, ReplaySubject, takeUntil, type Observable } from 'rxjs';
-import { BadRequestError, CancelledError, NotAvailableError, NotFoundError } from '../../core/errors.js';
-import type { SamplingParams } from '../../core/sampling.js';
+import { BadRequestError, NotAvailableError, NotFoundError } from '../../core/errors.js';
 import { chatRequestSchema, checkRequest, type ChatRequest } from '../../core/requests.js';
-import type { ChatMessage, Engine, FinishReason, GenerateEvent, GenerationUsage } from '../../core/engine.js';
-import { openAiError, openAiErrorResponse } from './openai-errors.js';
-import { parseToolCall, planTools, responseFormatOutput, ToolCallStream } from './openai-tools.js';
+import type { ChatMessage, Engine, GenerateEvent, GenerateRequest } from '../../core/engine.js';
+import { chatLogprob, choiceEvents, collectChoices, finishReason, samplingOf, startChoices, streamChoices, usageOf, type Done, type TokenEvent } from './openai-choices.js';
+import { openAiErrorResponse, type ErrorParams } from './openai-errors.js';
+import { parseToolCall, planTools, responseFormatOutput, ToolCallStream, type ToolPlan } from './openai-tools.js';
 import type { ServerMetrics } from './metrics.js';
-import { orderedWrites } from './ordered.js';
 import type { RunStore } from './runs.js';
 
 export interface ChatDeps {
@@ -53,21 +52,75 @@ function messagesOf(body: ChatRequest): ChatMessage[] {
   });
 }
 
-/** The sampling fields of a checked request, in Skein's names (limits from core/sampling.ts's schema). */
-function samplingOf(body: ChatRequest): Partial<SamplingParams> {
-  const maxTokens = body.max_completion_tokens ?? body.max_tokens;
-  return {
-    ...(maxTokens !== undefined ? { maxTokens } : {}),
-    ...(body.temperature !== undefined ? { temperature: body.temperature } : {}),
-    ...(body.top_p !== undefined ? { topP: body.top_p } : {}),
-    ...(body.top_k !== undefined ? { topK: Math.max(0, body.top_k) } : {}),
-    ...(body.repetition_penalty !== undefined ? { repetitionPenalty: body.repetition_penalty } : {}),
-    ...(body.seed !== undefined ? { seed: body.seed } : {}),
-    ...(body.stop !== undefined ? { stop: typeof body.stop === 'string' ? [body.stop] : body.stop } : {}),
-    ...(body.frequency_penalty !== undefined ? { frequencyPenalty: body.frequency_penalty } : {}),
-    ...(body.presence_penalty !== undefined ? { presencePenalty: body.presence_penalty } : {}),
-    ...(body.logit_bias !== undefined ? { logitBias: Object.assign(Object.create(null) as Record<string, number>, body.logit_bias) } : {}),
-  };
+/** The tool system message goes first, merged into the caller's system message when there is one. */
+function withToolSystem(messages: ChatMessage[], system: string | undefined): ChatMessage[] {
+  if (system === undefined) return messages;
+  if (messages[0]?.role === 'system') return [{ role: 'system', content: `${messages[0].content}\n\n${system}` }, ...messages.slice(1)];
+  return [{ role: 'system', content: system }, ...messages];
+}
+
+/** The logprobs a request asks for: undefined, or the number of alternatives per token. */
+function logprobsOf(body: ChatRequest, tools: ToolPlan): number | undefined {
+  if (body.top_logprobs !== undefined && body.logprobs !== true) throw new BadRequestError('top_logprobs', 'needs logprobs: true');
+  if (body.logprobs !== true) return undefined;
+  if (tools.mode !== 'text') throw new BadRequestError('logprobs', 'not served together with tools yet');
+  return body.top_logprobs ?? 0;
+}
+
+/**
+ * One choice of a streamed chat completion: text deltas (with their logprobs when asked
+ * for), or a tool call's deltas. In 'either' mode text is held back until its first
+ * character says whether this is a call.
+ */
+class ChatChoiceStream {
+  private call: ToolCallStream | null;
+  private pending: string | null;
+
+  constructor(
+    private readonly index: number,
+    private readonly mode: ToolPlan['mode'],
+    private readonly callId: string,
+    private readonly chunk: (index: number, delta: object, finish: string | null, logprobs?: object) => object,
+  ) {
+    this.call = mode === 'call' ? new ToolCallStream(callId) : null;
+    this.pending = mode === 'either' ? '' : null;
+  }
+
+  first(): object {
+    return this.chunk(this.index, { role: 'assistant', content: this.mode === 'call' ? null : '' }, null);
+  }
+
+  token(e: TokenEvent): object[] {
+    if (e.logprobs) return [this.chunk(this.index, { content: e.text }, null, { content: [chatLogprob(e.logprobs)] })];
+    if (this.pending === null) return this.emit(e.text);
+    this.pending += e.text;
+    if (this.pending.length === 0) return [];
+    if (this.pending.startsWith('{')) this.call = new ToolCallStream(this.callId);
+    const first = this.pending;
+    this.pending = null;
+    return this.emit(first);
+  }
+
+  done(e: Done): object[] {
+    const out = this.pending ? this.emit(this.pending) : [];
+    if (this.call) out.push(...this.call.finish().map((d) => this.chunk(this.index, { tool_calls: [d] }, null)));
+    out.push(this.chunk(this.index, {}, this.call && e.reason !== 'length' ? 'tool_calls' : finishReason(e.reason)));
+    return out;
+  }
+
+  private emit(piece: string): object[] {
+    if (this.call) return this.call.push(piece).map((d) => this.chunk(this.index, { tool_calls: [d] }, null));
+    return piece ? [this.chunk(this.index, { content: piece }, null)] : [];
+  }
+}
+
+/** A finished choice as chat.completion's choice: text or a tool call, with logprobs when asked for. */
+function chatChoice(index: number, events: GenerateEvent[], mode: ToolPlan['mode'], callId: string, logprobs: boolean): object {
+  const done = events.at(-1) as Done;
+  const isCall = done.reason !== 'length' && (mode === 'call' || (mode === 'either' && done.text.startsWith('{')));
+  const message = isCall ? { role: 'assistant', content: null, tool_calls: [parseToolCall(done.text, callId)] } : { role: 'assistant', content: done.text };
+  const content = logprobs ? events.flatMap((e) => (e.type === 'token' && e.logprobs ? [chatLogprob(e.logprobs)] : [])) : null;
+  return { index, message, finish_reason: isCall ? 'tool_calls' : finishReason(done.reason), logprobs: content ? { content, refusal: null } : null };
 }
 
 /**
@@ -87,47 +140,13 @@ function continuation(body: ChatRequest, messages: ChatMessage[]): { messages: C
   return { messages: messages.slice(0, -1), assistantPrefix: last.content };
 }
 
-/** The tool system message goes first, merged into the caller's system message when there is one. */
-function withToolSystem(messages: ChatMessage[], system: string | undefined): ChatMessage[] {
-  if (system === undefined) return messages;
-  if (messages[0]?.role === 'system') return [{ role: 'system', content: `${messages[0].content}\n\n${system}` }, ...messages.slice(1)];
-  return [{ role: 'system', content: system }, ...messages];
-}
-
-/**
- * Starts the generation and waits for its first event, so that a request refused at
- * submit (a prompt past the context, a schema the grammar cannot compile) is an HTTP
- * error before any stream starts. Later events are replayed to the stream's subscriber.
- */
-async function started(gen$: Observable<GenerateEvent>): Promise<{ events$: Observable<GenerateEvent>; cancel: () => void }> {
-  const events = new ReplaySubject<GenerateEvent>();
-  const sub = gen$.subscribe(events);
-  try {
-    await firstValueFrom(events);
-  } catch (err) {
-    sub.unsubscribe();
-    throw err;
-  }
-  return { events$: events, cancel: () => sub.unsubscribe() };
-}
-
-const usageOf = (u: GenerationUsage) => ({
-  prompt_tokens: u.promptTokens,
-  completion_tokens: u.completionTokens,
-  total_tokens: u.promptTokens + u.completionTokens,
-  // OpenAI's (and vLLM's) field for prompt tokens served from the prefix cache.
-  prompt_tokens_details: { cached_tokens: u.cachedPromptTokens },
-});
-
-const finishReason = (r: FinishReason): 'stop' | 'length' => (r === 'length' ? 'length' : 'stop');
-
 export function chatCompletionsRoute(deps: ChatDeps): Hono {
   const { engine, store, metrics } = deps;
   const app = new Hono();
   let counter = 0;
-  // A schema the grammar refuses is named by the field it came from (tools or response_format).
-  const grammarParams = new WeakMap<Request, string>();
-  app.onError((err, c) => openAiErrorResponse(c, err, grammarParams.get(c.req.raw) ?? null));
+  // Errors from deeper down are named by the request field they came from (tools or response_format, messages, max_tokens).
+  const errorParams = new WeakMap<Request, ErrorParams>();
+  app.onError((err, c) => openAiErrorResponse(c, err, errorParams.get(c.req.raw) ?? {}));
 
   app.post('/chat/completions', async (c) => {
     const json = await c.req.json<unknown>().catch(() => {
@@ -139,120 +158,100 @@ export function chatCompletionsRoute(deps: ChatDeps): Hono {
     const tools = planTools(body as Record<string, unknown>);
     const format = responseFormatOutput(body.response_format);
     if (format && tools.mode !== 'text') throw new BadRequestError('response_format', 'cannot be combined with tools yet');
-    const grammarParam = tools.mode !== 'text' ? 'tools' : 'response_format';
-    grammarParams.set(c.req.raw, grammarParam);
+    const params: ErrorParams = {
+      grammar: tools.mode !== 'text' ? 'tools' : 'response_format',
+      prompt: 'messages',
+      maxTokens: body.max_completion_tokens !== undefined ? 'max_completion_tokens' : 'max_tokens',
+    };
+    errorParams.set(c.req.raw, params);
     const output = tools.output ?? format;
-    if (output && !engine.supportsOutput) throw new NotAvailableError(grammarParam, `model ${engine.modelName} cannot constrain its output`);
+    if (output && !engine.supportsOutput) throw new NotAvailableError(params.grammar!, `model ${engine.modelName} cannot constrain its output`);
+    const top = logprobsOf(body, tools);
     const { messages, assistantPrefix } = continuation(body, withToolSystem(messagesOf(body), tools.system));
     const sampling = samplingOf(body);
+    const n = body.n ?? 1;
     const stream = body.stream === true;
     const includeUsage = body.stream_options?.include_usage === true;
     const id = `chatcmpl-${Date.now().toString(36)}${(counter++).toString(36)}`;
-    const callId = `call_${id.slice(8)}`;
+    const callId = (index: number) => `call_${id.slice(8)}${n > 1 ? `_${index}` : ''}`;
     const created = Math.floor(Date.now() / 1000);
     const release = store.acquireSlot();
     metrics.chatCompletion(stream);
-    const gen$: Observable<GenerateEvent> = engine.generate({ messages, sampling, owner: id, ...(assistantPrefix ? { assistantPrefix } : {}), ...(output ? { output } : {}) });
+    const request: GenerateRequest = {
+      messages,
+      sampling,
+      owner: id,
+      ...(assistantPrefix ? { assistantPrefix } : {}),
+      ...(output ? { output } : {}),
+      ...(top !== undefined ? { logprobs: top } : {}),
+      // OpenAI's rule: max_tokens that do not fit after the prompt are a 400, not a shorter answer.
+      ...(sampling.maxTokens !== undefined ? { maxTokensMustFit: true } : {}),
+    };
+    const events$ = choiceEvents(engine, [request], n);
 
     if (!stream) {
       try {
-        // A client that hangs up stops the generation it was waiting for.
-        const gone$ = fromEvent(c.req.raw.signal, 'abort');
-        const done = await firstValueFrom(gen$.pipe(takeUntil(gone$), last(null, null)));
-        // The client left before the end: no answer to give, and not a server fault to log.
-        if (c.req.raw.signal.aborted) {
-          metrics.chatCompletionCancelled();
-          throw new CancelledError('chat completion (the client went away)');
+        const perChoice = await collectChoices(events$, n, c.req.raw.signal).catch((err: unknown) => {
+          if (c.req.raw.signal.aborted) metrics.chatCompletionCancelled();
+          throw err;
+        });
+        const dones = perChoice.map((events) => events.at(-1) as Done);
+        for (const done of dones) {
+          metrics.tokens(done.usage.completionTokens);
+          metrics.ttft(done.metrics.ttftMs);
         }
-        if (done?.type !== 'done') throw new Error('generation ended without done');
-        metrics.tokens(done.usage.completionTokens);
-        metrics.ttft(done.metrics.ttftMs);
-        const isCall = done.reason !== 'length' && (tools.mode === 'call' || (tools.mode === 'either' && done.text.startsWith('{')));
-        const message = isCall
-          ? { role: 'assistant', content: null, tool_calls: [parseToolCall(done.text, callId)] }
-          : { role: 'assistant', content: done.text };
         return c.json({
           id,
           object: 'chat.completion',
           created,
           model: engine.modelName,
-          choices: [{ index: 0, message, finish_reason: isCall ? 'tool_calls' : finishReason(done.reason), logprobs: null }],
-          usage: usageOf(done.usage),
+          choices: perChoice.map((events, index) => chatChoice(index, events, tools.mode, callId(index), top !== undefined)),
+          usage: usageOf(dones),
         });
       } finally {
         release();
       }
     }
 
-    let run: Awaited<ReturnType<typeof started>>;
+    let run: Awaited<ReturnType<typeof startChoices>>;
     try {
-      run = await started(gen$);
+      run = await startChoices(events$, n);
     } catch (err) {
       release();
       throw err;
     }
-    return streamSSE(c, async (sse) => {
-      const chunk = (delta: Record<string, unknown>, finish: string | null) =>
-        sse.writeSSE({
-          data: JSON.stringify({
-            id,
-            object: 'chat.completion.chunk',
-            created,
-            model: engine.modelName,
-            choices: [{ index: 0, delta, finish_reason: finish, logprobs: null }],
-          }),
-        });
-      await new Promise<void>((resolve) => {
-        const out = orderedWrites();
-        out.push(() => chunk({ role: 'assistant', content: tools.mode === 'call' ? null : '' }, null));
-        // 'either' holds text back until its first character says whether this is a call.
-        let call: ToolCallStream | null = tools.mode === 'call' ? new ToolCallStream(callId) : null;
-        let pending: string | null = tools.mode === 'either' ? '' : null;
-        const emit = (piece: string) => {
-          if (call) for (const d of call.push(piece)) out.push(() => chunk({ tool_calls: [d] }, null));
-          else if (piece) out.push(() => chunk({ content: piece }, null));
-        };
-        const sub = run.events$.subscribe({
-          next: (e) => {
-            if (e.type === 'token') {
-              if (pending === null) return emit(e.text);
-              pending += e.text;
-              if (pending.length === 0) return;
-              if (pending.startsWith('{')) call = new ToolCallStream(callId);
-              const first = pending;
-              pending = null;
-              return emit(first);
-            }
-            if (e.type === 'stage') return;
-            metrics.tokens(e.usage.completionTokens);
-            metrics.ttft(e.metrics.ttftMs);
-            if (pending) emit(pending);
-            if (call) for (const d of call.finish()) out.push(() => chunk({ tool_calls: [d] }, null));
-            out.push(() => chunk({}, call && e.reason !== 'length' ? 'tool_calls' : finishReason(e.reason)));
-            if (includeUsage) {
-              const usage = usageOf(e.usage);
-              out.push(() => sse.writeSSE({ data: JSON.stringify({ id, object: 'chat.completion.chunk', created, model: engine.modelName, choices: [], usage }) }));
-            }
-            out.push(() => sse.writeSSE({ data: '[DONE]' }));
-            ended = true;
-          },
-          error: (err: unknown) => {
-            // Headers are sent: the error travels in the stream, as OpenAI's API does it.
-            const { error } = openAiError(err, grammarParam).body;
-            out.push(() => sse.writeSSE({ data: JSON.stringify({ error }) }));
-            void out.drained().then(resolve);
-          },
-          complete: () => void out.drained().then(resolve),
-        });
-        let ended = false;
-        sse.onAbort(() => {
-          if (!ended) metrics.chatCompletionCancelled();
-          sub.unsubscribe();
-          run.cancel();
-          resolve();
-        });
-      }).finally(release);
+    const chunk = (index: number, delta: object, finish: string | null, logprobs?: object) => ({
+      id,
+      object: 'chat.completion.chunk',
+      created,
+      model: engine.modelName,
+      choices: [{ index, delta, finish_reason: finish, logprobs: logprobs ?? null }],
     });
+    const choices = Array.from({ length: n }, (_, index) => new ChatChoiceStream(index, tools.mode, callId(index), chunk));
+    const dones: Done[] = [];
+    const begun = new Set<number>();
+    return streamChoices(
+      c,
+      run,
+      {
+        onEvent: ({ index, event }) => {
+          const choice = choices[index]!;
+          const out = begun.has(index) ? [] : (begun.add(index), [choice.first()]);
+          if (event.type === 'token') out.push(...choice.token(event));
+          else if (event.type === 'done') {
+            metrics.tokens(event.usage.completionTokens);
+            metrics.ttft(event.metrics.ttftMs);
+            dones[index] = event;
+            out.push(...choice.done(event));
+          }
+          return out;
+        },
+        onEnd: () => (includeUsage ? [{ id, object: 'chat.completion.chunk', created, model: engine.modelName, choices: [], usage: usageOf(dones) }] : []),
+        onCancel: () => metrics.chatCompletionCancelled(),
+      },
+      params,
+      release,
+    );
   });
 
   return app;

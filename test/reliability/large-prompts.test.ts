@@ -6,7 +6,7 @@
 import { existsSync } from 'node:fs';
 import { lastValueFrom } from 'rxjs';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
-import { BadRequestError } from '../../core/errors.js';
+import { ContextLengthError } from '../../core/errors.js';
 import { ModelTokenizer } from '../../runtime/checkpoint/tokenizer.js';
 import { createEngine, type EngineFront } from '../../runtime/engine/index.js';
 import { createApp } from '../../runtime/server/index.js';
@@ -47,7 +47,7 @@ describe.skipIf(!present)('prompts longer than the context', () => {
 
   it('a prompt near the context is still tokenized and judged exactly', async () => {
     const err = await lastValueFrom(engine.generate({ prompt: 'a b '.repeat(1100), sampling: { maxTokens: 2 } })).catch((e: unknown) => e);
-    expect(err).toBeInstanceOf(BadRequestError);
+    expect(err).toBeInstanceOf(ContextLengthError);
     expect((err as Error).message).toMatch(/the prompt has \d+ tokens, the model's context is 2048/);
     const ok = await lastValueFrom(engine.generate({ prompt: 'Hello there', sampling: { maxTokens: 2 } }));
     expect(ok.type).toBe('done');
