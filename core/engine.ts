@@ -39,6 +39,21 @@ export interface GenerateRequest {
   owner?: string;
 }
 
+/**
+ * Teacher-forced scoring: the model's logits at every position of `ids` (position i scores
+ * the token after ids[0..i]), computed in one forward on the engine's model, nothing
+ * sampled and no KV kept. `skein logits` and the logit-level oracles use it.
+ */
+export interface ScoreRequest {
+  ids: number[];
+  owner?: string;
+}
+
+export interface ScoreResult {
+  /** One full-vocabulary row per position of the request's ids. */
+  logits: Float32Array[];
+}
+
 export type FinishReason = 'eos' | 'stop' | 'length' | 'cancelled';
 
 export interface GenerationUsage {
@@ -139,6 +154,11 @@ export interface Engine {
    */
   readonly supportsOutput?: boolean;
   generate(request: GenerateRequest): Observable<GenerateEvent>;
+  /**
+   * Scores ids without generating (see ScoreRequest): one result, then complete;
+   * unsubscribing before it ran drops it. Absent on engines that cannot (scripted fakes).
+   */
+  score?(request: ScoreRequest): Observable<ScoreResult>;
   tokenize(text: string): number[];
   detokenize(ids: number[]): string;
   /** Render chat messages with the model's chat template (generation prompt appended). */

@@ -14,7 +14,7 @@ import { resolveSampling } from '../../core/sampling.js';
 import type { ModelTokenizer } from '../checkpoint/tokenizer.js';
 import type { SchedulerStats } from '../scheduler/scheduler.js';
 import type { CoreEvent, CoreSubmit } from './core.js';
-import type { ChatMessage, Engine, EngineHealth, EngineStats, GenerateEvent, GenerateRequest } from '../../core/engine.js';
+import type { ChatMessage, Engine, EngineHealth, EngineStats, GenerateEvent, GenerateRequest, ScoreRequest, ScoreResult } from '../../core/engine.js';
 import type { StageName } from '../../core/stages.js';
 import { checkStage, type ModelFacts } from '../stages/registry.js';
 
@@ -92,10 +92,29 @@ export class EngineFront implements Engine {
           const { requestId: _, ...done } = event;
           subscriber.next(done);
           subscriber.complete();
-        } else {
+        } else if (event.type === 'error') {
           finished = true;
           subscriber.error(event.error);
         }
+      });
+      return () => {
+        if (!finished) this.transport.cancel(msg.requestId);
+      };
+    });
+  }
+
+  score(request: ScoreRequest): Observable<ScoreResult> {
+    return new Observable<ScoreResult>((subscriber) => {
+      if (this.closed) return subscriber.error(new NotAvailableError('engine', 'it is closed'));
+      // Sampling is not used; the core's message carries it for its shape only.
+      const msg: CoreSubmit = { requestId: `q${++nextRequest}`, ids: request.ids, sampling: resolveSampling({}), owner: request.owner, score: true };
+      let finished = false;
+      this.transport.submit(msg, (event) => {
+        finished = event.type === 'scored' || event.type === 'error' || event.type === 'done';
+        if (event.type === 'scored') {
+          subscriber.next({ logits: event.logits });
+          subscriber.complete();
+        } else if (event.type === 'error') subscriber.error(event.error);
       });
       return () => {
         if (!finished) this.transport.cancel(msg.requestId);
