@@ -21,10 +21,10 @@
  */
 import { Subscription, type OperatorFunction } from 'rxjs';
 import type { Engine } from '../core/engine.js';
-import { operatorEvent, type OperatorEvent } from '../core/events.js';
 import type { OperatorContext } from './context.js';
 import { inputOf, operate, type Flow } from './internal/operate.js';
 import { promptOf, type GenerateInput, type PromptedOptions } from './internal/prompted.js';
+import { prefillSharedPrefix } from './internal/shared-prefix.js';
 
 export interface ShareKvOptions extends Pick<PromptedOptions, 'system' | 'chat' | 'assistantPrefix'> {
   engine: Engine;
@@ -49,26 +49,10 @@ export function shareKv(options: ShareKvOptions): OperatorFunction<Flow<Generate
       },
       error: (err) => subscriber.error(err),
       complete: () => {
-        const prefix = held.length < 2 ? '' : commonPrefix(held.map((input) => renderedPrompt(options, input)));
-        if (prefix === '') return release();
-        const t0 = performance.now();
-        // One greedy token: the prefill is the work wanted, and its first token comes from
-        // the prefill's own logits, so no decode step is spent.
+        const prompts = held.length < 2 ? [] : held.map((input) => renderedPrompt(options, input));
         prefill.add(
-          options.engine.generate({ prompt: prefix, sampling: { maxTokens: 1, temperature: 0 } }).subscribe({
-            next: (event) => {
-              if (event.type !== 'done') return;
-              subscriber.next(
-                operatorEvent<OperatorEvent>({
-                  type: 'stage',
-                  node,
-                  branch,
-                  stage: 'kvShare',
-                  decided: { branches: held.length, prefixChars: prefix.length },
-                  figures: { tokensIn: event.usage.promptTokens, tokensOut: 0, wallMs: performance.now() - t0 },
-                }),
-              );
-            },
+          prefillSharedPrefix(options.engine, prompts, { node, branch, ...(options.context?.owner !== undefined ? { owner: options.context.owner } : {}) }).subscribe({
+            next: (event) => subscriber.next(event),
             error: (err) => subscriber.error(err),
             complete: release,
           }),
@@ -86,14 +70,4 @@ export function shareKv(options: ShareKvOptions): OperatorFunction<Flow<Generate
 function renderedPrompt(options: ShareKvOptions, input: GenerateInput): string {
   const prompt = promptOf(options, input);
   return 'prompt' in prompt ? prompt.prompt : options.engine.renderChat(prompt.messages, prompt.assistantPrefix);
-}
-
-function commonPrefix(texts: string[]): string {
-  let n = texts[0]!.length;
-  for (const t of texts) {
-    let i = 0;
-    while (i < n && t.charCodeAt(i) === texts[0]!.charCodeAt(i)) i++;
-    n = i;
-  }
-  return texts[0]!.slice(0, n);
 }

@@ -12,6 +12,7 @@ import { makeTempCheckpoint } from './fixtures/checkpoints.js';
 import { initBackend } from '../runtime/backend.js';
 import { createEngine } from '../runtime/engine/index.js';
 import type { EngineFront } from '../runtime/engine/front.js';
+import { expand } from '../operators/expand.js';
 import { generate } from '../operators/generate.js';
 import type { Flow } from '../operators/internal/operate.js';
 import type { GenerateInput } from '../operators/generate.js';
@@ -79,6 +80,29 @@ describe('shareKv', () => {
       for (const e of adopted) expect(e.figures.kvBlocksShared).toBeGreaterThanOrEqual(fullBlocks - 1);
       // Without it the first branch computes the prefix while the others wait for it.
       expect(stageEvents(without).filter((e) => e.stage === 'kvShare').length).toBeLessThan(3);
+    } finally {
+      await plain.close();
+      await shared.close();
+    }
+  });
+
+  it('on expand (shareKv: true): every point adopts the prefix, the expansions are unchanged', async () => {
+    const points = ['Gather basic tools', 'Learn simple recipes', 'Practice every week'];
+    const skeleton = { question: 'How do I learn to cook?', outline: points.map((p, i) => `${i + 1}. ${p}`).join('\n'), points };
+    const plain = await freshEngine('skein-mini');
+    const shared = await freshEngine('skein-mini');
+    try {
+      const run = (engine: EngineFront, shareKv: boolean) => lastValueFrom(of(skeleton).pipe(expand({ engine, shareKv, sampling: SAMPLING }), toArray()));
+      const without = await run(plain, false);
+      const withShare = await run(shared, true);
+      const output = (events: Array<Flow<GenerateInput>>) => events.flatMap((e) => (isOperatorEvent(e) && e.type === 'node-end' && e.branch === undefined ? [e.output] : []));
+      expect(output(withShare)).toEqual(output(without));
+      expect(output(without)[0]).toHaveLength(3);
+      const [own, ...adopted] = stageEvents(withShare);
+      expect(own).toMatchObject({ node: 'expand', stage: 'kvShare', decided: { branches: 3 } });
+      expect(own!.branch).toBeUndefined();
+      expect(adopted.map((e) => e.branch).sort()).toEqual(['expand#1', 'expand#2', 'expand#3']);
+      for (const e of adopted) expect(e.figures.kvBlocksShared).toBeGreaterThanOrEqual(Math.floor(own!.figures.tokensIn! / 4) - 1);
     } finally {
       await plain.close();
       await shared.close();
