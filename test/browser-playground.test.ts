@@ -171,6 +171,7 @@ describe.skipIf(!haveBrowser)('playground in headless Chromium', () => {
     expect(pageErrors).toEqual([]);
     expect(await page.locator('svg.timeline .stage-block.stage-compress').count()).toBe(1);
     expect(await page.locator('svg.timeline .stage-text').first().textContent()).toMatch(/^compress \d+→\d+ tok$/);
+    await page.screenshot({ path: join(ARTIFACTS, 'playground-stages.png'), fullPage: true });
   });
 });
 
