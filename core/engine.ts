@@ -69,6 +69,21 @@ export interface TokenLogprob {
 /** Most alternatives a request may ask for (OpenAI's top_logprobs limit). */
 export const MAX_TOP_LOGPROBS = 20;
 
+/**
+ * Teacher-forced scoring: the model's logits at every position of `ids` (position i scores
+ * the token after ids[0..i]), computed in one forward on the engine's model, nothing
+ * sampled and no KV kept. `skein logits` and the logit-level oracles use it.
+ */
+export interface ScoreRequest {
+  ids: number[];
+  owner?: string;
+}
+
+export interface ScoreResult {
+  /** One full-vocabulary row per position of the request's ids. */
+  logits: Float32Array[];
+}
+
 export type FinishReason = 'eos' | 'stop' | 'length' | 'cancelled';
 
 export interface GenerationUsage {
@@ -197,6 +212,11 @@ export interface Engine {
    * leaves. Absent where the engine cannot compress. Unsubscribing cancels it.
    */
   compressText?(text: string, options: NonNullable<Stages['compress']>, owner?: string): Observable<CompressedText>;
+  /**
+   * Scores ids without generating (see ScoreRequest): one result, then complete;
+   * unsubscribing before it ran drops it. Absent on engines that cannot (scripted fakes).
+   */
+  score?(request: ScoreRequest): Observable<ScoreResult>;
   tokenize(text: string): number[];
   detokenize(ids: number[]): string;
   /** Render chat messages with the model's chat template (generation prompt appended). */

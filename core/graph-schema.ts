@@ -183,6 +183,7 @@ export const nodeSchemas = {
     'Skeleton-of-Thought stage 2: expand every point in parallel (bounded), in order.',
     {
       concurrency: { type: 'integer', minimum: 1, maximum: 64, description: 'Points expanded at once (default 4).' },
+      shareKv: { type: 'boolean', description: 'Prefill the points\' common prompt prefix once before they fan out, so every point adopts its KV blocks (default false).' },
       sampling,
       stages: stagesSchema,
       ...providerField,

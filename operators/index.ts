@@ -18,6 +18,7 @@ export * from '../core/index.js';
 export { registerBuiltinNodes } from './nodes.js';
 export { inputs as outputs, type Flow } from './internal/operate.js';
 export { compress, prunedPrefill, skipLayers, speculate, stageChain, type StageOperator } from './stages.js';
+export { shareKv, type ShareKvOptions } from './shareKv.js';
 export { template, renderTemplate, renderValue } from './template.js';
 export { generate, type GenerateOptions, type GenerateInput, type GenerationRequest } from './generate.js';
 export { generateJson, type GenerateJsonOptions } from './generateJson.js';

@@ -50,7 +50,7 @@ export function registerBuiltinNodes(registry: NodeRegistry): NodeRegistry {
     })
     .register('expand', {
       run: ({ spec, values, scope, engine }) =>
-        of(values.skeleton as Skeleton).pipe(expand({ engine, concurrency: spec.concurrency, sampling: spec.sampling, stages: spec.stages, context: scope })),
+        of(values.skeleton as Skeleton).pipe(expand({ engine, concurrency: spec.concurrency, shareKv: spec.shareKv, sampling: spec.sampling, stages: spec.stages, context: scope })),
     })
     .register('fork', {
       run: ({ values, scope }) => valueNode(scope, () => values.in),

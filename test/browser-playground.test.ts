@@ -28,7 +28,7 @@ describe.skipIf(!haveBrowser)('playground in headless Chromium', () => {
   const pageErrors: string[] = [];
 
   beforeAll(async () => {
-    engine = createServerTestEngine(60);
+    engine = createServerTestEngine(60, ['compress']);
     server = await startServer({
       engine,
       port: 0,
@@ -153,6 +153,25 @@ describe.skipIf(!haveBrowser)('playground in headless Chromium', () => {
     await expect.poll(() => page.locator('#replay').isEnabled(), { timeout: 15_000 }).toBe(true);
     expect(await page.locator('#run-info .chip').textContent()).toBe('ok');
     expect(pageErrors).toEqual([]);
+  });
+
+  it('shows a stage track under the node, live: what the stage decided and what it cost', async () => {
+    await page.locator('#example').selectOption('compress-qa');
+    await page.locator('#graph-status.is-ok').waitFor();
+    await page.locator('#run').click();
+    const chip = page.locator('.stream-group[data-node="answer"] .stage-chip[data-stage="compress"]');
+    await chip.waitFor();
+    // Shown while the answer is still streaming, not only at the end.
+    await expect.poll(() => page.locator('#run-info .chip').textContent()).toBe('running');
+    expect(await chip.locator('.stage-did').textContent()).toMatch(/^compress \d+→\d+ tok$/);
+    expect(await chip.locator('.stage-decided').textContent()).toBe('rate=0.7');
+    expect(await chip.locator('.stage-cost').textContent()).toBe('0 ms');
+    await page.locator('#run-info .chip.is-ok').waitFor({ timeout: 15_000 });
+    expect(await page.locator('.stream-group[data-node="answer"] .stage-chip').count()).toBe(1);
+    expect(pageErrors).toEqual([]);
+    expect(await page.locator('svg.timeline .stage-block.stage-compress').count()).toBe(1);
+    expect(await page.locator('svg.timeline .stage-text').first().textContent()).toMatch(/^compress \d+→\d+ tok$/);
+    await page.screenshot({ path: join(ARTIFACTS, 'playground-stages.png'), fullPage: true });
   });
 });
 

@@ -36,6 +36,16 @@ export interface GenerationRequest {
   stages?: Stages;
 }
 
+/** The prompt part of the engine request `generate` sends for an input, and its system prompt. */
+export function promptOf(options: Pick<PromptedOptions, 'system' | 'chat' | 'assistantPrefix'>, input: GenerateInput): { prompt: string } | { messages: ChatMessage[]; assistantPrefix?: string } {
+  const request = typeof input === 'string' ? { prompt: input } : input;
+  const system = request.system ?? options.system;
+  const prefix = options.assistantPrefix ?? '';
+  if (options.chat === false) return { prompt: (system ? `${system}\n\n` : '') + request.prompt + prefix };
+  const messages: ChatMessage[] = [...(system ? [{ role: 'system' as const, content: system }] : []), { role: 'user', content: request.prompt }];
+  return { messages, ...(prefix ? { assistantPrefix: prefix } : {}) };
+}
+
 export function promptedGeneration(
   options: PromptedOptions,
   node: string,
@@ -43,14 +53,8 @@ export function promptedGeneration(
   output?: OutputConstraint,
 ): Observable<Step<GenerationResult>> {
   const request = typeof input === 'string' ? { prompt: input } : input;
-  const system = request.system ?? options.system;
   const stages = request.stages || options.stages ? { ...request.stages, ...options.stages } : undefined;
-  const prefix = options.assistantPrefix ?? '';
   const call = { ...options, node, stages };
   const constrained = output !== undefined ? { output } : {};
-  if (options.chat === false) {
-    return generation(call, { prompt: (system ? `${system}\n\n` : '') + request.prompt + prefix, ...constrained });
-  }
-  const messages: ChatMessage[] = [...(system ? [{ role: 'system' as const, content: system }] : []), { role: 'user', content: request.prompt }];
-  return generation(call, { messages, ...(prefix ? { assistantPrefix: prefix } : {}), ...constrained });
+  return generation(call, { ...promptOf(options, input), ...constrained });
 }

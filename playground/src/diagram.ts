@@ -36,25 +36,22 @@ export class Diagram {
     root.append(
       svg('defs', null, svg('marker', { id: 'arrow', viewBox: '0 0 10 10', refX: 9, refY: 5, markerWidth: 7, markerHeight: 7, orient: 'auto-start-reverse' }, svg('path', { d: 'M0,0 L10,5 L0,10 z', class: 'arrowhead' }))),
     );
-    const at = new Map(layout.nodes.map((n) => [n.id, n]));
     for (const e of layout.edges) {
-      const a = at.get(e.from)!;
-      const b = at.get(e.to)!;
-      const start = { x: a.x + NODE_W, y: a.y + NODE_H / 2 };
-      const end = { x: b.x, y: b.y + NODE_H / 2 };
+      const pts = e.points;
+      const start = pts[0]!;
+      const end = pts[pts.length - 1]!;
       let d: string;
       if (e.back) {
         // Loops return in an arc over the nodes instead of crossing them.
         d = `M${start.x},${start.y} C${start.x + 48},${start.y - 70} ${end.x - 48},${end.y - 70} ${end.x},${end.y}`;
       } else {
-        // Curves between columns, straight runs through the columns a long edge crosses.
-        const pts = [start, ...e.via, end];
+        // One curve per leg, leaving and entering each point horizontally, as the columns run.
         d = `M${start.x},${start.y}`;
         for (let i = 1; i < pts.length; i++) {
           const p = pts[i - 1]!;
           const q = pts[i]!;
           const dx = (q.x - p.x) / 2;
-          d += i % 2 === 1 ? ` C${p.x + dx},${p.y} ${q.x - dx},${q.y} ${q.x},${q.y}` : ` L${q.x},${q.y}`;
+          d += ` C${p.x + dx},${p.y} ${q.x - dx},${q.y} ${q.x},${q.y}`;
         }
       }
       root.append(svg('path', { d, class: 'edge', 'marker-end': 'url(#arrow)' }));

@@ -11,7 +11,7 @@
 import type { GraphProblem } from '../../core/errors.js';
 import type { Api } from './api.js';
 import { clear, h } from './dom.js';
-import { lineCol, locatePointers, syntaxErrorOffset, type Span } from '../../core/json-location.js';
+import { lineCol, locatePointer, syntaxErrorOffset, type Span } from './json-location.js';
 
 export interface EditorParts {
   textarea: HTMLTextAreaElement;
@@ -82,7 +82,7 @@ export class GraphEditor {
     try {
       json = JSON.parse(text);
     } catch (err) {
-      const offset = syntaxErrorOffset(text, (err as Error).message) ?? text.length;
+      const offset = syntaxErrorOffset(text) ?? text.length;
       const where = lineCol(text, offset);
       this.show(false, [{ pointer: `line ${where.line}:${where.col}`, message: (err as Error).message, span: { start: offset, end: Math.min(offset + 1, text.length) } }], 'JSON syntax error');
       this.p.onGraph(null);
@@ -96,8 +96,7 @@ export class GraphEditor {
     try {
       const result = await this.p.api.validate(json, controller.signal);
       if (controller.signal.aborted) return;
-      const spans = locatePointers(text);
-      const located = result.problems.map((pr) => ({ ...pr, span: spans.get(pr.pointer) ?? spans.get(`${pr.pointer}#key`) }));
+      const located = result.problems.map((pr) => ({ ...pr, span: locatePointer(text, pr.pointer) }));
       this.show(result.valid, located, result.valid ? 'Valid graph' : `${result.problems.length} problem${result.problems.length === 1 ? '' : 's'}`);
     } catch (err) {
       if (controller.signal.aborted) return;
@@ -133,7 +132,7 @@ export class GraphEditor {
   replaceJson(json: unknown, pointer: string): void {
     this.p.textarea.value = JSON.stringify(json, null, 2);
     this.changed(0);
-    const span = locatePointers(this.text).get(pointer);
+    const span = locatePointer(this.text, pointer);
     if (span) this.select(span);
   }
 

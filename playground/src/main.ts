@@ -16,7 +16,8 @@ import { renderMetrics } from './metrics.js';
 import { freshId, nodeTemplate, renderPalette, type KindSchema } from './palette.js';
 import { applyEvent, branchLabel, leafLanes, newRunView, type RunView } from './runview.js';
 import { Streams } from './streams.js';
-import { formatMs, Timeline } from './timeline.js';
+import { formatMs } from './format.js';
+import { Timeline } from './timeline.js';
 
 const api = new Api();
 const diagram = new Diagram(byId('diagram'));

@@ -8,7 +8,7 @@
  */
 import { clear, h } from './dom.js';
 import { branchLabel, laneFigures, type RunView } from './runview.js';
-import { formatMs } from './timeline.js';
+import { formatMs } from './format.js';
 
 const STAGE_COLUMNS: Array<[key: string, title: string]> = [
   ['prunedTokens', 'Pruned tok'],

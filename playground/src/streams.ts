@@ -1,7 +1,8 @@
 /**
  * Each lane's tokens stream into its own pane; the branches of one node sit side by side
  * (a Skeleton-of-Thought's points fill in parallel), and so do nodes of one diagram
- * column (a fork's branches); rows follow the diagram's columns.
+ * column (a fork's branches); rows follow the diagram's columns. Above a pane's text, its
+ * stage track: what each stage of the lane's model call decided and cost, live.
  *
  * @example
  * const streams = new Streams(el);
@@ -10,9 +11,13 @@
  */
 import { clear, h } from './dom.js';
 import { branchLabel, type Lane } from './runview.js';
+import { describeStage } from './stagetrack.js';
 
 interface Pane {
   root: HTMLElement;
+  /** The lane's stage events, one line each, listed as they arrive (before its first token). */
+  track: HTMLElement;
+  stagesShown: number;
   body: HTMLElement;
   state: HTMLElement;
   count: HTMLElement;
@@ -81,20 +86,36 @@ export class Streams {
   update(lane: Lane): void {
     let pane = this.panes.get(lane.key);
     if (!pane) {
-      if (!lane.text && lane.state !== 'error') return;
+      if (!lane.text && !lane.stages.length && lane.state !== 'error') return;
       const body = h('div', { class: 'pane-body' });
+      const track = h('ol', { class: 'stage-track', hidden: true });
       const state = h('span', { class: 'chip' });
       const count = h('span', { class: 'pane-count' });
       const root = h(
         'article',
         { class: 'pane', 'data-lane': lane.key },
         h('header', null, h('span', { class: 'pane-title', title: lane.branch ?? '' }, lane.branch ? branchLabel(lane.node, lane.branch) : 'text'), count, state),
+        track,
         body,
       );
       this.group(lane.node).querySelector('.panes')!.append(root);
-      pane = { root, body, state, count, shown: 0 };
+      pane = { root, track, stagesShown: 0, body, state, count, shown: 0 };
       this.panes.set(lane.key, pane);
     }
+    for (const m of lane.stages.slice(pane.stagesShown)) {
+      const words = describeStage(m);
+      pane.track.append(
+        h(
+          'li',
+          { class: `stage-chip stage-${m.stage}`, 'data-stage': m.stage },
+          h('span', { class: 'stage-did' }, words.did),
+          words.decided ? h('span', { class: 'stage-decided' }, words.decided) : null,
+          h('span', { class: 'stage-cost' }, words.cost),
+        ),
+      );
+      pane.track.hidden = false;
+    }
+    pane.stagesShown = lane.stages.length;
     // At its end a lane's text may be rewritten whole (its answer's pre-filled prefix
     // added in front); checked only then, so streaming stays an append.
     if (lane.state !== 'running' && pane.shown > 0 && !lane.text.startsWith(pane.body.textContent ?? '')) {

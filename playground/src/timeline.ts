@@ -11,6 +11,8 @@
  */
 import { clear, svg } from './dom.js';
 import { branchLabel, type Lane, type RunView, type StageMark } from './runview.js';
+import { formatMs } from './format.js';
+import { describeStage } from './stagetrack.js';
 
 const LABEL_W = 176;
 const ROW_H = 24;
@@ -63,7 +65,7 @@ export class Timeline {
           const w = Math.max(x(m.t) - x0, 3);
           root.append(
             svg('rect', { x: x0, y: y - 7, width: w, height: 14, rx: 3, class: `stage-block stage-${m.stage}` }, svg('title', null, stageTitle(m))),
-            svg('text', { x: x0 + w + 4, y: y + 4, class: 'stage-text' }, stageText(m)),
+            svg('text', { x: x0 + w + 4, y: y + 4, class: 'stage-text' }, describeStage(m).did),
           );
         }
         return;
@@ -84,26 +86,12 @@ export class Timeline {
   }
 }
 
-/** A stage event in a few words: its name and what it changed. */
-export function stageText(m: StageMark): string {
-  const f = m.figures;
-  const tokens = f.tokensIn !== undefined && f.tokensOut !== undefined ? ` ${f.tokensIn}→${f.tokensOut} tok` : '';
-  const shared = f.kvBlocksShared !== undefined ? ` ${f.kvBlocksShared} blocks shared` : '';
-  return `${m.stage}${tokens}${shared}`;
-}
-
 function stageTitle(m: StageMark): string {
-  const decided = Object.entries(m.decided).map(([k, v]) => `${k}=${v}`).join(', ');
-  return `${stageText(m)} in ${formatMs(m.figures.wallMs)}${decided ? ` (${decided})` : ''}`;
+  const words = describeStage(m);
+  return `${words.did} in ${words.cost}${words.decided ? ` (${words.decided})` : ''}`;
 }
 
 function niceSpan(ms: number): number {
   const steps = [100, 250, 500, 1000, 2000, 2500, 5000, 10000, 20000, 30000, 60000, 120000, 300000, 600000];
   return steps.find((s) => s >= ms) ?? Math.ceil(ms / 60000) * 60000;
-}
-
-export function formatMs(ms: number): string {
-  if (ms < 1000) return `${Math.round(ms)} ms`;
-  if (ms < 60000) return `${(ms / 1000).toFixed(ms < 10000 ? 2 : 1)} s`;
-  return `${Math.floor(ms / 60000)}m${Math.round((ms % 60000) / 1000)}s`;
 }

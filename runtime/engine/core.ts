@@ -21,6 +21,7 @@ import { sequenceShape, stageEvents, type ShapedStages } from '../stages/shape.j
 import type { ScoredToken } from '../generate/logprobs.js';
 import { StopMatcher } from '../generate/stop.js';
 import { TokenPieces } from './token-pieces.js';
+import { forward } from '../model/forward.js';
 import type { LoadedModel } from '../model/types.js';
 import {
   Scheduler,
@@ -56,6 +57,8 @@ export interface CoreSubmit {
   logprobs?: number;
   /** GenerateRequest.maxTokensMustFit. */
   maxTokensMustFit?: boolean;
+  /** Score the prompt instead of generating (Engine.score): answered by one `scored` event. */
+  score?: true;
 }
 
 export type CoreEvent =
@@ -70,6 +73,7 @@ export type CoreEvent =
       usage: GenerationUsage;
       metrics: GenerationMetrics;
     }
+  | { type: 'scored'; requestId: string; logits: Float32Array[] }
   | { type: 'error'; requestId: string; error: Error };
 
 export type EngineCoreOptions = Omit<SchedulerOptions, 'model'> & {
@@ -100,6 +104,8 @@ export class EngineCore {
   private readonly sessions = new Map<string, Session>();
   /** Requests whose prompt is being compressed (one segment per step) before they are scheduled. */
   private readonly compressing: CompressStage;
+  /** Scoring requests, one run per step between the scheduler's steps (FIFO). */
+  private readonly scoring: Array<{ requestId: string; ids: number[] }> = [];
   /** Compiled output grammars over this model's vocabulary, made on the first constrained request. */
   private grammars: GrammarCompiler | null = null;
   /** Token texts and bytes for log-probabilities, made on the first request that asks. */
@@ -127,6 +133,10 @@ export class EngineCore {
       msg = { ...request, ids: request.ids ?? this.promptIds(request) };
     } catch (err) {
       return this.fail(requestId, err instanceof Error ? err : new Error(String(err)));
+    }
+    if (msg.score) {
+      this.scoring.push({ requestId, ids: msg.ids });
+      return;
     }
     const session: Session = {
       detok: this.tokenizer?.detokenizer({ skipSpecialTokens: true }) ?? null,
@@ -253,18 +263,41 @@ export class EngineCore {
 
   /** Stops a request and frees its KV; no further event for it. */
   cancel(requestId: string): void {
+    const queued = this.scoring.findIndex((r) => r.requestId === requestId);
+    if (queued >= 0) this.scoring.splice(queued, 1);
     this.sessions.delete(requestId);
     this.compressing.cancel(requestId);
     this.scheduler.cancel(requestId);
   }
 
   hasWork(): boolean {
-    return this.scheduler.hasWork() || this.compressing.hasWork();
+    return this.scheduler.hasWork() || this.compressing.hasWork() || this.scoring.length > 0;
   }
 
   step(): StepReport {
     if (this.compressing.hasWork()) this.compressing.step();
+    const score = this.scoring.shift();
+    if (score) this.score(score.requestId, score.ids);
     return this.scheduler.step();
+  }
+
+  /**
+   * One teacher-forced forward over the whole prompt, outside the KV pool: scoring keeps
+   * no state, so it takes no blocks, and the forward frees the KV it made at once.
+   */
+  private score(requestId: string, ids: number[]): void {
+    try {
+      const { vocabSize, maxPositionEmbeddings } = this.scheduler.model.config;
+      if (ids.length === 0) throw new BadRequestError('ids', 'give at least one token id to score');
+      if (ids.length > maxPositionEmbeddings) throw new BadRequestError('ids', `${ids.length} tokens exceed the model's context of ${maxPositionEmbeddings}`);
+      const outside = ids.find((id) => !Number.isInteger(id) || id < 0 || id >= vocabSize);
+      if (outside !== undefined) throw new BadRequestError('ids', `token id ${outside} is outside the vocabulary (${vocabSize})`);
+      const [r] = forward(this.scheduler.model, [{ ids, logits: 'all' }]);
+      for (const e of r!.newKv) e?.k.dispose(), e?.v.dispose();
+      this.emit({ type: 'scored', requestId, logits: r!.logits });
+    } catch (err) {
+      this.fail(requestId, err instanceof Error ? err : new Error(String(err)));
+    }
   }
 
   stats(): SchedulerStats {
@@ -274,6 +307,7 @@ export class EngineCore {
   }
 
   close(err: Error): void {
+    for (const { requestId } of this.scoring.splice(0)) this.emit({ type: 'error', requestId, error: err });
     this.compressing.close(err);
     this.scheduler.close(err);
     this.sessions.clear();

@@ -14,7 +14,7 @@ import { resolveSampling } from '../../core/sampling.js';
 import type { ModelTokenizer } from '../checkpoint/tokenizer.js';
 import type { SchedulerStats } from '../scheduler/scheduler.js';
 import type { CoreEvent, CoreSubmit } from './core.js';
-import { MAX_TOP_LOGPROBS, type ChatMessage, type CompressedText, type Engine, type EngineHealth, type EngineStats, type GenerateEvent, type GenerateRequest } from '../../core/engine.js';
+import { MAX_TOP_LOGPROBS, type ChatMessage, type CompressedText, type Engine, type EngineHealth, type EngineStats, type GenerateEvent, type GenerateRequest, type ScoreRequest, type ScoreResult } from '../../core/engine.js';
 import type { StageName, Stages } from '../../core/stages.js';
 import { checkStage, type ModelFacts } from '../stages/registry.js';
 
@@ -98,7 +98,7 @@ export class EngineFront implements Engine {
           const { requestId: _, ...done } = event;
           subscriber.next(done);
           subscriber.complete();
-        } else {
+        } else if (event.type === 'error') {
           finished = true;
           subscriber.error(event.error);
         }
@@ -148,6 +148,25 @@ export class EngineFront implements Engine {
           finished = true;
           subscriber.error(event.error);
         }
+      });
+      return () => {
+        if (!finished) this.transport.cancel(msg.requestId);
+      };
+    });
+  }
+
+  score(request: ScoreRequest): Observable<ScoreResult> {
+    return new Observable<ScoreResult>((subscriber) => {
+      if (this.closed) return subscriber.error(new NotAvailableError('engine', 'it is closed'));
+      // Sampling is not used; the core's message carries it for its shape only.
+      const msg: CoreSubmit = { requestId: `q${++nextRequest}`, ids: request.ids, sampling: resolveSampling({}), owner: request.owner, score: true };
+      let finished = false;
+      this.transport.submit(msg, (event) => {
+        finished = event.type === 'scored' || event.type === 'error' || event.type === 'done';
+        if (event.type === 'scored') {
+          subscriber.next({ logits: event.logits });
+          subscriber.complete();
+        } else if (event.type === 'error') subscriber.error(event.error);
       });
       return () => {
         if (!finished) this.transport.cancel(msg.requestId);

@@ -115,6 +115,14 @@ export function createFakeEngine(options: FakeEngineOptions = {}): FakeEngine {
         stats.started++;
         stats.live++;
         stats.peakLive = Math.max(stats.peakLive, stats.live);
+        // A supported stage reports as the real engine's do, before the first token: compress
+        // keeps its rate of the prompt's (fake) tokens, others pass everything on.
+        for (const [name, value] of Object.entries(request.stages ?? {})) {
+          if (value === undefined) continue;
+          const tokensIn = fakeTokens(prompt).length;
+          const rate = (value as { rate?: number }).rate ?? 1;
+          subscriber.next({ type: 'stage', stage: name as StageName, decided: { rate }, figures: { tokensIn, tokensOut: Math.round(tokensIn * rate), wallMs: 0 } });
+        }
         let done = false;
         const rule = pick(prompt, request);
         const replyText =

@@ -6,13 +6,15 @@
  * @example
  * const engine = createServerTestEngine(5);
  */
+import type { StageName } from '../../core/stages.js';
 import { createFakeEngine, sotScript, type FakeEngine } from './fake-engine.js';
 
 export const LONG_REPLY = Array.from({ length: 300 }, (_, i) => `word${i}`).join(' ');
 
-export function createServerTestEngine(delayMs: number): FakeEngine {
+export function createServerTestEngine(delayMs: number, supportedStages?: StageName[]): FakeEngine {
   return createFakeEngine({
     delayMs,
+    ...(supportedStages ? { supportedStages } : {}),
     modelName: 'fake-mini',
     script: [...sotScript(), { match: /long answer/, reply: LONG_REPLY }],
   });

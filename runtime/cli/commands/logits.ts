@@ -1,16 +1,17 @@
 /**
  * `skein logits`: full-vocabulary logits for every input position, as one JSON object
- * `{"logits": [[...], ...]}` on stdout. No tokenizer needed; for oracle comparisons.
+ * `{"logits": [[...], ...]}` on stdout, scored by the engine on this thread (Engine.score,
+ * the same engine `skein generate` runs on). No tokenizer needed; for oracle comparisons.
  *
  * @example
  * npx skein logits --model skein-mini --ids 1,2,3
  */
 import type { Command } from 'commander';
+import { lastValueFrom } from 'rxjs';
 import { BadRequestError } from '../../../core/errors.js';
 import { initBackend } from '../../backend.js';
-import { loadModel } from '../../checkpoint/load.js';
+import { createEngine } from '../../engine/index.js';
 import { MODEL_OPTION_HELP, modelOrDefault } from '../../pull/default-model.js';
-import { forward } from '../../model/forward.js';
 
 /** "1,2,3" → [1, 2, 3]; every entry a non-negative integer. */
 export function parseIds(value: string): number[] {
@@ -34,14 +35,13 @@ export function register(program: Command): void {
     .requiredOption('--ids <ids>', 'comma-separated token ids', parseIds)
     .action(async (opts: { model?: string; ids: number[] }) => {
       await initBackend({ log: true });
-      const model = await loadModel((await modelOrDefault(opts.model)).model);
+      const engine = await createEngine({ model: (await modelOrDefault(opts.model)).model, thread: 'main' });
       try {
-        const [r] = forward(model, [{ ids: opts.ids, logits: 'all' }]);
-        for (const e of r!.newKv) e?.k.dispose(), e?.v.dispose();
-        const rows = r!.logits.map((row) => `[${Array.from(row).join(',')}]`);
+        const { logits } = await lastValueFrom(engine.score({ ids: opts.ids }));
+        const rows = logits.map((row) => `[${Array.from(row).join(',')}]`);
         await writeOut(`{"logits":[${rows.join(',')}]}\n`);
       } finally {
-        model.dispose();
+        await engine.close();
       }
     });
 }

@@ -7,7 +7,7 @@
 import { readFileSync } from 'node:fs';
 import type { Command } from 'commander';
 import { checkGraphStages, compileGraph, printGraph, validateGraph, type GraphProblem, type GraphSpec } from '../../../operators/index.js';
-import { lineCol, syntaxErrorOffset } from '../../../core/json-location.js';
+import { parse, type ParseError } from 'jsonc-parser';
 import { checkStage, modelFacts } from '../../stages/registry.js';
 
 /** Reads a graph file; unreadable or non-JSON files come back as problems at the root (with line and column). */
@@ -23,10 +23,17 @@ export function readGraphFile(file: string): { json?: unknown; problems: GraphPr
   } catch (err) {
     // V8 sometimes quotes a multi-line slice of the text; the line and column say where instead.
     const message = (err as Error).message.replace(/, (?:\.\.\.)?".*" is not valid JSON$/s, '');
-    const offset = syntaxErrorOffset(text, message) ?? text.length;
-    const { line, col } = lineCol(text, offset);
+    const { line, col } = syntaxErrorAt(text);
     return { problems: [{ pointer: '', message: `not JSON at line ${line}, column ${col}: ${message}` }] };
   }
+}
+
+/** Line and column (1-based) of the first strict-JSON error, as jsonc-parser's tolerant parse finds it. */
+function syntaxErrorAt(text: string): { line: number; col: number } {
+  const errors: ParseError[] = [];
+  parse(text, errors, { disallowComments: true, allowTrailingComma: false });
+  const before = text.slice(0, errors[0]?.offset ?? text.length);
+  return { line: before.split('\n').length, col: before.length - before.lastIndexOf('\n') };
 }
 
 /** The body of `skein validate`; resolves to the exit status (1 when there is any problem). */
