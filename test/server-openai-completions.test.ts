@@ -36,7 +36,12 @@ describe('POST /v1/completions', () => {
     expect(res.object).toBe('text_completion');
     const expected = await direct('Once upon a time', 16);
     expect(res.choices).toEqual([{ index: 0, text: expected.text, logprobs: null, finish_reason: expected.reason === 'length' ? 'length' : 'stop' }]);
-    expect(res.usage).toEqual({ prompt_tokens: expected.usage.promptTokens, completion_tokens: expected.usage.completionTokens, total_tokens: expected.usage.promptTokens + expected.usage.completionTokens });
+    expect(res.usage).toEqual({
+      prompt_tokens: expected.usage.promptTokens,
+      completion_tokens: expected.usage.completionTokens,
+      total_tokens: expected.usage.promptTokens + expected.usage.completionTokens,
+      prompt_tokens_details: { cached_tokens: expected.usage.cachedPromptTokens },
+    });
   });
 
   it('takes several prompts, text or token ids, each with n choices in order', async () => {
