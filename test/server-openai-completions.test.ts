@@ -40,7 +40,8 @@ describe('POST /v1/completions', () => {
       prompt_tokens: expected.usage.promptTokens,
       completion_tokens: expected.usage.completionTokens,
       total_tokens: expected.usage.promptTokens + expected.usage.completionTokens,
-      prompt_tokens_details: { cached_tokens: expected.usage.cachedPromptTokens },
+      // The direct call ran second, so its prompt came from the prefix cache; the server's did not.
+      prompt_tokens_details: { cached_tokens: 0 },
     });
   });
 
