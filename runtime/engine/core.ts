@@ -11,6 +11,7 @@
  * core.submit({ requestId: 'r1', ids: [1, 2, 3], sampling: resolveSampling({ maxTokens: 4 }) });
  * while (core.hasWork()) core.step();
  */
+import * as path from 'node:path';
 import { BadRequestError, NotAvailableError } from '../../core/errors.js';
 import type { OutputConstraint } from '../../core/output.js';
 import type { SamplingParams } from '../../core/sampling.js';
@@ -18,6 +19,7 @@ import type { ModelTokenizer, IncrementalDetokenizer } from '../checkpoint/token
 import { GrammarCompiler, TokenVocabulary, type GrammarCursor } from '../grammar/index.js';
 import { CompressStage } from '../stages/compress-stage.js';
 import { sequenceShape, stageEvents, type ShapedStages } from '../stages/shape.js';
+import { HeadsLibrary } from '../stages/speculate.js';
 import { StopMatcher } from '../generate/stop.js';
 import type { LoadedModel } from '../model/types.js';
 import {
@@ -91,6 +93,8 @@ export class EngineCore {
   private readonly compressing: CompressStage;
   /** Compiled output grammars over this model's vocabulary, made on the first constrained request. */
   private grammars: GrammarCompiler | null = null;
+  /** The model's speculative heads, read on the first request that asks for them. */
+  private readonly heads: HeadsLibrary;
 
   constructor(options: EngineCoreOptions) {
     const { tokenizer, emit, ...schedulerOptions } = options;
@@ -98,6 +102,7 @@ export class EngineCore {
     this.tokenizer = tokenizer;
     this.emit = emit;
     this.compressing = new CompressStage(options.model, tokenizer);
+    this.heads = new HeadsLibrary(options.model, headsFacts(options.model));
   }
 
   /** Queues a request; a refusal (KvExhaustedError, a bad request) comes back as its error event. */
@@ -130,7 +135,16 @@ export class EngineCore {
           'its output would not equal plain decoding yet; use mode lossy, or an HF safetensors checkpoint',
         );
       }
-      session.shaped = sequenceShape(this.scheduler.model.config.numLayers, msg.stages ?? {});
+      // Same reason as above for the heads' tree verification, until the block kernels give
+      // a row the same logits in a multi-row forward as in a one-row one.
+      if (msg.stages?.speculate !== undefined && this.scheduler.model.blockWeights !== undefined) {
+        throw new NotAvailableError(
+          'speculate on block-kernel (GGUF) weights',
+          'its output would not equal plain decoding yet; load an HF safetensors checkpoint, or the model with block kernels off',
+        );
+      }
+      const speculate = msg.stages?.speculate !== undefined ? this.heads.shape(msg.stages.speculate) : undefined;
+      session.shaped = sequenceShape(this.scheduler.model.config.numLayers, msg.stages ?? {}, speculate);
       if (msg.output !== undefined) session.grammar = this.grammarsFor().cursor(msg.output);
     } catch (err) {
       return this.fail(requestId, err instanceof Error ? err : new Error(String(err)));
@@ -243,6 +257,7 @@ export class EngineCore {
     this.compressing.close(err);
     this.scheduler.close(err);
     this.sessions.clear();
+    this.heads.dispose();
   }
 
   /** KV sharing over a common prefix, as a stage event: the blocks adopted instead of computed. */
@@ -298,6 +313,7 @@ export class EngineCore {
         ...(s.compressed ? { compressedFrom: s.compressed.from, compressedTo: s.compressed.to } : {}),
         ...(stages.skipLayers ? { layersRun: stages.skipLayers.layers.length } : {}),
         ...(stages.skipLayers?.draftsAccepted !== undefined ? { acceptedDraftTokens: stages.skipLayers.draftsAccepted } : {}),
+        ...(stages.speculate ? { acceptedDraftTokens: stages.speculate.draftsAccepted } : {}),
         ...(stages.prunedPrefill ? { prunedTokens: Math.max(0, ...Object.values(stages.prunedPrefill.prunedAtLayer)) } : {}),
         ...(Object.keys(stages).length > 0 ? { stages } : {}),
       },
@@ -311,4 +327,10 @@ function stageReport(s: Session, summary: SequenceSummary): StageReport {
     ...(s.compressed ? { compress: { ...s.compressed } } : {}),
     ...(s.shaped ? s.shaped.report(summary.shape) : {}),
   };
+}
+
+/** The model's name and folder as the heads lookup wants them (runtime/heads/files.ts findHeadsDir). */
+function headsFacts(model: LoadedModel): { name: string; dir?: string } {
+  const dir = (model as { dir?: string }).dir ?? (/\.gguf$/i.test(model.source) ? path.dirname(model.source) : model.source);
+  return { name: path.basename(dir), dir };
 }
