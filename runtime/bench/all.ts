@@ -10,3 +10,4 @@ import './healthz.js';
 import './stages.js';
 import './soak.js';
 import './structured.js';
+import './speculate.js';

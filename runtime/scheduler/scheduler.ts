@@ -183,6 +183,12 @@ export interface SequenceListener {
    * Return true to end the sequence here (a stop string matched).
    */
   token(id: number, final: boolean): boolean | void;
+  /**
+   * The final hidden state (after the final norm) of the position whose logits chose the
+   * next token, before token() gets that token; asking for it makes the forward return it
+   * (self-distillation data for speculative heads, runtime/train/heads-data.ts). Plain steps only.
+   */
+  hidden?(row: Float32Array): void;
   /** At first admission: how much of the prompt's KV came from the prefix cache or a live sequence. */
   admitted?(info: { promptTokens: number; cachedPromptTokens: number; kvBlocksShared: number }): void;
   done(summary: SequenceSummary): void;
@@ -653,7 +659,7 @@ export class Scheduler {
       past,
       logits: item.wantLogits ? 'last' : 'none',
       ...(prune ? { prune: pruneSteps(prune, ids.length) } : {}),
-      ...(item.wantLogits && this.speculates(seq) ? { returnHidden: true } : {}),
+      ...(item.wantLogits && (this.speculates(seq) || seq.listener.hidden !== undefined) ? { returnHidden: true } : {}),
     };
   }
 
@@ -678,6 +684,7 @@ export class Scheduler {
     if (!wantLogits || seq.cancelled) return;
     const row = r.logits[0]!;
     seq.constraint?.maskLogits(row);
+    seq.listener.hidden?.(r.hidden![0]!);
     if (this.emit(seq, seq.sample(row, seq.all())) && this.speculates(seq)) this.queueHeads(seq, row, r.hidden![0]!);
   }
 

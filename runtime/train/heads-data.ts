@@ -9,16 +9,14 @@
  * and the continuation tokens after the one the base model predicts from it: target k is
  * what head k should say (-1 past the end of the continuation).
  *
- * Continuations are generated in the batched scheduler; the hidden states then come from
- * one forward per sequence over [last prompt token, continuation] with the prompt's KV.
+ * Continuations are generated in the batched scheduler, which hands over each chosen
+ * token's hidden state as it goes (SequenceListener.hidden): one pass, no second forward.
  *
  * @example
  * const rows = await distill(model, tokenizer, { prompts: 64, maxTokens: 96, heads: 4, heldOut: false });
  */
-import * as tf from '@tensorflow/tfjs-core';
 import { resolveSampling } from '../../core/sampling.js';
 import type { ModelTokenizer } from '../checkpoint/tokenizer.js';
-import { forward } from '../model/forward.js';
 import type { LoadedModel } from '../model/types.js';
 import { Scheduler } from '../scheduler/scheduler.js';
 import { buildCorpus } from './data/corpus.js';
@@ -68,63 +66,61 @@ export function instructionPrompts(tokenizer: ModelTokenizer, n: number, heldOut
 
 /** Generates the continuations and caches the hidden states of their positions. */
 export function distill(model: LoadedModel, tokenizer: ModelTokenizer, o: DistillOptions): DistilledRows {
-  const prompts = instructionPrompts(tokenizer, o.prompts, o.heldOut, o.seed ?? 1, o.maxPromptTokens ?? 512);
-  const continuations = generate(model, tokenizer, prompts, o.maxTokens);
+  const prompts = instructionPrompts(tokenizer, o.prompts, o.heldOut, o.seed ?? 1, o.maxPromptTokens ?? 256);
+  const generated = generate(model, tokenizer, prompts, o.maxTokens, o.onProgress);
   const d = model.config.hiddenSize;
   const K = o.heads;
   const hidden: Float32Array[] = [];
   const targets: number[] = [];
   const next: number[] = [];
-  prompts.forEach((prompt, p) => {
-    const cont = continuations[p]!;
-    if (cont.length < 2) return;
-    const rows = hiddenRows(model, prompt, cont);
+  for (const { tokens: cont, hidden: rows } of generated) {
+    if (cont.length < 2) continue;
     rows.forEach((h, i) => {
       hidden.push(h);
       next.push(cont[i]!);
       for (let k = 0; k < K; k++) targets.push(cont[i + 1 + k] ?? -1);
     });
-    o.onProgress?.(p + 1, prompts.length);
-  });
+  }
   const flat = new Float32Array(hidden.length * d);
   hidden.forEach((h, i) => flat.set(h, i * d));
   return { hidden: flat, targets: Int32Array.from(targets), next: Int32Array.from(next), rows: hidden.length, heads: K, hiddenSize: d, prompts: prompts.length };
 }
 
-/** Greedy continuations of every prompt, batched by the scheduler, end-of-sequence token dropped. */
-function generate(model: LoadedModel, tokenizer: ModelTokenizer, prompts: number[][], maxTokens: number): number[][] {
+/** Greedy continuations of every prompt, batched by the scheduler, with the hidden state that chose each token; end-of-sequence dropped. */
+function generate(
+  model: LoadedModel,
+  tokenizer: ModelTokenizer,
+  prompts: number[][],
+  maxTokens: number,
+  onProgress?: (done: number, total: number) => void,
+): { tokens: number[]; hidden: Float32Array[] }[] {
   const greedy = (logits: Float32Array) => {
     let best = 0;
     for (let i = 1; i < logits.length; i++) if (logits[i]! > logits[best]!) best = i;
     return best;
   };
   const s = new Scheduler({ model, sampler: () => greedy, maxBatch: 16 });
-  const out: number[][] = prompts.map(() => []);
-  prompts.forEach((ids, i) =>
+  const out = prompts.map(() => ({ tokens: [] as number[], hidden: [] as Float32Array[] }));
+  let finished = 0;
+  prompts.forEach((ids, i) => {
+    let row: Float32Array | null = null;
     s.submit(
       { id: `p${i}`, ids, sampling: resolveSampling({ maxTokens }), eosIds: tokenizer.eosIds },
       {
+        hidden: (h) => (row = h),
         token: (t) => {
-          if (!tokenizer.eosIds.includes(t)) out[i]!.push(t);
+          if (tokenizer.eosIds.includes(t)) return;
+          out[i]!.tokens.push(t);
+          out[i]!.hidden.push(row!);
         },
-        done: () => undefined,
+        done: () => onProgress?.(++finished, prompts.length),
         error: (e) => {
           throw e;
         },
       },
-    ),
-  );
+    );
+  });
   while (s.hasWork()) s.step();
+  s.pool.clearCache();
   return out;
-}
-
-/** Final hidden states of the positions that predict cont[0], cont[1], ...: the prompt's last token and cont[..-1]. */
-function hiddenRows(model: LoadedModel, prompt: number[], cont: number[]): Float32Array[] {
-  const [pre] = forward(model, [{ ids: prompt.slice(0, -1).length > 0 ? prompt.slice(0, -1) : prompt.slice(0, 1), logits: 'none' }]);
-  const hasPast = prompt.length > 1;
-  const past = hasPast ? pre!.newKv.map((e) => ({ k: [e!.k], v: [e!.v] })) : undefined;
-  const ids = [prompt.at(-1)!, ...cont.slice(0, -1)];
-  const [r] = forward(model, [{ ids, logits: 'all', returnHidden: true, ...(past ? { past } : {}) }]);
-  for (const e of [...pre!.newKv, ...r!.newKv]) if (e) tf.dispose([e.k, e.v]);
-  return r!.hidden!;
 }

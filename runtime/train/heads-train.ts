@@ -54,8 +54,8 @@ export function trainHeads(model: LoadedModel, train: DistilledRows, heldOut: Di
   const K = train.heads;
   const B = o.batch ?? 64;
   const state = loadState(o.stateDir, o.kind, K, d);
-  const weights = state.weights.map((w, k) => tf.variable(tf.tensor2d(w, [headInput(o.kind, k, d), d])));
-  const biases = state.biases.map((b) => tf.variable(tf.tensor1d(b)));
+  const weights = state.weights.map((w, k) => variable(tf.tensor2d(w, [headInput(o.kind, k, d), d])));
+  const biases = state.biases.map((b) => variable(tf.tensor1d(b)));
   const vars = [...weights, ...biases];
   const optimizer = tf.train.adam(o.lr ?? 1e-3);
   if (state.adam !== null) restoreAdam(optimizer, vars, state.adam);
@@ -73,7 +73,7 @@ export function trainHeads(model: LoadedModel, train: DistilledRows, heldOut: Di
       gradFunc: (dy: tf.Tensor2D, [xs, ws]: tf.Tensor2D[]) => [tf.matMul(dy, tf.transpose(ws!)), tf.matMul(tf.transpose(xs!), dy)],
     };
   }) as unknown as Parameters<typeof tf.customGrad>[0]) as unknown as (x: tf.Tensor2D, w: tf.Tensor2D) => tf.Tensor2D;
-  const order = shuffle(train.rows, (o.seed ?? 1) + state.step);
+  const order = shuffle(train.rows, o.seed ?? 1); // the same order on resume: step s reads the same rows
   let step = state.step;
   for (; step < o.steps; step++) {
     const at = (step * B) % Math.max(1, train.rows - B + 1);
@@ -369,10 +369,19 @@ function adamMoments(optimizer: tf.AdamOptimizer, vars: tf.Variable[]): Float32A
 function restoreAdam(optimizer: tf.AdamOptimizer, vars: tf.Variable[], saved: Float32Array[]): void {
   if (saved.length !== 2 * vars.length + 1) return;
   const s = optimizer as unknown as AdamSlots;
-  s.accumulatedFirstMoment = vars.map((v, i) => ({ originalName: `${v.name}/m`, variable: tf.variable(tf.tensor(saved[i]!, v.shape), false) })) as AdamSlots['accumulatedFirstMoment'];
-  s.accumulatedSecondMoment = vars.map((v, i) => ({ originalName: `${v.name}/v`, variable: tf.variable(tf.tensor(saved[vars.length + i]!, v.shape), false) })) as AdamSlots['accumulatedSecondMoment'];
-  s.accBeta1.assign(tf.scalar(saved.at(-1)![0]!));
-  s.accBeta2.assign(tf.scalar(saved.at(-1)![1]!));
+  s.accumulatedFirstMoment = vars.map((v, i) => ({ originalName: `${v.name}/m`, variable: variable(tf.tensor(saved[i]!, v.shape), false) })) as AdamSlots['accumulatedFirstMoment'];
+  s.accumulatedSecondMoment = vars.map((v, i) => ({ originalName: `${v.name}/v`, variable: variable(tf.tensor(saved[vars.length + i]!, v.shape), false) })) as AdamSlots['accumulatedSecondMoment'];
+  tf.tidy(() => {
+    s.accBeta1.assign(tf.scalar(saved.at(-1)![0]!));
+    s.accBeta2.assign(tf.scalar(saved.at(-1)![1]!));
+  });
+}
+
+/** A variable owning its value (the tensor it was made from is released). */
+function variable<R extends tf.Rank>(t: tf.Tensor<R>, trainable = true): tf.Variable<R> {
+  const v = tf.variable(t, trainable);
+  t.dispose();
+  return v;
 }
 
 function shuffle(n: number, seed: number): number[] {

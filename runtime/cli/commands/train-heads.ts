@@ -83,7 +83,7 @@ async function trainHeadsCommand(o: HeadsOptions): Promise<void> {
       maxTokens: o.maxTokens,
       heads: o.heads,
       heldOut,
-      onProgress: (i, n) => i % 8 === 0 && log(`hidden states ${i}/${n}`),
+      onProgress: (i, n) => i % 16 === 0 && log(`continuations ${i}/${n}`),
     });
     log(`${r.rows} rows from ${r.prompts} prompts in ${((performance.now() - t) / 1000).toFixed(0)} s`);
     return r;
