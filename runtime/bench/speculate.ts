@@ -15,10 +15,9 @@
  * (`greedy_identical`); mean accepted length is tokens per verification (1 + accepted
  * drafts); gate rate is the share of decode decisions the gate sent to plain decoding.
  *
- * Block kernels: until a row's logits are the same in a multi-row forward as in a one-row
- * one on the wasm block kernels (see runtime/engine/core.ts), the GGUF model runs here on
- * the f32 tfjs path (`kernels: f32` in the figures); `--arg kernels=blocks` forces the block
- * path for a speed-only look (identity is then not promised).
+ * Kernels: the model runs on its own path (the wasm block kernels for the GGUF, whose rows
+ * are bit-identical in a tree verification and a one-row step); `--arg kernels=f32` runs
+ * the tfjs f32 matrices instead, for comparison.
  *
  * @example
  * npx skein bench speculate --json --arg prompts=4 --arg tokens=64
@@ -84,8 +83,8 @@ registerBench('speculate', {
       model.dispose();
       throw new NotAvailableError(`bench speculate on ${spec}`, `it needs medusa and cerberus heads (have: ${kinds.join(', ') || 'none'}); run \`npx skein train heads --model ${spec} --kind medusa\` and \`--kind cerberus\``);
     }
-    const kernels = args.kernels === 'blocks' || model.blockWeights === undefined ? (model.blockWeights ? 'blocks' : 'f32') : 'f32';
-    if (kernels === 'f32') delete model.blockWeights;
+    if (args.kernels === 'f32') delete model.blockWeights;
+    const kernels = model.blockWeights !== undefined ? 'blocks' : 'f32';
     const tokenizer = model.tokenizer();
     const library = new HeadsLibrary(model, facts);
     try {

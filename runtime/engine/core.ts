@@ -125,24 +125,6 @@ export class EngineCore {
       tFirst: 0,
     };
     try {
-      // The wasm block kernels (GGUF weights) do not give a row the same logits in a
-      // multi-row verification as in a one-row decode step (measured on SmolLM2-135M Q4_1:
-      // up to 0.67 apart, vs 5e-5 on the tfjs path), so drafts verified there would not
-      // reproduce plain decoding; refuse rather than break the mode's promise (#11, #12).
-      if (msg.stages?.skipLayers?.mode === 'self-speculative' && this.scheduler.model.blockWeights !== undefined) {
-        throw new NotAvailableError(
-          'skipLayers mode self-speculative on block-kernel (GGUF) weights',
-          'its output would not equal plain decoding yet; use mode lossy, or an HF safetensors checkpoint',
-        );
-      }
-      // Same reason as above for the heads' tree verification, until the block kernels give
-      // a row the same logits in a multi-row forward as in a one-row one.
-      if (msg.stages?.speculate !== undefined && this.scheduler.model.blockWeights !== undefined) {
-        throw new NotAvailableError(
-          'speculate on block-kernel (GGUF) weights',
-          'its output would not equal plain decoding yet; load an HF safetensors checkpoint, or the model with block kernels off',
-        );
-      }
       const speculate = msg.stages?.speculate !== undefined ? this.heads.shape(msg.stages.speculate) : undefined;
       session.shaped = sequenceShape(this.scheduler.model.config.numLayers, msg.stages ?? {}, speculate);
       if (msg.output !== undefined) session.grammar = this.grammarsFor().cursor(msg.output);

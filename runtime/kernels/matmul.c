@@ -356,8 +356,10 @@ void matmul_float(int type, const uint8_t *w, int rows, int cols, const float *x
   for (int r = r0; r < r1; r++) {
     int t = 0;
     for (; t + 4 <= T; t += 4) {
+      /* Same sums as the one-row loop below (low and high halves apart, added at the end),
+         so that a row's result does not depend on how many rows share the call. */
       const float *x0 = x + (size_t)t * cols, *x1 = x0 + cols, *x2 = x1 + cols, *x3 = x2 + cols;
-      v128_t a0 = wasm_f32x4_splat(0.f), a1 = a0, a2 = a0, a3 = a0;
+      v128_t a0 = wasm_f32x4_splat(0.f), b0 = a0, a1 = a0, b1 = a0, a2 = a0, b2 = a0, a3 = a0, b3 = a0;
       for (int i = 0; i < cols; i += 8) {
         v128_t wl, wh;
         if (type == T_F32) {
@@ -367,15 +369,19 @@ void matmul_float(int type, const uint8_t *w, int rows, int cols, const float *x
         } else {
           f16x8_to_f32(wasm_v128_load((const uint16_t *)w + (size_t)r * cols + i), &wl, &wh);
         }
-        a0 = wasm_f32x4_add(a0, wasm_f32x4_add(wasm_f32x4_mul(wl, wasm_v128_load(x0 + i)), wasm_f32x4_mul(wh, wasm_v128_load(x0 + i + 4))));
-        a1 = wasm_f32x4_add(a1, wasm_f32x4_add(wasm_f32x4_mul(wl, wasm_v128_load(x1 + i)), wasm_f32x4_mul(wh, wasm_v128_load(x1 + i + 4))));
-        a2 = wasm_f32x4_add(a2, wasm_f32x4_add(wasm_f32x4_mul(wl, wasm_v128_load(x2 + i)), wasm_f32x4_mul(wh, wasm_v128_load(x2 + i + 4))));
-        a3 = wasm_f32x4_add(a3, wasm_f32x4_add(wasm_f32x4_mul(wl, wasm_v128_load(x3 + i)), wasm_f32x4_mul(wh, wasm_v128_load(x3 + i + 4))));
+        a0 = wasm_f32x4_add(a0, wasm_f32x4_mul(wl, wasm_v128_load(x0 + i)));
+        b0 = wasm_f32x4_add(b0, wasm_f32x4_mul(wh, wasm_v128_load(x0 + i + 4)));
+        a1 = wasm_f32x4_add(a1, wasm_f32x4_mul(wl, wasm_v128_load(x1 + i)));
+        b1 = wasm_f32x4_add(b1, wasm_f32x4_mul(wh, wasm_v128_load(x1 + i + 4)));
+        a2 = wasm_f32x4_add(a2, wasm_f32x4_mul(wl, wasm_v128_load(x2 + i)));
+        b2 = wasm_f32x4_add(b2, wasm_f32x4_mul(wh, wasm_v128_load(x2 + i + 4)));
+        a3 = wasm_f32x4_add(a3, wasm_f32x4_mul(wl, wasm_v128_load(x3 + i)));
+        b3 = wasm_f32x4_add(b3, wasm_f32x4_mul(wh, wasm_v128_load(x3 + i + 4)));
       }
-      y[(size_t)t * rows + r] = hsum_f32(a0);
-      y[(size_t)(t + 1) * rows + r] = hsum_f32(a1);
-      y[(size_t)(t + 2) * rows + r] = hsum_f32(a2);
-      y[(size_t)(t + 3) * rows + r] = hsum_f32(a3);
+      y[(size_t)t * rows + r] = hsum_f32(wasm_f32x4_add(a0, b0));
+      y[(size_t)(t + 1) * rows + r] = hsum_f32(wasm_f32x4_add(a1, b1));
+      y[(size_t)(t + 2) * rows + r] = hsum_f32(wasm_f32x4_add(a2, b2));
+      y[(size_t)(t + 3) * rows + r] = hsum_f32(wasm_f32x4_add(a3, b3));
     }
     for (; t < T; t++) {
       const float *x0 = x + (size_t)t * cols;
@@ -418,4 +424,67 @@ static inline float exp_f32(float x) {
 __attribute__((export_name("silu_mul")))
 void silu_mul(float *g, const float *u, int n) {
   for (int i = 0; i < n; i++) g[i] = g[i] / (1.f + exp_f32(-g[i])) * u[i];
+}
+
+/*
+ * Attention of n new rows over S = P + n keys (P cached, then the n new ones), computed
+ * one (row, head) at a time in an order that depends on nothing but that row's query and
+ * the keys it sees: dot products over D in four fixed lanes, softmax in key order, the
+ * value sum in key order with lanes over D. So a row gets the same bits alone (a decode
+ * step), inside a multi-row call (draft or tree verification, a prefill chunk) or beside
+ * other sequences — what the tfjs attention could not promise (its reductions change order
+ * with the call's shape), and what int8 activation rounding then magnified.
+ *   q (n, H·D) scaled by 1/sqrt(D); k, v (S, KV·D); vis (n, n): new row i sees new key j
+ *   when vis[i·n + j] (all P cached keys are visible); scores: S floats of scratch;
+ *   out (n, H·D); last: 0, or S floats that receive the mean over heads of the last row's
+ *   probabilities (LazyLLM's token scores). D must be a multiple of 4 and at most 512.
+ */
+__attribute__((export_name("attention")))
+void attention(const float *q, const float *k, const float *v, int P, int n, const uint8_t *vis, int H, int KV, int D, float *scores, float *out, float *last) {
+  const int S = P + n, G = H / KV, qd = H * D, kvd = KV * D, D4 = D / 4;
+  v128_t acc[128];
+  if (last) for (int j = 0; j < S; j++) last[j] = 0.f;
+  for (int i = 0; i < n; i++) {
+    const uint8_t *vi = vis + (size_t)i * n;
+    for (int h = 0; h < H; h++) {
+      const float *qi = q + (size_t)i * qd + (size_t)h * D;
+      const size_t off = (size_t)(h / G) * D;
+      float mx = -3.0e38f;
+      for (int j = 0; j < S; j++) {
+        if (j >= P && !vi[j - P]) continue;
+        const float *kj = k + (size_t)j * kvd + off;
+        v128_t s = wasm_f32x4_splat(0.f);
+        for (int d = 0; d < D; d += 4) s = wasm_f32x4_add(s, wasm_f32x4_mul(wasm_v128_load(qi + d), wasm_v128_load(kj + d)));
+        float sc = hsum_f32(s);
+        scores[j] = sc;
+        if (sc > mx) mx = sc;
+      }
+      float sum = 0.f;
+      for (int j = 0; j < S; j++) {
+        if (j >= P && !vi[j - P]) {
+          scores[j] = 0.f;
+          continue;
+        }
+        float p = exp_f32(scores[j] - mx);
+        scores[j] = p;
+        sum += p;
+      }
+      for (int d = 0; d < D4; d++) acc[d] = wasm_f32x4_splat(0.f);
+      for (int j = 0; j < S; j++) {
+        const float p = scores[j];
+        if (p == 0.f) continue;
+        const v128_t pv = wasm_f32x4_splat(p);
+        const float *vj = v + (size_t)j * kvd + off;
+        for (int d = 0; d < D4; d++) acc[d] = wasm_f32x4_add(acc[d], wasm_f32x4_mul(pv, wasm_v128_load(vj + 4 * d)));
+      }
+      const float inv = 1.f / sum;
+      const v128_t iv = wasm_f32x4_splat(inv);
+      float *o = out + (size_t)i * qd + (size_t)h * D;
+      for (int d = 0; d < D4; d++) wasm_v128_store(o + 4 * d, wasm_f32x4_mul(acc[d], iv));
+      if (last && i == n - 1) {
+        const float w = inv / (float)H;
+        for (int j = 0; j < S; j++) last[j] += scores[j] * w;
+      }
+    }
+  }
 }

@@ -162,3 +162,67 @@ describe('matmul.wasm', () => {
   });
   if (clang !== recorded) console.warn(`matmul.wasm rebuild check skipped: needs ${recorded}, found ${clang || 'no clang'}`);
 });
+
+describe('attention kernel', () => {
+  /** Softmax attention in float64, straight from the definition. */
+  function plainAttention(q: Float32Array, k: Float32Array, v: Float32Array, P: number, n: number, vis: Uint8Array, H: number, KV: number, D: number) {
+    const S = P + n;
+    const out = new Float64Array(n * H * D);
+    const last = new Float64Array(S);
+    for (let i = 0; i < n; i++) {
+      for (let h = 0; h < H; h++) {
+        const g = Math.floor(h / (H / KV));
+        const seen = Array.from({ length: S }, (_, j) => j < P || vis[i * n + j - P] === 1);
+        const s = seen.map((ok, j) => {
+          if (!ok) return -Infinity;
+          let d = 0;
+          for (let x = 0; x < D; x++) d += q[i * H * D + h * D + x]! * k[j * KV * D + g * D + x]!;
+          return d;
+        });
+        const mx = Math.max(...s);
+        const e = s.map((x) => Math.exp(x - mx));
+        const sum = e.reduce((a, b) => a + b, 0);
+        for (let j = 0; j < S; j++) {
+          const p = e[j]! / sum;
+          for (let x = 0; x < D; x++) out[i * H * D + h * D + x] += p * v[j * KV * D + g * D + x]!;
+          if (i === n - 1) last[j] += p / H;
+        }
+      }
+    }
+    return { out, last };
+  }
+
+  it('matches softmax attention (causal and tree masks, grouped heads, chunked keys) and reports the last row', () => {
+    const H = 6, KV = 2, D = 8, P = 5, n = 4;
+    const S = P + n;
+    const q = randn(n * H * D, 1, 0.5);
+    const k = randn(S * KV * D, 2, 0.5);
+    const v = randn(S * KV * D, 3);
+    const kernels = new MatmulKernels();
+    const masks = {
+      causal: Uint8Array.from({ length: n * n }, (_, x) => (x % n <= Math.floor(x / n) ? 1 : 0)),
+      tree: Uint8Array.from([1, 0, 0, 0, 1, 1, 0, 0, 1, 0, 1, 0, 1, 0, 1, 1]),
+    };
+    for (const vis of Object.values(masks)) {
+      const want = plainAttention(q, k, v, P, n, vis, H, KV, D);
+      // Keys and values in uneven chunks, as the paged KV pool passes them.
+      const split = (x: Float32Array) => [x.subarray(0, 3 * KV * D), x.subarray(3 * KV * D, 7 * KV * D), x.subarray(7 * KV * D)];
+      const got = kernels.attention(q, split(k), split(v), n, vis, { heads: H, kvHeads: KV, headDim: D }, true);
+      got.out.forEach((x, i) => expect(Math.abs(x - want.out[i]!)).toBeLessThan(1e-5));
+      got.last!.forEach((x, j) => expect(Math.abs(x - want.last[j]!)).toBeLessThan(1e-6));
+    }
+  });
+
+  it('gives a row the same bits alone as among other rows', () => {
+    const H = 4, KV = 4, D = 16, P = 7;
+    const q = randn(3 * H * D, 4);
+    const k = randn((P + 3) * KV * D, 5);
+    const v = randn((P + 3) * KV * D, 6);
+    const kernels = new MatmulKernels();
+    const causal3 = Uint8Array.from([1, 0, 0, 1, 1, 0, 1, 1, 1]);
+    const all = kernels.attention(q, [k], [v], 3, causal3, { heads: H, kvHeads: KV, headDim: D });
+    // Row 1 alone: its keys are the cached ones and new keys 0..1.
+    const alone = kernels.attention(q.subarray(H * D, 2 * H * D), [k.subarray(0, (P + 2) * KV * D)], [v.subarray(0, (P + 2) * KV * D)], 1, Uint8Array.of(1), { heads: H, kvHeads: KV, headDim: D });
+    expect(Array.from(alone.out)).toEqual(Array.from(all.out.subarray(H * D, 2 * H * D)));
+  });
+});

@@ -25,6 +25,14 @@ interface Exports {
   repack_x4(type: number, src: number, rows: number, cols: number, dst: number): void;
   silu_mul(g: number, u: number, n: number): void;
   matmul_x4(type: number, w: number, rows: number, cols: number, qa: number, da: number, sa: number, T: number, y: number, g0: number, g1: number): void;
+  attention(q: number, k: number, v: number, P: number, n: number, vis: number, H: number, KV: number, D: number, scores: number, out: number, last: number): void;
+}
+
+/** The shapes of one attention call (see MatmulKernels.attention). */
+export interface AttentionShape {
+  heads: number;
+  kvHeads: number;
+  headDim: number;
 }
 
 /** Weight types the kernels multiply by directly. */
@@ -132,6 +140,53 @@ export class MatmulKernels {
     // Past u's end: g stays where it is as the next input.
     const [y] = this.multiply([down], g, T, align16(u + 4 * T * up.rows));
     return new Float32Array(this.memory.buffer, y!, T * down.rows).slice();
+  }
+
+  /**
+   * Attention of n new query rows (n, heads·headDim), already scaled, over the keys and
+   * values given as chunks in position order (P cached rows, then the n new ones; each
+   * chunk (rows, kvHeads·headDim)). `visible[i·n + j]` says whether new row i sees new key
+   * j; every cached key is visible. Each row's result depends only on its own query and
+   * the keys it sees (matmul.c's attention), never on the other rows. With `wantLast`,
+   * also the last row's probabilities over all S keys, averaged over heads.
+   */
+  attention(q: ArrayLike<number> & { length: number }, keys: Float32Array[], values: Float32Array[], n: number, visible: Uint8Array, shape: AttentionShape, wantLast = false): { out: Float32Array; last: Float32Array | null } {
+    const { heads: H, kvHeads: KV, headDim: D } = shape;
+    if (D % 4 !== 0 || D > 512) throw new RangeError(`attention kernel needs headDim a multiple of 4 up to 512, got ${D}`);
+    if (H % KV !== 0) throw new RangeError(`attention: ${H} heads do not group over ${KV} kv heads`);
+    const kvd = KV * D;
+    const qd = H * D;
+    const S = keys.reduce((a, c) => a + c.length, 0) / kvd;
+    const P = S - n;
+    if (q.length !== n * qd || P < 0 || values.reduce((a, c) => a + c.length, 0) !== S * kvd || visible.length !== n * n) {
+      throw new RangeError(`attention: shapes disagree (q ${q.length}, ${S} keys, n ${n})`);
+    }
+    const qOff = this.top;
+    const kOff = align16(qOff + 4 * n * qd);
+    const vOff = align16(kOff + 4 * S * kvd);
+    const visOff = align16(vOff + 4 * S * kvd);
+    const scoresOff = align16(visOff + n * n);
+    const outOff = align16(scoresOff + 4 * S);
+    const lastOff = align16(outOff + 4 * n * qd);
+    this.ensure(lastOff + 4 * S);
+    const buf = this.memory.buffer;
+    new Float32Array(buf, qOff, n * qd).set(q);
+    let at = kOff;
+    for (const c of keys) {
+      new Float32Array(buf, at, c.length).set(c);
+      at += 4 * c.length;
+    }
+    at = vOff;
+    for (const c of values) {
+      new Float32Array(buf, at, c.length).set(c);
+      at += 4 * c.length;
+    }
+    new Uint8Array(buf, visOff, n * n).set(visible);
+    this.fns.attention(qOff, kOff, vOff, P, n, visOff, H, KV, D, scoresOff, outOff, wantLast ? lastOff : 0);
+    return {
+      out: new Float32Array(buf, outOff, n * qd).slice(),
+      last: wantLast ? new Float32Array(buf, lastOff, S).slice() : null,
+    };
   }
 
   /**

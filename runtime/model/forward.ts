@@ -2,9 +2,13 @@
  * The optimised forward: one synchronous call runs every sequence of a batch through the
  * model. All sequences' live new tokens are packed into one (T, hidden) matrix, so each
  * dense op (norms, projections, MLP) runs once per layer for the whole batch. Attention
- * runs per sequence with plain 2D matMuls only (the wasm backend runs batched, rank-3
- * matMuls in a slow generic loop, 20× slower here): multi-token sequences one kv head at
- * a time, single-token sequences (decode steps) as a group sharing their softmax.
+ * runs per sequence on the exact kernel (exact-attention.ts).
+ *
+ * On the wasm backend every row's result is independent of the call it runs in — alone,
+ * in a verification or tree, in a prefill chunk of any size, beside other sequences —
+ * bit for bit (forward-exact.test.ts): projections run row by row on the wasm kernels, attention row
+ * by row in a fixed order, norms and rotary in per-row loops. Batching, chunked prefill,
+ * prefix sharing and greedy speculative decoding are lossless because of it.
  *
  * Prepared weights (cached per model, disposed with it): q and k fused into one matrix
  * (rotary runs on both at once), the RMSNorm weights folded into the matrices that follow
@@ -13,10 +17,11 @@
  * the point; kernels.ts fuses the small elementwise chains for decode-sized batches.
  *
  * Block weights (a GGUF model whose projections are all F32/F16/Q8_0/Q4_0/Q4_1, see
- * types.ts BlockWeights): the projections and lm head run on the wasm kernels of
- * runtime/kernels over the file's own blocks instead (no f32 copy is prepared), two
- * dispatches per layer — norm + q/k/v, and o-proj + residual + norm + MLP + residual
- * (block-linear.ts); attention, rotary and the KV stay as below. Quantized types multiply
+ * types.ts BlockWeights, or a float checkpoint's f32 blocks on the wasm backend): the
+ * projections and lm head run on the wasm kernels of runtime/kernels over the blocks
+ * instead (no fused f32 copy is prepared), two dispatches per layer — norm + q/k/v, and
+ * o-proj + residual + norm + MLP + residual (block-linear.ts). Other backends (tfjs-node)
+ * run the fused f32 matrices below as tfjs matMuls. Quantized types multiply
  * int8-rounded activations as llama.cpp does; block-forward.test.ts states the tolerance.
  * Measured by `skein bench decode` on SmolLM2-135M Q4_1 against llama.cpp on the same
  * file: decode batch 1 0.21× (f32 tfjs path) → 0.38× (blocks); prefill of 128 tokens
@@ -30,7 +35,9 @@ import * as tf from '@tensorflow/tfjs-core';
 import { BadRequestError, NotAvailableError } from '../../core/errors.js';
 import { KERNEL_TYPES, MatmulKernels } from '../kernels/matmul.js';
 import { blockLinear, blockMlp, type BlockLinearOp, type BlockMlpOp } from './block-linear.js';
-import { embedTokens, gatherRows, ownHeads, queryBlocks, rmsNorm, ropeQk, softmaxColumns, swiGlu } from './kernels.js';
+import { floatBlockWeights } from './block-weights.js';
+import { exactAttention } from './exact-attention.js';
+import { embedTokens, gatherRows, rmsNorm, ropeQk, swiGlu } from './kernels.js';
 import { inverseFrequencies, ropeTables } from './rope.js';
 import type { BlockWeights, ForwardCallOptions, ForwardSequence, ForwardSequenceResult, LoadedModel } from './types.js';
 
@@ -62,7 +69,8 @@ interface Prepared {
   layers: PreparedLayer[]; // empty on the block-weight path
   blocks: { layers: BlockLayer[]; lmHead: BlockLinearOp } | null;
   inv: Float64Array; // (headDim/2) rotary inverse frequencies
-  blockMask: tf.Tensor3D; // (kvHeads, headDim, heads): 1 where query head h reads kv head kv
+  /** The wasm kernels attention runs on (the block weights' own instance when there are blocks). */
+  kernels: MatmulKernels;
   eps: tf.Scalar; // RMSNorm epsilon, made once rather than uploaded by every add
   rotateHalf: tf.Tensor2D; // (D, D): x·R = rotate_half(x) = [-x2, x1]
   dispose(): void;
@@ -84,7 +92,10 @@ export function prepareModel(model: LoadedModel): Prepared {
   if (cached !== undefined) return cached;
   const c = model.config;
   const scale = 1 / Math.sqrt(c.headDim);
-  const blocks = usableBlocks(model.blockWeights) ? prepareBlocks(model, model.blockWeights!) : null;
+  // Float checkpoints run on f32 blocks too where the kernels are at hand (block-weights.ts
+  // floatBlockWeights says why); other backends keep the tfjs matMuls.
+  const candidate = model.blockWeights ?? (tf.getBackend() === 'wasm' && floatKernelsFit(c) ? floatBlockWeights(model) : undefined);
+  const blocks = usableBlocks(candidate) ? prepareBlocks(model, candidate!) : null;
   const layers = blocks !== null ? [] : model.weights.layers.map((L) =>
     tidy(() => {
       const n1 = tf.reshape(L.inputNorm, [c.hiddenSize, 1]); // (hidden, 1): scales rows of W
@@ -101,12 +112,6 @@ export function prepareModel(model: LoadedModel): Prepared {
       return { wqk, bqk, wv, bv: L.bv, wo: L.wo, bo: L.bo, wg, wu, wd: L.wDown };
     }),
   );
-  const G = c.numHeads / c.numKvHeads;
-  const kvDim = c.numKvHeads * c.headDim;
-  const bm = new Float32Array(kvDim * c.numHeads);
-  for (let r = 0; r < kvDim; r++) {
-    for (let h = 0; h < c.numHeads; h++) if (Math.floor(r / c.headDim) === Math.floor(h / G)) bm[r * c.numHeads + h] = 1;
-  }
   const eps = tf.scalar(c.rmsNormEps);
   const D = c.headDim;
   const r = new Float32Array(D * D);
@@ -115,16 +120,15 @@ export function prepareModel(model: LoadedModel): Prepared {
     r[j * D + j + D / 2] = 1; // out[j + D/2] = x[j]
   }
   const rotateHalf = tf.tensor2d(r, [D, D]);
-  const blockMask = tf.tensor3d(bm, [c.numKvHeads, c.headDim, c.numHeads]);
   const p: Prepared = {
     layers,
     blocks,
     inv: inverseFrequencies(c),
-    blockMask,
+    kernels: blocks?.lmHead.kernels ?? new MatmulKernels(),
     eps,
     rotateHalf,
     dispose() {
-      tf.dispose([blockMask, eps, rotateHalf]);
+      tf.dispose([eps, rotateHalf]);
       for (const l of layers) tf.dispose([l.wqk, l.wv, l.wg, l.wu, ...(l.bqk ? [l.bqk] : [])]);
       for (const l of blocks?.layers ?? []) if (l.bqk) tf.dispose(l.bqk);
       prepared.delete(model);
@@ -137,6 +141,11 @@ export function prepareModel(model: LoadedModel): Prepared {
     dispose();
   };
   return p;
+}
+
+/** Whether every projection of a float model has the kernels' column multiple. */
+function floatKernelsFit(c: LoadedModel['config']): boolean {
+  return [c.hiddenSize, c.numHeads * c.headDim, c.intermediateSize].every((n) => n % 32 === 0);
 }
 
 /** Whether the forward can run on a model's block weights (every matrix of a kernel type). */
@@ -266,9 +275,6 @@ function validate(model: LoadedModel, seqs: ForwardSequence[], layers: number[])
   });
 }
 
-/** Additive mask: 0 where visible, a large negative number where not. */
-const NEG = -1e9;
-
 /**
  * Runs one batched forward. Synchronous; all intermediate tensors are freed, only the
  * returned KV tensors survive (the caller owns them).
@@ -282,9 +288,6 @@ export function forward(model: LoadedModel, seqs: ForwardSequence[], opts: Forwa
   const H = c.numHeads;
   const KV = c.numKvHeads;
   const D = c.headDim;
-  const G = H / KV; // query heads per kv head
-  const qDim = H * D;
-  const kvDim = KV * D;
 
   const states: SeqState[] = seqs.map((seq, index) => {
     const start = pastLength(seq);
@@ -302,10 +305,7 @@ export function forward(model: LoadedModel, seqs: ForwardSequence[], opts: Forwa
       newKv: new Array(c.numLayers).fill(null),
     };
   });
-  // Single-token sequences go first and share one padded attention; the rest run alone.
-  const single = states.filter((s) => s.seq.ids.length === 1);
-  const batchedCount = single.length;
-  const order = [...single, ...states.filter((s) => s.seq.ids.length !== 1)];
+  const order = states;
 
   const outOwner: { s: SeqState; tokenIndices: number[] }[] = [];
   const kept = tidy(() => {
@@ -339,8 +339,6 @@ export function forward(model: LoadedModel, seqs: ForwardSequence[], opts: Forwa
         r += s.seq.ids.length;
       }
     }
-    const masks = new Map<string, tf.Tensor>();
-    const fillCache = new Map<string, tf.Tensor2D>();
 
     // Each layer runs in its own scope, so its intermediates are freed when it ends: under
     // one scope for the whole forward, a 512-token SmolLM2-135M prefill held every layer's
@@ -427,16 +425,12 @@ export function forward(model: LoadedModel, seqs: ForwardSequence[], opts: Forwa
       }
       order.forEach((s, i) => (s.newKv[l] = { k: ks[i]!, v: vs[i]!, tokenIndices: s.live }));
 
-      const parts: tf.Tensor2D[] = [];
       let row = 0;
-      if (batchedCount > 0) {
-        parts.push(decodeAttention(order.slice(0, batchedCount), l, q, ks, vs, row));
-        row += batchedCount;
-      }
-      order.slice(batchedCount).forEach((s, i) => {
+      const parts = order.map((s, i) => {
         const n = s.live.length;
-        parts.push(sequenceAttention(s, l, q, ks[batchedCount + i]!, vs[batchedCount + i]!, row, n, T));
+        const part = attention(s, l, q, row, n, ks[i]!, vs[i]!);
         row += n;
+        return part;
       });
       const attn = parts.length === 1 ? parts[0]! : (tf.concat(parts, 0) as tf.Tensor2D); // (T, qDim)
 
@@ -457,9 +451,6 @@ export function forward(model: LoadedModel, seqs: ForwardSequence[], opts: Forwa
         sin,
         ...order.flatMap((s) => [s.newKv[l]!.k, s.newKv[l]!.v, ...(s.attention[l] ? [s.attention[l]!] : [])]),
         ...order.flatMap((s) => s.prunedHidden.flatMap((p) => (p.rows ? [p.rows] : []))),
-        // Masks and fill tensors are cached for the later layers.
-        ...masks.values(),
-        ...fillCache.values(),
       ];
     }
 
@@ -492,95 +483,36 @@ export function forward(model: LoadedModel, seqs: ForwardSequence[], opts: Forwa
     return { logits, hidden, kv, extra };
 
     /**
-     * Attention of one sequence with several new tokens (a prefill chunk, drafts). The
-     * wasm backend runs batched (rank-3) matMuls in a slow generic loop, so every product
-     * here is a plain 2D matMul, one per kv head (its query group stacked as rows).
+     * One sequence's attention over its cached and new keys, on the exact kernel
+     * (exact-attention.ts): causal among the new rows, or the tree mask of a verification.
      */
-    function sequenceAttention(s: SeqState, l: number, q: tf.Tensor2D, ks: tf.Tensor2D, vs: tf.Tensor2D, row: number, n: number, T: number): tf.Tensor2D {
-      const qs = row === 0 && n === T ? q : tf.slice(q, [row, 0], [n, qDim]); // (n, qDim)
+    function attention(s: SeqState, l: number, q: tf.Tensor2D, row: number, n: number, k: tf.Tensor2D, v: tf.Tensor2D): tf.Tensor2D {
       const past = s.seq.past?.[l];
-      const pk = past?.k ?? [];
-      const P = chunkRows(pk);
-      const S = P + n;
-      const K = pk.length > 0 ? (tf.concat([...pk, ks], 0) as tf.Tensor2D) : ks; // (S, kvDim)
-      const V = pk.length > 0 ? (tf.concat([...(past?.v ?? []), vs], 0) as tf.Tensor2D) : vs; // (S, kvDim)
-      const kT = tf.reshape(tf.transpose(tf.reshape(K, [S, KV, D]), [1, 2, 0]), [KV * D, S]); // (KV·D, S)
-      const v2 = tf.reshape(tf.transpose(tf.reshape(V, [S, KV, D]), [1, 0, 2]), [KV * S, D]); // (KV·S, D)
-      const q2 = tf.reshape(tf.transpose(tf.reshape(qs, [n, KV, G, D]), [1, 2, 0, 3]), [KV * G * n, D]); // (KV·G·n, D)
-      const kTs = KV === 1 ? [kT] : tf.split(kT, KV, 0); // KV × (D, S)
-      const vS = KV === 1 ? [v2] : tf.split(v2, KV, 0); // KV × (S, D)
-      const qS = KV === 1 ? [q2] : tf.split(q2, KV, 0); // KV × (G·n, D)
-      const perHead = qS.map((qh, h) => tf.matMul(qh, kTs[h]!)); // KV × (G·n, S)
-      let scores = tf.reshape(KV === 1 ? perHead[0]! : tf.concat(perHead, 0), [KV * G, n, S]); // (heads, n, S)
-      const key = `s${s.index}:${P}:${s.live.join(',')}`;
-      let mask = masks.get(key);
-      if (mask === undefined) {
-        const m = new Float32Array(n * S);
-        const tree = s.seq.treeMask;
-        for (let a = 0; a < n; a++) {
-          for (let b = 0; b < n; b++) {
-            const i = s.live[a]!;
-            const j = s.live[b]!;
-            const visible = tree ? tree[i]![j]! : j <= i;
-            if (!visible) m[a * S + P + b] = NEG;
-          }
+      const visible = new Uint8Array(n * n);
+      const tree = s.seq.treeMask;
+      for (let a = 0; a < n; a++) {
+        for (let b = 0; b < n; b++) {
+          const i = s.live[a]!;
+          const j = s.live[b]!;
+          if (tree ? tree[i]![j]! : j <= i) visible[a * n + b] = 1;
         }
-        mask = tf.tensor2d(m, [n, S]);
-        masks.set(key, mask);
       }
-      scores = tf.add(scores, mask);
-      const probs = tf.softmax(scores); // (heads, n, S)
-      if (s.seq.returnAttention || s.scoreAt.has(l)) {
-        s.attention[l] = tf.reshape(tf.mean(tf.slice(probs, [0, n - 1, 0], [H, 1, S]), [0, 1]), [S]) as tf.Tensor1D;
+      const wantLast = s.seq.returnAttention === true || s.scoreAt.has(l);
+      const [out, last] = exactAttention(q, {
+        row,
+        n,
+        keys: [...(past?.k ?? []), k],
+        values: [...(past?.v ?? []), v],
+        visible,
+        shape: { heads: H, kvHeads: KV, headDim: D },
+        kernels: prep.kernels,
+        wantLast,
+      });
+      if (last !== null) {
+        s.attention[l] = last;
         s.attentionLive[l] = s.live;
       }
-      const pS = KV === 1 ? [tf.reshape(probs, [G * n, S])] : tf.split(tf.reshape(probs, [KV * G * n, S]), KV, 0); // KV × (G·n, S)
-      const outs = pS.map((ph, h) => tf.matMul(ph, vS[h]!)); // KV × (G·n, D)
-      const out = tf.reshape(KV === 1 ? outs[0]! : tf.concat(outs, 0), [KV, G, n, D]); // (KV, G, n, D)
-      return tf.reshape(tf.transpose(out, [2, 0, 1, 3]), [n, qDim]) as tf.Tensor2D; // (n, qDim)
-    }
-
-    /**
-     * Attention of single-token sequences (decode steps). Keys are used as cached,
-     * (S, kvDim), with no transpose: each query is laid out as a block-diagonal
-     * (kvDim, heads) matrix, so that K·Qblock gives every head's scores over its own kv
-     * head in one plain 2D matMul per sequence. Transpose and softmax run once for the
-     * whole group over key lists padded to the longest.
-     */
-    function decodeAttention(group: SeqState[], l: number, q: tf.Tensor2D, ks: tf.Tensor2D[], vs: tf.Tensor2D[], row: number): tf.Tensor2D {
-      const B = group.length;
-      const qg = row === 0 && B === q.shape[0] ? q : tf.slice(q, [row, 0], [B, qDim]); // (B, qDim)
-      const pasts = group.map((s) => s.seq.past?.[l]);
-      const lens = pasts.map((p) => chunkRows(p?.k) + 1); // keys per sequence, the new one included
-      const Smax = Math.max(...lens);
-      const shape = { heads: H, kvHeads: KV, dim: D };
-      const qBlock = queryBlocks(qg, shape, prep.blockMask); // (B·kvDim, heads)
-      const qBlocks = B === 1 ? [qBlock] : tf.split(qBlock, B, 0); // B × (kvDim, heads)
-      const scoreParts: tf.Tensor2D[] = [];
-      const vPadded: tf.Tensor2D[] = [];
-      group.forEach((_, b) => {
-        const pad = Smax - lens[b]!;
-        const pk = pasts[b]?.k ?? [];
-        const K = pk.length > 0 ? (tf.concat([...pk, ks[b]!], 0) as tf.Tensor2D) : ks[b]!; // (S_b, kvDim)
-        scoreParts.push(tf.matMul(K, qBlocks[b]!)); // (S_b, heads)
-        if (pad > 0) scoreParts.push(filled(pad, H, NEG));
-        const vParts = [...(pasts[b]?.v ?? []), vs[b]!, ...(pad > 0 ? [filled(pad, kvDim, 0)] : [])];
-        vPadded.push(vParts.length === 1 ? vParts[0]! : (tf.concat(vParts, 0) as tf.Tensor2D)); // (Smax, kvDim)
-      });
-      const scoresT = scoreParts.length === 1 ? scoreParts[0]! : (tf.concat(scoreParts, 0) as tf.Tensor2D); // (B·Smax, heads)
-      const probsT = softmaxColumns(scoresT, B); // (B·Smax, heads)
-      if (group.some((s) => s.seq.returnAttention)) {
-        const mean = tf.reshape(tf.mean(probsT, 1), [B, Smax]); // (B, Smax)
-        group.forEach((s, b) => {
-          if (s.seq.returnAttention) s.attention[l] = tf.reshape(tf.slice(mean, [b, 0], [1, lens[b]!]), [lens[b]!]) as tf.Tensor1D;
-        });
-      }
-      // Values enter as the left operand, transposed: the right operand of a wasm matMul
-      // is repacked on every call, which for (S, kvDim) costs more than a transpose.
-      const pCols = B === 1 ? [probsT] : tf.split(probsT, B, 0); // B × (Smax, heads)
-      const fullsT = pCols.map((p, b) => tf.matMul(tf.transpose(vPadded[b]!), p) as tf.Tensor2D); // B × (kvDim, heads): every kv head for every head
-      const fullT = B === 1 ? fullsT[0]! : (tf.concat(fullsT, 0) as tf.Tensor2D); // (B·kvDim, heads)
-      return ownHeads(fullT, shape, prep.blockMask); // (B, qDim)
+      return out;
     }
 
     /**
@@ -597,17 +529,6 @@ export function forward(model: LoadedModel, seqs: ForwardSequence[], opts: Forwa
       const last = s.live.at(-1)!;
       const rest = s.live.slice(0, -1).sort((a, b) => score.get(b)! - score.get(a)! || a - b);
       return [...rest.slice(0, count - 1), last];
-    }
-
-    /** A constant (rows, cols) tensor, made once per forward. */
-    function filled(rows: number, cols: number, value: number): tf.Tensor2D {
-      const key = `${rows}x${cols}:${value}`;
-      let t = fillCache.get(key);
-      if (t === undefined) {
-        t = tf.fill([rows, cols], value) as tf.Tensor2D;
-        fillCache.set(key, t);
-      }
-      return t;
     }
   });
 
