@@ -50,8 +50,10 @@ export function sequenceShape(
   const skip = stages.skipLayers;
   const lazy = stages.prunedPrefill;
   if (skip === undefined && lazy === undefined && speculate === undefined) return undefined;
-  if (speculate !== undefined && skip?.mode === 'self-speculative') {
-    throw new BadRequestError('stages.speculate', 'runs with skipLayers mode lossy or alone, not with self-speculative drafts');
+  // The heads read the full model's hidden state and the tree is verified at full depth;
+  // shallow decode steps in between would feed them another model's states.
+  if (speculate !== undefined && skip !== undefined) {
+    throw new BadRequestError('stages.speculate', 'does not combine with skipLayers (the heads draft from the full model)');
   }
   const shape: SequenceShape = {};
   if (speculate !== undefined) shape.speculate = speculate;

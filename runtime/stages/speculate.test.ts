@@ -9,7 +9,7 @@ import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import { firstValueFrom, lastValueFrom, toArray } from 'rxjs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { CheckpointError, StageUnavailableError } from '../../core/errors.js';
+import { BadRequestError, CheckpointError, StageUnavailableError } from '../../core/errors.js';
 import type { GenerateEvent, GenerateRequest } from '../../core/engine.js';
 import { makeTempCheckpoint } from '../../test/fixtures/checkpoints.js';
 import { tempDir } from '../../test/fixtures/temp-dir.js';
@@ -85,6 +85,12 @@ describe('speculate stage in the engine', () => {
       expect(report.meanAcceptedLength).toBeGreaterThanOrEqual(1);
     }
     expect(engine.stats()).toMatchObject({ runningSequences: 0, kvBlocksUsed: 0 });
+  });
+
+  it('refuses to combine with skipLayers, naming the stage', async () => {
+    const run = firstValueFrom(engine.generate(request({ speculate: {}, skipLayers: { targetSpeedup: 2 } })));
+    await expect(run).rejects.toBeInstanceOf(BadRequestError);
+    await expect(run).rejects.toThrow(/stages\.speculate.*skipLayers/);
   });
 
   it('refuses heads made for another hidden size, naming the file', async () => {
