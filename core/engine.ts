@@ -125,6 +125,23 @@ export interface StageReport {
     /** Wall time of the decode forwards the sequence took part in. */
     decodeMs: number;
   };
+  speculate?: {
+    kind: 'medusa' | 'cerberus';
+    acceptance: 'exact' | 'typical';
+    /** Nodes of the candidate tree (before the batch trims it), and the gate threshold (null: no gate). */
+    treeNodes: number;
+    gate: number | null;
+    /** Tree verifications, tree nodes verified, drafts accepted; steps the gate sent to plain decoding. */
+    verifications: number;
+    draftsProposed: number;
+    draftsAccepted: number;
+    gatedSteps: number;
+    /** Tokens per verification: 1 + accepted drafts, averaged. */
+    meanAcceptedLength: number;
+    /** Drafts accepted at each depth (head k's token), over verifications. */
+    acceptancePerHead: number[];
+    decodeMs: number;
+  };
   prunedPrefill?: {
     layers: number[];
     /** Cumulative share of each chunk kept from each layer on. */

@@ -66,9 +66,17 @@ export const stagesSchema = {
       additionalProperties: false,
       description: 'Medusa / Cerberus speculative heads.',
       properties: {
-        heads: { type: 'string', minLength: 1 },
-        mode: { enum: ['medusa', 'cerberus'] },
-        entropyGate: { type: 'number', minimum: 0 },
+        heads: { type: 'string', minLength: 1, description: "A heads folder (heads.json + heads.safetensors); default the model's own for the mode." },
+        mode: { enum: ['medusa', 'cerberus'], description: 'Which trained heads: default cerberus when the model has them, else medusa.' },
+        entropyGate: {
+          oneOf: [{ type: 'number', minimum: 0 }, { type: 'boolean' }],
+          description: "Entropy (nats) above which a step decodes plainly; true: the heads' calibrated threshold (default), false: no gate.",
+        },
+        acceptance: {
+          enum: ['exact', 'typical'],
+          description: 'exact (default): output identical to plain decoding. typical: Medusa typical acceptance for sampling, faster, not distribution-exact.',
+        },
+        nodes: { type: 'integer', minimum: 1, maximum: 64, description: "Candidate tree nodes; default the heads' own tree." },
       },
     },
   },

@@ -11,3 +11,4 @@ import './stages.js';
 import './soak.js';
 import './structured.js';
 import './remote.js';
+import './speculate.js';

@@ -11,6 +11,7 @@
  * core.submit({ requestId: 'r1', ids: [1, 2, 3], sampling: resolveSampling({ maxTokens: 4 }) });
  * while (core.hasWork()) core.step();
  */
+import * as path from 'node:path';
 import { BadRequestError, ContextLengthError, NotAvailableError } from '../../core/errors.js';
 import type { OutputConstraint } from '../../core/output.js';
 import type { SamplingParams } from '../../core/sampling.js';
@@ -19,6 +20,7 @@ import { GrammarCompiler, TokenVocabulary, type GrammarCursor } from '../grammar
 import { CompressStage } from '../stages/compress-stage.js';
 import { sequenceShape, stageEvents, type ShapedStages } from '../stages/shape.js';
 import type { ScoredToken } from '../generate/logprobs.js';
+import { HeadsLibrary } from '../stages/speculate.js';
 import { StopMatcher } from '../generate/stop.js';
 import { TokenPieces } from './token-pieces.js';
 import { forward } from '../model/forward.js';
@@ -110,6 +112,8 @@ export class EngineCore {
   private grammars: GrammarCompiler | null = null;
   /** Token texts and bytes for log-probabilities, made on the first request that asks. */
   private piecesCache: TokenPieces | null = null;
+  /** The model's speculative heads, read on the first request that asks for them. */
+  private readonly heads: HeadsLibrary;
 
   constructor(options: EngineCoreOptions) {
     const { tokenizer, emit, ...schedulerOptions } = options;
@@ -117,6 +121,7 @@ export class EngineCore {
     this.tokenizer = tokenizer;
     this.emit = emit;
     this.compressing = new CompressStage(options.model, tokenizer);
+    this.heads = new HeadsLibrary(options.model, headsFacts(options.model));
   }
 
   /** Queues a request; a refusal (KvExhaustedError, a bad request) comes back as its error event. */
@@ -146,7 +151,8 @@ export class EngineCore {
       tFirst: 0,
     };
     try {
-      session.shaped = sequenceShape(this.scheduler.model.config.numLayers, msg.stages ?? {});
+      const speculate = msg.stages?.speculate !== undefined ? this.heads.shape(msg.stages.speculate) : undefined;
+      session.shaped = sequenceShape(this.scheduler.model.config.numLayers, msg.stages ?? {}, speculate);
       if (msg.output !== undefined) session.grammar = this.grammarsFor().cursor(msg.output);
     } catch (err) {
       return this.fail(requestId, err instanceof Error ? err : new Error(String(err)));
@@ -311,6 +317,7 @@ export class EngineCore {
     this.compressing.close(err);
     this.scheduler.close(err);
     this.sessions.clear();
+    this.heads.dispose();
   }
 
   /** KV sharing over a common prefix, as a stage event: the blocks adopted instead of computed. */
@@ -369,6 +376,7 @@ export class EngineCore {
         ...(s.compressed ? { compressedFrom: s.compressed.from, compressedTo: s.compressed.to } : {}),
         ...(stages.skipLayers ? { layersRun: stages.skipLayers.layers.length } : {}),
         ...(stages.skipLayers?.draftsAccepted !== undefined ? { acceptedDraftTokens: stages.skipLayers.draftsAccepted } : {}),
+        ...(stages.speculate ? { acceptedDraftTokens: stages.speculate.draftsAccepted } : {}),
         ...(stages.prunedPrefill ? { prunedTokens: Math.max(0, ...Object.values(stages.prunedPrefill.prunedAtLayer)) } : {}),
         ...(Object.keys(stages).length > 0 ? { stages } : {}),
       },
@@ -382,4 +390,10 @@ function stageReport(s: Session, summary: SequenceSummary): StageReport {
     ...(s.compressed ? { compress: { ...s.compressed } } : {}),
     ...(s.shaped ? s.shaped.report(summary.shape) : {}),
   };
+}
+
+/** The model's name and folder as the heads lookup wants them (runtime/heads/files.ts findHeadsDir). */
+function headsFacts(model: LoadedModel): { name: string; dir?: string } {
+  const dir = (model as { dir?: string }).dir ?? (/\.gguf$/i.test(model.source) ? path.dirname(model.source) : model.source);
+  return { name: path.basename(dir), dir };
 }

@@ -560,3 +560,13 @@ export function forward(model: LoadedModel, seqs: ForwardSequence[], opts: Forwa
   tf.dispose([...(kept.logits ? [kept.logits] : []), ...(kept.hidden ? [kept.hidden] : []), ...kept.extra]);
   return results;
 }
+
+/**
+ * The model's LM head on rows that are already final-normed hidden states, (R, hidden) →
+ * (R, vocab), on the same path the forward takes (block kernels or the f32 matrix):
+ * speculative heads (runtime/heads) project their outputs through it.
+ */
+export function lmHeadLogits(model: LoadedModel, normed: tf.Tensor2D): tf.Tensor2D {
+  const prep = prepareModel(model);
+  return prep.blocks !== null ? blockLinear(normed, prep.blocks.lmHead)[0]! : (tf.matMul(normed, model.weights.lmHead) as tf.Tensor2D);
+}

@@ -24,6 +24,8 @@ import type { FinishReason } from '../../core/engine.js';
 import { BlockTable, type LayerAppend } from '../kv/block-table.js';
 import { KvPool } from '../kv/pool.js';
 import { scoreToken, type ScoredToken } from '../generate/logprobs.js';
+import { entropy } from '../heads/heads.js';
+import { acceptPath, trimTree, treeInput, type TreeInput } from '../heads/tree.js';
 import { forward as defaultForward } from '../model/forward.js';
 import type { ForwardCallOptions, ForwardSequence, ForwardSequenceResult, LayerKvChunks, LoadedModel, PruneStep } from '../model/types.js';
 
@@ -72,6 +74,8 @@ export interface EngineTuning {
   prefixSharing?: boolean;
   /** fcfs: arrival order. fair: the owner that was served fewest tokens goes first. */
   policy?: SchedulingPolicy;
+  /** Speculative heads: draft tokens (tree nodes) verified per step over the whole batch. */
+  maxDraftTokens?: number;
 }
 
 export interface SchedulerOptions extends EngineTuning {
@@ -104,6 +108,33 @@ export interface SequenceShape {
    * random pruning, by `choose(live, count)` (indices into the chunk, ascending, last kept).
    */
   prune?: { layers: readonly number[]; keep: readonly number[]; choose?: (live: readonly number[], count: number) => number[] };
+  /**
+   * Speculative heads (Medusa / Cerberus): after each token, the heads propose a candidate
+   * tree from the hidden state that produced it; the next step verifies the pending token
+   * and the tree in one tree-masked forward and keeps the longest accepted path.
+   */
+  speculate?: SpeculateShape;
+}
+
+/** What speculative decoding needs per sequence (runtime/stages/speculate-shape.ts builds it). */
+export interface SpeculateShape {
+  /** Proposes each head's ranked candidates for hidden rows (runtime/heads SpeculativeHeads). */
+  heads: { candidates(hidden: readonly Float32Array[], ranks: readonly number[]): number[][][] };
+  /** The candidate tree (Medusa's choices: per path, a candidate rank per depth), parents first. */
+  tree: readonly (readonly number[])[];
+  /** Each head's top-k the tree reads. */
+  ranks: readonly number[];
+  /** Entropy (nats) of the base model's distribution above which the next step decodes plainly (Cerberus gate); null: never. */
+  gate: number | null;
+  /**
+   * exact: the sequence's own sampler picks each token from the verified rows, so the output
+   * is plain decoding's, token for token (greedy or seeded sampling). typical: Medusa's typical
+   * acceptance for sampling, a draft kept when p > min(epsilon, delta·exp(−H)); faster but
+   * NOT distribution-exact.
+   */
+  acceptance: 'exact' | 'typical';
+  epsilon?: number;
+  delta?: number;
 }
 
 /** What a sequence's shaping did and cost (present when it had a shape). */
@@ -115,6 +146,9 @@ export interface ShapeFigures {
   draftsProposed?: number;
   draftsAccepted?: number;
   verifications?: number;
+  /** Speculative heads: steps the entropy gate sent to plain decoding, and drafts accepted at each depth (head). */
+  gatedSteps?: number;
+  acceptedAtDepth?: number[];
   /** LazyLLM: prompt tokens pruned at each pruning layer (cumulative, as the layer sees it). */
   prunedAtLayer?: Record<number, number>;
   /** Wall time of the forwards the sequence took part in, by kind. */
@@ -164,6 +198,12 @@ export interface SequenceListener {
    * when the request asked for log-probabilities.
    */
   token(id: number, final: boolean, scored?: ScoredToken): boolean | void;
+  /**
+   * The final hidden state (after the final norm) of the position whose logits chose the
+   * next token, before token() gets that token; asking for it makes the forward return it
+   * (self-distillation data for speculative heads, runtime/train/heads-data.ts). Plain steps only.
+   */
+  hidden?(row: Float32Array): void;
   /** At first admission: how much of the prompt's KV came from the prefix cache or a live sequence. */
   admitted?(info: { promptTokens: number; cachedPromptTokens: number; kvBlocksShared: number }): void;
   done(summary: SequenceSummary): void;
@@ -213,6 +253,9 @@ class Sequence {
    */
   draftWidth = 0;
   plainLeft = 0;
+  /** Speculative heads: the candidate tree to verify with the pending token, and the hidden row the heads read at the end of this step. */
+  tree: TreeInput | null = null;
+  headsInput: Float32Array | null = null;
   figures: ShapeFigures | null = null;
   /** Set at first admission; a resumed sequence's recompute is not a cache hit. */
   cachedPromptTokens = -1;
@@ -271,8 +314,8 @@ interface WorkItem {
   seq: Sequence;
   ids: number[];
   wantLogits: boolean;
-  /** prefill: a prompt chunk; decode: one token; draft: one shallow draft token; verify: pending token + drafts. */
-  kind: 'prefill' | 'decode' | 'draft' | 'verify';
+  /** prefill: a prompt chunk; decode: one token; draft: one shallow draft token; verify: pending token + drafts; tree: pending token + the heads' tree. */
+  kind: 'prefill' | 'decode' | 'draft' | 'verify' | 'tree';
   /** Layers to run; undefined for every layer. */
   layers?: readonly number[];
 }
@@ -286,6 +329,7 @@ export class Scheduler {
   private readonly maxStepTokens: number;
   private readonly prefillChunk: number;
   private readonly policy: SchedulingPolicy;
+  private readonly maxDraftTokens: number;
   private readonly byId = new Map<string, Sequence>();
   private waiting: Sequence[] = [];
   private running: Sequence[] = [];
@@ -314,6 +358,9 @@ export class Scheduler {
     this.maxStepTokens = options.maxStepTokens ?? 256;
     this.prefillChunk = Math.min(options.prefillChunk ?? 128, this.maxStepTokens);
     this.policy = options.policy ?? 'fcfs';
+    // 64 draft rows per step: on 2 cores a forward's cost grows with its rows once the batch
+    // is compute-bound, so wide trees for many sequences would cost more than they accept.
+    this.maxDraftTokens = options.maxDraftTokens ?? 64;
   }
 
   /** Queues a sequence. Throws KvExhaustedError when it could never fit, even alone. */
@@ -492,8 +539,12 @@ export class Scheduler {
     let budget = this.maxStepTokens;
     const chosen: { seq: Sequence; n: number }[] = [];
     const running = this.ordered(this.running);
+    // The batch's cost model for trees: the step's draft rows are shared among the sequences with one.
+    const trees = running.filter((s) => s.decoding && s.tree !== null).length;
+    const treeRows = 1 + Math.floor(this.maxDraftTokens / Math.max(1, trees));
     for (const seq of running) {
       if (seq.pending === 1 && budget > 0) {
+        if (seq.tree !== null) seq.tree = trimTree(seq.tree, Math.min(treeRows, budget, this.tokensLeft(seq)));
         const n = this.decodeWidth(seq);
         chosen.push({ seq, n });
         budget -= n;
@@ -533,6 +584,8 @@ export class Scheduler {
         items.push({ seq, ids: all.slice(start, start + n), wantLogits: start + n === all.length, kind: 'prefill' });
       } else if (seq.drafts !== null) {
         items.push({ seq, ids: [all[start]!, ...seq.drafts.tokens], wantLogits: true, kind: 'verify' });
+      } else if (seq.tree !== null) {
+        items.push({ seq, ids: seq.tree.ids, wantLogits: true, kind: 'tree' });
       } else {
         const lossy = seq.decoding && shape?.decodeLayers !== undefined && shape.skipMode !== 'self-speculative';
         items.push({ seq, ids: [all[start]!], wantLogits: true, kind: 'decode', ...(lossy ? { layers: shape.decodeLayers } : {}) });
@@ -541,14 +594,19 @@ export class Scheduler {
     return items;
   }
 
+  /** Tokens a sequence may still generate. */
+  private tokensLeft(seq: Sequence): number {
+    return Math.min(seq.sampling.maxTokens - seq.generated.length, this.model.config.maxPositionEmbeddings - seq.length);
+  }
+
   /** Drafts worth proposing before the next verification: none past what may still be generated. */
   private draftTarget(seq: Sequence): number {
-    const left = Math.min(seq.sampling.maxTokens - seq.generated.length, this.model.config.maxPositionEmbeddings - seq.length);
-    return seq.plainLeft > 0 ? 0 : Math.max(0, Math.min(seq.draftWidth, left - 1));
+    return seq.plainLeft > 0 ? 0 : Math.max(0, Math.min(seq.draftWidth, this.tokensLeft(seq) - 1));
   }
 
   /** Tokens a decode-ready sequence runs this step: 1, or pending + drafts when it verifies. */
   private decodeWidth(seq: Sequence): number {
+    if (seq.tree !== null && seq.decoding) return seq.tree.ids.length;
     if (seq.shape?.skipMode !== 'self-speculative' || !seq.decoding) return 1;
     const drafted = seq.drafts?.tokens.length ?? 0;
     return drafted > 0 && drafted >= this.draftTarget(seq) ? 1 + drafted : 1;
@@ -563,6 +621,9 @@ export class Scheduler {
 
   private preempt(seq: Sequence): void {
     this.dropDrafts(seq);
+    // The tree was drawn from the pending token's hidden state; the recompute gives a new one.
+    seq.tree = null;
+    seq.headsInput = null;
     seq.table?.release();
     seq.table = null;
     seq.preemptions++;
@@ -601,12 +662,14 @@ export class Scheduler {
         try {
           if (item.kind === 'draft') this.takeDraft(item, r);
           else if (item.kind === 'verify') this.verify(item, r, report);
+          else if (item.kind === 'tree') this.verifyTree(item, r, report);
           else this.advance(item, r, report);
         } catch (err) {
           this.fail(item.seq, err);
         }
       });
     }
+    this.proposeTrees(items);
   }
 
   /** The forward input of one work item. */
@@ -617,6 +680,10 @@ export class Scheduler {
     const past = seq.table!.past();
     if (kind === 'draft') return { ids, positions, past: this.withDrafts(past, seq.drafts), logits: 'last' };
     if (kind === 'verify') return { ids, positions, past, logits: 'all' };
+    if (kind === 'tree') {
+      const tree = seq.tree!;
+      return { ids, positions: tree.depth.map((d) => start + d), past, logits: 'all', treeMask: tree.mask, returnHidden: true };
+    }
     const prune = kind === 'prefill' && ids.length > 1 ? seq.shape?.prune : undefined;
     return {
       ids,
@@ -624,6 +691,7 @@ export class Scheduler {
       past,
       logits: item.wantLogits ? 'last' : 'none',
       ...(prune ? { prune: pruneSteps(prune, ids.length) } : {}),
+      ...(item.wantLogits && (this.speculates(seq) || seq.listener.hidden !== undefined) ? { returnHidden: true } : {}),
     };
   }
 
@@ -648,8 +716,98 @@ export class Scheduler {
     if (!wantLogits || seq.cancelled) return;
     const row = r.logits[0]!;
     seq.constraint?.maskLogits(row);
+    seq.listener.hidden?.(r.hidden![0]!);
     const { token, scored } = this.pick(seq, row, seq.all());
-    this.emit(seq, token, scored);
+    if (this.emit(seq, token, scored) && this.speculates(seq)) this.queueHeads(seq, row, r.hidden![0]!);
+  }
+
+  /** Whether a sequence drafts with heads (a constrained one decodes plainly: its grammar advances one sampled token at a time). */
+  private speculates(seq: Sequence): boolean {
+    // A sequence asking for log-probabilities decodes plainly too: they are scored on the sampled row.
+    return seq.shape?.speculate !== undefined && seq.constraint === undefined && seq.logprobs === undefined;
+  }
+
+  /**
+   * After a token: the Cerberus gate reads the base model's entropy at the row that chose
+   * it; below the threshold, the row's hidden state waits for the heads at the end of the step.
+   */
+  private queueHeads(seq: Sequence, logits: Float32Array, hidden: Float32Array): void {
+    const spec = seq.shape!.speculate!;
+    if (this.tokensLeft(seq) <= 1) return;
+    if (spec.gate !== null && entropy(logits) > spec.gate) {
+      seq.figures!.gatedSteps = (seq.figures!.gatedSteps ?? 0) + 1;
+      return;
+    }
+    seq.headsInput = hidden;
+  }
+
+  /** One heads call per heads model for every sequence that queued a hidden row this step; each gets its tree. */
+  private proposeTrees(items: WorkItem[]): void {
+    const queued = items.map((i) => i.seq).filter((s) => s.headsInput !== null && !s.cancelled && s.table !== null);
+    const byHeads = new Map<SpeculateShape['heads'], Sequence[]>();
+    for (const seq of queued) {
+      const heads = seq.shape!.speculate!.heads;
+      byHeads.set(heads, [...(byHeads.get(heads) ?? []), seq]);
+    }
+    for (const [heads, seqs] of byHeads) {
+      const ranks = seqs[0]!.shape!.speculate!.ranks.map((_, k) => Math.max(...seqs.map((s) => s.shape!.speculate!.ranks[k] ?? 0)));
+      let candidates: number[][][];
+      try {
+        candidates = heads.candidates(seqs.map((s) => s.headsInput!), ranks);
+      } catch (err) {
+        for (const seq of seqs) this.fail(seq, err);
+        continue;
+      }
+      seqs.forEach((seq, i) => {
+        seq.tree = treeInput(seq.shape!.speculate!.tree, seq.generated.at(-1)!, candidates[i]!);
+        seq.headsInput = null;
+      });
+    }
+  }
+
+  /**
+   * Tree verification: the pending token and every tree node ran in one tree-masked forward.
+   * From the root, the base model picks a token at each accepted row (the sequence's own
+   * sampler: exact; or typical acceptance); while it is one of the row's children, that child
+   * is accepted. The KV of the accepted rows is kept, the rest disposed and its reserved
+   * blocks go back to the pool; the last accepted row's hidden state feeds the heads.
+   */
+  private verifyTree(item: WorkItem, r: ForwardSequenceResult, report: StepReport): void {
+    const { seq } = item;
+    const tree = seq.tree!;
+    seq.tree = null;
+    const spec = seq.shape!.speculate!;
+    const typical = spec.acceptance === 'typical' && seq.sampling.temperature > 0;
+    const { rows, picked } = acceptPath(
+      tree,
+      (row, taken) => (typical ? typicalPick(tree, row, r.logits[row]!, seq.sampling.temperature, spec) : undefined) ?? seq.sample(r.logits[row]!, [...seq.all(), ...taken]),
+      (token) => seq.eosIds.includes(token),
+    );
+    const keep = rows.length;
+    const prefix = rows.every((row, i) => row === i);
+    seq.table!.appendLayers(
+      rows.map((row) => tree.ids[row]!),
+      r.newKv.map((e) => {
+        if (e === null) return null;
+        if (keep === tree.ids.length) return e;
+        const cut = prefix
+          ? { k: tf.slice(e.k, [0, 0], [keep, e.k.shape[1]]), v: tf.slice(e.v, [0, 0], [keep, e.v.shape[1]]) }
+          : tf.tidy(() => ({ k: tf.gather(e.k, rows) as tf.Tensor2D, v: tf.gather(e.v, rows) as tf.Tensor2D }));
+        tf.dispose([e.k, e.v]);
+        return { ...cut, tokenIndices: rows.map((_, i) => i) };
+      }),
+    );
+    const f = seq.figures!;
+    f.verifications = (f.verifications ?? 0) + 1;
+    f.draftsProposed = (f.draftsProposed ?? 0) + tree.ids.length - 1;
+    f.draftsAccepted = (f.draftsAccepted ?? 0) + keep - 1;
+    f.acceptedAtDepth ??= [];
+    for (let d = 1; d < keep; d++) f.acceptedAtDepth[d - 1] = (f.acceptedAtDepth[d - 1] ?? 0) + 1;
+    report.decodeTokens += picked.length;
+    this.served.set(seq.owner, (this.served.get(seq.owner) ?? 0) + tree.ids.length);
+    for (const token of picked) if (!this.emit(seq, token)) return;
+    const last = rows.at(-1)!;
+    this.queueHeads(seq, r.logits[last]!, r.hidden![last]!);
   }
 
   /** The sequence's sampler on one row, with the token's log-probabilities when asked for. */
@@ -781,12 +939,49 @@ export class Scheduler {
     if (this.byId.get(seq.id) !== seq) return;
     this.byId.delete(seq.id);
     this.dropDrafts(seq);
+    seq.tree = null;
+    seq.headsInput = null;
     seq.table?.release();
     seq.table = null;
     this.running = this.running.filter((s) => s !== seq);
     this.waiting = this.waiting.filter((s) => s !== seq);
     if (![...this.running, ...this.waiting].some((s) => s.owner === seq.owner)) this.served.delete(seq.owner);
   }
+}
+
+/**
+ * Medusa's typical acceptance at a tree row: the child (candidate) with the highest
+ * probability among those with p > min(epsilon, delta·exp(−H(p))), p the base model's
+ * distribution at the sequence's temperature; undefined when no child passes, so the
+ * sequence's sampler picks. Not distribution-exact: it trades exactness for acceptance.
+ */
+function typicalPick(tree: TreeInput, row: number, logits: Float32Array, temperature: number, spec: SpeculateShape): number | undefined {
+  const children: number[] = [];
+  for (let j = row + 1; j < tree.ids.length; j++) if (tree.parent[j] === row) children.push(tree.ids[j]!);
+  if (children.length === 0) return undefined;
+  let max = -Infinity;
+  for (let i = 0; i < logits.length; i++) if (logits[i]! > max) max = logits[i]!;
+  let z = 0;
+  let s = 0;
+  for (let i = 0; i < logits.length; i++) {
+    const x = (logits[i]! - max) / temperature;
+    if (x === -Infinity) continue;
+    const e = Math.exp(x);
+    z += e;
+    s += e * x;
+  }
+  const h = Math.log(z) - s / z;
+  const threshold = Math.min(spec.epsilon ?? 0.09, (spec.delta ?? 0.3) * Math.exp(-h));
+  let best: number | undefined;
+  let bestP = threshold;
+  for (const token of children) {
+    const p = Math.exp((logits[token]! - max) / temperature) / z;
+    if (p > bestP) {
+      best = token;
+      bestP = p;
+    }
+  }
+  return best;
 }
 
 function argmax(row: Float32Array): number {

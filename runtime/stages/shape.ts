@@ -20,10 +20,11 @@
  * const shape = sequenceShape(model.config.numLayers, { skipLayers: { targetSpeedup: 2 } });
  * scheduler.submit({ id, ids, sampling, shape: shape?.shape });
  */
-import type { ShapeFigures, SequenceShape } from '../scheduler/scheduler.js';
+import type { ShapeFigures, SequenceShape, SpeculateShape } from '../scheduler/scheduler.js';
 import type { StageReport } from '../../core/engine.js';
 import type { StageFigures } from '../../core/events.js';
 import type { Stages } from '../../core/stages.js';
+import { BadRequestError } from '../../core/errors.js';
 import { lazySchedule } from './lazy-schedule.js';
 import { unifiedLayers } from './layer-selection.js';
 
@@ -36,12 +37,26 @@ export interface ShapedStages {
   report(figures: ShapeFigures | undefined): StageReport;
 }
 
-/** The shape for a request's skipLayers / prunedPrefill options; undefined when neither is asked. Throws BadRequestError on bad options. */
-export function sequenceShape(numLayers: number, stages: Pick<Stages, 'skipLayers' | 'prunedPrefill'>): ShapedStages | undefined {
+/**
+ * The shape for a request's skipLayers / prunedPrefill options and its speculate shape
+ * (built by runtime/stages/speculate.ts HeadsLibrary); undefined when none is asked.
+ * Throws BadRequestError on bad options.
+ */
+export function sequenceShape(
+  numLayers: number,
+  stages: Pick<Stages, 'skipLayers' | 'prunedPrefill'>,
+  speculate?: SpeculateShape & { kind: 'medusa' | 'cerberus' },
+): ShapedStages | undefined {
   const skip = stages.skipLayers;
   const lazy = stages.prunedPrefill;
-  if (skip === undefined && lazy === undefined) return undefined;
+  if (skip === undefined && lazy === undefined && speculate === undefined) return undefined;
+  // The heads read the full model's hidden state and the tree is verified at full depth;
+  // shallow decode steps in between would feed them another model's states.
+  if (speculate !== undefined && skip !== undefined) {
+    throw new BadRequestError('stages.speculate', 'does not combine with skipLayers (the heads draft from the full model)');
+  }
   const shape: SequenceShape = {};
+  if (speculate !== undefined) shape.speculate = speculate;
   const mode = skip?.mode ?? 'lossy';
   if (skip !== undefined) {
     shape.decodeLayers = unifiedLayers(numLayers, skip.targetSpeedup);
@@ -65,6 +80,23 @@ export function sequenceShape(numLayers: number, stages: Pick<Stages, 'skipLayer
           decodeMs: round(f?.decodeMs ?? 0),
         };
       }
+      if (speculate !== undefined) {
+        const verifications = f?.verifications ?? 0;
+        const accepted = f?.draftsAccepted ?? 0;
+        out.speculate = {
+          kind: speculate.kind,
+          acceptance: speculate.acceptance,
+          treeNodes: speculate.tree.length,
+          gate: speculate.gate,
+          verifications,
+          draftsProposed: f?.draftsProposed ?? 0,
+          draftsAccepted: accepted,
+          gatedSteps: f?.gatedSteps ?? 0,
+          meanAcceptedLength: verifications > 0 ? Number((1 + accepted / verifications).toFixed(3)) : 1,
+          acceptancePerHead: (f?.acceptedAtDepth ?? []).map((n) => Number((n / Math.max(1, verifications)).toFixed(3))),
+          decodeMs: round(f?.decodeMs ?? 0),
+        };
+      }
       if (shape.prune !== undefined) {
         out.prunedPrefill = {
           layers: [...shape.prune.layers],
@@ -80,7 +112,7 @@ export function sequenceShape(numLayers: number, stages: Pick<Stages, 'skipLayer
 
 /** A shaping stage's event as the engine streams it: what it decided, what it did and cost. */
 export interface ShapeStageEvent {
-  stage: 'skipLayers' | 'prunedPrefill';
+  stage: 'skipLayers' | 'prunedPrefill' | 'speculate';
   decided: Record<string, string | number | boolean>;
   figures: StageFigures;
 }
@@ -116,6 +148,23 @@ export function stageEvents(report: StageReport): ShapeStageEvent[] {
         ...(skip.draftsProposed !== undefined ? { draftsProposed: skip.draftsProposed, draftsAccepted: skip.draftsAccepted ?? 0 } : {}),
         wallMs: skip.decodeMs,
       },
+    });
+  }
+  const spec = report.speculate;
+  if (spec) {
+    events.push({
+      stage: 'speculate',
+      decided: {
+        kind: spec.kind,
+        acceptance: spec.acceptance,
+        treeNodes: spec.treeNodes,
+        gate: spec.gate ?? 'off',
+        gatedSteps: spec.gatedSteps,
+        verifications: spec.verifications,
+        meanAcceptedLength: spec.meanAcceptedLength,
+        acceptancePerHead: spec.acceptancePerHead.join(','),
+      },
+      figures: { draftsProposed: spec.draftsProposed, draftsAccepted: spec.draftsAccepted, wallMs: spec.decodeMs },
     });
   }
   return events;

@@ -18,6 +18,7 @@ import { BadRequestError } from '../../../core/errors.js';
 import { PRESETS, paramTable } from '../../train/config.js';
 import { DEFAULT_TRAIN, train, readCheckpoint, checkpointExists, type SeqLenChoice } from '../../train/trainer.js';
 import { exportModel, importForResume } from '../../train/export.js';
+import { registerHeads } from './train-heads.js';
 
 function num(name: string) {
   return (value: string): number => {
@@ -216,4 +217,5 @@ export function register(program: Command): void {
       await writeCard({ modelDir: opts.model, runDir: opts.run, dataDir: opts.data, perPart: opts.perPart, items: opts.items, notes: opts.notes === undefined ? undefined : fsModule.readFileSync(opts.notes, 'utf8'), log: (l) => process.stderr.write(`skein: card: ${l}\n`) });
       process.stderr.write(`skein: wrote ${path.join(opts.model, 'README.md')}\n`);
     });
+  registerHeads(cmd);
 }

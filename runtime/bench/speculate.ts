@@ -1,0 +1,182 @@
+/**
+ * `skein bench speculate`: speculative heads (issue #13) on the default model —
+ * SmolLM2-135M-Instruct with its committed heads (models/heads/smollm2-135m-instruct) —
+ * against plain greedy decoding, in one run, on held-out instruction prompts (the held-out
+ * pool of runtime/train/data/instruct.ts, a seed the heads never trained on), through the
+ * batched scheduler the engine uses:
+ *
+ * - batch 1 (each prompt alone, in turn): plain, Medusa, Cerberus, Cerberus with its
+ *   calibrated entropy gate;
+ * - batch 8 (the prompts submitted together): plain, Medusa and Cerberus with the gate.
+ *
+ * Tokens/s is generated tokens over wall time, prefill included (the same prompts in every
+ * configuration); the configurations are interleaved per rep so load on the machine hits
+ * them alike. Each speculative output is checked token for token against plain greedy
+ * (`greedy_identical`); mean accepted length is tokens per verification (1 + accepted
+ * drafts); gate rate is the share of decode decisions the gate sent to plain decoding.
+ *
+ * Kernels: the model runs on its own path (the wasm block kernels for the GGUF, whose rows
+ * are bit-identical in a tree verification and a one-row step); `--arg kernels=f32` runs
+ * the tfjs f32 matrices instead, for comparison.
+ *
+ * @example
+ * npx skein bench speculate --json --arg prompts=4 --arg tokens=64
+ */
+import * as path from 'node:path';
+import { NotAvailableError } from '../../core/errors.js';
+import { resolveSampling } from '../../core/sampling.js';
+import { loadModel, MODELS_DIR } from '../checkpoint/load.js';
+import { round } from '../engine/bench-support.js';
+import { availableHeads } from '../heads/files.js';
+import type { LoadedModel } from '../model/types.js';
+import { Scheduler, type SequenceShape, type SequenceSummary } from '../scheduler/scheduler.js';
+import { HeadsLibrary } from '../stages/speculate.js';
+import { instructionPrompts } from '../train/heads-data.js';
+import { registerBench } from './index.js';
+
+const DEFAULT_MODEL = 'smollm2-135m-instruct';
+
+function argmax(row: Float32Array): number {
+  let best = 0;
+  for (let i = 1; i < row.length; i++) if (row[i]! > row[best]!) best = i;
+  return best;
+}
+
+interface Batch {
+  tokens: number[][];
+  summaries: SequenceSummary[];
+  ms: number;
+}
+
+/** Greedy generation of every prompt on a fresh scheduler (no prefix cache), `batch` at a time. */
+function generate(model: LoadedModel, prompts: number[][], maxTokens: number, batch: number, eosIds: number[], shape?: SequenceShape, maxDraftTokens?: number): Batch {
+  const tokens: number[][] = prompts.map(() => []);
+  const summaries: SequenceSummary[] = [];
+  const t0 = performance.now();
+  for (let at = 0; at < prompts.length; at += batch) {
+    const s = new Scheduler({ model, sampler: () => (row) => argmax(row), prefixSharing: false, ...(maxDraftTokens ? { maxDraftTokens } : {}) });
+    let error: Error | undefined;
+    prompts.slice(at, at + batch).forEach((ids, j) =>
+      s.submit(
+        { id: `p${at + j}`, ids, eosIds, sampling: resolveSampling({ maxTokens }), ...(shape ? { shape } : {}) },
+        { token: (t) => void tokens[at + j]!.push(t), done: (d) => void summaries.push(d), error: (e) => (error = e) },
+      ),
+    );
+    while (s.hasWork()) s.step();
+    s.pool.clearCache();
+    if (error) throw error;
+  }
+  return { tokens, summaries, ms: performance.now() - t0 };
+}
+
+registerBench('speculate', {
+  description: 'Medusa / Cerberus heads vs plain greedy decode on the default model: tokens/s at batch 1 and 8, accepted length, gate rate, identical output',
+  async run({ log, args = {} }) {
+    const spec = args.model ?? DEFAULT_MODEL;
+    const nPrompts = Number(args.prompts ?? 4);
+    const maxTokens = Number(args.tokens ?? 64);
+    const reps = Number(args.reps ?? 1);
+    const model = await loadModel(spec, { eagerTokenizer: true });
+    const facts = { name: path.basename(model.dir), dir: model.dir };
+    const kinds = availableHeads(facts);
+    if (!kinds.includes('medusa') || !kinds.includes('cerberus')) {
+      model.dispose();
+      throw new NotAvailableError(`bench speculate on ${spec}`, `it needs medusa and cerberus heads (have: ${kinds.join(', ') || 'none'}); run \`npx skein train heads --model ${spec} --kind medusa\` and \`--kind cerberus\``);
+    }
+    if (args.kernels === 'f32') delete model.blockWeights;
+    const kernels = model.blockWeights !== undefined ? 'blocks' : 'f32';
+    const tokenizer = model.tokenizer();
+    const library = new HeadsLibrary(model, facts);
+    try {
+      const prompts = instructionPrompts(tokenizer, Math.max(nPrompts, 8), true, 11, 384);
+      const b1Prompts = prompts.slice(0, nPrompts);
+      const b8Prompts = prompts.slice(0, 8);
+      const medusa = library.shape({ mode: 'medusa', entropyGate: false });
+      const cerberus = library.shape({ mode: 'cerberus', entropyGate: false });
+      const gated = library.shape({ mode: 'cerberus' });
+      log(`speculate: ${spec} (${kernels} kernels), ${b1Prompts.length} held-out prompts at batch 1, 8 at batch 8, ${maxTokens} tokens each, ${reps} rep(s)`);
+      log(`speculate: trees medusa ${medusa.tree.length} nodes, cerberus ${cerberus.tree.length} nodes, gate ${gated.gate ?? 'none'}`);
+      const configs = {
+        plain_b1: () => generate(model, b1Prompts, maxTokens, 1, tokenizer.eosIds),
+        medusa_b1: () => generate(model, b1Prompts, maxTokens, 1, tokenizer.eosIds, { speculate: medusa }),
+        cerberus_b1: () => generate(model, b1Prompts, maxTokens, 1, tokenizer.eosIds, { speculate: cerberus }),
+        cerberus_gated_b1: () => generate(model, b1Prompts, maxTokens, 1, tokenizer.eosIds, { speculate: gated }),
+        plain_b8: () => generate(model, b8Prompts, maxTokens, 8, tokenizer.eosIds),
+        medusa_b8: () => generate(model, b8Prompts, maxTokens, 8, tokenizer.eosIds, { speculate: medusa }),
+        cerberus_gated_b8: () => generate(model, b8Prompts, maxTokens, 8, tokenizer.eosIds, { speculate: gated }),
+      };
+      type Name = keyof typeof configs;
+      const ms: Record<string, number[]> = {};
+      const last: Partial<Record<Name, Batch>> = {};
+      generate(model, b1Prompts.slice(0, 1), 4, 1, tokenizer.eosIds, { speculate: gated }); // warm-up: prepared weights, kernels
+      for (let rep = 0; rep < reps; rep++) {
+        for (const [name, run] of Object.entries(configs) as [Name, () => Batch][]) {
+          const r = run();
+          (ms[name] ??= []).push(r.ms);
+          last[name] = r;
+          const n = r.tokens.reduce((sum, t) => sum + t.length, 0);
+          log(`speculate: rep ${rep + 1} ${name}: ${n} tokens in ${round(r.ms / 1000, 2)} s (${round((n * 1000) / r.ms, 1)} tok/s)`);
+        }
+      }
+      const tps = (name: Name) => {
+        const n = last[name]!.tokens.reduce((sum, t) => sum + t.length, 0);
+        const best = Math.min(...ms[name]!);
+        return (n * 1000) / best;
+      };
+      const same = (name: Name, ref: Name) => JSON.stringify(last[name]!.tokens) === JSON.stringify(last[ref]!.tokens);
+      const accepted = (name: Name) => {
+        const f = last[name]!.summaries.map((s) => s.shape!);
+        const v = f.reduce((sum, x) => sum + (x.verifications ?? 0), 0);
+        const a = f.reduce((sum, x) => sum + (x.draftsAccepted ?? 0), 0);
+        const g = f.reduce((sum, x) => sum + (x.gatedSteps ?? 0), 0);
+        return { meanAcceptedLength: v > 0 ? round(1 + a / v, 3) : 1, gateRate: v + g > 0 ? round(g / (v + g), 3) : 0 };
+      };
+      const identical = {
+        medusa_b1: same('medusa_b1', 'plain_b1'),
+        cerberus_b1: same('cerberus_b1', 'plain_b1'),
+        cerberus_gated_b1: same('cerberus_gated_b1', 'plain_b1'),
+        medusa_b8: same('medusa_b8', 'plain_b8'),
+        cerberus_gated_b8: same('cerberus_gated_b8', 'plain_b8'),
+      };
+      const tokensPerSec = Object.fromEntries((Object.keys(configs) as Name[]).map((n) => [n, round(tps(n), 2)]));
+      const ratios = {
+        medusa_b1_vs_plain: round(tps('medusa_b1') / tps('plain_b1'), 3),
+        cerberus_b1_vs_plain: round(tps('cerberus_b1') / tps('plain_b1'), 3),
+        cerberus_gated_b1_vs_plain: round(tps('cerberus_gated_b1') / tps('plain_b1'), 3),
+        medusa_b8_vs_plain: round(tps('medusa_b8') / tps('plain_b8'), 3),
+        cerberus_gated_b8_vs_plain: round(tps('cerberus_gated_b8') / tps('plain_b8'), 3),
+      };
+      const quality = {
+        greedy_identical: Object.values(identical).every(Boolean),
+        identical,
+        mean_accepted_length: {
+          medusa_b1: accepted('medusa_b1').meanAcceptedLength,
+          cerberus_b1: accepted('cerberus_b1').meanAcceptedLength,
+          cerberus_gated_b1: accepted('cerberus_gated_b1').meanAcceptedLength,
+          cerberus_gated_b8: accepted('cerberus_gated_b8').meanAcceptedLength,
+        },
+        gate_rate: accepted('cerberus_gated_b1').gateRate,
+        gate_rate_b8: accepted('cerberus_gated_b8').gateRate,
+      };
+      log(`speculate: tokens/s ${JSON.stringify(tokensPerSec)}`);
+      log(`speculate: ratios ${JSON.stringify(ratios)}`);
+      log(`speculate: quality ${JSON.stringify(quality)}`);
+      return {
+        model: spec,
+        kernels,
+        headsDir: path.join(MODELS_DIR, 'heads', facts.name),
+        prompts: b1Prompts.length,
+        maxTokens,
+        reps,
+        trees: { medusa: medusa.tree.length, cerberus: cerberus.tree.length },
+        gate: gated.gate,
+        tokensPerSec,
+        ratios,
+        quality,
+      };
+    } finally {
+      library.dispose();
+      model.dispose();
+    }
+  },
+});

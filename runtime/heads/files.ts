@@ -1,0 +1,153 @@
+/**
+ * Speculative heads on disk (Medusa / Cerberus, TECHNIQUES §4): one folder per kind,
+ * `heads.json` (kind, number of heads, sizes, the candidate tree, the calibrated entropy
+ * gate, the training figures) beside `heads.safetensors` (f32: per head `heads.{k}.weight`
+ * stored (in, out) so `x·W` is a plain matMul, and `heads.{k}.bias`). A Medusa head's
+ * input is the model's final hidden state (in = hidden); a Cerberus head after the first
+ * also reads the previous head's output (in = 2·hidden).
+ *
+ * Where heads are found for a model: `<model folder>/heads/<kind>/`, then the committed
+ * `models/heads/<model name>/<kind>/` (the default model's folder is git-ignored, its heads
+ * are not). A bad file is a CheckpointError naming the file and, where it applies, the tensor.
+ *
+ * @example
+ * const dir = findHeadsDir({ name: 'smollm2-135m-instruct', dir }, 'cerberus');
+ * const heads = readHeads(dir!, model.config);
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { CheckpointError } from '../../core/errors.js';
+import { readSafetensors, writeSafetensors, type FloatTensor } from '../checkpoint/safetensors.js';
+import { MODELS_DIR } from '../checkpoint/load.js';
+import type { ModelConfig } from '../model/types.js';
+
+export type HeadsKind = 'medusa' | 'cerberus';
+export const HEADS_KINDS: readonly HeadsKind[] = ['medusa', 'cerberus'];
+export const HEADS_JSON = 'heads.json';
+export const HEADS_WEIGHTS = 'heads.safetensors';
+
+/** What `skein train heads` measured, kept with the heads so the bench and the card can say it. */
+export interface HeadsTraining {
+  tokens: number;
+  heldOutTokens: number;
+  steps: number;
+  wallSeconds: number;
+  /** Per head: share of held-out positions whose target is the head's top-1 / within its top-5. */
+  top1: number[];
+  top5: number[];
+  /** Per head, the held-out accuracy at each rank (rank i: target is the i-th candidate), used to shape the tree. */
+  rankAccuracy: number[][];
+}
+
+export interface HeadsMeta {
+  kind: HeadsKind;
+  numHeads: number;
+  hiddenSize: number;
+  vocabSize: number;
+  /**
+   * The candidate tree as Medusa's `medusa_choices`: each path lists, per depth, which
+   * candidate (rank in that head's top-k) it takes; ordered so that a path's parent
+   * comes before it.
+   */
+  tree: number[][];
+  /** Entropy (nats) of the base model's next-token distribution above which a step decodes plainly; null: no gate. */
+  gateThreshold: number | null;
+  /** Held-out share of steps the gate sends to plain decoding at that threshold. */
+  gateRate?: number;
+  training?: HeadsTraining;
+}
+
+/** Heads in memory: weights as flat f32, (in, out) row-major. */
+export interface HeadsData {
+  meta: HeadsMeta;
+  weights: Float32Array[];
+  biases: Float32Array[];
+}
+
+/** The input width of head k. */
+export function headInput(kind: HeadsKind, k: number, hidden: number): number {
+  return kind === 'cerberus' && k > 0 ? 2 * hidden : hidden;
+}
+
+/** The heads folder of a model for a kind, or undefined when it has none. */
+export function findHeadsDir(model: { name: string; dir?: string }, kind: HeadsKind): string | undefined {
+  const candidates = [
+    ...(model.dir ? [path.join(model.dir, 'heads', kind)] : []),
+    path.join(MODELS_DIR, 'heads', model.dir ? path.basename(model.dir) : model.name, kind),
+  ];
+  return candidates.find((d) => fs.existsSync(path.join(d, HEADS_JSON)));
+}
+
+/** Every kind of heads a model has. */
+export function availableHeads(model: { name: string; dir?: string }): HeadsKind[] {
+  return HEADS_KINDS.filter((k) => findHeadsDir(model, k) !== undefined);
+}
+
+/** Reads and checks a heads folder against the model it is for. */
+export function readHeads(dir: string, config: Pick<ModelConfig, 'hiddenSize' | 'vocabSize'>): HeadsData {
+  const jsonFile = path.join(dir, HEADS_JSON);
+  const weightsFile = path.join(dir, HEADS_WEIGHTS);
+  for (const f of [jsonFile, weightsFile]) {
+    if (!fs.existsSync(f)) throw new CheckpointError({ file: f, reason: 'no such file (train heads with `npx skein train heads`)' });
+  }
+  let meta: HeadsMeta;
+  try {
+    meta = JSON.parse(fs.readFileSync(jsonFile, 'utf8')) as HeadsMeta;
+  } catch (err) {
+    throw new CheckpointError({ file: jsonFile, reason: `not JSON: ${(err as Error).message}` });
+  }
+  checkMeta(jsonFile, meta, config);
+  const tensors = readSafetensors(weightsFile);
+  const d = meta.hiddenSize;
+  const weights: Float32Array[] = [];
+  const biases: Float32Array[] = [];
+  for (let k = 0; k < meta.numHeads; k++) {
+    const w = tensor(weightsFile, tensors, `heads.${k}.weight`, [headInput(meta.kind, k, d), d]);
+    const b = tensor(weightsFile, tensors, `heads.${k}.bias`, [d]);
+    weights.push(w);
+    biases.push(b);
+  }
+  return { meta, weights, biases };
+}
+
+function checkMeta(file: string, meta: HeadsMeta, config: Pick<ModelConfig, 'hiddenSize' | 'vocabSize'>): void {
+  const bad = (reason: string) => new CheckpointError({ file, reason });
+  if (!HEADS_KINDS.includes(meta.kind)) throw bad(`kind must be one of ${HEADS_KINDS.join(', ')}, got ${String(meta.kind)}`);
+  if (!(Number.isInteger(meta.numHeads) && meta.numHeads >= 1)) throw bad('numHeads must be a positive integer');
+  if (meta.hiddenSize !== config.hiddenSize) throw bad(`the heads are for hidden size ${meta.hiddenSize}, the model's is ${config.hiddenSize}`);
+  if (meta.vocabSize !== config.vocabSize) throw bad(`the heads are for a vocabulary of ${meta.vocabSize}, the model's is ${config.vocabSize}`);
+  if (!Array.isArray(meta.tree) || meta.tree.length === 0) throw bad('tree must be a non-empty list of paths');
+  const seen = new Set<string>();
+  for (const p of meta.tree) {
+    if (!Array.isArray(p) || p.length === 0 || p.length > meta.numHeads || !p.every((c) => Number.isInteger(c) && c >= 0)) {
+      throw bad(`tree path ${JSON.stringify(p)} must be 1..${meta.numHeads} candidate ranks`);
+    }
+    if (p.length > 1 && !seen.has(JSON.stringify(p.slice(0, -1)))) throw bad(`tree path ${JSON.stringify(p)} comes before its parent`);
+    seen.add(JSON.stringify(p));
+  }
+  if (meta.gateThreshold !== null && !(typeof meta.gateThreshold === 'number' && meta.gateThreshold >= 0)) {
+    throw bad('gateThreshold must be a non-negative number or null');
+  }
+}
+
+function tensor(file: string, tensors: Record<string, FloatTensor>, name: string, shape: number[]): Float32Array {
+  const t = tensors[name];
+  if (t === undefined) throw new CheckpointError({ file, tensor: name, reason: 'missing' });
+  if (t.shape.length !== shape.length || t.shape.some((s, i) => s !== shape[i])) {
+    throw new CheckpointError({ file, tensor: name, reason: `shape [${t.shape.join(', ')}], expected [${shape.join(', ')}]` });
+  }
+  return t.data;
+}
+
+/** Writes a heads folder (weights first, so a folder with heads.json is always complete). */
+export function writeHeads(dir: string, heads: HeadsData): void {
+  const d = heads.meta.hiddenSize;
+  const tensors: Record<string, FloatTensor> = {};
+  heads.weights.forEach((w, k) => {
+    tensors[`heads.${k}.weight`] = { shape: [headInput(heads.meta.kind, k, d), d], data: w };
+    tensors[`heads.${k}.bias`] = { shape: [d], data: heads.biases[k]! };
+  });
+  fs.mkdirSync(dir, { recursive: true });
+  writeSafetensors(path.join(dir, HEADS_WEIGHTS), tensors, 'F32', { format: 'skein-heads', kind: heads.meta.kind });
+  fs.writeFileSync(path.join(dir, HEADS_JSON), `${JSON.stringify(heads.meta, null, 2)}\n`);
+}

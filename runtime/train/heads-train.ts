@@ -1,0 +1,398 @@
+/**
+ * Training speculative heads on a frozen backbone (Medusa-1 / Cerberus, TECHNIQUES §4),
+ * on tfjs, from cached self-distillation rows (heads-data.ts). Each head is
+ * `x + SiLU(W x + b)` with W and b zero-initialised (a fresh head repeats the base model's
+ * own prediction), projected by the base model's frozen LM head; the loss is head k's
+ * cross-entropy against the token k+2 positions ahead, weighted 0.8^k (Medusa's decay).
+ *
+ * The frozen LM head's gradient is a custom one through its pre-transposed copy: wasm
+ * matMul with transposeB is 10–40× slower than a plain one (ARCHITECTURE), and this
+ * product, (rows·K, vocab)·(vocab, hidden), is the step's largest.
+ *
+ * After training: per-head top-1 / top-5 and per-rank accuracy on held-out rows, the
+ * candidate tree chosen for the best measured tokens per second (the forward's cost for
+ * 1 + N rows timed on this machine), and the entropy gate threshold calibrated the same
+ * way on held-out rows.
+ *
+ * @example
+ * const run = await trainHeads(model, train, heldOut, { kind: 'medusa', steps: 300, out: '.skein/heads' });
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import * as tf from '@tensorflow/tfjs-core';
+import { readSafetensors, writeSafetensors } from '../checkpoint/safetensors.js';
+import { forward } from '../model/forward.js';
+import type { LoadedModel } from '../model/types.js';
+import { headInput, type HeadsData, type HeadsKind, type HeadsMeta } from '../heads/files.js';
+import { entropy, headOutputs } from '../heads/heads.js';
+import { buildTree, expectedAccepted } from '../heads/tree.js';
+import type { DistilledRows } from './heads-data.js';
+import './gradients.js';
+
+export interface HeadsTrainOptions {
+  kind: HeadsKind;
+  steps: number;
+  /** Rows per step (default 64). */
+  batch?: number;
+  lr?: number;
+  seed?: number;
+  /** Folder for the resumable state (weights, Adam moments, step). */
+  stateDir: string;
+  checkpointEvery?: number;
+  /** Ranks measured per head on held-out rows (the tree's widest choice). */
+  ranks?: number;
+  onStep?: (step: number, loss: number) => void;
+}
+
+const DECAY = 0.8;
+
+/** Trains (or resumes) heads; returns them with held-out figures, tree and gate filled in. */
+export function trainHeads(model: LoadedModel, train: DistilledRows, heldOut: DistilledRows, o: HeadsTrainOptions): HeadsData {
+  const t0 = performance.now();
+  const c = model.config;
+  const d = c.hiddenSize;
+  const K = train.heads;
+  const B = o.batch ?? 64;
+  const state = loadState(o.stateDir, o.kind, K, d);
+  const weights = state.weights.map((w, k) => variable(tf.tensor2d(w, [headInput(o.kind, k, d), d])));
+  const biases = state.biases.map((b) => variable(tf.tensor1d(b)));
+  const vars = [...weights, ...biases];
+  const optimizer = tf.train.adam(o.lr ?? 1e-3);
+  if (state.adam !== null) restoreAdam(optimizer, vars, state.adam);
+  const lm = model.weights.lmHead; // (hidden, vocab)
+  const lmT = tf.transpose(lm) as tf.Tensor2D; // (vocab, hidden)
+  const project = tf.customGrad(((z: tf.Tensor2D) => ({
+    value: tf.matMul(z, lm),
+    gradFunc: (dy: tf.Tensor2D) => tf.matMul(dy, lmT),
+  })) as unknown as Parameters<typeof tf.customGrad>[0]) as unknown as (z: tf.Tensor2D) => tf.Tensor2D;
+  // x·W with explicit transposes in its gradient (plain matMuls only, see the header).
+  const linear = tf.customGrad(((x: tf.Tensor2D, w: tf.Tensor2D, save: tf.GradSaveFunc) => {
+    save([x, w]);
+    return {
+      value: tf.matMul(x, w),
+      gradFunc: (dy: tf.Tensor2D, [xs, ws]: tf.Tensor2D[]) => [tf.matMul(dy, tf.transpose(ws!)), tf.matMul(tf.transpose(xs!), dy)],
+    };
+  }) as unknown as Parameters<typeof tf.customGrad>[0]) as unknown as (x: tf.Tensor2D, w: tf.Tensor2D) => tf.Tensor2D;
+  const order = shuffle(train.rows, o.seed ?? 1); // the same order on resume: step s reads the same rows
+  let step = state.step;
+  for (; step < o.steps; step++) {
+    const at = (step * B) % Math.max(1, train.rows - B + 1);
+    const rows = order.slice(at, at + B);
+    const { h, targets } = batchOf(train, rows, c.vocabSize);
+    const loss = optimizer.minimize(() => lossOf(o.kind, h, targets, weights, biases, project, linear), true, vars)!;
+    const value = loss.dataSync()[0]!;
+    tf.dispose([loss, h, ...targets]);
+    o.onStep?.(step + 1, value);
+    if ((step + 1) % (o.checkpointEvery ?? 50) === 0) saveState(o.stateDir, o.kind, step + 1, weights, biases, optimizer, vars);
+  }
+  saveState(o.stateDir, o.kind, step, weights, biases, optimizer, vars);
+  const data: HeadsData = {
+    meta: { kind: o.kind, numHeads: K, hiddenSize: d, vocabSize: c.vocabSize, tree: [[0]], gateThreshold: null },
+    weights: weights.map((w) => w.dataSync() as Float32Array),
+    biases: biases.map((b) => b.dataSync() as Float32Array),
+  };
+  tf.dispose([...vars, lmT]);
+  optimizer.dispose();
+  const evaluation = evaluateHeads(model, data, heldOut, o.ranks ?? 8);
+  const costs = measureCosts(model);
+  const shaped = chooseTree(evaluation.rankAccuracy, costs);
+  const gate = calibrateGate(evaluation, shaped.tree, costs);
+  data.meta = {
+    ...data.meta,
+    tree: shaped.tree,
+    gateThreshold: gate.threshold,
+    gateRate: gate.rate,
+    training: {
+      tokens: train.rows,
+      heldOutTokens: heldOut.rows,
+      steps: step,
+      wallSeconds: Math.round(state.wallSeconds + (performance.now() - t0) / 1000),
+      top1: evaluation.top1,
+      top5: evaluation.top5,
+      rankAccuracy: evaluation.rankAccuracy.map((r) => r.map((a) => Number(a.toFixed(4)))),
+    },
+  };
+  return data;
+}
+
+/** Weighted cross-entropy of every head over one batch. */
+function lossOf(
+  kind: HeadsKind,
+  h: tf.Tensor2D,
+  targets: tf.Tensor2D[],
+  weights: tf.Tensor2D[],
+  biases: tf.Tensor1D[],
+  project: (z: tf.Tensor2D) => tf.Tensor2D,
+  linear: (x: tf.Tensor2D, w: tf.Tensor2D) => tf.Tensor2D,
+): tf.Scalar {
+  const outs = headOutputs(kind, h, weights, biases, linear);
+  let total: tf.Scalar = tf.scalar(0);
+  let weightSum = 0;
+  outs.forEach((z, k) => {
+    const logp = tf.logSoftmax(project(z)); // (B, vocab)
+    // targets[k]: one-hot rows, all zero where the continuation ended (gather's gradient is missing on wasm).
+    const ce = tf.neg(tf.sum(tf.mul(logp, targets[k]!))); // summed over rows
+    total = tf.add(total, tf.mul(ce, DECAY ** k / h.shape[0])) as tf.Scalar;
+    weightSum += DECAY ** k;
+  });
+  return tf.div(total, weightSum) as tf.Scalar;
+}
+
+function batchOf(data: DistilledRows, rows: number[], vocab: number): { h: tf.Tensor2D; targets: tf.Tensor2D[] } {
+  const d = data.hiddenSize;
+  const flat = new Float32Array(rows.length * d);
+  rows.forEach((r, i) => flat.set(data.hidden.subarray(r * d, (r + 1) * d), i * d));
+  const h = tf.tensor2d(flat, [rows.length, d]);
+  const targets = Array.from({ length: data.heads }, (_, k) => {
+    const ids = Int32Array.from(rows, (r) => data.targets[r * data.heads + k]!);
+    // oneHot of -1 is an all-zero row: that position adds nothing to head k's loss.
+    return tf.tidy(() => tf.cast(tf.oneHot(tf.tensor1d(ids, 'int32'), vocab), 'float32') as tf.Tensor2D);
+  });
+  return { h, targets };
+}
+
+export interface HeadsEvaluation {
+  top1: number[];
+  top5: number[];
+  /** rankAccuracy[k][i]: head k's target was its i-th candidate. */
+  rankAccuracy: number[][];
+  /** Per held-out row: per head, the rank of the target among its candidates (-1: beyond the ranks measured or no target). */
+  ranks: Int16Array[];
+  /** Per held-out row: the base model's next-token entropy (nats). */
+  entropy: Float32Array;
+}
+
+/** Per-head accuracies and ranks on held-out rows, and the base model's entropy at each. */
+export function evaluateHeads(model: LoadedModel, heads: HeadsData, data: DistilledRows, ranks: number): HeadsEvaluation {
+  const K = data.heads;
+  const d = data.hiddenSize;
+  const hits = Array.from({ length: K }, () => new Float64Array(ranks));
+  const counted = new Float64Array(K);
+  const top5 = new Float64Array(K);
+  const rowRanks = Array.from({ length: data.rows }, () => new Int16Array(K).fill(-1));
+  const ent = new Float32Array(data.rows);
+  const weights = heads.weights.map((w, k) => tf.tensor2d(w, [headInput(heads.meta.kind, k, d), d]));
+  const biases = heads.biases.map((b) => tf.tensor1d(b));
+  const chunk = 32;
+  for (let at = 0; at < data.rows; at += chunk) {
+    const n = Math.min(chunk, data.rows - at);
+    const { top, base } = tf.tidy(() => {
+      const h = tf.tensor2d(data.hidden.subarray(at * d, (at + n) * d), [n, d]);
+      const outs = headOutputs(heads.meta.kind, h, weights, biases);
+      const logits = tf.matMul(tf.concat(outs, 0), model.weights.lmHead); // (K·n, vocab)
+      return { top: tf.topk(logits, ranks).indices, base: tf.matMul(h, model.weights.lmHead) };
+    });
+    const ids = top.dataSync() as Int32Array;
+    const baseRows = base.dataSync() as Float32Array;
+    tf.dispose([top, base]);
+    const V = model.config.vocabSize;
+    for (let i = 0; i < n; i++) {
+      const row = at + i;
+      ent[row] = entropy(baseRows.subarray(i * V, (i + 1) * V));
+      for (let k = 0; k < K; k++) {
+        const target = data.targets[row * K + k]!;
+        if (target < 0) continue;
+        counted[k]++;
+        const cands = ids.subarray((k * n + i) * ranks, (k * n + i + 1) * ranks);
+        const r = cands.indexOf(target);
+        if (r >= 0) {
+          hits[k]![r]++;
+          rowRanks[row]![k] = r;
+          if (r < 5) top5[k]++;
+        }
+      }
+    }
+  }
+  tf.dispose([...weights, ...biases]);
+  const rankAccuracy = hits.map((h, k) => Array.from(h, (x) => x / Math.max(1, counted[k]!)));
+  return {
+    top1: rankAccuracy.map((r) => Number(r[0]!.toFixed(4))),
+    top5: Array.from(top5, (x, k) => Number((x / Math.max(1, counted[k]!)).toFixed(4))),
+    rankAccuracy,
+    ranks: rowRanks,
+    entropy: ent,
+  };
+}
+
+/** Milliseconds of one forward of n new rows after a 128-token past, n = 1 + tree nodes; measured here. */
+export type CostModel = (rows: number) => number;
+
+/** Times the forward at a few widths (after a 128-token past) and interpolates between them. */
+export function measureCosts(model: LoadedModel): CostModel {
+  const widths = [1, 2, 4, 8, 16, 32];
+  const past = Array.from({ length: 128 }, (_, i) => 1 + (i % Math.max(1, model.config.vocabSize - 1)));
+  const [pre] = forward(model, [{ ids: past, logits: 'none' }]);
+  const kv = pre!.newKv.map((e) => ({ k: [e!.k], v: [e!.v] }));
+  const ms = widths.map((n) => {
+    const times: number[] = [];
+    for (let rep = 0; rep < 4; rep++) {
+      const t = performance.now();
+      const [r] = forward(model, [{ ids: past.slice(0, n), past: kv, logits: 'all' }]);
+      times.push(performance.now() - t);
+      for (const e of r!.newKv) if (e) tf.dispose([e.k, e.v]);
+    }
+    return times.sort((a, b) => a - b)[1]!;
+  });
+  for (const e of pre!.newKv) if (e) tf.dispose([e.k, e.v]);
+  return (rows) => {
+    const i = widths.findIndex((w) => w >= rows);
+    if (i < 0) return ms.at(-1)! * (rows / widths.at(-1)!);
+    if (i === 0) return ms[0]!;
+    const f = (rows - widths[i - 1]!) / (widths[i]! - widths[i - 1]!);
+    return ms[i - 1]! + f * (ms[i]! - ms[i - 1]!);
+  };
+}
+
+/** The tree size with the most expected tokens per millisecond: (1 + E[accepted]) / cost(1 + nodes). */
+export function chooseTree(rankAccuracy: number[][], cost: CostModel, sizes = [1, 2, 3, 4, 6, 8, 12, 16, 24, 32]): { tree: number[][]; speedup: number } {
+  let best = { tree: buildTree(rankAccuracy, 1), speedup: 0 };
+  for (const n of sizes) {
+    const tree = buildTree(rankAccuracy, n);
+    const speedup = ((1 + expectedAccepted(tree, rankAccuracy)) / cost(1 + tree.length)) * cost(1);
+    if (speedup > best.speedup) best = { tree, speedup };
+  }
+  return best;
+}
+
+/** Tokens accepted at a held-out row by a tree: the deepest path whose every rank matches the row's target ranks. */
+function acceptedAt(ranks: Int16Array, tree: number[][]): number {
+  let best = 0;
+  for (const p of tree) if (p.length > best && p.every((c, dpt) => ranks[dpt] === c)) best = p.length;
+  return best;
+}
+
+/**
+ * The entropy threshold with the best simulated tokens per millisecond on held-out rows:
+ * a row above it decodes plainly (1 token at cost(1)), one below it verifies the tree
+ * (1 + accepted tokens at cost(1 + nodes)); null when gating nothing is best.
+ */
+export function calibrateGate(e: HeadsEvaluation, tree: number[][], cost: CostModel): { threshold: number | null; rate: number } {
+  const rows = e.entropy.length;
+  const accepted = e.ranks.map((r) => acceptedAt(r, tree));
+  const sorted = Array.from(e.entropy).sort((a, b) => a - b);
+  const speed = (threshold: number) => {
+    let tokens = 0;
+    let ms = 0;
+    for (let i = 0; i < rows; i++) {
+      if (e.entropy[i]! > threshold) {
+        tokens += 1;
+        ms += cost(1);
+      } else {
+        tokens += 1 + accepted[i]!;
+        ms += cost(1 + tree.length);
+      }
+    }
+    return tokens / ms;
+  };
+  let best = { threshold: Infinity, value: speed(Infinity) };
+  for (let q = 0.05; q < 1; q += 0.05) {
+    const t = sorted[Math.floor(q * rows)]!;
+    const v = speed(t);
+    if (v > best.value * 1.0001) best = { threshold: t, value: v };
+  }
+  if (!Number.isFinite(best.threshold)) return { threshold: null, rate: 0 };
+  const gated = e.entropy.filter((x) => x > best.threshold).length;
+  return { threshold: Number(best.threshold.toFixed(4)), rate: Number((gated / Math.max(1, rows)).toFixed(4)) };
+}
+
+// ------------------------------------------------------------------ resumable state
+
+interface TrainState {
+  step: number;
+  wallSeconds: number;
+  weights: Float32Array[];
+  biases: Float32Array[];
+  adam: Float32Array[] | null;
+}
+
+function loadState(dir: string, kind: HeadsKind, K: number, d: number): TrainState {
+  const file = path.join(dir, `${kind}-state.safetensors`);
+  const meta = path.join(dir, `${kind}-state.json`);
+  if (!fs.existsSync(file) || !fs.existsSync(meta)) {
+    return {
+      step: 0,
+      wallSeconds: 0,
+      weights: Array.from({ length: K }, (_, k) => new Float32Array(headInput(kind, k, d) * d)),
+      biases: Array.from({ length: K }, () => new Float32Array(d)),
+      adam: null,
+    };
+  }
+  const t = readSafetensors(file);
+  const m = JSON.parse(fs.readFileSync(meta, 'utf8')) as { step: number; wallSeconds: number; adam: number };
+  return {
+    step: m.step,
+    wallSeconds: m.wallSeconds,
+    weights: Array.from({ length: K }, (_, k) => t[`heads.${k}.weight`]!.data),
+    biases: Array.from({ length: K }, (_, k) => t[`heads.${k}.bias`]!.data),
+    adam: Array.from({ length: m.adam }, (_, i) => t[`adam.${i}`]!.data),
+  };
+}
+
+let stateClock = performance.now();
+
+function saveState(dir: string, kind: HeadsKind, step: number, weights: tf.Variable[], biases: tf.Variable[], optimizer: tf.AdamOptimizer, vars: tf.Variable[]): void {
+  const tensors: Record<string, { shape: number[]; data: Float32Array }> = {};
+  weights.forEach((w, k) => (tensors[`heads.${k}.weight`] = { shape: w.shape, data: w.dataSync() as Float32Array }));
+  biases.forEach((b, k) => (tensors[`heads.${k}.bias`] = { shape: b.shape, data: b.dataSync() as Float32Array }));
+  const adam = adamMoments(optimizer, vars);
+  adam.forEach((a, i) => (tensors[`adam.${i}`] = { shape: [a.length], data: a }));
+  fs.mkdirSync(dir, { recursive: true });
+  writeSafetensors(path.join(dir, `${kind}-state.safetensors`), tensors);
+  const prev = fs.existsSync(path.join(dir, `${kind}-state.json`)) ? (JSON.parse(fs.readFileSync(path.join(dir, `${kind}-state.json`), 'utf8')) as { wallSeconds: number }).wallSeconds : 0;
+  const now = performance.now();
+  fs.writeFileSync(path.join(dir, `${kind}-state.json`), JSON.stringify({ step, wallSeconds: prev + (now - stateClock) / 1000, adam: adam.length }));
+  stateClock = now;
+}
+
+/**
+ * Adam's moments, read through the optimizer's own slots (tfjs keeps them as
+ * `accumulatedFirstMoment` / `accumulatedSecondMoment` per variable, in `vars` order), and
+ * its step count as the last entry.
+ */
+interface AdamSlots {
+  accumulatedFirstMoment: { variable: tf.Variable }[];
+  accumulatedSecondMoment: { variable: tf.Variable }[];
+  accBeta1: tf.Variable;
+  accBeta2: tf.Variable;
+}
+
+function adamMoments(optimizer: tf.AdamOptimizer, vars: tf.Variable[]): Float32Array[] {
+  const s = optimizer as unknown as AdamSlots;
+  if (s.accumulatedFirstMoment.length !== vars.length) return [];
+  return [
+    ...s.accumulatedFirstMoment.map((m) => m.variable.dataSync() as Float32Array),
+    ...s.accumulatedSecondMoment.map((m) => m.variable.dataSync() as Float32Array),
+    Float32Array.from([s.accBeta1.dataSync()[0]!, s.accBeta2.dataSync()[0]!]),
+  ];
+}
+
+function restoreAdam(optimizer: tf.AdamOptimizer, vars: tf.Variable[], saved: Float32Array[]): void {
+  if (saved.length !== 2 * vars.length + 1) return;
+  const s = optimizer as unknown as AdamSlots;
+  s.accumulatedFirstMoment = vars.map((v, i) => ({ originalName: `${v.name}/m`, variable: variable(tf.tensor(saved[i]!, v.shape), false) })) as AdamSlots['accumulatedFirstMoment'];
+  s.accumulatedSecondMoment = vars.map((v, i) => ({ originalName: `${v.name}/v`, variable: variable(tf.tensor(saved[vars.length + i]!, v.shape), false) })) as AdamSlots['accumulatedSecondMoment'];
+  tf.tidy(() => {
+    s.accBeta1.assign(tf.scalar(saved.at(-1)![0]!));
+    s.accBeta2.assign(tf.scalar(saved.at(-1)![1]!));
+  });
+}
+
+/** A variable owning its value (the tensor it was made from is released). */
+function variable<R extends tf.Rank>(t: tf.Tensor<R>, trainable = true): tf.Variable<R> {
+  const v = tf.variable(t, trainable);
+  t.dispose();
+  return v;
+}
+
+function shuffle(n: number, seed: number): number[] {
+  const order = Array.from({ length: n }, (_, i) => i);
+  let s = seed >>> 0 || 1;
+  for (let i = n - 1; i > 0; i--) {
+    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
+    const j = s % (i + 1);
+    [order[i], order[j]] = [order[j]!, order[i]!];
+  }
+  return order;
+}
+
+export type { HeadsMeta };
