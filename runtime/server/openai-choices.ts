@@ -91,9 +91,9 @@ export async function collectChoices(events$: Observable<IndexedEvent>, n: numbe
 /**
  * Starts the choices and waits until each has produced its first event, so that a request
  * refused at submit is an HTTP error before any stream starts. Later events are replayed
- * to the stream's subscriber.
+ * to the stream's subscriber. A refusal also releases the request's concurrency slot (`release`).
  */
-export async function startChoices(events$: Observable<IndexedEvent>, n: number): Promise<{ events$: Observable<IndexedEvent>; cancel: () => void }> {
+export async function startChoices(events$: Observable<IndexedEvent>, n: number, release: () => void): Promise<{ events$: Observable<IndexedEvent>; cancel: () => void }> {
   const events = new ReplaySubject<IndexedEvent>();
   const sub = events$.subscribe(events);
   try {
@@ -105,6 +105,7 @@ export async function startChoices(events$: Observable<IndexedEvent>, n: number)
     );
   } catch (err) {
     sub.unsubscribe();
+    release();
     throw err;
   }
   return { events$: events, cancel: () => sub.unsubscribe() };

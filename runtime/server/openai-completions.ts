@@ -102,13 +102,7 @@ export function completionsRoute(deps: ChatDeps): Hono {
       }
     }
 
-    let run: Awaited<ReturnType<typeof startChoices>>;
-    try {
-      run = await startChoices(events$, count);
-    } catch (err) {
-      release();
-      throw err;
-    }
+    const run = await startChoices(events$, count, release);
     const chunk = (index: number, text: string, finish: string | null, logprobs: object | null) => ({
       id,
       object: 'text_completion',

@@ -213,13 +213,7 @@ export function chatCompletionsRoute(deps: ChatDeps): Hono {
       }
     }
 
-    let run: Awaited<ReturnType<typeof startChoices>>;
-    try {
-      run = await startChoices(events$, n);
-    } catch (err) {
-      release();
-      throw err;
-    }
+    const run = await startChoices(events$, n, release);
     const chunk = (index: number, delta: object, finish: string | null, logprobs?: object) => ({
       id,
       object: 'chat.completion.chunk',
