@@ -18,10 +18,17 @@ import { filter, firstValueFrom, fromEvent, lastValueFrom, map, merge, ReplaySub
 import { CancelledError } from '../../core/errors.js';
 import type { SamplingParams } from '../../core/sampling.js';
 import type { Engine, FinishReason, GenerateEvent, GenerateRequest, TokenLogprob } from '../../core/engine.js';
+import type { ServerMetrics } from './metrics.js';
 import { openAiError, type ErrorParams } from './openai-errors.js';
 import { orderedWrites } from './ordered.js';
 
 export type Done = Extract<GenerateEvent, { type: 'done' }>;
+
+/** A finished choice's tokens and time to first token, into the server's metrics. */
+export function countDone(metrics: Pick<ServerMetrics, 'tokens' | 'ttft'>, done: Done): void {
+  metrics.tokens(done.usage.completionTokens);
+  metrics.ttft(done.metrics.ttftMs);
+}
 export type TokenEvent = Extract<GenerateEvent, { type: 'token' }>;
 
 export interface IndexedEvent {

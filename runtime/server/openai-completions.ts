@@ -13,7 +13,7 @@ import { Hono } from 'hono';
 import { BadRequestError, NotFoundError } from '../../core/errors.js';
 import { checkRequest, completionRequestSchema } from '../../core/requests.js';
 import type { GenerateEvent, GenerateRequest } from '../../core/engine.js';
-import { choiceEvents, collectChoices, finishReason, samplingOf, startChoices, streamChoices, usageOf, type Done, type TokenEvent } from './openai-choices.js';
+import { countDone, choiceEvents, collectChoices, finishReason, samplingOf, startChoices, streamChoices, usageOf, type Done, type TokenEvent } from './openai-choices.js';
 import { openAiErrorResponse, type ErrorParams } from './openai-errors.js';
 import type { ChatDeps } from './openai.js';
 
@@ -80,10 +80,7 @@ export function completionsRoute(deps: ChatDeps): Hono {
       try {
         const perChoice = await collectChoices(events$, count, c.req.raw.signal);
         const dones = perChoice.map((events) => events.at(-1) as Done);
-        for (const done of dones) {
-          metrics.tokens(done.usage.completionTokens);
-          metrics.ttft(done.metrics.ttftMs);
-        }
+        for (const done of dones) countDone(metrics, done);
         return c.json({
           id,
           object: 'text_completion',
@@ -124,8 +121,7 @@ export function completionsRoute(deps: ChatDeps): Hono {
             return [chunk(index, event.text, null, logprobs)];
           }
           if (event.type !== 'done') return [];
-          metrics.tokens(event.usage.completionTokens);
-          metrics.ttft(event.metrics.ttftMs);
+          countDone(metrics, event);
           dones[index] = event;
           return [chunk(index, '', finishReason(event.reason), null)];
         },

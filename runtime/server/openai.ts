@@ -14,7 +14,7 @@ import { Hono } from 'hono';
 import { BadRequestError, NotAvailableError, NotFoundError } from '../../core/errors.js';
 import { chatRequestSchema, checkRequest, type ChatRequest } from '../../core/requests.js';
 import type { ChatMessage, Engine, GenerateEvent, GenerateRequest } from '../../core/engine.js';
-import { chatLogprob, choiceEvents, collectChoices, finishReason, samplingOf, startChoices, streamChoices, usageOf, type Done, type TokenEvent } from './openai-choices.js';
+import { countDone, chatLogprob, choiceEvents, collectChoices, finishReason, samplingOf, startChoices, streamChoices, usageOf, type Done, type TokenEvent } from './openai-choices.js';
 import { openAiErrorResponse, type ErrorParams } from './openai-errors.js';
 import { parseToolCall, planTools, responseFormatOutput, ToolCallStream, type ToolPlan } from './openai-tools.js';
 import type { ServerMetrics } from './metrics.js';
@@ -196,10 +196,7 @@ export function chatCompletionsRoute(deps: ChatDeps): Hono {
           throw err;
         });
         const dones = perChoice.map((events) => events.at(-1) as Done);
-        for (const done of dones) {
-          metrics.tokens(done.usage.completionTokens);
-          metrics.ttft(done.metrics.ttftMs);
-        }
+        for (const done of dones) countDone(metrics, done);
         return c.json({
           id,
           object: 'chat.completion',
@@ -233,8 +230,7 @@ export function chatCompletionsRoute(deps: ChatDeps): Hono {
           const out = begun.has(index) ? [] : (begun.add(index), [choice.first()]);
           if (event.type === 'token') out.push(...choice.token(event));
           else if (event.type === 'done') {
-            metrics.tokens(event.usage.completionTokens);
-            metrics.ttft(event.metrics.ttftMs);
+            countDone(metrics, event);
             dones[index] = event;
             out.push(...choice.done(event));
           }
