@@ -23,7 +23,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import { initBackend } from '../backend.js';
-import { loadModel, MODELS_DIR } from '../checkpoint/load.js';
+import { loadModel, MODELS_DIR, resolveModel } from '../checkpoint/load.js';
 import type { BlockType } from '../kernels/blocks.js';
 import { quantizeModel } from '../model/block-weights.js';
 import { forward, prepareModel } from '../model/forward.js';
@@ -58,6 +58,17 @@ function argmax(x: Float32Array): number {
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 const round2 = (x: number) => Number(x.toFixed(2));
 const freeKv = (r: { newKv: ({ k: tf.Tensor; v: tf.Tensor } | null)[] }) => tf.dispose(r.newKv.flatMap((e) => (e ? [e.k, e.v] : [])));
+
+/** The GGUF file a `--model` spec names (a file, a folder, a model name); the spec itself when it names none. */
+function ggufOf(spec: string): string {
+  if (spec === 'random') return spec;
+  try {
+    const location = resolveModel(spec);
+    return location.format === 'gguf' ? location.file : spec;
+  } catch {
+    return spec;
+  }
+}
 
 /** A deterministic prompt of n in-vocabulary ids. */
 const promptIds = (n: number, vocab: number) => Array.from({ length: n }, (_, i) => (100 + i * 7919) % vocab);
@@ -143,9 +154,9 @@ registerBench('decode', {
     const steps = Number(args?.steps ?? 16);
     const threads = Number(args?.threads ?? 1);
     const types = (args?.types ?? 'q4_1,q8_0,f32').split(',') as BlockType[];
-    const source = args?.model ?? DEFAULT_GGUF;
-    const random = source === 'random' || !fs.existsSync(source);
-    if (random) log(`decode: ${source === 'random' ? 'random model asked for' : `${source} is absent (npx skein pull smollm2-135m-instruct)`}: Skein only, on a random SmolLM2-shaped model; no llama.cpp figures`);
+    const source = ggufOf(args?.model ?? DEFAULT_GGUF);
+    const random = source === 'random' || !/\.gguf$/i.test(source) || !fs.existsSync(source);
+    if (random) log(`decode: ${source === 'random' ? 'random model asked for' : `${source} is not a GGUF file here (npx skein pull smollm2-135m-instruct)`}: Skein only, on a random SmolLM2-shaped model; no llama.cpp figures`);
     const figures: Record<string, Record<string, number | null>> = {};
     const ratios: Record<string, number> = {};
     const record = (key: string, p: Pair, unit: string) => {
