@@ -434,30 +434,36 @@ void silu_mul(float *g, const float *u, int n) {
  * step), inside a multi-row call (draft or tree verification, a prefill chunk) or beside
  * other sequences — what the tfjs attention could not promise (its reductions change order
  * with the call's shape), and what int8 activation rounding then magnified.
- *   q (n, H·D) scaled by 1/sqrt(D); k, v (S, KV·D); vis (n, n): new row i sees new key j
- *   when vis[i·n + j] (all P cached keys are visible); scores: S floats of scratch;
- *   out (n, H·D); last: 0, or S floats that receive the mean over heads of the last row's
- *   probabilities (LazyLLM's token scores). D must be a multiple of 4 and at most 512.
+ *   q (n, H·D) scaled by 1/sqrt(D); the S keys and values are read where they lie, as
+ *   `chunks` runs of consecutive rows in position order: chunk c has rows[c] rows at kc[c]
+ *   and vc[c], each row KV·D floats (the KV cache's blocks, never gathered into one
+ *   array); vis (n, n): new row i sees new key j when vis[i·n + j] (all P cached keys are
+ *   visible); scores: S floats of scratch; out (n, H·D); last: 0, or S floats that receive
+ *   the mean over heads of the last row's probabilities (LazyLLM's token scores).
+ *   Heads h0..h1-1 only (a share of the heads per thread; `last` needs all heads in one
+ *   call). D must be a multiple of 4 and at most 512.
  */
 __attribute__((export_name("attention")))
-void attention(const float *q, const float *k, const float *v, int P, int n, const uint8_t *vis, int H, int KV, int D, float *scores, float *out, float *last) {
+void attention(const float *q, const float *const *kc, const float *const *vc, const int *rows, int chunks, int P, int n, const uint8_t *vis, int H, int KV, int D, float *scores, float *out, float *last, int h0, int h1) {
   const int S = P + n, G = H / KV, qd = H * D, kvd = KV * D, D4 = D / 4;
   v128_t acc[128];
   if (last) for (int j = 0; j < S; j++) last[j] = 0.f;
   for (int i = 0; i < n; i++) {
     const uint8_t *vi = vis + (size_t)i * n;
-    for (int h = 0; h < H; h++) {
+    for (int h = h0; h < h1; h++) {
       const float *qi = q + (size_t)i * qd + (size_t)h * D;
       const size_t off = (size_t)(h / G) * D;
       float mx = -3.0e38f;
-      for (int j = 0; j < S; j++) {
-        if (j >= P && !vi[j - P]) continue;
-        const float *kj = k + (size_t)j * kvd + off;
-        v128_t s = wasm_f32x4_splat(0.f);
-        for (int d = 0; d < D; d += 4) s = wasm_f32x4_add(s, wasm_f32x4_mul(wasm_v128_load(qi + d), wasm_v128_load(kj + d)));
-        float sc = hsum_f32(s);
-        scores[j] = sc;
-        if (sc > mx) mx = sc;
+      for (int c = 0, j = 0; c < chunks; c++) {
+        for (int r = 0; r < rows[c]; r++, j++) {
+          if (j >= P && !vi[j - P]) continue;
+          const float *kj = kc[c] + (size_t)r * kvd + off;
+          v128_t s = wasm_f32x4_splat(0.f);
+          for (int d = 0; d < D; d += 4) s = wasm_f32x4_add(s, wasm_f32x4_mul(wasm_v128_load(qi + d), wasm_v128_load(kj + d)));
+          float sc = hsum_f32(s);
+          scores[j] = sc;
+          if (sc > mx) mx = sc;
+        }
       }
       float sum = 0.f;
       for (int j = 0; j < S; j++) {
@@ -470,12 +476,14 @@ void attention(const float *q, const float *k, const float *v, int P, int n, con
         sum += p;
       }
       for (int d = 0; d < D4; d++) acc[d] = wasm_f32x4_splat(0.f);
-      for (int j = 0; j < S; j++) {
-        const float p = scores[j];
-        if (p == 0.f) continue;
-        const v128_t pv = wasm_f32x4_splat(p);
-        const float *vj = v + (size_t)j * kvd + off;
-        for (int d = 0; d < D4; d++) acc[d] = wasm_f32x4_add(acc[d], wasm_f32x4_mul(pv, wasm_v128_load(vj + 4 * d)));
+      for (int c = 0, j = 0; c < chunks; c++) {
+        for (int r = 0; r < rows[c]; r++, j++) {
+          const float p = scores[j];
+          if (p == 0.f) continue;
+          const v128_t pv = wasm_f32x4_splat(p);
+          const float *vj = vc[c] + (size_t)r * kvd + off;
+          for (int d = 0; d < D4; d++) acc[d] = wasm_f32x4_add(acc[d], wasm_f32x4_mul(pv, wasm_v128_load(vj + 4 * d)));
+        }
       }
       const float inv = 1.f / sum;
       const v128_t iv = wasm_f32x4_splat(inv);

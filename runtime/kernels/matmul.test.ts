@@ -206,7 +206,7 @@ describe('attention kernel', () => {
     for (const vis of Object.values(masks)) {
       const want = plainAttention(q, k, v, P, n, vis, H, KV, D);
       // Keys and values in uneven chunks, as the paged KV pool passes them.
-      const split = (x: Float32Array) => [x.subarray(0, 3 * KV * D), x.subarray(3 * KV * D, 7 * KV * D), x.subarray(7 * KV * D)];
+      const split = (x: Float32Array) => [kernels.store(x.subarray(0, 3 * KV * D), 3), kernels.store(x.subarray(3 * KV * D, 7 * KV * D), 4), kernels.store(x.subarray(7 * KV * D), 2)];
       const got = kernels.attention(q, split(k), split(v), n, vis, { heads: H, kvHeads: KV, headDim: D }, true);
       got.out.forEach((x, i) => expect(Math.abs(x - want.out[i]!)).toBeLessThan(1e-5));
       got.last!.forEach((x, j) => expect(Math.abs(x - want.last[j]!)).toBeLessThan(1e-6));
@@ -220,9 +220,25 @@ describe('attention kernel', () => {
     const v = randn((P + 3) * KV * D, 6);
     const kernels = new MatmulKernels();
     const causal3 = Uint8Array.from([1, 0, 0, 1, 1, 0, 1, 1, 1]);
-    const all = kernels.attention(q, [k], [v], 3, causal3, { heads: H, kvHeads: KV, headDim: D });
-    // Row 1 alone: its keys are the cached ones and new keys 0..1.
-    const alone = kernels.attention(q.subarray(H * D, 2 * H * D), [k.subarray(0, (P + 2) * KV * D)], [v.subarray(0, (P + 2) * KV * D)], 1, Uint8Array.of(1), { heads: H, kvHeads: KV, headDim: D });
+    const all = kernels.attention(q, [kernels.store(k, P + 3)], [kernels.store(v, P + 3)], 3, causal3, { heads: H, kvHeads: KV, headDim: D });
+    // Row 1 alone, its keys (the cached ones and new keys 0..1) in other chunks.
+    const rows = (x: Float32Array, a: number, b: number) => kernels.store(x.subarray(a * KV * D, b * KV * D), b - a);
+    const alone = kernels.attention(q.subarray(H * D, 2 * H * D), [rows(k, 0, 2), rows(k, 2, P + 2)], [rows(v, 0, 2), rows(v, 2, P + 2)], 1, Uint8Array.of(1), { heads: H, kvHeads: KV, headDim: D });
     expect(Array.from(alone.out)).toEqual(Array.from(all.out.subarray(H * D, 2 * H * D)));
+  });
+
+  it('stores chunks where attention reads them, and reuses the memory of freed ones', () => {
+    const kernels = new MatmulKernels();
+    const a = kernels.store(Float32Array.from({ length: 192 }, (_, i) => i), 1);
+    const b = kernels.store(new Float32Array(192 * 16), 16);
+    expect(kernels.storedBytes).toBe(1024 + 16384);
+    kernels.free(a);
+    expect(kernels.storedBytes).toBe(16384);
+    const c = kernels.store(new Float32Array(200), 1); // 800 B: the same 1 KiB class as a
+    expect(c.offset).toBe(a.offset);
+    expect(() => kernels.free(a)).not.toThrow(); // c now lives at a's offset
+    expect(() => kernels.free(a)).toThrow(/no stored chunk/);
+    kernels.free(b);
+    expect(kernels.storedBytes).toBe(0);
   });
 });

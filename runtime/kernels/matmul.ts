@@ -25,7 +25,7 @@ interface Exports {
   repack_x4(type: number, src: number, rows: number, cols: number, dst: number): void;
   silu_mul(g: number, u: number, n: number): void;
   matmul_x4(type: number, w: number, rows: number, cols: number, qa: number, da: number, sa: number, T: number, y: number, g0: number, g1: number): void;
-  attention(q: number, k: number, v: number, P: number, n: number, vis: number, H: number, KV: number, D: number, scores: number, out: number, last: number): void;
+  attention(q: number, kc: number, vc: number, rows: number, chunks: number, P: number, n: number, vis: number, H: number, KV: number, D: number, scores: number, out: number, last: number, h0: number, h1: number): void;
 }
 
 /** The shapes of one attention call (see MatmulKernels.attention). */
@@ -33,6 +33,22 @@ export interface AttentionShape {
   heads: number;
   kvHeads: number;
   headDim: number;
+}
+
+/** Rows of f32 kept in a MatmulKernels' memory by `store` (KV cache chunks). */
+export interface KernelChunk {
+  readonly offset: number;
+  readonly rows: number;
+}
+
+/**
+ * Bytes a stored chunk occupies: powers of two up to 16 KiB (decode appends one row at a
+ * time, 768 B for SmolLM2), multiples of 16 KiB above (blocks of 16 rows, prefill
+ * pieces), so freed chunks are reused by the same kinds of chunk.
+ */
+function storedBytes(bytes: number): number {
+  if (bytes <= 16384) return Math.max(256, 2 ** Math.ceil(Math.log2(bytes)));
+  return Math.ceil(bytes / 16384) * 16384;
 }
 
 /** Weight types the kernels multiply by directly. */
@@ -68,6 +84,10 @@ export class MatmulKernels {
   private top: number;
 
   private readonly interleave: boolean;
+  /** Freed stored chunks by their size (storedBytes), for reuse. */
+  private readonly freeChunks = new Map<number, number[]>();
+  /** Size of every live stored chunk, by offset. */
+  private readonly chunkBytes = new Map<number, number>();
 
   constructor(opts: MatmulOptions = {}) {
     this.interleave = opts.interleave ?? true;
@@ -143,46 +163,76 @@ export class MatmulKernels {
   }
 
   /**
-   * Attention of n new query rows (n, heads·headDim), already scaled, over the keys and
-   * values given as chunks in position order (P cached rows, then the n new ones; each
-   * chunk (rows, kvHeads·headDim)). `visible[i·n + j]` says whether new row i sees new key
-   * j; every cached key is visible. Each row's result depends only on its own query and
-   * the keys it sees (matmul.c's attention), never on the other rows. With `wantLast`,
-   * also the last row's probabilities over all S keys, averaged over heads.
+   * Copies f32 rows into this memory, where they stay until `free`: KV cache chunks that
+   * attention then reads in place, step after step (kv-mirror.ts).
    */
-  attention(q: ArrayLike<number> & { length: number }, keys: Float32Array[], values: Float32Array[], n: number, visible: Uint8Array, shape: AttentionShape, wantLast = false): { out: Float32Array; last: Float32Array | null } {
+  store(data: Float32Array, rows: number): KernelChunk {
+    const bytes = storedBytes(data.byteLength);
+    let offset = this.freeChunks.get(bytes)?.pop();
+    if (offset === undefined) {
+      offset = this.top;
+      this.ensure(offset + bytes);
+      this.top = align16(offset + bytes);
+    }
+    this.chunkBytes.set(offset, bytes);
+    new Float32Array(this.memory.buffer, offset, data.length).set(data);
+    return { offset, rows };
+  }
+
+  /** Gives a stored chunk's memory back for reuse. */
+  free(chunk: KernelChunk): void {
+    const bytes = this.chunkBytes.get(chunk.offset);
+    if (bytes === undefined) throw new RangeError(`free: no stored chunk at ${chunk.offset}`);
+    this.chunkBytes.delete(chunk.offset);
+    const list = this.freeChunks.get(bytes);
+    if (list) list.push(chunk.offset);
+    else this.freeChunks.set(bytes, [chunk.offset]);
+  }
+
+  /** Bytes held by stored chunks (live ones). */
+  get storedBytes(): number {
+    let n = 0;
+    for (const b of this.chunkBytes.values()) n += b;
+    return n;
+  }
+
+  /**
+   * Attention of n new query rows (n, heads·headDim), already scaled, over keys and values
+   * stored in this memory (`store`) as chunks in position order: P cached rows, then the n
+   * new ones (each row kvHeads·headDim). `visible[i·n + j]` says whether new row i sees new
+   * key j; every cached key is visible. Each row's result depends only on its own query
+   * and the keys it sees (matmul.c's attention), never on the other rows or on how the keys
+   * are chunked. With `wantLast`, also the last row's probabilities over all S keys,
+   * averaged over heads.
+   */
+  attention(q: ArrayLike<number> & { length: number }, keys: readonly KernelChunk[], values: readonly KernelChunk[], n: number, visible: Uint8Array, shape: AttentionShape, wantLast = false): { out: Float32Array; last: Float32Array | null } {
     const { heads: H, kvHeads: KV, headDim: D } = shape;
     if (D % 4 !== 0 || D > 512) throw new RangeError(`attention kernel needs headDim a multiple of 4 up to 512, got ${D}`);
     if (H % KV !== 0) throw new RangeError(`attention: ${H} heads do not group over ${KV} kv heads`);
-    const kvd = KV * D;
     const qd = H * D;
-    const S = keys.reduce((a, c) => a + c.length, 0) / kvd;
+    const S = keys.reduce((a, c) => a + c.rows, 0);
     const P = S - n;
-    if (q.length !== n * qd || P < 0 || values.reduce((a, c) => a + c.length, 0) !== S * kvd || visible.length !== n * n) {
+    const chunks = keys.length;
+    if (q.length !== n * qd || P < 0 || values.length !== chunks || values.some((c, i) => c.rows !== keys[i]!.rows) || visible.length !== n * n) {
       throw new RangeError(`attention: shapes disagree (q ${q.length}, ${S} keys, n ${n})`);
     }
     const qOff = this.top;
-    const kOff = align16(qOff + 4 * n * qd);
-    const vOff = align16(kOff + 4 * S * kvd);
-    const visOff = align16(vOff + 4 * S * kvd);
+    const tableOff = align16(qOff + 4 * n * qd); // kc | vc | rows, int32 each
+    const visOff = align16(tableOff + 12 * chunks);
     const scoresOff = align16(visOff + n * n);
     const outOff = align16(scoresOff + 4 * S);
     const lastOff = align16(outOff + 4 * n * qd);
     this.ensure(lastOff + 4 * S);
     const buf = this.memory.buffer;
     new Float32Array(buf, qOff, n * qd).set(q);
-    let at = kOff;
-    for (const c of keys) {
-      new Float32Array(buf, at, c.length).set(c);
-      at += 4 * c.length;
-    }
-    at = vOff;
-    for (const c of values) {
-      new Float32Array(buf, at, c.length).set(c);
-      at += 4 * c.length;
+    const table = new Int32Array(buf, tableOff, 3 * chunks);
+    for (let c = 0; c < chunks; c++) {
+      table[c] = keys[c]!.offset;
+      table[chunks + c] = values[c]!.offset;
+      table[2 * chunks + c] = keys[c]!.rows;
     }
     new Uint8Array(buf, visOff, n * n).set(visible);
-    this.fns.attention(qOff, kOff, vOff, P, n, visOff, H, KV, D, scoresOff, outOff, wantLast ? lastOff : 0);
+    this.fns.attention(qOff, tableOff, tableOff + 4 * chunks, tableOff + 8 * chunks, chunks, P, n, visOff, H, KV, D, scoresOff, outOff, wantLast ? lastOff : 0, 0, H);
     return {
       out: new Float32Array(buf, outOff, n * qd).slice(),
       last: wantLast ? new Float32Array(buf, lastOff, S).slice() : null,

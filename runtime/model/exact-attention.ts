@@ -6,14 +6,16 @@
  * lossless paths (batching, chunked prefill, prefix sharing, greedy speculative decoding)
  * rest on that.
  *
- * On the wasm backend this is a custom kernel that reads q and the KV chunks straight from
- * tfjs's heap; other backends go through dataSync.
+ * The KV chunks are read where kv-mirror.ts keeps them in the kernels' memory (copied there
+ * once per chunk, not once per step and layer). On the wasm backend this is a custom
+ * kernel that reads q straight from tfjs's heap; other backends go through dataSync.
  *
  * @example
- * const [out, last] = exactAttention(q, { row: 0, n: 3, keys, values, visible, shape, kernels, wantLast: false });
+ * const [out, last] = exactAttention(q, { row: 0, n: 3, keys, values, visible, shape, kernels, mirror, wantLast: false });
  */
 import * as tf from '@tensorflow/tfjs-core';
-import type { AttentionShape, MatmulKernels } from '../kernels/matmul.js';
+import type { AttentionShape, KernelChunk, MatmulKernels } from '../kernels/matmul.js';
+import type { KvMirror } from './kv-mirror.js';
 
 export interface ExactAttentionOp {
   /** First row of this sequence in the packed q, and its number of rows. */
@@ -26,6 +28,8 @@ export interface ExactAttentionOp {
   visible: Uint8Array;
   shape: AttentionShape;
   kernels: MatmulKernels;
+  /** Where the chunks are read in the kernels' memory (copied there once per chunk). */
+  mirror: KvMirror;
   /** Also return the last row's probabilities over every key (mean over heads). */
   wantLast: boolean;
 }
@@ -35,11 +39,20 @@ interface WasmBackendLike {
   typedArrayFromHeap(t: tf.TensorInfo): Float32Array;
 }
 
-type Attrs = Omit<ExactAttentionOp, 'keys' | 'values'> & { chunks: number; qDim: number };
+interface Attrs {
+  row: number;
+  n: number;
+  qDim: number;
+  keys: KernelChunk[];
+  values: KernelChunk[];
+  visible: Uint8Array;
+  shape: AttentionShape;
+  kernels: MatmulKernels;
+  wantLast: boolean;
+}
 
-function run(attrs: Attrs, q: Float32Array, keys: Float32Array[], values: Float32Array[]) {
-  const { row, n, qDim } = attrs;
-  return attrs.kernels.attention(q.subarray(row * qDim, (row + n) * qDim), keys, values, n, attrs.visible, attrs.shape, attrs.wantLast);
+function run(a: Attrs, q: Float32Array) {
+  return a.kernels.attention(q.subarray(a.row * a.qDim, (a.row + a.n) * a.qDim), a.keys, a.values, a.n, a.visible, a.shape, a.wantLast);
 }
 
 let registered = false;
@@ -52,13 +65,11 @@ function ensureRegistered(): void {
     kernelFunc: ({ inputs, backend, attrs }) => {
       const b = backend as unknown as WasmBackendLike;
       const a = (attrs as unknown as { op: Attrs }).op;
-      const S = Array.from({ length: a.chunks }, (_, i) => (inputs[`k${i}`] as tf.TensorInfo).shape[0]!).reduce((x, y) => x + y, 0);
+      const S = a.keys.reduce((x, c) => x + c.rows, 0);
       // makeOutput first: it may grow the heap, which detaches earlier views.
       const out = b.makeOutput([a.n, a.qDim], 'float32');
       const last = a.wantLast ? b.makeOutput([S], 'float32') : null;
-      const view = (name: string) => b.typedArrayFromHeap(inputs[name] as tf.TensorInfo);
-      const chunk = (p: string) => Array.from({ length: a.chunks }, (_, i) => view(`${p}${i}`));
-      const r = run(a, view('q'), chunk('k'), chunk('v'));
+      const r = run(a, b.typedArrayFromHeap(inputs.q as tf.TensorInfo));
       b.typedArrayFromHeap(out).set(r.out);
       if (last) b.typedArrayFromHeap(last).set(r.last!);
       return last ? [out, last] : [out];
@@ -68,16 +79,22 @@ function ensureRegistered(): void {
 
 /** q (T, qDim) packed rows → (n, qDim) attention outputs of rows row..row+n-1, and the last row's key weights when asked. */
 export function exactAttention(q: tf.Tensor2D, op: ExactAttentionOp): [tf.Tensor2D, tf.Tensor1D | null] {
-  const attrs: Attrs = { row: op.row, n: op.n, visible: op.visible, shape: op.shape, kernels: op.kernels, wantLast: op.wantLast, chunks: op.keys.length, qDim: q.shape[1] };
+  const attrs: Attrs = {
+    row: op.row,
+    n: op.n,
+    qDim: q.shape[1],
+    keys: op.keys.map((t) => op.mirror.chunk(t)),
+    values: op.values.map((t) => op.mirror.chunk(t)),
+    visible: op.visible,
+    shape: op.shape,
+    kernels: op.kernels,
+    wantLast: op.wantLast,
+  };
   if (tf.getBackend() === 'wasm') {
     ensureRegistered();
-    const inputs: tf.NamedTensorMap = { q };
-    op.keys.forEach((k, i) => (inputs[`k${i}`] = k));
-    op.values.forEach((v, i) => (inputs[`v${i}`] = v));
-    const outs = tf.engine().runKernel('SkeinExactAttention', inputs, { op: attrs } as unknown as tf.NamedAttrMap) as unknown as tf.Tensor[];
+    const outs = tf.engine().runKernel('SkeinExactAttention', { q }, { op: attrs } as unknown as tf.NamedAttrMap) as unknown as tf.Tensor[];
     return [outs[0] as tf.Tensor2D, (outs[1] as tf.Tensor1D | undefined) ?? null];
   }
-  const data = (t: tf.Tensor) => t.dataSync() as Float32Array;
-  const r = run(attrs, data(q), op.keys.map(data), op.values.map(data));
+  const r = run(attrs, q.dataSync() as Float32Array);
   return [tf.tensor2d(r.out, [op.n, attrs.qDim]), r.last ? tf.tensor1d(r.last) : null];
 }

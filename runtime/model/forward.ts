@@ -37,6 +37,7 @@ import { KERNEL_TYPES, MatmulKernels } from '../kernels/matmul.js';
 import { blockLinear, blockMlp, type BlockLinearOp, type BlockMlpOp } from './block-linear.js';
 import { floatBlockWeights } from './block-weights.js';
 import { exactAttention } from './exact-attention.js';
+import { KvMirror } from './kv-mirror.js';
 import { embedTokens, gatherRows, rmsNorm, ropeQk, swiGlu } from './kernels.js';
 import { inverseFrequencies, ropeTables } from './rope.js';
 import type { BlockWeights, ForwardCallOptions, ForwardSequence, ForwardSequenceResult, LoadedModel } from './types.js';
@@ -71,6 +72,8 @@ interface Prepared {
   inv: Float64Array; // (headDim/2) rotary inverse frequencies
   /** The wasm kernels attention runs on (the block weights' own instance when there are blocks). */
   kernels: MatmulKernels;
+  /** The KV chunks' copies in `kernels`' memory that attention reads (kv-mirror.ts). */
+  mirror: KvMirror;
   eps: tf.Scalar; // RMSNorm epsilon, made once rather than uploaded by every add
   rotateHalf: tf.Tensor2D; // (D, D): x·R = rotate_half(x) = [-x2, x1]
   dispose(): void;
@@ -120,14 +123,18 @@ export function prepareModel(model: LoadedModel): Prepared {
     r[j * D + j + D / 2] = 1; // out[j + D/2] = x[j]
   }
   const rotateHalf = tf.tensor2d(r, [D, D]);
+  const kernels = blocks?.lmHead.kernels ?? new MatmulKernels();
+  const mirror = new KvMirror(kernels);
   const p: Prepared = {
     layers,
     blocks,
     inv: inverseFrequencies(c),
-    kernels: blocks?.lmHead.kernels ?? new MatmulKernels(),
+    kernels,
+    mirror,
     eps,
     rotateHalf,
     dispose() {
+      mirror.clear();
       tf.dispose([eps, rotateHalf]);
       for (const l of layers) tf.dispose([l.wqk, l.wv, l.wg, l.wu, ...(l.bqk ? [l.bqk] : [])]);
       for (const l of blocks?.layers ?? []) if (l.bqk) tf.dispose(l.bqk);
@@ -285,6 +292,7 @@ export function forward(model: LoadedModel, seqs: ForwardSequence[], opts: Forwa
   validate(model, seqs, layers);
   if (seqs.length === 0) return [];
   const prep = prepareModel(model);
+  prep.mirror.sweep();
   const H = c.numHeads;
   const KV = c.numKvHeads;
   const D = c.headDim;
@@ -506,6 +514,7 @@ export function forward(model: LoadedModel, seqs: ForwardSequence[], opts: Forwa
         visible,
         shape: { heads: H, kvHeads: KV, headDim: D },
         kernels: prep.kernels,
+        mirror: prep.mirror,
         wantLast,
       });
       if (last !== null) {

@@ -1,0 +1,56 @@
+/**
+ * The KV cache's chunks as the attention kernel reads them: each K or V chunk (a tfjs
+ * tensor a KV block holds, runtime/kv/block.ts) is copied once into the wasm kernels'
+ * memory and read there in place by every later step, instead of every chunk being copied
+ * again by every layer of every step. That copy grew with the context: on SmolLM2 at ~250
+ * tokens the per-step copies and their JavaScript were a quarter of a decode step, and
+ * they are what made a step at 1,024 tokens of context cost far more than one at 128.
+ *
+ * tfjs tensors are immutable, so a copy never goes stale; a chunk's copy is freed by the
+ * first `sweep` after its tensor is disposed (a block consolidating its rows, a sequence
+ * releasing its blocks). The forward sweeps once per call. The cost: the KV cache's bytes
+ * twice, once in tfjs's heap and once here (the KV budget counts the first only).
+ *
+ * @example
+ * const mirror = new KvMirror(kernels);
+ * const keys = chunks.map((t) => mirror.chunk(t)); // copies only the chunks it has not seen
+ */
+import type * as tf from '@tensorflow/tfjs-core';
+import type { KernelChunk, MatmulKernels } from '../kernels/matmul.js';
+
+export class KvMirror {
+  private readonly chunks = new Map<tf.Tensor, KernelChunk>();
+
+  constructor(private readonly kernels: MatmulKernels) {}
+
+  /** The kernel-memory copy of a (rows, width) tensor, made on first sight. */
+  chunk(t: tf.Tensor2D): KernelChunk {
+    let c = this.chunks.get(t);
+    if (c === undefined) {
+      c = this.kernels.store(t.dataSync() as Float32Array, t.shape[0]);
+      this.chunks.set(t, c);
+    }
+    return c;
+  }
+
+  /** Frees the copies of tensors that have been disposed since the last sweep. */
+  sweep(): void {
+    for (const [t, c] of this.chunks) {
+      if (t.isDisposed) {
+        this.kernels.free(c);
+        this.chunks.delete(t);
+      }
+    }
+  }
+
+  /** Chunks held (for leak checks and tests). */
+  get size(): number {
+    return this.chunks.size;
+  }
+
+  /** Frees every copy (the model is going). */
+  clear(): void {
+    for (const c of this.chunks.values()) this.kernels.free(c);
+    this.chunks.clear();
+  }
+}
