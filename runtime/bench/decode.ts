@@ -13,7 +13,7 @@
  * The last line with --json holds `ratios` (Skein ÷ llama.cpp, >1 = Skein faster) and the
  * raw figures. Without the GGUF (or with --arg model=random) only Skein runs, on a random
  * model of the same shape quantized in memory (--arg layers/vocab shrink it, for tests),
- * and says so. --arg blocks=0 runs Skein's
+ * and says so. --arg threads=2 runs both sides on two threads. --arg blocks=0 runs Skein's
  * f32 tfjs path on the same files instead of the block kernels (the figures before them).
  *
  * @example
@@ -153,6 +153,9 @@ registerBench('decode', {
     const reps = Number(args?.reps ?? 3);
     const steps = Number(args?.steps ?? 16);
     const threads = Number(args?.threads ?? 1);
+    // Both sides at the same thread count: Skein's kernels read SKEIN_THREADS when a model's
+    // kernels are made (runtime/kernels/threads.ts).
+    process.env.SKEIN_THREADS = String(threads);
     const types = (args?.types ?? 'q4_1,q8_0,f32').split(',') as BlockType[];
     const source = ggufOf(args?.model ?? DEFAULT_GGUF);
     const random = source === 'random' || !/\.gguf$/i.test(source) || !fs.existsSync(source);
@@ -179,7 +182,7 @@ registerBench('decode', {
       let llama: LlamaCppSide | null = null;
       try {
         if (file) llama = await openLlamaCpp(file, { threads, sequences: wantBatch ? 16 : 1, contextSize: 1100 });
-        log(`decode: ${type}: loaded ${file ?? 'random model'} in ${((performance.now() - t) / 1000).toFixed(1)} s (backend ${backend}, blocks ${prepareModel(model).blocks !== null}, llama.cpp threads ${threads})`);
+        log(`decode: ${type}: loaded ${file ?? 'random model'} in ${((performance.now() - t) / 1000).toFixed(1)} s (backend ${backend}, blocks ${prepareModel(model).blocks !== null}, threads ${threads} on each side)`);
         const vocab = model.config.vocabSize;
         const p128 = promptIds(128, vocab);
         const L = llama;

@@ -38,6 +38,8 @@
 #include <wasm_simd128.h>
 
 #define QK 32
+/* Query heads attention handles together per KV head. */
+#define HEADS_AT_ONCE 4
 
 typedef __SIZE_TYPE__ size_t;
 
@@ -420,6 +422,24 @@ static inline float exp_f32(float x) {
   return p * v.f;
 }
 
+/* exp_f32 on four lanes, operation for operation (so each lane's bits equal exp_f32's). */
+static inline v128_t exp_f32x4(v128_t x) {
+  x = wasm_f32x4_min(x, wasm_f32x4_splat(87.f));
+  x = wasm_f32x4_max(x, wasm_f32x4_splat(-87.f));
+  const v128_t fn = wasm_f32x4_mul(x, wasm_f32x4_splat(1.44269504089f));
+  const v128_t half = wasm_v128_bitselect(wasm_f32x4_splat(-0.5f), wasm_f32x4_splat(0.5f), wasm_f32x4_lt(fn, wasm_f32x4_splat(0.f)));
+  const v128_t n = wasm_i32x4_trunc_sat_f32x4(wasm_f32x4_add(fn, half));
+  const v128_t nf = wasm_f32x4_convert_i32x4(n);
+  const v128_t r = wasm_f32x4_sub(wasm_f32x4_sub(x, wasm_f32x4_mul(nf, wasm_f32x4_splat(0.693145751953125f))), wasm_f32x4_mul(nf, wasm_f32x4_splat(1.428606765330187e-06f)));
+  v128_t p = wasm_f32x4_add(wasm_f32x4_splat(1.f / 120), wasm_f32x4_mul(r, wasm_f32x4_splat(1.f / 720)));
+  p = wasm_f32x4_add(wasm_f32x4_splat(1.f / 24), wasm_f32x4_mul(r, p));
+  p = wasm_f32x4_add(wasm_f32x4_splat(1.f / 6), wasm_f32x4_mul(r, p));
+  p = wasm_f32x4_add(wasm_f32x4_splat(0.5f), wasm_f32x4_mul(r, p));
+  p = wasm_f32x4_add(wasm_f32x4_splat(1.f), wasm_f32x4_mul(r, p));
+  p = wasm_f32x4_add(wasm_f32x4_splat(1.f), wasm_f32x4_mul(r, p));
+  return wasm_f32x4_mul(p, wasm_i32x4_shl(wasm_i32x4_add(n, wasm_i32x4_splat(127)), 23));
+}
+
 /* g[i] ← silu(g[i])·u[i] = g/(1 + e^−g)·u, the SwiGLU of one MLP, in place. */
 __attribute__((export_name("silu_mul")))
 void silu_mul(float *g, const float *u, int n) {
@@ -446,53 +466,107 @@ void silu_mul(float *g, const float *u, int n) {
 __attribute__((export_name("attention")))
 void attention(const float *q, const float *const *kc, const float *const *vc, const int *rows, int chunks, int P, int n, const uint8_t *vis, int H, int KV, int D, float *scores, float *out, float *last, int h0, int h1) {
   const int S = P + n, G = H / KV, qd = H * D, kvd = KV * D, D4 = D / 4;
-  v128_t acc[128];
   if (last) for (int j = 0; j < S; j++) last[j] = 0.f;
   for (int i = 0; i < n; i++) {
     const uint8_t *vi = vis + (size_t)i * n;
-    for (int h = h0; h < h1; h++) {
-      const float *qi = q + (size_t)i * qd + (size_t)h * D;
-      const size_t off = (size_t)(h / G) * D;
-      float mx = -3.0e38f;
+    /* The query heads of one KV head, up to HEADS_AT_ONCE at a time, read each key and
+     * value row once for all of them (GQA: G heads share it). */
+    for (int hb = h0; hb < h1;) {
+      const int g = hb / G;
+      int nh = (g + 1) * G - hb;
+      if (nh > h1 - hb) nh = h1 - hb;
+      if (nh > HEADS_AT_ONCE) nh = HEADS_AT_ONCE;
+      const size_t off = (size_t)g * D;
+      const float *qh[HEADS_AT_ONCE];
+      float mx[HEADS_AT_ONCE], sum[HEADS_AT_ONCE];
+      for (int a = 0; a < nh; a++) {
+        qh[a] = q + (size_t)i * qd + (size_t)(hb + a) * D;
+        mx[a] = -3.0e38f;
+      }
       for (int c = 0, j = 0; c < chunks; c++) {
-        for (int r = 0; r < rows[c]; r++, j++) {
+        int r = 0;
+        /* Four cached keys at a time: one transpose sums all four rows' lanes in
+         * hsum_f32's order ((l0 + l1) + l2) + l3. */
+        for (; r + 4 <= rows[c] && j + 4 <= P; r += 4, j += 4) {
+          const float *k0 = kc[c] + (size_t)r * kvd + off;
+          for (int a = 0; a < nh; a++) {
+            v128_t s0 = wasm_f32x4_splat(0.f), s1 = s0, s2 = s0, s3 = s0;
+            for (int d = 0; d < D; d += 4) {
+              const v128_t qv = wasm_v128_load(qh[a] + d);
+              s0 = wasm_f32x4_add(s0, wasm_f32x4_mul(qv, wasm_v128_load(k0 + d)));
+              s1 = wasm_f32x4_add(s1, wasm_f32x4_mul(qv, wasm_v128_load(k0 + kvd + d)));
+              s2 = wasm_f32x4_add(s2, wasm_f32x4_mul(qv, wasm_v128_load(k0 + 2 * kvd + d)));
+              s3 = wasm_f32x4_add(s3, wasm_f32x4_mul(qv, wasm_v128_load(k0 + 3 * kvd + d)));
+            }
+            const v128_t t01l = wasm_i32x4_shuffle(s0, s1, 0, 4, 1, 5), t23l = wasm_i32x4_shuffle(s2, s3, 0, 4, 1, 5);
+            const v128_t t01h = wasm_i32x4_shuffle(s0, s1, 2, 6, 3, 7), t23h = wasm_i32x4_shuffle(s2, s3, 2, 6, 3, 7);
+            const v128_t l0 = wasm_i64x2_shuffle(t01l, t23l, 0, 2), l1 = wasm_i64x2_shuffle(t01l, t23l, 1, 3);
+            const v128_t l2 = wasm_i64x2_shuffle(t01h, t23h, 0, 2), l3 = wasm_i64x2_shuffle(t01h, t23h, 1, 3);
+            const v128_t sc = wasm_f32x4_add(wasm_f32x4_add(wasm_f32x4_add(l0, l1), l2), l3);
+            wasm_v128_store(scores + (size_t)a * S + j, sc);
+            for (int e = 0; e < 4; e++) {
+              const float x = scores[(size_t)a * S + j + e];
+              if (x > mx[a]) mx[a] = x;
+            }
+          }
+        }
+        for (; r < rows[c]; r++, j++) {
           if (j >= P && !vi[j - P]) continue;
           const float *kj = kc[c] + (size_t)r * kvd + off;
-          v128_t s = wasm_f32x4_splat(0.f);
-          for (int d = 0; d < D; d += 4) s = wasm_f32x4_add(s, wasm_f32x4_mul(wasm_v128_load(qi + d), wasm_v128_load(kj + d)));
-          float sc = hsum_f32(s);
-          scores[j] = sc;
-          if (sc > mx) mx = sc;
+          for (int a = 0; a < nh; a++) {
+            v128_t s = wasm_f32x4_splat(0.f);
+            for (int d = 0; d < D; d += 4) s = wasm_f32x4_add(s, wasm_f32x4_mul(wasm_v128_load(qh[a] + d), wasm_v128_load(kj + d)));
+            float sc = hsum_f32(s);
+            scores[(size_t)a * S + j] = sc;
+            if (sc > mx[a]) mx[a] = sc;
+          }
         }
       }
-      float sum = 0.f;
-      for (int j = 0; j < S; j++) {
-        if (j >= P && !vi[j - P]) {
-          scores[j] = 0.f;
-          continue;
+      for (int a = 0; a < nh; a++) {
+        float *sa = scores + (size_t)a * S;
+        const v128_t m = wasm_f32x4_splat(mx[a]);
+        int j = 0;
+        /* Cached keys are all visible: four at a time, the same arithmetic as exp_f32. */
+        for (; j + 4 <= P; j += 4) wasm_v128_store(sa + j, exp_f32x4(wasm_f32x4_sub(wasm_v128_load(sa + j), m)));
+        for (; j < S; j++) sa[j] = j >= P && !vi[j - P] ? 0.f : exp_f32(sa[j] - mx[a]);
+        /* In key order, as one row alone would sum them (an invisible key adds 0). */
+        float t = 0.f;
+        for (j = 0; j < S; j++) t += sa[j];
+        sum[a] = t;
+      }
+      /* Each head's output in blocks of 16 values held in four registers over all keys;
+       * every lane still sums its keys in key order. */
+      for (int a = 0; a < nh; a++) {
+        const float *sa = scores + (size_t)a * S;
+        const float inv = 1.f / sum[a];
+        const v128_t iv = wasm_f32x4_splat(inv);
+        float *o = out + (size_t)i * qd + (size_t)(hb + a) * D;
+        for (int d = 0; d < D4; d += 4) {
+          const int m = D4 - d < 4 ? D4 - d : 4;
+          v128_t a0 = wasm_f32x4_splat(0.f), a1 = a0, a2 = a0, a3 = a0;
+          for (int c = 0, j = 0; c < chunks; c++) {
+            const float *vrow = vc[c] + off + 4 * d;
+            for (int r = 0; r < rows[c]; r++, j++, vrow += kvd) {
+              const float p = sa[j];
+              if (p == 0.f) continue;
+              const v128_t pv = wasm_f32x4_splat(p);
+              a0 = wasm_f32x4_add(a0, wasm_f32x4_mul(pv, wasm_v128_load(vrow)));
+              if (m > 1) a1 = wasm_f32x4_add(a1, wasm_f32x4_mul(pv, wasm_v128_load(vrow + 4)));
+              if (m > 2) a2 = wasm_f32x4_add(a2, wasm_f32x4_mul(pv, wasm_v128_load(vrow + 8)));
+              if (m > 3) a3 = wasm_f32x4_add(a3, wasm_f32x4_mul(pv, wasm_v128_load(vrow + 12)));
+            }
+          }
+          wasm_v128_store(o + 4 * d, wasm_f32x4_mul(a0, iv));
+          if (m > 1) wasm_v128_store(o + 4 * d + 4, wasm_f32x4_mul(a1, iv));
+          if (m > 2) wasm_v128_store(o + 4 * d + 8, wasm_f32x4_mul(a2, iv));
+          if (m > 3) wasm_v128_store(o + 4 * d + 12, wasm_f32x4_mul(a3, iv));
         }
-        float p = exp_f32(scores[j] - mx);
-        scores[j] = p;
-        sum += p;
-      }
-      for (int d = 0; d < D4; d++) acc[d] = wasm_f32x4_splat(0.f);
-      for (int c = 0, j = 0; c < chunks; c++) {
-        for (int r = 0; r < rows[c]; r++, j++) {
-          const float p = scores[j];
-          if (p == 0.f) continue;
-          const v128_t pv = wasm_f32x4_splat(p);
-          const float *vj = vc[c] + (size_t)r * kvd + off;
-          for (int d = 0; d < D4; d++) acc[d] = wasm_f32x4_add(acc[d], wasm_f32x4_mul(pv, wasm_v128_load(vj + 4 * d)));
+        if (last && i == n - 1) {
+          const float w = inv / (float)H;
+          for (int j = 0; j < S; j++) last[j] += sa[j] * w;
         }
       }
-      const float inv = 1.f / sum;
-      const v128_t iv = wasm_f32x4_splat(inv);
-      float *o = out + (size_t)i * qd + (size_t)h * D;
-      for (int d = 0; d < D4; d++) wasm_v128_store(o + 4 * d, wasm_f32x4_mul(acc[d], iv));
-      if (last && i == n - 1) {
-        const float w = inv / (float)H;
-        for (int j = 0; j < S; j++) last[j] += scores[j] * w;
-      }
+      hb += nh;
     }
   }
 }

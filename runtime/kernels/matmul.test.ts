@@ -242,3 +242,32 @@ describe('attention kernel', () => {
     expect(kernels.storedBytes).toBe(0);
   });
 });
+
+describe('two threads', () => {
+  it('give every product and attention the same bits as one thread', () => {
+    const one = new MatmulKernels({ threads: 1 });
+    const two = new MatmulKernels({ threads: 2, takeBack: false, splitMinWork: 100_000 });
+    const rows = 256, cols = 576;
+    const w = randn(rows * cols, 11, 0.05);
+    for (const T of [1, 5]) {
+      const x = randn(T * cols, 12 + T);
+      for (const type of ['f32', 'f16', 'q8_0', 'q4_0', 'q4_1'] as BlockType[]) {
+        const m = quantizeMatrix(w, rows, cols, type);
+        const a = one.matmul(one.upload(m), x, T);
+        const b = two.matmul(two.upload(m), x, T);
+        expect(Array.from(b), `${type} T=${T}`).toEqual(Array.from(a));
+      }
+    }
+    const H = 8, KV = 2, D = 64, S = 300, n = 2;
+    const q = randn(n * H * D, 20, 0.2);
+    const k = randn(S * KV * D, 21, 0.5);
+    const v = randn(S * KV * D, 22);
+    const causal = Uint8Array.of(1, 0, 1, 1);
+    const shape = { heads: H, kvHeads: KV, headDim: D };
+    const a = one.attention(q, [one.store(k, S)], [one.store(v, S)], n, causal, shape);
+    const b = two.attention(q, [two.store(k, S)], [two.store(v, S)], n, causal, shape);
+    expect(Array.from(b.out)).toEqual(Array.from(a.out));
+    expect(one.splitCalls).toBe(0);
+    expect(two.splitCalls).toBe(11); // every product (T·rows·cols ≥ 147k) and the attention
+  });
+});

@@ -13,6 +13,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { GGML_TYPE_ID, QK, rowBytes, type BlockMatrix, type BlockType } from './blocks.js';
+import { defaultKernelThreads, kernelThread, type KernelFn } from './threads.js';
 
 const WASM_URL = new URL('./matmul.wasm', import.meta.url);
 let compiled: WebAssembly.Module | null = null;
@@ -27,6 +28,17 @@ interface Exports {
   matmul_x4(type: number, w: number, rows: number, cols: number, qa: number, da: number, sa: number, T: number, y: number, g0: number, g1: number): void;
   attention(q: number, kc: number, vc: number, rows: number, chunks: number, P: number, n: number, vis: number, H: number, KV: number, D: number, scores: number, out: number, last: number, h0: number, h1: number): void;
 }
+
+/**
+ * Multiply-adds below which a product or an attention call stays on one thread. A handover
+ * costs µs where cores answer at once but up to hundreds of µs on busy or virtual ones
+ * (threads.ts), so only products of milliseconds split: every product of a prefill chunk
+ * and, at decode, the LM head (SmolLM2: 49,152×576 = 28M), not the 0.3–0.9M layer GEMVs.
+ */
+const SPLIT_MIN_WORK = 4_000_000;
+/** Stack of the kernel thread's instance (attention keeps 2 KiB of accumulators on it). */
+const THREAD_STACK = 65536;
+const threadRegistry = new FinalizationRegistry<number>((id) => kernelThread().drop(id));
 
 /** The shapes of one attention call (see MatmulKernels.attention). */
 export interface AttentionShape {
@@ -67,6 +79,15 @@ export interface KernelWeight {
 export interface MatmulOptions {
   /** Interleave quantized rows by four at upload (default true; false serves comparisons). */
   interleave?: boolean;
+  /** 1 or 2 threads (threads.ts; default SKEIN_THREADS, else 1). */
+  threads?: number;
+  /**
+   * Take the kernel thread's half back when it has not started by the time ours is done
+   * (default true). False always waits for it: tests use it to exercise that thread.
+   */
+  takeBack?: boolean;
+  /** Multiply-adds from which a call splits (default SPLIT_MIN_WORK; tests lower it). */
+  splitMinWork?: number;
 }
 
 /** How activations meet a weight type: f32 as they are, or int8 blocks in one of two orders. */
@@ -89,13 +110,67 @@ export class MatmulKernels {
   /** Size of every live stored chunk, by offset. */
   private readonly chunkBytes = new Map<number, number>();
 
+  private readonly threads: number;
+  private readonly takeBack: boolean;
+  private readonly splitMinWork: number;
+  /** This memory's id on the kernel thread, once registered there (first split). */
+  private threadMemory = 0;
+  /** Calls whose second half the kernel thread ran (tests and benches read it). */
+  splitCalls = 0;
+  /** Top of the kernel thread's stack, reserved below the weights. */
+  private readonly threadStackTop: number;
+
   constructor(opts: MatmulOptions = {}) {
     this.interleave = opts.interleave ?? true;
+    this.threads = opts.threads ?? defaultKernelThreads();
+    this.takeBack = opts.takeBack ?? true;
+    this.splitMinWork = opts.splitMinWork ?? SPLIT_MIN_WORK;
     compiled ??= new WebAssembly.Module(readFileSync(WASM_URL));
-    this.memory = new WebAssembly.Memory({ initial: 16, maximum: 65536 });
+    // Shared, so that the kernel thread's instance works on the same bytes; a shared
+    // memory must declare its maximum (4 GiB: address space reserved, not committed).
+    this.memory = new WebAssembly.Memory({ initial: 16, maximum: 65536, shared: true });
     const instance = new WebAssembly.Instance(compiled, { env: { memory: this.memory } });
     this.fns = instance.exports as unknown as Exports;
     this.top = align16(this.fns.__heap_base.value as number);
+    this.threadStackTop = 0;
+    if (this.threads > 1) {
+      this.threadStackTop = this.top + THREAD_STACK;
+      this.ensure(this.threadStackTop);
+      this.top = this.threadStackTop;
+    }
+  }
+
+  /**
+   * Runs fn over [lo, hi) split in two: [mid, hi) on the kernel thread, [lo, mid) here
+   * (`args(a, b)` gives the call's arguments for a range). One thread when the work is small
+   * or threads is 1.
+   */
+  private split(fn: KernelFn, lo: number, hi: number, work: number, args: (a: number, b: number) => number[]): void {
+    const call = this.fns[fn] as (...a: number[]) => void;
+    if (this.threads < 2 || work < this.splitMinWork || hi - lo < 2) {
+      call(...args(lo, hi));
+      return;
+    }
+    const thread = kernelThread();
+    if (this.takeBack && !thread.available()) {
+      call(...args(lo, hi));
+      return;
+    }
+    if (this.threadMemory === 0) {
+      this.threadMemory = thread.add(compiled!, this.memory, this.threadStackTop);
+      threadRegistry.register(this, this.threadMemory);
+    }
+    const mid = lo + Math.floor((hi - lo) / 2);
+    thread.start(this.threadMemory, fn, args(mid, hi));
+    let mine = true;
+    try {
+      call(...args(lo, mid));
+    } finally {
+      mine = this.takeBack && thread.takeBack();
+      if (!mine) thread.join();
+    }
+    if (mine) call(...args(mid, hi));
+    else this.splitCalls++;
   }
 
   /** Bytes of wasm memory in use by weights. */
@@ -220,7 +295,9 @@ export class MatmulKernels {
     const tableOff = align16(qOff + 4 * n * qd); // kc | vc | rows, int32 each
     const visOff = align16(tableOff + 12 * chunks);
     const scoresOff = align16(visOff + n * n);
-    const outOff = align16(scoresOff + 4 * S);
+    // Scores of up to HEADS_AT_ONCE (4) heads per thread; the kernel thread's after ours.
+    const scores2Off = align16(scoresOff + 16 * S);
+    const outOff = align16(scores2Off + 16 * S);
     const lastOff = align16(outOff + 4 * n * qd);
     this.ensure(lastOff + 4 * S);
     const buf = this.memory.buffer;
@@ -232,7 +309,10 @@ export class MatmulKernels {
       table[2 * chunks + c] = keys[c]!.rows;
     }
     new Uint8Array(buf, visOff, n * n).set(visible);
-    this.fns.attention(qOff, tableOff, tableOff + 4 * chunks, tableOff + 8 * chunks, chunks, P, n, visOff, H, KV, D, scoresOff, outOff, wantLast ? lastOff : 0, 0, H);
+    const args = (scores: number, h0: number, h1: number) => [qOff, tableOff, tableOff + 4 * chunks, tableOff + 8 * chunks, chunks, P, n, visOff, H, KV, D, scores, outOff, wantLast ? lastOff : 0, h0, h1];
+    // The last row's key weights sum over every head in one call; otherwise heads split.
+    if (wantLast) this.fns.attention(...(args(scoresOff, 0, H) as Parameters<Exports['attention']>));
+    else this.split('attention', 0, H, 2 * n * S * H * D, (a, b) => args(a === 0 ? scoresOff : scores2Off, a, b));
     return {
       out: new Float32Array(buf, outOff, n * qd).slice(),
       last: wantLast ? new Float32Array(buf, lastOff, S).slice() : null,
@@ -273,11 +353,12 @@ export class MatmulKernels {
       const y = yOffs[i]!;
       const kind = activationKind(w.type);
       const id = GGML_TYPE_ID[w.type];
-      if (kind === 'float') this.fns.matmul_float(id, w.offset, w.rows, cols, xOff, T, y, 0, w.rows);
+      const work = w.rows * cols * T;
+      if (kind === 'float') this.split('matmul_float', 0, w.rows, work, (a, b) => [id, w.offset, w.rows, cols, xOff, T, y, a, b]);
       else {
         const [qa, da, sa] = act[kind]!;
-        if (w.layout === 'x4') this.fns.matmul_x4(id, w.offset, w.rows, cols, qa, da, sa, T, y, 0, w.rows / 4);
-        else this.fns.matmul_quant(id, w.offset, w.rows, cols, qa, da, sa, T, y, 0, w.rows);
+        if (w.layout === 'x4') this.split('matmul_x4', 0, w.rows / 4, work, (a, b) => [id, w.offset, w.rows, cols, qa, da, sa, T, y, a, b]);
+        else this.split('matmul_quant', 0, w.rows, work, (a, b) => [id, w.offset, w.rows, cols, qa, da, sa, T, y, a, b]);
       }
     });
     return yOffs;
