@@ -7,6 +7,8 @@
  * of a mean over all timed tokens — no best window:
  * - decode batch 1: mean tokens/s over `steps` generated tokens after a 128-token prompt;
  * - prefill of 128 tokens (and 512 on Q8_0): tokens/s of one evaluation;
+ * - decode batch 1 through the engine (Q4_1): the same greedy decode as a request gets it
+ *   (scheduler, paged KV, sampler), llama.cpp's figure the same as above;
  * - decode batch 16 (Q4_1): 16 sequences generating together;
  * - context growth (Q4_1, Skein): mean decode step at 1,024 tokens of context over the
  *   step at 128.
@@ -22,7 +24,9 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
+import { lastValueFrom, tap } from 'rxjs';
 import { initBackend } from '../backend.js';
+import { createEngine, type EngineFront } from '../engine/index.js';
 import { loadModel, MODELS_DIR, resolveModel } from '../checkpoint/load.js';
 import type { BlockType } from '../kernels/blocks.js';
 import { quantizeModel } from '../model/block-weights.js';
@@ -115,6 +119,23 @@ function skeinDecodeStepMs(model: LoadedModel, ids: number[], batch: number, ste
   return ms;
 }
 
+/**
+ * Skein through its engine (scheduler, paged KV blocks, sampler: what a request gets):
+ * mean tokens/s over `steps` greedy tokens after the first, end-of-sequence forbidden so
+ * every run is as long.
+ */
+async function engineDecodeTps(engine: EngineFront, ids: number[], steps: number, eos: readonly number[]): Promise<number> {
+  const stamps: number[] = [];
+  await lastValueFrom(
+    engine.generate({ ids, sampling: { temperature: 0, maxTokens: steps + 1, logitBias: Object.fromEntries(eos.map((id) => [id, -100])) } }).pipe(
+      tap((e) => {
+        if (e.type === 'token') stamps.push(performance.now());
+      }),
+    ),
+  );
+  return ((stamps.length - 1) * 1000) / (stamps.at(-1)! - stamps[0]!);
+}
+
 interface Pair {
   skein: number;
   llamacpp: number | null;
@@ -192,6 +213,20 @@ registerBench('decode', {
           'tok/s',
         );
         record(`prefill128_${type}`, await pair(reps, () => skeinPrefill(model, p128), L && (() => L.prefill(p128))), 'tok/s');
+        if (type === 'q4_1' && file && args?.engine !== '0') {
+          // The same decode through Skein's engine: the forward plus everything a request adds.
+          const engine = await createEngine({ model: file, thread: 'main', prefixSharing: false });
+          try {
+            const eos = model.config.eosTokenIds;
+            const viaEngine: number[] = [];
+            await engineDecodeTps(engine, p128, 4, eos);
+            for (let i = 0; i < reps; i++) viaEngine.push(await engineDecodeTps(engine, p128, steps, eos));
+            const bare = figures[`decode_b1_${type}`]!;
+            record(`decode_b1_engine_${type}`, { skein: median(viaEngine), llamacpp: bare.llamacpp }, 'tok/s');
+          } finally {
+            await engine.close();
+          }
+        }
         if (type === 'q8_0') {
           const p512 = promptIds(512, vocab);
           record(`prefill512_${type}`, await pair(reps, () => skeinPrefill(model, p512), L && (() => L.prefill(p512))), 'tok/s');
