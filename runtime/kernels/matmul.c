@@ -296,6 +296,36 @@ static inline v128_t q8_block_dot(const uint8_t *q, const int16_t *a) {
   return wasm_i32x4_add(s, wasm_i32x4_dot_i16x8(wasm_i16x8_extend_high_i8x16(w1), wasm_v128_load(a + 24)));
 }
 
+/* q4_block_dot for two activation blocks at once: the weights unpacked once. */
+static inline void q4_block_dot2(v128_t q, const int16_t *a0, const int16_t *a1, v128_t *s0, v128_t *s1) {
+  const v128_t m4 = wasm_i16x8_splat(15);
+  const v128_t w0 = wasm_v128_and(q, m4), w1 = wasm_v128_and(wasm_u16x8_shr(q, 4), m4);
+  const v128_t w2 = wasm_v128_and(wasm_u16x8_shr(q, 8), m4), w3 = wasm_u16x8_shr(q, 12);
+  v128_t x = wasm_i32x4_dot_i16x8(w0, wasm_v128_load(a0));
+  x = wasm_i32x4_add(x, wasm_i32x4_dot_i16x8(w1, wasm_v128_load(a0 + 8)));
+  x = wasm_i32x4_add(x, wasm_i32x4_dot_i16x8(w2, wasm_v128_load(a0 + 16)));
+  *s0 = wasm_i32x4_add(x, wasm_i32x4_dot_i16x8(w3, wasm_v128_load(a0 + 24)));
+  v128_t z = wasm_i32x4_dot_i16x8(w0, wasm_v128_load(a1));
+  z = wasm_i32x4_add(z, wasm_i32x4_dot_i16x8(w1, wasm_v128_load(a1 + 8)));
+  z = wasm_i32x4_add(z, wasm_i32x4_dot_i16x8(w2, wasm_v128_load(a1 + 16)));
+  *s1 = wasm_i32x4_add(z, wasm_i32x4_dot_i16x8(w3, wasm_v128_load(a1 + 24)));
+}
+
+/* q8_block_dot for two activation blocks at once: the weights widened once. */
+static inline void q8_block_dot2(const uint8_t *q, const int16_t *a0, const int16_t *a1, v128_t *s0, v128_t *s1) {
+  const v128_t v0 = wasm_v128_load(q), v1 = wasm_v128_load(q + 16);
+  const v128_t w0 = wasm_i16x8_extend_low_i8x16(v0), w1 = wasm_i16x8_extend_high_i8x16(v0);
+  const v128_t w2 = wasm_i16x8_extend_low_i8x16(v1), w3 = wasm_i16x8_extend_high_i8x16(v1);
+  v128_t x = wasm_i32x4_dot_i16x8(w0, wasm_v128_load(a0));
+  x = wasm_i32x4_add(x, wasm_i32x4_dot_i16x8(w1, wasm_v128_load(a0 + 8)));
+  x = wasm_i32x4_add(x, wasm_i32x4_dot_i16x8(w2, wasm_v128_load(a0 + 16)));
+  *s0 = wasm_i32x4_add(x, wasm_i32x4_dot_i16x8(w3, wasm_v128_load(a0 + 24)));
+  v128_t z = wasm_i32x4_dot_i16x8(w0, wasm_v128_load(a1));
+  z = wasm_i32x4_add(z, wasm_i32x4_dot_i16x8(w1, wasm_v128_load(a1 + 8)));
+  z = wasm_i32x4_add(z, wasm_i32x4_dot_i16x8(w2, wasm_v128_load(a1 + 16)));
+  *s1 = wasm_i32x4_add(z, wasm_i32x4_dot_i16x8(w3, wasm_v128_load(a1 + 24)));
+}
+
 /*
  * y (T, rows) = x·Wᵀ for a W repacked by repack_x4 (rows a multiple of 4), activations
  * quantized by quantize_rows. Groups [g0, g1) of 4 rows only. A group's rows stay in L1
@@ -307,7 +337,50 @@ void matmul_x4(int type, const uint8_t *w, int rows, int cols, const int16_t *qa
   const size_t gb = group_bytes(type);
   for (int g = g0; g < g1; g++) {
     const uint8_t *wg = w + (size_t)g * nb * gb;
-    for (int t = 0; t < T; t++) {
+    int t = 0;
+    /* Two tokens per pass over the group (prefill, verification): each weight vector is
+     * loaded and unpacked once for both. Integer block sums are exact in any order and
+     * each token's float steps are those of the one-token loop below, so a row's bits do
+     * not depend on how many tokens share the call. */
+    for (; t + 2 <= T; t += 2) {
+      const int16_t *a0 = qa + (size_t)t * nb * QK, *a1 = a0 + (size_t)nb * QK;
+      const float *d0 = da + (size_t)t * nb, *d1 = d0 + nb, *m0 = sa + (size_t)t * nb, *m1 = m0 + nb;
+      v128_t acc0 = wasm_f32x4_splat(0.f), accm0 = acc0, acc1 = acc0, accm1 = acc0;
+      const uint8_t *p = wg;
+      if (type == T_Q8_0) {
+        for (int b = 0; b < nb; b++, p += 136, a0 += QK, a1 += QK) {
+          v128_t d = f16x4_to_f32(wasm_v128_load64_zero(p));
+          v128_t s0[4], s1[4];
+          for (int k = 0; k < 4; k++) q8_block_dot2(p + 8 + 32 * k, a0, a1, &s0[k], &s1[k]);
+          acc0 = wasm_f32x4_add(acc0, wasm_f32x4_mul(wasm_f32x4_convert_i32x4(hsum4_i32(s0[0], s0[1], s0[2], s0[3])), wasm_f32x4_mul(d, wasm_f32x4_splat(d0[b]))));
+          acc1 = wasm_f32x4_add(acc1, wasm_f32x4_mul(wasm_f32x4_convert_i32x4(hsum4_i32(s1[0], s1[1], s1[2], s1[3])), wasm_f32x4_mul(d, wasm_f32x4_splat(d1[b]))));
+        }
+      } else {
+        const int q1 = type == T_Q4_1;
+        const size_t step = q1 ? 80 : 72, qoff = q1 ? 16 : 8;
+        for (int b = 0; b < nb; b++, p += step, a0 += QK, a1 += QK) {
+          v128_t d, m;
+          if (q1) {
+            v128_t dm = wasm_v128_load(p);
+            d = f16x4_to_f32(dm);
+            m = f16x4_to_f32(wasm_i64x2_shuffle(dm, dm, 1, 0));
+          } else {
+            d = f16x4_to_f32(wasm_v128_load64_zero(p));
+            /* Q4_0's offset −8 per value: m = −8·d. */
+            m = wasm_f32x4_mul(d, wasm_f32x4_splat(-8.f));
+          }
+          v128_t s0[4], s1[4];
+          for (int k = 0; k < 4; k++) q4_block_dot2(wasm_v128_load(p + qoff + 16 * k), a0, a1, &s0[k], &s1[k]);
+          acc0 = wasm_f32x4_add(acc0, wasm_f32x4_mul(wasm_f32x4_convert_i32x4(hsum4_i32(s0[0], s0[1], s0[2], s0[3])), wasm_f32x4_mul(d, wasm_f32x4_splat(d0[b]))));
+          acc1 = wasm_f32x4_add(acc1, wasm_f32x4_mul(wasm_f32x4_convert_i32x4(hsum4_i32(s1[0], s1[1], s1[2], s1[3])), wasm_f32x4_mul(d, wasm_f32x4_splat(d1[b]))));
+          accm0 = wasm_f32x4_add(accm0, wasm_f32x4_mul(m, wasm_f32x4_splat(m0[b])));
+          accm1 = wasm_f32x4_add(accm1, wasm_f32x4_mul(m, wasm_f32x4_splat(m1[b])));
+        }
+      }
+      wasm_v128_store(y + (size_t)t * rows + 4 * g, wasm_f32x4_add(acc0, accm0));
+      wasm_v128_store(y + (size_t)(t + 1) * rows + 4 * g, wasm_f32x4_add(acc1, accm1));
+    }
+    for (; t < T; t++) {
       const int16_t *a = qa + (size_t)t * nb * QK;
       const float *dt = da + (size_t)t * nb, *st = sa + (size_t)t * nb;
       v128_t acc = wasm_f32x4_splat(0.f), accm = acc;
