@@ -226,22 +226,29 @@ void matmul_quant(int type, const uint8_t *w, int rows, int cols, const int16_t 
 }
 
 /*
- * Row-interleaved ("x4") layout, made by repack_x4 at upload from the file's blocks, same
- * bytes, same count: for each group of 4 rows and each block index b, the 4 rows' f16
- * scales side by side, then (Q4_1) their 4 f16 mins, then their 4 quant arrays:
- *   Q8_0x4 { f16 d[4]; int8 q[4][32]; }             136 bytes = 4 × 34
- *   Q4_0x4 { f16 d[4]; uint8 q[4][16]; }            72 bytes  = 4 × 18
- *   Q4_1x4 { f16 d[4]; f16 m[4]; uint8 q[4][16]; }  80 bytes  = 4 × 20
- * so that one vector op converts and applies the scales of 4 rows and the 4 rows' sums
- * land in one f32x4 — the row-at-a-time kernel above spends about 2/3 of its wasm
- * instructions on per-block scalar scale handling and the final horizontal sum.
+ * Row-interleaved ("x4") layout, made by repack_x4 at upload from the file's blocks: for
+ * each group of 4 rows and each block index b, the 4 rows' scales side by side as f32,
+ * then their 4 offsets (Q4_1's m, Q4_0's −8·d, both exact in f32), then their 4 quant
+ * arrays:
+ *   Q8_0x4 { f32 d[4]; int8 q[4][32]; }                144 bytes (file: 4 × 34)
+ *   Q4_0x4 { f32 d[4]; f32 m[4]; uint8 q[4][16]; }     96 bytes  (file: 4 × 18)
+ *   Q4_1x4 { f32 d[4]; f32 m[4]; uint8 q[4][16]; }     96 bytes  (file: 4 × 20)
+ * so that one vector op applies the scales of 4 rows and the 4 rows' sums land in one
+ * f32x4 — the row-at-a-time kernel above spends about 2/3 of its wasm instructions on
+ * per-block scalar scale handling and the final horizontal sum.
  * Measured (all 181 GEMVs of a SmolLM2-135M decode step, batch 1, CPU ms per step, median
  * of 5 interleaved in one process on a loaded 2-core host, scratch/mb2-style loop):
- * Q4_1 rows 38.0 → x4 24.7; Q8_0 rows 34.8 → x4 30.2. kernels.ts uses x4 whenever rows
- * is a multiple of 4.
+ * Q4_1 rows 38.0 → x4 24.7; Q8_0 rows 34.8 → x4 30.2. The scales were f16 at first (the
+ * file's bytes, same count); converting them once here instead of in every product took
+ * ~15 of the ~80 wasm ops per 4 rows × 32 values, for 20 % more weight bytes — the
+ * products are bound by instructions, not by memory, at these sizes. kernels.ts uses x4
+ * whenever rows is a multiple of 4.
  */
-static inline size_t group_bytes(int type) { return type == T_Q8_0 ? 136 : type == T_Q4_1 ? 80 : 72; }
+static inline size_t group_bytes(int type) { return type == T_Q8_0 ? 144 : 96; }
 static inline size_t block_bytes(int type) { return type == T_Q8_0 ? 34 : type == T_Q4_1 ? 20 : 18; }
+
+__attribute__((export_name("x4_bytes")))
+size_t x4_bytes(int type, int rows, int cols) { return (size_t)(rows / 4) * (cols / QK) * group_bytes(type); }
 
 __attribute__((export_name("repack_x4")))
 void repack_x4(int type, const uint8_t *src, int rows, int cols, uint8_t *dst) {
@@ -251,14 +258,13 @@ void repack_x4(int type, const uint8_t *src, int rows, int cols, uint8_t *dst) {
   for (int g = 0; g < rows / 4; g++) {
     for (int b = 0; b < nb; b++) {
       uint8_t *o = dst + ((size_t)g * nb + b) * gb;
+      float *dm = (float *)o;
       for (int k = 0; k < 4; k++) {
         const uint8_t *blk = src + ((size_t)(4 * g + k) * nb + b) * bs;
-        o[2 * k] = blk[0];
-        o[2 * k + 1] = blk[1];
-        if (type == T_Q4_1) {
-          o[8 + 2 * k] = blk[2];
-          o[8 + 2 * k + 1] = blk[3];
-        }
+        const float d = f16_to_f32(load_u16(blk));
+        dm[k] = d;
+        if (type == T_Q4_1) dm[4 + k] = f16_to_f32(load_u16(blk + 2));
+        else if (type == T_Q4_0) dm[4 + k] = d * -8.f;
         for (int i = 0; i < nq; i++) o[gb - 4 * nq + k * nq + i] = blk[head + i];
       }
     }
@@ -270,12 +276,6 @@ static inline v128_t hsum4_i32(v128_t s0, v128_t s1, v128_t s2, v128_t s3) {
   v128_t a = wasm_i32x4_add(wasm_i32x4_shuffle(s0, s1, 0, 2, 4, 6), wasm_i32x4_shuffle(s0, s1, 1, 3, 5, 7));
   v128_t b = wasm_i32x4_add(wasm_i32x4_shuffle(s2, s3, 0, 2, 4, 6), wasm_i32x4_shuffle(s2, s3, 1, 3, 5, 7));
   return wasm_i32x4_add(wasm_i32x4_shuffle(a, b, 0, 2, 4, 6), wasm_i32x4_shuffle(a, b, 1, 3, 5, 7));
-}
-
-static inline v128_t f16x4_to_f32(v128_t h) {
-  const v128_t mag = wasm_i32x4_splat(0x7fff), sign = wasm_i32x4_splat(0x8000);
-  v128_t a = wasm_u32x4_extend_low_u16x8(h);
-  return wasm_v128_or(wasm_f32x4_mul(wasm_i32x4_shl(wasm_v128_and(a, mag), 13), wasm_f32x4_splat(0x1p112f)), wasm_i32x4_shl(wasm_v128_and(a, sign), 16));
 }
 
 /* One Q4 row's integer block sum against an activation block (q4 order). */
@@ -348,29 +348,18 @@ void matmul_x4(int type, const uint8_t *w, int rows, int cols, const int16_t *qa
       v128_t acc0 = wasm_f32x4_splat(0.f), accm0 = acc0, acc1 = acc0, accm1 = acc0;
       const uint8_t *p = wg;
       if (type == T_Q8_0) {
-        for (int b = 0; b < nb; b++, p += 136, a0 += QK, a1 += QK) {
-          v128_t d = f16x4_to_f32(wasm_v128_load64_zero(p));
+        for (int b = 0; b < nb; b++, p += 144, a0 += QK, a1 += QK) {
+          const v128_t d = wasm_v128_load(p);
           v128_t s0[4], s1[4];
-          for (int k = 0; k < 4; k++) q8_block_dot2(p + 8 + 32 * k, a0, a1, &s0[k], &s1[k]);
+          for (int k = 0; k < 4; k++) q8_block_dot2(p + 16 + 32 * k, a0, a1, &s0[k], &s1[k]);
           acc0 = wasm_f32x4_add(acc0, wasm_f32x4_mul(wasm_f32x4_convert_i32x4(hsum4_i32(s0[0], s0[1], s0[2], s0[3])), wasm_f32x4_mul(d, wasm_f32x4_splat(d0[b]))));
           acc1 = wasm_f32x4_add(acc1, wasm_f32x4_mul(wasm_f32x4_convert_i32x4(hsum4_i32(s1[0], s1[1], s1[2], s1[3])), wasm_f32x4_mul(d, wasm_f32x4_splat(d1[b]))));
         }
       } else {
-        const int q1 = type == T_Q4_1;
-        const size_t step = q1 ? 80 : 72, qoff = q1 ? 16 : 8;
-        for (int b = 0; b < nb; b++, p += step, a0 += QK, a1 += QK) {
-          v128_t d, m;
-          if (q1) {
-            v128_t dm = wasm_v128_load(p);
-            d = f16x4_to_f32(dm);
-            m = f16x4_to_f32(wasm_i64x2_shuffle(dm, dm, 1, 0));
-          } else {
-            d = f16x4_to_f32(wasm_v128_load64_zero(p));
-            /* Q4_0's offset −8 per value: m = −8·d. */
-            m = wasm_f32x4_mul(d, wasm_f32x4_splat(-8.f));
-          }
+        for (int b = 0; b < nb; b++, p += 96, a0 += QK, a1 += QK) {
+          const v128_t d = wasm_v128_load(p), m = wasm_v128_load(p + 16);
           v128_t s0[4], s1[4];
-          for (int k = 0; k < 4; k++) q4_block_dot2(wasm_v128_load(p + qoff + 16 * k), a0, a1, &s0[k], &s1[k]);
+          for (int k = 0; k < 4; k++) q4_block_dot2(wasm_v128_load(p + 32 + 16 * k), a0, a1, &s0[k], &s1[k]);
           acc0 = wasm_f32x4_add(acc0, wasm_f32x4_mul(wasm_f32x4_convert_i32x4(hsum4_i32(s0[0], s0[1], s0[2], s0[3])), wasm_f32x4_mul(d, wasm_f32x4_splat(d0[b]))));
           acc1 = wasm_f32x4_add(acc1, wasm_f32x4_mul(wasm_f32x4_convert_i32x4(hsum4_i32(s1[0], s1[1], s1[2], s1[3])), wasm_f32x4_mul(d, wasm_f32x4_splat(d1[b]))));
           accm0 = wasm_f32x4_add(accm0, wasm_f32x4_mul(m, wasm_f32x4_splat(m0[b])));
@@ -386,26 +375,17 @@ void matmul_x4(int type, const uint8_t *w, int rows, int cols, const int16_t *qa
       v128_t acc = wasm_f32x4_splat(0.f), accm = acc;
       const uint8_t *p = wg;
       if (type == T_Q8_0) {
-        for (int b = 0; b < nb; b++, p += 136, a += QK) {
-          v128_t d = f16x4_to_f32(wasm_v128_load64_zero(p));
-          v128_t s = hsum4_i32(q8_block_dot(p + 8, a), q8_block_dot(p + 40, a), q8_block_dot(p + 72, a), q8_block_dot(p + 104, a));
+        for (int b = 0; b < nb; b++, p += 144, a += QK) {
+          const v128_t d = wasm_v128_load(p);
+          v128_t s = hsum4_i32(q8_block_dot(p + 16, a), q8_block_dot(p + 48, a), q8_block_dot(p + 80, a), q8_block_dot(p + 112, a));
           acc = wasm_f32x4_add(acc, wasm_f32x4_mul(wasm_f32x4_convert_i32x4(s), wasm_f32x4_mul(d, wasm_f32x4_splat(dt[b]))));
-        }
-      } else if (type == T_Q4_1) {
-        for (int b = 0; b < nb; b++, p += 80, a += QK) {
-          v128_t dm = wasm_v128_load(p);
-          v128_t d = f16x4_to_f32(dm), m = f16x4_to_f32(wasm_i64x2_shuffle(dm, dm, 1, 0));
-          v128_t s = hsum4_i32(q4_block_dot(wasm_v128_load(p + 16), a), q4_block_dot(wasm_v128_load(p + 32), a), q4_block_dot(wasm_v128_load(p + 48), a), q4_block_dot(wasm_v128_load(p + 64), a));
-          acc = wasm_f32x4_add(acc, wasm_f32x4_mul(wasm_f32x4_convert_i32x4(s), wasm_f32x4_mul(d, wasm_f32x4_splat(dt[b]))));
-          accm = wasm_f32x4_add(accm, wasm_f32x4_mul(m, wasm_f32x4_splat(st[b])));
         }
       } else {
-        for (int b = 0; b < nb; b++, p += 72, a += QK) {
-          v128_t d = f16x4_to_f32(wasm_v128_load64_zero(p));
-          v128_t s = hsum4_i32(q4_block_dot(wasm_v128_load(p + 8), a), q4_block_dot(wasm_v128_load(p + 24), a), q4_block_dot(wasm_v128_load(p + 40), a), q4_block_dot(wasm_v128_load(p + 56), a));
+        for (int b = 0; b < nb; b++, p += 96, a += QK) {
+          const v128_t d = wasm_v128_load(p), m = wasm_v128_load(p + 16);
+          v128_t s = hsum4_i32(q4_block_dot(wasm_v128_load(p + 32), a), q4_block_dot(wasm_v128_load(p + 48), a), q4_block_dot(wasm_v128_load(p + 64), a), q4_block_dot(wasm_v128_load(p + 80), a));
           acc = wasm_f32x4_add(acc, wasm_f32x4_mul(wasm_f32x4_convert_i32x4(s), wasm_f32x4_mul(d, wasm_f32x4_splat(dt[b]))));
-          /* Q4_0's offset −8 per value: m = −8·d. */
-          accm = wasm_f32x4_add(accm, wasm_f32x4_mul(wasm_f32x4_mul(d, wasm_f32x4_splat(-8.f)), wasm_f32x4_splat(st[b])));
+          accm = wasm_f32x4_add(accm, wasm_f32x4_mul(m, wasm_f32x4_splat(st[b])));
         }
       }
       wasm_v128_store(y + (size_t)t * rows + 4 * g, wasm_f32x4_add(acc, accm));

@@ -24,6 +24,7 @@ interface Exports {
   matmul_quant(type: number, w: number, rows: number, cols: number, qa: number, da: number, sa: number, T: number, y: number, r0: number, r1: number): void;
   matmul_float(type: number, w: number, rows: number, cols: number, x: number, T: number, y: number, r0: number, r1: number): void;
   repack_x4(type: number, src: number, rows: number, cols: number, dst: number): void;
+  x4_bytes(type: number, rows: number, cols: number): number;
   silu_mul(g: number, u: number, n: number): void;
   matmul_x4(type: number, w: number, rows: number, cols: number, qa: number, da: number, sa: number, T: number, y: number, g0: number, g1: number): void;
   attention(q: number, kc: number, vc: number, rows: number, chunks: number, P: number, n: number, vis: number, H: number, KV: number, D: number, scores: number, out: number, last: number, h0: number, h1: number): void;
@@ -72,7 +73,7 @@ export interface KernelWeight {
   readonly rows: number;
   readonly cols: number;
   readonly offset: number;
-  /** 'x4': quantized rows interleaved by four (matmul.c's repack_x4: Q4_1 decode GEMVs 1.5× faster, Q8_0 1.15×); 'rows': as in the file. */
+  /** 'x4': quantized rows interleaved by four, scales as f32 (matmul.c's repack_x4: Q4_1 decode GEMVs 1.5× faster, Q8_0 1.15×); 'rows': as in the file. */
   readonly layout: 'rows' | 'x4';
 }
 
@@ -191,12 +192,13 @@ export class MatmulKernels {
     if (m.data.length !== bytes) throw new RangeError(`${m.type} ${m.rows}×${m.cols} needs ${bytes} bytes, got ${m.data.length}`);
     const offset = this.top;
     const x4 = this.interleave && activationKind(m.type) !== 'float' && m.rows % 4 === 0;
+    const held = x4 ? this.fns.x4_bytes(GGML_TYPE_ID[m.type], m.rows, m.cols) : bytes;
     // Interleaving reads the file's blocks from scratch space just past the destination.
-    const src = x4 ? align16(offset + bytes) : offset;
+    const src = x4 ? align16(offset + held) : offset;
     this.ensure(src + bytes);
     new Uint8Array(this.memory.buffer, src, bytes).set(m.data);
     if (x4) this.fns.repack_x4(GGML_TYPE_ID[m.type], src, m.rows, m.cols, offset);
-    this.top = align16(offset + bytes);
+    this.top = align16(offset + held);
     return { type: m.type, rows: m.rows, cols: m.cols, offset, layout: x4 ? 'x4' : 'rows' };
   }
 
