@@ -25,6 +25,22 @@ describe('run view', () => {
     expect(laneFigures(view.lanes.get('expand/p1')!)).toMatchObject({ tokensOut: 2, ttftMs: 4, wallMs: 9, kvBlocksShared: 2, tokensPerSec: 200 });
   });
 
+  it('keeps the latest speculative step of a stage in place, then its totals', () => {
+    const step = (t: number, n: number, accepted: number) =>
+      ({ type: 'stage', t, node: 'g', stage: 'speculate', decided: { step: n, gated: false, kind: 'medusa', acceptance: 'exact' }, figures: { draftsProposed: 3, draftsAccepted: accepted, wallMs: 0 } }) as E;
+    const view = fold([
+      { type: 'node-start', t: 0, node: 'g' },
+      step(1, 1, 2),
+      step(2, 2, 0),
+      step(3, 3, 1),
+      { type: 'stage', t: 4, node: 'g', stage: 'speculate', decided: { kind: 'medusa', verifications: 3 }, figures: { draftsProposed: 9, draftsAccepted: 3, wallMs: 5 } },
+    ]);
+    const stages = view.lanes.get('g')!.stages;
+    expect(stages.map((m) => m.decided.step ?? 'totals')).toEqual([3, 'totals']);
+    expect(stages[0]!.figures.draftsAccepted).toBe(1);
+    expect(view.lanes.get('g')!.marbles.filter((m) => m.kind === 'stage')).toHaveLength(1);
+  });
+
   it('shows an answer with its pre-filled prefix once the branch ends', () => {
     const view = fold([
       { type: 'node-start', t: 0, node: 'expand', branch: 'p2' },

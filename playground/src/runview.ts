@@ -128,8 +128,14 @@ export function applyEvent(view: RunView, e: RunEvent): Lane | undefined {
     }
     case 'stage': {
       const l = lane(view, e.node, e.branch, e.t);
-      l.stages.push({ t: e.t, stage: e.stage, decided: e.decided, figures: e.figures });
-      l.marbles.push({ t: e.t, kind: 'stage' });
+      const mark = { t: e.t, stage: e.stage, decided: e.decided, figures: e.figures };
+      // Speculative steps stream one event each (decided.step): the track keeps the latest
+      // step of a stage in place rather than a line per step, then the stage's totals.
+      const previous = l.stages.at(-1);
+      const stepped = typeof e.decided.step === 'number';
+      if (stepped && previous?.stage === e.stage && typeof previous.decided.step === 'number') l.stages[l.stages.length - 1] = mark;
+      else l.stages.push(mark);
+      if (!stepped) l.marbles.push({ t: e.t, kind: 'stage' });
       return l;
     }
     case 'node-end': {

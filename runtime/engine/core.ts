@@ -27,6 +27,7 @@ import { forward } from '../model/forward.js';
 import type { LoadedModel } from '../model/types.js';
 import {
   Scheduler,
+  type DraftStep,
   type SchedulerOptions,
   type SchedulerStats,
   type SequenceSummary,
@@ -97,6 +98,9 @@ interface Session {
   shaped?: ShapedStages;
   /** The request's position in its output grammar, when it has one. */
   grammar?: GrammarCursor;
+  /** Speculative steps reported so far (onDraftStep), and the heads' kind when speculating. */
+  draftSteps?: number;
+  speculateKind?: string;
 }
 
 export class EngineCore {
@@ -153,6 +157,7 @@ export class EngineCore {
     try {
       const speculate = msg.stages?.speculate !== undefined ? this.heads.shape(msg.stages.speculate) : undefined;
       session.shaped = sequenceShape(this.scheduler.model.config.numLayers, msg.stages ?? {}, speculate);
+      if (speculate) session.speculateKind = speculate.kind;
       if (msg.output !== undefined) session.grammar = this.grammarsFor().cursor(msg.output);
     } catch (err) {
       return this.fail(requestId, err instanceof Error ? err : new Error(String(err)));
@@ -233,6 +238,7 @@ export class EngineCore {
         {
           token: (id, final, scored) => this.onToken(requestId, session, id, final, scored),
           admitted: (a) => this.onAdmitted(requestId, a),
+          draftStep: (d) => this.onDraftStep(requestId, session, d),
           done: (summary) => this.onDone(requestId, session, summary),
           error: (error) => this.fail(requestId, error),
         },
@@ -329,6 +335,22 @@ export class EngineCore {
       stage: 'kvShare',
       decided: { prefixSharing: true },
       figures: { tokensIn: a.promptTokens, tokensOut: a.promptTokens - a.cachedPromptTokens, kvBlocksShared: a.kvBlocksShared, wallMs: 0 },
+    });
+  }
+
+  /**
+   * One speculative step, as it happens: a stage event per verification (drafts proposed
+   * and accepted) or closed gate, numbered from 1; the stage's totals follow at the end.
+   */
+  private onDraftStep(requestId: string, s: Session, d: DraftStep): void {
+    s.draftSteps = (s.draftSteps ?? 0) + 1;
+    const spec = s.shaped?.shape.speculate;
+    this.emit({
+      type: 'stage',
+      requestId,
+      stage: spec ? 'speculate' : 'skipLayers',
+      decided: { step: s.draftSteps, gated: d.gated, ...(spec ? { kind: s.speculateKind ?? 'heads', acceptance: spec.acceptance } : { mode: 'self-speculative' }) },
+      figures: { draftsProposed: d.proposed, draftsAccepted: d.accepted, wallMs: 0 },
     });
   }
 

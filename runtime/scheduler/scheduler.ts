@@ -206,8 +206,20 @@ export interface SequenceListener {
   hidden?(row: Float32Array): void;
   /** At first admission: how much of the prompt's KV came from the prefix cache or a live sequence. */
   admitted?(info: { promptTokens: number; cachedPromptTokens: number; kvBlocksShared: number }): void;
+  /**
+   * Each speculative step as it happens: drafts verified (heads' tree or layer-skip chain)
+   * and how many were accepted, or the Cerberus gate sending the next step to plain decoding.
+   */
+  draftStep?(step: DraftStep): void;
   done(summary: SequenceSummary): void;
   error(err: Error): void;
+}
+
+export interface DraftStep {
+  proposed: number;
+  accepted: number;
+  /** The entropy gate closed: no drafts for the next step. */
+  gated: boolean;
 }
 
 export interface StepReport {
@@ -736,6 +748,7 @@ export class Scheduler {
     if (this.tokensLeft(seq) <= 1) return;
     if (spec.gate !== null && entropy(logits) > spec.gate) {
       seq.figures!.gatedSteps = (seq.figures!.gatedSteps ?? 0) + 1;
+      seq.listener.draftStep?.({ proposed: 0, accepted: 0, gated: true });
       return;
     }
     seq.headsInput = hidden;
@@ -803,6 +816,7 @@ export class Scheduler {
     f.draftsAccepted = (f.draftsAccepted ?? 0) + keep - 1;
     f.acceptedAtDepth ??= [];
     for (let d = 1; d < keep; d++) f.acceptedAtDepth[d - 1] = (f.acceptedAtDepth[d - 1] ?? 0) + 1;
+    seq.listener.draftStep?.({ proposed: tree.ids.length - 1, accepted: keep - 1, gated: false });
     report.decodeTokens += picked.length;
     this.served.set(seq.owner, (this.served.get(seq.owner) ?? 0) + tree.ids.length);
     for (const token of picked) if (!this.emit(seq, token)) return;
@@ -905,6 +919,7 @@ export class Scheduler {
     const f = seq.figures!;
     f.verifications = (f.verifications ?? 0) + 1;
     f.draftsAccepted = (f.draftsAccepted ?? 0) + keep - 1;
+    seq.listener.draftStep?.({ proposed: drafts.length, accepted: keep - 1, gated: false });
     if (keep - 1 === drafts.length) seq.draftWidth = Math.min(seq.shape!.drafts!, seq.draftWidth + 1);
     else if (keep === 1 && --seq.draftWidth === 0) seq.plainLeft = PROBE_AFTER;
     report.decodeTokens += picked.length;

@@ -77,8 +77,15 @@ describe('speculate stage in the engine', () => {
       const { done: d, events } = await done(engine, request(stages));
       expect(d.ids).toEqual(plain.done.ids);
       expect(d.text).toBe(plain.done.text);
-      const stage = events.find((e) => e.type === 'stage' && e.stage === 'speculate');
-      expect(stage).toMatchObject({ decided: { kind: stages.speculate.mode ?? 'cerberus', acceptance: 'exact' }, figures: { draftsProposed: expect.any(Number) } });
+      const specEvents = events.filter((e) => e.type === 'stage' && e.stage === 'speculate') as Extract<GenerateEvent, { type: 'stage' }>[];
+      for (const stage of specEvents) expect(stage).toMatchObject({ decided: { kind: stages.speculate.mode ?? 'cerberus', acceptance: 'exact' }, figures: { draftsProposed: expect.any(Number) } });
+      // One event per verification or closed gate as it happens, numbered; then the totals.
+      const steps = specEvents.filter((e) => typeof e.decided.step === 'number');
+      const totals = specEvents.at(-1)!;
+      expect(steps.map((e) => e.decided.step)).toEqual(steps.map((_, i) => i + 1));
+      expect(steps.filter((e) => !e.decided.gated).length).toBe(totals.decided.verifications);
+      expect(steps.reduce((n, e) => n + e.figures.draftsAccepted!, 0)).toBe(totals.figures.draftsAccepted);
+      expect(steps.reduce((n, e) => n + e.figures.draftsProposed!, 0)).toBe(totals.figures.draftsProposed);
       const report = d.metrics.stages!.speculate!;
       expect(report.verifications).toBeGreaterThan(0);
       expect(report.draftsAccepted).toBe(d.metrics.acceptedDraftTokens);
