@@ -8,6 +8,7 @@
  * const body = checkRequest(runRequestSchema, await c.req.json()); // throws BadRequestError at a pointer
  */
 import { Ajv2020, type ValidateFunction } from 'ajv/dist/2020.js';
+import { MAX_EMBED_INPUTS } from './engine.js';
 import { BadRequestError } from './errors.js';
 import type { FromSchema } from './from-schema.js';
 import { samplingSchema } from './sampling.js';
@@ -146,6 +147,34 @@ export const completionRequestSchema = {
 } as const;
 
 export type CompletionRequest = FromSchema<typeof completionRequestSchema>;
+
+/**
+ * POST /v1/embeddings: one input or a list, as text or token ids. `encoding_format`
+ * base64 is the vectors' little-endian float32 bytes (what the `openai` client asks for
+ * by default); `dimensions` is accepted only equal to the model's size (checked by the
+ * engine, which knows it). Limits on count and tokens: core/engine.ts MAX_EMBED_*.
+ */
+export const embeddingRequestSchema = {
+  type: 'object',
+  additionalProperties: false,
+  properties: {
+    model: { type: 'string' },
+    input: {
+      oneOf: [
+        { type: 'string' },
+        { type: 'array', minItems: 1, maxItems: MAX_EMBED_INPUTS, items: { type: 'string' } },
+        tokenIds,
+        { type: 'array', minItems: 1, maxItems: MAX_EMBED_INPUTS, items: tokenIds },
+      ],
+    },
+    encoding_format: { enum: ['float', 'base64'] },
+    dimensions: { type: 'integer', minimum: 1 },
+    user: { type: 'string' },
+  },
+  required: ['input'],
+} as const;
+
+export type EmbeddingRequest = FromSchema<typeof embeddingRequestSchema>;
 
 const ajv = new Ajv2020({ allErrors: true, strict: false });
 const compiled = new WeakMap<object, ValidateFunction>();

@@ -1,7 +1,7 @@
 /**
  * The HTTP control plane as a hono app: graph validation, runs (start, list, inspect,
  * stream as SSE with Last-Event-ID resume, cancel), models, example graphs, health,
- * Prometheus metrics, the OpenAI-compatible routes (chat and text completions, models),
+ * Prometheus metrics, the OpenAI-compatible routes (chat and text completions, embeddings, models),
  * and the playground page.
  * No socket here: `startServer` binds it, tests call `app.request()`.
  *
@@ -37,6 +37,7 @@ import { createMetrics } from './metrics.js';
 import { orderedWrites } from './ordered.js';
 import { chatCompletionsRoute } from './openai.js';
 import { completionsRoute } from './openai-completions.js';
+import { embeddingsRoute } from './openai-embeddings.js';
 import { modelsRoute } from './openai-models.js';
 import { playgroundRoute } from './playground.js';
 import type { RunDatabase } from './run-db.js';
@@ -320,6 +321,7 @@ export function createApp(options: AppOptions): SkeinApp {
 
   app.route('/v1', chatCompletionsRoute({ engine, store, metrics, modelMatches }));
   app.route('/v1', completionsRoute({ engine, store, metrics, modelMatches }));
+  app.route('/v1', embeddingsRoute({ engine, store, modelMatches }));
   app.route('/', playgroundRoute(options.playgroundDir));
   return app;
 }
