@@ -19,7 +19,7 @@ import { HTTPException } from 'hono/http-exception';
 import { streamSSE } from 'hono/streaming';
 import { BadRequestError, NotFoundError } from '../../core/errors.js';
 import { DEFAULT_SHAPE_LIMITS, type ShapeLimits } from '../../core/json-shape.js';
-import { checkRequest, runRequestSchema } from '../../core/requests.js';
+import { checkRequest, compileRequestSchemas, runRequestSchema } from '../../core/requests.js';
 import type { RunEvent } from '../../core/events.js';
 import type { Engine } from '../../core/engine.js';
 import type { GraphSpec } from '../../core/graph-schema.js';
@@ -140,6 +140,8 @@ export function createApp(options: AppOptions): SkeinApp {
     return name === served || served.endsWith(`/${name}`) || name.endsWith(`/${served}`);
   };
 
+  // Before the server listens: compiled on first use, they stalled the event loop then.
+  compileRequestSchemas();
   const app = new Hono() as unknown as SkeinApp;
   Object.defineProperty(app, 'runs', { value: store });
   Object.defineProperty(app, 'drain', { value: drain });
