@@ -1,13 +1,14 @@
 /**
- * The client side of `skein bench soak`: the traffic (random graphs, SSE followers,
- * random cancels, bad bodies) and the `/healthz` poller. Each runs in its own worker
- * thread by default, so the server's event loop carries only the server: an HTTP client
- * in the same thread (undici parsing 40 SSE streams, writing 1 MiB bodies) took more of
- * that loop than the server did, and its pauses were counted as the server's. With
- * `inline` the bench runs them in the server's thread, as it did before, for comparison.
+ * The client side of `skein bench soak` and `skein bench healthz`: the traffic (random
+ * graphs, SSE followers, random cancels, bad bodies), a sender of large bodies, and the
+ * `/healthz` poller. The traffic and the sender run in a worker thread, so the server's
+ * event loop carries only the server: an HTTP client in the same thread (undici parsing 40
+ * SSE streams, writing 1 MiB bodies) took more of that loop than the server did, and its
+ * pauses were counted as the server's. `runTraffic` also runs in the calling thread, as
+ * the soak did before, for comparison.
  *
  * @example
- * const traffic = runTraffic({ base, n: 40, seed: 1 }, () => engine.killWorker());
+ * const traffic = await runTrafficInWorker({ base, n: 40, seed: 1 }, () => engine.killWorker());
  * const poll = pollHealthz(base); ...; const { latencies } = await poll.stop();
  */
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -209,21 +210,19 @@ export function pollHealthz(base: string, everyMs = 20): Poller {
   };
 }
 
-type ToClient = { type: 'stop' } | { type: 'go' };
+type ToClient = { type: 'go' };
 type FromClient =
   | { type: 'kill' }
   | { type: 'ready' }
   | { type: 'traffic'; figures: TrafficFigures }
-  | { type: 'poll'; figures: PollFigures }
   | { type: 'posted'; figures: number[] }
   | { type: 'error'; message: string };
 
 interface ClientData {
-  role: 'traffic' | 'poll' | 'post';
+  role: 'traffic' | 'post';
   base: string;
   n?: number;
   seed?: number;
-  everyMs?: number;
   body?: string;
 }
 
@@ -279,32 +278,13 @@ export function postInWorker(url: string, body: string, count: number): { ready:
   };
 }
 
-/** pollHealthz in a worker thread. */
-export function pollHealthzInWorker(base: string, everyMs = 20): Poller {
-  const worker = spawnClient({ role: 'poll', base, everyMs });
-  let ready = () => {};
-  const started = new Promise<void>((resolve) => (ready = resolve));
-  const result = settle<PollFigures>(worker, 'poll', { ready: () => ready() });
-  return {
-    ready: started,
-    stop: async () => {
-      worker.postMessage({ type: 'stop' } satisfies ToClient);
-      try {
-        return await result;
-      } finally {
-        await worker.terminate();
-      }
-    },
-  };
-}
-
 if (!isMainThread && (workerData as ClientData | undefined)?.role) {
   const data = workerData as ClientData;
   const post = (msg: FromClient) => parentPort!.postMessage(msg);
   const fail = (err: unknown) => post({ type: 'error', message: err instanceof Error ? err.message : String(err) });
   if (data.role === 'traffic') {
     runTraffic({ base: data.base, n: data.n!, seed: data.seed! }, () => post({ type: 'kill' })).then((figures) => post({ type: 'traffic', figures }), fail);
-  } else if (data.role === 'post') {
+  } else {
     const send = async () => {
       const res = await fetch(data.base, { method: 'POST', headers: { 'content-type': 'application/json' }, body: data.body! });
       await res.arrayBuffer();
@@ -312,9 +292,5 @@ if (!isMainThread && (workerData as ClientData | undefined)?.role) {
     };
     post({ type: 'ready' });
     parentPort!.once('message', () => Promise.all(Array.from({ length: data.n! }, send)).then((figures) => post({ type: 'posted', figures }), fail));
-  } else {
-    const poll = pollHealthz(data.base, data.everyMs);
-    void poll.ready.then(() => post({ type: 'ready' }));
-    parentPort!.once('message', () => poll.stop().then((figures) => post({ type: 'poll', figures }), fail));
   }
 }

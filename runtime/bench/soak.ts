@@ -12,9 +12,13 @@
  * cache (evictable, reported apart as cached blocks).
  *
  * Runs are stored in SQLite as `skein serve` does (a temporary data folder). The traffic
- * and the `/healthz` poller run in worker threads of their own
- * (soak-client.ts), so `/healthz` latency and the event-loop delay are the server's;
- * `--arg client=inline` runs them in the server's thread instead, as the bench did first.
+ * runs in a worker thread of its own (soak-client.ts), so that its HTTP client work (SSE
+ * parsing, 1 MiB bodies) is not counted as the server's; `--arg client=inline` runs it in
+ * the server's thread instead, as the bench did first. The `/healthz` poller stays in the
+ * server's thread: its latency is then the server loop's turnaround, without the
+ * cross-thread wake-ups that a loaded 2-core box delays by tens of ms (a poller in its
+ * own thread measured 104 ms p99 where the loop's own delay p99 was 48 ms). The event-loop
+ * delay (perf_hooks) is reported beside it.
  *
  * npx skein bench soak --json [--arg n=40] [--arg model=skein-mini] [--arg client=inline]
  */
@@ -27,7 +31,7 @@ import { percentile, round } from '../engine/bench-support.js';
 import type { EngineFront } from '../engine/front.js';
 import { startServer } from '../server/index.js';
 import { registerBench } from './index.js';
-import { pollHealthz, pollHealthzInWorker, runTraffic, runTrafficInWorker } from './soak-client.js';
+import { pollHealthz, runTraffic, runTrafficInWorker } from './soak-client.js';
 
 /** The worker's tensors that KV blocks do not hold (null on a main-thread engine). */
 const nonKv = (s: { tensors?: number; kvTensors: number }): number | null => (s.tensors === undefined ? null : s.tensors - s.kvTensors);
@@ -59,7 +63,7 @@ registerBench('soak', {
         killed = engine.killWorker();
       };
       loop.enable();
-      const poll = inline ? pollHealthz(base) : pollHealthzInWorker(base);
+      const poll = pollHealthz(base);
       await poll.ready;
       const traffic = await (inline ? runTraffic({ base, n, seed }, kill) : runTrafficInWorker({ base, n, seed }, kill));
       await killed;
