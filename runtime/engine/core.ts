@@ -233,6 +233,8 @@ export class EngineCore {
       if (atLeast > MAX_EMBED_TOKENS) throw tooMany(atLeast);
       inputs = input.map((x, i) => {
         if (typeof x === 'string' && tokenizer === null) throw new NotAvailableError('tokenizer', 'this model has none; send token ids');
+        const least = typeof x === 'string' ? Math.ceil(x.length / tokenizer!.maxTokenChars) : 0;
+        if (least > context) throw new ContextLengthError(`input[${i}]`, context, `${x.length} characters are at least ${least} tokens, the model's context is ${context}`);
         const ids = typeof x === 'string' ? tokenizer!.encodePrompt(x) : x;
         if (ids.length === 0) throw new BadRequestError(`input[${i}]`, 'is empty');
         if (ids.length > context) throw new ContextLengthError(`input[${i}]`, context, `${ids.length} tokens, the model's context is ${context}`);

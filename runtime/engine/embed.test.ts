@@ -122,6 +122,8 @@ describe.each(['main', 'worker'] as const)('Engine.embed on the %s thread', (thr
       const long = await refused([[1], Array.from({ length: 65 }, () => 3)]);
       expect(long).toBeInstanceOf(ContextLengthError);
       expect(long).toMatchObject({ field: 'input[1]' });
+      // A text whose length alone proves it past the context is refused without tokenizing it.
+      expect(await refused(['x', 'x'.repeat(10_000)])).toMatchObject({ field: 'input[1]', message: expect.stringMatching(/10000 characters are at least \d+ tokens, the model's context is 64/) });
       expect(await refused(Array.from({ length: 513 }, () => [1]))).toMatchObject({ field: 'input', message: expect.stringMatching(/1 to 512 inputs/) });
       expect(await refused(Array.from({ length: 300 }, () => Array.from({ length: 60 }, () => 2)))).toMatchObject({ field: 'input', message: expect.stringMatching(/18000 tokens in all, more than the 16384/) });
     } finally {
