@@ -84,6 +84,31 @@ export interface ScoreResult {
   logits: Float32Array[];
 }
 
+/**
+ * Embeddings from the served model (Engine.embed): one vector per input, the mean of the
+ * final hidden states (after the final norm) of its tokens, L2-normalised. A chat model
+ * is not trained as an embedding model; its vectors are what it gives.
+ */
+export interface EmbedRequest {
+  /** Each a text (tokenized as a prompt is) or token ids; 1 to MAX_EMBED_INPUTS of them. */
+  input: Array<string | number[]>;
+  /** The vectors' size when the caller states one: must equal the model's hidden size (nothing is truncated or projected). */
+  dimensions?: number;
+  owner?: string;
+}
+
+export interface EmbedResult {
+  /** One unit-length vector (hidden size) per input, in order. */
+  vectors: Float32Array[];
+  /** Tokens of each input. */
+  tokens: number[];
+}
+
+/** Most inputs in one embedding request (OpenAI takes 2,048; the answer's JSON grows with each). */
+export const MAX_EMBED_INPUTS = 512;
+/** Most tokens over all inputs of one embedding request (bounds the work one request asks). */
+export const MAX_EMBED_TOKENS = 16_384;
+
 export type FinishReason = 'eos' | 'stop' | 'length' | 'cancelled';
 
 export interface GenerationUsage {
@@ -234,6 +259,11 @@ export interface Engine {
    * unsubscribing before it ran drops it. Absent on engines that cannot (scripted fakes).
    */
   score?(request: ScoreRequest): Observable<ScoreResult>;
+  /**
+   * Embeds inputs with the model (see EmbedRequest): one result, then complete;
+   * unsubscribing drops the work. Absent on engines that cannot (remote providers, fakes).
+   */
+  embed?(request: EmbedRequest): Observable<EmbedResult>;
   tokenize(text: string): number[];
   detokenize(ids: number[]): string;
   /** Render chat messages with the model's chat template (generation prompt appended). */

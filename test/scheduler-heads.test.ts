@@ -18,6 +18,7 @@ import { randomModel } from '../runtime/model/random.js';
 import type { LoadedModel } from '../runtime/model/types.js';
 import { Scheduler, type SequenceSummary, type SpeculateShape, type TokenSampler } from '../runtime/scheduler/scheduler.js';
 import { KvCache } from './fixtures/kv-cache.js';
+import { ModuloConstraint } from './fixtures/toy-constraint.js';
 
 const greedy: TokenSampler = (logits) => {
   let best = 0;
@@ -110,10 +111,10 @@ function make(sampler: (p: SamplingParams) => TokenSampler = () => greedy, extra
   return new Scheduler({ model, sampler, blockSize: 4, prefillChunk: 8, ...extra });
 }
 
-function submit(s: Scheduler, id: string, ids: number[], spec?: SpeculateShape, sampling: Partial<SamplingParams> = {}, maxTokens = N): Outcome {
+function submit(s: Scheduler, id: string, ids: number[], spec?: SpeculateShape, sampling: Partial<SamplingParams> = {}, maxTokens = N, constraint?: ModuloConstraint): Outcome {
   const o: Outcome = { tokens: [] };
   s.submit(
-    { id, ids, eosIds: [], sampling: resolveSampling({ maxTokens, ...sampling }), ...(spec ? { shape: { speculate: spec } } : {}) },
+    { id, ids, eosIds: [], sampling: resolveSampling({ maxTokens, ...sampling }), ...(spec ? { shape: { speculate: spec } } : {}), ...(constraint ? { constraint } : {}) },
     { token: (t) => void o.tokens.push(t), done: (summary) => (o.summary = summary), error: (e) => (o.error = e) },
   );
   return o;
@@ -187,6 +188,26 @@ describe('speculative heads in the scheduler', () => {
     drain(s);
     outs.forEach((o, i) => expect(o.tokens).toEqual(plainOuts[i]!.tokens));
     expectClean(s);
+  });
+
+  it('under an output constraint: each tree row is masked after the path to it, the output is plain constrained decoding\'s', () => {
+    for (const sampling of [{ temperature: 0 }, { temperature: 0.9, topK: 20, seed: 3 }]) {
+      const ref = make(tokenSampler);
+      const plainOuts = prompts.map((p, i) => submit(ref, `p${i}`, p, undefined, sampling, 20, new ModuloConstraint(7)));
+      drain(ref);
+      expectClean(ref);
+      const s = make(tokenSampler);
+      const outs = prompts.map((p, i) => submit(s, `s${i}`, p, shape(heads, 8, flatAcc), sampling, 20, new ModuloConstraint(7)));
+      drain(s);
+      outs.forEach((o, i) => {
+        expect(o.error).toBeUndefined();
+        expect(o.tokens).toEqual(plainOuts[i]!.tokens);
+        expect(o.tokens).toHaveLength(7);
+        expect(o.summary!.reason).toBe('stop');
+        expect(o.summary!.shape!.verifications).toBeGreaterThan(0);
+      });
+      expectClean(s);
+    }
   });
 
   it('typical acceptance runs (not exact: it may differ from plain sampling) and frees everything', () => {

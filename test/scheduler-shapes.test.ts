@@ -13,6 +13,7 @@ import { initBackend } from '../runtime/backend.js';
 import { tokenSampler } from '../runtime/engine/sampling.js';
 import { forward, prepareModel } from '../runtime/model/forward.js';
 import { KvCache } from './fixtures/kv-cache.js';
+import { ModuloConstraint } from './fixtures/toy-constraint.js';
 import { randomModel } from '../runtime/model/random.js';
 import type { LoadedModel, PruneStep } from '../runtime/model/types.js';
 import { Scheduler, type SequenceShape, type SequenceSummary, type TokenSampler } from '../runtime/scheduler/scheduler.js';
@@ -79,10 +80,10 @@ function make(sampler: (p: SamplingParams) => TokenSampler = () => greedy, prefi
   return new Scheduler({ model, sampler, blockSize: 4, prefillChunk });
 }
 
-function submit(s: Scheduler, id: string, ids: number[], shape?: SequenceShape, sampling: Partial<SamplingParams> = {}, maxTokens = N): Outcome {
+function submit(s: Scheduler, id: string, ids: number[], shape?: SequenceShape, sampling: Partial<SamplingParams> = {}, maxTokens = N, constraint?: ModuloConstraint): Outcome {
   const o: Outcome = { tokens: [] };
   s.submit(
-    { id, ids, eosIds: [], sampling: resolveSampling({ maxTokens, ...sampling }), ...(shape ? { shape } : {}) },
+    { id, ids, eosIds: [], sampling: resolveSampling({ maxTokens, ...sampling }), ...(shape ? { shape } : {}), ...(constraint ? { constraint } : {}) },
     { token: (t) => void o.tokens.push(t), done: (summary) => (o.summary = summary), error: (e) => (o.error = e) },
   );
   return o;
@@ -186,6 +187,32 @@ describe('self-speculative decode', () => {
     drain(s);
     outs.forEach((o, i) => expect(o.tokens).toEqual(ref[i]!.tokens));
     expectClean(s);
+  });
+
+  it('under an output constraint: drafts and verified rows are masked where the constraint stands, the output is plain constrained decoding\'s', () => {
+    const all = Array.from({ length: L }, (_, l) => l);
+    for (const sampling of [{ temperature: 0 }, { temperature: 0.9, topK: 20, seed: 5 }]) {
+      const plain = make(tokenSampler);
+      const ref = prompts.map((p, i) => submit(plain, `p${i}`, p, undefined, sampling, 20, new ModuloConstraint(9)));
+      drain(plain);
+      expectClean(plain);
+      for (const layers of [kept, all]) {
+        const s = make(tokenSampler);
+        const outs = prompts.map((p, i) => submit(s, `s${i}`, p, spec(3, layers), sampling, 20, new ModuloConstraint(9)));
+        drain(s);
+        outs.forEach((o, i) => {
+          expect(o.error).toBeUndefined();
+          expect(o.tokens).toEqual(ref[i]!.tokens);
+          // The constraint ends the output at 9 tokens, in the middle of a verification too.
+          expect(o.tokens).toHaveLength(9);
+          expect(o.summary!.reason).toBe('stop');
+        });
+        const accepted = outs.reduce((n, o) => n + (o.summary!.shape!.draftsAccepted ?? 0), 0);
+        // Drafts from every layer are masked like the full model's rows, so they are accepted.
+        if (layers === all && sampling.temperature === 0) expect(accepted).toBeGreaterThan(prompts.length * 4);
+        expectClean(s);
+      }
+    }
   });
 
   it('frees drafts and blocks when cancelled mid-draft or failed by a listener', () => {

@@ -1,6 +1,6 @@
 // The rest of the OpenAI surface through the official `openai` client on skein-mini:
 // legacy text completions (text or token-id prompts, several prompts × n, streaming,
-// logprobs), GET /v1/models/{id}, and /v1/embeddings refused with a 501 that says why.
+// logprobs), GET /v1/models/{id}, and /v1/embeddings from the model's pooled hidden states.
 import OpenAI from 'openai';
 import { lastValueFrom } from 'rxjs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -106,9 +106,46 @@ describe('models and embeddings', () => {
     await expect(client.models.retrieve('gpt-4')).rejects.toMatchObject({ status: 404, error: { type: 'not_found_error', code: 'not_found' } });
   });
 
-  it('POST /v1/embeddings is a 501 that says why', async () => {
-    const err = await client.embeddings.create({ model: 'skein-mini', input: 'hello' }).catch((e: unknown) => e);
-    expect(err).toMatchObject({ status: 501, error: { code: 'not_available', param: 'embeddings' } });
-    expect((err as Error).message).toMatch(/without an embedding head/);
+  it('POST /v1/embeddings: the engine\'s vectors, as floats or base64, for text and token ids, with usage', async () => {
+    const texts = ['The cat sat on the mat.', 'Stock prices fell sharply today.'];
+    const ids = engine.tokenize('hello there');
+    const direct = await lastValueFrom(engine.embed({ input: [...texts, ids] }));
+    // The openai client asks for base64 by default and decodes it into numbers.
+    const res = await client.embeddings.create({ model: 'skein-mini', input: texts });
+    expect(res).toMatchObject({ object: 'list', model: 'skein-mini', usage: { prompt_tokens: direct.tokens[0]! + direct.tokens[1]!, total_tokens: direct.tokens[0]! + direct.tokens[1]! } });
+    expect(res.data.map((d) => d.index)).toEqual([0, 1]);
+    expect(res.data.map((d) => Float32Array.from(d.embedding))).toEqual(direct.vectors.slice(0, 2));
+    const floats = await fetch(`${base}/embeddings`, {
+      method: 'POST',
+      headers: { 'Content-Type': 'application/json' },
+      body: JSON.stringify({ input: ids, encoding_format: 'float', dimensions: direct.vectors[0]!.length }),
+    }).then((r) => r.json());
+    expect(floats.data).toHaveLength(1);
+    expect(Float32Array.from(floats.data[0].embedding)).toEqual(direct.vectors[2]);
+    expect(floats.usage.prompt_tokens).toBe(ids.length);
+    const lists = await client.embeddings.create({ model: 'skein-mini', input: [ids, ids.slice(0, 1)] });
+    expect(lists.data).toHaveLength(2);
+    expect(lists.usage.prompt_tokens).toBe(ids.length + 1);
+  });
+
+  it('POST /v1/embeddings refuses what it cannot serve with a 400 naming the field', async () => {
+    const post = (body: Record<string, unknown>) =>
+      fetch(`${base}/embeddings`, { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify({ model: 'skein-mini', ...body }) });
+    for (const [body, param] of [
+      [{ input: 'x', dimensions: 64 }, 'dimensions'],
+      [{ input: 'x', encoding_format: 'int8' }, 'encoding_format'],
+      [{ input: [] }, 'input'],
+      [{ input: ['a', ''] }, 'input[1]'],
+      [{ input: Array.from({ length: 513 }, () => 'x') }, 'input'],
+      [{ input: ['word '.repeat(3000)] }, 'input[0]'],
+      [{ input: Array.from({ length: 20 }, () => 'word '.repeat(1000)) }, 'input'],
+      [{ input: [[1, 99_999_999]] }, 'input[0]'],
+      [{ input: 'x', truncate: true }, 'truncate'],
+    ] as const) {
+      const res = await post(body);
+      expect(res.status, JSON.stringify(body).slice(0, 80)).toBe(400);
+      const { error } = await res.json();
+      expect(error, JSON.stringify(body).slice(0, 80)).toMatchObject({ type: 'invalid_request_error', param });
+    }
   });
 });

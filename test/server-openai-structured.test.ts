@@ -132,11 +132,45 @@ describe('tools and structured output over the OpenAI API', () => {
     expect(penalised.choices[0]!.message.content).toBe(' sea sea sea');
   });
 
+  it("logprobs with tools: one per emitted token, the call's JSON included, the same streamed and not", async () => {
+    const request = { model: 'skein-mini', messages, tools: [weather, add], tool_choice: 'required' as const, max_tokens: 160, logprobs: true, top_logprobs: 2 };
+    const res = await client.chat.completions.create(request);
+    const choice = res.choices[0]!;
+    expect(choice.finish_reason).toBe('tool_calls');
+    const call = choice.message.tool_calls![0]!;
+    if (call.type !== 'function') throw new Error('not a function call');
+    const content = choice.logprobs!.content!;
+    // Every token of the call (an end-of-sequence token adds no text and gets none).
+    expect(content.length).toBeGreaterThanOrEqual(res.usage!.completion_tokens - 1);
+    expect(content.length).toBeLessThanOrEqual(res.usage!.completion_tokens);
+    const text = new TextDecoder().decode(new Uint8Array(content.flatMap((t) => t.bytes!)));
+    expect(JSON.parse(text)).toEqual({ name: call.function.name, arguments: JSON.parse(call.function.arguments) });
+    for (const t of content) {
+      expect(t.logprob).toBeLessThanOrEqual(0);
+      // Up to 2 alternatives: where the grammar allows a single token, it is the only one.
+      expect(t.top_logprobs.length).toBeGreaterThanOrEqual(1);
+      expect(t.top_logprobs.length).toBeLessThanOrEqual(2);
+      // Greedy: the emitted token is the most likely one after the grammar's mask.
+      expect(t.top_logprobs[0]).toMatchObject({ token: t.token, logprob: t.logprob });
+    }
+
+    const stream = await client.chat.completions.create({ ...request, stream: true });
+    const streamed: typeof content = [];
+    let args = '';
+    for await (const chunk of stream) {
+      for (const c of chunk.choices) {
+        streamed.push(...(c.logprobs?.content ?? []));
+        for (const d of c.delta.tool_calls ?? []) args += d.function?.arguments ?? '';
+      }
+    }
+    expect(JSON.parse(args)).toEqual(JSON.parse(call.function.arguments));
+    expect(streamed).toEqual(content);
+  });
+
   it('refuses what it does not support with a 400 in OpenAI shape naming the parameter', async () => {
     const post = (body: Record<string, unknown>) =>
       fetch(`${base}/chat/completions`, { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify({ model: 'skein-mini', messages, ...body }) });
     for (const [body, param] of [
-      [{ logprobs: true, tools: [weather] }, 'logprobs'],
       [{ top_logprobs: 2 }, 'top_logprobs'],
       [{ n: 9 }, 'n'],
       [{ logit_bias: { x: 1 } }, 'logit_bias.x'],

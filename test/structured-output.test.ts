@@ -1,7 +1,7 @@
 /**
  * Structured output through the engine on skein-mini: each sequence's logits are masked
  * by its own grammar inside the batched scheduler, greedy is deterministic, sampling
- * composes with the mask, unconstrained batch-mates are untouched, bad constraints are
+ * and self-speculative drafts compose with the mask, unconstrained batch-mates are untouched, bad constraints are
  * typed errors, and cancelling frees KV.
  */
 import * as tf from '@tensorflow/tfjs-core';
@@ -75,6 +75,18 @@ describe('structured output in the engine', () => {
     expect(mixed!.ids).toEqual(solo.ids);
     expect(['alpha', 'beta', 'gamma']).toContain(choice!.text);
     expect(regex!.text).toMatch(/^[0-9]{3}-[a-z]{2,4}$/);
+  });
+
+  it('composes with self-speculative decoding: drafts are made and checked under the grammar, the output is the same', async () => {
+    const request: GenerateRequest = { prompt: 'Describe a person as JSON:', output: { schema: person }, sampling: { maxTokens: 80 } };
+    const plain = await done(request);
+    // All layers draft (target 1): every draft the grammar allows is the full model's own pick.
+    const speculated = await done({ ...request, stages: { skipLayers: { targetSpeedup: 1, mode: 'self-speculative', drafts: 4 } } });
+    expect(speculated.text).toBe(plain.text);
+    const report = speculated.metrics.stages!.skipLayers!;
+    expect(report.draftsProposed).toBeGreaterThan(0);
+    expect(report.draftsAccepted).toBe(report.draftsProposed);
+    expect(new Ajv().validate(person, JSON.parse(speculated.text))).toBe(true);
   });
 
   it('composes with sampling: temperature, top-k and top-p draw among allowed tokens; same seed, same text', async () => {

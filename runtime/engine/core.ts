@@ -23,6 +23,7 @@ import type { ScoredToken } from '../generate/logprobs.js';
 import { HeadsLibrary } from '../stages/speculate.js';
 import { StopMatcher } from '../generate/stop.js';
 import { TokenPieces } from './token-pieces.js';
+import { EmbeddingQueue } from './embed.js';
 import { forward } from '../model/forward.js';
 import type { LoadedModel } from '../model/types.js';
 import {
@@ -33,7 +34,7 @@ import {
   type SequenceSummary,
   type StepReport,
 } from '../scheduler/scheduler.js';
-import type { ChatMessage, FinishReason, GenerateEvent, GenerationMetrics, GenerationUsage, StageReport } from '../../core/engine.js';
+import { MAX_EMBED_INPUTS, MAX_EMBED_TOKENS, type ChatMessage, type EmbedRequest, type FinishReason, type GenerateEvent, type GenerationMetrics, type GenerationUsage, type StageReport } from '../../core/engine.js';
 import type { Stages } from '../../core/stages.js';
 
 /** A prompt as text: tokenized by the core, after the context-length check. */
@@ -62,6 +63,8 @@ export interface CoreSubmit {
   maxTokensMustFit?: boolean;
   /** Score the prompt instead of generating (Engine.score): answered by one `scored` event. */
   score?: true;
+  /** Embed these inputs instead of generating (Engine.embed): answered by one `embedded` event. */
+  embed?: Pick<EmbedRequest, 'input' | 'dimensions'>;
 }
 
 export type CoreEvent =
@@ -77,6 +80,7 @@ export type CoreEvent =
       metrics: GenerationMetrics;
     }
   | { type: 'scored'; requestId: string; logits: Float32Array[] }
+  | { type: 'embedded'; requestId: string; vectors: Float32Array[]; tokens: number[] }
   | { type: 'error'; requestId: string; error: Error };
 
 export type EngineCoreOptions = Omit<SchedulerOptions, 'model'> & {
@@ -110,6 +114,8 @@ export class EngineCore {
   private readonly sessions = new Map<string, Session>();
   /** Requests whose prompt is being compressed (one segment per step) before they are scheduled. */
   private readonly compressing: CompressStage;
+  /** Embedding requests, a bounded number of tokens per step between the scheduler's steps. */
+  private readonly embedding: EmbeddingQueue;
   /** Scoring requests, one run per step between the scheduler's steps (FIFO). */
   private readonly scoring: Array<{ requestId: string; ids: number[] }> = [];
   /** Compiled output grammars over this model's vocabulary, made on the first constrained request. */
@@ -125,6 +131,7 @@ export class EngineCore {
     this.tokenizer = tokenizer;
     this.emit = emit;
     this.compressing = new CompressStage(options.model, tokenizer);
+    this.embedding = new EmbeddingQueue(options.model);
     this.heads = new HeadsLibrary(options.model, headsFacts(options.model));
   }
 
@@ -137,6 +144,7 @@ export class EngineCore {
     if (request.logprobs !== undefined && this.tokenizer === null) {
       return this.fail(requestId, new BadRequestError('logprobs', 'log-probabilities name tokens by their text, which needs a model with a tokenizer'));
     }
+    if (request.embed) return this.submitEmbed(requestId, request.embed);
     let msg: CoreSubmit & { ids: number[] };
     try {
       msg = { ...request, ids: request.ids ?? this.promptIds(request) };
@@ -210,6 +218,48 @@ export class EngineCore {
     return tokenizer.encodePrompt(rendered);
   }
 
+  /**
+   * Checks an embedding request and queues it. Limits come before tokenizing, as for
+   * prompts: a text's length over the longest vocabulary entry is a lower bound on its
+   * tokens, so an oversized request is refused without tokenizing it.
+   */
+  private submitEmbed(requestId: string, embed: NonNullable<CoreSubmit['embed']>): void {
+    let inputs: number[][];
+    try {
+      const { hiddenSize, maxPositionEmbeddings: context, vocabSize } = this.scheduler.model.config;
+      if (embed.dimensions !== undefined && embed.dimensions !== hiddenSize) {
+        throw new BadRequestError('dimensions', `the model's vectors have ${hiddenSize} dimensions; ${embed.dimensions} would need a projection it does not have`);
+      }
+      const { input } = embed;
+      if (input.length === 0 || input.length > MAX_EMBED_INPUTS) throw new BadRequestError('input', `give 1 to ${MAX_EMBED_INPUTS} inputs, not ${input.length}`);
+      const tokenizer = this.tokenizer;
+      const atLeast = input.reduce<number>((n, x) => n + (typeof x === 'string' ? Math.ceil(x.length / (tokenizer?.maxTokenChars ?? 1)) : x.length), 0);
+      const tooMany = (n: number) => new BadRequestError('input', `${n} tokens in all, more than the ${MAX_EMBED_TOKENS} one request may embed`);
+      if (atLeast > MAX_EMBED_TOKENS) throw tooMany(atLeast);
+      inputs = input.map((x, i) => {
+        if (typeof x === 'string' && tokenizer === null) throw new NotAvailableError('tokenizer', 'this model has none; send token ids');
+        const least = typeof x === 'string' ? Math.ceil(x.length / tokenizer!.maxTokenChars) : 0;
+        if (least > context) throw new ContextLengthError(`input[${i}]`, context, `${x.length} characters are at least ${least} tokens, the model's context is ${context}`);
+        const ids = typeof x === 'string' ? tokenizer!.encodePrompt(x) : x;
+        if (ids.length === 0) throw new BadRequestError(`input[${i}]`, 'is empty');
+        if (ids.length > context) throw new ContextLengthError(`input[${i}]`, context, `${ids.length} tokens, the model's context is ${context}`);
+        const outside = typeof x === 'string' ? undefined : ids.find((id) => !Number.isInteger(id) || id < 0 || id >= vocabSize);
+        if (outside !== undefined) throw new BadRequestError(`input[${i}]`, `token id ${outside} is outside the vocabulary (${vocabSize})`);
+        return ids;
+      });
+      const total = inputs.reduce((n, ids) => n + ids.length, 0);
+      if (total > MAX_EMBED_TOKENS) throw tooMany(total);
+    } catch (err) {
+      return this.fail(requestId, err instanceof Error ? err : new Error(String(err)));
+    }
+    this.embedding.submit(
+      requestId,
+      inputs,
+      (vectors) => this.emit({ type: 'embedded', requestId, vectors, tokens: inputs.map((ids) => ids.length) }),
+      (error) => this.fail(requestId, error),
+    );
+  }
+
   private get pieces(): TokenPieces {
     return (this.piecesCache ??= new TokenPieces(this.tokenizer!));
   }
@@ -277,19 +327,21 @@ export class EngineCore {
   cancel(requestId: string): void {
     const queued = this.scoring.findIndex((r) => r.requestId === requestId);
     if (queued >= 0) this.scoring.splice(queued, 1);
+    this.embedding.cancel(requestId);
     this.sessions.delete(requestId);
     this.compressing.cancel(requestId);
     this.scheduler.cancel(requestId);
   }
 
   hasWork(): boolean {
-    return this.scheduler.hasWork() || this.compressing.hasWork() || this.scoring.length > 0;
+    return this.scheduler.hasWork() || this.compressing.hasWork() || this.scoring.length > 0 || this.embedding.hasWork();
   }
 
   step(): StepReport {
     if (this.compressing.hasWork()) this.compressing.step();
     const score = this.scoring.shift();
     if (score) this.score(score.requestId, score.ids);
+    if (this.embedding.hasWork()) this.embedding.step();
     return this.scheduler.step();
   }
 
@@ -320,6 +372,7 @@ export class EngineCore {
 
   close(err: Error): void {
     for (const { requestId } of this.scoring.splice(0)) this.emit({ type: 'error', requestId, error: err });
+    this.embedding.close(err);
     this.compressing.close(err);
     this.scheduler.close(err);
     this.sessions.clear();

@@ -14,7 +14,7 @@ import { resolveSampling } from '../../core/sampling.js';
 import type { ModelTokenizer } from '../checkpoint/tokenizer.js';
 import type { SchedulerStats } from '../scheduler/scheduler.js';
 import type { CoreEvent, CoreSubmit } from './core.js';
-import { MAX_TOP_LOGPROBS, type ChatMessage, type CompressedText, type Engine, type EngineHealth, type EngineStats, type GenerateEvent, type GenerateRequest, type ScoreRequest, type ScoreResult } from '../../core/engine.js';
+import { MAX_TOP_LOGPROBS, type ChatMessage, type CompressedText, type EmbedRequest, type EmbedResult, type Engine, type EngineHealth, type EngineStats, type GenerateEvent, type GenerateRequest, type ScoreRequest, type ScoreResult } from '../../core/engine.js';
 import type { StageName, Stages } from '../../core/stages.js';
 import { checkStage, type ModelFacts } from '../stages/registry.js';
 
@@ -165,6 +165,27 @@ export class EngineFront implements Engine {
         finished = event.type === 'scored' || event.type === 'error' || event.type === 'done';
         if (event.type === 'scored') {
           subscriber.next({ logits: event.logits });
+          subscriber.complete();
+        } else if (event.type === 'error') subscriber.error(event.error);
+      });
+      return () => {
+        if (!finished) this.transport.cancel(msg.requestId);
+      };
+    });
+  }
+
+  /** Embeddings on the model's thread (runtime/engine/embed.ts): tokenizing and the limits are checked there too. */
+  embed(request: EmbedRequest): Observable<EmbedResult> {
+    return new Observable<EmbedResult>((subscriber) => {
+      if (this.closed) return subscriber.error(new NotAvailableError('engine', 'it is closed'));
+      const embed = { input: request.input, ...(request.dimensions !== undefined ? { dimensions: request.dimensions } : {}) };
+      // Sampling is not used; the core's message carries it for its shape only.
+      const msg: CoreSubmit = { requestId: `q${++nextRequest}`, sampling: resolveSampling({}), owner: request.owner, embed };
+      let finished = false;
+      this.transport.submit(msg, (event) => {
+        finished = event.type === 'embedded' || event.type === 'error' || event.type === 'done';
+        if (event.type === 'embedded') {
+          subscriber.next({ vectors: event.vectors, tokens: event.tokens });
           subscriber.complete();
         } else if (event.type === 'error') subscriber.error(event.error);
       });

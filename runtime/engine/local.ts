@@ -45,7 +45,7 @@ export class LocalTransport implements EngineTransport {
 
   private dispatch(event: CoreEvent): void {
     const listener = this.listeners.get(event.requestId);
-    if (event.type === 'done' || event.type === 'scored' || event.type === 'error') this.listeners.delete(event.requestId);
+    if (event.type === 'done' || event.type === 'scored' || event.type === 'embedded' || event.type === 'error') this.listeners.delete(event.requestId);
     listener?.(event);
   }
 }

@@ -32,7 +32,7 @@ export class WorkerTransport implements EngineTransport {
       for (const wire of msg.events) {
         const event: CoreEvent = wire.type === 'error' ? { ...wire, error: fromWire(wire.error) } : wire;
         const listener = this.listeners.get(event.requestId);
-        if (event.type === 'done' || event.type === 'scored' || event.type === 'error') this.listeners.delete(event.requestId);
+        if (event.type === 'done' || event.type === 'scored' || event.type === 'embedded' || event.type === 'error') this.listeners.delete(event.requestId);
         listener?.(event);
       }
     });

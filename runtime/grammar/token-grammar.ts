@@ -100,6 +100,15 @@ export class GrammarCursor {
     this.state = grammar.dfa.start;
   }
 
+  /** A copy at the same place, moved independently (speculative decoding looks ahead with it). */
+  fork(): GrammarCursor {
+    const copy = new GrammarCursor(this.grammar);
+    copy.state = this.state;
+    copy.finished = this.finished;
+    copy.ids.push(...this.ids);
+    return copy;
+  }
+
   /** Whether the output so far is a complete match. */
   get accepting(): boolean {
     return this.grammar.dfa.accepting(this.state);

@@ -462,15 +462,20 @@ export function forward(model: LoadedModel, seqs: ForwardSequence[], opts: Forwa
       ];
     }
 
-    // Final norm and lm head over the rows that want logits (or hidden).
+    // Final norm over the rows that want logits or hidden states; lm head over those that want logits.
     const outRows: number[] = [];
+    // Indices into outRows of the rows the lm head runs on (hiddenOnly sequences' rows are not among them).
+    const headRows: number[] = [];
     {
       let r = 0;
       for (const s of order) {
-        const mode = s.seq.logits ?? 'last';
+        const mode = s.seq.hiddenOnly ? 'all' : (s.seq.logits ?? 'last');
         const want = mode === 'all' ? s.live : mode === 'last' ? [s.live[s.live.length - 1]!] : [];
         const first = mode === 'all' ? r : r + s.live.length - 1;
-        for (let j = 0; j < want.length; j++) outRows.push(first + j);
+        for (let j = 0; j < want.length; j++) {
+          if (!s.seq.hiddenOnly) headRows.push(outRows.length);
+          outRows.push(first + j);
+        }
         outOwner.push({ s, tokenIndices: want });
         r += s.live.length;
       }
@@ -480,8 +485,11 @@ export function forward(model: LoadedModel, seqs: ForwardSequence[], opts: Forwa
     if (outRows.length > 0) {
       const sel = outRows.length === x.shape[0] ? x : gatherRows(x, outRows); // (R, hidden)
       const normed = tf.mul(rmsNorm(sel, c.rmsNormEps, prep.eps), model.weights.finalNorm) as tf.Tensor2D; // (R, hidden)
-      logits = prep.blocks !== null ? blockLinear(normed, prep.blocks.lmHead)[0]! : (tf.matMul(normed, model.weights.lmHead) as tf.Tensor2D); // (R, vocab)
-      if (order.some((s) => s.seq.returnHidden)) hidden = normed;
+      if (headRows.length > 0) {
+        const head = headRows.length === outRows.length ? normed : gatherRows(normed, headRows); // (H, hidden)
+        logits = prep.blocks !== null ? blockLinear(head, prep.blocks.lmHead)[0]! : (tf.matMul(head, model.weights.lmHead) as tf.Tensor2D); // (H, vocab)
+      }
+      if (order.some((s) => s.seq.returnHidden || s.seq.hiddenOnly)) hidden = normed;
     }
     const kv = order.flatMap((s) => s.newKv.flatMap((e) => (e ? [e.k, e.v] : [])));
     const extra = order.flatMap((s) => [
@@ -547,15 +555,21 @@ export function forward(model: LoadedModel, seqs: ForwardSequence[], opts: Forwa
   const logitData = kept.logits ? (kept.logits.dataSync() as Float32Array) : null;
   const hiddenData = kept.hidden ? (kept.hidden.dataSync() as Float32Array) : null;
   let r = 0;
+  // The lm head's rows skip hiddenOnly sequences, so they are counted apart.
+  let h = 0;
   for (const { s, tokenIndices } of outOwner) {
     const logits: Float32Array[] = [];
     const hidden: Float32Array[] = [];
+    const wantsHidden = s.seq.returnHidden === true || s.seq.hiddenOnly === true;
     for (let j = 0; j < tokenIndices.length; j++, r++) {
-      logits.push(logitData!.slice(r * vocab, (r + 1) * vocab));
-      if (s.seq.returnHidden) hidden.push(hiddenData!.slice(r * c.hiddenSize, (r + 1) * c.hiddenSize));
+      if (!s.seq.hiddenOnly) {
+        logits.push(logitData!.slice(h * vocab, (h + 1) * vocab));
+        h++;
+      }
+      if (wantsHidden) hidden.push(hiddenData!.slice(r * c.hiddenSize, (r + 1) * c.hiddenSize));
     }
     const res: ForwardSequenceResult = { logits, newKv: s.newKv, logitTokenIndices: tokenIndices };
-    if (s.seq.returnHidden) res.hidden = hidden;
+    if (wantsHidden) res.hidden = hidden;
     if (s.seq.returnAttention) res.attention = s.attention.map((a) => (a ? (a.dataSync() as Float32Array).slice() : null));
     if (s.seq.returnPrunedHidden) {
       res.prunedHidden = s.prunedHidden.map((p) => {

@@ -137,6 +137,12 @@ export interface ForwardSequence {
   logits?: 'last' | 'all' | 'none';
   /** Return the final hidden state (after the final norm) of the same positions as logits. */
   returnHidden?: boolean;
+  /**
+   * Return the final hidden state (after the final norm) of every live new token and no
+   * logits: the LM head, the widest matmul of the forward (49,152 columns on SmolLM2),
+   * does not run for this sequence. Embeddings want this. Overrides `logits`.
+   */
+  hiddenOnly?: boolean;
   /** Return, per layer, the attention weights of the last new token (mean over heads). */
   returnAttention?: boolean;
   /** Return, per pruning step, the hidden states of tokens pruned there (LazyLLM's Aux Cache). */

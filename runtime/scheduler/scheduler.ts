@@ -50,6 +50,12 @@ export interface SequenceConstraint {
   maskLogits(logits: Float32Array): void;
   /** Moves past the chosen token; true when the output is complete and nothing may follow. */
   accept(id: number): boolean;
+  /**
+   * An independent copy at the same place: speculative decoding walks drafts and
+   * verification rows ahead of the tokens emitted, each row masked where its prefix leaves
+   * the constraint, without moving the sequence's own cursor.
+   */
+  fork(): SequenceConstraint;
 }
 
 /**
@@ -289,9 +295,7 @@ class Sequence {
     readonly logprobs: number | undefined,
   ) {
     if (shape !== null) this.figures = { prefillMs: 0, decodeMs: 0 };
-    // A constrained sequence decodes plainly: its grammar cursor advances one sampled token
-    // at a time, which drafting ahead of verification would have to undo.
-    this.draftWidth = constraint !== undefined ? 0 : shape?.drafts ?? 0;
+    this.draftWidth = shape?.drafts ?? 0;
   }
 
   /** Every token whose KV the sequence needs: prompt, then generated (the last one not yet run). */
@@ -733,10 +737,22 @@ export class Scheduler {
     if (this.emit(seq, token, scored) && this.speculates(seq)) this.queueHeads(seq, row, r.hidden![0]!);
   }
 
-  /** Whether a sequence drafts with heads (a constrained one decodes plainly: its grammar advances one sampled token at a time). */
+  /** Whether a sequence drafts with heads. */
   private speculates(seq: Sequence): boolean {
-    // A sequence asking for log-probabilities decodes plainly too: they are scored on the sampled row.
-    return seq.shape?.speculate !== undefined && seq.constraint === undefined && seq.logprobs === undefined;
+    // A sequence asking for log-probabilities decodes plainly: they are scored on the sampled row.
+    return seq.shape?.speculate !== undefined && seq.logprobs === undefined;
+  }
+
+  /**
+   * The sequence's constraint as it stands after `ahead` (tokens past those emitted:
+   * drafts, accepted rows, a tree path), in a copy; 'complete' when `ahead` completes it,
+   * so nothing may follow; undefined for a sequence without one.
+   */
+  private constraintAfter(seq: Sequence, ahead: readonly number[]): SequenceConstraint | 'complete' | undefined {
+    if (seq.constraint === undefined) return undefined;
+    const cursor = seq.constraint.fork();
+    for (const id of ahead) if (cursor.accept(id)) return 'complete';
+    return cursor;
   }
 
   /**
@@ -791,10 +807,20 @@ export class Scheduler {
     seq.tree = null;
     const spec = seq.shape!.speculate!;
     const typical = spec.acceptance === 'typical' && seq.sampling.temperature > 0;
+    // A path's rows are masked where the constraint stands after the tokens taken before
+    // them; a token that completes it ends the path, as an end-of-sequence token does.
+    let complete = false;
     const { rows, picked } = acceptPath(
       tree,
-      (row, taken) => (typical ? typicalPick(tree, row, r.logits[row]!, seq.sampling.temperature, spec) : undefined) ?? seq.sample(r.logits[row]!, [...seq.all(), ...taken]),
-      (token) => seq.eosIds.includes(token),
+      (row, taken) => {
+        // `taken` never completes the constraint: the path ends at the token that does.
+        const constraint = this.constraintAfter(seq, taken) as SequenceConstraint | undefined;
+        constraint?.maskLogits(r.logits[row]!);
+        const token = (typical ? typicalPick(tree, row, r.logits[row]!, seq.sampling.temperature, spec) : undefined) ?? seq.sample(r.logits[row]!, [...seq.all(), ...taken]);
+        complete = constraint?.accept(token) === true;
+        return token;
+      },
+      (token) => complete || seq.eosIds.includes(token),
     );
     const keep = rows.length;
     const prefix = rows.every((row, i) => row === i);
@@ -879,8 +905,13 @@ export class Scheduler {
       seq.drafts!.kv[l]!.v.push(e.v);
     });
     // Greedy drafts: the sequence's own sampler (and its seeded state) is kept for the
-    // full model's logits, so that sampling sees exactly what plain decoding would.
-    seq.drafts.tokens.push(argmax(r.logits[0]!));
+    // full model's logits, so that sampling sees exactly what plain decoding would. Under a
+    // constraint a draft is the best token it allows (one it forbids could never be accepted);
+    // past the constraint's end any token does, as verification stops there.
+    const row = r.logits[0]!;
+    const constraint = this.constraintAfter(seq, seq.drafts.tokens);
+    if (constraint !== 'complete') constraint?.maskLogits(row);
+    seq.drafts.tokens.push(argmax(row));
     const f = seq.figures!;
     f.draftsProposed = (f.draftsProposed ?? 0) + 1;
     f.decodeLayers = item.layers?.length ?? this.model.config.numLayers;
@@ -900,6 +931,9 @@ export class Scheduler {
     const picked: number[] = [];
     const scores: (ScoredToken | undefined)[] = [];
     for (let i = 0; i <= drafts.length; i++) {
+      const constraint = this.constraintAfter(seq, picked);
+      if (constraint === 'complete') break;
+      constraint?.maskLogits(r.logits[i]!);
       const { token, scored } = this.pick(seq, r.logits[i]!, [...seq.all(), ...picked]);
       picked.push(token);
       scores.push(scored);

@@ -1,7 +1,7 @@
 /**
  * The HTTP control plane as a hono app: graph validation, runs (start, list, inspect,
  * stream as SSE with Last-Event-ID resume, cancel), models, example graphs, health,
- * Prometheus metrics, the OpenAI-compatible routes (chat and text completions, models),
+ * Prometheus metrics, the OpenAI-compatible routes (chat and text completions, embeddings, models),
  * and the playground page.
  * No socket here: `startServer` binds it, tests call `app.request()`.
  *
@@ -19,7 +19,7 @@ import { HTTPException } from 'hono/http-exception';
 import { streamSSE } from 'hono/streaming';
 import { BadRequestError, NotFoundError } from '../../core/errors.js';
 import { DEFAULT_SHAPE_LIMITS, type ShapeLimits } from '../../core/json-shape.js';
-import { checkRequest, runRequestSchema } from '../../core/requests.js';
+import { checkRequest, compileRequestSchemas, runRequestSchema } from '../../core/requests.js';
 import type { RunEvent } from '../../core/events.js';
 import type { Engine } from '../../core/engine.js';
 import type { GraphSpec } from '../../core/graph-schema.js';
@@ -37,6 +37,7 @@ import { createMetrics } from './metrics.js';
 import { orderedWrites } from './ordered.js';
 import { chatCompletionsRoute } from './openai.js';
 import { completionsRoute } from './openai-completions.js';
+import { embeddingsRoute } from './openai-embeddings.js';
 import { modelsRoute } from './openai-models.js';
 import { playgroundRoute } from './playground.js';
 import type { RunDatabase } from './run-db.js';
@@ -139,6 +140,8 @@ export function createApp(options: AppOptions): SkeinApp {
     return name === served || served.endsWith(`/${name}`) || name.endsWith(`/${served}`);
   };
 
+  // Before the server listens: compiled on first use, they stalled the event loop then.
+  compileRequestSchemas();
   const app = new Hono() as unknown as SkeinApp;
   Object.defineProperty(app, 'runs', { value: store });
   Object.defineProperty(app, 'drain', { value: drain });
@@ -320,6 +323,7 @@ export function createApp(options: AppOptions): SkeinApp {
 
   app.route('/v1', chatCompletionsRoute({ engine, store, metrics, modelMatches }));
   app.route('/v1', completionsRoute({ engine, store, metrics, modelMatches }));
+  app.route('/v1', embeddingsRoute({ engine, store, modelMatches }));
   app.route('/', playgroundRoute(options.playgroundDir));
   return app;
 }

@@ -42,7 +42,7 @@ export interface ErrorParams {
 
 function paramOf(err: unknown, params: ErrorParams): string | null {
   if (err instanceof GrammarError) return params.grammar ?? null;
-  if (err instanceof ContextLengthError) return (err.field === 'sampling.maxTokens' ? params.maxTokens : params.prompt) ?? null;
+  if (err instanceof ContextLengthError) return (err.field === 'sampling.maxTokens' ? params.maxTokens : params.prompt) ?? openAiParam(err.field);
   if (err instanceof BadRequestError) return openAiParam(err.field);
   if (err instanceof NotAvailableError) return err.feature;
   return null;

@@ -1,15 +1,13 @@
 /**
  * OpenAI's model routes: `GET /v1/models` lists the one served model, `GET /v1/models/{id}`
  * answers for it (any name `modelMatches` accepts) and is a 404 in OpenAI's error shape
- * otherwise. `POST /v1/embeddings` is a 501 in that shape, on purpose: the served models
- * are generative (SmolLM2, skein-mini) with no embedding head or training for one, so a
- * vector would be a pooled hidden state no client should mistake for an embedding model's.
+ * otherwise (`POST /v1/embeddings` is openai-embeddings.ts).
  *
  * @example
  * app.route('/v1', modelsRoute({ engine, modelMatches, createdS }));
  */
 import { Hono } from 'hono';
-import { NotAvailableError, NotFoundError } from '../../core/errors.js';
+import { NotFoundError } from '../../core/errors.js';
 import type { Engine } from '../../core/engine.js';
 import { openAiErrorResponse } from './openai-errors.js';
 
@@ -39,9 +37,6 @@ export function modelsRoute(deps: ModelsDeps): Hono {
     const id = c.req.param('id');
     if (!deps.modelMatches(id)) throw new NotFoundError('model', id);
     return c.json(model());
-  });
-  app.post('/embeddings', () => {
-    throw new NotAvailableError('embeddings', `model ${deps.engine.modelName} is a generative model without an embedding head; use an embedding model elsewhere`);
   });
   return app;
 }

@@ -60,21 +60,24 @@ function withToolSystem(messages: ChatMessage[], system: string | undefined): Ch
 }
 
 /** The logprobs a request asks for: undefined, or the number of alternatives per token. */
-function logprobsOf(body: ChatRequest, tools: ToolPlan): number | undefined {
+function logprobsOf(body: ChatRequest): number | undefined {
   if (body.top_logprobs !== undefined && body.logprobs !== true) throw new BadRequestError('top_logprobs', 'needs logprobs: true');
   if (body.logprobs !== true) return undefined;
-  if (tools.mode !== 'text') throw new BadRequestError('logprobs', 'not served together with tools yet');
   return body.top_logprobs ?? 0;
 }
 
 /**
- * One choice of a streamed chat completion: text deltas (with their logprobs when asked
- * for), or a tool call's deltas. In 'either' mode text is held back until its first
- * character says whether this is a call.
+ * One choice of a streamed chat completion: text deltas, or a tool call's deltas. In
+ * 'either' mode text is held back until its first character says whether this is a call.
+ * Log-probabilities (when asked for) cover every token emitted, a call's JSON included;
+ * a token whose text produces no delta yet (a call's name still incomplete, half a
+ * character) has its logprob ride on the next chunk that goes out, at the latest the
+ * finishing one, so the stream's logprobs add up to the non-streamed answer's.
  */
 class ChatChoiceStream {
   private call: ToolCallStream | null;
   private pending: string | null;
+  private logprobs: object[] = [];
 
   constructor(
     private readonly index: number,
@@ -91,26 +94,39 @@ class ChatChoiceStream {
   }
 
   token(e: TokenEvent): object[] {
-    if (e.logprobs) return [this.chunk(this.index, { content: e.text }, null, { content: [chatLogprob(e.logprobs)] })];
-    if (this.pending === null) return this.emit(e.text);
+    if (e.logprobs) this.logprobs.push(chatLogprob(e.logprobs));
+    if (this.pending === null) return this.chunks(this.deltas(e.text));
     this.pending += e.text;
     if (this.pending.length === 0) return [];
     if (this.pending.startsWith('{')) this.call = new ToolCallStream(this.callId);
     const first = this.pending;
     this.pending = null;
-    return this.emit(first);
+    return this.chunks(this.deltas(first));
   }
 
   done(e: Done): object[] {
-    const out = this.pending ? this.emit(this.pending) : [];
-    if (this.call) out.push(...this.call.finish().map((d) => this.chunk(this.index, { tool_calls: [d] }, null)));
-    out.push(this.chunk(this.index, {}, this.call && e.reason !== 'length' ? 'tool_calls' : finishReason(e.reason)));
+    const deltas = this.pending ? this.deltas(this.pending) : [];
+    if (this.call) deltas.push(...this.call.finish().map((d) => ({ tool_calls: [d] })));
+    const out = this.chunks(deltas);
+    out.push(this.chunk(this.index, {}, this.call && e.reason !== 'length' ? 'tool_calls' : finishReason(e.reason), this.takeLogprobs()));
     return out;
   }
 
-  private emit(piece: string): object[] {
-    if (this.call) return this.call.push(piece).map((d) => this.chunk(this.index, { tool_calls: [d] }, null));
-    return piece ? [this.chunk(this.index, { content: piece }, null)] : [];
+  private deltas(piece: string): object[] {
+    if (this.call) return this.call.push(piece).map((d) => ({ tool_calls: [d] }));
+    return piece ? [{ content: piece }] : [];
+  }
+
+  /** Deltas as chunks, the log-probabilities not sent yet on the first. */
+  private chunks(deltas: object[]): object[] {
+    return deltas.map((delta, i) => this.chunk(this.index, delta, null, i === 0 ? this.takeLogprobs() : undefined));
+  }
+
+  private takeLogprobs(): object | undefined {
+    if (this.logprobs.length === 0) return undefined;
+    const content = this.logprobs;
+    this.logprobs = [];
+    return { content };
   }
 }
 
@@ -166,7 +182,7 @@ export function chatCompletionsRoute(deps: ChatDeps): Hono {
     errorParams.set(c.req.raw, params);
     const output = tools.output ?? format;
     if (output && !engine.supportsOutput) throw new NotAvailableError(params.grammar!, `model ${engine.modelName} cannot constrain its output`);
-    const top = logprobsOf(body, tools);
+    const top = logprobsOf(body);
     const { messages, assistantPrefix } = continuation(body, withToolSystem(messagesOf(body), tools.system));
     const sampling = samplingOf(body);
     const n = body.n ?? 1;

@@ -1,6 +1,6 @@
 /**
- * Durable runs: every run record, its events and each node's completed output, in one
- * SQLite file (better-sqlite3, WAL mode) under the server's data folder, so that a restart
+ * Durable runs: every run record and its events (node-end events carry each node's
+ * completed output, which is what a resume reuses: resume.ts), in one SQLite file (better-sqlite3, WAL mode) under the server's data folder, so that a restart
  * or a crash loses nothing that was already written. Events are appended as they come,
  * batched into one transaction per turn of the event loop (one fsync-free commit in WAL
  * mode instead of one per token); a run's end is written at once.
@@ -50,13 +50,15 @@ CREATE TABLE IF NOT EXISTS events (
   body TEXT NOT NULL,
   PRIMARY KEY (run_id, seq)
 ) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS node_outputs (
-  run_id TEXT NOT NULL,
-  node TEXT NOT NULL,
-  output TEXT,
-  PRIMARY KEY (run_id, node)
-) WITHOUT ROWID;
 `;
+
+/**
+ * Schema changes, in order; `PRAGMA user_version` counts those a data folder has had, so
+ * a folder written by an older server is brought up to date when it is opened.
+ * 1: drop `node_outputs`. It repeated the outputs the node-end events already store, and
+ *    resume reads those (one source, no chance of the two disagreeing).
+ */
+const MIGRATIONS: string[] = ['DROP TABLE IF EXISTS node_outputs;'];
 
 interface RunRow {
   id: string;
@@ -80,7 +82,6 @@ export class RunDatabase implements RunPersistence {
   private closed = false;
   private readonly insertRun: Database.Statement;
   private readonly insertEvent: Database.Statement;
-  private readonly insertOutput: Database.Statement;
   private readonly updateEnd: Database.Statement;
   private readonly markEnd: Database.Statement;
   private readonly writeBatch: (batch: Array<[string, RunEvent]>) => void;
@@ -90,19 +91,15 @@ export class RunDatabase implements RunPersistence {
     // WAL with NORMAL sync survives a process crash; only a power loss may lose the last commits.
     db.pragma('synchronous = NORMAL');
     db.exec(SCHEMA);
+    migrate(db);
     this.insertRun = db.prepare(
       'INSERT OR REPLACE INTO runs (id, graph, model, seed, input, definition, state, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)',
     );
     this.insertEvent = db.prepare('INSERT OR REPLACE INTO events (run_id, seq, body) VALUES (?, ?, ?)');
-    this.insertOutput = db.prepare('INSERT OR REPLACE INTO node_outputs (run_id, node, output) VALUES (?, ?, ?)');
     this.updateEnd = db.prepare('UPDATE runs SET state = ?, ended_at = ?, error = ?, usage = ?, tokens_out = ?, ttft_ms = ?, seed = ? WHERE id = ?');
     this.markEnd = db.prepare("UPDATE runs SET state = 'interrupted', ended_at = ?, error = ? WHERE id = ?");
     this.writeBatch = db.transaction((batch: Array<[string, RunEvent]>) => {
-      for (const [runId, event] of batch) {
-        this.insertEvent.run(runId, event.seq, JSON.stringify(event));
-        // A top-level node's completed output (not one branch's): what a resume would reuse.
-        if (event.type === 'node-end' && event.branch === undefined) this.insertOutput.run(runId, event.node, JSON.stringify(event.output ?? null));
-      }
+      for (const [runId, event] of batch) this.insertEvent.run(runId, event.seq, JSON.stringify(event));
     });
   }
 
@@ -154,12 +151,6 @@ export class RunDatabase implements RunPersistence {
     const batch = this.pending;
     this.pending = [];
     this.writeBatch(batch);
-  }
-
-  /** Each node's completed output of a run, by node id. */
-  nodeOutputs(runId: string): Map<string, unknown> {
-    const rows = this.db.prepare('SELECT node, output FROM node_outputs WHERE run_id = ?').all(runId) as Array<{ node: string; output: string | null }>;
-    return new Map(rows.map((r) => [r.node, r.output === null ? null : JSON.parse(r.output)]));
   }
 
   /**
@@ -220,5 +211,16 @@ export class RunDatabase implements RunPersistence {
       }
     })();
     return running.map((r) => r.id);
+  }
+}
+
+/** Applies the migrations a database has not had yet, each with its version bump in one transaction. */
+function migrate(db: Database.Database): void {
+  const done = db.pragma('user_version', { simple: true }) as number;
+  for (let v = done; v < MIGRATIONS.length; v++) {
+    db.transaction(() => {
+      db.exec(MIGRATIONS[v]!);
+      db.pragma(`user_version = ${v + 1}`);
+    })();
   }
 }

@@ -16,7 +16,7 @@ describe('soak', () => {
 
   it('loses no run, answers no 5xx and leaks no KV block or tensor through cancels, bad bodies and a worker kill', async () => {
     const figures = (await getBench('soak')!.run({ log: () => {}, args: { n: '12', seed: '3', model: checkpoint.dir } })) as Record<string, unknown>;
-    expect(figures).toMatchObject({ runsStarted: 12, runsLost: 0, status5xx: 0, workerRestarts: 1 });
+    expect(figures).toMatchObject({ runsStarted: 12, runsLost: 0, status5xx: 0, networkErrors: [], workerRestarts: 1 });
     expect(figures.badBodiesAnswered4xx).toBe(figures.badBodies);
     const kv = figures.kvBlocks as { baseline: number; end: number };
     expect(kv.end).toBe(kv.baseline);
