@@ -107,6 +107,30 @@ describe('forward resume (LazyLLM Aux Cache revival)', () => {
     cache.dispose();
   });
 
+  it('reads past rows in any order: a shuffled cache with its positions gives the same result', () => {
+    const { cache, parked, pastPositions } = firstCall();
+    const past = cache.past();
+    const shuffled = past.map((layer, l) => {
+      const n = pastPositions[l]!.length;
+      const perm = Array.from({ length: n }, (_, i) => (2 * n + 1 - i) % n); // reversed and rotated
+      return { perm, k: [tf.gather(layer.k[0]!, perm) as tf.Tensor2D], v: [tf.gather(layer.v[0]!, perm) as tf.Tensor2D] };
+    });
+    const revive = { 2: [2, 7], 4: [4, 11] };
+    const [a] = forward(model, [{ ids: next, past, pastPositions, resume: steps(parked, revive) }]);
+    const [b] = forward(model, [
+      {
+        ids: next,
+        past: shuffled.map(({ k, v }) => ({ k, v })),
+        pastPositions: shuffled.map(({ perm }, l) => perm.map((i) => pastPositions[l]![i]!)),
+        resume: steps(parked, revive),
+      },
+    ]);
+    expect(relErr(b!.logits[0]!, a!.logits[0]!)).toBeLessThan(1e-5);
+    [a, b].forEach((r) => free(r!));
+    tf.dispose(shuffled.flatMap(({ k, v }) => [...k, ...v]));
+    cache.dispose();
+  });
+
   it('select picks the parked tokens among the last token’s top-ranked keys, as the reference attention ranks them', () => {
     const { cache, parked, pastPositions } = firstCall();
     const at2 = [...parked].filter(([, e]) => e.layer === 2).map(([p]) => p).sort((a, b) => a - b);

@@ -281,6 +281,35 @@ function validate(model: LoadedModel, seqs: ForwardSequence[], layers: number[])
   });
 }
 
+/**
+ * Where each past chunk's rows sit in `positions`, and whether they ascend: the block
+ * table's do (a block's rows in order, holes left out; revived rows are added sorted), so a
+ * resumed row sees a prefix of each chunk, a slice found by bisection; other callers'
+ * chunks (a cache that merged revived rows after later ones) are filtered row by row.
+ */
+function pastChunks(positions: readonly number[], chunks: readonly tf.Tensor2D[]): { at: number; len: number; ascending: boolean }[] {
+  let at = 0;
+  return chunks.map((c) => {
+    const len = c.shape[0];
+    let ascending = true;
+    for (let i = 1; i < len && ascending; i++) ascending = positions[at + i]! > positions[at + i - 1]!;
+    at += len;
+    return { at: at - len, len, ascending };
+  });
+}
+
+/** Rows of an ascending past chunk (positions[at .. at+len)) before position p: a prefix. */
+function visiblePrefix(positions: readonly number[], at: number, len: number, p: number): number {
+  let lo = 0;
+  let hi = len;
+  while (lo < hi) {
+    const mid = (lo + hi) >> 1;
+    if (positions[at + mid]! < p) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo;
+}
+
 /** The resume steps of sequence `i` against its new tokens, past and pastPositions. */
 function validateResume(c: LoadedModel['config'], s: ForwardSequence, i: number, layers: number[]): void {
   if (s.resume === undefined || s.resume.length === 0) return;
@@ -648,19 +677,24 @@ export function forward(model: LoadedModel, seqs: ForwardSequence[], opts: Forwa
       if (res === null) return [];
       const past = s.seq.past?.[l];
       const positions = s.seq.pastPositions![l]!;
+      const chunks = pastChunks(positions, past?.k ?? []);
       return res.positions.map((p, j) => {
         const keys: tf.Tensor2D[] = [];
         const values: tf.Tensor2D[] = [];
-        let at = 0;
-        (past?.k ?? []).forEach((kc, ci) => {
-          const len = kc.shape[0];
-          const seen: number[] = [];
-          for (let i = 0; i < len; i++) if (positions[at + i]! < p) seen.push(i);
-          at += len;
-          if (seen.length === 0) return;
+        chunks.forEach(({ at, len, ascending }, ci) => {
+          const kc = past!.k[ci]!;
           const vc = past!.v[ci]!;
-          keys.push(seen.length === len ? kc : gatherRows(kc, seen));
-          values.push(seen.length === len ? vc : gatherRows(vc, seen));
+          if (!ascending) {
+            const seen = Array.from({ length: len }, (_, i) => i).filter((i) => positions[at + i]! < p);
+            if (seen.length === 0) return;
+            keys.push(gatherRows(kc, seen));
+            values.push(gatherRows(vc, seen));
+            return;
+          }
+          const seen = visiblePrefix(positions, at, len, p);
+          if (seen === 0) return;
+          keys.push(seen === len ? kc : tf.slice(kc, [0, 0], [seen, kc.shape[1]]));
+          values.push(seen === len ? vc : tf.slice(vc, [0, 0], [seen, vc.shape[1]]));
         });
         keys.push(tf.slice(res.k, [0, 0], [j + 1, res.k.shape[1]]));
         values.push(tf.slice(res.v, [0, 0], [j + 1, res.v.shape[1]]));
