@@ -426,7 +426,7 @@ function measureStacked(model: LoadedModel, tokenizer: ModelTokenizer, o: Settin
 }
 
 registerBench('stages', {
-  description: 'skipLayers (ULS, self-speculative) and prunedPrefill (LazyLLM) vs full and baselines: decode tok/s, TTFT, ppl, QA',
+  description: 'skipLayers (ULS, self-speculative) and prunedPrefill (LazyLLM with Aux-Cache revival) vs full and baselines, and stacked with compress: decode tok/s, TTFT, ppl, QA',
   async run({ log, args = {} }) {
     const parts = new Set((args.parts ?? 'decode,ppl,lazy').replace('prefill', 'lazy').split(','));
     const smol = fs.existsSync(path.join(MODELS_DIR, DEFAULT_MODEL));
