@@ -173,6 +173,10 @@ export interface StageReport {
     keep: number[];
     /** Prompt tokens pruned at each pruning layer (summed over chunks). */
     prunedAtLayer: Record<number, number>;
+    /** Aux Cache tokens revived per pruning layer and step at most (0: static pruning). */
+    revive: number;
+    /** Tokens revived at each pruning layer, over the later chunks and decode steps. */
+    revivedAtLayer: Record<number, number>;
     /** Wall time of the prefill forwards the sequence took part in. */
     prefillMs: number;
   };
@@ -221,8 +225,10 @@ export interface EngineStats {
   runningSequences: number;
   /** tf tensors alive in the model's worker (leak checks); absent on a main-thread engine. */
   tensors?: number;
-  /** Of those, the ones KV blocks hold (the prefix cache's included). */
+  /** Of those, the ones KV blocks hold (the prefix cache's included) and revived LazyLLM rows. */
   kvTensors: number;
+  /** Tokens parked in LazyLLM Aux Caches (prunedPrefill with revival); their memory is in kvBlocksUsed. */
+  auxCacheEntries?: number;
 }
 
 export interface EngineHealth {

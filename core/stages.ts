@@ -44,6 +44,12 @@ export const stagesSchema = {
           items: { type: 'integer', minimum: 1 },
           description: "Pruning layers, ascending; default the paper's 9/32, 19/32, 28/32 of the depth.",
         },
+        revive: {
+          type: 'integer',
+          minimum: 0,
+          maximum: 64,
+          description: 'Aux Cache: pruned tokens revived per pruning layer per later step when the new last token attends to them (default 4; 0 prunes statically).',
+        },
       },
       required: ['keepRatio'],
     },

@@ -237,8 +237,8 @@ describe('self-speculative decode', () => {
   });
 });
 
-describe('pruned prefill (LazyLLM)', () => {
-  const schedule = lazySchedule(L, { keepRatio: 0.4 });
+describe('pruned prefill (LazyLLM), static (no revival: test/scheduler-lazy-revival.test.ts)', () => {
+  const schedule = lazySchedule(L, { keepRatio: 0.4, revive: 0 });
   const shape: SequenceShape = { prune: schedule };
   const steps = (n: number): PruneStep[] => schedule.layers.map((l, i) => ({ fromLayer: l, keepTop: keepCounts(schedule, n)[i]! }));
 

@@ -70,7 +70,7 @@ async function qaItems(n: number, log: (line: string) => void): Promise<EvalItem
 }
 
 /** The question line of a QA prompt (all three templates write "Question: …"). */
-function questionOf(item: EvalItem): string | undefined {
+export function questionOf(item: EvalItem): string | undefined {
   return /Question: [^\n]+/.exec(item.messages.at(-1)!.content)?.[0];
 }
 
@@ -134,7 +134,7 @@ registerBench('compress', {
         let compressMs = 0;
         if (mode !== null) {
           const t0 = performance.now();
-          prompt = compress(model, tokenizer, ids, mode.rate, questionOf(item), mode.layers);
+          prompt = compressIds(model, tokenizer, ids, mode.rate, questionOf(item), mode.layers);
           compressMs = performance.now() - t0;
         }
         const { text, ids: out, ...timed } = await timedAnswer(engine, { ids: prompt, sampling: { maxTokens, temperature: 0 } });
@@ -221,7 +221,7 @@ registerBench('compress', {
 });
 
 /** What the engine's compress stage does with a request's ids, run here to completion. */
-function compress(model: LoadedModel, tokenizer: ModelTokenizer, ids: number[], rate: number, question: string | undefined, scorerLayers?: number): number[] {
+export function compressIds(model: LoadedModel, tokenizer: ModelTokenizer, ids: number[], rate: number, question: string | undefined, scorerLayers?: number): number[] {
   const c = new PromptCompressor(model, tokenizer, ids, {
     rate,
     keep: question ? [question] : undefined,
@@ -242,7 +242,7 @@ function compress(model: LoadedModel, tokenizer: ModelTokenizer, ids: number[], 
  * its self-information (one global pass, no segments). What the model adds over this is
  * the model's contribution; what this keeps already comes from units, keep and length.
  */
-function randomScoreCompress(tokenizer: ModelTokenizer, ids: number[], rate: number, question: string | undefined, seed: number): number[] {
+export function randomScoreCompress(tokenizer: ModelTokenizer, ids: number[], rate: number, question: string | undefined, seed: number): number[] {
   const units = lexicalUnits(tokenizer, ids, { keep: question ? [question] : undefined, protectedSuffix: defaultProtectedSuffix(tokenizer, ids) });
   const rand = mulberry32(seed);
   let forced = 0;

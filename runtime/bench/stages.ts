@@ -15,16 +15,24 @@
  *   scored teacher-forced through the kept layers (what lossy decoding computes).
  * - Agreement of each lossy variant's greedy output with the full model's: share of equal
  *   tokens and the first position where they part.
- * - Prefill (`items` passage-QA prompts padded with other passages to `tokens` tokens, the
- *   scheduler's 128-token chunks): TTFT for full, LazyLLM at `keep` (default 0.5, the paper's
- *   stage depths), static pruning (one stage at the first layer, same final share) and random
- *   pruning (same schedule, random tokens); accuracy (the answer in the greedy output) and
- *   the answer's teacher-forced NLL after each pruned prefill.
+ * - Prefill, `parts=lazy` (`items` passage-QA prompts padded with other passages to `tokens`
+ *   tokens, the scheduler's 128-token chunks): TTFT for full, LazyLLM at `keep` (default 0.5,
+ *   the paper's stage depths) with Aux-Cache revival (`revive` per layer and step, default
+ *   the stage's), the same schedule without revival, static pruning (one stage at the first
+ *   layer, same final share, no revival) and random pruning (same schedule, random tokens);
+ *   accuracy (the answer in the greedy output) and the answer's NLL, teacher-forced through
+ *   the same scheduler path (so revival in decode counts), on the same items.
+ * - Stacking, `parts=stacked` (the same prompts): compress to 33 % (the engine's compress
+ *   stage, its default scorer), then prunedPrefill and skipLayers r=2 (lossy) on what is
+ *   left, vs the plain run and compress alone: TTFT (compression included), decode tok/s,
+ *   accuracy and answer NLL; the answer's retention in the compressed prompt beside a
+ *   random-score control (the compress re-measure on this model).
  *
- * `--arg parts=decode,ppl,prefill` runs only some parts (all by default).
+ * `--arg parts=decode,ppl,lazy,stacked` runs only some parts (decode,ppl,lazy by default;
+ * `prefill` is lazy's old name).
  *
- * Not measured here: the compress re-measure and stacking (see `skein bench compress`), and
- * the adapted (fine-tuned) checkpoint, which does not exist yet (`skein train skip`).
+ * Not measured here: stacking with SoT, and the adapted (fine-tuned) checkpoint
+ * (`skein train skip`).
  *
  * @example
  * npx skein bench stages --json --arg items=2 --arg tokens=1024
@@ -41,8 +49,9 @@ import { loadEngineModel } from '../engine/model-spec.js';
 import { forward, prepareModel } from '../model/forward.js';
 import { mulberry32 } from '../model/random.js';
 import type { LayerKvChunks, LoadedModel } from '../model/types.js';
-import { pruneSteps, Scheduler, type SequenceShape, type SequenceSummary } from '../scheduler/scheduler.js';
+import { pruneSteps, Scheduler, type SequenceShape, type SequenceSummary, type TokenSampler } from '../scheduler/scheduler.js';
 import { lazySchedule, randomKeep } from '../stages/lazy-schedule.js';
+import { compressIds, questionOf, randomScoreCompress } from './compress.js';
 import { earlyExitLayers, middleBlockLayers, unifiedLayers } from '../stages/layer-selection.js';
 import { scoreEvalItem, type EvalItem } from '../train/data/instruct.js';
 import { registerBench } from './index.js';
@@ -69,23 +78,34 @@ const mean = (xs: number[]) => (xs.length ? xs.reduce((a, b) => a + b, 0) / xs.l
 interface Run {
   tokens: number[];
   ttftMs: number;
+  /** CPU time of this process to the first token: unlike wall time, it does not count while the box's other jobs hold the cores or the process is paused. */
+  ttftCpuMs: number;
   decodeTps: number;
   summary: SequenceSummary;
 }
 
-/** One greedy request alone on a fresh scheduler (no prefix cache), timed per token. */
-function runOne(model: LoadedModel, ids: number[], maxTokens: number, shape?: SequenceShape): Run {
-  const s = new Scheduler({ model, sampler: () => (row) => argmax(row), prefillChunk: CHUNK, prefixSharing: false });
+/** One request alone on a fresh scheduler (no prefix cache), greedy unless a sampler is given, timed per token. */
+function runOne(model: LoadedModel, ids: number[], maxTokens: number, shape?: SequenceShape, sampler: TokenSampler = (row) => argmax(row)): Run {
+  const s = new Scheduler({ model, sampler: () => sampler, prefillChunk: CHUNK, prefixSharing: false });
   const tokens: number[] = [];
   let tFirst = 0;
+  let cpuFirst = 0;
   let summary: SequenceSummary | undefined;
   let error: Error | undefined;
+  const cpu = () => {
+    const u = process.cpuUsage();
+    return (u.user + u.system) / 1000;
+  };
+  const c0 = cpu();
   const t0 = performance.now();
   s.submit(
     { id: 'bench', ids, eosIds: [], sampling: resolveSampling({ maxTokens }), ...(shape ? { shape } : {}) },
     {
       token: (t) => {
-        if (tFirst === 0) tFirst = performance.now();
+        if (tFirst === 0) {
+          tFirst = performance.now();
+          cpuFirst = cpu();
+        }
         tokens.push(t);
       },
       done: (d) => (summary = d),
@@ -96,7 +116,22 @@ function runOne(model: LoadedModel, ids: number[], maxTokens: number, shape?: Se
   const t1 = performance.now();
   s.pool.clearCache();
   if (error) throw error;
-  return { tokens, ttftMs: tFirst - t0, decodeTps: ((tokens.length - 1) * 1000) / (t1 - tFirst), summary: summary! };
+  return { tokens, ttftMs: tFirst - t0, ttftCpuMs: cpuFirst - c0, decodeTps: ((tokens.length - 1) * 1000) / (t1 - tFirst), summary: summary! };
+}
+
+/**
+ * Mean −log p of `answer` after `ids`, teacher-forced through the scheduler with `shape`: the
+ * sampler records each row's −log p of the next answer token and returns that token, so
+ * the rows are the ones a shaped run computes (pruned prefill, revival in decode).
+ */
+function forcedNll(model: LoadedModel, ids: number[], answer: number[], shape?: SequenceShape): { nll: number; run: Run } {
+  const nll: number[] = [];
+  const run = runOne(model, ids, answer.length, shape, (row) => {
+    const next = answer[nll.length]!;
+    nll.push(-logSoftmaxAt(row, next));
+    return next;
+  });
+  return { nll: mean(nll), run };
 }
 
 /** Mean −log p of `target` after `context`, context prefilled at full depth (chunked, pruned as `shape` says), target through `layers`. */
@@ -177,6 +212,8 @@ interface Settings {
   drafts: number;
   pplContext: number;
   pplTokens: number;
+  /** Aux Cache revival per layer and step; the stage's default when absent. */
+  revive?: number;
 }
 
 interface Part {
@@ -257,48 +294,131 @@ function measurePpl(model: LoadedModel, tokenizer: ModelTokenizer, o: Settings, 
   return part;
 }
 
-/** Prefill TTFT, accuracy and answer NLL: full vs LazyLLM vs static vs random pruning. */
-function measurePrefill(model: LoadedModel, tokenizer: ModelTokenizer, o: Settings, log: Log): Part {
+interface Scored {
+  ttft: number[];
+  ttftCpu: number[];
+  decodeTps: number[];
+  pass: number[];
+  nll: number[];
+  revived: number[];
+}
+
+/** Each item's prompt run greedily (TTFT, accuracy) and teacher-forced on its answer (NLL, a second TTFT) per variant, variants interleaved. */
+function scoreVariants(
+  model: LoadedModel,
+  tokenizer: ModelTokenizer,
+  o: Settings,
+  prompts: number[][],
+  variants: Record<string, { shape?: SequenceShape; prompt?: (k: number) => { ids: number[]; ms: number; cpuMs: number } }>,
+  log: Log,
+): Record<string, Scored> {
+  const out: Record<string, Scored> = {};
+  o.items.forEach((item, k) => {
+    const answer = tokenizer.encode(item.expected, { addSpecialTokens: false });
+    for (const [name, v] of Object.entries(variants)) {
+      const { ids, ms, cpuMs } = v.prompt?.(k) ?? { ids: prompts[k]!, ms: 0, cpuMs: 0 };
+      const r = runOne(model, ids, 12, v.shape);
+      const text = tokenizer.decode(r.tokens, { skipSpecialTokens: true });
+      const forced = forcedNll(model, ids, answer, v.shape);
+      const p = (out[name] ??= { ttft: [], ttftCpu: [], decodeTps: [], pass: [], nll: [], revived: [] });
+      // Both runs prefill the same prompt the same way: two TTFT samples per item.
+      p.ttft.push(ms + r.ttftMs, ms + forced.run.ttftMs);
+      p.ttftCpu.push(cpuMs + r.ttftCpuMs, cpuMs + forced.run.ttftCpuMs);
+      p.decodeTps.push(r.decodeTps);
+      p.pass.push(scoreEvalItem(item, text).pass ? 1 : 0);
+      p.nll.push(forced.nll);
+      const revived = Object.values(r.summary.shape?.revivedAtLayer ?? {}).reduce((a, b) => a + b, 0);
+      p.revived.push(revived);
+      log(
+        `  item ${k} (${ids.length} tok) ${name.padEnd(13)} TTFT ${(ms + r.ttftMs).toFixed(0)} ms (cpu ${(cpuMs + r.ttftCpuMs).toFixed(0)})${ms ? ` (compress ${ms.toFixed(0)})` : ''}, answer NLL ${forced.nll.toFixed(2)}${revived ? `, revived ${revived}` : ''}, ${JSON.stringify(text.slice(0, 40))}`,
+      );
+    }
+  });
+  return out;
+}
+
+function lengthTag(tokens: number): string {
+  return tokens >= 1024 ? `${Math.round(tokens / 1024)}k` : `${tokens}`;
+}
+
+/** Prefill TTFT, accuracy and answer NLL: full vs LazyLLM with revival vs without vs static vs random pruning. */
+function measureLazy(model: LoadedModel, tokenizer: ModelTokenizer, o: Settings, log: Log): Part {
   const L = model.config.numLayers;
-  const schedule = lazySchedule(L, { keepRatio: o.keepRatio });
+  const schedule = lazySchedule(L, { keepRatio: o.keepRatio, ...(o.revive !== undefined ? { revive: o.revive } : {}) });
   const rng = mulberry32(7);
-  const variants: Record<string, SequenceShape | undefined> = {
-    full: undefined,
-    lazy: { prune: schedule },
-    static: { prune: { layers: [schedule.layers[0]!], keep: [o.keepRatio] } },
-    random: { prune: { ...schedule, choose: (live, count) => randomKeep(live, count, rng) } },
+  const variants: Record<string, { shape?: SequenceShape }> = {
+    full: {},
+    lazy: { shape: { prune: schedule } },
+    lazy_norevive: { shape: { prune: { ...schedule, revive: 0 } } },
+    static: { shape: { prune: { layers: [schedule.layers[0]!], keep: [o.keepRatio], revive: 0 } } },
+    random: { shape: { prune: { ...schedule, revive: 0, choose: (live, count) => randomKeep(live, count, rng) } } },
   };
   log(
-    `stages: prefill of ${o.items.length} passage-QA prompts of ~${o.tokens} tokens; LazyLLM layers [${schedule.layers.join(',')}] keep [${schedule.keep.map((k) => k.toFixed(2)).join(',')}]`,
+    `stages: lazy prefill of ${o.items.length} passage-QA prompts of ~${o.tokens} tokens; LazyLLM layers [${schedule.layers.join(',')}] keep [${schedule.keep.map((k) => k.toFixed(2)).join(',')}], revive ${schedule.revive}`,
   );
   const prompts = o.items.map((item) => longPrompt(tokenizer, item, o.pool.filter((p) => p !== item), o.tokens));
   runOne(model, prompts[0]!, 1); // warm-up: the first long prefill also pays one-time costs
-  const out: Record<string, { ttft: number[]; pass: number[]; nll: number[] }> = {};
-  o.items.forEach((item, k) => {
-    const ids = prompts[k]!;
-    const answer = tokenizer.encode(item.expected, { addSpecialTokens: false });
-    for (const [name, shape] of Object.entries(variants)) {
-      const r = runOne(model, ids, 12, shape);
-      const text = tokenizer.decode(r.tokens, { skipSpecialTokens: true });
-      const nll = teacherForcedNll(model, ids, answer, shape?.prune ? { prune: shape.prune } : {});
-      const p = (out[name] ??= { ttft: [], pass: [], nll: [] });
-      p.ttft.push(r.ttftMs);
-      p.pass.push(scoreEvalItem(item, text).pass ? 1 : 0);
-      p.nll.push(nll);
-      log(`  item ${k} (${ids.length} tok) ${name.padEnd(7)} TTFT ${r.ttftMs.toFixed(0)} ms, answer NLL ${nll.toFixed(2)}, ${JSON.stringify(text.slice(0, 40))}`);
-    }
-  });
-  const tag = o.tokens >= 1024 ? `${Math.round(o.tokens / 1024)}k` : `${o.tokens}`;
+  const out = scoreVariants(model, tokenizer, o, prompts, variants, log);
+  const tag = lengthTag(o.tokens);
   const part: Part = {
     ratios: {},
     quality: { full_accuracy: round(mean(out.full!.pass)) },
     figures: {
-      ttft_ms: Object.fromEntries(Object.entries(out).map(([k, v]) => [k, round(mean(v.ttft), 0)])),
-      answer_nll: Object.fromEntries(Object.entries(out).map(([k, v]) => [k, round(mean(v.nll))])),
+      lazy_ttft_ms: Object.fromEntries(Object.entries(out).map(([k, v]) => [k, round(mean(v.ttft), 0)])),
+      lazy_answer_nll: Object.fromEntries(Object.entries(out).map(([k, v]) => [k, round(mean(v.nll))])),
+      lazy_revived_per_item: round(mean(out.lazy!.revived)),
+      lazy_decode_tokens_per_sec: Object.fromEntries(Object.entries(out).map(([k, v]) => [k, round(mean(v.decodeTps))])),
     },
   };
-  for (const name of ['lazy', 'static', 'random']) {
+  for (const name of Object.keys(variants).filter((n) => n !== 'full')) {
     part.ratios[`${name}_ttft_${tag}_vs_full`] = round(mean(out.full!.ttft) / mean(out[name]!.ttft));
+    part.ratios[`${name}_ttft_${tag}_cpu_vs_full`] = round(mean(out.full!.ttftCpu) / mean(out[name]!.ttftCpu));
+    part.quality[`${name}_accuracy_delta`] = round(mean(out[name]!.pass) - mean(out.full!.pass));
+    part.quality[`${name}_answer_nll_delta`] = round(mean(out[name]!.nll) - mean(out.full!.nll));
+  }
+  return part;
+}
+
+/** compress 33 % + prunedPrefill + skipLayers r=2 (lossy) vs plain and vs compress alone, on the same prompts. */
+function measureStacked(model: LoadedModel, tokenizer: ModelTokenizer, o: Settings, log: Log): Part {
+  const L = model.config.numLayers;
+  const schedule = lazySchedule(L, { keepRatio: o.keepRatio, ...(o.revive !== undefined ? { revive: o.revive } : {}) });
+  const uls = unifiedLayers(L, 2);
+  const prompts = o.items.map((item) => longPrompt(tokenizer, item, o.pool.filter((p) => p !== item), o.tokens));
+  // Compression is timed where it runs (the engine does it before prefill), once per item and reused.
+  const compressed = prompts.map((ids, k) => {
+    const c0 = process.cpuUsage();
+    const t0 = performance.now();
+    const kept = compressIds(model, tokenizer, ids, 0.33, questionOf(o.items[k]!));
+    const c = process.cpuUsage(c0);
+    return { ids: kept, ms: performance.now() - t0, cpuMs: (c.user + c.system) / 1000 };
+  });
+  const retained = (ids: number[], k: number) => (tokenizer.decode(ids, { skipSpecialTokens: true }).includes(o.items[k]!.expected) ? 1 : 0);
+  const variants = {
+    full: {},
+    compress33: { prompt: (k: number) => compressed[k]! },
+    stacked: { prompt: (k: number) => compressed[k]!, shape: { prune: schedule, decodeLayers: uls } satisfies SequenceShape },
+  };
+  log(`stages: stacked on ${o.items.length} prompts of ~${o.tokens} tokens: compress 33 % → prunedPrefill keep ${o.keepRatio} → skipLayers r=2 [${uls.join(',')}]`);
+  runOne(model, compressed[0]!.ids, 1); // warm-up at the compressed length
+  const out = scoreVariants(model, tokenizer, o, prompts, variants, log);
+  const part: Part = {
+    ratios: {},
+    quality: {
+      compress33_answer_retained: round(mean(compressed.map((c, k) => retained(c.ids, k)))),
+      compress33_answer_retained_random_scores: round(mean(prompts.map((ids, k) => retained(randomScoreCompress(tokenizer, ids, 0.33, questionOf(o.items[k]!), k + 1), k)))),
+    },
+    figures: {
+      stacked_ttft_ms: Object.fromEntries(Object.entries(out).map(([k, v]) => [k, round(mean(v.ttft), 0)])),
+      stacked_decode_tokens_per_sec: Object.fromEntries(Object.entries(out).map(([k, v]) => [k, round(mean(v.decodeTps))])),
+      compress33_ms: round(mean(compressed.map((c) => c.ms)), 0),
+      compress33_tokens: round(mean(compressed.map((c) => c.ids.length)), 0),
+    },
+  };
+  for (const name of ['compress33', 'stacked']) {
+    part.ratios[`${name}_ttft_vs_full`] = round(mean(out.full!.ttft) / mean(out[name]!.ttft));
+    part.ratios[`${name}_ttft_cpu_vs_full`] = round(mean(out.full!.ttftCpu) / mean(out[name]!.ttftCpu));
+    part.ratios[`${name}_decode_vs_full`] = round(mean(out[name]!.decodeTps) / mean(out.full!.decodeTps));
     part.quality[`${name}_accuracy_delta`] = round(mean(out[name]!.pass) - mean(out.full!.pass));
     part.quality[`${name}_answer_nll_delta`] = round(mean(out[name]!.nll) - mean(out.full!.nll));
   }
@@ -306,9 +426,9 @@ function measurePrefill(model: LoadedModel, tokenizer: ModelTokenizer, o: Settin
 }
 
 registerBench('stages', {
-  description: 'skipLayers (ULS, self-speculative) and prunedPrefill (LazyLLM) vs full and baselines: decode tok/s, TTFT, ppl, QA',
+  description: 'skipLayers (ULS, self-speculative) and prunedPrefill (LazyLLM with Aux-Cache revival) vs full and baselines, and stacked with compress: decode tok/s, TTFT, ppl, QA',
   async run({ log, args = {} }) {
-    const parts = new Set((args.parts ?? 'decode,ppl,prefill').split(','));
+    const parts = new Set((args.parts ?? 'decode,ppl,lazy').replace('prefill', 'lazy').split(','));
     const smol = fs.existsSync(path.join(MODELS_DIR, DEFAULT_MODEL));
     const spec = args.model ?? (smol ? DEFAULT_MODEL : benchModel(args));
     const { model, tokenizer } = await loadEngineModel(spec);
@@ -330,11 +450,13 @@ registerBench('stages', {
         drafts: Number(args.drafts ?? 3),
         pplContext: Number(args['ppl-context'] ?? 96),
         pplTokens: Number(args['ppl-tokens'] ?? 96),
+        ...(args.revive !== undefined ? { revive: Number(args.revive) } : {}),
       };
       const results: Part[] = [];
       if (parts.has('decode')) results.push(measureDecode(model, tokenizer, o, log));
       if (parts.has('ppl')) results.push(measurePpl(model, tokenizer, o, log));
-      if (parts.has('prefill')) results.push(measurePrefill(model, tokenizer, o, log));
+      if (parts.has('lazy')) results.push(measureLazy(model, tokenizer, o, log));
+      if (parts.has('stacked')) results.push(measureStacked(model, tokenizer, o, log));
       const { items: _items, pool: _pool, ...settings } = o;
       return {
         model: modelName,
@@ -343,7 +465,7 @@ registerBench('stages', {
         ...Object.assign({}, ...results.map((r) => r.figures)),
         ratios: Object.assign({}, ...results.map((r) => r.ratios)),
         quality: Object.assign({}, ...results.map((r) => r.quality)),
-        not_measured: 'compress re-measure and stacking (skein bench compress); the adapted skip checkpoint (skein train skip is not built)',
+        not_measured: 'stacking with SoT; the adapted skip checkpoint (skein train skip)',
       };
     } finally {
       model.dispose();

@@ -217,6 +217,7 @@ export class EngineFront implements Engine {
       kvBlocksShared: s.kvBlocksShared,
       kvBlocksCached: s.kvBlocksCached,
       kvTensors: s.kvTensors,
+      auxCacheEntries: s.auxCacheEntries,
       queueDepth: s.queueDepth,
       runningSequences: s.runningSequences,
       ...(this.transport.tensors ? { tensors: this.transport.tensors() } : {}),

@@ -43,7 +43,7 @@ interface Waiting {
 
 const QUICK_DEATH_MS = 5000;
 
-const zeroStats = (last: SchedulerStats): SchedulerStats => ({ ...last, kvBlocksUsed: 0, kvBlocksShared: 0, kvBlocksCached: 0, kvTensors: 0, queueDepth: 0, runningSequences: 0 });
+const zeroStats = (last: SchedulerStats): SchedulerStats => ({ ...last, kvBlocksUsed: 0, kvBlocksShared: 0, kvBlocksCached: 0, kvTensors: 0, auxCacheEntries: 0, queueDepth: 0, runningSequences: 0 });
 
 export class SupervisedTransport implements EngineTransport {
   private current: WorkerHandle | null;

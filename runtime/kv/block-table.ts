@@ -25,6 +25,9 @@ export interface Adopted {
 /** One layer's new KV for some of the appended tokens (indices into them, ascending), or none. */
 export type LayerAppend = { k: tf.Tensor2D; v: tf.Tensor2D; tokenIndices: readonly number[] } | null;
 
+/** One layer's KV of revived tokens (LazyLLM), rows ascending by position, or none. */
+export type LayerRevived = { k: tf.Tensor2D; v: tf.Tensor2D; positions: readonly number[] } | null;
+
 export class BlockTable {
   readonly blocks: KvBlock[] = [];
   /** Computed positions: the sum of the blocks' filled rows. */
@@ -38,6 +41,15 @@ export class BlockTable {
   tainted = false;
   /** Empty blocks taken by reserve() for the next append. */
   private reserved: KvBlock[] = [];
+  /** Per layer, the positions appended without a row in the blocks there (pruned, or a skipped layer), ascending. */
+  private holes: number[][] | null = null;
+  /**
+   * Per layer, KV of pruned tokens revived later (LazyLLM's Aux Cache), kept beside the
+   * blocks rather than spliced into them: a block is consolidated and may be cached, and
+   * attention does not depend on key order. No budget is taken for it: the rows fill holes
+   * of positions whose blocks were already counted for every layer.
+   */
+  private revived: { positions: number[]; k: tf.Tensor2D[]; v: tf.Tensor2D[] }[] | null = null;
 
   constructor(private readonly pool: KvPool) {}
 
@@ -136,7 +148,10 @@ export class BlockTable {
     const pool = this.pool;
     const B = pool.blockSize;
     const n = tokens.length;
-    if (kv.some((e) => e === null || e.tokenIndices.length !== n)) this.tainted = true;
+    if (kv.some((e) => e === null || e.tokenIndices.length !== n)) {
+      this.tainted = true;
+      this.recordHoles(n, kv);
+    }
     let offset = 0;
     const keptWhole = new Set<tf.Tensor>();
     while (offset < n) {
@@ -185,14 +200,46 @@ export class BlockTable {
     this.unreserve();
   }
 
-  /** Per layer, the chunks attention reads (undefined for an empty table). */
+  /** Per layer, the chunks attention reads: the blocks', then revived rows (undefined for an empty table). */
   past(): LayerKvChunks[] | undefined {
     if (this.length === 0) return undefined;
     const out: LayerKvChunks[] = [];
     for (let l = 0; l < this.pool.numLayers; l++) {
-      out.push({ k: this.blocks.flatMap((b) => b.k[l]!), v: this.blocks.flatMap((b) => b.v[l]!) });
+      const r = this.revived?.[l];
+      out.push({ k: [...this.blocks.flatMap((b) => b.k[l]!), ...(r?.k ?? [])], v: [...this.blocks.flatMap((b) => b.v[l]!), ...(r?.v ?? [])] });
     }
     return out;
+  }
+
+  /** Per layer, the position of every row past() gives, in its order. */
+  rowPositions(): number[][] {
+    return Array.from({ length: this.pool.numLayers }, (_, l) => {
+      const holes = this.holes?.[l] ?? [];
+      const out: number[] = [];
+      let h = 0;
+      for (let p = 0; p < this.length; p++) {
+        if (h < holes.length && holes[h] === p) h++;
+        else out.push(p);
+      }
+      return [...out, ...(this.revived?.[l]?.positions ?? [])];
+    });
+  }
+
+  /** Takes ownership of revived tokens' KV (the forward's resumedKv); their holes in the blocks stay, past() reads the rows after the blocks'. */
+  addRevived(kv: readonly LayerRevived[]): void {
+    kv.forEach((e, l) => {
+      if (e === null) return;
+      this.revived ??= Array.from({ length: this.pool.numLayers }, () => ({ positions: [], k: [], v: [] }));
+      const r = this.revived[l]!;
+      r.positions.push(...e.positions);
+      r.k.push(e.k);
+      r.v.push(e.v);
+    });
+  }
+
+  /** tf tensors the revived rows hold (the pool's stats count the blocks' only). */
+  get revivedTensors(): number {
+    return (this.revived ?? []).reduce((n, r) => n + r.k.length + r.v.length, 0);
   }
 
   /** Token ids of the computed positions, as the blocks hold them. */
@@ -202,9 +249,22 @@ export class BlockTable {
 
   release(): void {
     this.unreserve();
+    for (const r of this.revived ?? []) tf.dispose([...r.k, ...r.v]);
+    this.revived = null;
+    this.holes = null;
     for (const b of this.blocks) this.pool.release(b);
     this.blocks.length = 0;
     this.length = 0;
+  }
+
+  /** Notes the positions of `n` appended tokens that got no row at a layer. */
+  private recordHoles(n: number, kv: readonly LayerAppend[]): void {
+    this.holes ??= Array.from({ length: this.pool.numLayers }, () => []);
+    for (let l = 0; l < this.pool.numLayers; l++) {
+      const e = kv[l];
+      const present = new Set(e?.tokenIndices ?? []);
+      for (let i = 0; i < n; i++) if (!present.has(i)) this.holes[l]!.push(this.length + i);
+    }
   }
 
   private take(): KvBlock {

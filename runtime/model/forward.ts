@@ -40,7 +40,7 @@ import { exactAttention } from './exact-attention.js';
 import { KvMirror } from './kv-mirror.js';
 import { embedTokens, gatherRows, rmsNorm, ropeQk, swiGlu } from './kernels.js';
 import { inverseFrequencies, ropeTables } from './rope.js';
-import type { BlockWeights, ForwardCallOptions, ForwardSequence, ForwardSequenceResult, LoadedModel } from './types.js';
+import type { BlockWeights, ForwardCallOptions, ForwardSequence, ForwardSequenceResult, LoadedModel, ResumeStep } from './types.js';
 
 interface PreparedLayer {
   wqk: tf.Tensor2D; // (hidden, qDim + kvDim): [q·scale | k], input norm folded in
@@ -227,6 +227,11 @@ interface SeqState {
   scoreAt: Set<number>;
   attentionLive: number[][];
   newKv: ({ k: tf.Tensor2D; v: tf.Tensor2D; tokenIndices: number[] } | null)[];
+  /** Positions of the resumed (revived) rows, ascending: they come first in the state's packed rows. */
+  resumed: number[];
+  resumeDone: number; // resume steps applied so far
+  resumedLog: { fromLayer: number; positions: number[] }[];
+  resumedKv: ({ k: tf.Tensor2D; v: tf.Tensor2D; positions: number[] } | null)[];
 }
 
 function validate(model: LoadedModel, seqs: ForwardSequence[], layers: number[]): void {
@@ -262,6 +267,7 @@ function validate(model: LoadedModel, seqs: ForwardSequence[], layers: number[])
         }
       }
     }
+    validateResume(c, s, i, layers);
     s.past?.forEach((layer, l) => {
       if (layer === undefined) return;
       if (layer.k.length !== layer.v.length) throw new BadRequestError(`seqs[${i}].past[${l}]`, 'k and v need the same chunks');
@@ -278,6 +284,68 @@ function validate(model: LoadedModel, seqs: ForwardSequence[], layers: number[])
       if (total > c.slidingWindow) {
         throw new NotAvailableError('sliding-window attention', `sequence ${i} has ${total} tokens, the window is ${c.slidingWindow}`);
       }
+    }
+  });
+}
+
+/**
+ * Where each past chunk's rows sit in `positions`, and whether they ascend: the block
+ * table's do (a block's rows in order, holes left out; revived rows are added sorted), so a
+ * resumed row sees a prefix of each chunk, a slice found by bisection; other callers'
+ * chunks (a cache that merged revived rows after later ones) are filtered row by row.
+ */
+function pastChunks(positions: readonly number[], chunks: readonly tf.Tensor2D[]): { at: number; len: number; ascending: boolean }[] {
+  let at = 0;
+  return chunks.map((c) => {
+    const len = c.shape[0];
+    let ascending = true;
+    for (let i = 1; i < len && ascending; i++) ascending = positions[at + i]! > positions[at + i - 1]!;
+    at += len;
+    return { at: at - len, len, ascending };
+  });
+}
+
+/** Rows of an ascending past chunk (positions[at .. at+len)) before position p: a prefix. */
+function visiblePrefix(positions: readonly number[], at: number, len: number, p: number): number {
+  let lo = 0;
+  let hi = len;
+  while (lo < hi) {
+    const mid = (lo + hi) >> 1;
+    if (positions[at + mid]! < p) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo;
+}
+
+/** The resume steps of sequence `i` against its new tokens, past and pastPositions. */
+function validateResume(c: LoadedModel['config'], s: ForwardSequence, i: number, layers: number[]): void {
+  if (s.resume === undefined || s.resume.length === 0) return;
+  const field = `seqs[${i}].resume`;
+  const first = Math.min(...(s.positions ?? [pastLength(s)]));
+  const pp = s.pastPositions;
+  if (pp === undefined || s.past === undefined) throw new BadRequestError(`seqs[${i}].pastPositions`, 'resuming tokens needs the past and the position of each past row');
+  s.past.forEach((layer, l) => {
+    const rows = chunkRows(layer?.k);
+    if ((pp[l]?.length ?? 0) !== rows) throw new BadRequestError(`seqs[${i}].pastPositions/${l}`, `gives ${pp[l]?.length ?? 0} positions for ${rows} past rows`);
+  });
+  let from = 0;
+  s.resume.forEach((step, j) => {
+    if (!(Number.isInteger(step.fromLayer) && step.fromLayer > from && step.fromLayer < c.numLayers)) {
+      throw new BadRequestError(`${field}/${j}`, `fromLayer ${step.fromLayer} must be in 1..${c.numLayers - 1}, increasing`);
+    }
+    from = step.fromLayer;
+    if (step.hidden.length !== step.positions.length || step.hidden.some((h) => h.length !== c.hiddenSize)) {
+      throw new BadRequestError(`${field}/${j}`, `needs one (${c.hiddenSize}) hidden state per position`);
+    }
+    step.positions.forEach((p, k) => {
+      if (!(Number.isInteger(p) && p >= 0 && p < first && (k === 0 || p > step.positions[k - 1]!))) {
+        throw new BadRequestError(`${field}/${j}`, `positions must ascend and come before the new tokens (${first}), got ${p}`);
+      }
+    });
+    if (step.select !== undefined) {
+      const { rank, max } = step.select;
+      if (!(Number.isInteger(rank) && rank >= 1 && Number.isInteger(max) && max >= 0)) throw new BadRequestError(`${field}/${j}`, 'select needs a positive integer rank and a whole max');
+      if (!layers.some((l) => l < step.fromLayer)) throw new BadRequestError(`${field}/${j}`, `select at layer ${step.fromLayer} needs a layer run before it to score with`);
     }
   });
 }
@@ -308,9 +376,16 @@ export function forward(model: LoadedModel, seqs: ForwardSequence[], opts: Forwa
       gone: [],
       prunedHidden: [],
       attention: new Array<tf.Tensor1D | null>(c.numLayers).fill(null),
-      scoreAt: new Set((seq.prune ?? []).flatMap((p) => (p.keepTop !== undefined ? [Math.max(...layers.filter((l) => l < p.fromLayer))] : []))),
+      scoreAt: new Set([
+        ...(seq.prune ?? []).flatMap((p) => (p.keepTop !== undefined ? [Math.max(...layers.filter((l) => l < p.fromLayer))] : [])),
+        ...(seq.resume ?? []).flatMap((p) => (p.select !== undefined ? [Math.max(...layers.filter((l) => l < p.fromLayer))] : [])),
+      ]),
       attentionLive: [],
       newKv: new Array(c.numLayers).fill(null),
+      resumed: [],
+      resumeDone: 0,
+      resumedLog: [],
+      resumedKv: new Array(c.numLayers).fill(null),
     };
   });
   const order = states;
@@ -324,29 +399,22 @@ export function forward(model: LoadedModel, seqs: ForwardSequence[], opts: Forwa
     // Rotary tables for every packed row, shaped to broadcast over heads: (T, 1, D), both
     // halves of a head sharing an angle.
     const half = D / 2;
-    /** Rotary tables for the given packed rows. */
-    const ropeFor = (rows: number[]): [tf.Tensor3D, tf.Tensor3D] => {
-      const { cos: cRaw, sin: sRaw } = ropeTables(prep.inv, rows.map((r) => allPos[r]!));
-      const cos2 = new Float32Array(rows.length * D);
-      const sin2 = new Float32Array(rows.length * D);
-      for (let t = 0; t < rows.length; t++) {
+    /** Rotary tables for rows at the given positions. */
+    const ropeFor = (positions: number[]): [tf.Tensor3D, tf.Tensor3D] => {
+      const { cos: cRaw, sin: sRaw } = ropeTables(prep.inv, positions);
+      const cos2 = new Float32Array(positions.length * D);
+      const sin2 = new Float32Array(positions.length * D);
+      for (let t = 0; t < positions.length; t++) {
         for (let i = 0; i < half; i++) {
           cos2[t * D + i] = cos2[t * D + half + i] = cRaw[t * half + i]!;
           sin2[t * D + i] = sin2[t * D + half + i] = sRaw[t * half + i]!;
         }
       }
-      return [tf.tensor3d(cos2, [rows.length, 1, D]), tf.tensor3d(sin2, [rows.length, 1, D])];
+      return [tf.tensor3d(cos2, [positions.length, 1, D]), tf.tensor3d(sin2, [positions.length, 1, D])];
     };
-    let [cos, sin] = ropeFor(allPos.map((_, r) => r));
-    // Packed row (in the original packing) of each state's token i.
-    const rowBase = new Map<SeqState, number>();
-    {
-      let r = 0;
-      for (const s of order) {
-        rowBase.set(s, r);
-        r += s.seq.ids.length;
-      }
-    }
+    let [cos, sin] = ropeFor(allPos);
+    /** Positions of the packed rows: per state, its resumed rows, then its live new tokens. */
+    const packedPositions = () => order.flatMap((s) => [...s.resumed, ...s.live.map((i) => s.positions[i]!)]);
 
     // Each layer runs in its own scope, so its intermediates are freed when it ends: under
     // one scope for the whole forward, a 512-token SmolLM2-135M prefill held every layer's
@@ -374,11 +442,11 @@ export function forward(model: LoadedModel, seqs: ForwardSequence[], opts: Forwa
         }
         if (!stepped) break;
         if (!changed) continue;
-        // Rows are laid out per state in order, live tokens ascending.
+        // Rows are laid out per state in order: resumed rows (never pruned again), then live tokens ascending.
         let r = 0;
         const keepRows: number[] = [];
-        const origRows: number[] = [];
         for (const s of order) {
+          for (let j = 0; j < s.resumed.length; j++) keepRows.push(r++);
           const gone = new Set(s.gone);
           const goneRows: number[] = [];
           const live: number[] = [];
@@ -386,7 +454,6 @@ export function forward(model: LoadedModel, seqs: ForwardSequence[], opts: Forwa
             if (gone.has(i)) goneRows.push(r);
             else {
               keepRows.push(r);
-              origRows.push(rowBase.get(s)! + i);
               live.push(i);
             }
             r++;
@@ -397,8 +464,9 @@ export function forward(model: LoadedModel, seqs: ForwardSequence[], opts: Forwa
           s.live = live;
         }
         x = gatherRows(x, keepRows); // (Tlive, hidden)
-        [cos, sin] = ropeFor(origRows); // (Tlive, 1, D)
+        [cos, sin] = ropeFor(packedPositions()); // (Tlive, 1, D)
       }
+      resumeRows(l);
 
       const T = x.shape[0];
       const P = prep.layers[l];
@@ -427,18 +495,28 @@ export function forward(model: LoadedModel, seqs: ForwardSequence[], opts: Forwa
         ks = [k];
         vs = [v];
       } else {
-        const sizes = order.map((s) => s.live.length);
+        const sizes = order.map((s) => s.resumed.length + s.live.length);
         ks = tf.split(k, sizes, 0) as tf.Tensor2D[];
         vs = tf.split(v, sizes, 0) as tf.Tensor2D[];
       }
-      order.forEach((s, i) => (s.newKv[l] = { k: ks[i]!, v: vs[i]!, tokenIndices: s.live }));
+      order.forEach((s, i) => {
+        const m = s.resumed.length;
+        if (m === 0) {
+          s.newKv[l] = { k: ks[i]!, v: vs[i]!, tokenIndices: s.live };
+          return;
+        }
+        const [kr, kn] = tf.split(ks[i]!, [m, s.live.length], 0) as tf.Tensor2D[];
+        const [vr, vn] = tf.split(vs[i]!, [m, s.live.length], 0) as tf.Tensor2D[];
+        s.newKv[l] = { k: kn!, v: vn!, tokenIndices: s.live };
+        s.resumedKv[l] = { k: kr!, v: vr!, positions: s.resumed.slice() };
+      });
 
       let row = 0;
-      const parts = order.map((s, i) => {
-        const n = s.live.length;
-        const part = attention(s, l, q, row, n, ks[i]!, vs[i]!);
-        row += n;
-        return part;
+      const parts = order.flatMap((s) => {
+        const m = s.resumed.length;
+        const out = [...resumedAttention(s, l, q, row), attention(s, l, q, row + m, s.live.length)];
+        row += m + s.live.length;
+        return out;
       });
       const attn = parts.length === 1 ? parts[0]! : (tf.concat(parts, 0) as tf.Tensor2D); // (T, qDim)
 
@@ -458,6 +536,7 @@ export function forward(model: LoadedModel, seqs: ForwardSequence[], opts: Forwa
         cos,
         sin,
         ...order.flatMap((s) => [s.newKv[l]!.k, s.newKv[l]!.v, ...(s.attention[l] ? [s.attention[l]!] : [])]),
+        ...order.flatMap((s) => (s.resumedKv[l] ? [s.resumedKv[l]!.k, s.resumedKv[l]!.v] : [])),
         ...order.flatMap((s) => s.prunedHidden.flatMap((p) => (p.rows ? [p.rows] : []))),
       ];
     }
@@ -471,6 +550,7 @@ export function forward(model: LoadedModel, seqs: ForwardSequence[], opts: Forwa
       for (const s of order) {
         const mode = s.seq.hiddenOnly ? 'all' : (s.seq.logits ?? 'last');
         const want = mode === 'all' ? s.live : mode === 'last' ? [s.live[s.live.length - 1]!] : [];
+        r += s.resumed.length; // resumed rows give no logits
         const first = mode === 'all' ? r : r + s.live.length - 1;
         for (let j = 0; j < want.length; j++) {
           if (!s.seq.hiddenOnly) headRows.push(outRows.length);
@@ -491,7 +571,7 @@ export function forward(model: LoadedModel, seqs: ForwardSequence[], opts: Forwa
       }
       if (order.some((s) => s.seq.returnHidden || s.seq.hiddenOnly)) hidden = normed;
     }
-    const kv = order.flatMap((s) => s.newKv.flatMap((e) => (e ? [e.k, e.v] : [])));
+    const kv = order.flatMap((s) => [...s.newKv, ...s.resumedKv].flatMap((e) => (e ? [e.k, e.v] : [])));
     const extra = order.flatMap((s) => [
       ...s.attention.filter((a): a is tf.Tensor1D => a !== null),
       ...s.prunedHidden.flatMap((p) => (p.rows ? [p.rows] : [])),
@@ -499,11 +579,14 @@ export function forward(model: LoadedModel, seqs: ForwardSequence[], opts: Forwa
     return { logits, hidden, kv, extra };
 
     /**
-     * One sequence's attention over its cached and new keys, on the exact kernel
-     * (exact-attention.ts): causal among the new rows, or the tree mask of a verification.
+     * One sequence's attention for its live new rows over its cached, resumed and new keys,
+     * on the exact kernel (exact-attention.ts): every cached and resumed key, causal among
+     * the new rows, or the tree mask of a verification.
      */
-    function attention(s: SeqState, l: number, q: tf.Tensor2D, row: number, n: number, k: tf.Tensor2D, v: tf.Tensor2D): tf.Tensor2D {
+    function attention(s: SeqState, l: number, q: tf.Tensor2D, row: number, n: number): tf.Tensor2D {
       const past = s.seq.past?.[l];
+      const own = s.newKv[l]!;
+      const res = s.resumedKv[l];
       const visible = new Uint8Array(n * n);
       const tree = s.seq.treeMask;
       for (let a = 0; a < n; a++) {
@@ -517,8 +600,8 @@ export function forward(model: LoadedModel, seqs: ForwardSequence[], opts: Forwa
       const [out, last] = exactAttention(q, {
         row,
         n,
-        keys: [...(past?.k ?? []), k],
-        values: [...(past?.v ?? []), v],
+        keys: [...(past?.k ?? []), ...(res ? [res.k] : []), own.k],
+        values: [...(past?.v ?? []), ...(res ? [res.v] : []), own.v],
         visible,
         shape: { heads: H, kvHeads: KV, headDim: D },
         kernels: prep.kernels,
@@ -547,6 +630,105 @@ export function forward(model: LoadedModel, seqs: ForwardSequence[], opts: Forwa
       const rest = s.live.slice(0, -1).sort((a, b) => score.get(b)! - score.get(a)! || a - b);
       return [...rest.slice(0, count - 1), last];
     }
+
+    /**
+     * Revival before layer l: each sequence's resume steps due here bring their chosen
+     * tokens into the packing as extra rows (hidden states from the Aux Cache), merged by
+     * position with rows resumed at earlier layers of this call.
+     */
+    function resumeRows(l: number): void {
+      const added: Float32Array[] = [];
+      const rows: number[] = []; // into [x; added]
+      const T0 = x.shape[0];
+      let r = 0;
+      for (const s of order) {
+        const steps = s.seq.resume ?? [];
+        const fresh: { p: number; src: number }[] = [];
+        while (s.resumeDone < steps.length && steps[s.resumeDone]!.fromLayer <= l) {
+          const step = steps[s.resumeDone++]!;
+          const pick = step.select === undefined ? step.positions.map((_, j) => j) : selectResumed(s, step, Math.max(...layers.filter((p) => p < step.fromLayer)));
+          s.resumedLog.push({ fromLayer: step.fromLayer, positions: pick.map((j) => step.positions[j]!) });
+          for (const j of pick) fresh.push({ p: step.positions[j]!, src: T0 + added.push(step.hidden[j]!) - 1 });
+        }
+        const merged = [...s.resumed.map((p, j) => ({ p, src: r + j })), ...fresh].sort((a, b) => a.p - b.p);
+        r += s.resumed.length;
+        s.resumed = merged.map((e) => e.p);
+        for (const e of merged) rows.push(e.src);
+        for (let j = 0; j < s.live.length; j++) rows.push(r++);
+      }
+      if (added.length === 0) return;
+      const flat = new Float32Array(added.length * c.hiddenSize);
+      added.forEach((h, j) => flat.set(h, j * c.hiddenSize));
+      x = gatherRows(tf.concat([x, tf.tensor2d(flat, [added.length, c.hiddenSize])], 0) as tf.Tensor2D, rows); // (T + resumed, hidden)
+      [cos, sin] = ropeFor(packedPositions());
+    }
+
+    /**
+     * A resume step's choice: the parked tokens the last new token attends to among its
+     * `rank` most attended keys at `layer` (every key it saw there, ties to the earlier
+     * row), best first, at most `max`; returned as indices into the step, ascending.
+     */
+    function selectResumed(s: SeqState, step: ResumeStep, layer: number): number[] {
+      const att = s.attention[layer]!.dataSync(); // (past + resumed + live at that layer)
+      const ranked = Array.from(att.keys()).sort((a, b) => att[b]! - att[a]! || a - b);
+      const top = new Set(ranked.slice(0, step.select!.rank));
+      const rowOf = new Map(s.seq.pastPositions![layer]!.map((p, row) => [p, row]));
+      const chosen = step.positions.flatMap((p, j) => {
+        const row = rowOf.get(p);
+        return row !== undefined && top.has(row) ? [{ j, score: att[row]! }] : [];
+      });
+      chosen.sort((a, b) => b.score - a.score || a.j - b.j);
+      return chosen
+        .slice(0, step.select!.max)
+        .map((e) => e.j)
+        .sort((a, b) => a - b);
+    }
+
+    /**
+     * The resumed rows' attention, one row at a time: each sees the past rows before its
+     * position at this layer and the resumed rows up to itself, never the new tokens (they
+     * come after it). Few rows per step (the revival budget), so one kernel call each.
+     */
+    function resumedAttention(s: SeqState, l: number, q: tf.Tensor2D, row: number): tf.Tensor2D[] {
+      const res = s.resumedKv[l];
+      if (res === null) return [];
+      const past = s.seq.past?.[l];
+      const positions = s.seq.pastPositions![l]!;
+      const chunks = pastChunks(positions, past?.k ?? []);
+      return res.positions.map((p, j) => {
+        const keys: tf.Tensor2D[] = [];
+        const values: tf.Tensor2D[] = [];
+        chunks.forEach(({ at, len, ascending }, ci) => {
+          const kc = past!.k[ci]!;
+          const vc = past!.v[ci]!;
+          if (!ascending) {
+            const seen = Array.from({ length: len }, (_, i) => i).filter((i) => positions[at + i]! < p);
+            if (seen.length === 0) return;
+            keys.push(gatherRows(kc, seen));
+            values.push(gatherRows(vc, seen));
+            return;
+          }
+          const seen = visiblePrefix(positions, at, len, p);
+          if (seen === 0) return;
+          keys.push(seen === len ? kc : tf.slice(kc, [0, 0], [seen, kc.shape[1]]));
+          values.push(seen === len ? vc : tf.slice(vc, [0, 0], [seen, vc.shape[1]]));
+        });
+        keys.push(tf.slice(res.k, [0, 0], [j + 1, res.k.shape[1]]));
+        values.push(tf.slice(res.v, [0, 0], [j + 1, res.v.shape[1]]));
+        const [out] = exactAttention(q, {
+          row: row + j,
+          n: 1,
+          keys,
+          values,
+          visible: Uint8Array.of(1),
+          shape: { heads: H, kvHeads: KV, headDim: D },
+          kernels: prep.kernels,
+          mirror: prep.mirror,
+          wantLast: false,
+        });
+        return out;
+      });
+    }
   });
 
   // Read everything back once, then free all but the KV.
@@ -569,6 +751,10 @@ export function forward(model: LoadedModel, seqs: ForwardSequence[], opts: Forwa
       if (wantsHidden) hidden.push(hiddenData!.slice(r * c.hiddenSize, (r + 1) * c.hiddenSize));
     }
     const res: ForwardSequenceResult = { logits, newKv: s.newKv, logitTokenIndices: tokenIndices };
+    if (s.seq.resume !== undefined) {
+      res.resumed = s.resumedLog;
+      res.resumedKv = s.resumedKv;
+    }
     if (wantsHidden) res.hidden = hidden;
     if (s.seq.returnAttention) res.attention = s.attention.map((a) => (a ? (a.dataSync() as Float32Array).slice() : null));
     if (s.seq.returnPrunedHidden) {

@@ -20,6 +20,12 @@ export interface ReferenceOptions {
   layers?: number[];
   /** LazyLLM pruning: before layer fromLayer, keep only these token indices (into ids). */
   prune?: { fromLayer: number; keep: number[] }[];
+  /**
+   * Pairs that may not attend on top of causality: true when token `query` must not see
+   * token `key` at `layer` (indices into ids). It states which tokens ran before another
+   * was revived (LazyLLM's Aux Cache: the earlier ones never saw its later-layer keys).
+   */
+  blind?: (layer: number, query: number, key: number) => boolean;
 }
 
 /** A plain object (no Map), so that it may be returned from tf.tidy. */
@@ -98,7 +104,9 @@ export function referenceForward(model: LoadedModel, ids: number[], opts: Refere
       v = tf.gather(v, group); // (H, T, D)
       let scores = tf.div(tf.matMul(q, tf.transpose(k, [0, 2, 1])), Math.sqrt(D)); // (H, T, T)
       const causal = new Float32Array(T * T);
-      for (let i = 0; i < T; i++) for (let j = i + 1; j < T; j++) causal[i * T + j] = -Infinity;
+      for (let i = 0; i < T; i++) {
+        for (let j = 0; j < T; j++) if (j > i || opts.blind?.(l, live[i]!, live[j]!)) causal[i * T + j] = -Infinity;
+      }
       scores = tf.add(scores, tf.tensor2d(causal, [T, T]));
       const probs = tf.softmax(scores); // (H, T, T)
       attnKept.push(tf.mean(tf.slice(probs, [0, T - 1, 0], [H, 1, T]), [0, 1]) as tf.Tensor1D); // (T)

@@ -110,6 +110,28 @@ export interface LayerKvChunks {
 /** One pruning step: an explicit keep set, or the top `keepTop` by last-token attention. */
 export type PruneStep = { fromLayer: number; keep: number[]; keepTop?: undefined } | { fromLayer: number; keepTop: number; keep?: undefined };
 
+/**
+ * Tokens brought back from LazyLLM's Aux Cache: tokens of earlier steps that were pruned at
+ * `fromLayer` (they have KV below it, none from it on) resume from their hidden state at
+ * that layer's input instead of being recomputed from layer 0, and run every later layer.
+ * A resumed token attends causally by position: to the past rows before it (by
+ * `pastPositions`), to resumed tokens up to itself, never to the new tokens; every new
+ * token sees every resumed one.
+ */
+export interface ResumeStep {
+  fromLayer: number;
+  /** Positions of the parked tokens, ascending, all before the new tokens. */
+  positions: number[];
+  /** Their hidden states at fromLayer's input, (hidden) each. */
+  hidden: Float32Array[];
+  /**
+   * Absent: every one resumes. Else the forward picks inside the call, from the last new
+   * token's attention at the layer run before fromLayer (mean over heads): those ranked
+   * among the `rank` keys it attends to most, best first, at most `max` of them.
+   */
+  select?: { rank: number; max: number };
+}
+
 /** One sequence's part of a batched forward call. */
 export interface ForwardSequence {
   /** New token ids to run (a prefill chunk, one decode token, or draft tokens). */
@@ -147,6 +169,14 @@ export interface ForwardSequence {
   returnAttention?: boolean;
   /** Return, per pruning step, the hidden states of tokens pruned there (LazyLLM's Aux Cache). */
   returnPrunedHidden?: boolean;
+  /** Aux Cache tokens to resume (revival), at most one step per layer, fromLayer increasing. */
+  resume?: ResumeStep[];
+  /**
+   * Per layer, the position of every past row in chunk order (rows of pruned tokens are
+   * missing, revived ones may follow out of order). Needed with `resume`: a resumed token
+   * sees only the past rows before it, and `select` finds a parked token's score by it.
+   */
+  pastPositions?: (readonly number[])[];
 }
 
 export interface ForwardCallOptions {
@@ -170,6 +200,13 @@ export interface ForwardSequenceResult {
   attention?: (Float32Array | null)[];
   /** Per pruning step: the hidden state (hidden) of each token pruned at that layer. */
   prunedHidden?: { fromLayer: number; tokenIndices: number[]; hidden: Float32Array[] }[];
+  /** Per resume step (when `resume` was given): the positions that resumed. */
+  resumed?: { fromLayer: number; positions: number[] }[];
+  /**
+   * Per layer, the resumed tokens' new KV (rows ascending by position), or null where none
+   * ran. The caller owns these tensors, like newKv's.
+   */
+  resumedKv?: ({ k: tf.Tensor2D; v: tf.Tensor2D; positions: number[] } | null)[];
 }
 
 /**

@@ -21,13 +21,14 @@ import * as tf from '@tensorflow/tfjs-core';
 import { BadRequestError, ContextLengthError, KvExhaustedError, NotAvailableError } from '../../core/errors.js';
 import type { SamplingParams } from '../../core/sampling.js';
 import type { FinishReason } from '../../core/engine.js';
+import { AuxCache } from '../kv/aux-cache.js';
 import { BlockTable, type LayerAppend } from '../kv/block-table.js';
 import { KvPool } from '../kv/pool.js';
 import { scoreToken, type ScoredToken } from '../generate/logprobs.js';
 import { entropy } from '../heads/heads.js';
 import { acceptPath, trimTree, treeInput, type TreeInput } from '../heads/tree.js';
 import { forward as defaultForward } from '../model/forward.js';
-import type { ForwardCallOptions, ForwardSequence, ForwardSequenceResult, LayerKvChunks, LoadedModel, PruneStep } from '../model/types.js';
+import type { ForwardCallOptions, ForwardSequence, ForwardSequenceResult, LayerKvChunks, LoadedModel, PruneStep, ResumeStep } from '../model/types.js';
 
 export type ForwardFn = (model: LoadedModel, seqs: ForwardSequence[], opts?: ForwardCallOptions) => ForwardSequenceResult[];
 
@@ -112,8 +113,19 @@ export interface SequenceShape {
    * LazyLLM for every prefill chunk: from each layer on, keep this share of the chunk,
    * chosen by the last token's attention inside the forward — or, for baselines such as
    * random pruning, by `choose(live, count)` (indices into the chunk, ascending, last kept).
+   *
+   * `revive` (default 0: static pruning) turns on the Aux Cache: pruned tokens' hidden
+   * states are kept, and each later prefill chunk and plain full-depth decode step revives
+   * up to `revive` of them per pruning layer. Rule: at pruning layer l_i, a token parked
+   * there is revived when the step's last token ranks it among the top keep_i share of all
+   * the sequence's positions by its attention at the layer before l_i (the keys it has
+   * there, its own included) — the same percentile rule as the prefill, applied to the
+   * token that now asks. A revived token resumes at l_i from its parked hidden state and
+   * runs every later layer, so every token is computed at most once per layer. Steps with
+   * skipped layers or drafts (skipLayers, speculate) do not revive: their output is defined
+   * against plain decoding over the same KV.
    */
-  prune?: { layers: readonly number[]; keep: readonly number[]; choose?: (live: readonly number[], count: number) => number[] };
+  prune?: { layers: readonly number[]; keep: readonly number[]; choose?: (live: readonly number[], count: number) => number[]; revive?: number };
   /**
    * Speculative heads (Medusa / Cerberus): after each token, the heads propose a candidate
    * tree from the hidden state that produced it; the next step verifies the pending token
@@ -157,6 +169,8 @@ export interface ShapeFigures {
   acceptedAtDepth?: number[];
   /** LazyLLM: prompt tokens pruned at each pruning layer (cumulative, as the layer sees it). */
   prunedAtLayer?: Record<number, number>;
+  /** LazyLLM: tokens revived from the Aux Cache at each pruning layer, over the sequence's steps. */
+  revivedAtLayer?: Record<number, number>;
   /** Wall time of the forwards the sequence took part in, by kind. */
   prefillMs: number;
   decodeMs: number;
@@ -241,8 +255,10 @@ export interface SchedulerStats {
   kvBlocksUsed: number;
   kvBlocksShared: number;
   kvBlocksCached: number;
-  /** tf tensors held by KV blocks (cached ones included). */
+  /** tf tensors held by KV blocks (cached ones included) and revived LazyLLM rows. */
   kvTensors: number;
+  /** Tokens parked in LazyLLM Aux Caches (their blocks are among kvBlocksUsed). */
+  auxCacheEntries: number;
   kvBytesPerBlock: number;
   queueDepth: number;
   runningSequences: number;
@@ -260,6 +276,8 @@ const PROBE_AFTER = 8;
 
 class Sequence {
   table: BlockTable | null = null;
+  /** LazyLLM's Aux Cache, while running with revival on; released with the table. */
+  aux: AuxCache | null = null;
   readonly generated: number[] = [];
   drafts: Drafts | null = null;
   /**
@@ -409,7 +427,9 @@ export class Scheduler {
     if (request.logprobs !== undefined && !(Number.isInteger(request.logprobs) && request.logprobs >= 0 && request.logprobs <= vocab)) {
       throw new BadRequestError('logprobs', `must be an integer from 0 to the vocabulary size (${vocab})`);
     }
-    const need = this.pool.blocksFor(total);
+    // A reviving sequence may park up to its whole length in its Aux Cache beside its KV.
+    const parks = (request.shape?.prune?.revive ?? 0) > 0 ? Math.ceil(total / new AuxCache(this.pool, this.model.config.hiddenSize).perBlock) : 0;
+    const need = this.pool.blocksFor(total) + parks;
     if (need > this.pool.numBlocks) throw new KvExhaustedError(need, this.pool.available, this.pool.numBlocks);
     const seq = new Sequence(
       request.id,
@@ -440,6 +460,9 @@ export class Scheduler {
     }
     const prune = shape.prune;
     if (prune !== undefined) {
+      if (prune.revive !== undefined && !(Number.isInteger(prune.revive) && prune.revive >= 0)) {
+        throw new BadRequestError('shape.prune.revive', 'must be a whole number of tokens per layer and step');
+      }
       if (!(prune.layers.length === prune.keep.length && ascending(prune.layers, 1))) {
         throw new BadRequestError('shape.prune', `needs ascending layers of 1..${L - 1}, one share each`);
       }
@@ -464,12 +487,14 @@ export class Scheduler {
 
   stats(): SchedulerStats {
     const s = this.pool.stats();
+    const live = [...this.running, ...this.waiting];
     return {
       kvBlocksTotal: s.total,
       kvBlocksUsed: s.used,
       kvBlocksShared: s.shared,
       kvBlocksCached: s.cached,
-      kvTensors: s.tensors,
+      kvTensors: s.tensors + live.reduce((n, q) => n + (q.table?.revivedTensors ?? 0), 0),
+      auxCacheEntries: live.reduce((n, q) => n + (q.aux?.size ?? 0), 0),
       kvBytesPerBlock: this.pool.bytesPerBlock,
       queueDepth: this.waiting.length,
       runningSequences: this.running.length,
@@ -527,6 +552,7 @@ export class Scheduler {
         break;
       }
       seq.table = table;
+      if ((seq.shape?.prune?.revive ?? 0) > 0) seq.aux = new AuxCache(this.pool, this.model.config.hiddenSize);
       if (seq.cachedPromptTokens < 0) {
         seq.cachedPromptTokens = Math.min(adopted.tokens.length, seq.prompt.length);
         seq.kvBlocksShared = adopted.sharedBlocks;
@@ -587,13 +613,13 @@ export class Scheduler {
         items.push({ seq, ids: [last], wantLogits: true, kind: 'draft', layers: shape.decodeLayers });
         continue;
       }
-      let ok = seq.table.reserve(n);
+      let ok = this.reserve(seq, n);
       while (!ok) {
         const victim = this.running.reduce((a, b) => (b.arrival > a.arrival ? b : a));
         this.preempt(victim);
         report.preempted++;
         if (victim === seq) break;
-        ok = seq.table.reserve(n);
+        ok = this.reserve(seq, n);
       }
       if (!ok) continue;
       if (!seq.decoding) {
@@ -608,6 +634,19 @@ export class Scheduler {
       }
     }
     return items;
+  }
+
+  /**
+   * Takes the blocks a step of n tokens needs: KV for them and, for a pruned prefill chunk
+   * with an Aux Cache, room to park all but its last token. All or nothing.
+   */
+  private reserve(seq: Sequence, n: number): boolean {
+    if (!seq.table!.reserve(n)) return false;
+    if (seq.aux !== null && !seq.decoding && n > 1 && !seq.aux.reserve(n - 1)) {
+      seq.table!.unreserve();
+      return false;
+    }
+    return true;
   }
 
   /** Tokens a sequence may still generate. */
@@ -637,6 +676,9 @@ export class Scheduler {
 
   private preempt(seq: Sequence): void {
     this.dropDrafts(seq);
+    // The recompute prunes (and parks) afresh; what was parked belongs to the dropped KV.
+    seq.aux?.release();
+    seq.aux = null;
     // The tree was drawn from the pending token's hidden state; the recompute gives a new one.
     seq.tree = null;
     seq.headsInput = null;
@@ -706,9 +748,43 @@ export class Scheduler {
       positions,
       past,
       logits: item.wantLogits ? 'last' : 'none',
-      ...(prune ? { prune: pruneSteps(prune, ids.length) } : {}),
+      ...(prune ? { prune: pruneSteps(prune, ids.length), ...(seq.aux !== null ? { returnPrunedHidden: true } : {}) } : {}),
+      ...this.revival(item),
       ...(item.wantLogits && (this.speculates(seq) || seq.listener.hidden !== undefined) ? { returnHidden: true } : {}),
     };
+  }
+
+  /**
+   * The resume steps of a prefill chunk or plain full-depth decode step whose sequence has
+   * parked tokens (the rule: SequenceShape.prune.revive), with the row positions they need.
+   */
+  private revival(item: WorkItem): Pick<ForwardSequence, 'resume' | 'pastPositions'> {
+    const { seq, kind } = item;
+    const prune = seq.shape?.prune;
+    const shallow = seq.shape?.decodeLayers !== undefined || seq.shape?.speculate !== undefined;
+    if (seq.aux === null || seq.aux.size === 0 || prune === undefined || (kind !== 'prefill' && (kind !== 'decode' || shallow))) return {};
+    const total = seq.table!.length + item.ids.length;
+    const parked = seq.aux.byLayer();
+    const resume: ResumeStep[] = prune.layers.flatMap((l, i) => {
+      const at = parked.get(l);
+      return at === undefined ? [] : [{ fromLayer: l, ...at, select: { rank: Math.ceil(prune.keep[i]! * total - 1e-9), max: prune.revive ?? 0 } }];
+    });
+    return resume.length > 0 ? { resume, pastPositions: seq.table!.rowPositions() } : {};
+  }
+
+  /** After a step's forward: park what it pruned, keep what it revived (its KV and figures). */
+  private absorb(seq: Sequence, start: number, r: ForwardSequenceResult): void {
+    const aux = seq.aux;
+    if (aux === null) return;
+    for (const p of r.prunedHidden ?? []) aux.park(p.fromLayer, p.tokenIndices.map((i) => start + i), p.hidden);
+    if (r.resumedKv !== undefined) seq.table!.addRevived(r.resumedKv);
+    for (const { fromLayer, positions } of r.resumed ?? []) {
+      aux.take(positions);
+      const f = seq.figures!;
+      f.revivedAtLayer ??= {};
+      f.revivedAtLayer[fromLayer] = (f.revivedAtLayer[fromLayer] ?? 0) + positions.length;
+    }
+    aux.fit();
   }
 
   /** The table's chunks with the drafts' shallow KV after them (layers without drafts as they are). */
@@ -723,7 +799,9 @@ export class Scheduler {
   /** A prefill chunk or a plain/skipped decode step: append its KV, sample when it has logits. */
   private advance(item: WorkItem, r: ForwardSequenceResult, report: StepReport): void {
     const { seq, ids, wantLogits } = item;
+    const start = seq.table!.length;
     seq.table!.appendLayers(ids, r.newKv);
+    this.absorb(seq, start, r);
     this.count(item, r);
     if (item.kind === 'decode' && seq.plainLeft > 0 && --seq.plainLeft === 0) seq.draftWidth = 1;
     if (ids.length === 1 && wantLogits) report.decodeTokens++;
@@ -992,6 +1070,8 @@ export class Scheduler {
     seq.headsInput = null;
     seq.table?.release();
     seq.table = null;
+    seq.aux?.release();
+    seq.aux = null;
     this.running = this.running.filter((s) => s !== seq);
     this.waiting = this.waiting.filter((s) => s !== seq);
     if (![...this.running, ...this.waiting].some((s) => s.owner === seq.owner)) this.served.delete(seq.owner);

@@ -91,6 +91,7 @@ export function createMetrics(engine: Engine, activeRuns: () => number): ServerM
   engineGauge('skein_kv_blocks_used', 'KV blocks in use.', () => engine.stats().kvBlocksUsed);
   engineGauge('skein_kv_blocks_shared', 'KV blocks shared by more than one sequence.', () => engine.stats().kvBlocksShared);
   engineGauge('skein_kv_blocks_total', 'KV blocks in the pool.', () => engine.stats().kvBlocksTotal);
+  engineGauge('skein_aux_cache_entries', 'Pruned tokens parked in LazyLLM Aux Caches (their memory is in the KV blocks used).', () => engine.stats().auxCacheEntries ?? 0);
   engineGauge('skein_queue_depth', 'Sequences waiting for the scheduler.', () => engine.stats().queueDepth);
   engineGauge('skein_running_sequences', 'Sequences being generated.', () => engine.stats().runningSequences);
   engineGauge('skein_engine_up', '1 while the model runtime serves, 0 while its worker is being restarted.', () =>

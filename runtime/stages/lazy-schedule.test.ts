@@ -21,7 +21,7 @@ describe('lazySchedule', () => {
 
   it('takes per-stage shares and custom layers, and keeps at least the last token', () => {
     const s = lazySchedule(8, { keepRatio: [0.6, 0.1], layers: [3, 6] });
-    expect(s).toEqual({ layers: [3, 6], keep: [0.6, 0.1] });
+    expect(s).toEqual({ layers: [3, 6], keep: [0.6, 0.1], revive: 4 });
     expect(keepCounts(s, 5)).toEqual([3, 1]);
     expect(keepCounts(s, 1)).toEqual([1, 1]);
   });

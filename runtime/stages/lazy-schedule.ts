@@ -14,8 +14,12 @@
  * r^((i+1)/n) (0.5 over three stages: 79 %, 63 %, 50 %), so more is kept early and more
  * pruned late. A list gives each stage its own cumulative share.
  *
+ * Revival (the Aux Cache, runtime/kv/aux-cache.ts): `revive` tokens per pruning layer per
+ * later step at most (the rule: SequenceShape.prune in the scheduler). DEFAULT_REVIVE says
+ * why 4.
+ *
  * @example
- * const s = lazySchedule(30, { keepRatio: 0.5 }); // { layers: [8, 18, 26], keep: [0.79, 0.63, 0.5] }
+ * const s = lazySchedule(30, { keepRatio: 0.5 }); // { layers: [8, 18, 26], keep: [0.79, 0.63, 0.5], revive: 4 }
  * keepCounts(s, 100); // [80, 63, 50]
  * topKeep(scores, [0, 1, 2, 3], 2); // the best-scored of 0..2, and 3 (the last)
  */
@@ -26,13 +30,26 @@ export interface LazyOptions {
   keepRatio: number | readonly number[];
   /** Pruning layers, ascending, each in 1..L−1 (layer 0 has no earlier layer to score with). */
   layers?: readonly number[];
+  /** Aux Cache tokens revived per pruning layer per later step at most; 0 prunes statically. */
+  revive?: number;
 }
 
 export interface LazySchedule {
   layers: number[];
   /** Cumulative share of the prompt's tokens kept from layers[i] on. */
   keep: number[];
+  /** Aux Cache tokens revived per pruning layer per later step at most (0: none). */
+  revive: number;
 }
+
+/**
+ * Revived tokens per pruning layer per step by default: a 1-token decode step with up to 3×4
+ * resumed rows stays a small forward (the block kernels read the weights once for all
+ * rows), and over a 128-token prefill chunk 12 rows are under 10 % more; revival then
+ * catches up with what the asking tokens need within a few steps. `skein bench stages
+ * --arg parts=lazy` measures it against static pruning.
+ */
+export const DEFAULT_REVIVE = 4;
 
 /** The paper's stage depths (9, 19, 28 of 32 layers), scaled to `numLayers`, distinct and ≥ 1. */
 export function defaultPruneLayers(numLayers: number): number[] {
@@ -69,7 +86,9 @@ export function lazySchedule(numLayers: number, options: LazyOptions): LazySched
     });
     keep = [...ratio];
   }
-  return { layers, keep };
+  const revive = options.revive ?? DEFAULT_REVIVE;
+  if (!(Number.isInteger(revive) && revive >= 0)) throw new BadRequestError('prunedPrefill.revive', `must be a whole number, got ${revive}`);
+  return { layers, keep, revive };
 }
 
 function checkShare(r: number, field: string): void {

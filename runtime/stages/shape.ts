@@ -102,6 +102,8 @@ export function sequenceShape(
           layers: [...shape.prune.layers],
           keep: shape.prune.keep.map((k) => Number(k.toFixed(4))),
           prunedAtLayer: { ...(f?.prunedAtLayer ?? {}) },
+          revive: shape.prune.revive ?? 0,
+          revivedAtLayer: { ...(f?.revivedAtLayer ?? {}) },
           prefillMs: round(f?.prefillMs ?? 0),
         };
       }
@@ -133,6 +135,8 @@ export function stageEvents(report: StageReport): ShapeStageEvent[] {
         layers: lazy.layers.join(','),
         keep: lazy.keep.join(','),
         prunedAtLayer: Object.entries(lazy.prunedAtLayer).map(([layer, n]) => `${layer}:${n}`).join(','),
+        revive: lazy.revive,
+        revivedAtLayer: Object.entries(lazy.revivedAtLayer).map(([layer, n]) => `${layer}:${n}`).join(','),
       },
       // Tokens pruned by the last pruning layer: every one of them skipped the layers after it.
       figures: { prunedTokens: counts.length ? Math.max(...counts) : 0, wallMs: lazy.prefillMs },
