@@ -21,6 +21,7 @@ import { CompressStage } from '../stages/compress-stage.js';
 import { sequenceShape, stageEvents, type ShapedStages } from '../stages/shape.js';
 import type { ScoredToken } from '../generate/logprobs.js';
 import { HeadsLibrary } from '../stages/speculate.js';
+import { SkipAdapterLibrary } from '../stages/skip-adapters.js';
 import { StopMatcher } from '../generate/stop.js';
 import { TokenPieces } from './token-pieces.js';
 import { forward } from '../model/forward.js';
@@ -114,6 +115,8 @@ export class EngineCore {
   private piecesCache: TokenPieces | null = null;
   /** The model's speculative heads, read on the first request that asks for them. */
   private readonly heads: HeadsLibrary;
+  /** The model's skip adapters (kept layers merged), read on the first skipLayers request for a target. */
+  private readonly skipAdapters: SkipAdapterLibrary;
 
   constructor(options: EngineCoreOptions) {
     const { tokenizer, emit, ...schedulerOptions } = options;
@@ -122,6 +125,7 @@ export class EngineCore {
     this.emit = emit;
     this.compressing = new CompressStage(options.model, tokenizer);
     this.heads = new HeadsLibrary(options.model, headsFacts(options.model));
+    this.skipAdapters = new SkipAdapterLibrary(options.model, headsFacts(options.model));
   }
 
   /** Queues a request; a refusal (KvExhaustedError, a bad request) comes back as its error event. */
@@ -152,7 +156,7 @@ export class EngineCore {
     };
     try {
       const speculate = msg.stages?.speculate !== undefined ? this.heads.shape(msg.stages.speculate) : undefined;
-      session.shaped = sequenceShape(this.scheduler.model.config.numLayers, msg.stages ?? {}, speculate);
+      session.shaped = sequenceShape(this.scheduler.model.config.numLayers, msg.stages ?? {}, speculate, this.skipAdapters);
       if (msg.output !== undefined) session.grammar = this.grammarsFor().cursor(msg.output);
     } catch (err) {
       return this.fail(requestId, err instanceof Error ? err : new Error(String(err)));
@@ -318,6 +322,7 @@ export class EngineCore {
     this.scheduler.close(err);
     this.sessions.clear();
     this.heads.dispose();
+    this.skipAdapters.dispose();
   }
 
   /** KV sharing over a common prefix, as a stage event: the blocks adopted instead of computed. */

@@ -19,6 +19,7 @@ import { PRESETS, paramTable } from '../../train/config.js';
 import { DEFAULT_TRAIN, train, readCheckpoint, checkpointExists, type SeqLenChoice } from '../../train/trainer.js';
 import { exportModel, importForResume } from '../../train/export.js';
 import { registerHeads } from './train-heads.js';
+import { registerSkip } from './train-skip.js';
 
 function num(name: string) {
   return (value: string): number => {
@@ -218,4 +219,5 @@ export function register(program: Command): void {
       process.stderr.write(`skein: wrote ${path.join(opts.model, 'README.md')}\n`);
     });
   registerHeads(cmd);
+  registerSkip(cmd);
 }
