@@ -3,7 +3,7 @@
  * layers alone (Unified Layer Skipping, runtime/stages/layer-selection.ts) follow the full
  * model's next-token distribution. One pair of files per target speedup r:
  * `skip-r<r>.json` (base file and its sha256, target, kept layers, rank, scale, training
- * figures) beside `skip-r<r>.safetensors` (f32: per kept layer l and projection p,
+ * figures) beside `skip-r<r>.safetensors` (stored as f16, read as f32: per kept layer l and projection p,
  * `layers.{l}.{p}.a` (in, rank) and `layers.{l}.{p}.b` (rank, out), so the adapted
  * projection is x·(W + scale·A·B), W stored (in, out) as everywhere in the runtime).
  *

@@ -397,8 +397,8 @@ function stageReport(s: Session, summary: SequenceSummary): StageReport {
   };
 }
 
-/** The model's name and folder as the heads lookup wants them (runtime/heads/files.ts findHeadsDir). */
-function headsFacts(model: LoadedModel): { name: string; dir?: string } {
+/** The model's name and folder as the heads and skip-adapter lookups want them (runtime/heads/files.ts findHeadsDir). */
+export function headsFacts(model: LoadedModel): { name: string; dir?: string } {
   const dir = (model as { dir?: string }).dir ?? (/\.gguf$/i.test(model.source) ? path.dirname(model.source) : model.source);
   return { name: path.basename(dir), dir };
 }

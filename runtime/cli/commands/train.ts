@@ -4,6 +4,8 @@
  *   skein train base    train (or --resume) a Llama from scratch, live progress bar, export
  *   skein train export  write a run's checkpoint as a Hugging Face model folder
  *   skein train card    evaluate a model folder and write its README.md model card + test slice
+ *   skein train heads   speculative heads on a frozen model (train-heads.ts)
+ *   skein train skip    a LoRA adapting a model's kept layers to skipLayers (train-skip.ts)
  *
  * @example
  * npx skein train base --steps 600 --export models/skein-mini
