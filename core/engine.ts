@@ -142,6 +142,8 @@ export interface StageReport {
     targetSpeedup: number;
     /** The layers decode (or drafting) ran. */
     layers: number[];
+    /** Whether they ran with the model's skip adapter for the target (`skein train skip`). */
+    adapted?: boolean;
     /** Forwards at that depth (decode steps, or drafts). */
     shallowForwards: number;
     draftsProposed?: number;

@@ -64,6 +64,11 @@ export const stagesSchema = {
           description: 'lossy (default): decode on the kept layers. self-speculative: they draft, the full model verifies; output identical to plain decoding.',
         },
         drafts: { type: 'integer', minimum: 1, maximum: 16, description: 'Tokens drafted per verification (self-speculative; default 3).' },
+        adapter: {
+          type: 'boolean',
+          description:
+            "true (default): the kept layers run with the model's skip adapter for this target when it has one (`skein train skip`); false: the unadapted layers.",
+        },
       },
       required: ['targetSpeedup'],
     },

@@ -31,8 +31,12 @@
  * `--arg parts=decode,ppl,lazy,stacked` runs only some parts (decode,ppl,lazy by default;
  * `prefill` is lazy's old name).
  *
- * Not measured here: stacking with SoT, and the adapted (fine-tuned) checkpoint
- * (`skein train skip`).
+ * - With the model's skip adapter for r = 2 (`skein train skip`, runtime/adapters): the same
+ *   decode, agreement and perplexity figures for the adapted kept layers (`skip2_adapted…`,
+ *   merged and re-quantized to q8_0 as the runtime does; `…_same_type` re-quantized to each
+ *   projection's own type), and self-speculative drafting with them (`skip2_selfspec_adapted…`).
+ *
+ * Not measured here: stacking with SoT.
  *
  * @example
  * npx skein bench stages --json --arg items=2 --arg tokens=1024
@@ -46,6 +50,9 @@ import { MODELS_DIR } from '../checkpoint/load.js';
 import type { ModelTokenizer } from '../checkpoint/tokenizer.js';
 import { benchModel, round } from '../engine/bench-support.js';
 import { loadEngineModel } from '../engine/model-spec.js';
+import { adaptedModel, type AdaptedModel } from '../adapters/adapted-model.js';
+import { checkpointSha256, findSkipAdapter, readSkipAdapter } from '../adapters/skip-adapter.js';
+import { headsFacts } from '../engine/core.js';
 import { forward, prepareModel } from '../model/forward.js';
 import { mulberry32 } from '../model/random.js';
 import type { LayerKvChunks, LoadedModel } from '../model/types.js';
@@ -134,8 +141,16 @@ function forcedNll(model: LoadedModel, ids: number[], answer: number[], shape?: 
   return { nll: mean(nll), run };
 }
 
-/** Mean −log p of `target` after `context`, context prefilled at full depth (chunked, pruned as `shape` says), target through `layers`. */
-function teacherForcedNll(model: LoadedModel, context: number[], target: number[], opts: { layers?: number[]; prune?: SequenceShape['prune'] } = {}): number {
+/**
+ * Mean −log p of `target` after `context`, context prefilled at full depth (chunked, pruned
+ * as `shape` says), target through `layers` of `decodeModel` (default the model itself).
+ */
+function teacherForcedNll(
+  model: LoadedModel,
+  context: number[],
+  target: number[],
+  opts: { layers?: number[]; prune?: SequenceShape['prune']; decodeModel?: LoadedModel } = {},
+): number {
   // One sequence's KV as the forward's chunk lists (the scheduler's paged pool is not needed
   // for a single teacher-forced pass); a pruned or skipped layer's null entry adds nothing.
   const past: LayerKvChunks[] = Array.from({ length: model.config.numLayers }, () => ({ k: [], v: [] }));
@@ -151,7 +166,7 @@ function teacherForcedNll(model: LoadedModel, context: number[], target: number[
   }
   const nll = [-logSoftmaxAt(last!, target[0]!)];
   if (target.length > 1) {
-    const [r] = forward(model, [{ ids: target.slice(0, -1), past: past, logits: 'all' }], opts.layers ? { layers: opts.layers } : {});
+    const [r] = forward(opts.decodeModel ?? model, [{ ids: target.slice(0, -1), past: past, logits: 'all' }], opts.layers ? { layers: opts.layers } : {});
     r!.logits.forEach((row, i) => nll.push(-logSoftmaxAt(row, target[i + 1]!)));
     tf.dispose(r!.newKv.flatMap((e) => (e ? [e.k, e.v] : [])));
   }
@@ -224,8 +239,47 @@ interface Part {
 
 type Log = (line: string) => void;
 
-/** Decode tokens/s: full vs ULS r=2 vs baselines vs self-speculative, interleaved reps. */
-function measureDecode(model: LoadedModel, tokenizer: ModelTokenizer, o: Settings, log: Log): Part {
+/** The model's skip adapter for r = 2 merged two ways (q8_0, the runtime's, and each projection's own type), or null when it has none. */
+type Adapted = { q8: AdaptedModel; same: AdaptedModel } | null;
+
+/** Variants per adapted model: `skip2_adapted…` (q8_0) and `skip2_adapted_same_type…`; `make` gives them by suffix. */
+function adaptedVariants<T>(adapted: Adapted, make: (m: AdaptedModel) => Record<string, T>): Record<string, T> {
+  if (adapted === null) return {};
+  const out: Record<string, T> = {};
+  for (const [tag, m] of [['adapted', adapted.q8], ['adapted_same_type', adapted.same]] as const) {
+    for (const [suffix, v] of Object.entries(make(m))) out[suffix === '' ? `skip2_${tag}` : `skip2_${suffix}_${tag}`] = v;
+  }
+  return out;
+}
+
+/** Reads and merges the model's r = 2 skip adapter, when it has one. */
+function loadAdapted(model: LoadedModel, log: Log): { adapted: Adapted; figures: Record<string, unknown> } {
+  const facts = headsFacts(model);
+  const file = findSkipAdapter(facts, 2);
+  if (file === undefined) {
+    log(`stages: no skip adapter for r=2 (npx skein train skip --model ${facts.name} --target 2): adapted variants not measured`);
+    return { adapted: null, figures: {} };
+  }
+  const adapter = readSkipAdapter(file, model.config, checkpointSha256(model.source));
+  const q8 = adaptedModel(model, adapter);
+  const same = adaptedModel(model, adapter, { blockType: 'same' });
+  const mb = (n: number) => round(n / 2 ** 20, 1);
+  log(`stages: skip adapter ${file} (rank ${adapter.meta.rank}); merged: ${mb(q8.ownedBytes.tensors)} MB f32 tensors + ${mb(q8.ownedBytes.blocks)} MB q8_0 blocks`);
+  return {
+    adapted: { q8, same },
+    figures: {
+      skip_adapter: {
+        file: path.relative(process.cwd(), file),
+        rank: adapter.meta.rank,
+        training: adapter.meta.training,
+        merged_mb: { f32_tensors: mb(q8.ownedBytes.tensors), q8_0_blocks: mb(q8.ownedBytes.blocks), same_type_blocks: mb(same.ownedBytes.blocks) },
+      },
+    },
+  };
+}
+
+/** Decode tokens/s: full vs ULS r=2 (unadapted and adapted) vs baselines vs self-speculative, interleaved reps. */
+function measureDecode(model: LoadedModel, tokenizer: ModelTokenizer, o: Settings, log: Log, adapted: Adapted): Part {
   const L = model.config.numLayers;
   const shortIds = tokenizer.encode(tokenizer.renderChat([{ role: 'user', content: `${passageOf(o.items[0]!).slice(0, 300)}\nSummarise this text.` }]), {
     addSpecialTokens: false,
@@ -242,9 +296,17 @@ function measureDecode(model: LoadedModel, tokenizer: ModelTokenizer, o: Setting
     // the ULS rule (interval 1) skips the block just before the last layer, which SmolLM2
     // does not survive (top-1 agreement 0 % at 24/30 layers vs 57 % with a middle block).
     [`selfspec_mid${String(o.specTarget).replace('.', '')}`]: { decodeLayers: middleBlockLayers(L, o.specTarget), skipMode: 'self-speculative', drafts: o.drafts },
+    // The kept layers with the model's skip adapter merged in (`skein train skip`), beside the
+    // unadapted ones: re-quantized to q8_0 (what the runtime uses) and to each projection's own type.
+    ...adaptedVariants(adapted, (m) => ({
+      '': { decodeLayers: uls, decodeModel: m },
+      selfspec: { decodeLayers: uls, skipMode: 'self-speculative' as const, drafts: o.drafts, decodeModel: m },
+    })),
   };
   log(`stages: decode ${o.decodeTokens} tokens after a ${shortIds.length}-token prompt, ${o.reps} interleaved reps; ULS r=2 keeps ${uls.length}/${L}: [${uls.join(',')}]`);
   runOne(model, shortIds, 4); // warm-up: kernels for these shapes
+  // and the adapted models' own prepared weights (made on their first forward)
+  for (const shape of Object.values(variants)) if (shape?.decodeModel !== undefined) runOne(model, shortIds, 4, { ...shape, skipMode: 'lossy' });
   const runs: Record<string, Run[]> = {};
   for (let rep = 0; rep < o.reps; rep++) {
     for (const [name, shape] of Object.entries(variants)) {
@@ -274,7 +336,7 @@ function measureDecode(model: LoadedModel, tokenizer: ModelTokenizer, o: Setting
 }
 
 /** Perplexity of held-out text scored through the kept layers (context prefilled at full depth). */
-function measurePpl(model: LoadedModel, tokenizer: ModelTokenizer, o: Settings, log: Log): Part {
+function measurePpl(model: LoadedModel, tokenizer: ModelTokenizer, o: Settings, log: Log, adapted: Adapted): Part {
   const L = model.config.numLayers;
   const texts = o.items.map((it) => tokenizer.encode(passageOf(it), { addSpecialTokens: false })).filter((t) => t.length >= o.pplContext + 8);
   const variants: Record<string, number[] | undefined> = {
@@ -283,14 +345,17 @@ function measurePpl(model: LoadedModel, tokenizer: ModelTokenizer, o: Settings, 
     early_exit2: earlyExitLayers(L, 2),
     middle_block2: middleBlockLayers(L, 2),
   };
+  const decodeModels: Record<string, LoadedModel> = adaptedVariants(adapted, (m) => ({ '': m }));
+  for (const name of Object.keys(decodeModels)) variants[name] = unifiedLayers(L, 2);
   const ppl: Record<string, number> = {};
   for (const [name, layers] of Object.entries(variants)) {
-    const nll = texts.map((t) => teacherForcedNll(model, t.slice(0, o.pplContext), t.slice(o.pplContext, o.pplContext + o.pplTokens), layers ? { layers } : {}));
+    const opts = { ...(layers ? { layers } : {}), ...(decodeModels[name] ? { decodeModel: decodeModels[name] } : {}) };
+    const nll = texts.map((t) => teacherForcedNll(model, t.slice(0, o.pplContext), t.slice(o.pplContext, o.pplContext + o.pplTokens), opts));
     ppl[name] = Math.exp(mean(nll));
     log(`  ppl ${name.padEnd(14)} ${ppl[name]!.toFixed(2)}`);
   }
   const part: Part = { ratios: {}, quality: {}, figures: { ppl: Object.fromEntries(Object.entries(ppl).map(([k, v]) => [k, round(v)])) } };
-  for (const name of ['skip2', 'early_exit2', 'middle_block2']) part.quality[`${name}_ppl_delta`] = round(ppl[name]! - ppl.full!);
+  for (const name of Object.keys(variants).filter((n) => n !== 'full')) part.quality[`${name}_ppl_delta`] = round(ppl[name]! - ppl.full!);
   return part;
 }
 
@@ -453,8 +518,15 @@ registerBench('stages', {
         ...(args.revive !== undefined ? { revive: Number(args.revive) } : {}),
       };
       const results: Part[] = [];
-      if (parts.has('decode')) results.push(measureDecode(model, tokenizer, o, log));
-      if (parts.has('ppl')) results.push(measurePpl(model, tokenizer, o, log));
+      const { adapted, figures: adapterFigures } = parts.has('decode') || parts.has('ppl') ? loadAdapted(model, log) : { adapted: null, figures: {} };
+      results.push({ ratios: {}, quality: {}, figures: adapterFigures });
+      try {
+        if (parts.has('decode')) results.push(measureDecode(model, tokenizer, o, log, adapted));
+        if (parts.has('ppl')) results.push(measurePpl(model, tokenizer, o, log, adapted));
+      } finally {
+        adapted?.q8.dispose();
+        adapted?.same.dispose();
+      }
       if (parts.has('lazy')) results.push(measureLazy(model, tokenizer, o, log));
       if (parts.has('stacked')) results.push(measureStacked(model, tokenizer, o, log));
       const { items: _items, pool: _pool, ...settings } = o;
@@ -465,7 +537,7 @@ registerBench('stages', {
         ...Object.assign({}, ...results.map((r) => r.figures)),
         ratios: Object.assign({}, ...results.map((r) => r.ratios)),
         quality: Object.assign({}, ...results.map((r) => r.quality)),
-        not_measured: 'stacking with SoT; the adapted skip checkpoint (skein train skip)',
+        not_measured: `stacking with SoT${adapted === null ? '; the adapted skip variants (the model has no skip-r2 adapter)' : ''}`,
       };
     } finally {
       model.dispose();

@@ -21,6 +21,7 @@ import { CompressStage } from '../stages/compress-stage.js';
 import { sequenceShape, stageEvents, type ShapedStages } from '../stages/shape.js';
 import type { ScoredToken } from '../generate/logprobs.js';
 import { HeadsLibrary } from '../stages/speculate.js';
+import { SkipAdapterLibrary } from '../stages/skip-adapters.js';
 import { StopMatcher } from '../generate/stop.js';
 import { TokenPieces } from './token-pieces.js';
 import { EmbeddingQueue } from './embed.js';
@@ -124,6 +125,8 @@ export class EngineCore {
   private piecesCache: TokenPieces | null = null;
   /** The model's speculative heads, read on the first request that asks for them. */
   private readonly heads: HeadsLibrary;
+  /** The model's skip adapters (kept layers merged), read on the first skipLayers request for a target. */
+  private readonly skipAdapters: SkipAdapterLibrary;
 
   constructor(options: EngineCoreOptions) {
     const { tokenizer, emit, ...schedulerOptions } = options;
@@ -133,6 +136,7 @@ export class EngineCore {
     this.compressing = new CompressStage(options.model, tokenizer);
     this.embedding = new EmbeddingQueue(options.model);
     this.heads = new HeadsLibrary(options.model, headsFacts(options.model));
+    this.skipAdapters = new SkipAdapterLibrary(options.model, headsFacts(options.model));
   }
 
   /** Queues a request; a refusal (KvExhaustedError, a bad request) comes back as its error event. */
@@ -164,7 +168,7 @@ export class EngineCore {
     };
     try {
       const speculate = msg.stages?.speculate !== undefined ? this.heads.shape(msg.stages.speculate) : undefined;
-      session.shaped = sequenceShape(this.scheduler.model.config.numLayers, msg.stages ?? {}, speculate);
+      session.shaped = sequenceShape(this.scheduler.model.config.numLayers, msg.stages ?? {}, speculate, this.skipAdapters);
       if (speculate) session.speculateKind = speculate.kind;
       if (msg.output !== undefined) session.grammar = this.grammarsFor().cursor(msg.output);
     } catch (err) {
@@ -377,6 +381,7 @@ export class EngineCore {
     this.scheduler.close(err);
     this.sessions.clear();
     this.heads.dispose();
+    this.skipAdapters.dispose();
   }
 
   /** KV sharing over a common prefix, as a stage event: the blocks adopted instead of computed. */
@@ -467,8 +472,8 @@ function stageReport(s: Session, summary: SequenceSummary): StageReport {
   };
 }
 
-/** The model's name and folder as the heads lookup wants them (runtime/heads/files.ts findHeadsDir). */
-function headsFacts(model: LoadedModel): { name: string; dir?: string } {
+/** The model's name and folder as the heads and skip-adapter lookups want them (runtime/heads/files.ts findHeadsDir). */
+export function headsFacts(model: LoadedModel): { name: string; dir?: string } {
   const dir = (model as { dir?: string }).dir ?? (/\.gguf$/i.test(model.source) ? path.dirname(model.source) : model.source);
   return { name: path.basename(dir), dir };
 }

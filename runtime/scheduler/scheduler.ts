@@ -110,6 +110,15 @@ export interface SequenceShape {
   /** Tokens drafted per verification (self-speculative). */
   drafts?: number;
   /**
+   * The model shallow forwards run on (lossy decode steps and drafts): the kept layers with
+   * a skip adapter merged in (runtime/adapters); default the scheduler's model. Rule: its
+   * KV never becomes the full model's. A lossy step appends it to the sequence's own table,
+   * which a shallow append taints (BlockTable.tainted: never cached, never adopted); a
+   * draft's KV stays in the sequence's drafts, outside the pool, and is dropped at
+   * verification, where the scheduler's model recomputes the accepted tokens at full depth.
+   */
+  decodeModel?: LoadedModel;
+  /**
    * LazyLLM for every prefill chunk: from each layer on, keep this share of the chunk,
    * chosen by the last token's attention inside the forward — or, for baselines such as
    * random pruning, by `choose(live, count)` (indices into the chunk, ascending, last kept).
@@ -352,6 +361,8 @@ interface WorkItem {
   kind: 'prefill' | 'decode' | 'draft' | 'verify' | 'tree';
   /** Layers to run; undefined for every layer. */
   layers?: readonly number[];
+  /** The model to run (a shallow step's SequenceShape.decodeModel); undefined: the scheduler's. */
+  model?: LoadedModel;
 }
 
 export class Scheduler {
@@ -454,6 +465,10 @@ export class Scheduler {
     const ascending = (xs: readonly number[], min: number) => xs.every((x, i) => Number.isInteger(x) && x >= min && x < L && (i === 0 || x > xs[i - 1]!));
     if (shape.decodeLayers !== undefined && !(shape.decodeLayers.length > 0 && ascending(shape.decodeLayers, 0))) {
       throw new BadRequestError('shape.decodeLayers', `must be ascending layers of 0..${L - 1}`);
+    }
+    const dm = shape.decodeModel?.config;
+    if (dm !== undefined && (dm.numLayers !== L || dm.vocabSize !== this.model.config.vocabSize || dm.hiddenSize !== this.model.config.hiddenSize)) {
+      throw new BadRequestError('shape.decodeModel', 'must have the shape of the scheduler model (its kept layers adapted)');
     }
     if (shape.skipMode === 'self-speculative' && !(Number.isInteger(shape.drafts) && shape.drafts! >= 1)) {
       throw new BadRequestError('shape.drafts', 'self-speculative decoding needs a positive number of drafts');
@@ -610,7 +625,7 @@ export class Scheduler {
       if (seq.decoding && shape?.skipMode === 'self-speculative' && n === 1 && this.draftTarget(seq) > (seq.drafts?.tokens.length ?? 0)) {
         // A draft: shallow KV outside the pool, nothing to reserve.
         const last = seq.drafts?.tokens.at(-1) ?? all[start]!;
-        items.push({ seq, ids: [last], wantLogits: true, kind: 'draft', layers: shape.decodeLayers });
+        items.push({ seq, ids: [last], wantLogits: true, kind: 'draft', layers: shape.decodeLayers, ...(shape.decodeModel ? { model: shape.decodeModel } : {}) });
         continue;
       }
       let ok = this.reserve(seq, n);
@@ -630,7 +645,13 @@ export class Scheduler {
         items.push({ seq, ids: seq.tree.ids, wantLogits: true, kind: 'tree' });
       } else {
         const lossy = seq.decoding && shape?.decodeLayers !== undefined && shape.skipMode !== 'self-speculative';
-        items.push({ seq, ids: [all[start]!], wantLogits: true, kind: 'decode', ...(lossy ? { layers: shape.decodeLayers } : {}) });
+        items.push({
+          seq,
+          ids: [all[start]!],
+          wantLogits: true,
+          kind: 'decode',
+          ...(lossy ? { layers: shape.decodeLayers, ...(shape.decodeModel ? { model: shape.decodeModel } : {}) } : {}),
+        });
       }
     }
     return items;
@@ -690,20 +711,23 @@ export class Scheduler {
   }
 
   private run(items: WorkItem[], report: StepReport): void {
-    // One batched forward per layer set: skipped-layer decode and drafts run beside the
-    // full-depth work of the same step, each group packed as one batch.
-    const groups = new Map<string, WorkItem[]>();
+    // One batched forward per layer set and model: skipped-layer decode and drafts run
+    // beside the full-depth work of the same step, each group packed as one batch (adapted
+    // shallow steps apart from unadapted ones: other weights).
+    const byModel = new Map<LoadedModel, Map<string, WorkItem[]>>();
     for (const item of items) {
+      const groupsOf = byModel.get(item.model ?? this.model) ?? byModel.set(item.model ?? this.model, new Map()).get(item.model ?? this.model)!;
       const key = item.layers?.join(',') ?? 'all';
-      groups.set(key, [...(groups.get(key) ?? []), item]);
+      groupsOf.set(key, [...(groupsOf.get(key) ?? []), item]);
     }
+    const groups = [...byModel.values()].flatMap((g) => [...g.values()]);
     report.sequences = items.length;
-    for (const group of groups.values()) {
+    for (const group of groups) {
       const t0 = performance.now();
       let results: ForwardSequenceResult[];
       try {
         const layers = group[0]!.layers;
-        results = this.forwardFn(this.model, group.map((item) => this.input(item)), layers ? { layers: [...layers] } : {});
+        results = this.forwardFn(group[0]!.model ?? this.model, group.map((item) => this.input(item)), layers ? { layers: [...layers] } : {});
       } catch (err) {
         for (const { seq } of group) this.fail(seq, err);
         continue;

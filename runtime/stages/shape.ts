@@ -7,7 +7,8 @@
  * - skipLayers (Unified Layer Skipping, layer-selection.ts): the prompt is prefilled at full
  *   depth; decode runs the kept layers ('lossy'), or the kept layers draft `drafts` tokens
  *   and the full model verifies them in one forward ('self-speculative', output identical
- *   to plain decoding). Skipped layers get no KV entry for the shallow tokens (see
+ *   to plain decoding). With the model's skip adapter for the target (skip-adapters.ts;
+ *   `adapter: false` turns it off) the kept layers run with it merged in. Skipped layers get no KV entry for the shallow tokens (see
  *   BlockTable.appendLayers).
  * - prunedPrefill (LazyLLM, lazy-schedule.ts): every prefill chunk is pruned progressively
  *   by its last token's attention inside the same forward; pruned tokens leave no KV at the
@@ -25,6 +26,7 @@ import type { StageReport } from '../../core/engine.js';
 import type { StageFigures } from '../../core/events.js';
 import type { Stages } from '../../core/stages.js';
 import { BadRequestError } from '../../core/errors.js';
+import type { LoadedModel } from '../model/types.js';
 import { lazySchedule } from './lazy-schedule.js';
 import { unifiedLayers } from './layer-selection.js';
 
@@ -46,6 +48,7 @@ export function sequenceShape(
   numLayers: number,
   stages: Pick<Stages, 'skipLayers' | 'prunedPrefill'>,
   speculate?: SpeculateShape & { kind: 'medusa' | 'cerberus' },
+  adapters?: { decodeModel(targetSpeedup: number): LoadedModel | undefined },
 ): ShapedStages | undefined {
   const skip = stages.skipLayers;
   const lazy = stages.prunedPrefill;
@@ -62,6 +65,9 @@ export function sequenceShape(
     shape.decodeLayers = unifiedLayers(numLayers, skip.targetSpeedup);
     shape.skipMode = mode;
     if (mode === 'self-speculative') shape.drafts = skip.drafts ?? DEFAULT_DRAFTS;
+    // The model's skip adapter for this target, unless the request turns it off.
+    const adapted = skip.adapter !== false ? adapters?.decodeModel(skip.targetSpeedup) : undefined;
+    if (adapted !== undefined) shape.decodeModel = adapted;
   }
   if (lazy !== undefined) shape.prune = lazySchedule(numLayers, lazy);
   return {
@@ -73,6 +79,7 @@ export function sequenceShape(
           mode,
           targetSpeedup: skip.targetSpeedup,
           layers: [...shape.decodeLayers!],
+          adapted: shape.decodeModel !== undefined,
           shallowForwards: f?.shallowForwards ?? 0,
           ...(mode === 'self-speculative'
             ? { draftsProposed: f?.draftsProposed ?? 0, draftsAccepted: f?.draftsAccepted ?? 0, verifications: f?.verifications ?? 0 }
@@ -146,7 +153,7 @@ export function stageEvents(report: StageReport): ShapeStageEvent[] {
   if (skip) {
     events.push({
       stage: 'skipLayers',
-      decided: { mode: skip.mode, targetSpeedup: skip.targetSpeedup, layers: skip.layers.join(','), shallowForwards: skip.shallowForwards },
+      decided: { mode: skip.mode, targetSpeedup: skip.targetSpeedup, layers: skip.layers.join(','), adapted: skip.adapted ?? false, shallowForwards: skip.shallowForwards },
       figures: {
         layersRun: skip.layers.length,
         ...(skip.draftsProposed !== undefined ? { draftsProposed: skip.draftsProposed, draftsAccepted: skip.draftsAccepted ?? 0 } : {}),

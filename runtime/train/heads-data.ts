@@ -86,13 +86,17 @@ export function distill(model: LoadedModel, tokenizer: ModelTokenizer, o: Distil
   return { hidden: flat, targets: Int32Array.from(targets), next: Int32Array.from(next), rows: hidden.length, heads: K, hiddenSize: d, prompts: prompts.length };
 }
 
-/** Greedy continuations of every prompt, batched by the scheduler, with the hidden state that chose each token; end-of-sequence dropped. */
-function generate(
+/**
+ * Greedy continuations of every prompt, batched by the scheduler, with the hidden state that
+ * chose each token (none when `withHidden` is false); end-of-sequence dropped.
+ */
+export function generate(
   model: LoadedModel,
   tokenizer: ModelTokenizer,
   prompts: number[][],
   maxTokens: number,
   onProgress?: (done: number, total: number) => void,
+  withHidden = true,
 ): { tokens: number[]; hidden: Float32Array[] }[] {
   const greedy = (logits: Float32Array) => {
     let best = 0;
@@ -107,11 +111,11 @@ function generate(
     s.submit(
       { id: `p${i}`, ids, sampling: resolveSampling({ maxTokens }), eosIds: tokenizer.eosIds },
       {
-        hidden: (h) => (row = h),
+        ...(withHidden ? { hidden: (h: Float32Array) => (row = h) } : {}),
         token: (t) => {
           if (tokenizer.eosIds.includes(t)) return;
           out[i]!.tokens.push(t);
-          out[i]!.hidden.push(row!);
+          if (withHidden) out[i]!.hidden.push(row!);
         },
         done: () => onProgress?.(++finished, prompts.length),
         error: (e) => {

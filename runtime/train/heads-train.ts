@@ -356,7 +356,7 @@ interface AdamSlots {
   accBeta2: tf.Variable;
 }
 
-function adamMoments(optimizer: tf.AdamOptimizer, vars: tf.Variable[]): Float32Array[] {
+export function adamMoments(optimizer: tf.AdamOptimizer, vars: tf.Variable[]): Float32Array[] {
   const s = optimizer as unknown as AdamSlots;
   if (s.accumulatedFirstMoment.length !== vars.length) return [];
   return [
@@ -366,7 +366,7 @@ function adamMoments(optimizer: tf.AdamOptimizer, vars: tf.Variable[]): Float32A
   ];
 }
 
-function restoreAdam(optimizer: tf.AdamOptimizer, vars: tf.Variable[], saved: Float32Array[]): void {
+export function restoreAdam(optimizer: tf.AdamOptimizer, vars: tf.Variable[], saved: Float32Array[]): void {
   if (saved.length !== 2 * vars.length + 1) return;
   const s = optimizer as unknown as AdamSlots;
   s.accumulatedFirstMoment = vars.map((v, i) => ({ originalName: `${v.name}/m`, variable: variable(tf.tensor(saved[i]!, v.shape), false) })) as AdamSlots['accumulatedFirstMoment'];
@@ -378,13 +378,13 @@ function restoreAdam(optimizer: tf.AdamOptimizer, vars: tf.Variable[], saved: Fl
 }
 
 /** A variable owning its value (the tensor it was made from is released). */
-function variable<R extends tf.Rank>(t: tf.Tensor<R>, trainable = true): tf.Variable<R> {
+export function variable<R extends tf.Rank>(t: tf.Tensor<R>, trainable = true): tf.Variable<R> {
   const v = tf.variable(t, trainable);
   t.dispose();
   return v;
 }
 
-function shuffle(n: number, seed: number): number[] {
+export function shuffle(n: number, seed: number): number[] {
   const order = Array.from({ length: n }, (_, i) => i);
   let s = seed >>> 0 || 1;
   for (let i = n - 1; i > 0; i--) {

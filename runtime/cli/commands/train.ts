@@ -4,6 +4,8 @@
  *   skein train base    train (or --resume) a Llama from scratch, live progress bar, export
  *   skein train export  write a run's checkpoint as a Hugging Face model folder
  *   skein train card    evaluate a model folder and write its README.md model card + test slice
+ *   skein train heads   speculative heads on a frozen model (train-heads.ts)
+ *   skein train skip    a LoRA adapting a model's kept layers to skipLayers (train-skip.ts)
  *
  * @example
  * npx skein train base --steps 600 --export models/skein-mini
@@ -19,6 +21,7 @@ import { PRESETS, paramTable } from '../../train/config.js';
 import { DEFAULT_TRAIN, train, readCheckpoint, checkpointExists, type SeqLenChoice } from '../../train/trainer.js';
 import { exportModel, importForResume } from '../../train/export.js';
 import { registerHeads } from './train-heads.js';
+import { registerSkip } from './train-skip.js';
 
 function num(name: string) {
   return (value: string): number => {
@@ -218,4 +221,5 @@ export function register(program: Command): void {
       process.stderr.write(`skein: wrote ${path.join(opts.model, 'README.md')}\n`);
     });
   registerHeads(cmd);
+  registerSkip(cmd);
 }
