@@ -98,6 +98,11 @@ export class MatmulKernels {
     this.top = align16(this.fns.__heap_base.value as number);
   }
 
+  /** Bytes of this instance's wasm memory (it only grows: weights, KV copies, scratch). */
+  get memoryBytes(): number {
+    return this.memory.buffer.byteLength;
+  }
+
   /** Bytes of wasm memory in use by weights. */
   get weightBytes(): number {
     return this.top;
@@ -123,6 +128,46 @@ export class MatmulKernels {
     if (x4) this.fns.repack_x4(GGML_TYPE_ID[m.type], src, m.rows, m.cols, offset);
     this.top = align16(offset + bytes);
     return { type: m.type, rows: m.rows, cols: m.cols, offset, layout: x4 ? 'x4' : 'rows' };
+  }
+
+  /**
+   * Rows [r0, r1) of an uploaded matrix, copied back out in the file's layout (x4 groups
+   * undone): what a model reads instead of keeping a second copy of its weights in
+   * JavaScript memory — the tied token embedding gathers its rows here, and tests or
+   * training that want f32 projections dequantize them from here.
+   */
+  read(w: KernelWeight, r0 = 0, r1 = w.rows): BlockMatrix {
+    if (!(Number.isInteger(r0) && Number.isInteger(r1) && 0 <= r0 && r0 <= r1 && r1 <= w.rows)) throw new RangeError(`read: rows [${r0}, ${r1}) outside 0..${w.rows}`);
+    const rb = rowBytes(w.type, w.cols);
+    const data = new Uint8Array((r1 - r0) * rb);
+    const mem = new Uint8Array(this.memory.buffer);
+    if (w.layout === 'rows') {
+      data.set(mem.subarray(w.offset + r0 * rb, w.offset + r1 * rb));
+      return { type: w.type, rows: r1 - r0, cols: w.cols, data };
+    }
+    // matmul.c's repack_x4: per group of 4 rows and block b, the 4 scales (f16), for Q4_1
+    // the 4 mins, then the 4 rows' quants; a file block is scale [, min], quants.
+    const nb = w.cols / QK;
+    const bs = rb / nb;
+    const nq = w.type === 'q8_0' ? 32 : 16;
+    const head = w.type === 'q4_1' ? 4 : 2;
+    const gb = 4 * bs;
+    for (let r = r0; r < r1; r++) {
+      const g = r >> 2;
+      const k = r & 3;
+      for (let b = 0; b < nb; b++) {
+        const src = w.offset + (g * nb + b) * gb;
+        const dst = (r - r0) * rb + b * bs;
+        data[dst] = mem[src + 2 * k]!;
+        data[dst + 1] = mem[src + 2 * k + 1]!;
+        if (head === 4) {
+          data[dst + 2] = mem[src + 8 + 2 * k]!;
+          data[dst + 3] = mem[src + 8 + 2 * k + 1]!;
+        }
+        data.set(mem.subarray(src + gb - 4 * nq + k * nq, src + gb - 4 * nq + (k + 1) * nq), dst + head);
+      }
+    }
+    return { type: w.type, rows: r1 - r0, cols: w.cols, data };
   }
 
   /** y (T, rows) = x (T, cols)·Wᵀ. */
@@ -281,5 +326,35 @@ export class MatmulKernels {
       }
     });
     return yOffs;
+  }
+}
+
+/**
+ * A matrix that lives only in a MatmulKernels' memory: uploaded as it was read from the
+ * file, its JavaScript bytes dropped, so a model holds its weights once. It is still a
+ * BlockMatrix — reading `data` copies the blocks back out (`MatmulKernels.read`), which
+ * only tests, the reference forward and training do.
+ */
+export class UploadedMatrix implements BlockMatrix {
+  readonly type: BlockType;
+  readonly rows: number;
+  readonly cols: number;
+
+  constructor(
+    readonly kernels: MatmulKernels,
+    readonly weight: KernelWeight,
+  ) {
+    this.type = weight.type;
+    this.rows = weight.rows;
+    this.cols = weight.cols;
+  }
+
+  /** Uploads `m` into `kernels`. */
+  static upload(kernels: MatmulKernels, m: BlockMatrix): UploadedMatrix {
+    return new UploadedMatrix(kernels, kernels.upload(m));
+  }
+
+  get data(): Uint8Array {
+    return this.kernels.read(this.weight).data;
   }
 }
