@@ -23,6 +23,8 @@ import { loadModel, transpose2d, type LoadedCheckpoint } from './load.js';
 
 const root = tempDir('skein-gguf-kernel-load-');
 const shape = { ...LLAMA_3_2_1B, numLayers: 2, vocabSize: 640, hiddenSize: 128, intermediateSize: 256, numHeads: 4, numKvHeads: 2 };
+/** Values with -0 read as 0 (a quantized zero carries either sign, depending on the formula). */
+const values = (x: ArrayLike<number>) => Array.from(x, (v) => v + 0);
 let baseline = 0;
 beforeAll(async () => {
   await initBackend();
@@ -54,7 +56,7 @@ describe.each(['q4_0', 'q8_0'] as BlockType[])('a shrunken Llama-3.2-1B shape as
     const rb = type === 'q8_0' ? 34 : 18;
     const blockBytes = ((numLayers * (2 * h * h + 2 * 64 * h + 3 * h * 256) + 640 * h) / 32) * rb;
     expect(mem.kernelsInUse).toBeGreaterThanOrEqual(blockBytes);
-    expect(mem.kernelsInUse).toBeLessThan(blockBytes + 65536);
+    expect(mem.kernelsInUse).toBeLessThan(blockBytes + 2 ** 17); // + the kernels' stack and alignment
     expect(mem.kernelsMemory).toBeGreaterThanOrEqual(mem.kernelsInUse!);
   });
 
@@ -65,7 +67,7 @@ describe.each(['q4_0', 'q8_0'] as BlockType[])('a shrunken Llama-3.2-1B shape as
       const stored = new BlockEmbedding(g.tensor('token_embd.weight').type, g.readTensorBytes('token_embd.weight'), 640, 128);
       const ids = [0, 1, 5, 257, 639, 5];
       expect(model.weights.embed as KernelEmbedding).toMatchObject({ vocabSize: 640, hiddenSize: 128, byteLength: 0 });
-      expect(Array.from((model.weights.embed as KernelEmbedding).rows(ids))).toEqual(Array.from(stored.rows(ids)));
+      expect(values((model.weights.embed as KernelEmbedding).rows(ids))).toEqual(values(stored.rows(ids)));
       expect(() => (model.weights.embed as KernelEmbedding).rows([640])).toThrow(/token id 640 is outside 0..639/);
     } finally {
       g.close();
@@ -77,9 +79,9 @@ describe.each(['q4_0', 'q8_0'] as BlockType[])('a shrunken Llama-3.2-1B shape as
     try {
       const src = new GgufTensorSource(g, ggufModelConfig(g));
       const wq = src.read('model.layers.1.self_attn.q_proj.weight', [128, 128]);
-      expect(Array.from(model.weights.layers[1]!.wq.dataSync())).toEqual(Array.from(transpose2d(wq, 128, 128)));
+      expect(values(model.weights.layers[1]!.wq.dataSync())).toEqual(values(transpose2d(wq, 128, 128)));
       const head = dequantizeMatrix(model.blockWeights!.lmHead);
-      expect(Array.from(model.weights.lmHead.dataSync())).toEqual(Array.from(transpose2d(head, 640, 128)));
+      expect(values(model.weights.lmHead.dataSync())).toEqual(values(transpose2d(head, 640, 128)));
     } finally {
       g.close();
     }

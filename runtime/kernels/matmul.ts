@@ -118,13 +118,14 @@ export class MatmulKernels {
     if (!KERNEL_TYPES.includes(m.type)) throw new RangeError(`no matmul kernel for ${m.type}`);
     if (m.cols % QK !== 0) throw new RangeError(`matmul kernels need cols divisible by ${QK}, got ${m.cols}`);
     const bytes = m.rows * rowBytes(m.type, m.cols);
-    if (m.data.length !== bytes) throw new RangeError(`${m.type} ${m.rows}×${m.cols} needs ${bytes} bytes, got ${m.data.length}`);
+    const data = m.data; // once: an UploadedMatrix copies its blocks out on every read
+    if (data.length !== bytes) throw new RangeError(`${m.type} ${m.rows}×${m.cols} needs ${bytes} bytes, got ${data.length}`);
     const offset = this.top;
     const x4 = this.interleave && activationKind(m.type) !== 'float' && m.rows % 4 === 0;
     // Interleaving reads the file's blocks from scratch space just past the destination.
     const src = x4 ? align16(offset + bytes) : offset;
     this.ensure(src + bytes);
-    new Uint8Array(this.memory.buffer, src, bytes).set(m.data);
+    new Uint8Array(this.memory.buffer, src, bytes).set(data);
     if (x4) this.fns.repack_x4(GGML_TYPE_ID[m.type], src, m.rows, m.cols, offset);
     this.top = align16(offset + bytes);
     return { type: m.type, rows: m.rows, cols: m.cols, offset, layout: x4 ? 'x4' : 'rows' };
