@@ -15,7 +15,7 @@
  * `prefill128_1b_q8_0_vs_llamacpp`, … (Skein ÷ llama.cpp, > 1 = Skein faster),
  * `rss_1b_q4_0_vs_llamacpp` (Skein's RSS added ÷ llama.cpp's) and `rss_smollm2_vs_limit`
  * (≤ 1 meets the bound). --arg layers/vocab/hidden/inter shrink the shape (tests);
- * --arg llamacpp=0 runs Skein alone.
+ * --arg llamacpp=0 runs Skein alone; --arg dir=D caches the files in D instead.
  *
  * @example
  * nice -n 15 npx skein bench big --json --arg types=q4_0,q8_0 --arg steps=8
@@ -36,9 +36,9 @@ import { LLAMA_3_2_1B, writeRandomGguf, type RandomGgufShape } from './random-gg
 const PREFILL = 128;
 
 /** The cached GGUF of `shape` as `type`, written on first use. */
-function bigGguf(shape: RandomGgufShape, type: BlockType, log: (l: string) => void): string {
+function bigGguf(shape: RandomGgufShape, type: BlockType, dir: string, log: (l: string) => void): string {
   const tag = shape === LLAMA_3_2_1B ? 'llama-3.2-1b-shape' : `llama-${shape.numLayers}x${shape.hiddenSize}x${shape.intermediateSize}-v${shape.vocabSize}`;
-  const file = path.join(CACHE_DIR, `${tag}.random.${type}.gguf`);
+  const file = path.join(dir, `${tag}.random.${type}.gguf`);
   if (!fs.existsSync(file)) {
     const t0 = performance.now();
     log(`big: writing ${file}`);
@@ -105,7 +105,7 @@ registerBench('big', {
     }
 
     for (const type of types) {
-      const file = bigGguf(shape, type, log);
+      const file = bigGguf(shape, type, args.dir ?? CACHE_DIR, log);
       const key = `1b_${type}`;
       collectGarbage();
       const before = memorySnapshot(null);
