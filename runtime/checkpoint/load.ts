@@ -333,8 +333,9 @@ function readWeights(config: ModelConfig, r: WeightReader, blocks: BlockWeights 
  * (gguf-blocks.ts): tfjs's heap holds norms, biases, activations and the KV cache, and a
  * tied embedding reads its rows from the lm head's blocks. The limit is then the kernels'
  * memory: weights up to KERNEL_WEIGHT_LIMIT leave room for the KV mirror and scratch
- * (Llama-3.2-1B's shape: 0.70 GB as Q4_0, 1.32 GB as Q8_0; about 6B parameters fit as
- * Q4_0, 3B as Q8_0). Other files (K-quants, BF16, safetensors) run on f32 tensors in
+ * (Llama-3.2-1B's shape, `skein bench big`: the kernels' memory 804 MiB as Q4_0 and
+ * 1,518 MiB as Q8_0 after a 128-token prefill, tfjs's heap 33 MiB; about 6B parameters
+ * would fit as Q4_0, 3B as Q8_0). Other files (K-quants, BF16, safetensors) run on f32 tensors in
  * tfjs's heap, where the forward adds norm-folded copies and XNNPACK's packed ones: the
  * largest of those measured here is SmolLM2-360M's shape (362M parameters; a 3.92 GB heap
  * after a 512-token prefill), so more than WASM_WEIGHT_LIMIT of f32 weights is refused up
