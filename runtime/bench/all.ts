@@ -1,5 +1,6 @@
 /** Imports every benchmark module so that each registers itself; one line per module. */
 import './decode.js';
+import './big.js';
 import './sot.js';
 import './concurrency.js';
 import './prefix.js';

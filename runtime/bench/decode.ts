@@ -50,8 +50,8 @@ export const smolLm2Shape: Partial<ModelConfig> = {
   maxPositionEmbeddings: 8192,
 };
 
-const DEFAULT_GGUF = path.join(MODELS_DIR, 'smollm2-135m-instruct', 'SmolLM2-135M-Instruct.Q4_1.gguf');
-const CACHE_DIR = path.resolve(MODELS_DIR, '..', '.skein', 'bench');
+export const DEFAULT_GGUF = path.join(MODELS_DIR, 'smollm2-135m-instruct', 'SmolLM2-135M-Instruct.Q4_1.gguf');
+export const CACHE_DIR = path.resolve(MODELS_DIR, '..', '.skein', 'bench');
 
 function argmax(x: Float32Array): number {
   let best = 0;
@@ -59,8 +59,8 @@ function argmax(x: Float32Array): number {
   return best;
 }
 
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
-const round2 = (x: number) => Number(x.toFixed(2));
+export const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+export const round2 = (x: number) => Number(x.toFixed(2));
 const freeKv = (r: { newKv: ({ k: tf.Tensor; v: tf.Tensor } | null)[] }) => tf.dispose(r.newKv.flatMap((e) => (e ? [e.k, e.v] : [])));
 
 /** The GGUF file a `--model` spec names (a file, a folder, a model name); the spec itself when it names none. */
@@ -75,10 +75,10 @@ function ggufOf(spec: string): string {
 }
 
 /** A deterministic prompt of n in-vocabulary ids. */
-const promptIds = (n: number, vocab: number) => Array.from({ length: n }, (_, i) => (100 + i * 7919) % vocab);
+export const promptIds = (n: number, vocab: number) => Array.from({ length: n }, (_, i) => (100 + i * 7919) % vocab);
 
 /** Skein: tokens/s of one prefill. */
-function skeinPrefill(model: LoadedModel, ids: number[]): number {
+export function skeinPrefill(model: LoadedModel, ids: number[]): number {
   const t0 = performance.now();
   const [r] = forward(model, [{ ids }]);
   const ms = performance.now() - t0;
@@ -90,7 +90,7 @@ function skeinPrefill(model: LoadedModel, ids: number[]): number {
  * Skein: mean ms per decode step for `batch` sequences sharing one prefilled prompt,
  * over `steps` steps after `warm` untimed ones.
  */
-function skeinDecodeStepMs(model: LoadedModel, ids: number[], batch: number, steps: number, warm = 2): number {
+export function skeinDecodeStepMs(model: LoadedModel, ids: number[], batch: number, steps: number, warm = 2): number {
   const [pre] = forward(model, [{ ids: ids.slice(0, -1), logits: 'none' }]);
   const prompt: LayerKvChunks[] = pre!.newKv.map((e) => ({ k: [e!.k], v: [e!.v] }));
   const own: LayerKvChunks[][] = Array.from({ length: batch }, () => prompt.map(() => ({ k: [], v: [] })));
@@ -136,13 +136,13 @@ async function engineDecodeTps(engine: EngineFront, ids: number[], steps: number
   return ((stamps.length - 1) * 1000) / (stamps.at(-1)! - stamps[0]!);
 }
 
-interface Pair {
+export interface Pair {
   skein: number;
   llamacpp: number | null;
 }
 
 /** Runs `skein` and `llama` back to back `reps` times (after one warm-up each); medians. */
-async function pair(reps: number, skein: () => number, llama: (() => Promise<number>) | null): Promise<Pair> {
+export async function pair(reps: number, skein: () => number, llama: (() => Promise<number>) | null): Promise<Pair> {
   skein();
   if (llama) await llama();
   const s: number[] = [];

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { quantize } from '../../test/fixtures/gguf-writer.js';
+import { quantize } from './gguf-writer.js';
 import { mulberry32 } from '../model/random.js';
 import { dequantize, GgmlType, GGML_TYPES, ggmlTypeName, tensorByteSize } from './ggml-quants.js';
 import { f32ToF16Bits } from './safetensors.js';

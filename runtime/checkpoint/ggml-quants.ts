@@ -3,7 +3,7 @@
  * format is documented beside its dequantizer: block size in elements, byte layout, and
  * the formula. All multi-byte fields are little-endian; `half` is an IEEE binary16.
  * The layouts follow llama.cpp's ggml-common.h / ggml-quants.c (block_q4_0 … block_q6_K);
- * the code is written from those descriptions, and test/fixtures/gguf-writer.ts holds an
+ * the code is written from those descriptions, and runtime/checkpoint/gguf-writer.ts holds an
  * independent quantizer that the tests round-trip through these.
  *
  * Dequantizing is the only way weights reach the runtime today. A later "keep quantized"

@@ -233,6 +233,11 @@ export class GgufTensorSource implements TensorSource {
     return t;
   }
 
+  /** Checks that the tensor exists with the HF (row-major) shape expected, reading nothing. */
+  checkShape(hfName: string, shape: number[]): void {
+    this.info(hfName, shape);
+  }
+
   /** The raw blocks, rows as stored (so not for Q/K, whose rows `read` reorders). */
   readStored(hfName: string, shape: number[]): { type: GgmlType; bytes: Uint8Array } {
     const t = this.info(hfName, shape);

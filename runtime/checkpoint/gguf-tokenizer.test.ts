@@ -1,7 +1,7 @@
 import * as path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { TOKEN_TYPE } from '../../test/fixtures/gguf-checkpoints.js';
-import { arr, f32, u32, writeGguf, type MetaValue } from '../../test/fixtures/gguf-writer.js';
+import { arr, f32, u32, writeGguf, type MetaValue } from './gguf-writer.js';
 import { tempDir } from '../../test/fixtures/temp-dir.js';
 import { mulberry32 } from '../model/random.js';
 import { GgufFile, GgufValueType } from './gguf.js';

@@ -2,7 +2,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { CheckpointError } from '../../core/errors.js';
-import { arr, f32, u32, u64, writeGguf, type WriteGgufOptions } from '../../test/fixtures/gguf-writer.js';
+import { arr, f32, u32, u64, writeGguf, type WriteGgufOptions } from './gguf-writer.js';
 import { tempDir } from '../../test/fixtures/temp-dir.js';
 import { dequantize, GgmlType } from './ggml-quants.js';
 import { GgufFile, GgufValueType, GGUF_LIMITS } from './gguf.js';

@@ -22,11 +22,13 @@ import { fileURLToPath } from 'node:url';
 import * as tf from '@tensorflow/tfjs-core';
 import { CheckpointError } from '../../core/errors.js';
 import { initBackend } from '../backend.js';
-import type { BlockWeights, LayerWeights, LoadedModel, ModelConfig, ModelWeights } from '../model/types.js';
+import { dequantizeMatrix, type BlockMatrix } from '../kernels/blocks.js';
+import { MatmulKernels, UploadedMatrix } from '../kernels/matmul.js';
+import type { BlockWeights, EmbeddingTable, LayerWeights, LoadedModel, ModelConfig, ModelWeights } from '../model/types.js';
 import { parseModelConfig, parseTokenId, parseTokenIds } from './config.js';
-import { BlockEmbedding } from './embedding-table.js';
+import { BlockEmbedding, KernelEmbedding } from './embedding-table.js';
 import { GgufFile } from './gguf.js';
-import { ggufBlockWeights } from './gguf-blocks.js';
+import { ggufBlockPlan, ggufBlockWeights } from './gguf-blocks.js';
 import { ggufModelConfig, GgufTensorSource } from './gguf-model.js';
 import { ggufTokenizer } from './gguf-tokenizer.js';
 import { readJson } from './json.js';
@@ -193,7 +195,7 @@ class WeightReader {
   }
 
   /** The embedding, kept in JS memory in its stored format (out of the tensor heap). */
-  embedding(name: string, vocab: number, hidden: number): BlockEmbedding {
+  embedding(name: string, vocab: number, hidden: number): EmbeddingTable {
     const stored = this.src.readStored?.(name, [vocab, hidden]);
     const table =
       stored !== undefined ? new BlockEmbedding(stored.type, stored.bytes, vocab, hidden) : BlockEmbedding.fromF32(this.src.read(name, [vocab, hidden]), vocab, hidden);
@@ -220,42 +222,98 @@ class WeightReader {
     return this.keep(tf.tensor2d(data, [inDim, outDim], 'float32'));
   }
 
+  /**
+   * An nn.Linear weight whose blocks the kernels hold: checked for shape now, its (in, out)
+   * f32 tensor made from the blocks on first use only. The forward never asks for it (it
+   * multiplies by the blocks); the reference forward, training and tests do. Eager f32
+   * copies were 3.9 GB for a Llama-3.2-1B shape, past the wasm heap.
+   */
+  lazyLinear(name: string, inDim: number, outDim: number, blocks: BlockMatrix): () => tf.Tensor2D {
+    this.src.checkShape?.(name, [outDim, inDim]);
+    return () => this.keep(tf.keep(tf.tensor2d(transpose2d(dequantizeMatrix(blocks), outDim, inDim), [inDim, outDim], 'float32')));
+  }
+
   keep<T extends tf.Tensor>(t: T): T {
     this.created.push(t);
     return t;
   }
 }
 
-function readWeights(config: ModelConfig, r: WeightReader): ModelWeights {
+/** Defines obj[key] as made by `make` on first read, then kept. */
+function defineLazy<T extends object>(obj: T, key: keyof T, make: () => T[keyof T]): void {
+  let value: T[keyof T] | undefined;
+  Object.defineProperty(obj, key, { enumerable: true, get: () => (value ??= make()) });
+}
+
+/** Checks the shapes of the tensors the kernels will hold, before any of them is read. */
+function checkBlockShapes(config: ModelConfig, src: TensorSource): void {
   const { hiddenSize: h, intermediateSize: inter, numHeads, numKvHeads, headDim, vocabSize } = config;
   const qDim = numHeads * headDim;
   const kvDim = numKvHeads * headDim;
-  const embed = r.embedding('model.embed_tokens.weight', vocabSize, h);
+  for (let i = 0; i < config.numLayers; i++) {
+    const a = `model.layers.${i}.self_attn`;
+    const m = `model.layers.${i}.mlp`;
+    src.checkShape?.(`${a}.q_proj.weight`, [qDim, h]);
+    src.checkShape?.(`${a}.k_proj.weight`, [kvDim, h]);
+    src.checkShape?.(`${a}.v_proj.weight`, [kvDim, h]);
+    src.checkShape?.(`${a}.o_proj.weight`, [h, qDim]);
+    src.checkShape?.(`${m}.gate_proj.weight`, [inter, h]);
+    src.checkShape?.(`${m}.up_proj.weight`, [inter, h]);
+    src.checkShape?.(`${m}.down_proj.weight`, [h, inter]);
+  }
+  src.checkShape?.(config.tieWordEmbeddings ? 'model.embed_tokens.weight' : 'lm_head.weight', [vocabSize, h]);
+}
+
+/**
+ * The model's weights as the runtime holds them. With `blocks` (a GGUF whose projections
+ * the kernels hold, already uploaded) the projections and lm head are lazy f32 tensors
+ * (WeightReader.lazyLinear) and a tied embedding reads its rows from the lm head's blocks.
+ */
+function readWeights(config: ModelConfig, r: WeightReader, blocks: BlockWeights | null): ModelWeights {
+  const { hiddenSize: h, intermediateSize: inter, numHeads, numKvHeads, headDim, vocabSize } = config;
+  const qDim = numHeads * headDim;
+  const kvDim = numKvHeads * headDim;
+  const tiedHead = config.tieWordEmbeddings && blocks?.lmHead instanceof UploadedMatrix ? blocks.lmHead : null;
+  const embed = tiedHead !== null ? new KernelEmbedding(tiedHead) : r.embedding('model.embed_tokens.weight', vocabSize, h);
   const layers: LayerWeights[] = [];
   for (let i = 0; i < config.numLayers; i++) {
     const p = `model.layers.${i}`;
     const a = `${p}.self_attn`;
     const m = `${p}.mlp`;
-    layers.push({
+    const B = blocks?.layers[i];
+    const projections: [keyof LayerWeights, string, number, number][] = [
+      ['wq', `${a}.q_proj.weight`, h, qDim],
+      ['wk', `${a}.k_proj.weight`, h, kvDim],
+      ['wv', `${a}.v_proj.weight`, h, kvDim],
+      ['wo', `${a}.o_proj.weight`, qDim, h],
+      ['wGate', `${m}.gate_proj.weight`, h, inter],
+      ['wUp', `${m}.up_proj.weight`, h, inter],
+      ['wDown', `${m}.down_proj.weight`, inter, h],
+    ];
+    const layer = {
       inputNorm: r.vector(`${p}.input_layernorm.weight`, h),
-      wq: r.linear(`${a}.q_proj.weight`, h, qDim),
-      wk: r.linear(`${a}.k_proj.weight`, h, kvDim),
-      wv: r.linear(`${a}.v_proj.weight`, h, kvDim),
       bq: config.qkvBias ? r.vector(`${a}.q_proj.bias`, qDim) : null,
       bk: config.qkvBias ? r.vector(`${a}.k_proj.bias`, kvDim) : null,
       bv: config.qkvBias ? r.vector(`${a}.v_proj.bias`, kvDim) : null,
-      wo: r.linear(`${a}.o_proj.weight`, qDim, h),
       bo: config.oBias ? r.vector(`${a}.o_proj.bias`, h) : null,
       postNorm: r.vector(`${p}.post_attention_layernorm.weight`, h),
-      wGate: r.linear(`${m}.gate_proj.weight`, h, inter),
-      wUp: r.linear(`${m}.up_proj.weight`, h, inter),
-      wDown: r.linear(`${m}.down_proj.weight`, inter, h),
-    });
+    } as LayerWeights;
+    for (const [key, name, inDim, outDim] of projections) {
+      if (B === undefined) layer[key] = r.linear(name, inDim, outDim) as never;
+      else defineLazy(layer, key, r.lazyLinear(name, inDim, outDim, B[key as keyof typeof B]));
+    }
+    layers.push(layer);
   }
   const finalNorm = r.vector('model.norm.weight', h);
+  if (blocks !== null) {
+    const weights = { embed, layers, finalNorm } as ModelWeights;
+    const head = config.tieWordEmbeddings ? 'model.embed_tokens.weight' : 'lm_head.weight';
+    defineLazy(weights, 'lmHead', r.lazyLinear(head, h, vocabSize, blocks.lmHead));
+    return weights;
+  }
   let lmHead: tf.Tensor2D;
   if (config.tieWordEmbeddings) {
-    lmHead = r.keep(tf.tensor2d(transpose2d(embed.all(), vocabSize, h), [h, vocabSize], 'float32'));
+    lmHead = r.keep(tf.tensor2d(transpose2d((embed as BlockEmbedding).all(), vocabSize, h), [h, vocabSize], 'float32'));
   } else if (r.has('lm_head.weight')) {
     lmHead = r.linear('lm_head.weight', h, vocabSize);
   } else {
@@ -269,17 +327,22 @@ function readWeights(config: ModelConfig, r: WeightReader): ModelWeights {
 }
 
 /**
- * Memory, measured on the wasm backend (wasm32: one 4 GB heap): the weights live there as
- * f32 (the embedding table does not: it stays in JS memory in its stored format), and the
- * forward adds its norm-folded copies of the q/k/v/gate/up projections and XNNPACK's
- * packed copies of every matrix it multiplies by. SmolLM2-135M-Instruct (Q4_1 GGUF): 513 MB
- * of tensors after load, a 1.55 GB heap after a 512-token prefill. The largest model that
- * loads and runs here is of SmolLM2-360M's shape (362M parameters, random weights written
- * as Q8_0 GGUF): 1.38 GB of tensors after load, a 3.92 GB heap after a 512-token prefill.
- * Bigger ones (TinyLlama-1.1B: 4.1 GB as f32) are refused up front rather than
- * left to abort inside tfjs-wasm.
+ * Memory. Two wasm32 memories of 4 GB at most each: tfjs's heap and the matmul kernels'
+ * own (runtime/kernels/matmul.ts). A GGUF whose projections the kernels take (F32, F16,
+ * Q8_0, Q4_0, Q4_1) keeps them, and the lm head, only in the kernels' memory as stored
+ * (gguf-blocks.ts): tfjs's heap holds norms, biases, activations and the KV cache, and a
+ * tied embedding reads its rows from the lm head's blocks. The limit is then the kernels'
+ * memory: weights up to KERNEL_WEIGHT_LIMIT leave room for the KV mirror and scratch
+ * (Llama-3.2-1B's shape, `skein bench big`: the kernels' memory 804 MiB as Q4_0 and
+ * 1,518 MiB as Q8_0 after a 128-token prefill, tfjs's heap 33 MiB; about 6B parameters
+ * would fit as Q4_0, 3B as Q8_0). Other files (K-quants, BF16, safetensors) run on f32 tensors in
+ * tfjs's heap, where the forward adds norm-folded copies and XNNPACK's packed ones: the
+ * largest of those measured here is SmolLM2-360M's shape (362M parameters; a 3.92 GB heap
+ * after a 512-token prefill), so more than WASM_WEIGHT_LIMIT of f32 weights is refused up
+ * front rather than left to abort inside tfjs-wasm.
  */
 const WASM_WEIGHT_LIMIT = 3.5 * 2 ** 30;
+const KERNEL_WEIGHT_LIMIT = 3.5 * 2 ** 30;
 
 /** Bytes the weights take in the tensor heap as f32 (the embedding table is elsewhere). */
 function tensorHeapBytes(c: ModelConfig): number {
@@ -296,8 +359,10 @@ interface OpenedModel {
   source: TensorSource;
   hasTokenizer: boolean;
   makeTokenizer(): ModelTokenizer;
-  /** GGUF: the projections in their stored blocks for the forward's kernels (read before close). */
-  readBlockWeights?(): BlockWeights | null;
+  /** GGUF: bytes the kernels would hold, null when they cannot take the projections (header only). */
+  blockBytes: number | null;
+  /** GGUF: the projections uploaded into `kernels` as stored (read before close). */
+  readBlockWeights?(kernels: MatmulKernels): BlockWeights | null;
 }
 
 function openModel(spec: string): OpenedModel {
@@ -312,6 +377,7 @@ function openModel(spec: string): OpenedModel {
       source: new SafetensorsSource(SafetensorsCheckpoint.openDir(dir)),
       hasTokenizer: fs.existsSync(path.join(dir, 'tokenizer.json')),
       makeTokenizer: () => ModelTokenizer.fromDir(dir, { eosIds: config.eosTokenIds, bosId: config.bosTokenId }),
+      blockBytes: null,
     };
   }
   const g = GgufFile.open(location.file);
@@ -325,7 +391,8 @@ function openModel(spec: string): OpenedModel {
       hasTokenizer: g.metadata.has('tokenizer.ggml.tokens'),
       // The header's metadata stays readable after the file is closed.
       makeTokenizer: () => ggufTokenizer(g),
-      readBlockWeights: () => ggufBlockWeights(g, config),
+      blockBytes: ggufBlockPlan(g, config)?.bytes ?? null,
+      readBlockWeights: (kernels) => ggufBlockWeights(g, config, kernels),
     };
   } catch (err) {
     g.close();
@@ -333,25 +400,43 @@ function openModel(spec: string): OpenedModel {
   }
 }
 
-/** Loads config, weights (as f32 tf tensors) and, lazily, the tokenizer of a model. */
+/** Refuses, from the header alone, a model whose weights cannot fit where they would live. */
+function checkFits(opened: OpenedModel, backend: string): void {
+  const { config, location } = opened;
+  const file = location.format === 'gguf' ? location.file : location.dir;
+  const gb = (n: number) => (n / 2 ** 30).toFixed(1);
+  if (opened.blockBytes !== null && opened.blockBytes > KERNEL_WEIGHT_LIMIT) {
+    throw new CheckpointError({
+      file,
+      reason: `too large: its projections need ${gb(opened.blockBytes)} GB in the matmul kernels' wasm32 memory, which holds 4 GB (with the KV cache and scratch, ${gb(KERNEL_WEIGHT_LIMIT)} GB of weights run)`,
+    });
+  }
+  if (opened.blockBytes === null && backend === 'wasm' && tensorHeapBytes(config) > WASM_WEIGHT_LIMIT) {
+    throw new CheckpointError({
+      file,
+      reason: `too large for the wasm backend: its weights need ${gb(tensorHeapBytes(config))} GB as f32 tensors and the wasm32 heap holds 4 GB (with the forward's working memory, about 360M parameters run); a GGUF in F32, F16, Q8_0, Q4_0 or Q4_1 runs on the kernels instead`,
+    });
+  }
+}
+
+/**
+ * Loads config, weights and, lazily, the tokenizer of a model: a GGUF the kernels take
+ * into their memory as stored (f32 tensors only on demand), anything else as f32 tensors.
+ */
 export async function loadModel(spec: string, options: LoadModelOptions = {}): Promise<LoadedCheckpoint> {
   const backend = await initBackend();
   const opened = openModel(spec);
   const { config, location } = opened;
-  if (backend === 'wasm' && tensorHeapBytes(config) > WASM_WEIGHT_LIMIT) {
-    opened.source.close();
-    const gb = (tensorHeapBytes(config) / 2 ** 30).toFixed(1);
-    throw new CheckpointError({
-      file: location.format === 'gguf' ? location.file : location.dir,
-      reason: `too large for the wasm backend: its weights need ${gb} GB as f32 tensors and the wasm32 heap holds 4 GB (with the forward's working memory, about 360M parameters run); quantized kernels are issue #11`,
-    });
-  }
   const reader = new WeightReader(opened.source);
   let weights: ModelWeights;
   let blockWeights: BlockWeights | null = null;
   try {
-    weights = readWeights(config, reader);
-    blockWeights = opened.readBlockWeights?.() ?? null;
+    checkFits(opened, backend);
+    if (opened.blockBytes !== null) {
+      checkBlockShapes(config, opened.source);
+      blockWeights = opened.readBlockWeights?.(new MatmulKernels()) ?? null;
+    }
+    weights = readWeights(config, reader, blockWeights);
   } catch (err) {
     for (const t of reader.created) t.dispose();
     throw err;

@@ -27,6 +27,8 @@ export interface TensorSource {
    * source keeps one other than f32; checked like `read`. The embedding table uses it.
    */
   readStored?(name: string, shape: number[]): { type: GgmlType; bytes: Uint8Array };
+  /** Checks a tensor's presence and shape without reading it (a CheckpointError when wrong). */
+  checkShape?(name: string, shape: number[]): void;
   close(): void;
 }
 

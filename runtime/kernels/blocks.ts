@@ -134,7 +134,9 @@ export function quantizeMatrix(x: Float32Array, rows: number, cols: number, type
 export function dequantizeMatrix(m: BlockMatrix): Float32Array {
   const n = m.rows * m.cols;
   const out = new Float32Array(n);
-  const view = new DataView(m.data.buffer, m.data.byteOffset, m.data.byteLength);
+  // Read once: an UploadedMatrix (kernels/matmul.ts) copies its blocks out on every read.
+  const data = m.data;
+  const view = new DataView(data.buffer, data.byteOffset, data.byteLength);
   if (m.type === 'f32') {
     for (let i = 0; i < n; i++) out[i] = view.getFloat32(i * 4, true);
     return out;
@@ -154,8 +156,8 @@ export function dequantizeMatrix(m: BlockMatrix): Float32Array {
       const min = m.type === 'q4_1' ? halfToFloat(view.getUint16(o + 2, true)) : -8 * d;
       const q = o + (m.type === 'q4_1' ? 4 : 2);
       for (let i = 0; i < QK / 2; i++) {
-        out[base + i] = d * (m.data[q + i]! & 15) + min;
-        out[base + i + 16] = d * (m.data[q + i]! >> 4) + min;
+        out[base + i] = d * (data[q + i]! & 15) + min;
+        out[base + i + 16] = d * (data[q + i]! >> 4) + min;
       }
     }
   }
@@ -165,7 +167,8 @@ export function dequantizeMatrix(m: BlockMatrix): Float32Array {
 /** The matrix with its rows reordered: row r of the result is row order[r] of m. */
 export function permuteRows(m: BlockMatrix, order: ArrayLike<number>): BlockMatrix {
   const rb = rowBytes(m.type, m.cols);
-  const data = new Uint8Array(m.data.length);
-  for (let r = 0; r < m.rows; r++) data.set(m.data.subarray(order[r]! * rb, (order[r]! + 1) * rb), r * rb);
+  const src = m.data;
+  const data = new Uint8Array(src.length);
+  for (let r = 0; r < m.rows; r++) data.set(src.subarray(order[r]! * rb, (order[r]! + 1) * rb), r * rb);
   return { ...m, data };
 }

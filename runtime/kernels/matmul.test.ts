@@ -132,6 +132,17 @@ describe('matmul kernels equal a plain dequantize + dot', () => {
     expect(() => k.gatedMlp(gate!, up!, gate!, x, 3)).toThrow(/shapes disagree/);
   });
 
+  it.each(['f32', 'f16', 'q8_0', 'q4_0', 'q4_1'] as BlockType[])('reads %s rows back out as uploaded (x4 groups undone)', (type) => {
+    const m = quantizeMatrix(randn(12 * 64, 5), 12, 64, type);
+    const k = new MatmulKernels();
+    const w = k.upload(m);
+    expect(w.layout).toBe(type.startsWith('q') ? 'x4' : 'rows');
+    expect(k.read(w)).toEqual(m);
+    const rb = m.data.length / 12;
+    expect(k.read(w, 5, 7).data).toEqual(m.data.subarray(5 * rb, 7 * rb));
+    expect(() => k.read(w, 3, 13)).toThrow(/rows \[3, 13\) outside 0..12/);
+  });
+
   it('refuses shapes it cannot run, naming them', () => {
     const k = new MatmulKernels();
     expect(() => k.upload({ type: 'q8_0', rows: 2, cols: 40, data: new Uint8Array(0) })).toThrow(/divisible by 32/);

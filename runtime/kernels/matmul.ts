@@ -12,7 +12,7 @@
  * const y = k.matmul(w, x, 1); // x (1, 576) → y (1, 1536)
  */
 import { readFileSync } from 'node:fs';
-import { GGML_TYPE_ID, QK, rowBytes, type BlockMatrix, type BlockType } from './blocks.js';
+import { floatToHalf, GGML_TYPE_ID, QK, rowBytes, type BlockMatrix, type BlockType } from './blocks.js';
 import { defaultKernelThreads, kernelThread, type KernelFn } from './threads.js';
 
 const WASM_URL = new URL('./matmul.wasm', import.meta.url);
@@ -174,6 +174,11 @@ export class MatmulKernels {
     else this.splitCalls++;
   }
 
+  /** Bytes of this instance's wasm memory (it only grows: weights, KV copies, scratch). */
+  get memoryBytes(): number {
+    return this.memory.buffer.byteLength;
+  }
+
   /** Bytes of wasm memory in use by weights. */
   get weightBytes(): number {
     return this.top;
@@ -189,17 +194,61 @@ export class MatmulKernels {
     if (!KERNEL_TYPES.includes(m.type)) throw new RangeError(`no matmul kernel for ${m.type}`);
     if (m.cols % QK !== 0) throw new RangeError(`matmul kernels need cols divisible by ${QK}, got ${m.cols}`);
     const bytes = m.rows * rowBytes(m.type, m.cols);
-    if (m.data.length !== bytes) throw new RangeError(`${m.type} ${m.rows}×${m.cols} needs ${bytes} bytes, got ${m.data.length}`);
+    const data = m.data; // once: an UploadedMatrix copies its blocks out on every read
+    if (data.length !== bytes) throw new RangeError(`${m.type} ${m.rows}×${m.cols} needs ${bytes} bytes, got ${data.length}`);
     const offset = this.top;
     const x4 = this.interleave && activationKind(m.type) !== 'float' && m.rows % 4 === 0;
     const held = x4 ? this.fns.x4_bytes(GGML_TYPE_ID[m.type], m.rows, m.cols) : bytes;
     // Interleaving reads the file's blocks from scratch space just past the destination.
     const src = x4 ? align16(offset + held) : offset;
     this.ensure(src + bytes);
-    new Uint8Array(this.memory.buffer, src, bytes).set(m.data);
+    new Uint8Array(this.memory.buffer, src, bytes).set(data);
     if (x4) this.fns.repack_x4(GGML_TYPE_ID[m.type], src, m.rows, m.cols, offset);
     this.top = align16(offset + held);
     return { type: m.type, rows: m.rows, cols: m.cols, offset, layout: x4 ? 'x4' : 'rows' };
+  }
+
+  /**
+   * Rows [r0, r1) of an uploaded matrix, copied back out in the file's layout (x4 groups
+   * undone): what a model reads instead of keeping a second copy of its weights in
+   * JavaScript memory — the tied token embedding gathers its rows here, and tests or
+   * training that want f32 projections dequantize them from here.
+   */
+  read(w: KernelWeight, r0 = 0, r1 = w.rows): BlockMatrix {
+    if (!(Number.isInteger(r0) && Number.isInteger(r1) && 0 <= r0 && r0 <= r1 && r1 <= w.rows)) throw new RangeError(`read: rows [${r0}, ${r1}) outside 0..${w.rows}`);
+    const rb = rowBytes(w.type, w.cols);
+    const data = new Uint8Array((r1 - r0) * rb);
+    const mem = new Uint8Array(this.memory.buffer);
+    if (w.layout === 'rows') {
+      data.set(mem.subarray(w.offset + r0 * rb, w.offset + r1 * rb));
+      return { type: w.type, rows: r1 - r0, cols: w.cols, data };
+    }
+    // matmul.c's repack_x4: per group of 4 rows and block b, the 4 scales as f32, the 4
+    // offsets (Q4 only; for Q4_1 its mins), then the 4 rows' quants; a file block is scale
+    // [, min] as f16, quants. The scales came from f16, so converting back is exact.
+    const nb = w.cols / QK;
+    const bs = rb / nb;
+    const nq = w.type === 'q8_0' ? 32 : 16;
+    const head = w.type === 'q4_1' ? 4 : 2;
+    const gb = this.fns.x4_bytes(GGML_TYPE_ID[w.type], 4, QK);
+    const f32 = new Float32Array(this.memory.buffer);
+    const putHalf = (at: number, x: number) => {
+      const h = floatToHalf(x);
+      data[at] = h & 0xff;
+      data[at + 1] = h >> 8;
+    };
+    for (let r = r0; r < r1; r++) {
+      const g = r >> 2;
+      const k = r & 3;
+      for (let b = 0; b < nb; b++) {
+        const src = w.offset + (g * nb + b) * gb;
+        const dst = (r - r0) * rb + b * bs;
+        putHalf(dst, f32[(src >> 2) + k]!);
+        if (head === 4) putHalf(dst + 2, f32[(src >> 2) + 4 + k]!);
+        data.set(mem.subarray(src + gb - 4 * nq + k * nq, src + gb - 4 * nq + (k + 1) * nq), dst + head);
+      }
+    }
+    return { type: w.type, rows: r1 - r0, cols: w.cols, data };
   }
 
   /** y (T, rows) = x (T, cols)·Wᵀ. */
@@ -364,5 +413,35 @@ export class MatmulKernels {
       }
     });
     return yOffs;
+  }
+}
+
+/**
+ * A matrix that lives only in a MatmulKernels' memory: uploaded as it was read from the
+ * file, its JavaScript bytes dropped, so a model holds its weights once. It is still a
+ * BlockMatrix — reading `data` copies the blocks back out (`MatmulKernels.read`), which
+ * only tests, the reference forward and training do.
+ */
+export class UploadedMatrix implements BlockMatrix {
+  readonly type: BlockType;
+  readonly rows: number;
+  readonly cols: number;
+
+  constructor(
+    readonly kernels: MatmulKernels,
+    readonly weight: KernelWeight,
+  ) {
+    this.type = weight.type;
+    this.rows = weight.rows;
+    this.cols = weight.cols;
+  }
+
+  /** Uploads `m` into `kernels`. */
+  static upload(kernels: MatmulKernels, m: BlockMatrix): UploadedMatrix {
+    return new UploadedMatrix(kernels, kernels.upload(m));
+  }
+
+  get data(): Uint8Array {
+    return this.kernels.read(this.weight).data;
   }
 }

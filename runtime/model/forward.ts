@@ -33,13 +33,14 @@
  */
 import * as tf from '@tensorflow/tfjs-core';
 import { BadRequestError, NotAvailableError } from '../../core/errors.js';
-import { KERNEL_TYPES, MatmulKernels } from '../kernels/matmul.js';
+import { KERNEL_TYPES, MatmulKernels, UploadedMatrix } from '../kernels/matmul.js';
 import { blockLinear, blockMlp, type BlockLinearOp, type BlockMlpOp } from './block-linear.js';
 import { floatBlockWeights } from './block-weights.js';
 import { exactAttention } from './exact-attention.js';
 import { KvMirror } from './kv-mirror.js';
 import { embedTokens, gatherRows, rmsNorm, ropeQk, swiGlu } from './kernels.js';
 import { inverseFrequencies, ropeTables } from './rope.js';
+import type { BlockMatrix } from '../kernels/blocks.js';
 import type { BlockWeights, ForwardCallOptions, ForwardSequence, ForwardSequenceResult, LoadedModel, ResumeStep } from './types.js';
 
 interface PreparedLayer {
@@ -163,36 +164,37 @@ function usableBlocks(b: BlockWeights | undefined): boolean {
 }
 
 /**
- * Copies a model's block weights into its own kernel memory (freed with the model), and
- * the norm weights out of tfjs once.
+ * Copies a model's block weights into its own kernel memory (freed with the model) —
+ * unless the loader already put them there (UploadedMatrix) — and the norm weights out of
+ * tfjs once.
  */
 function prepareBlocks(model: LoadedModel, bw: BlockWeights): NonNullable<Prepared['blocks']> {
   const c = model.config;
-  const kernels = new MatmulKernels();
+  const kernels = bw.lmHead instanceof UploadedMatrix ? bw.lmHead.kernels : new MatmulKernels();
+  const upload = (m: BlockMatrix) => (m instanceof UploadedMatrix && m.kernels === kernels ? m.weight : kernels.upload(m));
   const scale = 1 / Math.sqrt(c.headDim);
   const eps = c.rmsNormEps;
   const layers = bw.layers.map((B, l): BlockLayer => {
     const L = model.weights.layers[l]!;
-    const up = (m: typeof B.wq) => kernels.upload(m);
     const norm1 = { weight: L.inputNorm.dataSync() as Float32Array, eps };
     const norm2 = { weight: L.postNorm.dataSync() as Float32Array, eps };
     const bqk = L.bq !== null && L.bk !== null ? tidy(() => tf.concat([tf.mul(L.bq!, scale), L.bk!]) as tf.Tensor1D) : null;
     return {
-      qkv: { kernels, norm: norm1, outputs: [[{ weight: up(B.wq), scale }, { weight: up(B.wk) }], [{ weight: up(B.wv) }]] },
+      qkv: { kernels, norm: norm1, outputs: [[{ weight: upload(B.wq), scale }, { weight: upload(B.wk) }], [{ weight: upload(B.wv) }]] },
       mlp: {
         kernels,
-        o: up(B.wo),
+        o: upload(B.wo),
         bo: L.bo === null ? null : (L.bo.dataSync() as Float32Array),
         norm: norm2,
-        gate: up(B.wGate),
-        up: up(B.wUp),
-        down: up(B.wDown),
+        gate: upload(B.wGate),
+        up: upload(B.wUp),
+        down: upload(B.wDown),
       },
       bqk,
       bv: L.bv,
     };
   });
-  return { layers, lmHead: { kernels, norm: null, outputs: [[{ weight: kernels.upload(bw.lmHead) }]] } };
+  return { layers, lmHead: { kernels, norm: null, outputs: [[{ weight: upload(bw.lmHead) }]] } };
 }
 
 /** Disposes the prepared weights of a model (they are rebuilt on the next forward). */
