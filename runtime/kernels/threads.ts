@@ -23,11 +23,12 @@
  * never waits on a thread that is not running.
  *
  * How many threads: SKEIN_THREADS=2 turns the second thread on; the default is one. On the
- * 2-vCPU KVM machines this project is measured on, a second thread did not pay: a bare
- * Atomics ping-pong between two spinning threads took anywhere from 0.5 to 360 µs per
- * round trip from one run to the next, and SmolLM2 decode measured 0.85–1.0× and prefill
- * 0.6–1.1× of one thread. Where cores hand over reliably, the split halves the time of the
- * products it takes (the LM head at decode, every product of a prefill).
+ * 2-vCPU KVM machines this project is measured on it pays only when nothing else runs:
+ * SmolLM2 Q4_1 on a quiet box went from 38.4 to 48.8 tok/s decode and 98.9 to 124.6 tok/s
+ * prefill (bench decode --arg threads=2, both sides on two threads), but with other work on
+ * the cores a bare Atomics ping-pong took anywhere from 0.5 to 360 µs per round trip and
+ * decode lost up to 38 % against one thread. A default must not lose like that on a shared
+ * machine; who owns the cores turns it on.
  */
 import * as os from 'node:os';
 import { MessageChannel, Worker } from 'node:worker_threads';
