@@ -10,10 +10,11 @@
  * // then: new OpenAI({ baseURL }).completions.create({ model, prompt: 'Once upon a time' })
  */
 import { Hono } from 'hono';
-import { BadRequestError, NotFoundError } from '../../core/errors.js';
-import { checkRequest, completionRequestSchema } from '../../core/requests.js';
+import { BadRequestError } from '../../core/errors.js';
+import { completionRequestSchema } from '../../core/requests.js';
 import type { GenerateEvent, GenerateRequest } from '../../core/engine.js';
 import { countDone, choiceEvents, collectChoices, finishReason, samplingOf, startChoices, streamChoices, usageOf, type Done, type TokenEvent } from './openai-choices.js';
+import { readOpenAiBody } from './openai-request.js';
 import { openAiErrorResponse, type ErrorParams } from './openai-errors.js';
 import type { ChatDeps } from './openai.js';
 
@@ -53,12 +54,7 @@ export function completionsRoute(deps: ChatDeps): Hono {
   app.onError((err, c) => openAiErrorResponse(c, err, params));
 
   app.post('/completions', async (c) => {
-    const json = await c.req.json<unknown>().catch(() => {
-      throw new BadRequestError('body', 'must be JSON');
-    });
-    const body = checkRequest(completionRequestSchema, json);
-    const model = body.model || engine.modelName;
-    if (!deps.modelMatches(model)) throw new NotFoundError('model', model);
+    const { body, model } = await readOpenAiBody(c, completionRequestSchema, deps);
     const n = body.n ?? 1;
     if (body.best_of !== undefined && body.best_of !== n) throw new BadRequestError('best_of', 'choices are not ranked server-side: best_of must equal n');
     const sampling = { ...samplingOf(body), maxTokens: body.max_tokens ?? DEFAULT_MAX_TOKENS };

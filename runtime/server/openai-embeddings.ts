@@ -17,9 +17,10 @@
  */
 import { Hono } from 'hono';
 import { fromEvent, lastValueFrom, takeUntil } from 'rxjs';
-import { BadRequestError, CancelledError, NotAvailableError, NotFoundError } from '../../core/errors.js';
-import { checkRequest, embeddingRequestSchema } from '../../core/requests.js';
+import { CancelledError, NotAvailableError } from '../../core/errors.js';
+import { embeddingRequestSchema } from '../../core/requests.js';
 import type { Engine } from '../../core/engine.js';
+import { readOpenAiBody } from './openai-request.js';
 import { openAiErrorResponse } from './openai-errors.js';
 import type { RunStore } from './runs.js';
 
@@ -50,12 +51,7 @@ export function embeddingsRoute(deps: EmbeddingsDeps): Hono {
   app.onError((err, c) => openAiErrorResponse(c, err));
 
   app.post('/embeddings', async (c) => {
-    const json = await c.req.json<unknown>().catch(() => {
-      throw new BadRequestError('body', 'must be JSON');
-    });
-    const body = checkRequest(embeddingRequestSchema, json);
-    const model = body.model || engine.modelName;
-    if (!deps.modelMatches(model)) throw new NotFoundError('model', model);
+    const { body, model } = await readOpenAiBody(c, embeddingRequestSchema, deps);
     if (!engine.embed) throw new NotAvailableError('embeddings', `the engine serving ${engine.modelName} cannot embed`);
     const input = inputsOf(body.input);
     const release = store.acquireSlot();

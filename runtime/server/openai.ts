@@ -11,10 +11,11 @@
  * // then: new OpenAI({ baseURL: 'http://127.0.0.1:8787/v1' }).chat.completions.create(...)
  */
 import { Hono } from 'hono';
-import { BadRequestError, NotAvailableError, NotFoundError } from '../../core/errors.js';
-import { chatRequestSchema, checkRequest, type ChatRequest } from '../../core/requests.js';
+import { BadRequestError, NotAvailableError } from '../../core/errors.js';
+import { chatRequestSchema, type ChatRequest } from '../../core/requests.js';
 import type { ChatMessage, Engine, GenerateEvent, GenerateRequest } from '../../core/engine.js';
 import { countDone, chatLogprob, choiceEvents, collectChoices, finishReason, samplingOf, startChoices, streamChoices, usageOf, type Done, type TokenEvent } from './openai-choices.js';
+import { readOpenAiBody } from './openai-request.js';
 import { openAiErrorResponse, type ErrorParams } from './openai-errors.js';
 import { parseToolCall, planTools, responseFormatOutput, ToolCallStream, type ToolPlan } from './openai-tools.js';
 import type { ServerMetrics } from './metrics.js';
@@ -165,12 +166,7 @@ export function chatCompletionsRoute(deps: ChatDeps): Hono {
   app.onError((err, c) => openAiErrorResponse(c, err, errorParams.get(c.req.raw) ?? {}));
 
   app.post('/chat/completions', async (c) => {
-    const json = await c.req.json<unknown>().catch(() => {
-      throw new BadRequestError('body', 'must be JSON');
-    });
-    const body = checkRequest(chatRequestSchema, json);
-    const model = body.model || engine.modelName;
-    if (!deps.modelMatches(model)) throw new NotFoundError('model', model);
+    const { body, model } = await readOpenAiBody(c, chatRequestSchema, deps);
     const tools = planTools(body as Record<string, unknown>);
     const format = responseFormatOutput(body.response_format);
     if (format && tools.mode !== 'text') throw new BadRequestError('response_format', 'cannot be combined with tools yet');
