@@ -179,7 +179,11 @@ export class MatmulKernels {
     return this.memory.buffer.byteLength;
   }
 
-  /** Bytes of wasm memory in use by weights. */
+  /**
+   * Bytes of wasm memory below the scratch space: the module's own stack and statics, the
+   * kernel thread's stack, weights, and stored KV chunks (freed ones included: their memory
+   * is reused by later chunks, never given back). Right after a model loads, its weights.
+   */
   get weightBytes(): number {
     return this.top;
   }
