@@ -103,6 +103,11 @@ export const providerSchema = {
     },
     maxConcurrency: { type: 'integer', minimum: 1, maximum: 1024, description: 'Requests in flight to it at once, over every run of this process (default 16).' },
     retries: { type: 'integer', minimum: 0, maximum: 10, description: 'Retries after a 429, a 5xx or a lost connection before the first token (default 2).' },
+    continueFinalMessage: {
+      type: 'boolean',
+      description:
+        "Whether the server continues a final assistant message when asked with continue_final_message (vLLM, SGLang and Skein do; default true). Set false for a server that ignores the field and answers a new turn instead (llama-cpp-python's server, for one): nodes that start the answer themselves (skeleton, expand, generate with assistantPrefix) then fail validation instead of silently answering a different question.",
+    },
   },
   required: ['type', 'baseUrl', 'model'],
 } as const;

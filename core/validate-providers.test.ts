@@ -37,6 +37,32 @@ describe('graph providers', () => {
     expect(validateGraph(graph({ provider: 'big', chat: false })).map((p) => p.pointer)).toEqual(['/nodes/1/chat']);
   });
 
+  it('refuses a node that starts the answer on a provider declared unable to continue it, and only that', () => {
+    const noContinuation = { big: { type: 'openai', baseUrl: 'http://127.0.0.1:8000/v1', model: 'm', continueFinalMessage: false } };
+    const problems = validateGraph(graph({ provider: 'big', assistantPrefix: '1.' }, noContinuation));
+    expect(problems).toHaveLength(1);
+    expect(problems[0]).toMatchObject({ pointer: '/nodes/1/provider', message: expect.stringContaining("provider 'big' declares continueFinalMessage: false") });
+    expect(validateGraph(graph({ provider: 'big' }, noContinuation))).toEqual([]);
+    expect(validateGraph(graph({ provider: 'big', assistantPrefix: '1.' }))).toEqual([]);
+    const sot = {
+      version: 1,
+      name: 'sot',
+      providers: noContinuation,
+      nodes: [
+        { id: 'q', kind: 'input' },
+        { id: 's', kind: 'skeleton', provider: 'big' },
+        { id: 'e', kind: 'expand', provider: 'big' },
+        { id: 'o', kind: 'output' },
+      ],
+      edges: [
+        { from: 'q', to: 's' },
+        { from: 's', to: 'e' },
+        { from: 'e', to: 'o' },
+      ],
+    };
+    expect(validateGraph(sot).map((p) => p.pointer)).toEqual(['/nodes/1/provider', '/nodes/2/provider']);
+  });
+
   it('refuses reserved provider names, keys in a provider, and bad fields', () => {
     const reserved = JSON.parse('{"__proto__": {"type": "openai", "baseUrl": "http://h/v1", "model": "m"}}');
     expect(validateGraph(graph({}, reserved)).map((p) => p.pointer)).toContain('/providers/__proto__');

@@ -285,7 +285,8 @@ function checkNodes(nodes: Map<string, NodeSpec>, nodeIndex: Map<string, number>
 /**
  * A node's `provider` must name one of the graph's `providers`, and a node on a remote
  * provider cannot ask for what only Skein's own runtime does: the stages that shape the
- * forward pass, and structured output (Skein's sampler masks tokens; the remote's does not).
+ * forward pass, and structured output (Skein's sampler masks tokens; the remote's does not);
+ * nor an assistant prefix on a server declared unable to continue one.
  */
 function checkProviders(providers: GraphSpec['providers'], nodes: Map<string, NodeSpec>, nodeIndex: Map<string, number>, add: Add) {
   const declared = Object.keys(providers ?? {});
@@ -306,6 +307,13 @@ function checkProviders(providers: GraphSpec['providers'], nodes: Map<string, No
       add({
         pointer: `${at}/stages/${stage}`,
         message: `${stage} changes the model's forward pass, which provider '${name}' runs on its own server behind an API that cannot shape it; run the node locally, or use compress (it runs here before the request leaves)`,
+      });
+    }
+    const startsAnswer = n.kind === 'skeleton' || n.kind === 'expand' || (n.kind === 'generate' && n.assistantPrefix !== undefined);
+    if (startsAnswer && providers?.[name]?.continueFinalMessage === false) {
+      add({
+        pointer: `${at}/provider`,
+        message: `this ${n.kind} node starts the assistant's answer itself (an assistant prefix), and provider '${name}' declares continueFinalMessage: false (its server would answer a new turn instead of continuing it); run the node locally or on a server that continues a final assistant message`,
       });
     }
     if (n.kind === 'generate' && n.chat === false) {

@@ -224,6 +224,7 @@ describe('OpenAiEngine', () => {
     await expect(run(e, { ...ask, stages: { skipLayers: { targetSpeedup: 2 } } })).rejects.toBeInstanceOf(StageUnavailableError);
     await expect(run(e, { ...ask, output: { choices: ['a'] } })).rejects.toThrow(/structured output/);
     await expect(run(e, { prompt: 'raw' })).rejects.toThrow(/raw-text prompts/);
+    await expect(run(engine({ continueFinalMessage: false }), { ...ask, assistantPrefix: 'Start:' })).rejects.toThrow(/continueFinalMessage: false/);
     expect(seen).toHaveLength(0);
   });
 

@@ -11,9 +11,10 @@
  *   `usage.prompt_tokens_details.cached_tokens` where the server reports them.
  * - `assistantPrefix` (SoT's pre-filled points) is sent as a final assistant message with
  *   `continue_final_message: true, add_generation_prompt: false`, the continuation
- *   parameters of vLLM and SGLang, which Skein's own server also takes; a server without
- *   them refuses the fields (a 400, reported as such) instead of answering a different
- *   question.
+ *   parameters of vLLM and SGLang, which Skein's own server also takes. A server that
+ *   ignores them answers a new turn instead (llama-cpp-python's does: tested); a provider
+ *   declared `continueFinalMessage: false` refuses such requests (NotAvailableError; graph
+ *   validation refuses the nodes earlier) rather than answer a different question.
  * - Sampling: max_tokens, temperature and top_p always (OpenAI's fields, resolved from
  *   Skein's defaults so a node behaves as it does locally); seed, stop, penalties and
  *   logit_bias when set; top_k and repetition_penalty, which are vLLM/SGLang extensions,
@@ -100,6 +101,7 @@ export class OpenAiEngine implements Engine {
   private readonly key?: string;
   private readonly timeoutMs: number;
   private readonly retries: number;
+  private readonly continuesFinalMessage: boolean;
   private readonly limiter: Limiter;
   private readonly compressor?: Engine;
   private readonly random: () => number;
@@ -119,6 +121,7 @@ export class OpenAiEngine implements Engine {
     }
     this.timeoutMs = spec.timeoutMs ?? providerDefaults.timeoutMs;
     this.retries = spec.retries ?? providerDefaults.retries;
+    this.continuesFinalMessage = spec.continueFinalMessage ?? true;
     this.limiter = new Limiter(spec.maxConcurrency ?? providerDefaults.maxConcurrency);
     this.compressor = options.compressor;
     this.random = options.random ?? Math.random;
@@ -197,6 +200,9 @@ export class OpenAiEngine implements Engine {
     }
     if (request.output !== undefined) throw new NotAvailableError('structured output', `provider ${this.provider} does not run Skein's constrained decoding`);
     if (request.ids !== undefined) throw new NotAvailableError('token-id prompts', `provider ${this.provider} takes text`);
+    if (request.assistantPrefix && !this.continuesFinalMessage) {
+      throw new NotAvailableError('assistantPrefix', `provider ${this.provider} declares continueFinalMessage: false; its server would answer a new turn instead of continuing the prefix`);
+    }
     if (request.messages === undefined) {
       throw new NotAvailableError('raw-text prompts', `provider ${this.provider} is called through chat completions; send chat messages (chat: true)`);
     }
