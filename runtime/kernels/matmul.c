@@ -5,7 +5,8 @@
  *
  * Every product is y = x·Wᵀ with W as GGUF stores it: `rows` output rows, each row `cols`
  * input values long, laid out as consecutive blocks (ggml's ne0 = cols). y is (T, rows),
- * x is (T, cols) f32. Nothing is repacked: the weights are the file's bytes.
+ * x is (T, cols) f32. matmul_quant and matmul_float read the file's bytes as they are;
+ * matmul_x4 reads quantized rows repacked once at upload (repack_x4, below).
  *
  * Block layouts (ggml-quants.h), 32 values per block, d and m little-endian f16:
  *   Q8_0  { f16 d; int8 q[32]; }            34 bytes  value i = d·q[i]
@@ -22,7 +23,8 @@
  *   Σ w·a = d·da·Σ q·qa + m·sa        (Q4_0: m = −8·d; Q8_0: no m)
  * The integer dot is i32x4.dot_i16x8_s (pmaddwd on x86).
  *
- * For Q4 the activations are stored permuted so that nibbles need no byte widening: the
+ * For Q4 rows as in the file (matmul_quant; the x4 layout below multiplies activations in
+ * natural order) the activations are stored permuted so that nibbles need no byte widening: the
  * 16 weight bytes are read as eight u16 lanes j = (byte 2j, byte 2j+1), and
  *   (lane & 15) holds value 2j,  (lane >> 4 & 15) value 2j+16,
  *   (lane >> 8 & 15) value 2j+1, (lane >> 12) value 2j+17,
@@ -228,23 +230,33 @@ void matmul_quant(int type, const uint8_t *w, int rows, int cols, const int16_t 
 /*
  * Row-interleaved ("x4") layout, made by repack_x4 at upload from the file's blocks: for
  * each group of 4 rows and each block index b, the 4 rows' scales side by side as f32,
- * then their 4 offsets (Q4_1's m, Q4_0's −8·d, both exact in f32), then their 4 quant
- * arrays:
- *   Q8_0x4 { f32 d[4]; int8 q[4][32]; }                144 bytes (file: 4 × 34)
- *   Q4_0x4 { f32 d[4]; f32 m[4]; uint8 q[4][16]; }     96 bytes  (file: 4 × 18)
- *   Q4_1x4 { f32 d[4]; f32 m[4]; uint8 q[4][16]; }     96 bytes  (file: 4 × 20)
- * so that one vector op applies the scales of 4 rows and the 4 rows' sums land in one
- * f32x4 — the row-at-a-time kernel above spends about 2/3 of its wasm instructions on
- * per-block scalar scale handling and the final horizontal sum.
- * Measured (all 181 GEMVs of a SmolLM2-135M decode step, batch 1, CPU ms per step, median
- * of 5 interleaved in one process on a loaded 2-core host, scratch/mb2-style loop):
- * Q4_1 rows 38.0 → x4 24.7; Q8_0 rows 34.8 → x4 30.2. The scales were f16 at first (the
- * file's bytes, same count); converting them once here instead of in every product took
- * ~15 of the ~80 wasm ops per 4 rows × 32 values, for 20 % more weight bytes — the
- * products are bound by instructions, not by memory, at these sizes. kernels.ts uses x4
- * whenever rows is a multiple of 4.
+ * then their 4 offsets (Q4_1's m, Q4_0's −8·d, both exact in f32), then the 4 rows' 32
+ * quants each as one byte, arranged by column pairs:
+ *   Q8_0x4 { f32 d[4]; int8 q[128]; }                  144 bytes (file: 4 × 34)
+ *   Q4_0x4 { f32 d[4]; f32 m[4]; uint8 q[128]; }       160 bytes (file: 4 × 18)
+ *   Q4_1x4 { f32 d[4]; f32 m[4]; uint8 q[128]; }       160 bytes (file: 4 × 20)
+ * Pair k (columns 2k and 2k+1, k < 16) of the 4 rows is bytes 8k..8k+7:
+ *   r0c2k r0c2k+1 r1c2k r1c2k+1 r2c2k r2c2k+1 r3c2k r3c2k+1.
+ * One load and extend_low/high give pairs 2u and 2u+1 as i16x8; i32x4.dot_i16x8 of a pair
+ * against the activation pair (2k, 2k+1) broadcast to every lane (one load32_splat of two
+ * int16) leaves the 4 rows' partial sums in its 4 lanes: no horizontal sum, and one
+ * widened weight vector serves every token of a pass (matmul_x4).
+ *
+ * Measured with the kernels alone (SmolLM2's 1536×576, 576×1536 and 576×576, Q4_1 and
+ * Q8_0, best of 11 interleaved runs, Q4_1 / Q8_0 ms summed over the three shapes), against
+ * the earlier x4 layout (each row's 32 quants together, four dot products and a 4-way
+ * horizontal sum per block and token, nibbles kept packed):
+ *   T = 1:   Q4_1 0.144 → 0.150, Q8_0 0.137 → 0.138 (decode: level);
+ *   T = 4:   Q4_1 0.60 → 0.37,   Q8_0 0.47 → 0.35;
+ *   T = 128: Q4_1 16.9 → 11.8,   Q8_0 16.4 → 11.1.
+ * Q4 nibbles widened to bytes once here rather than in every product: kept packed (64
+ * bytes, unpacked by and/shift) the same kernel ran Q4_1 at 15.0 ms for T = 128 (0.46 at
+ * T = 4), for 40 % less weight memory; widening is 1.27× faster for prefill and level for
+ * decode, which is bound by instructions, not memory bandwidth, at these sizes. The scales
+ * are f32 for the same reason (f16 scales cost ~15 of ~80 wasm ops per 4 rows × 32
+ * values). kernels.ts uses x4 whenever rows is a multiple of 4.
  */
-static inline size_t group_bytes(int type) { return type == T_Q8_0 ? 144 : 96; }
+static inline size_t group_bytes(int type) { return type == T_Q8_0 ? 144 : 160; }
 static inline size_t block_bytes(int type) { return type == T_Q8_0 ? 34 : type == T_Q4_1 ? 20 : 18; }
 
 __attribute__((export_name("x4_bytes")))
@@ -254,141 +266,99 @@ __attribute__((export_name("repack_x4")))
 void repack_x4(int type, const uint8_t *src, int rows, int cols, uint8_t *dst) {
   const int nb = cols / QK;
   const size_t bs = block_bytes(type), gb = group_bytes(type);
-  const int nq = type == T_Q8_0 ? 32 : 16, head = type == T_Q4_1 ? 4 : 2;
+  const int head = type == T_Q4_1 ? 4 : 2;
   for (int g = 0; g < rows / 4; g++) {
     for (int b = 0; b < nb; b++) {
       uint8_t *o = dst + ((size_t)g * nb + b) * gb;
       float *dm = (float *)o;
+      uint8_t *q = o + (type == T_Q8_0 ? 16 : 32);
       for (int k = 0; k < 4; k++) {
         const uint8_t *blk = src + ((size_t)(4 * g + k) * nb + b) * bs;
         const float d = f16_to_f32(load_u16(blk));
         dm[k] = d;
         if (type == T_Q4_1) dm[4 + k] = f16_to_f32(load_u16(blk + 2));
         else if (type == T_Q4_0) dm[4 + k] = d * -8.f;
-        for (int i = 0; i < nq; i++) o[gb - 4 * nq + k * nq + i] = blk[head + i];
+        for (int c = 0; c < QK; c++) {
+          const int at = (c >> 1) * 8 + 2 * k + (c & 1);
+          q[at] = type == T_Q8_0 ? blk[head + c] : c < 16 ? blk[head + c] & 15 : blk[head + c - 16] >> 4;
+        }
       }
     }
   }
 }
 
-/* [Σ lanes of s0, Σ s1, Σ s2, Σ s3]. */
-static inline v128_t hsum4_i32(v128_t s0, v128_t s1, v128_t s2, v128_t s3) {
-  v128_t a = wasm_i32x4_add(wasm_i32x4_shuffle(s0, s1, 0, 2, 4, 6), wasm_i32x4_shuffle(s0, s1, 1, 3, 5, 7));
-  v128_t b = wasm_i32x4_add(wasm_i32x4_shuffle(s2, s3, 0, 2, 4, 6), wasm_i32x4_shuffle(s2, s3, 1, 3, 5, 7));
-  return wasm_i32x4_add(wasm_i32x4_shuffle(a, b, 0, 2, 4, 6), wasm_i32x4_shuffle(a, b, 1, 3, 5, 7));
-}
-
-/* One Q4 row's integer block sum against an activation block (q4 order). */
-static inline v128_t q4_block_dot(v128_t q, const int16_t *a) {
-  const v128_t m4 = wasm_i16x8_splat(15);
-  v128_t s = wasm_i32x4_dot_i16x8(wasm_v128_and(q, m4), wasm_v128_load(a));
-  s = wasm_i32x4_add(s, wasm_i32x4_dot_i16x8(wasm_v128_and(wasm_u16x8_shr(q, 4), m4), wasm_v128_load(a + 8)));
-  s = wasm_i32x4_add(s, wasm_i32x4_dot_i16x8(wasm_v128_and(wasm_u16x8_shr(q, 8), m4), wasm_v128_load(a + 16)));
-  return wasm_i32x4_add(s, wasm_i32x4_dot_i16x8(wasm_u16x8_shr(q, 12), wasm_v128_load(a + 24)));
-}
-
-/* One Q8_0 row's integer block sum against an activation block (natural order). */
-static inline v128_t q8_block_dot(const uint8_t *q, const int16_t *a) {
-  v128_t w0 = wasm_v128_load(q), w1 = wasm_v128_load(q + 16);
-  v128_t s = wasm_i32x4_dot_i16x8(wasm_i16x8_extend_low_i8x16(w0), wasm_v128_load(a));
-  s = wasm_i32x4_add(s, wasm_i32x4_dot_i16x8(wasm_i16x8_extend_high_i8x16(w0), wasm_v128_load(a + 8)));
-  s = wasm_i32x4_add(s, wasm_i32x4_dot_i16x8(wasm_i16x8_extend_low_i8x16(w1), wasm_v128_load(a + 16)));
-  return wasm_i32x4_add(s, wasm_i32x4_dot_i16x8(wasm_i16x8_extend_high_i8x16(w1), wasm_v128_load(a + 24)));
-}
-
-/* q4_block_dot for two activation blocks at once: the weights unpacked once. */
-static inline void q4_block_dot2(v128_t q, const int16_t *a0, const int16_t *a1, v128_t *s0, v128_t *s1) {
-  const v128_t m4 = wasm_i16x8_splat(15);
-  const v128_t w0 = wasm_v128_and(q, m4), w1 = wasm_v128_and(wasm_u16x8_shr(q, 4), m4);
-  const v128_t w2 = wasm_v128_and(wasm_u16x8_shr(q, 8), m4), w3 = wasm_u16x8_shr(q, 12);
-  v128_t x = wasm_i32x4_dot_i16x8(w0, wasm_v128_load(a0));
-  x = wasm_i32x4_add(x, wasm_i32x4_dot_i16x8(w1, wasm_v128_load(a0 + 8)));
-  x = wasm_i32x4_add(x, wasm_i32x4_dot_i16x8(w2, wasm_v128_load(a0 + 16)));
-  *s0 = wasm_i32x4_add(x, wasm_i32x4_dot_i16x8(w3, wasm_v128_load(a0 + 24)));
-  v128_t z = wasm_i32x4_dot_i16x8(w0, wasm_v128_load(a1));
-  z = wasm_i32x4_add(z, wasm_i32x4_dot_i16x8(w1, wasm_v128_load(a1 + 8)));
-  z = wasm_i32x4_add(z, wasm_i32x4_dot_i16x8(w2, wasm_v128_load(a1 + 16)));
-  *s1 = wasm_i32x4_add(z, wasm_i32x4_dot_i16x8(w3, wasm_v128_load(a1 + 24)));
-}
-
-/* q8_block_dot for two activation blocks at once: the weights widened once. */
-static inline void q8_block_dot2(const uint8_t *q, const int16_t *a0, const int16_t *a1, v128_t *s0, v128_t *s1) {
-  const v128_t v0 = wasm_v128_load(q), v1 = wasm_v128_load(q + 16);
-  const v128_t w0 = wasm_i16x8_extend_low_i8x16(v0), w1 = wasm_i16x8_extend_high_i8x16(v0);
-  const v128_t w2 = wasm_i16x8_extend_low_i8x16(v1), w3 = wasm_i16x8_extend_high_i8x16(v1);
-  v128_t x = wasm_i32x4_dot_i16x8(w0, wasm_v128_load(a0));
-  x = wasm_i32x4_add(x, wasm_i32x4_dot_i16x8(w1, wasm_v128_load(a0 + 8)));
-  x = wasm_i32x4_add(x, wasm_i32x4_dot_i16x8(w2, wasm_v128_load(a0 + 16)));
-  *s0 = wasm_i32x4_add(x, wasm_i32x4_dot_i16x8(w3, wasm_v128_load(a0 + 24)));
-  v128_t z = wasm_i32x4_dot_i16x8(w0, wasm_v128_load(a1));
-  z = wasm_i32x4_add(z, wasm_i32x4_dot_i16x8(w1, wasm_v128_load(a1 + 8)));
-  z = wasm_i32x4_add(z, wasm_i32x4_dot_i16x8(w2, wasm_v128_load(a1 + 16)));
-  *s1 = wasm_i32x4_add(z, wasm_i32x4_dot_i16x8(w3, wasm_v128_load(a1 + 24)));
+/*
+ * One pass of TT tokens (1, 2 or 4; a constant once inlined) over one x4 group: y[t·ys]
+ * gets the group's 4 outputs for token t. Each token's integer block sums are exact in
+ * any order, and its float steps per block (acc += sum·(d·da), accm += m·sa; then
+ * acc + accm) are the same whatever TT, so a row's bits do not depend on how many tokens
+ * share the call. Below 4 tokens each token's block sum runs in two independent chains
+ * (even and odd pairs) so that decode is not bound by the adds' latency.
+ */
+static inline __attribute__((always_inline)) void x4_pass(int type, const uint8_t *wg, int nb, const int16_t *qa, size_t qs, const float *da, const float *sa, int TT, float *y, size_t ys) {
+  const size_t gb = group_bytes(type);
+  const v128_t zero = wasm_i32x4_splat(0);
+  v128_t acc[4], accm[4];
+  for (int t = 0; t < TT; t++) acc[t] = accm[t] = wasm_f32x4_splat(0.f);
+  const uint8_t *p = wg;
+  for (int b = 0; b < nb; b++, p += gb) {
+    v128_t s0[4], s1[4];
+    for (int t = 0; t < TT; t++) s0[t] = s1[t] = zero;
+#define PAIR(t, w, off)                                                                            \
+  {                                                                                                \
+    const v128_t x = wasm_i32x4_dot_i16x8(w, wasm_v128_load32_splat(qa + (t) * qs + (size_t)b * QK + (off))); \
+    if (TT >= 4 || ((off) & 2) == 0) s0[t] = wasm_i32x4_add(s0[t], x);                            \
+    else s1[t] = wasm_i32x4_add(s1[t], x);                                                         \
+  }
+    const uint8_t *q = p + (type == T_Q8_0 ? 16 : 32);
+    for (int u = 0; u < 8; u++) {
+      const v128_t v = wasm_v128_load(q + 16 * u);
+      const v128_t w0 = wasm_i16x8_extend_low_i8x16(v), w1 = wasm_i16x8_extend_high_i8x16(v);
+      for (int t = 0; t < TT; t++) {
+        PAIR(t, w0, 4 * u)
+        PAIR(t, w1, 4 * u + 2)
+      }
+    }
+#undef PAIR
+    const v128_t d = wasm_v128_load(p);
+    for (int t = 0; t < TT; t++) {
+      const v128_t s = TT >= 4 ? s0[t] : wasm_i32x4_add(s0[t], s1[t]);
+      acc[t] = wasm_f32x4_add(acc[t], wasm_f32x4_mul(wasm_f32x4_convert_i32x4(s), wasm_f32x4_mul(d, wasm_f32x4_splat(da[(size_t)t * nb + b]))));
+    }
+  }
+  /* The offsets' sums apart, after the integer sums: fewer live registers in that loop. */
+  if (type != T_Q8_0) {
+    p = wg + 16;
+    for (int b = 0; b < nb; b++, p += gb) {
+      const v128_t m = wasm_v128_load(p);
+      for (int t = 0; t < TT; t++) accm[t] = wasm_f32x4_add(accm[t], wasm_f32x4_mul(m, wasm_f32x4_splat(sa[(size_t)t * nb + b])));
+    }
+  }
+  for (int t = 0; t < TT; t++) wasm_v128_store(y + (size_t)t * ys, wasm_f32x4_add(acc[t], accm[t]));
 }
 
 /*
  * y (T, rows) = x·Wᵀ for a W repacked by repack_x4 (rows a multiple of 4), activations
- * quantized by quantize_rows. Groups [g0, g1) of 4 rows only. A group's rows stay in L1
- * (4 × 1536 values of Q4_1 = 3.8 KB) while every token runs over them.
+ * quantized by quantize_rows in natural order. Groups [g0, g1) of 4 rows only. A group's
+ * rows stay in L1 (4 × 1536 values of Q4_1 = 4.6 KB) while every token runs over them:
+ * four tokens per pass, then two, then one.
  */
 __attribute__((export_name("matmul_x4")))
 void matmul_x4(int type, const uint8_t *w, int rows, int cols, const int16_t *qa, const float *da, const float *sa, int T, float *y, int g0, int g1) {
   const int nb = cols / QK;
-  const size_t gb = group_bytes(type);
+  const size_t qs = (size_t)nb * QK;
   for (int g = g0; g < g1; g++) {
-    const uint8_t *wg = w + (size_t)g * nb * gb;
+    const uint8_t *wg = w + (size_t)g * nb * group_bytes(type);
+    float *yg = y + 4 * g;
     int t = 0;
-    /* Two tokens per pass over the group (prefill, verification): each weight vector is
-     * loaded and unpacked once for both. Integer block sums are exact in any order and
-     * each token's float steps are those of the one-token loop below, so a row's bits do
-     * not depend on how many tokens share the call. */
-    for (; t + 2 <= T; t += 2) {
-      const int16_t *a0 = qa + (size_t)t * nb * QK, *a1 = a0 + (size_t)nb * QK;
-      const float *d0 = da + (size_t)t * nb, *d1 = d0 + nb, *m0 = sa + (size_t)t * nb, *m1 = m0 + nb;
-      v128_t acc0 = wasm_f32x4_splat(0.f), accm0 = acc0, acc1 = acc0, accm1 = acc0;
-      const uint8_t *p = wg;
-      if (type == T_Q8_0) {
-        for (int b = 0; b < nb; b++, p += 144, a0 += QK, a1 += QK) {
-          const v128_t d = wasm_v128_load(p);
-          v128_t s0[4], s1[4];
-          for (int k = 0; k < 4; k++) q8_block_dot2(p + 16 + 32 * k, a0, a1, &s0[k], &s1[k]);
-          acc0 = wasm_f32x4_add(acc0, wasm_f32x4_mul(wasm_f32x4_convert_i32x4(hsum4_i32(s0[0], s0[1], s0[2], s0[3])), wasm_f32x4_mul(d, wasm_f32x4_splat(d0[b]))));
-          acc1 = wasm_f32x4_add(acc1, wasm_f32x4_mul(wasm_f32x4_convert_i32x4(hsum4_i32(s1[0], s1[1], s1[2], s1[3])), wasm_f32x4_mul(d, wasm_f32x4_splat(d1[b]))));
-        }
-      } else {
-        for (int b = 0; b < nb; b++, p += 96, a0 += QK, a1 += QK) {
-          const v128_t d = wasm_v128_load(p), m = wasm_v128_load(p + 16);
-          v128_t s0[4], s1[4];
-          for (int k = 0; k < 4; k++) q4_block_dot2(wasm_v128_load(p + 32 + 16 * k), a0, a1, &s0[k], &s1[k]);
-          acc0 = wasm_f32x4_add(acc0, wasm_f32x4_mul(wasm_f32x4_convert_i32x4(hsum4_i32(s0[0], s0[1], s0[2], s0[3])), wasm_f32x4_mul(d, wasm_f32x4_splat(d0[b]))));
-          acc1 = wasm_f32x4_add(acc1, wasm_f32x4_mul(wasm_f32x4_convert_i32x4(hsum4_i32(s1[0], s1[1], s1[2], s1[3])), wasm_f32x4_mul(d, wasm_f32x4_splat(d1[b]))));
-          accm0 = wasm_f32x4_add(accm0, wasm_f32x4_mul(m, wasm_f32x4_splat(m0[b])));
-          accm1 = wasm_f32x4_add(accm1, wasm_f32x4_mul(m, wasm_f32x4_splat(m1[b])));
-        }
-      }
-      wasm_v128_store(y + (size_t)t * rows + 4 * g, wasm_f32x4_add(acc0, accm0));
-      wasm_v128_store(y + (size_t)(t + 1) * rows + 4 * g, wasm_f32x4_add(acc1, accm1));
-    }
-    for (; t < T; t++) {
-      const int16_t *a = qa + (size_t)t * nb * QK;
-      const float *dt = da + (size_t)t * nb, *st = sa + (size_t)t * nb;
-      v128_t acc = wasm_f32x4_splat(0.f), accm = acc;
-      const uint8_t *p = wg;
-      if (type == T_Q8_0) {
-        for (int b = 0; b < nb; b++, p += 144, a += QK) {
-          const v128_t d = wasm_v128_load(p);
-          v128_t s = hsum4_i32(q8_block_dot(p + 16, a), q8_block_dot(p + 48, a), q8_block_dot(p + 80, a), q8_block_dot(p + 112, a));
-          acc = wasm_f32x4_add(acc, wasm_f32x4_mul(wasm_f32x4_convert_i32x4(s), wasm_f32x4_mul(d, wasm_f32x4_splat(dt[b]))));
-        }
-      } else {
-        for (int b = 0; b < nb; b++, p += 96, a += QK) {
-          const v128_t d = wasm_v128_load(p), m = wasm_v128_load(p + 16);
-          v128_t s = hsum4_i32(q4_block_dot(wasm_v128_load(p + 32), a), q4_block_dot(wasm_v128_load(p + 48), a), q4_block_dot(wasm_v128_load(p + 64), a), q4_block_dot(wasm_v128_load(p + 80), a));
-          acc = wasm_f32x4_add(acc, wasm_f32x4_mul(wasm_f32x4_convert_i32x4(s), wasm_f32x4_mul(d, wasm_f32x4_splat(dt[b]))));
-          accm = wasm_f32x4_add(accm, wasm_f32x4_mul(m, wasm_f32x4_splat(st[b])));
-        }
-      }
-      wasm_v128_store(y + (size_t)t * rows + 4 * g, wasm_f32x4_add(acc, accm));
+    if (type == T_Q8_0) {
+      for (; t + 4 <= T; t += 4) x4_pass(T_Q8_0, wg, nb, qa + t * qs, qs, da + (size_t)t * nb, sa + (size_t)t * nb, 4, yg + (size_t)t * rows, rows);
+      for (; t + 2 <= T; t += 2) x4_pass(T_Q8_0, wg, nb, qa + t * qs, qs, da + (size_t)t * nb, sa + (size_t)t * nb, 2, yg + (size_t)t * rows, rows);
+      for (; t < T; t++) x4_pass(T_Q8_0, wg, nb, qa + t * qs, qs, da + (size_t)t * nb, sa + (size_t)t * nb, 1, yg + (size_t)t * rows, rows);
+    } else {
+      for (; t + 4 <= T; t += 4) x4_pass(type, wg, nb, qa + t * qs, qs, da + (size_t)t * nb, sa + (size_t)t * nb, 4, yg + (size_t)t * rows, rows);
+      for (; t + 2 <= T; t += 2) x4_pass(type, wg, nb, qa + t * qs, qs, da + (size_t)t * nb, sa + (size_t)t * nb, 2, yg + (size_t)t * rows, rows);
+      for (; t < T; t++) x4_pass(type, wg, nb, qa + t * qs, qs, da + (size_t)t * nb, sa + (size_t)t * nb, 1, yg + (size_t)t * rows, rows);
     }
   }
 }

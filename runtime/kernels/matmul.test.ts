@@ -107,6 +107,24 @@ describe('matmul kernels equal a plain dequantize + dot', () => {
     expect(w.layout).toBe(quantized && interleave ? 'x4' : 'rows');
   }
 
+  it.each(['q8_0', 'q4_0', 'q4_1'] as BlockType[])('%s x4 at 7 rows (passes of 4, 2 and 1 tokens)', (type) => check(type, 7, true));
+
+  it.each(['f32', 'f16', 'q8_0', 'q4_0', 'q4_1'] as BlockType[])('%s gives a token the same bits whatever the call holds', (type) => {
+    // The scheduler batches sequences and speculative decoding verifies drafts in one call:
+    // each token's row must not depend on how many tokens share it (4-, 2- and 1-token passes).
+    for (const interleave of [true, false]) {
+      const k = new MatmulKernels({ interleave });
+      const w = k.upload(quantizeMatrix(randn(rows * cols, 21, 0.05), rows, cols, type));
+      const T = 11;
+      const x = randn(T * cols, 22);
+      const all = k.matmul(w, x, T);
+      for (const [from, n] of [[0, 1], [3, 1], [10, 1], [1, 2], [5, 4], [2, 7]]) {
+        const part = k.matmul(w, x.subarray(from * cols, (from + n) * cols), n);
+        expect(Array.from(part), `${type} ${w.layout} tokens ${from}..${from + n - 1}`).toEqual(Array.from(all.subarray(from * rows, (from + n) * rows)));
+      }
+    }
+  });
+
   it('matmulMany shares one input across mixed types, and memory grows past its start', () => {
     const k = new MatmulKernels();
     const big = quantizeMatrix(randn(2048 * 512, 9, 0.05), 2048, 512, 'f32'); // 4 MB > the initial 1 MB
