@@ -42,6 +42,8 @@
 #define QK 32
 /* Query heads attention handles together per KV head. */
 #define HEADS_AT_ONCE 4
+/* Values per head that the value sum holds in registers (16 measured 10 % slower). */
+#define PV_W 8
 
 typedef __SIZE_TYPE__ size_t;
 
@@ -469,6 +471,77 @@ void silu_mul(float *g, const float *u, int n) {
   for (int i = 0; i < n; i++) g[i] = g[i] / (1.f + exp_f32(-g[i])) * u[i];
 }
 
+/* Whether a row sees key j: every cached key (j < P), new key j − P where its mask says. */
+static inline int seen(const uint8_t *vi, int P, int j) { return j < P || vi[j - P]; }
+
+/* Whether it sees keys j..j+3. */
+static inline int seen4(const uint8_t *vi, int P, int j) {
+  if (j + 4 <= P) return 1;
+  return seen(vi, P, j) && seen(vi, P, j + 1) && seen(vi, P, j + 2) && seen(vi, P, j + 3);
+}
+
+/*
+ * Scores of NH query heads (a constant once inlined) against four consecutive keys at k0
+ * (rows kvd floats apart): head a's four scores go to scores[a·S ..], and their maximum
+ * into mxv[a]. Each key's dot product runs in four lanes over D and one transpose sums
+ * the lanes in hsum_f32's order ((l0 + l1) + l2) + l3 — the bits a key gets alone. The
+ * key rows are loaded once for all heads.
+ */
+static inline __attribute__((always_inline)) void qk4(const float *const *qh, const float *k0, int kvd, int D, int NH, float *scores, int S, v128_t *mxv) {
+  v128_t s[HEADS_AT_ONCE][4];
+  for (int a = 0; a < NH; a++) s[a][0] = s[a][1] = s[a][2] = s[a][3] = wasm_f32x4_splat(0.f);
+  for (int d = 0; d < D; d += 4) {
+    const v128_t k0v = wasm_v128_load(k0 + d), k1v = wasm_v128_load(k0 + kvd + d);
+    const v128_t k2v = wasm_v128_load(k0 + 2 * kvd + d), k3v = wasm_v128_load(k0 + 3 * kvd + d);
+    for (int a = 0; a < NH; a++) {
+      const v128_t qv = wasm_v128_load(qh[a] + d);
+      s[a][0] = wasm_f32x4_add(s[a][0], wasm_f32x4_mul(qv, k0v));
+      s[a][1] = wasm_f32x4_add(s[a][1], wasm_f32x4_mul(qv, k1v));
+      s[a][2] = wasm_f32x4_add(s[a][2], wasm_f32x4_mul(qv, k2v));
+      s[a][3] = wasm_f32x4_add(s[a][3], wasm_f32x4_mul(qv, k3v));
+    }
+  }
+  for (int a = 0; a < NH; a++) {
+    const v128_t t01l = wasm_i32x4_shuffle(s[a][0], s[a][1], 0, 4, 1, 5), t23l = wasm_i32x4_shuffle(s[a][2], s[a][3], 0, 4, 1, 5);
+    const v128_t t01h = wasm_i32x4_shuffle(s[a][0], s[a][1], 2, 6, 3, 7), t23h = wasm_i32x4_shuffle(s[a][2], s[a][3], 2, 6, 3, 7);
+    const v128_t l0 = wasm_i64x2_shuffle(t01l, t23l, 0, 2), l1 = wasm_i64x2_shuffle(t01l, t23l, 1, 3);
+    const v128_t l2 = wasm_i64x2_shuffle(t01h, t23h, 0, 2), l3 = wasm_i64x2_shuffle(t01h, t23h, 1, 3);
+    const v128_t sc = wasm_f32x4_add(wasm_f32x4_add(wasm_f32x4_add(l0, l1), l2), l3);
+    wasm_v128_store(scores + (size_t)a * S, sc);
+    mxv[a] = wasm_f32x4_pmax(mxv[a], sc);
+  }
+}
+
+/*
+ * o[a·D + d] = inv[a]·Σ_{j < end} sp[a][j]·V_j[d] for NH heads (a constant once inlined) sharing
+ * one KV head (value rows at vc[c] + off, kvd floats apart), in blocks of 8 values so that
+ * each value row is loaded once for every head. Keys a row does not see are skipped (their
+ * probability is 0; adding ±0 would not change a sum either), the rest summed in key order.
+ */
+static inline __attribute__((always_inline)) void pv(const float *const *sp, const float *inv, const float *const *vc, const int *rows, int chunks, int P, int end, const uint8_t *vi, int kvd, size_t off, int D, int NH, float *o) {
+  for (int d = 0; d < D; d += PV_W) {
+    const int w = D - d < PV_W ? (D - d) / 4 : PV_W / 4;
+    v128_t acc[HEADS_AT_ONCE][PV_W / 4];
+    for (int a = 0; a < NH; a++) for (int e = 0; e < PV_W / 4; e++) acc[a][e] = wasm_f32x4_splat(0.f);
+    for (int c = 0, j = 0; c < chunks && j < end; c++) {
+      const float *vrow = vc[c] + off + d;
+      for (int r = 0; r < rows[c] && j < end; r++, j++, vrow += kvd) {
+        if (j >= P && !vi[j - P]) continue;
+        v128_t v[PV_W / 4];
+        for (int e = 0; e < PV_W / 4; e++) v[e] = e < w ? wasm_v128_load(vrow + 4 * e) : v[0];
+        for (int a = 0; a < NH; a++) {
+          const v128_t p = wasm_f32x4_splat(sp[a][j]);
+          for (int e = 0; e < PV_W / 4; e++) if (e < w) acc[a][e] = wasm_f32x4_add(acc[a][e], wasm_f32x4_mul(p, v[e]));
+        }
+      }
+    }
+    for (int a = 0; a < NH; a++) {
+      const v128_t iv = wasm_f32x4_splat(inv[a]);
+      for (int e = 0; e < PV_W / 4; e++) if (e < w) wasm_v128_store(o + (size_t)a * D + d + 4 * e, wasm_f32x4_mul(acc[a][e], iv));
+    }
+  }
+}
+
 /*
  * Attention of n new rows over S = P + n keys (P cached, then the n new ones), computed
  * one (row, head) at a time in an order that depends on nothing but that row's query and
@@ -485,13 +558,24 @@ void silu_mul(float *g, const float *u, int n) {
  *   the mean over heads of the last row's probabilities (LazyLLM's token scores).
  *   Heads h0..h1-1 only (a share of the heads per thread; `last` needs all heads in one
  *   call). D must be a multiple of 4 and at most 512.
+ * The query heads of one KV head go together (qk4, pv: each key and value row loaded once
+ * for all of them), any four visible keys — cached ones, or new ones a prefill row sees —
+ * take the four-key path, and a row's loops stop at the last key it sees. Measured alone
+ * (SmolLM2 shapes: 9 heads over 3 KV heads, D = 64; best of 9 interleaved): one layer of
+ * a decode step at 1,024 keys 0.237 → 0.205 ms, a causal prefill of 128 rows 2.56 → 1.44
+ * ms, of 512 rows 42.7 → 25.6 ms (before: one head at a time, new keys one by one, every
+ * row over all S keys), with the same bits.
  */
 __attribute__((export_name("attention")))
 void attention(const float *q, const float *const *kc, const float *const *vc, const int *rows, int chunks, int P, int n, const uint8_t *vis, int H, int KV, int D, float *scores, float *out, float *last, int h0, int h1) {
-  const int S = P + n, G = H / KV, qd = H * D, kvd = KV * D, D4 = D / 4;
+  const int S = P + n, G = H / KV, qd = H * D, kvd = KV * D;
   if (last) for (int j = 0; j < S; j++) last[j] = 0.f;
   for (int i = 0; i < n; i++) {
     const uint8_t *vi = vis + (size_t)i * n;
+    /* Keys past the last one this row sees play no part (a causal prefill row sees only
+     * the first P + i + 1): every loop below stops there. */
+    int end = S;
+    while (end > P && !vi[end - 1 - P]) end--;
     /* The query heads of one KV head, up to HEADS_AT_ONCE at a time, read each key and
      * value row once for all of them (GQA: G heads share it). */
     for (int hb = h0; hb < h1;) {
@@ -502,91 +586,85 @@ void attention(const float *q, const float *const *kc, const float *const *vc, c
       const size_t off = (size_t)g * D;
       const float *qh[HEADS_AT_ONCE];
       float mx[HEADS_AT_ONCE], sum[HEADS_AT_ONCE];
+      v128_t mxv[HEADS_AT_ONCE];
       for (int a = 0; a < nh; a++) {
         qh[a] = q + (size_t)i * qd + (size_t)(hb + a) * D;
         mx[a] = -3.0e38f;
+        mxv[a] = wasm_f32x4_splat(-3.0e38f);
       }
-      for (int c = 0, j = 0; c < chunks; c++) {
-        int r = 0;
-        /* Four cached keys at a time: one transpose sums all four rows' lanes in
-         * hsum_f32's order ((l0 + l1) + l2) + l3. */
-        for (; r + 4 <= rows[c] && j + 4 <= P; r += 4, j += 4) {
+      for (int c = 0, j = 0; c < chunks && j < end; c++) {
+        for (int r = 0; r < rows[c];) {
+          /* Four visible keys at a time (cached ones, or new ones a prefill row sees): one
+           * transpose sums all four rows' lanes in hsum_f32's order ((l0 + l1) + l2) + l3,
+           * so each key's score has the bits it gets alone. */
+          if (!(r + 4 <= rows[c] && seen4(vi, P, j))) {
+            if (seen(vi, P, j)) {
+              const float *kj = kc[c] + (size_t)r * kvd + off;
+              for (int a = 0; a < nh; a++) {
+                v128_t s = wasm_f32x4_splat(0.f);
+                for (int d = 0; d < D; d += 4) s = wasm_f32x4_add(s, wasm_f32x4_mul(wasm_v128_load(qh[a] + d), wasm_v128_load(kj + d)));
+                float sc = hsum_f32(s);
+                scores[(size_t)a * S + j] = sc;
+                if (sc > mx[a]) mx[a] = sc;
+              }
+            }
+            r++, j++;
+            continue;
+          }
           const float *k0 = kc[c] + (size_t)r * kvd + off;
-          for (int a = 0; a < nh; a++) {
-            v128_t s0 = wasm_f32x4_splat(0.f), s1 = s0, s2 = s0, s3 = s0;
-            for (int d = 0; d < D; d += 4) {
-              const v128_t qv = wasm_v128_load(qh[a] + d);
-              s0 = wasm_f32x4_add(s0, wasm_f32x4_mul(qv, wasm_v128_load(k0 + d)));
-              s1 = wasm_f32x4_add(s1, wasm_f32x4_mul(qv, wasm_v128_load(k0 + kvd + d)));
-              s2 = wasm_f32x4_add(s2, wasm_f32x4_mul(qv, wasm_v128_load(k0 + 2 * kvd + d)));
-              s3 = wasm_f32x4_add(s3, wasm_f32x4_mul(qv, wasm_v128_load(k0 + 3 * kvd + d)));
-            }
-            const v128_t t01l = wasm_i32x4_shuffle(s0, s1, 0, 4, 1, 5), t23l = wasm_i32x4_shuffle(s2, s3, 0, 4, 1, 5);
-            const v128_t t01h = wasm_i32x4_shuffle(s0, s1, 2, 6, 3, 7), t23h = wasm_i32x4_shuffle(s2, s3, 2, 6, 3, 7);
-            const v128_t l0 = wasm_i64x2_shuffle(t01l, t23l, 0, 2), l1 = wasm_i64x2_shuffle(t01l, t23l, 1, 3);
-            const v128_t l2 = wasm_i64x2_shuffle(t01h, t23h, 0, 2), l3 = wasm_i64x2_shuffle(t01h, t23h, 1, 3);
-            const v128_t sc = wasm_f32x4_add(wasm_f32x4_add(wasm_f32x4_add(l0, l1), l2), l3);
-            wasm_v128_store(scores + (size_t)a * S + j, sc);
-            for (int e = 0; e < 4; e++) {
-              const float x = scores[(size_t)a * S + j + e];
-              if (x > mx[a]) mx[a] = x;
-            }
+          switch (nh) {
+            case 4: qk4(qh, k0, kvd, D, 4, scores + j, S, mxv); break;
+            case 3: qk4(qh, k0, kvd, D, 3, scores + j, S, mxv); break;
+            case 2: qk4(qh, k0, kvd, D, 2, scores + j, S, mxv); break;
+            default: qk4(qh, k0, kvd, D, 1, scores + j, S, mxv); break;
           }
-        }
-        for (; r < rows[c]; r++, j++) {
-          if (j >= P && !vi[j - P]) continue;
-          const float *kj = kc[c] + (size_t)r * kvd + off;
-          for (int a = 0; a < nh; a++) {
-            v128_t s = wasm_f32x4_splat(0.f);
-            for (int d = 0; d < D; d += 4) s = wasm_f32x4_add(s, wasm_f32x4_mul(wasm_v128_load(qh[a] + d), wasm_v128_load(kj + d)));
-            float sc = hsum_f32(s);
-            scores[(size_t)a * S + j] = sc;
-            if (sc > mx[a]) mx[a] = sc;
-          }
+          r += 4, j += 4;
         }
       }
       for (int a = 0; a < nh; a++) {
+        /* A maximum is the same whatever the order it is taken in. */
+        for (int e = 0; e < 4; e++) {
+          const float x = wasm_f32x4_extract_lane(mxv[a], 0);
+          if (x > mx[a]) mx[a] = x;
+          mxv[a] = wasm_i32x4_shuffle(mxv[a], mxv[a], 1, 2, 3, 0);
+        }
         float *sa = scores + (size_t)a * S;
         const v128_t m = wasm_f32x4_splat(mx[a]);
         int j = 0;
-        /* Cached keys are all visible: four at a time, the same arithmetic as exp_f32. */
-        for (; j + 4 <= P; j += 4) wasm_v128_store(sa + j, exp_f32x4(wasm_f32x4_sub(wasm_v128_load(sa + j), m)));
-        for (; j < S; j++) sa[j] = j >= P && !vi[j - P] ? 0.f : exp_f32(sa[j] - mx[a]);
+        /* Four visible keys at a time, the same arithmetic as exp_f32. */
+        while (j < end) {
+          if (j + 4 <= end && seen4(vi, P, j)) {
+            wasm_v128_store(sa + j, exp_f32x4(wasm_f32x4_sub(wasm_v128_load(sa + j), m)));
+            j += 4;
+          } else {
+            sa[j] = seen(vi, P, j) ? exp_f32(sa[j] - mx[a]) : 0.f;
+            j++;
+          }
+        }
         /* In key order, as one row alone would sum them (an invisible key adds 0). */
         float t = 0.f;
-        for (j = 0; j < S; j++) t += sa[j];
+        for (j = 0; j < end; j++) t += sa[j];
         sum[a] = t;
       }
-      /* Each head's output in blocks of 16 values held in four registers over all keys;
-       * every lane still sums its keys in key order. */
+      /* The heads' outputs in blocks of 8 values over all keys, each value row loaded once
+       * for every head; every lane sums its keys in key order. */
+      const float *sp[HEADS_AT_ONCE];
+      float inv[HEADS_AT_ONCE];
       for (int a = 0; a < nh; a++) {
-        const float *sa = scores + (size_t)a * S;
-        const float inv = 1.f / sum[a];
-        const v128_t iv = wasm_f32x4_splat(inv);
-        float *o = out + (size_t)i * qd + (size_t)(hb + a) * D;
-        for (int d = 0; d < D4; d += 4) {
-          const int m = D4 - d < 4 ? D4 - d : 4;
-          v128_t a0 = wasm_f32x4_splat(0.f), a1 = a0, a2 = a0, a3 = a0;
-          for (int c = 0, j = 0; c < chunks; c++) {
-            const float *vrow = vc[c] + off + 4 * d;
-            for (int r = 0; r < rows[c]; r++, j++, vrow += kvd) {
-              const float p = sa[j];
-              if (p == 0.f) continue;
-              const v128_t pv = wasm_f32x4_splat(p);
-              a0 = wasm_f32x4_add(a0, wasm_f32x4_mul(pv, wasm_v128_load(vrow)));
-              if (m > 1) a1 = wasm_f32x4_add(a1, wasm_f32x4_mul(pv, wasm_v128_load(vrow + 4)));
-              if (m > 2) a2 = wasm_f32x4_add(a2, wasm_f32x4_mul(pv, wasm_v128_load(vrow + 8)));
-              if (m > 3) a3 = wasm_f32x4_add(a3, wasm_f32x4_mul(pv, wasm_v128_load(vrow + 12)));
-            }
-          }
-          wasm_v128_store(o + 4 * d, wasm_f32x4_mul(a0, iv));
-          if (m > 1) wasm_v128_store(o + 4 * d + 4, wasm_f32x4_mul(a1, iv));
-          if (m > 2) wasm_v128_store(o + 4 * d + 8, wasm_f32x4_mul(a2, iv));
-          if (m > 3) wasm_v128_store(o + 4 * d + 12, wasm_f32x4_mul(a3, iv));
-        }
-        if (last && i == n - 1) {
-          const float w = inv / (float)H;
-          for (int j = 0; j < S; j++) last[j] += sa[j] * w;
+        sp[a] = scores + (size_t)a * S;
+        inv[a] = 1.f / sum[a];
+      }
+      float *o = out + (size_t)i * qd + (size_t)hb * D;
+      switch (nh) {
+        case 4: pv(sp, inv, vc, rows, chunks, P, end, vi, kvd, off, D, 4, o); break;
+        case 3: pv(sp, inv, vc, rows, chunks, P, end, vi, kvd, off, D, 3, o); break;
+        case 2: pv(sp, inv, vc, rows, chunks, P, end, vi, kvd, off, D, 2, o); break;
+        default: pv(sp, inv, vc, rows, chunks, P, end, vi, kvd, off, D, 1, o); break;
+      }
+      if (last && i == n - 1) {
+        for (int a = 0; a < nh; a++) {
+          const float w = inv[a] / (float)H;
+          for (int j = 0; j < end; j++) last[j] += sp[a][j] * w;
         }
       }
       hb += nh;

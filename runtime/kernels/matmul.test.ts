@@ -256,6 +256,28 @@ describe('attention kernel', () => {
     expect(Array.from(alone.out)).toEqual(Array.from(all.out.subarray(H * D, 2 * H * D)));
   });
 
+  it('gives every row of a causal prefill its bits alone (new keys four at a time, head groups, D not a multiple of 8)', () => {
+    const H = 6, KV = 2, D = 12, P = 6, n = 11;
+    const S = P + n;
+    const shape = { heads: H, kvHeads: KV, headDim: D };
+    const q = randn(n * H * D, 31, 0.5);
+    const k = randn(S * KV * D, 32, 0.5);
+    const v = randn(S * KV * D, 33);
+    const kernels = new MatmulKernels();
+    const causal = Uint8Array.from({ length: n * n }, (_, x) => (x % n <= Math.floor(x / n) ? 1 : 0));
+    const rows = (x: Float32Array, a: number, b: number) => kernels.store(x.subarray(a * KV * D, b * KV * D), b - a);
+    // The call a prefill chunk makes: cached keys in blocks of 4, then the n new ones.
+    const all = kernels.attention(q, [rows(k, 0, 4), rows(k, 4, P), rows(k, P, S)], [rows(v, 0, 4), rows(v, 4, P), rows(v, P, S)], n, causal, shape, true);
+    const want = plainAttention(q, k, v, P, n, causal, H, KV, D);
+    all.out.forEach((x, i) => expect(Math.abs(x - want.out[i]!)).toBeLessThan(1e-5));
+    all.last!.forEach((x, j) => expect(Math.abs(x - want.last[j]!)).toBeLessThan(1e-6));
+    for (let i = 0; i < n; i++) {
+      // Row i as a decode step: its P + i keys cached (chunked otherwise), itself new.
+      const alone = kernels.attention(q.subarray(i * H * D, (i + 1) * H * D), [rows(k, 0, 3), rows(k, 3, P + i), rows(k, P + i, P + i + 1)], [rows(v, 0, 3), rows(v, 3, P + i), rows(v, P + i, P + i + 1)], 1, Uint8Array.of(1), shape);
+      expect(Array.from(alone.out), `row ${i}`).toEqual(Array.from(all.out.subarray(i * H * D, (i + 1) * H * D)));
+    }
+  });
+
   it('stores chunks where attention reads them, and reuses the memory of freed ones', () => {
     const kernels = new MatmulKernels();
     const a = kernels.store(Float32Array.from({ length: 192 }, (_, i) => i), 1);
