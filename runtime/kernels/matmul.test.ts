@@ -107,6 +107,24 @@ describe('matmul kernels equal a plain dequantize + dot', () => {
     expect(w.layout).toBe(quantized && interleave ? 'x4' : 'rows');
   }
 
+  it.each(['q8_0', 'q4_0', 'q4_1'] as BlockType[])('%s x4 at 7 rows (passes of 4, 2 and 1 tokens)', (type) => check(type, 7, true));
+
+  it.each(['f32', 'f16', 'q8_0', 'q4_0', 'q4_1'] as BlockType[])('%s gives a token the same bits whatever the call holds', (type) => {
+    // The scheduler batches sequences and speculative decoding verifies drafts in one call:
+    // each token's row must not depend on how many tokens share it (4-, 2- and 1-token passes).
+    for (const interleave of [true, false]) {
+      const k = new MatmulKernels({ interleave });
+      const w = k.upload(quantizeMatrix(randn(rows * cols, 21, 0.05), rows, cols, type));
+      const T = 11;
+      const x = randn(T * cols, 22);
+      const all = k.matmul(w, x, T);
+      for (const [from, n] of [[0, 1], [3, 1], [10, 1], [1, 2], [5, 4], [2, 7]]) {
+        const part = k.matmul(w, x.subarray(from * cols, (from + n) * cols), n);
+        expect(Array.from(part), `${type} ${w.layout} tokens ${from}..${from + n - 1}`).toEqual(Array.from(all.subarray(from * rows, (from + n) * rows)));
+      }
+    }
+  });
+
   it('matmulMany shares one input across mixed types, and memory grows past its start', () => {
     const k = new MatmulKernels();
     const big = quantizeMatrix(randn(2048 * 512, 9, 0.05), 2048, 512, 'f32'); // 4 MB > the initial 1 MB
@@ -236,6 +254,28 @@ describe('attention kernel', () => {
     const rows = (x: Float32Array, a: number, b: number) => kernels.store(x.subarray(a * KV * D, b * KV * D), b - a);
     const alone = kernels.attention(q.subarray(H * D, 2 * H * D), [rows(k, 0, 2), rows(k, 2, P + 2)], [rows(v, 0, 2), rows(v, 2, P + 2)], 1, Uint8Array.of(1), { heads: H, kvHeads: KV, headDim: D });
     expect(Array.from(alone.out)).toEqual(Array.from(all.out.subarray(H * D, 2 * H * D)));
+  });
+
+  it('gives every row of a causal prefill its bits alone (new keys four at a time, head groups, D not a multiple of 8)', () => {
+    const H = 6, KV = 2, D = 12, P = 6, n = 11;
+    const S = P + n;
+    const shape = { heads: H, kvHeads: KV, headDim: D };
+    const q = randn(n * H * D, 31, 0.5);
+    const k = randn(S * KV * D, 32, 0.5);
+    const v = randn(S * KV * D, 33);
+    const kernels = new MatmulKernels();
+    const causal = Uint8Array.from({ length: n * n }, (_, x) => (x % n <= Math.floor(x / n) ? 1 : 0));
+    const rows = (x: Float32Array, a: number, b: number) => kernels.store(x.subarray(a * KV * D, b * KV * D), b - a);
+    // The call a prefill chunk makes: cached keys in blocks of 4, then the n new ones.
+    const all = kernels.attention(q, [rows(k, 0, 4), rows(k, 4, P), rows(k, P, S)], [rows(v, 0, 4), rows(v, 4, P), rows(v, P, S)], n, causal, shape, true);
+    const want = plainAttention(q, k, v, P, n, causal, H, KV, D);
+    all.out.forEach((x, i) => expect(Math.abs(x - want.out[i]!)).toBeLessThan(1e-5));
+    all.last!.forEach((x, j) => expect(Math.abs(x - want.last[j]!)).toBeLessThan(1e-6));
+    for (let i = 0; i < n; i++) {
+      // Row i as a decode step: its P + i keys cached (chunked otherwise), itself new.
+      const alone = kernels.attention(q.subarray(i * H * D, (i + 1) * H * D), [rows(k, 0, 3), rows(k, 3, P + i), rows(k, P + i, P + i + 1)], [rows(v, 0, 3), rows(v, 3, P + i), rows(v, P + i, P + i + 1)], 1, Uint8Array.of(1), shape);
+      expect(Array.from(alone.out), `row ${i}`).toEqual(Array.from(all.out.subarray(i * H * D, (i + 1) * H * D)));
+    }
   });
 
   it('stores chunks where attention reads them, and reuses the memory of freed ones', () => {

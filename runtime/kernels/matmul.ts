@@ -73,7 +73,7 @@ export interface KernelWeight {
   readonly rows: number;
   readonly cols: number;
   readonly offset: number;
-  /** 'x4': quantized rows interleaved by four, scales as f32 (matmul.c's repack_x4: Q4_1 decode GEMVs 1.5× faster, Q8_0 1.15×); 'rows': as in the file. */
+  /** 'x4': quantized rows interleaved by four in column pairs, scales as f32 (matmul.c's repack_x4); 'rows': as in the file. */
   readonly layout: 'rows' | 'x4';
 }
 
@@ -91,9 +91,14 @@ export interface MatmulOptions {
   splitMinWork?: number;
 }
 
-/** How activations meet a weight type: f32 as they are, or int8 blocks in one of two orders. */
-function activationKind(type: BlockType): 'float' | 'q8' | 'q4' {
-  return type === 'f32' || type === 'f16' ? 'float' : type === 'q8_0' ? 'q8' : 'q4';
+/**
+ * How activations meet a weight: f32 as they are, or int8 blocks in one of two orders —
+ * natural ('q8': Q8_0 rows and every x4 layout) or permuted for Q4 rows as in the file
+ * (matmul.c's quantize_block).
+ */
+function activationKind(w: { type: BlockType; layout: KernelWeight['layout'] }): 'float' | 'q8' | 'q4' {
+  if (w.type === 'f32' || w.type === 'f16') return 'float';
+  return w.type === 'q8_0' || w.layout === 'x4' ? 'q8' : 'q4';
 }
 
 const PAGE = 65536;
@@ -201,7 +206,7 @@ export class MatmulKernels {
     const data = m.data; // once: an UploadedMatrix copies its blocks out on every read
     if (data.length !== bytes) throw new RangeError(`${m.type} ${m.rows}×${m.cols} needs ${bytes} bytes, got ${data.length}`);
     const offset = this.top;
-    const x4 = this.interleave && activationKind(m.type) !== 'float' && m.rows % 4 === 0;
+    const x4 = this.interleave && m.type !== 'f32' && m.type !== 'f16' && m.rows % 4 === 0;
     const held = x4 ? this.fns.x4_bytes(GGML_TYPE_ID[m.type], m.rows, m.cols) : bytes;
     // Interleaving reads the file's blocks from scratch space just past the destination.
     const src = x4 ? align16(offset + held) : offset;
@@ -228,11 +233,12 @@ export class MatmulKernels {
       return { type: w.type, rows: r1 - r0, cols: w.cols, data };
     }
     // matmul.c's repack_x4: per group of 4 rows and block b, the 4 scales as f32, the 4
-    // offsets (Q4 only; for Q4_1 its mins), then the 4 rows' quants; a file block is scale
-    // [, min] as f16, quants. The scales came from f16, so converting back is exact.
+    // offsets (Q4 only; for Q4_1 its mins), then the 4 rows' quants a byte each by column
+    // pairs; a file block is scale [, min] as f16, quants (Q4: value c in byte c & 15, low
+    // nibble for c < 16). The scales came from f16, so converting back is exact.
     const nb = w.cols / QK;
     const bs = rb / nb;
-    const nq = w.type === 'q8_0' ? 32 : 16;
+    const q8 = w.type === 'q8_0';
     const head = w.type === 'q4_1' ? 4 : 2;
     const gb = this.fns.x4_bytes(GGML_TYPE_ID[w.type], 4, QK);
     const f32 = new Float32Array(this.memory.buffer);
@@ -246,10 +252,15 @@ export class MatmulKernels {
       const k = r & 3;
       for (let b = 0; b < nb; b++) {
         const src = w.offset + (g * nb + b) * gb;
+        const quants = src + (q8 ? 16 : 32);
         const dst = (r - r0) * rb + b * bs;
         putHalf(dst, f32[(src >> 2) + k]!);
         if (head === 4) putHalf(dst + 2, f32[(src >> 2) + 4 + k]!);
-        data.set(mem.subarray(src + gb - 4 * nq + k * nq, src + gb - 4 * nq + (k + 1) * nq), dst + head);
+        for (let c = 0; c < QK; c++) {
+          const q = mem[quants + (c >> 1) * 8 + 2 * k + (c & 1)]!;
+          if (q8) data[dst + head + c] = q;
+          else data[dst + head + (c & 15)]! |= q << (c < 16 ? 0 : 4);
+        }
       }
     }
     return { type: w.type, rows: r1 - r0, cols: w.cols, data };
@@ -389,7 +400,7 @@ export class MatmulKernels {
       p = align16(p + 4 * T * w.rows);
       return o;
     });
-    const kinds = new Set(ws.map((w) => activationKind(w.type)));
+    const kinds = new Set(ws.map(activationKind));
     const act: Partial<Record<'q8' | 'q4', [number, number, number]>> = {};
     for (const kind of ['q8', 'q4'] as const) {
       if (!kinds.has(kind)) continue;
@@ -406,7 +417,7 @@ export class MatmulKernels {
     }
     ws.forEach((w, i) => {
       const y = yOffs[i]!;
-      const kind = activationKind(w.type);
+      const kind = activationKind(w);
       const id = GGML_TYPE_ID[w.type];
       const work = w.rows * cols * T;
       if (kind === 'float') this.split('matmul_float', 0, w.rows, work, (a, b) => [id, w.offset, w.rows, cols, xOff, T, y, a, b]);
