@@ -22,9 +22,9 @@ import { createEngine } from '../engine/index.js';
 import { round } from '../engine/bench-support.js';
 import type { ModelSpec } from '../engine/model-spec.js';
 
-/** Open questions of the kind SoT is for (the router decides per question), written for this bench. */
+/** Open questions of the kind SoT is for (the router decides per question): the graph's default input, then two written for this bench. */
 const QUESTIONS = [
-  'How can a small team make its weekly meetings more useful?',
+  'How do I plan a small garden?',
   'What should I think about before adopting a dog?',
   'How do I get ready for a first long bicycle tour?',
 ];

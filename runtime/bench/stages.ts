@@ -35,8 +35,8 @@
  *   its model calls (`stacked_sot_vs_plain`, `selfspec_sot_vs_plain`).
  * - With the model's skip adapter for r = 2 (`skein train skip`, runtime/adapters): the same
  *   decode, agreement and perplexity figures for the adapted kept layers (`skip2_adapted…`,
- *   merged and re-quantized to q8_0 as the runtime does; `…_same_type` re-quantized to each
- *   projection's own type), and self-speculative drafting with them (`skip2_selfspec_adapted…`);
+ *   merged and re-quantized to each projection's own type as the runtime does; `…_q8` to
+ *   q8_0), and self-speculative drafting with them (`skip2_selfspec_adapted…`);
  *   beside them the bandwidth bound (`…_bandwidth_bound`: weight bytes per decode step, full ÷
  *   kept, runtime/stages/decode-bytes.ts).
  *
@@ -281,14 +281,14 @@ interface Part {
 
 type Log = (line: string) => void;
 
-/** The model's skip adapter for r = 2 merged two ways (q8_0, the runtime's, and each projection's own type), or null when it has none. */
-type Adapted = { q8: AdaptedModel; same: AdaptedModel } | null;
+/** The model's skip adapter for r = 2 merged two ways (each projection's own type, the runtime's, and q8_0), or null when it has none. */
+type Adapted = { same: AdaptedModel; q8: AdaptedModel } | null;
 
-/** Variants per adapted model: `skip2_adapted…` (q8_0) and `skip2_adapted_same_type…`; `make` gives them by suffix. */
+/** Variants per adapted model: `skip2_adapted…` (own type, the runtime's) and `skip2_adapted_q8…`; `make` gives them by suffix. */
 function adaptedVariants<T>(adapted: Adapted, make: (m: AdaptedModel) => Record<string, T>): Record<string, T> {
   if (adapted === null) return {};
   const out: Record<string, T> = {};
-  for (const [tag, m] of [['adapted', adapted.q8], ['adapted_same_type', adapted.same]] as const) {
+  for (const [tag, m] of [['adapted', adapted.same], ['adapted_q8', adapted.q8]] as const) {
     for (const [suffix, v] of Object.entries(make(m))) out[suffix === '' ? `skip2_${tag}` : `skip2_${suffix}_${tag}`] = v;
   }
   return out;
@@ -303,10 +303,10 @@ function loadAdapted(model: LoadedModel, log: Log): { adapted: Adapted; figures:
     return { adapted: null, figures: {} };
   }
   const adapter = readSkipAdapter(file, model.config, checkpointSha256(model.source));
-  const q8 = adaptedModel(model, adapter);
-  const same = adaptedModel(model, adapter, { blockType: 'same' });
+  const same = adaptedModel(model, adapter);
+  const q8 = adaptedModel(model, adapter, { blockType: 'q8_0' });
   const mb = (n: number) => round(n / 2 ** 20, 1);
-  log(`stages: skip adapter ${file} (rank ${adapter.meta.rank}); merged: ${mb(q8.ownedBytes.tensors)} MB f32 tensors + ${mb(q8.ownedBytes.blocks)} MB q8_0 blocks`);
+  log(`stages: skip adapter ${file} (rank ${adapter.meta.rank}); merged: ${mb(same.ownedBytes.tensors)} MB f32 tensors + ${mb(same.ownedBytes.blocks)} MB blocks of the base's types (q8_0: ${mb(q8.ownedBytes.blocks)} MB)`);
   return {
     adapted: { q8, same },
     figures: {
@@ -314,7 +314,7 @@ function loadAdapted(model: LoadedModel, log: Log): { adapted: Adapted; figures:
         file: path.relative(process.cwd(), file),
         rank: adapter.meta.rank,
         training: adapter.meta.training,
-        merged_mb: { f32_tensors: mb(q8.ownedBytes.tensors), q8_0_blocks: mb(q8.ownedBytes.blocks), same_type_blocks: mb(same.ownedBytes.blocks) },
+        merged_mb: { f32_tensors: mb(same.ownedBytes.tensors), same_type_blocks: mb(same.ownedBytes.blocks), q8_0_blocks: mb(q8.ownedBytes.blocks) },
       },
     },
   };
@@ -339,7 +339,7 @@ function measureDecode(model: LoadedModel, tokenizer: ModelTokenizer, o: Setting
     // does not survive (top-1 agreement 0 % at 24/30 layers vs 57 % with a middle block).
     [`selfspec_mid${String(o.specTarget).replace('.', '')}`]: { decodeLayers: middleBlockLayers(L, o.specTarget), skipMode: 'self-speculative', drafts: o.drafts },
     // The kept layers with the model's skip adapter merged in (`skein train skip`), beside the
-    // unadapted ones: re-quantized to q8_0 (what the runtime uses) and to each projection's own type.
+    // unadapted ones: re-quantized to each projection's own type (what the runtime uses) and to q8_0.
     ...adaptedVariants(adapted, (m) => ({
       '': { decodeLayers: uls, decodeModel: m },
       selfspec: { decodeLayers: uls, skipMode: 'self-speculative' as const, drafts: o.drafts, decodeModel: m },
