@@ -12,7 +12,8 @@
  *
  * compress is not stacked here: a SoT call's prompt is the question (and the skeleton), a
  * few dozen tokens with nothing to drop. Ratios: `stacked_sot_vs_plain` and
- * `selfspec_sot_vs_plain`, plain wall time / variant wall time (above 1 is faster).
+ * `selfspec_sot_vs_plain`, plain wall time / variant wall time (above 1 is faster), and the
+ * same in this process's CPU time (`…_cpu_vs_plain`).
  */
 import * as fs from 'node:fs';
 import { firstValueFrom, toArray } from 'rxjs';
@@ -37,6 +38,8 @@ const VARIANTS: Record<string, Stages | undefined> = {
 
 interface SotRun {
   ms: number;
+  /** This process's CPU time (the engine runs on its main thread): robust to the box's other work, which wall time is not. */
+  cpuMs: number;
   answer: string;
   route: string;
   tokensOut: number;
@@ -63,15 +66,17 @@ export async function measureSotStacked(spec: ModelSpec, log: (line: string) => 
     const runOnce = async (stages: Stages | undefined, question: string): Promise<SotRun> => {
       const compiled = compileGraph((stages ? withStages(graph, stages) : graph) as never, { source: 'graphs/sot.json' });
       const t0 = performance.now();
+      const c0 = process.cpuUsage();
       const events = await firstValueFrom(runCompiled(compiled, { question }, { engine, seed: 1 }).pipe(toArray()));
       const ms = performance.now() - t0;
+      const cpu = process.cpuUsage(c0);
       const end = events.find((e): e is Extract<RunEvent, { type: 'run-end' }> => e.type === 'run-end')!;
       if (end.status !== 'ok') throw new Error(`sot run ${end.status}: ${end.error?.message ?? ''}`);
       const routed = events.some((e) => e.type === 'node-start' && e.node === 'skeleton') ? 'sot' : 'direct';
       const stageEvents: Record<string, number> = {};
       for (const e of events) if (e.type === 'stage') stageEvents[e.stage] = (stageEvents[e.stage] ?? 0) + 1;
       const tokensOut = Object.values(end.usage).reduce((n, u) => n + u.tokensOut, 0);
-      return { ms, answer: String(end.output?.answer ?? ''), route: routed, tokensOut, stageEvents };
+      return { ms, cpuMs: (cpu.user + cpu.system) / 1000, answer: String(end.output?.answer ?? ''), route: routed, tokensOut, stageEvents };
     };
     await runOnce(undefined, 'Warm up: name three colours.'); // kernels and the engine's one-time costs
     const runs: Record<string, SotRun[]> = {};
@@ -79,14 +84,15 @@ export async function measureSotStacked(spec: ModelSpec, log: (line: string) => 
       for (const [name, stages] of Object.entries(VARIANTS)) {
         const r = await runOnce(stages, question);
         (runs[name] ??= []).push(r);
-        log(`  sot ${name.padEnd(8)} ${(r.ms / 1000).toFixed(1)} s, ${r.route}, ${r.tokensOut} tokens out, ${JSON.stringify(r.answer.slice(0, 70))}`);
+        log(`  sot ${name.padEnd(8)} ${(r.ms / 1000).toFixed(1)} s (cpu ${(r.cpuMs / 1000).toFixed(1)} s), ${r.route}, ${r.tokensOut} tokens out, ${JSON.stringify(r.answer.slice(0, 70))}`);
       }
     }
-    const total = (name: string) => runs[name]!.reduce((n, r) => n + r.ms, 0);
+    const total = (name: string, key: 'ms' | 'cpuMs' = 'ms') => runs[name]!.reduce((n, r) => n + r[key], 0);
     const ratios: Record<string, number> = {};
     const quality: Record<string, number | boolean> = {};
     for (const name of Object.keys(VARIANTS).filter((n) => n !== 'plain')) {
       ratios[`${name}_sot_vs_plain`] = round(total('plain') / total(name));
+      ratios[`${name}_sot_cpu_vs_plain`] = round(total('plain', 'cpuMs') / total(name, 'cpuMs'));
       const agree = runs[name]!.map((r, i) => wordAgreement(r.answer, runs.plain![i]!.answer));
       quality[`${name}_sot_identical`] = runs[name]!.every((r, i) => r.answer === runs.plain![i]!.answer);
       quality[`${name}_sot_word_agreement`] = round(agree.reduce((n, a) => n + a.share, 0) / agree.length);
@@ -99,7 +105,7 @@ export async function measureSotStacked(spec: ModelSpec, log: (line: string) => 
         sot_stacked: Object.fromEntries(
           Object.entries(runs).map(([name, rs]) => [
             name,
-            rs.map((r) => ({ seconds: round(r.ms / 1000, 1), route: r.route, tokens_out: r.tokensOut, stage_events: r.stageEvents, answer: r.answer.slice(0, 240) })),
+            rs.map((r) => ({ seconds: round(r.ms / 1000, 1), cpu_seconds: round(r.cpuMs / 1000, 1), route: r.route, tokens_out: r.tokensOut, stage_events: r.stageEvents, answer: r.answer.slice(0, 240) })),
           ]),
         ),
         sot_stages: Object.fromEntries(Object.entries(VARIANTS).map(([k, v]) => [k, v ?? {}])),
