@@ -32,7 +32,8 @@ export const stagesSchema = {
       description: 'LazyLLM progressive pruning of prompt tokens during prefill.',
       properties: {
         keepRatio: {
-          description: 'Share of the prompt kept after the last pruning layer (spread geometrically over the layers), or one cumulative share per layer.',
+          description:
+            "Share of the prompt kept after the last pruning layer (spread geometrically over the layers), or one cumulative share per layer; absent: the stage's default schedule for long prompts (with `layers` it is needed).",
           oneOf: [
             { type: 'number', exclusiveMinimum: 0, maximum: 1 },
             { type: 'array', minItems: 1, items: { type: 'number', exclusiveMinimum: 0, maximum: 1 } },
@@ -51,7 +52,6 @@ export const stagesSchema = {
           description: 'Aux Cache: pruned tokens revived per pruning layer per later step when the new last token attends to them (default 4; 0 prunes statically).',
         },
       },
-      required: ['keepRatio'],
     },
     skipLayers: {
       type: 'object',

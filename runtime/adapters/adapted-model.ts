@@ -4,9 +4,11 @@
  * head, the other layers' tensors and blocks) and owns only the merged projections.
  *
  * Block weights (GGUF): a merged projection is re-quantized to `blockType` for the
- * forward's kernels. q8_0 by default: the LoRA update is small next to a Q4 step (re-
- * quantizing to Q4_1 rounds most of it away; `skein bench stages` measures both), and
- * q8_0 rows cost 1.7× the bytes of Q4_1 ones. The f32 tensors of a merged layer are the
+ * forward's kernels, by default its own base type ('same'): lossy skipping is there for
+ * speed, and a batch-1 decode step streams its weights, so q8_0 rows (1.7× the bytes of
+ * Q4_1 ones) would leave SmolLM2's 15 kept layers reading 86 MB per token against 96 MB
+ * for all 30 (runtime/stages/decode-bytes.ts): a 1.1× bound instead of 1.5×. The price:
+ * a Q4 step rounds away part of the LoRA update (`skein bench stages` measures both). The f32 tensors of a merged layer are the
  * dequantized blocks, so the reference forward runs on exactly what the kernels multiply
  * by. Memory (SmolLM2-135M, r = 2, 15 layers): the f32 tensors of the merged layers
  * (~213 MB of tensor heap) and the forward's own copy of the view's blocks in kernel
@@ -35,7 +37,7 @@ export interface AdaptedModel extends LoadedModel {
 }
 
 export interface AdaptOptions {
-  /** Block type of merged projections on a block-weight model: 'same' keeps each projection's own. */
+  /** Block type of merged projections on a block-weight model: 'same' (default) keeps each projection's own. */
   blockType?: BlockType | 'same';
 }
 
@@ -55,7 +57,7 @@ export function adaptedModel(base: LoadedModel, adapter: SkipAdapter, o: AdaptOp
       const delta = loraDelta(adapter.lora[i]![p], inDim, outDim, meta.rank, meta.scale);
       for (let j = 0; j < merged.length; j++) merged[j]! += delta[j]!;
       if (B !== undefined) {
-        const type = o.blockType === undefined ? 'q8_0' : o.blockType === 'same' ? B[p].type : o.blockType;
+        const type = o.blockType === undefined || o.blockType === 'same' ? B[p].type : o.blockType;
         const blocks = quantizeMatrix(transpose(merged, inDim, outDim), outDim, inDim, type); // (out, in)
         B[p] = blocks;
         blockBytes += blocks.data.byteLength;

@@ -101,15 +101,15 @@ describe('merging an adapter', () => {
     view.dispose();
   });
 
-  it('re-quantizes a block model\'s merged projections (q8_0 by default) and keeps f32 tensors equal to the blocks', () => {
+  it('re-quantizes a block model\'s merged projections (to their own type by default) and keeps f32 tensors equal to the blocks', () => {
     const q = quantizeModel(randomModel({ hiddenSize: 32, numHeads: 4, numKvHeads: 2, numLayers: L, vocabSize: 64, intermediateSize: 64 }, 5), 'q4_1');
     const a = adapter(q);
     const before = tf.memory().numTensors;
-    for (const blockType of ['q8_0', 'same'] as const) {
-      const view = adaptedModel(q, a, { blockType });
+    for (const blockType of ['q8_0', undefined] as const) {
+      const view = adaptedModel(q, a, blockType ? { blockType } : {});
       const l = a.meta.layers[1]!;
       const blocks = view.blockWeights!.layers[l]!.wGate;
-      expect(blocks.type).toBe(blockType === 'same' ? 'q4_1' : 'q8_0');
+      expect(blocks.type).toBe(blockType ?? 'q4_1');
       const [inDim, outDim] = projectionShape(q.config, 'wGate');
       const exact = tf.tidy(() =>
         tf.add(q.weights.layers[l]!.wGate, tf.mul(tf.matMul(tf.tensor2d(a.lora[1]!.wGate.a, [inDim, 2]), tf.tensor2d(a.lora[1]!.wGate.b, [2, outDim])), 1.5)).dataSync(),

@@ -15,31 +15,36 @@
  *   scored teacher-forced through the kept layers (what lossy decoding computes).
  * - Agreement of each lossy variant's greedy output with the full model's: share of equal
  *   tokens and the first position where they part.
- * - Prefill, `parts=lazy` (`items` passage-QA prompts padded with other passages to `tokens`
- *   tokens, the scheduler's 128-token chunks): TTFT for full, LazyLLM at `keep` (default 0.5,
- *   the paper's stage depths) with Aux-Cache revival (`revive` per layer and step, default
- *   the stage's), the same schedule without revival, static pruning (one stage at the first
- *   layer, same final share, no revival) and random pruning (same schedule, random tokens);
- *   accuracy (the answer in the greedy output) and the answer's NLL, teacher-forced through
- *   the same scheduler path (so revival in decode counts), on the same items.
+ * - Prefill, `parts=lazy` (`items` passage-QA prompts padded with other passages to each of
+ *   `tokens` (a list: `tokens=2048,4096`), the scheduler's 128-token chunks): TTFT for full,
+ *   LazyLLM with Aux-Cache revival (`revive` per layer and step, default the stage's) on the
+ *   schedule under test (`lazy-layers` + `lazy-keep`, or `keep` at the paper's depths, else
+ *   the stage's default), the same schedule without revival, static pruning (one stage at the
+ *   first layer, same final share, no revival), random pruning (same schedule, random
+ *   tokens) and any `alt` schedules (`alt=4,10,20:0.5,0.3,0.2;…`); `variants` picks some.
+ *   Accuracy (the answer in the greedy output) and the answer's NLL, teacher-forced through
+ *   the same scheduler path (so revival in decode counts), on the same items; the share of
+ *   token-layers each schedule computes. Keys per length: `lazy_ttft_2k_vs_full`,
+ *   `lazy_accuracy_2k_delta`, `lazy_answer_nll_2k_delta`, ….
  * - Stacking, `parts=stacked` (the same prompts): compress to 33 % (the engine's compress
  *   stage, its default scorer), then prunedPrefill and skipLayers r=2 (lossy) on what is
  *   left, vs the plain run and compress alone: TTFT (compression included), decode tok/s,
  *   accuracy and answer NLL; the answer's retention in the compressed prompt beside a
  *   random-score control (the compress re-measure on this model).
- *
- * `--arg parts=decode,ppl,lazy,stacked` runs only some parts (decode,ppl,lazy by default;
- * `prefill` is lazy's old name).
- *
+ * - SoT, `parts=sot` (stages-sot.ts): graphs/sot.json end to end, plain vs stages stacked on
+ *   its model calls (`stacked_sot_vs_plain`, `selfspec_sot_vs_plain`).
  * - With the model's skip adapter for r = 2 (`skein train skip`, runtime/adapters): the same
  *   decode, agreement and perplexity figures for the adapted kept layers (`skip2_adapted…`,
- *   merged and re-quantized to q8_0 as the runtime does; `…_same_type` re-quantized to each
- *   projection's own type), and self-speculative drafting with them (`skip2_selfspec_adapted…`).
+ *   merged and re-quantized to each projection's own type as the runtime does; `…_q8` to
+ *   q8_0), and self-speculative drafting with them (`skip2_selfspec_adapted…`);
+ *   beside them the bandwidth bound (`…_bandwidth_bound`: weight bytes per decode step, full ÷
+ *   kept, runtime/stages/decode-bytes.ts).
  *
- * Not measured here: stacking with SoT.
+ * `--arg parts=decode,ppl,lazy,stacked,sot` runs only some parts (decode,ppl,lazy by default;
+ * `prefill` is lazy's old name).
  *
  * @example
- * npx skein bench stages --json --arg items=2 --arg tokens=1024
+ * npx skein bench stages --json --arg parts=lazy --arg items=3 --arg tokens=2048,4096
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -57,11 +62,13 @@ import { forward, prepareModel } from '../model/forward.js';
 import { mulberry32 } from '../model/random.js';
 import type { LayerKvChunks, LoadedModel } from '../model/types.js';
 import { pruneSteps, Scheduler, type SequenceShape, type SequenceSummary, type TokenSampler } from '../scheduler/scheduler.js';
-import { lazySchedule, randomKeep } from '../stages/lazy-schedule.js';
+import { decodeWeightBytes } from '../stages/decode-bytes.js';
+import { lazySchedule, randomKeep, tokenLayerShare, type LazySchedule } from '../stages/lazy-schedule.js';
 import { compressIds, questionOf, randomScoreCompress } from './compress.js';
 import { earlyExitLayers, middleBlockLayers, unifiedLayers } from '../stages/layer-selection.js';
 import { scoreEvalItem, type EvalItem } from '../train/data/instruct.js';
 import { registerBench } from './index.js';
+import { measureSotStacked } from './stages-sot.js';
 
 const DEFAULT_MODEL = 'smollm2-135m-instruct';
 const CHUNK = 128;
@@ -91,9 +98,30 @@ interface Run {
   summary: SequenceSummary;
 }
 
-/** One request alone on a fresh scheduler (no prefix cache), greedy unless a sampler is given, timed per token. */
-function runOne(model: LoadedModel, ids: number[], maxTokens: number, shape?: SequenceShape, sampler: TokenSampler = (row) => argmax(row)): Run {
-  const s = new Scheduler({ model, sampler: () => sampler, prefillChunk: CHUNK, prefixSharing: false });
+/**
+ * A scheduler that runs one request at a time with the sampler `use` sets before each submit
+ * (the scheduler asks for a request's sampler at submit). `prefixSharing` keeps a finished
+ * request's prompt KV for the next one: the full model's teacher-forced pass reuses its
+ * greedy run's prefill, which saves a whole long prefill per item.
+ */
+function benchScheduler(model: LoadedModel, prefixSharing: boolean): { s: Scheduler; use: (x: TokenSampler) => void } {
+  let sampler: TokenSampler = (row) => argmax(row);
+  const s = new Scheduler({ model, sampler: () => sampler, prefillChunk: CHUNK, prefixSharing });
+  return { s, use: (x) => (sampler = x) };
+}
+
+/** One request alone on a fresh scheduler (no prefix cache) or the given one, greedy unless a sampler is given, timed per token. */
+function runOne(
+  model: LoadedModel,
+  ids: number[],
+  maxTokens: number,
+  shape?: SequenceShape,
+  sampler: TokenSampler = (row) => argmax(row),
+  reuse?: ReturnType<typeof benchScheduler>,
+): Run {
+  const bench = reuse ?? benchScheduler(model, false);
+  bench.use(sampler);
+  const s = bench.s;
   const tokens: number[] = [];
   let tFirst = 0;
   let cpuFirst = 0;
@@ -121,7 +149,7 @@ function runOne(model: LoadedModel, ids: number[], maxTokens: number, shape?: Se
   );
   while (s.hasWork()) s.step();
   const t1 = performance.now();
-  s.pool.clearCache();
+  if (reuse === undefined) s.pool.clearCache();
   if (error) throw error;
   return { tokens, ttftMs: tFirst - t0, ttftCpuMs: cpuFirst - c0, decodeTps: ((tokens.length - 1) * 1000) / (t1 - tFirst), summary: summary! };
 }
@@ -131,13 +159,20 @@ function runOne(model: LoadedModel, ids: number[], maxTokens: number, shape?: Se
  * sampler records each row's −log p of the next answer token and returns that token, so
  * the rows are the ones a shaped run computes (pruned prefill, revival in decode).
  */
-function forcedNll(model: LoadedModel, ids: number[], answer: number[], shape?: SequenceShape): { nll: number; run: Run } {
+function forcedNll(model: LoadedModel, ids: number[], answer: number[], shape?: SequenceShape, reuse?: ReturnType<typeof benchScheduler>): { nll: number; run: Run } {
   const nll: number[] = [];
-  const run = runOne(model, ids, answer.length, shape, (row) => {
-    const next = answer[nll.length]!;
-    nll.push(-logSoftmaxAt(row, next));
-    return next;
-  });
+  const run = runOne(
+    model,
+    ids,
+    answer.length,
+    shape,
+    (row) => {
+      const next = answer[nll.length]!;
+      nll.push(-logSoftmaxAt(row, next));
+      return next;
+    },
+    reuse,
+  );
   return { nll: mean(nll), run };
 }
 
@@ -219,10 +254,17 @@ interface Settings {
   items: EvalItem[];
   /** Every built item: the pool distractor passages come from. */
   pool: EvalItem[];
-  tokens: number;
+  /** Prompt lengths for lazy (each); stacked uses the first. */
+  tokens: number[];
   decodeTokens: number;
   reps: number;
-  keepRatio: number;
+  /** The LazyLLM schedule under test (scheduleUnderTest): shares and layers, absent for the stage's default. */
+  lazyKeep?: number[];
+  lazyLayers?: number[];
+  /** Which of lazy, lazy_norevive, static, random run beside full. */
+  lazyVariants: string[];
+  /** Further schedules measured beside (`--arg alt=8,18,26:0.5,0.3,0.2;6,12,20:0.6,0.4,0.25`). */
+  lazyAlternatives: { layers: number[]; keep: number[] }[];
   specTarget: number;
   drafts: number;
   pplContext: number;
@@ -239,14 +281,14 @@ interface Part {
 
 type Log = (line: string) => void;
 
-/** The model's skip adapter for r = 2 merged two ways (q8_0, the runtime's, and each projection's own type), or null when it has none. */
-type Adapted = { q8: AdaptedModel; same: AdaptedModel } | null;
+/** The model's skip adapter for r = 2 merged two ways (each projection's own type, the runtime's, and q8_0), or null when it has none. */
+type Adapted = { same: AdaptedModel; q8: AdaptedModel } | null;
 
-/** Variants per adapted model: `skip2_adapted…` (q8_0) and `skip2_adapted_same_type…`; `make` gives them by suffix. */
+/** Variants per adapted model: `skip2_adapted…` (own type, the runtime's) and `skip2_adapted_q8…`; `make` gives them by suffix. */
 function adaptedVariants<T>(adapted: Adapted, make: (m: AdaptedModel) => Record<string, T>): Record<string, T> {
   if (adapted === null) return {};
   const out: Record<string, T> = {};
-  for (const [tag, m] of [['adapted', adapted.q8], ['adapted_same_type', adapted.same]] as const) {
+  for (const [tag, m] of [['adapted', adapted.same], ['adapted_q8', adapted.q8]] as const) {
     for (const [suffix, v] of Object.entries(make(m))) out[suffix === '' ? `skip2_${tag}` : `skip2_${suffix}_${tag}`] = v;
   }
   return out;
@@ -261,10 +303,10 @@ function loadAdapted(model: LoadedModel, log: Log): { adapted: Adapted; figures:
     return { adapted: null, figures: {} };
   }
   const adapter = readSkipAdapter(file, model.config, checkpointSha256(model.source));
-  const q8 = adaptedModel(model, adapter);
-  const same = adaptedModel(model, adapter, { blockType: 'same' });
+  const same = adaptedModel(model, adapter);
+  const q8 = adaptedModel(model, adapter, { blockType: 'q8_0' });
   const mb = (n: number) => round(n / 2 ** 20, 1);
-  log(`stages: skip adapter ${file} (rank ${adapter.meta.rank}); merged: ${mb(q8.ownedBytes.tensors)} MB f32 tensors + ${mb(q8.ownedBytes.blocks)} MB q8_0 blocks`);
+  log(`stages: skip adapter ${file} (rank ${adapter.meta.rank}); merged: ${mb(same.ownedBytes.tensors)} MB f32 tensors + ${mb(same.ownedBytes.blocks)} MB blocks of the base's types (q8_0: ${mb(q8.ownedBytes.blocks)} MB)`);
   return {
     adapted: { q8, same },
     figures: {
@@ -272,7 +314,7 @@ function loadAdapted(model: LoadedModel, log: Log): { adapted: Adapted; figures:
         file: path.relative(process.cwd(), file),
         rank: adapter.meta.rank,
         training: adapter.meta.training,
-        merged_mb: { f32_tensors: mb(q8.ownedBytes.tensors), q8_0_blocks: mb(q8.ownedBytes.blocks), same_type_blocks: mb(same.ownedBytes.blocks) },
+        merged_mb: { f32_tensors: mb(same.ownedBytes.tensors), same_type_blocks: mb(same.ownedBytes.blocks), q8_0_blocks: mb(q8.ownedBytes.blocks) },
       },
     },
   };
@@ -297,7 +339,7 @@ function measureDecode(model: LoadedModel, tokenizer: ModelTokenizer, o: Setting
     // does not survive (top-1 agreement 0 % at 24/30 layers vs 57 % with a middle block).
     [`selfspec_mid${String(o.specTarget).replace('.', '')}`]: { decodeLayers: middleBlockLayers(L, o.specTarget), skipMode: 'self-speculative', drafts: o.drafts },
     // The kept layers with the model's skip adapter merged in (`skein train skip`), beside the
-    // unadapted ones: re-quantized to q8_0 (what the runtime uses) and to each projection's own type.
+    // unadapted ones: re-quantized to each projection's own type (what the runtime uses) and to q8_0.
     ...adaptedVariants(adapted, (m) => ({
       '': { decodeLayers: uls, decodeModel: m },
       selfspec: { decodeLayers: uls, skipMode: 'self-speculative' as const, drafts: o.drafts, decodeModel: m },
@@ -332,6 +374,15 @@ function measureDecode(model: LoadedModel, tokenizer: ModelTokenizer, o: Setting
     }
   }
   part.figures.decode_tokens_per_sec = Object.fromEntries(Object.keys(variants).map((n) => [n, round(tps(n))]));
+  // The bandwidth bound: weight bytes per decode step, full vs the kept layers (base and adapted weights).
+  const all = Array.from({ length: L }, (_, l) => l);
+  const bytes: Record<string, number> = {
+    full: decodeWeightBytes(model, all),
+    skip2: decodeWeightBytes(model, uls),
+    ...adaptedVariants(adapted, (m) => ({ '': decodeWeightBytes(m, uls) })),
+  };
+  part.figures.decode_weight_mb = Object.fromEntries(Object.entries(bytes).map(([k, v]) => [k, round(v / 1e6, 2)]));
+  for (const [k, v] of Object.entries(bytes)) if (k !== 'full') part.ratios[`${k}_bandwidth_bound`] = round(bytes.full! / v);
   return part;
 }
 
@@ -382,64 +433,105 @@ function scoreVariants(
     const answer = tokenizer.encode(item.expected, { addSpecialTokens: false });
     for (const [name, v] of Object.entries(variants)) {
       const { ids, ms, cpuMs } = v.prompt?.(k) ?? { ids: prompts[k]!, ms: 0, cpuMs: 0 };
-      const r = runOne(model, ids, 12, v.shape);
+      // An unshaped variant's teacher-forced pass reuses its greedy run's prompt KV (no second
+      // long prefill; its TTFT is not a sample then); a shaped one's prefill is private, so it
+      // runs again and gives a second TTFT sample.
+      const reuse = v.shape === undefined ? benchScheduler(model, true) : undefined;
+      const r = runOne(model, ids, GREEDY_TOKENS, v.shape, undefined, reuse);
       const text = tokenizer.decode(r.tokens, { skipSpecialTokens: true });
-      const forced = forcedNll(model, ids, answer, v.shape);
+      const forced = forcedNll(model, ids, answer, v.shape, reuse);
+      reuse?.s.pool.clearCache();
       const p = (out[name] ??= { ttft: [], ttftCpu: [], decodeTps: [], pass: [], nll: [], revived: [] });
-      // Both runs prefill the same prompt the same way: two TTFT samples per item.
-      p.ttft.push(ms + r.ttftMs, ms + forced.run.ttftMs);
-      p.ttftCpu.push(cpuMs + r.ttftCpuMs, cpuMs + forced.run.ttftCpuMs);
+      p.ttft.push(ms + r.ttftMs, ...(reuse ? [] : [ms + forced.run.ttftMs]));
+      p.ttftCpu.push(cpuMs + r.ttftCpuMs, ...(reuse ? [] : [cpuMs + forced.run.ttftCpuMs]));
       p.decodeTps.push(r.decodeTps);
       p.pass.push(scoreEvalItem(item, text).pass ? 1 : 0);
       p.nll.push(forced.nll);
       const revived = Object.values(r.summary.shape?.revivedAtLayer ?? {}).reduce((a, b) => a + b, 0);
       p.revived.push(revived);
       log(
-        `  item ${k} (${ids.length} tok) ${name.padEnd(13)} TTFT ${(ms + r.ttftMs).toFixed(0)} ms (cpu ${(cpuMs + r.ttftCpuMs).toFixed(0)})${ms ? ` (compress ${ms.toFixed(0)})` : ''}, answer NLL ${forced.nll.toFixed(2)}${revived ? `, revived ${revived}` : ''}, ${JSON.stringify(text.slice(0, 40))}`,
+        `  item ${k} (${ids.length} tok) ${name.padEnd(13)} TTFT ${(ms + r.ttftMs).toFixed(0)} ms (cpu ${(cpuMs + r.ttftCpuMs).toFixed(0)})${ms ? ` (compress ${ms.toFixed(0)})` : ''}, answer NLL ${forced.nll.toFixed(2)}${revived ? `, revived ${revived}` : ''}, ${JSON.stringify(text.slice(0, 60))} (expected ${JSON.stringify(item.expected)})`,
       );
     }
   });
   return out;
 }
 
+/** Greedy tokens per QA item: room for a preamble ("The answer to the question is: …") before the answer. */
+const GREEDY_TOKENS = 24;
+
 function lengthTag(tokens: number): string {
   return tokens >= 1024 ? `${Math.round(tokens / 1024)}k` : `${tokens}`;
 }
 
-/** Prefill TTFT, accuracy and answer NLL: full vs LazyLLM with revival vs without vs static vs random pruning. */
+/**
+ * The schedule under test: `lazy-layers` and `lazy-keep` when given, else one `keep` ratio
+ * at the paper's depths when given, else the stage's own default (lazy-schedule.ts).
+ */
+function scheduleUnderTest(L: number, o: Settings): LazySchedule {
+  return lazySchedule(L, {
+    ...(o.lazyLayers ? { layers: o.lazyLayers } : {}),
+    ...(o.lazyKeep ? { keepRatio: o.lazyKeep.length === 1 ? o.lazyKeep[0]! : o.lazyKeep } : {}),
+    ...(o.revive !== undefined ? { revive: o.revive } : {}),
+  });
+}
+
+/**
+ * Prefill TTFT, accuracy and answer NLL at each prompt length: full vs LazyLLM with revival
+ * vs the same schedule without it vs static (one stage at the first layer, the final share)
+ * vs random pruning (the same schedule, random tokens); `variants` picks some.
+ */
 function measureLazy(model: LoadedModel, tokenizer: ModelTokenizer, o: Settings, log: Log): Part {
   const L = model.config.numLayers;
-  const schedule = lazySchedule(L, { keepRatio: o.keepRatio, ...(o.revive !== undefined ? { revive: o.revive } : {}) });
+  const schedule = scheduleUnderTest(L, o);
+  const final = schedule.keep.at(-1)!;
   const rng = mulberry32(7);
-  const variants: Record<string, { shape?: SequenceShape }> = {
+  const all: Record<string, { shape?: SequenceShape }> = {
     full: {},
     lazy: { shape: { prune: schedule } },
     lazy_norevive: { shape: { prune: { ...schedule, revive: 0 } } },
-    static: { shape: { prune: { layers: [schedule.layers[0]!], keep: [o.keepRatio], revive: 0 } } },
+    static: { shape: { prune: { layers: [schedule.layers[0]!], keep: [final], revive: 0 } } },
     random: { shape: { prune: { ...schedule, revive: 0, choose: (live, count) => randomKeep(live, count, rng) } } },
   };
-  log(
-    `stages: lazy prefill of ${o.items.length} passage-QA prompts of ~${o.tokens} tokens; LazyLLM layers [${schedule.layers.join(',')}] keep [${schedule.keep.map((k) => k.toFixed(2)).join(',')}], revive ${schedule.revive}`,
-  );
-  const prompts = o.items.map((item) => longPrompt(tokenizer, item, o.pool.filter((p) => p !== item), o.tokens));
-  runOne(model, prompts[0]!, 1); // warm-up: the first long prefill also pays one-time costs
-  const out = scoreVariants(model, tokenizer, o, prompts, variants, log);
-  const tag = lengthTag(o.tokens);
+  // Other schedules beside the one under test (with revival), e.g. to choose a default: `alt_<layers>_<keep %>`.
+  for (const alt of o.lazyAlternatives) {
+    const a = lazySchedule(L, { layers: alt.layers, keepRatio: alt.keep, ...(o.revive !== undefined ? { revive: o.revive } : {}) });
+    all[`alt_${a.layers.join('-')}_${a.keep.map((k) => Math.round(k * 100)).join('-')}`] = { shape: { prune: a } };
+  }
+  const variants = Object.fromEntries(Object.entries(all).filter(([name]) => name === 'full' || name.startsWith('alt_') || o.lazyVariants.includes(name)));
+  const share = (shape?: SequenceShape) => (shape?.prune ? tokenLayerShare(shape.prune, L) : 1);
   const part: Part = {
     ratios: {},
-    quality: { full_accuracy: round(mean(out.full!.pass)) },
+    quality: {},
     figures: {
-      lazy_ttft_ms: Object.fromEntries(Object.entries(out).map(([k, v]) => [k, round(mean(v.ttft), 0)])),
-      lazy_answer_nll: Object.fromEntries(Object.entries(out).map(([k, v]) => [k, round(mean(v.nll))])),
-      lazy_revived_per_item: round(mean(out.lazy!.revived)),
-      lazy_decode_tokens_per_sec: Object.fromEntries(Object.entries(out).map(([k, v]) => [k, round(mean(v.decodeTps))])),
+      lazy_schedule: { layers: schedule.layers, keep: schedule.keep.map((k) => round(k, 3)), revive: schedule.revive },
+      lazy_token_layer_share: Object.fromEntries(Object.entries(variants).map(([k, v]) => [k, round(share(v.shape), 3)])),
     },
   };
-  for (const name of Object.keys(variants).filter((n) => n !== 'full')) {
-    part.ratios[`${name}_ttft_${tag}_vs_full`] = round(mean(out.full!.ttft) / mean(out[name]!.ttft));
-    part.ratios[`${name}_ttft_${tag}_cpu_vs_full`] = round(mean(out.full!.ttftCpu) / mean(out[name]!.ttftCpu));
-    part.quality[`${name}_accuracy_delta`] = round(mean(out[name]!.pass) - mean(out.full!.pass));
-    part.quality[`${name}_answer_nll_delta`] = round(mean(out[name]!.nll) - mean(out.full!.nll));
+  for (const tokens of o.tokens) {
+    const tag = lengthTag(tokens);
+    log(
+      `stages: lazy prefill of ${o.items.length} passage-QA prompts of ~${tokens} tokens; LazyLLM layers [${schedule.layers.join(',')}] keep [${schedule.keep.map((k) => k.toFixed(2)).join(',')}] (${(100 * share(variants.lazy?.shape)).toFixed(0)} % of the token-layers), revive ${schedule.revive}`,
+    );
+    const prompts = o.items.map((item) => longPrompt(tokenizer, item, o.pool.filter((p) => p !== item), tokens));
+    runOne(model, prompts[0]!.slice(0, 2 * CHUNK), 1); // warm-up: one-time costs of the chunk shapes
+    const out = scoreVariants(model, tokenizer, o, prompts, variants, log);
+    part.quality[`full_accuracy_${tag}`] = round(mean(out.full!.pass));
+    part.quality[`full_answer_nll_${tag}`] = round(mean(out.full!.nll));
+    part.figures[`lazy_${tag}`] = {
+      prompt_tokens: round(mean(prompts.map((p) => p.length)), 0),
+      ttft_ms: Object.fromEntries(Object.entries(out).map(([k, v]) => [k, round(mean(v.ttft), 0)])),
+      ttft_cpu_ms: Object.fromEntries(Object.entries(out).map(([k, v]) => [k, round(mean(v.ttftCpu), 0)])),
+      accuracy: Object.fromEntries(Object.entries(out).map(([k, v]) => [k, round(mean(v.pass))])),
+      answer_nll: Object.fromEntries(Object.entries(out).map(([k, v]) => [k, round(mean(v.nll))])),
+      revived_per_item: round(mean(out.lazy?.revived ?? [])),
+    };
+    for (const name of Object.keys(variants).filter((n) => n !== 'full')) {
+      part.ratios[`${name}_ttft_${tag}_vs_full`] = round(mean(out.full!.ttft) / mean(out[name]!.ttft));
+      part.ratios[`${name}_ttft_${tag}_cpu_vs_full`] = round(mean(out.full!.ttftCpu) / mean(out[name]!.ttftCpu));
+      part.quality[`${name}_accuracy_${tag}_delta`] = round(mean(out[name]!.pass) - mean(out.full!.pass));
+      part.quality[`${name}_answer_nll_${tag}_delta`] = round(mean(out[name]!.nll) - mean(out.full!.nll));
+    }
   }
   return part;
 }
@@ -447,9 +539,9 @@ function measureLazy(model: LoadedModel, tokenizer: ModelTokenizer, o: Settings,
 /** compress 33 % + prunedPrefill + skipLayers r=2 (lossy) vs plain and vs compress alone, on the same prompts. */
 function measureStacked(model: LoadedModel, tokenizer: ModelTokenizer, o: Settings, log: Log): Part {
   const L = model.config.numLayers;
-  const schedule = lazySchedule(L, { keepRatio: o.keepRatio, ...(o.revive !== undefined ? { revive: o.revive } : {}) });
+  const schedule = scheduleUnderTest(L, o);
   const uls = unifiedLayers(L, 2);
-  const prompts = o.items.map((item) => longPrompt(tokenizer, item, o.pool.filter((p) => p !== item), o.tokens));
+  const prompts = o.items.map((item) => longPrompt(tokenizer, item, o.pool.filter((p) => p !== item), o.tokens[0]!));
   // Compression is timed where it runs (the engine does it before prefill), once per item and reused.
   const compressed = prompts.map((ids, k) => {
     const c0 = process.cpuUsage();
@@ -464,7 +556,7 @@ function measureStacked(model: LoadedModel, tokenizer: ModelTokenizer, o: Settin
     compress33: { prompt: (k: number) => compressed[k]! },
     stacked: { prompt: (k: number) => compressed[k]!, shape: { prune: schedule, decodeLayers: uls } satisfies SequenceShape },
   };
-  log(`stages: stacked on ${o.items.length} prompts of ~${o.tokens} tokens: compress 33 % → prunedPrefill keep ${o.keepRatio} → skipLayers r=2 [${uls.join(',')}]`);
+  log(`stages: stacked on ${o.items.length} prompts of ~${o.tokens[0]} tokens: compress 33 % → prunedPrefill keep [${schedule.keep.map((k) => k.toFixed(2)).join(',')}] → skipLayers r=2 [${uls.join(',')}]`);
   runOne(model, compressed[0]!.ids, 1); // warm-up at the compressed length
   const out = scoreVariants(model, tokenizer, o, prompts, variants, log);
   const part: Part = {
@@ -490,6 +582,11 @@ function measureStacked(model: LoadedModel, tokenizer: ModelTokenizer, o: Settin
   return part;
 }
 
+/** A comma-separated list of numbers (`--arg tokens=2048,4096`). */
+function numbers(arg: string | undefined): number[] | undefined {
+  return arg === undefined ? undefined : arg.split(',').map(Number);
+}
+
 registerBench('stages', {
   description: 'skipLayers (ULS, self-speculative) and prunedPrefill (LazyLLM with Aux-Cache revival) vs full and baselines, and stacked with compress: decode tok/s, TTFT, ppl, QA',
   async run({ log, args = {} }) {
@@ -507,10 +604,16 @@ registerBench('stages', {
       const o: Settings = {
         items: pool.slice(0, nItems),
         pool,
-        tokens: Number(args.tokens ?? 1024),
+        tokens: numbers(args.tokens ?? '1024')!,
         decodeTokens: Number(args['decode-tokens'] ?? 24),
         reps: Number(args.reps ?? 2),
-        keepRatio: Number(args.keep ?? 0.5),
+        ...(args['lazy-keep'] ?? args.keep ? { lazyKeep: numbers(args['lazy-keep'] ?? args.keep) } : {}),
+        ...(args['lazy-layers'] ? { lazyLayers: numbers(args['lazy-layers']) } : {}),
+        lazyVariants: (args.variants ?? 'lazy,lazy_norevive,static,random').split(','),
+        lazyAlternatives: (args.alt ?? '')
+          .split(';')
+          .filter((x) => x.length > 0)
+          .map((x) => ({ layers: numbers(x.split(':')[0])!, keep: numbers(x.split(':')[1])! })),
         specTarget: Number(args['spec-target'] ?? 1.25),
         drafts: Number(args.drafts ?? 3),
         pplContext: Number(args['ppl-context'] ?? 96),
@@ -529,6 +632,7 @@ registerBench('stages', {
       }
       if (parts.has('lazy')) results.push(measureLazy(model, tokenizer, o, log));
       if (parts.has('stacked')) results.push(measureStacked(model, tokenizer, o, log));
+      if (parts.has('sot')) results.push(await measureSotStacked(spec, log, Number(args.questions ?? 3)));
       const { items: _items, pool: _pool, ...settings } = o;
       return {
         model: modelName,
@@ -537,7 +641,7 @@ registerBench('stages', {
         ...Object.assign({}, ...results.map((r) => r.figures)),
         ratios: Object.assign({}, ...results.map((r) => r.ratios)),
         quality: Object.assign({}, ...results.map((r) => r.quality)),
-        not_measured: `stacking with SoT${adapted === null ? '; the adapted skip variants (the model has no skip-r2 adapter)' : ''}`,
+        ...(adapted === null && (parts.has('decode') || parts.has('ppl')) ? { not_measured: 'the adapted skip variants (the model has no skip-r2 adapter)' } : {}),
       };
     } finally {
       model.dispose();

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { BadRequestError } from '../../core/errors.js';
 import { mulberry32 } from '../model/random.js';
-import { defaultPruneLayers, keepCounts, lazySchedule, randomKeep, topKeep } from './lazy-schedule.js';
+import { DEFAULT_SCHEDULE, defaultPruneLayers, defaultSchedule, keepCounts, lazySchedule, randomKeep, tokenLayerShare, topKeep } from './lazy-schedule.js';
 
 describe('lazySchedule', () => {
   it('scales the paper stages (9, 19, 28 of 32) to the model depth', () => {
@@ -24,6 +24,25 @@ describe('lazySchedule', () => {
     expect(s).toEqual({ layers: [3, 6], keep: [0.6, 0.1], revive: 4 });
     expect(keepCounts(s, 5)).toEqual([3, 1]);
     expect(keepCounts(s, 1)).toEqual([1, 1]);
+  });
+
+  it('without keepRatio takes DEFAULT_SCHEDULE scaled to the depth; layers alone are refused', () => {
+    const s = lazySchedule(30);
+    expect(s.layers).toEqual(defaultSchedule(30).layers);
+    expect(s.keep).toEqual([...DEFAULT_SCHEDULE.keep]);
+    expect(s.revive).toBe(4);
+    expect(lazySchedule(30, { revive: 0 }).revive).toBe(0);
+    // a shallow model where two default depths land on one layer keeps the later share
+    const tiny = defaultSchedule(2);
+    expect(tiny.layers).toEqual([1]);
+    expect(tiny.keep).toEqual([DEFAULT_SCHEDULE.keep.at(-1)]);
+    expect(() => lazySchedule(30, { layers: [4, 8] })).toThrow(/keepRatio.*needed with layers/);
+  });
+
+  it('tokenLayerShare: full depth before the first stage, each span at its share', () => {
+    expect(tokenLayerShare({ layers: [8, 18, 26], keep: [1, 1, 1] }, 30)).toBe(1);
+    expect(tokenLayerShare({ layers: [10], keep: [0.5] }, 30)).toBeCloseTo((10 + 20 * 0.5) / 30, 12);
+    expect(tokenLayerShare({ layers: [4, 10, 20], keep: [0.5, 0.3, 0.2] }, 30)).toBeCloseTo(0.4, 12);
   });
 
   it('refuses bad schedules with the field named', () => {

@@ -26,8 +26,8 @@
 import { BadRequestError } from '../../core/errors.js';
 
 export interface LazyOptions {
-  /** Share of the prompt kept after the last stage, or one cumulative share per stage. */
-  keepRatio: number | readonly number[];
+  /** Share of the prompt kept after the last stage, or one cumulative share per stage; absent: DEFAULT_SCHEDULE. */
+  keepRatio?: number | readonly number[];
   /** Pruning layers, ascending, each in 1..L−1 (layer 0 has no earlier layer to score with). */
   layers?: readonly number[];
   /** Aux Cache tokens revived per pruning layer per later step at most; 0 prunes statically. */
@@ -61,8 +61,31 @@ export function defaultPruneLayers(numLayers: number): number[] {
   return out;
 }
 
-export function lazySchedule(numLayers: number, options: LazyOptions): LazySchedule {
+/**
+ * The schedule when no keepRatio is given, as shares of the depth and cumulative keep
+ * shares: PROVISIONAL (the paper's depths at 0.5) until bench stages picks one.
+ */
+export const DEFAULT_SCHEDULE: { depths: readonly number[]; keep: readonly number[] } = { depths: [9 / 32, 19 / 32, 28 / 32], keep: [0.5 ** (1 / 3), 0.5 ** (2 / 3), 0.5] };
+
+/** DEFAULT_SCHEDULE's layers for a depth (distinct, in 1..L−1) with their shares. */
+export function defaultSchedule(numLayers: number): { layers: number[]; keep: number[] } {
+  const layers: number[] = [];
+  const keep: number[] = [];
+  DEFAULT_SCHEDULE.depths.forEach((f, i) => {
+    const l = Math.min(numLayers - 1, Math.max(1, Math.round(numLayers * f)));
+    if (l > (layers.at(-1) ?? 0)) layers.push(l), keep.push(DEFAULT_SCHEDULE.keep[i]!);
+    else keep[keep.length - 1] = DEFAULT_SCHEDULE.keep[i]!; // two depths on one layer: the later (smaller) share
+  });
+  return { layers, keep };
+}
+
+export function lazySchedule(numLayers: number, options: LazyOptions = {}): LazySchedule {
   if (numLayers < 2) throw new BadRequestError('prunedPrefill', `a model of ${numLayers} layer has no layer to prune at`);
+  if (options.keepRatio === undefined) {
+    if (options.layers !== undefined) throw new BadRequestError('prunedPrefill.keepRatio', 'is needed with layers (one share, or one per layer)');
+    const d = defaultSchedule(numLayers);
+    return lazySchedule(numLayers, { layers: d.layers, keepRatio: d.keep, ...(options.revive !== undefined ? { revive: options.revive } : {}) });
+  }
   const layers = options.layers !== undefined ? [...options.layers] : defaultPruneLayers(numLayers);
   if (layers.length === 0) throw new BadRequestError('prunedPrefill.layers', 'needs at least one layer');
   layers.forEach((l, i) => {
@@ -93,6 +116,18 @@ export function lazySchedule(numLayers: number, options: LazyOptions): LazySched
 
 function checkShare(r: number, field: string): void {
   if (!(Number.isFinite(r) && r > 0 && r <= 1)) throw new BadRequestError(field, `must be in (0, 1], got ${r}`);
+}
+
+/**
+ * Share of the dense work (token × layer products) a prefill with this schedule computes,
+ * before revival: layers below the first stage see every token, each later span its
+ * stage's share. It bounds the TTFT gain from the layers' matmuls at 1/share; attention,
+ * whose cost also shrinks with the keys pruned, is on top.
+ */
+export function tokenLayerShare(schedule: { layers: readonly number[]; keep: readonly number[] }, numLayers: number): number {
+  let sum = schedule.layers[0] ?? numLayers;
+  schedule.layers.forEach((l, i) => (sum += schedule.keep[i]! * ((schedule.layers[i + 1] ?? numLayers) - l)));
+  return sum / numLayers;
 }
 
 /** Tokens kept per stage out of `n`: ceil(share·n), at least 1 (the last token), non-increasing. */
