@@ -95,6 +95,8 @@ interface Run {
   /** CPU time of this process to the first token: unlike wall time, it does not count while the box's other jobs hold the cores or the process is paused. */
   ttftCpuMs: number;
   decodeTps: number;
+  /** Tokens after the first per second of this process's CPU time (robust to the box's other work). */
+  decodeCpuTps: number;
   summary: SequenceSummary;
 }
 
@@ -149,9 +151,10 @@ function runOne(
   );
   while (s.hasWork()) s.step();
   const t1 = performance.now();
+  const cpu1 = cpu();
   if (reuse === undefined) s.pool.clearCache();
   if (error) throw error;
-  return { tokens, ttftMs: tFirst - t0, ttftCpuMs: cpuFirst - c0, decodeTps: ((tokens.length - 1) * 1000) / (t1 - tFirst), summary: summary! };
+  return { tokens, ttftMs: tFirst - t0, ttftCpuMs: cpuFirst - c0, decodeTps: ((tokens.length - 1) * 1000) / (t1 - tFirst), decodeCpuTps: ((tokens.length - 1) * 1000) / (cpu1 - cpuFirst), summary: summary! };
 }
 
 /**
@@ -355,14 +358,16 @@ function measureDecode(model: LoadedModel, tokenizer: ModelTokenizer, o: Setting
       const r = runOne(model, shortIds, o.decodeTokens, shape);
       (runs[name] ??= []).push(r);
       const f = r.summary.shape;
-      log(`  ${name.padEnd(16)} ${r.decodeTps.toFixed(2)} tok/s${f?.draftsProposed ? `  drafts ${f.draftsAccepted}/${f.draftsProposed} accepted` : ''}`);
+      log(`  ${name.padEnd(16)} ${r.decodeTps.toFixed(2)} tok/s (cpu ${r.decodeCpuTps.toFixed(2)})${f?.draftsProposed ? `  drafts ${f.draftsAccepted}/${f.draftsProposed} accepted` : ''}`);
     }
   }
   const tps = (name: string) => mean(runs[name]!.map((r) => r.decodeTps));
+  const cpuTps = (name: string) => mean(runs[name]!.map((r) => r.decodeCpuTps));
   const fullTokens = runs.full![0]!.tokens;
   const part: Part = { ratios: {}, quality: {}, figures: {} };
   for (const name of Object.keys(variants).filter((n) => n !== 'full')) {
     part.ratios[`${name}_decode_vs_full`] = round(tps(name) / tps('full'));
+    part.ratios[`${name}_decode_cpu_vs_full`] = round(cpuTps(name) / cpuTps('full'));
     if (variants[name]!.skipMode === 'self-speculative') {
       part.quality[`${name}_identical`] = runs[name]!.every((r) => r.tokens.join() === fullTokens.join());
       const f = runs[name]!.map((r) => r.summary.shape!);
@@ -374,6 +379,7 @@ function measureDecode(model: LoadedModel, tokenizer: ModelTokenizer, o: Setting
     }
   }
   part.figures.decode_tokens_per_sec = Object.fromEntries(Object.keys(variants).map((n) => [n, round(tps(n))]));
+  part.figures.decode_cpu_tokens_per_sec = Object.fromEntries(Object.keys(variants).map((n) => [n, round(cpuTps(n))]));
   // The bandwidth bound: weight bytes per decode step, full vs the kept layers (base and adapted weights).
   const all = Array.from({ length: L }, (_, l) => l);
   const bytes: Record<string, number> = {
