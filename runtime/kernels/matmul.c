@@ -254,7 +254,9 @@ void matmul_quant(int type, const uint8_t *w, int rows, int cols, const int16_t 
  * Q4 nibbles widened to bytes once here rather than in every product: kept packed (64
  * bytes, unpacked by and/shift) the same kernel ran Q4_1 at 15.0 ms for T = 128 (0.46 at
  * T = 4), for 40 % less weight memory; widening is 1.27× faster for prefill and level for
- * decode, which is bound by instructions, not memory bandwidth, at these sizes. The scales
+ * decode, which is bound by instructions, not memory bandwidth, at these sizes. Widened
+ * further to int16 (no extends, twice the bytes) it ran level at T ≥ 4 and 4–8 % faster at
+ * T = 1 with the weights in cache: not worth doubling what decode streams. The scales
  * are f32 for the same reason (f16 scales cost ~15 of ~80 wasm ops per 4 rows × 32
  * values). kernels.ts uses x4 whenever rows is a multiple of 4.
  */
