@@ -233,32 +233,40 @@ void matmul_quant(int type, const uint8_t *w, int rows, int cols, const int16_t 
  * Row-interleaved ("x4") layout, made by repack_x4 at upload from the file's blocks: for
  * each group of 4 rows and each block index b, the 4 rows' scales side by side as f32,
  * then their 4 offsets (Q4_1's m, Q4_0's −8·d, both exact in f32), then the 4 rows' 32
- * quants each as one byte, arranged by column pairs:
+ * quants each, arranged by column pairs:
  *   Q8_0x4 { f32 d[4]; int8 q[128]; }                  144 bytes (file: 4 × 34)
- *   Q4_0x4 { f32 d[4]; f32 m[4]; uint8 q[128]; }       160 bytes (file: 4 × 18)
- *   Q4_1x4 { f32 d[4]; f32 m[4]; uint8 q[128]; }       160 bytes (file: 4 × 20)
- * Pair k (columns 2k and 2k+1, k < 16) of the 4 rows is bytes 8k..8k+7:
+ *   Q4_0x4 { f32 d[4]; f32 m[4]; uint8 q[64]; }        96 bytes  (file: 4 × 18)
+ *   Q4_1x4 { f32 d[4]; f32 m[4]; uint8 q[64]; }        96 bytes  (file: 4 × 20)
+ * Pair k (columns 2k and 2k+1, k < 16) of the 4 rows is the 8 values
  *   r0c2k r0c2k+1 r1c2k r1c2k+1 r2c2k r2c2k+1 r3c2k r3c2k+1.
- * One load and extend_low/high give pairs 2u and 2u+1 as i16x8; i32x4.dot_i16x8 of a pair
- * against the activation pair (2k, 2k+1) broadcast to every lane (one load32_splat of two
- * int16) leaves the 4 rows' partial sums in its 4 lanes: no horizontal sum, and one
- * widened weight vector serves every token of a pass (matmul_x4).
+ * Widened to i16x8 and multiplied by i32x4.dot_i16x8 against the activation pair
+ * (2k, 2k+1) broadcast to every lane (one load32_splat of two int16), its 4 lanes are the
+ * 4 rows' partial sums: no horizontal sum, and one unpacked weight vector serves every
+ * token of a pass. Q8_0: pair k is bytes 8k..8k+7, so one load and extend_low/high give
+ * pairs 2u and 2u+1. Q4: the 64 bytes are four vectors s read as u16 lanes j; bits
+ * 4e..4e+3 of lane j hold lane j of pair 4s + e, so an and and a shift give each pair.
  *
- * Measured with the kernels alone (SmolLM2's 1536×576, 576×1536 and 576×576, Q4_1 and
- * Q8_0, best of 11 interleaved runs, Q4_1 / Q8_0 ms summed over the three shapes), against
- * the earlier x4 layout (each row's 32 quants together, four dot products and a 4-way
- * horizontal sum per block and token, nibbles kept packed):
- *   T = 1:   Q4_1 0.144 → 0.150, Q8_0 0.137 → 0.138 (decode: level);
- *   T = 4:   Q4_1 0.60 → 0.37,   Q8_0 0.47 → 0.35;
- *   T = 128: Q4_1 16.9 → 11.8,   Q8_0 16.4 → 11.1.
- * Q4 nibbles widened to bytes once here rather than in every product: kept packed (64
- * bytes, unpacked by and/shift) the same kernel ran Q4_1 at 15.0 ms for T = 128 (0.46 at
- * T = 4), for 40 % less weight memory; widening is 1.27× faster for prefill and level for
- * decode, which is bound by instructions, not memory bandwidth, at these sizes. The scales
- * are f32 for the same reason (f16 scales cost ~15 of ~80 wasm ops per 4 rows × 32
- * values). kernels.ts uses x4 whenever rows is a multiple of 4.
+ * The scales are f32 so that one vector op applies 4 rows' scales (f16 scales cost ~15 of
+ * ~80 wasm ops per 4 rows × 32 values, for 20 % fewer weight bytes). Measured (all 181
+ * GEMVs of a SmolLM2-135M decode step, batch 1, CPU ms per step, median of 5 interleaved,
+ * loaded 2-core host): file rows Q4_1 38.0 → x4 24.7; Q8_0 34.8 → x4 30.2 (with the first
+ * x4 quant order: one row's 32 values together, four dot products and a 4-way horizontal
+ * sum per block and token). The column pairs against it, kernels alone, SmolLM2's
+ * 1536×576, 576×1536 and 576×576 summed, best of 9–11 interleaved runs:
+ *   T = 128 (prefill): Q4_1 16.9 → 12.0 ms (with widen_q4), Q8_0 15.2 → 11.2;
+ *   T = 4:             Q4_1 0.52 → 0.43,                   Q8_0 0.47 → 0.35;
+ *   T = 1 (decode), weights cycled through 90 copies so that they come from memory as in
+ *   a real step: Q4_1 0.185 → 0.179, Q8_0 0.228 → 0.220 (in cache: level).
+ * What did not pay: Q4 stored widened to bytes (160 bytes per group; prefill as with
+ * widen_q4, decode 0.26 ms from memory, 40 % slower: decode streams the weights); widened
+ * to int16 (level, for twice the bytes); a lone token over four groups per pass (each
+ * activation pair broadcast once for 16 rows: 1.45× faster in cache, 15 % slower from
+ * memory — four weight streams at once). kernels.ts uses x4 whenever rows is a multiple
+ * of 4.
  */
-static inline size_t group_bytes(int type) { return type == T_Q8_0 ? 144 : 160; }
+/* A Q4 group widened for a multi-token call (widen_q4): its quants a byte each, as Q8_0's. */
+#define T_Q4_WIDE (-1)
+static inline size_t group_bytes(int type) { return type == T_Q8_0 ? 144 : type == T_Q4_WIDE ? 160 : 96; }
 static inline size_t block_bytes(int type) { return type == T_Q8_0 ? 34 : type == T_Q4_1 ? 20 : 18; }
 
 __attribute__((export_name("x4_bytes")))
@@ -274,6 +282,7 @@ void repack_x4(int type, const uint8_t *src, int rows, int cols, uint8_t *dst) {
       uint8_t *o = dst + ((size_t)g * nb + b) * gb;
       float *dm = (float *)o;
       uint8_t *q = o + (type == T_Q8_0 ? 16 : 32);
+      if (type != T_Q8_0) for (int i = 0; i < 64; i++) q[i] = 0;
       for (int k = 0; k < 4; k++) {
         const uint8_t *blk = src + ((size_t)(4 * g + k) * nb + b) * bs;
         const float d = f16_to_f32(load_u16(blk));
@@ -281,8 +290,14 @@ void repack_x4(int type, const uint8_t *src, int rows, int cols, uint8_t *dst) {
         if (type == T_Q4_1) dm[4 + k] = f16_to_f32(load_u16(blk + 2));
         else if (type == T_Q4_0) dm[4 + k] = d * -8.f;
         for (int c = 0; c < QK; c++) {
-          const int at = (c >> 1) * 8 + 2 * k + (c & 1);
-          q[at] = type == T_Q8_0 ? blk[head + c] : c < 16 ? blk[head + c] & 15 : blk[head + c - 16] >> 4;
+          const int pair = c >> 1, lane = 2 * k + (c & 1);
+          if (type == T_Q8_0) {
+            q[pair * 8 + lane] = blk[head + c];
+          } else {
+            const int nibble = c < 16 ? blk[head + c] & 15 : blk[head + c - 16] >> 4;
+            const int s = pair >> 2, e = pair & 3;
+            q[s * 16 + 2 * lane + (e >> 1)] |= (uint8_t)(nibble << (4 * (e & 1)));
+          }
         }
       }
     }
@@ -299,7 +314,7 @@ void repack_x4(int type, const uint8_t *src, int rows, int cols, uint8_t *dst) {
  */
 static inline __attribute__((always_inline)) void x4_pass(int type, const uint8_t *wg, int nb, const int16_t *qa, size_t qs, const float *da, const float *sa, int TT, float *y, size_t ys) {
   const size_t gb = group_bytes(type);
-  const v128_t zero = wasm_i32x4_splat(0);
+  const v128_t m4 = wasm_i16x8_splat(15), zero = wasm_i32x4_splat(0);
   v128_t acc[4], accm[4];
   for (int t = 0; t < TT; t++) acc[t] = accm[t] = wasm_f32x4_splat(0.f);
   const uint8_t *p = wg;
@@ -312,13 +327,26 @@ static inline __attribute__((always_inline)) void x4_pass(int type, const uint8_
     if (TT >= 4 || ((off) & 2) == 0) s0[t] = wasm_i32x4_add(s0[t], x);                            \
     else s1[t] = wasm_i32x4_add(s1[t], x);                                                         \
   }
-    const uint8_t *q = p + (type == T_Q8_0 ? 16 : 32);
-    for (int u = 0; u < 8; u++) {
-      const v128_t v = wasm_v128_load(q + 16 * u);
-      const v128_t w0 = wasm_i16x8_extend_low_i8x16(v), w1 = wasm_i16x8_extend_high_i8x16(v);
-      for (int t = 0; t < TT; t++) {
-        PAIR(t, w0, 4 * u)
-        PAIR(t, w1, 4 * u + 2)
+    if (type == T_Q8_0 || type == T_Q4_WIDE) {
+      for (int u = 0; u < 8; u++) {
+        const v128_t v = wasm_v128_load(p + (type == T_Q8_0 ? 16 : 32) + 16 * u);
+        const v128_t w0 = wasm_i16x8_extend_low_i8x16(v), w1 = wasm_i16x8_extend_high_i8x16(v);
+        for (int t = 0; t < TT; t++) {
+          PAIR(t, w0, 4 * u)
+          PAIR(t, w1, 4 * u + 2)
+        }
+      }
+    } else {
+      for (int u = 0; u < 4; u++) {
+        const v128_t v = wasm_v128_load(p + 32 + 16 * u);
+        const v128_t w0 = wasm_v128_and(v, m4), w1 = wasm_v128_and(wasm_u16x8_shr(v, 4), m4);
+        const v128_t w2 = wasm_v128_and(wasm_u16x8_shr(v, 8), m4), w3 = wasm_u16x8_shr(v, 12);
+        for (int t = 0; t < TT; t++) {
+          PAIR(t, w0, 8 * u)
+          PAIR(t, w1, 8 * u + 2)
+          PAIR(t, w2, 8 * u + 4)
+          PAIR(t, w3, 8 * u + 6)
+        }
       }
     }
 #undef PAIR
@@ -340,72 +368,60 @@ static inline __attribute__((always_inline)) void x4_pass(int type, const uint8_
 }
 
 /*
- * x4_pass for one token over four groups at once (16 rows): each broadcast activation
- * pair serves the four groups' weight vectors. Integer sums are exact in any order and
- * each group's float steps are those of x4_pass with TT = 1, so the bits are the same.
+ * A Q4 group's nb blocks (96 bytes each) widened to 160: scales and offsets as they are,
+ * then pair k's 8 quants a byte each at bytes 8k..8k+7 — Q8_0's arrangement, so a pass
+ * over it widens bytes (two extends) instead of unpacking nibbles (seven ops per four
+ * pairs), once per call instead of once per pass.
  */
-static inline __attribute__((always_inline)) void x4_pass_groups(int type, const uint8_t *w, size_t stride, int nb, const int16_t *qa, const float *da, const float *sa, float *y) {
-  const size_t gb = group_bytes(type);
-  const size_t qoff = type == T_Q8_0 ? 16 : 32;
-  v128_t acc[4], accm[4];
-  for (int k = 0; k < 4; k++) acc[k] = accm[k] = wasm_f32x4_splat(0.f);
-  for (int b = 0; b < nb; b++) {
-    const uint8_t *p = w + (size_t)b * gb;
-    const int16_t *a = qa + (size_t)b * QK;
-    v128_t s[4];
-    for (int k = 0; k < 4; k++) s[k] = wasm_i32x4_splat(0);
-    for (int u = 0; u < 8; u++) {
-      const v128_t x0 = wasm_v128_load32_splat(a + 4 * u), x1 = wasm_v128_load32_splat(a + 4 * u + 2);
-      for (int k = 0; k < 4; k++) {
-        const v128_t v = wasm_v128_load(p + k * stride + qoff + 16 * u);
-        s[k] = wasm_i32x4_add(s[k], wasm_i32x4_add(wasm_i32x4_dot_i16x8(wasm_i16x8_extend_low_i8x16(v), x0), wasm_i32x4_dot_i16x8(wasm_i16x8_extend_high_i8x16(v), x1)));
-      }
-    }
-    const v128_t dd = wasm_f32x4_splat(da[b]);
-    for (int k = 0; k < 4; k++) acc[k] = wasm_f32x4_add(acc[k], wasm_f32x4_mul(wasm_f32x4_convert_i32x4(s[k]), wasm_f32x4_mul(wasm_v128_load(p + k * stride), dd)));
-  }
-  if (type != T_Q8_0) {
-    for (int b = 0; b < nb; b++) {
-      const v128_t m = wasm_f32x4_splat(sa[b]);
-      for (int k = 0; k < 4; k++) accm[k] = wasm_f32x4_add(accm[k], wasm_f32x4_mul(wasm_v128_load(w + k * stride + (size_t)b * gb + 16), m));
+static void widen_q4(const uint8_t *src, int nb, uint8_t *dst) {
+  const v128_t m4 = wasm_i16x8_splat(15);
+  for (int b = 0; b < nb; b++, src += 96, dst += 160) {
+    wasm_v128_store(dst, wasm_v128_load(src));
+    wasm_v128_store(dst + 16, wasm_v128_load(src + 16));
+    for (int s = 0; s < 4; s++) {
+      const v128_t v = wasm_v128_load(src + 32 + 16 * s);
+      const v128_t w0 = wasm_v128_and(v, m4), w1 = wasm_v128_and(wasm_u16x8_shr(v, 4), m4);
+      const v128_t w2 = wasm_v128_and(wasm_u16x8_shr(v, 8), m4), w3 = wasm_u16x8_shr(v, 12);
+      wasm_v128_store(dst + 32 + 32 * s, wasm_u8x16_narrow_i16x8(w0, w1));
+      wasm_v128_store(dst + 48 + 32 * s, wasm_u8x16_narrow_i16x8(w2, w3));
     }
   }
-  for (int k = 0; k < 4; k++) wasm_v128_store(y + 4 * k, wasm_f32x4_add(acc[k], accm[k]));
 }
+
+/* Blocks per row up to which a Q4 group is widened on the stack (160 bytes each). */
+#define WIDE_MAX_BLOCKS 64
 
 /*
  * y (T, rows) = x·Wᵀ for a W repacked by repack_x4 (rows a multiple of 4), activations
  * quantized by quantize_rows in natural order. Groups [g0, g1) of 4 rows only. A group's
- * rows stay in L1 (4 × 1536 values of Q4_1 = 6 KB) while every token runs over them:
- * four tokens per pass, then two, then one. A lone token (decode) goes over four groups
- * per pass instead: SmolLM2's three projection shapes, best of 21 interleaved, Q4_1
- * 0.175 → 0.115 ms, Q8_0 0.161 → 0.110 (two groups per pass: 0.129, 0.131).
+ * rows stay in L1 (4 × 1536 values of Q4_1 = 4.6 KB) while every token runs over them:
+ * four tokens per pass, then two, then one. From 4 tokens on, a Q4 group is first widened
+ * to bytes (widen_q4) on the stack; longer rows than WIDE_MAX_BLOCKS blocks (the down
+ * projections of 1B-class models) unpack nibbles in every pass instead, with the same bits.
  */
 __attribute__((export_name("matmul_x4")))
 void matmul_x4(int type, const uint8_t *w, int rows, int cols, const int16_t *qa, const float *da, const float *sa, int T, float *y, int g0, int g1) {
   const int nb = cols / QK;
   const size_t qs = (size_t)nb * QK;
-  int g = g0;
-  if (T == 1) {
-    const size_t stride = (size_t)nb * group_bytes(type);
-    for (; g + 4 <= g1; g += 4) {
-      if (type == T_Q8_0) x4_pass_groups(T_Q8_0, w + g * stride, stride, nb, qa, da, sa, y + 4 * g);
-      else x4_pass_groups(type, w + g * stride, stride, nb, qa, da, sa, y + 4 * g);
-    }
-  }
-  for (; g < g1; g++) {
+  uint8_t wide[WIDE_MAX_BLOCKS * 160] __attribute__((aligned(16)));
+  const int widen = type != T_Q8_0 && T >= 4 && nb <= WIDE_MAX_BLOCKS;
+  for (int g = g0; g < g1; g++) {
     const uint8_t *wg = w + (size_t)g * nb * group_bytes(type);
     float *yg = y + 4 * g;
     int t = 0;
+#define PASSES(TYPE, WG)                                                                                                          \
+  for (; t + 4 <= T; t += 4) x4_pass(TYPE, WG, nb, qa + t * qs, qs, da + (size_t)t * nb, sa + (size_t)t * nb, 4, yg + (size_t)t * rows, rows); \
+  for (; t + 2 <= T; t += 2) x4_pass(TYPE, WG, nb, qa + t * qs, qs, da + (size_t)t * nb, sa + (size_t)t * nb, 2, yg + (size_t)t * rows, rows); \
+  for (; t < T; t++) x4_pass(TYPE, WG, nb, qa + t * qs, qs, da + (size_t)t * nb, sa + (size_t)t * nb, 1, yg + (size_t)t * rows, rows);
     if (type == T_Q8_0) {
-      for (; t + 4 <= T; t += 4) x4_pass(T_Q8_0, wg, nb, qa + t * qs, qs, da + (size_t)t * nb, sa + (size_t)t * nb, 4, yg + (size_t)t * rows, rows);
-      for (; t + 2 <= T; t += 2) x4_pass(T_Q8_0, wg, nb, qa + t * qs, qs, da + (size_t)t * nb, sa + (size_t)t * nb, 2, yg + (size_t)t * rows, rows);
-      for (; t < T; t++) x4_pass(T_Q8_0, wg, nb, qa + t * qs, qs, da + (size_t)t * nb, sa + (size_t)t * nb, 1, yg + (size_t)t * rows, rows);
+      PASSES(T_Q8_0, wg)
+    } else if (widen) {
+      widen_q4(wg, nb, wide);
+      PASSES(T_Q4_WIDE, wide)
     } else {
-      for (; t + 4 <= T; t += 4) x4_pass(type, wg, nb, qa + t * qs, qs, da + (size_t)t * nb, sa + (size_t)t * nb, 4, yg + (size_t)t * rows, rows);
-      for (; t + 2 <= T; t += 2) x4_pass(type, wg, nb, qa + t * qs, qs, da + (size_t)t * nb, sa + (size_t)t * nb, 2, yg + (size_t)t * rows, rows);
-      for (; t < T; t++) x4_pass(type, wg, nb, qa + t * qs, qs, da + (size_t)t * nb, sa + (size_t)t * nb, 1, yg + (size_t)t * rows, rows);
+      PASSES(type, wg)
     }
+#undef PASSES
   }
 }
 

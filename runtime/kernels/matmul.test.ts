@@ -125,6 +125,17 @@ describe('matmul kernels equal a plain dequantize + dot', () => {
     }
   });
 
+  it.each([64, 65])('q4_1 rows of %i blocks (widened per call up to 64, nibbles unpacked per pass above) keep their bits', (nb) => {
+    const k = new MatmulKernels();
+    const c = nb * 32;
+    const m = quantizeMatrix(randn(8 * c, 41, 0.05), 8, c, 'q4_1');
+    const w = k.upload(m);
+    const x = randn(5 * c, 42);
+    const all = k.matmul(w, x, 5);
+    expect(relErr(all, reference(dequantizeMatrix(m), 8, c, roundActivations(x), 5))).toBeLessThan(2e-6);
+    for (let t = 0; t < 5; t++) expect(Array.from(k.matmul(w, x.subarray(t * c, (t + 1) * c), 1))).toEqual(Array.from(all.subarray(t * 8, (t + 1) * 8)));
+  });
+
   it('matmulMany shares one input across mixed types, and memory grows past its start', () => {
     const k = new MatmulKernels();
     const big = quantizeMatrix(randn(2048 * 512, 9, 0.05), 2048, 512, 'f32'); // 4 MB > the initial 1 MB

@@ -233,9 +233,10 @@ export class MatmulKernels {
       return { type: w.type, rows: r1 - r0, cols: w.cols, data };
     }
     // matmul.c's repack_x4: per group of 4 rows and block b, the 4 scales as f32, the 4
-    // offsets (Q4 only; for Q4_1 its mins), then the 4 rows' quants a byte each by column
-    // pairs; a file block is scale [, min] as f16, quants (Q4: value c in byte c & 15, low
-    // nibble for c < 16). The scales came from f16, so converting back is exact.
+    // offsets (Q4 only; for Q4_1 its mins), then the 4 rows' quants by column pairs (Q4
+    // nibbles as repack_x4 packs them); a file block is scale [, min] as f16, quants (Q4:
+    // value c in byte c & 15, low nibble for c < 16). The scales came from f16, so
+    // converting back is exact.
     const nb = w.cols / QK;
     const bs = rb / nb;
     const q8 = w.type === 'q8_0';
@@ -257,9 +258,14 @@ export class MatmulKernels {
         putHalf(dst, f32[(src >> 2) + k]!);
         if (head === 4) putHalf(dst + 2, f32[(src >> 2) + 4 + k]!);
         for (let c = 0; c < QK; c++) {
-          const q = mem[quants + (c >> 1) * 8 + 2 * k + (c & 1)]!;
-          if (q8) data[dst + head + c] = q;
-          else data[dst + head + (c & 15)]! |= q << (c < 16 ? 0 : 4);
+          const pair = c >> 1;
+          const lane = 2 * k + (c & 1);
+          if (q8) data[dst + head + c] = mem[quants + pair * 8 + lane]!;
+          else {
+            const e = pair & 3;
+            const q = (mem[quants + (pair >> 2) * 16 + 2 * lane + (e >> 1)]! >> (4 * (e & 1))) & 15;
+            data[dst + head + (c & 15)]! |= q << (c < 16 ? 0 : 4);
+          }
         }
       }
     }
