@@ -49,17 +49,13 @@ interface SotRun {
   stageEvents: Record<string, number>;
 }
 
-/** Share of equal words at equal positions (over the longer answer) and the first differing word. */
-function wordAgreement(a: string, ref: string): { share: number; firstDivergence: number } {
+/** Share of equal words at equal positions, over the longer answer. */
+function wordAgreement(a: string, ref: string): number {
   const x = a.split(/\s+/).filter(Boolean);
   const y = ref.split(/\s+/).filter(Boolean);
   let same = 0;
-  let first = -1;
-  for (let i = 0; i < Math.max(x.length, y.length); i++) {
-    if (x[i] === y[i]) same++;
-    else if (first < 0) first = i;
-  }
-  return { share: same / Math.max(1, x.length, y.length), firstDivergence: first < 0 ? y.length : first };
+  for (let i = 0; i < Math.min(x.length, y.length); i++) if (x[i] === y[i]) same++;
+  return same / Math.max(1, x.length, y.length);
 }
 
 export async function measureSotStacked(model: LoadedModel, tokenizer: ModelTokenizer, modelName: string, log: (line: string) => void, questions = QUESTIONS.length) {
@@ -104,7 +100,7 @@ export async function measureSotStacked(model: LoadedModel, tokenizer: ModelToke
       ratios[`${name}_sot_cpu_vs_plain`] = round(total('plain', 'cpuMs') / total(name, 'cpuMs'));
       const agree = runs[name]!.map((r, i) => wordAgreement(r.answer, runs.plain![i]!.answer));
       quality[`${name}_sot_identical`] = runs[name]!.every((r, i) => r.answer === runs.plain![i]!.answer);
-      quality[`${name}_sot_word_agreement`] = round(agree.reduce((n, a) => n + a.share, 0) / agree.length);
+      quality[`${name}_sot_word_agreement`] = round(agree.reduce((n, a) => n + a, 0) / agree.length);
       quality[`${name}_sot_same_route`] = round(runs[name]!.filter((r, i) => r.route === runs.plain![i]!.route).length / runs[name]!.length);
     }
     return {
