@@ -19,9 +19,12 @@ import * as fs from 'node:fs';
 import { firstValueFrom, toArray } from 'rxjs';
 import { compileGraph, runCompiled, type RunEvent, type Stages } from '../../operators/index.js';
 import { withStages } from '../cli/commands/stages-flag.js';
-import { createEngine } from '../engine/index.js';
+import type { ModelTokenizer } from '../checkpoint/tokenizer.js';
 import { round } from '../engine/bench-support.js';
-import type { ModelSpec } from '../engine/model-spec.js';
+import { EngineFront } from '../engine/front.js';
+import { LocalTransport } from '../engine/local.js';
+import { tokenSampler } from '../engine/sampling.js';
+import type { LoadedModel } from '../model/types.js';
 
 /** Open questions of the kind SoT is for (the router decides per question): the graph's default input, then two written for this bench. */
 const QUESTIONS = [
@@ -46,24 +49,25 @@ interface SotRun {
   stageEvents: Record<string, number>;
 }
 
-/** Share of equal words at equal positions (over the longer answer) and the first differing word. */
-function wordAgreement(a: string, ref: string): { share: number; firstDivergence: number } {
+/** Share of equal words at equal positions, over the longer answer. */
+function wordAgreement(a: string, ref: string): number {
   const x = a.split(/\s+/).filter(Boolean);
   const y = ref.split(/\s+/).filter(Boolean);
   let same = 0;
-  let first = -1;
-  for (let i = 0; i < Math.max(x.length, y.length); i++) {
-    if (x[i] === y[i]) same++;
-    else if (first < 0) first = i;
-  }
-  return { share: same / Math.max(1, x.length, y.length), firstDivergence: first < 0 ? y.length : first };
+  for (let i = 0; i < Math.min(x.length, y.length); i++) if (x[i] === y[i]) same++;
+  return same / Math.max(1, x.length, y.length);
 }
 
-export async function measureSotStacked(spec: ModelSpec, log: (line: string) => void, questions = QUESTIONS.length) {
+export async function measureSotStacked(model: LoadedModel, tokenizer: ModelTokenizer, modelName: string, log: (line: string) => void, questions = QUESTIONS.length) {
   const graph = JSON.parse(fs.readFileSync(new URL('../../graphs/sot.json', import.meta.url), 'utf8')) as unknown;
-  const engine = await createEngine({ model: spec, thread: 'main' });
+  // The engine on this thread over the bench's model (so CPU time is the engine's), with its
+  // prefix cache emptied before every run: otherwise each variant after the first would find
+  // the router, skeleton and expansion prompts of the same question already computed.
+  const transport = new LocalTransport({ model, tokenizer, sampler: tokenSampler, keepModel: true });
+  const engine = new EngineFront({ modelName, backend: 'in-process', tokenizer, transport });
   try {
     const runOnce = async (stages: Stages | undefined, question: string): Promise<SotRun> => {
+      transport.core.scheduler.pool.clearCache();
       const compiled = compileGraph((stages ? withStages(graph, stages) : graph) as never, { source: 'graphs/sot.json' });
       const t0 = performance.now();
       const c0 = process.cpuUsage();
@@ -96,7 +100,7 @@ export async function measureSotStacked(spec: ModelSpec, log: (line: string) => 
       ratios[`${name}_sot_cpu_vs_plain`] = round(total('plain', 'cpuMs') / total(name, 'cpuMs'));
       const agree = runs[name]!.map((r, i) => wordAgreement(r.answer, runs.plain![i]!.answer));
       quality[`${name}_sot_identical`] = runs[name]!.every((r, i) => r.answer === runs.plain![i]!.answer);
-      quality[`${name}_sot_word_agreement`] = round(agree.reduce((n, a) => n + a.share, 0) / agree.length);
+      quality[`${name}_sot_word_agreement`] = round(agree.reduce((n, a) => n + a, 0) / agree.length);
       quality[`${name}_sot_same_route`] = round(runs[name]!.filter((r, i) => r.route === runs.plain![i]!.route).length / runs[name]!.length);
     }
     return {

@@ -638,7 +638,7 @@ registerBench('stages', {
       }
       if (parts.has('lazy')) results.push(measureLazy(model, tokenizer, o, log));
       if (parts.has('stacked')) results.push(measureStacked(model, tokenizer, o, log));
-      if (parts.has('sot')) results.push(await measureSotStacked(spec, log, Number(args.questions ?? 3)));
+      if (parts.has('sot')) results.push(await measureSotStacked(model, tokenizer, modelName, log, Number(args.questions ?? 3)));
       const { items: _items, pool: _pool, ...settings } = o;
       return {
         model: modelName,

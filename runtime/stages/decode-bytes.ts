@@ -3,7 +3,9 @@
  * by every weight of the layers it runs and by the LM head, so it streams those bytes once
  * per token, and a kept-layer step cannot beat full ÷ kept bytes (`skein bench stages`
  * reports it beside the measured ratio). On SmolLM2-135M Q4_1 the LM head (49,152 × 576,
- * q8_0) is 30.1 MB of the 96.4 MB a full step reads: a fixed cost that caps r = 2 at 1.52×.
+ * q8_0) is 30.1 MB of the 96.4 MB a full step reads: a fixed cost that caps r = 2 at 1.52×
+ * where decode is memory-bound. The 2-core dev box's wasm kernels are compute-bound (cost per
+ * weight and per layer, the q8_0 head cheaper per weight): r = 2 measured 1.8–1.9× there.
  *
  * @example
  * decodeWeightBytes(model, [0, 2, 4]) / decodeWeightBytes(model, allLayers);

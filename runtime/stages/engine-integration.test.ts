@@ -11,6 +11,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BadRequestError, StageUnavailableError } from '../../core/errors.js';
 import { makeTempCheckpoint } from '../../test/fixtures/checkpoints.js';
 import { initBackend } from '../backend.js';
+import { defaultSchedule } from './lazy-schedule.js';
 import { createEngine } from '../engine/index.js';
 import type { EngineFront } from '../engine/front.js';
 import type { GenerateEvent, GenerateRequest } from '../../core/engine.js';
@@ -96,6 +97,14 @@ describe('compress stage in the engine', () => {
     expect(skip).toMatchObject({ decided: { mode: 'self-speculative', targetSpeedup: 2 }, figures: { layersRun: end.metrics.stages!.skipLayers!.layers.length } });
     expect(skip!.figures.draftsProposed).toBeGreaterThan(0);
     expect(events.indexOf(skip!)).toBeLessThan(events.length - 1);
+    expect(engine.stats()).toMatchObject({ runningSequences: 0, kvBlocksUsed: 0 });
+  });
+
+  it('prunedPrefill without keepRatio runs the default long-prompt schedule and reports it', async () => {
+    const end = await done(engine, request({ prunedPrefill: {} }));
+    const d = defaultSchedule(2); // the fixture checkpoint's depth: all three depths land on layer 1, at the last share
+    expect(end.metrics.stages!.prunedPrefill).toMatchObject({ layers: d.layers, keep: d.keep, revive: 4 });
+    expect(Object.values(end.metrics.stages!.prunedPrefill!.prunedAtLayer).some((n) => n > 0)).toBe(true);
     expect(engine.stats()).toMatchObject({ runningSequences: 0, kvBlocksUsed: 0 });
   });
 
