@@ -13,8 +13,8 @@
  * decoded 8 % slower and about halved the kept layers' perplexity (280 vs 493, full 26.4).
  * The f32 tensors of a merged layer are the dequantized blocks, so the reference forward
  * runs on exactly what the kernels multiply by. Memory (SmolLM2-135M, r = 2, 15 layers):
- * the f32 tensors of the merged layers (~213 MB of tensor heap) and the forward's own copy of the view's blocks in kernel
- * memory (prepared per model, like the base's).
+ * the f32 tensors of the merged layers (~213 MB of tensor heap) and the forward's own
+ * copy of the view's blocks in kernel memory (prepared per model, like the base's).
  *
  * Which forwards may run on it (the scheduler's rule, runtime/scheduler): only shallow
  * ones — lossy decode steps, whose KV taints their table so no other sequence adopts it,
