@@ -10,11 +10,11 @@
  * for all 30 (runtime/stages/decode-bytes.ts): a 1.1× bound instead of 1.5×. The price:
  * a Q4 step rounds away part of the LoRA update. `skein bench stages` measures both: on
  * the 2-core dev box, where wasm decode is compute-bound rather than memory-bound, q8_0
- * decoded 8 % slower and halved the kept layers' perplexity (341 vs 648, full 26.4). The f32 tensors of a merged layer are the
- * dequantized blocks, so the reference forward runs on exactly what the kernels multiply
- * by. Memory (SmolLM2-135M, r = 2, 15 layers): the f32 tensors of the merged layers
- * (~213 MB of tensor heap) and the forward's own copy of the view's blocks in kernel
- * memory (prepared per model, like the base's).
+ * decoded 8 % slower and about halved the kept layers' perplexity (280 vs 493, full 26.4).
+ * The f32 tensors of a merged layer are the dequantized blocks, so the reference forward
+ * runs on exactly what the kernels multiply by. Memory (SmolLM2-135M, r = 2, 15 layers):
+ * the f32 tensors of the merged layers (~213 MB of tensor heap) and the forward's own
+ * copy of the view's blocks in kernel memory (prepared per model, like the base's).
  *
  * Which forwards may run on it (the scheduler's rule, runtime/scheduler): only shallow
  * ones — lossy decode steps, whose KV taints their table so no other sequence adopts it,
