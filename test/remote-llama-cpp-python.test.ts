@@ -10,7 +10,7 @@
  *
  * Skipped, saying why, when the build or the GGUF is absent.
  */
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { firstValueFrom, filter, lastValueFrom, toArray } from 'rxjs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Engine } from '../core/engine.js';
@@ -19,6 +19,7 @@ import { findLlamaCppPython, spawnLlamaCppPythonServer, type LlamaCppPythonServe
 import { ProviderPool } from '../runtime/providers/pool.js';
 import { catalogueEntry } from '../runtime/pull/catalogue.js';
 import { installedPath } from '../runtime/pull/pull.js';
+import { loadGraph as load, oneGenerateGraph, onProvider, structure } from './fixtures/remote-graphs.js';
 
 const ggufPath = installedPath(catalogueEntry('smollm2-135m-instruct'));
 const build = findLlamaCppPython();
@@ -33,28 +34,10 @@ let server: LlamaCppPythonServer;
 let local: Engine;
 let pool: ProviderPool;
 
-const load = (name: string) => JSON.parse(readFileSync(new URL(`../graphs/${name}.json`, import.meta.url), 'utf8')) as GraphSpec;
-const modelKinds = new Set(['generate', 'skeleton', 'expand']);
-
-function onRemote(graph: GraphSpec): GraphSpec {
-  return {
-    ...graph,
-    providers: { llama: { type: 'openai', baseUrl: server.baseUrl, model: ALIAS, timeoutMs: 60_000, continueFinalMessage: false } },
-    nodes: graph.nodes.map((n) => (modelKinds.has(n.kind) ? { ...n, provider: 'llama' } : n)) as GraphSpec['nodes'],
-  };
-}
+const onRemote = (graph: GraphSpec): GraphSpec =>
+  onProvider(graph, 'llama', { type: 'openai', baseUrl: server.baseUrl, model: ALIAS, timeoutMs: 60_000, continueFinalMessage: false });
 
 const run = (graph: GraphSpec, input: Record<string, unknown>) => lastValueFrom(runGraph(graph, input, { engine: local, engineFor: pool.forGraph(graph), seed: 7 }).pipe(toArray()));
-
-function structure(events: RunEvent[]) {
-  const key = (e: RunEvent) => ('node' in e ? `${e.type} ${e.node}${'branch' in e && e.branch ? ` @${e.branch.replace(/#\d+/g, '#n')}` : ''}` : e.type);
-  return {
-    spans: [...new Set(events.filter((e) => e.type === 'node-start' || e.type === 'node-end' || e.type === 'branch-error').map(key))].sort(),
-    streamed: [...new Set(events.filter((e) => e.type === 'text-delta').map((e) => (e as { node: string }).node))].sort(),
-    end: (events.at(-1) as Extract<RunEvent, { type: 'run-end' }>).status,
-    usage: Object.keys((events.at(-1) as Extract<RunEvent, { type: 'run-end' }>).usage).sort(),
-  };
-}
 
 describe.skipIf(Boolean(missing))("remote providers over llama-cpp-python's server (a third-party engine)", () => {
   beforeAll(async () => {
@@ -71,20 +54,7 @@ describe.skipIf(Boolean(missing))("remote providers over llama-cpp-python's serv
   });
 
   it('gives a remote generate node the greedy answer the server returns directly, streamed token by token', async () => {
-    const graph: GraphSpec = {
-      version: 1,
-      name: 'one',
-      nodes: [
-        { id: 'q', kind: 'input' },
-        { id: 'g', kind: 'generate', system: 'You are brief.', sampling: { maxTokens: 24 } },
-        { id: 'o', kind: 'output' },
-      ],
-      edges: [
-        { from: 'q', to: 'g.prompt' },
-        { from: 'g', to: 'o' },
-      ],
-    };
-    const events = await run(onRemote(graph), { q: 'What is the capital of France?' });
+    const events = await run(onRemote(oneGenerateGraph()), { q: 'What is the capital of France?' });
     const end = events.at(-1) as Extract<RunEvent, { type: 'run-end' }>;
     expect(end.status).toBe('ok');
     const response = await fetch(`${server.baseUrl}/chat/completions`, {

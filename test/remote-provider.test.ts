@@ -8,13 +8,13 @@
  * remote killed mid-stream failing only its branch, with nothing leaked here.
  */
 import type { ChildProcess } from 'node:child_process';
-import { readFileSync } from 'node:fs';
 import { filter, firstValueFrom, lastValueFrom, share, toArray } from 'rxjs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Engine } from '../core/engine.js';
 import { runGraph, type GraphSpec, type RunEvent } from '../operators/index.js';
 import { ProviderPool } from '../runtime/providers/pool.js';
 import { spawnSkeinServer } from '../runtime/server/spawn.js';
+import { loadGraph as load, oneGenerateGraph, onProvider, structure } from './fixtures/remote-graphs.js';
 
 const TOKEN = 'remote-test-token';
 const KEY_ENV = 'SKEIN_REMOTE_TEST_KEY';
@@ -34,30 +34,9 @@ async function remoteGauge(name: string): Promise<number> {
   return Number(m[1]);
 }
 
-const load = (name: string) => JSON.parse(readFileSync(new URL(`../graphs/${name}.json`, import.meta.url), 'utf8')) as GraphSpec;
-const modelKinds = new Set(['generate', 'skeleton', 'expand']);
-
-/** The graph with every generate-like node on the remote (routes stay local: their default answers are a choice constraint). */
-function onRemote(graph: GraphSpec, extra: Record<string, unknown> = {}): GraphSpec {
-  return {
-    ...graph,
-    providers: { far: { type: 'openai', baseUrl: `${remoteUrl}v1`, model: 'skein-mini', apiKeyEnv: KEY_ENV, timeoutMs: 30_000, ...extra } },
-    nodes: graph.nodes.map((n) => (modelKinds.has(n.kind) ? { ...n, provider: 'far' } : n)) as GraphSpec['nodes'],
-  };
-}
+const onRemote = (graph: GraphSpec): GraphSpec => onProvider(graph, 'far', { type: 'openai', baseUrl: `${remoteUrl}v1`, model: 'skein-mini', apiKeyEnv: KEY_ENV, timeoutMs: 30_000 });
 
 const run = (graph: GraphSpec, input: Record<string, unknown>) => lastValueFrom(runGraph(graph, input, { engine: local, engineFor: pool.forGraph(graph), seed: 7 }).pipe(toArray()));
-
-/** What the structure of a run is: which nodes started and ended in which branches, and how it ended (not the text). */
-function structure(events: RunEvent[]) {
-  const key = (e: RunEvent) => ('node' in e ? `${e.type} ${e.node}${'branch' in e && e.branch ? ` @${e.branch.replace(/#\d+/g, '#n')}` : ''}` : e.type);
-  return {
-    spans: [...new Set(events.filter((e) => e.type === 'node-start' || e.type === 'node-end' || e.type === 'branch-error').map(key))].sort(),
-    streamed: [...new Set(events.filter((e) => e.type === 'text-delta').map((e) => (e as { node: string }).node))].sort(),
-    end: (events.at(-1) as Extract<RunEvent, { type: 'run-end' }>).status,
-    usage: Object.keys((events.at(-1) as Extract<RunEvent, { type: 'run-end' }>).usage).sort(),
-  };
-}
 
 describe('remote providers over a second Skein process', () => {
   beforeAll(async () => {
@@ -103,20 +82,7 @@ describe('remote providers over a second Skein process', () => {
   }, 120_000);
 
   it('gives a remote generate node the greedy answer the server returns directly, and counts its usage', async () => {
-    const graph: GraphSpec = {
-      version: 1,
-      name: 'one',
-      nodes: [
-        { id: 'q', kind: 'input' },
-        { id: 'g', kind: 'generate', system: 'You are brief.', sampling: { maxTokens: 24 } },
-        { id: 'o', kind: 'output' },
-      ],
-      edges: [
-        { from: 'q', to: 'g.prompt' },
-        { from: 'g', to: 'o' },
-      ],
-    };
-    const events = await run(onRemote(graph), { q: 'Tell me about the sea.' });
+    const events = await run(onRemote(oneGenerateGraph()), { q: 'Tell me about the sea.' });
     const end = events.at(-1) as Extract<RunEvent, { type: 'run-end' }>;
     expect(end.status).toBe('ok');
     const direct = (await (
