@@ -4,7 +4,7 @@
  * try a graph against one. PyPI has no Linux wheel of it (pip compiles llama.cpp from the
  * sdist, ~6 minutes on two cores), so `.ci/llama-cpp-python.sh` builds it once into the
  * user's cache and this module finds that build and starts the server on a free loopback
- * port.
+ * port (its output and ready line read by spawnUntilReady, runtime/server/spawn.ts).
  *
  * What it takes of the OpenAI API, as tested: chat completions streamed over SSE with
  * temperature, top_p, seed, max_tokens, penalties and logit_bias; no usage block when
@@ -16,11 +16,12 @@
  * await fetch(`${server.baseUrl}/models`);
  * server.stop();
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
+import { spawnUntilReady } from '../server/spawn.js';
 
 /** The version `.ci/llama-cpp-python.sh` installs (pinned: its API behaviour above is what the tests saw). */
 export const LLAMA_CPP_PYTHON_VERSION = '0.3.36';
@@ -66,25 +67,10 @@ export async function spawnLlamaCppPythonServer(options: { model: string; alias:
   const args = ['-m', 'llama_cpp.server', '--model', options.model, '--model_alias', options.alias, '--host', '127.0.0.1', '--port', String(port)];
   // One thread: the tests share two cores with the local engine.
   args.push('--n_ctx', String(options.contextTokens ?? 2048), '--n_threads', '1', '--n_threads_batch', '1');
-  const child = spawn(found.python, args, { stdio: ['ignore', 'pipe', 'pipe'] });
-  let err = '';
-  const append = (d: Buffer) => (err = (err + d.toString()).slice(-65_536));
-  child.stdout!.on('data', append);
-  child.stderr!.on('data', append);
-  const stop = () => {
-    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
-  };
-  const timeoutMs = options.timeoutMs ?? 60_000;
-  await new Promise<void>((resolve, reject) => {
-    const timer = setTimeout(() => (stop(), reject(new Error(`llama-cpp-python's server did not start within ${timeoutMs} ms:\n${err.slice(-4096)}`))), timeoutMs);
-    const onData = () => {
-      if (!/Uvicorn running on/.test(err)) return;
-      clearTimeout(timer);
-      child.stderr!.off('data', onData);
-      resolve();
-    };
-    child.stderr!.on('data', onData);
-    child.once('exit', (code, signal) => (clearTimeout(timer), reject(new Error(`llama-cpp-python's server exited (${code ?? signal}) before serving:\n${err.slice(-4096)}`))));
+  const started = await spawnUntilReady(found.python, args, {
+    what: "llama-cpp-python's server",
+    ready: /Uvicorn running on/,
+    ...(options.timeoutMs !== undefined ? { timeoutMs: options.timeoutMs } : {}),
   });
-  return { child, baseUrl: `http://127.0.0.1:${port}/v1`, log: () => err, stop };
+  return { child: started.child, baseUrl: `http://127.0.0.1:${port}/v1`, log: started.log, stop: started.stop };
 }
