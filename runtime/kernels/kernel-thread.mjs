@@ -9,7 +9,7 @@ import { receiveMessageOnPort, workerData } from 'node:worker_threads';
 const { control, port, spinMs } = workerData;
 const ctl = new Int32Array(control);
 const POSTED = 0, DONE = 1, MEMORY = 2, FN = 3, FAILED = 4, CLAIM = 5, ARGS = 6, STOP = -1;
-const NAMES = ['matmul_quant', 'matmul_x4', 'matmul_float', 'attention'];
+const NAMES = ['matmul_quant', 'matmul_x4', 'matmul_float', 'attention', 'matmul_x4r'];
 const instances = new Map();
 
 function drain() {

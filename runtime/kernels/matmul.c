@@ -63,29 +63,43 @@ static inline float hsum_f32(v128_t v) {
   return wasm_f32x4_extract_lane(v, 0) + wasm_f32x4_extract_lane(v, 1) + wasm_f32x4_extract_lane(v, 2) + wasm_f32x4_extract_lane(v, 3);
 }
 
-/* One row's block quantization: writes 32 int16 (natural or Q4 order), returns da, sets *sa. */
+/*
+ * One row's block quantization: writes 32 int16 (natural or Q4 order), returns da, sets *sa.
+ * Four lanes at a time (a decode step quantizes ~120 rows; scalar, this took ~4 % of it)
+ * with the scalar version's exact steps per value: |x| maxed, d = amax/127, x·(1/d)
+ * rounded half away from zero by adding ±0.5 and truncating — the same f32 operations,
+ * so the same integers.
+ */
 static inline float quantize_block(const float *x, int16_t *q, float *sa, int q4_order) {
-  float amax = 0.f;
-  for (int i = 0; i < QK; i++) {
-    float a = x[i] < 0 ? -x[i] : x[i];
+  v128_t mx = wasm_f32x4_splat(0.f);
+  for (int i = 0; i < QK; i += 4) mx = wasm_f32x4_max(mx, wasm_f32x4_abs(wasm_v128_load(x + i)));
+  float amax = wasm_f32x4_extract_lane(mx, 0);
+  for (int k = 1; k < 4; k++) {
+    const float a = k == 1 ? wasm_f32x4_extract_lane(mx, 1) : k == 2 ? wasm_f32x4_extract_lane(mx, 2) : wasm_f32x4_extract_lane(mx, 3);
     if (a > amax) amax = a;
   }
   float d = amax / 127.f;
   float id = d > 0 ? 1.f / d : 0.f;
-  int sum = 0;
-  for (int i = 0; i < QK; i++) {
-    float v = x[i] * id;
-    int r = (int)(v < 0 ? v - 0.5f : v + 0.5f); /* round half away from zero, like roundf */
-    sum += r;
-    int pos = i;
-    if (q4_order) {
+  const v128_t vid = wasm_f32x4_splat(id), half = wasm_f32x4_splat(0.5f), zero = wasm_f32x4_splat(0.f);
+  v128_t sum = wasm_i32x4_splat(0);
+  int32_t r[QK] __attribute__((aligned(16)));
+  for (int i = 0; i < QK; i += 4) {
+    const v128_t v = wasm_f32x4_mul(wasm_v128_load(x + i), vid);
+    const v128_t neg = wasm_f32x4_lt(v, zero);
+    const v128_t ri = wasm_i32x4_trunc_sat_f32x4(wasm_v128_bitselect(wasm_f32x4_sub(v, half), wasm_f32x4_add(v, half), neg));
+    sum = wasm_i32x4_add(sum, ri);
+    wasm_v128_store(r + i, ri);
+  }
+  if (q4_order) {
+    for (int i = 0; i < QK; i++) {
       /* value i sits in vector (i>>4 ? 1 : 0) + (odd ? 2 : 0), lane (i & 15) >> 1 */
       int hi = i >> 4, lo = i & 15;
-      pos = ((lo & 1) * 2 + hi) * 8 + (lo >> 1);
+      q[((lo & 1) * 2 + hi) * 8 + (lo >> 1)] = (int16_t)r[i];
     }
-    q[pos] = (int16_t)r;
+  } else {
+    for (int i = 0; i < QK; i += 8) wasm_v128_store(q + i, wasm_i16x8_narrow_i32x4(wasm_v128_load(r + i), wasm_v128_load(r + i + 4)));
   }
-  *sa = d * (float)sum;
+  *sa = d * (float)(wasm_i32x4_extract_lane(sum, 0) + wasm_i32x4_extract_lane(sum, 1) + wasm_i32x4_extract_lane(sum, 2) + wasm_i32x4_extract_lane(sum, 3));
   return d;
 }
 
@@ -424,6 +438,96 @@ void matmul_x4(int type, const uint8_t *w, int rows, int cols, const int16_t *qa
 #undef PASSES
   }
 }
+
+#ifdef __wasm_relaxed_simd__
+/*
+ * Relaxed SIMD (this file built a second time with -mrelaxed-simd into matmul-relaxed.wasm,
+ * which matmul.ts loads where the engine runs relaxed SIMD): Q4 x4 groups multiplied by
+ * 8-bit dot products, 4 rows × 4 columns of products per two instructions where
+ * i32x4.dot_i16x8 does 4 × 2 after a widening. The x4 layout is unchanged
+ * (repack_x4): in a group's quant vector u, i32 lane k holds row k's nibbles of columns
+ * 8u + {0, 4, 1, 5} in the low halves of its four bytes and 8u + {2, 6, 3, 7} in the high
+ * halves, so one byte mask and one byte shift give two vectors of 4 rows × 4 columns with
+ * values 0..15. Those are the instruction's 7-bit operand, for which the result is defined
+ * (its pair sums, ≤ 2·15·127, never saturate); matmul.ts still checks this engine's
+ * answers against matmul_x4 before using the build. The activations go as int8 in that
+ * column order (quantize_rows_r8). Each block's integer sums are the same integers as
+ * x4_pass's, and the float steps after them are the same steps, so the outputs equal
+ * matmul_x4's bit for bit (matmul.test.ts checks it).
+ */
+
+/* Column order of the int8 activations within each group of 8 (see above). */
+static const int R8_ORDER[8] = {0, 4, 1, 5, 2, 6, 3, 7};
+
+/* quantize_rows for matmul_x4r: the same blocks (da, sa, rounding) as int8 in R8_ORDER. */
+__attribute__((export_name("quantize_rows_r8")))
+void quantize_rows_r8(const float *x, int T, int cols, int8_t *qa, float *da, float *sa) {
+  int nb = cols / QK;
+  int16_t q[QK];
+  for (int t = 0; t < T; t++) {
+    for (int b = 0; b < nb; b++) {
+      size_t i = (size_t)t * nb + b;
+      da[i] = quantize_block(x + (size_t)t * cols + b * QK, q, sa + i, 0);
+      for (int c = 0; c < QK; c++) qa[i * QK + c] = (int8_t)q[(c & ~7) + R8_ORDER[c & 7]];
+    }
+  }
+}
+
+/*
+ * x4_pass for a Q4 group on relaxed dot products: same sums, same float steps. The
+ * products go through i16x8.relaxed_dot_i8x16_i7x16 (activations signed, weights the 7-bit
+ * operand): each of its i16 lanes holds two products of at most 127·15, so a block's eight
+ * results add up in i16 without overflow (16·1905 < 32768) and widen to i32 once per block.
+ * (The fused i32x4 dot-add form is not used: Node 20's V8 returns it doubled.)
+ */
+static inline __attribute__((always_inline)) void x4r_pass(const uint8_t *wg, int nb, const int8_t *qa, size_t qs, const float *da, const float *sa, int TT, float *y, size_t ys) {
+  const v128_t m4 = wasm_i8x16_splat(15);
+  v128_t acc[4], accm[4];
+  for (int t = 0; t < TT; t++) acc[t] = accm[t] = wasm_f32x4_splat(0.f);
+  const uint8_t *p = wg;
+  for (int b = 0; b < nb; b++, p += 96) {
+    v128_t s0[4], s1[4];
+    for (int u = 0; u < 4; u++) {
+      const v128_t v = wasm_v128_load(p + 32 + 16 * u);
+      const v128_t lo = wasm_v128_and(v, m4), hi = wasm_u8x16_shr(v, 4);
+      for (int t = 0; t < TT; t++) {
+        const int8_t *a = qa + (size_t)t * qs + (size_t)b * QK + 8 * u;
+        const v128_t x0 = wasm_i16x8_relaxed_dot_i8x16_i7x16(wasm_v128_load32_splat(a), lo);
+        const v128_t x1 = wasm_i16x8_relaxed_dot_i8x16_i7x16(wasm_v128_load32_splat(a + 4), hi);
+        s0[t] = u == 0 ? x0 : wasm_i16x8_add(s0[t], x0);
+        s1[t] = u == 0 ? x1 : wasm_i16x8_add(s1[t], x1);
+      }
+    }
+    const v128_t d = wasm_v128_load(p);
+    for (int t = 0; t < TT; t++) {
+      const v128_t s = wasm_i32x4_extadd_pairwise_i16x8(wasm_i16x8_add(s0[t], s1[t]));
+      acc[t] = wasm_f32x4_add(acc[t], wasm_f32x4_mul(wasm_f32x4_convert_i32x4(s), wasm_f32x4_mul(d, wasm_f32x4_splat(da[(size_t)t * nb + b]))));
+    }
+  }
+  p = wg + 16;
+  for (int b = 0; b < nb; b++, p += 96) {
+    const v128_t m = wasm_v128_load(p);
+    for (int t = 0; t < TT; t++) accm[t] = wasm_f32x4_add(accm[t], wasm_f32x4_mul(m, wasm_f32x4_splat(sa[(size_t)t * nb + b])));
+  }
+  for (int t = 0; t < TT; t++) wasm_v128_store(y + (size_t)t * ys, wasm_f32x4_add(acc[t], accm[t]));
+}
+
+/* matmul_x4 for Q4_0/Q4_1 groups with activations from quantize_rows_r8: no widening (a pass unpacks with two ops per 32 weights). */
+__attribute__((export_name("matmul_x4r")))
+void matmul_x4r(int type, const uint8_t *w, int rows, int cols, const int8_t *qa, const float *da, const float *sa, int T, float *y, int g0, int g1) {
+  (void)type;
+  const int nb = cols / QK;
+  const size_t qs = (size_t)nb * QK;
+  for (int g = g0; g < g1; g++) {
+    const uint8_t *wg = w + (size_t)g * nb * 96;
+    float *yg = y + 4 * g;
+    int t = 0;
+    for (; t + 4 <= T; t += 4) x4r_pass(wg, nb, qa + t * qs, qs, da + (size_t)t * nb, sa + (size_t)t * nb, 4, yg + (size_t)t * rows, rows);
+    for (; t + 2 <= T; t += 2) x4r_pass(wg, nb, qa + t * qs, qs, da + (size_t)t * nb, sa + (size_t)t * nb, 2, yg + (size_t)t * rows, rows);
+    for (; t < T; t++) x4r_pass(wg, nb, qa + t * qs, qs, da + (size_t)t * nb, sa + (size_t)t * nb, 1, yg + (size_t)t * rows, rows);
+  }
+}
+#endif
 
 /* 8 f16 → two f32x4, finite values only (see f16_to_f32). */
 static inline void f16x8_to_f32(v128_t h, v128_t *lo, v128_t *hi) {

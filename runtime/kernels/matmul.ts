@@ -12,11 +12,84 @@
  * const y = k.matmul(w, x, 1); // x (1, 576) → y (1, 1536)
  */
 import { readFileSync } from 'node:fs';
-import { floatToHalf, GGML_TYPE_ID, QK, rowBytes, type BlockMatrix, type BlockType } from './blocks.js';
+import { setFlagsFromString } from 'node:v8';
+import { floatToHalf, GGML_TYPE_ID, QK, quantizeMatrix, rowBytes, type BlockMatrix, type BlockType } from './blocks.js';
 import { defaultKernelThreads, kernelThread, type KernelFn } from './threads.js';
 
 const WASM_URL = new URL('./matmul.wasm', import.meta.url);
+const RELAXED_WASM_URL = new URL('./matmul-relaxed.wasm', import.meta.url);
 let compiled: WebAssembly.Module | null = null;
+/** The relaxed-SIMD build, null where this engine cannot compile it; undefined until tried. */
+let compiledRelaxed: WebAssembly.Module | null | undefined;
+
+/**
+ * matmul-relaxed.wasm (the same matmul.c with relaxed SIMD, whose Q4 products run on 8-bit
+ * dot products: matmul.c's matmul_x4r) where the engine takes it, else null. Node 20's V8
+ * has relaxed SIMD behind --experimental-wasm-relaxed-simd (on by default from V8 11.4,
+ * Node 22), so the flag is set first; it only adds instructions that modules may use.
+ * SKEIN_RELAXED_SIMD=0 keeps the baseline build (benches compare the two).
+ */
+export function relaxedModule(): WebAssembly.Module | null {
+  if (compiledRelaxed !== undefined) return compiledRelaxed;
+  if (process.env.SKEIN_RELAXED_SIMD === '0') return (compiledRelaxed = null);
+  const bytes = readFileSync(RELAXED_WASM_URL);
+  try {
+    setFlagsFromString('--experimental-wasm-relaxed-simd');
+  } catch {
+    // An engine without the flag either has relaxed SIMD on already or refuses the module below.
+  }
+  try {
+    const module = new WebAssembly.Module(bytes);
+    compiledRelaxed = relaxedAgrees(module) ? module : null;
+  } catch {
+    compiledRelaxed = null;
+  }
+  return compiledRelaxed;
+}
+
+/**
+ * Whether this engine's relaxed dot products give matmul_x4r exactly matmul_x4's bits (both
+ * are in the relaxed build): relaxed SIMD leaves some cases to the engine, and engines have
+ * had bugs there (Node 20's fused i32x4 form returns twice the sum). Checked once per process
+ * on a Q4_1 product with the extremes included (weights 0 and 15, activations ±127).
+ */
+function relaxedAgrees(module: WebAssembly.Module): boolean {
+  const memory = new WebAssembly.Memory({ initial: 16, maximum: 65536, shared: true });
+  const fns = new WebAssembly.Instance(module, { env: { memory } }).exports as unknown as Exports;
+  const rows = 8;
+  const cols = 128;
+  const T = 3;
+  let seed = 12345;
+  const next = () => (seed = (seed * 1103515245 + 12345) % 2147483648) / 2147483648;
+  const x = Float32Array.from({ length: T * cols }, (_, i) => (i % 37 === 0 ? 1 : i % 41 === 0 ? -1 : next() - 0.5));
+  const w = Float32Array.from({ length: rows * cols }, (_, i) => (i % 29 === 0 ? 1 : i % 31 === 0 ? -1 : next() - 0.5));
+  const m = quantizeMatrix(w, rows, cols, 'q4_1');
+  let p = align16(fns.__heap_base.value as number);
+  const take = (bytes: number) => {
+    const at = p;
+    p = align16(p + bytes);
+    return at;
+  };
+  const nb = cols / QK;
+  const src = take(m.data.length);
+  const wx4 = take(fns.x4_bytes(GGML_TYPE_ID.q4_1, rows, cols));
+  const xo = take(4 * T * cols);
+  const qa = take(2 * T * cols);
+  const da = take(4 * T * nb);
+  const sa = take(4 * T * nb);
+  const y0 = take(4 * T * rows);
+  const y1 = take(4 * T * rows);
+  new Uint8Array(memory.buffer, src, m.data.length).set(m.data);
+  new Float32Array(memory.buffer, xo, T * cols).set(x);
+  fns.repack_x4(GGML_TYPE_ID.q4_1, src, rows, cols, wx4);
+  fns.quantize_rows(xo, T, cols, qa, da, sa, 0);
+  fns.matmul_x4(GGML_TYPE_ID.q4_1, wx4, rows, cols, qa, da, sa, T, y0, 0, rows / 4);
+  fns.quantize_rows_r8!(xo, T, cols, qa, da, sa);
+  fns.matmul_x4r!(GGML_TYPE_ID.q4_1, wx4, rows, cols, qa, da, sa, T, y1, 0, rows / 4);
+  const a = new Uint32Array(memory.buffer, y0, T * rows);
+  const b = new Uint32Array(memory.buffer, y1, T * rows);
+  return a.every((v, i) => v === b[i]);
+}
 
 interface Exports {
   __heap_base: WebAssembly.Global;
@@ -27,6 +100,9 @@ interface Exports {
   x4_bytes(type: number, rows: number, cols: number): number;
   silu_mul(g: number, u: number, n: number): void;
   matmul_x4(type: number, w: number, rows: number, cols: number, qa: number, da: number, sa: number, T: number, y: number, g0: number, g1: number): void;
+  /** Relaxed build only (matmul-relaxed.wasm). */
+  quantize_rows_r8?(x: number, T: number, cols: number, qa: number, da: number, sa: number): void;
+  matmul_x4r?(type: number, w: number, rows: number, cols: number, qa: number, da: number, sa: number, T: number, y: number, g0: number, g1: number): void;
   attention(q: number, kc: number, vc: number, rows: number, chunks: number, P: number, n: number, vis: number, H: number, KV: number, D: number, scores: number, out: number, last: number, h0: number, h1: number): void;
 }
 
@@ -89,6 +165,11 @@ export interface MatmulOptions {
   takeBack?: boolean;
   /** Multiply-adds from which a call splits (default SPLIT_MIN_WORK; tests lower it). */
   splitMinWork?: number;
+  /**
+   * Run on the relaxed-SIMD build where the engine takes it (default true; see
+   * relaxedModule). The results are the same bits either way; false serves comparisons.
+   */
+  relaxed?: boolean;
 }
 
 /**
@@ -96,8 +177,9 @@ export interface MatmulOptions {
  * natural ('q8': Q8_0 rows and every x4 layout) or permuted for Q4 rows as in the file
  * (matmul.c's quantize_block).
  */
-function activationKind(w: { type: BlockType; layout: KernelWeight['layout'] }): 'float' | 'q8' | 'q4' {
+function activationKind(w: { type: BlockType; layout: KernelWeight['layout'] }, relaxed: boolean): 'float' | 'q8' | 'q4' | 'r8' {
   if (w.type === 'f32' || w.type === 'f16') return 'float';
+  if (relaxed && w.layout === 'x4' && w.type !== 'q8_0') return 'r8';
   return w.type === 'q8_0' || w.layout === 'x4' ? 'q8' : 'q4';
 }
 
@@ -106,7 +188,10 @@ const align16 = (n: number) => (n + 15) & ~15;
 
 export class MatmulKernels {
   private readonly memory: WebAssembly.Memory;
+  private readonly module: WebAssembly.Module;
   private readonly fns: Exports;
+  /** Whether Q4 x4 products run on the relaxed build's 8-bit dot products (matmul_x4r). */
+  readonly relaxed: boolean;
   /** End of the weights; scratch space for a call starts here. */
   private top: number;
 
@@ -132,10 +217,13 @@ export class MatmulKernels {
     this.takeBack = opts.takeBack ?? true;
     this.splitMinWork = opts.splitMinWork ?? SPLIT_MIN_WORK;
     compiled ??= new WebAssembly.Module(readFileSync(WASM_URL));
+    const relaxed = opts.relaxed === false ? null : relaxedModule();
+    this.module = relaxed ?? compiled;
+    this.relaxed = relaxed !== null;
     // Shared, so that the kernel thread's instance works on the same bytes; a shared
     // memory must declare its maximum (4 GiB: address space reserved, not committed).
     this.memory = new WebAssembly.Memory({ initial: 16, maximum: 65536, shared: true });
-    const instance = new WebAssembly.Instance(compiled, { env: { memory: this.memory } });
+    const instance = new WebAssembly.Instance(this.module, { env: { memory: this.memory } });
     this.fns = instance.exports as unknown as Exports;
     this.top = align16(this.fns.__heap_base.value as number);
     this.threadStackTop = 0;
@@ -163,7 +251,7 @@ export class MatmulKernels {
       return;
     }
     if (this.threadMemory === 0) {
-      this.threadMemory = thread.add(compiled!, this.memory, this.threadStackTop);
+      this.threadMemory = thread.add(this.module, this.memory, this.threadStackTop);
       threadRegistry.register(this, this.threadMemory);
     }
     const mid = lo + Math.floor((hi - lo) / 2);
@@ -399,35 +487,41 @@ export class MatmulKernels {
     const cols = ws[0]!.cols;
     for (const w of ws) if (w.cols !== cols) throw new RangeError(`matmulMany: weights disagree on cols (${w.cols} vs ${cols})`);
     const nb = cols / QK;
-    // Scratch layout: y per weight | q8 activations (qa, da, sa) | q4-ordered ones.
+    // Scratch layout: y per weight | q8 activations (qa, da, sa) | q4-ordered ones | int8 ones (r8).
     let p = from;
     const yOffs = ws.map((w) => {
       const o = p;
       p = align16(p + 4 * T * w.rows);
       return o;
     });
-    const kinds = new Set(ws.map(activationKind));
-    const act: Partial<Record<'q8' | 'q4', [number, number, number]>> = {};
-    for (const kind of ['q8', 'q4'] as const) {
+    const kindOf = (w: KernelWeight) => activationKind(w, this.relaxed);
+    const kinds = new Set(ws.map(kindOf));
+    const act: Partial<Record<'q8' | 'q4' | 'r8', [number, number, number]>> = {};
+    for (const kind of ['q8', 'q4', 'r8'] as const) {
       if (!kinds.has(kind)) continue;
       const qa = p;
-      const da = align16(qa + 2 * T * cols);
+      const da = align16(qa + (kind === 'r8' ? 1 : 2) * T * cols);
       const sa = align16(da + 4 * T * nb);
       p = align16(sa + 4 * T * nb);
       act[kind] = [qa, da, sa];
     }
     this.ensure(p);
-    for (const kind of ['q8', 'q4'] as const) {
+    for (const kind of ['q8', 'q4', 'r8'] as const) {
       const a = act[kind];
-      if (a) this.fns.quantize_rows(xOff, T, cols, a[0], a[1], a[2], kind === 'q4' ? 1 : 0);
+      if (a === undefined) continue;
+      if (kind === 'r8') this.fns.quantize_rows_r8!(xOff, T, cols, a[0], a[1], a[2]);
+      else this.fns.quantize_rows(xOff, T, cols, a[0], a[1], a[2], kind === 'q4' ? 1 : 0);
     }
     ws.forEach((w, i) => {
       const y = yOffs[i]!;
-      const kind = activationKind(w);
+      const kind = kindOf(w);
       const id = GGML_TYPE_ID[w.type];
       const work = w.rows * cols * T;
       if (kind === 'float') this.split('matmul_float', 0, w.rows, work, (a, b) => [id, w.offset, w.rows, cols, xOff, T, y, a, b]);
-      else {
+      else if (kind === 'r8') {
+        const [qa, da, sa] = act.r8!;
+        this.split('matmul_x4r', 0, w.rows / 4, work, (a, b) => [id, w.offset, w.rows, cols, qa, da, sa, T, y, a, b]);
+      } else {
         const [qa, da, sa] = act[kind]!;
         if (w.layout === 'x4') this.split('matmul_x4', 0, w.rows / 4, work, (a, b) => [id, w.offset, w.rows, cols, qa, da, sa, T, y, a, b]);
         else this.split('matmul_quant', 0, w.rows, work, (a, b) => [id, w.offset, w.rows, cols, qa, da, sa, T, y, a, b]);

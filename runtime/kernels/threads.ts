@@ -13,7 +13,7 @@
  * in Atomics.wait otherwise; the caller spins briefly for the worker's half, then waits.
  *
  * Control words: [0] job number posted (−1: stop), [1] job number done, [2] memory id,
- * [3] function (0 matmul_quant, 1 matmul_x4, 2 matmul_float, 3 attention), [4] set when the
+ * [3] function (0 matmul_quant, 1 matmul_x4, 2 matmul_float, 3 attention, 4 matmul_x4r), [4] set when the
  * job threw (a wasm trap), [5] claim (0 open, 1 taken by the worker, 2 taken back by the
  * caller), [6…] arguments.
  *
@@ -46,7 +46,7 @@ const OFFER_WINDOW = 32;
 const PAUSE_MS = 1000;
 const JOIN_SPIN_MS = 5;
 
-export const KERNEL_FN = { matmul_quant: 0, matmul_x4: 1, matmul_float: 2, attention: 3 } as const;
+export const KERNEL_FN = { matmul_quant: 0, matmul_x4: 1, matmul_float: 2, attention: 3, matmul_x4r: 4 } as const;
 export type KernelFn = keyof typeof KERNEL_FN;
 
 /** Threads the kernels use by default: SKEIN_THREADS (1 or 2, at most the cores), else 1. */
