@@ -489,7 +489,8 @@ static inline __attribute__((always_inline)) void x4r_pass(const uint8_t *wg, in
     v128_t s0[4], s1[4];
     for (int u = 0; u < 4; u++) {
       const v128_t v = wasm_v128_load(p + 32 + 16 * u);
-      const v128_t lo = wasm_v128_and(v, m4), hi = wasm_u8x16_shr(v, 4);
+      /* A 16-bit shift and the mask: V8 lowers u8x16.shr to a 16-bit shift plus a mask it rebuilds every time. */
+      const v128_t lo = wasm_v128_and(v, m4), hi = wasm_v128_and(wasm_u16x8_shr(v, 4), m4);
       for (int t = 0; t < TT; t++) {
         const int8_t *a = qa + (size_t)t * qs + (size_t)b * QK + 8 * u;
         const v128_t x0 = wasm_i16x8_relaxed_dot_i8x16_i7x16(wasm_v128_load32_splat(a), lo);
