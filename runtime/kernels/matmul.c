@@ -646,18 +646,19 @@ static inline int seen4(const uint8_t *vi, int P, int j) {
 }
 
 /*
- * Scores of NH query heads (a constant once inlined) against four consecutive keys at k0
- * (rows kvd floats apart): head a's four scores go to scores[a·S ..], and their maximum
+ * Scores of NH query heads (a constant once inlined) against four consecutive keys whose
+ * rows are at kr[0..3] (in one chunk or across chunks): head a's four scores go to scores[a·S ..], and their maximum
  * into mxv[a]. Each key's dot product runs in four lanes over D and one transpose sums
  * the lanes in hsum_f32's order ((l0 + l1) + l2) + l3 — the bits a key gets alone. The
  * key rows are loaded once for all heads.
  */
-static inline __attribute__((always_inline)) void qk4(const float *const *qh, const float *k0, int kvd, int D, int NH, float *scores, int S, v128_t *mxv) {
+static inline __attribute__((always_inline)) void qk4(const float *const *qh, const float *const *kr, int D, int NH, float *scores, int S, v128_t *mxv) {
   v128_t s[HEADS_AT_ONCE][4];
   for (int a = 0; a < NH; a++) s[a][0] = s[a][1] = s[a][2] = s[a][3] = wasm_f32x4_splat(0.f);
+  const float *k0 = kr[0], *k1 = kr[1], *k2 = kr[2], *k3 = kr[3];
   for (int d = 0; d < D; d += 4) {
-    const v128_t k0v = wasm_v128_load(k0 + d), k1v = wasm_v128_load(k0 + kvd + d);
-    const v128_t k2v = wasm_v128_load(k0 + 2 * kvd + d), k3v = wasm_v128_load(k0 + 3 * kvd + d);
+    const v128_t k0v = wasm_v128_load(k0 + d), k1v = wasm_v128_load(k1 + d);
+    const v128_t k2v = wasm_v128_load(k2 + d), k3v = wasm_v128_load(k3 + d);
     for (int a = 0; a < NH; a++) {
       const v128_t qv = wasm_v128_load(qh[a] + d);
       s[a][0] = wasm_f32x4_add(s[a][0], wasm_f32x4_mul(qv, k0v));
@@ -757,34 +758,40 @@ void attention(const float *q, const float *const *kc, const float *const *vc, c
         mx[a] = -3.0e38f;
         mxv[a] = wasm_f32x4_splat(-3.0e38f);
       }
-      for (int c = 0, j = 0; c < chunks && j < end; c++) {
-        for (int r = 0; r < rows[c];) {
-          /* Four visible keys at a time (cached ones, or new ones a prefill row sees): one
-           * transpose sums all four rows' lanes in hsum_f32's order ((l0 + l1) + l2) + l3,
-           * so each key's score has the bits it gets alone. */
-          if (!(r + 4 <= rows[c] && seen4(vi, P, j))) {
-            if (seen(vi, P, j)) {
-              const float *kj = kc[c] + (size_t)r * kvd + off;
-              for (int a = 0; a < nh; a++) {
-                v128_t s = wasm_f32x4_splat(0.f);
-                for (int d = 0; d < D; d += 4) s = wasm_f32x4_add(s, wasm_f32x4_mul(wasm_v128_load(qh[a] + d), wasm_v128_load(kj + d)));
-                float sc = hsum_f32(s);
-                scores[(size_t)a * S + j] = sc;
-                if (sc > mx[a]) mx[a] = sc;
-              }
-            }
-            r++, j++;
-            continue;
+      /* Keys in position order through the chunks: (c, r) is key j's chunk and row. Four
+       * visible keys at a time, in one chunk or across chunk ends (decode appends a row at a
+       * time, so a sequence's newest keys can sit in one-row chunks): one transpose sums all
+       * four rows' lanes in hsum_f32's order ((l0 + l1) + l2) + l3, so each key's score has
+       * the bits it gets alone. */
+      for (int c = 0, r = 0, j = 0; j < end;) {
+        while (r >= rows[c]) c++, r = 0;
+        if (j + 4 <= end && seen4(vi, P, j)) {
+          const float *kr[4];
+          for (int e = 0; e < 4; e++) {
+            while (r >= rows[c]) c++, r = 0;
+            kr[e] = kc[c] + (size_t)r * kvd + off;
+            r++;
           }
-          const float *k0 = kc[c] + (size_t)r * kvd + off;
           switch (nh) {
-            case 4: qk4(qh, k0, kvd, D, 4, scores + j, S, mxv); break;
-            case 3: qk4(qh, k0, kvd, D, 3, scores + j, S, mxv); break;
-            case 2: qk4(qh, k0, kvd, D, 2, scores + j, S, mxv); break;
-            default: qk4(qh, k0, kvd, D, 1, scores + j, S, mxv); break;
+            case 4: qk4(qh, kr, D, 4, scores + j, S, mxv); break;
+            case 3: qk4(qh, kr, D, 3, scores + j, S, mxv); break;
+            case 2: qk4(qh, kr, D, 2, scores + j, S, mxv); break;
+            default: qk4(qh, kr, D, 1, scores + j, S, mxv); break;
           }
-          r += 4, j += 4;
+          j += 4;
+          continue;
         }
+        if (seen(vi, P, j)) {
+          const float *kj = kc[c] + (size_t)r * kvd + off;
+          for (int a = 0; a < nh; a++) {
+            v128_t sv = wasm_f32x4_splat(0.f);
+            for (int d = 0; d < D; d += 4) sv = wasm_f32x4_add(sv, wasm_f32x4_mul(wasm_v128_load(qh[a] + d), wasm_v128_load(kj + d)));
+            float sc = hsum_f32(sv);
+            scores[(size_t)a * S + j] = sc;
+            if (sc > mx[a]) mx[a] = sc;
+          }
+        }
+        r++, j++;
       }
       for (int a = 0; a < nh; a++) {
         /* A maximum is the same whatever the order it is taken in. */

@@ -227,6 +227,129 @@ describe('relaxed-SIMD build', () => {
   });
 });
 
+describe('attention kernel', () => {
+  /** Softmax attention in float64, straight from the definition. */
+  function plainAttention(q: Float32Array, k: Float32Array, v: Float32Array, P: number, n: number, vis: Uint8Array, H: number, KV: number, D: number) {
+    const S = P + n;
+    const out = new Float64Array(n * H * D);
+    const last = new Float64Array(S);
+    for (let i = 0; i < n; i++) {
+      for (let h = 0; h < H; h++) {
+        const g = Math.floor(h / (H / KV));
+        const seen = Array.from({ length: S }, (_, j) => j < P || vis[i * n + j - P] === 1);
+        const s = seen.map((ok, j) => {
+          if (!ok) return -Infinity;
+          let d = 0;
+          for (let x = 0; x < D; x++) d += q[i * H * D + h * D + x]! * k[j * KV * D + g * D + x]!;
+          return d;
+        });
+        const mx = Math.max(...s);
+        const e = s.map((x) => Math.exp(x - mx));
+        const sum = e.reduce((a, b) => a + b, 0);
+        for (let j = 0; j < S; j++) {
+          const p = e[j]! / sum;
+          for (let x = 0; x < D; x++) out[i * H * D + h * D + x] += p * v[j * KV * D + g * D + x]!;
+          if (i === n - 1) last[j] += p / H;
+        }
+      }
+    }
+    return { out, last };
+  }
+
+  it('matches softmax attention (causal and tree masks, grouped heads, chunked keys) and reports the last row', () => {
+    const H = 6, KV = 2, D = 8, P = 5, n = 4;
+    const S = P + n;
+    const q = randn(n * H * D, 1, 0.5);
+    const k = randn(S * KV * D, 2, 0.5);
+    const v = randn(S * KV * D, 3);
+    const kernels = new MatmulKernels();
+    const masks = {
+      causal: Uint8Array.from({ length: n * n }, (_, x) => (x % n <= Math.floor(x / n) ? 1 : 0)),
+      tree: Uint8Array.from([1, 0, 0, 0, 1, 1, 0, 0, 1, 0, 1, 0, 1, 0, 1, 1]),
+    };
+    for (const vis of Object.values(masks)) {
+      const want = plainAttention(q, k, v, P, n, vis, H, KV, D);
+      // Keys and values in uneven chunks, as the paged KV pool passes them.
+      const split = (x: Float32Array) => [kernels.store(x.subarray(0, 3 * KV * D), 3), kernels.store(x.subarray(3 * KV * D, 7 * KV * D), 4), kernels.store(x.subarray(7 * KV * D), 2)];
+      const got = kernels.attention(q, split(k), split(v), n, vis, { heads: H, kvHeads: KV, headDim: D }, true);
+      got.out.forEach((x, i) => expect(Math.abs(x - want.out[i]!)).toBeLessThan(1e-5));
+      got.last!.forEach((x, j) => expect(Math.abs(x - want.last[j]!)).toBeLessThan(1e-6));
+    }
+  });
+
+  it('gives a row the same bits alone as among other rows', () => {
+    const H = 4, KV = 4, D = 16, P = 7;
+    const q = randn(3 * H * D, 4);
+    const k = randn((P + 3) * KV * D, 5);
+    const v = randn((P + 3) * KV * D, 6);
+    const kernels = new MatmulKernels();
+    const causal3 = Uint8Array.from([1, 0, 0, 1, 1, 0, 1, 1, 1]);
+    const all = kernels.attention(q, [kernels.store(k, P + 3)], [kernels.store(v, P + 3)], 3, causal3, { heads: H, kvHeads: KV, headDim: D });
+    // Row 1 alone, its keys (the cached ones and new keys 0..1) in other chunks.
+    const rows = (x: Float32Array, a: number, b: number) => kernels.store(x.subarray(a * KV * D, b * KV * D), b - a);
+    const alone = kernels.attention(q.subarray(H * D, 2 * H * D), [rows(k, 0, 2), rows(k, 2, P + 2)], [rows(v, 0, 2), rows(v, 2, P + 2)], 1, Uint8Array.of(1), { heads: H, kvHeads: KV, headDim: D });
+    expect(Array.from(alone.out)).toEqual(Array.from(all.out.subarray(H * D, 2 * H * D)));
+  });
+
+  it('gives every row of a causal prefill its bits alone (new keys four at a time, head groups, D not a multiple of 8)', () => {
+    const H = 6, KV = 2, D = 12, P = 6, n = 11;
+    const S = P + n;
+    const shape = { heads: H, kvHeads: KV, headDim: D };
+    const q = randn(n * H * D, 31, 0.5);
+    const k = randn(S * KV * D, 32, 0.5);
+    const v = randn(S * KV * D, 33);
+    const kernels = new MatmulKernels();
+    const causal = Uint8Array.from({ length: n * n }, (_, x) => (x % n <= Math.floor(x / n) ? 1 : 0));
+    const rows = (x: Float32Array, a: number, b: number) => kernels.store(x.subarray(a * KV * D, b * KV * D), b - a);
+    // The call a prefill chunk makes: cached keys in blocks of 4, then the n new ones.
+    const all = kernels.attention(q, [rows(k, 0, 4), rows(k, 4, P), rows(k, P, S)], [rows(v, 0, 4), rows(v, 4, P), rows(v, P, S)], n, causal, shape, true);
+    const want = plainAttention(q, k, v, P, n, causal, H, KV, D);
+    all.out.forEach((x, i) => expect(Math.abs(x - want.out[i]!)).toBeLessThan(1e-5));
+    all.last!.forEach((x, j) => expect(Math.abs(x - want.last[j]!)).toBeLessThan(1e-6));
+    for (let i = 0; i < n; i++) {
+      // Row i as a decode step: its P + i keys cached (chunked otherwise), itself new.
+      const alone = kernels.attention(q.subarray(i * H * D, (i + 1) * H * D), [rows(k, 0, 3), rows(k, 3, P + i), rows(k, P + i, P + i + 1)], [rows(v, 0, 3), rows(v, 3, P + i), rows(v, P + i, P + i + 1)], 1, Uint8Array.of(1), shape);
+      expect(Array.from(alone.out), `row ${i}`).toEqual(Array.from(all.out.subarray(i * H * D, (i + 1) * H * D)));
+    }
+  });
+
+  it('gives the same bits however the keys are chunked (one chunk, one-row chunks, uneven ones)', () => {
+    // Decode appends each step's key as a chunk of its own; four keys at a time must still
+    // take the same path across chunk ends, and give what one chunk gives.
+    const H = 9, KV = 3, D = 64, S = 23;
+    const shape = { heads: H, kvHeads: KV, headDim: D };
+    const q = randn(H * D, 61, 0.5);
+    const k = randn(S * KV * D, 62, 0.5);
+    const v = randn(S * KV * D, 63);
+    const kernels = new MatmulKernels();
+    const chunked = (x: Float32Array, sizes: number[]) => {
+      let at = 0;
+      return sizes.map((n) => kernels.store(x.subarray(at * KV * D, (at += n) * KV * D), n));
+    };
+    const layouts = [[S], Array<number>(S).fill(1), [5, 1, 1, 3, 1, 7, 2, 1, 2], [16, 7]];
+    const [first, ...rest] = layouts.map((sizes) => kernels.attention(q, chunked(k, sizes), chunked(v, sizes), 1, Uint8Array.of(1), shape, true));
+    for (const r of rest) {
+      expect(Array.from(r.out)).toEqual(Array.from(first!.out));
+      expect(Array.from(r.last!)).toEqual(Array.from(first!.last!));
+    }
+  });
+
+  it('stores chunks where attention reads them, and reuses the memory of freed ones', () => {
+    const kernels = new MatmulKernels();
+    const a = kernels.store(Float32Array.from({ length: 192 }, (_, i) => i), 1);
+    const b = kernels.store(new Float32Array(192 * 16), 16);
+    expect(kernels.storedBytes).toBe(1024 + 16384);
+    kernels.free(a);
+    expect(kernels.storedBytes).toBe(16384);
+    const c = kernels.store(new Float32Array(200), 1); // 800 B: the same 1 KiB class as a
+    expect(c.offset).toBe(a.offset);
+    expect(() => kernels.free(a)).not.toThrow(); // c now lives at a's offset
+    expect(() => kernels.free(a)).toThrow(/no stored chunk/);
+    kernels.free(b);
+    expect(kernels.storedBytes).toBe(0);
+  });
+});
+
 describe('two threads', () => {
   it('give every product and attention the same bits as one thread', () => {
     const one = new MatmulKernels({ threads: 1 });
