@@ -19,8 +19,44 @@ export interface BlockLinearOp {
   kernels: MatmulKernels;
   /** RMSNorm applied to the input rows first: x·rsqrt(mean(x²) + eps)·weight. */
   norm: { weight: Float32Array; eps: number } | null;
-  /** Output tensors, each the column-concatenation of its parts; all weights share `in`. */
-  outputs: { weight: KernelWeight; scale?: number }[][];
+  /**
+   * Output tensors, each the column-concatenation of its parts; all weights share `in`. A
+   * part's product is multiplied by `scale`, then `bias` (rows long, already scaled) added.
+   */
+  outputs: { weight: KernelWeight; scale?: number; bias?: Float32Array | null }[][];
+}
+
+/**
+ * Rotary embedding applied to some outputs after the products (and their scales), per row
+ * t and head: [x1, x2] → [x1·cos − x2·sin, x2·cos + x1·sin] with cos/sin (T, dim/2) of the
+ * row's position. The same arithmetic as ropeQk's wasm kernel (kernels.ts: in double,
+ * rounded to f32 once per value), so the same bits, without its dispatch and the cos/sin
+ * tensors a forward uploads for it.
+ */
+export interface RotaryRows {
+  /** Indices of the output groups to rotate (each a whole number of heads wide). */
+  outputs: number[];
+  dim: number;
+  cos: Float32Array;
+  sin: Float32Array;
+}
+
+function rotate(out: Float32Array, T: number, width: number, r: RotaryRows): void {
+  const half = r.dim / 2;
+  for (let t = 0; t < T; t++) {
+    const row = t * width;
+    const tab = t * half;
+    for (let h = row; h < row + width; h += r.dim) {
+      for (let i = 0; i < half; i++) {
+        const c = r.cos[tab + i]!;
+        const s = r.sin[tab + i]!;
+        const x1 = out[h + i]!;
+        const x2 = out[h + half + i]!;
+        out[h + i] = x1 * c - x2 * s;
+        out[h + half + i] = x2 * c + x1 * s;
+      }
+    }
+  }
 }
 
 interface WasmBackendLike {
@@ -42,8 +78,8 @@ function inputRows(x: Float32Array, cols: number, norm: BlockLinearOp['norm']): 
   return out;
 }
 
-/** Runs every weight and writes each output group's rows into `outs` (T × width each). */
-function compute(op: BlockLinearOp, x: Float32Array, T: number, cols: number, outs: Float32Array[]): void {
+/** Runs every weight and writes each output group's rows into `outs` (T × width each), rotating those `rotary` names. */
+function compute(op: BlockLinearOp, x: Float32Array, T: number, cols: number, outs: Float32Array[], rotary: RotaryRows | null): void {
   const parts = op.outputs.flat();
   const ys = op.kernels.matmulMany(
     parts.map((p) => p.weight),
@@ -59,14 +95,17 @@ function compute(op: BlockLinearOp, x: Float32Array, T: number, cols: number, ou
       const y = ys[k++]!;
       const n = p.weight.rows;
       const s = p.scale ?? 1;
+      const bias = p.bias ?? null;
       for (let t = 0; t < T; t++) {
         const dst = t * width + col;
         const src = t * n;
         if (s === 1) out.set(y.subarray(src, src + n), dst);
         else for (let i = 0; i < n; i++) out[dst + i] = y[src + i]! * s;
+        if (bias !== null) for (let i = 0; i < n; i++) out[dst + i] = out[dst + i]! + bias[i]!;
       }
       col += n;
     }
+    if (rotary?.outputs.includes(g)) rotate(out, T, width, rotary);
   });
 }
 
@@ -82,11 +121,11 @@ function ensureRegistered(): void {
     kernelFunc: ({ inputs, backend, attrs }) => {
       const x = inputs.x as tf.TensorInfo; // (T, in)
       const b = backend as unknown as WasmBackendLike;
-      const op = (attrs as unknown as { op: BlockLinearOp }).op;
+      const { op, rotary } = attrs as unknown as { op: BlockLinearOp; rotary: RotaryRows | null };
       const [T, cols] = x.shape as [number, number];
       // makeOutput first: it may grow the heap, which detaches earlier views.
       const infos = widths(op).map((w) => b.makeOutput([T, w], 'float32'));
-      compute(op, b.typedArrayFromHeap(x), T, cols, infos.map((i) => b.typedArrayFromHeap(i)));
+      compute(op, b.typedArrayFromHeap(x), T, cols, infos.map((i) => b.typedArrayFromHeap(i)), rotary);
       return infos;
     },
   });
@@ -140,14 +179,15 @@ export function blockMlp(attn: tf.Tensor2D, x: tf.Tensor2D, op: BlockMlpOp): tf.
   return tf.tensor2d(out, [T, hidden]);
 }
 
-/** x (T, in) → one (T, out) tensor per output group of `op`. */
-export function blockLinear(x: tf.Tensor2D, op: BlockLinearOp): tf.Tensor2D[] {
+/** x (T, in) → one (T, out) tensor per output group of `op`, the groups `rotary` names rotated. */
+export function blockLinear(x: tf.Tensor2D, op: BlockLinearOp, rotary: RotaryRows | null = null): tf.Tensor2D[] {
   const [T, cols] = x.shape;
+  if (rotary !== null && rotary.cos.length !== (T * rotary.dim) / 2) throw new RangeError(`blockLinear: rotary tables for ${rotary.cos.length / (rotary.dim / 2)} rows, x has ${T}`);
   if (tf.getBackend() === 'wasm') {
     ensureRegistered();
-    return tf.engine().runKernel('SkeinBlockLinear', { x }, { op } as unknown as tf.NamedAttrMap) as unknown as tf.Tensor2D[];
+    return tf.engine().runKernel('SkeinBlockLinear', { x }, { op, rotary } as unknown as tf.NamedAttrMap) as unknown as tf.Tensor2D[];
   }
   const outs = widths(op).map((w) => new Float32Array(T * w));
-  compute(op, x.dataSync() as Float32Array, T, cols, outs);
+  compute(op, x.dataSync() as Float32Array, T, cols, outs, rotary);
   return outs.map((o) => tf.tensor2d(o, [T, o.length / T]));
 }

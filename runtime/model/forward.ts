@@ -61,10 +61,8 @@ interface PreparedLayer {
  * quantized weights), 1/sqrt(headDim) applied to the query outputs.
  */
 interface BlockLayer {
-  qkv: BlockLinearOp; // x → [(T, qDim + kvDim): q·scale | k], (T, kvDim): v
+  qkv: BlockLinearOp; // x → (T, qDim): q·scale (+ bq·scale), (T, kvDim): k (+ bk), (T, kvDim): v (+ bv); rotary on q and k in the same call
   mlp: BlockMlpOp; // attn (T, qDim), x (T, hidden) → x + o(attn) + mlp(...)
-  bqk: tf.Tensor1D | null; // (qDim + kvDim), query part scaled
-  bv: tf.Tensor1D | null; // (kvDim)
 }
 
 interface Prepared {
@@ -138,7 +136,6 @@ export function prepareModel(model: LoadedModel): Prepared {
       mirror.clear();
       tf.dispose([eps, rotateHalf]);
       for (const l of layers) tf.dispose([l.wqk, l.wv, l.wg, l.wu, ...(l.bqk ? [l.bqk] : [])]);
-      for (const l of blocks?.layers ?? []) if (l.bqk) tf.dispose(l.bqk);
       prepared.delete(model);
     },
   };
@@ -178,9 +175,16 @@ function prepareBlocks(model: LoadedModel, bw: BlockWeights): NonNullable<Prepar
     const L = model.weights.layers[l]!;
     const norm1 = { weight: L.inputNorm.dataSync() as Float32Array, eps };
     const norm2 = { weight: L.postNorm.dataSync() as Float32Array, eps };
-    const bqk = L.bq !== null && L.bk !== null ? tidy(() => tf.concat([tf.mul(L.bq!, scale), L.bk!]) as tf.Tensor1D) : null;
+    const read = (t: tf.Tensor1D | null) => (t === null ? null : (t.dataSync() as Float32Array).slice());
+    // Biases (Qwen2's q/k/v) only with both q and k biased, as the tfjs path takes them; the query's scaled as tf.mul would.
+    const qk = L.bq !== null && L.bk !== null;
+    const bq = qk ? Float32Array.from(read(L.bq)!, (b) => Math.fround(b * Math.fround(scale))) : null;
     return {
-      qkv: { kernels, norm: norm1, outputs: [[{ weight: upload(B.wq), scale }, { weight: upload(B.wk) }], [{ weight: upload(B.wv) }]] },
+      qkv: {
+        kernels,
+        norm: norm1,
+        outputs: [[{ weight: upload(B.wq), scale, bias: bq }], [{ weight: upload(B.wk), bias: qk ? read(L.bk) : null }], [{ weight: upload(B.wv), bias: read(L.bv) }]],
+      },
       mlp: {
         kernels,
         o: upload(B.wo),
@@ -190,8 +194,6 @@ function prepareBlocks(model: LoadedModel, bw: BlockWeights): NonNullable<Prepar
         up: upload(B.wUp),
         down: upload(B.wDown),
       },
-      bqk,
-      bv: L.bv,
     };
   });
   return { layers, lmHead: { kernels, norm: null, outputs: [[{ weight: upload(bw.lmHead) }]] } };
@@ -401,9 +403,14 @@ export function forward(model: LoadedModel, seqs: ForwardSequence[], opts: Forwa
     // Rotary tables for every packed row, shaped to broadcast over heads: (T, 1, D), both
     // halves of a head sharing an angle.
     const half = D / 2;
-    /** Rotary tables for rows at the given positions. */
-    const ropeFor = (positions: number[]): [tf.Tensor3D, tf.Tensor3D] => {
-      const { cos: cRaw, sin: sRaw } = ropeTables(prep.inv, positions);
+    // The block path rotates inside its kernel call from the plain tables (rope); the tfjs
+    // path multiplies by these tensors (null on the block path: never uploaded there).
+    let rope!: { cos: Float32Array; sin: Float32Array }; // each (T, D/2), set by ropeFor
+    /** Rotary tables for rows at the given positions, as tensors for the tfjs path (null on the block path). */
+    const ropeFor = (positions: number[]): [tf.Tensor3D, tf.Tensor3D] | [null, null] => {
+      rope = ropeTables(prep.inv, positions);
+      if (prep.blocks !== null) return [null, null];
+      const { cos: cRaw, sin: sRaw } = rope;
       const cos2 = new Float32Array(positions.length * D);
       const sin2 = new Float32Array(positions.length * D);
       for (let t = 0; t < positions.length; t++) {
@@ -475,20 +482,20 @@ export function forward(model: LoadedModel, seqs: ForwardSequence[], opts: Forwa
       const B = prep.blocks?.layers[l];
 
       // Attention block. Norm weight and query scale live in wqk/wv (or in the block op).
-      let qkRaw: tf.Tensor2D; // (T, qDim + kvDim)
+      let q: tf.Tensor2D; // (T, qDim)
+      let k: tf.Tensor2D; // (T, kvDim)
       let v: tf.Tensor2D; // (T, kvDim)
       if (B !== undefined) {
-        [qkRaw, v] = blockLinear(x, B.qkv) as [tf.Tensor2D, tf.Tensor2D];
-        if (B.bqk !== null) qkRaw = tf.add(qkRaw, B.bqk);
-        if (B.bv !== null) v = tf.add(v, B.bv);
+        // Rotary inside the same kernel call (block-linear.ts RotaryRows: the same bits as ropeQk).
+        [q, k, v] = blockLinear(x, B.qkv, { outputs: [0, 1], dim: D, cos: rope.cos, sin: rope.sin }) as [tf.Tensor2D, tf.Tensor2D, tf.Tensor2D];
       } else {
         const xn = rmsNorm(x, c.rmsNormEps, prep.eps); // (T, hidden)
-        qkRaw = P!.bqk === null ? tf.matMul(xn, P!.wqk) : tf.add(tf.matMul(xn, P!.wqk), P!.bqk);
+        const qkRaw = P!.bqk === null ? tf.matMul(xn, P!.wqk) : tf.add(tf.matMul(xn, P!.wqk), P!.bqk);
         v = P!.bv === null ? tf.matMul(xn, P!.wv) : tf.add(tf.matMul(xn, P!.wv), P!.bv);
+        // Rotary on queries and keys together; rotate_half is a matMul by a signed permutation
+        // on the composite path (the wasm Reverse and strided slices are far slower).
+        [q, k] = ropeQk(qkRaw as tf.Tensor2D, cos!, sin!, { heads: H, kvHeads: KV, dim: D }, prep.rotateHalf); // (T, qDim), (T, kvDim)
       }
-      // Rotary on queries and keys together; rotate_half is a matMul by a signed permutation
-      // on the composite path (the wasm Reverse and strided slices are far slower).
-      const [q, k] = ropeQk(qkRaw as tf.Tensor2D, cos, sin, { heads: H, kvHeads: KV, dim: D }, prep.rotateHalf); // (T, qDim), (T, kvDim)
 
       // New KV, per sequence: returned to the caller and the keys the attention reads.
       let ks: tf.Tensor2D[];
@@ -535,8 +542,7 @@ export function forward(model: LoadedModel, seqs: ForwardSequence[], opts: Forwa
       }
       return [
         x,
-        cos,
-        sin,
+        ...(cos !== null && sin !== null ? [cos, sin] : []),
         ...order.flatMap((s) => [s.newKv[l]!.k, s.newKv[l]!.v, ...(s.attention[l] ? [s.attention[l]!] : [])]),
         ...order.flatMap((s) => (s.resumedKv[l] ? [s.resumedKv[l]!.k, s.resumedKv[l]!.v] : [])),
         ...order.flatMap((s) => s.prunedHidden.flatMap((p) => (p.rows ? [p.rows] : []))),
