@@ -15,7 +15,9 @@
  * The last line with --json holds `ratios` (Skein ÷ llama.cpp, >1 = Skein faster) and the
  * raw figures. Without the GGUF (or with --arg model=random) only Skein runs, on a random
  * model of the same shape quantized in memory (--arg layers/vocab shrink it, for tests),
- * and says so. --arg threads=2 runs both sides on two threads. --arg blocks=0 runs Skein's
+ * and says so. --arg threads=2 runs both sides on two threads; --arg threads=best measures
+ * every pair at one and two threads on both sides and keeps each side's best (the issue's
+ * "each side at its best thread count"). --arg blocks=0 runs Skein's
  * f32 tfjs path on the same files instead of the block kernels (the figures before them).
  *
  * @example
@@ -173,9 +175,13 @@ registerBench('decode', {
     const backend = await initBackend();
     const reps = Number(args?.reps ?? 3);
     const steps = Number(args?.steps ?? 16);
-    const threads = Number(args?.threads ?? 1);
-    // Both sides at the same thread count: Skein's kernels read SKEIN_THREADS when a model's
-    // kernels are made (runtime/kernels/threads.ts).
+    // --arg threads=best: each side at its best thread count on this machine (the issue's
+    // terms): every pair measured with both sides on one thread and on two, interleaved, and
+    // each side's better median kept (the counts are printed and in the figures).
+    const best = args?.threads === 'best';
+    const threads = best ? 2 : Number(args?.threads ?? 1);
+    // Skein's kernels read SKEIN_THREADS when a model's kernels are made
+    // (runtime/kernels/threads.ts); with best, made for two and switched per measurement.
     process.env.SKEIN_THREADS = String(threads);
     const types = (args?.types ?? 'q4_1,q8_0,f32').split(',') as BlockType[];
     const source = ggufOf(args?.model ?? DEFAULT_GGUF);
@@ -183,11 +189,12 @@ registerBench('decode', {
     if (random) log(`decode: ${source === 'random' ? 'random model asked for' : `${source} is not a GGUF file here (npx skein pull smollm2-135m-instruct)`}: Skein only, on a random SmolLM2-shaped model; no llama.cpp figures`);
     const figures: Record<string, Record<string, number | null>> = {};
     const ratios: Record<string, number> = {};
-    const record = (key: string, p: Pair, unit: string) => {
-      figures[key] = { skein: round2(p.skein), llamacpp: p.llamacpp === null ? null : round2(p.llamacpp) };
+    const record = (key: string, p: Pair, unit: string, threadCounts?: { skein: number; llamacpp: number }) => {
+      figures[key] = { skein: round2(p.skein), llamacpp: p.llamacpp === null ? null : round2(p.llamacpp), ...(threadCounts ? { skeinThreads: threadCounts.skein, llamacppThreads: threadCounts.llamacpp } : {}) };
       const ratio = p.llamacpp ? p.skein / p.llamacpp : null;
       if (ratio !== null) ratios[`${key}_vs_llamacpp`] = round2(ratio);
-      log(`${key}: Skein ${p.skein.toFixed(1)} ${unit}, llama.cpp ${p.llamacpp?.toFixed(1) ?? '—'} ${unit}${ratio !== null ? `, ratio ${ratio.toFixed(2)}` : ''}`);
+      const counts = threadCounts ? ` (threads: Skein ${threadCounts.skein}, llama.cpp ${threadCounts.llamacpp})` : '';
+      log(`${key}: Skein ${p.skein.toFixed(1)} ${unit}, llama.cpp ${p.llamacpp?.toFixed(1) ?? '—'} ${unit}${ratio !== null ? `, ratio ${ratio.toFixed(2)}` : ''}${counts}`);
     };
 
     for (const type of types) {
@@ -201,21 +208,44 @@ registerBench('decode', {
       prepareModel(model);
       const wantBatch = type === 'q4_1' && args?.batch !== '0';
       let llama: LlamaCppSide | null = null;
+      let llama1: LlamaCppSide | null = null;
+      const kernels = prepareModel(model).kernels;
+      /**
+       * A pair as `pair` measures it (tokens/s, higher is better) — with best, at one and at
+       * two threads on both sides, each side's better median kept.
+       */
+      const measure = async (key: string, skein: () => number, side: ((L: LlamaCppSide) => Promise<number>) | null, unit: string) => {
+        if (!best) {
+          record(key, await pair(reps, skein, llama && side && (() => side(llama!))), unit);
+          return;
+        }
+        const at = new Map<1 | 2, Pair>();
+        for (const n of [1, 2] as const) {
+          kernels.setThreads(n);
+          const L = n === 1 ? llama1 : llama;
+          at.set(n, await pair(reps, skein, L && side && (() => side(L))));
+        }
+        kernels.setThreads(1);
+        const s = at.get(2)!.skein > at.get(1)!.skein ? 2 : 1;
+        const l = (at.get(2)!.llamacpp ?? 0) > (at.get(1)!.llamacpp ?? 0) ? 2 : 1;
+        record(key, { skein: at.get(s)!.skein, llamacpp: at.get(l)!.llamacpp }, unit, { skein: s, llamacpp: l });
+      };
       try {
         if (file) llama = await openLlamaCpp(file, { threads, sequences: wantBatch ? 16 : 1, contextSize: 1100 });
+        if (file && best) llama1 = await openLlamaCpp(file, { threads: 1, sequences: wantBatch ? 16 : 1, contextSize: 1100 });
+        if (best) kernels.setThreads(1);
         log(`decode: ${type}: loaded ${file ?? 'random model'} in ${((performance.now() - t) / 1000).toFixed(1)} s (backend ${backend}, blocks ${prepareModel(model).blocks !== null}, threads ${threads} on each side)`);
         const vocab = model.config.vocabSize;
         const p128 = promptIds(128, vocab);
         const L = llama;
-        record(
-          `decode_b1_${type}`,
-          await pair(reps, () => 1000 / skeinDecodeStepMs(model, p128, 1, steps), L && (async () => 1000 / (await L.decodeStepMs(p128, steps)))),
-          'tok/s',
-        );
-        record(`prefill128_${type}`, await pair(reps, () => skeinPrefill(model, p128), L && (() => L.prefill(p128))), 'tok/s');
+        await measure(`decode_b1_${type}`, () => 1000 / skeinDecodeStepMs(model, p128, 1, steps), async (S) => 1000 / (await S.decodeStepMs(p128, steps)), 'tok/s');
+        await measure(`prefill128_${type}`, () => skeinPrefill(model, p128), (S) => S.prefill(p128), 'tok/s');
         if (type === 'q4_1' && file && args?.engine !== '0') {
           // The same decode through Skein's engine: the forward plus everything a request adds.
+          // With best, one kernel thread there (the bare figures above chose per side).
+          if (best) process.env.SKEIN_THREADS = '1';
           const engine = await createEngine({ model: file, thread: 'main', prefixSharing: false });
+          process.env.SKEIN_THREADS = String(threads);
           try {
             const eos = model.config.eosTokenIds;
             const viaEngine: number[] = [];
@@ -229,30 +259,28 @@ registerBench('decode', {
         }
         if (type === 'q8_0') {
           const p512 = promptIds(512, vocab);
-          record(`prefill512_${type}`, await pair(reps, () => skeinPrefill(model, p512), L && (() => L.prefill(p512))), 'tok/s');
+          await measure(`prefill512_${type}`, () => skeinPrefill(model, p512), (S) => S.prefill(p512), 'tok/s');
         }
         if (wantBatch) {
           const b = 16;
           const bSteps = Math.max(4, steps / 2);
-          record(
-            'decode_b16',
-            await pair(reps, () => (b * 1000) / skeinDecodeStepMs(model, p128, b, bSteps), L && (() => L.decodeBatch(p128, b, bSteps))),
-            'tok/s',
-          );
+          await measure('decode_b16', () => (b * 1000) / skeinDecodeStepMs(model, p128, b, bSteps), (S) => S.decodeBatch(p128, b, bSteps), 'tok/s');
           const p1024 = promptIds(1024, vocab);
           const growthSteps = Math.max(4, steps / 2);
           const at128 = skeinDecodeStepMs(model, p128, 1, growthSteps);
           const at1024 = skeinDecodeStepMs(model, p1024, 1, growthSteps);
-          const llamaGrowth = L ? (await L.decodeStepMs(p1024, growthSteps)) / (await L.decodeStepMs(p128, growthSteps)) : null;
+          const G = llama1 ?? L; // one thread each side for the growth ratio
+          const llamaGrowth = G ? (await G.decodeStepMs(p1024, growthSteps)) / (await G.decodeStepMs(p128, growthSteps)) : null;
           ratios.step1024_vs_step128 = round2(at1024 / at128);
           figures.step_ms = { skein128: round2(at128), skein1024: round2(at1024), llamacppGrowth: llamaGrowth === null ? null : round2(llamaGrowth) };
           log(`context growth: Skein step ${at128.toFixed(1)} ms at 128 → ${at1024.toFixed(1)} ms at 1024 (×${(at1024 / at128).toFixed(2)}); llama.cpp ×${llamaGrowth?.toFixed(2) ?? '—'}`);
         }
       } finally {
         await llama?.close();
+        await llama1?.close();
         model.dispose();
       }
     }
-    return { backend, model: random ? 'random' : source, reps, steps, threads, figures, ratios };
+    return { backend, model: random ? 'random' : source, reps, steps, threads: best ? 'best' : threads, figures, ratios };
   },
 });

@@ -201,7 +201,7 @@ export class MatmulKernels {
   /** Size of every live stored chunk, by offset. */
   private readonly chunkBytes = new Map<number, number>();
 
-  private readonly threads: number;
+  private threads: number;
   private readonly takeBack: boolean;
   private readonly splitMinWork: number;
   /** This memory's id on the kernel thread, once registered there (first split). */
@@ -265,6 +265,16 @@ export class MatmulKernels {
     }
     if (mine) call(...args(mid, hi));
     else this.splitCalls++;
+  }
+
+  /**
+   * Switches between one and two threads for the calls that follow (the stack for the
+   * second was reserved when this instance was made with two; `skein bench decode --arg
+   * threads=best` measures both on one loaded model).
+   */
+  setThreads(n: 1 | 2): void {
+    if (n === 2 && this.threadStackTop === 0) throw new RangeError('setThreads(2): this instance was made for one thread (threads: 2 at construction reserves the second its stack)');
+    this.threads = n;
   }
 
   /** Bytes of this instance's wasm memory (it only grows: weights, KV copies, scratch). */
