@@ -270,7 +270,7 @@ describe('attention kernel', () => {
     for (const vis of Object.values(masks)) {
       const want = plainAttention(q, k, v, P, n, vis, H, KV, D);
       // Keys and values in uneven chunks, as the paged KV pool passes them.
-      const split = (x: Float32Array) => [kernels.store(x.subarray(0, 3 * KV * D), 3), kernels.store(x.subarray(3 * KV * D, 7 * KV * D), 4), kernels.store(x.subarray(7 * KV * D), 2)];
+      const split = (x: Float32Array) => [kernels.store(x.subarray(0, 3 * KV * D), 3, KV), kernels.store(x.subarray(3 * KV * D, 7 * KV * D), 4, KV), kernels.store(x.subarray(7 * KV * D), 2, KV)];
       const got = kernels.attention(q, split(k), split(v), n, vis, { heads: H, kvHeads: KV, headDim: D }, true);
       got.out.forEach((x, i) => expect(Math.abs(x - want.out[i]!)).toBeLessThan(1e-5));
       got.last!.forEach((x, j) => expect(Math.abs(x - want.last[j]!)).toBeLessThan(1e-6));
@@ -284,9 +284,9 @@ describe('attention kernel', () => {
     const v = randn((P + 3) * KV * D, 6);
     const kernels = new MatmulKernels();
     const causal3 = Uint8Array.from([1, 0, 0, 1, 1, 0, 1, 1, 1]);
-    const all = kernels.attention(q, [kernels.store(k, P + 3)], [kernels.store(v, P + 3)], 3, causal3, { heads: H, kvHeads: KV, headDim: D });
+    const all = kernels.attention(q, [kernels.store(k, P + 3, KV)], [kernels.store(v, P + 3, KV)], 3, causal3, { heads: H, kvHeads: KV, headDim: D });
     // Row 1 alone, its keys (the cached ones and new keys 0..1) in other chunks.
-    const rows = (x: Float32Array, a: number, b: number) => kernels.store(x.subarray(a * KV * D, b * KV * D), b - a);
+    const rows = (x: Float32Array, a: number, b: number) => kernels.store(x.subarray(a * KV * D, b * KV * D), b - a, KV);
     const alone = kernels.attention(q.subarray(H * D, 2 * H * D), [rows(k, 0, 2), rows(k, 2, P + 2)], [rows(v, 0, 2), rows(v, 2, P + 2)], 1, Uint8Array.of(1), { heads: H, kvHeads: KV, headDim: D });
     expect(Array.from(alone.out)).toEqual(Array.from(all.out.subarray(H * D, 2 * H * D)));
   });
@@ -300,7 +300,7 @@ describe('attention kernel', () => {
     const v = randn(S * KV * D, 33);
     const kernels = new MatmulKernels();
     const causal = Uint8Array.from({ length: n * n }, (_, x) => (x % n <= Math.floor(x / n) ? 1 : 0));
-    const rows = (x: Float32Array, a: number, b: number) => kernels.store(x.subarray(a * KV * D, b * KV * D), b - a);
+    const rows = (x: Float32Array, a: number, b: number) => kernels.store(x.subarray(a * KV * D, b * KV * D), b - a, KV);
     // The call a prefill chunk makes: cached keys in blocks of 4, then the n new ones.
     const all = kernels.attention(q, [rows(k, 0, 4), rows(k, 4, P), rows(k, P, S)], [rows(v, 0, 4), rows(v, 4, P), rows(v, P, S)], n, causal, shape, true);
     const want = plainAttention(q, k, v, P, n, causal, H, KV, D);
@@ -324,7 +324,7 @@ describe('attention kernel', () => {
     const kernels = new MatmulKernels();
     const chunked = (x: Float32Array, sizes: number[]) => {
       let at = 0;
-      return sizes.map((n) => kernels.store(x.subarray(at * KV * D, (at += n) * KV * D), n));
+      return sizes.map((n) => kernels.store(x.subarray(at * KV * D, (at += n) * KV * D), n, KV));
     };
     const layouts = [[S], Array<number>(S).fill(1), [5, 1, 1, 3, 1, 7, 2, 1, 2], [16, 7]];
     const [first, ...rest] = layouts.map((sizes) => kernels.attention(q, chunked(k, sizes), chunked(v, sizes), 1, Uint8Array.of(1), shape, true));
@@ -336,12 +336,12 @@ describe('attention kernel', () => {
 
   it('stores chunks where attention reads them, and reuses the memory of freed ones', () => {
     const kernels = new MatmulKernels();
-    const a = kernels.store(Float32Array.from({ length: 192 }, (_, i) => i), 1);
-    const b = kernels.store(new Float32Array(192 * 16), 16);
+    const a = kernels.store(Float32Array.from({ length: 192 }, (_, i) => i), 1, 1);
+    const b = kernels.store(new Float32Array(192 * 16), 16, 1);
     expect(kernels.storedBytes).toBe(1024 + 16384);
     kernels.free(a);
     expect(kernels.storedBytes).toBe(16384);
-    const c = kernels.store(new Float32Array(200), 1); // 800 B: the same 1 KiB class as a
+    const c = kernels.store(new Float32Array(200), 1, 1); // 800 B: the same 1 KiB class as a
     expect(c.offset).toBe(a.offset);
     expect(() => kernels.free(a)).not.toThrow(); // c now lives at a's offset
     expect(() => kernels.free(a)).toThrow(/no stored chunk/);
@@ -371,8 +371,8 @@ describe('two threads', () => {
     const v = randn(S * KV * D, 22);
     const causal = Uint8Array.of(1, 0, 1, 1);
     const shape = { heads: H, kvHeads: KV, headDim: D };
-    const a = one.attention(q, [one.store(k, S)], [one.store(v, S)], n, causal, shape);
-    const b = two.attention(q, [two.store(k, S)], [two.store(v, S)], n, causal, shape);
+    const a = one.attention(q, [one.store(k, S, KV)], [one.store(v, S, KV)], n, causal, shape);
+    const b = two.attention(q, [two.store(k, S, KV)], [two.store(v, S, KV)], n, causal, shape);
     expect(Array.from(b.out)).toEqual(Array.from(a.out));
     expect(one.splitCalls).toBe(0);
     expect(two.splitCalls).toBe(11); // every product (T·rows·cols ≥ 147k) and the attention

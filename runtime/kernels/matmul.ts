@@ -128,6 +128,8 @@ export interface AttentionShape {
 export interface KernelChunk {
   readonly offset: number;
   readonly rows: number;
+  /** Heads it is stored by (store's layout); attention checks it against its kvHeads. */
+  readonly heads: number;
 }
 
 /**
@@ -408,10 +410,15 @@ export class MatmulKernels {
   }
 
   /**
-   * Copies f32 rows into this memory, where they stay until `free`: KV cache chunks that
-   * attention then reads in place, step after step (kv-mirror.ts).
+   * Copies f32 rows (rows, heads·D) into this memory, where they stay until `free`: KV cache
+   * chunks that attention then reads in place, step after step (kv-mirror.ts). Stored head
+   * by head — head g's D values of row r at (g·rows + r)·D — the layout matmul.c's
+   * attention reads sequentially; `heads` must be the kvHeads the attention calls give.
    */
-  store(data: Float32Array, rows: number): KernelChunk {
+  store(data: Float32Array, rows: number, heads: number): KernelChunk {
+    const width = data.length / rows;
+    if (!(Number.isInteger(width) && Number.isInteger(heads) && heads >= 1 && width % heads === 0)) throw new RangeError(`store: ${data.length} values are not ${rows} rows of ${heads} heads`);
+    const D = width / heads;
     const bytes = storedBytes(data.byteLength);
     let offset = this.freeChunks.get(bytes)?.pop();
     if (offset === undefined) {
@@ -420,8 +427,10 @@ export class MatmulKernels {
       this.top = align16(offset + bytes);
     }
     this.chunkBytes.set(offset, bytes);
-    new Float32Array(this.memory.buffer, offset, data.length).set(data);
-    return { offset, rows };
+    const dst = new Float32Array(this.memory.buffer, offset, data.length);
+    if (rows === 1 || heads === 1) dst.set(data);
+    else for (let g = 0; g < heads; g++) for (let r = 0; r < rows; r++) dst.set(data.subarray(r * width + g * D, r * width + (g + 1) * D), (g * rows + r) * D);
+    return { offset, rows, heads };
   }
 
   /** Gives a stored chunk's memory back for reuse. */
@@ -458,6 +467,7 @@ export class MatmulKernels {
     const S = keys.reduce((a, c) => a + c.rows, 0);
     const P = S - n;
     const chunks = keys.length;
+    if ([...keys, ...values].some((c) => c.heads !== KV)) throw new RangeError(`attention: chunks stored by other than ${KV} heads`);
     if (q.length !== n * qd || P < 0 || values.length !== chunks || values.some((c, i) => c.rows !== keys[i]!.rows) || visible.length !== n * n) {
       throw new RangeError(`attention: shapes disagree (q ${q.length}, ${S} keys, n ${n})`);
     }

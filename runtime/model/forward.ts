@@ -123,7 +123,7 @@ export function prepareModel(model: LoadedModel): Prepared {
   }
   const rotateHalf = tf.tensor2d(r, [D, D]);
   const kernels = blocks?.lmHead.kernels ?? new MatmulKernels();
-  const mirror = new KvMirror(kernels);
+  const mirror = new KvMirror(kernels, c.numKvHeads);
   const p: Prepared = {
     layers,
     blocks,

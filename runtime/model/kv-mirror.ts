@@ -12,22 +12,35 @@
  * twice, once in tfjs's heap and once here (the KV budget counts the first only).
  *
  * @example
- * const mirror = new KvMirror(kernels);
+ * const mirror = new KvMirror(kernels, config.numKvHeads);
  * const keys = chunks.map((t) => mirror.chunk(t)); // copies only the chunks it has not seen
  */
-import type * as tf from '@tensorflow/tfjs-core';
+import * as tf from '@tensorflow/tfjs-core';
 import type { KernelChunk, MatmulKernels } from '../kernels/matmul.js';
+
+interface WasmBackendLike {
+  typedArrayFromHeap(t: tf.TensorInfo): Float32Array;
+}
 
 export class KvMirror {
   private readonly chunks = new Map<tf.Tensor, KernelChunk>();
 
-  constructor(private readonly kernels: MatmulKernels) {}
+  /** `kvHeads`: the model's, which the chunks are stored by (MatmulKernels.store). */
+  constructor(
+    private readonly kernels: MatmulKernels,
+    private readonly kvHeads: number,
+  ) {}
 
-  /** The kernel-memory copy of a (rows, width) tensor, made on first sight. */
+  /**
+   * The kernel-memory copy of a (rows, kvHeads·headDim) tensor, made on first sight. On the
+   * wasm backend read through a view of tfjs's heap (a decode step copies 2 new chunks per
+   * layer; dataSync's copy and engine bookkeeping cost ~29 µs each).
+   */
   chunk(t: tf.Tensor2D): KernelChunk {
     let c = this.chunks.get(t);
     if (c === undefined) {
-      c = this.kernels.store(t.dataSync() as Float32Array, t.shape[0]);
+      const data = tf.getBackend() === 'wasm' ? (tf.backend() as unknown as WasmBackendLike).typedArrayFromHeap(t) : (t.dataSync() as Float32Array);
+      c = this.kernels.store(data, t.shape[0], this.kvHeads);
       this.chunks.set(t, c);
     }
     return c;
