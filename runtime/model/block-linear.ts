@@ -79,7 +79,7 @@ function inputRows(x: Float32Array, cols: number, norm: BlockLinearOp['norm']): 
 }
 
 /** Runs every weight and writes each output group's rows into `outs` (T × width each), rotating those `rotary` names. */
-function compute(op: BlockLinearOp, x: Float32Array, T: number, cols: number, outs: Float32Array[], rotary: RotaryRows | null): void {
+export function computeLinear(op: BlockLinearOp, x: Float32Array, T: number, cols: number, outs: Float32Array[], rotary: RotaryRows | null): void {
   const parts = op.outputs.flat();
   const ys = op.kernels.matmulMany(
     parts.map((p) => p.weight),
@@ -125,7 +125,7 @@ function ensureRegistered(): void {
       const [T, cols] = x.shape as [number, number];
       // makeOutput first: it may grow the heap, which detaches earlier views.
       const infos = widths(op).map((w) => b.makeOutput([T, w], 'float32'));
-      compute(op, b.typedArrayFromHeap(x), T, cols, infos.map((i) => b.typedArrayFromHeap(i)), rotary);
+      computeLinear(op, b.typedArrayFromHeap(x), T, cols, infos.map((i) => b.typedArrayFromHeap(i)), rotary);
       return infos;
     },
   });
@@ -159,7 +159,8 @@ export interface BlockMlpOp {
   down: KernelWeight; // (hidden, inter)
 }
 
-function computeMlp(op: BlockMlpOp, attn: Float32Array, x: Float32Array, T: number, out: Float32Array): void {
+/** The MLP half of a layer on plain arrays (see BlockMlpOp): out = x + o(attn) + mlp(...). */
+export function computeMlp(op: BlockMlpOp, attn: Float32Array, x: Float32Array, T: number, out: Float32Array): void {
   const hidden = op.o.rows;
   const o = op.kernels.matmul(op.o, attn, T);
   for (let i = 0; i < out.length; i++) out[i] = x[i]! + o[i]! + (op.bo === null ? 0 : op.bo[i % hidden]!);
@@ -188,6 +189,6 @@ export function blockLinear(x: tf.Tensor2D, op: BlockLinearOp, rotary: RotaryRow
     return tf.engine().runKernel('SkeinBlockLinear', { x }, { op, rotary } as unknown as tf.NamedAttrMap) as unknown as tf.Tensor2D[];
   }
   const outs = widths(op).map((w) => new Float32Array(T * w));
-  compute(op, x.dataSync() as Float32Array, T, cols, outs, rotary);
+  computeLinear(op, x.dataSync() as Float32Array, T, cols, outs, rotary);
   return outs.map((o) => tf.tensor2d(o, [T, o.length / T]));
 }

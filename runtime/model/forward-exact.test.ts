@@ -64,6 +64,15 @@ function checkRowIndependence(model: LoadedModel, prompt: number[], next: number
     // The same tokens as one multi-row call (draft verification).
     const [multi] = forward(model, [{ ids: next, past: cache.past(), logits: 'all' }]);
     next.forEach((_, i) => expectSameBits(multi!.logits[i]!, alone[i]!, `row ${i} of a ${next.length}-row call vs alone`));
+    // And with attention rows asked for: on the block path every layer then runs op by op
+    // instead of as one fused call (block-layer.ts); logits and KV must not change.
+    const [unfused] = forward(model, [{ ids: next, past: cache.past(), logits: 'all', returnAttention: true }]);
+    next.forEach((_, i) => expectSameBits(unfused!.logits[i]!, multi!.logits[i]!, `row ${i}: layer op by op vs fused`));
+    unfused!.newKv.forEach((kv, l) => {
+      expectSameBits(kv!.k.dataSync() as Float32Array, multi!.newKv[l]!.k.dataSync() as Float32Array, `layer ${l} keys: op by op vs fused`);
+      expectSameBits(kv!.v.dataSync() as Float32Array, multi!.newKv[l]!.v.dataSync() as Float32Array, `layer ${l} values: op by op vs fused`);
+      tf.dispose([kv!.k, kv!.v]);
+    });
     multi!.newKv.forEach((kv) => kv && tf.dispose([kv.k, kv.v]));
     // Beside other sequences in one batch: a decode row of another cache and a prefill.
     const other = prefill(model, prompt.slice(0, 9), 4);

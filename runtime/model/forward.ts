@@ -34,6 +34,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { BadRequestError, NotAvailableError } from '../../core/errors.js';
 import { KERNEL_TYPES, MatmulKernels, UploadedMatrix } from '../kernels/matmul.js';
+import { blockLayer } from './block-layer.js';
 import { blockLinear, blockMlp, type BlockLinearOp, type BlockMlpOp } from './block-linear.js';
 import { floatBlockWeights } from './block-weights.js';
 import { exactAttention } from './exact-attention.js';
@@ -481,6 +482,34 @@ export function forward(model: LoadedModel, seqs: ForwardSequence[], opts: Forwa
       const P = prep.layers[l];
       const B = prep.blocks?.layers[l];
 
+      // The whole layer in one kernel call (block-layer.ts) unless a sequence revives rows or
+      // wants attention rows here: same kernels on the same inputs, so the same bits.
+      if (B !== undefined && order.every((s) => s.resumed.length === 0 && !wantsLast(s, l))) {
+        const r = blockLayer(x, {
+          qkv: B.qkv,
+          mlp: B.mlp,
+          rotary: { outputs: [0, 1], dim: D, cos: rope.cos, sin: rope.sin },
+          shape: { heads: H, kvHeads: KV, headDim: D },
+          kernels: prep.kernels,
+          seqs: order.map((s) => ({
+            n: s.live.length,
+            keys: (s.seq.past?.[l]?.k ?? []).map((t) => prep.mirror.chunk(t)),
+            values: (s.seq.past?.[l]?.v ?? []).map((t) => prep.mirror.chunk(t)),
+            visible: visibleAmongNew(s),
+          })),
+        });
+        x = r.x;
+        const sizes = order.map((s) => s.live.length);
+        const ks = order.length === 1 ? [r.k] : (tf.split(r.k, sizes, 0) as tf.Tensor2D[]);
+        const vs = order.length === 1 ? [r.v] : (tf.split(r.v, sizes, 0) as tf.Tensor2D[]);
+        order.forEach((s, i) => {
+          s.newKv[l] = { k: ks[i]!, v: vs[i]!, tokenIndices: s.live };
+          prep.mirror.adopt(ks[i]!, r.kChunks[i]!);
+          prep.mirror.adopt(vs[i]!, r.vChunks[i]!);
+        });
+        return [x, ...order.flatMap((s) => [s.newKv[l]!.k, s.newKv[l]!.v]), ...order.flatMap((s) => s.prunedHidden.flatMap((p) => (p.rows ? [p.rows] : [])))];
+      }
+
       // Attention block. Norm weight and query scale live in wqk/wv (or in the block op).
       let q: tf.Tensor2D; // (T, qDim)
       let k: tf.Tensor2D; // (T, kvDim)
@@ -591,10 +620,9 @@ export function forward(model: LoadedModel, seqs: ForwardSequence[], opts: Forwa
      * on the exact kernel (exact-attention.ts): every cached and resumed key, causal among
      * the new rows, or the tree mask of a verification.
      */
-    function attention(s: SeqState, l: number, q: tf.Tensor2D, row: number, n: number): tf.Tensor2D {
-      const past = s.seq.past?.[l];
-      const own = s.newKv[l]!;
-      const res = s.resumedKv[l];
+    /** (n, n) over a sequence's live new tokens: row a sees b under its tree mask, else causally. */
+    function visibleAmongNew(s: SeqState): Uint8Array {
+      const n = s.live.length;
       const visible = new Uint8Array(n * n);
       const tree = s.seq.treeMask;
       for (let a = 0; a < n; a++) {
@@ -604,13 +632,25 @@ export function forward(model: LoadedModel, seqs: ForwardSequence[], opts: Forwa
           if (tree ? tree[i]![j]! : j <= i) visible[a * n + b] = 1;
         }
       }
-      const wantLast = s.seq.returnAttention === true || s.scoreAt.has(l);
+      return visible;
+    }
+
+    /** Whether a sequence wants its last row's attention at layer l (returned, or scored by LazyLLM). */
+    function wantsLast(s: SeqState, l: number): boolean {
+      return s.seq.returnAttention === true || s.scoreAt.has(l);
+    }
+
+    function attention(s: SeqState, l: number, q: tf.Tensor2D, row: number, n: number): tf.Tensor2D {
+      const past = s.seq.past?.[l];
+      const own = s.newKv[l]!;
+      const res = s.resumedKv[l];
+      const wantLast = wantsLast(s, l);
       const [out, last] = exactAttention(q, {
         row,
         n,
         keys: [...(past?.k ?? []), ...(res ? [res.k] : []), own.k],
         values: [...(past?.v ?? []), ...(res ? [res.v] : []), own.v],
-        visible,
+        visible: visibleAmongNew(s),
         shape: { heads: H, kvHeads: KV, headDim: D },
         kernels: prep.kernels,
         mirror: prep.mirror,

@@ -46,6 +46,13 @@ export class KvMirror {
     return c;
   }
 
+  /** Takes a copy already stored by the caller (blockLayer stores new rows as it makes them) as t's. */
+  adopt(t: tf.Tensor2D, c: KernelChunk): void {
+    if (c.rows !== t.shape[0] || c.heads !== this.kvHeads) throw new RangeError(`adopt: a chunk of ${c.rows} rows by ${c.heads} heads for a (${t.shape[0]}, …) tensor of ${this.kvHeads}`);
+    if (this.chunks.has(t)) throw new RangeError('adopt: this tensor has a copy already');
+    this.chunks.set(t, c);
+  }
+
   /** Frees the copies of tensors that have been disposed since the last sweep. */
   sweep(): void {
     for (const [t, c] of this.chunks) {

@@ -1,0 +1,121 @@
+/**
+ * A whole decoder layer on the block-weight path as ONE tfjs kernel call: norm + q/k/v +
+ * rotary (block-linear.ts), each sequence's new keys and values stored where the attention
+ * kernel reads them (MatmulKernels.store, head by head), attention over its cached chunks
+ * and those rows, then o-proj + residual + norm + MLP + residual. Three tensors come out —
+ * the layer's output rows and the new K and V rows — where the unfused path made eight
+ * tensors and four dispatches per layer (q/k/v, attention, MLP, the KV copies through
+ * dataSync). Measured in the engine before it: the attention wrapper alone (dispatch, KV
+ * copies, bookkeeping) was ~3 ms of a ~40 ms SmolLM2 decode step.
+ *
+ * The arithmetic is the unfused path's, call for call (the same kernels on the same
+ * inputs), so every row gets the same bits; forward.ts takes this path when no sequence
+ * revives tokens or wants attention rows at the layer, and forward-exact.test.ts checks
+ * both paths against each other.
+ *
+ * @example
+ * const r = blockLayer(x, { qkv, mlp, rotary, shape, kernels, seqs: [{ n: 1, keys, values, visible }] });
+ * mirror.adopt(r.k, r.kChunks[0]); // the new rows' kernel copies, for later steps
+ */
+import * as tf from '@tensorflow/tfjs-core';
+import type { AttentionShape, KernelChunk, MatmulKernels } from '../kernels/matmul.js';
+import { computeLinear, computeMlp, type BlockLinearOp, type BlockMlpOp, type RotaryRows } from './block-linear.js';
+
+/** One sequence's rows of the packed call, in order. */
+export interface BlockLayerSeq {
+  n: number;
+  /** Its cached key and value chunks in position order (kernel copies). */
+  keys: KernelChunk[];
+  values: KernelChunk[];
+  /** (n, n): new row i sees new key j when visible[i·n + j] is 1. */
+  visible: Uint8Array;
+}
+
+export interface BlockLayerOp {
+  qkv: BlockLinearOp; // outputs q·scale, k, v
+  mlp: BlockMlpOp;
+  rotary: RotaryRows; // on outputs 0 and 1
+  shape: AttentionShape;
+  kernels: MatmulKernels;
+  seqs: BlockLayerSeq[];
+}
+
+export interface BlockLayerResult {
+  x: tf.Tensor2D; // (T, hidden)
+  k: tf.Tensor2D; // (T, kvDim), every sequence's new rows in order
+  v: tf.Tensor2D;
+  /** Per sequence, the kernel copies of its new K and V rows (hand them to the KV mirror). */
+  kChunks: KernelChunk[];
+  vChunks: KernelChunk[];
+}
+
+interface WasmBackendLike {
+  makeOutput(shape: number[], dtype: tf.DataType): tf.TensorInfo;
+  typedArrayFromHeap(t: tf.TensorInfo): Float32Array;
+}
+
+/** Runs the layer on plain arrays: x (T, hidden) → xOut, kOut, vOut; returns the stored chunks. */
+function run(op: BlockLayerOp, x: Float32Array, T: number, xOut: Float32Array, kOut: Float32Array, vOut: Float32Array): { kChunks: KernelChunk[]; vChunks: KernelChunk[] } {
+  const { heads: H, kvHeads: KV, headDim: D } = op.shape;
+  const qd = H * D;
+  const kvd = KV * D;
+  const q = new Float32Array(T * qd);
+  computeLinear(op.qkv, x, T, x.length / T, [q, kOut, vOut], op.rotary);
+  const attn = new Float32Array(T * qd);
+  const kChunks: KernelChunk[] = [];
+  const vChunks: KernelChunk[] = [];
+  let r = 0;
+  for (const s of op.seqs) {
+    const kc = op.kernels.store(kOut.subarray(r * kvd, (r + s.n) * kvd), s.n, KV);
+    const vc = op.kernels.store(vOut.subarray(r * kvd, (r + s.n) * kvd), s.n, KV);
+    kChunks.push(kc);
+    vChunks.push(vc);
+    const { out } = op.kernels.attention(q.subarray(r * qd, (r + s.n) * qd), [...s.keys, kc], [...s.values, vc], s.n, s.visible, op.shape);
+    attn.set(out, r * qd);
+    r += s.n;
+  }
+  computeMlp(op.mlp, attn, x, T, xOut);
+  return { kChunks, vChunks };
+}
+
+/** x (T, hidden), the packed rows of `op.seqs` → the layer's output and new K/V rows. */
+export function blockLayer(x: tf.Tensor2D, op: BlockLayerOp): BlockLayerResult {
+  const [T, hidden] = x.shape;
+  const n = op.seqs.reduce((a, s) => a + s.n, 0);
+  if (n !== T) throw new RangeError(`blockLayer: sequences hold ${n} rows, x has ${T}`);
+  const kvd = op.shape.kvHeads * op.shape.headDim;
+  if (tf.getBackend() === 'wasm') {
+    ensureRegistered();
+    const holder: { chunks?: { kChunks: KernelChunk[]; vChunks: KernelChunk[] } } = {};
+    const [xo, k, v] = tf.engine().runKernel('SkeinBlockLayer', { x }, { op, holder } as unknown as tf.NamedAttrMap) as unknown as tf.Tensor2D[];
+    return { x: xo!, k: k!, v: v!, ...holder.chunks! };
+  }
+  const xOut = new Float32Array(T * hidden);
+  const kOut = new Float32Array(T * kvd);
+  const vOut = new Float32Array(T * kvd);
+  const chunks = run(op, x.dataSync() as Float32Array, T, xOut, kOut, vOut);
+  return { x: tf.tensor2d(xOut, [T, hidden]), k: tf.tensor2d(kOut, [T, kvd]), v: tf.tensor2d(vOut, [T, kvd]), ...chunks };
+}
+
+let registered = false;
+function ensureRegistered(): void {
+  if (registered) return;
+  registered = true;
+  tf.registerKernel({
+    kernelName: 'SkeinBlockLayer',
+    backendName: 'wasm',
+    kernelFunc: ({ inputs, backend, attrs }) => {
+      const x = inputs.x as tf.TensorInfo;
+      const b = backend as unknown as WasmBackendLike;
+      const { op, holder } = attrs as unknown as { op: BlockLayerOp; holder: { chunks?: { kChunks: KernelChunk[]; vChunks: KernelChunk[] } } };
+      const [T, hidden] = x.shape as [number, number];
+      const kvd = op.shape.kvHeads * op.shape.headDim;
+      // makeOutput first: it may grow the heap, which detaches earlier views. Nothing below
+      // allocates on tfjs's heap (the kernels have their own memory).
+      const outs = [b.makeOutput([T, hidden], 'float32'), b.makeOutput([T, kvd], 'float32'), b.makeOutput([T, kvd], 'float32')];
+      const [xo, ko, vo] = outs.map((o) => b.typedArrayFromHeap(o));
+      holder.chunks = run(op, b.typedArrayFromHeap(x), T, xo!, ko!, vo!);
+      return outs;
+    },
+  });
+}
