@@ -637,6 +637,51 @@ void silu_mul(float *g, const float *u, int n) {
 }
 
 /* Whether a row sees key j: every cached key (j < P), new key j − P where its mask says. */
+/*
+ * f32 → f16, round to nearest even, clamped to ±65504 (the attention kernel widens finite
+ * values only; llama.cpp's f16 KV cache rounds the same way). n values from src to dst.
+ */
+__attribute__((export_name("store_f16")))
+void store_f16(const float *src, int n, uint16_t *dst) {
+  for (int i = 0; i < n; i++) {
+    union { float f; uint32_t u; } v = { src[i] };
+    const uint32_t sign = (v.u >> 16) & 0x8000u;
+    uint32_t a = v.u & 0x7fffffffu;
+    if (a > 0x477fefffu) a = 0x477fe000u; /* ≥ 65520 rounds past the largest half: clamp to 65504 */
+    uint16_t h;
+    if (a < 0x38800000u) {
+      /* subnormal half (or zero): scale into the integer range and round to nearest even */
+      union { uint32_t u; float f; } m = { a };
+      const float scaled = m.f * 0x1p24f; /* exact: a power of two */
+      uint32_t q = (uint32_t)scaled;
+      const float rem = scaled - (float)q;
+      if (rem > 0.5f || (rem == 0.5f && (q & 1u))) q++;
+      h = (uint16_t)q;
+    } else {
+      const uint32_t mant = a & 0x1fffu;
+      uint32_t b = (a >> 13) - (112u << 10);
+      if (mant > 0x1000u || (mant == 0x1000u && (b & 1u))) b++;
+      h = (uint16_t)b;
+    }
+    dst[i] = (uint16_t)(sign | h);
+  }
+}
+
+/*
+ * Four K or V values at element i of a stored chunk: f32, or f16 (the mirror's copy for
+ * models on quantized blocks, as llama.cpp keeps its KV cache) widened here. Finite values only (store
+ * clamps to ±65504).
+ */
+static inline __attribute__((always_inline)) v128_t kv4(const void *base, size_t i, int f16) {
+  if (!f16) return wasm_v128_load((const float *)base + i);
+  v128_t lo, hi;
+  f16x8_to_f32(wasm_v128_load64_zero((const uint16_t *)base + i), &lo, &hi);
+  return lo;
+}
+
+/* Element offset of row r of KV head g in a chunk of `rows` rows stored head by head. */
+static inline size_t kv_at(int g, int rows, int r, int D) { return ((size_t)g * rows + r) * D; }
+
 static inline int seen(const uint8_t *vi, int P, int j) { return j < P || vi[j - P]; }
 
 /* Whether it sees keys j..j+3. */
@@ -652,13 +697,12 @@ static inline int seen4(const uint8_t *vi, int P, int j) {
  * the lanes in hsum_f32's order ((l0 + l1) + l2) + l3 — the bits a key gets alone. The
  * key rows are loaded once for all heads.
  */
-static inline __attribute__((always_inline)) void qk4(const float *const *qh, const float *const *kr, int D, int NH, float *scores, int S, v128_t *mxv) {
+static inline __attribute__((always_inline)) void qk4(const float *const *qh, const void *const *kb, const size_t *ko, int f16, int D, int NH, float *scores, int S, v128_t *mxv) {
   v128_t s[HEADS_AT_ONCE][4];
   for (int a = 0; a < NH; a++) s[a][0] = s[a][1] = s[a][2] = s[a][3] = wasm_f32x4_splat(0.f);
-  const float *k0 = kr[0], *k1 = kr[1], *k2 = kr[2], *k3 = kr[3];
   for (int d = 0; d < D; d += 4) {
-    const v128_t k0v = wasm_v128_load(k0 + d), k1v = wasm_v128_load(k1 + d);
-    const v128_t k2v = wasm_v128_load(k2 + d), k3v = wasm_v128_load(k3 + d);
+    const v128_t k0v = kv4(kb[0], ko[0] + d, f16), k1v = kv4(kb[1], ko[1] + d, f16);
+    const v128_t k2v = kv4(kb[2], ko[2] + d, f16), k3v = kv4(kb[3], ko[3] + d, f16);
     for (int a = 0; a < NH; a++) {
       const v128_t qv = wasm_v128_load(qh[a] + d);
       s[a][0] = wasm_f32x4_add(s[a][0], wasm_f32x4_mul(qv, k0v));
@@ -684,17 +728,17 @@ static inline __attribute__((always_inline)) void qk4(const float *const *qh, co
  * each value row is loaded once for every head. Keys a row does not see are skipped (their
  * probability is 0; adding ±0 would not change a sum either), the rest summed in key order.
  */
-static inline __attribute__((always_inline)) void pv(const float *const *sp, const float *inv, const float *const *vc, const int *rows, int chunks, int P, int end, const uint8_t *vi, int g, int D, int NH, float *o) {
+static inline __attribute__((always_inline)) void pv(const float *const *sp, const float *inv, const void *const *vc, int f16, const int *rows, int chunks, int P, int end, const uint8_t *vi, int g, int D, int NH, float *o) {
   for (int d = 0; d < D; d += PV_W) {
     const int w = D - d < PV_W ? (D - d) / 4 : PV_W / 4;
     v128_t acc[HEADS_AT_ONCE][PV_W / 4];
     for (int a = 0; a < NH; a++) for (int e = 0; e < PV_W / 4; e++) acc[a][e] = wasm_f32x4_splat(0.f);
     for (int c = 0, j = 0; c < chunks && j < end; c++) {
-      const float *vrow = vc[c] + (size_t)g * rows[c] * D + d;
+      size_t vrow = kv_at(g, rows[c], 0, D) + d;
       for (int r = 0; r < rows[c] && j < end; r++, j++, vrow += D) {
         if (j >= P && !vi[j - P]) continue;
         v128_t v[PV_W / 4];
-        for (int e = 0; e < PV_W / 4; e++) v[e] = e < w ? wasm_v128_load(vrow + 4 * e) : v[0];
+        for (int e = 0; e < PV_W / 4; e++) v[e] = e < w ? kv4(vc[c], vrow + 4 * e, f16) : v[0];
         for (int a = 0; a < NH; a++) {
           const v128_t p = wasm_f32x4_splat(sp[a][j]);
           for (int e = 0; e < PV_W / 4; e++) if (e < w) acc[a][e] = wasm_f32x4_add(acc[a][e], wasm_f32x4_mul(p, v[e]));
@@ -737,7 +781,9 @@ static inline __attribute__((always_inline)) void pv(const float *const *sp, con
  * row over all S keys), with the same bits.
  */
 __attribute__((export_name("attention")))
-void attention(const float *q, const float *const *kc, const float *const *vc, const int *rows, int chunks, int P, int n, const uint8_t *vis, int H, int KV, int D, float *scores, float *out, float *last, int h0, int h1) {
+void attention(const float *q, const void *const *kc, const void *const *vc, const int *rows, int chunks, int P, int n, const uint8_t *vis, int H, int KVf, int D, float *scores, float *out, float *last, int h0, int h1) {
+  /* KVf: the KV head count, plus 65536 when the chunks hold f16 (store_f16). */
+  const int KV = KVf & 0xffff, f16 = KVf >> 16;
   const int S = P + n, G = H / KV, qd = H * D;
   if (last) for (int j = 0; j < S; j++) last[j] = 0.f;
   for (int i = 0; i < n; i++) {
@@ -769,26 +815,28 @@ void attention(const float *q, const float *const *kc, const float *const *vc, c
       for (int c = 0, r = 0, j = 0; j < end;) {
         while (r >= rows[c]) c++, r = 0;
         if (j + 4 <= end && seen4(vi, P, j)) {
-          const float *kr[4];
+          const void *kb[4];
+          size_t ko[4];
           for (int e = 0; e < 4; e++) {
             while (r >= rows[c]) c++, r = 0;
-            kr[e] = kc[c] + ((size_t)g * rows[c] + r) * D;
+            kb[e] = kc[c];
+            ko[e] = kv_at(g, rows[c], r, D);
             r++;
           }
           switch (nh) {
-            case 4: qk4(qh, kr, D, 4, scores + j, S, mxv); break;
-            case 3: qk4(qh, kr, D, 3, scores + j, S, mxv); break;
-            case 2: qk4(qh, kr, D, 2, scores + j, S, mxv); break;
-            default: qk4(qh, kr, D, 1, scores + j, S, mxv); break;
+            case 4: qk4(qh, kb, ko, f16, D, 4, scores + j, S, mxv); break;
+            case 3: qk4(qh, kb, ko, f16, D, 3, scores + j, S, mxv); break;
+            case 2: qk4(qh, kb, ko, f16, D, 2, scores + j, S, mxv); break;
+            default: qk4(qh, kb, ko, f16, D, 1, scores + j, S, mxv); break;
           }
           j += 4;
           continue;
         }
         if (seen(vi, P, j)) {
-          const float *kj = kc[c] + ((size_t)g * rows[c] + r) * D;
+          const size_t kj = kv_at(g, rows[c], r, D);
           for (int a = 0; a < nh; a++) {
             v128_t sv = wasm_f32x4_splat(0.f);
-            for (int d = 0; d < D; d += 4) sv = wasm_f32x4_add(sv, wasm_f32x4_mul(wasm_v128_load(qh[a] + d), wasm_v128_load(kj + d)));
+            for (int d = 0; d < D; d += 4) sv = wasm_f32x4_add(sv, wasm_f32x4_mul(wasm_v128_load(qh[a] + d), kv4(kc[c], kj + d, f16)));
             float sc = hsum_f32(sv);
             scores[(size_t)a * S + j] = sc;
             if (sc > mx[a]) mx[a] = sc;
@@ -831,10 +879,10 @@ void attention(const float *q, const float *const *kc, const float *const *vc, c
       }
       float *o = out + (size_t)i * qd + (size_t)hb * D;
       switch (nh) {
-        case 4: pv(sp, inv, vc, rows, chunks, P, end, vi, g, D, 4, o); break;
-        case 3: pv(sp, inv, vc, rows, chunks, P, end, vi, g, D, 3, o); break;
-        case 2: pv(sp, inv, vc, rows, chunks, P, end, vi, g, D, 2, o); break;
-        default: pv(sp, inv, vc, rows, chunks, P, end, vi, g, D, 1, o); break;
+        case 4: pv(sp, inv, vc, f16, rows, chunks, P, end, vi, g, D, 4, o); break;
+        case 3: pv(sp, inv, vc, f16, rows, chunks, P, end, vi, g, D, 3, o); break;
+        case 2: pv(sp, inv, vc, f16, rows, chunks, P, end, vi, g, D, 2, o); break;
+        default: pv(sp, inv, vc, f16, rows, chunks, P, end, vi, g, D, 1, o); break;
       }
       if (last && i == n - 1) {
         for (int a = 0; a < nh; a++) {

@@ -334,6 +334,35 @@ describe('attention kernel', () => {
     }
   });
 
+  it('attends over f16 chunks as over their values rounded to f16, a row the same bits alone as in the call', () => {
+    const H = 6, KV = 2, D = 12, P = 6, n = 5;
+    const S = P + n;
+    const shape = { heads: H, kvHeads: KV, headDim: D };
+    const q = randn(n * H * D, 71, 0.5);
+    const k = randn(S * KV * D, 72, 0.5);
+    const v = randn(S * KV * D, 73);
+    const half = (x: Float32Array) => x.map((a) => halfToFloat(floatToHalf(a)));
+    const kernels = new MatmulKernels();
+    const causal = Uint8Array.from({ length: n * n }, (_, x) => (x % n <= Math.floor(x / n) ? 1 : 0));
+    const rows = (x: Float32Array, a: number, b: number) => kernels.store(x.subarray(a * KV * D, b * KV * D), b - a, KV, true);
+    const all = kernels.attention(q, [rows(k, 0, 4), rows(k, 4, P), rows(k, P, S)], [rows(v, 0, 4), rows(v, 4, P), rows(v, P, S)], n, causal, shape, true);
+    const want = plainAttention(q, half(k), half(v), P, n, causal, H, KV, D);
+    all.out.forEach((x, i) => expect(Math.abs(x - want.out[i]!)).toBeLessThan(1e-5));
+    for (let i = 0; i < n; i++) {
+      const alone = kernels.attention(q.subarray(i * H * D, (i + 1) * H * D), [rows(k, 0, P + i), rows(k, P + i, P + i + 1)], [rows(v, 0, P + i), rows(v, P + i, P + i + 1)], 1, Uint8Array.of(1), shape);
+      expect(Array.from(alone.out), `row ${i}`).toEqual(Array.from(all.out.subarray(i * H * D, (i + 1) * H * D)));
+    }
+    expect(() => kernels.attention(q.subarray(0, H * D), [rows(k, 0, 1)], [kernels.store(v.subarray(0, KV * D), 1, KV)], 1, Uint8Array.of(1), shape)).toThrow(/mixed/);
+  });
+
+  it('rounds f32 to f16 as floatToHalf does (ties to even, subnormals), clamping past the largest half', () => {
+    const kernels = new MatmulKernels();
+    const edge = [0, -0, 1, -1, 65504, 65519, 65520, 1e9, -1e9, 2 ** -14, 2 ** -15, 2 ** -24, 2 ** -25, 3 * 2 ** -26, 1 + 2 ** -11, 1 + 3 * 2 ** -11, 0.1, -123.456, 6.1e-5];
+    const x = Float32Array.from([...edge, ...randn(500, 81, 3)]);
+    const c = kernels.store(x, 1, 1, true);
+    expect(Array.from(kernels.readChunk(c, x.length))).toEqual(Array.from(x, (a) => halfToFloat(floatToHalf(Math.max(-65504, Math.min(65504, a))))));
+  });
+
   it('stores chunks where attention reads them, and reuses the memory of freed ones', () => {
     const kernels = new MatmulKernels();
     const a = kernels.store(Float32Array.from({ length: 192 }, (_, i) => i), 1, 1);

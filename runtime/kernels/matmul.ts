@@ -13,7 +13,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { setFlagsFromString } from 'node:v8';
-import { floatToHalf, GGML_TYPE_ID, QK, quantizeMatrix, rowBytes, type BlockMatrix, type BlockType } from './blocks.js';
+import { floatToHalf, GGML_TYPE_ID, halfToFloat, QK, quantizeMatrix, rowBytes, type BlockMatrix, type BlockType } from './blocks.js';
 import { defaultKernelThreads, kernelThread, type KernelFn } from './threads.js';
 
 const WASM_URL = new URL('./matmul.wasm', import.meta.url);
@@ -100,6 +100,7 @@ interface Exports {
   x4_bytes(type: number, rows: number, cols: number): number;
   silu_mul(g: number, u: number, n: number): void;
   matmul_x4(type: number, w: number, rows: number, cols: number, qa: number, da: number, sa: number, T: number, y: number, g0: number, g1: number): void;
+  store_f16(src: number, n: number, dst: number): void;
   /** Relaxed build only (matmul-relaxed.wasm). */
   quantize_rows_r8?(x: number, T: number, cols: number, qa: number, da: number, sa: number): void;
   matmul_x4r?(type: number, w: number, rows: number, cols: number, qa: number, da: number, sa: number, T: number, y: number, g0: number, g1: number): void;
@@ -130,6 +131,8 @@ export interface KernelChunk {
   readonly rows: number;
   /** Heads it is stored by (store's layout); attention checks it against its kvHeads. */
   readonly heads: number;
+  /** Stored as f16 (store's f16: the KV mirror of models on quantized blocks), else f32. */
+  readonly f16: boolean;
 }
 
 /**
@@ -415,11 +418,11 @@ export class MatmulKernels {
    * by head — head g's D values of row r at (g·rows + r)·D — the layout matmul.c's
    * attention reads sequentially; `heads` must be the kvHeads the attention calls give.
    */
-  store(data: Float32Array, rows: number, heads: number): KernelChunk {
+  store(data: Float32Array, rows: number, heads: number, f16 = false): KernelChunk {
     const width = data.length / rows;
     if (!(Number.isInteger(width) && Number.isInteger(heads) && heads >= 1 && width % heads === 0)) throw new RangeError(`store: ${data.length} values are not ${rows} rows of ${heads} heads`);
     const D = width / heads;
-    const bytes = storedBytes(data.byteLength);
+    const bytes = storedBytes(f16 ? data.byteLength / 2 : data.byteLength);
     let offset = this.freeChunks.get(bytes)?.pop();
     if (offset === undefined) {
       offset = this.top;
@@ -427,10 +430,21 @@ export class MatmulKernels {
       this.top = align16(offset + bytes);
     }
     this.chunkBytes.set(offset, bytes);
-    const dst = new Float32Array(this.memory.buffer, offset, data.length);
+    // f16: laid out in f32 in the scratch space past the weights first, then narrowed into place.
+    const at = f16 ? this.top : offset;
+    if (f16) this.ensure(at + data.byteLength);
+    const dst = new Float32Array(this.memory.buffer, at, data.length);
     if (rows === 1 || heads === 1) dst.set(data);
     else for (let g = 0; g < heads; g++) for (let r = 0; r < rows; r++) dst.set(data.subarray(r * width + g * D, r * width + (g + 1) * D), (g * rows + r) * D);
-    return { offset, rows, heads };
+    if (f16) this.fns.store_f16(at, data.length, offset);
+    return { offset, rows, heads, f16 };
+  }
+
+  /** A stored chunk's values as stored (head by head; f16 ones widened back to f32). */
+  readChunk(c: KernelChunk, width: number): Float32Array {
+    const n = c.rows * width;
+    if (!c.f16) return new Float32Array(this.memory.buffer, c.offset, n).slice();
+    return Float32Array.from(new Uint16Array(this.memory.buffer, c.offset, n), halfToFloat);
   }
 
   /** Gives a stored chunk's memory back for reuse. */
@@ -468,6 +482,8 @@ export class MatmulKernels {
     const P = S - n;
     const chunks = keys.length;
     if ([...keys, ...values].some((c) => c.heads !== KV)) throw new RangeError(`attention: chunks stored by other than ${KV} heads`);
+    const f16 = keys[0]?.f16 ?? false;
+    if ([...keys, ...values].some((c) => c.f16 !== f16)) throw new RangeError('attention: f16 and f32 chunks mixed');
     if (q.length !== n * qd || P < 0 || values.length !== chunks || values.some((c, i) => c.rows !== keys[i]!.rows) || visible.length !== n * n) {
       throw new RangeError(`attention: shapes disagree (q ${q.length}, ${S} keys, n ${n})`);
     }
@@ -489,7 +505,8 @@ export class MatmulKernels {
       table[2 * chunks + c] = keys[c]!.rows;
     }
     new Uint8Array(buf, visOff, n * n).set(visible);
-    const args = (scores: number, h0: number, h1: number) => [qOff, tableOff, tableOff + 4 * chunks, tableOff + 8 * chunks, chunks, P, n, visOff, H, KV, D, scores, outOff, wantLast ? lastOff : 0, h0, h1];
+    // The kernel takes the f16 flag above the KV head count (65536 + KV).
+    const args = (scores: number, h0: number, h1: number) => [qOff, tableOff, tableOff + 4 * chunks, tableOff + 8 * chunks, chunks, P, n, visOff, H, KV + (f16 ? 65536 : 0), D, scores, outOff, wantLast ? lastOff : 0, h0, h1];
     // The last row's key weights sum over every head in one call; otherwise heads split.
     if (wantLast) this.fns.attention(...(args(scoresOff, 0, H) as Parameters<Exports['attention']>));
     else this.split('attention', 0, H, 2 * n * S * H * D, (a, b) => args(a === 0 ? scoresOff : scores2Off, a, b));

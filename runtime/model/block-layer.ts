@@ -37,6 +37,8 @@ export interface BlockLayerOp {
   rotary: RotaryRows; // on outputs 0 and 1
   shape: AttentionShape;
   kernels: MatmulKernels;
+  /** Store the new rows as f16, as the KV mirror they join does (KvMirror.f16). */
+  kvF16: boolean;
   seqs: BlockLayerSeq[];
 }
 
@@ -66,8 +68,8 @@ function run(op: BlockLayerOp, x: Float32Array, T: number, xOut: Float32Array, k
   const vChunks: KernelChunk[] = [];
   let r = 0;
   for (const s of op.seqs) {
-    const kc = op.kernels.store(kOut.subarray(r * kvd, (r + s.n) * kvd), s.n, KV);
-    const vc = op.kernels.store(vOut.subarray(r * kvd, (r + s.n) * kvd), s.n, KV);
+    const kc = op.kernels.store(kOut.subarray(r * kvd, (r + s.n) * kvd), s.n, KV, op.kvF16);
+    const vc = op.kernels.store(vOut.subarray(r * kvd, (r + s.n) * kvd), s.n, KV, op.kvF16);
     kChunks.push(kc);
     vChunks.push(vc);
     const { out } = op.kernels.attention(q.subarray(r * qd, (r + s.n) * qd), [...s.keys, kc], [...s.values, vc], s.n, s.visible, op.shape);

@@ -38,7 +38,7 @@ import { blockLayer } from './block-layer.js';
 import { blockLinear, blockMlp, type BlockLinearOp, type BlockMlpOp } from './block-linear.js';
 import { floatBlockWeights } from './block-weights.js';
 import { exactAttention } from './exact-attention.js';
-import { KvMirror } from './kv-mirror.js';
+import { KvMirror, kvAsF16 } from './kv-mirror.js';
 import { embedTokens, gatherRows, rmsNorm, ropeQk, swiGlu } from './kernels.js';
 import { inverseFrequencies, ropeTables } from './rope.js';
 import type { BlockMatrix } from '../kernels/blocks.js';
@@ -124,7 +124,9 @@ export function prepareModel(model: LoadedModel): Prepared {
   }
   const rotateHalf = tf.tensor2d(r, [D, D]);
   const kernels = blocks?.lmHead.kernels ?? new MatmulKernels();
-  const mirror = new KvMirror(kernels, c.numKvHeads);
+  // Models on quantized blocks attend over an f16 copy of the KV cache, as llama.cpp does
+  // on the same files (kv-mirror.ts kvAsF16); float weights over f32.
+  const mirror = new KvMirror(kernels, c.numKvHeads, kvAsF16(model));
   const p: Prepared = {
     layers,
     blocks,
@@ -491,6 +493,7 @@ export function forward(model: LoadedModel, seqs: ForwardSequence[], opts: Forwa
           rotary: { outputs: [0, 1], dim: D, cos: rope.cos, sin: rope.sin },
           shape: { heads: H, kvHeads: KV, headDim: D },
           kernels: prep.kernels,
+          kvF16: prep.mirror.f16,
           seqs: order.map((s) => ({
             n: s.live.length,
             keys: (s.seq.past?.[l]?.k ?? []).map((t) => prep.mirror.chunk(t)),

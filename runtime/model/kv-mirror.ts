@@ -9,7 +9,8 @@
  * tfjs tensors are immutable, so a copy never goes stale; a chunk's copy is freed by the
  * first `sweep` after its tensor is disposed (a block consolidating its rows, a sequence
  * releasing its blocks). The forward sweeps once per call. The cost: the KV cache's bytes
- * twice, once in tfjs's heap and once here (the KV budget counts the first only).
+ * twice, once in tfjs's heap and once here, half of them for f16 copies (the
+ * KV budget counts the first only).
  *
  * @example
  * const mirror = new KvMirror(kernels, config.numKvHeads);
@@ -17,6 +18,20 @@
  */
 import * as tf from '@tensorflow/tfjs-core';
 import type { KernelChunk, MatmulKernels } from '../kernels/matmul.js';
+import type { LoadedModel } from './types.js';
+
+/**
+ * Whether attention reads a model's KV as f16: for models whose projections run on
+ * quantized blocks (Q8_0/Q4_0/Q4_1 GGUFs), as llama.cpp keeps its KV cache for the same
+ * files — half the bytes a decode step reads at long contexts (the step at 1,024 tokens
+ * of context was ~1.4–1.5× the step at 128), and an error (2^-11 relative) well under the
+ * int8 activation rounding those products already make. Float weights (checkpoints, F32/F16
+ * GGUFs) keep an f32 KV, and with it their ≤ 1e-4 agreement with the reference forward.
+ */
+export function kvAsF16(model: Pick<LoadedModel, 'blockWeights'>): boolean {
+  const b = model.blockWeights;
+  return b !== undefined && b.layers.some((L) => [L.wq, L.wk, L.wv, L.wo, L.wGate, L.wUp, L.wDown].some((m) => m.type !== 'f32' && m.type !== 'f16'));
+}
 
 interface WasmBackendLike {
   typedArrayFromHeap(t: tf.TensorInfo): Float32Array;
@@ -25,10 +40,14 @@ interface WasmBackendLike {
 export class KvMirror {
   private readonly chunks = new Map<tf.Tensor, KernelChunk>();
 
-  /** `kvHeads`: the model's, which the chunks are stored by (MatmulKernels.store). */
+  /**
+   * `kvHeads`: the model's, which the chunks are stored by (MatmulKernels.store); `f16`:
+   * copies narrowed to f16, as llama.cpp keeps its KV cache (kvAsF16).
+   */
   constructor(
     private readonly kernels: MatmulKernels,
     private readonly kvHeads: number,
+    readonly f16 = false,
   ) {}
 
   /**
@@ -40,7 +59,7 @@ export class KvMirror {
     let c = this.chunks.get(t);
     if (c === undefined) {
       const data = tf.getBackend() === 'wasm' ? (tf.backend() as unknown as WasmBackendLike).typedArrayFromHeap(t) : (t.dataSync() as Float32Array);
-      c = this.kernels.store(data, t.shape[0], this.kvHeads);
+      c = this.kernels.store(data, t.shape[0], this.kvHeads, this.f16);
       this.chunks.set(t, c);
     }
     return c;
@@ -48,7 +67,7 @@ export class KvMirror {
 
   /** Takes a copy already stored by the caller (blockLayer stores new rows as it makes them) as t's. */
   adopt(t: tf.Tensor2D, c: KernelChunk): void {
-    if (c.rows !== t.shape[0] || c.heads !== this.kvHeads) throw new RangeError(`adopt: a chunk of ${c.rows} rows by ${c.heads} heads for a (${t.shape[0]}, …) tensor of ${this.kvHeads}`);
+    if (c.rows !== t.shape[0] || c.heads !== this.kvHeads || c.f16 !== this.f16) throw new RangeError(`adopt: a chunk of ${c.rows} rows by ${c.heads} heads (f16 ${c.f16}) for a (${t.shape[0]}, …) tensor of ${this.kvHeads} (f16 ${this.f16})`);
     if (this.chunks.has(t)) throw new RangeError('adopt: this tensor has a copy already');
     this.chunks.set(t, c);
   }

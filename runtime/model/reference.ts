@@ -10,6 +10,8 @@
  * const out = referenceForward(model, [1, 5, 9]); // out.logits[t]: Float32Array(vocab)
  */
 import * as tf from '@tensorflow/tfjs-core';
+import { floatToHalf, halfToFloat } from '../kernels/blocks.js';
+import { kvAsF16 } from './kv-mirror.js';
 import { inverseFrequencies, ropeTables } from './rope.js';
 import type { LoadedModel } from './types.js';
 
@@ -26,6 +28,12 @@ export interface ReferenceOptions {
    * was revived (LazyLLM's Aux Cache: the earlier ones never saw its later-layer keys).
    */
   blind?: (layer: number, query: number, key: number) => boolean;
+  /**
+   * Round keys (after rotary) and values to f16 before attention, as the forward's KV
+   * mirror keeps them for models on quantized blocks (kv-mirror.ts kvAsF16); default: as
+   * the forward does for this model.
+   */
+  kvF16?: boolean;
 }
 
 /** A plain object (no Map), so that it may be returned from tf.tidy. */
@@ -44,6 +52,12 @@ function rmsNorm(x: tf.Tensor2D, w: tf.Tensor1D, eps: number): tf.Tensor2D {
   // x: (T, hidden) -> (T, hidden)
   const ms = tf.mean(tf.square(x), -1, true); // (T, 1)
   return tf.mul(tf.mul(x, tf.rsqrt(tf.add(ms, eps))), w) as tf.Tensor2D;
+}
+
+/** Each value rounded to the nearest f16 (ties to even), clamped to ±65504 as MatmulKernels.store does. */
+function roundToHalf(x: tf.Tensor3D): tf.Tensor3D {
+  const d = Float32Array.from(x.dataSync(), (a) => halfToFloat(floatToHalf(Math.max(-65504, Math.min(65504, a)))));
+  return tf.tensor3d(d, x.shape);
 }
 
 function rotateHalf(x: tf.Tensor3D): tf.Tensor3D {
@@ -66,6 +80,7 @@ export function referenceForward(model: LoadedModel, ids: number[], opts: Refere
   const KV = c.numKvHeads;
   const D = c.headDim;
   const layers = opts.layers ?? Array.from({ length: c.numLayers }, (_, l) => l);
+  const kvF16 = opts.kvF16 ?? kvAsF16(model);
   const attention: Record<number, Float32Array> = {};
   let live = ids.map((_, i) => i); // indices into ids of the tokens still computed
   const allPositions = opts.positions ?? ids.map((_, i) => i);
@@ -98,6 +113,10 @@ export function referenceForward(model: LoadedModel, ids: number[], opts: Refere
       let v = tf.transpose(tf.reshape(linear(h, L.wv, L.bv), [T, KV, D]), [1, 0, 2]) as tf.Tensor3D; // (KV, T, D)
       q = tf.add(tf.mul(q, cos), tf.mul(rotateHalf(q), sin));
       k = tf.add(tf.mul(k, cos), tf.mul(rotateHalf(k), sin));
+      if (kvF16) {
+        k = roundToHalf(k);
+        v = roundToHalf(v);
+      }
       // GQA: query head j uses kv head floor(j / (H/KV)).
       const group = tf.tensor1d(Array.from({ length: H }, (_, j) => Math.floor(j / (H / KV))), 'int32');
       k = tf.gather(k, group); // (H, T, D)
