@@ -37,6 +37,8 @@ export interface HeadsTraining {
   top5: number[];
   /** Per head, the held-out accuracy at each rank (rank i: target is the i-th candidate), used to shape the tree. */
   rankAccuracy: number[][];
+  /** Fine-tuned from earlier heads (`train heads --init`): what those were trained on. */
+  startedFrom?: { tokens: number; steps: number };
   /** Share of the training targets inside the heads' vocabulary (`vocab`; 1 without one). */
   vocabCoverage?: number;
 }

@@ -48,6 +48,8 @@ export interface HeadsTrainOptions {
    */
   vocab?: number;
   onStep?: (step: number, loss: number) => void;
+  /** Start from these heads' weights instead of zeros (fine-tuning heads on new rows; a checkpoint in stateDir still wins). */
+  init?: HeadsData;
 }
 
 const DECAY = 0.8;
@@ -59,7 +61,7 @@ export function trainHeads(model: LoadedModel, train: DistilledRows, heldOut: Di
   const d = c.hiddenSize;
   const K = train.heads;
   const B = o.batch ?? 64;
-  const state = loadState(o.stateDir, o.kind, K, d);
+  const state = loadState(o.stateDir, o.kind, K, d, o.init);
   const weights = state.weights.map((w, k) => variable(tf.tensor2d(w, [headInput(o.kind, k, d), d])));
   const biases = state.biases.map((b) => variable(tf.tensor1d(b)));
   const vars = [...weights, ...biases];
@@ -120,6 +122,7 @@ export function trainHeads(model: LoadedModel, train: DistilledRows, heldOut: Di
       top5: evaluation.top5,
       rankAccuracy: evaluation.rankAccuracy.map((r) => r.map((a) => Number(a.toFixed(4)))),
       vocabCoverage: vocab?.coverage ?? 1,
+      ...(o.init?.meta.training ? { startedFrom: { tokens: o.init.meta.training.tokens, steps: o.init.meta.training.steps } } : {}),
     },
   };
   return data;
@@ -130,7 +133,8 @@ const DEFAULT_VOCAB = 8192;
 /**
  * The `size` most frequent tokens of the rows' continuations (targets and the model's own
  * next tokens), ascending ids, with the share of the head targets they cover; null when
- * `size` spans the whole vocabulary.
+ * `size` spans the whole vocabulary. Ties (tokens the rows never saw, when they are few)
+ * go to the lower id: a BPE vocabulary's earlier merges, frequent in the tokenizer's corpus.
  */
 export function chooseVocab(data: DistilledRows, size: number, vocabSize: number): { ids: number[]; coverage: number } | null {
   if (size >= vocabSize) return null;
@@ -378,15 +382,18 @@ interface TrainState {
   adam: Float32Array[] | null;
 }
 
-function loadState(dir: string, kind: HeadsKind, K: number, d: number): TrainState {
+function loadState(dir: string, kind: HeadsKind, K: number, d: number, init?: HeadsData): TrainState {
   const file = path.join(dir, `${kind}-state.safetensors`);
   const meta = path.join(dir, `${kind}-state.json`);
   if (!fs.existsSync(file) || !fs.existsSync(meta)) {
+    if (init !== undefined && (init.meta.kind !== kind || init.meta.numHeads !== K || init.meta.hiddenSize !== d)) {
+      throw new RangeError(`cannot start ${K} ${kind} heads of width ${d} from ${init.meta.numHeads} ${init.meta.kind} heads of width ${init.meta.hiddenSize}`);
+    }
     return {
       step: 0,
       wallSeconds: 0,
-      weights: Array.from({ length: K }, (_, k) => new Float32Array(headInput(kind, k, d) * d)),
-      biases: Array.from({ length: K }, () => new Float32Array(d)),
+      weights: Array.from({ length: K }, (_, k) => Float32Array.from(init?.weights[k] ?? new Float32Array(headInput(kind, k, d) * d))),
+      biases: Array.from({ length: K }, (_, k) => Float32Array.from(init?.biases[k] ?? new Float32Array(d))),
       adam: null,
     };
   }

@@ -16,7 +16,7 @@ import path from 'node:path';
 import type { Command } from 'commander';
 import { BadRequestError } from '../../../core/errors.js';
 import { loadModel, MODELS_DIR } from '../../checkpoint/load.js';
-import { HEADS_KINDS, writeHeads, type HeadsKind } from '../../heads/files.js';
+import { HEADS_KINDS, readHeads, writeHeads, type HeadsKind } from '../../heads/files.js';
 import { fillCache } from '../../train/heads-cache.js';
 import { trainHeads } from '../../train/heads-train.js';
 import { MODEL_OPTION_HELP, modelOrDefault } from '../../pull/default-model.js';
@@ -37,6 +37,9 @@ interface HeadsOptions {
   maxBatch: number;
   shard?: string;
   dataOnly?: boolean;
+  cached?: boolean;
+  init?: string;
+  vocab: number;
 }
 
 /** `--shard s/n`: this process generates chunks i ≡ s−1 (mod n). */
@@ -80,7 +83,7 @@ async function trainHeadsCommand(o: HeadsOptions): Promise<void> {
       seed: heldOut ? 5 : 1,
       maxBatch: o.maxBatch,
       log,
-      ...(heldOut ? { readOnly: shard.index > 0 } : { shard }),
+      ...(heldOut ? { readOnly: o.cached === true || shard.index > 0 } : { shard, readOnly: o.cached === true }),
     });
   log(`distilling: ${o.tokens} training rows${shard.count > 1 ? ` (shard ${shard.index + 1} of ${shard.count})` : ''}, ${o.heldOut} held-out, continuations of up to ${o.maxTokens} tokens, batch ${o.maxBatch}`);
   const heldOut = cache(true, o.heldOut);
@@ -89,6 +92,10 @@ async function trainHeadsCommand(o: HeadsOptions): Promise<void> {
   if (o.dataOnly) {
     model.dispose();
     return;
+  }
+  if (train.rows === 0 || heldOut.rows === 0) {
+    model.dispose();
+    throw new BadRequestError('--cached', `no ${train.rows === 0 ? 'training' : 'held-out'} rows are cached yet; run without --cached (or with --data-only) first`);
   }
   const steps = o.steps ?? Math.ceil((2 * train.rows) / o.batch);
   log(`training ${o.heads} ${kind} heads on ${train.rows} rows, ${steps} steps of ${o.batch}`);
@@ -99,6 +106,8 @@ async function trainHeadsCommand(o: HeadsOptions): Promise<void> {
     batch: o.batch,
     lr: o.lr,
     stateDir: state,
+    vocab: o.vocab,
+    ...(o.init !== undefined ? { init: readHeads(o.init, model.config) } : {}),
     onStep: (step, loss) => {
       if (step % 10 === 0 || step === steps) {
         const now = performance.now();
@@ -110,7 +119,7 @@ async function trainHeadsCommand(o: HeadsOptions): Promise<void> {
   const out = o.out ?? path.join(MODELS_DIR, 'heads', name, kind);
   writeHeads(out, heads);
   const t = heads.meta.training!;
-  log(`held-out top-1 per head ${t.top1.join(', ')}; top-5 ${t.top5.join(', ')}`);
+  log(`held-out top-1 per head ${t.top1.join(', ')}; top-5 ${t.top5.join(', ')}; vocabulary ${heads.meta.vocab?.length ?? 'all'} tokens covering ${t.vocabCoverage ?? 1} of the training targets`);
   log(`tree of ${heads.meta.tree.length} nodes; gate threshold ${heads.meta.gateThreshold ?? 'none'} (rate ${heads.meta.gateRate ?? 0})`);
   log(`wrote ${out} (${train.rows} training tokens, ${((performance.now() - t0) / 1000).toFixed(0)} s this run)`);
   model.dispose();
@@ -129,6 +138,9 @@ export function registerHeads(train: Command): void {
     .option('--max-batch <n>', 'sequences generated together (16 measured fastest per token here)', int('--max-batch'), 16)
     .option('--data <dir>', 'distilled-rows cache (default .skein/heads-data/<model>)')
     .option('--shard <s/n>', 'generate only every n-th chunk of rows, starting at s (parallel distillation)')
+    .option('--vocab <n>', 'tokens the heads project onto: the most frequent of the distilled continuations (the model\'s vocabulary size or more: all)', int('--vocab'), 8192)
+    .option('--init <dir>', 'start from the heads in this folder (fine-tuning them on the rows) instead of zeros')
+    .option('--cached', 'train on the rows already cached, generating none')
     .option('--data-only', 'distill (or top up) the cached rows and stop')
     .option('--steps <n>', 'optimiser steps (default: two epochs)', int('--steps'))
     .option('--batch <n>', 'rows per step', int('--batch'), 64)
