@@ -43,6 +43,8 @@ describe('distilled-rows cache', () => {
     const sharded = tempDir('skein-heads-data-');
     fillCache(model, tok, options(sharded, 1, { shard: { index: 1, count: 2 } }));
     expect(fs.readdirSync(cacheFolder(options(sharded, 1)))).toEqual(['chunk-0001.safetensors']);
+    const gap = fillCache(model, tok, options(sharded, 10_000, { readOnly: true })); // chunk 0 missing: chunk 1 still read
+    expect(gap.rows).toBe(more.rows - first.rows);
     fillCache(model, tok, options(sharded, 1, { shard: { index: 0, count: 2 } }));
     const joined = fillCache(model, tok, options(sharded, more.rows, { readOnly: true }));
     expect(Array.from(joined.targets)).toEqual(Array.from(more.targets));

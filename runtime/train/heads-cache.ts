@@ -33,7 +33,7 @@ export interface CacheOptions {
   maxPromptTokens?: number;
   maxBatch?: number;
   shard?: { index: number; count: number };
-  /** Only read what is cached, generate nothing. */
+  /** Only read what is cached (every chunk present, gaps skipped), generate nothing. */
   readOnly?: boolean;
   log?: (line: string) => void;
 }
@@ -64,7 +64,10 @@ export function fillCache(model: LoadedModel, tokenizer: ModelTokenizer, o: Cach
       if (ours) mine += r.rows;
       continue;
     }
-    if (o.readOnly) break;
+    if (o.readOnly) {
+      if (i >= lastCached(folder)) break;
+      continue; // a shard that has not finished an earlier chunk: read the later ones
+    }
     if (!ours) continue;
     if (prompts.length < (i + 1) * C) prompts = instructionPrompts(tokenizer, Math.max((i + 8) * C, Math.ceil((o.rows * shard.count) / 25)), o.heldOut, o.seed ?? 1, o.maxPromptTokens ?? 256);
     const slice = prompts.slice(i * C, (i + 1) * C);
@@ -78,6 +81,12 @@ export function fillCache(model: LoadedModel, tokenizer: ModelTokenizer, o: Cach
     o.log?.(`chunk ${i}: ${r.rows} rows from ${slice.length} prompts in ${((performance.now() - t) / 1000).toFixed(0)} s (${have} rows cached)`);
   }
   return concatRows(chunks, model.config.hiddenSize, o.heads);
+}
+
+/** One past the highest chunk index in the folder. */
+function lastCached(folder: string): number {
+  const ids = fs.readdirSync(folder).map((f) => /^chunk-(\d+)\.safetensors$/.exec(f)?.[1]).filter((x) => x !== undefined).map(Number);
+  return ids.length === 0 ? 0 : Math.max(...ids) + 1;
 }
 
 function writeChunk(file: string, r: DistilledRows): void {
