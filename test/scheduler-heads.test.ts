@@ -63,12 +63,12 @@ const expected = (p: number[]) => {
 };
 
 /** Random heads: Medusa or Cerberus with non-zero weights, so their trees vary from step to step. */
-function randomHeads(kind: 'medusa' | 'cerberus', K: number, seed: number): SpeculativeHeads {
+function randomHeads(kind: 'medusa' | 'cerberus', K: number, seed: number, vocab?: number[]): SpeculativeHeads {
   let s = seed;
   const rand = () => ((s = (Math.imul(s, 1664525) + 1013904223) >>> 0) / 2 ** 32 - 0.5) * 0.6;
   const weights = Array.from({ length: K }, (_, k) => Float32Array.from({ length: (kind === 'cerberus' && k > 0 ? 2 : 1) * D * D }, rand));
   const biases = Array.from({ length: K }, () => Float32Array.from({ length: D }, rand));
-  return new SpeculativeHeads(model, { meta: { kind, numHeads: K, hiddenSize: D, vocabSize: V, tree: [[0]], gateThreshold: null }, weights, biases });
+  return new SpeculativeHeads(model, { meta: { kind, numHeads: K, hiddenSize: D, vocabSize: V, tree: [[0]], gateThreshold: null, ...(vocab ? { vocab } : {}) }, weights, biases });
 }
 
 /**
@@ -160,6 +160,21 @@ describe('speculative heads in the scheduler', () => {
       expect(f.draftsProposed).toBeGreaterThanOrEqual(f.verifications!);
       expectClean(s);
     }
+  });
+
+  it('gives the plain greedy output with heads projecting onto a vocabulary subset, alone and batched', () => {
+    const subset = randomHeads('medusa', 3, 5, Array.from({ length: 24 }, (_, i) => 3 + i * 2)); // 24 of 64 tokens
+    const s = make();
+    const outs = prompts.map((p, i) => submit(s, `v${i}`, p, shape(subset, 6, flatAcc)));
+    const others = prompts.map((p, i) => submit(s, `o${i}`, p, i % 2 ? shape(heads, 4, flatAcc) : undefined));
+    drain(s);
+    prompts.forEach((p, i) => {
+      expect(outs[i]!.tokens).toEqual(expected(p).tokens);
+      expect(others[i]!.tokens).toEqual(expected(p).tokens);
+    });
+    expect(outs[3]!.summary!.shape!.verifications).toBeGreaterThan(0);
+    subset.dispose();
+    expectClean(s);
   });
 
   it('accepts drafts off the first branch with oracle heads, keeps the gathered KV right, and frees the rest', () => {

@@ -14,6 +14,9 @@
  * them alike. Each speculative output is checked token for token against plain greedy
  * (`greedy_identical`); mean accepted length is tokens per verification (1 + accepted
  * drafts); gate rate is the share of decode decisions the gate sent to plain decoding.
+ * Beside them, the cost model: forward milliseconds for 1 + n rows after a 128-token
+ * past, and the heads' milliseconds per step with their projection onto the whole
+ * vocabulary and onto their own (HeadsMeta.vocab).
  *
  * Kernels: the model runs on its own path (the wasm block kernels for the GGUF, whose rows
  * are bit-identical in a tree verification and a one-row step); `--arg kernels=f32` runs
@@ -27,11 +30,12 @@ import { NotAvailableError } from '../../core/errors.js';
 import { resolveSampling } from '../../core/sampling.js';
 import { loadModel, MODELS_DIR } from '../checkpoint/load.js';
 import { round } from '../engine/bench-support.js';
-import { availableHeads } from '../heads/files.js';
+import { availableHeads, findHeadsDir, readHeads } from '../heads/files.js';
 import type { LoadedModel } from '../model/types.js';
 import { Scheduler, type SequenceShape, type SequenceSummary } from '../scheduler/scheduler.js';
 import { HeadsLibrary } from '../stages/speculate.js';
 import { instructionPrompts } from '../train/heads-data.js';
+import { measureCosts, measureHeads } from '../train/heads-train.js';
 import { registerBench } from './index.js';
 
 const DEFAULT_MODEL = 'smollm2-135m-instruct';
@@ -105,6 +109,19 @@ registerBench('speculate', {
         medusa_b8: () => generate(model, b8Prompts, maxTokens, 8, tokenizer.eosIds, { speculate: medusa }),
         cerberus_gated_b8: () => generate(model, b8Prompts, maxTokens, 8, tokenizer.eosIds, { speculate: gated }),
       };
+      // What a speculating step pays besides its forward: the heads and their projection,
+      // onto the whole vocabulary and onto the heads' own (before / after HeadsMeta.vocab);
+      // and what verifying n rows costs in multiples of a one-row step.
+      const cost = measureCosts(model);
+      const verifyCost = Object.fromEntries([1, 2, 3, 5, 9, 17].map((n) => [n, round(cost(n), 2)]));
+      const headsMs = Object.fromEntries(
+        (['medusa', 'cerberus'] as const).map((kind) => {
+          const data = readHeads(findHeadsDir(facts, kind)!, model.config);
+          const { vocab, ...whole } = data.meta;
+          return [kind, { vocab: vocab?.length ?? model.config.vocabSize, full_ms: round(measureHeads(model, { ...data, meta: whole }), 3), heads_ms: round(measureHeads(model, data), 3) }];
+        }),
+      );
+      log(`speculate: forward ms by rows ${JSON.stringify(verifyCost)}; heads per step ${JSON.stringify(headsMs)}`);
       type Name = keyof typeof configs;
       const ms: Record<string, number[]> = {};
       const last: Partial<Record<Name, Batch>> = {};
@@ -170,6 +187,8 @@ registerBench('speculate', {
         reps,
         trees: { medusa: medusa.tree.length, cerberus: cerberus.tree.length },
         gate: gated.gate,
+        forwardMsByRows: verifyCost,
+        headsMs,
         tokensPerSec,
         ratios,
         quality,

@@ -1,7 +1,8 @@
 /**
  * Heads files (runtime/heads/files.ts): a written folder reads back as written; a missing
  * file, heads for another hidden size or vocabulary, a missing or misshapen tensor and a
- * tree whose path comes before its parent are CheckpointErrors naming the file (and tensor).
+ * tree whose path comes before its parent and a vocabulary id outside the model's are
+ * CheckpointErrors naming the file (and tensor).
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -78,6 +79,18 @@ describe('heads files', () => {
     expectError(() => readHeads(dir, config), file, /shape \[8, 8\], expected \[16, 8\]/, 'heads.1.weight');
     writeHeads(dir, { ...heads(), meta: { ...heads().meta, tree: [[0, 0], [0]] } });
     expectError(() => readHeads(dir, config), path.join(dir, HEADS_JSON), /comes before its parent/);
+  });
+
+  it('keep their vocabulary, and name a vocabulary id outside the model\'s', () => {
+    const dir = tempDir('skein-heads-');
+    const json = path.join(dir, HEADS_JSON);
+    writeHeads(dir, { ...heads(), meta: { ...heads().meta, vocab: [0, 7, 49] } });
+    expect(readHeads(dir, config).meta.vocab).toEqual([0, 7, 49]);
+    expect(fs.readFileSync(json, 'utf8')).toContain('"vocab": [0,7,49]');
+    writeHeads(dir, { ...heads(), meta: { ...heads().meta, vocab: [0, 50] } });
+    expectError(() => readHeads(dir, config), json, /vocab id 50 is outside the model's vocabulary 0\.\.49/);
+    writeHeads(dir, { ...heads(), meta: { ...heads().meta, vocab: [3, 3] } });
+    expectError(() => readHeads(dir, config), json, /vocab id 3 appears twice/);
   });
 
   it('are found beside the model, per kind', () => {

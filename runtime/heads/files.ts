@@ -1,7 +1,7 @@
 /**
  * Speculative heads on disk (Medusa / Cerberus, TECHNIQUES §4): one folder per kind,
  * `heads.json` (kind, number of heads, sizes, the candidate tree, the calibrated entropy
- * gate, the training figures) beside `heads.safetensors` (f32: per head `heads.{k}.weight`
+ * gate, the training figures, the token ids the heads project onto) beside `heads.safetensors` (f32: per head `heads.{k}.weight`
  * stored (in, out) so `x·W` is a plain matMul, and `heads.{k}.bias`). A Medusa head's
  * input is the model's final hidden state (in = hidden); a Cerberus head after the first
  * also reads the previous head's output (in = 2·hidden).
@@ -37,6 +37,10 @@ export interface HeadsTraining {
   top5: number[];
   /** Per head, the held-out accuracy at each rank (rank i: target is the i-th candidate), used to shape the tree. */
   rankAccuracy: number[][];
+  /** Fine-tuned from earlier heads (`train heads --init`): what those were trained on. */
+  startedFrom?: { tokens: number; steps: number };
+  /** Share of the training targets inside the heads' vocabulary (`vocab`; 1 without one). */
+  vocabCoverage?: number;
 }
 
 export interface HeadsMeta {
@@ -54,6 +58,14 @@ export interface HeadsMeta {
   gateThreshold: number | null;
   /** Held-out share of steps the gate sends to plain decoding at that threshold. */
   gateRate?: number;
+  /**
+   * The token ids the heads project onto (rows of the model's own LM head, so only the ids
+   * are stored): the most frequent tokens of the distilled continuations. A head's
+   * candidates come from these alone, which stays lossless (the model verifies every
+   * draft) and makes the projection vocabSize / vocab.length times cheaper. Absent: the
+   * whole vocabulary.
+   */
+  vocab?: number[];
   training?: HeadsTraining;
 }
 
@@ -125,6 +137,15 @@ function checkMeta(file: string, meta: HeadsMeta, config: Pick<ModelConfig, 'hid
     if (p.length > 1 && !seen.has(JSON.stringify(p.slice(0, -1)))) throw bad(`tree path ${JSON.stringify(p)} comes before its parent`);
     seen.add(JSON.stringify(p));
   }
+  if (meta.vocab !== undefined) {
+    if (!Array.isArray(meta.vocab) || meta.vocab.length === 0) throw bad('vocab must be a non-empty list of token ids');
+    const ids = new Set<number>();
+    for (const id of meta.vocab) {
+      if (!(Number.isInteger(id) && id >= 0 && id < config.vocabSize)) throw bad(`vocab id ${JSON.stringify(id)} is outside the model's vocabulary 0..${config.vocabSize - 1}`);
+      if (ids.has(id)) throw bad(`vocab id ${id} appears twice`);
+      ids.add(id);
+    }
+  }
   if (meta.gateThreshold !== null && !(typeof meta.gateThreshold === 'number' && meta.gateThreshold >= 0)) {
     throw bad('gateThreshold must be a non-negative number or null');
   }
@@ -149,5 +170,7 @@ export function writeHeads(dir: string, heads: HeadsData): void {
   });
   fs.mkdirSync(dir, { recursive: true });
   writeSafetensors(path.join(dir, HEADS_WEIGHTS), tensors, 'F32', { format: 'skein-heads', kind: heads.meta.kind });
-  fs.writeFileSync(path.join(dir, HEADS_JSON), `${JSON.stringify(heads.meta, null, 2)}\n`);
+  // The vocabulary's thousands of ids on one line, the rest of the file one field a line.
+  const text = JSON.stringify(heads.meta, (key, value: unknown) => (key === 'vocab' && value !== undefined ? '@vocab' : value), 2).replace('"@vocab"', JSON.stringify(heads.meta.vocab));
+  fs.writeFileSync(path.join(dir, HEADS_JSON), `${text}\n`);
 }

@@ -4,8 +4,8 @@
  * (head k: the token k+2 positions after that state; the base model's own logits give the
  * one right after). One call serves every speculating sequence of a scheduler step: the
  * heads run on all their rows at once and the model's LM head projects every head output
- * in one (rows·K, hidden)·(hidden, vocab) product, on the forward's own path (block kernels
- * for GGUF weights).
+ * in one (rows·K, hidden)·(hidden, V') product, on the forward's own path (block kernels
+ * for GGUF weights), V' being the heads' vocabulary when they have one (projection.ts).
  *
  * Medusa head k: z_k = h + SiLU(h·W_k + b_k). Cerberus head k > 0 also reads head k−1's
  * output: z_k = h + SiLU([h; z_{k−1}]·W_k + b_k), so later heads know what earlier ones
@@ -18,9 +18,9 @@
  * heads.dispose();
  */
 import * as tf from '@tensorflow/tfjs-core';
-import { lmHeadLogits } from '../model/forward.js';
 import type { LoadedModel } from '../model/types.js';
 import type { HeadsData, HeadsKind, HeadsMeta } from './files.js';
+import { headProjection, type HeadProjection } from './projection.js';
 
 /** Every head's output for hidden rows h (R, hidden): K × (R, hidden). Training passes a matMul with its own gradient. */
 export function headOutputs(
@@ -43,12 +43,11 @@ export class SpeculativeHeads {
   readonly meta: HeadsMeta;
   private readonly weights: tf.Tensor2D[];
   private readonly biases: tf.Tensor1D[];
+  private readonly projection: HeadProjection;
 
-  constructor(
-    private readonly model: LoadedModel,
-    data: HeadsData,
-  ) {
+  constructor(model: LoadedModel, data: HeadsData) {
     this.meta = data.meta;
+    this.projection = headProjection(model, data.meta.vocab);
     const d = data.meta.hiddenSize;
     this.weights = data.weights.map((w) => tf.tensor2d(w, [w.length / d, d]));
     this.biases = data.biases.map((b) => tf.tensor1d(b));
@@ -73,11 +72,13 @@ export class SpeculativeHeads {
     const indices = tf.tidy(() => {
       const h = tf.tensor2d(flat, [R, d]); // (R, hidden)
       const outs = headOutputs(this.meta.kind, h, this.weights.slice(0, used), this.biases.slice(0, used));
-      const logits = lmHeadLogits(this.model, tf.concat(outs, 0) as tf.Tensor2D); // (used·R, vocab), head-major
+      const logits = this.projection.logits(tf.concat(outs, 0) as tf.Tensor2D); // (used·R, V'), head-major
       return tf.topk(logits, top).indices; // (used·R, top)
     });
-    const ids = indices.dataSync() as Int32Array;
+    const columns = indices.dataSync() as Int32Array;
     indices.dispose();
+    const vocab = this.projection.ids;
+    const ids = vocab === null ? columns : columns.map((j) => vocab[j]!);
     return hidden.map((_, row) =>
       ranks.map((k, head) => (head < used ? Array.from(ids.subarray((head * R + row) * top, (head * R + row) * top + k)) : [])),
     );
@@ -85,6 +86,7 @@ export class SpeculativeHeads {
 
   dispose(): void {
     tf.dispose([...this.weights, ...this.biases]);
+    this.projection.dispose();
   }
 }
 

@@ -48,16 +48,51 @@ export interface DistillOptions {
 /** Shares of the project's instruction kinds (the QA kind has long passages, so fewer of them). */
 const SHARES: Record<InstructKind, number> = { chat: 0.35, skeleton: 0.2, point: 0.2, router: 0.1, qa: 0.15 };
 
-/** The instruction prompts as the model's chat template renders them, the assistant's answer left for the model. */
+/** Word sets at or above this Jaccard similarity count as near-duplicates (templated prompts differing in a word or two). */
+export const NEAR_DUPLICATE = 0.8;
+
+/** The lower-cased words of a prompt's messages, the set near-duplicate checks compare. */
+export function promptWords(text: string): Set<string> {
+  return new Set(text.toLowerCase().match(/[a-z0-9']+/g) ?? []);
+}
+
+export function jaccard(a: ReadonlySet<string>, b: ReadonlySet<string>): number {
+  let shared = 0;
+  for (const w of a) if (b.has(w)) shared++;
+  const union = a.size + b.size - shared;
+  return union === 0 ? 1 : shared / union;
+}
+
+/**
+ * The instruction prompts as the model's chat template renders them, the assistant's answer
+ * left for the model; a prompt whose words are a near-duplicate of an earlier one's is
+ * skipped (templated prompts give templated continuations, which would flatter the
+ * held-out figures). The list for n is a prefix of the list for any larger n (one seeded
+ * stream, filtered in order), so cached chunks of it stay valid when more are asked for.
+ */
 export function instructionPrompts(tokenizer: ModelTokenizer, n: number, heldOut: boolean, seed: number, maxPromptTokens: number): number[][] {
-  const pools = _internal.makePools(buildCorpus(), heldOut);
-  const out: number[][] = [];
+  return instructionPromptTexts(tokenizer, n, heldOut, seed, maxPromptTokens).map((p) => p.ids);
+}
+
+/** The corpus pools per split, built once per process: building them takes seconds, and the cache asks per chunk. */
+const pools = new Map<boolean, ReturnType<typeof _internal.makePools>>();
+function poolsFor(heldOut: boolean): ReturnType<typeof _internal.makePools> {
+  let p = pools.get(heldOut);
+  if (p === undefined) pools.set(heldOut, (p = _internal.makePools(buildCorpus(), heldOut)));
+  return p;
+}
+
+export function instructionPromptTexts(tokenizer: ModelTokenizer, n: number, heldOut: boolean, seed: number, maxPromptTokens: number): { ids: number[]; words: Set<string> }[] {
+  const pools = poolsFor(heldOut);
+  const out: { ids: number[]; words: Set<string> }[] = [];
   const rng = makeRng(seed + (heldOut ? 1 : 0));
   for (let round = 0; out.length < n && round < 20; round++) {
     for (const item of generateItems(pools, rng, n, SHARES, 'heads')) {
       const messages = item.messages.filter((m, i) => !(m.role === 'assistant' && i === item.messages.length - 1));
+      const words = promptWords(messages.map((m) => m.content).join('\n'));
+      if (out.some((p) => jaccard(p.words, words) >= NEAR_DUPLICATE)) continue;
       const ids = tokenizer.encodePrompt(tokenizer.renderChat(messages));
-      if (ids.length <= maxPromptTokens) out.push(ids);
+      if (ids.length <= maxPromptTokens) out.push({ ids, words });
       if (out.length >= n) break;
     }
   }
@@ -67,9 +102,11 @@ export function instructionPrompts(tokenizer: ModelTokenizer, n: number, heldOut
 /** Generates the continuations and caches the hidden states of their positions. */
 export function distill(model: LoadedModel, tokenizer: ModelTokenizer, o: DistillOptions): DistilledRows {
   const prompts = instructionPrompts(tokenizer, o.prompts, o.heldOut, o.seed ?? 1, o.maxPromptTokens ?? 256);
-  const generated = generate(model, tokenizer, prompts, o.maxTokens, o.onProgress);
-  const d = model.config.hiddenSize;
-  const K = o.heads;
+  return rowsOf(generate(model, tokenizer, prompts, o.maxTokens, o.onProgress), model.config.hiddenSize, o.heads, prompts.length);
+}
+
+/** Rows of generated continuations: one per position, targets the K tokens after the model's own next one. */
+export function rowsOf(generated: readonly { tokens: number[]; hidden: Float32Array[] }[], d: number, K: number, prompts: number): DistilledRows {
   const hidden: Float32Array[] = [];
   const targets: number[] = [];
   const next: number[] = [];
@@ -83,7 +120,7 @@ export function distill(model: LoadedModel, tokenizer: ModelTokenizer, o: Distil
   }
   const flat = new Float32Array(hidden.length * d);
   hidden.forEach((h, i) => flat.set(h, i * d));
-  return { hidden: flat, targets: Int32Array.from(targets), next: Int32Array.from(next), rows: hidden.length, heads: K, hiddenSize: d, prompts: prompts.length };
+  return { hidden: flat, targets: Int32Array.from(targets), next: Int32Array.from(next), rows: hidden.length, heads: K, hiddenSize: d, prompts };
 }
 
 /**
@@ -97,13 +134,14 @@ export function generate(
   maxTokens: number,
   onProgress?: (done: number, total: number) => void,
   withHidden = true,
+  maxBatch = 16,
 ): { tokens: number[]; hidden: Float32Array[] }[] {
   const greedy = (logits: Float32Array) => {
     let best = 0;
     for (let i = 1; i < logits.length; i++) if (logits[i]! > logits[best]!) best = i;
     return best;
   };
-  const s = new Scheduler({ model, sampler: () => greedy, maxBatch: 16 });
+  const s = new Scheduler({ model, sampler: () => greedy, maxBatch });
   const out = prompts.map(() => ({ tokens: [] as number[], hidden: [] as Float32Array[] }));
   let finished = 0;
   prompts.forEach((ids, i) => {

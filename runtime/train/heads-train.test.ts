@@ -12,7 +12,7 @@ import { prepareModel } from '../model/forward.js';
 import { randomModel } from '../model/random.js';
 import type { LoadedModel } from '../model/types.js';
 import type { DistilledRows } from './heads-data.js';
-import { trainHeads } from './heads-train.js';
+import { chooseVocab, trainHeads } from './heads-train.js';
 
 const D = 16;
 const V = 24;
@@ -56,5 +56,26 @@ describe('training speculative heads', () => {
       resumed.weights.forEach((w, k) => expect(Array.from(w)).toEqual(Array.from(straight.weights[k]!)));
       expect(tf.memory().numTensors).toBe(before);
     }
+  });
+
+  it('trains over a vocabulary of the most frequent targets, reports its coverage and keeps its ids', () => {
+    const train = rows(256, 1);
+    const heldOut = rows(64, 2);
+    const counts = new Map<number, number>();
+    for (const t of [...train.targets, ...train.next]) if (t >= 0) counts.set(t, (counts.get(t) ?? 0) + 1);
+    const chosen = chooseVocab(train, 12, V)!;
+    expect(chosen.ids).toHaveLength(12);
+    const least = Math.min(...chosen.ids.map((id) => counts.get(id) ?? 0));
+    for (let t = 0; t < V; t++) if (!chosen.ids.includes(t)) expect(counts.get(t) ?? 0).toBeLessThanOrEqual(least);
+    const inside = Array.from(train.targets).filter((t) => t >= 0 && chosen.ids.includes(t)).length;
+    expect(chosen.coverage).toBeCloseTo(inside / Array.from(train.targets).filter((t) => t >= 0).length, 4);
+    expect(chooseVocab(train, V, V)).toBeNull();
+    const before = tf.memory().numTensors;
+    const untrained = trainHeads(model, train, heldOut, { kind: 'medusa', steps: 0, batch: 32, vocab: 12, stateDir: tempDir('skein-heads-') });
+    const trained = trainHeads(model, train, heldOut, { kind: 'medusa', steps: 120, batch: 32, lr: 3e-2, vocab: 12, stateDir: tempDir('skein-heads-') });
+    expect(trained.meta.vocab).toEqual(chosen.ids);
+    expect(trained.meta.training!.vocabCoverage).toBe(chosen.coverage);
+    expect(trained.meta.training!.top1[0]!).toBeGreaterThan(untrained.meta.training!.top1[0]! + 0.1);
+    expect(tf.memory().numTensors).toBe(before);
   });
 });

@@ -24,7 +24,7 @@ import { readSafetensors, writeSafetensors } from '../checkpoint/safetensors.js'
 import { forward } from '../model/forward.js';
 import type { LoadedModel } from '../model/types.js';
 import { headInput, type HeadsData, type HeadsKind, type HeadsMeta } from '../heads/files.js';
-import { entropy, headOutputs } from '../heads/heads.js';
+import { entropy, headOutputs, SpeculativeHeads } from '../heads/heads.js';
 import { buildTree, expectedAccepted } from '../heads/tree.js';
 import type { DistilledRows } from './heads-data.js';
 import './gradients.js';
@@ -41,7 +41,15 @@ export interface HeadsTrainOptions {
   checkpointEvery?: number;
   /** Ranks measured per head on held-out rows (the tree's widest choice). */
   ranks?: number;
+  /**
+   * Size of the heads' vocabulary (HeadsMeta.vocab): the most frequent tokens of the
+   * training continuations; the softmax runs over these alone. Default 8192; the model's
+   * vocabulary size or more: the whole vocabulary.
+   */
+  vocab?: number;
   onStep?: (step: number, loss: number) => void;
+  /** Start from these heads' weights instead of zeros (fine-tuning heads on new rows; a checkpoint in stateDir still wins). */
+  init?: HeadsData;
 }
 
 const DECAY = 0.8;
@@ -53,14 +61,16 @@ export function trainHeads(model: LoadedModel, train: DistilledRows, heldOut: Di
   const d = c.hiddenSize;
   const K = train.heads;
   const B = o.batch ?? 64;
-  const state = loadState(o.stateDir, o.kind, K, d);
+  const state = loadState(o.stateDir, o.kind, K, d, o.init);
   const weights = state.weights.map((w, k) => variable(tf.tensor2d(w, [headInput(o.kind, k, d), d])));
   const biases = state.biases.map((b) => variable(tf.tensor1d(b)));
   const vars = [...weights, ...biases];
   const optimizer = tf.train.adam(o.lr ?? 1e-3);
   if (state.adam !== null) restoreAdam(optimizer, vars, state.adam);
-  const lm = model.weights.lmHead; // (hidden, vocab)
-  const lmT = tf.transpose(lm) as tf.Tensor2D; // (vocab, hidden)
+  const vocab = chooseVocab(train, o.vocab ?? DEFAULT_VOCAB, c.vocabSize);
+  const column = columnsOf(vocab?.ids, c.vocabSize);
+  const lm = vocab === null ? model.weights.lmHead : subHead(model, vocab.ids); // (hidden, V')
+  const lmT = tf.transpose(lm) as tf.Tensor2D; // (V', hidden)
   const project = tf.customGrad(((z: tf.Tensor2D) => ({
     value: tf.matMul(z, lm),
     gradFunc: (dy: tf.Tensor2D) => tf.matMul(dy, lmT),
@@ -78,7 +88,7 @@ export function trainHeads(model: LoadedModel, train: DistilledRows, heldOut: Di
   for (; step < o.steps; step++) {
     const at = (step * B) % Math.max(1, train.rows - B + 1);
     const rows = order.slice(at, at + B);
-    const { h, targets } = batchOf(train, rows, c.vocabSize);
+    const { h, targets } = batchOf(train, rows, column, vocab?.ids.length ?? c.vocabSize);
     const loss = optimizer.minimize(() => lossOf(o.kind, h, targets, weights, biases, project, linear), true, vars)!;
     const value = loss.dataSync()[0]!;
     tf.dispose([loss, h, ...targets]);
@@ -87,16 +97,17 @@ export function trainHeads(model: LoadedModel, train: DistilledRows, heldOut: Di
   }
   saveState(o.stateDir, o.kind, step, weights, biases, optimizer, vars);
   const data: HeadsData = {
-    meta: { kind: o.kind, numHeads: K, hiddenSize: d, vocabSize: c.vocabSize, tree: [[0]], gateThreshold: null },
+    meta: { kind: o.kind, numHeads: K, hiddenSize: d, vocabSize: c.vocabSize, tree: [[0]], gateThreshold: null, ...(vocab ? { vocab: vocab.ids } : {}) },
     weights: weights.map((w) => w.dataSync() as Float32Array),
     biases: biases.map((b) => b.dataSync() as Float32Array),
   };
-  tf.dispose([...vars, lmT]);
+  tf.dispose([...vars, lmT, ...(vocab ? [lm] : [])]);
   optimizer.dispose();
   const evaluation = evaluateHeads(model, data, heldOut, o.ranks ?? 8);
   const costs = measureCosts(model);
-  const shaped = chooseTree(evaluation.rankAccuracy, costs);
-  const gate = calibrateGate(evaluation, shaped.tree, costs);
+  const headsMs = measureHeads(model, data);
+  const shaped = chooseTree(evaluation.rankAccuracy, costs, headsMs);
+  const gate = calibrateGate(evaluation, shaped.tree, costs, headsMs);
   data.meta = {
     ...data.meta,
     tree: shaped.tree,
@@ -110,9 +121,50 @@ export function trainHeads(model: LoadedModel, train: DistilledRows, heldOut: Di
       top1: evaluation.top1,
       top5: evaluation.top5,
       rankAccuracy: evaluation.rankAccuracy.map((r) => r.map((a) => Number(a.toFixed(4)))),
+      vocabCoverage: vocab?.coverage ?? 1,
+      ...(o.init?.meta.training ? { startedFrom: { tokens: o.init.meta.training.tokens, steps: o.init.meta.training.steps } } : {}),
     },
   };
   return data;
+}
+
+const DEFAULT_VOCAB = 8192;
+
+/**
+ * The `size` most frequent tokens of the rows' continuations (targets and the model's own
+ * next tokens), ascending ids, with the share of the head targets they cover; null when
+ * `size` spans the whole vocabulary. Ties (tokens the rows never saw, when they are few)
+ * go to the lower id: a BPE vocabulary's earlier merges, frequent in the tokenizer's corpus.
+ */
+export function chooseVocab(data: DistilledRows, size: number, vocabSize: number): { ids: number[]; coverage: number } | null {
+  if (size >= vocabSize) return null;
+  const counts = new Float64Array(vocabSize);
+  for (const t of data.targets) if (t >= 0) counts[t]++;
+  for (const t of data.next) counts[t]++;
+  const order = Array.from({ length: vocabSize }, (_, i) => i).sort((a, b) => counts[b]! - counts[a]! || a - b);
+  const ids = order.slice(0, size).sort((a, b) => a - b);
+  const inside = new Set(ids);
+  let covered = 0;
+  let total = 0;
+  for (const t of data.targets) {
+    if (t < 0) continue;
+    total++;
+    if (inside.has(t)) covered++;
+  }
+  return { ids, coverage: Number((covered / Math.max(1, total)).toFixed(4)) };
+}
+
+/** Per token id, its column in the heads' vocabulary (-1: outside it); null: the whole vocabulary. */
+function columnsOf(ids: readonly number[] | undefined, vocabSize: number): Int32Array | null {
+  if (ids === undefined) return null;
+  const column = new Int32Array(vocabSize).fill(-1);
+  ids.forEach((id, j) => (column[id] = j));
+  return column;
+}
+
+/** The LM head's columns of the heads' vocabulary: (hidden, V'). */
+function subHead(model: LoadedModel, ids: readonly number[]): tf.Tensor2D {
+  return tf.tidy(() => tf.gather(model.weights.lmHead, tf.tensor1d(Int32Array.from(ids), 'int32'), 1) as tf.Tensor2D);
 }
 
 /** Weighted cross-entropy of every head over one batch. */
@@ -138,13 +190,17 @@ function lossOf(
   return tf.div(total, weightSum) as tf.Scalar;
 }
 
-function batchOf(data: DistilledRows, rows: number[], vocab: number): { h: tf.Tensor2D; targets: tf.Tensor2D[] } {
+/** A batch of rows; targets as one-hot rows over the heads' vocabulary (a target outside it adds nothing to the loss). */
+function batchOf(data: DistilledRows, rows: number[], column: Int32Array | null, vocab: number): { h: tf.Tensor2D; targets: tf.Tensor2D[] } {
   const d = data.hiddenSize;
   const flat = new Float32Array(rows.length * d);
   rows.forEach((r, i) => flat.set(data.hidden.subarray(r * d, (r + 1) * d), i * d));
   const h = tf.tensor2d(flat, [rows.length, d]);
   const targets = Array.from({ length: data.heads }, (_, k) => {
-    const ids = Int32Array.from(rows, (r) => data.targets[r * data.heads + k]!);
+    const ids = Int32Array.from(rows, (r) => {
+      const t = data.targets[r * data.heads + k]!;
+      return t < 0 || column === null ? t : column[t]!;
+    });
     // oneHot of -1 is an all-zero row: that position adds nothing to head k's loss.
     return tf.tidy(() => tf.cast(tf.oneHot(tf.tensor1d(ids, 'int32'), vocab), 'float32') as tf.Tensor2D);
   });
@@ -173,16 +229,19 @@ export function evaluateHeads(model: LoadedModel, heads: HeadsData, data: Distil
   const ent = new Float32Array(data.rows);
   const weights = heads.weights.map((w, k) => tf.tensor2d(w, [headInput(heads.meta.kind, k, d), d]));
   const biases = heads.biases.map((b) => tf.tensor1d(b));
+  const vocab = heads.meta.vocab;
+  const lm = vocab === undefined ? model.weights.lmHead : subHead(model, vocab); // (hidden, V')
   const chunk = 32;
   for (let at = 0; at < data.rows; at += chunk) {
     const n = Math.min(chunk, data.rows - at);
     const { top, base } = tf.tidy(() => {
       const h = tf.tensor2d(data.hidden.subarray(at * d, (at + n) * d), [n, d]);
       const outs = headOutputs(heads.meta.kind, h, weights, biases);
-      const logits = tf.matMul(tf.concat(outs, 0), model.weights.lmHead); // (K·n, vocab)
+      const logits = tf.matMul(tf.concat(outs, 0), lm); // (K·n, V')
       return { top: tf.topk(logits, ranks).indices, base: tf.matMul(h, model.weights.lmHead) };
     });
-    const ids = top.dataSync() as Int32Array;
+    const columns = top.dataSync() as Int32Array;
+    const ids = vocab === undefined ? columns : columns.map((j) => vocab[j]!);
     const baseRows = base.dataSync() as Float32Array;
     tf.dispose([top, base]);
     const V = model.config.vocabSize;
@@ -203,7 +262,7 @@ export function evaluateHeads(model: LoadedModel, heads: HeadsData, data: Distil
       }
     }
   }
-  tf.dispose([...weights, ...biases]);
+  tf.dispose([...weights, ...biases, ...(vocab === undefined ? [] : [lm])]);
   const rankAccuracy = hits.map((h, k) => Array.from(h, (x) => x / Math.max(1, counted[k]!)));
   return {
     top1: rankAccuracy.map((r) => Number(r[0]!.toFixed(4))),
@@ -243,12 +302,30 @@ export function measureCosts(model: LoadedModel): CostModel {
   };
 }
 
-/** The tree size with the most expected tokens per millisecond: (1 + E[accepted]) / cost(1 + nodes). */
-export function chooseTree(rankAccuracy: number[][], cost: CostModel, sizes = [1, 2, 3, 4, 6, 8, 12, 16, 24, 32]): { tree: number[][]; speedup: number } {
+/**
+ * Milliseconds the heads take to propose for one sequence (every head, one hidden row, its
+ * projection included): what a speculating step pays on top of its forward. Median of 9.
+ */
+export function measureHeads(model: LoadedModel, data: HeadsData): number {
+  const heads = new SpeculativeHeads(model, data);
+  const row = [new Float32Array(data.meta.hiddenSize).fill(0.1)];
+  const ranks = new Array<number>(data.meta.numHeads).fill(4);
+  const times: number[] = [];
+  for (let rep = 0; rep < 10; rep++) {
+    const t = performance.now();
+    heads.candidates(row, ranks);
+    if (rep > 0) times.push(performance.now() - t); // the first call builds the projection
+  }
+  heads.dispose();
+  return times.sort((a, b) => a - b)[4]!;
+}
+
+/** The tree size with the most expected tokens per millisecond: (1 + E[accepted]) / (cost(1 + nodes) + heads). */
+export function chooseTree(rankAccuracy: number[][], cost: CostModel, headsMs = 0, sizes = [1, 2, 3, 4, 6, 8, 12, 16, 24, 32]): { tree: number[][]; speedup: number } {
   let best = { tree: buildTree(rankAccuracy, 1), speedup: 0 };
   for (const n of sizes) {
     const tree = buildTree(rankAccuracy, n);
-    const speedup = ((1 + expectedAccepted(tree, rankAccuracy)) / cost(1 + tree.length)) * cost(1);
+    const speedup = ((1 + expectedAccepted(tree, rankAccuracy)) / (cost(1 + tree.length) + headsMs)) * cost(1);
     if (speedup > best.speedup) best = { tree, speedup };
   }
   return best;
@@ -266,7 +343,7 @@ function acceptedAt(ranks: Int16Array, tree: number[][]): number {
  * a row above it decodes plainly (1 token at cost(1)), one below it verifies the tree
  * (1 + accepted tokens at cost(1 + nodes)); null when gating nothing is best.
  */
-export function calibrateGate(e: HeadsEvaluation, tree: number[][], cost: CostModel): { threshold: number | null; rate: number } {
+export function calibrateGate(e: HeadsEvaluation, tree: number[][], cost: CostModel, headsMs = 0): { threshold: number | null; rate: number } {
   const rows = e.entropy.length;
   const accepted = e.ranks.map((r) => acceptedAt(r, tree));
   const sorted = Array.from(e.entropy).sort((a, b) => a - b);
@@ -279,7 +356,7 @@ export function calibrateGate(e: HeadsEvaluation, tree: number[][], cost: CostMo
         ms += cost(1);
       } else {
         tokens += 1 + accepted[i]!;
-        ms += cost(1 + tree.length);
+        ms += cost(1 + tree.length) + headsMs;
       }
     }
     return tokens / ms;
@@ -305,15 +382,18 @@ interface TrainState {
   adam: Float32Array[] | null;
 }
 
-function loadState(dir: string, kind: HeadsKind, K: number, d: number): TrainState {
+function loadState(dir: string, kind: HeadsKind, K: number, d: number, init?: HeadsData): TrainState {
   const file = path.join(dir, `${kind}-state.safetensors`);
   const meta = path.join(dir, `${kind}-state.json`);
   if (!fs.existsSync(file) || !fs.existsSync(meta)) {
+    if (init !== undefined && (init.meta.kind !== kind || init.meta.numHeads !== K || init.meta.hiddenSize !== d)) {
+      throw new RangeError(`cannot start ${K} ${kind} heads of width ${d} from ${init.meta.numHeads} ${init.meta.kind} heads of width ${init.meta.hiddenSize}`);
+    }
     return {
       step: 0,
       wallSeconds: 0,
-      weights: Array.from({ length: K }, (_, k) => new Float32Array(headInput(kind, k, d) * d)),
-      biases: Array.from({ length: K }, () => new Float32Array(d)),
+      weights: Array.from({ length: K }, (_, k) => Float32Array.from(init?.weights[k] ?? new Float32Array(headInput(kind, k, d) * d))),
+      biases: Array.from({ length: K }, (_, k) => Float32Array.from(init?.biases[k] ?? new Float32Array(d))),
       adam: null,
     };
   }

@@ -1,8 +1,10 @@
 /**
  * `skein train heads`: speculative heads (Medusa / Cerberus, issue #13) for a model, on a
- * frozen backbone. Self-distillation rows are generated once and cached under
- * `<state>/data-*.safetensors` (the backbone never runs again for them); training state is
- * checkpointed there too, so a second run with the same flags resumes. The heads are written
+ * frozen backbone. Self-distillation rows are generated once and cached in chunks under
+ * `.skein/heads-data/<model>/` (runtime/train/heads-cache.ts: the backbone never runs again
+ * for them, a stopped run loses one chunk, `--shard s/n` lets n processes fill the cache
+ * together, `--data-only` stops there); training state is checkpointed under `--state`, so
+ * a second run with the same flags resumes. The heads are written
  * where the speculate stage finds them (runtime/heads/files.ts): `--out`, by default the
  * committed `models/heads/<model>/<kind>/`.
  *
@@ -14,9 +16,8 @@ import path from 'node:path';
 import type { Command } from 'commander';
 import { BadRequestError } from '../../../core/errors.js';
 import { loadModel, MODELS_DIR } from '../../checkpoint/load.js';
-import { readSafetensors, writeSafetensors } from '../../checkpoint/safetensors.js';
-import { HEADS_KINDS, writeHeads, type HeadsKind } from '../../heads/files.js';
-import { distill, type DistilledRows } from '../../train/heads-data.js';
+import { HEADS_KINDS, readHeads, writeHeads, type HeadsKind } from '../../heads/files.js';
+import { fillCache } from '../../train/heads-cache.js';
 import { trainHeads } from '../../train/heads-train.js';
 import { MODEL_OPTION_HELP, modelOrDefault } from '../../pull/default-model.js';
 
@@ -31,7 +32,23 @@ interface HeadsOptions {
   batch: number;
   lr: number;
   state?: string;
+  data?: string;
   out?: string;
+  maxBatch: number;
+  shard?: string;
+  dataOnly?: boolean;
+  cached?: boolean;
+  init?: string;
+  vocab: number;
+}
+
+/** `--shard s/n`: this process generates chunks i ≡ s−1 (mod n). */
+function parseShard(spec: string | undefined): { index: number; count: number } {
+  if (spec === undefined) return { index: 0, count: 1 };
+  const m = /^(\d+)\/(\d+)$/.exec(spec);
+  const [s, n] = m ? [Number(m[1]), Number(m[2])] : [0, 0];
+  if (!(n >= 1 && s >= 1 && s <= n)) throw new BadRequestError('--shard', `expected s/n with 1 ≤ s ≤ n, got ${spec}`);
+  return { index: s - 1, count: n };
 }
 
 function int(name: string) {
@@ -44,25 +61,6 @@ function int(name: string) {
 
 const log = (line: string) => process.stderr.write(`skein: heads: ${line}\n`);
 
-/** Rows from the cache, or generated (about `tokens` of them) and cached. */
-function rows(file: string, make: () => DistilledRows): DistilledRows {
-  if (fs.existsSync(file)) {
-    const t = readSafetensors(file);
-    const [n, d] = t.hidden!.shape as [number, number];
-    const K = t.targets!.shape[1]!;
-    log(`using cached rows ${file} (${n})`);
-    return { hidden: t.hidden!.data, targets: Int32Array.from(t.targets!.data), next: Int32Array.from(t.next!.data), rows: n, heads: K, hiddenSize: d, prompts: t.prompts!.data[0]! };
-  }
-  const r = make();
-  writeSafetensors(file, {
-    hidden: { shape: [r.rows, r.hiddenSize], data: r.hidden },
-    targets: { shape: [r.rows, r.heads], data: Float32Array.from(r.targets) },
-    next: { shape: [r.rows], data: Float32Array.from(r.next) },
-    prompts: { shape: [1], data: Float32Array.of(r.prompts) },
-  });
-  return r;
-}
-
 async function trainHeadsCommand(o: HeadsOptions): Promise<void> {
   if (!HEADS_KINDS.includes(o.kind as HeadsKind)) throw new BadRequestError('--kind', `one of ${HEADS_KINDS.join(', ')}`);
   const kind = o.kind as HeadsKind;
@@ -73,23 +71,32 @@ async function trainHeadsCommand(o: HeadsOptions): Promise<void> {
   const state = o.state ?? path.join('.skein', 'heads', name);
   fs.mkdirSync(state, { recursive: true });
   const t0 = performance.now();
-  // About maxTokens rows per prompt; a few more prompts than that, as some end early.
-  const promptsFor = (tokens: number) => Math.max(4, Math.ceil((tokens / o.maxTokens) * 1.25));
-  const gen = (tokens: number, heldOut: boolean) => () => {
-    log(`generating ${heldOut ? 'held-out' : 'training'} continuations (about ${tokens} tokens)`);
-    const t = performance.now();
-    const r = distill(model, tokenizer, {
-      prompts: promptsFor(tokens),
-      maxTokens: o.maxTokens,
-      heads: o.heads,
+  const shard = parseShard(o.shard);
+  // Held-out rows come from their own pool (instruct.ts) and seed, apart from the bench's (seed 11); only the first shard makes them.
+  const cache = (heldOut: boolean, rows: number) =>
+    fillCache(model, tokenizer, {
+      dir: o.data ?? path.join('.skein', 'heads-data', name),
       heldOut,
-      onProgress: (i, n) => i % 16 === 0 && log(`continuations ${i}/${n}`),
+      rows,
+      heads: o.heads,
+      maxTokens: o.maxTokens,
+      seed: heldOut ? 5 : 1,
+      maxBatch: o.maxBatch,
+      log,
+      ...(heldOut ? { readOnly: o.cached === true || shard.index > 0 } : { shard, readOnly: o.cached === true }),
     });
-    log(`${r.rows} rows from ${r.prompts} prompts in ${((performance.now() - t) / 1000).toFixed(0)} s`);
-    return r;
-  };
-  const train = rows(path.join(state, `data-train-${o.heads}-${o.tokens}.safetensors`), gen(o.tokens, false));
-  const heldOut = rows(path.join(state, `data-heldout-${o.heads}-${o.heldOut}.safetensors`), gen(o.heldOut, true));
+  log(`distilling: ${o.tokens} training rows${shard.count > 1 ? ` (shard ${shard.index + 1} of ${shard.count})` : ''}, ${o.heldOut} held-out, continuations of up to ${o.maxTokens} tokens, batch ${o.maxBatch}`);
+  const heldOut = cache(true, o.heldOut);
+  const train = cache(false, o.tokens);
+  log(`${train.rows} training rows (${train.prompts} prompts), ${heldOut.rows} held-out rows (${heldOut.prompts} prompts), ${((performance.now() - t0) / 1000).toFixed(0)} s`);
+  if (o.dataOnly) {
+    model.dispose();
+    return;
+  }
+  if (train.rows === 0 || heldOut.rows === 0) {
+    model.dispose();
+    throw new BadRequestError('--cached', `no ${train.rows === 0 ? 'training' : 'held-out'} rows are cached yet; run without --cached (or with --data-only) first`);
+  }
   const steps = o.steps ?? Math.ceil((2 * train.rows) / o.batch);
   log(`training ${o.heads} ${kind} heads on ${train.rows} rows, ${steps} steps of ${o.batch}`);
   let last = performance.now();
@@ -99,6 +106,8 @@ async function trainHeadsCommand(o: HeadsOptions): Promise<void> {
     batch: o.batch,
     lr: o.lr,
     stateDir: state,
+    vocab: o.vocab,
+    ...(o.init !== undefined ? { init: readHeads(o.init, model.config) } : {}),
     onStep: (step, loss) => {
       if (step % 10 === 0 || step === steps) {
         const now = performance.now();
@@ -110,7 +119,7 @@ async function trainHeadsCommand(o: HeadsOptions): Promise<void> {
   const out = o.out ?? path.join(MODELS_DIR, 'heads', name, kind);
   writeHeads(out, heads);
   const t = heads.meta.training!;
-  log(`held-out top-1 per head ${t.top1.join(', ')}; top-5 ${t.top5.join(', ')}`);
+  log(`held-out top-1 per head ${t.top1.join(', ')}; top-5 ${t.top5.join(', ')}; vocabulary ${heads.meta.vocab?.length ?? 'all'} tokens covering ${t.vocabCoverage ?? 1} of the training targets`);
   log(`tree of ${heads.meta.tree.length} nodes; gate threshold ${heads.meta.gateThreshold ?? 'none'} (rate ${heads.meta.gateRate ?? 0})`);
   log(`wrote ${out} (${train.rows} training tokens, ${((performance.now() - t0) / 1000).toFixed(0)} s this run)`);
   model.dispose();
@@ -123,9 +132,16 @@ export function registerHeads(train: Command): void {
     .option('--model <name>', MODEL_OPTION_HELP)
     .option('--kind <kind>', 'medusa or cerberus', 'medusa')
     .option('--heads <n>', 'number of heads (head k predicts the token k+2 ahead)', int('--heads'), 4)
-    .option('--tokens <n>', 'training tokens (positions) to distill', int('--tokens'), 12000)
-    .option('--held-out <n>', 'held-out tokens for accuracies, tree and gate', int('--held-out'), 1500)
-    .option('--max-tokens <n>', 'continuation length per prompt', int('--max-tokens'), 96)
+    .option('--tokens <n>', 'training tokens (positions) to distill', int('--tokens'), 100000)
+    .option('--held-out <n>', 'held-out tokens for accuracies, tree and gate', int('--held-out'), 4000)
+    .option('--max-tokens <n>', 'continuation length per prompt', int('--max-tokens'), 128)
+    .option('--max-batch <n>', 'sequences generated together (16 measured fastest per token here)', int('--max-batch'), 16)
+    .option('--data <dir>', 'distilled-rows cache (default .skein/heads-data/<model>)')
+    .option('--shard <s/n>', 'generate only every n-th chunk of rows, starting at s (parallel distillation)')
+    .option('--vocab <n>', 'tokens the heads project onto: the most frequent of the distilled continuations (the model\'s vocabulary size or more: all)', int('--vocab'), 8192)
+    .option('--init <dir>', 'start from the heads in this folder (fine-tuning them on the rows) instead of zeros')
+    .option('--cached', 'train on the rows already cached, generating none')
+    .option('--data-only', 'distill (or top up) the cached rows and stop')
     .option('--steps <n>', 'optimiser steps (default: two epochs)', int('--steps'))
     .option('--batch <n>', 'rows per step', int('--batch'), 64)
     .option('--lr <x>', 'Adam learning rate', Number, 1e-3)
