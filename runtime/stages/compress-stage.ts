@@ -16,6 +16,7 @@
 import { BadRequestError, NotAvailableError } from '../../core/errors.js';
 import type { LoadedModel } from '../model/types.js';
 import { PromptCompressor, type CompressResult } from './compress.js';
+import type { ScorerVocab } from './scorer-head.js';
 import type { EngineStageDef } from './types.js';
 import { tokenTexts, type UnitTokenizer } from './units.js';
 
@@ -84,8 +85,11 @@ export function defaultProtectedSuffix(tokenizer: UnitTokenizer, ids: readonly n
  * compressed prompt as often (80 % / 57 % vs 80 % / 67 %).
  */
 export function defaultScorerLayers(numLayers: number): number {
-  return Math.max(1, Math.round(numLayers / 4));
+  return Math.max(1, Math.min(4, Math.round(numLayers / 4)));
 }
+
+/** The engine's scorer vocabulary. */
+export const DEFAULT_SCORER_VOCAB: ScorerVocab = 'context';
 
 interface Job {
   compressor: PromptCompressor;
@@ -99,13 +103,16 @@ export class CompressStage {
 
   /** Layers the scorer runs (see `defaultScorerLayers`). */
   readonly scorerLayers: number;
+  /** The scorer's softmax vocabulary (see `DEFAULT_SCORER_VOCAB`). */
+  readonly scorerVocab: ScorerVocab;
 
   constructor(
     private readonly model: LoadedModel,
     private readonly tokenizer: UnitTokenizer | null,
-    options: { scorerLayers?: number } = {},
+    options: { scorerLayers?: number; scorerVocab?: ScorerVocab } = {},
   ) {
     this.scorerLayers = options.scorerLayers ?? defaultScorerLayers(model.config.numLayers);
+    this.scorerVocab = options.scorerVocab ?? DEFAULT_SCORER_VOCAB;
   }
 
   /**
@@ -123,6 +130,7 @@ export class CompressStage {
         keep: options.keep,
         protectedSuffix: defaultProtectedSuffix(this.tokenizer, ids),
         scorerLayers: this.scorerLayers,
+        scorerVocab: this.scorerVocab,
       });
     } catch (err) {
       fail(err instanceof Error ? err : new Error(String(err)));
