@@ -229,7 +229,7 @@ function agreement(a: number[], ref: number[]): { share: number; firstDivergence
 }
 
 /** Passage-QA items (generated from the project's corpus: no model was trained on them). */
-async function qaItems(n: number): Promise<EvalItem[]> {
+export async function qaItems(n: number): Promise<EvalItem[]> {
   const { buildCorpus } = await import('../train/data/corpus.js');
   const { buildEvalItems } = await import('../train/data/instruct.js');
   return buildEvalItems(buildCorpus(), { seed: 1201, perKind: n * 4 }).filter((i) => i.kind === 'qa');
@@ -245,7 +245,7 @@ function passageOf(item: EvalItem): string {
 }
 
 /** The item's chat prompt with other passages before it until about `tokens` tokens. */
-function longPrompt(tokenizer: ModelTokenizer, item: EvalItem, others: EvalItem[], tokens: number): number[] {
+export function longPrompt(tokenizer: ModelTokenizer, item: EvalItem, others: EvalItem[], tokens: number): number[] {
   const own = tokenizer.encode(tokenizer.renderChat(item.messages), { addSpecialTokens: false });
   let pad = '';
   for (const o of others) {

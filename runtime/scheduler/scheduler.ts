@@ -73,7 +73,7 @@ export interface EngineTuning {
   kvBudgetBlocks?: number;
   /** Most sequences running at once (each gets a slot in every step). */
   maxBatch?: number;
-  /** Most new tokens in one forward; bounds how long one step can take. */
+  /** Most new tokens in one forward; bounds how long one step can take (a LazyLLM prompt goes whole: see prefillTake). */
   maxStepTokens?: number;
   /** Most prompt tokens of one sequence in one step. */
   prefillChunk?: number;
