@@ -171,13 +171,13 @@ export interface StageReport {
   };
   prunedPrefill?: {
     layers: number[];
-    /** Cumulative share of each chunk kept from each layer on. */
+    /** Cumulative share of the prompt kept from each layer on. */
     keep: number[];
-    /** Prompt tokens pruned at each pruning layer (summed over chunks). */
+    /** Prompt tokens pruned at each pruning layer (summed over prefill steps: one, or more after a preemption). */
     prunedAtLayer: Record<number, number>;
     /** Aux Cache tokens revived per pruning layer and step at most (0: static pruning). */
     revive: number;
-    /** Tokens revived at each pruning layer, over the later chunks and decode steps. */
+    /** Tokens revived at each pruning layer, over the decode steps (and a recompute's prefill). */
     revivedAtLayer: Record<number, number>;
     /** Wall time of the prefill forwards the sequence took part in. */
     prefillMs: number;

@@ -1,7 +1,7 @@
 /**
  * LazyLLM's Aux Cache and revival in the batched scheduler (SequenceShape.prune.revive):
- * a pruned sequence parks its pruned tokens' hidden states and later prefill chunks and
- * decode steps revive them by the stated rule. Checked against a direct run of the same
+ * a pruned sequence prefills its whole prompt in one forward (its final token prunes),
+ * parks its pruned tokens' hidden states, and decode steps revive them by the stated rule. Checked against a direct run of the same
  * rule on the forward with a plain contiguous cache; every block, Aux-Cache entry and
  * tensor is back after finished, failed, cancelled and preempted runs; and revival never
  * touches a shared prefix.
@@ -44,11 +44,12 @@ beforeAll(async () => {
 afterAll(() => model.dispose());
 
 /**
- * The rule run directly on the forward: chunked pruned prefill parking every pruned token,
- * then each later chunk and decode step reviving, per pruning layer i, the parked tokens
+ * The rule run directly on the forward: pruned prefill in chunks of `chunk` (the whole
+ * prompt, as the scheduler runs a pruned one) parking every pruned token, then each later
+ * chunk and decode step reviving, per pruning layer i, the parked tokens
  * ranked among the top ceil(keep_i · positions) by the step's last token, at most `revive`.
  */
-function direct(ids: number[], n: number, s: LazySchedule): { tokens: number[]; revivedAtLayer: Record<number, number> } {
+function direct(ids: number[], n: number, s: LazySchedule, chunk = ids.length): { tokens: number[]; revivedAtLayer: Record<number, number> } {
   const cache = new KvCache(L);
   const positions: number[][] = Array.from({ length: L }, () => []);
   const parked = new Map<number, { layer: number; hidden: Float32Array }>();
@@ -84,7 +85,7 @@ function direct(ids: number[], n: number, s: LazySchedule): { tokens: number[]; 
     return r!.logits[0]!;
   };
   let logits!: Float32Array;
-  for (let at = 0; at < ids.length; at += CHUNK) logits = run(ids.slice(at, at + CHUNK));
+  for (let at = 0; at < ids.length; at += chunk) logits = run(ids.slice(at, at + chunk));
   const tokens: number[] = [];
   for (let i = 0; i < n; i++) {
     tokens.push(greedy(logits, []));
@@ -131,7 +132,7 @@ function expectClean(s: Scheduler) {
 const shape: SequenceShape = { prune: schedule };
 
 describe('LazyLLM revival from the Aux Cache in the scheduler', () => {
-  it('revives in later chunks and decode steps exactly as the rule run directly, alone and batched with plain sequences', () => {
+  it('prunes the whole prompt at once and revives in decode steps exactly as the rule run directly, alone and batched with plain sequences', () => {
     const s = new Scheduler({ model, sampler: () => greedy, blockSize: 4, prefillChunk: CHUNK });
     const outs = prompts.map((p, i) => submit(s, `r${i}`, p, shape));
     const plain = submit(s, 'plain', prompts[2]!);
@@ -145,7 +146,7 @@ describe('LazyLLM revival from the Aux Cache in the scheduler', () => {
       revived += Object.values(d.revivedAtLayer).reduce((a, b) => a + b, 0);
     });
     expect(revived).toBeGreaterThan(0); // the rule did revive here: the check is not vacuous
-    expect(plain.tokens).toEqual(direct(prompts[2]!, N, { ...schedule, keep: schedule.keep.map(() => 1) }).tokens);
+    expect(plain.tokens).toEqual(direct(prompts[2]!, N, { ...schedule, keep: schedule.keep.map(() => 1) }, CHUNK).tokens);
     expectClean(s);
   });
 

@@ -3,7 +3,7 @@
  * skipped-layer decode (lossy) equals a direct computation that decodes on the kept layers;
  * self-speculative decode equals plain decoding token for token on every prompt, greedy and
  * seeded sampling, alone and batched; pruned prefill equals the forward's own LazyLLM
- * selection chunk by chunk; every block and tensor is back after finished, failed and
+ * selection over the whole prompt in one forward (the final token decides); every block and tensor is back after finished, failed and
  * cancelled runs; and a pruned sequence's KV is never adopted by another sequence.
  */
 import * as tf from '@tensorflow/tfjs-core';
@@ -246,21 +246,33 @@ describe('pruned prefill (LazyLLM), static (no revival: test/scheduler-lazy-revi
     const s = make(undefined, 8);
     const outs = prompts.map((p, i) => submit(s, `a${i}`, p, { prune: lazySchedule(L, { keepRatio: 1 }) }));
     drain(s);
-    outs.forEach((o, i) => expect(o.tokens).toEqual(direct(prompts[i]!, N, { chunk: 8 })));
+    outs.forEach((o, i) => expect(o.tokens).toEqual(direct(prompts[i]!, N)));
     expectClean(s);
   });
 
-  it('prunes each chunk by its own last token, alone and batched, as the forward does directly', () => {
+  it('prunes the whole prompt in one forward by its final token, alone and batched with a chunked plain prefill, as the forward does directly', () => {
     const s = make(undefined, 8);
     const outs = prompts.map((p, i) => submit(s, `z${i}`, p, shape));
     const plain = submit(s, 'plain', prompts[3]!);
     drain(s);
-    outs.forEach((o, i) => expect(o.tokens).toEqual(direct(prompts[i]!, N, { chunk: 8, prune: steps })));
+    outs.forEach((o, i) => expect(o.tokens).toEqual(direct(prompts[i]!, N, { prune: steps })));
     expect(plain.tokens).toEqual(direct(prompts[3]!, N, { chunk: 8 }));
     const pruned = outs[3]!.summary!.shape!.prunedAtLayer!;
-    // 30 tokens in chunks of 8, 8, 8, 6: per chunk n − ceil(share·n) at each stage.
-    const expected = schedule.layers.map((_, i) => [8, 8, 8, 6].reduce((sum, n) => sum + n - keepCounts(schedule, n)[i]!, 0));
-    expect(schedule.layers.map((l) => pruned[l])).toEqual(expected);
+    // 30 tokens in one forward: 30 − ceil(share·30) at each stage, not per 8-token chunk.
+    expect(schedule.layers.map((l) => pruned[l])).toEqual(keepCounts(schedule, 30).map((k) => 30 - k));
+    expectClean(s);
+  });
+
+  it('runs a pruned prompt in one step past the step budget while plain prompts and decodes share it', () => {
+    const s = new Scheduler({ model, sampler: () => greedy, blockSize: 4, prefillChunk: 8, maxStepTokens: 12 });
+    const plain = submit(s, 'plain', prompts[2]!);
+    s.step(); // plain: its first chunk of 8
+    const lazy = submit(s, 'lazy', prompts[3]!, shape);
+    const report = s.step(); // plain's next chunk, then lazy's whole prompt of 30 (past the 12-token budget)
+    expect(report.prefillTokens).toBe(8 + prompts[3]!.length);
+    drain(s);
+    expect(lazy.tokens).toEqual(direct(prompts[3]!, N, { prune: steps }));
+    expect(plain.tokens).toEqual(direct(prompts[2]!, N, { chunk: 8 }));
     expectClean(s);
   });
 
@@ -300,8 +312,8 @@ describe('pruned prefill (LazyLLM), static (no revival: test/scheduler-lazy-revi
     s.cancel('gone');
     drain(s);
     expect(gone.summary).toBeUndefined();
-    expect(both.tokens).toEqual(direct(prompts[3]!, N, { chunk: 8, prune: steps, decodeLayers: kept }));
-    expect(specd.tokens).toEqual(direct(prompts[2]!, N, { chunk: 8, prune: steps }));
+    expect(both.tokens).toEqual(direct(prompts[3]!, N, { prune: steps, decodeLayers: kept }));
+    expect(specd.tokens).toEqual(direct(prompts[2]!, N, { prune: steps }));
     expectClean(s);
   });
 

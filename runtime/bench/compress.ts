@@ -45,6 +45,7 @@ import { budget, negLogProb, PromptCompressor } from '../stages/compress.js';
 import { forward } from '../model/forward.js';
 import { lexicalUnits } from '../stages/units.js';
 import { defaultProtectedSuffix, defaultScorerLayers } from '../stages/compress-stage.js';
+import type { ScorerVocab } from '../stages/scorer-head.js';
 import { scoreEvalItem, type EvalItem } from '../train/data/instruct.js';
 import { registerBench } from './index.js';
 
@@ -221,12 +222,21 @@ registerBench('compress', {
 });
 
 /** What the engine's compress stage does with a request's ids, run here to completion. */
-export function compressIds(model: LoadedModel, tokenizer: ModelTokenizer, ids: number[], rate: number, question: string | undefined, scorerLayers?: number): number[] {
+export function compressIds(
+  model: LoadedModel,
+  tokenizer: ModelTokenizer,
+  ids: number[],
+  rate: number,
+  question: string | undefined,
+  scorerLayers?: number,
+  scorerVocab?: ScorerVocab,
+): number[] {
   const c = new PromptCompressor(model, tokenizer, ids, {
     rate,
     keep: question ? [question] : undefined,
     protectedSuffix: defaultProtectedSuffix(tokenizer, ids),
     scorerLayers,
+    ...(scorerVocab ? { scorerVocab } : {}),
   });
   try {
     while (!c.step());

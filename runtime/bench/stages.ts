@@ -30,7 +30,9 @@
  *   stage, its default scorer), then prunedPrefill and skipLayers r=2 (lossy) on what is
  *   left, vs the plain run and compress alone: TTFT (compression included), decode tok/s,
  *   accuracy and answer NLL; the answer's retention in the compressed prompt beside a
- *   random-score control (the compress re-measure on this model).
+ *   random-score control (the compress re-measure on this model). `scorers=L:V,…` adds
+ *   compress alone with other scorers (L layers, vocabulary V = full | context) beside it:
+ *   `compress33_l<L>_<V>_ttft_vs_full`, `…_answer_retained`, `…_accuracy_delta`.
  * - SoT, `parts=sot` (stages-sot.ts): graphs/sot.json end to end, plain vs stages stacked on
  *   its model calls (`stacked_sot_vs_plain`, `selfspec_sot_vs_plain`).
  * - With the model's skip adapter for r = 2 (`skein train skip`, runtime/adapters): the same
@@ -41,7 +43,8 @@
  *   kept, runtime/stages/decode-bytes.ts).
  *
  * `--arg parts=decode,ppl,lazy,stacked,sot` runs only some parts (decode,ppl,lazy by default;
- * `prefill` is lazy's old name).
+ * `prefill` is lazy's old name). `--arg first=K --arg pool-items=P` runs items K.. of a
+ * P-item set (the same prompts as one run of P items), to split a slow set over processes.
  *
  * @example
  * npx skein bench stages --json --arg parts=lazy --arg items=3 --arg tokens=2048,4096
@@ -65,6 +68,8 @@ import { pruneSteps, Scheduler, type SequenceShape, type SequenceSummary, type T
 import { decodeWeightBytes } from '../stages/decode-bytes.js';
 import { lazySchedule, randomKeep, tokenLayerShare, type LazySchedule } from '../stages/lazy-schedule.js';
 import { compressIds, questionOf, randomScoreCompress } from './compress.js';
+import { DEFAULT_SCORER_VOCAB, defaultScorerLayers } from '../stages/compress-stage.js';
+import type { ScorerVocab } from '../stages/scorer-head.js';
 import { earlyExitLayers, middleBlockLayers, unifiedLayers } from '../stages/layer-selection.js';
 import { scoreEvalItem, type EvalItem } from '../train/data/instruct.js';
 import { registerBench } from './index.js';
@@ -224,7 +229,7 @@ function agreement(a: number[], ref: number[]): { share: number; firstDivergence
 }
 
 /** Passage-QA items (generated from the project's corpus: no model was trained on them). */
-async function qaItems(n: number): Promise<EvalItem[]> {
+export async function qaItems(n: number): Promise<EvalItem[]> {
   const { buildCorpus } = await import('../train/data/corpus.js');
   const { buildEvalItems } = await import('../train/data/instruct.js');
   return buildEvalItems(buildCorpus(), { seed: 1201, perKind: n * 4 }).filter((i) => i.kind === 'qa');
@@ -240,7 +245,7 @@ function passageOf(item: EvalItem): string {
 }
 
 /** The item's chat prompt with other passages before it until about `tokens` tokens. */
-function longPrompt(tokenizer: ModelTokenizer, item: EvalItem, others: EvalItem[], tokens: number): number[] {
+export function longPrompt(tokenizer: ModelTokenizer, item: EvalItem, others: EvalItem[], tokens: number): number[] {
   const own = tokenizer.encode(tokenizer.renderChat(item.messages), { addSpecialTokens: false });
   let pad = '';
   for (const o of others) {
@@ -274,6 +279,14 @@ interface Settings {
   pplTokens: number;
   /** Aux Cache revival per layer and step; the stage's default when absent. */
   revive?: number;
+  /** Compress scorers measured beside the engine's (`--arg scorers=30:full,4:context`). */
+  scorers: Scorer[];
+}
+
+/** A compress scorer: its layers and softmax vocabulary (runtime/stages/scorer-head.ts). */
+interface Scorer {
+  layers: number;
+  vocab: ScorerVocab;
 }
 
 interface Part {
@@ -549,36 +562,49 @@ function measureStacked(model: LoadedModel, tokenizer: ModelTokenizer, o: Settin
   const uls = unifiedLayers(L, 2);
   const prompts = o.items.map((item) => longPrompt(tokenizer, item, o.pool.filter((p) => p !== item), o.tokens[0]!));
   // Compression is timed where it runs (the engine does it before prefill), once per item and reused.
-  const compressed = prompts.map((ids, k) => {
-    const c0 = process.cpuUsage();
-    const t0 = performance.now();
-    const kept = compressIds(model, tokenizer, ids, 0.33, questionOf(o.items[k]!));
-    const c = process.cpuUsage(c0);
-    return { ids: kept, ms: performance.now() - t0, cpuMs: (c.user + c.system) / 1000 };
-  });
+  const compressAll = (scorer: Scorer) =>
+    prompts.map((ids, k) => {
+      const c0 = process.cpuUsage();
+      const t0 = performance.now();
+      const kept = compressIds(model, tokenizer, ids, 0.33, questionOf(o.items[k]!), scorer.layers, scorer.vocab);
+      const c = process.cpuUsage(c0);
+      return { ids: kept, ms: performance.now() - t0, cpuMs: (c.user + c.system) / 1000 };
+    });
+  // compress33 is the engine's compress stage as it runs (its default scorer); the others beside it.
+  const engineScorer: Scorer = { layers: defaultScorerLayers(L), vocab: DEFAULT_SCORER_VOCAB };
+  const scorers: Record<string, Scorer> = { compress33: engineScorer };
+  for (const sc of o.scorers) scorers[`compress33_l${sc.layers}_${sc.vocab}`] ??= sc;
+  const compressedBy = Object.fromEntries(Object.entries(scorers).map(([name, sc]) => [name, compressAll(sc)]));
+  const compressed = compressedBy.compress33!;
   const retained = (ids: number[], k: number) => (tokenizer.decode(ids, { skipSpecialTokens: true }).includes(o.items[k]!.expected) ? 1 : 0);
-  const variants = {
+  const variants: Record<string, { shape?: SequenceShape; prompt?: (k: number) => { ids: number[]; ms: number; cpuMs: number } }> = {
     full: {},
-    compress33: { prompt: (k: number) => compressed[k]! },
+    ...Object.fromEntries(Object.entries(compressedBy).map(([name, c]) => [name, { prompt: (k: number) => c[k]! }])),
     stacked: { prompt: (k: number) => compressed[k]!, shape: { prune: schedule, decodeLayers: uls } satisfies SequenceShape },
   };
-  log(`stages: stacked on ${o.items.length} prompts of ~${o.tokens[0]} tokens: compress 33 % → prunedPrefill keep [${schedule.keep.map((k) => k.toFixed(2)).join(',')}] → skipLayers r=2 [${uls.join(',')}]`);
+  log(
+    `stages: stacked on ${o.items.length} prompts of ~${o.tokens[0]} tokens: compress 33 % (scorer: ${engineScorer.layers} layers, ${engineScorer.vocab} vocabulary; beside it ${Object.keys(scorers).slice(1).join(', ') || 'none'}) → prunedPrefill keep [${schedule.keep.map((k) => k.toFixed(2)).join(',')}] → skipLayers r=2 [${uls.join(',')}]`,
+  );
   runOne(model, compressed[0]!.ids, 1); // warm-up at the compressed length
   const out = scoreVariants(model, tokenizer, o, prompts, variants, log);
   const part: Part = {
     ratios: {},
     quality: {
-      compress33_answer_retained: round(mean(compressed.map((c, k) => retained(c.ids, k)))),
+      ...Object.fromEntries(Object.entries(compressedBy).map(([name, c]) => [`${name}_answer_retained`, round(mean(c.map((x, k) => retained(x.ids, k))))])),
       compress33_answer_retained_random_scores: round(mean(prompts.map((ids, k) => retained(randomScoreCompress(tokenizer, ids, 0.33, questionOf(o.items[k]!), k + 1), k)))),
     },
     figures: {
+      compress33_scorer: engineScorer,
       stacked_ttft_ms: Object.fromEntries(Object.entries(out).map(([k, v]) => [k, round(mean(v.ttft), 0)])),
+      stacked_ttft_cpu_ms: Object.fromEntries(Object.entries(out).map(([k, v]) => [k, round(mean(v.ttftCpu), 0)])),
       stacked_decode_tokens_per_sec: Object.fromEntries(Object.entries(out).map(([k, v]) => [k, round(mean(v.decodeTps))])),
-      compress33_ms: round(mean(compressed.map((c) => c.ms)), 0),
-      compress33_tokens: round(mean(compressed.map((c) => c.ids.length)), 0),
+      compress_ms: Object.fromEntries(Object.entries(compressedBy).map(([name, c]) => [name, round(mean(c.map((x) => x.ms)), 0)])),
+      compress_cpu_ms: Object.fromEntries(Object.entries(compressedBy).map(([name, c]) => [name, round(mean(c.map((x) => x.cpuMs)), 0)])),
+      compress_tokens: Object.fromEntries(Object.entries(compressedBy).map(([name, c]) => [name, round(mean(c.map((x) => x.ids.length)), 0)])),
+      prompt_tokens: round(mean(prompts.map((p) => p.length)), 0),
     },
   };
-  for (const name of ['compress33', 'stacked']) {
+  for (const name of [...Object.keys(scorers), 'stacked']) {
     part.ratios[`${name}_ttft_vs_full`] = round(mean(out.full!.ttft) / mean(out[name]!.ttft));
     part.ratios[`${name}_ttft_cpu_vs_full`] = round(mean(out.full!.ttftCpu) / mean(out[name]!.ttftCpu));
     part.ratios[`${name}_decode_vs_full`] = round(mean(out[name]!.decodeTps) / mean(out.full!.decodeTps));
@@ -606,9 +632,11 @@ registerBench('stages', {
       const modelName = typeof spec === 'string' ? spec : 'random';
       log(`stages: model ${modelName} (${model.config.numLayers} layers)${smol || args.model ? '' : ` — ${DEFAULT_MODEL} is not in models/ (npx skein pull ${DEFAULT_MODEL})`}`);
       const nItems = Number(args.items ?? 2);
-      const pool = await qaItems(nItems);
+      // `first` and `pool-items` split one item set over processes: `items=3 first=3 pool-items=6` is items 3..5 of a 6-item run, same prompts.
+      const first = Number(args.first ?? 0);
+      const pool = await qaItems(Number(args['pool-items'] ?? first + nItems));
       const o: Settings = {
-        items: pool.slice(0, nItems),
+        items: pool.slice(first, first + nItems),
         pool,
         tokens: numbers(args.tokens ?? '1024')!,
         decodeTokens: Number(args['decode-tokens'] ?? 24),
@@ -625,6 +653,10 @@ registerBench('stages', {
         pplContext: Number(args['ppl-context'] ?? 96),
         pplTokens: Number(args['ppl-tokens'] ?? 96),
         ...(args.revive !== undefined ? { revive: Number(args.revive) } : {}),
+        scorers: (args.scorers ?? '')
+          .split(',')
+          .filter((x) => x.length > 0)
+          .map((x) => ({ layers: Number(x.split(':')[0]), vocab: (x.split(':')[1] ?? 'full') as ScorerVocab })),
       };
       const results: Part[] = [];
       const { adapted, figures: adapterFigures } = parts.has('decode') || parts.has('ppl') ? loadAdapted(model, log) : { adapted: null, figures: {} };

@@ -190,7 +190,7 @@ export class EngineCore {
           type: 'stage',
           requestId,
           stage: 'compress',
-          decided: { rate: compress.rate, keepPhrases: compress.keep?.length ?? 0, scorerLayers: this.compressing.scorerLayers },
+          decided: { rate: compress.rate, keepPhrases: compress.keep?.length ?? 0, scorerLayers: this.compressing.scorerLayers, scorerVocab: this.compressing.scorerVocab },
           figures: { tokensIn: r.originalTokens, tokensOut: r.keptTokens, wallMs: performance.now() - t0 },
         });
         if (msg.compressOnly) return this.finishCompressOnly(requestId, session, r.ids);

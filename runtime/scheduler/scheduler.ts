@@ -73,7 +73,7 @@ export interface EngineTuning {
   kvBudgetBlocks?: number;
   /** Most sequences running at once (each gets a slot in every step). */
   maxBatch?: number;
-  /** Most new tokens in one forward; bounds how long one step can take. */
+  /** Most new tokens in one forward; bounds how long one step can take (a LazyLLM prompt goes whole: see prefillTake). */
   maxStepTokens?: number;
   /** Most prompt tokens of one sequence in one step. */
   prefillChunk?: number;
@@ -119,12 +119,12 @@ export interface SequenceShape {
    */
   decodeModel?: LoadedModel;
   /**
-   * LazyLLM for every prefill chunk: from each layer on, keep this share of the chunk,
-   * chosen by the last token's attention inside the forward — or, for baselines such as
+   * LazyLLM for the prompt, prefilled in one forward (see prefillTake): from each layer
+   * on, keep this share of it, chosen by its final token's attention inside the forward — or, for baselines such as
    * random pruning, by `choose(live, count)` (indices into the chunk, ascending, last kept).
    *
    * `revive` (default 0: static pruning) turns on the Aux Cache: pruned tokens' hidden
-   * states are kept, and each later prefill chunk and plain full-depth decode step revives
+   * states are kept, and each later prefill step (a recompute after preemption) and plain full-depth decode step revives
    * up to `revive` of them per pruning layer. Rule: at pruning layer l_i, a token parked
    * there is revived when the step's last token ranks it among the top keep_i share of all
    * the sequence's positions by its attention at the layer before l_i (the keys it has
@@ -560,7 +560,7 @@ export class Scheduler {
         table.release();
         continue;
       }
-      const need = table.blocksNeeded(Math.min(all.length - table.length, this.prefillChunk));
+      const need = table.blocksNeeded(this.prefillTake(seq, all.length - table.length, this.maxStepTokens));
       // Headroom of one block per running sequence, so admitting does not force a preemption.
       if (this.pool.available < need + this.running.length) {
         table.release();
@@ -609,7 +609,7 @@ export class Scheduler {
     }
     for (const seq of running) {
       if (seq.pending > 1 && budget > 0) {
-        const n = Math.min(seq.pending, this.prefillChunk, budget);
+        const n = this.prefillTake(seq, seq.pending, budget);
         chosen.push({ seq, n });
         budget -= n;
       }
@@ -655,6 +655,32 @@ export class Scheduler {
       }
     }
     return items;
+  }
+
+  /**
+   * Prompt tokens a prefilling sequence runs this step, of the `pending` it has left.
+   * Plain prefill goes in chunks (prefillChunk, within the step's token budget) so that a
+   * long prompt does not stall other sequences' decoding.
+   *
+   * A LazyLLM sequence (shape.prune) runs its whole remaining prompt in one forward, past
+   * the step budget: LazyLLM's rule is that every pruning decision is made by the prompt's
+   * final token (the question sits at the end of a QA prompt), and a chunk can only prune
+   * by its own last token. Chunked, each 128-token chunk of a 4k passage-QA prompt chose
+   * its tokens without the question and the full model's one correct answer was lost
+   * (`bench stages --arg parts=lazy`, README). Other sequences' decode rows still ride in
+   * that step's batch, but wait for it: a 4k pruned prefill of SmolLM2-135M is one step of
+   * about as long as its TTFT (README's lazy row). The alternative weighed — non-final
+   * chunks running only the layers below the first pruning layer and parking their
+   * hidden states, the final chunk running the rest over all of them — gives the same
+   * TTFT and shortens that one long step by the dense layers below the first pruning
+   * layer (8 of 30 on SmolLM2: 8 of the default schedule's 16.2 token-layers, so about
+   * half), but needs the forward to prune resumed rows progressively and to batch their
+   * attention (today they run every later layer, one attention row at a time): a change
+   * to the forward left for later. Every token is still computed at most once per layer,
+   * and decode-time revival is unchanged.
+   */
+  private prefillTake(seq: Sequence, pending: number, budget: number): number {
+    return seq.shape?.prune !== undefined ? pending : Math.min(pending, this.prefillChunk, budget);
   }
 
   /**

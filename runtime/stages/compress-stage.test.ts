@@ -44,8 +44,8 @@ describe('defaultProtectedSuffix', () => {
 });
 
 describe('defaultScorerLayers', () => {
-  it('is the first quarter of the layers, at least one', () => {
-    expect([1, 2, 4, 8, 30].map(defaultScorerLayers)).toEqual([1, 1, 1, 2, 8]);
+  it('is the first quarter of the layers, at least one and at most four', () => {
+    expect([1, 2, 4, 8, 16, 30].map(defaultScorerLayers)).toEqual([1, 1, 1, 2, 4, 4]);
   });
 });
 
@@ -67,7 +67,7 @@ describe('CompressStage', () => {
     expect(finished).toEqual(['a', 'b']);
     expect(steps).toBeGreaterThan(2);
     expect(results[0]).toEqual(results[1]);
-    const direct = compressPrompt(model, tok, ids, { rate: 0.5, keep: ['85448'], protectedSuffix: defaultProtectedSuffix(tok, ids), scorerLayers: stage.scorerLayers });
+    const direct = compressPrompt(model, tok, ids, { rate: 0.5, keep: ['85448'], protectedSuffix: defaultProtectedSuffix(tok, ids), scorerLayers: stage.scorerLayers, scorerVocab: stage.scorerVocab });
     expect(results[0]!.ids).toEqual(direct.ids);
     expect(tok.decode(results[0]!.ids)).toContain('85448');
     expect(tf.memory().numTensors).toBe(baseline);

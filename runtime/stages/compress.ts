@@ -30,6 +30,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import { BadRequestError } from '../../core/errors.js';
 import { forward } from '../model/forward.js';
 import type { ForwardSequenceResult, LayerKvChunks, LoadedModel } from '../model/types.js';
+import { ScorerHead, type ScorerVocab } from './scorer-head.js';
 import { lexicalUnits, type UnitTokenizer } from './units.js';
 
 export interface CompressOptions {
@@ -45,6 +46,8 @@ export interface CompressOptions {
   maxCacheTokens?: number;
   /** Score with only the first N layers (cheaper, coarser); default every layer. */
   scorerLayers?: number;
+  /** The scorer's softmax over every id (`full`, default) or the prompt's own ids (`context`, far cheaper): scorer-head.ts. */
+  scorerVocab?: ScorerVocab;
 }
 
 export interface CompressResult {
@@ -83,36 +86,54 @@ class CarriedScorer {
   private cacheTokens = 0;
   /** Position of the next kept token in the compressed prompt (the cache may be trimmed). */
   private nextPosition = 0;
-  /** p(next | kept text), or null before the first token (nothing predicts it). */
-  private lastLogits: Float32Array | null = null;
+  /** The final-normed hidden row that predicts the next token after the kept text, or null before the first token (nothing predicts it). */
+  private lastHidden: Float32Array | null = null;
   /** The segment being decided: its ids, forward result (KV owned until commit). */
   private pending: { ids: number[]; result: ForwardSequenceResult } | null = null;
+  private readonly head: ScorerHead;
 
   constructor(
     private readonly model: LoadedModel,
     scorerLayers: number | undefined,
     private readonly maxCacheTokens: number,
+    vocab: ScorerVocab,
+    promptIds: readonly number[],
   ) {
+    this.head = new ScorerHead(model, vocab, promptIds);
     const L = model.config.numLayers;
     const n = Math.min(L, Math.max(1, Math.floor(scorerLayers ?? L)));
     this.layers = Array.from({ length: n }, (_, l) => l);
     this.cache = Array.from({ length: L }, () => ({ k: [], v: [] }));
   }
 
-  private run(ids: number[], logits: 'all' | 'last'): ForwardSequenceResult {
+  /** The scorer's layers over `ids` after the cache: every token's final-normed hidden row, no LM head (the ScorerHead scores). */
+  private run(ids: number[]): ForwardSequenceResult {
     const positions = ids.map((_, i) => this.nextPosition + i);
     const opts = this.layers.length < this.model.config.numLayers ? { layers: this.layers } : {};
-    return forward(this.model, [{ ids, positions, past: this.cache, logits }], opts)[0]!;
+    return forward(this.model, [{ ids, positions, past: this.cache, hiddenOnly: true }], opts)[0]!;
   }
 
   /** Self-information of each token of the segment given the kept text and the segment so far. */
   score(ids: number[]): Float64Array {
     if (this.pending !== null) throw new Error('CarriedScorer: commit the previous segment first');
-    const result = this.run(ids, 'all');
+    const result = this.run(ids);
     this.pending = { ids, result };
+    // Row i predicts token i: the kept text's last row for the first, then the segment's own.
+    const rows = [...(this.lastHidden === null ? [] : [this.lastHidden]), ...result.hidden!.slice(0, ids.length - 1)];
+    const targets = this.lastHidden === null ? ids.slice(1) : ids;
+    const h = this.model.config.hiddenSize;
+    const flat = new Float32Array(rows.length * h);
+    rows.forEach((r, i) => flat.set(r, i * h));
+    const x = tf.tensor2d(flat, [rows.length, h]);
+    let scored: Float64Array;
+    try {
+      scored = this.head.information(x, targets);
+    } finally {
+      x.dispose();
+    }
     const info = new Float64Array(ids.length);
-    info[0] = this.lastLogits === null ? Infinity : negLogProb(this.lastLogits, ids[0]!);
-    for (let i = 1; i < ids.length; i++) info[i] = negLogProb(result.logits[i - 1]!, ids[i]!);
+    info[0] = Infinity;
+    info.set(scored, ids.length - scored.length);
     return info;
   }
 
@@ -132,13 +153,13 @@ class CarriedScorer {
     const newKv = p.result.newKv;
     if (prefix === n) {
       this.appendKv(newKv, null);
-      this.lastLogits = p.result.logits[n - 1]!;
+      this.lastHidden = p.result.hidden![n - 1]!;
       this.nextPosition += n;
     } else {
       try {
         if (prefix > 0) {
           this.appendKv(newKv, prefix);
-          this.lastLogits = p.result.logits[prefix - 1]!;
+          this.lastHidden = p.result.hidden![prefix - 1]!;
           this.nextPosition += prefix;
         }
       } finally {
@@ -147,9 +168,9 @@ class CarriedScorer {
       const rest: number[] = [];
       for (let i = prefix + 1; i < n; i++) if (keep[i]) rest.push(p.ids[i]!);
       if (rest.length > 0) {
-        const r = this.run(rest, 'last');
+        const r = this.run(rest);
         this.appendKv(r.newKv, null);
-        this.lastLogits = r.logits[0]!;
+        this.lastHidden = r.hidden!.at(-1)!;
         this.nextPosition += rest.length;
       }
     }
@@ -219,11 +240,12 @@ class CarriedScorer {
       layer.v = [];
     }
     this.cacheTokens = 0;
+    this.head.dispose();
   }
 }
 
 function checkOptions(options: CompressOptions): void {
-  const { rate, segmentTokens, maxCacheTokens, protectedSuffix, scorerLayers } = options;
+  const { rate, segmentTokens, maxCacheTokens, protectedSuffix, scorerLayers, scorerVocab } = options;
   if (!(Number.isFinite(rate) && rate > 0 && rate <= 1)) throw new BadRequestError('compress.rate', `must be in (0, 1], got ${rate}`);
   if (segmentTokens !== undefined && !(Number.isInteger(segmentTokens) && segmentTokens >= 1)) {
     throw new BadRequestError('compress.segmentTokens', 'must be a positive integer');
@@ -236,6 +258,9 @@ function checkOptions(options: CompressOptions): void {
   }
   if (scorerLayers !== undefined && !(Number.isInteger(scorerLayers) && scorerLayers >= 1)) {
     throw new BadRequestError('compress.scorerLayers', 'must be a positive integer');
+  }
+  if (scorerVocab !== undefined && scorerVocab !== 'full' && scorerVocab !== 'context') {
+    throw new BadRequestError('compress.scorerVocab', `must be 'full' or 'context', got ${JSON.stringify(scorerVocab)}`);
   }
 }
 
@@ -311,7 +336,7 @@ export class PromptCompressor {
         from = end;
       }
     }
-    this.scorer = new CarriedScorer(model, options.scorerLayers, options.maxCacheTokens ?? DEFAULT_MAX_CACHE_TOKENS);
+    this.scorer = new CarriedScorer(model, options.scorerLayers, options.maxCacheTokens ?? DEFAULT_MAX_CACHE_TOKENS, options.scorerVocab ?? 'full', ids);
   }
 
   get done(): boolean {
@@ -406,10 +431,10 @@ export function compressPrompt(model: LoadedModel, tokenizer: UnitTokenizer, ids
 export function selfInformation(
   model: LoadedModel,
   ids: readonly number[],
-  options: Pick<CompressOptions, 'segmentTokens' | 'scorerLayers' | 'maxCacheTokens'> = {},
+  options: Pick<CompressOptions, 'segmentTokens' | 'scorerLayers' | 'maxCacheTokens' | 'scorerVocab'> = {},
 ): Float64Array {
   const per = options.segmentTokens ?? DEFAULT_SEGMENT_TOKENS;
-  const scorer = new CarriedScorer(model, options.scorerLayers, options.maxCacheTokens ?? DEFAULT_MAX_CACHE_TOKENS);
+  const scorer = new CarriedScorer(model, options.scorerLayers, options.maxCacheTokens ?? DEFAULT_MAX_CACHE_TOKENS, options.scorerVocab ?? 'full', ids);
   const out = new Float64Array(ids.length);
   try {
     for (let from = 0; from < ids.length; from += per) {

@@ -46,8 +46,7 @@ export interface LazySchedule {
 /**
  * Revived tokens per pruning layer per step by default: a 1-token decode step with up to 3×4
  * resumed rows stays a small forward (the block kernels read the weights once for all
- * rows), and over a 128-token prefill chunk 12 rows are under 10 % more; revival then
- * catches up with what the asking tokens need within a few steps. `skein bench stages
+ * rows); revival then catches up with what the asking tokens need within a few steps. `skein bench stages
  * --arg parts=lazy` measures it against static pruning.
  */
 export const DEFAULT_REVIVE = 4;

@@ -1,7 +1,7 @@
 /**
- * The prunedPrefill stage (LazyLLM, TECHNIQUES): every prefill chunk drops its least-attended
- * prompt tokens layer by layer, scored by the last token's attention inside the same
- * forward (schedule: lazy-schedule.ts, shaping: shape.ts). It asks the forward for
+ * The prunedPrefill stage (LazyLLM, TECHNIQUES): the prompt, prefilled in one forward, drops
+ * its least-attended tokens layer by layer, scored by its final token's attention inside
+ * that forward (schedule: lazy-schedule.ts, shaping: shape.ts). It asks the forward for
  * per-layer live token sets during prefill (SequenceShape.prune); pruned tokens leave no KV
  * at the later layers. Any model can run it: it needs nothing beyond the model's attention.
  */

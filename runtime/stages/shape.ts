@@ -10,8 +10,9 @@
  *   to plain decoding). With the model's skip adapter for the target (skip-adapters.ts;
  *   `adapter: false` turns it off) the kept layers run with it merged in. Skipped layers get no KV entry for the shallow tokens (see
  *   BlockTable.appendLayers).
- * - prunedPrefill (LazyLLM, lazy-schedule.ts): every prefill chunk is pruned progressively
- *   by its last token's attention inside the same forward; pruned tokens leave no KV at the
+ * - prunedPrefill (LazyLLM, lazy-schedule.ts): the prompt is prefilled in one forward and
+ *   pruned progressively by its final token's attention inside it (the scheduler's
+ *   prefillTake says why not chunk by chunk); pruned tokens leave no KV at the
  *   later layers. Rule for prefix sharing: a sequence prunes only positions it computes
  *   itself; KV adopted from the prefix cache is read as it is, and blocks written after the
  *   first pruned row are private to the sequence (never cached, never adopted), so no
