@@ -14,12 +14,14 @@
  * both paths against each other.
  *
  * @example
- * const r = blockLayer(x, { qkv, mlp, rotary, shape, kernels, seqs: [{ n: 1, keys, values, visible }] });
+ * const r = blockLayer(x, { qkv, mlp, rotary, shape, kernels, mirror, seqs: [{ n: 1, keys, values, visible }] });
  * mirror.adopt(r.k, r.kChunks[0]); // the new rows' kernel copies, for later steps
  */
 import * as tf from '@tensorflow/tfjs-core';
 import type { AttentionShape, KernelChunk, MatmulKernels } from '../kernels/matmul.js';
 import { computeLinear, computeMlp, type BlockLinearOp, type BlockMlpOp, type RotaryRows } from './block-linear.js';
+import type { KvMirror } from './kv-mirror.js';
+import type { WasmBackendLike } from './wasm-backend.js';
 
 /** One sequence's rows of the packed call, in order. */
 export interface BlockLayerSeq {
@@ -37,8 +39,8 @@ export interface BlockLayerOp {
   rotary: RotaryRows; // on outputs 0 and 1
   shape: AttentionShape;
   kernels: MatmulKernels;
-  /** Store the new rows as f16, as the KV mirror they join does (KvMirror.f16). */
-  kvF16: boolean;
+  /** Where the new rows are stored for attention, as the cached ones are (KvMirror.store). */
+  mirror: KvMirror;
   seqs: BlockLayerSeq[];
 }
 
@@ -49,11 +51,6 @@ export interface BlockLayerResult {
   /** Per sequence, the kernel copies of its new K and V rows (hand them to the KV mirror). */
   kChunks: KernelChunk[];
   vChunks: KernelChunk[];
-}
-
-interface WasmBackendLike {
-  makeOutput(shape: number[], dtype: tf.DataType): tf.TensorInfo;
-  typedArrayFromHeap(t: tf.TensorInfo): Float32Array;
 }
 
 /** Runs the layer on plain arrays: x (T, hidden) → xOut, kOut, vOut; returns the stored chunks. */
@@ -68,8 +65,8 @@ function run(op: BlockLayerOp, x: Float32Array, T: number, xOut: Float32Array, k
   const vChunks: KernelChunk[] = [];
   let r = 0;
   for (const s of op.seqs) {
-    const kc = op.kernels.store(kOut.subarray(r * kvd, (r + s.n) * kvd), s.n, KV, op.kvF16);
-    const vc = op.kernels.store(vOut.subarray(r * kvd, (r + s.n) * kvd), s.n, KV, op.kvF16);
+    const kc = op.mirror.store(kOut.subarray(r * kvd, (r + s.n) * kvd), s.n);
+    const vc = op.mirror.store(vOut.subarray(r * kvd, (r + s.n) * kvd), s.n);
     kChunks.push(kc);
     vChunks.push(vc);
     const { out } = op.kernels.attention(q.subarray(r * qd, (r + s.n) * qd), [...s.keys, kc], [...s.values, vc], s.n, s.visible, op.shape);

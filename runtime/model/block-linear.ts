@@ -14,6 +14,7 @@
  */
 import * as tf from '@tensorflow/tfjs-core';
 import type { KernelWeight, MatmulKernels } from '../kernels/matmul.js';
+import type { WasmBackendLike } from './wasm-backend.js';
 
 export interface BlockLinearOp {
   kernels: MatmulKernels;
@@ -57,11 +58,6 @@ function rotate(out: Float32Array, T: number, width: number, r: RotaryRows): voi
       }
     }
   }
-}
-
-interface WasmBackendLike {
-  makeOutput(shape: number[], dtype: tf.DataType): tf.TensorInfo;
-  typedArrayFromHeap(t: tf.TensorInfo): Float32Array;
 }
 
 /** The input rows the kernels multiply: x itself, or a normalised copy. */

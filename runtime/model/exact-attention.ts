@@ -16,6 +16,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 import type { AttentionShape, KernelChunk, MatmulKernels } from '../kernels/matmul.js';
 import type { KvMirror } from './kv-mirror.js';
+import type { WasmBackendLike } from './wasm-backend.js';
 
 export interface ExactAttentionOp {
   /** First row of this sequence in the packed q, and its number of rows. */
@@ -32,11 +33,6 @@ export interface ExactAttentionOp {
   mirror: KvMirror;
   /** Also return the last row's probabilities over every key (mean over heads). */
   wantLast: boolean;
-}
-
-interface WasmBackendLike {
-  makeOutput(shape: number[], dtype: tf.DataType): tf.TensorInfo;
-  typedArrayFromHeap(t: tf.TensorInfo): Float32Array;
 }
 
 interface Attrs {

@@ -486,14 +486,19 @@ export function forward(model: LoadedModel, seqs: ForwardSequence[], opts: Forwa
 
       // The whole layer in one kernel call (block-layer.ts) unless a sequence revives rows or
       // wants attention rows here: same kernels on the same inputs, so the same bits.
+      // On the block path rotary runs inside the q/k/v call (block-linear.ts RotaryRows: the same bits as ropeQk).
+      const rotary = { outputs: [0, 1], dim: D, cos: rope.cos, sin: rope.sin };
+      /** A (T, kvDim) tensor of every sequence's rows (resumed, then live) split per sequence. */
+      const perSequence = (t: tf.Tensor2D): tf.Tensor2D[] =>
+        order.length === 1 ? [t] : (tf.split(t, order.map((s) => s.resumed.length + s.live.length), 0) as tf.Tensor2D[]);
       if (B !== undefined && order.every((s) => s.resumed.length === 0 && !wantsLast(s, l))) {
         const r = blockLayer(x, {
           qkv: B.qkv,
           mlp: B.mlp,
-          rotary: { outputs: [0, 1], dim: D, cos: rope.cos, sin: rope.sin },
+          rotary,
           shape: { heads: H, kvHeads: KV, headDim: D },
           kernels: prep.kernels,
-          kvF16: prep.mirror.f16,
+          mirror: prep.mirror,
           seqs: order.map((s) => ({
             n: s.live.length,
             keys: (s.seq.past?.[l]?.k ?? []).map((t) => prep.mirror.chunk(t)),
@@ -502,9 +507,8 @@ export function forward(model: LoadedModel, seqs: ForwardSequence[], opts: Forwa
           })),
         });
         x = r.x;
-        const sizes = order.map((s) => s.live.length);
-        const ks = order.length === 1 ? [r.k] : (tf.split(r.k, sizes, 0) as tf.Tensor2D[]);
-        const vs = order.length === 1 ? [r.v] : (tf.split(r.v, sizes, 0) as tf.Tensor2D[]);
+        const ks = perSequence(r.k);
+        const vs = perSequence(r.v);
         order.forEach((s, i) => {
           s.newKv[l] = { k: ks[i]!, v: vs[i]!, tokenIndices: s.live };
           prep.mirror.adopt(ks[i]!, r.kChunks[i]!);
@@ -518,8 +522,7 @@ export function forward(model: LoadedModel, seqs: ForwardSequence[], opts: Forwa
       let k: tf.Tensor2D; // (T, kvDim)
       let v: tf.Tensor2D; // (T, kvDim)
       if (B !== undefined) {
-        // Rotary inside the same kernel call (block-linear.ts RotaryRows: the same bits as ropeQk).
-        [q, k, v] = blockLinear(x, B.qkv, { outputs: [0, 1], dim: D, cos: rope.cos, sin: rope.sin }) as [tf.Tensor2D, tf.Tensor2D, tf.Tensor2D];
+        [q, k, v] = blockLinear(x, B.qkv, rotary) as [tf.Tensor2D, tf.Tensor2D, tf.Tensor2D];
       } else {
         const xn = rmsNorm(x, c.rmsNormEps, prep.eps); // (T, hidden)
         const qkRaw = P!.bqk === null ? tf.matMul(xn, P!.wqk) : tf.add(tf.matMul(xn, P!.wqk), P!.bqk);
@@ -530,16 +533,8 @@ export function forward(model: LoadedModel, seqs: ForwardSequence[], opts: Forwa
       }
 
       // New KV, per sequence: returned to the caller and the keys the attention reads.
-      let ks: tf.Tensor2D[];
-      let vs: tf.Tensor2D[];
-      if (order.length === 1) {
-        ks = [k];
-        vs = [v];
-      } else {
-        const sizes = order.map((s) => s.resumed.length + s.live.length);
-        ks = tf.split(k, sizes, 0) as tf.Tensor2D[];
-        vs = tf.split(v, sizes, 0) as tf.Tensor2D[];
-      }
+      const ks = perSequence(k);
+      const vs = perSequence(v);
       order.forEach((s, i) => {
         const m = s.resumed.length;
         if (m === 0) {

@@ -15,6 +15,7 @@
  */
 import * as tf from '@tensorflow/tfjs-core';
 import type { EmbeddingTable } from './types.js';
+import type { WasmBackendLike } from './wasm-backend.js';
 
 /*
  * Measured on SmolLM2 shapes, CPU time per call: RMSNorm 2.4 vs 13.7 µs at 1 row, rotary
@@ -29,11 +30,6 @@ export interface HeadShape {
   heads: number;
   kvHeads: number;
   dim: number;
-}
-
-interface WasmBackendLike {
-  makeOutput(shape: number[], dtype: tf.DataType): tf.TensorInfo;
-  typedArrayFromHeap(t: tf.TensorInfo): Float32Array;
 }
 
 let registered = false;

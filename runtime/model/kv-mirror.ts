@@ -19,6 +19,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 import type { KernelChunk, MatmulKernels } from '../kernels/matmul.js';
 import type { LoadedModel } from './types.js';
+import type { WasmBackendLike } from './wasm-backend.js';
 
 /**
  * Whether attention reads a model's KV as f16: for models whose projections run on
@@ -31,10 +32,6 @@ import type { LoadedModel } from './types.js';
 export function kvAsF16(model: Pick<LoadedModel, 'blockWeights'>): boolean {
   const b = model.blockWeights;
   return b !== undefined && b.layers.some((L) => [L.wq, L.wk, L.wv, L.wo, L.wGate, L.wUp, L.wDown].some((m) => m.type !== 'f32' && m.type !== 'f16'));
-}
-
-interface WasmBackendLike {
-  typedArrayFromHeap(t: tf.TensorInfo): Float32Array;
 }
 
 export class KvMirror {
@@ -59,10 +56,19 @@ export class KvMirror {
     let c = this.chunks.get(t);
     if (c === undefined) {
       const data = tf.getBackend() === 'wasm' ? (tf.backend() as unknown as WasmBackendLike).typedArrayFromHeap(t) : (t.dataSync() as Float32Array);
-      c = this.kernels.store(data, t.shape[0], this.kvHeads, this.f16);
+      c = this.store(data, t.shape[0]);
       this.chunks.set(t, c);
     }
     return c;
+  }
+
+  /**
+   * Stores (rows, kvHeads·headDim) values as this mirror keeps them (head by head, f16 or
+   * f32) without a tensor yet: blockLayer stores new rows as it makes them, and `adopt`
+   * then ties the copy to their tensor.
+   */
+  store(data: Float32Array, rows: number): KernelChunk {
+    return this.kernels.store(data, rows, this.kvHeads, this.f16);
   }
 
   /** Takes a copy already stored by the caller (blockLayer stores new rows as it makes them) as t's. */
