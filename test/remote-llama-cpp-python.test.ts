@@ -11,7 +11,7 @@
  * Skipped, saying why, when the build or the GGUF is absent.
  */
 import { existsSync } from 'node:fs';
-import { firstValueFrom, filter, lastValueFrom, toArray } from 'rxjs';
+import { lastValueFrom, toArray, type Subscription } from 'rxjs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Engine } from '../core/engine.js';
 import { runGraph, type GraphSpec, type RunEvent } from '../operators/index.js';
@@ -112,9 +112,17 @@ describe.skipIf(Boolean(missing))("remote providers over llama-cpp-python's serv
     const events$ = runGraph(graph, { q: 'Tell me a very long story.' }, { engine: local, engineFor: pool.forGraph(graph), seed: 1 });
     const disconnects = () => server.log().match(/Disconnected from client/g)?.length ?? 0;
     const before = disconnects();
-    const sub = events$.subscribe();
-    await firstValueFrom(events$.pipe(filter((e) => e.type === 'text-delta')));
-    sub.unsubscribe();
+    // One subscription: the run's Observable is cold, and a second one would start a second
+    // run against a server that serves one completion at a time.
+    let sub: Subscription | undefined;
+    await new Promise<void>((resolve, reject) => {
+      sub = events$.subscribe({
+        next: (e) => e.type === 'text-delta' && resolve(),
+        error: reject,
+        complete: () => reject(new Error('the run ended before its first token')),
+      });
+    });
+    sub!.unsubscribe();
     for (let i = 0; i < 200 && disconnects() === before; i++) await new Promise((r) => setTimeout(r, 25));
     expect(disconnects()).toBe(before + 1);
     // It serves one completion at a time: had it gone on with the 1,500 tokens, this would wait for them.

@@ -4,6 +4,7 @@
 // for a short while after each job, since decode posts one every ~50–300 µs, then sleeping
 // in Atomics.wait. A job is run only if claimed before the caller takes it back. Registrations arrive as messages, read synchronously
 // (receiveMessageOnPort) because this thread's event loop never turns while it waits.
+import { createRequire } from 'node:module';
 import { receiveMessageOnPort, workerData } from 'node:worker_threads';
 
 const { control, port, spinMs } = workerData;
@@ -18,9 +19,22 @@ function drain() {
     if (msg.type === 'add') {
       const { exports } = new WebAssembly.Instance(msg.module, { env: { memory: msg.memory } });
       exports.__stack_pointer.value = msg.stackTop;
-      instances.set(msg.id, exports);
+      instances.set(msg.id, msg.native ? withNative(exports, msg.memory) : exports);
     } else if (msg.type === 'drop') instances.delete(msg.id);
   }
+}
+
+const Q8_0 = 8;
+let addon = null;
+/** The wasm exports with the products the caller runs natively (matmul.ts) swapped the same way. */
+function withNative(exports, memory) {
+  addon ??= createRequire(import.meta.url)('./native/build/skein-kernels.node');
+  const id = addon.register(new Uint8Array(memory.buffer));
+  return {
+    ...exports,
+    matmul_x4r: (...a) => addon.matmul_x4r(id, ...a),
+    matmul_x4: (...a) => (a[0] === Q8_0 ? addon.matmul_x4_q8_0(id, ...a) : exports.matmul_x4(...a)),
+  };
 }
 
 let seen = 0;

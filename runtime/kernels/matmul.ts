@@ -14,6 +14,7 @@
 import { readFileSync } from 'node:fs';
 import { setFlagsFromString } from 'node:v8';
 import { floatToHalf, GGML_TYPE_ID, halfToFloat, QK, quantizeMatrix, rowBytes, type BlockMatrix, type BlockType } from './blocks.js';
+import { nativeKernels, type NativeKernels } from './native.js';
 import { defaultKernelThreads, kernelThread, type KernelFn } from './threads.js';
 
 const WASM_URL = new URL('./matmul.wasm', import.meta.url);
@@ -89,6 +90,67 @@ function relaxedAgrees(module: WebAssembly.Module): boolean {
   const a = new Uint32Array(memory.buffer, y0, T * rows);
   const b = new Uint32Array(memory.buffer, y1, T * rows);
   return a.every((v, i) => v === b[i]);
+}
+
+/** Whether the native kernels agree with this process's wasm build; undefined until checked. */
+let nativeChecked: boolean | undefined;
+
+/**
+ * Whether the native kernels give the relaxed wasm build's bits (matmul_x4r on Q4_1 and
+ * Q4_0, matmul_x4 on Q8_0) for 1–9 tokens over an odd number of row groups (the native
+ * code pairs groups and runs a lone last one alone) with the extremes in the activations.
+ * Checked once per process; a compiler or CPU that rounds differently keeps the wasm build.
+ */
+function nativeAgrees(module: WebAssembly.Module, native: NativeKernels): boolean {
+  if (nativeChecked !== undefined) return nativeChecked;
+  const memory = new WebAssembly.Memory({ initial: 16, maximum: 65536, shared: true });
+  const fns = new WebAssembly.Instance(module, { env: { memory } }).exports as unknown as Exports;
+  const id = native.register(new Uint8Array(memory.buffer));
+  const rows = 20;
+  const cols = 96;
+  const nb = cols / QK;
+  let seed = 4321;
+  const next = () => (seed = (seed * 1103515245 + 12345) % 2147483648) / 2147483648;
+  let ok = true;
+  for (const type of ['q4_1', 'q4_0', 'q8_0'] as const) {
+    const w = Float32Array.from({ length: rows * cols }, (_, i) => (i % 29 === 0 ? 1 : i % 31 === 0 ? -1 : next() - 0.5));
+    const m = quantizeMatrix(w, rows, cols, type);
+    for (let T = 1; T <= 9 && ok; T++) {
+      const x = Float32Array.from({ length: T * cols }, (_, i) => (i % 37 === 0 ? 1 : i % 41 === 0 ? -1 : next() - 0.5));
+      let p = align16(fns.__heap_base.value as number);
+      const take = (bytes: number) => {
+        const at = p;
+        p = align16(p + bytes);
+        return at;
+      };
+      const src = take(m.data.length);
+      const wx4 = take(fns.x4_bytes(GGML_TYPE_ID[type], rows, cols));
+      const xo = take(4 * T * cols);
+      const qa = take(2 * T * cols);
+      const da = take(4 * T * nb);
+      const sa = take(4 * T * nb);
+      const y0 = take(4 * T * rows);
+      const y1 = take(4 * T * rows);
+      if (p > memory.buffer.byteLength) memory.grow(Math.ceil((p - memory.buffer.byteLength) / PAGE));
+      new Uint8Array(memory.buffer, src, m.data.length).set(m.data);
+      new Float32Array(memory.buffer, xo, T * cols).set(x);
+      fns.repack_x4(GGML_TYPE_ID[type], src, rows, cols, wx4);
+      const args = [GGML_TYPE_ID[type], wx4, rows, cols, qa, da, sa, T] as const;
+      if (type === 'q8_0') {
+        fns.quantize_rows(xo, T, cols, qa, da, sa, 0);
+        fns.matmul_x4(...args, y0, 0, rows / 4);
+        native.matmul_x4_q8_0(id, ...args, y1, 0, rows / 4);
+      } else {
+        fns.quantize_rows_r8!(xo, T, cols, qa, da, sa);
+        fns.matmul_x4r!(...args, y0, 0, rows / 4);
+        native.matmul_x4r(id, ...args, y1, 0, rows / 4);
+      }
+      const a = new Uint32Array(memory.buffer, y0, T * rows);
+      const b = new Uint32Array(memory.buffer, y1, T * rows);
+      ok = a.every((v, i) => v === b[i]);
+    }
+  }
+  return (nativeChecked = ok);
 }
 
 interface Exports {
@@ -175,6 +237,11 @@ export interface MatmulOptions {
    * relaxedModule). The results are the same bits either way; false serves comparisons.
    */
   relaxed?: boolean;
+  /**
+   * Run the Q4 (relaxed) and Q8_0 x4 products on the native kernels where they were built
+   * and agree with the wasm ones (default true; native.ts). Same bits either way.
+   */
+  native?: boolean;
 }
 
 /**
@@ -197,6 +264,8 @@ export class MatmulKernels {
   private readonly fns: Exports;
   /** Whether Q4 x4 products run on the relaxed build's 8-bit dot products (matmul_x4r). */
   readonly relaxed: boolean;
+  /** Whether those and the Q8_0 x4 products run on the native kernels on this thread (native.ts). */
+  readonly native: boolean;
   /** End of the weights; scratch space for a call starts here. */
   private top: number;
 
@@ -229,7 +298,19 @@ export class MatmulKernels {
     // memory must declare its maximum (4 GiB: address space reserved, not committed).
     this.memory = new WebAssembly.Memory({ initial: 16, maximum: 65536, shared: true });
     const instance = new WebAssembly.Instance(this.module, { env: { memory: this.memory } });
-    this.fns = instance.exports as unknown as Exports;
+    const fns = instance.exports as unknown as Exports;
+    const native = relaxed !== null && opts.native !== false ? nativeKernels() : null;
+    this.native = native !== null && nativeAgrees(relaxed!, native);
+    if (this.native) {
+      // The same arguments on the same memory (the kernel thread swaps its own the same way).
+      const id = native!.register(new Uint8Array(this.memory.buffer));
+      const wasmX4 = fns.matmul_x4;
+      this.fns = {
+        ...fns,
+        matmul_x4r: (...a) => native!.matmul_x4r(id, ...a),
+        matmul_x4: (...a) => (a[0] === GGML_TYPE_ID.q8_0 ? native!.matmul_x4_q8_0(id, ...a) : wasmX4(...a)),
+      };
+    } else this.fns = fns;
     this.top = align16(this.fns.__heap_base.value as number);
     this.threadStackTop = 0;
     if (this.threads > 1) {
@@ -256,7 +337,7 @@ export class MatmulKernels {
       return;
     }
     if (this.threadMemory === 0) {
-      this.threadMemory = thread.add(this.module, this.memory, this.threadStackTop);
+      this.threadMemory = thread.add(this.module, this.memory, this.threadStackTop, this.native);
       threadRegistry.register(this, this.threadMemory);
     }
     const mid = lo + Math.floor((hi - lo) / 2);

@@ -79,10 +79,14 @@ class KernelThread {
     this.port.unref();
   }
 
-  /** Gives the worker its own instance of `module` on `memory`, with its stack below stackTop. */
-  add(module: WebAssembly.Module, memory: WebAssembly.Memory, stackTop: number): number {
+  /**
+   * Gives the worker its own instance of `module` on `memory`, with its stack below
+   * stackTop; with `native`, its Q4 (relaxed) and Q8_0 x4 products run on the native
+   * kernels (native.ts) as the caller's do.
+   */
+  add(module: WebAssembly.Module, memory: WebAssembly.Memory, stackTop: number, native = false): number {
     const id = this.nextMemory++;
-    this.port.postMessage({ type: 'add', id, module, memory, stackTop });
+    this.port.postMessage({ type: 'add', id, module, memory, stackTop, native });
     return id;
   }
 

@@ -1,0 +1,74 @@
+import { execFileSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { describe, expect, it } from 'vitest';
+import { mulberry32 } from '../model/random.js';
+import { quantizeMatrix, type BlockType } from './blocks.js';
+import { MatmulKernels, relaxedModule } from './matmul.js';
+import { NATIVE_ADDON, nativeKernels } from './native.js';
+
+function randn(n: number, seed: number, scale = 1): Float32Array {
+  const rng = mulberry32(seed);
+  return Float32Array.from({ length: n }, () => scale * (rng() + rng() + rng() - 1.5) * 2);
+}
+
+function hasCompiler(): boolean {
+  try {
+    execFileSync('cc', ['--version'], { stdio: 'ignore' });
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+const addon = nativeKernels();
+const expected = process.arch === 'x64' && process.env.SKEIN_NATIVE !== '0' && hasCompiler() && relaxedModule() !== null;
+if (addon === null) console.warn(`native kernels not tested: ${existsSync(NATIVE_ADDON) ? 'this CPU lacks AVX2 or the addon did not load' : 'not built (npm run build:native)'}`);
+
+describe('native kernels', () => {
+  it.runIf(expected)('are built by the install where a C compiler and x86-64 are (npm run build:native)', () => {
+    expect(existsSync(NATIVE_ADDON), `${NATIVE_ADDON} missing`).toBe(true);
+    expect(new MatmulKernels().native).toBe(true);
+  });
+
+  it.runIf(addon !== null).each(['q4_0', 'q4_1', 'q8_0'] as BlockType[])('give %s products the wasm build\'s bits (odd and even row groups, 1–17 tokens, saturated values)', (type) => {
+    const wasm = new MatmulKernels({ native: false });
+    const native = new MatmulKernels();
+    expect(native.native).toBe(true);
+    expect(wasm.native).toBe(false);
+    // 4 rows: one lone group; 36: pairs and a lone last one; 65 blocks: a long row.
+    for (const [rows, cols] of [[4, 64], [36, 576], [8, 65 * 32]] as const) {
+      const w = randn(rows * cols, 61, 0.05).map((v, i) => (i % 17 === 0 ? 0.2 : i % 19 === 0 ? -0.2 : v));
+      const m = quantizeMatrix(w, rows, cols, type);
+      const a = wasm.upload(m);
+      const b = native.upload(m);
+      for (const T of [1, 2, 3, 4, 5, 7, 9, 17]) {
+        const x = randn(T * cols, 62 + T).map((v, i) => (i % 23 === 0 ? 4 : i % 29 === 0 ? -4 : v));
+        expect(Array.from(native.matmul(b, x, T)), `${type} ${rows}×${cols} T=${T}`).toEqual(Array.from(wasm.matmul(a, x, T)));
+      }
+    }
+  });
+
+  it.runIf(addon !== null)('split a product with the kernel thread (native there too) with the same bits', () => {
+    const one = new MatmulKernels({ native: false });
+    const two = new MatmulKernels({ threads: 2, takeBack: false, splitMinWork: 10_000 });
+    const rows = 100, cols = 192;
+    for (const type of ['q4_1', 'q8_0'] as BlockType[]) {
+      const m = quantizeMatrix(randn(rows * cols, 71, 0.05), rows, cols, type);
+      const wa = one.upload(m);
+      const wb = two.upload(m);
+      for (const T of [1, 6]) {
+        const x = randn(T * cols, 72 + T);
+        expect(Array.from(two.matmul(wb, x, T)), `${type} T=${T}`).toEqual(Array.from(one.matmul(wa, x, T)));
+      }
+    }
+    expect(two.splitCalls).toBe(4);
+  });
+
+  it.runIf(addon !== null)('refuse arguments they cannot use, saying what is wrong', () => {
+    expect(() => addon!.register(new Uint8Array(16).subarray(4))).toThrow(/Uint8Array over a whole shared memory/);
+    expect(() => addon!.matmul_x4r(1e6, 3, 0, 4, 32, 0, 0, 0, 1, 0, 0, 1)).toThrow(/unknown memory id/);
+    expect(() => (addon!.matmul_x4r as (...a: number[]) => void)(0, 3)).toThrow(/wrong argument count/);
+    const id = addon!.register(new Uint8Array(new WebAssembly.Memory({ initial: 1, maximum: 2, shared: true }).buffer));
+    expect(() => addon!.matmul_x4_q8_0(id, 3, 0, 4, 32, 0, 0, 0, 1, 0, 0, 1)).toThrow(/Q8_0 groups only/);
+  });
+});

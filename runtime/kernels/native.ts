@@ -1,0 +1,36 @@
+/**
+ * The native kernels (native/kernels.c, built at install time by native/build.mjs into
+ * native/build/skein-kernels.node) where they were built and this CPU runs them; null
+ * otherwise, and the wasm build runs instead. SKEIN_NATIVE=0 keeps the wasm build.
+ * matmul.ts checks their answers against the wasm ones before using them.
+ */
+import { existsSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { fileURLToPath } from 'node:url';
+
+/** The addon's functions: the wasm exports' arguments after the id of a registered memory. */
+export interface NativeKernels {
+  supported(): boolean;
+  /** Registers a shared wasm memory (a Uint8Array over all of it) and returns its id. */
+  register(view: Uint8Array): number;
+  matmul_x4r(id: number, type: number, w: number, rows: number, cols: number, qa: number, da: number, sa: number, T: number, y: number, g0: number, g1: number): void;
+  /** matmul_x4 for Q8_0 groups only. */
+  matmul_x4_q8_0(id: number, type: number, w: number, rows: number, cols: number, qa: number, da: number, sa: number, T: number, y: number, g0: number, g1: number): void;
+}
+
+export const NATIVE_ADDON = fileURLToPath(new URL('./native/build/skein-kernels.node', import.meta.url));
+
+let loaded: NativeKernels | null | undefined;
+
+/** The addon, or null (not built, SKEIN_NATIVE=0, no AVX2, or it fails to load). */
+export function nativeKernels(): NativeKernels | null {
+  if (loaded !== undefined) return loaded;
+  if (process.env.SKEIN_NATIVE === '0' || !existsSync(NATIVE_ADDON)) return (loaded = null);
+  try {
+    const addon = createRequire(import.meta.url)(NATIVE_ADDON) as NativeKernels;
+    loaded = addon.supported() ? addon : null;
+  } catch {
+    loaded = null;
+  }
+  return loaded;
+}

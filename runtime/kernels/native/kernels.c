@@ -1,0 +1,267 @@
+/*
+ * Native x86-64 (AVX2) versions of the two products that decide decode and verification
+ * speed — matmul.c's matmul_x4r (Q4_0/Q4_1 groups × int8 activations) and matmul_x4 for
+ * Q8_0 groups (the LM head of the Q4 GGUFs, every product of a Q8_0 one) — as a Node-API
+ * addon. They work in place on the wasm kernels' shared memory (weights, activations and
+ * outputs at the same offsets the wasm exports take), so matmul.ts swaps a call, nothing
+ * else. Built at install time by build.mjs where a C compiler and the Node-API headers are
+ * present; matmul.ts falls back to the wasm build where it is not, or when this build's
+ * answers differ from the wasm ones on a check product.
+ *
+ * Why native: V8's code for the wasm kernels keeps too few values in registers and runs at
+ * ~4–12 multiply-adds per cycle on this machine kind (AMD EPYC, Zen 3: 1536×576 Q4_1 in
+ * cache, 10–12 GMAC/s single thread at 1–64 tokens), a quarter of what its two 256-bit
+ * multipliers allow; the same loops compiled natively with AVX2 double the width and keep
+ * every accumulator in a register.
+ *
+ * Same bits as the wasm build: the integer block sums are the same integers (exact in any
+ * order), and every float step is the same operation in the same order per output lane
+ * (acc += (float)s·(d·da); accm += m·sa block by block after; y = acc + accm), compiled
+ * with -ffp-contract=off so that no multiply-add is fused. kernels.test.ts compares both
+ * builds bit for bit; matmul.ts checks it again once per process before using this one.
+ */
+#include <immintrin.h>
+#include <node_api.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define QK 32
+#define T_Q8_0 8
+#define MAX_MEMORIES 256
+
+/* Base addresses of registered wasm memories: shared ones never move (their maximum is reserved up front). */
+static uint8_t *memories[MAX_MEMORIES];
+static int memory_count;
+
+#define AVX2 __attribute__((target("avx2"), always_inline)) static inline
+#define AVX2_FN __attribute__((target("avx2")))
+
+/* Two x4 groups (8 rows) side by side: the 16 bytes at a and at b as one 256-bit vector. */
+AVX2 __m256i load2(const uint8_t *a, const uint8_t *b) {
+  return _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)a)), _mm_loadu_si128((const __m128i *)b), 1);
+}
+AVX2 __m256 load2f(const uint8_t *a, const uint8_t *b) {
+  return _mm256_insertf128_ps(_mm256_castps128_ps256(_mm_loadu_ps((const float *)a)), _mm_loadu_ps((const float *)b), 1);
+}
+AVX2 int32_t load_i32(const int8_t *p) {
+  int32_t v;
+  __builtin_memcpy(&v, p, 4);
+  return v;
+}
+
+/*
+ * Reading two groups at once makes two interleaved streams of 1.7 KB each (SmolLM2's rows):
+ * too short for the hardware prefetcher to pick up, so a one-token pass over weights out of
+ * cache waited on memory at every block of the second group (perf: most of its samples
+ * there; SmolLM2's one-row forward 35 ms against 30 on the wasm build, which reads one
+ * group after another). Each block asks for its bytes PREFETCH_AHEAD further on in both
+ * streams. Measured on 80 matrices of 1536×576 Q4_1 (44 MB, out of cache; this machine
+ * reads ~7.5 GB/s on one thread), one token: no prefetch 3.1 GB/s, 512 B 3.7, 2 KB 4.3,
+ * 4 KB 5.1, 8 KB 4.4; the one-row forward went to 24 ms.
+ */
+#ifndef PREFETCH_AHEAD
+#define PREFETCH_AHEAD 4096
+#endif
+AVX2 void prefetch_pair(const uint8_t *p, size_t gb, size_t block) {
+  for (size_t o = 0; o < block; o += 64) {
+    _mm_prefetch((const char *)p + PREFETCH_AHEAD + o, _MM_HINT_T0);
+    if (gb) _mm_prefetch((const char *)p + gb + PREFETCH_AHEAD + o, _MM_HINT_T0);
+  }
+}
+
+/*
+ * TT tokens (1–4, constant once inlined) over a pair of Q4 groups (rows 4g..4g+7; gb is
+ * the second group's offset from the first) or, with one = 1, a single group in the low
+ * half. The wasm x4r_pass's products, blocks and float steps, 8 rows per vector.
+ */
+AVX2 void x4r_tile(const uint8_t *wg, size_t gb, int nb, const int8_t *qa, size_t qs, const float *da, const float *sa, int TT, float *y, size_t ys, int one) {
+  const __m256i m4 = _mm256_set1_epi8(15), ones = _mm256_set1_epi16(1);
+  __m256 acc[4], accm[4];
+  for (int t = 0; t < TT; t++) acc[t] = accm[t] = _mm256_setzero_ps();
+  const uint8_t *p = wg;
+  for (int b = 0; b < nb; b++, p += 96) {
+    prefetch_pair(p, one ? 0 : gb, 96);
+    __m256i s[4];
+    for (int t = 0; t < TT; t++) s[t] = _mm256_setzero_si256();
+    for (int u = 0; u < 4; u++) {
+      const __m256i v = load2(p + 32 + 16 * u, p + (one ? 0 : gb) + 32 + 16 * u);
+      const __m256i lo = _mm256_and_si256(v, m4), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
+      for (int t = 0; t < TT; t++) {
+        const int8_t *a = qa + (size_t)t * qs + (size_t)b * QK + 8 * u;
+        const __m256i x0 = _mm256_maddubs_epi16(lo, _mm256_set1_epi32(load_i32(a)));
+        const __m256i x1 = _mm256_maddubs_epi16(hi, _mm256_set1_epi32(load_i32(a + 4)));
+        s[t] = _mm256_add_epi16(s[t], _mm256_add_epi16(x0, x1));
+      }
+    }
+    const __m256 d = load2f(p, p + (one ? 0 : gb));
+    for (int t = 0; t < TT; t++) {
+      const __m256 f = _mm256_cvtepi32_ps(_mm256_madd_epi16(s[t], ones));
+      acc[t] = _mm256_add_ps(acc[t], _mm256_mul_ps(f, _mm256_mul_ps(d, _mm256_set1_ps(da[(size_t)t * nb + b]))));
+    }
+  }
+  p = wg + 16;
+  for (int b = 0; b < nb; b++, p += 96) {
+    const __m256 m = load2f(p, p + (one ? 0 : gb));
+    for (int t = 0; t < TT; t++) accm[t] = _mm256_add_ps(accm[t], _mm256_mul_ps(m, _mm256_set1_ps(sa[(size_t)t * nb + b])));
+  }
+  for (int t = 0; t < TT; t++) {
+    const __m256 r = _mm256_add_ps(acc[t], accm[t]);
+    if (one) _mm_storeu_ps(y + (size_t)t * ys, _mm256_castps256_ps128(r));
+    else _mm256_storeu_ps(y + (size_t)t * ys, r);
+  }
+}
+
+/*
+ * TT tokens over a pair of Q8_0 groups (or one): wasm x4_pass for Q8_0. A group's vector
+ * u holds rows 0–3 × columns (4u, 4u+1) in its low 8 bytes and × (4u+2, 4u+3) in its
+ * high 8; widened to 16 int16 they meet the four int16 activations of columns 4u..4u+3
+ * arranged to match, and the two halves' int32 sums add up to the rows' block sums.
+ */
+AVX2 void x8_tile(const uint8_t *wg, size_t gb, int nb, const int16_t *qa, size_t qs, const float *da, int TT, float *y, size_t ys, int one) {
+  const __m256i spread = _mm256_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1);
+  __m256 acc[4];
+  for (int t = 0; t < TT; t++) acc[t] = _mm256_setzero_ps();
+  const uint8_t *p = wg;
+  for (int b = 0; b < nb; b++, p += 144) {
+    prefetch_pair(p, one ? 0 : gb, 144);
+    __m256i s0[4], s1[4];
+    for (int t = 0; t < TT; t++) s0[t] = s1[t] = _mm256_setzero_si256();
+    for (int u = 0; u < 8; u++) {
+      const __m256i w0 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(p + 16 + 16 * u)));
+      const __m256i w1 = one ? w0 : _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(p + gb + 16 + 16 * u)));
+      for (int t = 0; t < TT; t++) {
+        const __m128i a4 = _mm_loadl_epi64((const __m128i *)(qa + (size_t)t * qs + (size_t)b * QK + 4 * u));
+        const __m256i a = _mm256_permutevar8x32_epi32(_mm256_castsi128_si256(a4), spread);
+        s0[t] = _mm256_add_epi32(s0[t], _mm256_madd_epi16(w0, a));
+        if (!one) s1[t] = _mm256_add_epi32(s1[t], _mm256_madd_epi16(w1, a));
+      }
+    }
+    const __m256 d = load2f(p, p + (one ? 0 : gb));
+    for (int t = 0; t < TT; t++) {
+      /* Low half of s0: group 1's rows over columns (4u, 4u+1); high half: over (4u+2, 4u+3). */
+      const __m256i lo = _mm256_permute2x128_si256(s0[t], s1[t], 0x20), hi = _mm256_permute2x128_si256(s0[t], s1[t], 0x31);
+      const __m256 f = _mm256_cvtepi32_ps(_mm256_add_epi32(lo, hi));
+      acc[t] = _mm256_add_ps(acc[t], _mm256_mul_ps(f, _mm256_mul_ps(d, _mm256_set1_ps(da[(size_t)t * nb + b]))));
+    }
+  }
+  for (int t = 0; t < TT; t++) {
+    /* The wasm pass adds its (zero) offset sums too: the same + 0.0f, so −0 becomes +0 alike. */
+    const __m256 r = _mm256_add_ps(acc[t], _mm256_setzero_ps());
+    if (one) _mm_storeu_ps(y + (size_t)t * ys, _mm256_castps256_ps128(r));
+    else _mm256_storeu_ps(y + (size_t)t * ys, r);
+  }
+}
+
+/* Groups [g0, g1) of 4 rows, two at a time, TT tokens per pass (4, then 2, then 1) as matmul.c does. */
+#define GROUP_LOOP(GB, TILE)                                                                            \
+  for (int g = g0; g < g1;) {                                                                           \
+    const int one = g + 1 >= g1;                                                                        \
+    const uint8_t *wg = w + (size_t)g * (GB);                                                           \
+    float *yg = y + 4 * (size_t)g;                                                                      \
+    int t = 0;                                                                                          \
+    for (; t + 4 <= T; t += 4) TILE(4);                                                                 \
+    for (; t + 2 <= T; t += 2) TILE(2);                                                                 \
+    for (; t < T; t++) TILE(1);                                                                         \
+    g += one ? 1 : 2;                                                                                   \
+  }
+
+AVX2_FN static void matmul_x4r(const uint8_t *w, int rows, int cols, const int8_t *qa, const float *da, const float *sa, int T, float *y, int g0, int g1) {
+  const int nb = cols / QK;
+  const size_t qs = (size_t)nb * QK, gb = (size_t)nb * 96;
+#define TILE(TT) x4r_tile(wg, gb, nb, qa + t * qs, qs, da + (size_t)t * nb, sa + (size_t)t * nb, TT, yg + (size_t)t * rows, rows, one)
+  GROUP_LOOP(gb, TILE)
+#undef TILE
+}
+
+AVX2_FN static void matmul_x8(const uint8_t *w, int rows, int cols, const int16_t *qa, const float *da, int T, float *y, int g0, int g1) {
+  const int nb = cols / QK;
+  const size_t qs = (size_t)nb * QK, gb = (size_t)nb * 144;
+#define TILE(TT) x8_tile(wg, gb, nb, qa + t * qs, qs, da + (size_t)t * nb, TT, yg + (size_t)t * rows, rows, one)
+  GROUP_LOOP(gb, TILE)
+#undef TILE
+}
+
+/* ---- Node-API glue: (memory id, the wasm export's arguments) → the kernel on that memory. ---- */
+
+static int read_args(napi_env env, napi_callback_info info, uint32_t *out, size_t n) {
+  napi_value argv[16];
+  size_t argc = n;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc != n) {
+    napi_throw_type_error(env, NULL, "native kernels: wrong argument count");
+    return 0;
+  }
+  for (size_t i = 0; i < n; i++) {
+    if (napi_get_value_uint32(env, argv[i], &out[i]) != napi_ok) {
+      napi_throw_type_error(env, NULL, "native kernels: arguments must be numbers");
+      return 0;
+    }
+  }
+  if (out[0] >= (uint32_t)memory_count) {
+    napi_throw_range_error(env, NULL, "native kernels: unknown memory id");
+    return 0;
+  }
+  return 1;
+}
+
+/* register(view over the whole shared memory) → id for the calls below. */
+static napi_value js_register(napi_env env, napi_callback_info info) {
+  napi_value argv[1], result;
+  size_t argc = 1, length, offset;
+  napi_typedarray_type type;
+  void *data;
+  napi_value buffer;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc != 1 ||
+      napi_get_typedarray_info(env, argv[0], &type, &length, &data, &buffer, &offset) != napi_ok || type != napi_uint8_array || offset != 0) {
+    napi_throw_type_error(env, NULL, "native kernels: register takes a Uint8Array over a whole shared memory");
+    return NULL;
+  }
+  if (memory_count == MAX_MEMORIES) {
+    napi_throw_range_error(env, NULL, "native kernels: too many memories");
+    return NULL;
+  }
+  memories[memory_count] = (uint8_t *)data;
+  napi_create_uint32(env, (uint32_t)memory_count++, &result);
+  return result;
+}
+
+/* matmul_x4r(id, type, w, rows, cols, qa, da, sa, T, y, g0, g1) */
+static napi_value js_matmul_x4r(napi_env env, napi_callback_info info) {
+  uint32_t a[12];
+  if (!read_args(env, info, a, 12)) return NULL;
+  uint8_t *m = memories[a[0]];
+  matmul_x4r(m + a[2], (int)a[3], (int)a[4], (const int8_t *)(m + a[5]), (const float *)(m + a[6]), (const float *)(m + a[7]), (int)a[8], (float *)(m + a[9]), (int)a[10], (int)a[11]);
+  return NULL;
+}
+
+/* matmul_x4(id, type, ...) for Q8_0 groups; the other types stay on the wasm build. */
+static napi_value js_matmul_x8(napi_env env, napi_callback_info info) {
+  uint32_t a[12];
+  if (!read_args(env, info, a, 12)) return NULL;
+  if (a[1] != T_Q8_0) {
+    napi_throw_range_error(env, NULL, "native kernels: matmul_x4 here is for Q8_0 groups only");
+    return NULL;
+  }
+  uint8_t *m = memories[a[0]];
+  matmul_x8(m + a[2], (int)a[3], (int)a[4], (const int16_t *)(m + a[5]), (const float *)(m + a[6]), (int)a[8], (float *)(m + a[9]), (int)a[10], (int)a[11]);
+  return NULL;
+}
+
+/* Whether this CPU runs the AVX2 code above (checked before anything calls it). */
+static napi_value js_supported(napi_env env, napi_callback_info info) {
+  (void)info;
+  __builtin_cpu_init();
+  napi_value r;
+  napi_get_boolean(env, __builtin_cpu_supports("avx2"), &r);
+  return r;
+}
+
+NAPI_MODULE_INIT() {
+  napi_property_descriptor props[] = {
+      {"supported", NULL, js_supported, NULL, NULL, NULL, napi_default, NULL},
+      {"register", NULL, js_register, NULL, NULL, NULL, napi_default, NULL},
+      {"matmul_x4r", NULL, js_matmul_x4r, NULL, NULL, NULL, napi_default, NULL},
+      {"matmul_x4_q8_0", NULL, js_matmul_x8, NULL, NULL, NULL, napi_default, NULL},
+  };
+  napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
+  return exports;
+}
