@@ -34,6 +34,8 @@ function withNative(exports, memory) {
     ...exports,
     matmul_x4r: (...a) => addon.matmul_x4r(id, ...a),
     matmul_x4: (...a) => (a[0] === Q8_0 ? addon.matmul_x4_q8_0(id, ...a) : exports.matmul_x4(...a)),
+    matmul_float: (...a) => addon.matmul_float(id, ...a),
+    attention: (...a) => addon.attention(id, ...a),
   };
 }
 

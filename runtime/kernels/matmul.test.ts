@@ -196,7 +196,7 @@ describe.each([
   it.skipIf(clang !== recorded)('is what build.sh makes of matmul.c', () => {
     const dir = mkdtempSync(join(tmpdir(), 'skein-kernels-'));
     try {
-      for (const f of ['build.sh', 'matmul.c']) cpSync(join(here, f), join(dir, f));
+      for (const f of ['build.sh', 'matmul.c', 'float-kernels.inc.c']) cpSync(join(here, f), join(dir, f));
       execFileSync('sh', [join(dir, 'build.sh')], { stdio: 'pipe' });
       expect(readFileSync(join(dir, file)).equals(readFileSync(join(here, file)))).toBe(true);
     } finally {

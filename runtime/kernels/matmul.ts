@@ -150,7 +150,88 @@ function nativeAgrees(module: WebAssembly.Module, native: NativeKernels): boolea
       ok = a.every((v, i) => v === b[i]);
     }
   }
-  return (nativeChecked = ok);
+  return (nativeChecked = ok && nativeFloatAgrees(fns, native, id, memory, next));
+}
+
+/**
+ * nativeAgrees for the float kernels (matmul.c's own source compiled natively): F32 and
+ * F16 products, the SwiGLU gate, f16 narrowing, and attention over f32 and f16 chunks of
+ * uneven sizes with a tree mask and the last row's key weights.
+ */
+function nativeFloatAgrees(fns: Exports, native: NativeKernels, id: number, memory: WebAssembly.Memory, next: () => number): boolean {
+  let p = align16(fns.__heap_base.value as number);
+  const take = (bytes: number) => {
+    const at = p;
+    p = align16(p + bytes);
+    if (p > memory.buffer.byteLength) memory.grow(Math.ceil((p - memory.buffer.byteLength) / PAGE));
+    return at;
+  };
+  const fill = (at: number, n: number, scale = 1) => new Float32Array(memory.buffer, at, n).set(Float32Array.from({ length: n }, () => scale * (next() - 0.5)));
+  const same = (a: number, b: number, n: number) => {
+    const x = new Uint32Array(memory.buffer, a, n);
+    const y = new Uint32Array(memory.buffer, b, n);
+    return x.every((v, i) => v === y[i]);
+  };
+  const rows = 12;
+  const cols = 64;
+  for (const type of ['f32', 'f16'] as const) {
+    const m = quantizeMatrix(Float32Array.from({ length: rows * cols }, () => next() - 0.5), rows, cols, type);
+    const w = take(m.data.length);
+    new Uint8Array(memory.buffer, w, m.data.length).set(m.data);
+    for (const T of [1, 5]) {
+      const x = take(4 * T * cols);
+      const y0 = take(4 * T * rows);
+      const y1 = take(4 * T * rows);
+      fill(x, T * cols);
+      fns.matmul_float(GGML_TYPE_ID[type], w, rows, cols, x, T, y0, 0, rows);
+      native.matmul_float(id, GGML_TYPE_ID[type], w, rows, cols, x, T, y1, 0, rows);
+      if (!same(y0, y1, T * rows)) return false;
+    }
+  }
+  const n = 40;
+  const g = take(4 * n);
+  const u = take(4 * n);
+  const g1 = take(4 * n);
+  fill(g, n, 40);
+  fill(u, n);
+  new Uint8Array(memory.buffer, g1, 4 * n).set(new Uint8Array(memory.buffer, g, 4 * n));
+  fns.silu_mul(g, u, n);
+  native.silu_mul(id, g1, u, n);
+  const h0 = take(2 * n);
+  const h1 = take(2 * n);
+  fns.store_f16(u, n, h0);
+  native.store_f16(id, u, n, h1);
+  if (!same(g, g1, n) || !same(h0, h1, n / 2)) return false;
+  // Attention: 6 heads over 2 KV heads, D 8; 9 cached rows in chunks of 4, 1 and 4, then 3 new rows in one chunk.
+  const H = 6, KV = 2, D = 8, sizes = [4, 1, 4, 3], newRows = 3;
+  const S = sizes.reduce((a, b) => a + b, 0);
+  for (const f16 of [false, true]) {
+    const elt = f16 ? 2 : 4;
+    const chunks = sizes.map((r) => {
+      const k = take(elt * r * KV * D);
+      const v = take(elt * r * KV * D);
+      for (const at of [k, v]) {
+        const vals = take(4 * r * KV * D);
+        fill(vals, r * KV * D, 3);
+        if (f16) fns.store_f16(vals, r * KV * D, at);
+        else new Uint8Array(memory.buffer, at, 4 * r * KV * D).set(new Uint8Array(memory.buffer, vals, 4 * r * KV * D));
+      }
+      return { k, v, r };
+    });
+    const table = take(12 * chunks.length);
+    new Int32Array(memory.buffer, table, 3 * chunks.length).set([...chunks.map((c) => c.k), ...chunks.map((c) => c.v), ...chunks.map((c) => c.r)]);
+    const q = take(4 * newRows * H * D);
+    fill(q, newRows * H * D, 2);
+    const vis = take(newRows * newRows);
+    new Uint8Array(memory.buffer, vis, newRows * newRows).set([1, 0, 0, 1, 1, 0, 1, 0, 1]);
+    const outs = [0, 1].map(() => ({ scores: take(16 * S), out: take(4 * newRows * H * D), last: take(4 * S) }));
+    const args = (o: (typeof outs)[number]) =>
+      [q, table, table + 4 * chunks.length, table + 8 * chunks.length, chunks.length, S - newRows, newRows, vis, H, KV + (f16 ? 65536 : 0), D, o.scores, o.out, o.last, 0, H] as const;
+    fns.attention(...args(outs[0]!));
+    native.attention(id, ...args(outs[1]!));
+    if (!same(outs[0]!.out, outs[1]!.out, newRows * H * D) || !same(outs[0]!.last, outs[1]!.last, S)) return false;
+  }
+  return true;
 }
 
 interface Exports {
@@ -264,7 +345,7 @@ export class MatmulKernels {
   private readonly fns: Exports;
   /** Whether Q4 x4 products run on the relaxed build's 8-bit dot products (matmul_x4r). */
   readonly relaxed: boolean;
-  /** Whether those and the Q8_0 x4 products run on the native kernels on this thread (native.ts). */
+  /** Whether the products, the SwiGLU gate and attention run on the native kernels (native.ts). */
   readonly native: boolean;
   /** End of the weights; scratch space for a call starts here. */
   private top: number;
@@ -309,6 +390,10 @@ export class MatmulKernels {
         ...fns,
         matmul_x4r: (...a) => native!.matmul_x4r(id, ...a),
         matmul_x4: (...a) => (a[0] === GGML_TYPE_ID.q8_0 ? native!.matmul_x4_q8_0(id, ...a) : wasmX4(...a)),
+        matmul_float: (...a) => native!.matmul_float(id, ...a),
+        silu_mul: (...a) => native!.silu_mul(id, ...a),
+        store_f16: (...a) => native!.store_f16(id, ...a),
+        attention: (...a) => native!.attention(id, ...a),
       };
     } else this.fns = fns;
     this.top = align16(this.fns.__heap_base.value as number);

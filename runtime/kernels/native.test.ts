@@ -48,6 +48,51 @@ describe('native kernels', () => {
     }
   });
 
+  it.runIf(addon !== null)('give F32/F16 products and the gated MLP the wasm build\'s bits', () => {
+    const wasm = new MatmulKernels({ native: false });
+    const native = new MatmulKernels();
+    const rows = 24, cols = 96, inner = 64;
+    for (const type of ['f32', 'f16'] as BlockType[]) {
+      const m = quantizeMatrix(randn(rows * cols, 81, 0.1), rows, cols, type);
+      const a = wasm.upload(m);
+      const b = native.upload(m);
+      for (const T of [1, 3, 4, 9]) {
+        const x = randn(T * cols, 82 + T);
+        expect(Array.from(native.matmul(b, x, T)), `${type} T=${T}`).toEqual(Array.from(wasm.matmul(a, x, T)));
+      }
+    }
+    const [gate, up, down] = [[inner, cols], [inner, cols], [cols, inner]].map(([r, c], i) => quantizeMatrix(randn(r! * c!, 90 + i, 0.3), r!, c!, 'q4_1'));
+    const x = randn(3 * cols, 95, 2);
+    const viaWasm = wasm.gatedMlp(wasm.upload(gate!), wasm.upload(up!), wasm.upload(down!), x, 3);
+    const viaNative = native.gatedMlp(native.upload(gate!), native.upload(up!), native.upload(down!), x, 3);
+    expect(Array.from(viaNative)).toEqual(Array.from(viaWasm));
+  });
+
+  it.runIf(addon !== null).each([false, true])('attend with the wasm build\'s bits (f16 chunks: %s; uneven chunks, tree mask, key weights of the last row)', (f16) => {
+    const wasm = new MatmulKernels({ native: false });
+    const native = new MatmulKernels();
+    const H = 9, KV = 3, D = 64, n = 4;
+    const sizes = [16, 16, 1, 1, 7, 1, n];
+    const S = sizes.reduce((a, b) => a + b, 0);
+    const k = randn(S * KV * D, 101, 0.5);
+    const v = randn(S * KV * D, 102);
+    const q = randn(n * H * D, 103, 0.3);
+    const tree = Uint8Array.of(1, 0, 0, 0, 1, 1, 0, 0, 1, 0, 1, 0, 1, 1, 0, 1);
+    const run = (K: MatmulKernels) => {
+      let at = 0;
+      const chunks = sizes.map((r) => {
+        const c = { k: K.store(k.subarray(at * KV * D, (at + r) * KV * D), r, KV, f16), v: K.store(v.subarray(at * KV * D, (at + r) * KV * D), r, KV, f16) };
+        at += r;
+        return c;
+      });
+      return K.attention(q, chunks.map((c) => c.k), chunks.map((c) => c.v), n, tree, { heads: H, kvHeads: KV, headDim: D }, true);
+    };
+    const a = run(wasm);
+    const b = run(native);
+    expect(Array.from(b.out)).toEqual(Array.from(a.out));
+    expect(Array.from(b.last!)).toEqual(Array.from(a.last!));
+  });
+
   it.runIf(addon !== null)('split a product with the kernel thread (native there too) with the same bits', () => {
     const one = new MatmulKernels({ native: false });
     const two = new MatmulKernels({ threads: 2, takeBack: false, splitMinWork: 10_000 });

@@ -2,7 +2,9 @@
  * The native kernels (native/kernels.c, built at install time by native/build.mjs into
  * native/build/skein-kernels.node) where they were built and this CPU runs them; null
  * otherwise, and the wasm build runs instead. SKEIN_NATIVE=0 keeps the wasm build.
- * matmul.ts checks their answers against the wasm ones before using them.
+ * matmul.ts checks their answers against the wasm ones before using them. They are the Q4
+ * and Q8_0 x4 products written for AVX2, and matmul.c's float kernels (F32/F16 products,
+ * the SwiGLU gate, f16 narrowing, attention) compiled from the same source.
  */
 import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
@@ -16,6 +18,10 @@ export interface NativeKernels {
   matmul_x4r(id: number, type: number, w: number, rows: number, cols: number, qa: number, da: number, sa: number, T: number, y: number, g0: number, g1: number): void;
   /** matmul_x4 for Q8_0 groups only. */
   matmul_x4_q8_0(id: number, type: number, w: number, rows: number, cols: number, qa: number, da: number, sa: number, T: number, y: number, g0: number, g1: number): void;
+  matmul_float(id: number, type: number, w: number, rows: number, cols: number, x: number, T: number, y: number, r0: number, r1: number): void;
+  silu_mul(id: number, g: number, u: number, n: number): void;
+  store_f16(id: number, src: number, n: number, dst: number): void;
+  attention(id: number, q: number, kc: number, vc: number, rows: number, chunks: number, P: number, n: number, vis: number, H: number, KV: number, D: number, scores: number, out: number, last: number, h0: number, h1: number): void;
 }
 
 export const NATIVE_ADDON = fileURLToPath(new URL('./native/build/skein-kernels.node', import.meta.url));

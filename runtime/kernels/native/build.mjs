@@ -5,7 +5,7 @@
 // bits, slower). Nothing is downloaded: the headers come from Node's own install
 // (<prefix>/include/node) or the node-api-headers package.
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdirSync, renameSync } from 'node:fs';
+import { existsSync, mkdirSync, renameSync, rmSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -52,11 +52,14 @@ function build() {
   mkdirSync(path.dirname(out), { recursive: true });
   const tmp = `${out}.${process.pid}.tmp`;
   // -ffp-contract=off: no fused multiply-adds, so every float step rounds as the wasm build's does.
-  const args = ['-O3', '-std=c11', '-fPIC', '-shared', '-ffp-contract=off', '-fvisibility=hidden', '-Wall', '-Wextra', '-Werror', '-I', inc, '-o', tmp, path.join(here, 'kernels.c')];
+  const args = ['-O3', '-std=c11', '-mavx2', '-fPIC', '-shared', '-ffp-contract=off', '-fvisibility=hidden', '-Wall', '-Wextra', '-Werror', '-I', inc, '-o', tmp, path.join(here, 'kernels.c')];
   if (process.platform === 'darwin') args.push('-undefined', 'dynamic_lookup');
   try {
     execFileSync(cc, args, { stdio: ['ignore', 'inherit', 'inherit'] });
   } catch (e) {
+    // No stale addon from an older source: matmul.ts would call functions it may lack.
+    rmSync(out, { force: true });
+    rmSync(tmp, { force: true });
     return say(`build failed (${cc}: ${e.message.split('\n')[0]}); the wasm kernels run instead`);
   }
   renameSync(tmp, out);

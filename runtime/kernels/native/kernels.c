@@ -24,6 +24,8 @@
 #include <node_api.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdlib.h>
+#include "wasm-sse.h"
 
 #define QK 32
 #define T_Q8_0 8
@@ -181,12 +183,25 @@ AVX2_FN static void matmul_x8(const uint8_t *w, int rows, int cols, const int16_
 #undef TILE
 }
 
+/* ---- The float kernels (F32/F16 products, SwiGLU gate, attention): matmul.c's own source. ---- */
+
+#define T_F32 0
+#define HEADS_AT_ONCE 4
+#define PV_W 8
+#define KERNEL_EXPORT(name) static
+#define KV_PREFETCH(address) _mm_prefetch((const char *)(address), _MM_HINT_T0)
+static inline float hsum_f32(v128_t v) {
+  return wasm_f32x4_extract_lane(v, 0) + wasm_f32x4_extract_lane(v, 1) + wasm_f32x4_extract_lane(v, 2) + wasm_f32x4_extract_lane(v, 3);
+}
+#include "../float-kernels.inc.c"
+
 /* ---- Node-API glue: (memory id, the wasm export's arguments) → the kernel on that memory. ---- */
 
+/* The first n arguments as uint32 (more are ignored, as a wasm export ignores them: the kernel thread passes a fixed count). */
 static int read_args(napi_env env, napi_callback_info info, uint32_t *out, size_t n) {
-  napi_value argv[16];
+  napi_value argv[17];
   size_t argc = n;
-  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc != n) {
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < n) {
     napi_throw_type_error(env, NULL, "native kernels: wrong argument count");
     return 0;
   }
@@ -246,6 +261,65 @@ static napi_value js_matmul_x8(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+/* matmul_float(id, type, w, rows, cols, x, T, y, r0, r1) */
+static napi_value js_matmul_float(napi_env env, napi_callback_info info) {
+  uint32_t a[10];
+  if (!read_args(env, info, a, 10)) return NULL;
+  uint8_t *m = memories[a[0]];
+  matmul_float((int)a[1], m + a[2], (int)a[3], (int)a[4], (const float *)(m + a[5]), (int)a[6], (float *)(m + a[7]), (int)a[8], (int)a[9]);
+  return NULL;
+}
+
+/* store_f16(id, src, n, dst) */
+static napi_value js_store_f16(napi_env env, napi_callback_info info) {
+  uint32_t a[4];
+  if (!read_args(env, info, a, 4)) return NULL;
+  uint8_t *m = memories[a[0]];
+  store_f16((const float *)(m + a[1]), (int)a[2], (uint16_t *)(m + a[3]));
+  return NULL;
+}
+
+/* silu_mul(id, g, u, n) */
+static napi_value js_silu_mul(napi_env env, napi_callback_info info) {
+  uint32_t a[4];
+  if (!read_args(env, info, a, 4)) return NULL;
+  uint8_t *m = memories[a[0]];
+  silu_mul((float *)(m + a[1]), (const float *)(m + a[2]), (int)a[3]);
+  return NULL;
+}
+
+/*
+ * attention(id, q, kc, vc, rows, chunks, P, n, vis, H, KVf, D, scores, out, last, h0, h1):
+ * kc and vc are tables of chunk offsets in the memory (wasm pointers); the kernel takes
+ * addresses, so they are turned into a table of this thread's own. last 0 is none.
+ */
+static _Thread_local const void **chunk_table;
+static _Thread_local size_t chunk_table_size;
+
+static napi_value js_attention(napi_env env, napi_callback_info info) {
+  uint32_t a[17];
+  if (!read_args(env, info, a, 17)) return NULL;
+  uint8_t *m = memories[a[0]];
+  const size_t chunks = a[5];
+  if (2 * chunks > chunk_table_size) {
+    const void **grown = realloc(chunk_table, 2 * chunks * sizeof *grown);
+    if (grown == NULL) {
+      napi_throw_error(env, NULL, "native kernels: out of memory for the attention's chunk table");
+      return NULL;
+    }
+    chunk_table = grown;
+    chunk_table_size = 2 * chunks;
+  }
+  const uint32_t *kc = (const uint32_t *)(m + a[2]), *vc = (const uint32_t *)(m + a[3]);
+  for (size_t c = 0; c < chunks; c++) {
+    chunk_table[c] = m + kc[c];
+    chunk_table[chunks + c] = m + vc[c];
+  }
+  attention((const float *)(m + a[1]), chunk_table, chunk_table + chunks, (const int *)(m + a[4]), (int)chunks, (int)a[6], (int)a[7], m + a[8], (int)a[9], (int)a[10], (int)a[11],
+            (float *)(m + a[12]), (float *)(m + a[13]), a[14] ? (float *)(m + a[14]) : NULL, (int)a[15], (int)a[16]);
+  return NULL;
+}
+
 /* Whether this CPU runs the AVX2 code above (checked before anything calls it). */
 static napi_value js_supported(napi_env env, napi_callback_info info) {
   (void)info;
@@ -261,6 +335,10 @@ NAPI_MODULE_INIT() {
       {"register", NULL, js_register, NULL, NULL, NULL, napi_default, NULL},
       {"matmul_x4r", NULL, js_matmul_x4r, NULL, NULL, NULL, napi_default, NULL},
       {"matmul_x4_q8_0", NULL, js_matmul_x8, NULL, NULL, NULL, napi_default, NULL},
+      {"matmul_float", NULL, js_matmul_float, NULL, NULL, NULL, napi_default, NULL},
+      {"silu_mul", NULL, js_silu_mul, NULL, NULL, NULL, napi_default, NULL},
+      {"store_f16", NULL, js_store_f16, NULL, NULL, NULL, napi_default, NULL},
+      {"attention", NULL, js_attention, NULL, NULL, NULL, napi_default, NULL},
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
   return exports;
