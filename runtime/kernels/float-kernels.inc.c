@@ -192,6 +192,8 @@ static inline int seen4(const uint8_t *vi, int P, int j) {
   return seen(vi, P, j) && seen(vi, P, j + 1) && seen(vi, P, j + 2) && seen(vi, P, j + 3);
 }
 
+#ifndef WIDE_ATTENTION
+/* (The native build brings 256-bit versions of qk4 and pv with the same lanes: native/kernels.c.) */
 /*
  * Scores of NH query heads (a constant once inlined) against four consecutive keys whose
  * rows are at kr[0..3] (in one chunk or across chunks): head a's four scores go to scores[a·S ..], and their maximum
@@ -253,6 +255,7 @@ static inline __attribute__((always_inline)) void pv(const float *const *sp, con
     }
   }
 }
+#endif
 
 /*
  * Attention of n new rows over S = P + n keys (P cached, then the n new ones), computed

@@ -6,7 +6,7 @@
  * and Q8_0 x4 products written for AVX2, and matmul.c's float kernels (F32/F16 products,
  * the SwiGLU gate, f16 narrowing, attention) compiled from the same source.
  */
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
 
@@ -28,10 +28,24 @@ export const NATIVE_ADDON = fileURLToPath(new URL('./native/build/skein-kernels.
 
 let loaded: NativeKernels | null | undefined;
 
-/** The addon, or null (not built, SKEIN_NATIVE=0, no AVX2, or it fails to load). */
+/**
+ * Whether this CPU has AVX2 and F16C, read from /proc/cpuinfo before the addon is loaded:
+ * it is compiled for them throughout (its load-time code included), so it must not even
+ * be loaded on a CPU without them. Where there is no /proc/cpuinfo (not Linux), no.
+ */
+function cpuRunsAddon(): boolean {
+  try {
+    const flags = new Set(/^flags\s*:(.*)$/m.exec(readFileSync('/proc/cpuinfo', 'utf8'))?.[1]?.trim().split(/\s+/));
+    return flags.has('avx2') && flags.has('f16c');
+  } catch {
+    return false;
+  }
+}
+
+/** The addon, or null (not built, SKEIN_NATIVE=0, no AVX2/F16C, or it fails to load). */
 export function nativeKernels(): NativeKernels | null {
   if (loaded !== undefined) return loaded;
-  if (process.env.SKEIN_NATIVE === '0' || !existsSync(NATIVE_ADDON)) return (loaded = null);
+  if (process.env.SKEIN_NATIVE === '0' || !existsSync(NATIVE_ADDON) || !cpuRunsAddon()) return (loaded = null);
   try {
     const addon = createRequire(import.meta.url)(NATIVE_ADDON) as NativeKernels;
     loaded = addon.supported() ? addon : null;

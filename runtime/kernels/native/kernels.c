@@ -188,12 +188,105 @@ AVX2_FN static void matmul_x8(const uint8_t *w, int rows, int cols, const int16_
 #define T_F32 0
 #define HEADS_AT_ONCE 4
 #define PV_W 8
-#define KERNEL_EXPORT(name) static
+#define KERNEL_EXPORT(name) static __attribute__((unused))
 #define KV_PREFETCH(address) _mm_prefetch((const char *)(address), _MM_HINT_T0)
 static inline float hsum_f32(v128_t v) {
   return wasm_f32x4_extract_lane(v, 0) + wasm_f32x4_extract_lane(v, 1) + wasm_f32x4_extract_lane(v, 2) + wasm_f32x4_extract_lane(v, 3);
 }
+
+/*
+ * attention's two inner loops on 256-bit vectors with the 128-bit lanes of the wasm ones
+ * (float-kernels.inc.c leaves them out under WIDE_ATTENTION): qk4 holds two keys' four-lane
+ * sums per vector where the wasm code holds one, and pv eight values of one head where it
+ * holds 4 + 4 in two vectors — the same operations on the same lanes in the same order, so
+ * the same bits (kernels.test.ts, matmul.ts's check). Measured: the decode step at 1,024
+ * tokens of context cost 1.33× the step at 128 with the 128-bit loops (bench decode).
+ */
+#define WIDE_ATTENTION
+#define WIDE static inline __attribute__((always_inline, target("avx2,f16c")))
+WIDE __m128 kv4_wide(const void *base, size_t i, int f16) {
+  return f16 ? _mm_cvtph_ps(_mm_loadl_epi64((const __m128i *)((const uint16_t *)base + i))) : _mm_loadu_ps((const float *)base + i);
+}
+
+WIDE void qk4(const float *const *qh, const void *const *kb, const size_t *ko, int f16, int D, int NH, float *scores, int S, v128_t *mxv) {
+  __m256 s[HEADS_AT_ONCE][2];
+  for (int a = 0; a < NH; a++) s[a][0] = s[a][1] = _mm256_setzero_ps();
+  for (int d = 0; d < D; d += 4) {
+    const __m256 k01 = _mm256_set_m128(kv4_wide(kb[1], ko[1] + d, f16), kv4_wide(kb[0], ko[0] + d, f16));
+    const __m256 k23 = _mm256_set_m128(kv4_wide(kb[3], ko[3] + d, f16), kv4_wide(kb[2], ko[2] + d, f16));
+    for (int a = 0; a < NH; a++) {
+      const __m256 qv = _mm256_broadcast_ps((const __m128 *)(qh[a] + d));
+      s[a][0] = _mm256_add_ps(s[a][0], _mm256_mul_ps(qv, k01));
+      s[a][1] = _mm256_add_ps(s[a][1], _mm256_mul_ps(qv, k23));
+    }
+  }
+  for (int a = 0; a < NH; a++) {
+    const v128_t s0 = _mm_castps_si128(_mm256_castps256_ps128(s[a][0])), s1 = _mm_castps_si128(_mm256_extractf128_ps(s[a][0], 1));
+    const v128_t s2 = _mm_castps_si128(_mm256_castps256_ps128(s[a][1])), s3 = _mm_castps_si128(_mm256_extractf128_ps(s[a][1], 1));
+    const v128_t t01l = wasm_i32x4_shuffle(s0, s1, 0, 4, 1, 5), t23l = wasm_i32x4_shuffle(s2, s3, 0, 4, 1, 5);
+    const v128_t t01h = wasm_i32x4_shuffle(s0, s1, 2, 6, 3, 7), t23h = wasm_i32x4_shuffle(s2, s3, 2, 6, 3, 7);
+    const v128_t l0 = wasm_i64x2_shuffle(t01l, t23l, 0, 2), l1 = wasm_i64x2_shuffle(t01l, t23l, 1, 3);
+    const v128_t l2 = wasm_i64x2_shuffle(t01h, t23h, 0, 2), l3 = wasm_i64x2_shuffle(t01h, t23h, 1, 3);
+    const v128_t sc = wasm_f32x4_add(wasm_f32x4_add(wasm_f32x4_add(l0, l1), l2), l3);
+    wasm_v128_store(scores + (size_t)a * S, sc);
+    mxv[a] = wasm_f32x4_pmax(mxv[a], sc);
+  }
+}
+
+WIDE void pv(const float *const *sp, const float *inv, const void *const *vc, int f16, const int *rows, int chunks, int P, int end, const uint8_t *vi, int g, int D, int NH, float *o) {
+  for (int d = 0; d < D; d += PV_W) {
+    const int full = D - d >= 8; /* else four values are left: the wasm code's 128-bit step */
+    __m256 acc[HEADS_AT_ONCE];
+    for (int a = 0; a < NH; a++) acc[a] = _mm256_setzero_ps();
+    for (int c = 0, j = 0; c < chunks && j < end; c++) {
+      size_t vrow = (size_t)g * rows[c] * D + d;
+      for (int r = 0; r < rows[c] && j < end; r++, j++, vrow += D) {
+        if (j >= P && !vi[j - P]) continue;
+        const __m256 v = full ? (f16 ? _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)((const uint16_t *)vc[c] + vrow))) : _mm256_loadu_ps((const float *)vc[c] + vrow))
+                              : _mm256_castps128_ps256(kv4_wide(vc[c], vrow, f16));
+        for (int a = 0; a < NH; a++) acc[a] = _mm256_add_ps(acc[a], _mm256_mul_ps(_mm256_set1_ps(sp[a][j]), v));
+      }
+    }
+    for (int a = 0; a < NH; a++) {
+      const __m256 r = _mm256_mul_ps(acc[a], _mm256_set1_ps(inv[a]));
+      if (full) _mm256_storeu_ps(o + (size_t)a * D + d, r);
+      else _mm_storeu_ps(o + (size_t)a * D + d, _mm256_castps256_ps128(r));
+    }
+  }
+}
+#undef WIDE
+
 #include "../float-kernels.inc.c"
+
+/*
+ * F32/F16 products 8 columns per step (matmul_float does 4 + 4 in two accumulators, a
+ * for columns i..i+3 of every 8 and b for i+4..i+7; one 8-lane accumulator holds exactly
+ * those sums, lane for lane), up to 8 tokens per pass over a row, then a + b and
+ * hsum_f32's order: the same bits. F16 weights widen exactly (F16C), as f16x8_to_f32 does
+ * for finite values.
+ */
+__attribute__((target("avx2,f16c"), always_inline)) static inline void float_row_tile(int type, const uint8_t *w, int r, int cols, const float *x, int TT, float *y, size_t rows) {
+  __m256 acc[8];
+  for (int t = 0; t < TT; t++) acc[t] = _mm256_setzero_ps();
+  for (int i = 0; i < cols; i += 8) {
+    const __m256 wv = type == T_F32 ? _mm256_loadu_ps((const float *)w + (size_t)r * cols + i)
+                                    : _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)((const uint16_t *)w + (size_t)r * cols + i)));
+    for (int t = 0; t < TT; t++) acc[t] = _mm256_add_ps(acc[t], _mm256_mul_ps(wv, _mm256_loadu_ps(x + (size_t)t * cols + i)));
+  }
+  for (int t = 0; t < TT; t++) {
+    const __m128 ab = _mm_add_ps(_mm256_castps256_ps128(acc[t]), _mm256_extractf128_ps(acc[t], 1));
+    y[(size_t)t * rows + r] = hsum_f32(_mm_castps_si128(ab));
+  }
+}
+
+__attribute__((target("avx2,f16c"))) static void matmul_float8(int type, const uint8_t *w, int rows, int cols, const float *x, int T, float *y, int r0, int r1) {
+  for (int r = r0; r < r1; r++) {
+    int t = 0;
+    for (; t + 8 <= T; t += 8) float_row_tile(type, w, r, cols, x + (size_t)t * cols, 8, y + (size_t)t * rows, rows);
+    for (; t + 4 <= T; t += 4) float_row_tile(type, w, r, cols, x + (size_t)t * cols, 4, y + (size_t)t * rows, rows);
+    for (; t < T; t++) float_row_tile(type, w, r, cols, x + (size_t)t * cols, 1, y + (size_t)t * rows, rows);
+  }
+}
 
 /* ---- Node-API glue: (memory id, the wasm export's arguments) → the kernel on that memory. ---- */
 
@@ -266,7 +359,7 @@ static napi_value js_matmul_float(napi_env env, napi_callback_info info) {
   uint32_t a[10];
   if (!read_args(env, info, a, 10)) return NULL;
   uint8_t *m = memories[a[0]];
-  matmul_float((int)a[1], m + a[2], (int)a[3], (int)a[4], (const float *)(m + a[5]), (int)a[6], (float *)(m + a[7]), (int)a[8], (int)a[9]);
+  matmul_float8((int)a[1], m + a[2], (int)a[3], (int)a[4], (const float *)(m + a[5]), (int)a[6], (float *)(m + a[7]), (int)a[8], (int)a[9]);
   return NULL;
 }
 
@@ -320,12 +413,12 @@ static napi_value js_attention(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
-/* Whether this CPU runs the AVX2 code above (checked before anything calls it). */
+/* Whether this CPU runs the AVX2 and F16C code above (checked before anything calls it). */
 static napi_value js_supported(napi_env env, napi_callback_info info) {
   (void)info;
   __builtin_cpu_init();
   napi_value r;
-  napi_get_boolean(env, __builtin_cpu_supports("avx2"), &r);
+  napi_get_boolean(env, __builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c"), &r);
   return r;
 }
 
