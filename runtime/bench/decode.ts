@@ -31,6 +31,7 @@ import { initBackend } from '../backend.js';
 import { createEngine, type EngineFront } from '../engine/index.js';
 import { loadModel, MODELS_DIR, resolveModel } from '../checkpoint/load.js';
 import type { BlockType } from '../kernels/blocks.js';
+import type { MatmulKernels } from '../kernels/matmul.js';
 import { quantizeModel } from '../model/block-weights.js';
 import { forward, prepareModel } from '../model/forward.js';
 import { randomModel } from '../model/random.js';
@@ -75,6 +76,9 @@ function ggufOf(spec: string): string {
     return spec;
   }
 }
+
+/** Which build of the kernels runs: native (AVX2 addon), wasm with relaxed SIMD, or the baseline wasm. */
+export const kernelBuild = (k: MatmulKernels) => (k.native ? 'native' : k.relaxed ? 'wasm-relaxed' : 'wasm');
 
 /** A deterministic prompt of n in-vocabulary ids. */
 export const promptIds = (n: number, vocab: number) => Array.from({ length: n }, (_, i) => (100 + i * 7919) % vocab);
@@ -173,6 +177,7 @@ registerBench('decode', {
   description: 'Skein vs llama.cpp on the same GGUF (SmolLM2-135M Q4_1/Q8_0/F32): decode b1/b16, prefill 128/512, context growth',
   async run({ log, args }) {
     const backend = await initBackend();
+    let kernelsBuild: string | null = null;
     const reps = Number(args?.reps ?? 3);
     const steps = Number(args?.steps ?? 16);
     // --arg threads=best: each side at its best thread count on this machine (the issue's
@@ -234,7 +239,7 @@ registerBench('decode', {
         if (file) llama = await openLlamaCpp(file, { threads, sequences: wantBatch ? 16 : 1, contextSize: 1100 });
         if (file && best) llama1 = await openLlamaCpp(file, { threads: 1, sequences: wantBatch ? 16 : 1, contextSize: 1100 });
         if (best) kernels.setThreads(1);
-        log(`decode: ${type}: loaded ${file ?? 'random model'} in ${((performance.now() - t) / 1000).toFixed(1)} s (backend ${backend}, blocks ${prepareModel(model).blocks !== null}, threads ${threads} on each side)`);
+        log(`decode: ${type}: loaded ${file ?? 'random model'} in ${((performance.now() - t) / 1000).toFixed(1)} s (backend ${backend}, blocks ${prepareModel(model).blocks !== null}, kernels ${(kernelsBuild = kernelBuild(kernels))}, threads ${threads} on each side)`);
         const vocab = model.config.vocabSize;
         const p128 = promptIds(128, vocab);
         const L = llama;
@@ -281,6 +286,6 @@ registerBench('decode', {
         model.dispose();
       }
     }
-    return { backend, model: random ? 'random' : source, reps, steps, threads: best ? 'best' : threads, figures, ratios };
+    return { backend, kernels: kernelsBuild, model: random ? 'random' : source, reps, steps, threads: best ? 'best' : threads, figures, ratios };
   },
 });
