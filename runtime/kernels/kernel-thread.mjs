@@ -1,5 +1,6 @@
 // A second thread for the wasm kernels (threads.ts starts it). Plain JavaScript so that it
-// starts without tsx's loader. It runs its own instance of matmul.wasm on each registered
+// starts without tsx's loader. It runs its own instance of matmul.wasm (and, where the
+// caller's kernels are native, the native addon's products and attention) on each registered
 // shared memory and waits for jobs in a shared Int32Array (layout in threads.ts): spinning
 // for a short while after each job, since decode posts one every ~50–300 µs, then sleeping
 // in Atomics.wait. A job is run only if claimed before the caller takes it back. Registrations arrive as messages, read synchronously

@@ -4,7 +4,9 @@
  * weights are copied in once, in their GGUF blocks (a 135M model in Q4_1 takes 84 MB
  * here instead of 540 MB of f32 in tfjs's heap), and each call copies activations in and
  * results out — at decode sizes those are a few KB. A model owns its own instance, so
- * dropping the model frees the memory with it (wasm memory never shrinks).
+ * dropping the model frees the memory with it (wasm memory never shrinks). Where the native
+ * addon was built (native.ts) its kernels run on this same memory in place of the wasm
+ * ones, with the same bits.
  *
  * @example
  * const k = new MatmulKernels();
