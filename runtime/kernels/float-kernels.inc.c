@@ -112,10 +112,21 @@ static inline v128_t exp_f32x4(v128_t x) {
   return wasm_f32x4_mul(p, wasm_i32x4_shl(wasm_i32x4_add(n, wasm_i32x4_splat(127)), 23));
 }
 
-/* g[i] ← silu(g[i])·u[i] = g/(1 + e^−g)·u, the SwiGLU of one MLP, in place. */
+/*
+ * g[i] ← silu(g[i])·u[i] = g/(1 + e^−g)·u, the SwiGLU of one MLP, in place. Four values at
+ * a time through exp_f32x4, whose lanes have exp_f32's bits, and the same negation,
+ * division and product per lane: the values the one-at-a-time loop gives (it does the
+ * tail). One at a time it was ~2.7 % of an engine decode step on the native build.
+ */
 KERNEL_EXPORT("silu_mul")
 void silu_mul(float *g, const float *u, int n) {
-  for (int i = 0; i < n; i++) g[i] = g[i] / (1.f + exp_f32(-g[i])) * u[i];
+  int i = 0;
+  for (; i + 4 <= n; i += 4) {
+    const v128_t x = wasm_v128_load(g + i);
+    const v128_t e = exp_f32x4(wasm_f32x4_neg(x));
+    wasm_v128_store(g + i, wasm_f32x4_mul(wasm_f32x4_div(x, wasm_f32x4_add(wasm_f32x4_splat(1.f), e)), wasm_v128_load(u + i)));
+  }
+  for (; i < n; i++) g[i] = g[i] / (1.f + exp_f32(-g[i])) * u[i];
 }
 
 /* Whether a row sees key j: every cached key (j < P), new key j − P where its mask says. */

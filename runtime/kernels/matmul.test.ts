@@ -227,6 +227,30 @@ describe('relaxed-SIMD build', () => {
   });
 });
 
+describe('silu_mul', () => {
+  it('gives four-at-a-time values the bits of one at a time (the scalar tail path), for every value kind', () => {
+    const memory = new WebAssembly.Memory({ initial: 17, maximum: 65536, shared: true });
+    const bytes = readFileSync(new URL('./matmul.wasm', import.meta.url));
+    const fns = new WebAssembly.Instance(new WebAssembly.Module(bytes), { env: { memory } }).exports as unknown as {
+      silu_mul(g: number, u: number, n: number): void;
+    };
+    const n = 4099; // past the vectors: a scalar tail too
+    const g = randn(n, 5, 30).map((v, i) => [0, -0, 87.5, -87.5, 1e-30, -1e-30, 200, -200][i % 9] ?? v);
+    const u = randn(n, 6);
+    const base = 65536 * 16;
+    const [gA, gB, uo] = [base, base + 4 * n + 64, base + 8 * n + 128];
+    const f32 = new Float32Array(memory.buffer);
+    f32.set(g, gA / 4);
+    f32.set(g, gB / 4);
+    f32.set(u, uo / 4);
+    fns.silu_mul(gA, uo, n);
+    for (let i = 0; i < n; i++) fns.silu_mul(gB + 4 * i, uo + 4 * i, 1);
+    const a = new Uint32Array(memory.buffer, gA, n);
+    const b = new Uint32Array(memory.buffer, gB, n);
+    expect(Array.from(a)).toEqual(Array.from(b));
+  });
+});
+
 describe('attention kernel', () => {
   /** Softmax attention in float64, straight from the definition. */
   function plainAttention(q: Float32Array, k: Float32Array, v: Float32Array, P: number, n: number, vis: Uint8Array, H: number, KV: number, D: number) {

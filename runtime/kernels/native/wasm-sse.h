@@ -31,6 +31,9 @@ SSE v128_t wasm_i32x4_splat(int32_t x) { return _mm_set1_epi32(x); }
 SSE v128_t wasm_f32x4_add(v128_t a, v128_t b) { return I(_mm_add_ps(F(a), F(b))); }
 SSE v128_t wasm_f32x4_sub(v128_t a, v128_t b) { return I(_mm_sub_ps(F(a), F(b))); }
 SSE v128_t wasm_f32x4_mul(v128_t a, v128_t b) { return I(_mm_mul_ps(F(a), F(b))); }
+SSE v128_t wasm_f32x4_div(v128_t a, v128_t b) { return I(_mm_div_ps(F(a), F(b))); }
+/* The sign bit flipped, as a scalar negation does (−(+0) is −0). */
+SSE v128_t wasm_f32x4_neg(v128_t a) { return _mm_xor_si128(a, _mm_set1_epi32((int)0x80000000u)); }
 SSE v128_t wasm_f32x4_min(v128_t a, v128_t b) { return I(_mm_min_ps(F(a), F(b))); }
 SSE v128_t wasm_f32x4_max(v128_t a, v128_t b) { return I(_mm_max_ps(F(a), F(b))); }
 SSE v128_t wasm_f32x4_pmax(v128_t a, v128_t b) { return I(_mm_max_ps(F(b), F(a))); }
