@@ -51,37 +51,82 @@ export function relaxedModule(): WebAssembly.Module | null {
 }
 
 /**
+ * A kernel instance on a memory of its own, for the once-per-process checks below: space
+ * handed out from the heap base up (the memory grows as needed; `reset` starts over), a
+ * seeded generator, and a bit-for-bit comparison of two outputs.
+ */
+class KernelCheck {
+  readonly memory = new WebAssembly.Memory({ initial: 16, maximum: 65536, shared: true });
+  readonly fns: Exports;
+  private readonly base: number;
+  private p: number;
+
+  constructor(
+    module: WebAssembly.Module,
+    private seed: number,
+  ) {
+    this.fns = new WebAssembly.Instance(module, { env: { memory: this.memory } }).exports as unknown as Exports;
+    this.base = this.p = align16(this.fns.__heap_base.value as number);
+  }
+
+  reset(): void {
+    this.p = this.base;
+  }
+
+  take(bytes: number): number {
+    const at = this.p;
+    this.p = align16(this.p + bytes);
+    const have = this.memory.buffer.byteLength;
+    if (this.p > have) this.memory.grow(Math.ceil((this.p - have) / PAGE));
+    return at;
+  }
+
+  /** Uniform in [0, 1). */
+  next(): number {
+    return (this.seed = (this.seed * 1103515245 + 12345) % 2147483648) / 2147483648;
+  }
+
+  /** n values in [−0.5, 0.5) with ±1 every a-th / b-th place: the extremes quantization saturates on. */
+  withExtremes(n: number, a: number, b: number): Float32Array {
+    return Float32Array.from({ length: n }, (_, i) => (i % a === 0 ? 1 : i % b === 0 ? -1 : this.next() - 0.5));
+  }
+
+  /** Fills n floats at `at` with scale·[−0.5, 0.5). */
+  fill(at: number, n: number, scale = 1): void {
+    new Float32Array(this.memory.buffer, at, n).set(Float32Array.from({ length: n }, () => scale * (this.next() - 0.5)));
+  }
+
+  /** Whether the n 32-bit values at a and b are the same bits. */
+  same(a: number, b: number, n: number): boolean {
+    const x = new Uint32Array(this.memory.buffer, a, n);
+    const y = new Uint32Array(this.memory.buffer, b, n);
+    return x.every((v, i) => v === y[i]);
+  }
+}
+
+/**
  * Whether this engine's relaxed dot products give matmul_x4r exactly matmul_x4's bits (both
  * are in the relaxed build): relaxed SIMD leaves some cases to the engine, and engines have
  * had bugs there (Node 20's fused i32x4 form returns twice the sum). Checked once per process
  * on a Q4_1 product with the extremes included (weights 0 and 15, activations ±127).
  */
 function relaxedAgrees(module: WebAssembly.Module): boolean {
-  const memory = new WebAssembly.Memory({ initial: 16, maximum: 65536, shared: true });
-  const fns = new WebAssembly.Instance(module, { env: { memory } }).exports as unknown as Exports;
+  const c = new KernelCheck(module, 12345);
+  const { fns, memory } = c;
   const rows = 8;
   const cols = 128;
   const T = 3;
-  let seed = 12345;
-  const next = () => (seed = (seed * 1103515245 + 12345) % 2147483648) / 2147483648;
-  const x = Float32Array.from({ length: T * cols }, (_, i) => (i % 37 === 0 ? 1 : i % 41 === 0 ? -1 : next() - 0.5));
-  const w = Float32Array.from({ length: rows * cols }, (_, i) => (i % 29 === 0 ? 1 : i % 31 === 0 ? -1 : next() - 0.5));
-  const m = quantizeMatrix(w, rows, cols, 'q4_1');
-  let p = align16(fns.__heap_base.value as number);
-  const take = (bytes: number) => {
-    const at = p;
-    p = align16(p + bytes);
-    return at;
-  };
+  const x = c.withExtremes(T * cols, 37, 41);
+  const m = quantizeMatrix(c.withExtremes(rows * cols, 29, 31), rows, cols, 'q4_1');
   const nb = cols / QK;
-  const src = take(m.data.length);
-  const wx4 = take(fns.x4_bytes(GGML_TYPE_ID.q4_1, rows, cols));
-  const xo = take(4 * T * cols);
-  const qa = take(2 * T * cols);
-  const da = take(4 * T * nb);
-  const sa = take(4 * T * nb);
-  const y0 = take(4 * T * rows);
-  const y1 = take(4 * T * rows);
+  const src = c.take(m.data.length);
+  const wx4 = c.take(fns.x4_bytes(GGML_TYPE_ID.q4_1, rows, cols));
+  const xo = c.take(4 * T * cols);
+  const qa = c.take(2 * T * cols);
+  const da = c.take(4 * T * nb);
+  const sa = c.take(4 * T * nb);
+  const y0 = c.take(4 * T * rows);
+  const y1 = c.take(4 * T * rows);
   new Uint8Array(memory.buffer, src, m.data.length).set(m.data);
   new Float32Array(memory.buffer, xo, T * cols).set(x);
   fns.repack_x4(GGML_TYPE_ID.q4_1, src, rows, cols, wx4);
@@ -89,9 +134,7 @@ function relaxedAgrees(module: WebAssembly.Module): boolean {
   fns.matmul_x4(GGML_TYPE_ID.q4_1, wx4, rows, cols, qa, da, sa, T, y0, 0, rows / 4);
   fns.quantize_rows_r8!(xo, T, cols, qa, da, sa);
   fns.matmul_x4r!(GGML_TYPE_ID.q4_1, wx4, rows, cols, qa, da, sa, T, y1, 0, rows / 4);
-  const a = new Uint32Array(memory.buffer, y0, T * rows);
-  const b = new Uint32Array(memory.buffer, y1, T * rows);
-  return a.every((v, i) => v === b[i]);
+  return c.same(y0, y1, T * rows);
 }
 
 /** Whether the native kernels agree with this process's wasm build; undefined until checked. */
@@ -105,35 +148,26 @@ let nativeChecked: boolean | undefined;
  */
 function nativeAgrees(module: WebAssembly.Module, native: NativeKernels): boolean {
   if (nativeChecked !== undefined) return nativeChecked;
-  const memory = new WebAssembly.Memory({ initial: 16, maximum: 65536, shared: true });
-  const fns = new WebAssembly.Instance(module, { env: { memory } }).exports as unknown as Exports;
+  const c = new KernelCheck(module, 4321);
+  const { fns, memory } = c;
   const id = native.register(new Uint8Array(memory.buffer));
   const rows = 20;
   const cols = 96;
   const nb = cols / QK;
-  let seed = 4321;
-  const next = () => (seed = (seed * 1103515245 + 12345) % 2147483648) / 2147483648;
   let ok = true;
   for (const type of ['q4_1', 'q4_0', 'q8_0'] as const) {
-    const w = Float32Array.from({ length: rows * cols }, (_, i) => (i % 29 === 0 ? 1 : i % 31 === 0 ? -1 : next() - 0.5));
-    const m = quantizeMatrix(w, rows, cols, type);
+    const m = quantizeMatrix(c.withExtremes(rows * cols, 29, 31), rows, cols, type);
     for (let T = 1; T <= 9 && ok; T++) {
-      const x = Float32Array.from({ length: T * cols }, (_, i) => (i % 37 === 0 ? 1 : i % 41 === 0 ? -1 : next() - 0.5));
-      let p = align16(fns.__heap_base.value as number);
-      const take = (bytes: number) => {
-        const at = p;
-        p = align16(p + bytes);
-        return at;
-      };
-      const src = take(m.data.length);
-      const wx4 = take(fns.x4_bytes(GGML_TYPE_ID[type], rows, cols));
-      const xo = take(4 * T * cols);
-      const qa = take(2 * T * cols);
-      const da = take(4 * T * nb);
-      const sa = take(4 * T * nb);
-      const y0 = take(4 * T * rows);
-      const y1 = take(4 * T * rows);
-      if (p > memory.buffer.byteLength) memory.grow(Math.ceil((p - memory.buffer.byteLength) / PAGE));
+      const x = c.withExtremes(T * cols, 37, 41);
+      c.reset();
+      const src = c.take(m.data.length);
+      const wx4 = c.take(fns.x4_bytes(GGML_TYPE_ID[type], rows, cols));
+      const xo = c.take(4 * T * cols);
+      const qa = c.take(2 * T * cols);
+      const da = c.take(4 * T * nb);
+      const sa = c.take(4 * T * nb);
+      const y0 = c.take(4 * T * rows);
+      const y1 = c.take(4 * T * rows);
       new Uint8Array(memory.buffer, src, m.data.length).set(m.data);
       new Float32Array(memory.buffer, xo, T * cols).set(x);
       fns.repack_x4(GGML_TYPE_ID[type], src, rows, cols, wx4);
@@ -147,12 +181,10 @@ function nativeAgrees(module: WebAssembly.Module, native: NativeKernels): boolea
         fns.matmul_x4r!(...args, y0, 0, rows / 4);
         native.matmul_x4r(id, ...args, y1, 0, rows / 4);
       }
-      const a = new Uint32Array(memory.buffer, y0, T * rows);
-      const b = new Uint32Array(memory.buffer, y1, T * rows);
-      ok = a.every((v, i) => v === b[i]);
+      ok = c.same(y0, y1, T * rows);
     }
   }
-  return (nativeChecked = ok && nativeFloatAgrees(fns, native, id, memory, next));
+  return (nativeChecked = ok && nativeFloatAgrees(c, native, id));
 }
 
 /**
@@ -160,78 +192,67 @@ function nativeAgrees(module: WebAssembly.Module, native: NativeKernels): boolea
  * F16 products, the SwiGLU gate, f16 narrowing, and attention over f32 and f16 chunks of
  * uneven sizes with a tree mask and the last row's key weights.
  */
-function nativeFloatAgrees(fns: Exports, native: NativeKernels, id: number, memory: WebAssembly.Memory, next: () => number): boolean {
-  let p = align16(fns.__heap_base.value as number);
-  const take = (bytes: number) => {
-    const at = p;
-    p = align16(p + bytes);
-    if (p > memory.buffer.byteLength) memory.grow(Math.ceil((p - memory.buffer.byteLength) / PAGE));
-    return at;
-  };
-  const fill = (at: number, n: number, scale = 1) => new Float32Array(memory.buffer, at, n).set(Float32Array.from({ length: n }, () => scale * (next() - 0.5)));
-  const same = (a: number, b: number, n: number) => {
-    const x = new Uint32Array(memory.buffer, a, n);
-    const y = new Uint32Array(memory.buffer, b, n);
-    return x.every((v, i) => v === y[i]);
-  };
+function nativeFloatAgrees(c: KernelCheck, native: NativeKernels, id: number): boolean {
+  const { fns, memory } = c;
+  c.reset();
   const rows = 12;
   const cols = 64;
   for (const type of ['f32', 'f16'] as const) {
-    const m = quantizeMatrix(Float32Array.from({ length: rows * cols }, () => next() - 0.5), rows, cols, type);
-    const w = take(m.data.length);
+    const m = quantizeMatrix(Float32Array.from({ length: rows * cols }, () => c.next() - 0.5), rows, cols, type);
+    const w = c.take(m.data.length);
     new Uint8Array(memory.buffer, w, m.data.length).set(m.data);
     for (const T of [1, 5]) {
-      const x = take(4 * T * cols);
-      const y0 = take(4 * T * rows);
-      const y1 = take(4 * T * rows);
-      fill(x, T * cols);
+      const x = c.take(4 * T * cols);
+      const y0 = c.take(4 * T * rows);
+      const y1 = c.take(4 * T * rows);
+      c.fill(x, T * cols);
       fns.matmul_float(GGML_TYPE_ID[type], w, rows, cols, x, T, y0, 0, rows);
       native.matmul_float(id, GGML_TYPE_ID[type], w, rows, cols, x, T, y1, 0, rows);
-      if (!same(y0, y1, T * rows)) return false;
+      if (!c.same(y0, y1, T * rows)) return false;
     }
   }
   const n = 40;
-  const g = take(4 * n);
-  const u = take(4 * n);
-  const g1 = take(4 * n);
-  fill(g, n, 40);
-  fill(u, n);
+  const g = c.take(4 * n);
+  const u = c.take(4 * n);
+  const g1 = c.take(4 * n);
+  c.fill(g, n, 40);
+  c.fill(u, n);
   new Uint8Array(memory.buffer, g1, 4 * n).set(new Uint8Array(memory.buffer, g, 4 * n));
   fns.silu_mul(g, u, n);
   native.silu_mul(id, g1, u, n);
-  const h0 = take(2 * n);
-  const h1 = take(2 * n);
+  const h0 = c.take(2 * n);
+  const h1 = c.take(2 * n);
   fns.store_f16(u, n, h0);
   native.store_f16(id, u, n, h1);
-  if (!same(g, g1, n) || !same(h0, h1, n / 2)) return false;
+  if (!c.same(g, g1, n) || !c.same(h0, h1, n / 2)) return false;
   // Attention: 6 heads over 2 KV heads, D 8; 9 cached rows in chunks of 4, 1 and 4, then 3 new rows in one chunk.
   const H = 6, KV = 2, D = 8, sizes = [4, 1, 4, 3], newRows = 3;
   const S = sizes.reduce((a, b) => a + b, 0);
   for (const f16 of [false, true]) {
     const elt = f16 ? 2 : 4;
     const chunks = sizes.map((r) => {
-      const k = take(elt * r * KV * D);
-      const v = take(elt * r * KV * D);
+      const k = c.take(elt * r * KV * D);
+      const v = c.take(elt * r * KV * D);
       for (const at of [k, v]) {
-        const vals = take(4 * r * KV * D);
-        fill(vals, r * KV * D, 3);
+        const vals = c.take(4 * r * KV * D);
+        c.fill(vals, r * KV * D, 3);
         if (f16) fns.store_f16(vals, r * KV * D, at);
         else new Uint8Array(memory.buffer, at, 4 * r * KV * D).set(new Uint8Array(memory.buffer, vals, 4 * r * KV * D));
       }
       return { k, v, r };
     });
-    const table = take(12 * chunks.length);
-    new Int32Array(memory.buffer, table, 3 * chunks.length).set([...chunks.map((c) => c.k), ...chunks.map((c) => c.v), ...chunks.map((c) => c.r)]);
-    const q = take(4 * newRows * H * D);
-    fill(q, newRows * H * D, 2);
-    const vis = take(newRows * newRows);
+    const table = c.take(12 * chunks.length);
+    new Int32Array(memory.buffer, table, 3 * chunks.length).set([...chunks.map((ch) => ch.k), ...chunks.map((ch) => ch.v), ...chunks.map((ch) => ch.r)]);
+    const q = c.take(4 * newRows * H * D);
+    c.fill(q, newRows * H * D, 2);
+    const vis = c.take(newRows * newRows);
     new Uint8Array(memory.buffer, vis, newRows * newRows).set([1, 0, 0, 1, 1, 0, 1, 0, 1]);
-    const outs = [0, 1].map(() => ({ scores: take(16 * S), out: take(4 * newRows * H * D), last: take(4 * S) }));
+    const outs = [0, 1].map(() => ({ scores: c.take(16 * S), out: c.take(4 * newRows * H * D), last: c.take(4 * S) }));
     const args = (o: (typeof outs)[number]) =>
       [q, table, table + 4 * chunks.length, table + 8 * chunks.length, chunks.length, S - newRows, newRows, vis, H, KV + (f16 ? 65536 : 0), D, o.scores, o.out, o.last, 0, H] as const;
     fns.attention(...args(outs[0]!));
     native.attention(id, ...args(outs[1]!));
-    if (!same(outs[0]!.out, outs[1]!.out, newRows * H * D) || !same(outs[0]!.last, outs[1]!.last, S)) return false;
+    if (!c.same(outs[0]!.out, outs[1]!.out, newRows * H * D) || !c.same(outs[0]!.last, outs[1]!.last, S)) return false;
   }
   return true;
 }
