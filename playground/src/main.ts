@@ -240,6 +240,9 @@ function replay(): void {
     if (i < events.length) setTimeout(step, 16);
     else {
       follow = null;
+      // The run info now, not at the next animation frame (scheduleMetrics): the replay
+      // button comes back with the final status beside it, not a stale 'running'.
+      showRunInfo();
       updateButtons();
     }
   };
