@@ -11,6 +11,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { resolveSampling, type SamplingParams } from '../core/sampling.js';
 import { initBackend } from '../runtime/backend.js';
 import { tokenSampler } from '../runtime/engine/sampling.js';
+import { headInput } from '../runtime/heads/files.js';
 import { SpeculativeHeads } from '../runtime/heads/heads.js';
 import { buildTree, ranksPerHead } from '../runtime/heads/tree.js';
 import { forward, prepareModel } from '../runtime/model/forward.js';
@@ -63,12 +64,13 @@ const expected = (p: number[]) => {
 };
 
 /** Random heads: Medusa or Cerberus with non-zero weights, so their trees vary from step to step. */
-function randomHeads(kind: 'medusa' | 'cerberus', K: number, seed: number, vocab?: number[]): SpeculativeHeads {
+function randomHeads(kind: 'medusa' | 'cerberus', K: number, seed: number, vocab?: number[], pendingToken = false): SpeculativeHeads {
   let s = seed;
   const rand = () => ((s = (Math.imul(s, 1664525) + 1013904223) >>> 0) / 2 ** 32 - 0.5) * 0.6;
-  const weights = Array.from({ length: K }, (_, k) => Float32Array.from({ length: (kind === 'cerberus' && k > 0 ? 2 : 1) * D * D }, rand));
+  const weights = Array.from({ length: K }, (_, k) => Float32Array.from({ length: headInput(kind, k, D, pendingToken) * D }, rand));
   const biases = Array.from({ length: K }, () => Float32Array.from({ length: D }, rand));
-  return new SpeculativeHeads(model, { meta: { kind, numHeads: K, hiddenSize: D, vocabSize: V, tree: [[0]], gateThreshold: null, ...(vocab ? { vocab } : {}) }, weights, biases });
+  const meta = { kind, numHeads: K, hiddenSize: D, vocabSize: V, tree: [[0]], gateThreshold: null, ...(vocab ? { vocab } : {}), ...(pendingToken ? { pendingToken } : {}) };
+  return new SpeculativeHeads(model, { meta, weights, biases });
 }
 
 /**
@@ -174,6 +176,33 @@ describe('speculative heads in the scheduler', () => {
     });
     expect(outs[3]!.summary!.shape!.verifications).toBeGreaterThan(0);
     subset.dispose();
+    expectClean(s);
+  });
+
+  it('hands heads reading the pending token the one the base model chose from each hidden row, and decodes the same', () => {
+    const reading = randomHeads('cerberus', 3, 9, undefined, true);
+    const seen: { row: Float32Array; pending: number }[] = [];
+    const recording: SpeculateShape['heads'] = {
+      candidates: (rows, ranks, pending) => {
+        rows.forEach((row, i) => seen.push({ row, pending: pending[i]! }));
+        return reading.candidates(rows, ranks, pending);
+      },
+    };
+    const s = make();
+    const outs = prompts.map((p, i) => submit(s, `t${i}`, p, shape(recording, 5, flatAcc)));
+    drain(s);
+    prompts.forEach((p, i) => expect(outs[i]!.tokens).toEqual(expected(p).tokens));
+    expect(seen.length).toBeGreaterThan(prompts.length);
+    // The row that chose a token is the plain run's hidden state at that position (nearest of them, as the oracle finds it).
+    const dist = (a: Float32Array, b: Float32Array) => a.reduce((sum, x, i) => sum + (x - b[i]!) ** 2, 0);
+    for (const { row, pending } of seen) {
+      const plainRuns = prompts.map((p) => expected(p));
+      let best = { d: Infinity, token: -1 };
+      for (const run of plainRuns) run.hidden.forEach((h, j) => dist(h, row) < best.d && (best = { d: dist(h, row), token: run.tokens[j]! }));
+      expect(best.d).toBeLessThan(1e-6);
+      expect(pending).toBe(best.token);
+    }
+    reading.dispose();
     expectClean(s);
   });
 

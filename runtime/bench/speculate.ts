@@ -118,7 +118,9 @@ registerBench('speculate', {
         (['medusa', 'cerberus'] as const).map((kind) => {
           const data = readHeads(findHeadsDir(facts, kind)!, model.config);
           const { vocab, ...whole } = data.meta;
-          return [kind, { vocab: vocab?.length ?? model.config.vocabSize, full_ms: round(measureHeads(model, { ...data, meta: whole }), 3), heads_ms: round(measureHeads(model, data), 3) }];
+          // Every head asked (the last figure); heads_by_depth: the first u heads, what a tree u deep runs.
+          const own = measureHeads(model, data);
+          return [kind, { vocab: vocab?.length ?? model.config.vocabSize, full_ms: round(measureHeads(model, { ...data, meta: whole }).at(-1)!, 3), heads_ms: round(own.at(-1)!, 3), heads_by_depth: own.map((x) => round(x, 3)), pending_token: data.meta.pendingToken === true }];
         }),
       );
       log(`speculate: forward ms by rows ${JSON.stringify(verifyCost)}; heads per step ${JSON.stringify(headsMs)}`);

@@ -1,8 +1,9 @@
 /**
  * Heads files (runtime/heads/files.ts): a written folder reads back as written; a missing
  * file, heads for another hidden size or vocabulary, a missing or misshapen tensor and a
- * tree whose path comes before its parent and a vocabulary id outside the model's are
- * CheckpointErrors naming the file (and tensor).
+ * tree whose path comes before its parent, a vocabulary id outside the model's and weights
+ * narrower than heads reading the pending token need are CheckpointErrors naming the file
+ * (and tensor).
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -79,6 +80,24 @@ describe('heads files', () => {
     expectError(() => readHeads(dir, config), file, /shape \[8, 8\], expected \[16, 8\]/, 'heads.1.weight');
     writeHeads(dir, { ...heads(), meta: { ...heads().meta, tree: [[0, 0], [0]] } });
     expectError(() => readHeads(dir, config), path.join(dir, HEADS_JSON), /comes before its parent/);
+  });
+
+  it('read back heads that read the pending token (wider inputs), and name a file whose widths do not say so', () => {
+    const dir = tempDir('skein-heads-');
+    const wide: HeadsData = {
+      meta: { ...heads().meta, pendingToken: true },
+      weights: [new Float32Array(2 * d * d).fill(0.25), new Float32Array(3 * d * d).fill(-0.25)],
+      biases: heads().biases,
+    };
+    writeHeads(dir, wide);
+    const back = readHeads(dir, config);
+    expect(back.meta.pendingToken).toBe(true);
+    expect(back.weights.map((w) => w.length)).toEqual([2 * d * d, 3 * d * d]);
+    writeHeads(dir, heads());
+    fs.writeFileSync(path.join(dir, HEADS_JSON), JSON.stringify({ ...heads().meta, pendingToken: true }));
+    expectError(() => readHeads(dir, config), path.join(dir, HEADS_WEIGHTS), /shape \[8, 8\], expected \[16, 8\]/, 'heads.0.weight');
+    fs.writeFileSync(path.join(dir, HEADS_JSON), JSON.stringify({ ...heads().meta, pendingToken: 'yes' }));
+    expectError(() => readHeads(dir, config), path.join(dir, HEADS_JSON), /pendingToken must be true or false/);
   });
 
   it('keep their vocabulary, and name a vocabulary id outside the model\'s', () => {

@@ -66,6 +66,13 @@ export interface HeadsMeta {
    * whole vocabulary.
    */
   vocab?: number[];
+  /**
+   * Every head also reads the embedding of the pending token (the one the base model chose
+   * from the same hidden state, the tree's root), so head 0 predicts the token after a
+   * known one instead of guessing past it: the information EAGLE and Hydra show plain
+   * Medusa heads miss. Absent: false (Medusa's and Cerberus's heads as published).
+   */
+  pendingToken?: boolean;
   training?: HeadsTraining;
 }
 
@@ -76,9 +83,9 @@ export interface HeadsData {
   biases: Float32Array[];
 }
 
-/** The input width of head k. */
-export function headInput(kind: HeadsKind, k: number, hidden: number): number {
-  return kind === 'cerberus' && k > 0 ? 2 * hidden : hidden;
+/** The input width of head k: its hidden row, the pending token's embedding when the heads read it, the previous head's output for Cerberus. */
+export function headInput(kind: HeadsKind, k: number, hidden: number, pendingToken = false): number {
+  return hidden * (1 + (pendingToken ? 1 : 0) + (kind === 'cerberus' && k > 0 ? 1 : 0));
 }
 
 /** The heads folder of a model for a kind, or undefined when it has none. */
@@ -114,7 +121,7 @@ export function readHeads(dir: string, config: Pick<ModelConfig, 'hiddenSize' | 
   const weights: Float32Array[] = [];
   const biases: Float32Array[] = [];
   for (let k = 0; k < meta.numHeads; k++) {
-    const w = tensor(weightsFile, tensors, `heads.${k}.weight`, [headInput(meta.kind, k, d), d]);
+    const w = tensor(weightsFile, tensors, `heads.${k}.weight`, [headInput(meta.kind, k, d, meta.pendingToken), d]);
     const b = tensor(weightsFile, tensors, `heads.${k}.bias`, [d]);
     weights.push(w);
     biases.push(b);
@@ -146,6 +153,7 @@ function checkMeta(file: string, meta: HeadsMeta, config: Pick<ModelConfig, 'hid
       ids.add(id);
     }
   }
+  if (meta.pendingToken !== undefined && typeof meta.pendingToken !== 'boolean') throw bad('pendingToken must be true or false');
   if (meta.gateThreshold !== null && !(typeof meta.gateThreshold === 'number' && meta.gateThreshold >= 0)) {
     throw bad('gateThreshold must be a non-negative number or null');
   }
@@ -165,7 +173,7 @@ export function writeHeads(dir: string, heads: HeadsData): void {
   const d = heads.meta.hiddenSize;
   const tensors: Record<string, FloatTensor> = {};
   heads.weights.forEach((w, k) => {
-    tensors[`heads.${k}.weight`] = { shape: [headInput(heads.meta.kind, k, d), d], data: w };
+    tensors[`heads.${k}.weight`] = { shape: [headInput(heads.meta.kind, k, d, heads.meta.pendingToken), d], data: w };
     tensors[`heads.${k}.bias`] = { shape: [d], data: heads.biases[k]! };
   });
   fs.mkdirSync(dir, { recursive: true });

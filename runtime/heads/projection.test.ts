@@ -58,7 +58,7 @@ describe('head projection onto a vocabulary subset', () => {
     const biases = [new Float32Array(D), new Float32Array(D).fill(0.1)];
     const heads = new SpeculativeHeads(model, { meta: { kind: 'medusa', numHeads: 2, hiddenSize: D, vocabSize: V, tree: [[0]], gateThreshold: null, vocab }, weights, biases });
     const rows = [Float32Array.from({ length: D }, (_, i) => Math.sin(i)), Float32Array.from({ length: D }, (_, i) => Math.cos(i))];
-    const out = heads.candidates(rows, [4, 3]);
+    const out = heads.candidates(rows, [4, 3], rows.map(() => 0));
     expect(out.map((r) => r.map((c) => c.length))).toEqual([[4, 3], [4, 3]]);
     for (const c of out.flat(2)) expect(vocab).toContain(c);
     heads.dispose();

@@ -25,6 +25,8 @@ import type { LoadedModel } from '../model/types.js';
 export interface HeadProjection {
   /** Logits of hidden rows z (R, hidden): (R, V'). */
   logits(z: tf.Tensor2D): tf.Tensor2D;
+  /** On the block-kernel path, the projection's matrix in the kernels' memory (V' rows of hidden), for callers that stay off tfjs; else null. */
+  readonly kernel: { kernels: MatmulKernels; weight: KernelWeight } | null;
   /** The token id of each logit column; null: column j is token j (the whole vocabulary). */
   readonly ids: Int32Array | null;
   dispose(): void;
@@ -34,17 +36,22 @@ export interface HeadProjection {
 const uploaded = new WeakMap<MatmulKernels, Map<string, KernelWeight>>();
 
 export function headProjection(model: LoadedModel, vocab?: readonly number[]): HeadProjection {
-  if (vocab === undefined) return { logits: (z) => lmHeadLogits(model, z), ids: null, dispose: () => {} };
-  const ids = Int32Array.from(vocab);
   const prep = prepareModel(model);
-  if (prep.blocks !== null) {
-    const { kernels } = prep.blocks.lmHead;
-    const weight = selectedRows(kernels, prep.blocks.lmHead.outputs[0]![0]!.weight, ids);
+  const head = prep.blocks?.lmHead;
+  if (vocab === undefined) {
+    // The forward's LM head op applies no norm of its own (its rows arrive normalised), so its weight alone is the projection.
+    const kernel = head !== undefined && head.norm === null ? { kernels: head.kernels, weight: head.outputs[0]![0]!.weight } : null;
+    return { logits: (z) => lmHeadLogits(model, z), kernel, ids: null, dispose: () => {} };
+  }
+  const ids = Int32Array.from(vocab);
+  if (head !== undefined) {
+    const { kernels } = head;
+    const weight = selectedRows(kernels, head.outputs[0]![0]!.weight, ids);
     const op = { kernels, norm: null, outputs: [[{ weight }]] };
-    return { logits: (z) => blockLinear(z, op)[0]!, ids, dispose: () => {} };
+    return { logits: (z) => blockLinear(z, op)[0]!, kernel: { kernels, weight }, ids, dispose: () => {} };
   }
   const sub = tf.tidy(() => tf.gather(model.weights.lmHead, tf.tensor1d(ids, 'int32'), 1) as tf.Tensor2D); // (hidden, V')
-  return { logits: (z) => tf.matMul(z, sub), ids, dispose: () => sub.dispose() };
+  return { logits: (z) => tf.matMul(z, sub), kernel: null, ids, dispose: () => sub.dispose() };
 }
 
 /** Rows `ids` of an uploaded matrix (out rows = tokens), uploaded as a matrix of their own. */

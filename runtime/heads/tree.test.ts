@@ -1,10 +1,10 @@
 /**
- * The candidate tree (runtime/heads/tree.ts): built from per-rank accuracies parents first
- * and best first; laid out with the tree mask and depths; walked by the base model's picks;
+ * The candidate tree (runtime/heads/tree.ts): built from per-rank accuracies (or measured
+ * per-path shares of held-out rows) parents first and best first; laid out with the tree mask and depths; walked by the base model's picks;
  * trimmed without orphaning a node.
  */
 import { describe, expect, it } from 'vitest';
-import { acceptPath, buildTree, expectedAccepted, ranksPerHead, treeInput, trimTree } from './tree.js';
+import { acceptPath, buildTree, expectedAccepted, measuredPathValues, ranksPerHead, treeFromRows, treeInput, trimTree } from './tree.js';
 
 const acc = [
   [0.6, 0.2, 0.05],
@@ -17,6 +17,35 @@ describe('candidate tree', () => {
     expect(buildTree(acc, 5)).toEqual([[0], [0, 0], [1], [0, 1], [1, 0]]);
     expect(expectedAccepted(buildTree(acc, 5), acc)).toBeCloseTo(0.6 + 0.3 + 0.2 + 0.12 + 0.1);
     expect(ranksPerHead(buildTree(acc, 6), 3)).toEqual([2, 2, 1]);
+  });
+
+  it('from held-out rows: each path\'s measured share, the best N parents first, E exact on the rows', () => {
+    // Head 1 is right exactly where head 0 is (correlated): accuracy products would undervalue [0, 0].
+    const rows = [
+      [0, 0, -1],
+      [0, 0, 0],
+      [0, 0, 1],
+      [1, -1, -1],
+      [-1, 0, 0],
+      [2, 1, -1],
+      [0, 0, 0],
+      [-1, -1, -1],
+    ];
+    const values = measuredPathValues(rows);
+    expect(values.get('0')!.value).toBeCloseTo(4 / 8);
+    expect(values.get('0,0')!.value).toBeCloseTo(4 / 8);
+    expect(values.get('0,0,0')!.value).toBeCloseTo(2 / 8);
+    expect(values.has('-1')).toBe(false);
+    const { tree, expected } = treeFromRows(rows, 4);
+    expect(tree).toEqual([[0], [1], [0, 0], [0, 0, 0]]);
+    expect(expected).toBeCloseTo((4 + 4 + 2 + 1) / 8);
+    const acc = [
+      [4 / 8, 1 / 8, 1 / 8],
+      [5 / 8, 1 / 8],
+      [3 / 8, 1 / 8],
+    ];
+    expect(expectedAccepted([[0], [0, 0]], acc)).toBeLessThan(treeFromRows(rows, 2).expected);
+    expect(treeFromRows([], 3)).toEqual({ tree: [], expected: 0 });
   });
 
   it('lays a tree out with the pending token as root, depths and an ancestor mask', () => {

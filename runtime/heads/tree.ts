@@ -6,6 +6,8 @@
  * the product of its ranks' accuracies at each depth (accuracies taken as independent), and
  * since that product only falls along a path, the best N paths always include their
  * parents. The expected accepted length of a tree is the sum of its paths' values.
+ * `treeFromRows` does the same from held-out rows directly (each path's measured share),
+ * which training uses: the heads' hits are far from independent.
  *
  * Layout: `treeInput` turns a tree and the heads' ranked candidates into one verification
  * input, the pending token as the root followed by every node, with the tree attention
@@ -42,6 +44,44 @@ export function buildTree(rankAccuracy: readonly (readonly number[])[], nodes: n
     if (next !== undefined) next.forEach((a, i) => frontier.push({ path: [...path, i], value: value * a }));
   }
   return tree;
+}
+
+/**
+ * Each path's measured acceptance on held-out rows: the share of rows whose targets sit at
+ * exactly that path's ranks in every head along it (`rowRanks[row][k]`: the rank of the
+ * row's target among head k's candidates, -1 beyond those measured). Unlike the products
+ * of per-head accuracies, this keeps what the heads get right together: a later head is
+ * far more often right where the earlier ones were (they read the same hidden state).
+ */
+export function measuredPathValues(rowRanks: readonly ArrayLike<number>[]): Map<string, { path: number[]; value: number }> {
+  const values = new Map<string, { path: number[]; value: number }>();
+  const share = 1 / Math.max(1, rowRanks.length);
+  for (const ranks of rowRanks) {
+    const path: number[] = [];
+    for (let k = 0; k < ranks.length && ranks[k]! >= 0; k++) {
+      path.push(ranks[k]!);
+      const key = path.join(',');
+      const v = values.get(key);
+      if (v === undefined) values.set(key, { path: [...path], value: share });
+      else v.value += share;
+    }
+  }
+  return values;
+}
+
+/**
+ * The `nodes` paths with the highest measured acceptance (measuredPathValues), parents
+ * first; with its expected accepted drafts (the sum of the values, exact on those rows).
+ * A path's value never exceeds its parent's, so the best N include their parents; ties
+ * go to the shorter path, then the lower ranks.
+ */
+export function treeFromRows(rowRanks: readonly ArrayLike<number>[], nodes: number): { tree: number[][]; expected: number } {
+  const ranked = [...measuredPathValues(rowRanks).values()].sort(
+    (a, b) => b.value - a.value || a.path.length - b.path.length || a.path.join(',').localeCompare(b.path.join(','), 'en', { numeric: true }),
+  );
+  const chosen = ranked.slice(0, nodes);
+  const tree = chosen.map((p) => p.path).sort((a, b) => a.length - b.length);
+  return { tree, expected: chosen.reduce((sum, p) => sum + p.value, 0) };
 }
 
 /** The expected accepted drafts of a tree under the accuracies it was built from. */

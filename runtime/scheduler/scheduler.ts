@@ -146,7 +146,7 @@ export interface SequenceShape {
 /** What speculative decoding needs per sequence (runtime/stages/speculate-shape.ts builds it). */
 export interface SpeculateShape {
   /** Proposes each head's ranked candidates for hidden rows (runtime/heads SpeculativeHeads). */
-  heads: { candidates(hidden: readonly Float32Array[], ranks: readonly number[]): number[][][] };
+  heads: { candidates(hidden: readonly Float32Array[], ranks: readonly number[], pending: readonly number[]): number[][][] };
   /** The candidate tree (Medusa's choices: per path, a candidate rank per depth), parents first. */
   tree: readonly (readonly number[])[];
   /** Each head's top-k the tree reads. */
@@ -910,7 +910,7 @@ export class Scheduler {
       const ranks = seqs[0]!.shape!.speculate!.ranks.map((_, k) => Math.max(...seqs.map((s) => s.shape!.speculate!.ranks[k] ?? 0)));
       let candidates: number[][][];
       try {
-        candidates = heads.candidates(seqs.map((s) => s.headsInput!), ranks);
+        candidates = heads.candidates(seqs.map((s) => s.headsInput!), ranks, seqs.map((s) => s.generated.at(-1)!));
       } catch (err) {
         for (const seq of seqs) this.fail(seq, err);
         continue;

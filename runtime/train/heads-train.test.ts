@@ -2,7 +2,8 @@
  * Training speculative heads (runtime/train/heads-train.ts) on a random model with rows whose
  * targets the heads can learn: the held-out top-1 rises from the zero-initialised heads'
  * (which repeat the base model's own prediction), and a run stopped and resumed from its
- * checkpoint ends with exactly the weights of an uninterrupted one.
+ * checkpoint ends with exactly the weights of an uninterrupted one; heads reading the pending
+ * token learn what only that token tells.
  */
 import * as tf from '@tensorflow/tfjs-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -56,6 +57,30 @@ describe('training speculative heads', () => {
       resumed.weights.forEach((w, k) => expect(Array.from(w)).toEqual(Array.from(straight.weights[k]!)));
       expect(tf.memory().numTensors).toBe(before);
     }
+  });
+
+  it('heads reading the pending token learn targets that only it determines, which plain heads cannot', () => {
+    // The pending token is drawn apart from the hidden row, and every target is a function of it alone.
+    const pendingRows = (n: number, seed: number): DistilledRows => {
+      const base = rows(n, seed);
+      let s = seed * 7 + 1;
+      const next = Int32Array.from({ length: n }, () => (s = (Math.imul(s, 1664525) + 1013904223) >>> 0) % V);
+      const targets = new Int32Array(n * K);
+      for (let i = 0; i < n; i++) for (let k = 0; k < K; k++) targets[i * K + k] = (next[i]! * 5 + 3 + k) % V;
+      return { ...base, next, targets };
+    };
+    const train = pendingRows(512, 3);
+    const heldOut = pendingRows(96, 4);
+    const before = tf.memory().numTensors;
+    const top1 = (pendingToken: boolean) =>
+      trainHeads(model, train, heldOut, { kind: 'cerberus', steps: 160, batch: 32, lr: 3e-2, pendingToken, stateDir: tempDir('skein-heads-') });
+    const reading = top1(true);
+    const plain = top1(false);
+    expect(reading.meta.pendingToken).toBe(true);
+    expect(plain.meta.pendingToken).toBeUndefined();
+    expect(reading.weights[1]!.length).toBe(3 * D * D);
+    expect(reading.meta.training!.top1[0]!).toBeGreaterThan(plain.meta.training!.top1[0]! + 0.4);
+    expect(tf.memory().numTensors).toBe(before);
   });
 
   it('trains over a vocabulary of the most frequent targets, reports its coverage and keeps its ids', () => {

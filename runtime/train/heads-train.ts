@@ -22,10 +22,11 @@ import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import { readSafetensors, writeSafetensors } from '../checkpoint/safetensors.js';
 import { forward } from '../model/forward.js';
+import { embedTokens } from '../model/kernels.js';
 import type { LoadedModel } from '../model/types.js';
 import { headInput, type HeadsData, type HeadsKind, type HeadsMeta } from '../heads/files.js';
 import { entropy, headOutputs, SpeculativeHeads } from '../heads/heads.js';
-import { buildTree, expectedAccepted } from '../heads/tree.js';
+import { treeFromRows } from '../heads/tree.js';
 import type { DistilledRows } from './heads-data.js';
 import './gradients.js';
 
@@ -50,6 +51,8 @@ export interface HeadsTrainOptions {
   onStep?: (step: number, loss: number) => void;
   /** Start from these heads' weights instead of zeros (fine-tuning heads on new rows; a checkpoint in stateDir still wins). */
   init?: HeadsData;
+  /** Heads that also read the pending token's embedding (HeadsMeta.pendingToken). */
+  pendingToken?: boolean;
 }
 
 const DECAY = 0.8;
@@ -61,8 +64,9 @@ export function trainHeads(model: LoadedModel, train: DistilledRows, heldOut: Di
   const d = c.hiddenSize;
   const K = train.heads;
   const B = o.batch ?? 64;
-  const state = loadState(o.stateDir, o.kind, K, d, o.init);
-  const weights = state.weights.map((w, k) => variable(tf.tensor2d(w, [headInput(o.kind, k, d), d])));
+  const pendingToken = o.pendingToken === true;
+  const state = loadState(o.stateDir, o.kind, K, d, pendingToken, o.init);
+  const weights = state.weights.map((w, k) => variable(tf.tensor2d(w, [headInput(o.kind, k, d, pendingToken), d])));
   const biases = state.biases.map((b) => variable(tf.tensor1d(b)));
   const vars = [...weights, ...biases];
   const optimizer = tf.train.adam(o.lr ?? 1e-3);
@@ -89,15 +93,25 @@ export function trainHeads(model: LoadedModel, train: DistilledRows, heldOut: Di
     const at = (step * B) % Math.max(1, train.rows - B + 1);
     const rows = order.slice(at, at + B);
     const { h, targets } = batchOf(train, rows, column, vocab?.ids.length ?? c.vocabSize);
-    const loss = optimizer.minimize(() => lossOf(o.kind, h, targets, weights, biases, project, linear), true, vars)!;
+    const e = pendingToken ? pendingEmbeddings(model, train, rows) : null;
+    const loss = optimizer.minimize(() => lossOf(o.kind, h, e, targets, weights, biases, project, linear), true, vars)!;
     const value = loss.dataSync()[0]!;
-    tf.dispose([loss, h, ...targets]);
+    tf.dispose([loss, h, ...(e ? [e] : []), ...targets]);
     o.onStep?.(step + 1, value);
     if ((step + 1) % (o.checkpointEvery ?? 50) === 0) saveState(o.stateDir, o.kind, step + 1, weights, biases, optimizer, vars);
   }
   saveState(o.stateDir, o.kind, step, weights, biases, optimizer, vars);
   const data: HeadsData = {
-    meta: { kind: o.kind, numHeads: K, hiddenSize: d, vocabSize: c.vocabSize, tree: [[0]], gateThreshold: null, ...(vocab ? { vocab: vocab.ids } : {}) },
+    meta: {
+      kind: o.kind,
+      numHeads: K,
+      hiddenSize: d,
+      vocabSize: c.vocabSize,
+      tree: [[0]],
+      gateThreshold: null,
+      ...(vocab ? { vocab: vocab.ids } : {}),
+      ...(pendingToken ? { pendingToken } : {}),
+    },
     weights: weights.map((w) => w.dataSync() as Float32Array),
     biases: biases.map((b) => b.dataSync() as Float32Array),
   };
@@ -106,7 +120,7 @@ export function trainHeads(model: LoadedModel, train: DistilledRows, heldOut: Di
   const evaluation = evaluateHeads(model, data, heldOut, o.ranks ?? 8);
   const costs = measureCosts(model);
   const headsMs = measureHeads(model, data);
-  const shaped = chooseTree(evaluation.rankAccuracy, costs, headsMs);
+  const shaped = chooseTree(evaluation.ranks, costs, headsMs);
   const gate = calibrateGate(evaluation, shaped.tree, costs, headsMs);
   data.meta = {
     ...data.meta,
@@ -167,17 +181,23 @@ function subHead(model: LoadedModel, ids: readonly number[]): tf.Tensor2D {
   return tf.tidy(() => tf.gather(model.weights.lmHead, tf.tensor1d(Int32Array.from(ids), 'int32'), 1) as tf.Tensor2D);
 }
 
+/** The embeddings of the base model's own next token at `rows` (the pending token the heads read): (rows, hidden). */
+function pendingEmbeddings(model: LoadedModel, data: DistilledRows, rows: readonly number[]): tf.Tensor2D {
+  return embedTokens(model.weights.embed, rows.map((r) => data.next[r]!));
+}
+
 /** Weighted cross-entropy of every head over one batch. */
 function lossOf(
   kind: HeadsKind,
   h: tf.Tensor2D,
+  e: tf.Tensor2D | null,
   targets: tf.Tensor2D[],
   weights: tf.Tensor2D[],
   biases: tf.Tensor1D[],
   project: (z: tf.Tensor2D) => tf.Tensor2D,
   linear: (x: tf.Tensor2D, w: tf.Tensor2D) => tf.Tensor2D,
 ): tf.Scalar {
-  const outs = headOutputs(kind, h, weights, biases, linear);
+  const outs = headOutputs(kind, h, weights, biases, linear, e);
   let total: tf.Scalar = tf.scalar(0);
   let weightSum = 0;
   outs.forEach((z, k) => {
@@ -227,7 +247,7 @@ export function evaluateHeads(model: LoadedModel, heads: HeadsData, data: Distil
   const top5 = new Float64Array(K);
   const rowRanks = Array.from({ length: data.rows }, () => new Int16Array(K).fill(-1));
   const ent = new Float32Array(data.rows);
-  const weights = heads.weights.map((w, k) => tf.tensor2d(w, [headInput(heads.meta.kind, k, d), d]));
+  const weights = heads.weights.map((w, k) => tf.tensor2d(w, [headInput(heads.meta.kind, k, d, heads.meta.pendingToken), d]));
   const biases = heads.biases.map((b) => tf.tensor1d(b));
   const vocab = heads.meta.vocab;
   const lm = vocab === undefined ? model.weights.lmHead : subHead(model, vocab); // (hidden, V')
@@ -236,7 +256,8 @@ export function evaluateHeads(model: LoadedModel, heads: HeadsData, data: Distil
     const n = Math.min(chunk, data.rows - at);
     const { top, base } = tf.tidy(() => {
       const h = tf.tensor2d(data.hidden.subarray(at * d, (at + n) * d), [n, d]);
-      const outs = headOutputs(heads.meta.kind, h, weights, biases);
+      const e = heads.meta.pendingToken === true ? pendingEmbeddings(model, data, Array.from({ length: n }, (_, i) => at + i)) : null;
+      const outs = headOutputs(heads.meta.kind, h, weights, biases, tf.matMul, e);
       const logits = tf.matMul(tf.concat(outs, 0), lm); // (K·n, V')
       return { top: tf.topk(logits, ranks).indices, base: tf.matMul(h, model.weights.lmHead) };
     });
@@ -282,16 +303,18 @@ export function measureCosts(model: LoadedModel): CostModel {
   const past = Array.from({ length: 128 }, (_, i) => 1 + (i % Math.max(1, model.config.vocabSize - 1)));
   const [pre] = forward(model, [{ ids: past, logits: 'none' }]);
   const kv = pre!.newKv.map((e) => ({ k: [e!.k], v: [e!.v] }));
-  const ms = widths.map((n) => {
-    const times: number[] = [];
-    for (let rep = 0; rep < 4; rep++) {
-      const t = performance.now();
-      const [r] = forward(model, [{ ids: past.slice(0, n), past: kv, logits: 'all' }]);
-      times.push(performance.now() - t);
-      for (const e of r!.newKv) if (e) tf.dispose([e.k, e.v]);
-    }
-    return times.sort((a, b) => a - b)[1]!;
-  });
+  const time = (n: number) => {
+    const t = performance.now();
+    const [r] = forward(model, [{ ids: past.slice(0, n), past: kv, logits: 'all' }]);
+    const ms = performance.now() - t;
+    for (const e of r!.newKv) if (e) tf.dispose([e.k, e.v]);
+    return ms;
+  };
+  for (const n of widths) time(n); // warm-up: prepared weights, scratch memory, the JIT
+  // Interleaved, so a burst of load on the machine hits every width alike; median of 5.
+  const times = widths.map(() => [] as number[]);
+  for (let rep = 0; rep < 5; rep++) widths.forEach((n, i) => times[i]!.push(time(n)));
+  const ms = times.map((t) => t.sort((a, b) => a - b)[2]!);
   for (const e of pre!.newKv) if (e) tf.dispose([e.k, e.v]);
   return (rows) => {
     const i = widths.findIndex((w) => w >= rows);
@@ -303,29 +326,45 @@ export function measureCosts(model: LoadedModel): CostModel {
 }
 
 /**
- * Milliseconds the heads take to propose for one sequence (every head, one hidden row, its
- * projection included): what a speculating step pays on top of its forward. Median of 9.
+ * Milliseconds the heads take to propose for one sequence (one hidden row, projection and
+ * top-4 included), by how many heads a tree uses: result[u − 1] for the first u heads (a
+ * tree of depth u runs only those). What a speculating step pays on top of its forward.
+ * Interleaved, median of 9 after a warm-up.
  */
-export function measureHeads(model: LoadedModel, data: HeadsData): number {
+export function measureHeads(model: LoadedModel, data: HeadsData): number[] {
   const heads = new SpeculativeHeads(model, data);
   const row = [new Float32Array(data.meta.hiddenSize).fill(0.1)];
-  const ranks = new Array<number>(data.meta.numHeads).fill(4);
-  const times: number[] = [];
-  for (let rep = 0; rep < 10; rep++) {
-    const t = performance.now();
-    heads.candidates(row, ranks);
-    if (rep > 0) times.push(performance.now() - t); // the first call builds the projection
+  const K = data.meta.numHeads;
+  const ranks = (used: number) => Array.from({ length: K }, (_, k) => (k < used ? 4 : 0));
+  const times = Array.from({ length: K }, () => [] as number[]);
+  for (let rep = 0; rep < 11; rep++) {
+    for (let used = 1; used <= K; used++) {
+      const t = performance.now();
+      heads.candidates(row, ranks(used), [0]);
+      if (rep > 1) times[used - 1]!.push(performance.now() - t); // the first calls build the projection and warm up
+    }
   }
   heads.dispose();
-  return times.sort((a, b) => a - b)[4]!;
+  return times.map((t) => t.sort((a, b) => a - b)[4]!);
 }
 
-/** The tree size with the most expected tokens per millisecond: (1 + E[accepted]) / (cost(1 + nodes) + heads). */
-export function chooseTree(rankAccuracy: number[][], cost: CostModel, headsMs = 0, sizes = [1, 2, 3, 4, 6, 8, 12, 16, 24, 32]): { tree: number[][]; speedup: number } {
-  let best = { tree: buildTree(rankAccuracy, 1), speedup: 0 };
+/** What a tree's heads cost: `headsMs[u − 1]` for a tree u deep (measureHeads); 0 without figures. */
+function headsCost(tree: readonly (readonly number[])[], headsMs: readonly number[]): number {
+  const depth = Math.max(0, ...tree.map((p) => p.length));
+  return depth === 0 ? 0 : (headsMs[Math.min(depth, headsMs.length) - 1] ?? 0);
+}
+
+/**
+ * The tree with the most expected tokens per millisecond, (1 + E[accepted]) / (cost(1 +
+ * nodes) + heads), among trees of `sizes` nodes built from held-out rows (treeFromRows:
+ * each path's measured share, E exact on those rows).
+ */
+export function chooseTree(rowRanks: readonly ArrayLike<number>[], cost: CostModel, headsMs: readonly number[] = [], sizes = [1, 2, 3, 4, 6, 8, 12, 16, 24, 32]): { tree: number[][]; speedup: number } {
+  let best = { tree: [[0]], speedup: 0 };
   for (const n of sizes) {
-    const tree = buildTree(rankAccuracy, n);
-    const speedup = ((1 + expectedAccepted(tree, rankAccuracy)) / (cost(1 + tree.length) + headsMs)) * cost(1);
+    const { tree, expected } = treeFromRows(rowRanks, n);
+    if (tree.length === 0) continue;
+    const speedup = ((1 + expected) / (cost(1 + tree.length) + headsCost(tree, headsMs))) * cost(1);
     if (speedup > best.speedup) best = { tree, speedup };
   }
   return best;
@@ -343,8 +382,9 @@ function acceptedAt(ranks: Int16Array, tree: number[][]): number {
  * a row above it decodes plainly (1 token at cost(1)), one below it verifies the tree
  * (1 + accepted tokens at cost(1 + nodes)); null when gating nothing is best.
  */
-export function calibrateGate(e: HeadsEvaluation, tree: number[][], cost: CostModel, headsMs = 0): { threshold: number | null; rate: number } {
+export function calibrateGate(e: HeadsEvaluation, tree: number[][], cost: CostModel, headsMsByDepth: readonly number[] = []): { threshold: number | null; rate: number } {
   const rows = e.entropy.length;
+  const headsMs = headsCost(tree, headsMsByDepth);
   const accepted = e.ranks.map((r) => acceptedAt(r, tree));
   const sorted = Array.from(e.entropy).sort((a, b) => a - b);
   const speed = (threshold: number) => {
@@ -382,17 +422,19 @@ interface TrainState {
   adam: Float32Array[] | null;
 }
 
-function loadState(dir: string, kind: HeadsKind, K: number, d: number, init?: HeadsData): TrainState {
+function loadState(dir: string, kind: HeadsKind, K: number, d: number, pendingToken: boolean, init?: HeadsData): TrainState {
   const file = path.join(dir, `${kind}-state.safetensors`);
   const meta = path.join(dir, `${kind}-state.json`);
   if (!fs.existsSync(file) || !fs.existsSync(meta)) {
-    if (init !== undefined && (init.meta.kind !== kind || init.meta.numHeads !== K || init.meta.hiddenSize !== d)) {
-      throw new RangeError(`cannot start ${K} ${kind} heads of width ${d} from ${init.meta.numHeads} ${init.meta.kind} heads of width ${init.meta.hiddenSize}`);
+    const initReads = init?.meta.pendingToken === true;
+    if (init !== undefined && (init.meta.kind !== kind || init.meta.numHeads !== K || init.meta.hiddenSize !== d || initReads !== pendingToken)) {
+      const reads = (yes: boolean) => (yes ? ' reading the pending token' : '');
+      throw new RangeError(`cannot start ${K} ${kind} heads of width ${d}${reads(pendingToken)} from ${init.meta.numHeads} ${init.meta.kind} heads of width ${init.meta.hiddenSize}${reads(initReads)}`);
     }
     return {
       step: 0,
       wallSeconds: 0,
-      weights: Array.from({ length: K }, (_, k) => Float32Array.from(init?.weights[k] ?? new Float32Array(headInput(kind, k, d) * d))),
+      weights: Array.from({ length: K }, (_, k) => Float32Array.from(init?.weights[k] ?? new Float32Array(headInput(kind, k, d, pendingToken) * d))),
       biases: Array.from({ length: K }, (_, k) => Float32Array.from(init?.biases[k] ?? new Float32Array(d))),
       adam: null,
     };

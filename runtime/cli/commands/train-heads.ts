@@ -40,6 +40,7 @@ interface HeadsOptions {
   cached?: boolean;
   init?: string;
   vocab: number;
+  pendingToken?: boolean;
 }
 
 /** `--shard s/n`: this process generates chunks i ≡ s−1 (mod n). */
@@ -107,6 +108,7 @@ async function trainHeadsCommand(o: HeadsOptions): Promise<void> {
     lr: o.lr,
     stateDir: state,
     vocab: o.vocab,
+    pendingToken: o.pendingToken === true,
     ...(o.init !== undefined ? { init: readHeads(o.init, model.config) } : {}),
     onStep: (step, loss) => {
       if (step % 10 === 0 || step === steps) {
@@ -139,6 +141,7 @@ export function registerHeads(train: Command): void {
     .option('--data <dir>', 'distilled-rows cache (default .skein/heads-data/<model>)')
     .option('--shard <s/n>', 'generate only every n-th chunk of rows, starting at s (parallel distillation)')
     .option('--vocab <n>', 'tokens the heads project onto: the most frequent of the distilled continuations (the model\'s vocabulary size or more: all)', int('--vocab'), 8192)
+    .option('--pending-token', 'heads also read the embedding of the token the base model just chose (the tree root): head 0 predicts past a known token')
     .option('--init <dir>', 'start from the heads in this folder (fine-tuning them on the rows) instead of zeros')
     .option('--cached', 'train on the rows already cached, generating none')
     .option('--data-only', 'distill (or top up) the cached rows and stop')
