@@ -163,6 +163,8 @@ export interface StageReport {
     draftsProposed: number;
     draftsAccepted: number;
     gatedSteps: number;
+    /** Steps decoded plainly because no draft could pay for its row at the batch's size (the batch's cost model). */
+    unaffordableSteps: number;
     /** Tokens per verification: 1 + accepted drafts, averaged. */
     meanAcceptedLength: number;
     /** Drafts accepted at each depth (head k's token), over verifications. */

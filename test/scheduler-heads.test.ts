@@ -17,6 +17,7 @@ import { buildTree, ranksPerHead } from '../runtime/heads/tree.js';
 import { forward, prepareModel } from '../runtime/model/forward.js';
 import { randomModel } from '../runtime/model/random.js';
 import type { LoadedModel } from '../runtime/model/types.js';
+import { rowCostFrom } from '../runtime/scheduler/draft-budget.js';
 import { Scheduler, type SequenceSummary, type SpeculateShape, type TokenSampler } from '../runtime/scheduler/scheduler.js';
 import { KvCache } from './fixtures/kv-cache.js';
 import { ModuloConstraint } from './fixtures/toy-constraint.js';
@@ -204,6 +205,41 @@ describe('speculative heads in the scheduler', () => {
     }
     reading.dispose();
     expectClean(s);
+  });
+
+  it('with the batch\'s cost model: free rows take every node, rows that cost a step take none (no heads run), same output', () => {
+    let calls = 0;
+    const counting: SpeculateShape['heads'] = {
+      candidates: (rows, ranks, pending) => {
+        calls++;
+        return heads.candidates(rows, ranks, pending);
+      },
+    };
+    const nodeValues = [0.5, 0.3, 0.2, 0.1, 0.05];
+    for (const [name, relative, drafts] of [
+      ['free', [1, 1, 1], true],
+      ['costly', [1, 2, 3], false],
+    ] as const) {
+      calls = 0;
+      const rowCost = rowCostFrom({ rows: [1, 2, 3], relative: [...relative] });
+      const s = make();
+      const outs = prompts.map((p, i) => submit(s, `${name}${i}`, p, shape(counting, 5, flatAcc, { nodeValues, rowCost })));
+      drain(s);
+      prompts.forEach((p, i) => expect(outs[i]!.tokens).toEqual(expected(p).tokens));
+      const f = outs.map((o) => o.summary!.shape!);
+      const proposed = f.reduce((n, x) => n + (x.draftsProposed ?? 0), 0);
+      const skipped = f.reduce((n, x) => n + (x.unaffordableSteps ?? 0), 0);
+      if (drafts) {
+        expect(proposed).toBeGreaterThan(0);
+        expect(skipped).toBe(0);
+        expect(calls).toBeGreaterThan(0);
+      } else {
+        expect(proposed).toBe(0);
+        expect(skipped).toBeGreaterThan(0);
+        expect(calls).toBe(0);
+      }
+      expectClean(s);
+    }
   });
 
   it('accepts drafts off the first branch with oracle heads, keeps the gathered KV right, and frees the rest', () => {

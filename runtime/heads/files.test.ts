@@ -100,6 +100,21 @@ describe('heads files', () => {
     expectError(() => readHeads(dir, config), path.join(dir, HEADS_JSON), /pendingToken must be true or false/);
   });
 
+  it('keep their measured paths and forward costs, and name malformed ones', () => {
+    const dir = tempDir('skein-heads-');
+    const meta = { ...heads().meta, paths: [{ path: [0], share: 0.4 }, { path: [0, 0], share: 0.2 }], forwardCost: { rows: [1, 2, 4], relative: [1, 1.02, 1.3] } };
+    writeHeads(dir, { ...heads(), meta });
+    expect(readHeads(dir, config).meta.paths).toEqual(meta.paths);
+    expect(readHeads(dir, config).meta.forwardCost).toEqual(meta.forwardCost);
+    const json = path.join(dir, HEADS_JSON);
+    writeHeads(dir, { ...heads(), meta: { ...meta, paths: [{ path: [0, 1], share: 0.2 }] } });
+    expectError(() => readHeads(dir, config), json, /paths entry \[0,1\] comes before its parent/);
+    writeHeads(dir, { ...heads(), meta: { ...meta, paths: [{ path: [0], share: 1.5 }] } });
+    expectError(() => readHeads(dir, config), json, /share: 0\.\.1/);
+    writeHeads(dir, { ...heads(), meta: { ...meta, forwardCost: { rows: [2, 1], relative: [1, 1] } } });
+    expectError(() => readHeads(dir, config), json, /forwardCost must be/);
+  });
+
   it('keep their vocabulary, and name a vocabulary id outside the model\'s', () => {
     const dir = tempDir('skein-heads-');
     const json = path.join(dir, HEADS_JSON);

@@ -73,6 +73,15 @@ export interface HeadsMeta {
    * Medusa heads miss. Absent: false (Medusa's and Cerberus's heads as published).
    */
   pendingToken?: boolean;
+  /**
+   * The best tree paths measured on held-out rows, best first (parents before their
+   * children): each with its share of held-out steps on which it was accepted. `tree` is a
+   * prefix of these; a request asking for N nodes takes the first N, and the scheduler
+   * weighs each node's share against what its row costs (runtime/scheduler/draft-budget.ts).
+   */
+  paths?: { path: number[]; share: number }[];
+  /** Forward cost of n new rows relative to one row, measured where the heads were trained (after a 128-token past). */
+  forwardCost?: { rows: number[]; relative: number[] };
   training?: HeadsTraining;
 }
 
@@ -154,6 +163,23 @@ function checkMeta(file: string, meta: HeadsMeta, config: Pick<ModelConfig, 'hid
     }
   }
   if (meta.pendingToken !== undefined && typeof meta.pendingToken !== 'boolean') throw bad('pendingToken must be true or false');
+  if (meta.paths !== undefined) {
+    if (!Array.isArray(meta.paths)) throw bad('paths must be a list of {path, share}');
+    const before = new Set<string>();
+    for (const p of meta.paths) {
+      const ok = Array.isArray(p?.path) && p.path.length >= 1 && p.path.length <= meta.numHeads && p.path.every((c) => Number.isInteger(c) && c >= 0);
+      if (!ok || !(typeof p.share === 'number' && p.share >= 0 && p.share <= 1)) throw bad(`paths entry ${JSON.stringify(p)} must be {path: 1..${meta.numHeads} ranks, share: 0..1}`);
+      if (p.path.length > 1 && !before.has(JSON.stringify(p.path.slice(0, -1)))) throw bad(`paths entry ${JSON.stringify(p.path)} comes before its parent`);
+      before.add(JSON.stringify(p.path));
+    }
+  }
+  if (meta.forwardCost !== undefined) {
+    const { rows, relative } = meta.forwardCost;
+    const ok =
+      Array.isArray(rows) && Array.isArray(relative) && rows.length >= 1 && rows.length === relative.length &&
+      rows.every((n, i) => Number.isInteger(n) && n >= 1 && (i === 0 || n > rows[i - 1]!)) && relative.every((x) => typeof x === 'number' && x > 0);
+    if (!ok) throw bad('forwardCost must be {rows: ascending row counts, relative: one positive cost per count}');
+  }
   if (meta.gateThreshold !== null && !(typeof meta.gateThreshold === 'number' && meta.gateThreshold >= 0)) {
     throw bad('gateThreshold must be a non-negative number or null');
   }

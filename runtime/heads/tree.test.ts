@@ -19,7 +19,7 @@ describe('candidate tree', () => {
     expect(ranksPerHead(buildTree(acc, 6), 3)).toEqual([2, 2, 1]);
   });
 
-  it('from held-out rows: each path\'s measured share, the best N parents first, E exact on the rows', () => {
+  it('from held-out rows: each path\'s measured share, the best N best first (parents first), E exact on the rows', () => {
     // Head 1 is right exactly where head 0 is (correlated): accuracy products would undervalue [0, 0].
     const rows = [
       [0, 0, -1],
@@ -37,7 +37,8 @@ describe('candidate tree', () => {
     expect(values.get('0,0,0')!.value).toBeCloseTo(2 / 8);
     expect(values.has('-1')).toBe(false);
     const { tree, expected } = treeFromRows(rows, 4);
-    expect(tree).toEqual([[0], [1], [0, 0], [0, 0, 0]]);
+    expect(tree).toEqual([[0], [0, 0], [0, 0, 0], [1]]);
+    expect(treeFromRows(rows, 4).values.map((v) => v * 8)).toEqual([4, 4, 2, 1].map((x) => expect.closeTo(x, 9)));
     expect(expected).toBeCloseTo((4 + 4 + 2 + 1) / 8);
     const acc = [
       [4 / 8, 1 / 8, 1 / 8],
@@ -45,7 +46,7 @@ describe('candidate tree', () => {
       [3 / 8, 1 / 8],
     ];
     expect(expectedAccepted([[0], [0, 0]], acc)).toBeLessThan(treeFromRows(rows, 2).expected);
-    expect(treeFromRows([], 3)).toEqual({ tree: [], expected: 0 });
+    expect(treeFromRows([], 3)).toEqual({ tree: [], values: [], expected: 0 });
   });
 
   it('lays a tree out with the pending token as root, depths and an ancestor mask', () => {

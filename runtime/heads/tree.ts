@@ -70,18 +70,18 @@ export function measuredPathValues(rowRanks: readonly ArrayLike<number>[]): Map<
 }
 
 /**
- * The `nodes` paths with the highest measured acceptance (measuredPathValues), parents
- * first; with its expected accepted drafts (the sum of the values, exact on those rows).
- * A path's value never exceeds its parent's, so the best N include their parents; ties
- * go to the shorter path, then the lower ranks.
+ * The `nodes` paths with the highest measured acceptance (measuredPathValues), best first,
+ * each with its value; with the tree's expected accepted drafts (the sum of the values,
+ * exact on those rows). A path's value never exceeds its parent's and ties go to the
+ * shorter path (then the lower ranks), so best-first order is parents-first: any prefix of
+ * the tree is a tree, the best one of its size (what the scheduler's trimming keeps).
  */
-export function treeFromRows(rowRanks: readonly ArrayLike<number>[], nodes: number): { tree: number[][]; expected: number } {
+export function treeFromRows(rowRanks: readonly ArrayLike<number>[], nodes: number): { tree: number[][]; values: number[]; expected: number } {
   const ranked = [...measuredPathValues(rowRanks).values()].sort(
     (a, b) => b.value - a.value || a.path.length - b.path.length || a.path.join(',').localeCompare(b.path.join(','), 'en', { numeric: true }),
   );
   const chosen = ranked.slice(0, nodes);
-  const tree = chosen.map((p) => p.path).sort((a, b) => a.length - b.length);
-  return { tree, expected: chosen.reduce((sum, p) => sum + p.value, 0) };
+  return { tree: chosen.map((p) => p.path), values: chosen.map((p) => p.value), expected: chosen.reduce((sum, p) => sum + p.value, 0) };
 }
 
 /** The expected accepted drafts of a tree under the accuracies it was built from. */

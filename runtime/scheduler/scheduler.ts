@@ -27,6 +27,7 @@ import { KvPool } from '../kv/pool.js';
 import { scoreToken, type ScoredToken } from '../generate/logprobs.js';
 import { entropy } from '../heads/heads.js';
 import { acceptPath, trimTree, treeInput, type TreeInput } from '../heads/tree.js';
+import { affordableDrafts, worthProposing, type RowCost } from './draft-budget.js';
 import { forward as defaultForward } from '../model/forward.js';
 import type { ForwardCallOptions, ForwardSequence, ForwardSequenceResult, LayerKvChunks, LoadedModel, PruneStep, ResumeStep } from '../model/types.js';
 
@@ -151,6 +152,15 @@ export interface SpeculateShape {
   tree: readonly (readonly number[])[];
   /** Each head's top-k the tree reads. */
   ranks: readonly number[];
+  /**
+   * The batch's cost model (draft-budget.ts): per tree node (in tree order, best first) its
+   * measured share of accepted steps, and the forward's cost by rows relative to one row.
+   * With both, a step keeps only the nodes that raise its expected tokens per cost, and a
+   * sequence whose best node cannot pay at the batch's size decodes plainly without
+   * running the heads; without them, trees share maxDraftTokens evenly.
+   */
+  nodeValues?: readonly number[];
+  rowCost?: RowCost;
   /** Entropy (nats) of the base model's distribution above which the next step decodes plainly (Cerberus gate); null: never. */
   gate: number | null;
   /**
@@ -175,6 +185,8 @@ export interface ShapeFigures {
   verifications?: number;
   /** Speculative heads: steps the entropy gate sent to plain decoding, and drafts accepted at each depth (head). */
   gatedSteps?: number;
+  /** Speculative heads: steps decoded plainly because no draft could pay for its row at the batch's size (the cost model). */
+  unaffordableSteps?: number;
   acceptedAtDepth?: number[];
   /** LazyLLM: prompt tokens pruned at each pruning layer (cumulative, as the layer sees it). */
   prunedAtLayer?: Record<number, number>;
@@ -596,12 +608,10 @@ export class Scheduler {
     let budget = this.maxStepTokens;
     const chosen: { seq: Sequence; n: number }[] = [];
     const running = this.ordered(this.running);
-    // The batch's cost model for trees: the step's draft rows are shared among the sequences with one.
-    const trees = running.filter((s) => s.decoding && s.tree !== null).length;
-    const treeRows = 1 + Math.floor(this.maxDraftTokens / Math.max(1, trees));
+    const treeRows = this.treeRows(running);
     for (const seq of running) {
       if (seq.pending === 1 && budget > 0) {
-        if (seq.tree !== null) seq.tree = trimTree(seq.tree, Math.min(treeRows, budget, this.tokensLeft(seq)));
+        if (seq.tree !== null) seq.tree = trimTree(seq.tree, Math.min(treeRows.get(seq) ?? 1, budget, this.tokensLeft(seq)));
         const n = this.decodeWidth(seq);
         chosen.push({ seq, n });
         budget -= n;
@@ -780,6 +790,26 @@ export class Scheduler {
     this.proposeTrees(items);
   }
 
+  /**
+   * Rows (pending token + tree nodes) each tree may run this step: the step's draft rows
+   * (maxDraftTokens) shared evenly among the sequences with one; where the trees carry the
+   * batch's cost model (SpeculateShape.nodeValues, rowCost), only the nodes that pay for
+   * their rows at this batch's size (draft-budget.ts).
+   */
+  private treeRows(running: readonly Sequence[]): Map<Sequence, number> {
+    const decoding = running.filter((s) => s.pending === 1);
+    const trees = decoding.filter((s) => s.decoding && s.tree !== null);
+    const share = Math.floor(this.maxDraftTokens / Math.max(1, trees.length));
+    const rows = new Map(trees.map((s) => [s, 1 + Math.min(share, s.tree!.ids.length - 1)]));
+    const costed = trees.filter((s) => s.shape!.speculate!.nodeValues !== undefined && s.shape!.speculate!.rowCost !== undefined);
+    if (costed.length > 0) {
+      const drafts = costed.map((s) => ({ values: s.shape!.speculate!.nodeValues!, max: rows.get(s)! - 1 }));
+      const kept = affordableDrafts(decoding.length, drafts, costed[0]!.shape!.speculate!.rowCost!, this.maxDraftTokens);
+      costed.forEach((s, i) => rows.set(s, 1 + kept[i]!));
+    }
+    return rows;
+  }
+
   /** The forward input of one work item. */
   private input(item: WorkItem): ForwardSequence {
     const { seq, ids, kind } = item;
@@ -900,6 +930,15 @@ export class Scheduler {
 
   /** One heads call per heads model for every sequence that queued a hidden row this step; each gets its tree. */
   private proposeTrees(items: WorkItem[]): void {
+    // A tree whose best node cannot pay for its row at the next step's batch size would be trimmed away: skip its heads.
+    const decoding = [...this.running].filter((s) => s.pending === 1).length;
+    for (const { seq } of items) {
+      const spec = seq.shape?.speculate;
+      if (seq.headsInput === null || spec?.nodeValues === undefined || spec.rowCost === undefined) continue;
+      if (worthProposing(decoding, spec.nodeValues[0] ?? 0, spec.rowCost)) continue;
+      seq.headsInput = null;
+      seq.figures!.unaffordableSteps = (seq.figures!.unaffordableSteps ?? 0) + 1;
+    }
     const queued = items.map((i) => i.seq).filter((s) => s.headsInput !== null && !s.cancelled && s.table !== null);
     const byHeads = new Map<SpeculateShape['heads'], Sequence[]>();
     for (const seq of queued) {

@@ -21,6 +21,7 @@ import { availableHeads, findHeadsDir, readHeads, type HeadsKind } from '../head
 import { SpeculativeHeads } from '../heads/heads.js';
 import { buildTree, ranksPerHead } from '../heads/tree.js';
 import type { LoadedModel } from '../model/types.js';
+import { rowCostFrom } from '../scheduler/draft-budget.js';
 import type { SpeculateShape } from '../scheduler/scheduler.js';
 import type { EngineStageDef } from './types.js';
 
@@ -63,9 +64,13 @@ export class HeadsLibrary {
     let tree = meta.tree;
     if (o.nodes !== undefined) {
       const acc = meta.training?.rankAccuracy;
-      tree = acc !== undefined ? buildTree(acc, o.nodes) : meta.tree.slice(0, o.nodes);
+      tree = meta.paths !== undefined ? meta.paths.slice(0, o.nodes).map((p) => p.path) : acc !== undefined ? buildTree(acc, o.nodes) : meta.tree.slice(0, o.nodes);
     }
     const gate = o.entropyGate === undefined || o.entropyGate === true ? meta.gateThreshold : o.entropyGate === false ? null : o.entropyGate;
+    // The batch's cost model, where the heads carry one (runtime/scheduler/draft-budget.ts).
+    const share = new Map(meta.paths?.map((p) => [p.path.join(','), p.share]));
+    const nodeValues = tree.map((p) => share.get(p.join(',')));
+    const costed = meta.forwardCost !== undefined && nodeValues.every((v) => v !== undefined);
     return {
       kind: meta.kind,
       heads,
@@ -73,6 +78,7 @@ export class HeadsLibrary {
       ranks: ranksPerHead(tree, meta.numHeads),
       gate,
       acceptance: o.acceptance ?? 'exact',
+      ...(costed ? { nodeValues: nodeValues as number[], rowCost: rowCostFrom(meta.forwardCost!) } : {}),
     };
   }
 

@@ -27,6 +27,7 @@ import type { LoadedModel } from '../model/types.js';
 import { headInput, type HeadsData, type HeadsKind, type HeadsMeta } from '../heads/files.js';
 import { entropy, headOutputs, SpeculativeHeads } from '../heads/heads.js';
 import { treeFromRows } from '../heads/tree.js';
+import { rowCostFrom, type RowCost } from '../scheduler/draft-budget.js';
 import type { DistilledRows } from './heads-data.js';
 import './gradients.js';
 
@@ -118,13 +119,17 @@ export function trainHeads(model: LoadedModel, train: DistilledRows, heldOut: Di
   tf.dispose([...vars, lmT, ...(vocab ? [lm] : [])]);
   optimizer.dispose();
   const evaluation = evaluateHeads(model, data, heldOut, o.ranks ?? 8);
-  const costs = measureCosts(model);
+  const table = measureCostTable(model);
+  const costs = rowCostFrom({ rows: table.rows, relative: table.ms });
   const headsMs = measureHeads(model, data);
   const shaped = chooseTree(evaluation.ranks, costs, headsMs);
   const gate = calibrateGate(evaluation, shaped.tree, costs, headsMs);
+  const best = treeFromRows(evaluation.ranks, PATHS_KEPT);
   data.meta = {
     ...data.meta,
     tree: shaped.tree,
+    paths: best.tree.map((p, i) => ({ path: p, share: Number(best.values[i]!.toFixed(5)) })),
+    forwardCost: { rows: table.rows, relative: table.ms.map((x) => Number((x / table.ms[0]!).toFixed(4))) },
     gateThreshold: gate.threshold,
     gateRate: gate.rate,
     training: {
@@ -143,6 +148,8 @@ export function trainHeads(model: LoadedModel, train: DistilledRows, heldOut: Di
 }
 
 const DEFAULT_VOCAB = 8192;
+/** Measured paths kept in the heads' file (HeadsMeta.paths): enough for any tree a request asks for. */
+const PATHS_KEPT = 64;
 
 /**
  * The `size` most frequent tokens of the rows' continuations (targets and the model's own
@@ -295,10 +302,16 @@ export function evaluateHeads(model: LoadedModel, heads: HeadsData, data: Distil
 }
 
 /** Milliseconds of one forward of n new rows after a 128-token past, n = 1 + tree nodes; measured here. */
-export type CostModel = (rows: number) => number;
+export type CostModel = RowCost;
 
 /** Times the forward at a few widths (after a 128-token past) and interpolates between them. */
 export function measureCosts(model: LoadedModel): CostModel {
+  const table = measureCostTable(model);
+  return rowCostFrom({ rows: table.rows, relative: table.ms });
+}
+
+/** Milliseconds of a forward of each of a few widths of new rows after a 128-token past. */
+export function measureCostTable(model: LoadedModel): { rows: number[]; ms: number[] } {
   const widths = [1, 2, 4, 8, 16, 32];
   const past = Array.from({ length: 128 }, (_, i) => 1 + (i % Math.max(1, model.config.vocabSize - 1)));
   const [pre] = forward(model, [{ ids: past, logits: 'none' }]);
@@ -316,13 +329,7 @@ export function measureCosts(model: LoadedModel): CostModel {
   for (let rep = 0; rep < 5; rep++) widths.forEach((n, i) => times[i]!.push(time(n)));
   const ms = times.map((t) => t.sort((a, b) => a - b)[2]!);
   for (const e of pre!.newKv) if (e) tf.dispose([e.k, e.v]);
-  return (rows) => {
-    const i = widths.findIndex((w) => w >= rows);
-    if (i < 0) return ms.at(-1)! * (rows / widths.at(-1)!);
-    if (i === 0) return ms[0]!;
-    const f = (rows - widths[i - 1]!) / (widths[i]! - widths[i - 1]!);
-    return ms[i - 1]! + f * (ms[i]! - ms[i - 1]!);
-  };
+  return { rows: widths, ms };
 }
 
 /**
