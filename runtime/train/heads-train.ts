@@ -118,20 +118,9 @@ export function trainHeads(model: LoadedModel, train: DistilledRows, heldOut: Di
   };
   tf.dispose([...vars, lmT, ...(vocab ? [lm] : [])]);
   optimizer.dispose();
-  const evaluation = evaluateHeads(model, data, heldOut, o.ranks ?? 8);
-  const table = measureCostTable(model);
-  const costs = rowCostFrom({ rows: table.rows, relative: table.ms });
-  const headsMs = measureHeads(model, data);
-  const shaped = chooseTree(evaluation.ranks, costs, headsMs);
-  const gate = calibrateGate(evaluation, shaped.tree, costs, headsMs);
-  const best = treeFromRows(evaluation.ranks, PATHS_KEPT);
+  const evaluation = shapeHeads(model, data, heldOut, o.ranks);
   data.meta = {
     ...data.meta,
-    tree: shaped.tree,
-    paths: best.tree.map((p, i) => ({ path: p, share: Number(best.values[i]!.toFixed(5)) })),
-    forwardCost: { rows: table.rows, relative: table.ms.map((x) => Number((x / table.ms[0]!).toFixed(4))) },
-    gateThreshold: gate.threshold,
-    gateRate: gate.rate,
     training: {
       tokens: train.rows,
       heldOutTokens: heldOut.rows,
@@ -145,6 +134,32 @@ export function trainHeads(model: LoadedModel, train: DistilledRows, heldOut: Di
     },
   };
   return data;
+}
+
+/**
+ * Fills in what depends on held-out rows and on this machine's speeds: the measured paths,
+ * the tree with the best expected tokens per millisecond, the gate threshold, and the
+ * forward's relative cost by rows (HeadsMeta.paths, tree, gateThreshold, gateRate,
+ * forwardCost). `skein train heads --reshape` runs it alone on trained heads, so a machine
+ * unlike the one they were trained on gets trees and a cost model of its own.
+ */
+export function shapeHeads(model: LoadedModel, data: HeadsData, heldOut: DistilledRows, ranks = 8): HeadsEvaluation {
+  const evaluation = evaluateHeads(model, data, heldOut, ranks);
+  const table = measureCostTable(model);
+  const costs = rowCostFrom({ rows: table.rows, relative: table.ms });
+  const headsMs = measureHeads(model, data);
+  const shaped = chooseTree(evaluation.ranks, costs, headsMs);
+  const gate = calibrateGate(evaluation, shaped.tree, costs, headsMs);
+  const best = treeFromRows(evaluation.ranks, PATHS_KEPT);
+  data.meta = {
+    ...data.meta,
+    tree: shaped.tree,
+    paths: best.tree.map((p, i) => ({ path: p, share: Number(best.values[i]!.toFixed(5)) })),
+    forwardCost: { rows: table.rows, relative: table.ms.map((x) => Number((x / table.ms[0]!).toFixed(4))) },
+    gateThreshold: gate.threshold,
+    gateRate: gate.rate,
+  };
+  return evaluation;
 }
 
 const DEFAULT_VOCAB = 8192;

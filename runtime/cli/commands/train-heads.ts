@@ -18,7 +18,7 @@ import { BadRequestError } from '../../../core/errors.js';
 import { loadModel, MODELS_DIR } from '../../checkpoint/load.js';
 import { HEADS_KINDS, readHeads, writeHeads, type HeadsKind } from '../../heads/files.js';
 import { fillCache } from '../../train/heads-cache.js';
-import { trainHeads } from '../../train/heads-train.js';
+import { shapeHeads, trainHeads } from '../../train/heads-train.js';
 import { MODEL_OPTION_HELP, modelOrDefault } from '../../pull/default-model.js';
 
 interface HeadsOptions {
@@ -41,6 +41,7 @@ interface HeadsOptions {
   init?: string;
   vocab: number;
   pendingToken?: boolean;
+  reshape?: boolean;
 }
 
 /** `--shard s/n`: this process generates chunks i ≡ s−1 (mod n). */
@@ -86,8 +87,21 @@ async function trainHeadsCommand(o: HeadsOptions): Promise<void> {
       log,
       ...(heldOut ? { readOnly: o.cached === true || shard.index > 0 } : { shard, readOnly: o.cached === true }),
     });
-  log(`distilling: ${o.tokens} training rows${shard.count > 1 ? ` (shard ${shard.index + 1} of ${shard.count})` : ''}, ${o.heldOut} held-out, continuations of up to ${o.maxTokens} tokens, batch ${o.maxBatch}`);
+  if (!o.reshape) log(`distilling: ${o.tokens} training rows${shard.count > 1 ? ` (shard ${shard.index + 1} of ${shard.count})` : ''}, ${o.heldOut} held-out, continuations of up to ${o.maxTokens} tokens, batch ${o.maxBatch}`);
   const heldOut = cache(true, o.heldOut);
+  const out = o.out ?? path.join(MODELS_DIR, 'heads', name, kind);
+  if (o.reshape) {
+    if (heldOut.rows === 0) {
+      model.dispose();
+      throw new BadRequestError('--reshape', 'no held-out rows are cached yet; run with --data-only first');
+    }
+    const heads = readHeads(out, model.config);
+    shapeHeads(model, heads, heldOut);
+    writeHeads(out, heads);
+    log(`reshaped ${out} on ${heldOut.rows} held-out rows: tree of ${heads.meta.tree.length} nodes (best path share ${heads.meta.paths?.[0]?.share ?? 0}); gate threshold ${heads.meta.gateThreshold ?? 'none'} (rate ${heads.meta.gateRate ?? 0}); forward cost by rows ${JSON.stringify(heads.meta.forwardCost)}`);
+    model.dispose();
+    return;
+  }
   const train = cache(false, o.tokens);
   log(`${train.rows} training rows (${train.prompts} prompts), ${heldOut.rows} held-out rows (${heldOut.prompts} prompts), ${((performance.now() - t0) / 1000).toFixed(0)} s`);
   if (o.dataOnly) {
@@ -118,7 +132,6 @@ async function trainHeadsCommand(o: HeadsOptions): Promise<void> {
       }
     },
   });
-  const out = o.out ?? path.join(MODELS_DIR, 'heads', name, kind);
   writeHeads(out, heads);
   const t = heads.meta.training!;
   log(`held-out top-1 per head ${t.top1.join(', ')}; top-5 ${t.top5.join(', ')}; vocabulary ${heads.meta.vocab?.length ?? 'all'} tokens covering ${t.vocabCoverage ?? 1} of the training targets`);
@@ -145,6 +158,7 @@ export function registerHeads(train: Command): void {
     .option('--init <dir>', 'start from the heads in this folder (fine-tuning them on the rows) instead of zeros')
     .option('--cached', 'train on the rows already cached, generating none')
     .option('--data-only', 'distill (or top up) the cached rows and stop')
+    .option('--reshape', 'keep the trained heads in --out (default models/heads/<model>/<kind>) and only re-measure on cached held-out rows and this machine: their tree, gate and forward cost by rows')
     .option('--steps <n>', 'optimiser steps (default: two epochs)', int('--steps'))
     .option('--batch <n>', 'rows per step', int('--batch'), 64)
     .option('--lr <x>', 'Adam learning rate', Number, 1e-3)
