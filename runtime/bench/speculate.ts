@@ -148,7 +148,8 @@ registerBench('speculate', {
         const v = f.reduce((sum, x) => sum + (x.verifications ?? 0), 0);
         const a = f.reduce((sum, x) => sum + (x.draftsAccepted ?? 0), 0);
         const g = f.reduce((sum, x) => sum + (x.gatedSteps ?? 0), 0);
-        return { meanAcceptedLength: v > 0 ? round(1 + a / v, 3) : 1, gateRate: v + g > 0 ? round(g / (v + g), 3) : 0 };
+        const u = f.reduce((sum, x) => sum + (x.unaffordableSteps ?? 0), 0);
+        return { meanAcceptedLength: v > 0 ? round(1 + a / v, 3) : 1, gateRate: v + g > 0 ? round(g / (v + g), 3) : 0, unaffordableRate: v + g + u > 0 ? round(u / (v + g + u), 3) : 0 };
       };
       const identical = {
         medusa_b1: same('medusa_b1', 'plain_b1'),
@@ -172,10 +173,14 @@ registerBench('speculate', {
           medusa_b1: accepted('medusa_b1').meanAcceptedLength,
           cerberus_b1: accepted('cerberus_b1').meanAcceptedLength,
           cerberus_gated_b1: accepted('cerberus_gated_b1').meanAcceptedLength,
+          medusa_b8: accepted('medusa_b8').meanAcceptedLength,
           cerberus_gated_b8: accepted('cerberus_gated_b8').meanAcceptedLength,
         },
         gate_rate: accepted('cerberus_gated_b1').gateRate,
         gate_rate_b8: accepted('cerberus_gated_b8').gateRate,
+        // Share of speculating steps the batch's cost model decoded plainly (no draft could pay for its row).
+        unaffordable_rate_b1: accepted('cerberus_b1').unaffordableRate,
+        unaffordable_rate_b8: { medusa: accepted('medusa_b8').unaffordableRate, cerberus_gated: accepted('cerberus_gated_b8').unaffordableRate },
       };
       log(`speculate: tokens/s ${JSON.stringify(tokensPerSec)}`);
       log(`speculate: ratios ${JSON.stringify(ratios)}`);
