@@ -194,7 +194,7 @@ function tensor(file: string, tensors: Record<string, FloatTensor>, name: string
   return t.data;
 }
 
-/** Writes a heads folder (weights first, so a folder with heads.json is always complete). */
+/** Writes a heads folder (weights first, so a folder with heads.json is always complete; weights as F16). */
 export function writeHeads(dir: string, heads: HeadsData): void {
   const d = heads.meta.hiddenSize;
   const tensors: Record<string, FloatTensor> = {};
@@ -203,7 +203,9 @@ export function writeHeads(dir: string, heads: HeadsData): void {
     tensors[`heads.${k}.bias`] = { shape: [d], data: heads.biases[k]! };
   });
   fs.mkdirSync(dir, { recursive: true });
-  writeSafetensors(path.join(dir, HEADS_WEIGHTS), tensors, 'F32', { format: 'skein-heads', kind: heads.meta.kind });
+  // F16: half the bytes of a committed file (four heads reading the pending token are 14.6 MB in F32); decoding
+  // rounds them further, to Q8_0 (heads.ts), and training keeps its own F32 state.
+  writeSafetensors(path.join(dir, HEADS_WEIGHTS), tensors, 'F16', { format: 'skein-heads', kind: heads.meta.kind });
   // The vocabulary's thousands of ids on one line, the rest of the file one field a line.
   const text = JSON.stringify(heads.meta, (key, value: unknown) => (key === 'vocab' && value !== undefined ? '@vocab' : value), 2).replace('"@vocab"', JSON.stringify(heads.meta.vocab));
   fs.writeFileSync(path.join(dir, HEADS_JSON), `${text}\n`);

@@ -146,7 +146,7 @@ export function trainHeads(model: LoadedModel, train: DistilledRows, heldOut: Di
 export function shapeHeads(model: LoadedModel, data: HeadsData, heldOut: DistilledRows, ranks = 8): HeadsEvaluation {
   const evaluation = evaluateHeads(model, data, heldOut, ranks);
   const table = measureCostTable(model);
-  const costs = rowCostFrom({ rows: table.rows, relative: table.ms });
+  const costs = rowCostFrom({ rows: table.rows, relative: table.relative.map((r) => r * table.ms[0]!) });
   const headsMs = measureHeads(model, data);
   const shaped = chooseTree(evaluation.ranks, costs, headsMs);
   const gate = calibrateGate(evaluation, shaped.tree, costs, headsMs);
@@ -155,7 +155,7 @@ export function shapeHeads(model: LoadedModel, data: HeadsData, heldOut: Distill
     ...data.meta,
     tree: shaped.tree,
     paths: best.tree.map((p, i) => ({ path: p, share: Number(best.values[i]!.toFixed(5)) })),
-    forwardCost: { rows: table.rows, relative: table.ms.map((x) => Number((x / table.ms[0]!).toFixed(4))) },
+    forwardCost: { rows: table.rows, relative: table.relative.map((x) => Number(x.toFixed(4))) },
     gateThreshold: gate.threshold,
     gateRate: gate.rate,
   };
@@ -322,11 +322,18 @@ export type CostModel = RowCost;
 /** Times the forward at a few widths (after a 128-token past) and interpolates between them. */
 export function measureCosts(model: LoadedModel): CostModel {
   const table = measureCostTable(model);
-  return rowCostFrom({ rows: table.rows, relative: table.ms });
+  return rowCostFrom({ rows: table.rows, relative: table.relative.map((r) => r * table.ms[0]!) });
 }
 
 /** Milliseconds of a forward of each of a few widths of new rows after a 128-token past. */
-export function measureCostTable(model: LoadedModel): { rows: number[]; ms: number[] } {
+/**
+ * Milliseconds of a forward of each of a few widths of new rows after a 128-token past,
+ * and each width's cost relative to one row: the median over 9 reps of the width's time
+ * over a one-row forward timed right before it. Paired ratios, because this machine's
+ * speed drifts by ±15 % from one second to the next (lone medians read 2 rows at 1.10 and
+ * 1.18 one-row forwards in two runs a minute apart), and the draft budget needs the shape.
+ */
+export function measureCostTable(model: LoadedModel): { rows: number[]; ms: number[]; relative: number[] } {
   const widths = [1, 2, 4, 8, 16, 32];
   const past = Array.from({ length: 128 }, (_, i) => 1 + (i % Math.max(1, model.config.vocabSize - 1)));
   const [pre] = forward(model, [{ ids: past, logits: 'none' }]);
@@ -338,13 +345,21 @@ export function measureCostTable(model: LoadedModel): { rows: number[]; ms: numb
     for (const e of r!.newKv) if (e) tf.dispose([e.k, e.v]);
     return ms;
   };
-  for (const n of widths) time(n); // warm-up: prepared weights, scratch memory, the JIT
-  // Interleaved, so a burst of load on the machine hits every width alike; median of 5.
+  for (let rep = 0; rep < 2; rep++) for (const n of widths) time(n); // warm-up: prepared weights, scratch memory, the JIT
+  const REPS = 9;
   const times = widths.map(() => [] as number[]);
-  for (let rep = 0; rep < 5; rep++) widths.forEach((n, i) => times[i]!.push(time(n)));
-  const ms = times.map((t) => t.sort((a, b) => a - b)[2]!);
+  const ratios = widths.map(() => [] as number[]);
+  for (let rep = 0; rep < REPS; rep++) {
+    widths.forEach((n, i) => {
+      const one = time(1);
+      const t = n === 1 ? one : time(n);
+      times[i]!.push(t);
+      ratios[i]!.push(t / one);
+    });
+  }
+  const median = (xs: number[]) => xs.sort((a, b) => a - b)[xs.length >> 1]!;
   for (const e of pre!.newKv) if (e) tf.dispose([e.k, e.v]);
-  return { rows: widths, ms };
+  return { rows: widths, ms: times.map(median), relative: ratios.map(median) };
 }
 
 /**
