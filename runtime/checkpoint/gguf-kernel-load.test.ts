@@ -53,9 +53,11 @@ describe.each(['q4_0', 'q8_0'] as BlockType[])('a shrunken Llama-3.2-1B shape as
     expect(b.layers[0]!.wq).toBeInstanceOf(UploadedMatrix);
     expect(b.lmHead).toMatchObject({ type, rows: 640, cols: 128 });
     const mem = memorySnapshot(model);
-    // Bytes per 32 values as the kernels hold them: matmul.c's x4 layout (f32 scales: Q8_0
-    // 144 and Q4_0 96 bytes per 4 rows), every matrix here having rows in fours.
-    const rb = type === 'q8_0' ? 36 : 24;
+    // Bytes per 32 values as the kernels hold them, every matrix here having rows in fours:
+    // matmul.c's x4 layout (f32 scales: Q8_0 144 and Q4_0 96 bytes per 4 rows), or the
+    // native kernels' x4h (f16 scales: Q8_0 136, Q4_0 72).
+    const native = b.lmHead instanceof UploadedMatrix && b.lmHead.weight.layout === 'x4h';
+    const rb = (type === 'q8_0' ? (native ? 136 : 144) : native ? 72 : 96) / 4;
     const blockBytes = ((numLayers * (2 * h * h + 2 * 64 * h + 3 * h * 256) + 640 * h) / 32) * rb;
     expect(mem.kernelsInUse).toBeGreaterThanOrEqual(blockBytes);
     expect(mem.kernelsInUse).toBeLessThan(blockBytes + 2 ** 17); // + the kernels' stack and alignment

@@ -104,7 +104,7 @@ describe('matmul kernels equal a plain dequantize + dot', () => {
     expect(relErr(y, reference(wf, rows, cols, quantized ? roundActivations(x) : x, T))).toBeLessThan(2e-6);
     // Against f32 activations: the int8 activation rounding costs under 1%.
     expect(relErr(y, reference(wf, rows, cols, x, T))).toBeLessThan(quantized ? 0.01 : 2e-6);
-    expect(w.layout).toBe(quantized && interleave ? 'x4' : 'rows');
+    expect(w.layout).toBe(quantized && interleave ? (k.native ? 'x4h' : 'x4') : 'rows');
   }
 
   it.each(['q8_0', 'q4_0', 'q4_1'] as BlockType[])('%s x4 at 7 rows (passes of 4, 2 and 1 tokens)', (type) => check(type, 7, true));
@@ -161,15 +161,16 @@ describe('matmul kernels equal a plain dequantize + dot', () => {
     expect(() => k.gatedMlp(gate!, up!, gate!, x, 3)).toThrow(/shapes disagree/);
   });
 
-  it.each(['f32', 'f16', 'q8_0', 'q4_0', 'q4_1'] as BlockType[])('reads %s rows back out as uploaded (x4 groups undone)', (type) => {
+  it.each(['f32', 'f16', 'q8_0', 'q4_0', 'q4_1'] as BlockType[])('reads %s rows back out as uploaded (x4 and native x4h groups undone)', (type) => {
     const m = quantizeMatrix(randn(12 * 64, 5), 12, 64, type);
-    const k = new MatmulKernels();
-    const w = k.upload(m);
-    expect(w.layout).toBe(type.startsWith('q') ? 'x4' : 'rows');
-    expect(k.read(w)).toEqual(m);
-    const rb = m.data.length / 12;
-    expect(k.read(w, 5, 7).data).toEqual(m.data.subarray(5 * rb, 7 * rb));
-    expect(() => k.read(w, 3, 13)).toThrow(/rows \[3, 13\) outside 0..12/);
+    for (const k of [new MatmulKernels(), new MatmulKernels({ native: false })]) {
+      const w = k.upload(m);
+      expect(w.layout).toBe(type.startsWith('q') ? (k.native ? 'x4h' : 'x4') : 'rows');
+      expect(k.read(w)).toEqual(m);
+      const rb = m.data.length / 12;
+      expect(k.read(w, 5, 7).data).toEqual(m.data.subarray(5 * rb, 7 * rb));
+      expect(() => k.read(w, 3, 13)).toThrow(/rows \[3, 13\) outside 0..12/);
+    }
   });
 
   it('refuses shapes it cannot run, naming them', () => {

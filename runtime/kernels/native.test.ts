@@ -115,5 +115,8 @@ describe('native kernels', () => {
     expect(() => (addon!.matmul_x4r as (...a: number[]) => void)(0, 3)).toThrow(/wrong argument count/);
     const id = addon!.register(new Uint8Array(new WebAssembly.Memory({ initial: 1, maximum: 2, shared: true }).buffer));
     expect(() => addon!.matmul_x4_q8_0(id, 3, 0, 4, 32, 0, 0, 0, 1, 0, 0, 1)).toThrow(/Q8_0 groups only/);
+    expect(() => addon!.matmul_x4r(id, 8, 0, 4, 32, 0, 0, 0, 1, 0, 0, 1)).toThrow(/Q4_0 and Q4_1 groups/);
+    expect(() => addon!.repack_x4h(id, 1, 0, 4, 32, 0)).toThrow(/repack_x4h takes Q4_0, Q4_1 or Q8_0 rows/);
+    expect(() => addon!.repack_x4h(id, 3, 0, 6, 32, 0)).toThrow(/a multiple of 4/);
   });
 });

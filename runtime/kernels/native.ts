@@ -15,13 +15,21 @@ export interface NativeKernels {
   supported(): boolean;
   /** Registers a shared wasm memory (a Uint8Array over all of it) and returns its id. */
   register(view: Uint8Array): number;
+  /** A file's Q4_0 / Q4_1 / Q8_0 rows at src into the addon's x4h groups at dst (x4hBytes of them): matmul.c's x4 groups with f16 scales. */
+  repack_x4h(id: number, type: number, src: number, rows: number, cols: number, dst: number): void;
+  /** matmul_x4r on x4h groups (Q4_0, Q4_1). */
   matmul_x4r(id: number, type: number, w: number, rows: number, cols: number, qa: number, da: number, sa: number, T: number, y: number, g0: number, g1: number): void;
-  /** matmul_x4 for Q8_0 groups only. */
+  /** matmul_x4 on x4h groups, for Q8_0 only. */
   matmul_x4_q8_0(id: number, type: number, w: number, rows: number, cols: number, qa: number, da: number, sa: number, T: number, y: number, g0: number, g1: number): void;
   matmul_float(id: number, type: number, w: number, rows: number, cols: number, x: number, T: number, y: number, r0: number, r1: number): void;
   silu_mul(id: number, g: number, u: number, n: number): void;
   store_f16(id: number, src: number, n: number, dst: number): void;
   attention(id: number, q: number, kc: number, vc: number, rows: number, chunks: number, P: number, n: number, vis: number, H: number, KV: number, D: number, scores: number, out: number, last: number, h0: number, h1: number): void;
+}
+
+/** Bytes of the addon's x4h groups for a rows × cols matrix (kernels.c: 72, 80 and 136 bytes per 4 rows × 32 columns). */
+export function x4hBytes(type: 'q4_0' | 'q4_1' | 'q8_0', rows: number, cols: number): number {
+  return (rows / 4) * (cols / 32) * { q4_0: 72, q4_1: 80, q8_0: 136 }[type];
 }
 
 export const NATIVE_ADDON = fileURLToPath(new URL('./native/build/skein-kernels.node', import.meta.url));

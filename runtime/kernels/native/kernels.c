@@ -2,8 +2,9 @@
  * Native x86-64 (AVX2) versions of the two products that decide decode and verification
  * speed — matmul.c's matmul_x4r (Q4_0/Q4_1 groups × int8 activations) and matmul_x4 for
  * Q8_0 groups (the LM head of the Q4 GGUFs, every product of a Q8_0 one) — as a Node-API
- * addon. They work in place on the wasm kernels' shared memory (weights, activations and
- * outputs at the same offsets the wasm exports take), so matmul.ts swaps a call, nothing
+ * addon. They work in place on the wasm kernels' shared memory (activations and outputs
+ * at the same offsets the wasm exports take; quantized weights in this file's x4h groups,
+ * which repack_x4h makes at upload), so matmul.ts swaps a call and the repacking, nothing
  * else. Built at install time by build.mjs where a C compiler and the Node-API headers are
  * present; matmul.ts falls back to the wasm build where it is not, or when this build's
  * answers differ from the wasm ones on a check product.
@@ -28,8 +29,25 @@
 #include "wasm-sse.h"
 
 #define QK 32
+#define T_Q4_0 2
+#define T_Q4_1 3
 #define T_Q8_0 8
 #define MAX_MEMORIES 256
+
+/*
+ * The native ("x4h") groups: matmul.c's x4 groups (4 rows × one block, quants by column
+ * pairs, the same bytes) with the 4 rows' scales kept as f16, as the file has them, where
+ * the wasm layout widens them to f32 (one vector op there; here one F16C instruction
+ * converts them back, exactly). Q4_0's offsets (−8·d) are not stored: d·−8 in f32 is the
+ * wasm layout's stored value, made at run time.
+ *   Q4_0x4h { f16 d[4]; uint8 q[64]; }            72 bytes (wasm x4: 96; file: 4 × 18)
+ *   Q4_1x4h { f16 d[4]; f16 m[4]; uint8 q[64]; }  80 bytes (wasm x4: 96; file: 4 × 20)
+ *   Q8_0x4h { f16 d[4]; int8 q[128]; }            136 bytes (wasm x4: 144; file: 4 × 34)
+ * A decode step streams its weights from memory (this machine reads ~7.5 GB/s on one
+ * thread): SmolLM2-135M's Q4_1 layers are 17 % fewer bytes than in the wasm layout.
+ */
+static inline size_t x4h_group_bytes(int type) { return type == T_Q8_0 ? 136 : type == T_Q4_1 ? 80 : 72; }
+static inline size_t x4h_quants_at(int type) { return type == T_Q4_1 ? 16 : 8; }
 
 /* Base addresses of registered wasm memories: shared ones never move (their maximum is reserved up front). */
 static uint8_t *memories[MAX_MEMORIES];
@@ -42,8 +60,12 @@ static int memory_count;
 AVX2 __m256i load2(const uint8_t *a, const uint8_t *b) {
   return _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)a)), _mm_loadu_si128((const __m128i *)b), 1);
 }
-AVX2 __m256 load2f(const uint8_t *a, const uint8_t *b) {
-  return _mm256_insertf128_ps(_mm256_castps128_ps256(_mm_loadu_ps((const float *)a)), _mm_loadu_ps((const float *)b), 1);
+/* Two groups' 4 f16 scales (8 bytes at a and at b) as 8 floats: exact, as the wasm layout's f32 copies are. */
+AVX2 __m256 load2h(const uint8_t *a, const uint8_t *b) {
+  int64_t x, y;
+  __builtin_memcpy(&x, a, 8);
+  __builtin_memcpy(&y, b, 8);
+  return _mm256_cvtph_ps(_mm_set_epi64x(y, x));
 }
 AVX2 int32_t load_i32(const int8_t *p) {
   int32_t v;
@@ -74,19 +96,21 @@ AVX2 void prefetch_pair(const uint8_t *p, size_t gb, size_t block) {
 /*
  * TT tokens (1–4, constant once inlined) over a pair of Q4 groups (rows 4g..4g+7; gb is
  * the second group's offset from the first) or, with one = 1, a single group in the low
- * half. The wasm x4r_pass's products, blocks and float steps, 8 rows per vector.
+ * half, in x4h groups (type: Q4_0 or Q4_1). The wasm x4r_pass's products, blocks and
+ * float steps, 8 rows per vector.
  */
-AVX2 void x4r_tile(const uint8_t *wg, size_t gb, int nb, const int8_t *qa, size_t qs, const float *da, const float *sa, int TT, float *y, size_t ys, int one) {
+AVX2 void x4r_tile(int type, const uint8_t *wg, size_t gb, int nb, const int8_t *qa, size_t qs, const float *da, const float *sa, int TT, float *y, size_t ys, int one) {
   const __m256i m4 = _mm256_set1_epi8(15), ones = _mm256_set1_epi16(1);
+  const size_t bytes = x4h_group_bytes(type), quants = x4h_quants_at(type);
   __m256 acc[4], accm[4];
   for (int t = 0; t < TT; t++) acc[t] = accm[t] = _mm256_setzero_ps();
   const uint8_t *p = wg;
-  for (int b = 0; b < nb; b++, p += 96) {
-    prefetch_pair(p, one ? 0 : gb, 96);
+  for (int b = 0; b < nb; b++, p += bytes) {
+    prefetch_pair(p, one ? 0 : gb, bytes);
     __m256i s[4];
     for (int t = 0; t < TT; t++) s[t] = _mm256_setzero_si256();
     for (int u = 0; u < 4; u++) {
-      const __m256i v = load2(p + 32 + 16 * u, p + (one ? 0 : gb) + 32 + 16 * u);
+      const __m256i v = load2(p + quants + 16 * u, p + (one ? 0 : gb) + quants + 16 * u);
       const __m256i lo = _mm256_and_si256(v, m4), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
       for (int t = 0; t < TT; t++) {
         const int8_t *a = qa + (size_t)t * qs + (size_t)b * QK + 8 * u;
@@ -95,15 +119,15 @@ AVX2 void x4r_tile(const uint8_t *wg, size_t gb, int nb, const int8_t *qa, size_
         s[t] = _mm256_add_epi16(s[t], _mm256_add_epi16(x0, x1));
       }
     }
-    const __m256 d = load2f(p, p + (one ? 0 : gb));
+    const __m256 d = load2h(p, p + (one ? 0 : gb));
     for (int t = 0; t < TT; t++) {
       const __m256 f = _mm256_cvtepi32_ps(_mm256_madd_epi16(s[t], ones));
       acc[t] = _mm256_add_ps(acc[t], _mm256_mul_ps(f, _mm256_mul_ps(d, _mm256_set1_ps(da[(size_t)t * nb + b]))));
     }
   }
-  p = wg + 16;
-  for (int b = 0; b < nb; b++, p += 96) {
-    const __m256 m = load2f(p, p + (one ? 0 : gb));
+  p = wg;
+  for (int b = 0; b < nb; b++, p += bytes) {
+    const __m256 m = type == T_Q4_1 ? load2h(p + 8, p + (one ? 0 : gb) + 8) : _mm256_mul_ps(load2h(p, p + (one ? 0 : gb)), _mm256_set1_ps(-8.f));
     for (int t = 0; t < TT; t++) accm[t] = _mm256_add_ps(accm[t], _mm256_mul_ps(m, _mm256_set1_ps(sa[(size_t)t * nb + b])));
   }
   for (int t = 0; t < TT; t++) {
@@ -124,13 +148,13 @@ AVX2 void x8_tile(const uint8_t *wg, size_t gb, int nb, const int16_t *qa, size_
   __m256 acc[4];
   for (int t = 0; t < TT; t++) acc[t] = _mm256_setzero_ps();
   const uint8_t *p = wg;
-  for (int b = 0; b < nb; b++, p += 144) {
-    prefetch_pair(p, one ? 0 : gb, 144);
+  for (int b = 0; b < nb; b++, p += 136) {
+    prefetch_pair(p, one ? 0 : gb, 136);
     __m256i s0[4], s1[4];
     for (int t = 0; t < TT; t++) s0[t] = s1[t] = _mm256_setzero_si256();
     for (int u = 0; u < 8; u++) {
-      const __m256i w0 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(p + 16 + 16 * u)));
-      const __m256i w1 = one ? w0 : _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(p + gb + 16 + 16 * u)));
+      const __m256i w0 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(p + 8 + 16 * u)));
+      const __m256i w1 = one ? w0 : _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(p + gb + 8 + 16 * u)));
       for (int t = 0; t < TT; t++) {
         const __m128i a4 = _mm_loadl_epi64((const __m128i *)(qa + (size_t)t * qs + (size_t)b * QK + 4 * u));
         const __m256i a = _mm256_permutevar8x32_epi32(_mm256_castsi128_si256(a4), spread);
@@ -138,7 +162,7 @@ AVX2 void x8_tile(const uint8_t *wg, size_t gb, int nb, const int16_t *qa, size_
         if (!one) s1[t] = _mm256_add_epi32(s1[t], _mm256_madd_epi16(w1, a));
       }
     }
-    const __m256 d = load2f(p, p + (one ? 0 : gb));
+    const __m256 d = load2h(p, p + (one ? 0 : gb));
     for (int t = 0; t < TT; t++) {
       /* Low half of s0: group 1's rows over columns (4u, 4u+1); high half: over (4u+2, 4u+3). */
       const __m256i lo = _mm256_permute2x128_si256(s0[t], s1[t], 0x20), hi = _mm256_permute2x128_si256(s0[t], s1[t], 0x31);
@@ -167,17 +191,17 @@ AVX2 void x8_tile(const uint8_t *wg, size_t gb, int nb, const int16_t *qa, size_
     g += one ? 1 : 2;                                                                                   \
   }
 
-AVX2_FN static void matmul_x4r(const uint8_t *w, int rows, int cols, const int8_t *qa, const float *da, const float *sa, int T, float *y, int g0, int g1) {
+AVX2_FN static void matmul_x4r(int type, const uint8_t *w, int rows, int cols, const int8_t *qa, const float *da, const float *sa, int T, float *y, int g0, int g1) {
   const int nb = cols / QK;
-  const size_t qs = (size_t)nb * QK, gb = (size_t)nb * 96;
-#define TILE(TT) x4r_tile(wg, gb, nb, qa + t * qs, qs, da + (size_t)t * nb, sa + (size_t)t * nb, TT, yg + (size_t)t * rows, rows, one)
+  const size_t qs = (size_t)nb * QK, gb = (size_t)nb * x4h_group_bytes(type);
+#define TILE(TT) x4r_tile(type, wg, gb, nb, qa + t * qs, qs, da + (size_t)t * nb, sa + (size_t)t * nb, TT, yg + (size_t)t * rows, rows, one)
   GROUP_LOOP(gb, TILE)
 #undef TILE
 }
 
 AVX2_FN static void matmul_x8(const uint8_t *w, int rows, int cols, const int16_t *qa, const float *da, int T, float *y, int g0, int g1) {
   const int nb = cols / QK;
-  const size_t qs = (size_t)nb * QK, gb = (size_t)nb * 144;
+  const size_t qs = (size_t)nb * QK, gb = (size_t)nb * 136;
 #define TILE(TT) x8_tile(wg, gb, nb, qa + t * qs, qs, da + (size_t)t * nb, TT, yg + (size_t)t * rows, rows, one)
   GROUP_LOOP(gb, TILE)
 #undef TILE
@@ -337,7 +361,11 @@ static napi_value js_matmul_x4r(napi_env env, napi_callback_info info) {
   uint32_t a[12];
   if (!read_args(env, info, a, 12)) return NULL;
   uint8_t *m = memories[a[0]];
-  matmul_x4r(m + a[2], (int)a[3], (int)a[4], (const int8_t *)(m + a[5]), (const float *)(m + a[6]), (const float *)(m + a[7]), (int)a[8], (float *)(m + a[9]), (int)a[10], (int)a[11]);
+  if (a[1] != T_Q4_0 && a[1] != T_Q4_1) {
+    napi_throw_range_error(env, NULL, "native kernels: matmul_x4r is for Q4_0 and Q4_1 groups");
+    return NULL;
+  }
+  matmul_x4r((int)a[1], m + a[2], (int)a[3], (int)a[4], (const int8_t *)(m + a[5]), (const float *)(m + a[6]), (const float *)(m + a[7]), (int)a[8], (float *)(m + a[9]), (int)a[10], (int)a[11]);
   return NULL;
 }
 
@@ -351,6 +379,51 @@ static napi_value js_matmul_x8(napi_env env, napi_callback_info info) {
   }
   uint8_t *m = memories[a[0]];
   matmul_x8(m + a[2], (int)a[3], (int)a[4], (const int16_t *)(m + a[5]), (const float *)(m + a[6]), (int)a[8], (float *)(m + a[9]), (int)a[10], (int)a[11]);
+  return NULL;
+}
+
+/*
+ * repack_x4h(id, type, src, rows, cols, dst): a file's Q4_0 / Q4_1 / Q8_0 rows (rows a
+ * multiple of 4) into x4h groups (above); the quants go exactly where matmul.c's
+ * repack_x4 puts them.
+ */
+static void repack_x4h(int type, const uint8_t *src, int rows, int cols, uint8_t *dst) {
+  const int nb = cols / QK;
+  const size_t bs = type == T_Q8_0 ? 34 : type == T_Q4_1 ? 20 : 18, gb = x4h_group_bytes(type);
+  const int head = type == T_Q4_1 ? 4 : 2;
+  for (int g = 0; g < rows / 4; g++) {
+    for (int b = 0; b < nb; b++) {
+      uint8_t *o = dst + ((size_t)g * nb + b) * gb;
+      uint8_t *q = o + (type == T_Q8_0 ? 8 : x4h_quants_at(type));
+      if (type != T_Q8_0) __builtin_memset(q, 0, 64);
+      for (int k = 0; k < 4; k++) {
+        const uint8_t *blk = src + ((size_t)(4 * g + k) * nb + b) * bs;
+        __builtin_memcpy(o + 2 * k, blk, 2);
+        if (type == T_Q4_1) __builtin_memcpy(o + 8 + 2 * k, blk + 2, 2);
+        for (int c = 0; c < QK; c++) {
+          const int pair = c >> 1, lane = 2 * k + (c & 1);
+          if (type == T_Q8_0) {
+            q[pair * 8 + lane] = blk[head + c];
+          } else {
+            const int nibble = c < 16 ? blk[head + c] & 15 : blk[head + c - 16] >> 4;
+            const int s = pair >> 2, e = pair & 3;
+            q[s * 16 + 2 * lane + (e >> 1)] |= (uint8_t)(nibble << (4 * (e & 1)));
+          }
+        }
+      }
+    }
+  }
+}
+
+static napi_value js_repack_x4h(napi_env env, napi_callback_info info) {
+  uint32_t a[6];
+  if (!read_args(env, info, a, 6)) return NULL;
+  if ((a[1] != T_Q4_0 && a[1] != T_Q4_1 && a[1] != T_Q8_0) || a[3] % 4 != 0 || a[4] % QK != 0) {
+    napi_throw_range_error(env, NULL, "native kernels: repack_x4h takes Q4_0, Q4_1 or Q8_0 rows, a multiple of 4 of them, of whole blocks");
+    return NULL;
+  }
+  uint8_t *m = memories[a[0]];
+  repack_x4h((int)a[1], m + a[2], (int)a[3], (int)a[4], m + a[5]);
   return NULL;
 }
 
@@ -426,6 +499,7 @@ NAPI_MODULE_INIT() {
   napi_property_descriptor props[] = {
       {"supported", NULL, js_supported, NULL, NULL, NULL, napi_default, NULL},
       {"register", NULL, js_register, NULL, NULL, NULL, napi_default, NULL},
+      {"repack_x4h", NULL, js_repack_x4h, NULL, NULL, NULL, napi_default, NULL},
       {"matmul_x4r", NULL, js_matmul_x4r, NULL, NULL, NULL, napi_default, NULL},
       {"matmul_x4_q8_0", NULL, js_matmul_x8, NULL, NULL, NULL, napi_default, NULL},
       {"matmul_float", NULL, js_matmul_float, NULL, NULL, NULL, napi_default, NULL},
