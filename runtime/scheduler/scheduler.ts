@@ -27,9 +27,9 @@ import { KvPool } from '../kv/pool.js';
 import { scoreToken, type ScoredToken } from '../generate/logprobs.js';
 import { entropy } from '../heads/heads.js';
 import { acceptPath, trimTree, treeInput, type TreeInput } from '../heads/tree.js';
-import { affordableDrafts, worthProposing, type RowCost } from './draft-budget.js';
 import { forward as defaultForward } from '../model/forward.js';
 import type { ForwardCallOptions, ForwardSequence, ForwardSequenceResult, LayerKvChunks, LoadedModel, PruneStep, ResumeStep } from '../model/types.js';
+import { affordableDrafts, worthProposing, type RowCost } from './draft-budget.js';
 
 export type ForwardFn = (model: LoadedModel, seqs: ForwardSequence[], opts?: ForwardCallOptions) => ForwardSequenceResult[];
 
