@@ -203,8 +203,38 @@ static inline int seen4(const uint8_t *vi, int P, int j) {
   return seen(vi, P, j) && seen(vi, P, j + 1) && seen(vi, P, j + 2) && seen(vi, P, j + 3);
 }
 
+/*
+ * Softmax numerators of nh heads' scores (head a's at scores + a·S) in place — exp(s − mx[a])
+ * for the keys the row sees, 0 for the others — and their sums in key order into sum[a], as
+ * one row alone would sum them (an invisible key adds 0).
+ */
+#ifdef WIDE_ATTENTION
+static void softmax_heads(float *scores, int S, int nh, const float *mx, int end, const uint8_t *vi, int P, float *sum);
+#else
+static inline __attribute__((always_inline)) void softmax_heads(float *scores, int S, int nh, const float *mx, int end, const uint8_t *vi, int P, float *sum) {
+  for (int a = 0; a < nh; a++) {
+    float *sa = scores + (size_t)a * S;
+    const v128_t m = wasm_f32x4_splat(mx[a]);
+    int j = 0;
+    /* Four visible keys at a time, the same arithmetic as exp_f32. */
+    while (j < end) {
+      if (j + 4 <= end && seen4(vi, P, j)) {
+        wasm_v128_store(sa + j, exp_f32x4(wasm_f32x4_sub(wasm_v128_load(sa + j), m)));
+        j += 4;
+      } else {
+        sa[j] = seen(vi, P, j) ? exp_f32(sa[j] - mx[a]) : 0.f;
+        j++;
+      }
+    }
+    float t = 0.f;
+    for (j = 0; j < end; j++) t += sa[j];
+    sum[a] = t;
+  }
+}
+#endif
+
 #ifndef WIDE_ATTENTION
-/* (The native build brings 256-bit versions of qk4 and pv with the same lanes: native/kernels.c.) */
+/* (The native build brings 256-bit versions of qk4, pv and softmax_heads with the same lanes: native/kernels.c.) */
 /*
  * Scores of NH query heads (a constant once inlined) against four consecutive keys whose
  * rows are at kr[0..3] (in one chunk or across chunks): head a's four scores go to scores[a·S ..], and their maximum
@@ -373,24 +403,8 @@ void attention(const float *q, const void *const *kc, const void *const *vc, con
           if (x > mx[a]) mx[a] = x;
           mxv[a] = wasm_i32x4_shuffle(mxv[a], mxv[a], 1, 2, 3, 0);
         }
-        float *sa = scores + (size_t)a * S;
-        const v128_t m = wasm_f32x4_splat(mx[a]);
-        int j = 0;
-        /* Four visible keys at a time, the same arithmetic as exp_f32. */
-        while (j < end) {
-          if (j + 4 <= end && seen4(vi, P, j)) {
-            wasm_v128_store(sa + j, exp_f32x4(wasm_f32x4_sub(wasm_v128_load(sa + j), m)));
-            j += 4;
-          } else {
-            sa[j] = seen(vi, P, j) ? exp_f32(sa[j] - mx[a]) : 0.f;
-            j++;
-          }
-        }
-        /* In key order, as one row alone would sum them (an invisible key adds 0). */
-        float t = 0.f;
-        for (j = 0; j < end; j++) t += sa[j];
-        sum[a] = t;
       }
+      softmax_heads(scores, S, nh, mx, end, vi, P, sum);
       /* The heads' outputs in blocks of 8 values over all keys, each value row loaded once
        * for every head; every lane sums its keys in key order. */
       const float *sp[HEADS_AT_ONCE];

@@ -68,16 +68,28 @@ describe('native kernels', () => {
     expect(Array.from(viaNative)).toEqual(Array.from(viaWasm));
   });
 
-  it.runIf(addon !== null).each([false, true])('attend with the wasm build\'s bits (f16 chunks: %s; uneven chunks, tree mask, key weights of the last row)', (f16) => {
+  // Shapes that take every path of the native attention: 8-value passes of 4, 3, 2 and 1
+  // vectors (by heads per KV head), a 4-value tail (D 12, 20), head groups split over calls
+  // (5 heads per KV head: 4, then 1), f32 and f16 chunks, decode rows and a tree mask.
+  const attentionCases = [
+    { H: 9, KV: 3, D: 64, n: 4 },
+    { H: 9, KV: 3, D: 64, n: 1 },
+    { H: 8, KV: 2, D: 12, n: 4 },
+    { H: 16, KV: 4, D: 64, n: 4 },
+    { H: 5, KV: 5, D: 8, n: 1 },
+    { H: 10, KV: 2, D: 20, n: 4 },
+    { H: 4, KV: 2, D: 32, n: 1 },
+  ].flatMap((c) => [false, true].map((f16) => ({ ...c, f16 })));
+  it.runIf(addon !== null).each(attentionCases)('attend with the wasm build\'s bits (%o; uneven chunks, key weights of the last row)', ({ H, KV, D, n, f16 }) => {
     const wasm = new MatmulKernels({ native: false });
     const native = new MatmulKernels();
-    const H = 9, KV = 3, D = 64, n = 4;
-    const sizes = [16, 16, 1, 1, 7, 1, n];
+    expect(native.native).toBe(true);
+    const sizes = [16, 16, 1, 1, 7, 16, 3, 1, n];
     const S = sizes.reduce((a, b) => a + b, 0);
     const k = randn(S * KV * D, 101, 0.5);
     const v = randn(S * KV * D, 102);
     const q = randn(n * H * D, 103, 0.3);
-    const tree = Uint8Array.of(1, 0, 0, 0, 1, 1, 0, 0, 1, 0, 1, 0, 1, 1, 0, 1);
+    const mask = n === 4 ? Uint8Array.of(1, 0, 0, 0, 1, 1, 0, 0, 1, 0, 1, 0, 1, 1, 0, 1) : Uint8Array.of(1);
     const run = (K: MatmulKernels) => {
       let at = 0;
       const chunks = sizes.map((r) => {
@@ -85,12 +97,11 @@ describe('native kernels', () => {
         at += r;
         return c;
       });
-      return K.attention(q, chunks.map((c) => c.k), chunks.map((c) => c.v), n, tree, { heads: H, kvHeads: KV, headDim: D }, true);
+      return [true, false].map((last) => K.attention(q, chunks.map((c) => c.k), chunks.map((c) => c.v), n, mask, { heads: H, kvHeads: KV, headDim: D }, last));
     };
-    const a = run(wasm);
-    const b = run(native);
-    expect(Array.from(b.out)).toEqual(Array.from(a.out));
-    expect(Array.from(b.last!)).toEqual(Array.from(a.last!));
+    const [a, b] = [run(wasm), run(native)];
+    for (const i of [0, 1]) expect(Array.from(b[i]!.out)).toEqual(Array.from(a[i]!.out));
+    expect(Array.from(b[0]!.last!)).toEqual(Array.from(a[0]!.last!));
   });
 
   it.runIf(addon !== null)('split a product with the kernel thread (native there too) with the same bits', () => {

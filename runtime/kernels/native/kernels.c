@@ -232,7 +232,14 @@ WIDE __m128 kv4_wide(const void *base, size_t i, int f16) {
   return f16 ? _mm_cvtph_ps(_mm_loadl_epi64((const __m128i *)((const uint16_t *)base + i))) : _mm_loadu_ps((const float *)base + i);
 }
 
-WIDE void qk4(const float *const *qh, const void *const *kb, const size_t *ko, int f16, int D, int NH, float *scores, int S, v128_t *mxv) {
+/* Four K values of two keys (a's in the low lanes): f16 ones widened together, one conversion. */
+WIDE __m256 kv_pair(const void *a, size_t i, const void *b, size_t k, int f16) {
+  if (!f16) return _mm256_insertf128_ps(_mm256_castps128_ps256(_mm_loadu_ps((const float *)a + i)), _mm_loadu_ps((const float *)b + k), 1);
+  const __m128i lo = _mm_loadl_epi64((const __m128i *)((const uint16_t *)a + i));
+  return _mm256_cvtph_ps(_mm_castpd_si128(_mm_loadh_pd(_mm_castsi128_pd(lo), (const double *)((const uint16_t *)b + k))));
+}
+
+WIDE void qk4_keys(const float *const *qh, const void *const *kb, const size_t *ko, int f16, int D, int NH, float *scores, int S, v128_t *mxv) {
   __m256 s[HEADS_AT_ONCE][2];
   for (int a = 0; a < NH; a++) s[a][0] = s[a][1] = _mm256_setzero_ps();
   for (int d = 0; d < D; d += 4) {
@@ -257,30 +264,146 @@ WIDE void qk4(const float *const *qh, const void *const *kb, const size_t *ko, i
   }
 }
 
-WIDE void pv(const float *const *sp, const float *inv, const void *const *vc, int f16, const int *rows, int chunks, int P, int end, const uint8_t *vi, int g, int D, int NH, float *o) {
-  for (int d = 0; d < D; d += PV_W) {
-    const int full = D - d >= 8; /* else four values are left: the wasm code's 128-bit step */
-    __m256 acc[HEADS_AT_ONCE];
-    for (int a = 0; a < NH; a++) acc[a] = _mm256_setzero_ps();
-    for (int c = 0, j = 0; c < chunks && j < end; c++) {
-      size_t vrow = (size_t)g * rows[c] * D + d;
-      for (int r = 0; r < rows[c] && j < end; r++, j++, vrow += D) {
-        if (j >= P && !vi[j - P]) continue;
-        const __m256 v = full ? (f16 ? _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)((const uint16_t *)vc[c] + vrow))) : _mm256_loadu_ps((const float *)vc[c] + vrow))
-                              : _mm256_castps128_ps256(kv4_wide(vc[c], vrow, f16));
-        for (int a = 0; a < NH; a++) acc[a] = _mm256_add_ps(acc[a], _mm256_mul_ps(_mm256_set1_ps(sp[a][j]), v));
+/* f16 a constant in each copy of the loop (the compiler left the test inside it). */
+WIDE void qk4(const float *const *qh, const void *const *kb, const size_t *ko, int f16, int D, int NH, float *scores, int S, v128_t *mxv) {
+  if (f16) qk4_keys(qh, kb, ko, 1, D, NH, scores, S, mxv);
+  else qk4_keys(qh, kb, ko, 0, D, NH, scores, S, mxv);
+}
+
+/*
+ * One pass of pv over NV·8 values (d .. d + 8·NV) of NH heads, NV·NH accumulators held in
+ * registers (NV: 4, 3, 2 for 1–2, 3, 4 heads: sixteen ymm registers), each value row loaded
+ * once for every head. Each lane sums its keys in key order, as the wasm pv does; keys of
+ * chunks that lie wholly in the cache skip the visibility test. Measured alone (SmolLM2's
+ * 3 heads per KV head, D = 64, a decode row over 1,024 f16 keys in 16-row chunks, in
+ * cache, median of 7 × 300 calls): one layer's attention 125 µs with 8 values a pass (8
+ * passes over the keys, three add chains each: bound by the adds' latency) → 89 µs with
+ * this, softmax_heads below and f16 fixed per copy of the loops; of those 89, ~36 go to
+ * the scores (qk4), ~16 to this, ~13 to softmax_heads. Tried and not kept: two keys' f16
+ * values widened by one 256-bit conversion in qk4 (94 → 104 µs).
+ */
+WIDE void pv_pass(const float *const *sp, const float *inv, const void *const *vc, int f16, const int *rows, int chunks, int P, int end, const uint8_t *vi, int g, int D, int d, int NH, int NV, float *o) {
+  __m256 acc[HEADS_AT_ONCE][4];
+  for (int a = 0; a < NH; a++) for (int e = 0; e < NV; e++) acc[a][e] = _mm256_setzero_ps();
+  for (int c = 0, j = 0; c < chunks && j < end; c++) {
+    const int n = rows[c] < end - j ? rows[c] : end - j, cached = j + n <= P;
+    const uint16_t *vh = (const uint16_t *)vc[c] + (size_t)g * rows[c] * D + d;
+    const float *vf = (const float *)vc[c] + (size_t)g * rows[c] * D + d;
+#define PV_KEY(R)                                                                                                                      \
+  {                                                                                                                                    \
+    __m256 v[4];                                                                                                                       \
+    for (int e = 0; e < NV; e++) v[e] = f16 ? _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(vh + (size_t)(R) * D + 8 * e))) : _mm256_loadu_ps(vf + (size_t)(R) * D + 8 * e); \
+    for (int a = 0; a < NH; a++) {                                                                                                     \
+      const __m256 p = _mm256_set1_ps(sp[a][j + (R)]);                                                                                 \
+      for (int e = 0; e < NV; e++) acc[a][e] = _mm256_add_ps(acc[a][e], _mm256_mul_ps(p, v[e]));                                       \
+    }                                                                                                                                  \
+  }
+    if (cached) {
+      for (int r = 0; r < n; r++) PV_KEY(r)
+    } else {
+      for (int r = 0; r < n; r++) {
+        if (j + r >= P && !vi[j + r - P]) continue;
+        PV_KEY(r)
       }
     }
-    for (int a = 0; a < NH; a++) {
-      const __m256 r = _mm256_mul_ps(acc[a], _mm256_set1_ps(inv[a]));
-      if (full) _mm256_storeu_ps(o + (size_t)a * D + d, r);
-      else _mm_storeu_ps(o + (size_t)a * D + d, _mm256_castps256_ps128(r));
+#undef PV_KEY
+    j += n;
+  }
+  for (int a = 0; a < NH; a++) {
+    const __m256 iv = _mm256_set1_ps(inv[a]);
+    for (int e = 0; e < NV; e++) _mm256_storeu_ps(o + (size_t)a * D + d + 8 * e, _mm256_mul_ps(acc[a][e], iv));
+  }
+}
+
+/* The last four values when D is not a multiple of 8: the wasm code's 128-bit step. */
+WIDE void pv_tail4(const float *const *sp, const float *inv, const void *const *vc, int f16, const int *rows, int chunks, int P, int end, const uint8_t *vi, int g, int D, int d, int NH, float *o) {
+  __m128 acc[HEADS_AT_ONCE];
+  for (int a = 0; a < NH; a++) acc[a] = _mm_setzero_ps();
+  for (int c = 0, j = 0; c < chunks && j < end; c++) {
+    size_t vrow = (size_t)g * rows[c] * D + d;
+    for (int r = 0; r < rows[c] && j < end; r++, j++, vrow += D) {
+      if (j >= P && !vi[j - P]) continue;
+      const __m128 v = kv4_wide(vc[c], vrow, f16);
+      for (int a = 0; a < NH; a++) acc[a] = _mm_add_ps(acc[a], _mm_mul_ps(_mm_set1_ps(sp[a][j]), v));
     }
   }
+  for (int a = 0; a < NH; a++) _mm_storeu_ps(o + (size_t)a * D + d, _mm_mul_ps(acc[a], _mm_set1_ps(inv[a])));
+}
+
+#define PV_PASS(NHC, NVC) (f16 ? pv_pass(sp, inv, vc, 1, rows, chunks, P, end, vi, g, D, d, NHC, NVC, o) : pv_pass(sp, inv, vc, 0, rows, chunks, P, end, vi, g, D, d, NHC, NVC, o))
+WIDE void pv_heads(const float *const *sp, const float *inv, const void *const *vc, int f16, const int *rows, int chunks, int P, int end, const uint8_t *vi, int g, int D, int NH, float *o) {
+  const int most = NH <= 2 ? 4 : NH == 3 ? 3 : 2;
+  int d = 0;
+  while (D - d >= 8) {
+    const int nv = (D - d) / 8 < most ? (D - d) / 8 : most;
+    switch (nv) {
+      case 4: PV_PASS(NH, 4); break;
+      case 3: PV_PASS(NH, 3); break;
+      case 2: PV_PASS(NH, 2); break;
+      default: PV_PASS(NH, 1); break;
+    }
+    d += 8 * nv;
+  }
+  if (d < D) pv_tail4(sp, inv, vc, f16, rows, chunks, P, end, vi, g, D, d, NH, o);
+}
+#undef PV_PASS
+
+WIDE void pv(const float *const *sp, const float *inv, const void *const *vc, int f16, const int *rows, int chunks, int P, int end, const uint8_t *vi, int g, int D, int NH, float *o) {
+  pv_heads(sp, inv, vc, f16, rows, chunks, P, end, vi, g, D, NH, o);
+}
+
+/* exp_f32x4's operations on eight lanes (each lane's bits equal exp_f32's: wasm-sse.h's mapping, 256 bits wide). */
+WIDE __m256 exp_f32x8(__m256 x) {
+  x = _mm256_min_ps(x, _mm256_set1_ps(87.f));
+  x = _mm256_max_ps(x, _mm256_set1_ps(-87.f));
+  const __m256 fn = _mm256_mul_ps(x, _mm256_set1_ps(1.44269504089f));
+  const __m256 half = _mm256_blendv_ps(_mm256_set1_ps(0.5f), _mm256_set1_ps(-0.5f), _mm256_cmp_ps(fn, _mm256_setzero_ps(), _CMP_LT_OQ));
+  const __m256i n = _mm256_cvttps_epi32(_mm256_add_ps(fn, half));
+  const __m256 nf = _mm256_cvtepi32_ps(n);
+  const __m256 r = _mm256_sub_ps(_mm256_sub_ps(x, _mm256_mul_ps(nf, _mm256_set1_ps(0.693145751953125f))), _mm256_mul_ps(nf, _mm256_set1_ps(1.428606765330187e-06f)));
+  __m256 p = _mm256_add_ps(_mm256_set1_ps(1.f / 120), _mm256_mul_ps(r, _mm256_set1_ps(1.f / 720)));
+  p = _mm256_add_ps(_mm256_set1_ps(1.f / 24), _mm256_mul_ps(r, p));
+  p = _mm256_add_ps(_mm256_set1_ps(1.f / 6), _mm256_mul_ps(r, p));
+  p = _mm256_add_ps(_mm256_set1_ps(0.5f), _mm256_mul_ps(r, p));
+  p = _mm256_add_ps(_mm256_set1_ps(1.f), _mm256_mul_ps(r, p));
+  p = _mm256_add_ps(_mm256_set1_ps(1.f), _mm256_mul_ps(r, p));
+  return _mm256_mul_ps(p, _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(n, _mm256_set1_epi32(127)), 23)));
 }
 #undef WIDE
 
 #include "../float-kernels.inc.c"
+
+/*
+ * float-kernels.inc.c's softmax_heads on eight lanes (exp_f32x8; four or one where a key
+ * is not seen, through the same lanes), and the heads' sums in key order side by side —
+ * four independent add chains where one head after another waited on each add's latency:
+ * the same sums. Was ~20 % of a decode row's attention at 1,024 keys.
+ */
+__attribute__((target("avx2,f16c"))) static void softmax_heads(float *scores, int S, int nh, const float *mx, int end, const uint8_t *vi, int P, float *sum) {
+  for (int a = 0; a < nh; a++) {
+    float *sa = scores + (size_t)a * S;
+    const __m256 m = _mm256_set1_ps(mx[a]);
+    int j = 0;
+    while (j < end) {
+      if (j + 8 <= end && seen4(vi, P, j) && seen4(vi, P, j + 4)) {
+        _mm256_storeu_ps(sa + j, exp_f32x8(_mm256_sub_ps(_mm256_loadu_ps(sa + j), m)));
+        j += 8;
+      } else if (j + 4 <= end && seen4(vi, P, j)) {
+        _mm_storeu_ps(sa + j, _mm256_castps256_ps128(exp_f32x8(_mm256_castps128_ps256(_mm_sub_ps(_mm_loadu_ps(sa + j), _mm256_castps256_ps128(m))))));
+        j += 4;
+      } else {
+        sa[j] = seen(vi, P, j) ? exp_f32(sa[j] - mx[a]) : 0.f;
+        j++;
+      }
+    }
+  }
+  /* Missing heads read head 0's scores again: sums nobody keeps. */
+  const float *s0 = scores, *s1 = scores + (size_t)(nh > 1) * S, *s2 = scores + (size_t)(nh > 2 ? 2 : 0) * S, *s3 = scores + (size_t)(nh > 3 ? 3 : 0) * S;
+  float t0 = 0.f, t1 = 0.f, t2 = 0.f, t3 = 0.f;
+  for (int j = 0; j < end; j++) t0 += s0[j], t1 += s1[j], t2 += s2[j], t3 += s3[j];
+  const float t[4] = {t0, t1, t2, t3};
+  for (int a = 0; a < nh; a++) sum[a] = t[a];
+}
 
 /*
  * F32/F16 products 8 columns per step (matmul_float does 4 + 4 in two accumulators, a
