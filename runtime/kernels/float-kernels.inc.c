@@ -129,6 +129,31 @@ void silu_mul(float *g, const float *u, int n) {
   for (; i < n; i++) g[i] = g[i] / (1.f + exp_f32(-g[i])) * u[i];
 }
 
+/*
+ * The element-wise steps around a layer's products, so that its activations stay in this
+ * memory between them (block-linear.ts did them in JavaScript on copies taken out and put
+ * back: ~20 % of a 512-token prefill). Each is block-linear.ts's JavaScript arithmetic
+ * operation for operation — in double, rounded to f32 once per value — so the same bits.
+ */
+
+/* RMSNorm of T rows: out = x·(1/sqrt(mean(x²) + eps))·w, the mean summed in double in column order. */
+KERNEL_EXPORT("rms_norm_rows")
+void rms_norm_rows(const float *x, int T, int cols, const float *w, double eps, float *out) {
+  for (int t = 0; t < T; t++, x += cols, out += cols) {
+    double ss = 0;
+    for (int i = 0; i < cols; i++) ss += (double)x[i] * (double)x[i];
+    const double s = 1 / __builtin_sqrt(ss / cols + eps);
+    for (int i = 0; i < cols; i++) out[i] = (float)((double)x[i] * s * (double)w[i]);
+  }
+}
+
+/* out = a + b, or (a + b) + bias with a bias (cols long, per row), for T rows; out may be a. */
+KERNEL_EXPORT("add_rows")
+void add_rows(const float *a, const float *b, const float *bias, int T, int cols, float *out) {
+  for (int t = 0; t < T; t++)
+    for (int i = 0; i < cols; i++, a++, b++, out++) *out = bias ? (float)((double)*a + (double)*b + (double)bias[i]) : (float)((double)*a + (double)*b);
+}
+
 /* Whether a row sees key j: every cached key (j < P), new key j − P where its mask says. */
 /*
  * f32 → f16, round to nearest even, clamped to ±65504 (the attention kernel widens finite

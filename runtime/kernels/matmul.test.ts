@@ -161,6 +161,44 @@ describe('matmul kernels equal a plain dequantize + dot', () => {
     expect(() => k.gatedMlp(gate!, up!, gate!, x, 3)).toThrow(/shapes disagree/);
   });
 
+  // The JavaScript the kernels' row steps replaced (block-linear.ts before): in double,
+  // rounded to f32 once per value. The kernels must give these bits exactly.
+  const normRows = (x: Float32Array, cols: number, w: Float32Array, eps: number) => {
+    const out = new Float32Array(x.length);
+    for (let o = 0; o < x.length; o += cols) {
+      let ss = 0;
+      for (let i = 0; i < cols; i++) ss += x[o + i]! * x[o + i]!;
+      const s = 1 / Math.sqrt(ss / cols + eps);
+      for (let i = 0; i < cols; i++) out[o + i] = x[o + i]! * s * w[i]!;
+    }
+    return out;
+  };
+
+  it.each([
+    ['q4_1', true, 1],
+    ['q8_0', false, 5],
+    ['f32', true, 4],
+  ] as [BlockType, boolean, number][])('normalise rows and run a layer\'s MLP half in their memory with the JavaScript steps\' bits (%s, bias %s, %i rows)', (type, withBias, T) => {
+    for (const native of [false, true]) {
+      const k = new MatmulKernels({ native });
+      const hidden = 64, inter = 96, qd = 64;
+      const up = (rows: number, cols: number, seed: number) => k.upload(quantizeMatrix(randn(rows * cols, seed, 0.1), rows, cols, type));
+      const w = { o: up(hidden, qd, 21), gate: up(inter, hidden, 22), up: up(inter, hidden, 23), down: up(hidden, inter, 24), bo: withBias ? randn(hidden, 25, 0.2) : null, norm: { weight: randn(hidden, 26), eps: 1e-5 } };
+      const attn = randn(T * qd, 27);
+      const x = randn(T * hidden, 28, 3);
+      const x1 = new Float32Array(T * hidden);
+      const o = k.matmul(w.o, attn, T);
+      for (let i = 0; i < x1.length; i++) x1[i] = x[i]! + o[i]! + (w.bo === null ? 0 : w.bo[i % hidden]!);
+      const d = k.gatedMlp(w.gate, w.up, w.down, normRows(x1, hidden, w.norm.weight, w.norm.eps), T);
+      const want = x1.map((v, i) => v + d[i]!);
+      expect(Array.from(k.mlpBlock(w, attn, x, T)), `native ${native}`).toEqual(Array.from(want));
+      const [a, b] = k.matmulMany([w.gate, w.up], x, T, w.norm);
+      const n = normRows(x, hidden, w.norm.weight, w.norm.eps);
+      expect(Array.from(a!)).toEqual(Array.from(k.matmul(w.gate, n, T)));
+      expect(Array.from(b!)).toEqual(Array.from(k.matmul(w.up, n, T)));
+    }
+  });
+
   it.each(['f32', 'f16', 'q8_0', 'q4_0', 'q4_1'] as BlockType[])('reads %s rows back out as uploaded (x4 and native x4h groups undone)', (type) => {
     const m = quantizeMatrix(randn(12 * 64, 5), 12, 64, type);
     for (const k of [new MatmulKernels(), new MatmulKernels({ native: false })]) {

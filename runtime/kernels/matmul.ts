@@ -175,12 +175,22 @@ function nativeAgrees(module: WebAssembly.Module, native: NativeKernels): boolea
       fns.repack_x4(GGML_TYPE_ID[type], src, rows, cols, wx4);
       native.repack_x4h(id, GGML_TYPE_ID[type], src, rows, cols, wx4h);
       const tail = [rows, cols, qa, da, sa, T] as const;
+      // The addon's quantization, into its own buffers: the same bytes as the wasm one's.
+      const qa1 = c.take(2 * T * cols);
+      const da1 = c.take(4 * T * nb);
+      const sa1 = c.take(4 * T * nb);
       if (type === 'q8_0') {
         fns.quantize_rows(xo, T, cols, qa, da, sa, 0);
+        native.quantize_rows(id, xo, T, cols, qa1, da1, sa1, 0);
+      } else {
+        fns.quantize_rows_r8!(xo, T, cols, qa, da, sa);
+        native.quantize_rows_r8(id, xo, T, cols, qa1, da1, sa1);
+      }
+      if (!c.same(qa, qa1, ((type === 'q8_0' ? 2 : 1) * T * cols) / 4) || !c.same(da, da1, T * nb) || !c.same(sa, sa1, T * nb)) return (nativeChecked = false);
+      if (type === 'q8_0') {
         fns.matmul_x4(GGML_TYPE_ID[type], wx4, ...tail, y0, 0, rows / 4);
         native.matmul_x4_q8_0(id, GGML_TYPE_ID[type], wx4h, ...tail, y1, 0, rows / 4);
       } else {
-        fns.quantize_rows_r8!(xo, T, cols, qa, da, sa);
         fns.matmul_x4r!(GGML_TYPE_ID[type], wx4, ...tail, y0, 0, rows / 4);
         native.matmul_x4r(id, GGML_TYPE_ID[type], wx4h, ...tail, y1, 0, rows / 4);
       }
@@ -270,6 +280,8 @@ interface Exports {
   silu_mul(g: number, u: number, n: number): void;
   matmul_x4(type: number, w: number, rows: number, cols: number, qa: number, da: number, sa: number, T: number, y: number, g0: number, g1: number): void;
   store_f16(src: number, n: number, dst: number): void;
+  rms_norm_rows(x: number, T: number, cols: number, w: number, eps: number, out: number): void;
+  add_rows(a: number, b: number, bias: number, T: number, cols: number, out: number): void;
   /** Relaxed build only (matmul-relaxed.wasm). */
   quantize_rows_r8?(x: number, T: number, cols: number, qa: number, da: number, sa: number): void;
   matmul_x4r?(type: number, w: number, rows: number, cols: number, qa: number, da: number, sa: number, T: number, y: number, g0: number, g1: number): void;
@@ -370,6 +382,9 @@ function activationKind(w: { type: BlockType; layout: KernelWeight['layout'] }, 
 
 const PAGE = 65536;
 const align16 = (n: number) => (n + 15) & ~15;
+const zeroVectors = new Map<number, Float32Array>();
+/** One shared zero vector per length (a constant the kernels' memory keeps once). */
+const zeros = (n: number) => zeroVectors.get(n) ?? zeroVectors.set(n, new Float32Array(n)).get(n)!;
 
 export class MatmulKernels {
   private readonly memory: WebAssembly.Memory;
@@ -389,6 +404,8 @@ export class MatmulKernels {
   private readonly freeChunks = new Map<number, number[]>();
   /** Size of every live stored chunk, by offset. */
   private readonly chunkBytes = new Map<number, number>();
+  /** Vectors a layer reads on every call (norm weights, biases), copied in once: their offsets. */
+  private readonly constants = new WeakMap<Float32Array, number>();
 
   private threads: number;
   private readonly takeBack: boolean;
@@ -427,6 +444,8 @@ export class MatmulKernels {
         matmul_x4: (...a) => (a[0] === GGML_TYPE_ID.q8_0 ? native!.matmul_x4_q8_0(id, ...a) : wasmX4(...a)),
         matmul_float: (...a) => native!.matmul_float(id, ...a),
         silu_mul: (...a) => native!.silu_mul(id, ...a),
+        quantize_rows: (x, T, cols, qa, da, sa, q4Order) => (q4Order === 0 ? native!.quantize_rows(id, x, T, cols, qa, da, sa, 0) : fns.quantize_rows(x, T, cols, qa, da, sa, q4Order)),
+        quantize_rows_r8: (...a) => native!.quantize_rows_r8(id, ...a),
         store_f16: (...a) => native!.store_f16(id, ...a),
         attention: (...a) => native!.attention(id, ...a),
       };
@@ -596,15 +615,20 @@ export class MatmulKernels {
 
   /**
    * Several products of one input (q/k/v, gate/up): the activations are copied and
-   * quantized once for all of them. Weights must share cols.
+   * quantized once for all of them. Weights must share cols. With `norm`, the rows are
+   * RMS-normalised here first (rms_norm_rows: block-linear.ts's JavaScript arithmetic).
    */
-  matmulMany(ws: KernelWeight[], x: Float32Array, T: number): Float32Array[] {
+  matmulMany(ws: KernelWeight[], x: Float32Array, T: number, norm: { weight: Float32Array; eps: number } | null = null): Float32Array[] {
     const cols = ws[0]!.cols;
     if (x.length !== T * cols) throw new RangeError(`matmul: x has ${x.length} values, expected ${T}×${cols}`);
+    if (norm !== null && norm.weight.length !== cols) throw new RangeError(`matmul: norm weight has ${norm.weight.length} values, rows have ${cols}`);
+    const normW = norm === null ? 0 : this.constant(norm.weight);
     const xOff = this.top;
-    this.ensure(xOff + 4 * T * cols);
+    const end = align16(xOff + 4 * T * cols);
+    this.ensure(norm === null ? end : end + 4 * T * cols);
     new Float32Array(this.memory.buffer, xOff, T * cols).set(x);
-    const ys = this.multiply(ws, xOff, T, align16(xOff + 4 * T * cols));
+    if (norm !== null) this.fns.rms_norm_rows(xOff, T, cols, normW, norm.eps, end);
+    const ys = norm === null ? this.multiply(ws, xOff, T, end) : this.multiply(ws, end, T, align16(end + 4 * T * cols));
     return ws.map((w, i) => new Float32Array(this.memory.buffer, ys[i]!, T * w.rows).slice());
   }
 
@@ -624,6 +648,52 @@ export class MatmulKernels {
     // Past u's end: g stays where it is as the next input.
     const [y] = this.multiply([down], g, T, align16(u + 4 * T * up.rows));
     return new Float32Array(this.memory.buffer, y!, T * down.rows).slice();
+  }
+
+  /**
+   * The rest of a decoder layer after attention, its activations kept in this memory
+   * throughout: x1 = x + attn·oᵀ (+ bo), then out = x1 + down(silu(n·gateᵀ) ⊙ n·upᵀ) with
+   * n = RMSNorm(x1)·norm.weight. The same bits as block-linear.ts's JavaScript steps
+   * around matmul and gatedMlp (matmul.c's rms_norm_rows and add_rows are that arithmetic),
+   * with one copy in and one out instead of five, and no JavaScript loops over the rows.
+   */
+  mlpBlock(w: { o: KernelWeight; bo: Float32Array | null; norm: { weight: Float32Array; eps: number }; gate: KernelWeight; up: KernelWeight; down: KernelWeight }, attn: Float32Array, x: Float32Array, T: number): Float32Array {
+    const { o, gate, up, down } = w;
+    const hidden = o.rows;
+    if (attn.length !== T * o.cols || x.length !== T * hidden) throw new RangeError(`mlpBlock: attn has ${attn.length} values and x ${x.length}, expected ${T}×${o.cols} and ${T}×${hidden}`);
+    if (gate.cols !== hidden || up.cols !== hidden || up.rows !== gate.rows || down.cols !== gate.rows || down.rows !== hidden) throw new RangeError('mlpBlock: o, gate, up and down shapes disagree');
+    // Zeros stand for a missing bias: JavaScript added 0 there (so −0 sums became +0).
+    const bias = this.constant(w.bo ?? zeros(hidden));
+    const normW = this.constant(w.norm.weight);
+    const attnOff = this.top;
+    const xOff = align16(attnOff + 4 * T * o.cols);
+    const x1Off = align16(xOff + 4 * T * hidden);
+    const nOff = align16(x1Off + 4 * T * hidden);
+    const scratch = align16(nOff + 4 * T * hidden);
+    this.ensure(scratch);
+    new Float32Array(this.memory.buffer, attnOff, T * o.cols).set(attn);
+    new Float32Array(this.memory.buffer, xOff, T * hidden).set(x);
+    const [yo] = this.multiply([o], attnOff, T, scratch);
+    this.fns.add_rows(xOff, yo!, bias, T, hidden, x1Off);
+    this.fns.rms_norm_rows(x1Off, T, hidden, normW, w.norm.eps, nOff);
+    const [g, u] = this.multiply([gate, up], nOff, T, scratch) as [number, number];
+    this.fns.silu_mul(g, u, T * gate.rows);
+    const [yd] = this.multiply([down], g, T, align16(u + 4 * T * up.rows));
+    this.fns.add_rows(x1Off, yd!, 0, T, hidden, x1Off);
+    return new Float32Array(this.memory.buffer, x1Off, T * hidden).slice();
+  }
+
+  /** Where `v` lies in this memory (copied in on first use; its values must not change after). */
+  private constant(v: Float32Array): number {
+    let at = this.constants.get(v);
+    if (at === undefined) {
+      at = this.top;
+      this.ensure(at + v.byteLength);
+      new Float32Array(this.memory.buffer, at, v.length).set(v);
+      this.top = align16(at + v.byteLength);
+      this.constants.set(v, at);
+    }
+    return at;
   }
 
   /**

@@ -30,6 +30,42 @@ describe('native kernels', () => {
     expect(new MatmulKernels().native).toBe(true);
   });
 
+  it.runIf(addon !== null)('quantize activations to the wasm build\'s bytes (ties, zero blocks, saturated and tiny values)', () => {
+    const memory = new WebAssembly.Memory({ initial: 16, maximum: 64, shared: true });
+    const wasm = new WebAssembly.Instance(relaxedModule()!, { env: { memory } }).exports as unknown as Record<string, (...a: number[]) => void> & { __heap_base: WebAssembly.Global };
+    const id = addon!.register(new Uint8Array(memory.buffer));
+    const T = 3, cols = 128, nb = cols / 32;
+    // Block by block: exact ties after scaling (max 127, values k + 0.5), zeros, random, tiny and signed extremes.
+    const x = Float32Array.from({ length: T * cols }, (_, i) => {
+      const b = Math.floor(i / 32) % nb, c = i % 32;
+      if (b === 0) return c === 0 ? 127 : (c % 2 ? -1 : 1) * ((c % 11) + 0.5);
+      if (b === 1) return 0;
+      if (b === 2) return randn(1, i)[0]! * (i % 7 === 0 ? 1e-30 : 1);
+      return c % 3 === 0 ? -3e38 : c % 3 === 1 ? 3e38 : 1e-3;
+    });
+    let at = ((wasm.__heap_base.value as number) + 15) & ~15;
+    const take = (bytes: number) => ((at = (at + bytes + 15) & ~15) - ((bytes + 15) & ~15));
+    const xo = take(4 * x.length);
+    new Float32Array(memory.buffer, xo, x.length).set(x);
+    const bytes = (off: number, n: number) => Array.from(new Uint8Array(memory.buffer, off, n));
+    for (const kind of ['q8', 'r8'] as const) {
+      const width = kind === 'q8' ? 2 : 1;
+      const outs = [0, 1].map(() => ({ qa: take(width * T * cols), da: take(4 * T * nb), sa: take(4 * T * nb) }));
+      const [a, b] = outs as [(typeof outs)[number], (typeof outs)[number]];
+      if (kind === 'q8') {
+        wasm.quantize_rows!(xo, T, cols, a.qa, a.da, a.sa, 0);
+        addon!.quantize_rows(id, xo, T, cols, b.qa, b.da, b.sa, 0);
+      } else {
+        wasm.quantize_rows_r8!(xo, T, cols, a.qa, a.da, a.sa);
+        addon!.quantize_rows_r8(id, xo, T, cols, b.qa, b.da, b.sa);
+      }
+      expect(bytes(b.qa, width * T * cols), kind).toEqual(bytes(a.qa, width * T * cols));
+      expect(bytes(b.da, 4 * T * nb), kind).toEqual(bytes(a.da, 4 * T * nb));
+      expect(bytes(b.sa, 4 * T * nb), kind).toEqual(bytes(a.sa, 4 * T * nb));
+    }
+    expect(() => addon!.quantize_rows(id, xo, T, cols, 0, 0, 0, 1)).toThrow(/q4_order 0 only/);
+  });
+
   it.runIf(addon !== null).each(['q4_0', 'q4_1', 'q8_0'] as BlockType[])('give %s products the wasm build\'s bits (odd and even row groups, 1–17 tokens, saturated values)', (type) => {
     const wasm = new MatmulKernels({ native: false });
     const native = new MatmulKernels();

@@ -23,6 +23,9 @@ export interface NativeKernels {
   matmul_x4_q8_0(id: number, type: number, w: number, rows: number, cols: number, qa: number, da: number, sa: number, T: number, y: number, g0: number, g1: number): void;
   matmul_float(id: number, type: number, w: number, rows: number, cols: number, x: number, T: number, y: number, r0: number, r1: number): void;
   silu_mul(id: number, g: number, u: number, n: number): void;
+  /** matmul.c's quantize_rows with q4Order 0 (throws for 1) and quantize_rows_r8: the same bytes. */
+  quantize_rows(id: number, x: number, T: number, cols: number, qa: number, da: number, sa: number, q4Order: number): void;
+  quantize_rows_r8(id: number, x: number, T: number, cols: number, qa: number, da: number, sa: number): void;
   store_f16(id: number, src: number, n: number, dst: number): void;
   attention(id: number, q: number, kc: number, vc: number, rows: number, chunks: number, P: number, n: number, vis: number, H: number, KV: number, D: number, scores: number, out: number, last: number, h0: number, h1: number): void;
 }

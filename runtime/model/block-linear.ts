@@ -60,27 +60,14 @@ function rotate(out: Float32Array, T: number, width: number, r: RotaryRows): voi
   }
 }
 
-/** The input rows the kernels multiply: x itself, or a normalised copy. */
-function inputRows(x: Float32Array, cols: number, norm: BlockLinearOp['norm']): Float32Array {
-  if (norm === null) return x;
-  const out = new Float32Array(x.length);
-  const w = norm.weight;
-  for (let o = 0; o < x.length; o += cols) {
-    let ss = 0;
-    for (let i = 0; i < cols; i++) ss += x[o + i]! * x[o + i]!;
-    const s = 1 / Math.sqrt(ss / cols + norm.eps);
-    for (let i = 0; i < cols; i++) out[o + i] = x[o + i]! * s * w[i]!;
-  }
-  return out;
-}
-
 /** Runs every weight and writes each output group's rows into `outs` (T × width each), rotating those `rotary` names. */
 export function computeLinear(op: BlockLinearOp, x: Float32Array, T: number, cols: number, outs: Float32Array[], rotary: RotaryRows | null): void {
   const parts = op.outputs.flat();
   const ys = op.kernels.matmulMany(
     parts.map((p) => p.weight),
-    inputRows(x, cols, op.norm),
+    x,
     T,
+    op.norm,
   );
   let k = 0;
   op.outputs.forEach((group, g) => {
@@ -157,11 +144,7 @@ export interface BlockMlpOp {
 
 /** The MLP half of a layer on plain arrays (see BlockMlpOp): out = x + o(attn) + mlp(...). */
 export function computeMlp(op: BlockMlpOp, attn: Float32Array, x: Float32Array, T: number, out: Float32Array): void {
-  const hidden = op.o.rows;
-  const o = op.kernels.matmul(op.o, attn, T);
-  for (let i = 0; i < out.length; i++) out[i] = x[i]! + o[i]! + (op.bo === null ? 0 : op.bo[i % hidden]!);
-  const d = op.kernels.gatedMlp(op.gate, op.up, op.down, inputRows(out, hidden, op.norm), T);
-  for (let i = 0; i < out.length; i++) out[i]! += d[i]!;
+  out.set(op.kernels.mlpBlock(op, attn, x, T));
 }
 
 /** attn (T, qDim), x (T, hidden) → the layer's output x (T, hidden); see BlockMlpOp. */

@@ -207,6 +207,72 @@ AVX2_FN static void matmul_x8(const uint8_t *w, int rows, int cols, const int16_
 #undef TILE
 }
 
+/*
+ * matmul.c's activation quantization (quantize_block: per block of 32, d = max|x|/127,
+ * values rounded half away from zero, sa = d·Σq) on 8 lanes: the maximum and the integer
+ * sum are the same in any order, every float step the same operation, so the same bytes
+ * (kernels.test.ts, matmul.ts's check). It was the last per-row step of the products
+ * still on the wasm build: ~8 % of a 512-token prefill there.
+ */
+AVX2 float quantize_block8(const float *x, __m256i r[4], float *sa) {
+  const __m256 sign = _mm256_set1_ps(-0.f);
+  __m256 v[4], mx = _mm256_setzero_ps();
+  for (int k = 0; k < 4; k++) {
+    v[k] = _mm256_loadu_ps(x + 8 * k);
+    mx = _mm256_max_ps(mx, _mm256_andnot_ps(sign, v[k]));
+  }
+  __m128 m = _mm_max_ps(_mm256_castps256_ps128(mx), _mm256_extractf128_ps(mx, 1));
+  m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+  m = _mm_max_ss(m, _mm_shuffle_ps(m, m, 1));
+  const float amax = _mm_cvtss_f32(m);
+  const float d = amax / 127.f;
+  const float id = d > 0 ? 1.f / d : 0.f;
+  const __m256 vid = _mm256_set1_ps(id), half = _mm256_set1_ps(0.5f);
+  __m256i sum = _mm256_setzero_si256();
+  for (int k = 0; k < 4; k++) {
+    const __m256 w = _mm256_mul_ps(v[k], vid);
+    const __m256 neg = _mm256_cmp_ps(w, _mm256_setzero_ps(), _CMP_LT_OQ);
+    r[k] = _mm256_cvttps_epi32(_mm256_blendv_ps(_mm256_add_ps(w, half), _mm256_sub_ps(w, half), neg));
+    sum = _mm256_add_epi32(sum, r[k]);
+  }
+  __m128i s4 = _mm_add_epi32(_mm256_castsi256_si128(sum), _mm256_extracti128_si256(sum, 1));
+  s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0x4e));
+  s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0xb1));
+  *sa = d * (float)_mm_cvtsi128_si32(s4);
+  return d;
+}
+
+/* quantize_rows with q4_order 0: int16 values in column order. */
+AVX2_FN static void quantize_rows_q8(const float *x, int T, int cols, int16_t *qa, float *da, float *sa) {
+  const int nb = cols / QK;
+  for (int t = 0; t < T; t++) {
+    for (int b = 0; b < nb; b++) {
+      const size_t i = (size_t)t * nb + b;
+      __m256i r[4];
+      da[i] = quantize_block8(x + (size_t)t * cols + (size_t)b * QK, r, sa + i);
+      /* packs interleaves 128-bit lanes: 64-bit units (0, 2, 1, 3) put them back in order. */
+      _mm256_storeu_si256((__m256i *)(qa + i * QK), _mm256_permute4x64_epi64(_mm256_packs_epi32(r[0], r[1]), 0xd8));
+      _mm256_storeu_si256((__m256i *)(qa + i * QK + 16), _mm256_permute4x64_epi64(_mm256_packs_epi32(r[2], r[3]), 0xd8));
+    }
+  }
+}
+
+/* quantize_rows_r8: int8 values, each group of 8 columns in R8_ORDER (0, 4, 1, 5, 2, 6, 3, 7). */
+AVX2_FN static void quantize_rows_r8(const float *x, int T, int cols, int8_t *qa, float *da, float *sa) {
+  const int nb = cols / QK;
+  /* After the packs and the 64-bit units (0, 2, 1, 3), a lane holds columns 0–3, 8–11, 4–7, 12–15 (of its 16). */
+  const __m256i order = _mm256_setr_epi8(0, 8, 1, 9, 2, 10, 3, 11, 4, 12, 5, 13, 6, 14, 7, 15, 0, 8, 1, 9, 2, 10, 3, 11, 4, 12, 5, 13, 6, 14, 7, 15);
+  for (int t = 0; t < T; t++) {
+    for (int b = 0; b < nb; b++) {
+      const size_t i = (size_t)t * nb + b;
+      __m256i r[4];
+      da[i] = quantize_block8(x + (size_t)t * cols + (size_t)b * QK, r, sa + i);
+      const __m256i bytes = _mm256_packs_epi16(_mm256_packs_epi32(r[0], r[1]), _mm256_packs_epi32(r[2], r[3]));
+      _mm256_storeu_si256((__m256i *)(qa + i * QK), _mm256_shuffle_epi8(_mm256_permute4x64_epi64(bytes, 0xd8), order));
+    }
+  }
+}
+
 /* ---- The float kernels (F32/F16 products, SwiGLU gate, attention): matmul.c's own source. ---- */
 
 #define T_F32 0
@@ -568,6 +634,28 @@ static napi_value js_store_f16(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+/* quantize_rows(id, x, T, cols, qa, da, sa, q4_order): q4_order 0 only (the Q4 products here take quantize_rows_r8's). */
+static napi_value js_quantize_rows(napi_env env, napi_callback_info info) {
+  uint32_t a[8];
+  if (!read_args(env, info, a, 8)) return NULL;
+  if (a[7] != 0) {
+    napi_throw_range_error(env, NULL, "native kernels: quantize_rows here is for q4_order 0 only");
+    return NULL;
+  }
+  uint8_t *m = memories[a[0]];
+  quantize_rows_q8((const float *)(m + a[1]), (int)a[2], (int)a[3], (int16_t *)(m + a[4]), (float *)(m + a[5]), (float *)(m + a[6]));
+  return NULL;
+}
+
+/* quantize_rows_r8(id, x, T, cols, qa, da, sa) */
+static napi_value js_quantize_rows_r8(napi_env env, napi_callback_info info) {
+  uint32_t a[7];
+  if (!read_args(env, info, a, 7)) return NULL;
+  uint8_t *m = memories[a[0]];
+  quantize_rows_r8((const float *)(m + a[1]), (int)a[2], (int)a[3], (int8_t *)(m + a[4]), (float *)(m + a[5]), (float *)(m + a[6]));
+  return NULL;
+}
+
 /* silu_mul(id, g, u, n) */
 static napi_value js_silu_mul(napi_env env, napi_callback_info info) {
   uint32_t a[4];
@@ -627,6 +715,8 @@ NAPI_MODULE_INIT() {
       {"matmul_x4_q8_0", NULL, js_matmul_x8, NULL, NULL, NULL, napi_default, NULL},
       {"matmul_float", NULL, js_matmul_float, NULL, NULL, NULL, napi_default, NULL},
       {"silu_mul", NULL, js_silu_mul, NULL, NULL, NULL, napi_default, NULL},
+      {"quantize_rows", NULL, js_quantize_rows, NULL, NULL, NULL, napi_default, NULL},
+      {"quantize_rows_r8", NULL, js_quantize_rows_r8, NULL, NULL, NULL, napi_default, NULL},
       {"store_f16", NULL, js_store_f16, NULL, NULL, NULL, napi_default, NULL},
       {"attention", NULL, js_attention, NULL, NULL, NULL, napi_default, NULL},
   };
