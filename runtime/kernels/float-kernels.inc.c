@@ -154,6 +154,42 @@ void add_rows(const float *a, const float *b, const float *bias, int T, int cols
     for (int i = 0; i < cols; i++, a++, b++, out++) *out = bias ? (float)((double)*a + (double)*b + (double)bias[i]) : (float)((double)*a + (double)*b);
 }
 
+/*
+ * A product's rows into columns col .. col + n of out (T rows of width): scaled when scale
+ * is not 1, then the bias (n long) added when there is one — the fused [q·scale | k] rows.
+ */
+KERNEL_EXPORT("place_rows")
+void place_rows(const float *y, int T, int n, double scale, const float *bias, float *out, int width, int col) {
+  for (int t = 0; t < T; t++, y += n) {
+    float *o = out + (size_t)t * width + col;
+    for (int i = 0; i < n; i++) {
+      float v = scale == 1 ? y[i] : (float)((double)y[i] * scale);
+      if (bias) v = (float)((double)v + (double)bias[i]);
+      o[i] = v;
+    }
+  }
+}
+
+/*
+ * Rotary embedding in place on T rows of width (a whole number of heads of dim): per row t
+ * and head, [x1, x2] → [x1·cos − x2·sin, x2·cos + x1·sin] with cos/sin (T, dim/2), in double.
+ */
+KERNEL_EXPORT("rotate_rows")
+void rotate_rows(float *out, int T, int width, int dim, const float *cos, const float *sin) {
+  const int half = dim / 2;
+  for (int t = 0; t < T; t++) {
+    const float *c = cos + (size_t)t * half, *s = sin + (size_t)t * half;
+    for (int h = 0; h < width; h += dim) {
+      float *r = out + (size_t)t * width + h;
+      for (int i = 0; i < half; i++) {
+        const double x1 = r[i], x2 = r[half + i];
+        r[i] = (float)(x1 * (double)c[i] - x2 * (double)s[i]);
+        r[half + i] = (float)(x2 * (double)c[i] + x1 * (double)s[i]);
+      }
+    }
+  }
+}
+
 /* Whether a row sees key j: every cached key (j < P), new key j − P where its mask says. */
 /*
  * f32 → f16, round to nearest even, clamped to ±65504 (the attention kernel widens finite

@@ -199,6 +199,34 @@ describe('matmul kernels equal a plain dequantize + dot', () => {
     }
   });
 
+  it.each([false, true])('assemble projection groups (scale, bias, rotary) in their memory with the JavaScript steps\' bits (native %s)', (native) => {
+    const k = new MatmulKernels({ native });
+    const T = 3, cols = 64, dim = 16, half = dim / 2, width = 64;
+    const w = [48, 16, 16].map((rows, i) => k.upload(quantizeMatrix(randn(rows * cols, 31 + i, 0.1), rows, cols, 'q4_1')));
+    const bias = randn(16, 35, 0.3);
+    const norm = { weight: randn(cols, 36), eps: 1e-6 };
+    const cos = randn(T * half, 37), sin = randn(T * half, 38);
+    const x = randn(T * cols, 39, 2);
+    const outs = [new Float32Array(T * width), new Float32Array(T * 16)];
+    k.linearGroups([[{ weight: w[0]!, scale: 0.125 }, { weight: w[1]!, bias }], [{ weight: w[2]! }]], x, T, norm, { outputs: [0], dim, cos, sin }, outs);
+    // What block-linear.ts did in JavaScript before: [q·scale | k + bias], rotated head by head.
+    const [y0, y1, y2] = k.matmulMany(w, normRows(x, cols, norm.weight, norm.eps), T);
+    const want = new Float32Array(T * width);
+    for (let t = 0; t < T; t++) {
+      for (let i = 0; i < 48; i++) want[t * width + i] = y0![t * 48 + i]! * 0.125;
+      for (let i = 0; i < 16; i++) want[t * width + 48 + i] = y1![t * 16 + i]! + bias[i]!;
+      for (let h = t * width; h < (t + 1) * width; h += dim) {
+        for (let i = 0; i < half; i++) {
+          const c = cos[t * half + i]!, s = sin[t * half + i]!, x1 = want[h + i]!, x2 = want[h + half + i]!;
+          want[h + i] = x1 * c - x2 * s;
+          want[h + half + i] = x2 * c + x1 * s;
+        }
+      }
+    }
+    expect(Array.from(outs[0]!)).toEqual(Array.from(want));
+    expect(Array.from(outs[1]!)).toEqual(Array.from(y2!));
+  });
+
   it.each(['f32', 'f16', 'q8_0', 'q4_0', 'q4_1'] as BlockType[])('reads %s rows back out as uploaded (x4 and native x4h groups undone)', (type) => {
     const m = quantizeMatrix(randn(12 * 64, 5), 12, 64, type);
     for (const k of [new MatmulKernels(), new MatmulKernels({ native: false })]) {

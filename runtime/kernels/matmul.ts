@@ -282,6 +282,8 @@ interface Exports {
   store_f16(src: number, n: number, dst: number): void;
   rms_norm_rows(x: number, T: number, cols: number, w: number, eps: number, out: number): void;
   add_rows(a: number, b: number, bias: number, T: number, cols: number, out: number): void;
+  place_rows(y: number, T: number, n: number, scale: number, bias: number, out: number, width: number, col: number): void;
+  rotate_rows(out: number, T: number, width: number, dim: number, cos: number, sin: number): void;
   /** Relaxed build only (matmul-relaxed.wasm). */
   quantize_rows_r8?(x: number, T: number, cols: number, qa: number, da: number, sa: number): void;
   matmul_x4r?(type: number, w: number, rows: number, cols: number, qa: number, da: number, sa: number, T: number, y: number, g0: number, g1: number): void;
@@ -681,6 +683,54 @@ export class MatmulKernels {
     const [yd] = this.multiply([down], g, T, align16(u + 4 * T * up.rows));
     this.fns.add_rows(x1Off, yd!, 0, T, hidden, x1Off);
     return new Float32Array(this.memory.buffer, x1Off, T * hidden).slice();
+  }
+
+  /**
+   * A layer's input projections as block-linear.ts computes them, in this memory: the rows
+   * RMS-normalised (with `norm`), every weight multiplied, each output group assembled from
+   * its parts (scaled, bias added: place_rows) and the groups `rotary` names rotated
+   * (rotate_rows: cos/sin (T, dim/2) per row), then copied into `outs` (T × the group's width).
+   */
+  linearGroups(groups: readonly (readonly { weight: KernelWeight; scale?: number; bias?: Float32Array | null }[])[], x: Float32Array, T: number, norm: { weight: Float32Array; eps: number } | null, rotary: { outputs: number[]; dim: number; cos: Float32Array; sin: Float32Array } | null, outs: Float32Array[]): void {
+    const parts = groups.flat();
+    const cols = parts[0]!.weight.cols;
+    if (x.length !== T * cols) throw new RangeError(`linearGroups: x has ${x.length} values, expected ${T}×${cols}`);
+    const biases = parts.map((p) => (p.bias ? this.constant(p.bias) : 0));
+    const normW = norm === null ? 0 : this.constant(norm.weight);
+    const widths = groups.map((g) => g.reduce((n, p) => n + p.weight.rows, 0));
+    let at = this.top;
+    const take = (bytes: number) => ((at = align16(at + bytes)), at - align16(bytes));
+    const xOff = take(4 * T * cols);
+    const nOff = norm === null ? xOff : take(4 * T * cols);
+    const outOffs = widths.map((w) => take(4 * T * w));
+    const half = rotary === null ? 0 : rotary.dim / 2;
+    const cosOff = take(4 * T * half);
+    const sinOff = take(4 * T * half);
+    this.ensure(at);
+    const buf = this.memory.buffer;
+    new Float32Array(buf, xOff, T * cols).set(x);
+    if (norm !== null) this.fns.rms_norm_rows(xOff, T, cols, normW, norm.eps, nOff);
+    const ys = this.multiply(
+      parts.map((p) => p.weight),
+      nOff,
+      T,
+      at,
+    );
+    if (rotary !== null) {
+      new Float32Array(buf, cosOff, T * half).set(rotary.cos);
+      new Float32Array(buf, sinOff, T * half).set(rotary.sin);
+    }
+    let k = 0;
+    groups.forEach((group, g) => {
+      let col = 0;
+      for (const p of group) {
+        this.fns.place_rows(ys[k]!, T, p.weight.rows, p.scale ?? 1, biases[k]!, outOffs[g]!, widths[g]!, col);
+        col += p.weight.rows;
+        k++;
+      }
+      if (rotary?.outputs.includes(g)) this.fns.rotate_rows(outOffs[g]!, T, widths[g]!, rotary.dim, cosOff, sinOff);
+      outs[g]!.set(new Float32Array(this.memory.buffer, outOffs[g]!, T * widths[g]!));
+    });
   }
 
   /** Where `v` lies in this memory (copied in on first use; its values must not change after). */

@@ -32,7 +32,8 @@ export interface BlockLinearOp {
  * t and head: [x1, x2] → [x1·cos − x2·sin, x2·cos + x1·sin] with cos/sin (T, dim/2) of the
  * row's position. The same arithmetic as ropeQk's wasm kernel (kernels.ts: in double,
  * rounded to f32 once per value), so the same bits, without its dispatch and the cos/sin
- * tensors a forward uploads for it.
+ * tensors a forward uploads for it; done in the matmul kernels' memory (matmul.c's
+ * rotate_rows), where the products are.
  */
 export interface RotaryRows {
   /** Indices of the output groups to rotate (each a whole number of heads wide). */
@@ -42,54 +43,10 @@ export interface RotaryRows {
   sin: Float32Array;
 }
 
-function rotate(out: Float32Array, T: number, width: number, r: RotaryRows): void {
-  const half = r.dim / 2;
-  for (let t = 0; t < T; t++) {
-    const row = t * width;
-    const tab = t * half;
-    for (let h = row; h < row + width; h += r.dim) {
-      for (let i = 0; i < half; i++) {
-        const c = r.cos[tab + i]!;
-        const s = r.sin[tab + i]!;
-        const x1 = out[h + i]!;
-        const x2 = out[h + half + i]!;
-        out[h + i] = x1 * c - x2 * s;
-        out[h + half + i] = x2 * c + x1 * s;
-      }
-    }
-  }
-}
-
 /** Runs every weight and writes each output group's rows into `outs` (T × width each), rotating those `rotary` names. */
 export function computeLinear(op: BlockLinearOp, x: Float32Array, T: number, cols: number, outs: Float32Array[], rotary: RotaryRows | null): void {
-  const parts = op.outputs.flat();
-  const ys = op.kernels.matmulMany(
-    parts.map((p) => p.weight),
-    x,
-    T,
-    op.norm,
-  );
-  let k = 0;
-  op.outputs.forEach((group, g) => {
-    const width = group.reduce((n, p) => n + p.weight.rows, 0);
-    const out = outs[g]!;
-    let col = 0;
-    for (const p of group) {
-      const y = ys[k++]!;
-      const n = p.weight.rows;
-      const s = p.scale ?? 1;
-      const bias = p.bias ?? null;
-      for (let t = 0; t < T; t++) {
-        const dst = t * width + col;
-        const src = t * n;
-        if (s === 1) out.set(y.subarray(src, src + n), dst);
-        else for (let i = 0; i < n; i++) out[dst + i] = y[src + i]! * s;
-        if (bias !== null) for (let i = 0; i < n; i++) out[dst + i] = out[dst + i]! + bias[i]!;
-      }
-      col += n;
-    }
-    if (rotary?.outputs.includes(g)) rotate(out, T, width, rotary);
-  });
+  if (x.length !== T * cols) throw new RangeError(`computeLinear: x has ${x.length} values, expected ${T}×${cols}`);
+  op.kernels.linearGroups(op.outputs, x, T, op.norm, rotary, outs);
 }
 
 const widths = (op: BlockLinearOp) => op.outputs.map((g) => g.reduce((n, p) => n + p.weight.rows, 0));

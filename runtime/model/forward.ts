@@ -241,6 +241,9 @@ interface SeqState {
   resumedKv: ({ k: tf.Tensor2D; v: tf.Tensor2D; positions: number[] } | null)[];
 }
 
+/** Masks among a sequence's new rows by its live-token list (pruning replaces the list, never edits it): every layer until then shares one. */
+const visibleByLive = new WeakMap<number[], Uint8Array>();
+
 function validate(model: LoadedModel, seqs: ForwardSequence[], layers: number[]): void {
   const c = model.config;
   for (let i = 1; i < layers.length; i++) {
@@ -620,8 +623,11 @@ export function forward(model: LoadedModel, seqs: ForwardSequence[], opts: Forwa
      */
     /** (n, n) over a sequence's live new tokens: row a sees b under its tree mask, else causally. */
     function visibleAmongNew(s: SeqState): Uint8Array {
+      const known = visibleByLive.get(s.live);
+      if (known !== undefined) return known;
       const n = s.live.length;
       const visible = new Uint8Array(n * n);
+      visibleByLive.set(s.live, visible);
       const tree = s.seq.treeMask;
       for (let a = 0; a < n; a++) {
         for (let b = 0; b < n; b++) {
