@@ -25,7 +25,6 @@ function drain() {
   }
 }
 
-const Q8_0 = 8;
 let addon = null;
 /** The wasm exports with the products the caller runs natively (matmul.ts) swapped the same way. */
 function withNative(exports, memory) {
@@ -34,7 +33,6 @@ function withNative(exports, memory) {
   return {
     ...exports,
     matmul_x4r: (...a) => addon.matmul_x4r(id, ...a),
-    matmul_x4: (...a) => (a[0] === Q8_0 ? addon.matmul_x4_q8_0(id, ...a) : exports.matmul_x4(...a)),
     matmul_float: (...a) => addon.matmul_float(id, ...a),
     attention: (...a) => addon.attention(id, ...a),
   };

@@ -175,25 +175,27 @@ function nativeAgrees(module: WebAssembly.Module, native: NativeKernels): boolea
       fns.repack_x4(GGML_TYPE_ID[type], src, rows, cols, wx4);
       native.repack_x4h(id, GGML_TYPE_ID[type], src, rows, cols, wx4h);
       const tail = [rows, cols, qa, da, sa, T] as const;
-      // The addon's quantization, into its own buffers: the same bytes as the wasm one's.
+      // The addon's activations, into its own buffers: int8 in R8 order for all three types
+      // (its Q8_0 groups take them too), the same blocks as the wasm build's.
       const qa1 = c.take(2 * T * cols);
       const da1 = c.take(4 * T * nb);
       const sa1 = c.take(4 * T * nb);
+      native.quantize_rows_r8(id, xo, T, cols, qa1, da1, sa1);
       if (type === 'q8_0') {
         fns.quantize_rows(xo, T, cols, qa, da, sa, 0);
-        native.quantize_rows(id, xo, T, cols, qa1, da1, sa1, 0);
+        fns.matmul_x4(GGML_TYPE_ID[type], wx4, ...tail, y0, 0, rows / 4);
+        // Its int16 ones (Q8_0 matrices kept as file rows) against the wasm build's.
+        const qa2 = c.take(2 * T * cols);
+        const ds2 = c.take(8 * T * nb);
+        native.quantize_rows(id, xo, T, cols, qa2, ds2, ds2 + 4 * T * nb, 0);
+        if (!c.same(qa, qa2, (2 * T * cols) / 4)) return (nativeChecked = false);
       } else {
         fns.quantize_rows_r8!(xo, T, cols, qa, da, sa);
-        native.quantize_rows_r8(id, xo, T, cols, qa1, da1, sa1);
-      }
-      if (!c.same(qa, qa1, ((type === 'q8_0' ? 2 : 1) * T * cols) / 4) || !c.same(da, da1, T * nb) || !c.same(sa, sa1, T * nb)) return (nativeChecked = false);
-      if (type === 'q8_0') {
-        fns.matmul_x4(GGML_TYPE_ID[type], wx4, ...tail, y0, 0, rows / 4);
-        native.matmul_x4_q8_0(id, GGML_TYPE_ID[type], wx4h, ...tail, y1, 0, rows / 4);
-      } else {
         fns.matmul_x4r!(GGML_TYPE_ID[type], wx4, ...tail, y0, 0, rows / 4);
-        native.matmul_x4r(id, GGML_TYPE_ID[type], wx4h, ...tail, y1, 0, rows / 4);
+        if (!c.same(qa, qa1, (T * cols) / 4)) return (nativeChecked = false);
       }
+      if (!c.same(da, da1, T * nb) || !c.same(sa, sa1, T * nb)) return (nativeChecked = false);
+      native.matmul_x4r(id, GGML_TYPE_ID[type], wx4h, rows, cols, qa1, da1, sa1, T, y1, 0, rows / 4);
       ok = c.same(y0, y1, T * rows);
     }
   }
@@ -378,9 +380,13 @@ export interface MatmulOptions {
 function activationKind(w: { type: BlockType; layout: KernelWeight['layout'] }, relaxed: boolean): 'float' | 'q8' | 'q4' | 'r8' {
   if (w.type === 'f32' || w.type === 'f16') return 'float';
   const grouped = w.layout !== 'rows';
-  if (relaxed && grouped && w.type !== 'q8_0') return 'r8';
+  // The native Q8_0 groups take the Q4 products' int8 activations too (kernels.c's x8r_tile).
+  if (relaxed && grouped && (w.type !== 'q8_0' || w.layout === 'x4h')) return 'r8';
   return w.type === 'q8_0' || grouped ? 'q8' : 'q4';
 }
+
+/** Where column c & 7 of each 8 sits in quantize_rows_r8's int8 activations (matmul.c's R8_ORDER inverted). */
+const R8_POSITION = [0, 2, 4, 6, 1, 3, 5, 7];
 
 const PAGE = 65536;
 const align16 = (n: number) => (n + 15) & ~15;
@@ -443,7 +449,6 @@ export class MatmulKernels {
       this.fns = {
         ...fns,
         matmul_x4r: (...a) => native!.matmul_x4r(id, ...a),
-        matmul_x4: (...a) => (a[0] === GGML_TYPE_ID.q8_0 ? native!.matmul_x4_q8_0(id, ...a) : wasmX4(...a)),
         matmul_float: (...a) => native!.matmul_float(id, ...a),
         silu_mul: (...a) => native!.silu_mul(id, ...a),
         quantize_rows: (x, T, cols, qa, da, sa, q4Order) => (q4Order === 0 ? native!.quantize_rows(id, x, T, cols, qa, da, sa, 0) : fns.quantize_rows(x, T, cols, qa, da, sa, q4Order)),
@@ -567,7 +572,9 @@ export class MatmulKernels {
     // nibbles as repack_x4 packs them); a file block is scale [, min] as f16, quants (Q4:
     // value c in byte c & 15, low nibble for c < 16). The scales came from f16, so
     // converting back is exact. x4h (native/kernels.c): the 4 scales as f16, Q4_1's 4 mins
-    // as f16, no Q4_0 offsets, then the same quants.
+    // as f16, no Q4_0 offsets, then the same quants — but for Q8_0, whose quants go as 8
+    // vectors of 4 rows × 4 columns (each row's 4 bytes together), the columns in the
+    // order of the int8 activations (R8_POSITION).
     const nb = w.cols / QK;
     const bs = rb / nb;
     const q8 = w.type === 'q8_0';
@@ -598,7 +605,10 @@ export class MatmulKernels {
         for (let c = 0; c < QK; c++) {
           const pair = c >> 1;
           const lane = 2 * k + (c & 1);
-          if (q8) data[dst + head + c] = mem[quants + pair * 8 + lane]!;
+          if (q8 && half) {
+            const p = (c & ~7) + R8_POSITION[c & 7]!;
+            data[dst + head + c] = mem[quants + 16 * (p >> 2) + 4 * k + (p & 3)]!;
+          } else if (q8) data[dst + head + c] = mem[quants + pair * 8 + lane]!;
           else {
             const e = pair & 3;
             const q = (mem[quants + (pair >> 2) * 16 + 2 * lane + (e >> 1)]! >> (4 * (e & 1))) & 15;

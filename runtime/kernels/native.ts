@@ -15,12 +15,10 @@ export interface NativeKernels {
   supported(): boolean;
   /** Registers a shared wasm memory (a Uint8Array over all of it) and returns its id. */
   register(view: Uint8Array): number;
-  /** A file's Q4_0 / Q4_1 / Q8_0 rows at src into the addon's x4h groups at dst (x4hBytes of them): matmul.c's x4 groups with f16 scales. */
+  /** A file's Q4_0 / Q4_1 / Q8_0 rows at src into the addon's x4h groups at dst (x4hBytes of them): matmul.c's x4 groups with f16 scales, Q8_0's quants ordered for 8-bit products. */
   repack_x4h(id: number, type: number, src: number, rows: number, cols: number, dst: number): void;
-  /** matmul_x4r on x4h groups (Q4_0, Q4_1). */
+  /** matmul_x4r on x4h groups: Q4_0, Q4_1, and Q8_0 on the same int8 activations (quantize_rows_r8). */
   matmul_x4r(id: number, type: number, w: number, rows: number, cols: number, qa: number, da: number, sa: number, T: number, y: number, g0: number, g1: number): void;
-  /** matmul_x4 on x4h groups, for Q8_0 only. */
-  matmul_x4_q8_0(id: number, type: number, w: number, rows: number, cols: number, qa: number, da: number, sa: number, T: number, y: number, g0: number, g1: number): void;
   matmul_float(id: number, type: number, w: number, rows: number, cols: number, x: number, T: number, y: number, r0: number, r1: number): void;
   silu_mul(id: number, g: number, u: number, n: number): void;
   /** matmul.c's quantize_rows with q4Order 0 (throws for 1) and quantize_rows_r8: the same bytes. */
