@@ -445,16 +445,18 @@ export class MatmulKernels {
       // The same arguments on the same memory (the kernel thread swaps its own the same way).
       const id = native!.register(new Uint8Array(this.memory.buffer));
       this.addon = { kernels: native!, id };
-      const wasmX4 = fns.matmul_x4;
+      // Bound to the memory's id rather than wrapped in (...a) => f(id, ...a): a decode step
+      // makes ~300 of these calls, and the spread allocated an array for each.
+      const n = native!;
       this.fns = {
         ...fns,
-        matmul_x4r: (...a) => native!.matmul_x4r(id, ...a),
-        matmul_float: (...a) => native!.matmul_float(id, ...a),
-        silu_mul: (...a) => native!.silu_mul(id, ...a),
-        quantize_rows: (x, T, cols, qa, da, sa, q4Order) => (q4Order === 0 ? native!.quantize_rows(id, x, T, cols, qa, da, sa, 0) : fns.quantize_rows(x, T, cols, qa, da, sa, q4Order)),
-        quantize_rows_r8: (...a) => native!.quantize_rows_r8(id, ...a),
-        store_f16: (...a) => native!.store_f16(id, ...a),
-        attention: (...a) => native!.attention(id, ...a),
+        matmul_x4r: n.matmul_x4r.bind(n, id),
+        matmul_float: n.matmul_float.bind(n, id),
+        silu_mul: n.silu_mul.bind(n, id),
+        quantize_rows: (x, T, cols, qa, da, sa, q4Order) => (q4Order === 0 ? n.quantize_rows(id, x, T, cols, qa, da, sa, 0) : fns.quantize_rows(x, T, cols, qa, da, sa, q4Order)),
+        quantize_rows_r8: n.quantize_rows_r8.bind(n, id),
+        store_f16: n.store_f16.bind(n, id),
+        attention: n.attention.bind(n, id),
       };
     } else {
       this.fns = fns;
