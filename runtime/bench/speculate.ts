@@ -10,7 +10,9 @@
  * - batch 8 (the prompts submitted together): plain, Medusa and Cerberus with the gate.
  *
  * Tokens/s is generated tokens over wall time, prefill included (the same prompts in every
- * configuration), the median of the reps; the configurations are interleaved per rep so
+ * configuration), the median of the reps; beside it decode alone (`*_decode_vs_plain`: from
+ * the moment a group's prompts are all prefilled, what heads can speed), since with short
+ * answers to long prompts prefill dilutes the end-to-end ratio. The configurations are interleaved per rep so
  * load on the machine hits them alike. Each speculative output is checked token for token against plain greedy
  * (`greedy_identical`); mean accepted length is tokens per verification (1 + accepted
  * drafts); gate rate is the share of decode decisions the gate sent to plain decoding.
@@ -50,27 +52,53 @@ interface Batch {
   tokens: number[][];
   summaries: SequenceSummary[];
   ms: number;
+  /**
+   * Decode alone: per group of sequences run together, the time from the moment every one
+   * of them has its first token (their prompts prefilled) to the end, and the tokens made in
+   * it. Heads speed decode, not prefill; with 48-token answers to prompts of up to 384 tokens
+   * prefill is a third of `ms`, the same for every configuration, and dilutes the ratio.
+   */
+  decodeMs: number;
+  decodeTokens: number;
 }
 
 /** Greedy generation of every prompt on a fresh scheduler (no prefix cache), `batch` at a time. */
 function generate(model: LoadedModel, prompts: number[][], maxTokens: number, batch: number, eosIds: number[], shape?: SequenceShape, maxDraftTokens?: number): Batch {
   const tokens: number[][] = prompts.map(() => []);
   const summaries: SequenceSummary[] = [];
+  let decodeMs = 0;
+  let decodeTokens = 0;
   const t0 = performance.now();
   for (let at = 0; at < prompts.length; at += batch) {
     const s = new Scheduler({ model, sampler: () => (row) => argmax(row), prefixSharing: false, ...(maxDraftTokens ? { maxDraftTokens } : {}) });
     let error: Error | undefined;
-    prompts.slice(at, at + batch).forEach((ids, j) =>
+    const group = prompts.slice(at, at + batch);
+    const times: number[] = [];
+    let started = 0;
+    let allStartedAt = Infinity;
+    group.forEach((ids, j) =>
       s.submit(
         { id: `p${at + j}`, ids, eosIds, sampling: resolveSampling({ maxTokens }), ...(shape ? { shape } : {}) },
-        { token: (t) => void tokens[at + j]!.push(t), done: (d) => void summaries.push(d), error: (e) => (error = e) },
+        {
+          token: (t) => {
+            const now = performance.now();
+            if (tokens[at + j]!.length === 0 && ++started === group.length) allStartedAt = now;
+            tokens[at + j]!.push(t);
+            times.push(now);
+          },
+          done: (d) => void summaries.push(d),
+          error: (e) => (error = e),
+        },
       ),
     );
     while (s.hasWork()) s.step();
+    const end = performance.now();
     s.pool.clearCache();
     if (error) throw error;
+    decodeMs += end - allStartedAt;
+    decodeTokens += times.filter((t) => t > allStartedAt).length;
   }
-  return { tokens, summaries, ms: performance.now() - t0 };
+  return { tokens, summaries, ms: performance.now() - t0, decodeMs, decodeTokens };
 }
 
 registerBench('speculate', {
@@ -126,12 +154,14 @@ registerBench('speculate', {
       log(`speculate: forward ms by rows ${JSON.stringify(verifyCost)}; heads per step ${JSON.stringify(headsMs)}`);
       type Name = keyof typeof configs;
       const ms: Record<string, number[]> = {};
+      const decodeRates: Record<string, number[]> = {};
       const last: Partial<Record<Name, Batch>> = {};
       generate(model, b1Prompts.slice(0, 1), 4, 1, tokenizer.eosIds, { speculate: gated }); // warm-up: prepared weights, kernels
       for (let rep = 0; rep < reps; rep++) {
         for (const [name, run] of Object.entries(configs) as [Name, () => Batch][]) {
           const r = run();
           (ms[name] ??= []).push(r.ms);
+          (decodeRates[name] ??= []).push((r.decodeTokens * 1000) / r.decodeMs);
           last[name] = r;
           const n = r.tokens.reduce((sum, t) => sum + t.length, 0);
           log(`speculate: rep ${rep + 1} ${name}: ${n} tokens in ${round(r.ms / 1000, 2)} s (${round((n * 1000) / r.ms, 1)} tok/s)`);
@@ -142,6 +172,11 @@ registerBench('speculate', {
         // The median rep (the upper one of an even count): a lone fast rep on this shared machine is luck, not speed.
         const sorted = [...ms[name]!].sort((x, y) => x - y);
         return (n * 1000) / sorted[sorted.length >> 1]!;
+      };
+      // Decode alone (Batch.decodeMs), over the same reps' median.
+      const decodeTps = (name: Name) => {
+        const sorted = [...decodeRates[name]!].sort((x, y) => x - y);
+        return sorted[sorted.length >> 1]!;
       };
       const same = (name: Name, ref: Name) => JSON.stringify(last[name]!.tokens) === JSON.stringify(last[ref]!.tokens);
       const accepted = (name: Name) => {
@@ -166,7 +201,13 @@ registerBench('speculate', {
         cerberus_gated_b1_vs_plain: round(tps('cerberus_gated_b1') / tps('plain_b1'), 3),
         medusa_b8_vs_plain: round(tps('medusa_b8') / tps('plain_b8'), 3),
         cerberus_gated_b8_vs_plain: round(tps('cerberus_gated_b8') / tps('plain_b8'), 3),
+        medusa_b1_decode_vs_plain: round(decodeTps('medusa_b1') / decodeTps('plain_b1'), 3),
+        cerberus_b1_decode_vs_plain: round(decodeTps('cerberus_b1') / decodeTps('plain_b1'), 3),
+        cerberus_gated_b1_decode_vs_plain: round(decodeTps('cerberus_gated_b1') / decodeTps('plain_b1'), 3),
+        medusa_b8_decode_vs_plain: round(decodeTps('medusa_b8') / decodeTps('plain_b8'), 3),
+        cerberus_gated_b8_decode_vs_plain: round(decodeTps('cerberus_gated_b8') / decodeTps('plain_b8'), 3),
       };
+      const decodeTokensPerSec = Object.fromEntries((Object.keys(configs) as Name[]).map((n) => [n, round(decodeTps(n), 2)]));
       const quality = {
         greedy_identical: Object.values(identical).every(Boolean),
         identical,
@@ -183,7 +224,7 @@ registerBench('speculate', {
         unaffordable_rate_b1: accepted('cerberus_b1').unaffordableRate,
         unaffordable_rate_b8: { medusa: accepted('medusa_b8').unaffordableRate, cerberus_gated: accepted('cerberus_gated_b8').unaffordableRate },
       };
-      log(`speculate: tokens/s ${JSON.stringify(tokensPerSec)}`);
+      log(`speculate: tokens/s ${JSON.stringify(tokensPerSec)}; decode alone ${JSON.stringify(decodeTokensPerSec)}`);
       log(`speculate: ratios ${JSON.stringify(ratios)}`);
       log(`speculate: quality ${JSON.stringify(quality)}`);
       return {
@@ -198,6 +239,7 @@ registerBench('speculate', {
         forwardMsByRows: verifyCost,
         headsMs,
         tokensPerSec,
+        decodeTokensPerSec,
         ratios,
         quality,
       };
