@@ -599,7 +599,10 @@ export class MatmulKernels {
       const g = r >> 2;
       const k = r & 3;
       for (let b = 0; b < nb; b++) {
-        const src = w.offset + (g * nb + b) * gb;
+        // x4h: groups stored two by two with their blocks interleaved (kernels.c x4h_block_at), an odd last one alone.
+        const pairEnd = (w.rows >> 2) & ~1;
+        const at = half && g < pairEnd ? (g & ~1) * nb + 2 * b + (g & 1) : g * nb + b;
+        const src = w.offset + at * gb;
         const quants = src + quantsAt;
         const dst = (r - r0) * rb + b * bs;
         putScale(dst, src, k);
