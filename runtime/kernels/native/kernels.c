@@ -90,29 +90,26 @@ AVX2 int32_t load_i32(const int8_t *p) {
 }
 
 /*
- * Reading two groups at once makes two interleaved streams of 1.7 KB each (SmolLM2's rows):
- * too short for the hardware prefetcher to pick up, so a one-token pass over weights out of
- * cache waited on memory at every block of the second group (perf: most of its samples
- * there; SmolLM2's one-row forward 35 ms against 30 on the wasm build, which reads one
- * group after another). Each block asks for its bytes PREFETCH_AHEAD further on in both
- * streams. Measured on 80 matrices of 1536×576 Q4_1 (44 MB, out of cache; this machine
- * reads ~7.5 GB/s on one thread), one token: no prefetch 3.1 GB/s, 512 B 3.7, 2 KB 4.3,
- * 4 KB 5.1, 8 KB 4.4; the one-row forward went to 24 ms.
+ * Reading two groups at once from two places made two interleaved streams of 1.7 KB each
+ * (SmolLM2's rows): too short for the hardware prefetcher to pick up, so a one-token pass
+ * over weights out of cache waited on memory at every block of the second group. Asking for
+ * the bytes PREFETCH_AHEAD further on helped there (80 matrices of 1536×576 Q4_1, one
+ * token, on a busy box: no prefetch 3.1 GB/s, 512 B 3.7, 2 KB 4.3, 4 KB 5.1, 8 KB 4.4); the
+ * pairs are now stored interleaved (x4h_block_at), one stream, and the prefetch stays:
+ * 2 KB 13.1, 4 KB 14.2, 8 KB 14.2, 16 KB 14.0 GB/s on a quiet box before the interleaving.
  */
 #ifndef PREFETCH_AHEAD
 #define PREFETCH_AHEAD 4096
 #endif
-AVX2 void prefetch_pair(const uint8_t *p, size_t gb, size_t block) {
-  for (size_t o = 0; o < block; o += 64) {
-    _mm_prefetch((const char *)p + PREFETCH_AHEAD + o, _MM_HINT_T0);
-    if (gb) _mm_prefetch((const char *)p + gb + PREFETCH_AHEAD + o, _MM_HINT_T0);
-  }
+AVX2 void prefetch_ahead(const uint8_t *p, size_t bytes) {
+  for (size_t o = 0; o < bytes; o += 64) _mm_prefetch((const char *)p + PREFETCH_AHEAD + o, _MM_HINT_T0);
 }
 
 /*
  * TT tokens (1–4, constant once inlined) over a pair of Q4 groups (rows 4g..4g+7; gb is
- * the second group's offset from the first) or, with one = 1, a single group in the low
- * half, in x4h groups (type: Q4_0 or Q4_1). The wasm x4r_pass's products, blocks and
+ * the second group's offset from the first, block by block, and stride the bytes from one
+ * block to the next: interleaved pairs, x4h_block_at) or, with one = 1, a single group in
+ * the low half, in x4h groups (type: Q4_0 or Q4_1). The wasm x4r_pass's products, blocks and
  * float steps, 8 rows per vector.
  */
 AVX2 void x4r_tile(int type, const uint8_t *wg, size_t gb, size_t stride, int nb, const int8_t *qa, size_t qs, const float *da, const float *sa, int TT, float *y, size_t ys, int one) {
@@ -122,7 +119,7 @@ AVX2 void x4r_tile(int type, const uint8_t *wg, size_t gb, size_t stride, int nb
   for (int t = 0; t < TT; t++) acc[t] = accm[t] = _mm256_setzero_ps();
   const uint8_t *p = wg;
   for (int b = 0; b < nb; b++, p += stride) {
-    prefetch_pair(p, 0, stride);
+    prefetch_ahead(p, stride);
     __m256i s[4];
     for (int t = 0; t < TT; t++) s[t] = _mm256_setzero_si256();
     for (int u = 0; u < 4; u++) {
@@ -172,7 +169,7 @@ AVX2 void x8r_tile(const uint8_t *wg, size_t gb, size_t stride, int nb, const in
   for (int t = 0; t < TT; t++) acc[t] = _mm256_setzero_ps();
   const uint8_t *p = wg;
   for (int b = 0; b < nb; b++, p += stride) {
-    prefetch_pair(p, 0, stride);
+    prefetch_ahead(p, stride);
     __m256i s[4];
     for (int t = 0; t < TT; t++) s[t] = _mm256_setzero_si256();
     for (int u = 0; u < 8; u++) {
