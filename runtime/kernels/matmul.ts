@@ -638,14 +638,8 @@ export class MatmulKernels {
   matmulMany(ws: KernelWeight[], x: Float32Array, T: number, norm: { weight: Float32Array; eps: number } | null = null): Float32Array[] {
     const cols = ws[0]!.cols;
     if (x.length !== T * cols) throw new RangeError(`matmul: x has ${x.length} values, expected ${T}×${cols}`);
-    if (norm !== null && norm.weight.length !== cols) throw new RangeError(`matmul: norm weight has ${norm.weight.length} values, rows have ${cols}`);
-    const normW = norm === null ? 0 : this.constant(norm.weight);
-    const xOff = this.top;
-    const end = align16(xOff + 4 * T * cols);
-    this.ensure(norm === null ? end : end + 4 * T * cols);
-    new Float32Array(this.memory.buffer, xOff, T * cols).set(x);
-    if (norm !== null) this.fns.rms_norm_rows(xOff, T, cols, normW, norm.eps, end);
-    const ys = norm === null ? this.multiply(ws, xOff, T, end) : this.multiply(ws, end, T, align16(end + 4 * T * cols));
+    const { input, end } = this.rowsIn(x, T, cols, norm);
+    const ys = this.multiply(ws, input, T, end);
     return ws.map((w, i) => new Float32Array(this.memory.buffer, ys[i]!, T * w.rows).slice());
   }
 
@@ -657,14 +651,36 @@ export class MatmulKernels {
     const cols = gate.cols;
     if (x.length !== T * cols) throw new RangeError(`gatedMlp: x has ${x.length} values, expected ${T}×${cols}`);
     if (up.cols !== cols || up.rows !== gate.rows || down.cols !== gate.rows) throw new RangeError('gatedMlp: gate, up and down shapes disagree');
+    const { input, end } = this.rowsIn(x, T, cols, null);
+    const y = this.gatedMlpAt(gate, up, down, input, T, end);
+    return new Float32Array(this.memory.buffer, y, T * down.rows).slice();
+  }
+
+  /**
+   * Copies (T, cols) rows in at the top of the scratch space and, with `norm`, RMS-normalises
+   * them into the space after (rms_norm_rows: block-linear.ts's JavaScript arithmetic):
+   * where the products' input lies, and where free space starts after it.
+   */
+  private rowsIn(x: Float32Array, T: number, cols: number, norm: { weight: Float32Array; eps: number } | null): { input: number; end: number } {
+    if (norm !== null && norm.weight.length !== cols) throw new RangeError(`matmul: norm weight has ${norm.weight.length} values, rows have ${cols}`);
+    // Before taking the top: a norm weight seen for the first time is copied in there.
+    const normW = norm === null ? 0 : this.constant(norm.weight);
     const xOff = this.top;
-    this.ensure(xOff + 4 * T * cols);
+    const normed = align16(xOff + 4 * T * cols);
+    const end = norm === null ? normed : align16(normed + 4 * T * cols);
+    this.ensure(end);
     new Float32Array(this.memory.buffer, xOff, T * cols).set(x);
-    const [g, u] = this.multiply([gate, up], xOff, T, align16(xOff + 4 * T * cols)) as [number, number];
+    if (norm === null) return { input: xOff, end };
+    this.fns.rms_norm_rows(xOff, T, cols, normW, norm.eps, normed);
+    return { input: normed, end };
+  }
+
+  /** gatedMlp on rows already at `x`, scratch from `from` on: the offset of down's output. */
+  private gatedMlpAt(gate: KernelWeight, up: KernelWeight, down: KernelWeight, x: number, T: number, from: number): number {
+    const [g, u] = this.multiply([gate, up], x, T, from) as [number, number];
     this.fns.silu_mul(g, u, T * gate.rows);
     // Past u's end: g stays where it is as the next input.
-    const [y] = this.multiply([down], g, T, align16(u + 4 * T * up.rows));
-    return new Float32Array(this.memory.buffer, y!, T * down.rows).slice();
+    return this.multiply([down], g, T, align16(u + 4 * T * up.rows))[0]!;
   }
 
   /**
@@ -693,10 +709,8 @@ export class MatmulKernels {
     const [yo] = this.multiply([o], attnOff, T, scratch);
     this.fns.add_rows(xOff, yo!, bias, T, hidden, x1Off);
     this.fns.rms_norm_rows(x1Off, T, hidden, normW, w.norm.eps, nOff);
-    const [g, u] = this.multiply([gate, up], nOff, T, scratch) as [number, number];
-    this.fns.silu_mul(g, u, T * gate.rows);
-    const [yd] = this.multiply([down], g, T, align16(u + 4 * T * up.rows));
-    this.fns.add_rows(x1Off, yd!, 0, T, hidden, x1Off);
+    const yd = this.gatedMlpAt(gate, up, down, nOff, T, scratch);
+    this.fns.add_rows(x1Off, yd, 0, T, hidden, x1Off);
     return new Float32Array(this.memory.buffer, x1Off, T * hidden).slice();
   }
 
@@ -711,23 +725,19 @@ export class MatmulKernels {
     const cols = parts[0]!.weight.cols;
     if (x.length !== T * cols) throw new RangeError(`linearGroups: x has ${x.length} values, expected ${T}×${cols}`);
     const biases = parts.map((p) => (p.bias ? this.constant(p.bias) : 0));
-    const normW = norm === null ? 0 : this.constant(norm.weight);
     const widths = groups.map((g) => g.reduce((n, p) => n + p.weight.rows, 0));
-    let at = this.top;
+    const { input, end } = this.rowsIn(x, T, cols, norm);
+    let at = end;
     const take = (bytes: number) => ((at = align16(at + bytes)), at - align16(bytes));
-    const xOff = take(4 * T * cols);
-    const nOff = norm === null ? xOff : take(4 * T * cols);
     const outOffs = widths.map((w) => take(4 * T * w));
     const half = rotary === null ? 0 : rotary.dim / 2;
     const cosOff = take(4 * T * half);
     const sinOff = take(4 * T * half);
     this.ensure(at);
     const buf = this.memory.buffer;
-    new Float32Array(buf, xOff, T * cols).set(x);
-    if (norm !== null) this.fns.rms_norm_rows(xOff, T, cols, normW, norm.eps, nOff);
     const ys = this.multiply(
       parts.map((p) => p.weight),
-      nOff,
+      input,
       T,
       at,
     );

@@ -199,8 +199,8 @@ AVX2 void x8r_tile(const uint8_t *wg, size_t gb, size_t stride, int nb, const in
  * from 3 rows on the products are compute-bound here, ~47 GMAC/s at 4).
  */
 #define GROUP_LOOP(GB, BYTES, TILE)                                                                     \
+  const int paired = pair_end(rows);                                                                    \
   for (int g = g0; g < g1;) {                                                                           \
-    const int paired = pair_end(rows);                                                                  \
     const int one = !((g & 1) == 0 && g + 1 < g1 && g < paired);                                        \
     const size_t stride = g < paired ? 2 * (BYTES) : (BYTES);                                           \
     const uint8_t *wg = w + (size_t)(g & ~1) * (GB) + (g < paired ? (size_t)(g & 1) * (BYTES) : 0);     \
@@ -412,7 +412,7 @@ WIDE void pv_tail4(const float *const *sp, const float *inv, const void *const *
 }
 
 #define PV_PASS(NHC, NVC) (f16 ? pv_pass(sp, inv, vc, 1, rows, chunks, P, end, vi, g, D, d, NHC, NVC, o) : pv_pass(sp, inv, vc, 0, rows, chunks, P, end, vi, g, D, d, NHC, NVC, o))
-WIDE void pv_heads(const float *const *sp, const float *inv, const void *const *vc, int f16, const int *rows, int chunks, int P, int end, const uint8_t *vi, int g, int D, int NH, float *o) {
+WIDE void pv(const float *const *sp, const float *inv, const void *const *vc, int f16, const int *rows, int chunks, int P, int end, const uint8_t *vi, int g, int D, int NH, float *o) {
   const int most = NH <= 2 ? 4 : NH == 3 ? 3 : 2;
   int d = 0;
   while (D - d >= 8) {
@@ -428,10 +428,6 @@ WIDE void pv_heads(const float *const *sp, const float *inv, const void *const *
   if (d < D) pv_tail4(sp, inv, vc, f16, rows, chunks, P, end, vi, g, D, d, NH, o);
 }
 #undef PV_PASS
-
-WIDE void pv(const float *const *sp, const float *inv, const void *const *vc, int f16, const int *rows, int chunks, int P, int end, const uint8_t *vi, int g, int D, int NH, float *o) {
-  pv_heads(sp, inv, vc, f16, rows, chunks, P, end, vi, g, D, NH, o);
-}
 
 /* exp_f32x4's operations on eight lanes (each lane's bits equal exp_f32's: wasm-sse.h's mapping, 256 bits wide). */
 WIDE __m256 exp_f32x8(__m256 x) {
