@@ -106,92 +106,6 @@ AVX2 void prefetch_ahead(const uint8_t *p, size_t bytes) {
 }
 
 /*
- * TT tokens (1–4, constant once inlined) over a pair of Q4 groups (rows 4g..4g+7; gb is
- * the second group's offset from the first, block by block, and stride the bytes from one
- * block to the next: interleaved pairs, x4h_block_at) or, with one = 1, a single group in
- * the low half, in x4h groups (type: Q4_0 or Q4_1). The wasm x4r_pass's products, blocks and
- * float steps, 8 rows per vector.
- */
-AVX2 void x4r_tile(int type, const uint8_t *wg, size_t gb, size_t stride, int nb, const int8_t *qa, size_t qs, const float *da, const float *sa, int TT, float *y, size_t ys, int one) {
-  const __m256i m4 = _mm256_set1_epi8(15), ones = _mm256_set1_epi16(1);
-  const size_t quants = x4h_quants_at(type);
-  __m256 acc[4], accm[4];
-  for (int t = 0; t < TT; t++) acc[t] = accm[t] = _mm256_setzero_ps();
-  const uint8_t *p = wg;
-  for (int b = 0; b < nb; b++, p += stride) {
-    prefetch_ahead(p, stride);
-    __m256i s[4];
-    for (int t = 0; t < TT; t++) s[t] = _mm256_setzero_si256();
-    for (int u = 0; u < 4; u++) {
-      const __m256i v = load2(p + quants + 16 * u, p + (one ? 0 : gb) + quants + 16 * u);
-      const __m256i lo = _mm256_and_si256(v, m4), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
-      for (int t = 0; t < TT; t++) {
-        const int8_t *a = qa + (size_t)t * qs + (size_t)b * QK + 8 * u;
-        const __m256i x0 = _mm256_maddubs_epi16(lo, _mm256_set1_epi32(load_i32(a)));
-        const __m256i x1 = _mm256_maddubs_epi16(hi, _mm256_set1_epi32(load_i32(a + 4)));
-        s[t] = _mm256_add_epi16(s[t], _mm256_add_epi16(x0, x1));
-      }
-    }
-    const __m256 d = load2h(p, p + (one ? 0 : gb));
-    for (int t = 0; t < TT; t++) {
-      const __m256 f = _mm256_cvtepi32_ps(_mm256_madd_epi16(s[t], ones));
-      acc[t] = _mm256_add_ps(acc[t], _mm256_mul_ps(f, _mm256_mul_ps(d, _mm256_set1_ps(da[(size_t)t * nb + b]))));
-    }
-  }
-  p = wg;
-  for (int b = 0; b < nb; b++, p += stride) {
-    const __m256 m = type == T_Q4_1 ? load2h(p + 8, p + (one ? 0 : gb) + 8) : _mm256_mul_ps(load2h(p, p + (one ? 0 : gb)), _mm256_set1_ps(-8.f));
-    for (int t = 0; t < TT; t++) accm[t] = _mm256_add_ps(accm[t], _mm256_mul_ps(m, _mm256_set1_ps(sa[(size_t)t * nb + b])));
-  }
-  for (int t = 0; t < TT; t++) {
-    const __m256 r = _mm256_add_ps(acc[t], accm[t]);
-    if (one) _mm_storeu_ps(y + (size_t)t * ys, _mm256_castps256_ps128(r));
-    else _mm256_storeu_ps(y + (size_t)t * ys, r);
-  }
-}
-
-/*
- * TT tokens over a pair of Q8_0 groups (or one), int8 activations in R8 order
- * (quantize_rows_r8, as the Q4 products take them): the x4h Q8_0 group's vector u holds
- * rows 0–3 × the four columns at activation positions 4u..4u+3, each row's four bytes
- * together, so one broadcast of those four activation bytes meets all rows. 8-bit
- * products on the signs moved to the activations (|w| unsigned, a·sign(w) signed: pair
- * sums ≤ 2·128·127, never saturated), widened to int32 per row: the same integers as the
- * wasm x4_pass's block sums, then its float steps. Against the 16-bit products it
- * replaced (int16 activations widened against weights widened to int16, 16 multiply-adds
- * an instruction), bench decode on SmolLM2 rewritten to Q8_0, one run each on a quiet box:
- * prefill of 128 tokens 280 → 360 tok/s (0.96× → 1.24× llama.cpp), of 512 243 → 294
- * (0.93× → 1.13×); decode unchanged (75 tok/s: it streams the weights from memory).
- */
-AVX2 void x8r_tile(const uint8_t *wg, size_t gb, size_t stride, int nb, const int8_t *qa, size_t qs, const float *da, int TT, float *y, size_t ys, int one) {
-  const __m256i ones = _mm256_set1_epi16(1);
-  __m256 acc[4];
-  for (int t = 0; t < TT; t++) acc[t] = _mm256_setzero_ps();
-  const uint8_t *p = wg;
-  for (int b = 0; b < nb; b++, p += stride) {
-    prefetch_ahead(p, stride);
-    __m256i s[4];
-    for (int t = 0; t < TT; t++) s[t] = _mm256_setzero_si256();
-    for (int u = 0; u < 8; u++) {
-      const __m256i w = load2(p + 8 + 16 * u, p + (one ? 0 : gb) + 8 + 16 * u);
-      const __m256i aw = _mm256_abs_epi8(w);
-      for (int t = 0; t < TT; t++) {
-        const __m256i a = _mm256_set1_epi32(load_i32(qa + (size_t)t * qs + (size_t)b * QK + 4 * u));
-        s[t] = _mm256_add_epi32(s[t], _mm256_madd_epi16(_mm256_maddubs_epi16(aw, _mm256_sign_epi8(a, w)), ones));
-      }
-    }
-    const __m256 d = load2h(p, p + (one ? 0 : gb));
-    for (int t = 0; t < TT; t++) acc[t] = _mm256_add_ps(acc[t], _mm256_mul_ps(_mm256_cvtepi32_ps(s[t]), _mm256_mul_ps(d, _mm256_set1_ps(da[(size_t)t * nb + b]))));
-  }
-  for (int t = 0; t < TT; t++) {
-    /* The wasm pass adds its (zero) offset sums too: the same + 0.0f, so −0 becomes +0 alike. */
-    const __m256 r = _mm256_add_ps(acc[t], _mm256_setzero_ps());
-    if (one) _mm_storeu_ps(y + (size_t)t * ys, _mm256_castps256_ps128(r));
-    else _mm256_storeu_ps(y + (size_t)t * ys, r);
-  }
-}
-
-/*
  * Groups [g0, g1) of 4 rows, two at a time, TT tokens per pass: 4, then 3 (matmul.c goes
  * 2 + 1 there), then 2, then 1 — each token's sums are its own, whatever the pass. Three
  * tokens in one pass instead of two unpack the weights once: SmolLM2's forward of 3 rows
@@ -213,21 +127,40 @@ AVX2 void x8r_tile(const uint8_t *wg, size_t gb, size_t stride, int nb, const in
     g += one ? 1 : 2;                                                                                   \
   }
 
-AVX2_FN static void matmul_x4r(int type, const uint8_t *w, int rows, int cols, const int8_t *qa, const float *da, const float *sa, int T, float *y, int g0, int g1) {
-  const int nb = cols / QK;
-  const size_t qs = (size_t)nb * QK, gb = (size_t)nb * x4h_group_bytes(type);
-#define TILE(TT) x4r_tile(type, wg, x4h_group_bytes(type), stride, nb, qa + t * qs, qs, da + (size_t)t * nb, sa + (size_t)t * nb, TT, yg + (size_t)t * rows, rows, one)
-  GROUP_LOOP(gb, x4h_group_bytes(type), TILE)
-#undef TILE
-}
+/*
+ * The quantized products (products.inc.c) twice: for AVX2, and for AVX-512 VNNI where the
+ * CPU has it (Zen 4, Ice Lake and later; products_isa picks one at load, from cpuid).
+ * VNNI's vpdpbusd multiplies four u8 × s8 pairs and adds them to an int32 lane in one
+ * instruction, where AVX2 needs maddubs (pair sums in int16), madd (int32) and an add:
+ * the same integers, since AVX2's int16 pair sums never saturate here (x8r_tile,
+ * x4r_tile say why), so the same bits. 256-bit vectors in both: the layout and the float
+ * steps do not change, only the integer dot products.
+ */
+#define CAT_(a, b) a##_##b
+#define CAT(a, b) CAT_(a, b)
+#define PRODUCT(name) CAT(name, PRODUCTS_ISA)
+#define TILE_FN __attribute__((target(PRODUCTS_TARGET), always_inline)) static inline
+#define PRODUCT_FN __attribute__((target(PRODUCTS_TARGET))) static
 
-AVX2_FN static void matmul_x8r(const uint8_t *w, int rows, int cols, const int8_t *qa, const float *da, int T, float *y, int g0, int g1) {
-  const int nb = cols / QK;
-  const size_t qs = (size_t)nb * QK, gb = (size_t)nb * 136;
-#define TILE(TT) x8r_tile(wg, 136, stride, nb, qa + t * qs, qs, da + (size_t)t * nb, TT, yg + (size_t)t * rows, rows, one)
-  GROUP_LOOP(gb, 136, TILE)
-#undef TILE
-}
+/* 1 while the VNNI build runs (js_products_isa); set when the first thread loads the addon. */
+static int products_vnni = -1;
+
+#define PRODUCTS_ISA avx2
+#define PRODUCTS_TARGET "avx2"
+#define PRODUCTS_VNNI 0
+#include "products.inc.c"
+#undef PRODUCTS_ISA
+#undef PRODUCTS_TARGET
+#undef PRODUCTS_VNNI
+
+#define PRODUCTS_ISA vnni
+#define PRODUCTS_TARGET "avx2,avx512f,avx512vl,avx512bw,avx512vnni"
+#define PRODUCTS_VNNI 1
+#include "products.inc.c"
+#undef PRODUCTS_ISA
+#undef PRODUCTS_TARGET
+#undef PRODUCTS_VNNI
+
 
 /*
  * matmul.c's activation quantization (quantize_block: per block of 32, d = max|x|/127,
@@ -566,11 +499,43 @@ static napi_value js_matmul_x4r(napi_env env, napi_callback_info info) {
     return NULL;
   }
   if (a[1] == T_Q8_0) {
-    matmul_x8r(m + a[2], (int)a[3], (int)a[4], (const int8_t *)(m + a[5]), (const float *)(m + a[6]), (int)a[8], (float *)(m + a[9]), (int)a[10], (int)a[11]);
+    (products_vnni ? matmul_x8r_vnni : matmul_x8r_avx2)(m + a[2], (int)a[3], (int)a[4], (const int8_t *)(m + a[5]), (const float *)(m + a[6]), (int)a[8], (float *)(m + a[9]), (int)a[10], (int)a[11]);
     return NULL;
   }
-  matmul_x4r((int)a[1], m + a[2], (int)a[3], (int)a[4], (const int8_t *)(m + a[5]), (const float *)(m + a[6]), (const float *)(m + a[7]), (int)a[8], (float *)(m + a[9]), (int)a[10], (int)a[11]);
+  (products_vnni ? matmul_x4r_vnni : matmul_x4r_avx2)((int)a[1], m + a[2], (int)a[3], (int)a[4], (const int8_t *)(m + a[5]), (const float *)(m + a[6]), (const float *)(m + a[7]), (int)a[8], (float *)(m + a[9]), (int)a[10], (int)a[11]);
   return NULL;
+}
+
+static int cpu_has_vnni(void) {
+  __builtin_cpu_init();
+  return __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512bw");
+}
+
+/*
+ * products_isa() → "avx512vnni" or "avx2": which build of the quantized products runs
+ * (VNNI where the CPU has it, chosen at load); products_isa(name) switches, for tests and
+ * benches that compare the two (the same bits), and throws for one this CPU lacks.
+ */
+static napi_value js_products_isa(napi_env env, napi_callback_info info) {
+  napi_value argv[1], result;
+  size_t argc = 1;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok) return NULL;
+  if (argc >= 1) {
+    char name[16];
+    size_t len;
+    if (napi_get_value_string_utf8(env, argv[0], name, sizeof name, &len) != napi_ok) {
+      napi_throw_type_error(env, NULL, "native kernels: products_isa takes \"avx2\" or \"avx512vnni\"");
+      return NULL;
+    }
+    if (__builtin_strcmp(name, "avx2") == 0) products_vnni = 0;
+    else if (__builtin_strcmp(name, "avx512vnni") == 0 && cpu_has_vnni()) products_vnni = 1;
+    else {
+      napi_throw_range_error(env, NULL, __builtin_strcmp(name, "avx512vnni") == 0 ? "native kernels: this CPU has no AVX-512 VNNI" : "native kernels: products_isa takes \"avx2\" or \"avx512vnni\"");
+      return NULL;
+    }
+  }
+  napi_create_string_utf8(env, products_vnni ? "avx512vnni" : "avx2", NAPI_AUTO_LENGTH, &result);
+  return result;
 }
 
 /*
@@ -723,7 +688,9 @@ NAPI_MODULE_INIT() {
       {"quantize_rows_r8", NULL, js_quantize_rows_r8, NULL, NULL, NULL, napi_default, NULL},
       {"store_f16", NULL, js_store_f16, NULL, NULL, NULL, napi_default, NULL},
       {"attention", NULL, js_attention, NULL, NULL, NULL, napi_default, NULL},
+      {"products_isa", NULL, js_products_isa, NULL, NULL, NULL, napi_default, NULL},
   };
+  if (products_vnni < 0) products_vnni = cpu_has_vnni();
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
   return exports;
 }
