@@ -66,22 +66,22 @@ describe('native kernels', () => {
     expect(() => addon!.quantize_rows(id, xo, T, cols, 0, 0, 0, 1)).toThrow(/q4_order 0 only/);
   });
 
-  // Both builds of the quantized products where the CPU has VNNI (products_isa), else AVX2's.
-  const isas = addon === null ? [] : (['avx2', 'avx512vnni'] as const).filter((isa) => isa === 'avx2' || addon.products_isa() === 'avx512vnni');
+  // Both builds of the quantized products where the CPU has AVX-512 VNNI (isa), else AVX2's.
+  const isas = addon === null ? [] : (['avx2', 'avx512'] as const).filter((isa) => isa === 'avx2' || addon.isa() === 'avx512');
   const productCases = (['q4_0', 'q4_1', 'q8_0'] as BlockType[]).flatMap((type) => isas.map((isa) => ({ type, isa })));
   it.runIf(addon !== null).each(productCases)('give products the wasm build\'s bits (%o; odd and even row groups, 1–17 tokens, saturated values, Q8_0 quants of −128)', ({ type, isa }) => {
-    const before = addon!.products_isa();
-    addon!.products_isa(isa);
+    const before = addon!.isa();
+    addon!.isa(isa);
     try {
       productsMatchWasm(type);
     } finally {
-      addon!.products_isa(before);
+      addon!.isa(before);
     }
   });
 
   it.runIf(addon !== null)('say which build of the products runs, and refuse one that does not exist', () => {
-    expect(['avx2', 'avx512vnni']).toContain(addon!.products_isa());
-    expect(() => (addon!.products_isa as (n: string) => string)('avx9')).toThrow(/takes "avx2" or "avx512vnni"/);
+    expect(['avx2', 'avx512']).toContain(addon!.isa());
+    expect(() => (addon!.isa as (n: string) => string)('avx9')).toThrow(/takes "avx2" or "avx512"/);
   });
 
   function productsMatchWasm(type: BlockType) {

@@ -5,8 +5,8 @@
  * matmul.ts checks their answers against the wasm ones before using them. They are the Q4
  * and Q8_0 x4 products written for AVX2, and matmul.c's float kernels (F32/F16 products,
  * the SwiGLU gate, f16 narrowing, attention) compiled from the same source. The quantized
- * products run on AVX-512 VNNI where the CPU has it (products_isa; SKEIN_NATIVE_VNNI=0 keeps
- * them on AVX2).
+ * products run on AVX-512 VNNI where the CPU has it (isa; SKEIN_NATIVE_AVX512=0 keeps them
+ * on AVX2): the same bits.
  */
 import { existsSync, readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
@@ -27,8 +27,8 @@ export interface NativeKernels {
   quantize_rows(id: number, x: number, T: number, cols: number, qa: number, da: number, sa: number, q4Order: number): void;
   quantize_rows_r8(id: number, x: number, T: number, cols: number, qa: number, da: number, sa: number): void;
   store_f16(id: number, src: number, n: number, dst: number): void;
-  /** Which build of the quantized products runs ("avx512vnni" where the CPU has it, else "avx2"); with a name, switches to it (the same bits; throws for one the CPU lacks). */
-  products_isa(name?: 'avx2' | 'avx512vnni'): 'avx2' | 'avx512vnni';
+  /** Which build of the quantized products runs ("avx512": AVX-512 F/BW/VL/VNNI where the CPU has them, else "avx2"); with a name, switches to it (the same bits; throws for one the CPU lacks). */
+  isa(name?: 'avx2' | 'avx512'): 'avx2' | 'avx512';
   attention(id: number, q: number, kc: number, vc: number, rows: number, chunks: number, P: number, n: number, vis: number, H: number, KV: number, D: number, scores: number, out: number, last: number, h0: number, h1: number): void;
 }
 
@@ -62,8 +62,8 @@ export function nativeKernels(): NativeKernels | null {
   try {
     const addon = createRequire(import.meta.url)(NATIVE_ADDON) as NativeKernels;
     loaded = addon.supported() ? addon : null;
-    // SKEIN_NATIVE_VNNI=0: the AVX2 products on a CPU with VNNI (to compare the two).
-    if (loaded !== null && process.env.SKEIN_NATIVE_VNNI === '0') loaded.products_isa('avx2');
+    // SKEIN_NATIVE_AVX512=0: the AVX2 products on a CPU with AVX-512 (to compare the two).
+    if (loaded !== null && process.env.SKEIN_NATIVE_AVX512 === '0') loaded.isa('avx2');
   } catch {
     loaded = null;
   }
