@@ -11,7 +11,7 @@
  *   (scheduler, paged KV, sampler), llama.cpp's figure the same as above;
  * - decode batch 16 (Q4_1): 16 sequences generating together;
  * - context growth (Q4_1, Skein): mean decode step at 1,024 tokens of context over the
- *   step at 128.
+ *   step at 128 (both measured in each repetition, the ratio of their medians).
  * The last line with --json holds `ratios` (Skein ÷ llama.cpp, >1 = Skein faster) and the
  * raw figures. Without the GGUF (or with --arg model=random) only Skein runs, on a random
  * model of the same shape quantized in memory (--arg layers/vocab shrink it, for tests),
@@ -272,13 +272,24 @@ registerBench('decode', {
           await measure('decode_b16', () => (b * 1000) / skeinDecodeStepMs(model, p128, b, bSteps), (S) => S.decodeBatch(p128, b, bSteps), 'tok/s');
           const p1024 = promptIds(1024, vocab);
           const growthSteps = Math.max(4, steps / 2);
-          const at128 = skeinDecodeStepMs(model, p128, 1, growthSteps);
-          const at1024 = skeinDecodeStepMs(model, p1024, 1, growthSteps);
+          // Each repetition measures both contexts back to back (a load spike on one side
+          // alone once read ×0.86); the ratio is of the medians.
           const G = llama1 ?? L; // one thread each side for the growth ratio
-          const llamaGrowth = G ? (await G.decodeStepMs(p1024, growthSteps)) / (await G.decodeStepMs(p128, growthSteps)) : null;
+          const at: Record<'skein128' | 'skein1024' | 'llama128' | 'llama1024', number[]> = { skein128: [], skein1024: [], llama128: [], llama1024: [] };
+          for (let r = 0; r < reps; r++) {
+            at.skein128.push(skeinDecodeStepMs(model, p128, 1, growthSteps));
+            at.skein1024.push(skeinDecodeStepMs(model, p1024, 1, growthSteps));
+            if (G) {
+              at.llama128.push(await G.decodeStepMs(p128, growthSteps));
+              at.llama1024.push(await G.decodeStepMs(p1024, growthSteps));
+            }
+          }
+          const at128 = median(at.skein128), at1024 = median(at.skein1024);
+          const llamaGrowth = G ? median(at.llama1024) / median(at.llama128) : null;
           ratios.step1024_vs_step128 = round2(at1024 / at128);
           figures.step_ms = { skein128: round2(at128), skein1024: round2(at1024), llamacppGrowth: llamaGrowth === null ? null : round2(llamaGrowth) };
-          log(`context growth: Skein step ${at128.toFixed(1)} ms at 128 → ${at1024.toFixed(1)} ms at 1024 (×${(at1024 / at128).toFixed(2)}); llama.cpp ×${llamaGrowth?.toFixed(2) ?? '—'}`);
+          const each = at.skein128.map((a, r) => (at.skein1024[r]! / a).toFixed(2)).join(', ');
+          log(`context growth: Skein step ${at128.toFixed(1)} ms at 128 → ${at1024.toFixed(1)} ms at 1024 (×${(at1024 / at128).toFixed(2)}, medians of ${reps}; each repetition ×${each}); llama.cpp ×${llamaGrowth?.toFixed(2) ?? '—'}`);
         }
       } finally {
         await llama?.close();
