@@ -11,7 +11,7 @@
  *   (scheduler, paged KV, sampler), llama.cpp's figure the same as above;
  * - decode batch 16 (Q4_1): 16 sequences generating together;
  * - context growth (Q4_1, Skein): mean decode step at 1,024 tokens of context over the
- *   step at 128 (both measured in each repetition, the ratio of their medians).
+ *   step at 128 (steps at the two contexts alternating one by one, the ratio of medians).
  * The last line with --json holds `ratios` (Skein ÷ llama.cpp, >1 = Skein faster) and the
  * raw figures. Without the GGUF (or with --arg model=random) only Skein runs, on a random
  * model of the same shape quantized in memory (--arg layers/vocab shrink it, for tests),
@@ -123,6 +123,33 @@ export function skeinDecodeStepMs(model: LoadedModel, ids: number[], batch: numb
   const ms = (performance.now() - t0) / steps;
   for (const l of [...prompt, ...own.flat()]) tf.dispose([...l.k, ...l.v]);
   return ms;
+}
+
+/**
+ * Skein: median ms of a decode step at each of two contexts, steps alternating between them
+ * (a 128- and a 1,024-token prompt) so that the machine's load falls on both alike; each
+ * sequence appends its own tokens, `warm` untimed steps first.
+ */
+export function skeinAlternatingStepMs(model: LoadedModel, prompts: [number[], number[]], steps: number, warm = 2): [number, number] {
+  const seqs = prompts.map((ids) => {
+    const [pre] = forward(model, [{ ids: ids.slice(0, -1), logits: 'none' }]);
+    return { ids, past: pre!.newKv.map((e) => ({ k: [e!.k], v: [e!.v] })) as LayerKvChunks[], next: ids.at(-1)!, ms: [] as number[] };
+  });
+  for (let s = 0; s < steps + warm; s++) {
+    for (const q of seqs) {
+      const t0 = performance.now();
+      const [r] = forward(model, [{ ids: [q.next], positions: [q.ids.length - 1 + s], past: q.past }]);
+      const ms = performance.now() - t0;
+      if (s >= warm) q.ms.push(ms);
+      r!.newKv.forEach((e, l) => {
+        q.past[l]!.k.push(e!.k);
+        q.past[l]!.v.push(e!.v);
+      });
+      q.next = argmax(r!.logits[0]!);
+    }
+  }
+  for (const q of seqs) for (const l of q.past) tf.dispose([...l.k, ...l.v]);
+  return [median(seqs[0]!.ms), median(seqs[1]!.ms)];
 }
 
 /**
@@ -272,13 +299,15 @@ registerBench('decode', {
           await measure('decode_b16', () => (b * 1000) / skeinDecodeStepMs(model, p128, b, bSteps), (S) => S.decodeBatch(p128, b, bSteps), 'tok/s');
           const p1024 = promptIds(1024, vocab);
           const growthSteps = Math.max(4, steps / 2);
-          // Each repetition measures both contexts back to back (a load spike on one side
-          // alone once read ×0.86); the ratio is of the medians.
+          // Skein's steps at the two contexts alternate one by one (runs of 8 steps apart read
+          // ×0.67–1.56 within one run on a busy box); the ratio is of the two medians over
+          // every repetition's steps. llama.cpp's runs of steps alternate per repetition.
           const G = llama1 ?? L; // one thread each side for the growth ratio
           const at: Record<'skein128' | 'skein1024' | 'llama128' | 'llama1024', number[]> = { skein128: [], skein1024: [], llama128: [], llama1024: [] };
           for (let r = 0; r < reps; r++) {
-            at.skein128.push(skeinDecodeStepMs(model, p128, 1, growthSteps));
-            at.skein1024.push(skeinDecodeStepMs(model, p1024, 1, growthSteps));
+            const [a, b] = skeinAlternatingStepMs(model, [p128, p1024], 2 * growthSteps);
+            at.skein128.push(a);
+            at.skein1024.push(b);
             if (G) {
               at.llama128.push(await G.decodeStepMs(p128, growthSteps));
               at.llama1024.push(await G.decodeStepMs(p1024, growthSteps));
@@ -289,7 +318,7 @@ registerBench('decode', {
           ratios.step1024_vs_step128 = round2(at1024 / at128);
           figures.step_ms = { skein128: round2(at128), skein1024: round2(at1024), llamacppGrowth: llamaGrowth === null ? null : round2(llamaGrowth) };
           const each = at.skein128.map((a, r) => (at.skein1024[r]! / a).toFixed(2)).join(', ');
-          log(`context growth: Skein step ${at128.toFixed(1)} ms at 128 → ${at1024.toFixed(1)} ms at 1024 (×${(at1024 / at128).toFixed(2)}, medians of ${reps}; each repetition ×${each}); llama.cpp ×${llamaGrowth?.toFixed(2) ?? '—'}`);
+          log(`context growth: Skein step ${at128.toFixed(1)} ms at 128 → ${at1024.toFixed(1)} ms at 1024 (×${(at1024 / at128).toFixed(2)}; steps alternating, each repetition's medians ×${each}); llama.cpp ×${llamaGrowth?.toFixed(2) ?? '—'}`);
         }
       } finally {
         await llama?.close();
