@@ -451,54 +451,32 @@ __attribute__((target("avx2,f16c"))) static void softmax_heads(float *scores, in
 /*
  * F32/F16 products 8 columns per step (matmul_float does 4 + 4 in two accumulators, a
  * for columns i..i+3 of every 8 and b for i+4..i+7; one 8-lane accumulator holds exactly
- * those sums, lane for lane), up to 8 tokens per pass over a row, then a + b and
- * hsum_f32's order: the same bits. F16 weights widen exactly (F16C), as f16x8_to_f32 does
- * for finite values.
+ * those sums, lane for lane), NR rows (1 or 2) × TT tokens per pass (NR·TT ≤ 8), then a + b
+ * and hsum_f32's order: the same bits whatever the tile. F16 weights widen exactly (F16C),
+ * as f16x8_to_f32 does for finite values. Two rows × 4 tokens load each token's
+ * activations once for both rows (22 instructions per 64 multiply-adds against 25 for one
+ * row × 8 tokens): SmolLM2 F32, a 128-token prefill, builds alternated (medians of 5,
+ * three pairs): ~790 → ~745 ms.
  */
-__attribute__((target("avx2,f16c"), always_inline)) static inline void float_row_tile(int type, const uint8_t *w, int r, int cols, const float *x, int TT, float *y, size_t rows) {
-  __m256 acc[8];
-  for (int t = 0; t < TT; t++) acc[t] = _mm256_setzero_ps();
+__attribute__((target("avx2,f16c"), always_inline)) static inline void float_rows_tile(int type, const uint8_t *w, int r, int NR, int cols, const float *x, int TT, float *y, size_t rows) {
+  __m256 acc[2][8];
+  for (int k = 0; k < NR; k++) for (int t = 0; t < TT; t++) acc[k][t] = _mm256_setzero_ps();
   for (int i = 0; i < cols; i += 8) {
-    const __m256 wv = type == T_F32 ? _mm256_loadu_ps((const float *)w + (size_t)r * cols + i)
-                                    : _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)((const uint16_t *)w + (size_t)r * cols + i)));
-    for (int t = 0; t < TT; t++) acc[t] = _mm256_add_ps(acc[t], _mm256_mul_ps(wv, _mm256_loadu_ps(x + (size_t)t * cols + i)));
-  }
-  for (int t = 0; t < TT; t++) {
-    const __m128 ab = _mm_add_ps(_mm256_castps256_ps128(acc[t]), _mm256_extractf128_ps(acc[t], 1));
-    y[(size_t)t * rows + r] = hsum_f32(_mm_castps_si128(ab));
-  }
-}
-
-/*
- * Two rows × TT (≤ 4) tokens a pass: each token's activations loaded once for both rows
- * (22 instructions per 64 multiply-adds against 25 for one row × 8 tokens, which loaded
- * the row once and every token's activations for it); every (row, token) sum is the same
- * lane-wise chain as float_row_tile's, so the same bits. SmolLM2 F32, a 128-token prefill,
- * builds alternated (medians of 5, three pairs): ~790 → ~745 ms.
- */
-__attribute__((target("avx2,f16c"), always_inline)) static inline void float_rows2_tile(int type, const uint8_t *w, int r, int cols, const float *x, int TT, float *y, size_t rows) {
-  __m256 acc0[4], acc1[4];
-  for (int t = 0; t < TT; t++) acc0[t] = acc1[t] = _mm256_setzero_ps();
-  for (int i = 0; i < cols; i += 8) {
-    __m256 w0, w1;
-    if (type == T_F32) {
-      w0 = _mm256_loadu_ps((const float *)w + (size_t)r * cols + i);
-      w1 = _mm256_loadu_ps((const float *)w + (size_t)(r + 1) * cols + i);
-    } else {
-      w0 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)((const uint16_t *)w + (size_t)r * cols + i)));
-      w1 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)((const uint16_t *)w + (size_t)(r + 1) * cols + i)));
+    __m256 wv[2];
+    for (int k = 0; k < NR; k++) {
+      const size_t at = (size_t)(r + k) * cols + i;
+      wv[k] = type == T_F32 ? _mm256_loadu_ps((const float *)w + at) : _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)((const uint16_t *)w + at)));
     }
     for (int t = 0; t < TT; t++) {
       const __m256 xv = _mm256_loadu_ps(x + (size_t)t * cols + i);
-      acc0[t] = _mm256_add_ps(acc0[t], _mm256_mul_ps(w0, xv));
-      acc1[t] = _mm256_add_ps(acc1[t], _mm256_mul_ps(w1, xv));
+      for (int k = 0; k < NR; k++) acc[k][t] = _mm256_add_ps(acc[k][t], _mm256_mul_ps(wv[k], xv));
     }
   }
-  for (int t = 0; t < TT; t++) {
-    const __m128 a = _mm_add_ps(_mm256_castps256_ps128(acc0[t]), _mm256_extractf128_ps(acc0[t], 1));
-    const __m128 b = _mm_add_ps(_mm256_castps256_ps128(acc1[t]), _mm256_extractf128_ps(acc1[t], 1));
-    y[(size_t)t * rows + r] = hsum_f32(_mm_castps_si128(a));
-    y[(size_t)t * rows + r + 1] = hsum_f32(_mm_castps_si128(b));
+  for (int k = 0; k < NR; k++) {
+    for (int t = 0; t < TT; t++) {
+      const __m128 ab = _mm_add_ps(_mm256_castps256_ps128(acc[k][t]), _mm256_extractf128_ps(acc[k][t], 1));
+      y[(size_t)t * rows + r + k] = hsum_f32(_mm_castps_si128(ab));
+    }
   }
 }
 
@@ -507,16 +485,16 @@ __attribute__((target("avx2,f16c"))) static void matmul_float8(int type, const u
   if (T >= 2) {
     for (; r0 + 2 <= r1; r0 += 2) {
       int t = 0;
-      for (; t + 4 <= T; t += 4) float_rows2_tile(type, w, r0, cols, x + (size_t)t * cols, 4, y + (size_t)t * rows, rows);
-      for (; t + 2 <= T; t += 2) float_rows2_tile(type, w, r0, cols, x + (size_t)t * cols, 2, y + (size_t)t * rows, rows);
-      for (; t < T; t++) float_rows2_tile(type, w, r0, cols, x + (size_t)t * cols, 1, y + (size_t)t * rows, rows);
+      for (; t + 4 <= T; t += 4) float_rows_tile(type, w, r0, 2, cols, x + (size_t)t * cols, 4, y + (size_t)t * rows, rows);
+      for (; t + 2 <= T; t += 2) float_rows_tile(type, w, r0, 2, cols, x + (size_t)t * cols, 2, y + (size_t)t * rows, rows);
+      for (; t < T; t++) float_rows_tile(type, w, r0, 2, cols, x + (size_t)t * cols, 1, y + (size_t)t * rows, rows);
     }
   }
   for (int r = r0; r < r1; r++) {
     int t = 0;
-    for (; t + 8 <= T; t += 8) float_row_tile(type, w, r, cols, x + (size_t)t * cols, 8, y + (size_t)t * rows, rows);
-    for (; t + 4 <= T; t += 4) float_row_tile(type, w, r, cols, x + (size_t)t * cols, 4, y + (size_t)t * rows, rows);
-    for (; t < T; t++) float_row_tile(type, w, r, cols, x + (size_t)t * cols, 1, y + (size_t)t * rows, rows);
+    for (; t + 8 <= T; t += 8) float_rows_tile(type, w, r, 1, cols, x + (size_t)t * cols, 8, y + (size_t)t * rows, rows);
+    for (; t + 4 <= T; t += 4) float_rows_tile(type, w, r, 1, cols, x + (size_t)t * cols, 4, y + (size_t)t * rows, rows);
+    for (; t < T; t++) float_rows_tile(type, w, r, 1, cols, x + (size_t)t * cols, 1, y + (size_t)t * rows, rows);
   }
 }
 
