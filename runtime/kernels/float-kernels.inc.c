@@ -239,33 +239,40 @@ static inline size_t kv_at(int g, int rows, int r, int D) { return ((size_t)g * 
 static inline int seen(const uint8_t *vi, int P, int j) { return j < P || vi[j - P]; }
 
 /*
- * Asks for chunk c's rows of KV head g, keys and values, ahead of their use (KV_PREFETCH;
- * nothing in wasm). The paged cache's chunks lie apart in memory and decode appends
- * one-row ones, so the hardware prefetcher, which follows sequential runs, cannot see them
- * coming: the engine's decode step at ~190 keys spent 13 % of its time in attention
- * waiting on memory (the weights streamed through the caches between two layers evict it).
+ * Asks for the KV rows ahead of their use (KV_PREFETCH; nothing in wasm). The paged cache's
+ * chunks lie apart in memory and decode appends one-row ones, so the hardware prefetcher,
+ * which follows sequential runs, cannot see them coming: the engine's decode step at ~190
+ * keys spent 13 % of its time in attention waiting on memory (the weights streamed through
+ * the caches between two layers evict it).
  */
 #ifdef KV_PREFETCH
 /*
- * At most the first PREFETCH_CHUNK_BYTES of a long chunk (a prompt stored whole): past that
- * the hardware prefetcher has the sequential run, and thousands of requests at once only
- * queue behind each other (a decode row over one 1,023-row chunk at 1,024 keys, 30 layers'
- * KV out of cache, medians of 5: 142 µs a layer asking for all of it, 115 for 4 KB; a
- * SmolLM2 decode step's attention at 1,024 tokens, builds alternated, medians of 6:
- * ~4.4 → ~3.8 ms).
+ * A cursor runs KEYS_AHEAD keys ahead of the key loop through the chunks and asks for each
+ * key's row of KV head g, key and value, as the loop passes: a steady few requests per key
+ * whatever the chunk sizes, and the values are in L2 when pv reads them. It replaced asking
+ * for the next two chunks (up to 4 KB of each) as the loop entered a chunk: over the
+ * engine's 16-row blocks that queued 64 requests per block at once and each block's 2 KB
+ * run of a head still waited on memory. A decode row at 1,024 f16 keys with 30 layers' KV
+ * out of cache (SmolLM2 shapes, builds interleaved, medians of 21): 16-row blocks 162 →
+ * 119 µs a layer, one 1,023-row chunk 85 → 76; a SmolLM2 Q4_1 decode step at 1,024 tokens
+ * of context (bench decode's alternating steps, 9 repetitions) 12.3 → 10.9 ms, at 128
+ * 9.4 → 8.7. Asking for every KV head's rows on the first head's pass was slower (235 µs
+ * over blocks); 8 to 64 keys ahead measured the same.
  */
-#define PREFETCH_CHUNK_BYTES 4096
-static inline __attribute__((always_inline)) void prefetch_chunk(const void *k, const void *v, int g, int rows, int D, int f16) {
-  const size_t elt = f16 ? 2 : 4, at = kv_at(g, rows, 0, D) * elt, all = (size_t)rows * D * elt;
-  const size_t bytes = all < PREFETCH_CHUNK_BYTES ? all : PREFETCH_CHUNK_BYTES;
-  for (size_t o = 0; o < bytes; o += 64) {
-    KV_PREFETCH((const char *)k + at + o);
-    KV_PREFETCH((const char *)v + at + o);
-  }
-}
+#define KEYS_AHEAD 16
+typedef struct {
+  int c, r;
+} KvCursor;
 
-/* Chunks asked for ahead of the one the key loop is in. */
-#define PREFETCH_CHUNKS 2
+static inline __attribute__((always_inline)) void prefetch_key(KvCursor *at, const void *const *kc, const void *const *vc, const int *rows, int chunks, int g, int D, int f16) {
+  if (at->c >= chunks) return;
+  const size_t elt = f16 ? 2 : 4, o = kv_at(g, rows[at->c], at->r, D) * elt, bytes = (size_t)D * elt;
+  for (size_t b = 0; b < bytes; b += 64) {
+    KV_PREFETCH((const char *)kc[at->c] + o + b);
+    KV_PREFETCH((const char *)vc[at->c] + o + b);
+  }
+  if (++at->r >= rows[at->c]) at->c++, at->r = 0;
+}
 #endif
 
 /* Whether it sees keys j..j+3. */
@@ -430,14 +437,15 @@ void attention(const float *q, const void *const *kc, const void *const *vc, con
        * four rows' lanes in hsum_f32's order ((l0 + l1) + l2) + l3, so each key's score has
        * the bits it gets alone. */
 #ifdef KV_PREFETCH
-      int asked = 0;
+      KvCursor ahead = {0, 0};
+      for (int e = 0; e < KEYS_AHEAD; e++) prefetch_key(&ahead, kc, vc, rows, chunks, g, D, f16);
 #endif
       for (int c = 0, r = 0, j = 0; j < end;) {
         while (r >= rows[c]) c++, r = 0;
-#ifdef KV_PREFETCH
-        for (; asked <= c + PREFETCH_CHUNKS && asked < chunks; asked++) prefetch_chunk(kc[asked], vc[asked], g, rows[asked], D, f16);
-#endif
         if (j + 4 <= end && seen4(vi, P, j)) {
+#ifdef KV_PREFETCH
+          for (int e = 0; e < 4; e++) prefetch_key(&ahead, kc, vc, rows, chunks, g, D, f16);
+#endif
           const void *kb[4];
           size_t ko[4];
           for (int e = 0; e < 4; e++) {
@@ -455,6 +463,9 @@ void attention(const float *q, const void *const *kc, const void *const *vc, con
           j += 4;
           continue;
         }
+#ifdef KV_PREFETCH
+        prefetch_key(&ahead, kc, vc, rows, chunks, g, D, f16);
+#endif
         if (seen(vi, P, j)) {
           const size_t kj = kv_at(g, rows[c], r, D);
           for (int a = 0; a < nh; a++) {
