@@ -14,6 +14,8 @@ import { EngineCore, type CoreEvent } from '../runtime/engine/core.js';
 import { tokenSampler } from '../runtime/engine/sampling.js';
 import { quantizeModel } from '../runtime/model/block-weights.js';
 import { randomModel } from '../runtime/model/random.js';
+import { forward, prepareModel } from '../runtime/model/forward.js';
+import { KvCache } from './fixtures/kv-cache.js';
 import type { ForwardSequence } from '../runtime/model/types.js';
 import { createEngine } from '../runtime/engine/index.js';
 import type { EngineFront } from '../runtime/engine/front.js';
@@ -178,6 +180,46 @@ describe('Engine on the scheduler', () => {
     expect(speculative.reduce((n, d) => n + (report(d)?.verifications ?? 0), 0)).toBeGreaterThan(0);
     expect(speculative.reduce((n, d) => n + (report(d)?.draftsProposed ?? 0), 0)).toBeGreaterThan(0);
     core.close(new Error('closed'));
+    model.dispose();
+  });
+
+  it('reads a chunked prompt\'s blocks as views of its stored KV: plain greedy tokens, nothing stored twice, all of it freed', () => {
+    // Prefill chunks of 6 rows cut into blocks of 4: the block table makes pieces, and the KV
+    // mirror reads them as views of each chunk's stored copy (kv-pieces.ts).
+    const model = quantizeModel(randomModel({ vocabSize: 64, numLayers: 3, hiddenSize: 64, numHeads: 4, numKvHeads: 2 }, 5), 'q8_0');
+    const { kernels, mirror } = prepareModel(model);
+    const prompt = Array.from({ length: 23 }, (_, i) => (i * 7 + 3) % 64);
+    const direct: number[] = [];
+    const cache = new KvCache(model.config.numLayers);
+    let next = prompt;
+    for (let i = 0; i < 12; i++) {
+      const [r] = forward(model, [{ ids: next, past: cache.length() > 0 ? cache.past() : undefined }]);
+      cache.append(r!.newKv);
+      const logits = r!.logits[0]!;
+      next = [logits.indexOf(Math.max(...logits))];
+      direct.push(next[0]!);
+    }
+    cache.dispose();
+    mirror.sweep();
+    const before = kernels.storedBytes;
+    const stored = { rows4: 0 };
+    const store = kernels.store.bind(kernels);
+    kernels.store = (data, rows, heads, f16) => ((stored.rows4 += rows === 4 ? 1 : 0), store(data, rows, heads, f16));
+    const events: CoreEvent[] = [];
+    const core = new EngineCore({ model, tokenizer: null, sampler: tokenSampler, blockSize: 4, prefillChunk: 6, prefixSharing: false, emit: (e) => events.push(e) });
+    core.submit({ requestId: 'v', ids: prompt, sampling: resolveSampling({ maxTokens: 12 }) });
+    while (core.hasWork()) core.step();
+    const done = events.find((e) => e.type === 'done') as { ids: number[] } | undefined;
+    expect(done?.ids).toEqual(direct);
+    // 34 positions hold KV (23 prompt + 11 fed back): 8 sealed blocks of K and V per layer.
+    // Blocks 0–3, 8–11 and 12–15 lie inside one prefill chunk (0–5, 6–11, 12–17): views,
+    // never stored; the others join rows of two chunks or of decode steps and are stored.
+    const layers = model.config.numLayers;
+    expect(stored.rows4).toBe((8 - 3) * 2 * layers);
+    core.close(new Error('closed'));
+    mirror.sweep();
+    expect(kernels.storedBytes).toBe(before);
+    kernels.store = store;
     model.dispose();
   });
 

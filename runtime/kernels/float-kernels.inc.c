@@ -266,10 +266,11 @@ typedef struct {
 
 static inline __attribute__((always_inline)) void prefetch_key(KvCursor *at, const void *const *kc, const void *const *vc, const int *rows, int chunks, int g, int D, int f16) {
   if (at->c >= chunks) return;
-  const size_t elt = f16 ? 2 : 4, o = kv_at(g, rows[at->c], at->r, D) * elt, bytes = (size_t)D * elt;
+  const size_t elt = f16 ? 2 : 4, bytes = (size_t)D * elt;
+  const size_t ko = kv_at(g, rows[chunks + at->c], at->r, D) * elt, vo = kv_at(g, rows[2 * chunks + at->c], at->r, D) * elt;
   for (size_t b = 0; b < bytes; b += 64) {
-    KV_PREFETCH((const char *)kc[at->c] + o + b);
-    KV_PREFETCH((const char *)vc[at->c] + o + b);
+    KV_PREFETCH((const char *)kc[at->c] + ko + b);
+    KV_PREFETCH((const char *)vc[at->c] + vo + b);
   }
   if (++at->r >= rows[at->c]) at->c++, at->r = 0;
 }
@@ -347,7 +348,7 @@ static inline __attribute__((always_inline)) void qk4(const float *const *qh, co
 
 /*
  * o[a·D + d] = inv[a]·Σ_{j < end} sp[a][j]·V_j[d] for NH heads (a constant once inlined) sharing
- * KV head g (chunk c's rows of it at vc[c] + g·rows[c]·D, D floats apart), in blocks of 8 values so that
+ * KV head g (chunk c's rows of it at vc[c] + g·rows[2·chunks + c]·D, D floats apart), in blocks of 8 values so that
  * each value row is loaded once for every head. Keys a row does not see are skipped (their
  * probability is 0; adding ±0 would not change a sum either), the rest summed in key order.
  */
@@ -357,7 +358,7 @@ static inline __attribute__((always_inline)) void pv(const float *const *sp, con
     v128_t acc[HEADS_AT_ONCE][PV_W / 4];
     for (int a = 0; a < NH; a++) for (int e = 0; e < PV_W / 4; e++) acc[a][e] = wasm_f32x4_splat(0.f);
     for (int c = 0, j = 0; c < chunks && j < end; c++) {
-      size_t vrow = kv_at(g, rows[c], 0, D) + d;
+      size_t vrow = kv_at(g, rows[2 * chunks + c], 0, D) + d;
       for (int r = 0; r < rows[c] && j < end; r++, j++, vrow += D) {
         if (j >= P && !vi[j - P]) continue;
         v128_t v[PV_W / 4];
@@ -387,7 +388,11 @@ static inline __attribute__((always_inline)) void pv(const float *const *sp, con
  *   q (n, H·D) scaled by 1/sqrt(D); the S keys and values are read where they lie, as
  *   `chunks` runs of consecutive rows in position order: chunk c has rows[c] rows at kc[c]
  *   and vc[c] (the KV cache's blocks, never gathered into one array), stored head by head
- *   (MatmulKernels.store): KV head g's D values of row r at g·rows[c]·D + r·D. So each
+ *   (MatmulKernels.store): KV head g's D values of row r at g·stride·D + r·D, the strides of
+ *   the keys and of the values following the row counts in the same table (rows[chunks + c]
+ *   and rows[2·chunks + c]): a chunk's own row count, or a longer stored chunk's when it is a
+ *   view of some of its rows (MatmulKernels.view: a prompt's KV cut into the cache's
+ *   blocks). So each
  *   head's keys and values are read as one sequential run per chunk, which the hardware
  *   prefetches; rows as the cache holds them (KV·D floats each, a head's D of them every
  *   KV·D) made a decode step's reads strided, and a layer's attention at ~160 keys took
@@ -451,7 +456,7 @@ void attention(const float *q, const void *const *kc, const void *const *vc, con
           for (int e = 0; e < 4; e++) {
             while (r >= rows[c]) c++, r = 0;
             kb[e] = kc[c];
-            ko[e] = kv_at(g, rows[c], r, D);
+            ko[e] = kv_at(g, rows[chunks + c], r, D);
             r++;
           }
           switch (nh) {
@@ -467,7 +472,7 @@ void attention(const float *q, const void *const *kc, const void *const *vc, con
         prefetch_key(&ahead, kc, vc, rows, chunks, g, D, f16);
 #endif
         if (seen(vi, P, j)) {
-          const size_t kj = kv_at(g, rows[c], r, D);
+          const size_t kj = kv_at(g, rows[chunks + c], r, D);
           for (int a = 0; a < nh; a++) {
             v128_t sv = wasm_f32x4_splat(0.f);
             for (int d = 0; d < D; d += 4) sv = wasm_f32x4_add(sv, wasm_f32x4_mul(wasm_v128_load(qh[a] + d), kv4(kc[c], kj + d, f16)));

@@ -423,6 +423,41 @@ describe('attention kernel', () => {
       expect(Array.from(r.out)).toEqual(Array.from(first!.out));
       expect(Array.from(r.last!)).toEqual(Array.from(first!.last!));
     }
+
+  });
+
+  it('reads views of stored chunks in place, joined or apart, with the bits of chunks stored on their own', () => {
+    // The KV mirror cuts a prompt's stored K and V into the cache's 16-row blocks as views;
+    // attention joins the views that continue each other and must not change a bit.
+    const H = 9, KV = 3, D = 64, S = 40;
+    const shape = { heads: H, kvHeads: KV, headDim: D };
+    const q = randn(H * D, 64, 0.5);
+    for (const [f16, native] of [[false, true], [true, true], [true, false]]) {
+      const k = randn(S * KV * D, 65, 0.5);
+      const v = randn(S * KV * D, 66);
+      const kernels = new MatmulKernels({ native });
+      const store = (x: Float32Array, a: number, b: number) => kernels.store(x.subarray(a * KV * D, b * KV * D), b - a, KV, f16);
+      const alone = kernels.attention(q, [store(k, 0, 16), store(k, 16, 32), store(k, 32, S)], [store(v, 0, 16), store(v, 16, 32), store(v, 32, S)], 1, Uint8Array.of(1), shape, true);
+      // Rows 0..31 stored as one chunk and cut into views (in order: joined into one run);
+      // rows 32.. a view of a chunk stored apart, its values a view out of a longer chunk.
+      const kWhole = store(k, 0, 32);
+      const vWhole = store(v, 0, 32);
+      const vLonger = store(v, 30, S);
+      const views = kernels.attention(
+        q,
+        [kernels.view(kWhole, 0, 16, D), kernels.view(kWhole, 16, 16, D), kernels.view(store(k, 32, S), 0, S - 32, D)],
+        [kernels.view(vWhole, 0, 16, D), kernels.view(vWhole, 16, 16, D), kernels.view(vLonger, 2, S - 32, D)],
+        1,
+        Uint8Array.of(1),
+        shape,
+        true,
+      );
+      expect(Array.from(views.out)).toEqual(Array.from(alone.out));
+      expect(Array.from(views.last!)).toEqual(Array.from(alone.last!));
+      expect(Array.from(kernels.readChunk(kernels.view(kWhole, 16, 16, D), KV * D))).toEqual(Array.from(kernels.readChunk(store(k, 16, 32), KV * D)));
+      expect(() => kernels.free(kernels.view(kWhole, 0, 16, D))).toThrow(/view/);
+      expect(() => kernels.view(kWhole, 20, 16, D)).toThrow(RangeError);
+    }
   });
 
   it('attends over f16 chunks as over their values rounded to f16, a row the same bits alone as in the call', () => {

@@ -241,23 +241,22 @@ function nativeFloatAgrees(c: KernelCheck, native: NativeKernels, id: number): b
   native.store_f16(id, u, n, h1);
   if (!c.same(g, g1, n) || !c.same(h0, h1, n / 2)) return false;
   // Attention: 6 heads over 2 KV heads, D 8; 9 cached rows in chunks of 4, 1 and 4, then 3 new rows in one chunk.
-  const H = 6, KV = 2, D = 8, sizes = [4, 1, 4, 3], newRows = 3;
+  // The first chunk is a view: its 4 rows lie in storage of 6 rows a head (keys) and 5 (values).
+  const H = 6, KV = 2, D = 8, sizes = [4, 1, 4, 3], kStored = [6, 1, 4, 3], vStored = [5, 1, 4, 3], newRows = 3;
   const S = sizes.reduce((a, b) => a + b, 0);
   for (const f16 of [false, true]) {
     const elt = f16 ? 2 : 4;
-    const chunks = sizes.map((r) => {
-      const k = c.take(elt * r * KV * D);
-      const v = c.take(elt * r * KV * D);
-      for (const at of [k, v]) {
-        const vals = c.take(4 * r * KV * D);
-        c.fill(vals, r * KV * D, 3);
-        if (f16) fns.store_f16(vals, r * KV * D, at);
-        else new Uint8Array(memory.buffer, at, 4 * r * KV * D).set(new Uint8Array(memory.buffer, vals, 4 * r * KV * D));
-      }
-      return { k, v, r };
-    });
-    const table = c.take(12 * chunks.length);
-    new Int32Array(memory.buffer, table, 3 * chunks.length).set([...chunks.map((ch) => ch.k), ...chunks.map((ch) => ch.v), ...chunks.map((ch) => ch.r)]);
+    const stored = (r: number) => {
+      const at = c.take(elt * r * KV * D);
+      const vals = c.take(4 * r * KV * D);
+      c.fill(vals, r * KV * D, 3);
+      if (f16) fns.store_f16(vals, r * KV * D, at);
+      else new Uint8Array(memory.buffer, at, 4 * r * KV * D).set(new Uint8Array(memory.buffer, vals, 4 * r * KV * D));
+      return at;
+    };
+    const chunks = sizes.map((r, i) => ({ k: stored(kStored[i]!), v: stored(vStored[i]!), r }));
+    const table = c.take(20 * chunks.length);
+    new Int32Array(memory.buffer, table, 5 * chunks.length).set([...chunks.map((ch) => ch.k), ...chunks.map((ch) => ch.v), ...sizes, ...kStored, ...vStored]);
     const q = c.take(4 * newRows * H * D);
     c.fill(q, newRows * H * D, 2);
     const vis = c.take(newRows * newRows);
@@ -318,6 +317,11 @@ export interface KernelChunk {
   readonly heads: number;
   /** Stored as f16 (store's f16: the KV mirror of models on quantized blocks), else f32. */
   readonly f16: boolean;
+  /**
+   * For a view (MatmulKernels.view): the rows per head of the stored chunk it lies in, whose
+   * memory it shares; absent for a stored chunk (its own rows).
+   */
+  readonly stride?: number;
 }
 
 /**
@@ -389,7 +393,8 @@ function activationKind(w: { type: BlockType; layout: KernelWeight['layout'] }, 
 const R8_POSITION = [0, 2, 4, 6, 1, 3, 5, 7];
 
 const PAGE = 65536;
-const align16 = (n: number) => (n + 15) & ~15;
+// Not (n + 15) & ~15: bitwise operators work on int32, and offsets pass 2 GiB in a 4 GiB memory.
+const align16 = (n: number) => Math.ceil(n / 16) * 16;
 const zeroVectors = new Map<number, Float32Array>();
 /** One shared zero vector per length (a constant the kernels' memory keeps once). */
 const zeros = (n: number) => zeroVectors.get(n) ?? zeroVectors.set(n, new Float32Array(n)).get(n)!;
@@ -408,6 +413,8 @@ export class MatmulKernels {
   private top: number;
 
   private readonly interleave: boolean;
+  /** attention's runs of chunks (reused: one call per layer per step). */
+  private readonly runs: { k: number; v: number; rows: number; kStride: number; vStride: number }[] = [];
   /** Freed stored chunks by their size (storedBytes), for reuse. */
   private readonly freeChunks = new Map<number, number[]>();
   /** Size of every live stored chunk, by offset. */
@@ -591,7 +598,7 @@ export class MatmulKernels {
       data[at + 1] = h >> 8;
     };
     const putScale = (at: number, src: number, i: number) => {
-      if (!half) return putHalf(at, f32[(src >> 2) + i]!);
+      if (!half) return putHalf(at, f32[src / 4 + i]!);
       data[at] = mem[src + 2 * i]!;
       data[at + 1] = mem[src + 2 * i + 1]!;
     };
@@ -799,15 +806,34 @@ export class MatmulKernels {
     return { offset, rows, heads, f16 };
   }
 
-  /** A stored chunk's values as stored (head by head; f16 ones widened back to f32). */
-  readChunk(c: KernelChunk, width: number): Float32Array {
-    const n = c.rows * width;
-    if (!c.f16) return new Float32Array(this.memory.buffer, c.offset, n).slice();
-    return Float32Array.from(new Uint16Array(this.memory.buffer, c.offset, n), halfToFloat);
+  /**
+   * Rows first..first+rows-1 of a stored chunk (or of a view) as a chunk that shares its
+   * memory: attention reads it in place through its stride. The KV mirror cuts a prompt's
+   * stored K and V into the cache's blocks this way instead of storing every block again,
+   * and attention joins views that follow each other into one run (see attention).
+   */
+  view(c: KernelChunk, first: number, rows: number, headDim: number): KernelChunk {
+    if (!(Number.isInteger(first) && Number.isInteger(rows) && first >= 0 && rows >= 1 && first + rows <= c.rows)) throw new RangeError(`view: rows ${first}..${first + rows - 1} of a chunk of ${c.rows}`);
+    return { offset: c.offset + first * headDim * (c.f16 ? 2 : 4), rows, heads: c.heads, f16: c.f16, stride: c.stride ?? c.rows };
   }
 
-  /** Gives a stored chunk's memory back for reuse. */
+  /** A chunk's values as stored (head by head; f16 ones widened back to f32). */
+  readChunk(c: KernelChunk, width: number): Float32Array {
+    const D = width / c.heads;
+    const stride = c.stride ?? c.rows;
+    const out = new Float32Array(c.rows * width);
+    for (let g = 0; g < c.heads; g++) {
+      const at = c.offset + g * stride * D * (c.f16 ? 2 : 4);
+      const n = c.rows * D;
+      if (c.f16) out.set(Array.from(new Uint16Array(this.memory.buffer, at, n), halfToFloat), g * n);
+      else out.set(new Float32Array(this.memory.buffer, at, n), g * n);
+    }
+    return out;
+  }
+
+  /** Gives a stored chunk's memory back for reuse (not a view's: it has none of its own). */
   free(chunk: KernelChunk): void {
+    if (chunk.stride !== undefined) throw new RangeError('free: a view holds no memory of its own; free the chunk it lies in');
     const bytes = this.chunkBytes.get(chunk.offset);
     if (bytes === undefined) throw new RangeError(`free: no stored chunk at ${chunk.offset}`);
     this.chunkBytes.delete(chunk.offset);
@@ -837,18 +863,39 @@ export class MatmulKernels {
     if (D % 4 !== 0 || D > 512) throw new RangeError(`attention kernel needs headDim a multiple of 4 up to 512, got ${D}`);
     if (H % KV !== 0) throw new RangeError(`attention: ${H} heads do not group over ${KV} kv heads`);
     const qd = H * D;
-    const S = keys.reduce((a, c) => a + c.rows, 0);
+    // Plain loops: an engine step makes this call per layer over every block of the
+    // sequence (64 of them at 1,024 tokens), and spreads of the chunk lists were garbage.
+    let S = 0;
+    for (const c of keys) S += c.rows;
     const P = S - n;
-    const chunks = keys.length;
-    if ([...keys, ...values].some((c) => c.heads !== KV)) throw new RangeError(`attention: chunks stored by other than ${KV} heads`);
     const f16 = keys[0]?.f16 ?? false;
-    if ([...keys, ...values].some((c) => c.f16 !== f16)) throw new RangeError('attention: f16 and f32 chunks mixed');
-    if (q.length !== n * qd || P < 0 || values.length !== chunks || values.some((c, i) => c.rows !== keys[i]!.rows) || visible.length !== n * n) {
+    for (const side of [keys, values]) for (const c of side) if (c.heads !== KV) throw new RangeError(`attention: chunks stored by other than ${KV} heads`);
+    for (const side of [keys, values]) for (const c of side) if (c.f16 !== f16) throw new RangeError('attention: f16 and f32 chunks mixed');
+    let rowsAgree = values.length === keys.length;
+    for (let c = 0; rowsAgree && c < keys.length; c++) rowsAgree = values[c]!.rows === keys[c]!.rows;
+    if (q.length !== n * qd || P < 0 || !rowsAgree || visible.length !== n * n) {
       throw new RangeError(`attention: shapes disagree (q ${q.length}, ${S} keys, n ${n})`);
     }
+    // Chunks that continue each other in memory — views of one stored chunk in order, keys
+    // and values alike — go to the kernel as one run: a 1,024-token prompt cut into 16-row
+    // blocks is read in 128-row runs again (a decode row's attention over 16-row blocks took
+    // ~1.5× as long as over one chunk, its KV out of cache).
+    const rowBytes = D * (f16 ? 2 : 4);
+    const runs = this.runs;
+    runs.length = 0;
+    for (let c = 0; c < keys.length; c++) {
+      const k = keys[c]!;
+      const v = values[c]!;
+      const last = runs.at(-1);
+      const ks = k.stride ?? k.rows;
+      const vs = v.stride ?? v.rows;
+      if (last !== undefined && last.kStride === ks && last.vStride === vs && k.offset === last.k + last.rows * rowBytes && v.offset === last.v + last.rows * rowBytes) last.rows += k.rows;
+      else runs.push({ k: k.offset, v: v.offset, rows: k.rows, kStride: ks, vStride: vs });
+    }
+    const chunks = runs.length;
     const qOff = this.top;
-    const tableOff = align16(qOff + 4 * n * qd); // kc | vc | rows, int32 each
-    const visOff = align16(tableOff + 12 * chunks);
+    const tableOff = align16(qOff + 4 * n * qd); // kc | vc | rows | key strides | value strides, int32 each
+    const visOff = align16(tableOff + 20 * chunks);
     const scoresOff = align16(visOff + n * n);
     // Scores of up to HEADS_AT_ONCE (4) heads per thread; the kernel thread's after ours.
     const scores2Off = align16(scoresOff + 16 * S);
@@ -857,11 +904,14 @@ export class MatmulKernels {
     this.ensure(lastOff + 4 * S);
     const buf = this.memory.buffer;
     new Float32Array(buf, qOff, n * qd).set(q);
-    const table = new Int32Array(buf, tableOff, 3 * chunks);
+    const table = new Int32Array(buf, tableOff, 5 * chunks);
     for (let c = 0; c < chunks; c++) {
-      table[c] = keys[c]!.offset;
-      table[chunks + c] = values[c]!.offset;
-      table[2 * chunks + c] = keys[c]!.rows;
+      const r = runs[c]!;
+      table[c] = r.k;
+      table[chunks + c] = r.v;
+      table[2 * chunks + c] = r.rows;
+      table[3 * chunks + c] = r.kStride;
+      table[4 * chunks + c] = r.vStride;
     }
     new Uint8Array(buf, visOff, n * n).set(visible);
     // The kernel takes the f16 flag above the KV head count (65536 + KV).

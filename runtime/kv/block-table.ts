@@ -11,6 +11,7 @@
  * if (table.reserve(ids.length - cached)) { ... forward with table.past() ...; table.append(...) }
  */
 import * as tf from '@tensorflow/tfjs-core';
+import { recordPiece } from '../model/kv-pieces.js';
 import type { LayerKvChunks } from '../model/types.js';
 import { consolidate, copyRows, type KvBlock } from './block.js';
 import type { KvPool } from './pool.js';
@@ -309,11 +310,17 @@ export class BlockTable {
  */
 function piece(t: tf.Tensor2D, offset: number, count: number, host: Map<tf.Tensor, Float32Array>): tf.Tensor2D {
   const backend = tf.getBackend();
-  if (backend !== 'wasm' && backend !== 'cpu') return tf.slice(t, [offset, 0], [count, t.shape[1]]);
-  let rows = host.get(t);
-  if (rows === undefined) host.set(t, (rows = t.dataSync() as Float32Array));
-  const width = t.shape[1];
-  return tf.tensor2d(rows.slice(offset * width, (offset + count) * width), [count, width]);
+  let out: tf.Tensor2D;
+  if (backend !== 'wasm' && backend !== 'cpu') out = tf.slice(t, [offset, 0], [count, t.shape[1]]);
+  else {
+    let rows = host.get(t);
+    if (rows === undefined) host.set(t, (rows = t.dataSync() as Float32Array));
+    const width = t.shape[1];
+    out = tf.tensor2d(rows.slice(offset * width, (offset + count) * width), [count, width]);
+  }
+  // So that the KV mirror reads it as a view of t's stored copy (kv-pieces.ts).
+  recordPiece(out, t, offset);
+  return out;
 }
 
 /** First index in ascending `xs` whose value is at least `x`. */

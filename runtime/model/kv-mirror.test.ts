@@ -3,6 +3,7 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { initBackend } from '../backend.js';
 import { MatmulKernels } from '../kernels/matmul.js';
 import { KvMirror } from './kv-mirror.js';
+import { recordPiece } from './kv-pieces.js';
 
 beforeAll(async () => {
   await initBackend();
@@ -49,5 +50,35 @@ describe('KvMirror', () => {
       for (let x = 0; x < D; x++) expect(Math.abs(split.out[h * D + x]! - e.reduce((a, p, j) => a + (p / sum) * v[j * w + g * D + x]!, 0))).toBeLessThan(1e-5);
     }
     tf.dispose([...kc, ...vc]);
+  });
+
+  it('reads pieces of a mirrored tensor as views of its copy, keeps the copy while a piece lives, then frees it', () => {
+    const kernels = new MatmulKernels();
+    const KV = 2, w = 8, S = 6;
+    const mirror = new KvMirror(kernels, KV);
+    const whole = tf.tensor2d(Float32Array.from({ length: S * w }, (_, i) => Math.sin(i)), [S, w]);
+    const copy = mirror.chunk(whole);
+    const bytes = kernels.storedBytes;
+    // Cut as the block table cuts a prefill chunk into blocks: rows 0..3 and 4..5.
+    const pieces = [tf.slice(whole, [0, 0], [4, w]) as tf.Tensor2D, tf.slice(whole, [4, 0], [2, w]) as tf.Tensor2D];
+    recordPiece(pieces[0]!, whole, 0);
+    recordPiece(pieces[1]!, whole, 4);
+    whole.dispose();
+    mirror.sweep(); // the whole is gone, its copy stays for the pieces
+    const views = pieces.map((p) => mirror.chunk(p));
+    expect(views.map((c) => [c.rows, c.stride])).toEqual([[4, S], [2, S]]);
+    expect(kernels.storedBytes).toBe(bytes); // nothing stored again
+    const alone = kernels.store(pieces[1]!.dataSync() as Float32Array, 2, KV);
+    expect(kernels.readChunk(views[1]!, w)).toEqual(kernels.readChunk(alone, w));
+    kernels.free(alone);
+    pieces[0]!.dispose();
+    mirror.sweep();
+    expect(kernels.storedBytes).toBe(bytes); // one piece still reads it
+    expect(kernels.readChunk(views[1]!, w)[0]).toBeCloseTo(Math.sin(4 * w), 6);
+    pieces[1]!.dispose();
+    mirror.sweep();
+    expect(mirror.size).toBe(0);
+    expect(copy.stride).toBeUndefined();
+    expect(kernels.storedBytes).toBe(0);
   });
 });

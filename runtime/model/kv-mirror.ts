@@ -18,6 +18,7 @@
  */
 import * as tf from '@tensorflow/tfjs-core';
 import type { KernelChunk, MatmulKernels } from '../kernels/matmul.js';
+import { hasLivePieces, pieceOf } from './kv-pieces.js';
 import type { LoadedModel } from './types.js';
 import type { WasmBackendLike } from './wasm-backend.js';
 
@@ -36,6 +37,11 @@ export function kvAsF16(model: Pick<LoadedModel, 'blockWeights'>): boolean {
 
 export class KvMirror {
   private readonly chunks = new Map<tf.Tensor, KernelChunk>();
+  /**
+   * Copies of disposed tensors that live pieces of them are still read through (views:
+   * kv-pieces.ts), freed by the first sweep after the last piece is disposed.
+   */
+  private readonly kept = new Map<tf.Tensor, KernelChunk>();
 
   /**
    * `kvHeads`: the model's, which the chunks are stored by (MatmulKernels.store); `f16`:
@@ -50,13 +56,24 @@ export class KvMirror {
   /**
    * The kernel-memory copy of a (rows, kvHeads·headDim) tensor, made on first sight. On the
    * wasm backend read through a view of tfjs's heap (a decode step copies 2 new chunks per
-   * layer; dataSync's copy and engine bookkeeping cost ~29 µs each).
+   * layer; dataSync's copy and engine bookkeeping cost ~29 µs each). A piece of a tensor
+   * whose copy this mirror holds (the block table's blocks of a prefill chunk, kv-pieces.ts)
+   * is a view of that copy instead: no copy, and attention reads a prompt's blocks as the one
+   * run they were stored as — a decode row's attention over a 1,024-token prompt's 16-row
+   * blocks, each stored apart, took ~1.5× as long as over one chunk with its KV out of
+   * cache, and storing the 3,840 blocks of SmolLM2's 30 layers cost ~56 ms at the first
+   * step after the prompt.
    */
   chunk(t: tf.Tensor2D): KernelChunk {
     let c = this.chunks.get(t);
     if (c === undefined) {
-      const data = tf.getBackend() === 'wasm' ? (tf.backend() as unknown as WasmBackendLike).typedArrayFromHeap(t) : (t.dataSync() as Float32Array);
-      c = this.store(data, t.shape[0]);
+      const piece = pieceOf(t);
+      const whole = piece === undefined ? undefined : (this.chunks.get(piece.whole) ?? this.kept.get(piece.whole));
+      if (whole !== undefined) c = this.kernels.view(whole, piece!.first, t.shape[0], t.shape[1] / this.kvHeads);
+      else {
+        const data = tf.getBackend() === 'wasm' ? (tf.backend() as unknown as WasmBackendLike).typedArrayFromHeap(t) : (t.dataSync() as Float32Array);
+        c = this.store(data, t.shape[0]);
+      }
       this.chunks.set(t, c);
     }
     return c;
@@ -78,24 +95,34 @@ export class KvMirror {
     this.chunks.set(t, c);
   }
 
-  /** Frees the copies of tensors that have been disposed since the last sweep. */
+  /**
+   * Frees the copies of tensors that have been disposed since the last sweep — a copy that
+   * live pieces still view once the last of them is disposed; a view has no memory of its own.
+   */
   sweep(): void {
     for (const [t, c] of this.chunks) {
-      if (t.isDisposed) {
-        this.kernels.free(c);
-        this.chunks.delete(t);
-      }
+      if (!t.isDisposed) continue;
+      this.chunks.delete(t);
+      if (c.stride !== undefined) continue;
+      if (hasLivePieces(t)) this.kept.set(t, c);
+      else this.kernels.free(c);
+    }
+    for (const [t, c] of this.kept) {
+      if (hasLivePieces(t)) continue;
+      this.kernels.free(c);
+      this.kept.delete(t);
     }
   }
 
-  /** Chunks held (for leak checks and tests). */
+  /** Chunks held, views and copies kept for them included (for leak checks and tests). */
   get size(): number {
-    return this.chunks.size;
+    return this.chunks.size + this.kept.size;
   }
 
   /** Frees every copy (the model is going). */
   clear(): void {
-    for (const c of this.chunks.values()) this.kernels.free(c);
+    for (const c of [...this.chunks.values(), ...this.kept.values()]) if (c.stride === undefined) this.kernels.free(c);
     this.chunks.clear();
+    this.kept.clear();
   }
 }

@@ -334,8 +334,8 @@ WIDE void pv_pass(const float *const *sp, const float *inv, const void *const *v
   for (int a = 0; a < NH; a++) for (int e = 0; e < NV; e++) acc[a][e] = _mm256_setzero_ps();
   for (int c = 0, j = 0; c < chunks && j < end; c++) {
     const int n = rows[c] < end - j ? rows[c] : end - j, cached = j + n <= P;
-    const uint16_t *vh = (const uint16_t *)vc[c] + (size_t)g * rows[c] * D + d;
-    const float *vf = (const float *)vc[c] + (size_t)g * rows[c] * D + d;
+    const uint16_t *vh = (const uint16_t *)vc[c] + (size_t)g * rows[2 * chunks + c] * D + d;
+    const float *vf = (const float *)vc[c] + (size_t)g * rows[2 * chunks + c] * D + d;
 #define PV_KEY(R)                                                                                                                      \
   {                                                                                                                                    \
     __m256 v[4];                                                                                                                       \
@@ -367,7 +367,7 @@ WIDE void pv_tail4(const float *const *sp, const float *inv, const void *const *
   __m128 acc[HEADS_AT_ONCE];
   for (int a = 0; a < NH; a++) acc[a] = _mm_setzero_ps();
   for (int c = 0, j = 0; c < chunks && j < end; c++) {
-    size_t vrow = (size_t)g * rows[c] * D + d;
+    size_t vrow = (size_t)g * rows[2 * chunks + c] * D + d;
     for (int r = 0; r < rows[c] && j < end; r++, j++, vrow += D) {
       if (j >= P && !vi[j - P]) continue;
       const __m128 v = kv4_wide(vc[c], vrow, f16);

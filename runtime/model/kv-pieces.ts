@@ -1,0 +1,37 @@
+/**
+ * Which KV tensors are rows of another. The block table (runtime/kv/block-table.ts) cuts a
+ * forward's new K and V rows — one tensor per layer for a whole prefill chunk — into the
+ * cache's 16-row blocks and records each piece here, so that the KV mirror (kv-mirror.ts)
+ * reads a piece as a view of the whole's copy, which the forward stored already, instead of
+ * storing every block again; attention then reads the prompt's blocks as the long runs they
+ * were stored as. Weak on the pieces' side: a record keeps no tensor memory alive.
+ *
+ * @example
+ * recordPiece(blockK, prefillK, 32); // blockK holds rows 32.. of prefillK
+ * pieceOf(blockK); // { whole: prefillK, first: 32 }
+ */
+import type * as tf from '@tensorflow/tfjs-core';
+
+const wholeOf = new WeakMap<tf.Tensor, { whole: tf.Tensor2D; first: number }>();
+const piecesOf = new WeakMap<tf.Tensor, tf.Tensor[]>();
+
+/** `piece` holds rows first.. of `whole` (the same values, in its own tensor). */
+export function recordPiece(piece: tf.Tensor2D, whole: tf.Tensor2D, first: number): void {
+  wholeOf.set(piece, { whole, first });
+  const list = piecesOf.get(whole);
+  if (list) list.push(piece);
+  else piecesOf.set(whole, [piece]);
+}
+
+/** The tensor `t` was cut from and its first row there, if it was. */
+export function pieceOf(t: tf.Tensor): { whole: tf.Tensor2D; first: number } | undefined {
+  return wholeOf.get(t);
+}
+
+/** Whether any piece cut from `whole` is still alive (not disposed). */
+export function hasLivePieces(whole: tf.Tensor): boolean {
+  const list = piecesOf.get(whole);
+  if (list === undefined) return false;
+  for (const p of list) if (!p.isDisposed) return true;
+  return false;
+}
