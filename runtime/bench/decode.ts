@@ -8,7 +8,9 @@
  * - decode batch 1: mean tokens/s over `steps` generated tokens after a 128-token prompt;
  * - prefill of 128 tokens (and 512 on Q8_0): tokens/s of one evaluation;
  * - decode batch 1 through the engine (Q4_1): the same greedy decode as a request gets it
- *   (scheduler, paged KV, sampler), llama.cpp's figure the same as above;
+ *   (scheduler, paged KV, sampler), llama.cpp's figure the same as above; and after a
+ *   1,024-token prompt (the prompt's KV in the engine's 16-row blocks), against llama.cpp's
+ *   decode at the same context, interleaved;
  * - decode batch 16 (Q4_1): 16 sequences generating together;
  * - context growth (Q4_1, Skein): mean decode step at 1,024 tokens of context over the
  *   step at 128 (steps at the two contexts alternating one by one, the ratio of medians).
@@ -201,7 +203,7 @@ function ggufFor(source: string, type: BlockType, log: (l: string) => void): str
 }
 
 registerBench('decode', {
-  description: 'Skein vs llama.cpp on the same GGUF (SmolLM2-135M Q4_1/Q8_0/F32): decode b1/b16, prefill 128/512, context growth',
+  description: 'Skein vs llama.cpp on the same GGUF (SmolLM2-135M Q4_1/Q8_0/F32): decode b1/b16 (and through the engine at 128 and 1,024 tokens of context), prefill 128/512, context growth',
   async run({ log, args }) {
     const backend = await initBackend();
     let kernelsBuild: string | null = null;
@@ -285,6 +287,16 @@ registerBench('decode', {
             for (let i = 0; i < reps; i++) viaEngine.push(await engineDecodeTps(engine, p128, steps, eos));
             const bare = figures[`decode_b1_${type}`]!;
             record(`decode_b1_engine_${type}`, { skein: median(viaEngine), llamacpp: bare.llamacpp }, 'tok/s');
+            // At a long context: what attention over the paged blocks costs a request.
+            const p1024 = promptIds(1024, vocab);
+            const G = llama1 ?? L; // one thread each side, as the engine runs here
+            const long: number[] = [];
+            const llamaLong: number[] = [];
+            for (let i = 0; i < reps; i++) {
+              long.push(await engineDecodeTps(engine, p1024, steps, eos));
+              if (G) llamaLong.push(1000 / (await G.decodeStepMs(p1024, steps)));
+            }
+            record(`decode_b1_engine_ctx1024_${type}`, { skein: median(long), llamacpp: G ? median(llamaLong) : null }, 'tok/s');
           } finally {
             await engine.close();
           }
