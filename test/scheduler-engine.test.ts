@@ -223,6 +223,40 @@ describe('Engine on the scheduler', () => {
     model.dispose();
   });
 
+  it('joins a long generation\'s sealed blocks into longer runs: plain greedy tokens, all of it freed', () => {
+    const model = quantizeModel(randomModel({ vocabSize: 64, numLayers: 2, hiddenSize: 64, numHeads: 4, numKvHeads: 2 }, 8), 'q4_1');
+    const { kernels, mirror } = prepareModel(model);
+    const prompt = [5, 9, 13];
+    const direct: number[] = [];
+    const cache = new KvCache(model.config.numLayers);
+    let next = prompt;
+    for (let i = 0; i < 48; i++) {
+      const [r] = forward(model, [{ ids: next, past: cache.length() > 0 ? cache.past() : undefined }]);
+      cache.append(r!.newKv);
+      const logits = r!.logits[0]!;
+      next = [logits.indexOf(Math.max(...logits))];
+      direct.push(next[0]!);
+    }
+    cache.dispose();
+    mirror.sweep();
+    const before = kernels.storedBytes;
+    let joins = 0;
+    const join = kernels.join.bind(kernels);
+    kernels.join = (chunks, headDim) => (joins++, join(chunks, headDim));
+    const events: CoreEvent[] = [];
+    const core = new EngineCore({ model, tokenizer: null, sampler: tokenSampler, blockSize: 4, prefixSharing: false, emit: (e) => events.push(e) });
+    core.submit({ requestId: 'j', ids: prompt, sampling: resolveSampling({ maxTokens: 48 }) });
+    while (core.hasWork()) core.step();
+    expect((events.find((e) => e.type === 'done') as { ids: number[] } | undefined)?.ids).toEqual(direct);
+    // 50 positions: 12 sealed blocks, the first 8 of them joined per layer, keys and values.
+    expect(joins).toBe(2 * model.config.numLayers);
+    core.close(new Error('closed'));
+    mirror.sweep();
+    expect(kernels.storedBytes).toBe(before);
+    kernels.join = join;
+    model.dispose();
+  });
+
   it('runs the model in a worker thread with the same outputs', async () => {
     const worker = await createEngine({ model: ckpt.dir, thread: 'worker', blockSize: 4, kvBudgetBlocks: 40 });
     try {

@@ -817,6 +817,41 @@ export class MatmulKernels {
     return { offset: c.offset + first * headDim * (c.f16 ? 2 : 4), rows, heads: c.heads, f16: c.f16, stride: c.stride ?? c.rows };
   }
 
+  /**
+   * One stored chunk holding the rows of `chunks` in order (stored chunks of one width and
+   * type, not views), copied within this memory head by head: the KV mirror joins a
+   * sequence's sealed blocks so that attention reads them as one run.
+   */
+  join(chunks: readonly KernelChunk[], headDim: number): KernelChunk {
+    const first = chunks[0];
+    if (first === undefined) throw new RangeError('join: no chunks');
+    const elt = first.f16 ? 2 : 4;
+    let rows = 0;
+    for (const c of chunks) {
+      if (c.stride !== undefined || c.heads !== first.heads || c.f16 !== first.f16) throw new RangeError('join: stored chunks of one layout only (no views)');
+      rows += c.rows;
+    }
+    const bytes = storedBytes(rows * first.heads * headDim * elt);
+    let offset = this.freeChunks.get(bytes)?.pop();
+    if (offset === undefined) {
+      offset = this.top;
+      this.ensure(offset + bytes);
+      this.top = align16(offset + bytes);
+    }
+    this.chunkBytes.set(offset, bytes);
+    const mem = new Uint8Array(this.memory.buffer);
+    const rowBytes = headDim * elt;
+    for (let g = 0; g < first.heads; g++) {
+      let at = offset + g * rows * rowBytes;
+      for (const c of chunks) {
+        const from = c.offset + g * c.rows * rowBytes;
+        mem.copyWithin(at, from, from + c.rows * rowBytes);
+        at += c.rows * rowBytes;
+      }
+    }
+    return { offset, rows, heads: first.heads, f16: first.f16 };
+  }
+
   /** A chunk's values as stored (head by head; f16 ones widened back to f32). */
   readChunk(c: KernelChunk, width: number): Float32Array {
     const D = width / c.heads;

@@ -504,8 +504,8 @@ export function forward(model: LoadedModel, seqs: ForwardSequence[], opts: Forwa
           mirror: prep.mirror,
           seqs: order.map((s) => ({
             n: s.live.length,
-            keys: (s.seq.past?.[l]?.k ?? []).map((t) => prep.mirror.chunk(t)),
-            values: (s.seq.past?.[l]?.v ?? []).map((t) => prep.mirror.chunk(t)),
+            keys: prep.mirror.layerChunks(s.seq.past?.[l]?.k ?? []),
+            values: prep.mirror.layerChunks(s.seq.past?.[l]?.v ?? []),
             visible: visibleAmongNew(s),
           })),
         });

@@ -52,6 +52,39 @@ describe('KvMirror', () => {
     tf.dispose([...kc, ...vc]);
   });
 
+  it('joins eight blocks in a row that have copies of their own into one stored chunk they view, with the same attention, freeing the old copies on the next sweep', () => {
+    const kernels = new MatmulKernels();
+    const H = 4, KV = 2, D = 8, R = 4, n = 10;
+    const w = KV * D;
+    const mirror = new KvMirror(kernels, KV, true);
+    const k = Float32Array.from({ length: n * R * w }, (_, i) => Math.sin(i / 3));
+    const v = Float32Array.from({ length: n * R * w }, (_, i) => Math.cos(i / 5));
+    const blocks = (x: Float32Array) => Array.from({ length: n }, (_, b) => tf.tensor2d(x.subarray(b * R * w, (b + 1) * R * w), [R, w]));
+    const kt = blocks(k);
+    const vt = blocks(v);
+    const q = Float32Array.from({ length: H * D }, (_, i) => (i % 5) - 2);
+    const shape = { heads: H, kvHeads: KV, headDim: D };
+    const apart = kernels.attention(q, kt.map((t) => mirror.chunk(t)), vt.map((t) => mirror.chunk(t)), 1, Uint8Array.of(1), shape, true);
+    const own = kernels.storedBytes;
+    const kc = mirror.layerChunks(kt);
+    const vc = mirror.layerChunks(vt);
+    expect(kc.map((c) => c.stride)).toEqual([...Array<number>(8).fill(8 * R), undefined, undefined]);
+    const joined = kernels.attention(q, kc, vc, 1, Uint8Array.of(1), shape, true);
+    expect(Array.from(joined.out)).toEqual(Array.from(apart.out));
+    expect(Array.from(joined.last!)).toEqual(Array.from(apart.last!));
+    expect(mirror.layerChunks(kt)).toEqual(kc); // joined once
+    mirror.sweep(); // the blocks' own copies of the joined eight are freed now
+    expect(kernels.storedBytes).toBeLessThan(2 * own);
+    kt.slice(0, 7).forEach((t) => t.dispose());
+    vt.slice(0, 7).forEach((t) => t.dispose());
+    mirror.sweep();
+    expect(kernels.attention(q, kc.slice(7), vc.slice(7), 1, Uint8Array.of(1), shape).out.length).toBe(H * D); // the eighth still reads the joined chunk
+    tf.dispose([...kt.slice(7), ...vt.slice(7)]);
+    mirror.sweep();
+    expect(mirror.size).toBe(0);
+    expect(kernels.storedBytes).toBe(0);
+  });
+
   it('reads pieces of a mirrored tensor as views of its copy, keeps the copy while a piece lives, then frees it', () => {
     const kernels = new MatmulKernels();
     const KV = 2, w = 8, S = 6;

@@ -35,6 +35,14 @@ export function kvAsF16(model: Pick<LoadedModel, 'blockWeights'>): boolean {
   return b !== undefined && b.layers.some((L) => [L.wq, L.wk, L.wv, L.wo, L.wGate, L.wUp, L.wDown].some((m) => m.type !== 'f32' && m.type !== 'f16'));
 }
 
+/**
+ * Blocks joined into one stored chunk once this many in a row have copies of their own (a
+ * 128-row run of SmolLM2's 16-row blocks), and the fewest rows a block needs for it (not a
+ * decode step's one-row chunks, which the block's seal replaces).
+ */
+const JOIN_BLOCKS = 8;
+const JOIN_MIN_ROWS = 4;
+
 export class KvMirror {
   private readonly chunks = new Map<tf.Tensor, KernelChunk>();
   /**
@@ -42,6 +50,13 @@ export class KvMirror {
    * kv-pieces.ts), freed by the first sweep after the last piece is disposed.
    */
   private readonly kept = new Map<tf.Tensor, KernelChunk>();
+  /** Chunks joined from blocks (see `chunks`), each with the tensors viewing it. */
+  private readonly joined = new Map<KernelChunk, tf.Tensor[]>();
+  /**
+   * The blocks' own copies a join replaced, freed by the next sweep: another sequence of
+   * the same forward may have been handed them already.
+   */
+  private retired: KernelChunk[] = [];
 
   /**
    * `kvHeads`: the model's, which the chunks are stored by (MatmulKernels.store); `f16`:
@@ -80,6 +95,46 @@ export class KvMirror {
   }
 
   /**
+   * The copies of a layer's chunks in position order (`chunk` of each), where every
+   * JOIN_BLOCKS blocks in a row that have copies of their own (blocks sealed from decode
+   * steps: 16 rows each, stored where they happened to land) are first joined into one
+   * stored chunk that they then view: attention reads a long generated context in runs of
+   * 128 rows instead of 16, as it reads a prompt's blocks (views of the prefill chunks).
+   * Each row is copied once more, once; the blocks' own copies are freed by the next sweep.
+   */
+  layerChunks(list: readonly tf.Tensor2D[]): KernelChunk[] {
+    const out: KernelChunk[] = [];
+    let run = 0;
+    for (let i = 0; i < list.length; i++) {
+      const c = this.chunk(list[i]!);
+      out.push(c);
+      run = c.stride === undefined && c.rows >= JOIN_MIN_ROWS ? run + 1 : 0;
+      if (run === JOIN_BLOCKS) {
+        this.join(list, out, i + 1 - run, i + 1);
+        run = 0;
+      }
+    }
+    return out;
+  }
+
+  private join(list: readonly tf.Tensor2D[], out: KernelChunk[], a: number, b: number): void {
+    const headDim = list[a]!.shape[1] / this.kvHeads;
+    const whole = this.kernels.join(out.slice(a, b), headDim);
+    const members: tf.Tensor[] = [];
+    let row = 0;
+    for (let i = a; i < b; i++) {
+      const own = out[i]!;
+      const view = this.kernels.view(whole, row, own.rows, headDim);
+      row += own.rows;
+      this.retired.push(own);
+      this.chunks.set(list[i]!, view);
+      out[i] = view;
+      members.push(list[i]!);
+    }
+    this.joined.set(whole, members);
+  }
+
+  /**
    * Stores (rows, kvHeads·headDim) values as this mirror keeps them (head by head, f16 or
    * f32) without a tensor yet: blockLayer stores new rows as it makes them, and `adopt`
    * then ties the copy to their tensor.
@@ -112,17 +167,26 @@ export class KvMirror {
       this.kernels.free(c);
       this.kept.delete(t);
     }
+    for (const [c, members] of this.joined) {
+      if (members.some((t) => !t.isDisposed)) continue;
+      this.kernels.free(c);
+      this.joined.delete(c);
+    }
+    for (const c of this.retired) this.kernels.free(c);
+    this.retired = [];
   }
 
   /** Chunks held, views and copies kept for them included (for leak checks and tests). */
   get size(): number {
-    return this.chunks.size + this.kept.size;
+    return this.chunks.size + this.kept.size + this.joined.size + this.retired.length;
   }
 
   /** Frees every copy (the model is going). */
   clear(): void {
-    for (const c of [...this.chunks.values(), ...this.kept.values()]) if (c.stride === undefined) this.kernels.free(c);
+    for (const c of [...this.chunks.values(), ...this.kept.values(), ...this.joined.keys(), ...this.retired]) if (c.stride === undefined) this.kernels.free(c);
     this.chunks.clear();
     this.kept.clear();
+    this.joined.clear();
+    this.retired = [];
   }
 }
