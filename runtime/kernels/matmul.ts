@@ -818,9 +818,10 @@ export class MatmulKernels {
   }
 
   /**
-   * One stored chunk holding the rows of `chunks` in order (stored chunks of one width and
-   * type, not views), copied within this memory head by head: the KV mirror joins a
-   * sequence's sealed blocks so that attention reads them as one run.
+   * One stored chunk holding the rows of `chunks` in order (chunks or views of one head
+   * count and type), copied within this memory head by head: the KV mirror joins a
+   * sequence's sealed blocks so that attention reads them as one run, and gives a view
+   * that outlived most of its stored chunk a copy of its own.
    */
   join(chunks: readonly KernelChunk[], headDim: number): KernelChunk {
     const first = chunks[0];
@@ -828,7 +829,7 @@ export class MatmulKernels {
     const elt = first.f16 ? 2 : 4;
     let rows = 0;
     for (const c of chunks) {
-      if (c.stride !== undefined || c.heads !== first.heads || c.f16 !== first.f16) throw new RangeError('join: stored chunks of one layout only (no views)');
+      if (c.heads !== first.heads || c.f16 !== first.f16) throw new RangeError('join: chunks of one head count and type only');
       rows += c.rows;
     }
     const bytes = storedBytes(rows * first.heads * headDim * elt);
@@ -844,7 +845,7 @@ export class MatmulKernels {
     for (let g = 0; g < first.heads; g++) {
       let at = offset + g * rows * rowBytes;
       for (const c of chunks) {
-        const from = c.offset + g * c.rows * rowBytes;
+        const from = c.offset + g * (c.stride ?? c.rows) * rowBytes;
         mem.copyWithin(at, from, from + c.rows * rowBytes);
         at += c.rows * rowBytes;
       }

@@ -75,10 +75,18 @@ describe('KvMirror', () => {
     expect(mirror.layerChunks(kt)).toEqual(kc); // joined once
     mirror.sweep(); // the blocks' own copies of the joined eight are freed now
     expect(kernels.storedBytes).toBeLessThan(2 * own);
-    kt.slice(0, 7).forEach((t) => t.dispose());
-    vt.slice(0, 7).forEach((t) => t.dispose());
+    kt.slice(0, 3).forEach((t) => t.dispose());
+    vt.slice(0, 3).forEach((t) => t.dispose());
     mirror.sweep();
-    expect(kernels.attention(q, kc.slice(7), vc.slice(7), 1, Uint8Array.of(1), shape).out.length).toBe(H * D); // the eighth still reads the joined chunk
+    expect(mirror.layerChunks(kt.slice(3)).map((c) => c.stride)).toEqual([...Array<number>(5).fill(8 * R), undefined, undefined]); // five of eight still read it
+    kt.slice(3, 7).forEach((t) => t.dispose());
+    vt.slice(3, 7).forEach((t) => t.dispose());
+    mirror.sweep(); // one block of eight left: it gets a copy of its own, the joined chunk goes
+    const rest = [mirror.layerChunks(kt.slice(7)), mirror.layerChunks(vt.slice(7))];
+    expect(rest[0]!.map((c) => c.stride)).toEqual([undefined, undefined, undefined]);
+    const alone = new KvMirror(kernels, KV, true);
+    expect(Array.from(kernels.attention(q, rest[0]!, rest[1]!, 1, Uint8Array.of(1), shape).out)).toEqual(Array.from(kernels.attention(q, kt.slice(7).map((t) => alone.chunk(t)), vt.slice(7).map((t) => alone.chunk(t)), 1, Uint8Array.of(1), shape).out));
+    alone.clear();
     tf.dispose([...kt.slice(7), ...vt.slice(7)]);
     mirror.sweep();
     expect(mirror.size).toBe(0);
@@ -105,9 +113,13 @@ describe('KvMirror', () => {
     expect(kernels.readChunk(views[1]!, w)).toEqual(kernels.readChunk(alone, w));
     kernels.free(alone);
     pieces[0]!.dispose();
-    mirror.sweep();
-    expect(kernels.storedBytes).toBe(bytes); // one piece still reads it
-    expect(kernels.readChunk(views[1]!, w)[0]).toBeCloseTo(Math.sin(4 * w), 6);
+    mirror.sweep(); // the live piece holds 2 of 6 rows: it gets a copy of its own, the whole's goes
+    const rehomed = mirror.chunk(pieces[1]!);
+    expect(rehomed.stride).toBeUndefined();
+    expect(kernels.readChunk(rehomed, w)[0]).toBeCloseTo(Math.sin(4 * w), 6);
+    const fresh = kernels.store(pieces[1]!.dataSync() as Float32Array, 2, KV);
+    expect(Array.from(kernels.readChunk(rehomed, w))).toEqual(Array.from(kernels.readChunk(fresh, w)));
+    kernels.free(fresh);
     pieces[1]!.dispose();
     mirror.sweep();
     expect(mirror.size).toBe(0);

@@ -18,7 +18,7 @@
  */
 import * as tf from '@tensorflow/tfjs-core';
 import type { KernelChunk, MatmulKernels } from '../kernels/matmul.js';
-import { hasLivePieces, pieceOf } from './kv-pieces.js';
+import { livePieces, pieceOf } from './kv-pieces.js';
 import type { LoadedModel } from './types.js';
 import type { WasmBackendLike } from './wasm-backend.js';
 
@@ -159,21 +159,38 @@ export class KvMirror {
       if (!t.isDisposed) continue;
       this.chunks.delete(t);
       if (c.stride !== undefined) continue;
-      if (hasLivePieces(t)) this.kept.set(t, c);
+      if (livePieces(t).length > 0) this.kept.set(t, c);
       else this.kernels.free(c);
     }
     for (const [t, c] of this.kept) {
-      if (hasLivePieces(t)) continue;
-      this.kernels.free(c);
-      this.kept.delete(t);
+      if (this.release(c, livePieces(t))) this.kept.delete(t);
     }
     for (const [c, members] of this.joined) {
-      if (members.some((t) => !t.isDisposed)) continue;
-      this.kernels.free(c);
-      this.joined.delete(c);
+      if (members.every((t) => !t.isDisposed)) continue;
+      const live = members.filter((t) => !t.isDisposed) as tf.Tensor2D[];
+      if (this.release(c, live)) this.joined.delete(c);
+      else this.joined.set(c, live);
     }
     for (const c of this.retired) this.kernels.free(c);
     this.retired = [];
+  }
+
+  /**
+   * Frees a stored chunk that views of `live` tensors read, once they are gone — or once
+   * they hold less than half its rows, after giving each a copy of its own: a prompt's
+   * first blocks kept in the prefix cache must not pin the whole prefill chunk they were
+   * cut from (up to 8× their bytes). Whether it was freed.
+   */
+  private release(c: KernelChunk, live: readonly tf.Tensor2D[]): boolean {
+    let rows = 0;
+    for (const t of live) rows += t.shape[0];
+    if (2 * rows >= c.rows) return false;
+    for (const t of live) {
+      const view = this.chunks.get(t);
+      if (view !== undefined) this.chunks.set(t, this.kernels.join([view], t.shape[1] / this.kvHeads));
+    }
+    this.kernels.free(c);
+    return true;
   }
 
   /** Chunks held, views and copies kept for them included (for leak checks and tests). */

@@ -28,10 +28,12 @@ export function pieceOf(t: tf.Tensor): { whole: tf.Tensor2D; first: number } | u
   return wholeOf.get(t);
 }
 
-/** Whether any piece cut from `whole` is still alive (not disposed). */
-export function hasLivePieces(whole: tf.Tensor): boolean {
-  const list = piecesOf.get(whole);
-  if (list === undefined) return false;
-  for (const p of list) if (!p.isDisposed) return true;
-  return false;
+/** The pieces cut from `whole` that are still alive (not disposed). */
+export function livePieces(whole: tf.Tensor): tf.Tensor2D[] {
+  const list = (piecesOf.get(whole) ?? []) as tf.Tensor2D[];
+  // Checked every step for every prefill chunk held: no new array while all are alive.
+  if (list.every((p) => !p.isDisposed)) return list;
+  const live = list.filter((p) => !p.isDisposed);
+  piecesOf.set(whole, live);
+  return live;
 }
