@@ -50,7 +50,7 @@ export class KvMirror {
    * kv-pieces.ts), freed by the first sweep after the last piece is disposed.
    */
   private readonly kept = new Map<tf.Tensor, KernelChunk>();
-  /** Chunks joined from blocks (see `chunks`), each with the tensors viewing it. */
+  /** Chunks joined from blocks (see `layerChunks`), each with the tensors viewing it. */
   private readonly joined = new Map<KernelChunk, tf.Tensor[]>();
   /**
    * The blocks' own copies a join replaced, freed by the next sweep: another sequence of

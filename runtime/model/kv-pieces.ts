@@ -4,7 +4,8 @@
  * cache's 16-row blocks and records each piece here, so that the KV mirror (kv-mirror.ts)
  * reads a piece as a view of the whole's copy, which the forward stored already, instead of
  * storing every block again; attention then reads the prompt's blocks as the long runs they
- * were stored as. Weak on the pieces' side: a record keeps no tensor memory alive.
+ * were stored as. Keyed weakly: a record holds no tensor's memory (disposing frees it) and goes
+ * with the whole tensor object.
  *
  * @example
  * recordPiece(blockK, prefillK, 32); // blockK holds rows 32.. of prefillK
