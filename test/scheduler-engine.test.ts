@@ -14,8 +14,8 @@ import { EngineCore, type CoreEvent } from '../runtime/engine/core.js';
 import { tokenSampler } from '../runtime/engine/sampling.js';
 import { quantizeModel } from '../runtime/model/block-weights.js';
 import { randomModel } from '../runtime/model/random.js';
-import { forward, prepareModel } from '../runtime/model/forward.js';
-import { KvCache } from './fixtures/kv-cache.js';
+import { prepareModel } from '../runtime/model/forward.js';
+import { greedyAlone } from './fixtures/kv-cache.js';
 import type { ForwardSequence } from '../runtime/model/types.js';
 import { createEngine } from '../runtime/engine/index.js';
 import type { EngineFront } from '../runtime/engine/front.js';
@@ -189,17 +189,7 @@ describe('Engine on the scheduler', () => {
     const model = quantizeModel(randomModel({ vocabSize: 64, numLayers: 3, hiddenSize: 64, numHeads: 4, numKvHeads: 2 }, 5), 'q8_0');
     const { kernels, mirror } = prepareModel(model);
     const prompt = Array.from({ length: 23 }, (_, i) => (i * 7 + 3) % 64);
-    const direct: number[] = [];
-    const cache = new KvCache(model.config.numLayers);
-    let next = prompt;
-    for (let i = 0; i < 12; i++) {
-      const [r] = forward(model, [{ ids: next, past: cache.length() > 0 ? cache.past() : undefined }]);
-      cache.append(r!.newKv);
-      const logits = r!.logits[0]!;
-      next = [logits.indexOf(Math.max(...logits))];
-      direct.push(next[0]!);
-    }
-    cache.dispose();
+    const direct = greedyAlone(model, prompt, 12);
     mirror.sweep();
     const before = kernels.storedBytes;
     const stored = { rows4: 0 };
@@ -227,17 +217,7 @@ describe('Engine on the scheduler', () => {
     const model = quantizeModel(randomModel({ vocabSize: 64, numLayers: 2, hiddenSize: 64, numHeads: 4, numKvHeads: 2 }, 8), 'q4_1');
     const { kernels, mirror } = prepareModel(model);
     const prompt = [5, 9, 13];
-    const direct: number[] = [];
-    const cache = new KvCache(model.config.numLayers);
-    let next = prompt;
-    for (let i = 0; i < 48; i++) {
-      const [r] = forward(model, [{ ids: next, past: cache.length() > 0 ? cache.past() : undefined }]);
-      cache.append(r!.newKv);
-      const logits = r!.logits[0]!;
-      next = [logits.indexOf(Math.max(...logits))];
-      direct.push(next[0]!);
-    }
-    cache.dispose();
+    const direct = greedyAlone(model, prompt, 48);
     mirror.sweep();
     const before = kernels.storedBytes;
     let joins = 0;

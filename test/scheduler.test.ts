@@ -9,7 +9,7 @@ import { BadRequestError, KvExhaustedError } from '../core/errors.js';
 import { resolveSampling } from '../core/sampling.js';
 import { initBackend } from '../runtime/backend.js';
 import { tokenSampler } from '../runtime/engine/sampling.js';
-import { KvCache } from './fixtures/kv-cache.js';
+import { greedyAlone } from './fixtures/kv-cache.js';
 import { forward, prepareModel } from '../runtime/model/forward.js';
 import { randomModel } from '../runtime/model/random.js';
 import type { LoadedModel } from '../runtime/model/types.js';
@@ -35,18 +35,7 @@ function prompt(n: number, seed: number): number[] {
 
 /** Plain generation with a contiguous cache: the oracle the paged scheduler must match. */
 function generateAlone(ids: number[], maxTokens: number): number[] {
-  const cache = new KvCache(model.config.numLayers);
-  const out: number[] = [];
-  let next = ids;
-  for (let i = 0; i < maxTokens; i++) {
-    const [r] = forward(model, [{ ids: next, past: cache.length() > 0 ? cache.past() : undefined }]);
-    cache.append(r!.newKv);
-    const token = greedy(r!.logits[0]!, []);
-    out.push(token);
-    next = [token];
-  }
-  cache.dispose();
-  return out;
+  return greedyAlone(model, ids, maxTokens);
 }
 
 interface Outcome {

@@ -789,13 +789,7 @@ export class MatmulKernels {
     if (!(Number.isInteger(width) && Number.isInteger(heads) && heads >= 1 && width % heads === 0)) throw new RangeError(`store: ${data.length} values are not ${rows} rows of ${heads} heads`);
     const D = width / heads;
     const bytes = storedBytes(f16 ? data.byteLength / 2 : data.byteLength);
-    let offset = this.freeChunks.get(bytes)?.pop();
-    if (offset === undefined) {
-      offset = this.top;
-      this.ensure(offset + bytes);
-      this.top = align16(offset + bytes);
-    }
-    this.chunkBytes.set(offset, bytes);
+    const offset = this.allocChunk(bytes);
     // f16: laid out in f32 in the scratch space past the weights first, then narrowed into place.
     const at = f16 ? this.top : offset;
     if (f16) this.ensure(at + data.byteLength);
@@ -804,6 +798,18 @@ export class MatmulKernels {
     else for (let g = 0; g < heads; g++) for (let r = 0; r < rows; r++) dst.set(data.subarray(r * width + g * D, r * width + (g + 1) * D), (g * rows + r) * D);
     if (f16) this.fns.store_f16(at, data.length, offset);
     return { offset, rows, heads, f16 };
+  }
+
+  /** Memory for a stored chunk of `bytes` (storedBytes): a freed one of that size, else past the top. */
+  private allocChunk(bytes: number): number {
+    let offset = this.freeChunks.get(bytes)?.pop();
+    if (offset === undefined) {
+      offset = this.top;
+      this.ensure(offset + bytes);
+      this.top = align16(offset + bytes);
+    }
+    this.chunkBytes.set(offset, bytes);
+    return offset;
   }
 
   /**
@@ -833,13 +839,7 @@ export class MatmulKernels {
       rows += c.rows;
     }
     const bytes = storedBytes(rows * first.heads * headDim * elt);
-    let offset = this.freeChunks.get(bytes)?.pop();
-    if (offset === undefined) {
-      offset = this.top;
-      this.ensure(offset + bytes);
-      this.top = align16(offset + bytes);
-    }
-    this.chunkBytes.set(offset, bytes);
+    const offset = this.allocChunk(bytes);
     const mem = new Uint8Array(this.memory.buffer);
     const rowBytes = headDim * elt;
     for (let g = 0; g < first.heads; g++) {
