@@ -309,6 +309,49 @@ export interface AttentionShape {
   headDim: number;
 }
 
+/** A decoder layer's weights as `MatmulKernels.layer` takes them (the same objects every step: its plan is made once per layer). */
+export interface LayerWeights {
+  /** The q, k and v output groups (linearGroups' groups: parts scaled, bias added). */
+  groups: readonly (readonly { weight: KernelWeight; scale?: number; bias?: Float32Array | null }[])[];
+  norm: { weight: Float32Array; eps: number } | null;
+  mlp: { o: KernelWeight; bo: Float32Array | null; norm: { weight: Float32Array; eps: number }; gate: KernelWeight; up: KernelWeight; down: KernelWeight };
+}
+
+/** A layer plan's words that depend on its weights only (MatmulKernels.layerPlan). */
+interface LayerPlan {
+  mlp: LayerWeights['mlp'];
+  norm: LayerWeights['norm'];
+  weights: Int32Array;
+  doubles: Float64Array;
+  parts: number;
+  /** Σ over the q/k/v parts of align16(4·rows): their outputs' scratch per row. */
+  partRows: number;
+  cols: number;
+  hidden: number;
+  inter: number;
+  qd: number;
+  kvd: number;
+  normW: number;
+  bo: number;
+  mlpNorm: number;
+}
+
+/** One decoder layer for `MatmulKernels.layer` (native/layer.inc.c): block-layer.ts's steps, as linearGroups, store, attention and mlpBlock take them. */
+export interface FusedLayerOp extends LayerWeights {
+  /** q and k (groups 0 and 1) rotated by it. */
+  rotary: { outputs: number[]; dim: number; cos: Float32Array; sin: Float32Array } | null;
+  shape: AttentionShape;
+  /** Each sequence's new rows in order, its cached chunks and the new rows' visibility (attention's). */
+  seqs: readonly { n: number; keys: readonly KernelChunk[]; values: readonly KernelChunk[]; visible: Uint8Array }[];
+  /** Whether the new K/V rows are stored as f16 (store's f16). */
+  f16: boolean;
+}
+
+/** Words of layer.inc.c's plan: its header, a weight, a sequence. */
+const PLAN_HEADER = 20;
+const PLAN_WEIGHT = 6;
+const PLAN_SEQ = 6;
+
 /** Rows of f32 kept in a MatmulKernels' memory by `store` (KV cache chunks). */
 export interface KernelChunk {
   readonly offset: number;
@@ -425,6 +468,12 @@ export class MatmulKernels {
   private threads: number;
   private readonly takeBack: boolean;
   private readonly splitMinWork: number;
+  /** Whether `layer` runs where it can (setFusedLayers; SKEIN_FUSED_LAYER=0 starts it off, to compare). */
+  private fuseLayers = process.env.SKEIN_FUSED_LAYER !== '0';
+  /** Plans per layer, keyed by its q/k/v groups (layerPlan). */
+  private readonly layerPlans = new WeakMap<object, LayerPlan | null>();
+  /** The plan header's words, filled per call. */
+  private readonly planHeader = new Int32Array(PLAN_HEADER);
   /** This memory's id on the kernel thread, once registered there (first split). */
   private threadMemory = 0;
   /** Calls whose second half the kernel thread ran (tests and benches read it). */
@@ -765,6 +814,194 @@ export class MatmulKernels {
     });
   }
 
+  /**
+   * Whether `layer` can run op: native kernels with block_layer, one thread (a product the
+   * second thread would share stays on the per-call path), q/k/v in three groups, every
+   * weight in the native groups (x4h) or F32/F16.
+   */
+  fusesLayer(op: LayerWeights): boolean {
+    return this.fuseLayers && this.threads === 1 && this.layerPlan(op) !== null;
+  }
+
+  /** Whether `layer` is taken where it can run (default true, unless SKEIN_FUSED_LAYER=0; off, block-layer.ts runs the same steps call by call — tests and benches compare the two). */
+  setFusedLayers(on: boolean): void {
+    this.fuseLayers = on;
+  }
+
+  /**
+   * The words of layer.inc.c's plan that depend only on the layer's weights (its weights'
+   * descriptors, the q/k/v scales, the norms' and biases' constants), made once per layer:
+   * a decode step runs `layer` for every layer, and building them each time was ~40 µs of
+   * JavaScript a call. null where the layer cannot be fused.
+   */
+  private layerPlan(op: LayerWeights): LayerPlan | null {
+    const cached = this.layerPlans.get(op.groups);
+    if (cached !== undefined && (cached === null || (cached.mlp === op.mlp && cached.norm === op.norm))) return cached;
+    const plan = this.makeLayerPlan(op);
+    this.layerPlans.set(op.groups, plan);
+    return plan;
+  }
+
+  private makeLayerPlan(op: LayerWeights): LayerPlan | null {
+    if (this.addon?.kernels.block_layer === undefined || op.groups.length !== 3) return null;
+    const fits = (w: KernelWeight) => w.type === 'f32' || w.type === 'f16' || w.layout === 'x4h';
+    const { o, gate, up, down } = op.mlp;
+    if (!op.groups.every((g) => g.length >= 1 && g.every((p) => fits(p.weight))) || ![o, gate, up, down].every(fits)) return null;
+    const parts = op.groups.flatMap((g, group) => g.map((p) => ({ ...p, group })));
+    const cols = parts[0]!.weight.cols;
+    const hidden = o.rows;
+    const inter = gate.rows;
+    const widths = op.groups.map((g) => g.reduce((n, p) => n + p.weight.rows, 0)) as [number, number, number];
+    if (parts.some((p) => p.weight.cols !== cols) || widths[1] !== widths[2] || o.cols !== widths[0]) throw new RangeError(`layer: q/k/v groups ${widths.join('/')} wide over ${cols} columns do not fit o (${o.rows}×${o.cols})`);
+    if (gate.cols !== hidden || up.cols !== hidden || up.rows !== inter || down.cols !== inter || down.rows !== hidden || hidden !== cols) throw new RangeError('layer: o, gate, up and down shapes disagree');
+    const weights = new Int32Array((parts.length + 4) * PLAN_WEIGHT);
+    let w = 0;
+    const weight = (k: KernelWeight, group: number, bias: number) => {
+      weights.set([GGML_TYPE_ID[k.type], k.offset, k.rows, k.cols, group, bias], w);
+      w += PLAN_WEIGHT;
+    };
+    // Zeros stand for a missing o bias, as mlpBlock passes them.
+    for (const p of parts) weight(p.weight, p.group, p.bias ? this.constant(p.bias) : 0);
+    for (const k of [o, gate, up, down]) weight(k, 0, 0);
+    const doubles = new Float64Array([op.norm?.eps ?? 0, op.mlp.norm.eps, ...parts.map((p) => p.scale ?? 1)]);
+    return {
+      mlp: op.mlp,
+      norm: op.norm,
+      weights,
+      doubles,
+      parts: parts.length,
+      partRows: parts.reduce((n, p) => n + align16(4 * p.weight.rows), 0),
+      cols,
+      hidden,
+      inter,
+      qd: widths[0],
+      kvd: widths[1],
+      normW: op.norm === null ? 0 : this.constant(op.norm.weight),
+      bo: this.constant(op.mlp.bo ?? zeros(hidden)),
+      mlpNorm: this.constant(op.mlp.norm.weight),
+    };
+  }
+
+  /**
+   * A whole decoder layer in one native call (native/layer.inc.c) — the steps block-layer.ts
+   * otherwise runs through linearGroups, store, attention and mlpBlock, with the same bits:
+   * x (T, hidden) → xOut, the new K/V rows into kOut/vOut (T × kvHeads·headDim each), and
+   * each sequence's new rows stored for attention (as `store` does), returned for the KV
+   * mirror. Only where `fusesLayer(op)`.
+   */
+  layer(op: FusedLayerOp, x: Float32Array, T: number, xOut: Float32Array, kOut: Float32Array, vOut: Float32Array): { kChunks: KernelChunk[]; vChunks: KernelChunk[] } {
+    const plan = this.fuseLayers && this.threads === 1 ? this.layerPlan(op) : null;
+    if (plan === null) throw new RangeError('layer: these weights or this instance take the per-call path (fusesLayer)');
+    const { heads: H, kvHeads: KV, headDim: D } = op.shape;
+    const { cols, hidden, inter, qd, kvd } = plan;
+    if (qd !== H * D || kvd !== KV * D) throw new RangeError(`layer: q/k/v groups ${qd}/${kvd} wide, the shape needs ${H * D}/${KV * D}`);
+    if (x.length !== T * cols || xOut.length !== T * hidden || kOut.length !== T * kvd || vOut.length !== T * kvd) throw new RangeError(`layer: rows disagree (x ${x.length}, T ${T}, cols ${cols})`);
+    let rows = 0;
+    for (const s of op.seqs) rows += s.n;
+    if (rows !== T) throw new RangeError(`layer: sequences hold ${rows} rows, x has ${T}`);
+    const half = op.rotary === null ? 0 : op.rotary.dim / 2;
+    if (op.rotary !== null && op.rotary.cos.length !== T * half) throw new RangeError('layer: rotary tables for other than T rows');
+    // The new rows' chunks first (each may take memory at the top), then the call's own space past the top.
+    const elt = op.f16 ? 2 : 4;
+    const nseq = op.seqs.length;
+    const kChunks: KernelChunk[] = [];
+    const vChunks: KernelChunk[] = [];
+    for (const s of op.seqs) {
+      kChunks.push({ offset: this.allocChunk(storedBytes(s.n * kvd * elt)), rows: s.n, heads: KV, f16: op.f16 });
+      vChunks.push({ offset: this.allocChunk(storedBytes(s.n * kvd * elt)), rows: s.n, heads: KV, f16: op.f16 });
+    }
+    const planWords = PLAN_HEADER + plan.weights.length + nseq * PLAN_SEQ;
+    const planOff = this.top;
+    const doublesOff = align16(planOff + 4 * planWords);
+    const xOff = align16(doublesOff + plan.doubles.byteLength);
+    const xOutOff = align16(xOff + 4 * T * cols);
+    const kOff = align16(xOutOff + 4 * T * hidden);
+    const vOff = align16(kOff + 4 * T * kvd);
+    const cosOff = align16(vOff + 4 * T * kvd);
+    const sinOff = align16(cosOff + 4 * T * half);
+    let at = align16(sinOff + 4 * T * half);
+    // Per sequence: its attention table and visibility mask; the most keys any of them has.
+    const tableAt: number[] = [];
+    const chunksOf: number[] = [];
+    const visAt: number[] = [];
+    let most = 0;
+    for (let i = 0; i < nseq; i++) {
+      const s = op.seqs[i]!;
+      const { S } = this.runsOf(s.keys, s.values, s.n, s.visible, op.shape, kChunks[i], vChunks[i]);
+      most = Math.max(most, S);
+      tableAt.push(at);
+      chunksOf.push(this.runs.length);
+      at = align16(at + 20 * this.runs.length);
+      this.ensure(at);
+      this.writeTable(tableAt[i]!);
+      visAt.push(at);
+      at = align16(at + s.n * s.n);
+    }
+    // layer.inc.c's scratch (16-byte steps): normed rows, q, the parts' outputs, attention's output, the store's f32
+    // rows, the MLP's rows; besides them one sequence's scores and one product's int8 activations at a time.
+    const nb = Math.max(cols, qd, inter) / QK;
+    const scratch = at;
+    at +=
+      align16(4 * T * cols) +
+      2 * align16(4 * T * qd) +
+      T * plan.partRows +
+      align16(4 * T * kvd) +
+      4 * align16(4 * T * hidden) +
+      2 * align16(4 * T * inter) +
+      align16(16 * most) +
+      align16(T * nb * QK) +
+      2 * align16(4 * T * nb);
+    this.ensure(at);
+    const buf = this.memory.buffer;
+    for (let i = 0; i < nseq; i++) new Uint8Array(buf, visAt[i]!, op.seqs[i]!.n ** 2).set(op.seqs[i]!.visible);
+    new Float32Array(buf, xOff, T * cols).set(x);
+    if (op.rotary !== null) {
+      new Float32Array(buf, cosOff, T * half).set(op.rotary.cos);
+      new Float32Array(buf, sinOff, T * half).set(op.rotary.sin);
+    }
+    new Float64Array(buf, doublesOff, plan.doubles.length).set(plan.doubles);
+    const words = new Int32Array(buf, planOff, planWords);
+    const header = this.planHeader;
+    header[0] = T;
+    header[1] = cols;
+    header[2] = H;
+    header[3] = KV + (op.f16 ? 65536 : 0);
+    header[4] = D;
+    header[5] = nseq;
+    header[6] = xOff;
+    header[7] = xOutOff;
+    header[8] = kOff;
+    header[9] = vOff;
+    header[10] = scratch;
+    header[11] = doublesOff;
+    header[12] = plan.normW;
+    header[13] = plan.parts;
+    header[14] = cosOff;
+    header[15] = sinOff;
+    header[16] = op.rotary?.dim ?? 0;
+    let rotated = 0;
+    for (const g of op.rotary?.outputs ?? []) rotated |= 1 << g;
+    header[17] = rotated;
+    header[18] = plan.bo;
+    header[19] = plan.mlpNorm;
+    words.set(header);
+    words.set(plan.weights, PLAN_HEADER);
+    let w = PLAN_HEADER + plan.weights.length;
+    for (let i = 0; i < nseq; i++) {
+      words[w++] = op.seqs[i]!.n;
+      words[w++] = chunksOf[i]!;
+      words[w++] = tableAt[i]!;
+      words[w++] = visAt[i]!;
+      words[w++] = kChunks[i]!.offset;
+      words[w++] = vChunks[i]!.offset;
+    }
+    this.addon!.kernels.block_layer!(this.addon!.id, planOff);
+    xOut.set(new Float32Array(buf, xOutOff, T * hidden));
+    kOut.set(new Float32Array(buf, kOff, T * kvd));
+    vOut.set(new Float32Array(buf, vOff, T * kvd));
+    return { kChunks, vChunks };
+  }
+
   /** Where `v` lies in this memory (copied in on first use; its values must not change after). */
   private constant(v: Float32Array): number {
     let at = this.constants.get(v);
@@ -899,36 +1136,9 @@ export class MatmulKernels {
     if (D % 4 !== 0 || D > 512) throw new RangeError(`attention kernel needs headDim a multiple of 4 up to 512, got ${D}`);
     if (H % KV !== 0) throw new RangeError(`attention: ${H} heads do not group over ${KV} kv heads`);
     const qd = H * D;
-    // Plain loops: an engine step makes this call per layer over every block of the
-    // sequence (64 of them at 1,024 tokens), and spreads of the chunk lists were garbage.
-    let S = 0;
-    for (const c of keys) S += c.rows;
-    const P = S - n;
-    const f16 = keys[0]?.f16 ?? false;
-    for (const side of [keys, values]) for (const c of side) if (c.heads !== KV) throw new RangeError(`attention: chunks stored by other than ${KV} heads`);
-    for (const side of [keys, values]) for (const c of side) if (c.f16 !== f16) throw new RangeError('attention: f16 and f32 chunks mixed');
-    let rowsAgree = values.length === keys.length;
-    for (let c = 0; rowsAgree && c < keys.length; c++) rowsAgree = values[c]!.rows === keys[c]!.rows;
-    if (q.length !== n * qd || P < 0 || !rowsAgree || visible.length !== n * n) {
-      throw new RangeError(`attention: shapes disagree (q ${q.length}, ${S} keys, n ${n})`);
-    }
-    // Chunks that continue each other in memory — views of one stored chunk in order, keys
-    // and values alike — go to the kernel as one run: a 1,024-token prompt cut into 16-row
-    // blocks is read in 128-row runs again (a decode row's attention over 16-row blocks took
-    // ~1.5× as long as over one chunk, its KV out of cache).
-    const rowBytes = D * (f16 ? 2 : 4);
-    const runs = this.runs;
-    runs.length = 0;
-    for (let c = 0; c < keys.length; c++) {
-      const k = keys[c]!;
-      const v = values[c]!;
-      const last = runs.at(-1);
-      const ks = k.stride ?? k.rows;
-      const vs = v.stride ?? v.rows;
-      if (last !== undefined && last.kStride === ks && last.vStride === vs && k.offset === last.k + last.rows * rowBytes && v.offset === last.v + last.rows * rowBytes) last.rows += k.rows;
-      else runs.push({ k: k.offset, v: v.offset, rows: k.rows, kStride: ks, vStride: vs });
-    }
-    const chunks = runs.length;
+    if (q.length !== n * qd) throw new RangeError(`attention: shapes disagree (q ${q.length}, n ${n})`);
+    const { S, P, f16 } = this.runsOf(keys, values, n, visible, shape);
+    const chunks = this.runs.length;
     const qOff = this.top;
     const tableOff = align16(qOff + 4 * n * qd); // kc | vc | rows | key strides | value strides, int32 each
     const visOff = align16(tableOff + 20 * chunks);
@@ -940,15 +1150,7 @@ export class MatmulKernels {
     this.ensure(lastOff + 4 * S);
     const buf = this.memory.buffer;
     new Float32Array(buf, qOff, n * qd).set(q);
-    const table = new Int32Array(buf, tableOff, 5 * chunks);
-    for (let c = 0; c < chunks; c++) {
-      const r = runs[c]!;
-      table[c] = r.k;
-      table[chunks + c] = r.v;
-      table[2 * chunks + c] = r.rows;
-      table[3 * chunks + c] = r.kStride;
-      table[4 * chunks + c] = r.vStride;
-    }
+    this.writeTable(tableOff);
     new Uint8Array(buf, visOff, n * n).set(visible);
     // The kernel takes the f16 flag above the KV head count (65536 + KV).
     const args = (scores: number, h0: number, h1: number) => [qOff, tableOff, tableOff + 4 * chunks, tableOff + 8 * chunks, chunks, P, n, visOff, H, KV + (f16 ? 65536 : 0), D, scores, outOff, wantLast ? lastOff : 0, h0, h1];
@@ -959,6 +1161,64 @@ export class MatmulKernels {
       out: new Float32Array(buf, outOff, n * qd).slice(),
       last: wantLast ? new Float32Array(buf, lastOff, S).slice() : null,
     };
+  }
+
+  /**
+   * Checks an attention call's chunks and fills `this.runs` with them as the kernel reads
+   * them. Chunks that continue each other in memory — views of one stored chunk in order,
+   * keys and values alike — go to the kernel as one run: a 1,024-token prompt cut into
+   * 16-row blocks is read in 128-row runs again (a decode row's attention over 16-row
+   * blocks took ~1.5× as long as over one chunk, its KV out of cache). Plain loops: an
+   * engine step makes this call per layer over every block of the sequence (64 of them at
+   * 1,024 tokens), and spreads of the chunk lists were garbage.
+   */
+  private runsOf(keys: readonly KernelChunk[], values: readonly KernelChunk[], n: number, visible: Uint8Array, shape: AttentionShape, lastKey?: KernelChunk, lastValue?: KernelChunk): { S: number; P: number; f16: boolean } {
+    const { kvHeads: KV, headDim: D } = shape;
+    // With lastKey/lastValue: the chunks after keys/values (a layer's new rows), as if appended.
+    const count = keys.length + (lastKey === undefined ? 0 : 1);
+    const keyAt = (c: number) => (c < keys.length ? keys[c]! : lastKey!);
+    const valueAt = (c: number) => (c < values.length ? values[c]! : lastValue!);
+    let S = 0;
+    for (let c = 0; c < count; c++) S += keyAt(c).rows;
+    const P = S - n;
+    const f16 = count > 0 ? keyAt(0).f16 : false;
+    let rowsAgree = values.length === keys.length && (lastKey === undefined) === (lastValue === undefined);
+    for (let c = 0; c < count; c++) {
+      const k = keyAt(c);
+      const v = valueAt(c);
+      if (k.heads !== KV || v.heads !== KV) throw new RangeError(`attention: chunks stored by other than ${KV} heads`);
+      if (k.f16 !== f16 || v.f16 !== f16) throw new RangeError('attention: f16 and f32 chunks mixed');
+      if (rowsAgree) rowsAgree = v.rows === k.rows;
+    }
+    if (P < 0 || !rowsAgree || visible.length !== n * n) throw new RangeError(`attention: shapes disagree (${S} keys, n ${n})`);
+    const rowBytes = D * (f16 ? 2 : 4);
+    const runs = this.runs;
+    runs.length = 0;
+    for (let c = 0; c < count; c++) {
+      const k = keyAt(c);
+      const v = valueAt(c);
+      const last = runs.at(-1);
+      const ks = k.stride ?? k.rows;
+      const vs = v.stride ?? v.rows;
+      if (last !== undefined && last.kStride === ks && last.vStride === vs && k.offset === last.k + last.rows * rowBytes && v.offset === last.v + last.rows * rowBytes) last.rows += k.rows;
+      else runs.push({ k: k.offset, v: v.offset, rows: k.rows, kStride: ks, vStride: vs });
+    }
+    return { S, P, f16 };
+  }
+
+  /** `this.runs` as the attention kernel's chunk table at `at`: kc | vc | rows | key strides | value strides, int32 each. */
+  private writeTable(at: number): void {
+    const runs = this.runs;
+    const chunks = runs.length;
+    const table = new Int32Array(this.memory.buffer, at, 5 * chunks);
+    for (let c = 0; c < chunks; c++) {
+      const r = runs[c]!;
+      table[c] = r.k;
+      table[chunks + c] = r.v;
+      table[2 * chunks + c] = r.rows;
+      table[3 * chunks + c] = r.kStride;
+      table[4 * chunks + c] = r.vStride;
+    }
   }
 
   /**

@@ -55,6 +55,8 @@ export interface BlockLayerResult {
 
 /** Runs the layer on plain arrays: x (T, hidden) → xOut, kOut, vOut; returns the stored chunks. */
 function run(op: BlockLayerOp, x: Float32Array, T: number, xOut: Float32Array, kOut: Float32Array, vOut: Float32Array): { kChunks: KernelChunk[]; vChunks: KernelChunk[] } {
+  const fused = { groups: op.qkv.outputs, norm: op.qkv.norm, mlp: op.mlp, rotary: op.rotary, shape: op.shape, seqs: op.seqs, f16: op.mirror.f16 };
+  if (op.kernels.fusesLayer(fused)) return op.kernels.layer(fused, x, T, xOut, kOut, vOut);
   const { heads: H, kvHeads: KV, headDim: D } = op.shape;
   const qd = H * D;
   const kvd = KV * D;

@@ -498,6 +498,8 @@ __attribute__((target("avx2,f16c"))) static void matmul_float8(int type, const u
   }
 }
 
+#include "layer.inc.c"
+
 /* ---- Node-API glue: (memory id, the wasm export's arguments) → the kernel on that memory. ---- */
 
 /* The first n arguments as uint32 (more are ignored, as a wasm export ignores them: the kernel thread passes a fixed count). */
@@ -724,6 +726,20 @@ static napi_value js_attention(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+/* block_layer(id, plan): a whole decoder layer (layer.inc.c) as the plan at that offset describes it. */
+static napi_value js_block_layer(napi_env env, napi_callback_info info) {
+  uint32_t a[2];
+  if (!read_args(env, info, a, 2)) return NULL;
+  if (a[1] % 8 != 0) {
+    napi_throw_range_error(env, NULL, "native kernels: block_layer's plan must be 8-byte aligned");
+    return NULL;
+  }
+  uint8_t *m = memories[a[0]];
+  const char *failed = block_layer(m, (const int32_t *)(m + a[1]));
+  if (failed != NULL) napi_throw_error(env, NULL, failed);
+  return NULL;
+}
+
 /* Whether this CPU runs the AVX2 and F16C code above (checked before anything calls it). */
 static napi_value js_supported(napi_env env, napi_callback_info info) {
   (void)info;
@@ -745,6 +761,7 @@ NAPI_MODULE_INIT() {
       {"quantize_rows_r8", NULL, js_quantize_rows_r8, NULL, NULL, NULL, napi_default, NULL},
       {"store_f16", NULL, js_store_f16, NULL, NULL, NULL, napi_default, NULL},
       {"attention", NULL, js_attention, NULL, NULL, NULL, napi_default, NULL},
+      {"block_layer", NULL, js_block_layer, NULL, NULL, NULL, napi_default, NULL},
       {"isa", NULL, js_isa, NULL, NULL, NULL, napi_default, NULL},
   };
   if (use_avx512 < 0) use_avx512 = cpu_has_avx512();

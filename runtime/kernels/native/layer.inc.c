@@ -1,0 +1,177 @@
+/*
+ * A whole decoder layer on the block weights in ONE call from JavaScript (block_layer),
+ * where block-layer.ts made ~22 — norm, quantization, the q/k/v products, placing and
+ * rotating their rows, storing each sequence's new K/V rows, attention, o-proj, residual,
+ * norm, gate/up, SwiGLU, down, residual — each with its own JavaScript wrapper, offsets,
+ * closures and copies in and out of this memory. Those wrappers were ~a quarter of a
+ * SmolLM2 Q4_1 decode step at one row (a CPU profile of 480 steps after a 128-token past:
+ * the kernels 62 % of the step, block-layer.ts's JavaScript around them ~25 %).
+ *
+ * The same kernels run on the same inputs in the same order as matmul.ts's linearGroups,
+ * store, attention and mlpBlock (the element-wise ones are float-kernels.inc.c's, which
+ * the wasm build runs there), so every value has the same bits; forward-exact.test.ts and
+ * matmul.test.ts compare the two paths. matmul.ts takes this path on the native kernels at
+ * one thread (the two-thread split of a product stays on the per-call path).
+ *
+ * The plan (int32 words at `plan` in the memory; offsets are the memory's; doubles in a
+ * Float64 table at plan[P_DOUBLES]: the two norms' eps, then each q/k/v part's scale):
+ */
+enum {
+  P_T, P_COLS, P_H, P_KVF, P_D, P_NSEQ,
+  P_X, P_X_OUT, P_K_OUT, P_V_OUT, P_SCRATCH, P_DOUBLES,
+  P_NORM, P_NPARTS, P_COS, P_SIN, P_ROT_DIM, P_ROT_GROUPS,
+  P_BO, P_MLP_NORM,
+  P_WEIGHTS /* (NPARTS + 4) weights of W_WORDS: the q/k/v parts, then o, gate, up, down; then NSEQ sequences of S_WORDS */
+};
+/* A weight: GGML type id, offset, rows, cols, its output group (q/k/v parts: 0 q, 1 k, 2 v), bias offset (0: none). */
+enum { W_TYPE, W_AT, W_ROWS, W_COLS, W_GROUP, W_BIAS, W_WORDS };
+/* A sequence: its new rows, its attention table (MatmulKernels.attention's: kc | vc | rows | key strides | value strides, the new rows' chunk last), its visibility mask, where its new K and V rows are stored. */
+enum { S_N, S_CHUNKS, S_TABLE, S_VIS, S_K_DST, S_V_DST, S_WORDS };
+
+/* Bump allocation in the scratch space, 16-byte aligned as matmul.ts's align16 (MatmulKernels.layerScratch sizes it the same way). */
+static inline uint8_t *take16(uint8_t **at, size_t bytes) {
+  uint8_t *p = *at;
+  *at = p + ((bytes + 15) & ~(size_t)15);
+  return p;
+}
+
+/* y (T, rows) = x·Wᵀ as MatmulKernels.multiply runs it: int8 activations (quantized once by the caller) for x4h groups, f32 ones for F32/F16 weights. */
+static void layer_product(uint8_t *m, const int32_t *w, const float *x, const int8_t *qa, const float *da, const float *sa, int T, float *y) {
+  const int type = w[W_TYPE], rows = w[W_ROWS], cols = w[W_COLS];
+  if (type == T_F32 || type == 1 /* F16 */) matmul_float8(type, m + w[W_AT], rows, cols, x, T, y, 0, rows);
+  else if (type == T_Q8_0) (use_avx512 ? matmul_x8r_vnni : matmul_x8r_avx2)(m + w[W_AT], rows, cols, qa, da, T, y, 0, rows / 4);
+  else (use_avx512 ? matmul_x4r_vnni : matmul_x4r_avx2)(type, m + w[W_AT], rows, cols, qa, da, sa, T, y, 0, rows / 4);
+}
+
+/* Runs n weights on the (T, cols) rows at x: the activations quantized once, into scratch, when any weight takes them (MatmulKernels.multiply). */
+static void layer_products(uint8_t *m, uint8_t *scratch, const int32_t *const *ws, int n, const float *x, int T, float *const *ys) {
+  const int cols = ws[0][W_COLS], nb = cols / QK;
+  int8_t *qa = NULL;
+  float *da = NULL, *sa = NULL;
+  for (int i = 0; i < n; i++) {
+    if (ws[i][W_TYPE] == T_F32 || ws[i][W_TYPE] == 1 || qa != NULL) continue;
+    qa = (int8_t *)take16(&scratch, (size_t)T * cols);
+    da = (float *)take16(&scratch, 4 * (size_t)T * nb);
+    sa = (float *)take16(&scratch, 4 * (size_t)T * nb);
+    quantize_rows_r8(x, T, cols, qa, da, sa);
+  }
+  for (int i = 0; i < n; i++) layer_product(m, ws[i], x, qa, da, sa, T, ys[i]);
+}
+
+/* Rows (n, KV·D) stored head by head (MatmulKernels.store), narrowed to f16 through f32 scratch as store does when f16. */
+static void layer_store(const float *rows, int n, int KV, int D, int f16, uint8_t *dst, uint8_t *scratch) {
+  float *at = f16 ? (float *)scratch : (float *)dst;
+  for (int g = 0; g < KV; g++)
+    for (int r = 0; r < n; r++) __builtin_memcpy(at + ((size_t)g * n + r) * D, rows + (size_t)r * KV * D + (size_t)g * D, 4 * (size_t)D);
+  if (f16) store_f16(at, n * KV * D, (uint16_t *)dst);
+}
+
+static _Thread_local const void **layer_chunk_table;
+static _Thread_local size_t layer_chunk_table_size;
+
+/* The attention table's chunk offsets as this thread's addresses (js_attention does the same); 0 when out of memory. */
+static const void **layer_chunk_addresses(uint8_t *m, const int32_t *table, int chunks) {
+  if (2 * (size_t)chunks > layer_chunk_table_size) {
+    const void **grown = realloc(layer_chunk_table, 2 * (size_t)chunks * sizeof *grown);
+    if (grown == NULL) return NULL;
+    layer_chunk_table = grown;
+    layer_chunk_table_size = 2 * (size_t)chunks;
+  }
+  for (int c = 0; c < chunks; c++) {
+    layer_chunk_table[c] = m + (uint32_t)table[c];
+    layer_chunk_table[chunks + c] = m + (uint32_t)table[chunks + c];
+  }
+  return layer_chunk_table;
+}
+
+/* The layer; 0 on success, else a message for the caller to throw. */
+static const char *block_layer(uint8_t *m, const int32_t *p) {
+  const int T = p[P_T], cols = p[P_COLS], H = p[P_H], KVf = p[P_KVF], D = p[P_D], nseq = p[P_NSEQ], nparts = p[P_NPARTS];
+  const int KV = KVf & 0xffff, f16 = KVf >> 16, qd = H * D, kvd = KV * D;
+  const double *dbl = (const double *)(m + p[P_DOUBLES]);
+  const int32_t *parts = p + P_WEIGHTS, *wo = parts + nparts * W_WORDS, *wgate = wo + W_WORDS, *wup = wgate + W_WORDS, *wdown = wup + W_WORDS;
+  const int32_t *seqs = wdown + W_WORDS;
+  const int hidden = wo[W_ROWS], inter = wgate[W_ROWS];
+  uint8_t *scratch = m + p[P_SCRATCH];
+  const float *x = (const float *)(m + p[P_X]);
+
+  /* linearGroups: the rows normalised, every part multiplied, placed into its group's columns (scaled, bias added), q and k rotated. */
+  const float *in = x;
+  if (p[P_NORM]) {
+    float *normed = (float *)take16(&scratch, 4 * (size_t)T * cols);
+    rms_norm_rows(x, T, cols, (const float *)(m + p[P_NORM]), dbl[0], normed);
+    in = normed;
+  }
+  float *q = (float *)take16(&scratch, 4 * (size_t)T * qd);
+  float *groups[3] = {q, (float *)(m + p[P_K_OUT]), (float *)(m + p[P_V_OUT])};
+  const int widths[3] = {qd, kvd, kvd};
+  {
+    const int32_t *ws[64];
+    float *ys[64];
+    if (nparts > 64) return "block_layer: more than 64 q/k/v parts";
+    for (int i = 0; i < nparts; i++) {
+      ws[i] = parts + i * W_WORDS;
+      ys[i] = (float *)take16(&scratch, 4 * (size_t)T * ws[i][W_ROWS]);
+    }
+    layer_products(m, scratch, ws, nparts, in, T, ys);
+    int col[3] = {0, 0, 0};
+    for (int i = 0; i < nparts; i++) {
+      const int g = ws[i][W_GROUP];
+      place_rows(ys[i], T, ws[i][W_ROWS], dbl[2 + i], ws[i][W_BIAS] ? (const float *)(m + ws[i][W_BIAS]) : NULL, groups[g], widths[g], col[g]);
+      col[g] += ws[i][W_ROWS];
+    }
+    for (int g = 0; g < 3; g++)
+      if (p[P_ROT_GROUPS] >> g & 1) rotate_rows(groups[g], T, widths[g], p[P_ROT_DIM], (const float *)(m + p[P_COS]), (const float *)(m + p[P_SIN]));
+  }
+
+  /* Per sequence: its new K/V rows stored where attention reads them, then its attention. */
+  float *attn = (float *)take16(&scratch, 4 * (size_t)T * qd);
+  {
+    int r = 0;
+    uint8_t *tmp = take16(&scratch, 4 * (size_t)T * kvd);
+    for (int s = 0; s < nseq; s++) {
+      const int32_t *sq = seqs + s * S_WORDS;
+      const int n = sq[S_N], chunks = sq[S_CHUNKS];
+      const int32_t *table = (const int32_t *)(m + sq[S_TABLE]);
+      layer_store(groups[1] + (size_t)r * kvd, n, KV, D, f16, m + sq[S_K_DST], tmp);
+      layer_store(groups[2] + (size_t)r * kvd, n, KV, D, f16, m + sq[S_V_DST], tmp);
+      int S = 0;
+      for (int c = 0; c < chunks; c++) S += table[2 * chunks + c];
+      const void **addresses = layer_chunk_addresses(m, table, chunks);
+      if (addresses == NULL) return "block_layer: out of memory for the attention's chunk table";
+      uint8_t *mark = scratch;
+      float *scores = (float *)take16(&scratch, 16 * (size_t)S);
+      attention(q + (size_t)r * qd, addresses, addresses + chunks, table + 2 * chunks, chunks, S - n, n, m + sq[S_VIS], H, KVf, D, scores, attn + (size_t)r * qd, NULL, 0, H);
+      scratch = mark;
+      r += n;
+    }
+  }
+
+  /* mlpBlock: x1 = x + attn·oᵀ + bo, out = x1 + down(silu(n·gateᵀ) ⊙ n·upᵀ), n = RMSNorm(x1). */
+  float *yo = (float *)take16(&scratch, 4 * (size_t)T * hidden);
+  float *x1 = (float *)take16(&scratch, 4 * (size_t)T * hidden);
+  float *nrm = (float *)take16(&scratch, 4 * (size_t)T * hidden);
+  float *gate = (float *)take16(&scratch, 4 * (size_t)T * inter);
+  float *up = (float *)take16(&scratch, 4 * (size_t)T * inter);
+  float *yd = (float *)take16(&scratch, 4 * (size_t)T * hidden);
+  {
+    const int32_t *ws[2] = {wo, NULL};
+    float *ys[2] = {yo, NULL};
+    layer_products(m, scratch, ws, 1, attn, T, ys);
+  }
+  add_rows(x, yo, (const float *)(m + p[P_BO]), T, hidden, x1);
+  rms_norm_rows(x1, T, hidden, (const float *)(m + p[P_MLP_NORM]), dbl[1], nrm);
+  {
+    const int32_t *ws[2] = {wgate, wup};
+    float *ys[2] = {gate, up};
+    layer_products(m, scratch, ws, 2, nrm, T, ys);
+  }
+  silu_mul(gate, up, T * inter);
+  {
+    const int32_t *ws[1] = {wdown};
+    float *ys[1] = {yd};
+    layer_products(m, scratch, ws, 1, gate, T, ys);
+  }
+  add_rows(x1, yd, NULL, T, hidden, (float *)(m + p[P_X_OUT]));
+  return NULL;
+}

@@ -1,0 +1,111 @@
+/**
+ * The whole layer in one native call (MatmulKernels.layer, native/layer.inc.c) against the
+ * same layer call by call (linearGroups, store, attention, mlpBlock): the same bits for
+ * logits, new K/V rows and the stored copies attention reads later, for a batch of
+ * sequences of different lengths over chunked caches, on quantized and float weights, f16
+ * and f32 KV, with q/k/v and o biases. Skipped where the native kernels are not built.
+ */
+import * as tf from '@tensorflow/tfjs-core';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { KvCache } from '../../test/fixtures/kv-cache.js';
+import { initBackend } from '../backend.js';
+import type { BlockType } from '../kernels/blocks.js';
+import { MatmulKernels } from '../kernels/matmul.js';
+import { nativeKernels } from '../kernels/native.js';
+import { quantizeModel } from './block-weights.js';
+import { forward, prepareModel } from './forward.js';
+import { randomModel } from './random.js';
+import type { LoadedModel, ModelConfig } from './types.js';
+
+const shape: Partial<ModelConfig> = { hiddenSize: 64, numHeads: 4, numKvHeads: 2, headDim: 16, intermediateSize: 96, numLayers: 3, vocabSize: 96, qkvBias: true, oBias: true };
+const prompts = [
+  [3, 17, 42, 5, 9, 33, 60, 71, 2, 88, 14, 27],
+  [8, 1, 90, 45],
+];
+
+function sameBits(a: Float32Array, b: Float32Array): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (!Object.is(a[i], b[i])) return false;
+  return true;
+}
+
+/** Two sequences prefilled in chunks of 5, then a batched step of 3 rows and of 1 row: every row's logits and new K/V, and each layer's stored copies as attention reads them. */
+function run(model: LoadedModel): { logits: Float32Array[]; kv: Float32Array[] } {
+  const caches = prompts.map(() => new KvCache(model.config.numLayers, 4));
+  const logits: Float32Array[] = [];
+  const kv: Float32Array[] = [];
+  const collect = (results: ReturnType<typeof forward>, seqs: number[]) =>
+    results.forEach((r, j) => {
+      logits.push(...r.logits);
+      for (const e of r.newKv) kv.push(e!.k.dataSync() as Float32Array, e!.v.dataSync() as Float32Array);
+      caches[seqs[j]!]!.append(r.newKv);
+    });
+  try {
+    for (let at = 0; at < 12; at += 5) {
+      const seqs = prompts.flatMap((p, i) => (at < p.length ? [i] : []));
+      collect(forward(model, seqs.map((i) => ({ ids: prompts[i]!.slice(at, at + 5), past: caches[i]!.past(), logits: 'all' as const }))), seqs);
+    }
+    collect(forward(model, caches.map((c, i) => ({ ids: [11 + i, 40, 23], past: c.past(), logits: 'all' as const }))), [0, 1]);
+    collect(forward(model, caches.map((c) => ({ ids: [66], past: c.past() }))), [0, 1]);
+    return { logits, kv };
+  } finally {
+    for (const c of caches) c.dispose();
+  }
+}
+
+let baseline = 0;
+beforeAll(async () => {
+  await initBackend();
+  baseline = tf.memory().numTensors;
+});
+afterAll(() => {
+  expect(tf.memory().numTensors).toBe(baseline);
+});
+
+describe.skipIf(nativeKernels()?.block_layer === undefined)('a layer in one native call equals the layer call by call (bit for bit)', () => {
+  for (const type of ['q4_1', 'q8_0', 'q4_0', 'f16', 'f32'] as BlockType[]) {
+    it(`on ${type} blocks (${type === 'f16' || type === 'f32' ? 'f32' : 'f16'} KV), biases on q/k/v and o`, () => {
+      const model = quantizeModel(randomModel(shape, 7), type);
+      try {
+        const kernels = prepareModel(model).kernels;
+        const layer = vi.spyOn(kernels, 'layer');
+        kernels.setFusedLayers(false);
+        const apart = run(model);
+        expect(layer).not.toHaveBeenCalled();
+        const stored = kernels.storedBytes;
+        kernels.setFusedLayers(true);
+        const fused = run(model);
+        // 3 layers × (3 prefill chunks + 2 steps), one call each.
+        expect(layer).toHaveBeenCalledTimes(15);
+        expect(kernels.storedBytes).toBe(stored);
+        expect(fused.logits.length).toBe(apart.logits.length);
+        expect(fused.logits.every((l, i) => sameBits(l, apart.logits[i]!))).toBe(true);
+        expect(fused.kv.length).toBe(apart.kv.length);
+        expect(fused.kv.every((x, i) => sameBits(x, apart.kv[i]!))).toBe(true);
+        layer.mockRestore();
+      } finally {
+        model.dispose();
+      }
+    });
+  }
+
+  it('keeps the call-by-call path on two threads, and refuses a layer whose sequences do not hold its rows', () => {
+    const model = quantizeModel(randomModel(shape, 7), 'q4_1');
+    try {
+      const L = model.blockWeights!.layers[0]!;
+      const kernels = new MatmulKernels({ threads: 2 });
+      const up = (m: typeof L.wq) => kernels.upload(m);
+      const norm = { weight: new Float32Array(64).fill(1), eps: 1e-5 };
+      const weights = { groups: [[{ weight: up(L.wq) }], [{ weight: up(L.wk) }], [{ weight: up(L.wv) }]], norm, mlp: { o: up(L.wo), bo: null, norm, gate: up(L.wGate), up: up(L.wUp), down: up(L.wDown) } };
+      expect(kernels.fusesLayer(weights)).toBe(false);
+      kernels.setThreads(1);
+      expect(kernels.fusesLayer(weights)).toBe(true);
+      const op = { ...weights, rotary: null, shape: { heads: 4, kvHeads: 2, headDim: 16 }, f16: true, seqs: [{ n: 1, keys: [], values: [], visible: new Uint8Array([1]) }] };
+      const rows = (n: number) => new Float32Array(n);
+      expect(() => kernels.layer(op, rows(128), 2, rows(128), rows(64), rows(64))).toThrow(/sequences hold 1 rows, x has 2/);
+      expect(kernels.storedBytes).toBe(0);
+    } finally {
+      model.dispose();
+    }
+  });
+});
