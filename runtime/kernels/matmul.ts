@@ -843,7 +843,7 @@ export class MatmulKernels {
   }
 
   private makeLayerPlan(op: LayerWeights): LayerPlan | null {
-    if (this.addon?.kernels.block_layer === undefined || op.groups.length !== 3) return null;
+    if (this.addon?.kernels.block_layers === undefined || op.groups.length !== 3) return null;
     const fits = (w: KernelWeight) => w.type === 'f32' || w.type === 'f16' || w.layout === 'x4h';
     const { o, gate, up, down } = op.mlp;
     if (!op.groups.every((g) => g.length >= 1 && g.every((p) => fits(p.weight))) || ![o, gate, up, down].every(fits)) return null;
@@ -890,116 +890,142 @@ export class MatmulKernels {
    * mirror. Only where `fusesLayer(op)`.
    */
   layer(op: FusedLayerOp, x: Float32Array, T: number, xOut: Float32Array, kOut: Float32Array, vOut: Float32Array): { kChunks: KernelChunk[]; vChunks: KernelChunk[] } {
-    const plan = this.fuseLayers && this.threads === 1 ? this.layerPlan(op) : null;
-    if (plan === null) throw new RangeError('layer: these weights or this instance take the per-call path (fusesLayer)');
-    const { heads: H, kvHeads: KV, headDim: D } = op.shape;
-    const { cols, hidden, inter, qd, kvd } = plan;
-    if (qd !== H * D || kvd !== KV * D) throw new RangeError(`layer: q/k/v groups ${qd}/${kvd} wide, the shape needs ${H * D}/${KV * D}`);
-    if (x.length !== T * cols || xOut.length !== T * hidden || kOut.length !== T * kvd || vOut.length !== T * kvd) throw new RangeError(`layer: rows disagree (x ${x.length}, T ${T}, cols ${cols})`);
-    let rows = 0;
-    for (const s of op.seqs) rows += s.n;
-    if (rows !== T) throw new RangeError(`layer: sequences hold ${rows} rows, x has ${T}`);
-    const half = op.rotary === null ? 0 : op.rotary.dim / 2;
-    if (op.rotary !== null && op.rotary.cos.length !== T * half) throw new RangeError('layer: rotary tables for other than T rows');
-    // The new rows' chunks first (each may take memory at the top), then the call's own space past the top.
-    const elt = op.f16 ? 2 : 4;
-    const nseq = op.seqs.length;
-    const kChunks: KernelChunk[] = [];
-    const vChunks: KernelChunk[] = [];
-    for (const s of op.seqs) {
-      kChunks.push({ offset: this.allocChunk(storedBytes(s.n * kvd * elt)), rows: s.n, heads: KV, f16: op.f16 });
-      vChunks.push({ offset: this.allocChunk(storedBytes(s.n * kvd * elt)), rows: s.n, heads: KV, f16: op.f16 });
-    }
-    const planWords = PLAN_HEADER + plan.weights.length + nseq * PLAN_SEQ;
-    const planOff = this.top;
-    const doublesOff = align16(planOff + 4 * planWords);
-    const xOff = align16(doublesOff + plan.doubles.byteLength);
-    const xOutOff = align16(xOff + 4 * T * cols);
-    const kOff = align16(xOutOff + 4 * T * hidden);
-    const vOff = align16(kOff + 4 * T * kvd);
-    const cosOff = align16(vOff + 4 * T * kvd);
-    const sinOff = align16(cosOff + 4 * T * half);
-    let at = align16(sinOff + 4 * T * half);
-    // Per sequence: its attention table and visibility mask; the most keys any of them has.
-    const tableAt: number[] = [];
-    const chunksOf: number[] = [];
-    const visAt: number[] = [];
-    let most = 0;
-    for (let i = 0; i < nseq; i++) {
-      const s = op.seqs[i]!;
-      const { S } = this.runsOf(s.keys, s.values, s.n, s.visible, op.shape, kChunks[i], vChunks[i]);
-      most = Math.max(most, S);
-      tableAt.push(at);
-      chunksOf.push(this.runs.length);
-      at = align16(at + 20 * this.runs.length);
-      this.ensure(at);
-      this.writeTable(tableAt[i]!);
-      visAt.push(at);
-      at = align16(at + s.n * s.n);
-    }
-    // layer.inc.c's scratch (16-byte steps): normed rows, q, the parts' outputs, attention's output, the store's f32
-    // rows, the MLP's rows; besides them one sequence's scores and one product's int8 activations at a time.
-    const nb = Math.max(cols, qd, inter) / QK;
-    const scratch = at;
-    at +=
-      align16(4 * T * cols) +
-      2 * align16(4 * T * qd) +
-      T * plan.partRows +
-      align16(4 * T * kvd) +
-      4 * align16(4 * T * hidden) +
-      2 * align16(4 * T * inter) +
-      align16(16 * most) +
-      align16(T * nb * QK) +
-      2 * align16(4 * T * nb);
+    return this.layers([op], x, T, xOut, [[kOut, vOut]])[0]!;
+  }
+
+  /**
+   * Consecutive decoder layers in one native call: `layer` for each op in turn, the rows
+   * staying in this memory from one layer to the next; kvOut[i] receives layer i's new K
+   * and V rows. A decode step's 30 layers then cost one call instead of 30, each with its
+   * tfjs dispatch, scope and copies of the rows in and out (forward.ts takes this where no
+   * sequence prunes, revives or wants attention rows).
+   */
+  layers(ops: readonly FusedLayerOp[], x: Float32Array, T: number, xOut: Float32Array, kvOut: readonly (readonly [Float32Array, Float32Array])[]): { kChunks: KernelChunk[]; vChunks: KernelChunk[] }[] {
+    const plans = ops.map((op) => (this.fuseLayers && this.threads === 1 ? this.layerPlan(op) : null));
+    if (ops.length === 0 || plans.some((p) => p === null)) throw new RangeError('layer: these weights or this instance take the per-call path (fusesLayer)');
+    if (kvOut.length !== ops.length) throw new RangeError(`layers: ${kvOut.length} K/V outputs for ${ops.length} layers`);
+    const first = plans[0]!;
+    // Checks, then each layer's new chunks (each may take memory at the top), then the call's own space past the top.
+    const out = ops.map((op, l) => {
+      const plan = plans[l]!;
+      const { heads: H, kvHeads: KV, headDim: D } = op.shape;
+      const { cols, hidden, qd, kvd } = plan;
+      const [kOut, vOut] = kvOut[l]!;
+      if (qd !== H * D || kvd !== KV * D) throw new RangeError(`layer: q/k/v groups ${qd}/${kvd} wide, the shape needs ${H * D}/${KV * D}`);
+      if (cols !== first.cols || hidden !== first.hidden || x.length !== T * cols || xOut.length !== T * hidden || kOut.length !== T * kvd || vOut.length !== T * kvd) throw new RangeError(`layer: rows disagree (x ${x.length}, T ${T}, cols ${cols})`);
+      let rows = 0;
+      for (const s of op.seqs) rows += s.n;
+      if (rows !== T) throw new RangeError(`layer: sequences hold ${rows} rows, x has ${T}`);
+      if (op.rotary !== null && op.rotary.cos.length !== (T * op.rotary.dim) / 2) throw new RangeError('layer: rotary tables for other than T rows');
+      return { kChunks: [] as KernelChunk[], vChunks: [] as KernelChunk[] };
+    });
+    ops.forEach((op, l) => {
+      const bytes = (n: number) => storedBytes(n * plans[l]!.kvd * (op.f16 ? 2 : 4));
+      for (const s of op.seqs) {
+        out[l]!.kChunks.push({ offset: this.allocChunk(bytes(s.n)), rows: s.n, heads: op.shape.kvHeads, f16: op.f16 });
+        out[l]!.vChunks.push({ offset: this.allocChunk(bytes(s.n)), rows: s.n, heads: op.shape.kvHeads, f16: op.f16 });
+      }
+    });
+    const { cols, hidden } = first;
+    let at = this.top;
+    const take = (bytes: number) => {
+      const o = at;
+      at = align16(at + bytes);
+      return o;
+    };
+    // The rows: in at the first buffer, each layer's out at the other.
+    const xs = [take(4 * T * cols), take(4 * T * hidden)];
+    const chain = take(4 * ops.length);
+    // Tables shared by every layer are written once: the rotary rows, each sequence's mask.
+    const shared = new Map<Float32Array | Uint8Array, number>();
+    const once = (v: Float32Array | Uint8Array) => {
+      let o = shared.get(v);
+      if (o === undefined) {
+        o = take(v.byteLength);
+        this.ensure(at);
+        (v instanceof Float32Array ? new Float32Array(this.memory.buffer, o, v.length) : new Uint8Array(this.memory.buffer, o, v.length)).set(v);
+        shared.set(v, o);
+      }
+      return o;
+    };
+    let scratchBytes = 0;
+    const planAt = ops.map((op, l) => {
+      const plan = plans[l]!;
+      const { qd, kvd, inter } = plan;
+      const nseq = op.seqs.length;
+      const planWords = PLAN_HEADER + plan.weights.length + nseq * PLAN_SEQ;
+      const planOff = take(4 * planWords);
+      const doublesOff = take(plan.doubles.byteLength);
+      const kOff = take(4 * T * kvd);
+      const vOff = take(4 * T * kvd);
+      const cosOff = op.rotary === null ? 0 : once(op.rotary.cos);
+      const sinOff = op.rotary === null ? 0 : once(op.rotary.sin);
+      let most = 0;
+      const seqWords: number[] = [];
+      op.seqs.forEach((s, i) => {
+        const { S } = this.runsOf(s.keys, s.values, s.n, s.visible, op.shape, out[l]!.kChunks[i], out[l]!.vChunks[i]);
+        most = Math.max(most, S);
+        const table = take(20 * this.runs.length);
+        this.ensure(at);
+        this.writeTable(table);
+        seqWords.push(s.n, this.runs.length, table, once(s.visible), out[l]!.kChunks[i]!.offset, out[l]!.vChunks[i]!.offset);
+      });
+      // layer.inc.c's scratch (16-byte steps): normed rows, q, the parts' outputs, attention's output, the store's f32
+      // rows, the MLP's rows; besides them one sequence's scores and one product's int8 activations at a time.
+      const nb = Math.max(cols, qd, inter) / QK;
+      scratchBytes = Math.max(
+        scratchBytes,
+        align16(4 * T * cols) + 2 * align16(4 * T * qd) + T * plan.partRows + align16(4 * T * kvd) + 4 * align16(4 * T * hidden) + 2 * align16(4 * T * inter) + align16(16 * most) + align16(T * nb * QK) + 2 * align16(4 * T * nb),
+      );
+      return { planOff, planWords, doublesOff, kOff, vOff, cosOff, sinOff, seqWords };
+    });
+    const scratch = take(scratchBytes);
     this.ensure(at);
     const buf = this.memory.buffer;
-    for (let i = 0; i < nseq; i++) new Uint8Array(buf, visAt[i]!, op.seqs[i]!.n ** 2).set(op.seqs[i]!.visible);
-    new Float32Array(buf, xOff, T * cols).set(x);
-    if (op.rotary !== null) {
-      new Float32Array(buf, cosOff, T * half).set(op.rotary.cos);
-      new Float32Array(buf, sinOff, T * half).set(op.rotary.sin);
-    }
-    new Float64Array(buf, doublesOff, plan.doubles.length).set(plan.doubles);
-    const words = new Int32Array(buf, planOff, planWords);
+    new Float32Array(buf, xs[0]!, T * cols).set(x);
+    const chainWords = new Int32Array(buf, chain, ops.length);
     const header = this.planHeader;
-    header[0] = T;
-    header[1] = cols;
-    header[2] = H;
-    header[3] = KV + (op.f16 ? 65536 : 0);
-    header[4] = D;
-    header[5] = nseq;
-    header[6] = xOff;
-    header[7] = xOutOff;
-    header[8] = kOff;
-    header[9] = vOff;
-    header[10] = scratch;
-    header[11] = doublesOff;
-    header[12] = plan.normW;
-    header[13] = plan.parts;
-    header[14] = cosOff;
-    header[15] = sinOff;
-    header[16] = op.rotary?.dim ?? 0;
-    let rotated = 0;
-    for (const g of op.rotary?.outputs ?? []) rotated |= 1 << g;
-    header[17] = rotated;
-    header[18] = plan.bo;
-    header[19] = plan.mlpNorm;
-    words.set(header);
-    words.set(plan.weights, PLAN_HEADER);
-    let w = PLAN_HEADER + plan.weights.length;
-    for (let i = 0; i < nseq; i++) {
-      words[w++] = op.seqs[i]!.n;
-      words[w++] = chunksOf[i]!;
-      words[w++] = tableAt[i]!;
-      words[w++] = visAt[i]!;
-      words[w++] = kChunks[i]!.offset;
-      words[w++] = vChunks[i]!.offset;
-    }
-    this.addon!.kernels.block_layer!(this.addon!.id, planOff);
-    xOut.set(new Float32Array(buf, xOutOff, T * hidden));
-    kOut.set(new Float32Array(buf, kOff, T * kvd));
-    vOut.set(new Float32Array(buf, vOff, T * kvd));
-    return { kChunks, vChunks };
+    ops.forEach((op, l) => {
+      const plan = plans[l]!;
+      const p = planAt[l]!;
+      chainWords[l] = p.planOff;
+      new Float64Array(buf, p.doublesOff, plan.doubles.length).set(plan.doubles);
+      const words = new Int32Array(buf, p.planOff, p.planWords);
+      const { heads: H, kvHeads: KV, headDim: D } = op.shape;
+      header[0] = T;
+      header[1] = plan.cols;
+      header[2] = H;
+      header[3] = KV + (op.f16 ? 65536 : 0);
+      header[4] = D;
+      header[5] = op.seqs.length;
+      header[6] = xs[l % 2]!;
+      header[7] = xs[(l + 1) % 2]!;
+      header[8] = p.kOff;
+      header[9] = p.vOff;
+      header[10] = scratch;
+      header[11] = p.doublesOff;
+      header[12] = plan.normW;
+      header[13] = plan.parts;
+      header[14] = p.cosOff;
+      header[15] = p.sinOff;
+      header[16] = op.rotary?.dim ?? 0;
+      let rotated = 0;
+      for (const g of op.rotary?.outputs ?? []) rotated |= 1 << g;
+      header[17] = rotated;
+      header[18] = plan.bo;
+      header[19] = plan.mlpNorm;
+      words.set(header);
+      words.set(plan.weights, PLAN_HEADER);
+      words.set(p.seqWords, PLAN_HEADER + plan.weights.length);
+    });
+    this.addon!.kernels.block_layers!(this.addon!.id, chain, ops.length);
+    xOut.set(new Float32Array(buf, xs[ops.length % 2]!, T * hidden));
+    ops.forEach((_, l) => {
+      const [kOut, vOut] = kvOut[l]!;
+      kOut.set(new Float32Array(buf, planAt[l]!.kOff, kOut.length));
+      vOut.set(new Float32Array(buf, planAt[l]!.vOff, vOut.length));
+    });
+    return out;
   }
 
   /** Where `v` lies in this memory (copied in on first use; its values must not change after). */

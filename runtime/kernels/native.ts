@@ -30,8 +30,8 @@ export interface NativeKernels {
   /** Which build of the quantized products runs ("avx512": AVX-512 F/BW/VL/VNNI where the CPU has them, else "avx2"); with a name, switches to it (the same bits; throws for one the CPU lacks). */
   isa(name?: 'avx2' | 'avx512'): 'avx2' | 'avx512';
   attention(id: number, q: number, kc: number, vc: number, rows: number, chunks: number, P: number, n: number, vis: number, H: number, KV: number, D: number, scores: number, out: number, last: number, h0: number, h1: number): void;
-  /** A whole decoder layer as the plan at `plan` describes it (native/layer.inc.c; MatmulKernels.layer writes the plan). Absent from addons built before it. */
-  block_layer?(id: number, plan: number): void;
+  /** Whole decoder layers, one after another, as the `count` plans whose offsets are at `plans` describe them (native/layer.inc.c; MatmulKernels.layers writes them). Absent from addons built before it. */
+  block_layers?(id: number, plans: number, count: number): void;
 }
 
 /** Bytes of the addon's x4h groups for a rows × cols matrix (kernels.c: 72, 80 and 136 bytes per 4 rows × 32 columns). */

@@ -29,8 +29,14 @@ function sameBits(a: Float32Array, b: Float32Array): boolean {
   return true;
 }
 
-/** Two sequences prefilled in chunks of 5, then a batched step of 3 rows and of 1 row: every row's logits and new K/V, and each layer's stored copies as attention reads them. */
-function run(model: LoadedModel): { logits: Float32Array[]; kv: Float32Array[] } {
+/**
+ * Two sequences prefilled in chunks of 5, then a batched step of 3 rows and of 1 row: every
+ * row's logits and new K/V (each layer's attention reads the stored copies of the earlier
+ * ones). `layerByLayer`: every sequence carries a pruning step that keeps all its rows,
+ * which makes the forward run its layers one call each instead of chained.
+ */
+function run(model: LoadedModel, layerByLayer = false): { logits: Float32Array[]; kv: Float32Array[] } {
+  const keepAll = (n: number) => (layerByLayer ? { prune: [{ fromLayer: 1, keep: Array.from({ length: n }, (_, i) => i) }] } : {});
   const caches = prompts.map(() => new KvCache(model.config.numLayers, 4));
   const logits: Float32Array[] = [];
   const kv: Float32Array[] = [];
@@ -43,10 +49,10 @@ function run(model: LoadedModel): { logits: Float32Array[]; kv: Float32Array[] }
   try {
     for (let at = 0; at < 12; at += 5) {
       const seqs = prompts.flatMap((p, i) => (at < p.length ? [i] : []));
-      collect(forward(model, seqs.map((i) => ({ ids: prompts[i]!.slice(at, at + 5), past: caches[i]!.past(), logits: 'all' as const }))), seqs);
+      collect(forward(model, seqs.map((i) => ({ ids: prompts[i]!.slice(at, at + 5), past: caches[i]!.past(), logits: 'all' as const, ...keepAll(prompts[i]!.slice(at, at + 5).length) }))), seqs);
     }
-    collect(forward(model, caches.map((c, i) => ({ ids: [11 + i, 40, 23], past: c.past(), logits: 'all' as const }))), [0, 1]);
-    collect(forward(model, caches.map((c) => ({ ids: [66], past: c.past() }))), [0, 1]);
+    collect(forward(model, caches.map((c, i) => ({ ids: [11 + i, 40, 23], past: c.past(), logits: 'all' as const, ...keepAll(3) }))), [0, 1]);
+    collect(forward(model, caches.map((c) => ({ ids: [66], past: c.past(), ...keepAll(1) }))), [0, 1]);
     return { logits, kv };
   } finally {
     for (const c of caches) c.dispose();
@@ -62,27 +68,36 @@ afterAll(() => {
   expect(tf.memory().numTensors).toBe(baseline);
 });
 
-describe.skipIf(nativeKernels()?.block_layer === undefined)('a layer in one native call equals the layer call by call (bit for bit)', () => {
+describe.skipIf(nativeKernels()?.block_layers === undefined)('a layer in one native call equals the layer call by call (bit for bit)', () => {
   for (const type of ['q4_1', 'q8_0', 'q4_0', 'f16', 'f32'] as BlockType[]) {
     it(`on ${type} blocks (${type === 'f16' || type === 'f32' ? 'f32' : 'f16'} KV), biases on q/k/v and o`, () => {
       const model = quantizeModel(randomModel(shape, 7), type);
       try {
         const kernels = prepareModel(model).kernels;
         const layer = vi.spyOn(kernels, 'layer');
+        const layers = vi.spyOn(kernels, 'layers');
         kernels.setFusedLayers(false);
         const apart = run(model);
-        expect(layer).not.toHaveBeenCalled();
+        expect(layers).not.toHaveBeenCalled();
         const stored = kernels.storedBytes;
         kernels.setFusedLayers(true);
-        const fused = run(model);
-        // 3 layers × (3 prefill chunks + 2 steps), one call each.
+        const same = (got: ReturnType<typeof run>) => {
+          expect(kernels.storedBytes).toBe(stored);
+          expect(got.logits.length).toBe(apart.logits.length);
+          expect(got.logits.every((l, i) => sameBits(l, apart.logits[i]!))).toBe(true);
+          expect(got.kv.length).toBe(apart.kv.length);
+          expect(got.kv.every((x, i) => sameBits(x, apart.kv[i]!))).toBe(true);
+        };
+        // One call per layer: 3 layers × (3 prefill chunks + 2 steps).
+        same(run(model, true));
         expect(layer).toHaveBeenCalledTimes(15);
-        expect(kernels.storedBytes).toBe(stored);
-        expect(fused.logits.length).toBe(apart.logits.length);
-        expect(fused.logits.every((l, i) => sameBits(l, apart.logits[i]!))).toBe(true);
-        expect(fused.kv.length).toBe(apart.kv.length);
-        expect(fused.kv.every((x, i) => sameBits(x, apart.kv[i]!))).toBe(true);
+        expect(layers).toHaveBeenCalledTimes(15);
+        // All layers in one call per forward.
+        same(run(model));
+        expect(layer).toHaveBeenCalledTimes(15);
+        expect(layers).toHaveBeenCalledTimes(20);
         layer.mockRestore();
+        layers.mockRestore();
       } finally {
         model.dispose();
       }

@@ -55,7 +55,7 @@ export interface BlockLayerResult {
 
 /** Runs the layer on plain arrays: x (T, hidden) → xOut, kOut, vOut; returns the stored chunks. */
 function run(op: BlockLayerOp, x: Float32Array, T: number, xOut: Float32Array, kOut: Float32Array, vOut: Float32Array): { kChunks: KernelChunk[]; vChunks: KernelChunk[] } {
-  const fused = { groups: op.qkv.outputs, norm: op.qkv.norm, mlp: op.mlp, rotary: op.rotary, shape: op.shape, seqs: op.seqs, f16: op.mirror.f16 };
+  const fused = fusedOp(op);
   if (op.kernels.fusesLayer(fused)) return op.kernels.layer(fused, x, T, xOut, kOut, vOut);
   const { heads: H, kvHeads: KV, headDim: D } = op.shape;
   const qd = H * D;
@@ -119,4 +119,51 @@ function ensureRegistered(): void {
       return outs;
     },
   });
+  tf.registerKernel({
+    kernelName: 'SkeinBlockLayers',
+    backendName: 'wasm',
+    kernelFunc: ({ inputs, backend, attrs }) => {
+      const x = inputs.x as tf.TensorInfo;
+      const b = backend as unknown as WasmBackendLike;
+      const { ops, holder } = attrs as unknown as { ops: BlockLayerOp[]; holder: { chunks?: { kChunks: KernelChunk[]; vChunks: KernelChunk[] }[] } };
+      const [T, hidden] = x.shape as [number, number];
+      const kvd = ops[0]!.shape.kvHeads * ops[0]!.shape.headDim;
+      // makeOutput first: it may grow the heap, which detaches earlier views.
+      const outs = [b.makeOutput([T, hidden], 'float32'), ...ops.flatMap(() => [b.makeOutput([T, kvd], 'float32'), b.makeOutput([T, kvd], 'float32')])];
+      const views = outs.map((o) => b.typedArrayFromHeap(o));
+      const kvOut = ops.map((_, l) => [views[1 + 2 * l]!, views[2 + 2 * l]!] as const);
+      holder.chunks = ops[0]!.kernels.layers(ops.map(fusedOp), b.typedArrayFromHeap(x), T, views[0]!, kvOut);
+      return outs;
+    },
+  });
+}
+
+/** Consecutive layers' results (blockLayers): per layer, every sequence's new K and V rows in order, and their kernel copies per sequence. */
+export interface BlockLayersResult {
+  x: tf.Tensor2D;
+  layers: BlockLayerResult[];
+}
+
+/**
+ * Consecutive decoder layers in ONE tfjs kernel call and one native call
+ * (MatmulKernels.layers): the rows stay in the kernels' memory from layer to layer. A
+ * decode step made 30 dispatches, scopes and copies of its rows in and out before, ~a
+ * quarter of what JavaScript added to SmolLM2's step. null where the kernels cannot fuse
+ * every layer (or off the wasm backend): run them one by one with blockLayer.
+ */
+export function blockLayers(x: tf.Tensor2D, ops: readonly BlockLayerOp[]): BlockLayersResult | null {
+  const kernels = ops[0]?.kernels;
+  if (kernels === undefined || tf.getBackend() !== 'wasm' || !ops.every((op) => op.kernels === kernels && kernels.fusesLayer(fusedOp(op)))) return null;
+  const T = x.shape[0];
+  const n = ops[0]!.seqs.reduce((a, s) => a + s.n, 0);
+  if (n !== T) throw new RangeError(`blockLayers: sequences hold ${n} rows, x has ${T}`);
+  ensureRegistered();
+  const holder: { chunks?: { kChunks: KernelChunk[]; vChunks: KernelChunk[] }[] } = {};
+  const outs = tf.engine().runKernel('SkeinBlockLayers', { x }, { ops, holder } as unknown as tf.NamedAttrMap) as unknown as tf.Tensor2D[];
+  return { x: outs[0]!, layers: ops.map((_, l) => ({ x: outs[0]!, k: outs[1 + 2 * l]!, v: outs[2 + 2 * l]!, ...holder.chunks![l]! })) };
+}
+
+/** What MatmulKernels.layer takes for a block layer op. */
+function fusedOp(op: BlockLayerOp) {
+  return { groups: op.qkv.outputs, norm: op.qkv.norm, mlp: op.mlp, rotary: op.rotary, shape: op.shape, seqs: op.seqs, f16: op.mirror.f16 };
 }

@@ -34,7 +34,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { BadRequestError, NotAvailableError } from '../../core/errors.js';
 import { KERNEL_TYPES, MatmulKernels, UploadedMatrix } from '../kernels/matmul.js';
-import { blockLayer } from './block-layer.js';
+import { blockLayer, blockLayers, type BlockLayerSeq } from './block-layer.js';
 import { blockLinear, blockMlp, type BlockLinearOp, type BlockMlpOp } from './block-linear.js';
 import { floatBlockWeights } from './block-weights.js';
 import { exactAttention } from './exact-attention.js';
@@ -434,7 +434,54 @@ export function forward(model: LoadedModel, seqs: ForwardSequence[], opts: Forwa
     // Each layer runs in its own scope, so its intermediates are freed when it ends: under
     // one scope for the whole forward, a 512-token SmolLM2-135M prefill held every layer's
     // attention scores at once and grew the wasm heap from 0.5 to 4 GB (its wall).
-    for (const l of layers) tidy(() => runLayer(l));
+    if (!chainLayers()) for (const l of layers) tidy(() => runLayer(l));
+
+    /**
+     * Every layer in one kernel call (block-layer.ts blockLayers) where nothing needs the
+     * layers apart — no sequence prunes, revives or wants attention rows — and the kernels
+     * fuse them all; false otherwise (nothing done). The same kernels on the same rows as
+     * runLayer's fused branch, so the same bits.
+     */
+    function chainLayers(): boolean {
+      const blocks = prep.blocks;
+      if (blocks === null || layers.length === 0) return false;
+      for (const s of order) if ((s.seq.prune?.length ?? 0) > 0 || (s.seq.resume?.length ?? 0) > 0 || s.seq.returnAttention === true || s.scoreAt.size > 0) return false;
+      const ops = layers.map((l) => {
+        const B = blocks.layers[l]!;
+        return {
+          qkv: B.qkv,
+          mlp: B.mlp,
+          rotary: { outputs: [0, 1], dim: D, cos: rope.cos, sin: rope.sin },
+          shape: { heads: H, kvHeads: KV, headDim: D },
+          kernels: prep.kernels,
+          mirror: prep.mirror,
+          seqs: [] as BlockLayerSeq[],
+        };
+      });
+      if (!ops.every((op) => op.kernels.fusesLayer({ groups: op.qkv.outputs, norm: op.qkv.norm, mlp: op.mlp }))) return false;
+      layers.forEach((l, i) => {
+        ops[i]!.seqs = order.map((s) => ({
+          n: s.live.length,
+          keys: prep.mirror.layerChunks(s.seq.past?.[l]?.k ?? []),
+          values: prep.mirror.layerChunks(s.seq.past?.[l]?.v ?? []),
+          visible: visibleAmongNew(s),
+        }));
+      });
+      const r = blockLayers(x, ops);
+      if (r === null) return false;
+      x = r.x;
+      layers.forEach((l, i) => {
+        const { k, v, kChunks, vChunks } = r.layers[i]!;
+        const ks = order.length === 1 ? [k] : (tf.split(k, order.map((s) => s.live.length), 0) as tf.Tensor2D[]);
+        const vs = order.length === 1 ? [v] : (tf.split(v, order.map((s) => s.live.length), 0) as tf.Tensor2D[]);
+        order.forEach((s, j) => {
+          s.newKv[l] = { k: ks[j]!, v: vs[j]!, tokenIndices: s.live };
+          prep.mirror.adopt(ks[j]!, kChunks[j]!);
+          prep.mirror.adopt(vs[j]!, vChunks[j]!);
+        });
+      });
+      return true;
+    }
 
     /** One layer over the packed rows; returns the tensors that outlive it. */
     function runLayer(l: number): tf.Tensor[] {

@@ -726,17 +726,23 @@ static napi_value js_attention(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
-/* block_layer(id, plan): a whole decoder layer (layer.inc.c) as the plan at that offset describes it. */
-static napi_value js_block_layer(napi_env env, napi_callback_info info) {
-  uint32_t a[2];
-  if (!read_args(env, info, a, 2)) return NULL;
-  if (a[1] % 8 != 0) {
-    napi_throw_range_error(env, NULL, "native kernels: block_layer's plan must be 8-byte aligned");
-    return NULL;
-  }
+/* block_layers(id, plans, count): decoder layers in turn (layer.inc.c), as the plans whose offsets are at `plans` describe them. */
+static napi_value js_block_layers(napi_env env, napi_callback_info info) {
+  uint32_t a[3];
+  if (!read_args(env, info, a, 3)) return NULL;
   uint8_t *m = memories[a[0]];
-  const char *failed = block_layer(m, (const int32_t *)(m + a[1]));
-  if (failed != NULL) napi_throw_error(env, NULL, failed);
+  const uint32_t *plans = (const uint32_t *)(m + a[1]);
+  for (uint32_t i = 0; i < a[2]; i++) {
+    if (plans[i] % 8 != 0) {
+      napi_throw_range_error(env, NULL, "native kernels: block_layers' plans must be 8-byte aligned");
+      return NULL;
+    }
+    const char *failed = block_layer(m, (const int32_t *)(m + plans[i]));
+    if (failed != NULL) {
+      napi_throw_error(env, NULL, failed);
+      return NULL;
+    }
+  }
   return NULL;
 }
 
@@ -761,7 +767,7 @@ NAPI_MODULE_INIT() {
       {"quantize_rows_r8", NULL, js_quantize_rows_r8, NULL, NULL, NULL, napi_default, NULL},
       {"store_f16", NULL, js_store_f16, NULL, NULL, NULL, napi_default, NULL},
       {"attention", NULL, js_attention, NULL, NULL, NULL, napi_default, NULL},
-      {"block_layer", NULL, js_block_layer, NULL, NULL, NULL, napi_default, NULL},
+      {"block_layers", NULL, js_block_layers, NULL, NULL, NULL, napi_default, NULL},
       {"isa", NULL, js_isa, NULL, NULL, NULL, napi_default, NULL},
   };
   if (use_avx512 < 0) use_avx512 = cpu_has_avx512();
