@@ -1,17 +1,18 @@
 /*
- * A whole decoder layer on the block weights in ONE call from JavaScript (block_layer),
- * where block-layer.ts made ~22 — norm, quantization, the q/k/v products, placing and
+ * Decoder layers on the block weights in ONE call from JavaScript (block_layers), where
+ * matmul.ts made ~22 per layer — norm, quantization, the q/k/v products, placing and
  * rotating their rows, storing each sequence's new K/V rows, attention, o-proj, residual,
  * norm, gate/up, SwiGLU, down, residual — each with its own JavaScript wrapper, offsets,
- * closures and copies in and out of this memory. Those wrappers were ~a quarter of a
- * SmolLM2 Q4_1 decode step at one row (a CPU profile of 480 steps after a 128-token past:
- * the kernels 62 % of the step, block-layer.ts's JavaScript around them ~25 %).
+ * closures and copies in and out of this memory, and forward.ts a tfjs dispatch and scope
+ * per layer. SmolLM2 Q4_1, a decode step after a 128-token past (timers over 256 steps):
+ * 10.2 ms call by call, 9.05 with one call per layer, 8.29 with every layer in one call
+ * (forward.ts chainLayers), of which ~5.0 ms are these layers' kernels and ~1.7 the LM head.
  *
  * The same kernels run on the same inputs in the same order as matmul.ts's linearGroups,
  * store, attention and mlpBlock (the element-wise ones are float-kernels.inc.c's, which
- * the wasm build runs there), so every value has the same bits; forward-exact.test.ts and
- * matmul.test.ts compare the two paths. matmul.ts takes this path on the native kernels at
- * one thread (the two-thread split of a product stays on the per-call path).
+ * the wasm build runs there), so every value has the same bits (block-layer.test.ts
+ * compares the paths on five weight types). MatmulKernels.layers takes this path on the
+ * native kernels at one thread (the two-thread split of a product stays on the per-call path).
  *
  * The plan (int32 words at `plan` in the memory; offsets are the memory's; doubles in a
  * Float64 table at plan[P_DOUBLES]: the two norms' eps, then each q/k/v part's scale):
@@ -28,6 +29,9 @@ enum { W_TYPE, W_AT, W_ROWS, W_COLS, W_GROUP, W_BIAS, W_WORDS };
 /* A sequence: its new rows, its attention table (MatmulKernels.attention's: kc | vc | rows | key strides | value strides, the new rows' chunk last), its visibility mask, where its new K and V rows are stored. */
 enum { S_N, S_CHUNKS, S_TABLE, S_VIS, S_K_DST, S_V_DST, S_WORDS };
 
+/* GGML's id of F16 weights (T_F32 and the quantized ones are kernels.c's). */
+#define T_F16 1
+
 /* Bump allocation in the scratch space, 16-byte aligned as matmul.ts's align16 (MatmulKernels.layerScratch sizes it the same way). */
 static inline uint8_t *take16(uint8_t **at, size_t bytes) {
   uint8_t *p = *at;
@@ -38,7 +42,7 @@ static inline uint8_t *take16(uint8_t **at, size_t bytes) {
 /* y (T, rows) = x·Wᵀ as MatmulKernels.multiply runs it: int8 activations (quantized once by the caller) for x4h groups, f32 ones for F32/F16 weights. */
 static void layer_product(uint8_t *m, const int32_t *w, const float *x, const int8_t *qa, const float *da, const float *sa, int T, float *y) {
   const int type = w[W_TYPE], rows = w[W_ROWS], cols = w[W_COLS];
-  if (type == T_F32 || type == 1 /* F16 */) matmul_float8(type, m + w[W_AT], rows, cols, x, T, y, 0, rows);
+  if (type == T_F32 || type == T_F16) matmul_float8(type, m + w[W_AT], rows, cols, x, T, y, 0, rows);
   else if (type == T_Q8_0) (use_avx512 ? matmul_x8r_vnni : matmul_x8r_avx2)(m + w[W_AT], rows, cols, qa, da, T, y, 0, rows / 4);
   else (use_avx512 ? matmul_x4r_vnni : matmul_x4r_avx2)(type, m + w[W_AT], rows, cols, qa, da, sa, T, y, 0, rows / 4);
 }
@@ -49,7 +53,7 @@ static void layer_products(uint8_t *m, uint8_t *scratch, const int32_t *const *w
   int8_t *qa = NULL;
   float *da = NULL, *sa = NULL;
   for (int i = 0; i < n; i++) {
-    if (ws[i][W_TYPE] == T_F32 || ws[i][W_TYPE] == 1 || qa != NULL) continue;
+    if (ws[i][W_TYPE] == T_F32 || ws[i][W_TYPE] == T_F16 || qa != NULL) continue;
     qa = (int8_t *)take16(&scratch, (size_t)T * cols);
     da = (float *)take16(&scratch, 4 * (size_t)T * nb);
     sa = (float *)take16(&scratch, 4 * (size_t)T * nb);
