@@ -361,6 +361,14 @@ function validateResume(c: LoadedModel['config'], s: ForwardSequence, i: number,
 }
 
 /**
+ * The most rows a forward runs with all its layers in one call (chainLayers): every layer's
+ * new K/V rows wait in the kernels' memory until the call returns (46 KB a row for SmolLM2),
+ * and that memory never shrinks, so a long prompt in one piece takes a layer at a time (its
+ * products dwarf the per-layer dispatch anyway). The engine's prefill chunks are 128 rows.
+ */
+const CHAIN_MAX_ROWS = 128;
+
+/**
  * Runs one batched forward. Synchronous; all intermediate tensors are freed, only the
  * returned KV tensors survive (the caller owns them).
  */
@@ -444,7 +452,7 @@ export function forward(model: LoadedModel, seqs: ForwardSequence[], opts: Forwa
      */
     function chainLayers(): boolean {
       const blocks = prep.blocks;
-      if (blocks === null || layers.length === 0) return false;
+      if (blocks === null || layers.length === 0 || x.shape[0] > CHAIN_MAX_ROWS) return false;
       for (const s of order) if ((s.seq.prune?.length ?? 0) > 0 || (s.seq.resume?.length ?? 0) > 0 || s.seq.returnAttention === true || s.scoreAt.size > 0) return false;
       const ops = layers.map((l) => {
         const B = blocks.layers[l]!;
