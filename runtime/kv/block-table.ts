@@ -209,12 +209,15 @@ export class BlockTable {
     // step's past is ~30 × the blocks' chunks), and flatMap plus spreads were ~3 % of an
     // engine decode step.
     const out: LayerKvChunks[] = [];
+    const blocks = this.blocks;
     for (let l = 0; l < this.pool.numLayers; l++) {
       const k: tf.Tensor2D[] = [];
       const v: tf.Tensor2D[] = [];
-      for (const b of this.blocks) {
-        for (const t of b.k[l]!) k.push(t);
-        for (const t of b.v[l]!) v.push(t);
+      for (let i = 0; i < blocks.length; i++) {
+        const bk = blocks[i]!.k[l]!;
+        const bv = blocks[i]!.v[l]!;
+        for (let j = 0; j < bk.length; j++) k.push(bk[j]!);
+        for (let j = 0; j < bv.length; j++) v.push(bv[j]!);
       }
       const r = this.revived?.[l];
       if (r) {

@@ -278,17 +278,21 @@ function validate(model: LoadedModel, seqs: ForwardSequence[], layers: number[])
       }
     }
     validateResume(c, s, i, layers);
-    s.past?.forEach((layer, l) => {
-      if (layer === undefined) return;
-      if (layer.k.length !== layer.v.length) throw new BadRequestError(`seqs[${i}].past[${l}]`, 'k and v need the same chunks');
-      layer.k.forEach((t, j) => {
-        const vt = layer.v[j]!;
-        const kvDim = c.numKvHeads * c.headDim;
-        if (t.shape[1] !== kvDim || vt.shape[1] !== kvDim || t.shape[0] !== vt.shape[0]) {
-          throw new BadRequestError(`seqs[${i}].past[${l}]`, `chunk ${j} must be two (n, ${kvDim}) tensors`);
-        }
-      });
-    });
+    // Plain loops: an engine step checks every chunk of every layer (~3,800 at 1,024 tokens
+    // of context in 16-row blocks), and the closures were ~2 % of such a step.
+    const past = s.past ?? [];
+    const kvDim = c.numKvHeads * c.headDim;
+    for (let l = 0; l < past.length; l++) {
+      const layer = past[l];
+      if (layer === undefined) continue;
+      const { k, v } = layer;
+      if (k.length !== v.length) throw new BadRequestError(`seqs[${i}].past[${l}]`, 'k and v need the same chunks');
+      for (let j = 0; j < k.length; j++) {
+        const ks = k[j]!.shape;
+        const vs = v[j]!.shape;
+        if (ks[1] !== kvDim || vs[1] !== kvDim || ks[0] !== vs[0]) throw new BadRequestError(`seqs[${i}].past[${l}]`, `chunk ${j} must be two (n, ${kvDim}) tensors`);
+      }
+    }
     if (c.slidingWindow !== null) {
       const total = pastLength(s) + n;
       if (total > c.slidingWindow) {

@@ -93,6 +93,42 @@ describe('KvMirror', () => {
     expect(kernels.storedBytes).toBe(0);
   });
 
+  it('gives a list the copies of its own tensors step after step: lists grown, changed in place, and lists whose blocks were joined since', () => {
+    const kernels = new MatmulKernels();
+    const KV = 2, w = 8;
+    const mirror = new KvMirror(kernels, KV);
+    const block = (rows: number, seed: number) => tf.tensor2d(Float32Array.from({ length: rows * w }, (_, i) => seed + i / 16), [rows, w]);
+    const expectOwn = (list: tf.Tensor2D[], got: readonly unknown[]) => {
+      expect(got.length).toBe(list.length);
+      list.forEach((t, i) => expect(got[i]).toBe(mirror.chunk(t)));
+    };
+    // A step's list, then the next step's: the same blocks and one more row.
+    const list = [block(4, 0), block(1, 1)];
+    expectOwn(list, mirror.layerChunks(list));
+    const grown = [...list, block(1, 2)];
+    expectOwn(grown, mirror.layerChunks(grown));
+    // The caller's own array changed in place: its second chunk swapped for another tensor.
+    const swapped = block(1, 3);
+    grown[1] = swapped;
+    const read = mirror.layerChunks(grown);
+    expectOwn(grown, read);
+    expect(Array.from(kernels.readChunk(read[1]!, w))).toEqual(Array.from(swapped.dataSync()));
+    // A list read before its blocks were joined (eight blocks of 4 rows, by another list) gets the joined views after.
+    const blocks = Array.from({ length: 8 }, (_, i) => block(4, 10 + i));
+    const tail = blocks.slice(3, 5);
+    const before = mirror.layerChunks(tail);
+    expect(before[0]!.stride).toBeUndefined();
+    const joined = mirror.layerChunks(blocks);
+    expect(joined.every((c) => c.stride === 32)).toBe(true);
+    const after = mirror.layerChunks(tail);
+    expect(after[0]).toBe(joined[3]);
+    expectOwn(tail, after);
+    tf.dispose([...list, ...blocks, grown[2]!, swapped]);
+    mirror.sweep();
+    expect(mirror.size).toBe(0);
+    expect(kernels.storedBytes).toBe(0);
+  });
+
   it('reads pieces of a mirrored tensor as views of its copy, keeps the copy while a piece lives, then frees it', () => {
     const kernels = new MatmulKernels();
     const KV = 2, w = 8, S = 6;
