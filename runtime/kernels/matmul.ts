@@ -326,6 +326,8 @@ interface LayerPlan {
   parts: number;
   /** Σ over the q/k/v parts of align16(4·rows): their outputs' scratch per row. */
   partRows: number;
+  /** The largest weight's multiply-adds per row (whether a product would split over two threads). */
+  mostWork: number;
   cols: number;
   hidden: number;
   inter: number;
@@ -815,12 +817,26 @@ export class MatmulKernels {
   }
 
   /**
-   * Whether `layer` can run op: native kernels with block_layer, one thread (a product the
-   * second thread would share stays on the per-call path), q/k/v in three groups, every
-   * weight in the native groups (x4h) or F32/F16.
+   * Whether `layer` can run op: native kernels with block_layers, q/k/v in three groups,
+   * every weight in the native groups (x4h) or F32/F16. On two threads, only where the
+   * per-call path would split nothing over them (every product and attention call below
+   * splitMinWork: a decode step's layers, not a prefill chunk's), so the second thread keeps
+   * what it gains there; without `seqs` the weights alone are judged.
    */
-  fusesLayer(op: LayerWeights): boolean {
-    return this.fuseLayers && this.threads === 1 && this.layerPlan(op) !== null;
+  fusesLayer(op: LayerWeights & { shape?: AttentionShape; seqs?: readonly { n: number; keys: readonly KernelChunk[] }[] }): boolean {
+    const plan = this.fuseLayers ? this.layerPlan(op) : null;
+    if (plan === null) return false;
+    if (this.threads === 1 || op.seqs === undefined || op.shape === undefined) return true;
+    let T = 0;
+    for (const s of op.seqs) T += s.n;
+    if (T * plan.mostWork >= this.splitMinWork) return false;
+    const { heads: H, headDim: D } = op.shape;
+    for (const s of op.seqs) {
+      let S = s.n;
+      for (const c of s.keys) S += c.rows;
+      if (2 * s.n * S * H * D >= this.splitMinWork) return false;
+    }
+    return true;
   }
 
   /** Whether `layer` is taken where it can run (default true, unless SKEIN_FUSED_LAYER=0; off, block-layer.ts runs the same steps call by call — tests and benches compare the two). */
@@ -871,6 +887,7 @@ export class MatmulKernels {
       doubles,
       parts: parts.length,
       partRows: parts.reduce((n, p) => n + align16(4 * p.weight.rows), 0),
+      mostWork: Math.max(...parts.map((p) => p.weight.rows * p.weight.cols), ...[o, gate, up, down].map((k) => k.rows * k.cols)),
       cols,
       hidden,
       inter,
@@ -901,7 +918,7 @@ export class MatmulKernels {
    * sequence prunes, revives or wants attention rows).
    */
   layers(ops: readonly FusedLayerOp[], x: Float32Array, T: number, xOut: Float32Array, kvOut: readonly (readonly [Float32Array, Float32Array])[]): { kChunks: KernelChunk[]; vChunks: KernelChunk[] }[] {
-    const plans = ops.map((op) => (this.fuseLayers && this.threads === 1 ? this.layerPlan(op) : null));
+    const plans = ops.map((op) => (this.fusesLayer(op) ? this.layerPlan(op) : null));
     if (ops.length === 0 || plans.some((p) => p === null)) throw new RangeError('layer: these weights or this instance take the per-call path (fusesLayer)');
     if (kvOut.length !== ops.length) throw new RangeError(`layers: ${kvOut.length} K/V outputs for ${ops.length} layers`);
     const first = plans[0]!;

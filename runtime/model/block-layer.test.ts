@@ -104,20 +104,26 @@ describe.skipIf(nativeKernels()?.block_layers === undefined)('a layer in one nat
     });
   }
 
-  it('keeps the call-by-call path on two threads, and refuses a layer whose sequences do not hold its rows', () => {
+  it('on two threads fuses only layers whose products would not split, and refuses a layer whose sequences do not hold its rows', () => {
     const model = quantizeModel(randomModel(shape, 7), 'q4_1');
     try {
       const L = model.blockWeights!.layers[0]!;
-      const kernels = new MatmulKernels({ threads: 2 });
+      // The widest weight (gate, up: 96×64) is 6,144 multiply-adds a row: one row stays under 10,000, two do not.
+      const kernels = new MatmulKernels({ threads: 2, splitMinWork: 10_000 });
       const up = (m: typeof L.wq) => kernels.upload(m);
       const norm = { weight: new Float32Array(64).fill(1), eps: 1e-5 };
       const weights = { groups: [[{ weight: up(L.wq) }], [{ weight: up(L.wk) }], [{ weight: up(L.wv) }]], norm, mlp: { o: up(L.wo), bo: null, norm, gate: up(L.wGate), up: up(L.wUp), down: up(L.wDown) } };
-      expect(kernels.fusesLayer(weights)).toBe(false);
-      kernels.setThreads(1);
+      const shape = { heads: 4, kvHeads: 2, headDim: 16 };
+      const rows = (n: number) => ({ n, keys: [], values: [], visible: new Uint8Array(n * n).fill(1) });
       expect(kernels.fusesLayer(weights)).toBe(true);
-      const op = { ...weights, rotary: null, shape: { heads: 4, kvHeads: 2, headDim: 16 }, f16: true, seqs: [{ n: 1, keys: [], values: [], visible: new Uint8Array([1]) }] };
-      const rows = (n: number) => new Float32Array(n);
-      expect(() => kernels.layer(op, rows(128), 2, rows(128), rows(64), rows(64))).toThrow(/sequences hold 1 rows, x has 2/);
+      expect(kernels.fusesLayer({ ...weights, shape, seqs: [rows(1)] })).toBe(true);
+      expect(kernels.fusesLayer({ ...weights, shape, seqs: [rows(2)] })).toBe(false);
+      expect(kernels.fusesLayer({ ...weights, shape, seqs: [rows(1), rows(1)] })).toBe(false);
+      kernels.setThreads(1);
+      expect(kernels.fusesLayer({ ...weights, shape, seqs: [rows(2)] })).toBe(true);
+      const op = { ...weights, rotary: null, shape, f16: true, seqs: [rows(1)] };
+      const zeros = (n: number) => new Float32Array(n);
+      expect(() => kernels.layer(op, zeros(128), 2, zeros(128), zeros(64), zeros(64))).toThrow(/sequences hold 1 rows, x has 2/);
       expect(kernels.storedBytes).toBe(0);
     } finally {
       model.dispose();
