@@ -824,19 +824,23 @@ export class MatmulKernels {
    * what it gains there; without `seqs` the weights alone are judged.
    */
   fusesLayer(op: LayerWeights & { shape?: AttentionShape; seqs?: readonly { n: number; keys: readonly KernelChunk[] }[] }): boolean {
+    return this.fusedPlan(op) !== null;
+  }
+
+  /** The plan `layer` runs op by, where it can (fusesLayer), else null. */
+  private fusedPlan(op: LayerWeights & { shape?: AttentionShape; seqs?: readonly { n: number; keys: readonly KernelChunk[] }[] }): LayerPlan | null {
     const plan = this.fuseLayers ? this.layerPlan(op) : null;
-    if (plan === null) return false;
-    if (this.threads === 1 || op.seqs === undefined || op.shape === undefined) return true;
+    if (plan === null || this.threads === 1 || op.seqs === undefined || op.shape === undefined) return plan;
     let T = 0;
     for (const s of op.seqs) T += s.n;
-    if (T * plan.mostWork >= this.splitMinWork) return false;
+    if (T * plan.mostWork >= this.splitMinWork) return null;
     const { heads: H, headDim: D } = op.shape;
     for (const s of op.seqs) {
       let S = s.n;
       for (const c of s.keys) S += c.rows;
-      if (2 * s.n * S * H * D >= this.splitMinWork) return false;
+      if (2 * s.n * S * H * D >= this.splitMinWork) return null;
     }
-    return true;
+    return plan;
   }
 
   /** Whether `layer` is taken where it can run (default true, unless SKEIN_FUSED_LAYER=0; off, block-layer.ts runs the same steps call by call — tests and benches compare the two). */
@@ -876,7 +880,6 @@ export class MatmulKernels {
       weights.set([GGML_TYPE_ID[k.type], k.offset, k.rows, k.cols, group, bias], w);
       w += PLAN_WEIGHT;
     };
-    // Zeros stand for a missing o bias, as mlpBlock passes them.
     for (const p of parts) weight(p.weight, p.group, p.bias ? this.constant(p.bias) : 0);
     for (const k of [o, gate, up, down]) weight(k, 0, 0);
     const doubles = new Float64Array([op.norm?.eps ?? 0, op.mlp.norm.eps, ...parts.map((p) => p.scale ?? 1)]);
@@ -894,6 +897,7 @@ export class MatmulKernels {
       qd: widths[0],
       kvd: widths[1],
       normW: op.norm === null ? 0 : this.constant(op.norm.weight),
+      // Zeros stand for a missing o bias, as mlpBlock passes them.
       bo: this.constant(op.mlp.bo ?? zeros(hidden)),
       mlpNorm: this.constant(op.mlp.norm.weight),
     };
@@ -918,7 +922,7 @@ export class MatmulKernels {
    * sequence prunes, revives or wants attention rows).
    */
   layers(ops: readonly FusedLayerOp[], x: Float32Array, T: number, xOut: Float32Array, kvOut: readonly (readonly [Float32Array, Float32Array])[]): { kChunks: KernelChunk[]; vChunks: KernelChunk[] }[] {
-    const plans = ops.map((op) => (this.fusesLayer(op) ? this.layerPlan(op) : null));
+    const plans = ops.map((op) => this.fusedPlan(op));
     if (ops.length === 0 || plans.some((p) => p === null)) throw new RangeError('layer: these weights or this instance take the per-call path (fusesLayer)');
     if (kvOut.length !== ops.length) throw new RangeError(`layers: ${kvOut.length} K/V outputs for ${ops.length} layers`);
     const first = plans[0]!;
@@ -937,10 +941,9 @@ export class MatmulKernels {
       return { kChunks: [] as KernelChunk[], vChunks: [] as KernelChunk[] };
     });
     ops.forEach((op, l) => {
-      const bytes = (n: number) => storedBytes(n * plans[l]!.kvd * (op.f16 ? 2 : 4));
       for (const s of op.seqs) {
-        out[l]!.kChunks.push({ offset: this.allocChunk(bytes(s.n)), rows: s.n, heads: op.shape.kvHeads, f16: op.f16 });
-        out[l]!.vChunks.push({ offset: this.allocChunk(bytes(s.n)), rows: s.n, heads: op.shape.kvHeads, f16: op.f16 });
+        out[l]!.kChunks.push(this.reserveChunk(s.n, plans[l]!.kvd, op.shape.kvHeads, op.f16));
+        out[l]!.vChunks.push(this.reserveChunk(s.n, plans[l]!.kvd, op.shape.kvHeads, op.f16));
       }
     });
     const { cols, hidden } = first;
@@ -1068,8 +1071,8 @@ export class MatmulKernels {
     const width = data.length / rows;
     if (!(Number.isInteger(width) && Number.isInteger(heads) && heads >= 1 && width % heads === 0)) throw new RangeError(`store: ${data.length} values are not ${rows} rows of ${heads} heads`);
     const D = width / heads;
-    const bytes = storedBytes(f16 ? data.byteLength / 2 : data.byteLength);
-    const offset = this.allocChunk(bytes);
+    const chunk = this.reserveChunk(rows, width, heads, f16);
+    const { offset } = chunk;
     // f16: laid out in f32 in the scratch space past the weights first, then narrowed into place.
     const at = f16 ? this.top : offset;
     if (f16) this.ensure(at + data.byteLength);
@@ -1077,7 +1080,12 @@ export class MatmulKernels {
     if (rows === 1 || heads === 1) dst.set(data);
     else for (let g = 0; g < heads; g++) for (let r = 0; r < rows; r++) dst.set(data.subarray(r * width + g * D, r * width + (g + 1) * D), (g * rows + r) * D);
     if (f16) this.fns.store_f16(at, data.length, offset);
-    return { offset, rows, heads, f16 };
+    return chunk;
+  }
+
+  /** A stored chunk's memory for rows of `width` values (as `store` lays them out), not yet written. */
+  private reserveChunk(rows: number, width: number, heads: number, f16: boolean): KernelChunk {
+    return { offset: this.allocChunk(storedBytes(rows * width * (f16 ? 2 : 4))), rows, heads, f16 };
   }
 
   /** Memory for a stored chunk of `bytes` (storedBytes): a freed one of that size, else past the top. */

@@ -86,10 +86,8 @@ export function blockLayer(x: tf.Tensor2D, op: BlockLayerOp): BlockLayerResult {
   if (n !== T) throw new RangeError(`blockLayer: sequences hold ${n} rows, x has ${T}`);
   const kvd = op.shape.kvHeads * op.shape.headDim;
   if (tf.getBackend() === 'wasm') {
-    ensureRegistered();
-    const holder: { chunks?: { kChunks: KernelChunk[]; vChunks: KernelChunk[] } } = {};
-    const [xo, k, v] = tf.engine().runKernel('SkeinBlockLayer', { x }, { op, holder } as unknown as tf.NamedAttrMap) as unknown as tf.Tensor2D[];
-    return { x: xo!, k: k!, v: v!, ...holder.chunks! };
+    const { x: xo, layers } = dispatch(x, [op]);
+    return { x: xo, ...layers[0]! };
   }
   const xOut = new Float32Array(T * hidden);
   const kOut = new Float32Array(T * kvd);
@@ -99,26 +97,14 @@ export function blockLayer(x: tf.Tensor2D, op: BlockLayerOp): BlockLayerResult {
 }
 
 let registered = false;
+/**
+ * One tfjs kernel for one layer or consecutive ones: outputs x, then each layer's new K and
+ * V rows. One layer runs as `run` does (fused where the kernels can, else call by call),
+ * several in one MatmulKernels.layers call (blockLayers has checked that they fuse).
+ */
 function ensureRegistered(): void {
   if (registered) return;
   registered = true;
-  tf.registerKernel({
-    kernelName: 'SkeinBlockLayer',
-    backendName: 'wasm',
-    kernelFunc: ({ inputs, backend, attrs }) => {
-      const x = inputs.x as tf.TensorInfo;
-      const b = backend as unknown as WasmBackendLike;
-      const { op, holder } = attrs as unknown as { op: BlockLayerOp; holder: { chunks?: { kChunks: KernelChunk[]; vChunks: KernelChunk[] } } };
-      const [T, hidden] = x.shape as [number, number];
-      const kvd = op.shape.kvHeads * op.shape.headDim;
-      // makeOutput first: it may grow the heap, which detaches earlier views. Nothing below
-      // allocates on tfjs's heap (the kernels have their own memory).
-      const outs = [b.makeOutput([T, hidden], 'float32'), b.makeOutput([T, kvd], 'float32'), b.makeOutput([T, kvd], 'float32')];
-      const [xo, ko, vo] = outs.map((o) => b.typedArrayFromHeap(o));
-      holder.chunks = run(op, b.typedArrayFromHeap(x), T, xo!, ko!, vo!);
-      return outs;
-    },
-  });
   tf.registerKernel({
     kernelName: 'SkeinBlockLayers',
     backendName: 'wasm',
@@ -128,14 +114,24 @@ function ensureRegistered(): void {
       const { ops, holder } = attrs as unknown as { ops: BlockLayerOp[]; holder: { chunks?: { kChunks: KernelChunk[]; vChunks: KernelChunk[] }[] } };
       const [T, hidden] = x.shape as [number, number];
       const kvd = ops[0]!.shape.kvHeads * ops[0]!.shape.headDim;
-      // makeOutput first: it may grow the heap, which detaches earlier views.
+      // makeOutput first: it may grow the heap, which detaches earlier views. Nothing below
+      // allocates on tfjs's heap (the kernels have their own memory).
       const outs = [b.makeOutput([T, hidden], 'float32'), ...ops.flatMap(() => [b.makeOutput([T, kvd], 'float32'), b.makeOutput([T, kvd], 'float32')])];
       const views = outs.map((o) => b.typedArrayFromHeap(o));
       const kvOut = ops.map((_, l) => [views[1 + 2 * l]!, views[2 + 2 * l]!] as const);
-      holder.chunks = ops[0]!.kernels.layers(ops.map(fusedOp), b.typedArrayFromHeap(x), T, views[0]!, kvOut);
+      const xIn = b.typedArrayFromHeap(x);
+      holder.chunks = ops.length === 1 ? [run(ops[0]!, xIn, T, views[0]!, kvOut[0]![0], kvOut[0]![1])] : ops[0]!.kernels.layers(ops.map(fusedOp), xIn, T, views[0]!, kvOut);
       return outs;
     },
   });
+}
+
+/** Runs `ops` on x in one tfjs kernel call (SkeinBlockLayers). */
+function dispatch(x: tf.Tensor2D, ops: readonly BlockLayerOp[]): BlockLayersResult {
+  ensureRegistered();
+  const holder: { chunks?: { kChunks: KernelChunk[]; vChunks: KernelChunk[] }[] } = {};
+  const outs = tf.engine().runKernel('SkeinBlockLayers', { x }, { ops, holder } as unknown as tf.NamedAttrMap) as unknown as tf.Tensor2D[];
+  return { x: outs[0]!, layers: ops.map((_, l) => ({ k: outs[1 + 2 * l]!, v: outs[2 + 2 * l]!, ...holder.chunks![l]! })) };
 }
 
 /** Consecutive layers' results (blockLayers): the last layer's rows, and per layer every sequence's new K and V rows in order with their kernel copies per sequence. */
@@ -158,10 +154,7 @@ export function blockLayers(x: tf.Tensor2D, ops: readonly BlockLayerOp[]): Block
   const T = x.shape[0];
   const n = ops[0]!.seqs.reduce((a, s) => a + s.n, 0);
   if (n !== T) throw new RangeError(`blockLayers: sequences hold ${n} rows, x has ${T}`);
-  ensureRegistered();
-  const holder: { chunks?: { kChunks: KernelChunk[]; vChunks: KernelChunk[] }[] } = {};
-  const outs = tf.engine().runKernel('SkeinBlockLayers', { x }, { ops, holder } as unknown as tf.NamedAttrMap) as unknown as tf.Tensor2D[];
-  return { x: outs[0]!, layers: ops.map((_, l) => ({ k: outs[1 + 2 * l]!, v: outs[2 + 2 * l]!, ...holder.chunks![l]! })) };
+  return dispatch(x, ops);
 }
 
 /** What MatmulKernels.layer takes for a block layer op. */

@@ -498,6 +498,28 @@ __attribute__((target("avx2,f16c"))) static void matmul_float8(int type, const u
   }
 }
 
+/*
+ * The attention kernel takes chunk addresses; its callers hold the chunks' offsets in the
+ * memory (wasm pointers): kc[c] and vc[c] as addresses, keys then values, in a table of this
+ * thread's own (grown as needed). NULL when out of memory.
+ */
+static _Thread_local const void **chunk_table;
+static _Thread_local size_t chunk_table_size;
+
+static const void **chunk_addresses(uint8_t *m, const uint32_t *kc, const uint32_t *vc, int chunks) {
+  if (2 * (size_t)chunks > chunk_table_size) {
+    const void **grown = realloc(chunk_table, 2 * (size_t)chunks * sizeof *grown);
+    if (grown == NULL) return NULL;
+    chunk_table = grown;
+    chunk_table_size = 2 * (size_t)chunks;
+  }
+  for (int c = 0; c < chunks; c++) {
+    chunk_table[c] = m + kc[c];
+    chunk_table[chunks + c] = m + vc[c];
+  }
+  return chunk_table;
+}
+
 #include "layer.inc.c"
 
 /* ---- Node-API glue: (memory id, the wasm export's arguments) → the kernel on that memory. ---- */
@@ -696,32 +718,20 @@ static napi_value js_silu_mul(napi_env env, napi_callback_info info) {
 
 /*
  * attention(id, q, kc, vc, rows, chunks, P, n, vis, H, KVf, D, scores, out, last, h0, h1):
- * kc and vc are tables of chunk offsets in the memory (wasm pointers); the kernel takes
- * addresses, so they are turned into a table of this thread's own. last 0 is none.
+ * kc and vc are tables of chunk offsets in the memory (wasm pointers), turned into
+ * addresses by chunk_addresses. last 0 is none.
  */
-static _Thread_local const void **chunk_table;
-static _Thread_local size_t chunk_table_size;
-
 static napi_value js_attention(napi_env env, napi_callback_info info) {
   uint32_t a[17];
   if (!read_args(env, info, a, 17)) return NULL;
   uint8_t *m = memories[a[0]];
-  const size_t chunks = a[5];
-  if (2 * chunks > chunk_table_size) {
-    const void **grown = realloc(chunk_table, 2 * chunks * sizeof *grown);
-    if (grown == NULL) {
-      napi_throw_error(env, NULL, "native kernels: out of memory for the attention's chunk table");
-      return NULL;
-    }
-    chunk_table = grown;
-    chunk_table_size = 2 * chunks;
+  const int chunks = (int)a[5];
+  const void **addresses = chunk_addresses(m, (const uint32_t *)(m + a[2]), (const uint32_t *)(m + a[3]), chunks);
+  if (addresses == NULL) {
+    napi_throw_error(env, NULL, "native kernels: out of memory for the attention's chunk table");
+    return NULL;
   }
-  const uint32_t *kc = (const uint32_t *)(m + a[2]), *vc = (const uint32_t *)(m + a[3]);
-  for (size_t c = 0; c < chunks; c++) {
-    chunk_table[c] = m + kc[c];
-    chunk_table[chunks + c] = m + vc[c];
-  }
-  attention((const float *)(m + a[1]), chunk_table, chunk_table + chunks, (const int *)(m + a[4]), (int)chunks, (int)a[6], (int)a[7], m + a[8], (int)a[9], (int)a[10], (int)a[11],
+  attention((const float *)(m + a[1]), addresses, addresses + chunks, (const int *)(m + a[4]), chunks, (int)a[6], (int)a[7], m + a[8], (int)a[9], (int)a[10], (int)a[11],
             (float *)(m + a[12]), (float *)(m + a[13]), a[14] ? (float *)(m + a[14]) : NULL, (int)a[15], (int)a[16]);
   return NULL;
 }

@@ -32,7 +32,7 @@ enum { S_N, S_CHUNKS, S_TABLE, S_VIS, S_K_DST, S_V_DST, S_WORDS };
 /* GGML's id of F16 weights (T_F32 and the quantized ones are kernels.c's). */
 #define T_F16 1
 
-/* Bump allocation in the scratch space, 16-byte aligned as matmul.ts's align16 (MatmulKernels.layerScratch sizes it the same way). */
+/* Bump allocation in the scratch space, 16-byte aligned as matmul.ts's align16 (MatmulKernels.layers sizes it the same way). */
 static inline uint8_t *take16(uint8_t **at, size_t bytes) {
   uint8_t *p = *at;
   *at = p + ((bytes + 15) & ~(size_t)15);
@@ -68,24 +68,6 @@ static void layer_store(const float *rows, int n, int KV, int D, int f16, uint8_
   for (int g = 0; g < KV; g++)
     for (int r = 0; r < n; r++) __builtin_memcpy(at + ((size_t)g * n + r) * D, rows + (size_t)r * KV * D + (size_t)g * D, 4 * (size_t)D);
   if (f16) store_f16(at, n * KV * D, (uint16_t *)dst);
-}
-
-static _Thread_local const void **layer_chunk_table;
-static _Thread_local size_t layer_chunk_table_size;
-
-/* The attention table's chunk offsets as this thread's addresses (js_attention does the same); 0 when out of memory. */
-static const void **layer_chunk_addresses(uint8_t *m, const int32_t *table, int chunks) {
-  if (2 * (size_t)chunks > layer_chunk_table_size) {
-    const void **grown = realloc(layer_chunk_table, 2 * (size_t)chunks * sizeof *grown);
-    if (grown == NULL) return NULL;
-    layer_chunk_table = grown;
-    layer_chunk_table_size = 2 * (size_t)chunks;
-  }
-  for (int c = 0; c < chunks; c++) {
-    layer_chunk_table[c] = m + (uint32_t)table[c];
-    layer_chunk_table[chunks + c] = m + (uint32_t)table[chunks + c];
-  }
-  return layer_chunk_table;
 }
 
 /* The layer; 0 on success, else a message for the caller to throw. */
@@ -141,7 +123,7 @@ static const char *block_layer(uint8_t *m, const int32_t *p) {
       layer_store(groups[2] + (size_t)r * kvd, n, KV, D, f16, m + sq[S_V_DST], tmp);
       int S = 0;
       for (int c = 0; c < chunks; c++) S += table[2 * chunks + c];
-      const void **addresses = layer_chunk_addresses(m, table, chunks);
+      const void **addresses = chunk_addresses(m, (const uint32_t *)table, (const uint32_t *)table + chunks, chunks);
       if (addresses == NULL) return "block_layer: out of memory for the attention's chunk table";
       uint8_t *mark = scratch;
       float *scores = (float *)take16(&scratch, 16 * (size_t)S);
