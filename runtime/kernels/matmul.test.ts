@@ -508,7 +508,7 @@ describe('attention kernel', () => {
 describe('two threads', () => {
   it('give every product and attention the same bits as one thread', () => {
     const one = new MatmulKernels({ threads: 1 });
-    const two = new MatmulKernels({ threads: 2, takeBack: false, splitMinWork: 100_000 });
+    const two = new MatmulKernels({ threads: 2, takeBack: false, splitMinWork: 100_000, nativePool: false });
     const rows = 256, cols = 576;
     const w = randn(rows * cols, 11, 0.05);
     for (const T of [1, 5]) {

@@ -400,8 +400,16 @@ export interface KernelWeight {
 export interface MatmulOptions {
   /** Interleave quantized rows by four at upload (default true; false serves comparisons). */
   interleave?: boolean;
-  /** 1 or 2 threads (threads.ts; default SKEIN_THREADS, else 1). */
+  /** Threads (threads.ts; default SKEIN_THREADS, else 1): the native kernels run on all of them (their pool), the wasm build on at most two (threads.ts's worker). */
   threads?: number;
+  /**
+   * Split the native kernels' work over their own helper threads (native/pool.inc.c; default
+   * true unless SKEIN_NATIVE_POOL=0). False keeps threads.ts's worker for them, as the wasm
+   * build has: tests and benches compare the two.
+   */
+  nativePool?: boolean;
+  /** The least multiply-adds of a product's piece on the native pool (default: the addon's, 32,768; tests lower it to split tiny products). */
+  poolPieceWork?: number;
   /**
    * Take the kernel thread's half back when it has not started by the time ours is done
    * (default true). False always waits for it: tests use it to exercise that thread.
@@ -444,6 +452,13 @@ const zeroVectors = new Map<number, Float32Array>();
 /** One shared zero vector per length (a constant the kernels' memory keeps once). */
 const zeros = (n: number) => zeroVectors.get(n) ?? zeroVectors.set(n, new Float32Array(n)).get(n)!;
 
+/**
+ * The threads (and a piece's least work) this thread last gave the addon's pool, which is process-wide: each
+ * instance sets its own before its calls (syncPool), so one made for one thread never runs on
+ * the helpers another one started.
+ */
+let poolSetting = '1:0';
+
 export class MatmulKernels {
   private readonly memory: WebAssembly.Memory;
   private readonly module: WebAssembly.Module;
@@ -482,6 +497,9 @@ export class MatmulKernels {
   splitCalls = 0;
   /** Top of the kernel thread's stack, reserved below the weights. */
   private readonly threadStackTop: number;
+  /** Whether the native kernels split work over their own pool (MatmulOptions.nativePool) rather than threads.ts's worker. */
+  private readonly nativePool: boolean;
+  private poolPieceWork: number;
 
   constructor(opts: MatmulOptions = {}) {
     this.interleave = opts.interleave ?? true;
@@ -520,6 +538,8 @@ export class MatmulKernels {
       this.fns = fns;
       this.addon = null;
     }
+    this.nativePool = this.addon?.kernels.pool !== undefined && (opts.nativePool ?? process.env.SKEIN_NATIVE_POOL !== '0');
+    this.poolPieceWork = opts.poolPieceWork ?? 0;
     this.top = align16(this.fns.__heap_base.value as number);
     this.threadStackTop = 0;
     if (this.threads > 1) {
@@ -536,7 +556,14 @@ export class MatmulKernels {
    */
   private split(fn: KernelFn, lo: number, hi: number, work: number, args: (a: number, b: number) => number[]): void {
     const call = this.fns[fn] as (...a: number[]) => void;
-    if (this.threads < 2 || work < this.splitMinWork || hi - lo < 2) {
+    this.syncPool();
+    if (this.nativePool && (fn === 'matmul_x4r' || fn === 'matmul_float' || fn === 'attention')) {
+      // The addon cuts the call into parts for its pool's threads itself (pool.inc.c), whatever its size.
+      call(...args(lo, hi));
+      return;
+    }
+    // threads.ts's worker runs on a stack reserved at construction (threadStackTop).
+    if (this.threads < 2 || this.threadStackTop === 0 || work < this.splitMinWork || hi - lo < 2) {
       call(...args(lo, hi));
       return;
     }
@@ -567,9 +594,36 @@ export class MatmulKernels {
    * second was reserved when this instance was made with two; `skein bench decode --arg
    * threads=best` measures both on one loaded model).
    */
-  setThreads(n: 1 | 2): void {
-    if (n === 2 && this.threadStackTop === 0) throw new RangeError('setThreads(2): this instance was made for one thread (threads: 2 at construction reserves the second its stack)');
+  setThreads(n: number): void {
+    if (!Number.isInteger(n) || n < 1) throw new RangeError(`setThreads: a whole number of threads ≥ 1, got ${n}`);
+    if (n > 1 && this.threadStackTop === 0 && !this.nativePool) throw new RangeError(`setThreads(${n}): this instance was made for one thread (threads ≥ 2 at construction reserves the kernel thread its stack)`);
     this.threads = n;
+  }
+
+  /** Gives the addon's pool this instance's thread count, where another instance (or setThreads) left a different one. */
+  private syncPool(): void {
+    if (this.addon?.kernels.pool === undefined) return;
+    const threads = this.nativePool ? this.threads : 1;
+    const setting = `${threads}:${this.poolPieceWork}`;
+    if (poolSetting === setting) return;
+    this.addon.kernels.pool(threads, this.poolPieceWork);
+    poolSetting = setting;
+  }
+
+  /** The least multiply-adds of a product's piece on the native pool (0: the addon's default; tests lower it to split tiny products). */
+  setPoolPieceWork(work: number): void {
+    this.poolPieceWork = work;
+  }
+
+  /** Parts of this process's native calls posted to the pool's helpers so far, and how many of them the helpers ran (zeros without a pool). */
+  poolCounts(): { posted: number; helped: number } {
+    const [posted, helped] = this.addon?.kernels.pool_counts?.() ?? [0, 0];
+    return { posted, helped };
+  }
+
+  /** Threads the native pool runs this instance's work on (1 without it). */
+  get poolWidth(): number {
+    return this.nativePool ? this.threads : 1;
   }
 
   /** Bytes of this instance's wasm memory (it only grows: weights, KV copies, scratch). */
@@ -830,7 +884,7 @@ export class MatmulKernels {
   /** The plan `layer` runs op by, where it can (fusesLayer), else null. */
   private fusedPlan(op: LayerWeights & { shape?: AttentionShape; seqs?: readonly { n: number; keys: readonly KernelChunk[] }[] }): LayerPlan | null {
     const plan = this.fuseLayers ? this.layerPlan(op) : null;
-    if (plan === null || this.threads === 1 || op.seqs === undefined || op.shape === undefined) return plan;
+    if (plan === null || this.threads === 1 || this.nativePool || op.seqs === undefined || op.shape === undefined) return plan;
     let T = 0;
     for (const s of op.seqs) T += s.n;
     if (T * plan.mostWork >= this.splitMinWork) return null;
@@ -1038,6 +1092,7 @@ export class MatmulKernels {
       words.set(plan.weights, PLAN_HEADER);
       words.set(p.seqWords, PLAN_HEADER + plan.weights.length);
     });
+    this.syncPool();
     this.addon!.kernels.block_layers!(this.addon!.id, chain, ops.length);
     xOut.set(new Float32Array(buf, xs[ops.length % 2]!, T * hidden));
     ops.forEach((_, l) => {

@@ -162,7 +162,7 @@ describe('native kernels', () => {
 
   it.runIf(addon !== null)('split a product with the kernel thread (native there too) with the same bits', () => {
     const one = new MatmulKernels({ native: false });
-    const two = new MatmulKernels({ threads: 2, takeBack: false, splitMinWork: 10_000 });
+    const two = new MatmulKernels({ threads: 2, takeBack: false, splitMinWork: 10_000, nativePool: false });
     // 27 groups: split at group 13, the second of a stored pair, so each thread has half a pair alone; the last group is stored alone.
     const rows = 108, cols = 192;
     for (const type of ['q4_1', 'q8_0'] as BlockType[]) {

@@ -32,6 +32,10 @@ export interface NativeKernels {
   attention(id: number, q: number, kc: number, vc: number, rows: number, chunks: number, P: number, n: number, vis: number, H: number, KV: number, D: number, scores: number, out: number, last: number, h0: number, h1: number): void;
   /** Whole decoder layers, one after another, as the `count` plans whose offsets are at `plans` describe them (native/layer.inc.c; MatmulKernels.layers writes them). Absent from addons built before it. */
   block_layers?(id: number, plans: number, count: number): void;
+  /** Sets the threads the calling thread's products, attention and layers split over (native/pool.inc.c: threads − 1 helpers; 1 runs them alone) and a product piece's least multiply-adds (0: the addon's default), and returns how many threads it has. Absent from addons built before it. */
+  pool?(threads: number, pieceWork?: number): number;
+  /** [parts posted to the pool's helpers so far, parts they ran] (process-wide). */
+  pool_counts?(): [number, number];
 }
 
 /** Bytes of the addon's x4h groups for a rows × cols matrix (kernels.c: 72, 80 and 136 bytes per 4 rows × 32 columns). */

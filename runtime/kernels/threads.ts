@@ -22,6 +22,10 @@
  * already (one compare-and-swap decides): at worst a product runs on one thread as before,
  * never waits on a thread that is not running.
  *
+ * This worker serves the wasm build (and the native kernels with SKEIN_NATIVE_POOL=0); the
+ * native kernels split their work over their own helper threads instead (native/pool.inc.c),
+ * as many as SKEIN_THREADS asks for.
+ *
  * How many threads: SKEIN_THREADS=2 turns the second thread on; the default is one. On the
  * 2-vCPU KVM machines this project is measured on it pays only when nothing else runs:
  * SmolLM2 Q4_1 on a quiet box went from 38.4 to 48.8 tok/s decode and 98.9 to 124.6 tok/s
@@ -49,13 +53,13 @@ const JOIN_SPIN_MS = 5;
 export const KERNEL_FN = { matmul_quant: 0, matmul_x4: 1, matmul_float: 2, attention: 3, matmul_x4r: 4 } as const;
 export type KernelFn = keyof typeof KERNEL_FN;
 
-/** Threads the kernels use by default: SKEIN_THREADS (1 or 2, at most the cores), else 1. */
+/** Threads the kernels use by default: SKEIN_THREADS (at most the cores; the wasm build uses two of them at most), else 1. */
 export function defaultKernelThreads(): number {
   const env = process.env.SKEIN_THREADS;
   if (env === undefined || env === '') return 1;
   const n = Number(env);
   if (!Number.isInteger(n) || n < 1) throw new RangeError(`SKEIN_THREADS must be a whole number ≥ 1, got ${JSON.stringify(env)}`);
-  return Math.min(n, 2, os.availableParallelism());
+  return Math.min(n, os.availableParallelism());
 }
 
 class KernelThread {

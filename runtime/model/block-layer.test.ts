@@ -109,7 +109,7 @@ describe.skipIf(nativeKernels()?.block_layers === undefined)('a layer in one nat
     try {
       const L = model.blockWeights!.layers[0]!;
       // The widest weight (gate, up: 96×64) is 6,144 multiply-adds a row: one row stays under 10,000, two do not.
-      const kernels = new MatmulKernels({ threads: 2, splitMinWork: 10_000 });
+      const kernels = new MatmulKernels({ threads: 2, splitMinWork: 10_000, nativePool: false });
       const up = (m: typeof L.wq) => kernels.upload(m);
       const norm = { weight: new Float32Array(64).fill(1), eps: 1e-5 };
       const weights = { groups: [[{ weight: up(L.wq) }], [{ weight: up(L.wk) }], [{ weight: up(L.wv) }]], norm, mlp: { o: up(L.wo), bo: null, norm, gate: up(L.wGate), up: up(L.wUp), down: up(L.wDown) } };
@@ -129,4 +129,39 @@ describe.skipIf(nativeKernels()?.block_layers === undefined)('a layer in one nat
       model.dispose();
     }
   });
+});
+
+describe.skipIf(nativeKernels()?.pool === undefined || nativeKernels()?.block_layers === undefined)('the native pool (SKEIN_THREADS ≥ 2) gives one thread\'s bits', () => {
+  for (const type of ['q4_1', 'q8_0', 'f16'] as BlockType[]) {
+    it(`on ${type} blocks, on 2 and 3 threads: chained, layer by layer and call by call, every product cut into pieces`, () => {
+      const model = quantizeModel(randomModel(shape, 7), type);
+      const kernels = prepareModel(model).kernels;
+      try {
+        const one = run(model);
+        // Pieces of any size, so that this model's small products split too.
+        kernels.setPoolPieceWork(1);
+        const before = kernels.poolCounts();
+        for (const threads of [2, 3]) {
+          kernels.setThreads(threads);
+          expect(kernels.poolWidth).toBe(threads);
+          for (const fused of [true, false]) {
+            kernels.setFusedLayers(fused);
+            for (const layerByLayer of [false, true]) {
+              const got = run(model, layerByLayer);
+              const where = `${threads} threads, ${fused ? (layerByLayer ? 'layer by layer' : 'chained') : 'call by call'}`;
+              expect(got.logits.every((l, i) => sameBits(l, one.logits[i]!)), where).toBe(true);
+              expect(got.kv.every((x, i) => sameBits(x, one.kv[i]!)), where).toBe(true);
+            }
+          }
+        }
+        // Parts went to the pool (whether a helper ran them depends on the machine's load: the caller runs any part no helper has claimed).
+        expect(kernels.poolCounts().posted).toBeGreaterThan(before.posted);
+      } finally {
+        kernels.setThreads(1);
+        kernels.setPoolPieceWork(0);
+        kernels.setFusedLayers(true);
+        model.dispose();
+      }
+    });
+  }
 });

@@ -53,7 +53,7 @@ function build() {
   const tmp = `${out}.${process.pid}.tmp`;
   // -ffp-contract=off: no fused multiply-adds, so every float step rounds as the wasm build's does.
   // -mavx2 -mf16c: the whole file may use them; the addon's supported() checks the CPU before any kernel runs.
-  const args = ['-O3', '-std=c11', '-mavx2', '-mf16c', '-fPIC', '-shared', '-ffp-contract=off', '-fvisibility=hidden', '-Wall', '-Wextra', '-Werror', '-I', inc, '-o', tmp, path.join(here, 'kernels.c')];
+  const args = ['-O3', '-std=c11', '-mavx2', '-mf16c', '-fPIC', '-shared', '-pthread', '-ffp-contract=off', '-fvisibility=hidden', '-Wall', '-Wextra', '-Werror', '-I', inc, '-o', tmp, path.join(here, 'kernels.c')];
   if (process.platform === 'darwin') args.push('-undefined', 'dynamic_lookup');
   try {
     execFileSync(cc, args, { stdio: ['ignore', 'inherit', 'inherit'] });

@@ -21,6 +21,7 @@
  * with -ffp-contract=off so that no multiply-add is fused. kernels.test.ts compares both
  * builds bit for bit; matmul.ts checks it again once per process before using this one.
  */
+#define _GNU_SOURCE /* syscall (the pool's futex) */
 #include <immintrin.h>
 #include <node_api.h>
 #include <stddef.h>
@@ -520,6 +521,7 @@ static const void **chunk_addresses(uint8_t *m, const uint32_t *kc, const uint32
   return chunk_table;
 }
 
+#include "pool.inc.c"
 #include "layer.inc.c"
 
 /* ---- Node-API glue: (memory id, the wasm export's arguments) → the kernel on that memory. ---- */
@@ -567,6 +569,26 @@ static napi_value js_register(napi_env env, napi_callback_info info) {
 }
 
 /* matmul_x4r(id, type, w, rows, cols, qa, da, sa, T, y, g0, g1): Q4 groups, and Q8_0 ones on the same int8 activations (sa unused). */
+/* A product's rows [g0, g1) of x4h groups (matmul_x4r) or [r0, r1) of F32/F16 ones (matmul_float), in pieces over the pool. */
+typedef struct {
+  int type, rows, cols, T, lo, hi, pieces;
+  const uint8_t *w;
+  const int8_t *qa;
+  const float *x, *da, *sa;
+  float *y;
+} ProductJob;
+
+static void product_part(const void *job, int k) {
+  const ProductJob *p = job;
+  if (p->type == T_F32 || p->type == 1 /* F16 */) {
+    matmul_float8(p->type, p->w, p->rows, p->cols, p->x, p->T, p->y, p->lo + piece_start(p->hi - p->lo, p->pieces, k), p->lo + piece_start(p->hi - p->lo, p->pieces, k + 1));
+    return;
+  }
+  const int g0 = p->lo + piece_start(4 * (p->hi - p->lo), p->pieces, k) / 4, g1 = p->lo + piece_start(4 * (p->hi - p->lo), p->pieces, k + 1) / 4;
+  if (p->type == T_Q8_0) (use_avx512 ? matmul_x8r_vnni : matmul_x8r_avx2)(p->w, p->rows, p->cols, p->qa, p->da, p->T, p->y, g0, g1);
+  else (use_avx512 ? matmul_x4r_vnni : matmul_x4r_avx2)(p->type, p->w, p->rows, p->cols, p->qa, p->da, p->sa, p->T, p->y, g0, g1);
+}
+
 static napi_value js_matmul_x4r(napi_env env, napi_callback_info info) {
   uint32_t a[12];
   if (!read_args(env, info, a, 12)) return NULL;
@@ -575,11 +597,10 @@ static napi_value js_matmul_x4r(napi_env env, napi_callback_info info) {
     napi_throw_range_error(env, NULL, "native kernels: matmul_x4r is for Q4_0, Q4_1 and Q8_0 groups");
     return NULL;
   }
-  if (a[1] == T_Q8_0) {
-    (use_avx512 ? matmul_x8r_vnni : matmul_x8r_avx2)(m + a[2], (int)a[3], (int)a[4], (const int8_t *)(m + a[5]), (const float *)(m + a[6]), (int)a[8], (float *)(m + a[9]), (int)a[10], (int)a[11]);
-    return NULL;
-  }
-  (use_avx512 ? matmul_x4r_vnni : matmul_x4r_avx2)((int)a[1], m + a[2], (int)a[3], (int)a[4], (const int8_t *)(m + a[5]), (const float *)(m + a[6]), (const float *)(m + a[7]), (int)a[8], (float *)(m + a[9]), (int)a[10], (int)a[11]);
+  const int lo = (int)a[10], hi = (int)a[11];
+  ProductJob job = {.type = (int)a[1], .w = m + a[2], .rows = (int)a[3], .cols = (int)a[4], .qa = (const int8_t *)(m + a[5]), .da = (const float *)(m + a[6]), .sa = (const float *)(m + a[7]), .T = (int)a[8], .y = (float *)(m + a[9]), .lo = lo, .hi = hi};
+  job.pieces = hi > lo ? product_pieces(job.T, 4 * (hi - lo), job.cols, pool_width()) : 0;
+  pool_run(product_part, &job, job.pieces);
   return NULL;
 }
 
@@ -672,7 +693,10 @@ static napi_value js_matmul_float(napi_env env, napi_callback_info info) {
   uint32_t a[10];
   if (!read_args(env, info, a, 10)) return NULL;
   uint8_t *m = memories[a[0]];
-  matmul_float8((int)a[1], m + a[2], (int)a[3], (int)a[4], (const float *)(m + a[5]), (int)a[6], (float *)(m + a[7]), (int)a[8], (int)a[9]);
+  const int lo = (int)a[8], hi = (int)a[9];
+  ProductJob job = {.type = (int)a[1], .w = m + a[2], .rows = (int)a[3], .cols = (int)a[4], .x = (const float *)(m + a[5]), .T = (int)a[6], .y = (float *)(m + a[7]), .lo = lo, .hi = hi};
+  job.pieces = hi > lo ? product_pieces(job.T, hi - lo, job.cols, pool_width()) : 0;
+  pool_run(product_part, &job, job.pieces);
   return NULL;
 }
 
@@ -721,6 +745,30 @@ static napi_value js_silu_mul(napi_env env, napi_callback_info info) {
  * kc and vc are tables of chunk offsets in the memory (wasm pointers), turned into
  * addresses by chunk_addresses. last 0 is none.
  */
+/* Attention's heads h0..h1 over the pool, a part per KV head (its query heads together, as one call takes them). */
+typedef struct {
+  const float *q;
+  const void **addresses;
+  const int *rows;
+  const uint8_t *vis;
+  float *out;
+  int chunks, P, n, H, KVf, D, h0, h1, G;
+  _Atomic int failed;
+} HeadsJob;
+
+static void heads_part(const void *job, int k) {
+  HeadsJob *a = (HeadsJob *)job;
+  int lo = (a->h0 / a->G + k) * a->G, hi = lo + a->G;
+  if (lo < a->h0) lo = a->h0;
+  if (hi > a->h1) hi = a->h1;
+  float *scores = scores_scratch(a->P + a->n);
+  if (scores == NULL) {
+    atomic_store(&a->failed, 1);
+    return;
+  }
+  attention(a->q, a->addresses, a->addresses + a->chunks, a->rows, a->chunks, a->P, a->n, a->vis, a->H, a->KVf, a->D, scores, a->out, NULL, lo, hi);
+}
+
 static napi_value js_attention(napi_env env, napi_callback_info info) {
   uint32_t a[17];
   if (!read_args(env, info, a, 17)) return NULL;
@@ -731,12 +779,21 @@ static napi_value js_attention(napi_env env, napi_callback_info info) {
     napi_throw_error(env, NULL, "native kernels: out of memory for the attention's chunk table");
     return NULL;
   }
-  attention((const float *)(m + a[1]), addresses, addresses + chunks, (const int *)(m + a[4]), chunks, (int)a[6], (int)a[7], m + a[8], (int)a[9], (int)a[10], (int)a[11],
-            (float *)(m + a[12]), (float *)(m + a[13]), a[14] ? (float *)(m + a[14]) : NULL, (int)a[15], (int)a[16]);
+  const int H = (int)a[9], KV = (int)(a[10] & 0xffff), h0 = (int)a[15], h1 = (int)a[16];
+  /* `last` (the mean over heads of the last row's probabilities) needs every head in one call. */
+  if (a[14] == 0 && pool_width() > 1 && KV > 0 && H % KV == 0 && h1 > h0) {
+    const int G = H / KV;
+    HeadsJob job = {.q = (const float *)(m + a[1]), .addresses = addresses, .rows = (const int *)(m + a[4]), .vis = m + a[8], .out = (float *)(m + a[13]),
+                    .chunks = chunks, .P = (int)a[6], .n = (int)a[7], .H = H, .KVf = (int)a[10], .D = (int)a[11], .h0 = h0, .h1 = h1, .G = G};
+    pool_run(heads_part, &job, (h1 - 1) / G - h0 / G + 1);
+    if (atomic_load(&job.failed)) napi_throw_error(env, NULL, "native kernels: out of memory for the attention's scores");
+    return NULL;
+  }
+  attention((const float *)(m + a[1]), addresses, addresses + chunks, (const int *)(m + a[4]), chunks, (int)a[6], (int)a[7], m + a[8], H, (int)a[10], (int)a[11],
+            (float *)(m + a[12]), (float *)(m + a[13]), a[14] ? (float *)(m + a[14]) : NULL, h0, h1);
   return NULL;
 }
 
-/* block_layers(id, plans, count): decoder layers in turn (layer.inc.c), as the plans whose offsets are at `plans` describe them. */
 static napi_value js_block_layers(napi_env env, napi_callback_info info) {
   uint32_t a[3];
   if (!read_args(env, info, a, 3)) return NULL;
@@ -747,13 +804,47 @@ static napi_value js_block_layers(napi_env env, napi_callback_info info) {
       napi_throw_range_error(env, NULL, "native kernels: block_layers' plans must be 8-byte aligned");
       return NULL;
     }
+  }
+  /* The helpers spin from one product to the next while the layers run. */
+  pool_hot(1);
+  for (uint32_t i = 0; i < a[2]; i++) {
     const char *failed = block_layer(m, (const int32_t *)(m + plans[i]));
     if (failed != NULL) {
+      pool_hot(0);
       napi_throw_error(env, NULL, failed);
       return NULL;
     }
   }
+  pool_hot(0);
   return NULL;
+}
+
+/* pool(threads, pieceWork?) → the threads this thread's products and attention now run on (pool.inc.c: helpers + 1; 1 where there is no pool); pieceWork: the least multiply-adds of a product's piece (tests lower it). */
+static napi_value js_pool(napi_env env, napi_callback_info info) {
+  napi_value argv[2], r;
+  size_t argc = 2;
+  uint32_t threads, piece_work = 0;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 1 || napi_get_value_uint32(env, argv[0], &threads) != napi_ok ||
+      (argc >= 2 && napi_get_value_uint32(env, argv[1], &piece_work) != napi_ok)) {
+    napi_throw_type_error(env, NULL, "native kernels: pool takes a number of threads (and a piece's least work)");
+    return NULL;
+  }
+  napi_create_int32(env, pool_set_threads(threads > 64 ? 64 : (int)threads, piece_work > 1u << 30 ? 1 << 30 : (int)piece_work), &r);
+  return r;
+}
+
+/* pool_counts() → [parts posted to the pool's helpers so far, parts they ran]: tests and benches check that work was shared. */
+static napi_value js_pool_counts(napi_env env, napi_callback_info info) {
+  (void)info;
+  uint64_t posted, helped;
+  pool_counts(&posted, &helped);
+  napi_value r, a, b;
+  napi_create_array_with_length(env, 2, &r);
+  napi_create_double(env, (double)posted, &a);
+  napi_create_double(env, (double)helped, &b);
+  napi_set_element(env, r, 0, a);
+  napi_set_element(env, r, 1, b);
+  return r;
 }
 
 /* Whether this CPU runs the AVX2 and F16C code above (checked before anything calls it). */
@@ -779,6 +870,8 @@ NAPI_MODULE_INIT() {
       {"attention", NULL, js_attention, NULL, NULL, NULL, napi_default, NULL},
       {"block_layers", NULL, js_block_layers, NULL, NULL, NULL, napi_default, NULL},
       {"isa", NULL, js_isa, NULL, NULL, NULL, napi_default, NULL},
+      {"pool", NULL, js_pool, NULL, NULL, NULL, napi_default, NULL},
+      {"pool_counts", NULL, js_pool_counts, NULL, NULL, NULL, napi_default, NULL},
   };
   if (use_avx512 < 0) use_avx512 = cpu_has_avx512();
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);

@@ -39,28 +39,102 @@ static inline uint8_t *take16(uint8_t **at, size_t bytes) {
   return p;
 }
 
-/* y (T, rows) = x·Wᵀ as MatmulKernels.multiply runs it: int8 activations (quantized once by the caller) for x4h groups, f32 ones for F32/F16 weights. */
-static void layer_product(uint8_t *m, const int32_t *w, const float *x, const int8_t *qa, const float *da, const float *sa, int T, float *y) {
+/* Rows r0..r1 of y (T, rows) = x·Wᵀ as MatmulKernels.multiply runs it: int8 activations (quantized once by the caller) for x4h groups, f32 ones for F32/F16 weights. */
+static void layer_product(uint8_t *m, const int32_t *w, const float *x, const int8_t *qa, const float *da, const float *sa, int T, float *y, int r0, int r1) {
   const int type = w[W_TYPE], rows = w[W_ROWS], cols = w[W_COLS];
-  if (type == T_F32 || type == T_F16) matmul_float8(type, m + w[W_AT], rows, cols, x, T, y, 0, rows);
-  else if (type == T_Q8_0) (use_avx512 ? matmul_x8r_vnni : matmul_x8r_avx2)(m + w[W_AT], rows, cols, qa, da, T, y, 0, rows / 4);
-  else (use_avx512 ? matmul_x4r_vnni : matmul_x4r_avx2)(type, m + w[W_AT], rows, cols, qa, da, sa, T, y, 0, rows / 4);
+  if (type == T_F32 || type == T_F16) matmul_float8(type, m + w[W_AT], rows, cols, x, T, y, r0, r1);
+  else if (type == T_Q8_0) (use_avx512 ? matmul_x8r_vnni : matmul_x8r_avx2)(m + w[W_AT], rows, cols, qa, da, T, y, r0 / 4, r1 / 4);
+  else (use_avx512 ? matmul_x4r_vnni : matmul_x4r_avx2)(type, m + w[W_AT], rows, cols, qa, da, sa, T, y, r0 / 4, r1 / 4);
 }
 
-/* Runs n weights on the (T, cols) rows at x: the activations quantized once, into scratch, when any weight takes them (MatmulKernels.multiply). */
-static void layer_products(uint8_t *m, uint8_t *scratch, const int32_t *const *ws, int n, const float *x, int T, float *const *ys) {
-  const int cols = ws[0][W_COLS], nb = cols / QK;
-  int8_t *qa = NULL;
-  float *da = NULL, *sa = NULL;
-  for (int i = 0; i < n; i++) {
-    if (ws[i][W_TYPE] == T_F32 || ws[i][W_TYPE] == T_F16 || qa != NULL) continue;
-    qa = (int8_t *)take16(&scratch, (size_t)T * cols);
-    da = (float *)take16(&scratch, 4 * (size_t)T * nb);
-    sa = (float *)take16(&scratch, 4 * (size_t)T * nb);
-    quantize_rows_r8(x, T, cols, qa, da, sa);
-  }
-  for (int i = 0; i < n; i++) layer_product(m, ws[i], x, qa, da, sa, T, ys[i]);
+/* Up to 64 weights on the same rows, each cut into pieces (pool.inc.c): part p is piece p − first[i] of weight i. */
+typedef struct {
+  uint8_t *m;
+  const int32_t *const *ws;
+  const float *x;
+  const int8_t *qa;
+  const float *da, *sa;
+  float *const *ys;
+  int T, n;
+  int pieces[64], first[65];
+} ProductsJob;
+
+static void products_part(const void *job, int part) {
+  const ProductsJob *p = job;
+  int i = 0;
+  while (part >= p->first[i + 1]) i++;
+  const int k = part - p->first[i], rows = p->ws[i][W_ROWS];
+  layer_product(p->m, p->ws[i], p->x, p->qa, p->da, p->sa, p->T, p->ys[i], piece_start(rows, p->pieces[i], k), piece_start(rows, p->pieces[i], k + 1));
 }
+
+/* Runs n (≤ 64) weights on the (T, cols) rows at x, over the pool's threads: the activations quantized once, into scratch, when any weight takes them (MatmulKernels.multiply). */
+static void layer_products(uint8_t *m, uint8_t *scratch, const int32_t *const *ws, int n, const float *x, int T, float *const *ys) {
+  const int cols = ws[0][W_COLS], nb = cols / QK, width = pool_width();
+  ProductsJob job = {.m = m, .ws = ws, .x = x, .ys = ys, .T = T, .n = n};
+  for (int i = 0; i < n; i++) {
+    if (ws[i][W_TYPE] == T_F32 || ws[i][W_TYPE] == T_F16 || job.qa != NULL) continue;
+    int8_t *qa = (int8_t *)take16(&scratch, (size_t)T * cols);
+    float *da = (float *)take16(&scratch, 4 * (size_t)T * nb);
+    float *sa = (float *)take16(&scratch, 4 * (size_t)T * nb);
+    quantize_rows_r8(x, T, cols, qa, da, sa);
+    job.qa = qa, job.da = da, job.sa = sa;
+  }
+  job.first[0] = 0;
+  for (int i = 0; i < n; i++) {
+    job.pieces[i] = product_pieces(T, ws[i][W_ROWS], cols, width);
+    job.first[i + 1] = job.first[i] + job.pieces[i];
+  }
+  pool_run(products_part, &job, job.first[n]);
+}
+
+/* A thread's scratch for attention's scores (4 heads × S floats), grown as needed; NULL when out of memory. */
+static _Thread_local float *thread_scores;
+static _Thread_local size_t thread_scores_size;
+static float *scores_scratch(int S) {
+  const size_t n = 4 * (size_t)S;
+  if (n > thread_scores_size) {
+    float *grown = realloc(thread_scores, n * sizeof *grown);
+    if (grown == NULL) return NULL;
+    thread_scores = grown;
+    thread_scores_size = n;
+  }
+  return thread_scores;
+}
+
+/* One sequence's attention in a layer: its chunk addresses (keys, then values), table, rows. */
+typedef struct {
+  const void **addresses;
+  const int32_t *table;
+  const uint8_t *vis;
+  int chunks, n, S, r;
+} SeqAttention;
+
+/* Every sequence's attention over the pool: part p is sequence p / split's KV head p % split (split 1: all its heads). */
+typedef struct {
+  const SeqAttention *seqs;
+  const float *q;
+  float *out;
+  int H, KVf, D, split;
+  _Atomic int failed;
+} AttentionJob;
+
+static void attention_part(const void *job, int part) {
+  AttentionJob *a = (AttentionJob *)job;
+  const SeqAttention *s = &a->seqs[part / a->split];
+  const int per = a->H / a->split, h0 = part % a->split * per, qd = a->H * a->D;
+  float *scores = scores_scratch(s->S);
+  if (scores == NULL) {
+    atomic_store(&a->failed, 1);
+    return;
+  }
+  attention(a->q + (size_t)s->r * qd, s->addresses, s->addresses + s->chunks, s->table + 2 * s->chunks, s->chunks, s->S - s->n, s->n, s->vis, a->H, a->KVf, a->D, scores, a->out + (size_t)s->r * qd, NULL, h0, h0 + per);
+}
+
+/* The owner's per-layer tables for the pooled attention: the sequences and their chunk addresses. */
+static _Thread_local SeqAttention *seq_attention;
+static _Thread_local size_t seq_attention_size;
+static _Thread_local const void **seq_addresses;
+static _Thread_local size_t seq_addresses_size;
 
 /* Rows (n, KV·D) stored head by head (MatmulKernels.store), narrowed to f16 through f32 scratch as store does when f16. */
 static void layer_store(const float *rows, int n, int KV, int D, int f16, uint8_t *dst, uint8_t *scratch) {
@@ -112,7 +186,44 @@ static const char *block_layer(uint8_t *m, const int32_t *p) {
 
   /* Per sequence: its new K/V rows stored where attention reads them, then its attention. */
   float *attn = (float *)take16(&scratch, 4 * (size_t)T * qd);
-  {
+  if (pool_width() > 1) {
+    /* Every sequence's rows stored first, then all their attention in one pooled job, a part per (sequence, KV head): the same calls on the same heads. */
+    uint8_t *tmp = take16(&scratch, 4 * (size_t)T * kvd);
+    size_t addresses = 0;
+    for (int s = 0; s < nseq; s++) addresses += 2 * (size_t)seqs[s * S_WORDS + S_CHUNKS];
+    if ((size_t)nseq > seq_attention_size) {
+      SeqAttention *grown = realloc(seq_attention, (size_t)nseq * sizeof *grown);
+      if (grown == NULL) return "block_layer: out of memory for the attention's sequence table";
+      seq_attention = grown;
+      seq_attention_size = (size_t)nseq;
+    }
+    if (addresses > seq_addresses_size) {
+      const void **grown = realloc(seq_addresses, addresses * sizeof *grown);
+      if (grown == NULL) return "block_layer: out of memory for the attention's chunk table";
+      seq_addresses = grown;
+      seq_addresses_size = addresses;
+    }
+    const void **at = seq_addresses;
+    for (int s = 0, r = 0; s < nseq; s++) {
+      const int32_t *sq = seqs + s * S_WORDS;
+      const int n = sq[S_N], chunks = sq[S_CHUNKS];
+      const int32_t *table = (const int32_t *)(m + sq[S_TABLE]);
+      layer_store(groups[1] + (size_t)r * kvd, n, KV, D, f16, m + sq[S_K_DST], tmp);
+      layer_store(groups[2] + (size_t)r * kvd, n, KV, D, f16, m + sq[S_V_DST], tmp);
+      int S = 0;
+      for (int c = 0; c < chunks; c++) {
+        S += table[2 * chunks + c];
+        at[c] = m + (uint32_t)table[c];
+        at[chunks + c] = m + (uint32_t)table[chunks + c];
+      }
+      seq_attention[s] = (SeqAttention){.addresses = at, .table = table, .vis = m + sq[S_VIS], .chunks = chunks, .n = n, .S = S, .r = r};
+      at += 2 * (size_t)chunks;
+      r += n;
+    }
+    AttentionJob job = {.seqs = seq_attention, .q = q, .out = attn, .H = H, .KVf = KVf, .D = D, .split = KV};
+    pool_run(attention_part, &job, nseq * KV);
+    if (atomic_load(&job.failed)) return "block_layer: out of memory for the attention's scores";
+  } else {
     int r = 0;
     uint8_t *tmp = take16(&scratch, 4 * (size_t)T * kvd);
     for (int s = 0; s < nseq; s++) {
