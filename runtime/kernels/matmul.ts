@@ -872,10 +872,12 @@ export class MatmulKernels {
 
   /**
    * Whether `layer` can run op: native kernels with block_layers, q/k/v in three groups,
-   * every weight in the native groups (x4h) or F32/F16. On two threads, only where the
-   * per-call path would split nothing over them (every product and attention call below
-   * splitMinWork: a decode step's layers, not a prefill chunk's), so the second thread keeps
-   * what it gains there; without `seqs` the weights alone are judged.
+   * every weight in the native groups (x4h) or F32/F16. On the native pool's threads always
+   * (the call splits its own products and attention); on threads.ts's worker
+   * (SKEIN_NATIVE_POOL=0) only where the per-call path would split nothing over it (every
+   * product and attention call below splitMinWork: a decode step's layers, not a prefill
+   * chunk's), so the second thread keeps what it gains there; without `seqs` the weights
+   * alone are judged.
    */
   fusesLayer(op: LayerWeights & { shape?: AttentionShape; seqs?: readonly { n: number; keys: readonly KernelChunk[] }[] }): boolean {
     return this.fusedPlan(op) !== null;

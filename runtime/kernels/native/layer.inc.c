@@ -12,7 +12,8 @@
  * store, attention and mlpBlock (the element-wise ones are float-kernels.inc.c's, which
  * the wasm build runs there), so every value has the same bits (block-layer.test.ts
  * compares the paths on five weight types). MatmulKernels.layers takes this path on the
- * native kernels at one thread (the two-thread split of a product stays on the per-call path).
+ * native kernels, on any thread count: its products and attention split over the pool's
+ * threads (pool.inc.c) with the same bits.
  *
  * The plan (int32 words at `plan` in the memory; offsets are the memory's; doubles in a
  * Float64 table at plan[P_DOUBLES]: the two norms' eps, then each q/k/v part's scale):
