@@ -18,7 +18,9 @@
  * drafts); gate rate is the share of decode decisions the gate sent to plain decoding.
  * Beside them, the cost model: forward milliseconds for 1 + n rows after a 128-token
  * past, and the heads' milliseconds per step with their projection onto the whole
- * vocabulary and onto their own (HeadsMeta.vocab).
+ * vocabulary and onto their own (HeadsMeta.vocab); and from them the ceilings
+ * (speculation-ceiling.ts): the speedup chains of drafts would give if every draft were
+ * accepted — what no heads can pass on this machine.
  *
  * Kernels: the model runs on its own path (the wasm block kernels for the GGUF, whose rows
  * are bit-identical in a tree verification and a one-row step); `--arg kernels=f32` runs
@@ -36,6 +38,7 @@ import { availableHeads, findHeadsDir, readHeads } from '../heads/files.js';
 import type { LoadedModel } from '../model/types.js';
 import { Scheduler, type SequenceShape, type SequenceSummary } from '../scheduler/scheduler.js';
 import { HeadsLibrary } from '../stages/speculate.js';
+import { speculationCeiling } from '../stages/speculation-ceiling.js';
 import { instructionPrompts } from '../train/heads-data.js';
 import { measureCosts, measureHeads } from '../train/heads-train.js';
 import { registerBench } from './index.js';
@@ -152,6 +155,19 @@ registerBench('speculate', {
         }),
       );
       log(`speculate: forward ms by rows ${JSON.stringify(verifyCost)}; heads per step ${JSON.stringify(headsMs)}`);
+      // What no heads could beat on this machine: chains of drafts all accepted, against the
+      // measured forward by rows and the heads' own cost (batch 8: the heads counted free).
+      const ceilings = {
+        ...Object.fromEntries(
+          (['medusa', 'cerberus'] as const).map((kind) => {
+            const depth = headsMs[kind]!.heads_by_depth;
+            const c = speculationCeiling({ rowMs: cost, batch: 1, draftMs: (k) => depth[Math.min(k, depth.length) - 1]!, maxDrafts: depth.length });
+            return [`${kind}_b1_every_draft_accepted`, { speedup: round(c.speedup, 3), drafts: c.drafts }];
+          }),
+        ),
+        b8_every_draft_accepted_heads_free: (({ speedup, drafts }) => ({ speedup: round(speedup, 3), drafts }))(speculationCeiling({ rowMs: cost, batch: 8, draftMs: () => 0, maxDrafts: 4 })),
+      };
+      log(`speculate: ceilings (every draft accepted) ${JSON.stringify(ceilings)}`);
       type Name = keyof typeof configs;
       const ms: Record<string, number[]> = {};
       const decodeRates: Record<string, number[]> = {};
@@ -238,6 +254,7 @@ registerBench('speculate', {
         gate: gated.gate,
         forwardMsByRows: verifyCost,
         headsMs,
+        ceilings,
         tokensPerSec,
         decodeTokensPerSec,
         ratios,

@@ -9,7 +9,11 @@
  *   baseline (first k layers), a contiguous middle block skipped (same k), and the
  *   self-speculative mode at r = 2 and at a milder `spec-target` (default 1.25), the latter
  *   also drafting with a middle block skipped (`selfspec_mid…`): each output is checked
- *   token for token against the full run (`…_identical`).
+ *   token for token against the full run (`…_identical`). Beside them, what
+ *   self-speculation could reach on this machine (speculation-ceiling.ts): from the lossy
+ *   step's measured cost and the forward measured by rows, the speedup with every draft
+ *   accepted (`…_selfspec_ceiling_vs_full`) and at the acceptance measured
+ *   (`…_selfspec_expected_vs_full`).
  * - Perplexity on held-out text (the project's generated passages, not any model's training
  *   data): the first `ppl-context` tokens prefilled at full depth, the next `ppl-tokens`
  *   scored teacher-forced through the kept layers (what lossy decoding computes).
@@ -71,6 +75,8 @@ import { compressIds, questionOf, randomScoreCompress } from './compress.js';
 import { DEFAULT_SCORER_VOCAB, defaultScorerLayers } from '../stages/compress-stage.js';
 import type { ScorerVocab } from '../stages/scorer-head.js';
 import { earlyExitLayers, middleBlockLayers, unifiedLayers } from '../stages/layer-selection.js';
+import { speculationCeiling } from '../stages/speculation-ceiling.js';
+import { measureCosts } from '../train/heads-train.js';
 import { scoreEvalItem, type EvalItem } from '../train/data/instruct.js';
 import { registerBench } from './index.js';
 import { measureSotStacked } from './stages-sot.js';
@@ -391,6 +397,25 @@ function measureDecode(model: LoadedModel, tokenizer: ModelTokenizer, o: Setting
       part.quality[`${name}_first_divergence`] = a.firstDivergence;
     }
   }
+  // What self-speculation could give here: k drafted tokens at the lossy kept-layers step's
+  // measured cost each, then k + 1 rows verified at full depth (the forward by rows measured
+  // after a 128-token past) — with every draft accepted (the ceiling no drafter passes), and
+  // with the acceptance measured above (what the run should read).
+  const rowMs = measureCosts(model);
+  const ceilings: Record<string, unknown> = {};
+  for (const name of Object.keys(variants).filter((n) => n.startsWith('skip2_selfspec'))) {
+    const lossy = `skip2${name.slice('skip2_selfspec'.length)}`; // skip2_selfspec_adapted drafts as skip2_adapted does
+    if (runs[lossy] === undefined) continue;
+    const draftMs = (k: number) => (k * rowMs(1) * tps('full')) / tps(lossy);
+    // Any chain length up to 16, not just the stage's: no number of drafts passes it.
+    const every = speculationCeiling({ rowMs, batch: 1, draftMs, maxDrafts: Math.max(o.drafts, 16) });
+    const expected = speculationCeiling({ rowMs, batch: 1, draftMs, maxDrafts: o.drafts, acceptance: part.quality[`${name}_acceptance`] as number });
+    part.ratios[`${name}_ceiling_vs_full`] = round(every.speedup);
+    part.ratios[`${name}_expected_vs_full`] = round(expected.speedup);
+    ceilings[name] = { every_draft_accepted: { speedup: round(every.speedup), drafts: every.drafts }, at_measured_acceptance: { speedup: round(expected.speedup), drafts: expected.drafts } };
+  }
+  part.figures.selfspec_ceiling = ceilings;
+  log(`  self-speculation on this machine's forward costs: ${JSON.stringify(ceilings)}`);
   part.figures.decode_tokens_per_sec = Object.fromEntries(Object.keys(variants).map((n) => [n, round(tps(n))]));
   part.figures.decode_cpu_tokens_per_sec = Object.fromEntries(Object.keys(variants).map((n) => [n, round(cpuTps(n))]));
   // The bandwidth bound: weight bytes per decode step, full vs the kept layers (base and adapted weights).
