@@ -85,7 +85,9 @@ describe('structured output in the engine', () => {
     expect(speculated.text).toBe(plain.text);
     const report = speculated.metrics.stages!.skipLayers!;
     expect(report.draftsProposed).toBeGreaterThan(0);
-    expect(report.draftsAccepted).toBe(report.draftsProposed);
+    // All but the drafts of the last verification (at most 4), which run past the end of the JSON, where the grammar completes.
+    expect(report.draftsAccepted).toBeGreaterThanOrEqual(report.draftsProposed! - 4);
+    expect(report.draftsAccepted).toBeLessThanOrEqual(report.draftsProposed!);
     expect(new Ajv().validate(person, JSON.parse(speculated.text))).toBe(true);
   });
 

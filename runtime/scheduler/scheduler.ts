@@ -292,8 +292,15 @@ interface Drafts {
   kv: LayerKvChunks[];
 }
 
-/** Plain decode steps a self-speculative sequence takes after its drafts kept failing, before it drafts again. */
+/**
+ * Plain decode steps a self-speculative sequence takes after its drafts kept failing, before
+ * it drafts again: PROBE_AFTER, doubled after every probe that fails too, up to PROBE_MOST.
+ * A failed probe costs a shallow step and a two-row verification (~1.8 plain steps on
+ * SmolLM2 at r = 2) for one token, so a drafter the model never agrees with (SmolLM2's
+ * unadapted kept layers: 0 % accepted) lost ~10 % at a fixed 8 and loses ~1–2 % this way.
+ */
 const PROBE_AFTER = 8;
+const PROBE_MOST = 128;
 
 class Sequence {
   table: BlockTable | null = null;
@@ -302,14 +309,17 @@ class Sequence {
   readonly generated: number[] = [];
   drafts: Drafts | null = null;
   /**
-   * Self-speculative draft length, adapted: one more after a verification that accepts
-   * every draft (up to shape.drafts), one fewer after one that accepts none; at zero the
-   * sequence decodes plainly for PROBE_AFTER tokens, then drafts one again. Drafts the full
-   * model keeps rejecting cost a shallow forward each and buy nothing, so this bounds the
-   * loss; the output is the same whatever the length.
+   * Self-speculative draft length, adapted: it starts at one, grows by one after a
+   * verification that accepts every draft (up to shape.drafts) and shrinks by one after one
+   * that accepts none; at zero the sequence decodes plainly for probeAfter tokens, then
+   * drafts one again. Drafts the full model keeps rejecting cost a shallow forward each and
+   * buy nothing, so this bounds the loss; the output is the same whatever the length.
+   * Starting at one rather than shape.drafts: a drafter that fails from the first token
+   * wasted shape.drafts verifications of shrinking width before its first plain step.
    */
   draftWidth = 0;
   plainLeft = 0;
+  probeAfter = PROBE_AFTER;
   /** Speculative heads: the candidate tree to verify with the pending token, and the hidden row the heads read at the end of this step. */
   tree: TreeInput | null = null;
   headsInput: Float32Array | null = null;
@@ -334,7 +344,7 @@ class Sequence {
     readonly logprobs: number | undefined,
   ) {
     if (shape !== null) this.figures = { prefillMs: 0, decodeMs: 0 };
-    this.draftWidth = shape?.drafts ?? 0;
+    this.draftWidth = shape?.drafts === undefined ? 0 : Math.min(1, shape.drafts);
   }
 
   /** Every token whose KV the sequence needs: prompt, then generated (the last one not yet run). */
@@ -1121,8 +1131,12 @@ export class Scheduler {
     f.verifications = (f.verifications ?? 0) + 1;
     f.draftsAccepted = (f.draftsAccepted ?? 0) + keep - 1;
     seq.listener.draftStep?.({ proposed: drafts.length, accepted: keep - 1, gated: false });
+    if (keep > 1) seq.probeAfter = PROBE_AFTER;
     if (keep - 1 === drafts.length) seq.draftWidth = Math.min(seq.shape!.drafts!, seq.draftWidth + 1);
-    else if (keep === 1 && --seq.draftWidth === 0) seq.plainLeft = PROBE_AFTER;
+    else if (keep === 1 && --seq.draftWidth === 0) {
+      seq.plainLeft = seq.probeAfter;
+      seq.probeAfter = Math.min(PROBE_MOST, 2 * seq.probeAfter);
+    }
     report.decodeTokens += picked.length;
     this.served.set(seq.owner, (this.served.get(seq.owner) ?? 0) + ids.length);
     for (let i = 0; i < picked.length; i++) if (!this.emit(seq, picked[i]!, scores[i])) return;
