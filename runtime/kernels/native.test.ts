@@ -1,5 +1,6 @@
 import { execFileSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
+import { Worker } from 'node:worker_threads';
 import { describe, expect, it } from 'vitest';
 import { mulberry32 } from '../model/random.js';
 import { quantizeMatrix, type BlockType } from './blocks.js';
@@ -176,6 +177,30 @@ describe('native kernels', () => {
     }
     expect(two.splitCalls).toBe(6);
   });
+
+  it.runIf(addon?.pool !== undefined)('share their pool between two threads without mixing their jobs (each keeps one thread\'s bits)', async () => {
+    // A worker and this thread multiply at once, each taking the pool over before every call.
+    const url = new URL('../../test/fixtures/pool-hammer.ts', import.meta.url).href;
+    const worker = new Worker(`import('tsx/esm/api').then((m) => m.tsImport(${JSON.stringify(url)}, ${JSON.stringify(url)}))`, { eval: true, workerData: { rounds: 3000, seed: 7 } });
+    const messages: unknown[] = [];
+    let wake = () => {};
+    worker.on('message', (m) => {
+      messages.push(m);
+      wake();
+    });
+    const next = () => new Promise<unknown>((resolve, reject) => {
+      worker.once('error', reject);
+      const check = () => (messages.length > 0 ? resolve(messages.shift()) : (wake = check));
+      check();
+    });
+    const { hammer } = await import('../../test/fixtures/pool-hammer.js');
+    const run = hammer(11);
+    expect(await next()).toBe('ready');
+    worker.postMessage('go');
+    expect(run(3000)).toBe(0);
+    expect(await next()).toBe(0);
+    await worker.terminate();
+  }, 60_000);
 
   it.runIf(addon !== null)('refuse arguments they cannot use, saying what is wrong', () => {
     expect(() => addon!.register(new Uint8Array(16).subarray(4))).toThrow(/Uint8Array over a whole shared memory/);

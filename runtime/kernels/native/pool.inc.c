@@ -20,7 +20,8 @@
  * after every part of this one is done, so a claimed part's fields are never torn.
  *
  * One thread owns the pool (the one that last set its size: the model's thread); calls from
- * any other thread (threads.ts's worker) run their parts in order themselves.
+ * any other thread (threads.ts's worker, a second model's) run their parts in order
+ * themselves, and so does any call made while another thread's job holds the pool.
  */
 /* Multiply-adds a product's piece gets at least (~1–2 µs of a decode product here; pool_set_threads: tests lower it to split tiny products). */
 #define POOL_PIECE_WORK 32768
@@ -52,9 +53,11 @@ static struct {
   _Atomic int hot;     /* a chained forward runs: helpers spin instead of sleeping */
   _Atomic int active;  /* helpers that take parts (threads − 1) */
   _Atomic unsigned long owner;
+  /* Held through a job: a second thread that calls in meanwhile runs its parts alone instead of posting over it. */
+  pthread_mutex_t busy;
   int started;
   _Atomic uint64_t posted, helped; /* parts posted to the helpers, and how many of them they ran (pool_counts) */
-} pool;
+} pool = {.busy = PTHREAD_MUTEX_INITIALIZER};
 
 static void pool_sleep(uint32_t seen) {
   syscall(SYS_futex, (uint32_t *)&pool.wake, FUTEX_WAIT_PRIVATE, seen, NULL, NULL, 0);
@@ -125,7 +128,7 @@ static int pool_width(void) {
 
 /* Runs fn(job, 0 .. parts − 1), on the helpers too where this thread owns the pool; returns when every part is done. */
 static void pool_run(PartFn fn, const void *job, int parts) {
-  if (parts <= 1 || pool_width() == 1) {
+  if (parts <= 1 || pool_width() == 1 || pthread_mutex_trylock(&pool.busy) != 0) {
     for (int i = 0; i < parts; i++) fn(job, i);
     return;
   }
@@ -147,6 +150,7 @@ static void pool_run(PartFn fn, const void *job, int parts) {
   }
   atomic_fetch_add(&pool.done, mine);
   while (atomic_load(&pool.done) < parts) _mm_pause();
+  pthread_mutex_unlock(&pool.busy);
 }
 
 /* Helpers spin between jobs while on (a chained forward's layers), else sleep soon after one. */
