@@ -275,31 +275,38 @@ registerBench('decode', {
         await measure(`decode_b1_${type}`, () => 1000 / skeinDecodeStepMs(model, p128, 1, steps), async (S) => 1000 / (await S.decodeStepMs(p128, steps)), 'tok/s');
         await measure(`prefill128_${type}`, () => skeinPrefill(model, p128), (S) => S.prefill(p128), 'tok/s');
         if (type === 'q4_1' && file && args?.engine !== '0') {
-          // The same decode through Skein's engine: the forward plus everything a request adds.
-          // With best, one kernel thread there (the bare figures above chose per side).
-          if (best) process.env.SKEIN_THREADS = '1';
-          const engine = await createEngine({ model: file, thread: 'main', prefixSharing: false });
-          process.env.SKEIN_THREADS = String(threads);
-          try {
-            const eos = model.config.eosTokenIds;
-            const viaEngine: number[] = [];
-            await engineDecodeTps(engine, p128, 4, eos);
-            for (let i = 0; i < reps; i++) viaEngine.push(await engineDecodeTps(engine, p128, steps, eos));
-            const bare = figures[`decode_b1_${type}`]!;
-            record(`decode_b1_engine_${type}`, { skein: median(viaEngine), llamacpp: bare.llamacpp }, 'tok/s');
-            // At a long context: what attention over the paged blocks costs a request.
-            const p1024 = promptIds(1024, vocab);
-            const G = llama1 ?? L; // one thread each side, as the engine runs here
-            const long: number[] = [];
-            const llamaLong: number[] = [];
-            for (let i = 0; i < reps; i++) {
-              long.push(await engineDecodeTps(engine, p1024, steps, eos));
-              if (G) llamaLong.push(1000 / (await G.decodeStepMs(p1024, steps)));
+          // The same decode through Skein's engine: the forward plus everything a request adds,
+          // after a 128-token prompt and, where attention over the paged blocks weighs most,
+          // after a 1,024-token one. With best, an engine at one and at two kernel threads,
+          // each figure at the faster one (and llama.cpp's at its faster count).
+          const eos = model.config.eosTokenIds;
+          const p1024 = promptIds(1024, vocab);
+          const bare = figures[`decode_b1_${type}`]!;
+          const at: { n: number; short: number; long: number; llamaLong: number | null }[] = [];
+          for (const n of best ? [1, 2] : [threads]) {
+            process.env.SKEIN_THREADS = String(n);
+            const engine = await createEngine({ model: file, thread: 'main', prefixSharing: false });
+            process.env.SKEIN_THREADS = String(threads);
+            try {
+              const G = best ? (n === 1 ? llama1 : L) : (llama1 ?? L);
+              const short: number[] = [];
+              const long: number[] = [];
+              const llamaLong: number[] = [];
+              await engineDecodeTps(engine, p128, 4, eos);
+              for (let i = 0; i < reps; i++) short.push(await engineDecodeTps(engine, p128, steps, eos));
+              for (let i = 0; i < reps; i++) {
+                long.push(await engineDecodeTps(engine, p1024, steps, eos));
+                if (G) llamaLong.push(1000 / (await G.decodeStepMs(p1024, steps)));
+              }
+              at.push({ n, short: median(short), long: median(long), llamaLong: G ? median(llamaLong) : null });
+            } finally {
+              await engine.close();
             }
-            record(`decode_b1_engine_ctx1024_${type}`, { skein: median(long), llamacpp: G ? median(llamaLong) : null }, 'tok/s');
-          } finally {
-            await engine.close();
           }
+          const fastest = (key: 'short' | 'long' | 'llamaLong') => at.reduce((a, b) => ((b[key] ?? 0) > (a[key] ?? 0) ? b : a));
+          const counts = (s: number, l: number) => (best ? { skein: s, llamacpp: l } : undefined);
+          record(`decode_b1_engine_${type}`, { skein: fastest('short').short, llamacpp: bare.llamacpp }, 'tok/s', counts(fastest('short').n, bare.llamacppThreads ?? threads));
+          record(`decode_b1_engine_ctx1024_${type}`, { skein: fastest('long').long, llamacpp: fastest('llamaLong').llamaLong }, 'tok/s', counts(fastest('long').n, fastest('llamaLong').n));
         }
         if (type === 'q8_0') {
           const p512 = promptIds(512, vocab);
