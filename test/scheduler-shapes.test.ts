@@ -181,6 +181,29 @@ describe('self-speculative decode', () => {
     expectClean(s);
   });
 
+  it('with drafting\'s cost (selfSpecCost) drafts only chains that pay, with the same output', () => {
+    const all = Array.from({ length: L }, (_, l) => l);
+    const proposed = (shape: SequenceShape) => {
+      const s = make();
+      const o = submit(s, 'x', prompts[2]!, shape, {}, 40);
+      drain(s);
+      expect(o.tokens).toEqual(direct(prompts[2]!, 40));
+      expectClean(s);
+      return o.summary!.shape!;
+    };
+    // Drafts on all layers are always accepted; without costs the chain grows to 4.
+    const free = proposed(spec(4, all));
+    expect(free.draftsAccepted).toBe(free.draftsProposed);
+    expect(free.draftsProposed).toBeGreaterThan(25);
+    // Rows that cost as much as steps and drafts as much as a step: no chain pays, so after
+    // the first verification the sequence only probes, one draft every 8 plain steps.
+    const dear = proposed({ ...spec(4, all), selfSpecCost: { rowCost: (n) => n, shallow: 1 } });
+    expect(dear.draftsProposed).toBeLessThanOrEqual(6);
+    // A forward the same at any width and free drafts: the longest chain, as without costs.
+    const cheap = proposed({ ...spec(4, all), selfSpecCost: { rowCost: () => 1, shallow: 0 } });
+    expect(cheap.draftsProposed).toBeGreaterThan(25);
+  });
+
   it('with a seeded sampler gives the same tokens as plain sampling (the sampler sees the same rows in the same order)', () => {
     const sampling = { temperature: 0.9, topK: 20, seed: 7 };
     const plain = make(tokenSampler);

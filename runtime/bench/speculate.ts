@@ -38,7 +38,7 @@ import { availableHeads, findHeadsDir, readHeads } from '../heads/files.js';
 import type { LoadedModel } from '../model/types.js';
 import { Scheduler, type SequenceShape, type SequenceSummary } from '../scheduler/scheduler.js';
 import { HeadsLibrary } from '../stages/speculate.js';
-import { speculationCeiling } from '../stages/speculation-ceiling.js';
+import { speculationCeiling } from '../scheduler/speculation-ceiling.js';
 import { instructionPrompts } from '../train/heads-data.js';
 import { measureCosts, measureHeads } from '../train/heads-train.js';
 import { registerBench } from './index.js';

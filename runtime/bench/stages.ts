@@ -13,7 +13,9 @@
  *   self-speculation could reach on this machine (speculation-ceiling.ts): from the lossy
  *   step's measured cost and the forward measured by rows, the speedup with every draft
  *   accepted (`…_selfspec_ceiling_vs_full`) and at the acceptance measured
- *   (`…_selfspec_expected_vs_full`).
+ *   (`…_selfspec_expected_vs_full`). The self-speculative variants draft by those costs
+ *   as the engine's do (scheduler/self-spec-cost.ts; SKEIN_SELFSPEC_COST=0: the
+ *   acceptance-only rule).
  * - Perplexity on held-out text (the project's generated passages, not any model's training
  *   data): the first `ppl-context` tokens prefilled at full depth, the next `ppl-tokens`
  *   scored teacher-forced through the kept layers (what lossy decoding computes).
@@ -75,7 +77,8 @@ import { compressIds, questionOf, randomScoreCompress } from './compress.js';
 import { DEFAULT_SCORER_VOCAB, defaultScorerLayers } from '../stages/compress-stage.js';
 import type { ScorerVocab } from '../stages/scorer-head.js';
 import { earlyExitLayers, middleBlockLayers, unifiedLayers } from '../stages/layer-selection.js';
-import { speculationCeiling } from '../stages/speculation-ceiling.js';
+import { measureSelfSpecCost } from '../scheduler/self-spec-cost.js';
+import { speculationCeiling } from '../scheduler/speculation-ceiling.js';
 import { measureCosts } from '../train/heads-train.js';
 import { scoreEvalItem, type EvalItem } from '../train/data/instruct.js';
 import { registerBench } from './index.js';
@@ -367,7 +370,14 @@ function measureDecode(model: LoadedModel, tokenizer: ModelTokenizer, o: Setting
       selfspec: { decodeLayers: uls, skipMode: 'self-speculative' as const, drafts: o.drafts, decodeModel: m },
     })),
   };
-  log(`stages: decode ${o.decodeTokens} tokens after a ${shortIds.length}-token prompt, ${o.reps} interleaved reps; ULS r=2 keeps ${uls.length}/${L}: [${uls.join(',')}]`);
+  // As the engine does: self-speculative sequences draft by this machine's measured costs
+  // (scheduler/self-spec-cost.ts) unless SKEIN_SELFSPEC_COST=0 (the acceptance-only rule).
+  if (process.env.SKEIN_SELFSPEC_COST !== '0') {
+    for (const shape of Object.values(variants)) {
+      if (shape?.skipMode === 'self-speculative') shape.selfSpecCost = measureSelfSpecCost(model, shape.decodeLayers!, shape.drafts!, shape.decodeModel);
+    }
+  }
+  log(`stages: decode ${o.decodeTokens} tokens after a ${shortIds.length}-token prompt, ${o.reps} interleaved reps; ULS r=2 keeps ${uls.length}/${L}: [${uls.join(',')}]${process.env.SKEIN_SELFSPEC_COST === '0' ? '; self-speculation without its cost model' : ''}`);
   runOne(model, shortIds, 4); // warm-up: kernels for these shapes
   // and the adapted models' own prepared weights (made on their first forward)
   for (const shape of Object.values(variants)) if (shape?.decodeModel !== undefined) runOne(model, shortIds, 4, { ...shape, skipMode: 'lossy' });

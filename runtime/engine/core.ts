@@ -26,6 +26,7 @@ import { StopMatcher } from '../generate/stop.js';
 import { TokenPieces } from './token-pieces.js';
 import { EmbeddingQueue } from './embed.js';
 import { forward } from '../model/forward.js';
+import { measureSelfSpecCost, type SelfSpecCost } from '../scheduler/self-spec-cost.js';
 import type { LoadedModel } from '../model/types.js';
 import {
   Scheduler,
@@ -127,6 +128,8 @@ export class EngineCore {
   private readonly heads: HeadsLibrary;
   /** The model's skip adapters (kept layers merged), read on the first skipLayers request for a target. */
   private readonly skipAdapters: SkipAdapterLibrary;
+  /** Self-speculation's measured costs per drafting model and layer set (measured at the first request that asks). */
+  private readonly selfSpecCosts = new WeakMap<LoadedModel, Map<string, SelfSpecCost>>();
 
   constructor(options: EngineCoreOptions) {
     const { tokenizer, emit, ...schedulerOptions } = options;
@@ -169,6 +172,9 @@ export class EngineCore {
     try {
       const speculate = msg.stages?.speculate !== undefined ? this.heads.shape(msg.stages.speculate) : undefined;
       session.shaped = sequenceShape(this.scheduler.model.config.numLayers, msg.stages ?? {}, speculate, this.skipAdapters);
+      const shape = session.shaped?.shape;
+      // Drafts only where they pay on this machine (SKEIN_SELFSPEC_COST=0: the acceptance-only rule, to compare).
+      if (shape?.skipMode === 'self-speculative' && process.env.SKEIN_SELFSPEC_COST !== '0') shape.selfSpecCost = this.selfSpecCost(shape.decodeLayers!, shape.drafts!, shape.decodeModel);
       if (speculate) session.speculateKind = speculate.kind;
       if (msg.output !== undefined) session.grammar = this.grammarsFor().cursor(msg.output);
     } catch (err) {
@@ -320,6 +326,16 @@ export class EngineCore {
         ...(s.compressed ? { compressedFrom: s.compressed.from, compressedTo: s.compressed.to, stages: { compress: { ...s.compressed } } } : {}),
       },
     });
+  }
+
+  /** The costs a self-speculative sequence drafts by, measured once per drafting model, layer set and chain length. */
+  private selfSpecCost(layers: readonly number[], drafts: number, decodeModel: LoadedModel | undefined): SelfSpecCost {
+    const by = this.selfSpecCosts.get(decodeModel ?? this.scheduler.model) ?? new Map<string, SelfSpecCost>();
+    this.selfSpecCosts.set(decodeModel ?? this.scheduler.model, by);
+    const key = `${layers.join(',')}:${drafts}`;
+    let cost = by.get(key);
+    if (cost === undefined) by.set(key, (cost = measureSelfSpecCost(this.scheduler.model, layers, drafts, decodeModel)));
+    return cost;
   }
 
   private fail(requestId: string, error: Error): void {

@@ -30,6 +30,7 @@ import { acceptPath, trimTree, treeInput, type TreeInput } from '../heads/tree.j
 import { forward as defaultForward } from '../model/forward.js';
 import type { ForwardCallOptions, ForwardSequence, ForwardSequenceResult, LayerKvChunks, LoadedModel, PruneStep, ResumeStep } from '../model/types.js';
 import { affordableDrafts, worthProposing, type RowCost } from './draft-budget.js';
+import { bestDrafts, type SelfSpecCost } from './self-spec-cost.js';
 
 export type ForwardFn = (model: LoadedModel, seqs: ForwardSequence[], opts?: ForwardCallOptions) => ForwardSequenceResult[];
 
@@ -108,8 +109,16 @@ export interface SequenceShape {
    * the output is the plain decode's, token for token.
    */
   skipMode?: 'lossy' | 'self-speculative';
-  /** Tokens drafted per verification (self-speculative). */
+  /** Tokens drafted per verification (self-speculative): the most a chain takes. */
   drafts?: number;
+  /**
+   * What drafting costs on this machine (self-spec-cost.ts, measured by the engine): with it
+   * a self-speculative sequence drafts, after each verification, the chain length of the best
+   * expected speedup at its acceptance so far, and none — plain steps, probing again after a
+   * doubling wait — where no chain beats plain decoding. Without it the length grows and
+   * shrinks with whole acceptances and rejections.
+   */
+  selfSpecCost?: SelfSpecCost;
   /**
    * The model shallow forwards run on (lossy decode steps and drafts): the kept layers with
    * a skip adapter merged in (runtime/adapters); default the scheduler's model. Rule: its
@@ -320,6 +329,9 @@ class Sequence {
   draftWidth = 0;
   plainLeft = 0;
   probeAfter = PROBE_AFTER;
+  /** Self-speculative drafts accepted so far, and verifications that rejected one (the acceptance estimate for SequenceShape.selfSpecCost). */
+  draftsKept = 0;
+  draftsRejected = 0;
   /** Speculative heads: the candidate tree to verify with the pending token, and the hidden row the heads read at the end of this step. */
   tree: TreeInput | null = null;
   headsInput: Float32Array | null = null;
@@ -1131,9 +1143,20 @@ export class Scheduler {
     f.verifications = (f.verifications ?? 0) + 1;
     f.draftsAccepted = (f.draftsAccepted ?? 0) + keep - 1;
     seq.listener.draftStep?.({ proposed: drafts.length, accepted: keep - 1, gated: false });
+    seq.draftsKept += keep - 1;
+    if (keep - 1 < drafts.length) seq.draftsRejected++;
+    const cost = seq.shape!.selfSpecCost;
+    let width: number;
+    if (cost !== undefined) {
+      // The chain that pays best at the acceptance so far (each draft given the ones before
+      // it: kept over kept + rejected, one of each assumed to start from).
+      width = bestDrafts(cost, (seq.draftsKept + 1) / (seq.draftsKept + seq.draftsRejected + 2), seq.shape!.drafts!).drafts;
+    } else {
+      width = keep - 1 === drafts.length ? Math.min(seq.shape!.drafts!, seq.draftWidth + 1) : keep === 1 ? seq.draftWidth - 1 : seq.draftWidth;
+    }
     if (keep > 1) seq.probeAfter = PROBE_AFTER;
-    if (keep - 1 === drafts.length) seq.draftWidth = Math.min(seq.shape!.drafts!, seq.draftWidth + 1);
-    else if (keep === 1 && --seq.draftWidth === 0) {
+    seq.draftWidth = width;
+    if (width === 0) {
       seq.plainLeft = seq.probeAfter;
       seq.probeAfter = Math.min(PROBE_MOST, 2 * seq.probeAfter);
     }

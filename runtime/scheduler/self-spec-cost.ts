@@ -1,0 +1,77 @@
+/**
+ * What self-speculative decoding costs on this machine, so that a sequence drafts only as
+ * many tokens as pay (SequenceShape.selfSpecCost): a full-depth forward of 1 + k new rows
+ * and a one-row shallow forward (the kept layers, on the adapted model where there is one),
+ * each relative to a one-row full-depth forward, timed after a short past. With them and a
+ * sequence's acceptance so far, bestDrafts picks the chain length of the best expected
+ * speedup (speculation-ceiling.ts), none where no chain beats plain decoding — on this
+ * 2-vCPU CPU a verification row costs ~0.2 of a step and an r = 2 draft ~0.6, so drafts
+ * accepted ~60 % of the time lose (0.77–0.88× in bench stages) and never drafting is better.
+ */
+import * as tf from '@tensorflow/tfjs-core';
+import { forward } from '../model/forward.js';
+import type { LoadedModel } from '../model/types.js';
+import { rowCostFrom, type RowCost } from './draft-budget.js';
+import { speculationCeiling } from './speculation-ceiling.js';
+
+export interface SelfSpecCost {
+  /** A full-depth forward of n new rows, in one-row forwards. */
+  rowCost: RowCost;
+  /** A one-row shallow forward (a draft), in one-row full-depth forwards. */
+  shallow: number;
+}
+
+const PAST = 128;
+const REPS = 5;
+
+/**
+ * Times the forwards a self-speculative sequence runs: full depth at 1 .. drafts + 1 rows and
+ * one shallow row on `layers` (on `decodeModel` where given), each against a one-row full
+ * forward timed right before it (paired ratios: this machine's speed drifts), medians of
+ * REPS after a warm-up. ~0.5 s on SmolLM2 here, once per model and layer set (the engine caches it).
+ */
+export function measureSelfSpecCost(model: LoadedModel, layers: readonly number[], drafts: number, decodeModel?: LoadedModel): SelfSpecCost {
+  const vocab = Math.max(2, model.config.vocabSize - 1);
+  const past = Array.from({ length: Math.min(PAST, Math.max(1, model.config.maxPositionEmbeddings - drafts - 2)) }, (_, i) => 1 + (i % vocab));
+  const [pre] = forward(model, [{ ids: past, logits: 'none' }]);
+  const kv = pre!.newKv.map((e) => ({ k: [e!.k], v: [e!.v] }));
+  const time = (n: number, shallow: boolean) => {
+    const t = performance.now();
+    const [r] = shallow
+      ? forward(decodeModel ?? model, [{ ids: [past[0]!], past: kv }], { layers: [...layers] })
+      : forward(model, [{ ids: past.slice(0, n), past: kv, logits: 'all' }]);
+    const ms = performance.now() - t;
+    for (const e of r!.newKv) if (e) tf.dispose([e.k, e.v]);
+    return ms;
+  };
+  const widths = Array.from({ length: drafts + 1 }, (_, i) => i + 1);
+  try {
+    for (const n of widths) time(n, false); // warm-up: prepared weights, scratch memory, the JIT
+    time(1, true);
+    const ratios = widths.map(() => [] as number[]);
+    const shallow: number[] = [];
+    for (let rep = 0; rep < REPS; rep++) {
+      widths.forEach((n, i) => {
+        const one = time(1, false);
+        ratios[i]!.push(n === 1 ? 1 : time(n, false) / one);
+      });
+      const one = time(1, false);
+      shallow.push(time(1, true) / one);
+    }
+    const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[xs.length >> 1]!;
+    return { rowCost: rowCostFrom({ rows: widths, relative: ratios.map(median) }), shallow: median(shallow) };
+  } finally {
+    for (const e of pre!.newKv) if (e) tf.dispose([e.k, e.v]);
+  }
+}
+
+/**
+ * The chain length (0 .. maxDrafts) with the best expected speedup for a sequence whose
+ * drafts have been accepted at rate `acceptance` (each draft given the ones before it), and
+ * that speedup; 0 drafts (speedup 1) where no chain beats plain decoding.
+ */
+export function bestDrafts(cost: SelfSpecCost, acceptance: number, maxDrafts: number): { drafts: number; speedup: number } {
+  if (maxDrafts < 1) return { drafts: 0, speedup: 1 };
+  const c = speculationCeiling({ rowMs: cost.rowCost, batch: 1, draftMs: (k) => k * cost.shallow, maxDrafts, acceptance });
+  return { drafts: c.drafts, speedup: c.speedup };
+}
