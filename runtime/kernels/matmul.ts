@@ -453,9 +453,9 @@ const zeroVectors = new Map<number, Float32Array>();
 const zeros = (n: number) => zeroVectors.get(n) ?? zeroVectors.set(n, new Float32Array(n)).get(n)!;
 
 /**
- * The threads (and a piece's least work) this thread last gave the addon's pool, which is process-wide: each
- * instance sets its own before its calls (syncPool), so one made for one thread never runs on
- * the helpers another one started.
+ * The threads (and a piece's least work) this thread last gave the addon's pool, which is
+ * process-wide: each instance sets its own before its calls (syncPool), so one made for one
+ * thread never runs on the helpers another one started.
  */
 let poolSetting = '1:0';
 
@@ -590,9 +590,10 @@ export class MatmulKernels {
   }
 
   /**
-   * Switches between one and two threads for the calls that follow (the stack for the
-   * second was reserved when this instance was made with two; `skein bench decode --arg
-   * threads=best` measures both on one loaded model).
+   * Sets the threads for the calls that follow (`skein bench decode --arg threads=best`
+   * measures one and two on one loaded model): any count on the native pool; on
+   * threads.ts's worker, two only where this instance was made with two (its stack is
+   * reserved then).
    */
   setThreads(n: number): void {
     if (!Number.isInteger(n) || n < 1) throw new RangeError(`setThreads: a whole number of threads ≥ 1, got ${n}`);
