@@ -14,7 +14,7 @@
  *   step's measured cost and the forward measured by rows, the speedup with every draft
  *   accepted (`…_selfspec_ceiling_vs_full`) and at the acceptance measured
  *   (`…_selfspec_expected_vs_full`). The self-speculative variants draft by those costs
- *   as the engine's do (scheduler/self-spec-cost.ts; SKEIN_SELFSPEC_COST=0: the
+ *   as the engine's do (scheduler/self-spec-cost.ts; SKEIN_MEASURED_COSTS=0: the
  *   acceptance-only rule).
  * - Perplexity on held-out text (the project's generated passages, not any model's training
  *   data): the first `ppl-context` tokens prefilled at full depth, the next `ppl-tokens`
@@ -371,13 +371,13 @@ function measureDecode(model: LoadedModel, tokenizer: ModelTokenizer, o: Setting
     })),
   };
   // As the engine does: self-speculative sequences draft by this machine's measured costs
-  // (scheduler/self-spec-cost.ts) unless SKEIN_SELFSPEC_COST=0 (the acceptance-only rule).
-  if (process.env.SKEIN_SELFSPEC_COST !== '0') {
+  // (scheduler/self-spec-cost.ts) unless SKEIN_MEASURED_COSTS=0 (the acceptance-only rule).
+  if (process.env.SKEIN_MEASURED_COSTS !== '0') {
     for (const shape of Object.values(variants)) {
       if (shape?.skipMode === 'self-speculative') shape.selfSpecCost = measureSelfSpecCost(model, shape.decodeLayers!, shape.drafts!, shape.decodeModel);
     }
   }
-  log(`stages: decode ${o.decodeTokens} tokens after a ${shortIds.length}-token prompt, ${o.reps} interleaved reps; ULS r=2 keeps ${uls.length}/${L}: [${uls.join(',')}]${process.env.SKEIN_SELFSPEC_COST === '0' ? '; self-speculation without its cost model' : ''}`);
+  log(`stages: decode ${o.decodeTokens} tokens after a ${shortIds.length}-token prompt, ${o.reps} interleaved reps; ULS r=2 keeps ${uls.length}/${L}: [${uls.join(',')}]${process.env.SKEIN_MEASURED_COSTS === '0' ? '; self-speculation without its cost model' : ''}`);
   runOne(model, shortIds, 4); // warm-up: kernels for these shapes
   // and the adapted models' own prepared weights (made on their first forward)
   for (const shape of Object.values(variants)) if (shape?.decodeModel !== undefined) runOne(model, shortIds, 4, { ...shape, skipMode: 'lossy' });

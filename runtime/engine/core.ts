@@ -173,8 +173,8 @@ export class EngineCore {
       const speculate = msg.stages?.speculate !== undefined ? this.heads.shape(msg.stages.speculate) : undefined;
       session.shaped = sequenceShape(this.scheduler.model.config.numLayers, msg.stages ?? {}, speculate, this.skipAdapters);
       const shape = session.shaped?.shape;
-      // Drafts only where they pay on this machine (SKEIN_SELFSPEC_COST=0: the acceptance-only rule, to compare).
-      if (shape?.skipMode === 'self-speculative' && process.env.SKEIN_SELFSPEC_COST !== '0') shape.selfSpecCost = this.selfSpecCost(shape.decodeLayers!, shape.drafts!, shape.decodeModel);
+      // Drafts only where they pay on this machine (SKEIN_MEASURED_COSTS=0: the acceptance-only rule, to compare).
+      if (shape?.skipMode === 'self-speculative' && process.env.SKEIN_MEASURED_COSTS !== '0') shape.selfSpecCost = this.selfSpecCost(shape.decodeLayers!, shape.drafts!, shape.decodeModel);
       if (speculate) session.speculateKind = speculate.kind;
       if (msg.output !== undefined) session.grammar = this.grammarsFor().cursor(msg.output);
     } catch (err) {

@@ -23,46 +23,70 @@ export interface SelfSpecCost {
 
 const PAST = 128;
 const REPS = 5;
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[xs.length >> 1]!;
+
+/**
+ * Runs `body` with a timer of forwards after a short past (PAST tokens, fewer where the
+ * model's context is short): `time(n)` a full-depth forward of n new rows, `time(1, layers,
+ * model)` a one-row forward on those layers (of that model). The past's tensors are freed after.
+ */
+function withPast<T>(model: LoadedModel, rows: number, body: (time: (n: number, layers?: readonly number[], on?: LoadedModel) => number) => T): T {
+  const vocab = Math.max(2, model.config.vocabSize - 1);
+  const past = Array.from({ length: Math.min(PAST, Math.max(1, model.config.maxPositionEmbeddings - rows - 1)) }, (_, i) => 1 + (i % vocab));
+  const [pre] = forward(model, [{ ids: past, logits: 'none' }]);
+  const kv = pre!.newKv.map((e) => ({ k: [e!.k], v: [e!.v] }));
+  const ids = Array.from({ length: rows }, (_, i) => past[i % past.length]!);
+  try {
+    return body((n, layers, on) => {
+      const t = performance.now();
+      const [r] = layers !== undefined ? forward(on ?? model, [{ ids: ids.slice(0, n), past: kv }], { layers: [...layers] }) : forward(model, [{ ids: ids.slice(0, n), past: kv, logits: 'all' }]);
+      const ms = performance.now() - t;
+      for (const e of r!.newKv) if (e) tf.dispose([e.k, e.v]);
+      return ms;
+    });
+  } finally {
+    for (const e of pre!.newKv) if (e) tf.dispose([e.k, e.v]);
+  }
+}
+
+/**
+ * A full-depth forward of each of `widths` new rows (ascending, from 1) relative to a one-row
+ * forward timed right before it (paired ratios: this machine's speed drifts), medians of REPS
+ * after a warm-up: what the batch's cost model for speculative heads weighs rows by.
+ */
+export function measureForwardCost(model: LoadedModel, widths: readonly number[]): { rows: number[]; relative: number[] } {
+  return withPast(model, Math.max(...widths), (time) => {
+    for (const n of widths) time(n); // warm-up: prepared weights, scratch memory, the JIT
+    const ratios = widths.map(() => [] as number[]);
+    for (let rep = 0; rep < REPS; rep++) {
+      widths.forEach((n, i) => {
+        const one = time(1);
+        ratios[i]!.push(n === 1 ? 1 : time(n) / one);
+      });
+    }
+    return { rows: [...widths], relative: ratios.map(median) };
+  });
+}
 
 /**
  * Times the forwards a self-speculative sequence runs: full depth at 1 .. drafts + 1 rows and
  * one shallow row on `layers` (on `decodeModel` where given), each against a one-row full
- * forward timed right before it (paired ratios: this machine's speed drifts), medians of
- * REPS after a warm-up. ~0.5 s on SmolLM2 here, once per model and layer set (the engine caches it).
+ * forward timed right before it, medians of REPS after a warm-up. ~0.5 s on SmolLM2 here,
+ * once per model and layer set (the engine caches it).
  */
 export function measureSelfSpecCost(model: LoadedModel, layers: readonly number[], drafts: number, decodeModel?: LoadedModel): SelfSpecCost {
-  const vocab = Math.max(2, model.config.vocabSize - 1);
-  const past = Array.from({ length: Math.min(PAST, Math.max(1, model.config.maxPositionEmbeddings - drafts - 2)) }, (_, i) => 1 + (i % vocab));
-  const [pre] = forward(model, [{ ids: past, logits: 'none' }]);
-  const kv = pre!.newKv.map((e) => ({ k: [e!.k], v: [e!.v] }));
-  const time = (n: number, shallow: boolean) => {
-    const t = performance.now();
-    const [r] = shallow
-      ? forward(decodeModel ?? model, [{ ids: [past[0]!], past: kv }], { layers: [...layers] })
-      : forward(model, [{ ids: past.slice(0, n), past: kv, logits: 'all' }]);
-    const ms = performance.now() - t;
-    for (const e of r!.newKv) if (e) tf.dispose([e.k, e.v]);
-    return ms;
-  };
   const widths = Array.from({ length: drafts + 1 }, (_, i) => i + 1);
-  try {
-    for (const n of widths) time(n, false); // warm-up: prepared weights, scratch memory, the JIT
-    time(1, true);
-    const ratios = widths.map(() => [] as number[]);
-    const shallow: number[] = [];
+  const full = measureForwardCost(model, widths);
+  const shallow = withPast(model, 1, (time) => {
+    time(1, layers, decodeModel); // warm-up
+    const ratios: number[] = [];
     for (let rep = 0; rep < REPS; rep++) {
-      widths.forEach((n, i) => {
-        const one = time(1, false);
-        ratios[i]!.push(n === 1 ? 1 : time(n, false) / one);
-      });
-      const one = time(1, false);
-      shallow.push(time(1, true) / one);
+      const one = time(1);
+      ratios.push(time(1, layers, decodeModel) / one);
     }
-    const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[xs.length >> 1]!;
-    return { rowCost: rowCostFrom({ rows: widths, relative: ratios.map(median) }), shallow: median(shallow) };
-  } finally {
-    for (const e of pre!.newKv) if (e) tf.dispose([e.k, e.v]);
-  }
+    return median(ratios);
+  });
+  return { rowCost: rowCostFrom(full), shallow };
 }
 
 /**

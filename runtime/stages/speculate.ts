@@ -21,7 +21,8 @@ import { availableHeads, findHeadsDir, readHeads, type HeadsKind } from '../head
 import { SpeculativeHeads } from '../heads/heads.js';
 import { buildTree, ranksPerHead } from '../heads/tree.js';
 import type { LoadedModel } from '../model/types.js';
-import { rowCostFrom } from '../scheduler/draft-budget.js';
+import { rowCostFrom, type RowCost } from '../scheduler/draft-budget.js';
+import { measureForwardCost } from '../scheduler/self-spec-cost.js';
 import type { SpeculateShape } from '../scheduler/scheduler.js';
 import type { EngineStageDef } from './types.js';
 
@@ -43,6 +44,8 @@ export type SpeculateOptions = NonNullable<Stages['speculate']>;
 /** The heads of one model, read on first use per folder and kept until the engine closes. */
 export class HeadsLibrary {
   private readonly loaded = new Map<string, SpeculativeHeads>();
+  /** The forward's cost by rows on this machine, measured at the first request that speculates. */
+  private measured: RowCost | undefined;
 
   constructor(
     private readonly model: LoadedModel,
@@ -67,10 +70,15 @@ export class HeadsLibrary {
       tree = meta.paths !== undefined ? meta.paths.slice(0, o.nodes).map((p) => p.path) : acc !== undefined ? buildTree(acc, o.nodes) : meta.tree.slice(0, o.nodes);
     }
     const gate = o.entropyGate === undefined || o.entropyGate === true ? meta.gateThreshold : o.entropyGate === false ? null : o.entropyGate;
-    // The batch's cost model, where the heads carry one (runtime/scheduler/draft-budget.ts).
+    // The batch's cost model (runtime/scheduler/draft-budget.ts), where the heads carry their
+    // paths' measured shares: the forward's cost by rows measured here, once (~1 s on
+    // SmolLM2) — the table the heads were shaped with was measured on another machine or
+    // build (SmolLM2's: 2 rows 1.12 one-row forwards, here now 1.20); SKEIN_MEASURED_COSTS=0 keeps it.
     const share = new Map(meta.paths?.map((p) => [p.path.join(','), p.share]));
     const nodeValues = tree.map((p) => share.get(p.join(',')));
-    const costed = meta.forwardCost !== undefined && nodeValues.every((v) => v !== undefined);
+    const measure = process.env.SKEIN_MEASURED_COSTS !== '0';
+    const costed = (measure || meta.forwardCost !== undefined) && nodeValues.every((v) => v !== undefined);
+    const rowCost = costed ? (measure ? (this.measured ??= rowCostFrom(measureForwardCost(this.model, [1, 2, 4, 8, 16]))) : rowCostFrom(meta.forwardCost!)) : undefined;
     return {
       kind: meta.kind,
       heads,
@@ -78,7 +86,7 @@ export class HeadsLibrary {
       ranks: ranksPerHead(tree, meta.numHeads),
       gate,
       acceptance: o.acceptance ?? 'exact',
-      ...(costed ? { nodeValues: nodeValues as number[], rowCost: rowCostFrom(meta.forwardCost!) } : {}),
+      ...(rowCost !== undefined ? { nodeValues: nodeValues as number[], rowCost } : {}),
     };
   }
 
