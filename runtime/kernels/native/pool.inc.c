@@ -16,8 +16,9 @@
  * one at a time with a compare-and-swap on one ticket (job number << 32 | next part), so the
  * caller runs every part nobody has claimed and waits only for parts a helper already holds.
  * A helper reads the job's fields before it claims; the claim succeeds only while the
- * ticket still carries that job's number, and the caller writes the next job's fields only
- * after every part of this one is done, so a claimed part's fields are never torn.
+ * ticket still carries that job's number, and the caller first moves the ticket to an odd
+ * number (a job being written), then writes the next job's fields, then opens it with the
+ * next even number — so a claim always gets the fields of the job whose number it carries.
  *
  * One thread owns the pool (the one that last set its size: the model's thread); calls from
  * any other thread (threads.ts's worker, a second model's) run their parts in order
@@ -98,9 +99,10 @@ static void *pool_helper(void *arg) {
       atomic_fetch_sub(&pool.sleepers, 1);
       continue;
     }
-    if (gen == seen) {
+    /* Odd numbers: a job being written (pool_run), not to be taken yet. */
+    if (gen == seen || (gen & 1)) {
       const uint64_t until = __rdtsc() + POOL_IDLE_SPIN;
-      while (atomic_load(&pool.ticket) >> 32 == seen) {
+      for (uint64_t now = gen; now == seen || (now & 1); now = atomic_load(&pool.ticket) >> 32) {
         _mm_pause();
         if (!atomic_load(&pool.hot) && __rdtsc() > until) {
           atomic_fetch_add(&pool.sleepers, 1);
@@ -136,12 +138,17 @@ static void pool_run(PartFn fn, const void *job, int parts) {
     for (int i = 0; i < parts; i++) fn(job, i);
     return;
   }
+  /* The ticket moves to an odd number before the fields change, so a helper that read the
+   * last job's ticket and is only now claiming (it was descheduled in between) fails its
+   * compare-and-swap instead of taking a part of this job as one of that one; then to the
+   * next even number, which opens the job. */
+  const uint64_t last = atomic_load(&pool.ticket) >> 32, gen = last + 2;
+  atomic_store(&pool.ticket, (last + 1) << 32);
   atomic_store(&pool.fn, fn);
   atomic_store(&pool.job, job);
   atomic_store(&pool.parts, parts);
   atomic_store(&pool.done, 0);
   atomic_fetch_add(&pool.posted, (uint64_t)parts);
-  const uint64_t gen = (atomic_load(&pool.ticket) >> 32) + 1;
   atomic_store(&pool.ticket, gen << 32);
   atomic_fetch_add(&pool.wake, 1);
   if (atomic_load(&pool.sleepers) > 0) syscall(SYS_futex, (uint32_t *)&pool.wake, FUTEX_WAKE_PRIVATE, INT_MAX, NULL, NULL, 0);
