@@ -1037,22 +1037,21 @@ export class MatmulKernels {
       const vOff = take(4 * T * kvd);
       const cosOff = op.rotary === null ? 0 : once(op.rotary.cos);
       const sinOff = op.rotary === null ? 0 : once(op.rotary.sin);
-      let most = 0;
       const seqWords: number[] = [];
       op.seqs.forEach((s, i) => {
-        const { S } = this.runsOf(s.keys, s.values, s.n, s.visible, op.shape, out[l]!.kChunks[i], out[l]!.vChunks[i]);
-        most = Math.max(most, S);
+        this.runsOf(s.keys, s.values, s.n, s.visible, op.shape, out[l]!.kChunks[i], out[l]!.vChunks[i]);
         const table = take(20 * this.runs.length);
         this.ensure(at);
         this.writeTable(table);
         seqWords.push(s.n, this.runs.length, table, once(s.visible), out[l]!.kChunks[i]!.offset, out[l]!.vChunks[i]!.offset);
       });
       // layer.inc.c's scratch (16-byte steps): normed rows, q, the parts' outputs, attention's output, the store's f32
-      // rows, the MLP's rows; besides them one sequence's scores and one product's int8 activations at a time.
+      // rows, the MLP's rows; besides them one product's int8 activations at a time (attention's scores are each
+      // thread's own, outside this memory).
       const nb = Math.max(cols, qd, inter) / QK;
       scratchBytes = Math.max(
         scratchBytes,
-        align16(4 * T * cols) + 2 * align16(4 * T * qd) + T * plan.partRows + align16(4 * T * kvd) + 4 * align16(4 * T * hidden) + 2 * align16(4 * T * inter) + align16(16 * most) + align16(T * nb * QK) + 2 * align16(4 * T * nb),
+        align16(4 * T * cols) + 2 * align16(4 * T * qd) + T * plan.partRows + align16(4 * T * kvd) + 4 * align16(4 * T * hidden) + 2 * align16(4 * T * inter) + align16(T * nb * QK) + 2 * align16(4 * T * nb),
       );
       return { planOff, planWords, doublesOff, kOff, vOff, cosOff, sinOff, seqWords };
     });

@@ -568,8 +568,7 @@ static napi_value js_register(napi_env env, napi_callback_info info) {
   return result;
 }
 
-/* matmul_x4r(id, type, w, rows, cols, qa, da, sa, T, y, g0, g1): Q4 groups, and Q8_0 ones on the same int8 activations (sa unused). */
-/* A product's rows [g0, g1) of x4h groups (matmul_x4r) or [r0, r1) of F32/F16 ones (matmul_float), in pieces over the pool. */
+/* A product's rows [lo, hi) (matmul_x4r and matmul_float both pass rows), in pieces over the pool. */
 typedef struct {
   int type, rows, cols, T, lo, hi, pieces;
   const uint8_t *w;
@@ -580,15 +579,10 @@ typedef struct {
 
 static void product_part(const void *job, int k) {
   const ProductJob *p = job;
-  if (p->type == T_F32 || p->type == 1 /* F16 */) {
-    matmul_float8(p->type, p->w, p->rows, p->cols, p->x, p->T, p->y, p->lo + piece_start(p->hi - p->lo, p->pieces, k), p->lo + piece_start(p->hi - p->lo, p->pieces, k + 1));
-    return;
-  }
-  const int g0 = p->lo + piece_start(4 * (p->hi - p->lo), p->pieces, k) / 4, g1 = p->lo + piece_start(4 * (p->hi - p->lo), p->pieces, k + 1) / 4;
-  if (p->type == T_Q8_0) (use_avx512 ? matmul_x8r_vnni : matmul_x8r_avx2)(p->w, p->rows, p->cols, p->qa, p->da, p->T, p->y, g0, g1);
-  else (use_avx512 ? matmul_x4r_vnni : matmul_x4r_avx2)(p->type, p->w, p->rows, p->cols, p->qa, p->da, p->sa, p->T, p->y, g0, g1);
+  product_rows(p->type, p->w, p->rows, p->cols, p->x, p->qa, p->da, p->sa, p->T, p->y, p->lo + piece_start(p->hi - p->lo, p->pieces, k), p->lo + piece_start(p->hi - p->lo, p->pieces, k + 1));
 }
 
+/* matmul_x4r(id, type, w, rows, cols, qa, da, sa, T, y, g0, g1): Q4 groups, and Q8_0 ones on the same int8 activations (sa unused). */
 static napi_value js_matmul_x4r(napi_env env, napi_callback_info info) {
   uint32_t a[12];
   if (!read_args(env, info, a, 12)) return NULL;
@@ -597,9 +591,9 @@ static napi_value js_matmul_x4r(napi_env env, napi_callback_info info) {
     napi_throw_range_error(env, NULL, "native kernels: matmul_x4r is for Q4_0, Q4_1 and Q8_0 groups");
     return NULL;
   }
-  const int lo = (int)a[10], hi = (int)a[11];
+  const int lo = 4 * (int)a[10], hi = 4 * (int)a[11];
   ProductJob job = {.type = (int)a[1], .w = m + a[2], .rows = (int)a[3], .cols = (int)a[4], .qa = (const int8_t *)(m + a[5]), .da = (const float *)(m + a[6]), .sa = (const float *)(m + a[7]), .T = (int)a[8], .y = (float *)(m + a[9]), .lo = lo, .hi = hi};
-  job.pieces = hi > lo ? product_pieces(job.T, 4 * (hi - lo), job.cols, pool_width()) : 0;
+  job.pieces = hi > lo ? product_pieces(job.T, hi - lo, job.cols, pool_width()) : 0;
   pool_run(product_part, &job, job.pieces);
   return NULL;
 }
@@ -740,11 +734,6 @@ static napi_value js_silu_mul(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
-/*
- * attention(id, q, kc, vc, rows, chunks, P, n, vis, H, KVf, D, scores, out, last, h0, h1):
- * kc and vc are tables of chunk offsets in the memory (wasm pointers), turned into
- * addresses by chunk_addresses. last 0 is none.
- */
 /* Attention's heads h0..h1 over the pool, a part per KV head (its query heads together, as one call takes them). */
 typedef struct {
   const float *q;
@@ -769,6 +758,11 @@ static void heads_part(const void *job, int k) {
   attention(a->q, a->addresses, a->addresses + a->chunks, a->rows, a->chunks, a->P, a->n, a->vis, a->H, a->KVf, a->D, scores, a->out, NULL, lo, hi);
 }
 
+/*
+ * attention(id, q, kc, vc, rows, chunks, P, n, vis, H, KVf, D, scores, out, last, h0, h1):
+ * kc and vc are tables of chunk offsets in the memory (wasm pointers), turned into
+ * addresses by chunk_addresses. last 0 is none.
+ */
 static napi_value js_attention(napi_env env, napi_callback_info info) {
   uint32_t a[17];
   if (!read_args(env, info, a, 17)) return NULL;

@@ -40,12 +40,20 @@ static inline uint8_t *take16(uint8_t **at, size_t bytes) {
   return p;
 }
 
-/* Rows r0..r1 of y (T, rows) = x·Wᵀ as MatmulKernels.multiply runs it: int8 activations (quantized once by the caller) for x4h groups, f32 ones for F32/F16 weights. */
+/*
+ * Rows r0..r1 (a multiple of 4 for x4h groups) of y (T, rows) = x·Wᵀ as MatmulKernels.multiply
+ * runs it: int8 activations (qa, da, sa: quantized once by the caller) for x4h groups, f32
+ * ones (x) for F32/F16 weights. The layer's products and js_matmul_x4r / js_matmul_float's pieces.
+ */
+static void product_rows(int type, const uint8_t *w, int rows, int cols, const float *x, const int8_t *qa, const float *da, const float *sa, int T, float *y, int r0, int r1) {
+  if (type == T_F32 || type == T_F16) matmul_float8(type, w, rows, cols, x, T, y, r0, r1);
+  else if (type == T_Q8_0) (use_avx512 ? matmul_x8r_vnni : matmul_x8r_avx2)(w, rows, cols, qa, da, T, y, r0 / 4, r1 / 4);
+  else (use_avx512 ? matmul_x4r_vnni : matmul_x4r_avx2)(type, w, rows, cols, qa, da, sa, T, y, r0 / 4, r1 / 4);
+}
+
+/* Rows r0..r1 of a layer's weight (its plan words at w). */
 static void layer_product(uint8_t *m, const int32_t *w, const float *x, const int8_t *qa, const float *da, const float *sa, int T, float *y, int r0, int r1) {
-  const int type = w[W_TYPE], rows = w[W_ROWS], cols = w[W_COLS];
-  if (type == T_F32 || type == T_F16) matmul_float8(type, m + w[W_AT], rows, cols, x, T, y, r0, r1);
-  else if (type == T_Q8_0) (use_avx512 ? matmul_x8r_vnni : matmul_x8r_avx2)(m + w[W_AT], rows, cols, qa, da, T, y, r0 / 4, r1 / 4);
-  else (use_avx512 ? matmul_x4r_vnni : matmul_x4r_avx2)(type, m + w[W_AT], rows, cols, qa, da, sa, T, y, r0 / 4, r1 / 4);
+  product_rows(w[W_TYPE], m + w[W_AT], w[W_ROWS], w[W_COLS], x, qa, da, sa, T, y, r0, r1);
 }
 
 /* Up to 64 weights on the same rows, each cut into pieces (pool.inc.c): part p is piece p − first[i] of weight i. */
@@ -185,10 +193,11 @@ static const char *block_layer(uint8_t *m, const int32_t *p) {
       if (p[P_ROT_GROUPS] >> g & 1) rotate_rows(groups[g], T, widths[g], p[P_ROT_DIM], (const float *)(m + p[P_COS]), (const float *)(m + p[P_SIN]));
   }
 
-  /* Per sequence: its new K/V rows stored where attention reads them, then its attention. */
+  /* Every sequence's new K/V rows stored where attention reads them, then all their attention
+   * in one job (pool.inc.c): a part per (sequence, KV head) over the pool's threads, a part
+   * per sequence on one — the same calls on the same heads either way. */
   float *attn = (float *)take16(&scratch, 4 * (size_t)T * qd);
-  if (pool_width() > 1) {
-    /* Every sequence's rows stored first, then all their attention in one pooled job, a part per (sequence, KV head): the same calls on the same heads. */
+  {
     uint8_t *tmp = take16(&scratch, 4 * (size_t)T * kvd);
     size_t addresses = 0;
     for (int s = 0; s < nseq; s++) addresses += 2 * (size_t)seqs[s * S_WORDS + S_CHUNKS];
@@ -221,28 +230,10 @@ static const char *block_layer(uint8_t *m, const int32_t *p) {
       at += 2 * (size_t)chunks;
       r += n;
     }
-    AttentionJob job = {.seqs = seq_attention, .q = q, .out = attn, .H = H, .KVf = KVf, .D = D, .split = KV};
-    pool_run(attention_part, &job, nseq * KV);
+    const int split = pool_width() > 1 ? KV : 1;
+    AttentionJob job = {.seqs = seq_attention, .q = q, .out = attn, .H = H, .KVf = KVf, .D = D, .split = split};
+    pool_run(attention_part, &job, nseq * split);
     if (atomic_load(&job.failed)) return "block_layer: out of memory for the attention's scores";
-  } else {
-    int r = 0;
-    uint8_t *tmp = take16(&scratch, 4 * (size_t)T * kvd);
-    for (int s = 0; s < nseq; s++) {
-      const int32_t *sq = seqs + s * S_WORDS;
-      const int n = sq[S_N], chunks = sq[S_CHUNKS];
-      const int32_t *table = (const int32_t *)(m + sq[S_TABLE]);
-      layer_store(groups[1] + (size_t)r * kvd, n, KV, D, f16, m + sq[S_K_DST], tmp);
-      layer_store(groups[2] + (size_t)r * kvd, n, KV, D, f16, m + sq[S_V_DST], tmp);
-      int S = 0;
-      for (int c = 0; c < chunks; c++) S += table[2 * chunks + c];
-      const void **addresses = chunk_addresses(m, (const uint32_t *)table, (const uint32_t *)table + chunks, chunks);
-      if (addresses == NULL) return "block_layer: out of memory for the attention's chunk table";
-      uint8_t *mark = scratch;
-      float *scores = (float *)take16(&scratch, 16 * (size_t)S);
-      attention(q + (size_t)r * qd, addresses, addresses + chunks, table + 2 * chunks, chunks, S - n, n, m + sq[S_VIS], H, KVf, D, scores, attn + (size_t)r * qd, NULL, 0, H);
-      scratch = mark;
-      r += n;
-    }
   }
 
   /* mlpBlock: x1 = x + attn·oᵀ + bo, out = x1 + down(silu(n·gateᵀ) ⊙ n·upᵀ), n = RMSNorm(x1). */
