@@ -50,22 +50,30 @@ function withPast<T>(model: LoadedModel, rows: number, body: (time: (n: number, 
 }
 
 /**
- * A full-depth forward of each of `widths` new rows (ascending, from 1) relative to a one-row
- * forward timed right before it (paired ratios: this machine's speed drifts), medians of REPS
- * after a warm-up: what the batch's cost model for speculative heads weighs rows by.
+ * A full-depth forward of each of `widths` new rows (ascending, from 1) after a short past:
+ * the median milliseconds and the median ratio to a one-row forward timed right before it
+ * (paired ratios: this machine's speed drifts), over `reps` after `warmups` rounds: what the
+ * batch's cost model for speculative heads weighs rows by (and `skein train heads` shapes
+ * their trees with, heads-train.ts measureCostTable).
  */
-export function measureForwardCost(model: LoadedModel, widths: readonly number[]): { rows: number[]; relative: number[] } {
-  return withPast(model, Math.max(...widths), (time) => {
-    for (const n of widths) time(n); // warm-up: prepared weights, scratch memory, the JIT
-    const ratios = widths.map(() => [] as number[]);
-    for (let rep = 0; rep < REPS; rep++) {
-      widths.forEach((n, i) => {
-        const one = time(1);
-        ratios[i]!.push(n === 1 ? 1 : time(n) / one);
-      });
-    }
-    return { rows: [...widths], relative: ratios.map(median) };
-  });
+export function measureForwardCost(model: LoadedModel, widths: readonly number[], reps = REPS, warmups = 1): { rows: number[]; ms: number[]; relative: number[] } {
+  return withPast(model, Math.max(...widths), (time) => forwardCost(time, widths, reps, warmups));
+}
+
+/** measureForwardCost on a timer withPast made. */
+function forwardCost(time: (n: number) => number, widths: readonly number[], reps: number, warmups: number): { rows: number[]; ms: number[]; relative: number[] } {
+  for (let w = 0; w < warmups; w++) for (const n of widths) time(n); // prepared weights, scratch memory, the JIT
+  const times = widths.map(() => [] as number[]);
+  const ratios = widths.map(() => [] as number[]);
+  for (let rep = 0; rep < reps; rep++) {
+    widths.forEach((n, i) => {
+      const one = time(1);
+      const t = n === 1 ? one : time(n);
+      times[i]!.push(t);
+      ratios[i]!.push(t / one);
+    });
+  }
+  return { rows: [...widths], ms: times.map(median), relative: ratios.map(median) };
 }
 
 /**
@@ -76,17 +84,16 @@ export function measureForwardCost(model: LoadedModel, widths: readonly number[]
  */
 export function measureSelfSpecCost(model: LoadedModel, layers: readonly number[], drafts: number, decodeModel?: LoadedModel): SelfSpecCost {
   const widths = Array.from({ length: drafts + 1 }, (_, i) => i + 1);
-  const full = measureForwardCost(model, widths);
-  const shallow = withPast(model, 1, (time) => {
+  return withPast(model, drafts + 1, (time) => {
+    const full = forwardCost(time, widths, REPS, 1);
     time(1, layers, decodeModel); // warm-up
-    const ratios: number[] = [];
+    const shallow: number[] = [];
     for (let rep = 0; rep < REPS; rep++) {
       const one = time(1);
-      ratios.push(time(1, layers, decodeModel) / one);
+      shallow.push(time(1, layers, decodeModel) / one);
     }
-    return median(ratios);
+    return { rowCost: rowCostFrom({ rows: full.rows, relative: full.relative }), shallow: median(shallow) };
   });
-  return { rowCost: rowCostFrom(full), shallow };
 }
 
 /**

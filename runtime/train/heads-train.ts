@@ -21,13 +21,13 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import { readSafetensors, writeSafetensors } from '../checkpoint/safetensors.js';
-import { forward } from '../model/forward.js';
 import { embedTokens } from '../model/kernels.js';
 import type { LoadedModel } from '../model/types.js';
 import { headInput, type HeadsData, type HeadsKind, type HeadsMeta } from '../heads/files.js';
 import { entropy, headOutputs, SpeculativeHeads } from '../heads/heads.js';
 import { treeFromRows } from '../heads/tree.js';
 import { rowCostFrom, type RowCost } from '../scheduler/draft-budget.js';
+import { measureForwardCost } from '../scheduler/self-spec-cost.js';
 import type { DistilledRows } from './heads-data.js';
 import './gradients.js';
 
@@ -325,7 +325,6 @@ export function measureCosts(model: LoadedModel): CostModel {
   return rowCostFrom({ rows: table.rows, relative: table.relative.map((r) => r * table.ms[0]!) });
 }
 
-/** Milliseconds of a forward of each of a few widths of new rows after a 128-token past. */
 /**
  * Milliseconds of a forward of each of a few widths of new rows after a 128-token past,
  * and each width's cost relative to one row: the median over 9 reps of the width's time
@@ -334,32 +333,7 @@ export function measureCosts(model: LoadedModel): CostModel {
  * 1.18 one-row forwards in two runs a minute apart), and the draft budget needs the shape.
  */
 export function measureCostTable(model: LoadedModel): { rows: number[]; ms: number[]; relative: number[] } {
-  const widths = [1, 2, 4, 8, 16, 32];
-  const past = Array.from({ length: 128 }, (_, i) => 1 + (i % Math.max(1, model.config.vocabSize - 1)));
-  const [pre] = forward(model, [{ ids: past, logits: 'none' }]);
-  const kv = pre!.newKv.map((e) => ({ k: [e!.k], v: [e!.v] }));
-  const time = (n: number) => {
-    const t = performance.now();
-    const [r] = forward(model, [{ ids: past.slice(0, n), past: kv, logits: 'all' }]);
-    const ms = performance.now() - t;
-    for (const e of r!.newKv) if (e) tf.dispose([e.k, e.v]);
-    return ms;
-  };
-  for (let rep = 0; rep < 2; rep++) for (const n of widths) time(n); // warm-up: prepared weights, scratch memory, the JIT
-  const REPS = 9;
-  const times = widths.map(() => [] as number[]);
-  const ratios = widths.map(() => [] as number[]);
-  for (let rep = 0; rep < REPS; rep++) {
-    widths.forEach((n, i) => {
-      const one = time(1);
-      const t = n === 1 ? one : time(n);
-      times[i]!.push(t);
-      ratios[i]!.push(t / one);
-    });
-  }
-  const median = (xs: number[]) => xs.sort((a, b) => a - b)[xs.length >> 1]!;
-  for (const e of pre!.newKv) if (e) tf.dispose([e.k, e.v]);
-  return { rows: widths, ms: times.map(median), relative: ratios.map(median) };
+  return measureForwardCost(model, [1, 2, 4, 8, 16, 32], 9, 2);
 }
 
 /**
