@@ -321,23 +321,47 @@ registerBench('decode', {
           // Skein's steps at the two contexts alternate one by one (runs of 8 steps apart read
           // ×0.67–1.56 within one run on a busy box); the ratio is of the two medians over
           // every repetition's steps. llama.cpp's runs of steps alternate per repetition.
-          const G = llama1 ?? L; // one thread each side for the growth ratio
-          const at: Record<'skein128' | 'skein1024' | 'llama128' | 'llama1024', number[]> = { skein128: [], skein1024: [], llama128: [], llama1024: [] };
-          for (let r = 0; r < reps; r++) {
-            const [a, b] = skeinAlternatingStepMs(model, [p128, p1024], 2 * growthSteps);
-            at.skein128.push(a);
-            at.skein1024.push(b);
-            if (G) {
-              at.llama128.push(await G.decodeStepMs(p128, growthSteps));
-              at.llama1024.push(await G.decodeStepMs(p1024, growthSteps));
+          // With best, at one and at two threads on each side; the ratio is taken at the count
+          // each side decodes fastest at (decode_b1's), both counts' in figures.step_ms.
+          const growthAt = async (n: 1 | 2, G: LlamaCppSide | null) => {
+            const at: Record<'skein128' | 'skein1024' | 'llama128' | 'llama1024', number[]> = { skein128: [], skein1024: [], llama128: [], llama1024: [] };
+            kernels.setThreads(n);
+            for (let r = 0; r < reps; r++) {
+              const [a, b] = skeinAlternatingStepMs(model, [p128, p1024], 2 * growthSteps);
+              at.skein128.push(a);
+              at.skein1024.push(b);
+              if (G) {
+                at.llama128.push(await G.decodeStepMs(p128, growthSteps));
+                at.llama1024.push(await G.decodeStepMs(p1024, growthSteps));
+              }
             }
-          }
-          const at128 = median(at.skein128), at1024 = median(at.skein1024);
-          const llamaGrowth = G ? median(at.llama1024) / median(at.llama128) : null;
-          ratios.step1024_vs_step128 = round2(at1024 / at128);
-          figures.step_ms = { skein128: round2(at128), skein1024: round2(at1024), llamacppGrowth: llamaGrowth === null ? null : round2(llamaGrowth) };
-          const each = at.skein128.map((a, r) => (at.skein1024[r]! / a).toFixed(2)).join(', ');
-          log(`context growth: Skein step ${at128.toFixed(1)} ms at 128 → ${at1024.toFixed(1)} ms at 1024 (×${(at1024 / at128).toFixed(2)}; steps alternating, each repetition's medians ×${each}); llama.cpp ×${llamaGrowth?.toFixed(2) ?? '—'}`);
+            const each = at.skein128.map((a, r) => (at.skein1024[r]! / a).toFixed(2)).join(', ');
+            const g = { at128: median(at.skein128), at1024: median(at.skein1024), llama: G ? median(at.llama1024) / median(at.llama128) : null };
+            log(`context growth (${n} thread${n > 1 ? 's' : ''}): Skein step ${g.at128.toFixed(1)} ms at 128 → ${g.at1024.toFixed(1)} ms at 1024 (×${(g.at1024 / g.at128).toFixed(2)}; steps alternating, each repetition's medians ×${each}); llama.cpp ×${g.llama?.toFixed(2) ?? '—'}`);
+            return g;
+          };
+          const counts = best ? ([1, 2] as const) : ([threads === 2 ? 2 : 1] as const);
+          const grown = new Map<number, Awaited<ReturnType<typeof growthAt>>>();
+          // Without best: one thread each side, as before (llama1 is absent, L then runs on `threads`).
+          for (const n of counts) grown.set(n, await growthAt(n, best ? (n === 1 ? llama1 : L) : (llama1 ?? L)));
+          if (best) kernels.setThreads(1);
+          const decodeB1 = figures[`decode_b1_${type}`];
+          const skeinN = best ? (decodeB1?.skeinThreads ?? 1) : counts[0];
+          const llamaN = best ? (decodeB1?.llamacppThreads ?? 1) : counts[0];
+          const s = grown.get(skeinN)!;
+          const l = grown.get(llamaN)!;
+          ratios.step1024_vs_step128 = round2(s.at1024 / s.at128);
+          figures.step_ms = {
+            skein128: round2(s.at128),
+            skein1024: round2(s.at1024),
+            llamacppGrowth: l.llama === null ? null : round2(l.llama),
+            ...(best ? { skeinThreads: skeinN, llamacppThreads: llamaN } : {}),
+            ...Object.fromEntries([...grown].flatMap(([n, g]) => [
+              [`skeinGrowth${n}`, round2(g.at1024 / g.at128)],
+              [`llamacppGrowth${n}`, g.llama === null ? null : round2(g.llama)],
+            ])),
+          };
+          if (best) log(`context growth at each side's best decode thread count: Skein ×${(s.at1024 / s.at128).toFixed(2)} (${skeinN}), llama.cpp ×${l.llama?.toFixed(2) ?? '—'} (${llamaN})`);
         }
       } finally {
         await llama?.close();
