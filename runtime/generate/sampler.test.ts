@@ -71,6 +71,34 @@ describe('Sampler', () => {
   });
 });
 
+describe('argmax', () => {
+  it('gives a Float32Array the index a plain array gets: the first of the largest, NaNs skipped, 0 when nothing exceeds −∞', () => {
+    const rng = new Rng(7);
+    const cases: number[][] = [
+      [],
+      [3],
+      [NaN, NaN],
+      [-Infinity, -Infinity, -Infinity],
+      [NaN, -Infinity, 2, 2],
+      [1, 5, 2, 5, 5, 0, 5],
+      [-0, 0, -0],
+      [0, 1, 2, 3, 4, 5, 6, 9, 9],
+      Array.from({ length: 1031 }, () => Math.round(rng.next() * 20)),
+      Array.from({ length: 49_152 }, () => rng.next() * 2 - 1),
+    ];
+    for (const c of cases) expect(argmax(Float32Array.from(c))).toBe(argmax(Array.from(Float32Array.from(c))));
+    // A tie across lanes resolved to the earliest index, wherever it falls among the four.
+    for (let first = 0; first < 8; first++) {
+      for (let gap = 1; gap < 8; gap++) {
+        const row = new Float32Array(16);
+        row[first] = 7;
+        row[first + gap] = 7;
+        expect(argmax(row)).toBe(first);
+      }
+    }
+  });
+});
+
 describe('OpenAI logit_bias and penalties', () => {
   it('adds the bias, and subtracts count × frequency + presence for generated tokens only', () => {
     const logits = new Float32Array([1, 1, 1, 1]);
