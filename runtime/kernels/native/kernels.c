@@ -280,6 +280,18 @@ static inline float hsum_f32(v128_t v) {
  * holds 4 + 4 in two vectors — the same operations on the same lanes in the same order, so
  * the same bits (kernels.test.ts, matmul.ts's check). Measured: the decode step at 1,024
  * tokens of context cost 1.33× the step at 128 with the 128-bit loops (bench decode).
+ *
+ * Where a decode row's attention goes now (SmolLM2: 9 heads over 3 KV heads, D = 64, 1,024
+ * f16 keys in cache, one thread, parts switched off one at a time): ~57 µs a layer = scores
+ * (qk4) ~22 + softmax ~9 + values (pv) ~17 + the key loop ~5. llvm-mca (znver4) puts qk4's
+ * inner step (4 keys × 4 values × 3 heads) at 5–6 cycles, bound by the FP pipes — 4
+ * conversions, 2 inserts, 3 broadcasts, 6 multiplies, 6 adds; measured ~6.4 at 3.56 GHz —
+ * so the scores run at ~4.4 multiply-adds a cycle against pv's ~12. Widening two keys' eight
+ * values with one 256-bit conversion and vperm2f128 (the same lanes, the same bits)
+ * measured the same. A multiply-add costs as many FP-pipe slots fused or not on Zen 4 (two
+ * FMA pipes, or a multiply pipe and an add pipe), so what is left to gain is the inserts
+ * and broadcasts, ~20 % of the scores: the context-growth target (≤ 1.2×) needs more than
+ * that at one thread (the step there is 8.4 → 11.9 ms, ×1.41 in one bench run).
  */
 #define WIDE_ATTENTION
 #define WIDE static inline __attribute__((always_inline, target("avx2,f16c")))

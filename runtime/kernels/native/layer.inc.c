@@ -195,7 +195,16 @@ static const char *block_layer(uint8_t *m, const int32_t *p) {
 
   /* Every sequence's new K/V rows stored where attention reads them, then all their attention
    * in one job (pool.inc.c): a part per (sequence, KV head) over the pool's threads, a part
-   * per sequence on one — the same calls on the same heads either way. */
+   * per sequence on one — the same calls on the same heads either way. A decode row's 3 KV
+   * heads on 2 threads run as 2 + 1 parts (1,024 keys: 89 → 58–67 µs, 1.5× where 2× is the
+   * bound). Measured and not kept (same bits): three jobs — scores by runs of keys, softmax
+   * per head, values by runs of values — 67 → 78 µs in cache and 70 → 108 out of it (each
+   * values part read V rows the other thread's scores pass had fetched); a part per head
+   * 91–105 (each head re-reads its KV head's rows); the third KV head's heads split 2 + 1
+   * between the threads, ~5 %, within the noise. Asking for the next products' weights
+   * (o, gate, up: 0.5–4 MB) during a lone row's attention, so that memory streams while the
+   * attention computes, made the step at 1,024 tokens of context slower (×1.36 → ×1.40–1.58
+   * over the step at 128): it competes with the KV rows for L2. */
   float *attn = (float *)take16(&scratch, 4 * (size_t)T * qd);
   {
     uint8_t *tmp = take16(&scratch, 4 * (size_t)T * kvd);
