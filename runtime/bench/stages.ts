@@ -83,6 +83,7 @@ import { measureCosts } from '../train/heads-train.js';
 import { scoreEvalItem, type EvalItem } from '../train/data/instruct.js';
 import { registerBench } from './index.js';
 import { measureSotStacked } from './stages-sot.js';
+import { pairedDelta } from './paired.js';
 
 const DEFAULT_MODEL = 'smollm2-135m-instruct';
 const CHUNK = 128;
@@ -499,12 +500,13 @@ function scoreVariants(
       p.ttft.push(ms + r.ttftMs, ...(reuse ? [] : [ms + forced.run.ttftMs]));
       p.ttftCpu.push(cpuMs + r.ttftCpuMs, ...(reuse ? [] : [cpuMs + forced.run.ttftCpuMs]));
       p.decodeTps.push(r.decodeTps);
-      p.pass.push(scoreEvalItem(item, text).pass ? 1 : 0);
+      const pass = scoreEvalItem(item, text).pass;
+      p.pass.push(pass ? 1 : 0);
       p.nll.push(forced.nll);
       const revived = Object.values(r.summary.shape?.revivedAtLayer ?? {}).reduce((a, b) => a + b, 0);
       p.revived.push(revived);
       log(
-        `  item ${k} (${ids.length} tok) ${name.padEnd(13)} TTFT ${(ms + r.ttftMs).toFixed(0)} ms (cpu ${(cpuMs + r.ttftCpuMs).toFixed(0)})${ms ? ` (compress ${ms.toFixed(0)})` : ''}, answer NLL ${forced.nll.toFixed(2)}${revived ? `, revived ${revived}` : ''}, ${JSON.stringify(text.slice(0, 60))} (expected ${JSON.stringify(item.expected)})`,
+        `  item ${k} (${ids.length} tok) ${name.padEnd(13)} TTFT ${(ms + r.ttftMs).toFixed(0)} ms (cpu ${(cpuMs + r.ttftCpuMs).toFixed(0)})${ms ? ` (compress ${ms.toFixed(0)})` : ''}, answer NLL ${forced.nll.toFixed(2)}${revived ? `, revived ${revived}` : ''}, ${pass ? 'pass' : 'miss'} ${JSON.stringify(text.slice(0, 60))} (expected ${JSON.stringify(item.expected)})`,
       );
     }
   });
@@ -579,11 +581,19 @@ function measureLazy(model: LoadedModel, tokenizer: ModelTokenizer, o: Settings,
       accuracy: Object.fromEntries(Object.entries(out).map(([k, v]) => [k, round(mean(v.pass))])),
       answer_nll: Object.fromEntries(Object.entries(out).map(([k, v]) => [k, round(mean(v.nll))])),
       revived_per_item: round(mean(out.lazy?.revived ?? [])),
+      // Each item's pass (1) or miss (0) per variant, in item order: runs split over processes (`first`) pair up again.
+      pass_by_item: Object.fromEntries(Object.entries(out).map(([k, v]) => [k, v.pass])),
     };
     for (const name of Object.keys(variants).filter((n) => n !== 'full')) {
       part.ratios[`${name}_ttft_${tag}_vs_full`] = round(mean(out.full!.ttft) / mean(out[name]!.ttft));
       part.ratios[`${name}_ttft_${tag}_cpu_vs_full`] = round(mean(out.full!.ttftCpu) / mean(out[name]!.ttftCpu));
       part.quality[`${name}_accuracy_${tag}_delta`] = round(mean(out[name]!.pass) - mean(out.full!.pass));
+      // The paired difference's 95 % interval and the items behind it (paired.ts).
+      const paired = pairedDelta(out[name]!.pass, out.full!.pass);
+      part.quality[`${name}_accuracy_${tag}_delta_ci95_low`] = round(paired.ci95[0]);
+      part.quality[`${name}_accuracy_${tag}_delta_ci95_high`] = round(paired.ci95[1]);
+      part.quality[`${name}_accuracy_${tag}_gained`] = paired.gained;
+      part.quality[`${name}_accuracy_${tag}_lost`] = paired.lost;
       part.quality[`${name}_answer_nll_${tag}_delta`] = round(mean(out[name]!.nll) - mean(out.full!.nll));
     }
   }
