@@ -43,7 +43,7 @@ export const stagesSchema = {
           type: 'array',
           minItems: 1,
           items: { type: 'integer', minimum: 1 },
-          description: "Pruning layers, ascending; default the paper's 9/32, 19/32, 28/32 of the depth.",
+          description: "Pruning layers, ascending (with keepRatio); default the paper's 9/32, 19/32, 28/32 of the depth. Without either, the stage's default schedule prunes from 14/30, 22/30, 27/30 of the depth.",
         },
         revive: {
           type: 'integer',

@@ -29,6 +29,9 @@ describe('lazySchedule', () => {
   it('without keepRatio takes DEFAULT_SCHEDULE scaled to the depth; layers alone are refused', () => {
     const s = lazySchedule(30);
     expect(s.layers).toEqual(defaultSchedule(30).layers);
+    // SmolLM2's 30 layers: pruning from layer 14 on (from 8, the paper's depth, lost 28 points of passage-QA accuracy).
+    expect(s.layers).toEqual([14, 22, 27]);
+    expect(tokenLayerShare(s, 30)).toBeCloseTo(20.1 / 30, 12);
     expect(s.keep).toEqual([...DEFAULT_SCHEDULE.keep]);
     expect(s.revive).toBe(4);
     expect(lazySchedule(30, { revive: 0 }).revive).toBe(0);

@@ -13,7 +13,8 @@
  * layers. One `keepRatio` r is the share left after the last stage; stage i of n keeps
  * r^((i+1)/n) (0.5 over three stages: 79 %, 63 %, 50 %), so more is kept early and more
  * pruned late. A list gives each stage its own cumulative share. No ratio at all takes
- * DEFAULT_SCHEDULE, the one measured for long prompts (50 %, 30 %, 20 % at those depths).
+ * DEFAULT_SCHEDULE, the one measured for long prompts (50 %, 30 %, 20 % from later depths:
+ * 14, 22, 27 of SmolLM2's 30).
  *
  * Revival (the Aux Cache, runtime/kv/aux-cache.ts): `revive` tokens per pruning layer per
  * later step at most (the rule: SequenceShape.prune in the scheduler). DEFAULT_REVIVE says
@@ -62,18 +63,24 @@ export function defaultPruneLayers(numLayers: number): number[] {
 }
 
 /**
- * The schedule when no keepRatio is given, for long prompts: the paper's depths (9, 19 and
- * 28 of 32 layers) keeping 50 %, 30 % and 20 % of the prompt from each on. It computes 54 %
- * of the token-layers (tokenLayerShare: 8 + 10·0.5 + 8·0.3 + 4·0.2 of 30 on SmolLM2), and
- * attention's quadratic part shrinks more. How it was chosen (`skein bench stages --arg
- * parts=lazy`, SmolLM2-135M, passage QA at 2k tokens, README): the paper's ~2× TTFT needs
- * a schedule near half the token-layers; of three such candidates measured side by side —
- * this one, the same shares at 4/10/20 (40 %) and 60/40/25 % at 6/12/20 (51 %) — the
- * earlier-pruning two lost the answer where this one kept it (answer NLL 2.21 and 1.77 vs
- * 1.43, full 1.75). The geometric 0.5 (79/63/50 %, 77 % of the token-layers) stays what
- * `keepRatio: 0.5` gives: at most 1.3× from its dense part.
+ * The schedule when no keepRatio is given, for long prompts: 50 %, 30 % and 20 % of the
+ * prompt kept from 14/30, 22/30 and 27/30 of the depth on (layers 14, 22, 27 of SmolLM2's
+ * 30): 67 % of the token-layers (tokenLayerShare: 14 + 8·0.5 + 5·0.3 + 3·0.2 of 30), and
+ * attention's quadratic part shrinks more.
+ *
+ * How it was chosen (`skein bench stages --arg parts=lazy --arg tokens=2048`, SmolLM2-135M,
+ * passage QA — exact code words and numbers copied from one passage among many — README):
+ * the previous default, the same shares from the paper's depths (9, 19, 28 of 32: layers 8,
+ * 18, 26, 54 % of the token-layers), gave TTFT 2.06× and lost 28 points of accuracy over
+ * 120 items (full 65/120, pruned 31/120: 39 answers lost, 4 gained) — 6 items had read Δ 0.
+ * Side by side on 32 of those items (full 17/32): these later depths 1.57× at −3 points
+ * (1 gained, 2 lost; answer NLL +0.66), 70/50/35 % at the paper's depths 1.58× at −3
+ * (2 gained, 3 lost; +0.69), one stage at layer 20 keeping 30 % 1.29× at +6 (2 gained,
+ * none lost; +0.02), the old default 2.04× at −25 (1 gained, 9 lost; +1.26). Pruning half
+ * the prompt at layer 8 is what lost the answers; a default should not, so it prunes later
+ * and trades the 2× for ~1.6×. `keepRatio` and `layers` take a faster schedule back.
  */
-export const DEFAULT_SCHEDULE: { depths: readonly number[]; keep: readonly number[] } = { depths: [9 / 32, 19 / 32, 28 / 32], keep: [0.5, 0.3, 0.2] };
+export const DEFAULT_SCHEDULE: { depths: readonly number[]; keep: readonly number[] } = { depths: [14 / 30, 22 / 30, 27 / 30], keep: [0.5, 0.3, 0.2] };
 
 /** DEFAULT_SCHEDULE's layers for a depth (distinct, in 1..L−1) with their shares. */
 export function defaultSchedule(numLayers: number): { layers: number[]; keep: number[] } {
