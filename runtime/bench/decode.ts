@@ -342,7 +342,7 @@ registerBench('decode', {
           };
           const counts = best ? ([1, 2] as const) : ([threads === 2 ? 2 : 1] as const);
           const grown = new Map<number, Awaited<ReturnType<typeof growthAt>>>();
-          // Without best: one thread each side, as before (llama1 is absent, L then runs on `threads`).
+          // Without best: both sides on `threads`, as before (llama1 is absent; L runs on `threads`).
           for (const n of counts) grown.set(n, await growthAt(n, best ? (n === 1 ? llama1 : L) : (llama1 ?? L)));
           if (best) kernels.setThreads(1);
           const decodeB1 = figures[`decode_b1_${type}`];
