@@ -46,7 +46,7 @@ export function argmax(x: ArrayLike<number>): number {
  * with its largest value and that value's first index, then the smallest index among the
  * lanes holding the overall largest — the index the generic loop returns (NaNs skipped; 0
  * when nothing exceeds −∞). The generic loop waits on each compare and sees plain arrays
- * too, so its loads go polymorphic: ~100 µs over SmolLM2's 49,152 logits, ~35 µs here.
+ * too, so its loads go polymorphic: ~100 µs over SmolLM2's 49,152 logits, ~40 µs here.
  */
 function argmaxF32(x: Float32Array): number {
   const n = x.length;
