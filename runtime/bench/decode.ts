@@ -243,6 +243,8 @@ registerBench('decode', {
       const wantBatch = type === 'q4_1' && args?.batch !== '0';
       let llama: LlamaCppSide | null = null;
       let llama1: LlamaCppSide | null = null;
+      /** The llama.cpp side that runs on n threads: with best, the one-thread instance for 1 and the other for 2; without, the only one (on `threads`). */
+      const llamaAt = (n: number) => (best && n === 1 ? llama1 : llama);
       const kernels = prepareModel(model).kernels;
       /**
        * A pair as `pair` measures it (tokens/s, higher is better) — with best, at one and at
@@ -256,7 +258,7 @@ registerBench('decode', {
         const at = new Map<1 | 2, Pair>();
         for (const n of [1, 2] as const) {
           kernels.setThreads(n);
-          const L = n === 1 ? llama1 : llama;
+          const L = llamaAt(n);
           at.set(n, await pair(reps, skein, L && side && (() => side(L))));
         }
         kernels.setThreads(1);
@@ -288,7 +290,7 @@ registerBench('decode', {
             const engine = await createEngine({ model: file, thread: 'main', prefixSharing: false });
             process.env.SKEIN_THREADS = String(threads);
             try {
-              const G = best ? (n === 1 ? llama1 : L) : (llama1 ?? L);
+              const G = llamaAt(n);
               const short: number[] = [];
               const long: number[] = [];
               const llamaLong: number[] = [];
@@ -323,7 +325,7 @@ registerBench('decode', {
           // every repetition's steps. llama.cpp's runs of steps alternate per repetition.
           // With best, at one and at two threads on each side; the ratio is taken at the count
           // each side decodes fastest at (decode_b1's), both counts' in figures.step_ms.
-          const growthAt = async (n: 1 | 2, G: LlamaCppSide | null) => {
+          const growthAt = async (n: number, G: LlamaCppSide | null) => {
             const at: Record<'skein128' | 'skein1024' | 'llama128' | 'llama1024', number[]> = { skein128: [], skein1024: [], llama128: [], llama1024: [] };
             kernels.setThreads(n);
             for (let r = 0; r < reps; r++) {
@@ -340,10 +342,10 @@ registerBench('decode', {
             log(`context growth (${n} thread${n > 1 ? 's' : ''}): Skein step ${g.at128.toFixed(1)} ms at 128 → ${g.at1024.toFixed(1)} ms at 1024 (×${(g.at1024 / g.at128).toFixed(2)}; steps alternating, each repetition's medians ×${each}); llama.cpp ×${g.llama?.toFixed(2) ?? '—'}`);
             return g;
           };
-          const counts = best ? ([1, 2] as const) : ([threads === 2 ? 2 : 1] as const);
+          // Without best: both sides on `threads`, as before.
+          const counts = best ? [1, 2] : [threads];
           const grown = new Map<number, Awaited<ReturnType<typeof growthAt>>>();
-          // Without best: both sides on `threads`, as before (llama1 is absent; L runs on `threads`).
-          for (const n of counts) grown.set(n, await growthAt(n, best ? (n === 1 ? llama1 : L) : (llama1 ?? L)));
+          for (const n of counts) grown.set(n, await growthAt(n, llamaAt(n)));
           if (best) kernels.setThreads(1);
           const decodeB1 = figures[`decode_b1_${type}`];
           const skeinN = best ? (decodeB1?.skeinThreads ?? 1) : counts[0];

@@ -587,9 +587,9 @@ function measureLazy(model: LoadedModel, tokenizer: ModelTokenizer, o: Settings,
     for (const name of Object.keys(variants).filter((n) => n !== 'full')) {
       part.ratios[`${name}_ttft_${tag}_vs_full`] = round(mean(out.full!.ttft) / mean(out[name]!.ttft));
       part.ratios[`${name}_ttft_${tag}_cpu_vs_full`] = round(mean(out.full!.ttftCpu) / mean(out[name]!.ttftCpu));
-      part.quality[`${name}_accuracy_${tag}_delta`] = round(mean(out[name]!.pass) - mean(out.full!.pass));
-      // The paired difference's 95 % interval and the items behind it (paired.ts).
+      // The paired difference, its 95 % interval and the items behind it (paired.ts).
       const paired = pairedDelta(out[name]!.pass, out.full!.pass);
+      part.quality[`${name}_accuracy_${tag}_delta`] = round(paired.delta);
       part.quality[`${name}_accuracy_${tag}_delta_ci95_low`] = round(paired.ci95[0]);
       part.quality[`${name}_accuracy_${tag}_delta_ci95_high`] = round(paired.ci95[1]);
       part.quality[`${name}_accuracy_${tag}_gained`] = paired.gained;
