@@ -238,6 +238,17 @@ static inline size_t kv_at(int g, int rows, int r, int D) { return ((size_t)g * 
 
 static inline int seen(const uint8_t *vi, int P, int j) { return j < P || vi[j - P]; }
 
+/* Key j's place in the chunks: chunk c, row r (c = chunks when j is the key count). */
+typedef struct {
+  int c, r, j;
+} KeyAt;
+
+static inline KeyAt key_at(const int *rows, int chunks, int j) {
+  KeyAt k = {0, j, j};
+  while (k.c < chunks && k.r >= rows[k.c]) k.r -= rows[k.c++];
+  return k;
+}
+
 /*
  * Asks for the KV rows ahead of their use (KV_PREFETCH; nothing in wasm). The paged cache's
  * chunks lie apart in memory and decode appends one-row ones, so the hardware prefetcher,
@@ -283,18 +294,18 @@ static inline int seen4(const uint8_t *vi, int P, int j) {
 }
 
 /*
- * Softmax numerators of nh heads' scores (head a's at scores + a·S) in place — exp(s − mx[a])
- * for the keys the row sees, 0 for the others — and their sums in key order into sum[a], as
- * one row alone would sum them (an invisible key adds 0).
+ * Softmax numerators of nh heads' scores over keys j0..end-1 (head a's at scores + a·S) in
+ * place — exp(s − mx[a]) for the keys the row sees, 0 for the others — and their sums in key
+ * order into sum[a], as one row alone would sum them (an invisible key adds 0).
  */
 #ifdef WIDE_ATTENTION
-static void softmax_heads(float *scores, int S, int nh, const float *mx, int end, const uint8_t *vi, int P, float *sum);
+static void softmax_heads(float *scores, int S, int nh, const float *mx, int j0, int end, const uint8_t *vi, int P, float *sum);
 #else
-static inline __attribute__((always_inline)) void softmax_heads(float *scores, int S, int nh, const float *mx, int end, const uint8_t *vi, int P, float *sum) {
+static inline __attribute__((always_inline)) void softmax_heads(float *scores, int S, int nh, const float *mx, int j0, int end, const uint8_t *vi, int P, float *sum) {
   for (int a = 0; a < nh; a++) {
     float *sa = scores + (size_t)a * S;
     const v128_t m = wasm_f32x4_splat(mx[a]);
-    int j = 0;
+    int j = j0;
     /* Four visible keys at a time, the same arithmetic as exp_f32. */
     while (j < end) {
       if (j + 4 <= end && seen4(vi, P, j)) {
@@ -306,7 +317,7 @@ static inline __attribute__((always_inline)) void softmax_heads(float *scores, i
       }
     }
     float t = 0.f;
-    for (j = 0; j < end; j++) t += sa[j];
+    for (j = j0; j < end; j++) t += sa[j];
     sum[a] = t;
   }
 }
@@ -347,19 +358,19 @@ static inline __attribute__((always_inline)) void qk4(const float *const *qh, co
 }
 
 /*
- * o[a·D + d] = inv[a]·Σ_{j < end} sp[a][j]·V_j[d] for NH heads (a constant once inlined) sharing
+ * o[a·D + d] = inv[a]·Σ_{j0 ≤ j < end} sp[a][j]·V_j[d] (key j0: chunk c0, row r0) for NH heads (a constant once inlined) sharing
  * KV head g (chunk c's rows of it at vc[c] + g·rows[2·chunks + c]·D, D floats apart), in blocks of 8 values so that
  * each value row is loaded once for every head. Keys a row does not see are skipped (their
  * probability is 0; adding ±0 would not change a sum either), the rest summed in key order.
  */
-static inline __attribute__((always_inline)) void pv(const float *const *sp, const float *inv, const void *const *vc, int f16, const int *rows, int chunks, int P, int end, const uint8_t *vi, int g, int D, int NH, float *o) {
+static inline __attribute__((always_inline)) void pv(const float *const *sp, const float *inv, const void *const *vc, int f16, const int *rows, int chunks, int P, int c0, int r0, int j0, int end, const uint8_t *vi, int g, int D, int NH, float *o) {
   for (int d = 0; d < D; d += PV_W) {
     const int w = D - d < PV_W ? (D - d) / 4 : PV_W / 4;
     v128_t acc[HEADS_AT_ONCE][PV_W / 4];
     for (int a = 0; a < NH; a++) for (int e = 0; e < PV_W / 4; e++) acc[a][e] = wasm_f32x4_splat(0.f);
-    for (int c = 0, j = 0; c < chunks && j < end; c++) {
-      size_t vrow = kv_at(g, rows[2 * chunks + c], 0, D) + d;
-      for (int r = 0; r < rows[c] && j < end; r++, j++, vrow += D) {
+    for (int c = c0, first = r0, j = j0; c < chunks && j < end; c++, first = 0) {
+      size_t vrow = kv_at(g, rows[2 * chunks + c], first, D) + d;
+      for (int r = first; r < rows[c] && j < end; r++, j++, vrow += D) {
         if (j >= P && !vi[j - P]) continue;
         v128_t v[PV_W / 4];
         for (int e = 0; e < PV_W / 4; e++) v[e] = e < w ? kv4(vc[c], vrow + 4 * e, f16) : v[0];
@@ -377,11 +388,160 @@ static inline __attribute__((always_inline)) void pv(const float *const *sp, con
 }
 #endif
 
+/* A row's heads go HEADS_AT_ONCE at a time, never across a KV head: how many from hb (of h1) go together. */
+static inline int head_block(int hb, int h1, int G) {
+  int nh = (hb / G + 1) * G - hb;
+  if (nh > h1 - hb) nh = h1 - hb;
+  return nh > HEADS_AT_ONCE ? HEADS_AT_ONCE : nh;
+}
+
+/*
+ * A row's keys split in two parts from this many visible keys on, each part with its own
+ * softmax maximum and sum, merged at the end (merge_parts) — flash-decoding's split, so
+ * that a decode row's attention runs on two threads over half the keys each
+ * (block_layer), both threads streaming their own K/V rows. The split is part of what a
+ * row computes whatever the thread count: one thread runs both parts one after the other,
+ * so the bits do not depend on it. Measured (SmolLM2 shapes, a decode row over f16 keys,
+ * two threads, scratch harness, means of 9 × 3,000 calls): against the KV heads split
+ * 2 + 1 over the threads, 1,024 keys 53.1 → 43.6 µs in cache and 59.8 → 52.4 out of it
+ * (30 layers' KV), 256 keys 12.8 → 10.8, 2,048 keys 104.7 → 84.2.
+ */
+#define SPLIT_KEYS 256
+
+/* Keys past the last one a row sees play no part (a causal prefill row sees only the first P + i + 1): its loops stop at this end. */
+static inline int row_end(int P, const uint8_t *vi, int S) {
+  int end = S;
+  while (end > P && !vi[end - 1 - P]) end--;
+  return end;
+}
+
+/*
+ * Where a row's second part starts (a key index), or 0 when it attends in one part: at its
+ * visible keys' half (a multiple of 4), counted in key order. A tree row's visible keys are
+ * the ones its token's plain decode step sees, in the same order (its ancestors, then
+ * itself), so both split at the same key and get the same bits.
+ */
+static int key_split(int P, const uint8_t *vi, int end) {
+  int visible = P;
+  for (int j = P; j < end; j++) visible += vi[j - P] != 0;
+  if (visible < SPLIT_KEYS) return 0;
+  const int half = visible / 2 & ~3;
+  if (half <= P) return half;
+  for (int j = P, ordinal = P; j < end; j++) {
+    if (!vi[j - P]) continue;
+    if (ordinal == half) return j;
+    ordinal++;
+  }
+  return 0;
+}
+
+/*
+ * nh query heads (qh; one KV head g) of a row over the keys from `from` to end: their
+ * scores into scores[a·S + j], softmax numerators against this part's maxima (mx, sum out)
+ * and Σ p·V into o (nh·D), times 1/sum when `normalise` (the row in one part), else times 1
+ * (a part for merge_parts).
+ */
+static inline __attribute__((always_inline)) void attend_keys(const float *const *qh, int nh, int g, const void *const *kc, const void *const *vc, const int *rows, int chunks, int P, const uint8_t *vi, int D, int f16, int S, KeyAt from, int end, float *scores, float *mx, float *sum, int normalise, float *o) {
+  v128_t mxv[HEADS_AT_ONCE];
+  for (int a = 0; a < nh; a++) {
+    mx[a] = -3.0e38f;
+    mxv[a] = wasm_f32x4_splat(-3.0e38f);
+  }
+  /* Keys in position order through the chunks: (c, r) is key j's chunk and row. Four
+   * visible keys at a time, in one chunk or across chunk ends (decode appends a row at a
+   * time, so a sequence's newest keys can sit in one-row chunks): one transpose sums all
+   * four rows' lanes in hsum_f32's order ((l0 + l1) + l2) + l3, so each key's score has
+   * the bits it gets alone. */
+#ifdef KV_PREFETCH
+  KvCursor ahead = {from.c, from.r};
+  for (int e = 0; e < KEYS_AHEAD; e++) prefetch_key(&ahead, kc, vc, rows, chunks, g, D, f16);
+#endif
+  for (int c = from.c, r = from.r, j = from.j; j < end;) {
+    while (r >= rows[c]) c++, r = 0;
+    if (j + 4 <= end && seen4(vi, P, j)) {
+#ifdef KV_PREFETCH
+      for (int e = 0; e < 4; e++) prefetch_key(&ahead, kc, vc, rows, chunks, g, D, f16);
+#endif
+      const void *kb[4];
+      size_t ko[4];
+      for (int e = 0; e < 4; e++) {
+        while (r >= rows[c]) c++, r = 0;
+        kb[e] = kc[c];
+        ko[e] = kv_at(g, rows[chunks + c], r, D);
+        r++;
+      }
+      switch (nh) {
+        case 4: qk4(qh, kb, ko, f16, D, 4, scores + j, S, mxv); break;
+        case 3: qk4(qh, kb, ko, f16, D, 3, scores + j, S, mxv); break;
+        case 2: qk4(qh, kb, ko, f16, D, 2, scores + j, S, mxv); break;
+        default: qk4(qh, kb, ko, f16, D, 1, scores + j, S, mxv); break;
+      }
+      j += 4;
+      continue;
+    }
+#ifdef KV_PREFETCH
+    prefetch_key(&ahead, kc, vc, rows, chunks, g, D, f16);
+#endif
+    if (seen(vi, P, j)) {
+      const size_t kj = kv_at(g, rows[chunks + c], r, D);
+      for (int a = 0; a < nh; a++) {
+        v128_t sv = wasm_f32x4_splat(0.f);
+        for (int d = 0; d < D; d += 4) sv = wasm_f32x4_add(sv, wasm_f32x4_mul(wasm_v128_load(qh[a] + d), kv4(kc[c], kj + d, f16)));
+        float sc = hsum_f32(sv);
+        scores[(size_t)a * S + j] = sc;
+        if (sc > mx[a]) mx[a] = sc;
+      }
+    }
+    r++, j++;
+  }
+  for (int a = 0; a < nh; a++) {
+    /* A maximum is the same whatever the order it is taken in. */
+    for (int e = 0; e < 4; e++) {
+      const float x = wasm_f32x4_extract_lane(mxv[a], 0);
+      if (x > mx[a]) mx[a] = x;
+      mxv[a] = wasm_i32x4_shuffle(mxv[a], mxv[a], 1, 2, 3, 0);
+    }
+  }
+  softmax_heads(scores, S, nh, mx, from.j, end, vi, P, sum);
+  /* The heads' outputs in blocks of 8 values over the part's keys, each value row loaded
+   * once for every head; every lane sums its keys in key order. */
+  const float *sp[HEADS_AT_ONCE];
+  float inv[HEADS_AT_ONCE];
+  for (int a = 0; a < nh; a++) {
+    sp[a] = scores + (size_t)a * S;
+    inv[a] = normalise ? 1.f / sum[a] : 1.f;
+  }
+  switch (nh) {
+    case 4: pv(sp, inv, vc, f16, rows, chunks, P, from.c, from.r, from.j, end, vi, g, D, 4, o); break;
+    case 3: pv(sp, inv, vc, f16, rows, chunks, P, from.c, from.r, from.j, end, vi, g, D, 3, o); break;
+    case 2: pv(sp, inv, vc, f16, rows, chunks, P, from.c, from.r, from.j, end, vi, g, D, 2, o); break;
+    default: pv(sp, inv, vc, f16, rows, chunks, P, from.c, from.r, from.j, end, vi, g, D, 1, o); break;
+  }
+}
+
+/*
+ * Two parts' unnormalised outputs of nh heads (o0, o1: nh·D each; maxima m, sums l) merged
+ * into out (which may be o0): out = (o0·e0 + o1·e1) / (l0·e0 + l1·e1), e = exp(m − max(m0,
+ * m1)); w0[a], w1[a] receive the weights e·(1/l) that turn each part's numerators into
+ * probabilities (`last`).
+ */
+static void merge_parts(int nh, int D, const float *o0, const float *m0, const float *l0, const float *o1, const float *m1, const float *l1, float *out, float *w0, float *w1) {
+  for (int a = 0; a < nh; a++) {
+    const float m = m0[a] > m1[a] ? m0[a] : m1[a];
+    const float e0 = exp_f32(m0[a] - m), e1 = exp_f32(m1[a] - m);
+    const float inv = 1.f / (l0[a] * e0 + l1[a] * e1);
+    const float a0 = e0 * inv, a1 = e1 * inv;
+    for (int d = 0; d < D; d++) out[(size_t)a * D + d] = o0[(size_t)a * D + d] * a0 + o1[(size_t)a * D + d] * a1;
+    w0[a] = a0, w1[a] = a1;
+  }
+}
+
 /*
  * Attention of n new rows over S = P + n keys (P cached, then the n new ones), computed
  * one (row, head) at a time in an order that depends on nothing but that row's query and
  * the keys it sees: dot products over D in four fixed lanes, softmax in key order, the
- * value sum in key order with lanes over D. So a row gets the same bits alone (a decode
+ * value sum in key order with lanes over D — over all its keys, or from SPLIT_KEYS visible
+ * keys on over two halves merged at the end (key_split). So a row gets the same bits alone (a decode
  * step), inside a multi-row call (draft or tree verification, a prefill chunk) or beside
  * other sequences — what the tfjs attention could not promise (its reductions change order
  * with the call's shape), and what int8 activation rounding then magnified.
@@ -417,100 +577,33 @@ void attention(const float *q, const void *const *kc, const void *const *vc, con
   if (last) for (int j = 0; j < S; j++) last[j] = 0.f;
   for (int i = 0; i < n; i++) {
     const uint8_t *vi = vis + (size_t)i * n;
-    /* Keys past the last one this row sees play no part (a causal prefill row sees only
-     * the first P + i + 1): every loop below stops there. */
-    int end = S;
-    while (end > P && !vi[end - 1 - P]) end--;
+    const int end = row_end(P, vi, S);
+    const int split = key_split(P, vi, end);
+    const KeyAt first = {0, 0, 0}, second = key_at(rows, chunks, split);
     /* The query heads of one KV head, up to HEADS_AT_ONCE at a time, read each key and
      * value row once for all of them (GQA: G heads share it). */
     for (int hb = h0; hb < h1;) {
-      const int g = hb / G;
-      int nh = (g + 1) * G - hb;
-      if (nh > h1 - hb) nh = h1 - hb;
-      if (nh > HEADS_AT_ONCE) nh = HEADS_AT_ONCE;
+      const int g = hb / G, nh = head_block(hb, h1, G);
       const float *qh[HEADS_AT_ONCE];
-      float mx[HEADS_AT_ONCE], sum[HEADS_AT_ONCE];
-      v128_t mxv[HEADS_AT_ONCE];
-      for (int a = 0; a < nh; a++) {
-        qh[a] = q + (size_t)i * qd + (size_t)(hb + a) * D;
-        mx[a] = -3.0e38f;
-        mxv[a] = wasm_f32x4_splat(-3.0e38f);
-      }
-      /* Keys in position order through the chunks: (c, r) is key j's chunk and row. Four
-       * visible keys at a time, in one chunk or across chunk ends (decode appends a row at a
-       * time, so a sequence's newest keys can sit in one-row chunks): one transpose sums all
-       * four rows' lanes in hsum_f32's order ((l0 + l1) + l2) + l3, so each key's score has
-       * the bits it gets alone. */
-#ifdef KV_PREFETCH
-      KvCursor ahead = {0, 0};
-      for (int e = 0; e < KEYS_AHEAD; e++) prefetch_key(&ahead, kc, vc, rows, chunks, g, D, f16);
-#endif
-      for (int c = 0, r = 0, j = 0; j < end;) {
-        while (r >= rows[c]) c++, r = 0;
-        if (j + 4 <= end && seen4(vi, P, j)) {
-#ifdef KV_PREFETCH
-          for (int e = 0; e < 4; e++) prefetch_key(&ahead, kc, vc, rows, chunks, g, D, f16);
-#endif
-          const void *kb[4];
-          size_t ko[4];
-          for (int e = 0; e < 4; e++) {
-            while (r >= rows[c]) c++, r = 0;
-            kb[e] = kc[c];
-            ko[e] = kv_at(g, rows[chunks + c], r, D);
-            r++;
-          }
-          switch (nh) {
-            case 4: qk4(qh, kb, ko, f16, D, 4, scores + j, S, mxv); break;
-            case 3: qk4(qh, kb, ko, f16, D, 3, scores + j, S, mxv); break;
-            case 2: qk4(qh, kb, ko, f16, D, 2, scores + j, S, mxv); break;
-            default: qk4(qh, kb, ko, f16, D, 1, scores + j, S, mxv); break;
-          }
-          j += 4;
-          continue;
-        }
-#ifdef KV_PREFETCH
-        prefetch_key(&ahead, kc, vc, rows, chunks, g, D, f16);
-#endif
-        if (seen(vi, P, j)) {
-          const size_t kj = kv_at(g, rows[chunks + c], r, D);
-          for (int a = 0; a < nh; a++) {
-            v128_t sv = wasm_f32x4_splat(0.f);
-            for (int d = 0; d < D; d += 4) sv = wasm_f32x4_add(sv, wasm_f32x4_mul(wasm_v128_load(qh[a] + d), kv4(kc[c], kj + d, f16)));
-            float sc = hsum_f32(sv);
-            scores[(size_t)a * S + j] = sc;
-            if (sc > mx[a]) mx[a] = sc;
-          }
-        }
-        r++, j++;
-      }
-      for (int a = 0; a < nh; a++) {
-        /* A maximum is the same whatever the order it is taken in. */
-        for (int e = 0; e < 4; e++) {
-          const float x = wasm_f32x4_extract_lane(mxv[a], 0);
-          if (x > mx[a]) mx[a] = x;
-          mxv[a] = wasm_i32x4_shuffle(mxv[a], mxv[a], 1, 2, 3, 0);
-        }
-      }
-      softmax_heads(scores, S, nh, mx, end, vi, P, sum);
-      /* The heads' outputs in blocks of 8 values over all keys, each value row loaded once
-       * for every head; every lane sums its keys in key order. */
-      const float *sp[HEADS_AT_ONCE];
-      float inv[HEADS_AT_ONCE];
-      for (int a = 0; a < nh; a++) {
-        sp[a] = scores + (size_t)a * S;
-        inv[a] = 1.f / sum[a];
-      }
+      for (int a = 0; a < nh; a++) qh[a] = q + (size_t)i * qd + (size_t)(hb + a) * D;
       float *o = out + (size_t)i * qd + (size_t)hb * D;
-      switch (nh) {
-        case 4: pv(sp, inv, vc, f16, rows, chunks, P, end, vi, g, D, 4, o); break;
-        case 3: pv(sp, inv, vc, f16, rows, chunks, P, end, vi, g, D, 3, o); break;
-        case 2: pv(sp, inv, vc, f16, rows, chunks, P, end, vi, g, D, 2, o); break;
-        default: pv(sp, inv, vc, f16, rows, chunks, P, end, vi, g, D, 1, o); break;
+      float mx[HEADS_AT_ONCE], sum[HEADS_AT_ONCE], w0[HEADS_AT_ONCE], w1[HEADS_AT_ONCE];
+      if (split == 0) {
+        attend_keys(qh, nh, g, kc, vc, rows, chunks, P, vi, D, f16, S, first, end, scores, mx, sum, 1, o);
+        for (int a = 0; a < nh; a++) w0[a] = w1[a] = 1.f / sum[a];
+      } else {
+        float o1[HEADS_AT_ONCE * 512], mx1[HEADS_AT_ONCE], sum1[HEADS_AT_ONCE];
+        attend_keys(qh, nh, g, kc, vc, rows, chunks, P, vi, D, f16, S, first, split, scores, mx, sum, 0, o);
+        attend_keys(qh, nh, g, kc, vc, rows, chunks, P, vi, D, f16, S, second, end, scores, mx1, sum1, 0, o1);
+        merge_parts(nh, D, o, mx, sum, o1, mx1, sum1, o, w0, w1);
       }
       if (last && i == n - 1) {
+        /* Each key's probability: its part's numerator times that part's weight. */
+        const int cut = split ? split : end;
         for (int a = 0; a < nh; a++) {
-          const float w = inv[a] / (float)H;
-          for (int j = 0; j < end; j++) last[j] += sp[a][j] * w;
+          const float *sa = scores + (size_t)a * S, u0 = w0[a] / (float)H, u1 = w1[a] / (float)H;
+          for (int j = 0; j < cut; j++) last[j] += sa[j] * u0;
+          for (int j = cut; j < end; j++) last[j] += sa[j] * u1;
         }
       }
       hb += nh;

@@ -164,4 +164,40 @@ describe.skipIf(nativeKernels()?.pool === undefined || nativeKernels()?.block_la
       }
     });
   }
+
+  it('splits a lone decode row\'s keys (≥ 256) between two threads with one thread\'s bits', () => {
+    const model = quantizeModel(randomModel(shape, 8), 'q8_0');
+    const kernels = prepareModel(model).kernels;
+    /** A 300-token prompt in two chunks, then three lone decode steps: their logits and new K/V. */
+    const decodeLong = () => {
+      const cache = new KvCache(model.config.numLayers, 16);
+      const out: Float32Array[] = [];
+      try {
+        const prompt = Array.from({ length: 300 }, (_, i) => (i * 37 + 11) % 96);
+        for (const ids of [prompt.slice(0, 150), prompt.slice(150)]) cache.append(forward(model, [{ ids, past: cache.past() }])[0]!.newKv);
+        for (const id of [5, 61, 30]) {
+          const [r] = forward(model, [{ ids: [id], past: cache.past() }]);
+          out.push(...r!.logits);
+          for (const e of r!.newKv) out.push(e!.k.dataSync() as Float32Array, e!.v.dataSync() as Float32Array);
+          cache.append(r!.newKv);
+        }
+        return out;
+      } finally {
+        cache.dispose();
+      }
+    };
+    try {
+      const one = decodeLong();
+      kernels.setThreads(2);
+      for (const fused of [true, false]) {
+        kernels.setFusedLayers(fused);
+        const two = decodeLong();
+        expect(two.every((x, i) => sameBits(x, one[i]!)), fused ? 'chained' : 'call by call').toBe(true);
+      }
+    } finally {
+      kernels.setThreads(1);
+      kernels.setFusedLayers(true);
+      model.dispose();
+    }
+  });
 });

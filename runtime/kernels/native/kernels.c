@@ -342,13 +342,13 @@ WIDE void qk4(const float *const *qh, const void *const *kb, const size_t *ko, i
  * the scores (qk4), ~16 to this, ~13 to softmax_heads. Tried and not kept: two keys' f16
  * values widened by one 256-bit conversion in qk4 (94 → 104 µs).
  */
-WIDE void pv_pass(const float *const *sp, const float *inv, const void *const *vc, int f16, const int *rows, int chunks, int P, int end, const uint8_t *vi, int g, int D, int d, int NH, int NV, float *o) {
+WIDE void pv_pass(const float *const *sp, const float *inv, const void *const *vc, int f16, const int *rows, int chunks, int P, int c0, int r0, int j0, int end, const uint8_t *vi, int g, int D, int d, int NH, int NV, float *o) {
   __m256 acc[HEADS_AT_ONCE][4];
   for (int a = 0; a < NH; a++) for (int e = 0; e < NV; e++) acc[a][e] = _mm256_setzero_ps();
-  for (int c = 0, j = 0; c < chunks && j < end; c++) {
-    const int n = rows[c] < end - j ? rows[c] : end - j, cached = j + n <= P;
-    const uint16_t *vh = (const uint16_t *)vc[c] + (size_t)g * rows[2 * chunks + c] * D + d;
-    const float *vf = (const float *)vc[c] + (size_t)g * rows[2 * chunks + c] * D + d;
+  for (int c = c0, first = r0, j = j0; c < chunks && j < end; c++, first = 0) {
+    const int n = rows[c] - first < end - j ? rows[c] - first : end - j, cached = j + n <= P;
+    const uint16_t *vh = (const uint16_t *)vc[c] + ((size_t)g * rows[2 * chunks + c] + first) * D + d;
+    const float *vf = (const float *)vc[c] + ((size_t)g * rows[2 * chunks + c] + first) * D + d;
 #define PV_KEY(R)                                                                                                                      \
   {                                                                                                                                    \
     __m256 v[4];                                                                                                                       \
@@ -376,12 +376,12 @@ WIDE void pv_pass(const float *const *sp, const float *inv, const void *const *v
 }
 
 /* The last four values when D is not a multiple of 8: the wasm code's 128-bit step. */
-WIDE void pv_tail4(const float *const *sp, const float *inv, const void *const *vc, int f16, const int *rows, int chunks, int P, int end, const uint8_t *vi, int g, int D, int d, int NH, float *o) {
+WIDE void pv_tail4(const float *const *sp, const float *inv, const void *const *vc, int f16, const int *rows, int chunks, int P, int c0, int r0, int j0, int end, const uint8_t *vi, int g, int D, int d, int NH, float *o) {
   __m128 acc[HEADS_AT_ONCE];
   for (int a = 0; a < NH; a++) acc[a] = _mm_setzero_ps();
-  for (int c = 0, j = 0; c < chunks && j < end; c++) {
-    size_t vrow = (size_t)g * rows[2 * chunks + c] * D + d;
-    for (int r = 0; r < rows[c] && j < end; r++, j++, vrow += D) {
+  for (int c = c0, first = r0, j = j0; c < chunks && j < end; c++, first = 0) {
+    size_t vrow = ((size_t)g * rows[2 * chunks + c] + first) * D + d;
+    for (int r = first; r < rows[c] && j < end; r++, j++, vrow += D) {
       if (j >= P && !vi[j - P]) continue;
       const __m128 v = kv4_wide(vc[c], vrow, f16);
       for (int a = 0; a < NH; a++) acc[a] = _mm_add_ps(acc[a], _mm_mul_ps(_mm_set1_ps(sp[a][j]), v));
@@ -390,8 +390,8 @@ WIDE void pv_tail4(const float *const *sp, const float *inv, const void *const *
   for (int a = 0; a < NH; a++) _mm_storeu_ps(o + (size_t)a * D + d, _mm_mul_ps(acc[a], _mm_set1_ps(inv[a])));
 }
 
-#define PV_PASS(NHC, NVC) (f16 ? pv_pass(sp, inv, vc, 1, rows, chunks, P, end, vi, g, D, d, NHC, NVC, o) : pv_pass(sp, inv, vc, 0, rows, chunks, P, end, vi, g, D, d, NHC, NVC, o))
-WIDE void pv(const float *const *sp, const float *inv, const void *const *vc, int f16, const int *rows, int chunks, int P, int end, const uint8_t *vi, int g, int D, int NH, float *o) {
+#define PV_PASS(NHC, NVC) (f16 ? pv_pass(sp, inv, vc, 1, rows, chunks, P, c0, r0, j0, end, vi, g, D, d, NHC, NVC, o) : pv_pass(sp, inv, vc, 0, rows, chunks, P, c0, r0, j0, end, vi, g, D, d, NHC, NVC, o))
+WIDE void pv(const float *const *sp, const float *inv, const void *const *vc, int f16, const int *rows, int chunks, int P, int c0, int r0, int j0, int end, const uint8_t *vi, int g, int D, int NH, float *o) {
   const int most = NH <= 2 ? 4 : NH == 3 ? 3 : 2;
   int d = 0;
   while (D - d >= 8) {
@@ -404,7 +404,7 @@ WIDE void pv(const float *const *sp, const float *inv, const void *const *vc, in
     }
     d += 8 * nv;
   }
-  if (d < D) pv_tail4(sp, inv, vc, f16, rows, chunks, P, end, vi, g, D, d, NH, o);
+  if (d < D) pv_tail4(sp, inv, vc, f16, rows, chunks, P, c0, r0, j0, end, vi, g, D, d, NH, o);
 }
 #undef PV_PASS
 
@@ -435,11 +435,11 @@ WIDE __m256 exp_f32x8(__m256 x) {
  * four independent add chains where one head after another waited on each add's latency:
  * the same sums. Was ~20 % of a decode row's attention at 1,024 keys.
  */
-__attribute__((target("avx2,f16c"))) static void softmax_heads(float *scores, int S, int nh, const float *mx, int end, const uint8_t *vi, int P, float *sum) {
+__attribute__((target("avx2,f16c"))) static void softmax_heads(float *scores, int S, int nh, const float *mx, int j0, int end, const uint8_t *vi, int P, float *sum) {
   for (int a = 0; a < nh; a++) {
     float *sa = scores + (size_t)a * S;
     const __m256 m = _mm256_set1_ps(mx[a]);
-    int j = 0;
+    int j = j0;
     while (j < end) {
       if (j + 8 <= end && seen4(vi, P, j) && seen4(vi, P, j + 4)) {
         _mm256_storeu_ps(sa + j, exp_f32x8(_mm256_sub_ps(_mm256_loadu_ps(sa + j), m)));
@@ -456,7 +456,7 @@ __attribute__((target("avx2,f16c"))) static void softmax_heads(float *scores, in
   /* Missing heads read head 0's scores again: sums nobody keeps. */
   const float *s0 = scores, *s1 = scores + (size_t)(nh > 1) * S, *s2 = scores + (size_t)(nh > 2 ? 2 : 0) * S, *s3 = scores + (size_t)(nh > 3 ? 3 : 0) * S;
   float t0 = 0.f, t1 = 0.f, t2 = 0.f, t3 = 0.f;
-  for (int j = 0; j < end; j++) t0 += s0[j], t1 += s1[j], t2 += s2[j], t3 += s3[j];
+  for (int j = j0; j < end; j++) t0 += s0[j], t1 += s1[j], t2 += s2[j], t3 += s3[j];
   const float t[4] = {t0, t1, t2, t3};
   for (int a = 0; a < nh; a++) sum[a] = t[a];
 }

@@ -139,6 +139,58 @@ static void attention_part(const void *job, int part) {
   attention(a->q + (size_t)s->r * qd, s->addresses, s->addresses + s->chunks, s->table + 2 * s->chunks, s->chunks, s->S - s->n, s->n, s->vis, a->H, a->KVf, a->D, scores, a->out + (size_t)s->r * qd, NULL, h0, h0 + per);
 }
 
+/*
+ * Heads h0..h1-1 of one row (qrow) over its keys from `from` to end, unnormalised, for
+ * merge_parts: o (the row's H·D layout, heads h0.. only), maxima and sums by head. A
+ * thread's share of a split decode row (block_layer).
+ */
+static void attend_part(const float *qrow, const void *const *kc, const void *const *vc, const int *rows, int chunks, int P, const uint8_t *vi, int H, int KVf, int D, float *scores, int S, KeyAt from, int end, int h0, int h1, float *o, float *mx, float *sum) {
+  const int KV = KVf & 0xffff, f16 = KVf >> 16, G = H / KV;
+  for (int hb = h0; hb < h1;) {
+    const int nh = head_block(hb, h1, G);
+    const float *qh[HEADS_AT_ONCE];
+    for (int a = 0; a < nh; a++) qh[a] = qrow + (size_t)(hb + a) * D;
+    attend_keys(qh, nh, hb / G, kc, vc, rows, chunks, P, vi, D, f16, S, from, end, scores, mx + hb, sum + hb, 0, o + (size_t)hb * D);
+    hb += nh;
+  }
+}
+
+/* A lone decode row split at key `split` (key_split), its two parts on two threads: part 0 into the row's output, part 1 into o1, each part's maxima and sums by head. */
+typedef struct {
+  const SeqAttention *seq;
+  const float *q;
+  float *out, *o1, *mx, *sum;
+  int H, KVf, D, split;
+  _Atomic int failed;
+} SplitRowJob;
+
+static void split_row_part(const void *job, int part) {
+  SplitRowJob *a = (SplitRowJob *)job;
+  const SeqAttention *s = a->seq;
+  const int *rows = s->table + 2 * s->chunks, end = row_end(s->S - 1, s->vis, s->S);
+  float *scores = scores_scratch(s->S);
+  if (scores == NULL) {
+    atomic_store(&a->failed, 1);
+    return;
+  }
+  const KeyAt from = part == 0 ? (KeyAt){0, 0, 0} : key_at(rows, s->chunks, a->split);
+  attend_part(a->q, s->addresses, s->addresses + s->chunks, rows, s->chunks, s->S - 1, s->vis, a->H, a->KVf, a->D, scores, s->S, from, part == 0 ? a->split : end, 0, a->H,
+              part == 0 ? a->out : a->o1, a->mx + part * a->H, a->sum + part * a->H);
+}
+
+/* The owner's scratch for a split row's second part and the parts' maxima, sums and weights (H·D + 6·H floats), grown as needed; NULL when out of memory. */
+static _Thread_local float *split_row_scratch;
+static _Thread_local size_t split_row_scratch_size;
+static float *split_scratch(size_t n) {
+  if (n > split_row_scratch_size) {
+    float *grown = realloc(split_row_scratch, n * sizeof *grown);
+    if (grown == NULL) return NULL;
+    split_row_scratch = grown;
+    split_row_scratch_size = n;
+  }
+  return split_row_scratch;
+}
+
 /* The owner's per-layer tables for the pooled attention: the sequences and their chunk addresses. */
 static _Thread_local SeqAttention *seq_attention;
 static _Thread_local size_t seq_attention_size;
@@ -195,9 +247,12 @@ static const char *block_layer(uint8_t *m, const int32_t *p) {
 
   /* Every sequence's new K/V rows stored where attention reads them, then all their attention
    * in one job (pool.inc.c): a part per (sequence, KV head) over the pool's threads, a part
-   * per sequence on one — the same calls on the same heads either way. A decode row's 3 KV
-   * heads on 2 threads run as 2 + 1 parts (1,024 keys: 89 → 58–67 µs, 1.5× where 2× is the
-   * bound). Measured and not kept (same bits): three jobs — scores by runs of keys, softmax
+   * per sequence on one — the same calls on the same heads either way. A lone decode row
+   * over SPLIT_KEYS keys or more runs its two key halves (key_split) on two threads instead
+   * of its 3 KV heads as 2 + 1 parts (1,024 keys: 53.1 → 43.6 µs in cache; a SmolLM2 Q4_1
+   * decode step at 1,024 tokens of context over the step at 128, two threads, builds
+   * alternated five times: ×1.29 → ×1.24 (medians); at 3,072 tokens ×1.95 → ×1.70–1.80).
+   * The 2 + 1 parts had been 89 → 58–67 µs. Measured and not kept (same bits): three jobs — scores by runs of keys, softmax
    * per head, values by runs of values — 67 → 78 µs in cache and 70 → 108 out of it (each
    * values part read V rows the other thread's scores pass had fetched); a part per head
    * 91–105 (each head re-reads its KV head's rows); the third KV head's heads split 2 + 1
@@ -239,10 +294,23 @@ static const char *block_layer(uint8_t *m, const int32_t *p) {
       at += 2 * (size_t)chunks;
       r += n;
     }
-    const int split = pool_width() > 1 ? KV : 1;
-    AttentionJob job = {.seqs = seq_attention, .q = q, .out = attn, .H = H, .KVf = KVf, .D = D, .split = split};
-    pool_run(attention_part, &job, nseq * split);
-    if (atomic_load(&job.failed)) return "block_layer: out of memory for the attention's scores";
+    /* A lone decode row whose keys split (key_split) runs a part per thread; otherwise a
+     * part per (sequence, KV head) on two or more threads, a part per sequence on one. */
+    const int keys_split = pool_width() > 1 && nseq == 1 && seq_attention[0].n == 1 ? key_split(seq_attention[0].S - 1, seq_attention[0].vis, row_end(seq_attention[0].S - 1, seq_attention[0].vis, seq_attention[0].S)) : 0;
+    if (keys_split > 0) {
+      float *o1 = split_scratch((size_t)qd + 6 * (size_t)H);
+      if (o1 == NULL) return "block_layer: out of memory for the attention's split row";
+      float *mx = o1 + qd, *sum = mx + 2 * H, *w = sum + 2 * H;
+      SplitRowJob job = {.seq = seq_attention, .q = q, .out = attn, .o1 = o1, .mx = mx, .sum = sum, .H = H, .KVf = KVf, .D = D, .split = keys_split};
+      pool_run(split_row_part, &job, 2);
+      if (atomic_load(&job.failed)) return "block_layer: out of memory for the attention's scores";
+      merge_parts(H, D, attn, mx, sum, o1, mx + H, sum + H, attn, w, w + H);
+    } else {
+      const int split = pool_width() > 1 ? KV : 1;
+      AttentionJob job = {.seqs = seq_attention, .q = q, .out = attn, .H = H, .KVf = KVf, .D = D, .split = split};
+      pool_run(attention_part, &job, nseq * split);
+      if (atomic_load(&job.failed)) return "block_layer: out of memory for the attention's scores";
+    }
   }
 
   /* mlpBlock: x1 = x + attn·oᵀ + bo, out = x1 + down(silu(n·gateᵀ) ⊙ n·upᵀ), n = RMSNorm(x1). */
