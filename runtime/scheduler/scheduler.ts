@@ -699,7 +699,7 @@ export class Scheduler {
    * final token (the question sits at the end of a QA prompt), and a chunk can only prune
    * by its own last token. Chunked, each 128-token chunk of a 4k passage-QA prompt chose
    * its tokens without the question and the full model's one correct answer was lost
-   * (`bench stages --arg parts=lazy`, README). Other sequences' decode rows still ride in
+   * (`bench stages --arg parts=lazy`, runtime/bench/HISTORY.md). Other sequences' decode rows still ride in
    * that step's batch, but wait for it: a 4k pruned prefill of SmolLM2-135M is one step of
    * about as long as its TTFT (README's lazy row). The alternative weighed — non-final
    * chunks running only the layers below the first pruning layer and parking their

@@ -69,7 +69,7 @@ export function defaultPruneLayers(numLayers: number): number[] {
  * attention's quadratic part shrinks more.
  *
  * How it was chosen (`skein bench stages --arg parts=lazy --arg tokens=2048`, SmolLM2-135M,
- * passage QA — exact code words and numbers copied from one passage among many — README):
+ * passage QA — exact code words and numbers copied from one passage among many — runtime/bench/HISTORY.md):
  * the previous default, the same shares from the paper's depths (9, 19, 28 of 32: layers 8,
  * 18, 26, 54 % of the token-layers), gave TTFT 2.06× and lost 28 points of accuracy over
  * 120 items (full 65/120, pruned 31/120: 39 answers lost, 4 gained) — 6 items had read Δ 0.

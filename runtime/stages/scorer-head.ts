@@ -12,7 +12,7 @@
  *   (its LM-head rows only): −log p(t) = −(z_t − logΣ_{v∈prompt} e^{z_v}). Each row's
  *   normaliser drops the mass on ids the prompt never uses; the ranking LLMLingua needs
  *   (which units are predictable from the text before them) is measured against the full
- *   head in `skein bench stages --arg parts=stacked` (README). A 1k-token prompt has a few
+ *   head in `skein bench stages --arg parts=stacked` (runtime/bench/HISTORY.md). A 1k-token prompt has a few
  *   hundred distinct ids, so the head costs ~1 % of the full one.
  *
  * @example
