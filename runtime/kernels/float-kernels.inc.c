@@ -536,6 +536,47 @@ static void merge_parts(int nh, int D, const float *o0, const float *m0, const f
   }
 }
 
+/* attention's rows i0..i1-1 (`last` only when i1 = n, zeroed by the caller). */
+static void attention_rows(const float *q, const void *const *kc, const void *const *vc, const int *rows, int chunks, int P, int n, const uint8_t *vis, int H, int KVf, int D, float *scores, float *out, float *last, int h0, int h1, int i0, int i1) {
+  /* KVf: the KV head count, plus 65536 when the chunks hold f16 (store_f16). */
+  const int KV = KVf & 0xffff, f16 = KVf >> 16;
+  const int S = P + n, G = H / KV, qd = H * D;
+  for (int i = i0; i < i1; i++) {
+    const uint8_t *vi = vis + (size_t)i * n;
+    const int end = row_end(P, vi, S);
+    const int split = key_split(P, vi, end);
+    const KeyAt first = {0, 0, 0}, second = key_at(rows, chunks, split);
+    /* The query heads of one KV head, up to HEADS_AT_ONCE at a time, read each key and
+     * value row once for all of them (GQA: G heads share it). */
+    for (int hb = h0; hb < h1;) {
+      const int g = hb / G, nh = head_block(hb, h1, G);
+      const float *qh[HEADS_AT_ONCE];
+      for (int a = 0; a < nh; a++) qh[a] = q + (size_t)i * qd + (size_t)(hb + a) * D;
+      float *o = out + (size_t)i * qd + (size_t)hb * D;
+      float mx[HEADS_AT_ONCE], sum[HEADS_AT_ONCE], w0[HEADS_AT_ONCE], w1[HEADS_AT_ONCE];
+      if (split == 0) {
+        attend_keys(qh, nh, g, kc, vc, rows, chunks, P, vi, D, f16, S, first, end, scores, mx, sum, 1, o);
+        for (int a = 0; a < nh; a++) w0[a] = w1[a] = 1.f / sum[a];
+      } else {
+        float o1[HEADS_AT_ONCE * 512], mx1[HEADS_AT_ONCE], sum1[HEADS_AT_ONCE];
+        attend_keys(qh, nh, g, kc, vc, rows, chunks, P, vi, D, f16, S, first, split, scores, mx, sum, 0, o);
+        attend_keys(qh, nh, g, kc, vc, rows, chunks, P, vi, D, f16, S, second, end, scores, mx1, sum1, 0, o1);
+        merge_parts(nh, D, o, mx, sum, o1, mx1, sum1, o, w0, w1);
+      }
+      if (last && i == n - 1) {
+        /* Each key's probability: its part's numerator times that part's weight. */
+        const int cut = split ? split : end;
+        for (int a = 0; a < nh; a++) {
+          const float *sa = scores + (size_t)a * S, u0 = w0[a] / (float)H, u1 = w1[a] / (float)H;
+          for (int j = 0; j < cut; j++) last[j] += sa[j] * u0;
+          for (int j = cut; j < end; j++) last[j] += sa[j] * u1;
+        }
+      }
+      hb += nh;
+    }
+  }
+}
+
 /*
  * Attention of n new rows over S = P + n keys (P cached, then the n new ones), computed
  * one (row, head) at a time in an order that depends on nothing but that row's query and
@@ -571,42 +612,6 @@ static void merge_parts(int nh, int D, const float *o0, const float *m0, const f
  */
 KERNEL_EXPORT("attention")
 void attention(const float *q, const void *const *kc, const void *const *vc, const int *rows, int chunks, int P, int n, const uint8_t *vis, int H, int KVf, int D, float *scores, float *out, float *last, int h0, int h1) {
-  /* KVf: the KV head count, plus 65536 when the chunks hold f16 (store_f16). */
-  const int KV = KVf & 0xffff, f16 = KVf >> 16;
-  const int S = P + n, G = H / KV, qd = H * D;
-  if (last) for (int j = 0; j < S; j++) last[j] = 0.f;
-  for (int i = 0; i < n; i++) {
-    const uint8_t *vi = vis + (size_t)i * n;
-    const int end = row_end(P, vi, S);
-    const int split = key_split(P, vi, end);
-    const KeyAt first = {0, 0, 0}, second = key_at(rows, chunks, split);
-    /* The query heads of one KV head, up to HEADS_AT_ONCE at a time, read each key and
-     * value row once for all of them (GQA: G heads share it). */
-    for (int hb = h0; hb < h1;) {
-      const int g = hb / G, nh = head_block(hb, h1, G);
-      const float *qh[HEADS_AT_ONCE];
-      for (int a = 0; a < nh; a++) qh[a] = q + (size_t)i * qd + (size_t)(hb + a) * D;
-      float *o = out + (size_t)i * qd + (size_t)hb * D;
-      float mx[HEADS_AT_ONCE], sum[HEADS_AT_ONCE], w0[HEADS_AT_ONCE], w1[HEADS_AT_ONCE];
-      if (split == 0) {
-        attend_keys(qh, nh, g, kc, vc, rows, chunks, P, vi, D, f16, S, first, end, scores, mx, sum, 1, o);
-        for (int a = 0; a < nh; a++) w0[a] = w1[a] = 1.f / sum[a];
-      } else {
-        float o1[HEADS_AT_ONCE * 512], mx1[HEADS_AT_ONCE], sum1[HEADS_AT_ONCE];
-        attend_keys(qh, nh, g, kc, vc, rows, chunks, P, vi, D, f16, S, first, split, scores, mx, sum, 0, o);
-        attend_keys(qh, nh, g, kc, vc, rows, chunks, P, vi, D, f16, S, second, end, scores, mx1, sum1, 0, o1);
-        merge_parts(nh, D, o, mx, sum, o1, mx1, sum1, o, w0, w1);
-      }
-      if (last && i == n - 1) {
-        /* Each key's probability: its part's numerator times that part's weight. */
-        const int cut = split ? split : end;
-        for (int a = 0; a < nh; a++) {
-          const float *sa = scores + (size_t)a * S, u0 = w0[a] / (float)H, u1 = w1[a] / (float)H;
-          for (int j = 0; j < cut; j++) last[j] += sa[j] * u0;
-          for (int j = cut; j < end; j++) last[j] += sa[j] * u1;
-        }
-      }
-      hb += nh;
-    }
-  }
+  if (last) for (int j = 0; j < P + n; j++) last[j] = 0.f;
+  attention_rows(q, kc, vc, rows, chunks, P, n, vis, H, KVf, D, scores, out, last, h0, h1, 0, n);
 }
