@@ -319,7 +319,9 @@ registerBench('decode', {
           const bSteps = Math.max(4, steps / 2);
           await measure('decode_b16', () => (b * 1000) / skeinDecodeStepMs(model, p128, b, bSteps), (S) => S.decodeBatch(p128, b, bSteps), 'tok/s');
           const p1024 = promptIds(1024, vocab);
-          const growthSteps = Math.max(4, steps / 2);
+          // 64 steps at each context per repetition by default (Skein's, 2 × growthSteps): with
+          // 16, one run's repetitions at two threads read ×1.16–1.33 and another's ×1.38–1.51.
+          const growthSteps = Math.max(4, steps * 2);
           // Skein's steps at the two contexts alternate one by one (runs of 8 steps apart read
           // ×0.67–1.56 within one run on a busy box); the ratio is of the two medians over
           // every repetition's steps. llama.cpp's runs of steps alternate per repetition.
