@@ -282,7 +282,7 @@ static const char *block_layer(uint8_t *m, const int32_t *p) {
    * over SPLIT_KEYS keys or more runs its two key halves (key_split) on two threads instead
    * of its 3 KV heads as 2 + 1 parts (1,024 keys: 53.1 → 43.6 µs in cache; a SmolLM2 Q4_1
    * decode step at 1,024 tokens of context over the step at 128, two threads, builds
-   * alternated five times: ×1.29 → ×1.24 (medians); at 3,072 tokens ×1.95 → ×1.70–1.80).
+   * alternated eight times: ×1.29 → ×1.25 (medians); at 3,072 tokens ×1.95 → ×1.70–1.80).
    * The 2 + 1 parts had been 89 → 58–67 µs. Measured and not kept (same bits): three jobs — scores by runs of keys, softmax
    * per head, values by runs of values — 67 → 78 µs in cache and 70 → 108 out of it (each
    * values part read V rows the other thread's scores pass had fetched); a part per head
