@@ -452,11 +452,22 @@ static inline __attribute__((always_inline)) void attend_keys(const float *const
    * time, so a sequence's newest keys can sit in one-row chunks): one transpose sums all
    * four rows' lanes in hsum_f32's order ((l0 + l1) + l2) + l3, so each key's score has
    * the bits it gets alone. */
+  KeyAt at = from;
+#ifdef KT_TILE
+  /* A prompt's cached keys, 8 at a time, from their transposed tile (native/kernels.c). */
+  if (kt_keys > from.j) {
+    const int n8 = ((end < kt_keys ? end : kt_keys) - from.j) & ~7;
+    if (n8 > 0) {
+      kt_scores(qh, nh, g, D, from.j, from.j + n8, scores, S, mx);
+      at = key_at(rows, chunks, from.j + n8);
+    }
+  }
+#endif
 #ifdef KV_PREFETCH
-  KvCursor ahead = {from.c, from.r};
+  KvCursor ahead = {at.c, at.r};
   for (int e = 0; e < KEYS_AHEAD; e++) prefetch_key(&ahead, kc, vc, rows, chunks, g, D, f16);
 #endif
-  for (int c = from.c, r = from.r, j = from.j; j < end;) {
+  for (int c = at.c, r = at.r, j = at.j; j < end;) {
     while (r >= rows[c]) c++, r = 0;
     if (j + 4 <= end && seen4(vi, P, j)) {
 #ifdef KV_PREFETCH
@@ -541,6 +552,9 @@ static void attention_rows(const float *q, const void *const *kc, const void *co
   /* KVf: the KV head count, plus 65536 when the chunks hold f16 (store_f16). */
   const int KV = KVf & 0xffff, f16 = KVf >> 16;
   const int S = P + n, G = H / KV, qd = H * D;
+#ifdef KT_TILE
+  if (f16 && i1 - i0 >= KT_ROWS && P >= 8) kt_build(kc, rows, chunks, P & ~7, KV, h0 / G, (h1 - 1) / G + 1, D);
+#endif
   for (int i = i0; i < i1; i++) {
     const uint8_t *vi = vis + (size_t)i * n;
     const int end = row_end(P, vi, S);
@@ -575,6 +589,9 @@ static void attention_rows(const float *q, const void *const *kc, const void *co
       hb += nh;
     }
   }
+#ifdef KT_TILE
+  kt_keys = 0;
+#endif
 }
 
 /*

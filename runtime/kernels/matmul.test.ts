@@ -404,51 +404,58 @@ describe('attention kernel', () => {
     }
   });
 
-  it('splits a row over 256 visible keys or more in two halves merged at the end: softmax attention still, a tree row the bits of its decode step, wasm and native alike', () => {
+  it('splits a row over 256 visible keys or more in two halves merged at the end: softmax attention still, a tree row the bits of its decode step, wasm and native alike, f32 and f16 keys', () => {
     const H = 6, KV = 2, D = 8;
     const shape = { heads: H, kvHeads: KV, headDim: D };
+    const half = (x: Float32Array) => x.map((a) => halfToFloat(floatToHalf(a)));
     const pick = (x: Float32Array, keys: number[]) => {
       const out = new Float32Array(keys.length * KV * D);
       keys.forEach((j, i) => out.set(x.subarray(j * KV * D, (j + 1) * KV * D), i * KV * D));
       return out;
     };
     const range = (a: number, b: number) => Array.from({ length: b - a }, (_, i) => a + i);
-    // A tree over 300 cached keys (the split among cached keys), and a causal prefill of 300
-    // rows after 10 (its last rows split among the new keys).
+    const causal = (n: number) => Uint8Array.from({ length: n * n }, (_, x) => (x % n <= Math.floor(x / n) ? 1 : 0));
+    // A tree over 300 cached keys (the split among cached keys); a causal prefill of 300 rows
+    // after 10 (its last rows split among the new keys); 20 rows after 300 (the native
+    // kernels' transposed keys for a call of 8 rows or more, f16).
     const cases = [
       { P: 300, n: 4, vis: Uint8Array.from([1, 0, 0, 0, 1, 1, 0, 0, 1, 0, 1, 0, 1, 0, 1, 1]), rows: [0, 1, 2, 3] },
-      { P: 10, n: 300, vis: Uint8Array.from({ length: 300 * 300 }, (_, x) => (x % 300 <= Math.floor(x / 300) ? 1 : 0)), rows: [0, 240, 244, 245, 299] },
+      { P: 10, n: 300, vis: causal(300), rows: [0, 240, 244, 245, 299] },
+      { P: 300, n: 20, vis: causal(20), rows: [0, 7, 19] },
     ];
-    const outs: Float32Array[] = [];
-    for (const native of [false, true]) {
-      const kernels = new MatmulKernels({ native });
-      for (const { P, n, vis, rows } of cases) {
-        const S = P + n;
-        const q = randn(n * H * D, 91 + n, 0.5);
-        const k = randn(S * KV * D, 92, 0.5);
-        const v = randn(S * KV * D, 93);
-        const chunked = (x: Float32Array, keys: number[], sizes: number[]) => {
-          let at = 0;
-          return sizes.map((c) => kernels.store(pick(x, keys.slice(at, (at += c))), c, KV));
-        };
-        const sizes = P > 157 ? [100, 57, P - 157, n] : [4, P - 4, n];
-        const all = kernels.attention(q, chunked(k, range(0, S), sizes), chunked(v, range(0, S), sizes), n, vis, shape, true);
-        const want = plainAttention(q, k, v, P, n, vis, H, KV, D);
-        all.out.forEach((x, i) => expect(Math.abs(x - want.out[i]!)).toBeLessThan(1e-5));
-        all.last!.forEach((x, j) => expect(Math.abs(x - want.last[j]!)).toBeLessThan(1e-6));
-        for (const i of rows) {
-          // Row i as its token's decode step: the keys it sees cached (in two chunks), itself new.
-          const seenKeys = [...range(0, P), ...range(0, i).filter((j) => vis[i * n + j]).map((j) => P + j)];
-          const keys = [...seenKeys, P + i];
-          const cut = [seenKeys.length >> 1, seenKeys.length - (seenKeys.length >> 1), 1];
-          const alone = kernels.attention(q.subarray(i * H * D, (i + 1) * H * D), chunked(k, keys, cut), chunked(v, keys, cut), 1, Uint8Array.of(1), shape);
-          expect(Array.from(alone.out), `native ${native}, P ${P}, row ${i}`).toEqual(Array.from(all.out.subarray(i * H * D, (i + 1) * H * D)));
+    for (const f16 of [false, true]) {
+      const outs: Float32Array[] = [];
+      for (const native of [false, true]) {
+        const kernels = new MatmulKernels({ native });
+        for (const { P, n, vis, rows } of cases) {
+          const S = P + n;
+          const q = randn(n * H * D, 91 + n, 0.5);
+          const k = randn(S * KV * D, 92, 0.5);
+          const v = randn(S * KV * D, 93);
+          const chunked = (x: Float32Array, keys: number[], sizes: number[]) => {
+            let at = 0;
+            return sizes.map((c) => kernels.store(pick(x, keys.slice(at, (at += c))), c, KV, f16));
+          };
+          const sizes = P > 157 ? [100, 57, P - 157, n] : [4, P - 4, n];
+          const all = kernels.attention(q, chunked(k, range(0, S), sizes), chunked(v, range(0, S), sizes), n, vis, shape, true);
+          const want = plainAttention(q, f16 ? half(k) : k, f16 ? half(v) : v, P, n, vis, H, KV, D);
+          all.out.forEach((x, i) => expect(Math.abs(x - want.out[i]!)).toBeLessThan(1e-5));
+          all.last!.forEach((x, j) => expect(Math.abs(x - want.last[j]!)).toBeLessThan(1e-6));
+          for (const i of rows) {
+            // Row i as its token's decode step: the keys it sees cached (in two chunks), itself new.
+            const seenKeys = [...range(0, P), ...range(0, i).filter((j) => vis[i * n + j]).map((j) => P + j)];
+            const keys = [...seenKeys, P + i];
+            const cut = [seenKeys.length >> 1, seenKeys.length - (seenKeys.length >> 1), 1];
+            const alone = kernels.attention(q.subarray(i * H * D, (i + 1) * H * D), chunked(k, keys, cut), chunked(v, keys, cut), 1, Uint8Array.of(1), shape);
+            expect(Array.from(alone.out), `f16 ${f16}, native ${native}, P ${P}, row ${i}`).toEqual(Array.from(all.out.subarray(i * H * D, (i + 1) * H * D)));
+          }
+          outs.push(all.out, all.last!);
         }
-        outs.push(all.out, all.last!);
       }
+      // The native build's bits: outputs and the last row's key weights of every case.
+      const per = outs.length / 2;
+      for (let i = 0; i < per; i++) expect(Array.from(outs[per + i]!), `f16 ${f16}, output ${i}`).toEqual(Array.from(outs[i]!));
     }
-    // The native build's bits: outputs and the last row's key weights of both cases.
-    for (let i = 0; i < 4; i++) expect(Array.from(outs[4 + i]!)).toEqual(Array.from(outs[i]!));
   });
 
   it('gives the same bits however the keys are chunked (one chunk, one-row chunks, uneven ones)', () => {

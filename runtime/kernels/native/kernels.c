@@ -427,6 +427,85 @@ WIDE __m256 exp_f32x8(__m256 x) {
 }
 #undef WIDE
 
+/*
+ * Scores of a prompt's rows from its keys transposed (KT_TILE; float-kernels.inc.c's
+ * attention_rows builds the tile for calls of KT_ROWS rows or more, attend_keys reads it):
+ * kv head g's f16 key j, value d at kt_tile[(g·D + d)·kt_keys + j], over the first kt_keys
+ * cached keys (a multiple of 8), so that 8 keys' values at one d load as one vector and a
+ * head's 8 scores need no transpose. Each score keeps the bits qk4 gives it: four sums over
+ * d ≡ 0, 1, 2, 3 (mod 4) in increasing d, added ((s0 + s1) + s2) + s3. qk4 spends 4
+ * conversions, 2 inserts and 3 broadcasts per 4 keys × 4 values × 3 heads, and a transpose
+ * per 4 keys; here a conversion serves 8 keys × 3 heads. Measured (SmolLM2 shapes, f16,
+ * one thread, the attention of one call, builds alternated, best of 7–9): 128 rows after
+ * 1,920 keys 17.1–21.0 → 12.6–14.2 ms (the tile's build included), 16 rows 3.0 → 1.7–2.3,
+ * 8 rows after 500 keys 0.28–0.38 → 0.21; at 4 rows after 1,920 keys the same within noise,
+ * hence KT_ROWS. A 2,048-token SmolLM2 prefill in 128-token chunks, one thread, three
+ * alternated pairs: 8.1–9.4 → 6.7–7.6 s. The tile is one layer's K of the call's KV heads
+ * (a scratch per thread, kept at its largest like the scores').
+ */
+#define KT_TILE
+#define KT_ROWS 8
+static _Thread_local uint16_t *kt_tile;
+static _Thread_local size_t kt_tile_size;
+static _Thread_local int kt_keys;
+
+/* The tile of KV heads g0..g1-1 (of KV) over keys 0..keys-1; kt_keys = keys, or 0 when out of memory (the scores then come the usual way). */
+static void kt_build(const void *const *kc, const int *rows, int chunks, int keys, int KV, int g0, int g1, int D) {
+  const size_t need = (size_t)KV * D * keys;
+  kt_keys = 0;
+  if (need > kt_tile_size) {
+    uint16_t *grown = realloc(kt_tile, need * sizeof *grown);
+    if (grown == NULL) return;
+    kt_tile = grown;
+    kt_tile_size = need;
+  }
+  for (int g = g0; g < g1; g++) {
+    uint16_t *t = kt_tile + (size_t)g * D * keys;
+    for (int c = 0, j = 0; c < chunks && j < keys; c++) {
+      const uint16_t *src = (const uint16_t *)kc[c] + (size_t)g * rows[chunks + c] * D;
+      for (int r = 0; r < rows[c] && j < keys; r++, j++, src += D)
+        for (int d = 0; d < D; d++) t[(size_t)d * keys + j] = src[d];
+    }
+  }
+  kt_keys = keys;
+}
+
+/* NH (≤ 3) heads' scores of keys j0..j1-1 (j1 - j0 a multiple of 8, within the tile) into scores[a·S + j], their maxima into mx. */
+__attribute__((target("avx2,f16c"), always_inline)) static inline void kt_scores_heads(const float *const *qh, int NH, int g, int D, int j0, int j1, float *scores, int S, float *mx) {
+  const uint16_t *t = kt_tile + (size_t)g * D * kt_keys;
+  __m256 m[3];
+  for (int a = 0; a < NH; a++) m[a] = _mm256_set1_ps(-3.0e38f);
+  for (int j = j0; j < j1; j += 8) {
+    __m256 acc[3][4];
+    for (int a = 0; a < NH; a++) for (int p = 0; p < 4; p++) acc[a][p] = _mm256_setzero_ps();
+    for (int d = 0; d < D; d += 4) {
+      for (int p = 0; p < 4; p++) {
+        const __m256 k = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(t + (size_t)(d + p) * kt_keys + j)));
+        for (int a = 0; a < NH; a++) acc[a][p] = _mm256_add_ps(acc[a][p], _mm256_mul_ps(_mm256_set1_ps(qh[a][d + p]), k));
+      }
+    }
+    for (int a = 0; a < NH; a++) {
+      const __m256 sc = _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(acc[a][0], acc[a][1]), acc[a][2]), acc[a][3]);
+      _mm256_storeu_ps(scores + (size_t)a * S + j, sc);
+      m[a] = _mm256_max_ps(m[a], sc);
+    }
+  }
+  for (int a = 0; a < NH; a++) {
+    float lanes[8];
+    _mm256_storeu_ps(lanes, m[a]);
+    for (int e = 0; e < 8; e++) if (lanes[e] > mx[a]) mx[a] = lanes[e];
+  }
+}
+
+__attribute__((target("avx2,f16c"))) static void kt_scores(const float *const *qh, int nh, int g, int D, int j0, int j1, float *scores, int S, float *mx) {
+  for (int a0 = 0; a0 < nh; a0 += 3) {
+    const int k = nh - a0 < 3 ? nh - a0 : 3;
+    if (k == 3) kt_scores_heads(qh + a0, 3, g, D, j0, j1, scores + (size_t)a0 * S, S, mx + a0);
+    else if (k == 2) kt_scores_heads(qh + a0, 2, g, D, j0, j1, scores + (size_t)a0 * S, S, mx + a0);
+    else kt_scores_heads(qh + a0, 1, g, D, j0, j1, scores + (size_t)a0 * S, S, mx + a0);
+  }
+}
+
 #include "../float-kernels.inc.c"
 
 /*
