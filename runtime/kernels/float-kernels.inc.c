@@ -547,7 +547,11 @@ static void merge_parts(int nh, int D, const float *o0, const float *m0, const f
   }
 }
 
-/* attention's rows i0..i1-1 (`last` only when i1 = n, zeroed by the caller). */
+/*
+ * attention's rows i0..i1-1 (`last` only when i1 = n, zeroed by the caller), each row's
+ * heads in turn. Every row inside each KV head instead (a KV head's rows kept in cache from
+ * row to row) measured slower: a 128-row chunk after 1,920 keys 17–19 → 22–26 ms.
+ */
 static void attention_rows(const float *q, const void *const *kc, const void *const *vc, const int *rows, int chunks, int P, int n, const uint8_t *vis, int H, int KVf, int D, float *scores, float *out, float *last, int h0, int h1, int i0, int i1) {
   /* KVf: the KV head count, plus 65536 when the chunks hold f16 (store_f16). */
   const int KV = KVf & 0xffff, f16 = KVf >> 16;

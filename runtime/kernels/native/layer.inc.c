@@ -272,23 +272,23 @@ static const char *block_layer(uint8_t *m, const int32_t *p) {
       if (p[P_ROT_GROUPS] >> g & 1) rotate_rows(groups[g], T, widths[g], p[P_ROT_DIM], (const float *)(m + p[P_COS]), (const float *)(m + p[P_SIN]));
   }
 
-  /* Every sequence's new K/V rows stored where attention reads them, then all their attention
-   * in one job (pool.inc.c): a part per (sequence, KV head) over the pool's threads, a part
-   * per sequence on one — the same calls on the same heads either way. A lone sequence's
-   * rows (a prefill chunk) go in two groups of about equal work as well, so that its 3 KV
-   * heads' 6 parts share two threads 3 + 3 instead of 2 + 1 (a 2,048-token SmolLM2 prefill
-   * in 128-token chunks on two threads, builds alternated four times: 5.3–6.9 → 4.3–5.7 s,
-   * medians ~5.6 → ~5.0). A lone decode row
-   * over SPLIT_KEYS keys or more runs its two key halves (key_split) on two threads instead
-   * of its 3 KV heads as 2 + 1 parts (1,024 keys: 53.1 → 43.6 µs in cache; a SmolLM2 Q4_1
-   * decode step at 1,024 tokens of context over the step at 128, two threads, builds
-   * alternated eight times: ×1.29 → ×1.25 (medians); at 3,072 tokens ×1.95 → ×1.70–1.80).
-   * The 2 + 1 parts had been 89 → 58–67 µs. Measured and not kept (same bits): three jobs — scores by runs of keys, softmax
-   * per head, values by runs of values — 67 → 78 µs in cache and 70 → 108 out of it (each
-   * values part read V rows the other thread's scores pass had fetched); a part per head
-   * 91–105 (each head re-reads its KV head's rows); the third KV head's heads split 2 + 1
-   * between the threads, ~5 %, within the noise. Asking for the next products' weights
-   * (o, gate, up: 0.5–4 MB) during a lone row's attention, so that memory streams while the
+  /* Every sequence's new K/V rows stored where attention reads them, then all their
+   * attention in one job (pool.inc.c): a part per (sequence, KV head) over the pool's
+   * threads, a part per sequence on one — the same calls on the same heads either way. A
+   * lone sequence's rows (a prefill chunk) go in two groups of about equal work as well, so
+   * that its 3 KV heads' 6 parts share two threads 3 + 3 instead of 2 + 1 (a 2,048-token
+   * SmolLM2 prefill in 128-token chunks on two threads, builds alternated four times:
+   * 5.3–6.9 → 4.3–5.7 s, medians ~5.6 → ~5.0). A lone decode row over SPLIT_KEYS keys or
+   * more runs its two key halves (key_split) on two threads instead of its 3 KV heads as 2 +
+   * 1 parts (1,024 keys: 53.1 → 43.6 µs in cache; a SmolLM2 Q4_1 decode step at 1,024 tokens
+   * of context over the step at 128, two threads, builds alternated eight times: ×1.29 →
+   * ×1.25 (medians); at 3,072 tokens ×1.95 → ×1.70–1.80). The 2 + 1 parts had been 89 →
+   * 58–67 µs. Measured and not kept (same bits): three jobs — scores by runs of keys,
+   * softmax per head, values by runs of values — 67 → 78 µs in cache and 70 → 108 out of it
+   * (each values part read V rows the other thread's scores pass had fetched); a part per
+   * head 91–105 (each head re-reads its KV head's rows); the third KV head's heads split 2 +
+   * 1 between the threads, ~5 %, within the noise. Asking for the next products' weights (o,
+   * gate, up: 0.5–4 MB) during a lone row's attention, so that memory streams while the
    * attention computes, made the step at 1,024 tokens of context slower (×1.36 → ×1.40–1.58
    * over the step at 128): it competes with the KV rows for L2. */
   float *attn = (float *)take16(&scratch, 4 * (size_t)T * qd);
