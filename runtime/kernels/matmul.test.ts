@@ -458,6 +458,31 @@ describe('attention kernel', () => {
     }
   });
 
+  it('scores a call of 8 rows or more from its transposed keys with each row\'s bits alone, for head groups of 4 and 5 (a 4 + 1 split) and D not a multiple of 8', () => {
+    for (const { H, KV, D } of [
+      { H: 16, KV: 4, D: 64 },
+      { H: 10, KV: 2, D: 20 },
+    ]) {
+      const P = 45, n = 10, S = P + n;
+      const shape = { heads: H, kvHeads: KV, headDim: D };
+      const q = randn(n * H * D, 111, 0.5);
+      const k = randn(S * KV * D, 112, 0.5);
+      const v = randn(S * KV * D, 113);
+      const causal = Uint8Array.from({ length: n * n }, (_, x) => (x % n <= Math.floor(x / n) ? 1 : 0));
+      const outs = [false, true].map((native) => {
+        const kernels = new MatmulKernels({ native });
+        const rows = (x: Float32Array, a: number, b: number) => kernels.store(x.subarray(a * KV * D, b * KV * D), b - a, KV, true);
+        const all = kernels.attention(q, [rows(k, 0, 20), rows(k, 20, P), rows(k, P, S)], [rows(v, 0, 20), rows(v, 20, P), rows(v, P, S)], n, causal, shape);
+        for (let i = 0; i < n; i++) {
+          const alone = kernels.attention(q.subarray(i * H * D, (i + 1) * H * D), [rows(k, 0, P + i), rows(k, P + i, P + i + 1)], [rows(v, 0, P + i), rows(v, P + i, P + i + 1)], 1, Uint8Array.of(1), shape);
+          expect(Array.from(alone.out), `H ${H}, native ${native}, row ${i}`).toEqual(Array.from(all.out.subarray(i * H * D, (i + 1) * H * D)));
+        }
+        return all.out;
+      });
+      expect(Array.from(outs[1]!), `H ${H}: native and wasm`).toEqual(Array.from(outs[0]!));
+    }
+  });
+
   it('gives the same bits however the keys are chunked (one chunk, one-row chunks, uneven ones)', () => {
     // Decode appends each step's key as a chunk of its own; four keys at a time must still
     // take the same path across chunk ends, and give what one chunk gives.
