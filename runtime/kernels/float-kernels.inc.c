@@ -415,6 +415,13 @@ static inline int row_end(int P, const uint8_t *vi, int S) {
   return end;
 }
 
+/* The keys a row sees: the P cached ones and those of its first n new keys vi marks. */
+static inline int visible_keys(int P, const uint8_t *vi, int n) {
+  int visible = P;
+  for (int j = 0; j < n; j++) visible += vi[j] != 0;
+  return visible;
+}
+
 /*
  * Where a row's second part starts (a key index), or 0 when it attends in one part: at its
  * visible keys' half (a multiple of 4), counted in key order. A tree row's visible keys are
@@ -422,8 +429,7 @@ static inline int row_end(int P, const uint8_t *vi, int S) {
  * itself), so both split at the same key and get the same bits.
  */
 static int key_split(int P, const uint8_t *vi, int end) {
-  int visible = P;
-  for (int j = P; j < end; j++) visible += vi[j - P] != 0;
+  const int visible = visible_keys(P, vi, end - P);
   if (visible < SPLIT_KEYS) return 0;
   const int half = visible / 2 & ~3;
   if (half <= P) return half;

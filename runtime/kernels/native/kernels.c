@@ -29,6 +29,20 @@
 #include <stdlib.h>
 #include "wasm-sse.h"
 
+/*
+ * A thread's scratch buffer (*buffer, *bytes long) grown to hold at least `need` bytes and
+ * kept at its largest for the next call; NULL when out of memory, the buffer left as it was.
+ */
+static void *grown_buffer(void **buffer, size_t *bytes, size_t need) {
+  if (need > *bytes) {
+    void *grown = realloc(*buffer, need);
+    if (grown == NULL) return NULL;
+    *buffer = grown;
+    *bytes = need;
+  }
+  return *buffer;
+}
+
 #define QK 32
 #define T_Q4_0 2
 #define T_Q4_1 3
@@ -450,22 +464,17 @@ WIDE __m256 exp_f32x8(__m256 x) {
  */
 #define KT_TILE
 #define KT_ROWS 8
-static _Thread_local uint16_t *kt_tile;
-static _Thread_local size_t kt_tile_size;
+static _Thread_local void *kt_tile;
+static _Thread_local size_t kt_tile_bytes;
 static _Thread_local int kt_keys;
 
 /* The tile of KV heads g0..g1-1 (of KV) over keys 0..keys-1; kt_keys = keys, or 0 when out of memory (the scores then come the usual way). */
 static void kt_build(const void *const *kc, const int *rows, int chunks, int keys, int KV, int g0, int g1, int D) {
-  const size_t need = (size_t)KV * D * keys;
   kt_keys = 0;
-  if (need > kt_tile_size) {
-    uint16_t *grown = realloc(kt_tile, need * sizeof *grown);
-    if (grown == NULL) return;
-    kt_tile = grown;
-    kt_tile_size = need;
-  }
+  uint16_t *tile = grown_buffer(&kt_tile, &kt_tile_bytes, sizeof *tile * KV * D * keys);
+  if (tile == NULL) return;
   for (int g = g0; g < g1; g++) {
-    uint16_t *t = kt_tile + (size_t)g * D * keys;
+    uint16_t *t = tile + (size_t)g * D * keys;
     for (int c = 0, j = 0; c < chunks && j < keys; c++) {
       const uint16_t *src = (const uint16_t *)kc[c] + (size_t)g * rows[chunks + c] * D;
       for (int r = 0; r < rows[c] && j < keys; r++, j++, src += D)
@@ -477,7 +486,7 @@ static void kt_build(const void *const *kc, const int *rows, int chunks, int key
 
 /* NH (≤ 3) heads' scores of keys j0..j1-1 (j1 - j0 a multiple of 8, within the tile) into scores[a·S + j], their maxima into mx. */
 __attribute__((target("avx2,f16c"), always_inline)) static inline void kt_scores_heads(const float *const *qh, int NH, int g, int D, int j0, int j1, float *scores, int S, float *mx) {
-  const uint16_t *t = kt_tile + (size_t)g * D * kt_keys;
+  const uint16_t *t = (const uint16_t *)kt_tile + (size_t)g * D * kt_keys;
   __m256 m[3];
   for (int a = 0; a < NH; a++) m[a] = _mm256_set1_ps(-3.0e38f);
   for (int j = j0; j < j1; j += 8) {
@@ -600,16 +609,12 @@ __attribute__((target("avx2,f16c"))) static void matmul_float8(int type, const u
  * memory (wasm pointers): kc[c] and vc[c] as addresses, keys then values, in a table of this
  * thread's own (grown as needed). NULL when out of memory.
  */
-static _Thread_local const void **chunk_table;
-static _Thread_local size_t chunk_table_size;
+static _Thread_local void *chunk_table_memory;
+static _Thread_local size_t chunk_table_bytes;
 
 static const void **chunk_addresses(uint8_t *m, const uint32_t *kc, const uint32_t *vc, int chunks) {
-  if (2 * (size_t)chunks > chunk_table_size) {
-    const void **grown = realloc(chunk_table, 2 * (size_t)chunks * sizeof *grown);
-    if (grown == NULL) return NULL;
-    chunk_table = grown;
-    chunk_table_size = 2 * (size_t)chunks;
-  }
+  const void **chunk_table = grown_buffer(&chunk_table_memory, &chunk_table_bytes, 2 * (size_t)chunks * sizeof *chunk_table);
+  if (chunk_table == NULL) return NULL;
   for (int c = 0; c < chunks; c++) {
     chunk_table[c] = m + kc[c];
     chunk_table[chunks + c] = m + vc[c];

@@ -97,18 +97,9 @@ static void layer_products(uint8_t *m, uint8_t *scratch, const int32_t *const *w
 }
 
 /* A thread's scratch for attention's scores (4 heads × S floats), grown as needed; NULL when out of memory. */
-static _Thread_local float *thread_scores;
-static _Thread_local size_t thread_scores_size;
-static float *scores_scratch(int S) {
-  const size_t n = 4 * (size_t)S;
-  if (n > thread_scores_size) {
-    float *grown = realloc(thread_scores, n * sizeof *grown);
-    if (grown == NULL) return NULL;
-    thread_scores = grown;
-    thread_scores_size = n;
-  }
-  return thread_scores;
-}
+static _Thread_local void *thread_scores;
+static _Thread_local size_t thread_scores_bytes;
+static float *scores_scratch(int S) { return grown_buffer(&thread_scores, &thread_scores_bytes, 4 * sizeof(float) * (size_t)S); }
 
 /* One sequence's attention in a layer: its chunk addresses (keys, then values), table, rows. */
 typedef struct {
@@ -151,16 +142,10 @@ static int row_cut(const SeqAttention *s) {
   const int P = s->S - s->n;
   if (s->n < 2) return 0;
   double total = 0;
-  for (int i = 0; i < s->n; i++) {
-    int visible = P;
-    for (int j = 0; j < s->n; j++) visible += s->vis[(size_t)i * s->n + j] != 0;
-    total += visible;
-  }
+  for (int i = 0; i < s->n; i++) total += visible_keys(P, s->vis + (size_t)i * s->n, s->n);
   double run = 0;
   for (int i = 0; i < s->n - 1; i++) {
-    int visible = P;
-    for (int j = 0; j < s->n; j++) visible += s->vis[(size_t)i * s->n + j] != 0;
-    run += visible;
+    run += visible_keys(P, s->vis + (size_t)i * s->n, s->n);
     if (2 * run >= total) return i + 1;
   }
   return s->n - 1;
@@ -206,23 +191,13 @@ static void split_row_part(const void *job, int part) {
 }
 
 /* The owner's scratch for a split row's second part and the parts' maxima, sums and weights (H·D + 6·H floats), grown as needed; NULL when out of memory. */
-static _Thread_local float *split_row_scratch;
-static _Thread_local size_t split_row_scratch_size;
-static float *split_scratch(size_t n) {
-  if (n > split_row_scratch_size) {
-    float *grown = realloc(split_row_scratch, n * sizeof *grown);
-    if (grown == NULL) return NULL;
-    split_row_scratch = grown;
-    split_row_scratch_size = n;
-  }
-  return split_row_scratch;
-}
+static _Thread_local void *split_row_scratch;
+static _Thread_local size_t split_row_scratch_bytes;
+static float *split_scratch(size_t n) { return grown_buffer(&split_row_scratch, &split_row_scratch_bytes, n * sizeof(float)); }
 
 /* The owner's per-layer tables for the pooled attention: the sequences and their chunk addresses. */
-static _Thread_local SeqAttention *seq_attention;
-static _Thread_local size_t seq_attention_size;
-static _Thread_local const void **seq_addresses;
-static _Thread_local size_t seq_addresses_size;
+static _Thread_local void *seq_attention_memory, *seq_addresses_memory;
+static _Thread_local size_t seq_attention_bytes, seq_addresses_bytes;
 
 /* Rows (n, KV·D) stored head by head (MatmulKernels.store), narrowed to f16 through f32 scratch as store does when f16. */
 static void layer_store(const float *rows, int n, int KV, int D, int f16, uint8_t *dst, uint8_t *scratch) {
@@ -296,19 +271,10 @@ static const char *block_layer(uint8_t *m, const int32_t *p) {
     uint8_t *tmp = take16(&scratch, 4 * (size_t)T * kvd);
     size_t addresses = 0;
     for (int s = 0; s < nseq; s++) addresses += 2 * (size_t)seqs[s * S_WORDS + S_CHUNKS];
-    if ((size_t)nseq > seq_attention_size) {
-      SeqAttention *grown = realloc(seq_attention, (size_t)nseq * sizeof *grown);
-      if (grown == NULL) return "block_layer: out of memory for the attention's sequence table";
-      seq_attention = grown;
-      seq_attention_size = (size_t)nseq;
-    }
-    if (addresses > seq_addresses_size) {
-      const void **grown = realloc(seq_addresses, addresses * sizeof *grown);
-      if (grown == NULL) return "block_layer: out of memory for the attention's chunk table";
-      seq_addresses = grown;
-      seq_addresses_size = addresses;
-    }
-    const void **at = seq_addresses;
+    SeqAttention *seq_attention = grown_buffer(&seq_attention_memory, &seq_attention_bytes, (size_t)nseq * sizeof *seq_attention);
+    if (seq_attention == NULL) return "block_layer: out of memory for the attention's sequence table";
+    const void **at = grown_buffer(&seq_addresses_memory, &seq_addresses_bytes, addresses * sizeof *at);
+    if (at == NULL) return "block_layer: out of memory for the attention's chunk table";
     for (int s = 0, r = 0; s < nseq; s++) {
       const int32_t *sq = seqs + s * S_WORDS;
       const int n = sq[S_N], chunks = sq[S_CHUNKS];
@@ -327,7 +293,8 @@ static const char *block_layer(uint8_t *m, const int32_t *p) {
     }
     /* A lone decode row whose keys split (key_split) runs a part per thread; otherwise a
      * part per (sequence, KV head) on two or more threads, a part per sequence on one. */
-    const int keys_split = pool_width() > 1 && nseq == 1 && seq_attention[0].n == 1 ? key_split(seq_attention[0].S - 1, seq_attention[0].vis, row_end(seq_attention[0].S - 1, seq_attention[0].vis, seq_attention[0].S)) : 0;
+    const SeqAttention *lone = nseq == 1 ? seq_attention : NULL;
+    const int keys_split = pool_width() > 1 && lone != NULL && lone->n == 1 ? key_split(lone->S - 1, lone->vis, row_end(lone->S - 1, lone->vis, lone->S)) : 0;
     if (keys_split > 0) {
       float *o1 = split_scratch((size_t)qd + 6 * (size_t)H);
       if (o1 == NULL) return "block_layer: out of memory for the attention's split row";
@@ -337,7 +304,7 @@ static const char *block_layer(uint8_t *m, const int32_t *p) {
       if (atomic_load(&job.failed)) return "block_layer: out of memory for the attention's scores";
       merge_parts(H, D, attn, mx, sum, o1, mx + H, sum + H, attn, w, w + H);
     } else {
-      const int split = pool_width() > 1 ? KV : 1, cut = pool_width() > 1 && nseq == 1 ? row_cut(seq_attention) : 0;
+      const int split = pool_width() > 1 ? KV : 1, cut = pool_width() > 1 && lone != NULL ? row_cut(lone) : 0;
       AttentionJob job = {.seqs = seq_attention, .q = q, .out = attn, .H = H, .KVf = KVf, .D = D, .split = split, .cut = cut};
       pool_run(attention_part, &job, nseq * split * (cut > 0 ? 2 : 1));
       if (atomic_load(&job.failed)) return "block_layer: out of memory for the attention's scores";

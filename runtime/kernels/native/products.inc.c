@@ -173,16 +173,12 @@ TILE_FN void x8r_quad(const uint8_t *wg, size_t gb, size_t gp, size_t stride, in
 }
 
 /* Each token's activation block sums (int8 values of quantize_rows_r8), for x8r_quad. */
-static _Thread_local int32_t *block_sums;
-static _Thread_local size_t block_sums_size;
+static _Thread_local void *block_sums_memory;
+static _Thread_local size_t block_sums_bytes;
 PRODUCT_FN const int32_t *activation_block_sums(const int8_t *qa, int T, int nb) {
   const size_t n = (size_t)T * nb;
-  if (n > block_sums_size) {
-    int32_t *grown = realloc(block_sums, n * sizeof *grown);
-    if (grown == NULL) return NULL;
-    block_sums = grown;
-    block_sums_size = n;
-  }
+  int32_t *block_sums = grown_buffer(&block_sums_memory, &block_sums_bytes, n * sizeof *block_sums);
+  if (block_sums == NULL) return NULL;
   const __m256i ones = _mm256_set1_epi8(1);
   for (size_t i = 0; i < n; i++) {
     const __m256i s = _mm256_dpbusd_epi32(_mm256_setzero_si256(), ones, _mm256_loadu_si256((const __m256i *)(qa + i * QK)));
