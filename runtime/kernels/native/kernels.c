@@ -457,10 +457,17 @@ WIDE __m256 exp_f32x8(__m256 x) {
  * contiguous run) measured the same within noise (3,968 keys: 26.7–30.2 → 25.5–27.5 ms).
  * A 2,048-token SmolLM2 prefill in 128-token chunks, one thread, three
  * alternated pairs: 8.1–9.4 → 6.7–7.6 s. The tile is one layer's K of the call's KV heads
- * (a scratch per thread, kept at its largest like the scores'). A decode row would gain
- * as much if the cache kept such a copy of its sealed chunks' keys: one row over 1,024 f16
- * keys in cache with the tile built beforehand, 83 → 54 µs (128 keys: 8.9 → 5.9), same
- * bits — the lever left for the decode step's growth with context (issue #11).
+ * (a scratch per thread, kept at its largest like the scores'). Decode rows do not use it:
+ * a copy of every cached key chunk's keys kept transposed (in blocks of 8 keys, 1 KB per
+ * KV head, written when a chunk is stored or joined) took a decode row over 1,024 keys
+ * in cache from 83 to 54 µs, same bits, but not in a real step, where a layer's K and V
+ * (786 KB at 1,024 tokens) come from memory after the weights' stream evicted them: rows
+ * 104 vs transposed 126 µs with 30 layers' KV rotating (87 vs 85 once the copy's blocks
+ * were asked for two ahead), and SmolLM2's decode step at 1,024 tokens spent ~100 µs a
+ * layer in attention either way (TSC over 1,920 layers, builds alternated). At one thread
+ * the row is bound by memory there (~8 GB/s against ~15–25 for a plain stream), and the
+ * copy only added the keys' bytes again. Measured too and not kept: the software
+ * prefetch 32 keys ahead, and a second prefetch into L2 128 or 256 keys ahead (slower).
  */
 #define KT_TILE
 #define KT_ROWS 8
