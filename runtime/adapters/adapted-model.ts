@@ -12,9 +12,13 @@
  * the 2-core dev box, where wasm decode is compute-bound rather than memory-bound, q8_0
  * decoded 8 % slower and about halved the kept layers' perplexity (280 vs 493, full 26.4).
  * The f32 tensors of a merged layer are the dequantized blocks, so the reference forward
- * runs on exactly what the kernels multiply by. Memory (SmolLM2-135M, r = 2, 15 layers):
- * the f32 tensors of the merged layers (~213 MB of tensor heap) and the forward's own
- * copy of the view's blocks in kernel memory (prepared per model, like the base's).
+ * runs on exactly what the kernels multiply by; like a GGUF model's own (checkpoint/load.ts)
+ * they are made on first read, which the block kernels' forward never does. Memory
+ * (SmolLM2-135M, r = 2, 15 layers): the merged blocks, uploaded once into the base's kernel
+ * memory beside its own (its other layers and lm head are shared), and ~213 MB of tensor heap
+ * only once something reads the f32 tensors. The merge takes ~1–2 s at the first request
+ * that needs it (it took ~7 s when the update was summed in JavaScript and the kept
+ * layers' f32 tensors were all made).
  *
  * Which forwards may run on it (the scheduler's rule, runtime/scheduler): only shallow
  * ones — lossy decode steps, whose KV taints their table so no other sequence adopts it,
@@ -29,7 +33,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { dequantizeMatrix, quantizeMatrix, type BlockType } from '../kernels/blocks.js';
 import type { BlockWeights, LayerBlockWeights, LayerWeights, LoadedModel } from '../model/types.js';
-import { loraDelta, projectionShape, type SkipAdapter } from './skip-adapter.js';
+import { projectionShape, type SkipAdapter } from './skip-adapter.js';
 
 export interface AdaptedModel extends LoadedModel {
   /** The layers the adapter changed (the kept layers of its target). */
@@ -48,39 +52,67 @@ export function adaptedModel(base: LoadedModel, adapter: SkipAdapter, o: AdaptOp
   const { meta } = adapter;
   const owned: tf.Tensor[] = [];
   let blockBytes = 0;
+  let tensorBytes = 0;
+  let disposed = false;
   const layers: LayerWeights[] = base.weights.layers.slice();
   const blockLayers: LayerBlockWeights[] | undefined = base.blockWeights?.layers.slice();
   meta.layers.forEach((l, i) => {
-    const L: LayerWeights = { ...base.weights.layers[l]! };
+    // The base layer's properties as they are — getters included: a GGUF model's f32
+    // tensors are made on first read (checkpoint/load.ts), and spreading the layer would
+    // make all seven of each kept layer (~1.9 s and 213 MB for SmolLM2 at r = 2).
+    const L = Object.defineProperties({}, descriptors(base.weights.layers[l]!)) as LayerWeights;
     const B: LayerBlockWeights | undefined = blockLayers ? { ...blockLayers[l]! } : undefined;
     for (const p of meta.projections) {
       const [inDim, outDim] = projectionShape(c, p);
-      const merged = L[p].dataSync().slice() as Float32Array; // (in, out)
-      const delta = loraDelta(adapter.lora[i]![p], inDim, outDim, meta.rank, meta.scale);
-      for (let j = 0; j < merged.length; j++) merged[j]! += delta[j]!;
+      const pair = adapter.lora[i]![p];
+      // scale·A·B on the tfjs backend: ~30× faster than the same sums in JavaScript loops
+      // (SmolLM2 r = 2: ~850M multiply-adds, 2.4 s of a 7 s first request).
+      const delta = (): tf.Tensor2D => tf.mul(tf.matMul(tf.tensor2d(pair.a, [inDim, meta.rank]), tf.tensor2d(pair.b, [meta.rank, outDim])), meta.scale);
       if (B !== undefined) {
         const type = o.blockType === undefined || o.blockType === 'same' ? B[p].type : o.blockType;
-        const blocks = quantizeMatrix(transpose(merged, inDim, outDim), outDim, inDim, type); // (out, in)
+        // (out, in) as the blocks lie: the base's values (what its f32 tensor holds, transposed) plus the update.
+        const merged = dequantizeMatrix(B[p]);
+        const update = tf.tidy(() => tf.transpose(delta()));
+        const u = update.dataSync() as Float32Array;
+        for (let j = 0; j < merged.length; j++) merged[j]! += u[j]!;
+        update.dispose();
+        const blocks = quantizeMatrix(merged, outDim, inDim, type);
         B[p] = blocks;
         blockBytes += blocks.data.byteLength;
-        L[p] = tf.tensor2d(transpose(dequantizeMatrix(blocks), outDim, inDim), [inDim, outDim]);
+        let tensor: tf.Tensor2D | undefined;
+        Object.defineProperty(L, p, {
+          enumerable: true,
+          get: () => {
+            if (tensor === undefined) {
+              if (disposed) throw new RangeError(`adaptedModel: ${p} of layer ${l} read after dispose`);
+              tensor = tf.keep(tf.tidy(() => tf.transpose(tf.tensor2d(dequantizeMatrix(blocks), [outDim, inDim])))) as tf.Tensor2D;
+              owned.push(tensor);
+              tensorBytes += 4 * tensor.size;
+            }
+            return tensor;
+          },
+        });
       } else {
-        L[p] = tf.tensor2d(merged, [inDim, outDim]);
+        const t = tf.tidy(() => tf.add(base.weights.layers[l]![p], delta())) as tf.Tensor2D;
+        Object.defineProperty(L, p, { enumerable: true, value: t });
+        owned.push(t);
+        tensorBytes += 4 * t.size;
       }
-      owned.push(L[p]);
     }
     layers[l] = L;
     if (B !== undefined) blockLayers![l] = B;
   });
   const blockWeights: BlockWeights | undefined = blockLayers ? { layers: blockLayers, lmHead: base.blockWeights!.lmHead } : undefined;
-  let disposed = false;
   return {
     config: c,
-    weights: { ...base.weights, layers },
+    // Descriptors again, not a spread: the base's lm head is an f32 tensor made on first read too.
+    weights: Object.defineProperties({}, { ...descriptors(base.weights), layers: { value: layers, enumerable: true } }) as LoadedModel['weights'],
     ...(blockWeights ? { blockWeights } : {}),
     source: `${base.source} + skip-r${meta.targetSpeedup} adapter`,
     adaptedLayers: [...meta.layers],
-    ownedBytes: { tensors: owned.reduce((n, t) => n + 4 * t.size, 0), blocks: blockBytes },
+    get ownedBytes() {
+      return { tensors: tensorBytes, blocks: blockBytes };
+    },
     dispose() {
       if (disposed) return;
       disposed = true;
@@ -89,9 +121,9 @@ export function adaptedModel(base: LoadedModel, adapter: SkipAdapter, o: AdaptOp
   };
 }
 
-/** (rows, cols) row-major → (cols, rows). */
-function transpose(x: Float32Array, rows: number, cols: number): Float32Array {
-  const out = new Float32Array(x.length);
-  for (let r = 0; r < rows; r++) for (let k = 0; k < cols; k++) out[k * rows + r] = x[r * cols + k]!;
-  return out;
+/** An object's own properties as they are (getters not called), each redefinable on the copy. */
+function descriptors(o: object): PropertyDescriptorMap {
+  const all = Object.getOwnPropertyDescriptors(o);
+  for (const d of Object.values(all)) d.configurable = true;
+  return all;
 }

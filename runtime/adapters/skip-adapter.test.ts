@@ -130,4 +130,41 @@ describe('merging an adapter', () => {
     }
     q.dispose();
   });
+
+  it('reads none of a block model\'s f32 tensors and makes its own on first read only (a GGUF model makes them lazily)', () => {
+    const q = quantizeModel(randomModel({ hiddenSize: 32, numHeads: 4, numKvHeads: 2, numLayers: L, vocabSize: 64, intermediateSize: 64 }, 5), 'q4_1');
+    const a = adapter(q);
+    // The base's projections and lm head as getters that count their reads, as a GGUF load defines them.
+    const reads: string[] = [];
+    const layers = q.weights.layers.map((layer, l) => {
+      const copy = { ...layer };
+      for (const p of LORA_PROJECTIONS) Object.defineProperty(copy, p, { enumerable: true, get: () => (reads.push(`${l}.${p}`), layer[p]) });
+      return copy;
+    });
+    const weights = { ...q.weights, layers };
+    Object.defineProperty(weights, 'lmHead', { enumerable: true, get: () => (reads.push('lmHead'), q.weights.lmHead) });
+    const lazy: LoadedModel = { ...q, weights };
+    const before = tf.memory().numTensors;
+    const view = adaptedModel(lazy, a);
+    expect(reads).toEqual([]);
+    expect(view.ownedBytes.tensors).toBe(0);
+    expect(tf.memory().numTensors).toBe(before);
+    const l = a.meta.layers[1]!;
+    const [inDim, outDim] = projectionShape(q.config, 'wUp');
+    const f32 = view.weights.layers[l]!.wUp;
+    expect(f32).toBe(view.weights.layers[l]!.wUp);
+    expect(f32.shape).toEqual([inDim, outDim]);
+    const deq = dequantizeMatrix(view.blockWeights!.layers[l]!.wUp);
+    const got = f32.dataSync();
+    for (let i = 0; i < inDim; i++) for (let o = 0; o < outDim; o++) expect(got[i * outDim + o]).toBe(deq[o * inDim + i]);
+    expect(view.ownedBytes.tensors).toBe(4 * inDim * outDim);
+    // The base's own tensors are still read through the view where it did not merge.
+    expect(view.weights.layers[l]!.inputNorm).toBe(q.weights.layers[l]!.inputNorm);
+    expect(view.weights.lmHead).toBe(q.weights.lmHead);
+    expect(reads).toEqual(['lmHead']);
+    view.dispose();
+    expect(tf.memory().numTensors).toBe(before);
+    expect(() => view.weights.layers[a.meta.layers[0]!]!.wq).toThrow(/after dispose/);
+    q.dispose();
+  });
 });

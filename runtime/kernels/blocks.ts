@@ -38,8 +38,23 @@ export function rowBytes(type: BlockType, cols: number): number {
 const f32 = new Float32Array(1);
 const u32 = new Uint32Array(f32.buffer);
 
+/**
+ * Every half's float value, filled on first use: a lookup instead of the arithmetic below
+ * with its power of two per call (~0.5 s of the ~7 s a skip adapter took to merge into
+ * SmolLM2's 15 kept layers). The same values: a half is exact in f32.
+ */
+let halfTable: Float32Array | null = null;
+
 /** IEEE half → float. */
 export function halfToFloat(h: number): number {
+  if (halfTable === null) {
+    halfTable = new Float32Array(65536);
+    for (let i = 0; i < 65536; i++) halfTable[i] = halfToFloatSlow(i);
+  }
+  return halfTable[h & 0xffff]!;
+}
+
+function halfToFloatSlow(h: number): number {
   const s = h & 0x8000 ? -1 : 1;
   const e = (h >> 10) & 0x1f;
   const m = h & 0x3ff;
@@ -90,9 +105,10 @@ export function quantizeMatrix(x: Float32Array, rows: number, cols: number, type
   for (let b = 0; b < x.length / QK; b++) {
     const v = x.subarray(b * QK, (b + 1) * QK);
     const o = b * bs;
+    // Index loops over the block, not for…of on a subarray: ~3× faster (adapter merges quantize ~50M values).
     if (type === 'q8_0') {
       let amax = 0;
-      for (const a of v) amax = Math.max(amax, Math.abs(a));
+      for (let i = 0; i < QK; i++) amax = Math.max(amax, Math.abs(v[i]!));
       const d = amax / 127;
       const id = d ? 1 / d : 0;
       view.setUint16(o, floatToHalf(d), true);
@@ -100,7 +116,7 @@ export function quantizeMatrix(x: Float32Array, rows: number, cols: number, type
     } else if (type === 'q4_0') {
       // ggml: the value of largest magnitude maps to −8, d = max / −8.
       let max = 0;
-      for (const a of v) if (Math.abs(a) > Math.abs(max)) max = a;
+      for (let i = 0; i < QK; i++) if (Math.abs(v[i]!) > Math.abs(max)) max = v[i]!;
       const d = max / -8;
       const id = d ? 1 / d : 0;
       view.setUint16(o, floatToHalf(d), true);
@@ -112,9 +128,9 @@ export function quantizeMatrix(x: Float32Array, rows: number, cols: number, type
     } else {
       let min = Infinity;
       let max = -Infinity;
-      for (const a of v) {
-        min = Math.min(min, a);
-        max = Math.max(max, a);
+      for (let i = 0; i < QK; i++) {
+        min = Math.min(min, v[i]!);
+        max = Math.max(max, v[i]!);
       }
       const d = (max - min) / 15;
       const id = d ? 1 / d : 0;
