@@ -208,18 +208,3 @@ export function writeSkipAdapter(dir: string, adapter: SkipAdapter): string {
   fs.writeFileSync(`${base}.json`, `${JSON.stringify(meta, null, 2)}\n`);
   return `${base}.json`;
 }
-
-/** The layer's projection update scale·A·B as (in, out), flat; for merging. */
-export function loraDelta(pair: LoraPair, inDim: number, outDim: number, rank: number, scale: number): Float32Array {
-  const out = new Float32Array(inDim * outDim);
-  for (let i = 0; i < inDim; i++) {
-    const row = out.subarray(i * outDim, (i + 1) * outDim);
-    for (let r = 0; r < rank; r++) {
-      const a = pair.a[i * rank + r]! * scale;
-      if (a === 0) continue;
-      const b = pair.b.subarray(r * outDim, (r + 1) * outDim);
-      for (let j = 0; j < outDim; j++) row[j] += a * b[j]!;
-    }
-  }
-  return out;
-}
