@@ -56,7 +56,7 @@ describe('tools and structured output over the OpenAI API', () => {
     const call = choice.message.tool_calls![0]!;
     expect(call.type).toBe('function');
     if (call.type !== 'function') throw new Error('not a function call');
-    expect(call.id).toMatch(/^call_/);
+    expect(call.id).toMatch(/^call_[0-9a-z]+$/);
     const tool = [weather, add].find((t) => t.function.name === call.function.name)!;
     expect(tool).toBeDefined();
     expect(new Ajv().validate(tool.function.parameters, JSON.parse(call.function.arguments))).toBe(true);

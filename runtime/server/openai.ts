@@ -185,7 +185,7 @@ export function chatCompletionsRoute(deps: ChatDeps): Hono {
     const stream = body.stream === true;
     const includeUsage = body.stream_options?.include_usage === true;
     const id = `chatcmpl-${Date.now().toString(36)}${(counter++).toString(36)}`;
-    const callId = (index: number) => `call_${id.slice(8)}${n > 1 ? `_${index}` : ''}`;
+    const callId = (index: number) => `call_${id.slice('chatcmpl-'.length)}${n > 1 ? `_${index}` : ''}`;
     const created = Math.floor(Date.now() / 1000);
     const release = store.acquireSlot();
     metrics.chatCompletion(stream);
