@@ -16,9 +16,9 @@
  * they are made on first read, which the block kernels' forward never does. Memory
  * (SmolLM2-135M, r = 2, 15 layers): the merged blocks, uploaded once into the base's kernel
  * memory beside its own (its other layers and lm head are shared), and ~213 MB of tensor heap
- * only once something reads the f32 tensors. The merge takes ~1–2 s at the first request
- * that needs it (it took ~7 s when the update was summed in JavaScript and the kept
- * layers' f32 tensors were all made).
+ * only once something reads the f32 tensors. The merge takes ~2.5 s at the first request
+ * that needs it, mostly quantizing and uploading the 105 merged matrices (it took ~7 s
+ * when the update was summed in JavaScript and the kept layers' f32 tensors were all made).
  *
  * Which forwards may run on it (the scheduler's rule, runtime/scheduler): only shallow
  * ones — lossy decode steps, whose KV taints their table so no other sequence adopts it,
