@@ -38,7 +38,7 @@ import { projectionShape, type SkipAdapter } from './skip-adapter.js';
 export interface AdaptedModel extends LoadedModel {
   /** The layers the adapter changed (the kept layers of its target). */
   adaptedLayers: number[];
-  /** Bytes of merged weights this view owns: f32 tensors and re-quantized blocks. */
+  /** Bytes of merged weights this view owns: re-quantized blocks, and f32 tensors as far as they have been made (on first read). */
   ownedBytes: { tensors: number; blocks: number };
 }
 

@@ -332,7 +332,8 @@ function loadAdapted(model: LoadedModel, log: Log): { adapted: Adapted; figures:
   const same = adaptedModel(model, adapter);
   const q8 = adaptedModel(model, adapter, { blockType: 'q8_0' });
   const mb = (n: number) => round(n / 2 ** 20, 1);
-  log(`stages: skip adapter ${file} (rank ${adapter.meta.rank}); merged: ${mb(same.ownedBytes.tensors)} MB f32 tensors + ${mb(same.ownedBytes.blocks)} MB blocks of the base's types (q8_0: ${mb(q8.ownedBytes.blocks)} MB)`);
+  // The merged layers' f32 tensors are made only if something reads them (adapted-model.ts): the blocks are what a merge costs.
+  log(`stages: skip adapter ${file} (rank ${adapter.meta.rank}); merged: ${mb(same.ownedBytes.blocks)} MB blocks of the base's types (q8_0: ${mb(q8.ownedBytes.blocks)} MB)`);
   return {
     adapted: { q8, same },
     figures: {
@@ -340,7 +341,7 @@ function loadAdapted(model: LoadedModel, log: Log): { adapted: Adapted; figures:
         file: path.relative(process.cwd(), file),
         rank: adapter.meta.rank,
         training: adapter.meta.training,
-        merged_mb: { f32_tensors: mb(same.ownedBytes.tensors), same_type_blocks: mb(same.ownedBytes.blocks), q8_0_blocks: mb(q8.ownedBytes.blocks) },
+        merged_mb: { same_type_blocks: mb(same.ownedBytes.blocks), q8_0_blocks: mb(q8.ownedBytes.blocks) },
       },
     },
   };
