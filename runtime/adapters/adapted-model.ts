@@ -31,6 +31,7 @@
  * view.dispose(); // the merged tensors only; the base model stays
  */
 import * as tf from '@tensorflow/tfjs-core';
+import { defineLazy } from '../checkpoint/load.js';
 import { dequantizeMatrix, quantizeMatrix, type BlockType } from '../kernels/blocks.js';
 import type { BlockWeights, LayerBlockWeights, LayerWeights, LoadedModel } from '../model/types.js';
 import { projectionShape, type SkipAdapter } from './skip-adapter.js';
@@ -79,18 +80,12 @@ export function adaptedModel(base: LoadedModel, adapter: SkipAdapter, o: AdaptOp
         const blocks = quantizeMatrix(merged, outDim, inDim, type);
         B[p] = blocks;
         blockBytes += blocks.data.byteLength;
-        let tensor: tf.Tensor2D | undefined;
-        Object.defineProperty(L, p, {
-          enumerable: true,
-          get: () => {
-            if (tensor === undefined) {
-              if (disposed) throw new RangeError(`adaptedModel: ${p} of layer ${l} read after dispose`);
-              tensor = tf.keep(tf.tidy(() => tf.transpose(tf.tensor2d(dequantizeMatrix(blocks), [outDim, inDim])))) as tf.Tensor2D;
-              owned.push(tensor);
-              tensorBytes += 4 * tensor.size;
-            }
-            return tensor;
-          },
+        defineLazy(L, p, () => {
+          if (disposed) throw new RangeError(`adaptedModel: ${p} of layer ${l} read after dispose`);
+          const tensor = tf.keep(tf.tidy(() => tf.transpose(tf.tensor2d(dequantizeMatrix(blocks), [outDim, inDim])))) as tf.Tensor2D;
+          owned.push(tensor);
+          tensorBytes += 4 * tensor.size;
+          return tensor;
         });
       } else {
         const t = tf.tidy(() => tf.add(base.weights.layers[l]![p], delta())) as tf.Tensor2D;

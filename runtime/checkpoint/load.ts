@@ -239,8 +239,8 @@ class WeightReader {
   }
 }
 
-/** Defines obj[key] as made by `make` on first read, then kept. */
-function defineLazy<T extends object>(obj: T, key: keyof T, make: () => T[keyof T]): void {
+/** Defines obj[key] as made by `make` on first read, then kept (a skip adapter's merged layers use it too: adapters/adapted-model.ts). */
+export function defineLazy<T extends object>(obj: T, key: keyof T, make: () => T[keyof T]): void {
   let value: T[keyof T] | undefined;
   Object.defineProperty(obj, key, { enumerable: true, get: () => (value ??= make()) });
 }
