@@ -167,26 +167,26 @@ static void attend_part(const float *qrow, const void *const *kc, const void *co
   }
 }
 
-/* A lone decode row split at key `split` (key_split), its two parts on two threads: part 0 into the row's output, part 1 into o1, each part's maxima and sums by head. */
+/* A lone decode row split at key `split` (key_split) of its keys up to `end` (row_end), its two parts on two threads: part 0 into the row's output, part 1 into o1, each part's maxima and sums by head. */
 typedef struct {
   const SeqAttention *seq;
   const float *q;
   float *out, *o1, *mx, *sum;
-  int H, KVf, D, split;
+  int H, KVf, D, split, end;
   _Atomic int failed;
 } SplitRowJob;
 
 static void split_row_part(const void *job, int part) {
   SplitRowJob *a = (SplitRowJob *)job;
   const SeqAttention *s = a->seq;
-  const int *rows = s->table + 2 * s->chunks, end = row_end(s->S - 1, s->vis, s->S);
+  const int *rows = s->table + 2 * s->chunks;
   float *scores = scores_scratch(s->S);
   if (scores == NULL) {
     atomic_store(&a->failed, 1);
     return;
   }
   const KeyAt from = part == 0 ? (KeyAt){0, 0, 0} : key_at(rows, s->chunks, a->split);
-  attend_part(a->q, s->addresses, s->addresses + s->chunks, rows, s->chunks, s->S - 1, s->vis, a->H, a->KVf, a->D, scores, s->S, from, part == 0 ? a->split : end, 0, a->H,
+  attend_part(a->q, s->addresses, s->addresses + s->chunks, rows, s->chunks, s->S - 1, s->vis, a->H, a->KVf, a->D, scores, s->S, from, part == 0 ? a->split : a->end, 0, a->H,
               part == 0 ? a->out : a->o1, a->mx + part * a->H, a->sum + part * a->H);
 }
 
@@ -294,12 +294,13 @@ static const char *block_layer(uint8_t *m, const int32_t *p) {
     /* A lone decode row whose keys split (key_split) runs a part per thread; otherwise a
      * part per (sequence, KV head) on two or more threads, a part per sequence on one. */
     const SeqAttention *lone = nseq == 1 ? seq_attention : NULL;
-    const int keys_split = pool_width() > 1 && lone != NULL && lone->n == 1 ? key_split(lone->S - 1, lone->vis, row_end(lone->S - 1, lone->vis, lone->S)) : 0;
+    const int lone_end = lone != NULL && lone->n == 1 ? row_end(lone->S - 1, lone->vis, lone->S) : 0;
+    const int keys_split = pool_width() > 1 && lone_end > 0 ? key_split(lone->S - 1, lone->vis, lone_end) : 0;
     if (keys_split > 0) {
       float *o1 = split_scratch((size_t)qd + 6 * (size_t)H);
       if (o1 == NULL) return "block_layer: out of memory for the attention's split row";
       float *mx = o1 + qd, *sum = mx + 2 * H, *w = sum + 2 * H;
-      SplitRowJob job = {.seq = seq_attention, .q = q, .out = attn, .o1 = o1, .mx = mx, .sum = sum, .H = H, .KVf = KVf, .D = D, .split = keys_split};
+      SplitRowJob job = {.seq = seq_attention, .q = q, .out = attn, .o1 = o1, .mx = mx, .sum = sum, .H = H, .KVf = KVf, .D = D, .split = keys_split, .end = lone_end};
       pool_run(split_row_part, &job, 2);
       if (atomic_load(&job.failed)) return "block_layer: out of memory for the attention's scores";
       merge_parts(H, D, attn, mx, sum, o1, mx + H, sum + H, attn, w, w + H);
