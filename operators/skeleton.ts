@@ -1,7 +1,8 @@
 /**
  * `skeleton`: Skeleton-of-Thought stage 1. Asks the model for a numbered outline of the
  * question (the SoT organizer prompt, answer pre-filled with "1.") and parses it into
- * points; an answer without any point is a ModelOutputError.
+ * points — without a last point the token limit cut short (uncutOutline); an answer
+ * without any point is a ModelOutputError.
  *
  * @example
  * of('How do I learn to cook?').pipe(skeleton({ engine })).subscribe((s) => console.log(s.points));
@@ -16,7 +17,7 @@ import type { OperatorContext } from './context.js';
 import { generation } from './internal/generation.js';
 import { mapDone, nodeStream } from './internal/node.js';
 import { perValue, type Flow } from './internal/operate.js';
-import { outlineOf, parseOutline, skeletonPrefix, skeletonPrompt, type Skeleton } from './internal/sot.js';
+import { outlineOf, parseOutline, skeletonPrefix, skeletonPrompt, uncutOutline, type Skeleton } from './internal/sot.js';
 
 export type { Skeleton } from './internal/sot.js';
 
@@ -38,7 +39,7 @@ export function skeleton(options: SkeletonOptions): OperatorFunction<Flow<string
       assistantPrefix: skeletonPrefix,
     }).pipe(
       mapDone((r): Skeleton => {
-        const points = parseOutline(skeletonPrefix + r.text, options.maxPoints ?? 10);
+        const points = parseOutline(uncutOutline(skeletonPrefix + r.text, r.reason), options.maxPoints ?? 10);
         if (!points.length) throw new ModelOutputError(scope.node, `no numbered points in ${JSON.stringify(r.text.slice(0, 80))}`);
         return { question, outline: outlineOf(points), points };
       }),

@@ -121,6 +121,15 @@ describe('skeleton and expand (Skeleton-of-Thought)', () => {
     expect(sk).toEqual({ question: 'How to cook?', outline: '1. A\n2. B', points: ['A', 'B'] });
     expect(engine.requests[0]!.assistantPrefix).toBe('1.');
     expect(engine.prompts[0]).toContain("You're an organizer responsible for only giving the skeleton");
+    // A point the token limit cut short is left out; a lone point is kept even then.
+    const cut = createFakeEngine({ script: sotScript(['Choose a spot', 'Plan it out', 'Start building and make sure someone helps']) });
+    const short = await lastValueFrom(of('q').pipe(skeleton({ engine: cut, sampling: { maxTokens: 10 } }), outputs()));
+    expect(short).toMatchObject({ points: ['Choose a spot', 'Plan it out'] });
+    expect(cut.requests[0]!.sampling?.maxTokens).toBe(10);
+    const whole = await lastValueFrom(of('q').pipe(skeleton({ engine: cut }), outputs()));
+    expect(whole).toMatchObject({ points: ['Choose a spot', 'Plan it out', 'Start building and make sure someone helps'] });
+    const lone = createFakeEngine({ script: sotScript(['Choose a good sunny spot near water']) });
+    expect(await lastValueFrom(of('q').pipe(skeleton({ engine: lone, sampling: { maxTokens: 3 } }), outputs()))).toMatchObject({ points: ['Choose a good'] });
     const bad = createFakeEngine({ script: [{ match: /./, reply: '\n\nSorry, I cannot.' }] });
     await expect(lastValueFrom(of('q').pipe(skeleton({ engine: bad })))).rejects.toBeInstanceOf(ModelOutputError);
   });

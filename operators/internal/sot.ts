@@ -2,6 +2,7 @@
  * Skeleton-of-Thought prompts (arXiv 2307.15337, TECHNIQUES §6) and the outline parser,
  * shared by the skeleton, expand and route operators.
  */
+import type { FinishReason } from '../../core/engine.js';
 
 export const skeletonPrompt = (question: string) =>
   "You're an organizer responsible for only giving the skeleton (not the full content) for answering the question. " +
@@ -58,6 +59,20 @@ export function parseOutline(text: string, maxPoints = 10): string[] {
     if (points.length >= maxPoints) break;
   }
   return points;
+}
+
+/**
+ * The outline a skeleton call wrote, without its last line when the token limit stopped
+ * the call (finish reason 'length') inside that line: a half-written point ("3. Start
+ * building - make sure there's someone") would be expanded as if it were whole. Kept when
+ * it holds the only point.
+ */
+export function uncutOutline(text: string, reason: FinishReason): string {
+  if (reason !== 'length') return text;
+  const end = text.lastIndexOf('\n');
+  if (end < 0) return text;
+  const whole = text.slice(0, end);
+  return parseOutline(whole).length > 0 ? whole : text;
 }
 
 export function outlineOf(points: string[]): string {
