@@ -113,6 +113,8 @@ describe('skeleton and expand (Skeleton-of-Thought)', () => {
     expect(parseOutline('1. Choose a spot\n2. Plan it out\n3. Start small\n4. plan it out\n5. Water')).toEqual(['Choose a spot', 'Plan it out', 'Start small']);
     expect(parseOutline('1. a\n2. b\n3. c', 2)).toEqual(['a', 'b']);
     expect(parseOutline('no list')).toEqual([]);
+    expect(parseOutline('1. a\n2. Use tools wisely  3. Sleep well\n4. d')).toEqual(['a', 'Use tools wisely', 'Sleep well', 'd']);
+    expect(parseOutline('1. Bake at 350 2. degrees\n2. b')).toEqual(['Bake at 350 2. degrees', 'b']);
   });
 
   it('asks for a skeleton with the SoT prompt and the "1." prefix', async () => {

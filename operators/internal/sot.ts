@@ -42,18 +42,28 @@ export interface Skeleton {
 /**
  * Reads "1. point" lines in numbering order; the list ends at the first line that breaks
  * the numbering, so trailing chatter after the outline is ignored, or that repeats an
- * earlier point (small models loop: "2. Plan it out … 5. Plan it out").
+ * earlier point (small models loop: "2. Plan it out … 5. Plan it out"). A line that goes on
+ * into the next point ("5. Use tools wisely  6. Sleep well", as SmolLM2 wrote once) is two
+ * points: it is cut where the next number follows a space, unless the next line starts
+ * with that number.
  */
 export function parseOutline(text: string, maxPoints = 10): string[] {
   const points: string[] = [];
-  for (const line of text.split(/\r?\n/)) {
+  const lines = text.split(/\r?\n/);
+  for (let i = 0; i < lines.length; i++) {
+    const line = lines[i]!;
     const m = /^\s*(\d+)\s*[.)]\s*(.*?)\s*$/.exec(line);
     if (!m) {
       if (points.length && line.trim()) break;
       continue;
     }
     if (Number(m[1]) !== points.length + 1) break;
-    const point = m[2]!.replace(/\*\*/g, '').replace(/[.:]+$/, '').trim();
+    // Not when the next line starts with that number itself ("1. Bake at 350 2. degrees\n2. …").
+    const following = lines.slice(i + 1).find((l) => l.trim());
+    const nextNumber = points.length + 2;
+    const next = following !== undefined && new RegExp(`^\\s*${nextNumber}\\s*[.)]`).test(following) ? null : new RegExp(`\\s(${nextNumber}\\s*[.)]\\s+\\S.*)$`).exec(m[2]!);
+    if (next) lines.splice(i + 1, 0, next[1]!);
+    const point = (next ? m[2]!.slice(0, next.index) : m[2]!).replace(/\*\*/g, '').replace(/[.:]+$/, '').trim();
     if (!point || points.some((p) => p.toLowerCase() === point.toLowerCase())) break;
     points.push(point);
     if (points.length >= maxPoints) break;
