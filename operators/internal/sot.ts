@@ -58,10 +58,11 @@ export function parseOutline(text: string, maxPoints = 10): string[] {
       continue;
     }
     if (Number(m[1]) !== points.length + 1) break;
-    // Not when the next line starts with that number itself ("1. Bake at 350 2. degrees\n2. …").
-    const following = lines.slice(i + 1).find((l) => l.trim());
     const nextNumber = points.length + 2;
-    const next = following !== undefined && new RegExp(`^\\s*${nextNumber}\\s*[.)]`).test(following) ? null : new RegExp(`\\s(${nextNumber}\\s*[.)]\\s+\\S.*)$`).exec(m[2]!);
+    let next = new RegExp(`\\s(${nextNumber}\\s*[.)]\\s+\\S.*)$`).exec(m[2]!);
+    // Not when the next line starts with that number itself ("1. Bake at 350 2. degrees\n2. …").
+    const following = next ? lines.find((l, k) => k > i && l.trim()) : undefined;
+    if (following !== undefined && new RegExp(`^\\s*${nextNumber}\\s*[.)]`).test(following)) next = null;
     if (next) lines.splice(i + 1, 0, next[1]!);
     const point = (next ? m[2]!.slice(0, next.index) : m[2]!).replace(/\*\*/g, '').replace(/[.:]+$/, '').trim();
     if (!point || points.some((p) => p.toLowerCase() === point.toLowerCase())) break;
