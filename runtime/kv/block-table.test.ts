@@ -118,6 +118,63 @@ describe('BlockTable and KvPool', () => {
     expect(tf.memory().numTensors).toBe(base);
   });
 
+  it("past() kept up to date step by step equals the blocks' chunks: across seals, a fork's copy-on-write, a deduped block, a release", async () => {
+    const base = tf.memory().numTensors;
+    const pool = new KvPool({ numLayers: L, kvDim: D, blockSize: 4, budgetBlocks: 16 });
+    /** What past() gave before it kept the full blocks' chunks: every block's lists in order. */
+    const walk = (t: BlockTable) => Array.from({ length: L }, (_, l) => ({ k: t.blocks.flatMap((b) => b.k[l]!), v: t.blocks.flatMap((b) => b.v[l]!) }));
+    const idsOf = (xs: readonly tf.Tensor[]) => xs.map((x) => x.id);
+    const same = (t: BlockTable) => {
+      const past = t.past()!;
+      const want = walk(t);
+      past.forEach((e, l) => {
+        expect(idsOf(e.k)).toEqual(idsOf(want[l]!.k));
+        expect(idsOf(e.v)).toEqual(idsOf(want[l]!.v));
+        // A caller changing its lists in place does not change the next call's.
+        e.k.length = 0;
+        e.v.pop();
+      });
+    };
+    const a = new BlockTable(pool);
+    const ids = seq(7, 200);
+    appendIds(a, ids.slice(0, 5));
+    same(a);
+    for (const id of ids.slice(5)) {
+      appendIds(a, [id]);
+      same(a);
+    }
+    // A fork of a's live partial block: b copies it on its first append, a keeps its own.
+    const b = new BlockTable(pool);
+    expect(b.adopt([...ids, 1], ids.length).tokens).toEqual(ids);
+    same(b);
+    for (const id of [300, 301, 302]) {
+      appendIds(b, [id]);
+      same(b);
+      appendIds(a, [id + 100]);
+      same(a);
+    }
+    await check(a, [...ids, 400, 401, 402]);
+    await check(b, [...ids, 300, 301, 302]);
+    // c computes a's first block again: sealing it swaps c's block for the canonical one.
+    const c = new BlockTable(pool);
+    appendIds(c, ids.slice(0, 2));
+    same(c);
+    appendIds(c, ids.slice(2, 4));
+    expect(c.blocks[0]).toBe(a.blocks[0]);
+    same(c);
+    appendIds(c, [9]);
+    same(c);
+    await check(c, [...ids.slice(0, 4), 9]);
+    // Released and used again: nothing of the old lists comes back.
+    a.release();
+    appendIds(a, [5, 6, 7, 8, 9]);
+    same(a);
+    await check(a, [5, 6, 7, 8, 9]);
+    for (const t of [a, b, c]) t.release();
+    pool.clearCache();
+    expect(tf.memory().numTensors).toBe(base);
+  });
+
   it('dedupes a block computed twice and evicts least recently used leaves first', () => {
     const pool = new KvPool({ numLayers: L, kvDim: D, blockSize: 2, budgetBlocks: 4 });
     const a = new BlockTable(pool);

@@ -382,7 +382,7 @@ export function forward(model: LoadedModel, seqs: ForwardSequence[], opts: Forwa
   validate(model, seqs, layers);
   if (seqs.length === 0) return [];
   const prep = prepareModel(model);
-  prep.mirror.sweep();
+  prep.mirror.sweepIfDue();
   const H = c.numHeads;
   const KV = c.numKvHeads;
   const D = c.headDim;

@@ -129,6 +129,55 @@ describe('KvMirror', () => {
     expect(kernels.storedBytes).toBe(0);
   });
 
+  it('joins eight blocks that arrive over several steps, as when the list came whole', () => {
+    const kernels = new MatmulKernels();
+    const KV = 2, w = 8;
+    const mirror = new KvMirror(kernels, KV);
+    const block = (rows: number, seed: number) => tf.tensor2d(Float32Array.from({ length: rows * w }, (_, i) => seed + i / 16), [rows, w]);
+    // A one-row chunk, then seven blocks a step apart: no run of eight yet.
+    const list = [block(1, 0)];
+    for (let b = 0; b < 7; b++) {
+      list.push(block(4, 10 + b));
+      expect(mirror.layerChunks(list).every((c) => c.stride === undefined)).toBe(true);
+    }
+    // The eighth block in a row: the seven read in earlier steps join with it.
+    list.push(block(4, 20));
+    const joined = mirror.layerChunks(list);
+    expect(joined.map((c) => c.stride)).toEqual([undefined, ...Array<number>(8).fill(32)]);
+    list.push(block(4, 21));
+    expect(mirror.layerChunks(list).map((c) => c.stride)).toEqual([undefined, ...Array<number>(8).fill(32), undefined]);
+    tf.dispose(list);
+    mirror.sweep();
+    expect(mirror.size).toBe(0);
+    expect(kernels.storedBytes).toBe(0);
+  });
+
+  it("sweeps at every forward's call while it holds few copies, else at least every eighth", () => {
+    const kernels = new MatmulKernels();
+    const mirror = new KvMirror(kernels, 1);
+    const rows = (n: number) => Array.from({ length: n }, (_, i) => tf.tensor2d([i, i + 1], [1, 2]));
+    const few = rows(3);
+    few.forEach((t) => mirror.chunk(t));
+    few[0]!.dispose();
+    mirror.sweepIfDue();
+    expect(mirror.size).toBe(2);
+    const many = rows(600);
+    many.forEach((t) => mirror.chunk(t));
+    tf.dispose(many.slice(0, 100));
+    let calls = 0;
+    while (mirror.size > 502 && calls < 20) {
+      mirror.sweepIfDue();
+      calls++;
+    }
+    expect(mirror.size).toBe(502);
+    expect(calls).toBeGreaterThan(1);
+    expect(calls).toBeLessThanOrEqual(8);
+    tf.dispose([...few, ...many]);
+    mirror.sweep();
+    expect(mirror.size).toBe(0);
+    expect(kernels.storedBytes).toBe(0);
+  });
+
   it('reads pieces of a mirrored tensor as views of its copy, keeps the copy while a piece lives, then frees it', () => {
     const kernels = new MatmulKernels();
     const KV = 2, w = 8, S = 6;
