@@ -242,6 +242,40 @@ describe('batching, chunking, shaping', () => {
     cache.dispose();
   });
 
+  it("refuses a bad past chunk naming the layer, also in lists it passed before (grown, or changed in place), and counts a grown list's rows", () => {
+    const cache = prefill([1, 2, 3, 4]);
+    const past = cache.past();
+    const kvDim = model.config.numKvHeads * model.config.headDim;
+    const [a] = forward(model, [{ ids: [5], past }]);
+    const want = referenceForward(model, [1, 2, 3, 4, 5]).logits.at(-1)!;
+    expect(relErr(a!.logits[0]!, want)).toBeLessThan(1e-4);
+    // The same lists grown by this step's rows: position 5 comes from their row count.
+    past.forEach((layer, l) => {
+      layer.k.push(a!.newKv[l]!.k);
+      layer.v.push(a!.newKv[l]!.v);
+    });
+    const [b] = forward(model, [{ ids: [6], past }]);
+    expect(relErr(b!.logits[0]!, referenceForward(model, [1, 2, 3, 4, 5, 6]).logits.at(-1)!)).toBeLessThan(1e-4);
+    // Grown by a chunk of the wrong width at layer 1: refused, naming it.
+    const wide = tf.zeros([1, kvDim + 1]) as tf.Tensor2D;
+    past[1]!.k.push(wide);
+    past[1]!.v.push(wide);
+    expect(() => forward(model, [{ ids: [6], past }])).toThrow(/seqs\[0\]\.past\[1\].*chunk 2 must be two/);
+    past[1]!.k.pop();
+    past[1]!.v.pop();
+    // A chunk the last call passed, swapped in place for one of the wrong width.
+    const kept = past[2]!.v[0]!;
+    past[2]!.v[0] = tf.zeros([kept.shape[0] + 1, kvDim]) as tf.Tensor2D;
+    expect(() => forward(model, [{ ids: [6], past }])).toThrow(/seqs\[0\]\.past\[2\].*chunk 0 must be two/);
+    past[2]!.v[0]!.dispose();
+    past[2]!.v[0] = kept;
+    const [c] = forward(model, [{ ids: [6], past }]);
+    expect(Array.from(c!.logits[0]!)).toEqual(Array.from(b!.logits[0]!));
+    wide.dispose();
+    for (const r of [b!, c!]) tf.dispose(r.newKv.flatMap((e) => [e!.k, e!.v]));
+    tf.dispose(past.flatMap((layer) => [...layer.k, ...layer.v]));
+  });
+
   it('rejects sequences past a sliding window', () => {
     const m = randomModel({ slidingWindow: 4 }, 1);
     expect(() => forward(m, [{ ids: [1, 2, 3, 4, 5] }])).toThrow(/sliding-window/);
