@@ -238,8 +238,8 @@ export class BlockTable {
    * The chunks of the table's leading full blocks, per layer and in order, brought up to
    * date: a full block is sealed (consolidated) as it fills and its lists never change
    * after, so the flat lists only grow while the leading blocks stay the same objects;
-   * they are built again when one is not (a sealed block swapped for its canonical copy
-   * after the lists took it cannot happen: seal runs as the block fills, before past()).
+   * they are built again when one is not (blocks released; a block is swapped for its
+   * canonical copy only by seal, as it fills, before the lists can take it).
    */
   private sealedChunks(): { blocks: KvBlock[]; k: tf.Tensor2D[][]; v: tf.Tensor2D[][] } {
     const blocks = this.blocks;

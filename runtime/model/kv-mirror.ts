@@ -120,8 +120,8 @@ export class KvMirror {
     // them, are taken from there as one slice — the list's tensors compared by reference —
     // instead of looked up one by one: ~3,800 lookups a step at 1,024 tokens of context in
     // 16-row blocks, each reading an object the weights' stream has evicted from the caches
-    // (0.46–0.52 ms of an engine decode step there, timed). Valid while no copy was swapped
-    // since (remaps).
+    // (0.46–0.52 ms of an engine decode step there, timed; 0.35 with the slices, which read
+    // the lists themselves). Valid while no copy was swapped since (remaps).
     const last = list.length > 0 ? this.lastLists.get(list[0]!) : undefined;
     const known = last !== undefined && last.remaps === this.remaps ? last : undefined;
     let same = 0;
