@@ -13,6 +13,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { recordPiece } from '../model/kv-pieces.js';
 import type { LayerKvChunks } from '../model/types.js';
+import { sameLeading } from '../model/same-leading.js';
 import { consolidate, copyRows, type KvBlock } from './block.js';
 import type { KvPool } from './pool.js';
 
@@ -244,11 +245,7 @@ export class BlockTable {
   private sealedChunks(): { blocks: KvBlock[]; k: tf.Tensor2D[][]; v: tf.Tensor2D[][] } {
     const blocks = this.blocks;
     let c = this.sealedPast;
-    if (c !== null) {
-      let same = c.blocks.length <= blocks.length;
-      for (let i = 0; same && i < c.blocks.length; i++) same = c.blocks[i] === blocks[i];
-      if (!same) c = null;
-    }
+    if (c !== null && sameLeading(c.blocks, blocks) !== c.blocks.length) c = null;
     const layers = this.pool.numLayers;
     c ??= { blocks: [], k: Array.from({ length: layers }, () => []), v: Array.from({ length: layers }, () => []) };
     const B = this.pool.blockSize;

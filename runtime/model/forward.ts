@@ -41,6 +41,7 @@ import { exactAttention } from './exact-attention.js';
 import { KvMirror, kvAsF16 } from './kv-mirror.js';
 import { embedTokens, gatherRows, rmsNorm, ropeQk, swiGlu } from './kernels.js';
 import { inverseFrequencies, ropeTables } from './rope.js';
+import { sameLeading } from './same-leading.js';
 import type { BlockMatrix } from '../kernels/blocks.js';
 import type { BlockWeights, ForwardCallOptions, ForwardSequence, ForwardSequenceResult, LayerKvChunks, LoadedModel, ResumeStep } from './types.js';
 
@@ -218,22 +219,22 @@ export function releasePrepared(model: LoadedModel): void {
  */
 const checkedPast = new WeakMap<tf.Tensor, { k: readonly tf.Tensor2D[]; v: readonly tf.Tensor2D[]; rows: readonly number[] }>();
 
-/** How many leading chunks of k and v are those validate last passed (0 when it has not seen the list). */
-function checkedChunks(k: readonly tf.Tensor2D[], v: readonly tf.Tensor2D[]): number {
+/**
+ * How many leading chunks of k and v are those validate last passed (0 when it has not seen
+ * the list), and the key rows up to each of them.
+ */
+function checkedChunks(k: readonly tf.Tensor2D[], v: readonly tf.Tensor2D[]): { same: number; rows: readonly number[] } {
   const known = k.length > 0 ? checkedPast.get(k[0]!) : undefined;
-  if (known === undefined) return 0;
-  const most = Math.min(known.k.length, k.length, v.length);
-  let same = 0;
-  while (same < most && known.k[same] === k[same] && known.v[same] === v[same]) same++;
-  return same;
+  if (known === undefined) return { same: 0, rows: [] };
+  return { same: Math.min(sameLeading(known.k, k), sameLeading(known.v, v)), rows: known.rows };
 }
 
 /** Total tokens in a past chunk list (its key chunks). */
 function chunkRows(layer: LayerKvChunks | undefined): number {
   if (layer === undefined) return 0;
   const { k, v } = layer;
-  const same = checkedChunks(k, v);
-  let n = same > 0 ? checkedPast.get(k[0]!)!.rows[same - 1]! : 0;
+  const { same, rows } = checkedChunks(k, v);
+  let n = same > 0 ? rows[same - 1]! : 0;
   for (let j = same; j < k.length; j++) n += k[j]!.shape[0];
   return n;
 }
@@ -312,8 +313,9 @@ function validate(model: LoadedModel, seqs: ForwardSequence[], layers: number[])
       if (layer === undefined) continue;
       const { k, v } = layer;
       if (k.length !== v.length) throw new BadRequestError(`seqs[${i}].past[${l}]`, 'k and v need the same chunks');
-      const same = checkedChunks(k, v);
-      const rows = same > 0 ? checkedPast.get(k[0]!)!.rows.slice(0, same) : [];
+      const checked = checkedChunks(k, v);
+      const same = checked.same;
+      const rows = checked.rows.slice(0, same);
       let total = same > 0 ? rows[same - 1]! : 0;
       for (let j = same; j < k.length; j++) {
         const ks = k[j]!.shape;

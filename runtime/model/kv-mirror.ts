@@ -19,6 +19,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 import type { KernelChunk, MatmulKernels } from '../kernels/matmul.js';
 import { livePieces, pieceOf } from './kv-pieces.js';
+import { sameLeading } from './same-leading.js';
 import type { LoadedModel } from './types.js';
 import type { WasmBackendLike } from './wasm-backend.js';
 
@@ -124,11 +125,7 @@ export class KvMirror {
     // the lists themselves). Valid while no copy was swapped since (remaps).
     const last = list.length > 0 ? this.lastLists.get(list[0]!) : undefined;
     const known = last !== undefined && last.remaps === this.remaps ? last : undefined;
-    let same = 0;
-    if (known !== undefined) {
-      const most = Math.min(known.tensors.length, list.length);
-      while (same < most && known.tensors[same] === list[same]) same++;
-    }
+    const same = known === undefined ? 0 : sameLeading(known.tensors, list);
     const out: KernelChunk[] = same > 0 ? known!.chunks.slice(0, same) : [];
     const runs: number[] = same > 0 ? known!.runs.slice(0, same) : [];
     let run = same > 0 ? runs[same - 1]! : 0;
