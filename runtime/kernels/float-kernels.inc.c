@@ -190,6 +190,49 @@ void rotate_rows(float *out, int T, int width, int dim, const float *cos, const 
   }
 }
 
+/*
+ * The q8 KV cache (MatmulKernels.store's 'q8'; the f16 one's half): each row of a KV head
+ * is its D values as int8 and then one f32 scale, value ≈ q·scale with scale = max|x|/127,
+ * as llama.cpp's q8_0 cache rounds 32 values at a time. A row of D + 4 bytes instead of
+ * 2·D: a decode step at 1,024 tokens of context reads 418 KB of K and V a layer instead of
+ * 786 KB (SmolLM2), and the scores come from exact integer dot products with the query
+ * quantized the same way (attend_keys_q8).
+ */
+#define KV_Q8 2
+
+/* Bytes of one stored row of a KV head: f32, f16 or q8 (D values and a scale). */
+static inline size_t kv_row_bytes(int D, int type) { return type == KV_Q8 ? (size_t)D + 4 : (size_t)D * (type ? 2 : 4); }
+
+/*
+ * D values into int8 (round to nearest even, within ±127) and their scale max|x|/127.
+ * Values are clamped to ±65504 first, as store_f16 does, so the scale stays finite.
+ */
+static void quantize_row_q8(const float *x, int D, int8_t *q, float *scale) {
+  float amax = 0.f;
+  for (int d = 0; d < D; d++) {
+    const float a = x[d] < 0.f ? -x[d] : x[d];
+    if (a > amax) amax = a;
+  }
+  if (amax > 65504.f) amax = 65504.f;
+  const float inv = amax > 0.f ? 127.f / amax : 0.f;
+  for (int d = 0; d < D; d++) {
+    const float v = __builtin_rintf(x[d] * inv);
+    q[d] = (int8_t)(v > 127.f ? 127.f : v < -127.f ? -127.f : v);
+  }
+  *scale = amax / 127.f;
+}
+
+/* rows rows of D f32 values from src as q8 rows at dst (D + 4 bytes each). */
+KERNEL_EXPORT("store_q8")
+void store_q8(const float *src, int rows, int D, uint8_t *dst) {
+  for (int r = 0; r < rows; r++) {
+    uint8_t *row = dst + (size_t)r * ((size_t)D + 4);
+    float scale;
+    quantize_row_q8(src + (size_t)r * D, D, (int8_t *)row, &scale);
+    __builtin_memcpy(row + D, &scale, 4);
+  }
+}
+
 /* Whether a row sees key j: every cached key (j < P), new key j − P where its mask says. */
 /*
  * f32 → f16, round to nearest even, clamped to ±65504 (the attention kernel widens finite
@@ -441,6 +484,214 @@ static int key_split(int P, const uint8_t *vi, int end) {
   return 0;
 }
 
+/* Row r of KV head g in a q8 chunk of `stride` rows a head, and its scale. */
+static inline const int8_t *q8_row(const void *base, int g, int stride, int r, int D) { return (const int8_t *)base + ((size_t)g * stride + r) * ((size_t)D + 4); }
+static inline float q8_scale(const int8_t *row, int D) {
+  float s;
+  __builtin_memcpy(&s, row + D, 4);
+  return s;
+}
+
+#ifndef QK4_Q8_NATIVE
+/* A head's query quantized (quantize_row_q8), widened to int16 for i32x4.dot_i16x8. (The native build keeps int8 and |q|: native/kernels.c.) */
+typedef struct {
+  int16_t q[512];
+} QueryQ8;
+#endif
+
+/* A head's query row as the q8 scores take it, and its scale. */
+static inline void query_q8(const float *x, int D, QueryQ8 *out, float *scale) {
+  int8_t q8[512];
+  quantize_row_q8(x, D, q8, scale);
+  for (int d = 0; d < D; d++) {
+    out->q[d] = q8[d];
+#ifdef QK4_Q8_NATIVE
+    out->abs[d] = (uint8_t)(q8[d] < 0 ? -q8[d] : q8[d]);
+#endif
+  }
+}
+
+/* A key row's integer dot product with a quantized query, values d0..D-1: exact. */
+static inline int32_t q8_dot(const int8_t *k, const QueryQ8 *q, int d0, int D) {
+  int32_t s = 0;
+  for (int d = d0; d < D; d++) s += (int32_t)k[d] * q->q[d];
+  return s;
+}
+
+#ifndef QK4_Q8_NATIVE
+/*
+ * Scores of NH query heads (int16 copies of their int8 quantization, qq; scales qs)
+ * against four q8 key rows kr[0..3]: score = (float)Σ q·k · (qs·ks), each key's integer sum
+ * exact whatever the order it is added in, so the single-key path (q8_dot) and any wider
+ * build get the same bits. Into scores[a·S ..], their maximum into mxv[a].
+ */
+static inline __attribute__((always_inline)) void qk4_q8(const QueryQ8 *qq, const float *qs, const int8_t *const *kr, int D, int NH, float *scores, int S, v128_t *mxv) {
+  v128_t acc[HEADS_AT_ONCE][4];
+  for (int a = 0; a < NH; a++) acc[a][0] = acc[a][1] = acc[a][2] = acc[a][3] = wasm_i32x4_splat(0);
+  int d = 0;
+  for (; d + 16 <= D; d += 16) {
+    for (int e = 0; e < 4; e++) {
+      const v128_t kv = wasm_v128_load(kr[e] + d);
+      const v128_t lo = wasm_i16x8_extend_low_i8x16(kv), hi = wasm_i16x8_extend_high_i8x16(kv);
+      for (int a = 0; a < NH; a++)
+        acc[a][e] = wasm_i32x4_add(acc[a][e], wasm_i32x4_add(wasm_i32x4_dot_i16x8(lo, wasm_v128_load(qq[a].q + d)), wasm_i32x4_dot_i16x8(hi, wasm_v128_load(qq[a].q + d + 8))));
+    }
+  }
+  const v128_t ks = wasm_f32x4_make(q8_scale(kr[0], D), q8_scale(kr[1], D), q8_scale(kr[2], D), q8_scale(kr[3], D));
+  for (int a = 0; a < NH; a++) {
+    const v128_t t01l = wasm_i32x4_shuffle(acc[a][0], acc[a][1], 0, 4, 1, 5), t23l = wasm_i32x4_shuffle(acc[a][2], acc[a][3], 0, 4, 1, 5);
+    const v128_t t01h = wasm_i32x4_shuffle(acc[a][0], acc[a][1], 2, 6, 3, 7), t23h = wasm_i32x4_shuffle(acc[a][2], acc[a][3], 2, 6, 3, 7);
+    v128_t sum = wasm_i32x4_add(wasm_i32x4_add(wasm_i64x2_shuffle(t01l, t23l, 0, 2), wasm_i64x2_shuffle(t01l, t23l, 1, 3)),
+                                wasm_i32x4_add(wasm_i64x2_shuffle(t01h, t23h, 0, 2), wasm_i64x2_shuffle(t01h, t23h, 1, 3)));
+    if (d < D) {
+      int32_t tail[4];
+      for (int e = 0; e < 4; e++) tail[e] = q8_dot(kr[e], &qq[a], d, D);
+      sum = wasm_i32x4_add(sum, wasm_v128_load(tail));
+    }
+    const v128_t sc = wasm_f32x4_mul(wasm_f32x4_convert_i32x4(sum), wasm_f32x4_mul(wasm_f32x4_splat(qs[a]), ks));
+    wasm_v128_store(scores + (size_t)a * S, sc);
+    mxv[a] = wasm_f32x4_pmax(mxv[a], sc);
+  }
+}
+
+/*
+ * o[a·D + d] = inv[a]·Σ_j (sp[a][j]·vs_j)·v_j[d] over q8 value rows (vs_j: row j's scale),
+ * keys j0..end-1 in key order, 16 values a pass, each value row widened once for every
+ * head; keys a row does not see are skipped, as pv does.
+ */
+static inline __attribute__((always_inline)) void pv_q8(const float *const *sp, const float *inv, const void *const *vc, const int *rows, int chunks, int P, int c0, int r0, int j0, int end, const uint8_t *vi, int g, int D, int NH, float *o) {
+  for (int d = 0; d < D; d += 16) {
+    const int w = D - d < 16 ? (D - d) / 4 : 4;
+    v128_t acc[HEADS_AT_ONCE][4];
+    for (int a = 0; a < NH; a++) for (int e = 0; e < 4; e++) acc[a][e] = wasm_f32x4_splat(0.f);
+    for (int c = c0, first = r0, j = j0; c < chunks && j < end; c++, first = 0) {
+      const int stride = rows[2 * chunks + c];
+      for (int r = first; r < rows[c] && j < end; r++, j++) {
+        if (j >= P && !vi[j - P]) continue;
+        const int8_t *row = q8_row(vc[c], g, stride, r, D);
+        v128_t v[4];
+        if (w == 4) {
+          const v128_t b = wasm_v128_load(row + d);
+          const v128_t lo = wasm_i16x8_extend_low_i8x16(b), hi = wasm_i16x8_extend_high_i8x16(b);
+          v[0] = wasm_f32x4_convert_i32x4(wasm_i32x4_extend_low_i16x8(lo));
+          v[1] = wasm_f32x4_convert_i32x4(wasm_i32x4_extend_high_i16x8(lo));
+          v[2] = wasm_f32x4_convert_i32x4(wasm_i32x4_extend_low_i16x8(hi));
+          v[3] = wasm_f32x4_convert_i32x4(wasm_i32x4_extend_high_i16x8(hi));
+        } else {
+          for (int e = 0; e < 4; e++) v[e] = e < w ? wasm_f32x4_convert_i32x4(wasm_i32x4_extend_low_i16x8(wasm_i16x8_extend_low_i8x16(wasm_v128_load32_zero(row + d + 4 * e)))) : wasm_f32x4_splat(0.f);
+        }
+        const float vs = q8_scale(row, D);
+        for (int a = 0; a < NH; a++) {
+          const v128_t p = wasm_f32x4_splat(sp[a][j] * vs);
+          for (int e = 0; e < 4; e++) if (e < w) acc[a][e] = wasm_f32x4_add(acc[a][e], wasm_f32x4_mul(p, v[e]));
+        }
+      }
+    }
+    for (int a = 0; a < NH; a++) {
+      const v128_t iv = wasm_f32x4_splat(inv[a]);
+      for (int e = 0; e < w; e++) wasm_v128_store(o + (size_t)a * D + d + 4 * e, wasm_f32x4_mul(acc[a][e], iv));
+    }
+  }
+}
+
+#endif
+
+#ifdef KV_PREFETCH
+/* prefetch_key for q8 rows (D + 4 bytes each). */
+static inline __attribute__((always_inline)) void prefetch_key_q8(KvCursor *at, const void *const *kc, const void *const *vc, const int *rows, int chunks, int g, int D) {
+  if (at->c >= chunks) return;
+  const int8_t *k = q8_row(kc[at->c], g, rows[chunks + at->c], at->r, D), *v = q8_row(vc[at->c], g, rows[2 * chunks + at->c], at->r, D);
+  for (int b = 0; b < D + 4; b += 64) {
+    KV_PREFETCH(k + b);
+    KV_PREFETCH(v + b);
+  }
+  /* The row's last byte: a row of D + 4 bytes may reach into one more line. */
+  KV_PREFETCH(k + D + 3);
+  KV_PREFETCH(v + D + 3);
+  if (++at->r >= rows[at->c]) at->c++, at->r = 0;
+}
+#endif
+
+/*
+ * attend_keys over q8 chunks: the nh query rows quantized as the keys are (quantize_row_q8,
+ * one scale per head), scores from integer dot products (qk4_q8), then the same softmax,
+ * and the values (pv_q8). The query's rounding is the q8 cache's second error (llama.cpp's
+ * q8_0 K cache quantizes the query the same way).
+ */
+static void attend_keys_q8(const float *const *qh, int nh, int g, const void *const *kc, const void *const *vc, const int *rows, int chunks, int P, const uint8_t *vi, int D, int S, KeyAt from, int end, float *scores, float *mx, float *sum, int normalise, float *o) {
+  QueryQ8 qq[HEADS_AT_ONCE];
+  float qs[HEADS_AT_ONCE];
+  v128_t mxv[HEADS_AT_ONCE];
+  for (int a = 0; a < nh; a++) {
+    query_q8(qh[a], D, &qq[a], &qs[a]);
+    mx[a] = -3.0e38f;
+    mxv[a] = wasm_f32x4_splat(-3.0e38f);
+  }
+#ifdef KV_PREFETCH
+  KvCursor ahead = {from.c, from.r};
+  for (int e = 0; e < KEYS_AHEAD; e++) prefetch_key_q8(&ahead, kc, vc, rows, chunks, g, D);
+#endif
+  for (int c = from.c, r = from.r, j = from.j; j < end;) {
+    while (r >= rows[c]) c++, r = 0;
+    if (j + 4 <= end && seen4(vi, P, j)) {
+#ifdef KV_PREFETCH
+      for (int e = 0; e < 4; e++) prefetch_key_q8(&ahead, kc, vc, rows, chunks, g, D);
+#endif
+      const int8_t *kr[4];
+      for (int e = 0; e < 4; e++) {
+        while (r >= rows[c]) c++, r = 0;
+        kr[e] = q8_row(kc[c], g, rows[chunks + c], r, D);
+        r++;
+      }
+#ifndef Q8_SKIP_QK
+      switch (nh) {
+        case 4: qk4_q8(qq, qs, kr, D, 4, scores + j, S, mxv); break;
+        case 3: qk4_q8(qq, qs, kr, D, 3, scores + j, S, mxv); break;
+        case 2: qk4_q8(qq, qs, kr, D, 2, scores + j, S, mxv); break;
+        default: qk4_q8(qq, qs, kr, D, 1, scores + j, S, mxv); break;
+      }
+#endif
+      j += 4;
+      continue;
+    }
+#ifdef KV_PREFETCH
+    prefetch_key_q8(&ahead, kc, vc, rows, chunks, g, D);
+#endif
+    if (seen(vi, P, j)) {
+      const int8_t *kr = q8_row(kc[c], g, rows[chunks + c], r, D);
+      const float ks = q8_scale(kr, D);
+      for (int a = 0; a < nh; a++) {
+        const float sc = (float)q8_dot(kr, &qq[a], 0, D) * (qs[a] * ks);
+        scores[(size_t)a * S + j] = sc;
+        if (sc > mx[a]) mx[a] = sc;
+      }
+    }
+    r++, j++;
+  }
+  for (int a = 0; a < nh; a++) {
+    for (int e = 0; e < 4; e++) {
+      const float x = wasm_f32x4_extract_lane(mxv[a], 0);
+      if (x > mx[a]) mx[a] = x;
+      mxv[a] = wasm_i32x4_shuffle(mxv[a], mxv[a], 1, 2, 3, 0);
+    }
+  }
+  softmax_heads(scores, S, nh, mx, from.j, end, vi, P, sum);
+  const float *sp[HEADS_AT_ONCE];
+  float inv[HEADS_AT_ONCE];
+  for (int a = 0; a < nh; a++) {
+    sp[a] = scores + (size_t)a * S;
+    inv[a] = normalise ? 1.f / sum[a] : 1.f;
+  }
+#ifndef Q8_SKIP_PV
+  switch (nh) {
+    case 4: pv_q8(sp, inv, vc, rows, chunks, P, from.c, from.r, from.j, end, vi, g, D, 4, o); break;
+    case 3: pv_q8(sp, inv, vc, rows, chunks, P, from.c, from.r, from.j, end, vi, g, D, 3, o); break;
+    case 2: pv_q8(sp, inv, vc, rows, chunks, P, from.c, from.r, from.j, end, vi, g, D, 2, o); break;
+    default: pv_q8(sp, inv, vc, rows, chunks, P, from.c, from.r, from.j, end, vi, g, D, 1, o); break;
+  }
+#endif
+}
+
 /*
  * nh query heads (qh; one KV head g) of a row over the keys from `from` to end: their
  * scores into scores[a·S + j], softmax numerators against this part's maxima (mx, sum out)
@@ -448,6 +699,10 @@ static int key_split(int P, const uint8_t *vi, int end) {
  * (a part for merge_parts).
  */
 static inline __attribute__((always_inline)) void attend_keys(const float *const *qh, int nh, int g, const void *const *kc, const void *const *vc, const int *rows, int chunks, int P, const uint8_t *vi, int D, int f16, int S, KeyAt from, int end, float *scores, float *mx, float *sum, int normalise, float *o) {
+  if (f16 == KV_Q8) {
+    attend_keys_q8(qh, nh, g, kc, vc, rows, chunks, P, vi, D, S, from, end, scores, mx, sum, normalise, o);
+    return;
+  }
   v128_t mxv[HEADS_AT_ONCE];
   for (int a = 0; a < nh; a++) {
     mx[a] = -3.0e38f;
@@ -559,11 +814,11 @@ static void merge_parts(int nh, int D, const float *o0, const float *m0, const f
  * row to row) measured slower: a 128-row chunk after 1,920 keys 17–19 → 22–26 ms.
  */
 static void attention_rows(const float *q, const void *const *kc, const void *const *vc, const int *rows, int chunks, int P, int n, const uint8_t *vis, int H, int KVf, int D, float *scores, float *out, float *last, int h0, int h1, int i0, int i1) {
-  /* KVf: the KV head count, plus 65536 when the chunks hold f16 (store_f16). */
+  /* KVf: the KV head count, plus 65536 when the chunks hold f16 (store_f16), 2·65536 when q8 (store_q8). */
   const int KV = KVf & 0xffff, f16 = KVf >> 16;
   const int S = P + n, G = H / KV, qd = H * D;
 #ifdef KT_TILE
-  if (f16 && i1 - i0 >= KT_ROWS && P >= 8) kt_build(kc, rows, chunks, P & ~7, KV, h0 / G, (h1 - 1) / G + 1, D);
+  if (f16 == 1 && i1 - i0 >= KT_ROWS && P >= 8) kt_build(kc, rows, chunks, P & ~7, KV, h0 / G, (h1 - 1) / G + 1, D);
 #endif
   for (int i = i0; i < i1; i++) {
     const uint8_t *vi = vis + (size_t)i * n;

@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { mulberry32 } from '../model/random.js';
 import { dequantizeMatrix, floatToHalf, halfToFloat, permuteRows, quantizeMatrix, type BlockType } from './blocks.js';
-import { MatmulKernels, relaxedModule } from './matmul.js';
+import { MatmulKernels, relaxedModule, type KvType } from './matmul.js';
 
 function randn(n: number, seed: number, scale = 1): Float32Array {
   const rng = mulberry32(seed);
@@ -48,6 +48,18 @@ function relErr(a: ArrayLike<number>, b: ArrayLike<number>): number {
     den += b[i]! ** 2;
   }
   return Math.sqrt(num / den);
+}
+
+/** (S, heads·D) rows as a chunk of `kv` holds them: stored by head, read back and laid out by row again. */
+function rounded(kernels: MatmulKernels, kv: KvType, x: Float32Array, S: number, heads: number): Float32Array {
+  if (kv === 'f32') return x;
+  const width = x.length / S, D = width / heads;
+  const c = kernels.store(x, S, heads, kv);
+  const byHead = kernels.readChunk(c, width);
+  kernels.free(c);
+  const out = new Float32Array(x.length);
+  for (let g = 0; g < heads; g++) for (let r = 0; r < S; r++) out.set(byHead.subarray((g * S + r) * D, (g * S + r + 1) * D), r * width + g * D);
+  return out;
 }
 
 describe('blocks', () => {
@@ -404,10 +416,9 @@ describe('attention kernel', () => {
     }
   });
 
-  it('splits a row over 256 visible keys or more in two halves merged at the end: softmax attention still, a tree row the bits of its decode step, wasm and native alike, f32 and f16 keys', () => {
+  it('splits a row over 256 visible keys or more in two halves merged at the end: softmax attention still, a tree row the bits of its decode step, wasm and native alike, f32, f16 and q8 keys', () => {
     const H = 6, KV = 2, D = 8;
     const shape = { heads: H, kvHeads: KV, headDim: D };
-    const half = (x: Float32Array) => x.map((a) => halfToFloat(floatToHalf(a)));
     const pick = (x: Float32Array, keys: number[]) => {
       const out = new Float32Array(keys.length * KV * D);
       keys.forEach((j, i) => out.set(x.subarray(j * KV * D, (j + 1) * KV * D), i * KV * D));
@@ -423,7 +434,7 @@ describe('attention kernel', () => {
       { P: 10, n: 300, vis: causal(300), rows: [0, 240, 244, 245, 299] },
       { P: 300, n: 20, vis: causal(20), rows: [0, 7, 19] },
     ];
-    for (const f16 of [false, true]) {
+    for (const kv of ['f32', 'f16', 'q8'] as const) {
       const outs: Float32Array[] = [];
       for (const native of [false, true]) {
         const kernels = new MatmulKernels({ native });
@@ -434,27 +445,28 @@ describe('attention kernel', () => {
           const v = randn(S * KV * D, 93);
           const chunked = (x: Float32Array, keys: number[], sizes: number[]) => {
             let at = 0;
-            return sizes.map((c) => kernels.store(pick(x, keys.slice(at, (at += c))), c, KV, f16));
+            return sizes.map((c) => kernels.store(pick(x, keys.slice(at, (at += c))), c, KV, kv));
           };
           const sizes = P > 157 ? [100, 57, P - 157, n] : [4, P - 4, n];
           const all = kernels.attention(q, chunked(k, range(0, S), sizes), chunked(v, range(0, S), sizes), n, vis, shape, true);
-          const want = plainAttention(q, f16 ? half(k) : k, f16 ? half(v) : v, P, n, vis, H, KV, D);
-          all.out.forEach((x, i) => expect(Math.abs(x - want.out[i]!)).toBeLessThan(1e-5));
-          all.last!.forEach((x, j) => expect(Math.abs(x - want.last[j]!)).toBeLessThan(1e-6));
+          // q8 keys score against the query quantized alike (integer dot products): a looser bound there.
+          const want = plainAttention(q, rounded(kernels, kv, k, S, KV), rounded(kernels, kv, v, S, KV), P, n, vis, H, KV, D);
+          all.out.forEach((x, i) => expect(Math.abs(x - want.out[i]!)).toBeLessThan(kv === 'q8' ? 2e-2 : 1e-5));
+          all.last!.forEach((x, j) => expect(Math.abs(x - want.last[j]!)).toBeLessThan(kv === 'q8' ? 2e-2 : 1e-6));
           for (const i of rows) {
             // Row i as its token's decode step: the keys it sees cached (in two chunks), itself new.
             const seenKeys = [...range(0, P), ...range(0, i).filter((j) => vis[i * n + j]).map((j) => P + j)];
             const keys = [...seenKeys, P + i];
             const cut = [seenKeys.length >> 1, seenKeys.length - (seenKeys.length >> 1), 1];
             const alone = kernels.attention(q.subarray(i * H * D, (i + 1) * H * D), chunked(k, keys, cut), chunked(v, keys, cut), 1, Uint8Array.of(1), shape);
-            expect(Array.from(alone.out), `f16 ${f16}, native ${native}, P ${P}, row ${i}`).toEqual(Array.from(all.out.subarray(i * H * D, (i + 1) * H * D)));
+            expect(Array.from(alone.out), `${kv}, native ${native}, P ${P}, row ${i}`).toEqual(Array.from(all.out.subarray(i * H * D, (i + 1) * H * D)));
           }
           outs.push(all.out, all.last!);
         }
       }
       // The native build's bits: outputs and the last row's key weights of every case.
       const per = outs.length / 2;
-      for (let i = 0; i < per; i++) expect(Array.from(outs[per + i]!), `f16 ${f16}, output ${i}`).toEqual(Array.from(outs[i]!));
+      for (let i = 0; i < per; i++) expect(Array.from(outs[per + i]!), `${kv}, output ${i}`).toEqual(Array.from(outs[i]!));
     }
   });
 
@@ -471,7 +483,7 @@ describe('attention kernel', () => {
       const causal = Uint8Array.from({ length: n * n }, (_, x) => (x % n <= Math.floor(x / n) ? 1 : 0));
       const outs = [false, true].map((native) => {
         const kernels = new MatmulKernels({ native });
-        const rows = (x: Float32Array, a: number, b: number) => kernels.store(x.subarray(a * KV * D, b * KV * D), b - a, KV, true);
+        const rows = (x: Float32Array, a: number, b: number) => kernels.store(x.subarray(a * KV * D, b * KV * D), b - a, KV, 'f16');
         const all = kernels.attention(q, [rows(k, 0, 20), rows(k, 20, P), rows(k, P, S)], [rows(v, 0, 20), rows(v, 20, P), rows(v, P, S)], n, causal, shape);
         for (let i = 0; i < n; i++) {
           const alone = kernels.attention(q.subarray(i * H * D, (i + 1) * H * D), [rows(k, 0, P + i), rows(k, P + i, P + i + 1)], [rows(v, 0, P + i), rows(v, P + i, P + i + 1)], 1, Uint8Array.of(1), shape);
@@ -511,11 +523,11 @@ describe('attention kernel', () => {
     const H = 9, KV = 3, D = 64, S = 40;
     const shape = { heads: H, kvHeads: KV, headDim: D };
     const q = randn(H * D, 64, 0.5);
-    for (const [f16, native] of [[false, true], [true, true], [true, false]]) {
+    for (const [kv, native] of [['f32', true], ['f16', true], ['f16', false], ['q8', true], ['q8', false]] as const) {
       const k = randn(S * KV * D, 65, 0.5);
       const v = randn(S * KV * D, 66);
       const kernels = new MatmulKernels({ native });
-      const store = (x: Float32Array, a: number, b: number) => kernels.store(x.subarray(a * KV * D, b * KV * D), b - a, KV, f16);
+      const store = (x: Float32Array, a: number, b: number) => kernels.store(x.subarray(a * KV * D, b * KV * D), b - a, KV, kv);
       const alone = kernels.attention(q, [store(k, 0, 16), store(k, 16, 32), store(k, 32, S)], [store(v, 0, 16), store(v, 16, 32), store(v, 32, S)], 1, Uint8Array.of(1), shape, true);
       // Rows 0..31 stored as one chunk and cut into views (in order: joined into one run);
       // rows 32.. a view of a chunk stored apart, its values a view out of a longer chunk.
@@ -549,7 +561,7 @@ describe('attention kernel', () => {
     const half = (x: Float32Array) => x.map((a) => halfToFloat(floatToHalf(a)));
     const kernels = new MatmulKernels();
     const causal = Uint8Array.from({ length: n * n }, (_, x) => (x % n <= Math.floor(x / n) ? 1 : 0));
-    const rows = (x: Float32Array, a: number, b: number) => kernels.store(x.subarray(a * KV * D, b * KV * D), b - a, KV, true);
+    const rows = (x: Float32Array, a: number, b: number) => kernels.store(x.subarray(a * KV * D, b * KV * D), b - a, KV, 'f16');
     const all = kernels.attention(q, [rows(k, 0, 4), rows(k, 4, P), rows(k, P, S)], [rows(v, 0, 4), rows(v, 4, P), rows(v, P, S)], n, causal, shape, true);
     const want = plainAttention(q, half(k), half(v), P, n, causal, H, KV, D);
     all.out.forEach((x, i) => expect(Math.abs(x - want.out[i]!)).toBeLessThan(1e-5));
@@ -564,7 +576,7 @@ describe('attention kernel', () => {
     const kernels = new MatmulKernels();
     const edge = [0, -0, 1, -1, 65504, 65519, 65520, 1e9, -1e9, 2 ** -14, 2 ** -15, 2 ** -24, 2 ** -25, 3 * 2 ** -26, 1 + 2 ** -11, 1 + 3 * 2 ** -11, 0.1, -123.456, 6.1e-5];
     const x = Float32Array.from([...edge, ...randn(500, 81, 3)]);
-    const c = kernels.store(x, 1, 1, true);
+    const c = kernels.store(x, 1, 1, 'f16');
     expect(Array.from(kernels.readChunk(c, x.length))).toEqual(Array.from(x, (a) => halfToFloat(floatToHalf(Math.max(-65504, Math.min(65504, a))))));
   });
 

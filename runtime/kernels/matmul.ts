@@ -204,7 +204,7 @@ function nativeAgrees(module: WebAssembly.Module, native: NativeKernels): boolea
 
 /**
  * nativeAgrees for the float kernels (matmul.c's own source compiled natively): F32 and
- * F16 products, the SwiGLU gate, f16 narrowing, and attention over f32 and f16 chunks of
+ * F16 products, the SwiGLU gate, f16 and q8 narrowing, and attention over f32, f16 and q8 chunks of
  * uneven sizes with a tree mask and the last row's key weights.
  */
 function nativeFloatAgrees(c: KernelCheck, native: NativeKernels, id: number): boolean {
@@ -244,14 +244,19 @@ function nativeFloatAgrees(c: KernelCheck, native: NativeKernels, id: number): b
   // The first chunk is a view: its 4 rows lie in storage of 6 rows a head (keys) and 5 (values).
   const H = 6, KV = 2, D = 8, sizes = [4, 1, 4, 3], kStored = [6, 1, 4, 3], vStored = [5, 1, 4, 3], newRows = 3;
   const S = sizes.reduce((a, b) => a + b, 0);
-  for (const f16 of [false, true]) {
-    const elt = f16 ? 2 : 4;
+  let storedAgree = true;
+  for (const kv of ['f32', 'f16', 'q8'] as const) {
     const stored = (r: number) => {
-      const at = c.take(elt * r * KV * D);
+      const at = c.take(kvRowBytes(D, kv) * r * KV);
       const vals = c.take(4 * r * KV * D);
       c.fill(vals, r * KV * D, 3);
-      if (f16) fns.store_f16(vals, r * KV * D, at);
-      else new Uint8Array(memory.buffer, at, 4 * r * KV * D).set(new Uint8Array(memory.buffer, vals, 4 * r * KV * D));
+      if (kv === 'f16') fns.store_f16(vals, r * KV * D, at);
+      else if (kv === 'q8') {
+        const at1 = c.take(kvRowBytes(D, kv) * r * KV);
+        fns.store_q8(vals, r * KV, D, at);
+        native.store_q8(id, vals, r * KV, D, at1);
+        if (!c.same(at, at1, ((D + 4) * r * KV) / 4)) storedAgree = false;
+      } else new Uint8Array(memory.buffer, at, 4 * r * KV * D).set(new Uint8Array(memory.buffer, vals, 4 * r * KV * D));
       return at;
     };
     const chunks = sizes.map((r, i) => ({ k: stored(kStored[i]!), v: stored(vStored[i]!), r }));
@@ -263,12 +268,12 @@ function nativeFloatAgrees(c: KernelCheck, native: NativeKernels, id: number): b
     new Uint8Array(memory.buffer, vis, newRows * newRows).set([1, 0, 0, 1, 1, 0, 1, 0, 1]);
     const outs = [0, 1].map(() => ({ scores: c.take(16 * S), out: c.take(4 * newRows * H * D), last: c.take(4 * S) }));
     const args = (o: (typeof outs)[number]) =>
-      [q, table, table + 4 * chunks.length, table + 8 * chunks.length, chunks.length, S - newRows, newRows, vis, H, KV + (f16 ? 65536 : 0), D, o.scores, o.out, o.last, 0, H] as const;
+      [q, table, table + 4 * chunks.length, table + 8 * chunks.length, chunks.length, S - newRows, newRows, vis, H, KV + 65536 * KV_TYPE_CODE[kv], D, o.scores, o.out, o.last, 0, H] as const;
     fns.attention(...args(outs[0]!));
     native.attention(id, ...args(outs[1]!));
     if (!c.same(outs[0]!.out, outs[1]!.out, newRows * H * D) || !c.same(outs[0]!.last, outs[1]!.last, S)) return false;
   }
-  return true;
+  return storedAgree;
 }
 
 interface Exports {
@@ -281,6 +286,7 @@ interface Exports {
   silu_mul(g: number, u: number, n: number): void;
   matmul_x4(type: number, w: number, rows: number, cols: number, qa: number, da: number, sa: number, T: number, y: number, g0: number, g1: number): void;
   store_f16(src: number, n: number, dst: number): void;
+  store_q8(src: number, rows: number, D: number, dst: number): void;
   rms_norm_rows(x: number, T: number, cols: number, w: number, eps: number, out: number): void;
   add_rows(a: number, b: number, bias: number, T: number, cols: number, out: number): void;
   place_rows(y: number, T: number, n: number, scale: number, bias: number, out: number, width: number, col: number): void;
@@ -345,8 +351,8 @@ export interface FusedLayerOp extends LayerWeights {
   shape: AttentionShape;
   /** Each sequence's new rows in order, its cached chunks and the new rows' visibility (attention's). */
   seqs: readonly { n: number; keys: readonly KernelChunk[]; values: readonly KernelChunk[]; visible: Uint8Array }[];
-  /** Whether the new K/V rows are stored as f16 (store's f16). */
-  f16: boolean;
+  /** How the new K/V rows are stored (store's kv). */
+  kv: KvType;
 }
 
 /** Words of layer.inc.c's plan: its header, a weight, a sequence. */
@@ -354,14 +360,29 @@ const PLAN_HEADER = 20;
 const PLAN_WEIGHT = 6;
 const PLAN_SEQ = 6;
 
+/**
+ * How a KV chunk's rows are kept (store): f32; f16 (the KV mirror of models on quantized
+ * blocks, as llama.cpp keeps its KV cache); q8 (each row of a KV head as D int8 values and
+ * one f32 scale, as llama.cpp's q8_0 cache rounds them: half f16's bytes, lossy).
+ */
+export type KvType = 'f32' | 'f16' | 'q8';
+
+/** The kernels' code of a KvType (above the KV head count in attention's and layer's KVf word: 65536·code). */
+const KV_TYPE_CODE: Record<KvType, number> = { f32: 0, f16: 1, q8: 2 };
+
+/** Bytes of one stored row of a KV head of D values (float-kernels.inc.c's kv_row_bytes). */
+export function kvRowBytes(D: number, type: KvType): number {
+  return type === 'q8' ? D + 4 : D * (type === 'f16' ? 2 : 4);
+}
+
 /** Rows of f32 kept in a MatmulKernels' memory by `store` (KV cache chunks). */
 export interface KernelChunk {
   readonly offset: number;
   readonly rows: number;
   /** Heads it is stored by (store's layout); attention checks it against its kvHeads. */
   readonly heads: number;
-  /** Stored as f16 (store's f16: the KV mirror of models on quantized blocks), else f32. */
-  readonly f16: boolean;
+  /** How its rows are kept (KvType). */
+  readonly kv: KvType;
   /**
    * For a view (MatmulKernels.view): the rows per head of the stored chunk it lies in, whose
    * memory it shares; absent for a stored chunk (its own rows).
@@ -532,6 +553,7 @@ export class MatmulKernels {
         quantize_rows: (x, T, cols, qa, da, sa, q4Order) => (q4Order === 0 ? n.quantize_rows(id, x, T, cols, qa, da, sa, 0) : fns.quantize_rows(x, T, cols, qa, da, sa, q4Order)),
         quantize_rows_r8: n.quantize_rows_r8.bind(n, id),
         store_f16: n.store_f16.bind(n, id),
+        store_q8: n.store_q8.bind(n, id),
         attention: n.attention.bind(n, id),
       };
     } else {
@@ -999,8 +1021,8 @@ export class MatmulKernels {
     });
     ops.forEach((op, l) => {
       for (const s of op.seqs) {
-        out[l]!.kChunks.push(this.reserveChunk(s.n, plans[l]!.kvd, op.shape.kvHeads, op.f16));
-        out[l]!.vChunks.push(this.reserveChunk(s.n, plans[l]!.kvd, op.shape.kvHeads, op.f16));
+        out[l]!.kChunks.push(this.reserveChunk(s.n, plans[l]!.kvd, op.shape.kvHeads, op.kv));
+        out[l]!.vChunks.push(this.reserveChunk(s.n, plans[l]!.kvd, op.shape.kvHeads, op.kv));
       }
     });
     const { cols, hidden } = first;
@@ -1071,7 +1093,7 @@ export class MatmulKernels {
       header[0] = T;
       header[1] = plan.cols;
       header[2] = H;
-      header[3] = KV + (op.f16 ? 65536 : 0);
+      header[3] = KV + 65536 * KV_TYPE_CODE[op.kv];
       header[4] = D;
       header[5] = op.seqs.length;
       header[6] = xs[l % 2]!;
@@ -1124,25 +1146,27 @@ export class MatmulKernels {
    * by head — head g's D values of row r at (g·rows + r)·D — the layout matmul.c's
    * attention reads sequentially; `heads` must be the kvHeads the attention calls give.
    */
-  store(data: Float32Array, rows: number, heads: number, f16 = false): KernelChunk {
+  store(data: Float32Array, rows: number, heads: number, kv: KvType = 'f32'): KernelChunk {
     const width = data.length / rows;
     if (!(Number.isInteger(width) && Number.isInteger(heads) && heads >= 1 && width % heads === 0)) throw new RangeError(`store: ${data.length} values are not ${rows} rows of ${heads} heads`);
     const D = width / heads;
-    const chunk = this.reserveChunk(rows, width, heads, f16);
+    const chunk = this.reserveChunk(rows, width, heads, kv);
     const { offset } = chunk;
-    // f16: laid out in f32 in the scratch space past the weights first, then narrowed into place.
-    const at = f16 ? this.top : offset;
-    if (f16) this.ensure(at + data.byteLength);
+    // f16, q8: laid out in f32 in the scratch space past the weights first, then narrowed into place.
+    const narrowed = kv !== 'f32';
+    const at = narrowed ? this.top : offset;
+    if (narrowed) this.ensure(at + data.byteLength);
     const dst = new Float32Array(this.memory.buffer, at, data.length);
     if (rows === 1 || heads === 1) dst.set(data);
     else for (let g = 0; g < heads; g++) for (let r = 0; r < rows; r++) dst.set(data.subarray(r * width + g * D, r * width + (g + 1) * D), (g * rows + r) * D);
-    if (f16) this.fns.store_f16(at, data.length, offset);
+    if (kv === 'f16') this.fns.store_f16(at, data.length, offset);
+    if (kv === 'q8') this.fns.store_q8(at, rows * heads, D, offset);
     return chunk;
   }
 
   /** A stored chunk's memory for rows of `width` values (as `store` lays them out), not yet written. */
-  private reserveChunk(rows: number, width: number, heads: number, f16: boolean): KernelChunk {
-    return { offset: this.allocChunk(storedBytes(rows * width * (f16 ? 2 : 4))), rows, heads, f16 };
+  private reserveChunk(rows: number, width: number, heads: number, kv: KvType): KernelChunk {
+    return { offset: this.allocChunk(storedBytes(rows * heads * kvRowBytes(width / heads, kv))), rows, heads, kv };
   }
 
   /** Memory for a stored chunk of `bytes` (storedBytes): a freed one of that size, else past the top. */
@@ -1165,7 +1189,7 @@ export class MatmulKernels {
    */
   view(c: KernelChunk, first: number, rows: number, headDim: number): KernelChunk {
     if (!(Number.isInteger(first) && Number.isInteger(rows) && first >= 0 && rows >= 1 && first + rows <= c.rows)) throw new RangeError(`view: rows ${first}..${first + rows - 1} of a chunk of ${c.rows}`);
-    return { offset: c.offset + first * headDim * (c.f16 ? 2 : 4), rows, heads: c.heads, f16: c.f16, stride: c.stride ?? c.rows };
+    return { offset: c.offset + first * kvRowBytes(headDim, c.kv), rows, heads: c.heads, kv: c.kv, stride: c.stride ?? c.rows };
   }
 
   /**
@@ -1177,16 +1201,15 @@ export class MatmulKernels {
   join(chunks: readonly KernelChunk[], headDim: number): KernelChunk {
     const first = chunks[0];
     if (first === undefined) throw new RangeError('join: no chunks');
-    const elt = first.f16 ? 2 : 4;
     let rows = 0;
     for (const c of chunks) {
-      if (c.heads !== first.heads || c.f16 !== first.f16) throw new RangeError('join: chunks of one head count and type only');
+      if (c.heads !== first.heads || c.kv !== first.kv) throw new RangeError('join: chunks of one head count and type only');
       rows += c.rows;
     }
-    const bytes = storedBytes(rows * first.heads * headDim * elt);
+    const rowBytes = kvRowBytes(headDim, first.kv);
+    const bytes = storedBytes(rows * first.heads * rowBytes);
     const offset = this.allocChunk(bytes);
     const mem = new Uint8Array(this.memory.buffer);
-    const rowBytes = headDim * elt;
     for (let g = 0; g < first.heads; g++) {
       let at = offset + g * rows * rowBytes;
       for (const c of chunks) {
@@ -1195,19 +1218,27 @@ export class MatmulKernels {
         at += c.rows * rowBytes;
       }
     }
-    return { offset, rows, heads: first.heads, f16: first.f16 };
+    return { offset, rows, heads: first.heads, kv: first.kv };
   }
 
-  /** A chunk's values as stored (head by head; f16 ones widened back to f32). */
+  /** A chunk's values as stored (head by head; f16 ones widened back to f32, q8 ones as q·scale). */
   readChunk(c: KernelChunk, width: number): Float32Array {
     const D = width / c.heads;
     const stride = c.stride ?? c.rows;
+    const rowBytes = kvRowBytes(D, c.kv);
     const out = new Float32Array(c.rows * width);
     for (let g = 0; g < c.heads; g++) {
-      const at = c.offset + g * stride * D * (c.f16 ? 2 : 4);
+      const at = c.offset + g * stride * rowBytes;
       const n = c.rows * D;
-      if (c.f16) out.set(Array.from(new Uint16Array(this.memory.buffer, at, n), halfToFloat), g * n);
-      else out.set(new Float32Array(this.memory.buffer, at, n), g * n);
+      if (c.kv === 'f16') out.set(Array.from(new Uint16Array(this.memory.buffer, at, n), halfToFloat), g * n);
+      else if (c.kv === 'f32') out.set(new Float32Array(this.memory.buffer, at, n), g * n);
+      else {
+        const bytes = new DataView(this.memory.buffer, at, c.rows * rowBytes);
+        for (let r = 0; r < c.rows; r++) {
+          const scale = bytes.getFloat32(r * rowBytes + D, true);
+          for (let d = 0; d < D; d++) out[g * n + r * D + d] = Math.fround(bytes.getInt8(r * rowBytes + d) * scale);
+        }
+      }
     }
     return out;
   }
@@ -1245,7 +1276,7 @@ export class MatmulKernels {
     if (H % KV !== 0) throw new RangeError(`attention: ${H} heads do not group over ${KV} kv heads`);
     const qd = H * D;
     if (q.length !== n * qd) throw new RangeError(`attention: shapes disagree (q ${q.length}, n ${n})`);
-    const { S, P, f16 } = this.runsOf(keys, values, n, visible, shape);
+    const { S, P, kv } = this.runsOf(keys, values, n, visible, shape);
     const chunks = this.runs.length;
     const qOff = this.top;
     const tableOff = align16(qOff + 4 * n * qd); // kc | vc | rows | key strides | value strides, int32 each
@@ -1260,8 +1291,8 @@ export class MatmulKernels {
     new Float32Array(buf, qOff, n * qd).set(q);
     this.writeTable(tableOff);
     new Uint8Array(buf, visOff, n * n).set(visible);
-    // The kernel takes the f16 flag above the KV head count (65536 + KV).
-    const args = (scores: number, h0: number, h1: number) => [qOff, tableOff, tableOff + 4 * chunks, tableOff + 8 * chunks, chunks, P, n, visOff, H, KV + (f16 ? 65536 : 0), D, scores, outOff, wantLast ? lastOff : 0, h0, h1];
+    // The kernel takes the KV type above the KV head count (65536·code + KV).
+    const args = (scores: number, h0: number, h1: number) => [qOff, tableOff, tableOff + 4 * chunks, tableOff + 8 * chunks, chunks, P, n, visOff, H, KV + 65536 * KV_TYPE_CODE[kv], D, scores, outOff, wantLast ? lastOff : 0, h0, h1];
     // The last row's key weights sum over every head in one call; otherwise heads split.
     if (wantLast) this.fns.attention(...(args(scoresOff, 0, H) as Parameters<Exports['attention']>));
     else this.split('attention', 0, H, 2 * n * S * H * D, (a, b) => args(a === 0 ? scoresOff : scores2Off, a, b));
@@ -1280,7 +1311,7 @@ export class MatmulKernels {
    * engine step makes this call per layer over every block of the sequence (64 of them at
    * 1,024 tokens), and spreads of the chunk lists were garbage.
    */
-  private runsOf(keys: readonly KernelChunk[], values: readonly KernelChunk[], n: number, visible: Uint8Array, shape: AttentionShape, lastKey?: KernelChunk, lastValue?: KernelChunk): { S: number; P: number; f16: boolean } {
+  private runsOf(keys: readonly KernelChunk[], values: readonly KernelChunk[], n: number, visible: Uint8Array, shape: AttentionShape, lastKey?: KernelChunk, lastValue?: KernelChunk): { S: number; P: number; kv: KvType } {
     const { kvHeads: KV, headDim: D } = shape;
     // With lastKey/lastValue: the chunks after keys/values (a layer's new rows), as if appended.
     const count = keys.length + (lastKey === undefined ? 0 : 1);
@@ -1289,17 +1320,17 @@ export class MatmulKernels {
     let S = 0;
     for (let c = 0; c < count; c++) S += keyAt(c).rows;
     const P = S - n;
-    const f16 = count > 0 ? keyAt(0).f16 : false;
+    const kv: KvType = count > 0 ? keyAt(0).kv : 'f32';
     let rowsAgree = values.length === keys.length && (lastKey === undefined) === (lastValue === undefined);
     for (let c = 0; c < count; c++) {
       const k = keyAt(c);
       const v = valueAt(c);
       if (k.heads !== KV || v.heads !== KV) throw new RangeError(`attention: chunks stored by other than ${KV} heads`);
-      if (k.f16 !== f16 || v.f16 !== f16) throw new RangeError('attention: f16 and f32 chunks mixed');
+      if (k.kv !== kv || v.kv !== kv) throw new RangeError(`attention: chunks of KV types ${kv} and ${k.kv !== kv ? k.kv : v.kv} mixed`);
       if (rowsAgree) rowsAgree = v.rows === k.rows;
     }
     if (P < 0 || !rowsAgree || visible.length !== n * n) throw new RangeError(`attention: shapes disagree (${S} keys, n ${n})`);
-    const rowBytes = D * (f16 ? 2 : 4);
+    const rowBytes = kvRowBytes(D, kv);
     const runs = this.runs;
     runs.length = 0;
     for (let c = 0; c < count; c++) {
@@ -1311,7 +1342,7 @@ export class MatmulKernels {
       if (last !== undefined && last.kStride === ks && last.vStride === vs && k.offset === last.k + last.rows * rowBytes && v.offset === last.v + last.rows * rowBytes) last.rows += k.rows;
       else runs.push({ k: k.offset, v: v.offset, rows: k.rows, kStride: ks, vStride: vs });
     }
-    return { S, P, f16 };
+    return { S, P, kv };
   }
 
   /** `this.runs` as the attention kernel's chunk table at `at`: kc | vc | rows | key strides | value strides, int32 each. */

@@ -136,8 +136,8 @@ describe('native kernels', () => {
     { H: 5, KV: 5, D: 8, n: 1 },
     { H: 10, KV: 2, D: 20, n: 4 },
     { H: 4, KV: 2, D: 32, n: 1 },
-  ].flatMap((c) => [false, true].map((f16) => ({ ...c, f16 })));
-  it.runIf(addon !== null).each(attentionCases)('attend with the wasm build\'s bits (%o; uneven chunks, key weights of the last row)', ({ H, KV, D, n, f16 }) => {
+  ].flatMap((c) => (['f32', 'f16', 'q8'] as const).map((kv) => ({ ...c, kv })));
+  it.runIf(addon !== null).each(attentionCases)('attend with the wasm build\'s bits (%o; uneven chunks, key weights of the last row)', ({ H, KV, D, n, kv }) => {
     const wasm = new MatmulKernels({ native: false });
     const native = new MatmulKernels();
     expect(native.native).toBe(true);
@@ -150,7 +150,7 @@ describe('native kernels', () => {
     const run = (K: MatmulKernels) => {
       let at = 0;
       const chunks = sizes.map((r) => {
-        const c = { k: K.store(k.subarray(at * KV * D, (at + r) * KV * D), r, KV, f16), v: K.store(v.subarray(at * KV * D, (at + r) * KV * D), r, KV, f16) };
+        const c = { k: K.store(k.subarray(at * KV * D, (at + r) * KV * D), r, KV, kv), v: K.store(v.subarray(at * KV * D, (at + r) * KV * D), r, KV, kv) };
         at += r;
         return c;
       });

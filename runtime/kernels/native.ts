@@ -27,6 +27,7 @@ export interface NativeKernels {
   quantize_rows(id: number, x: number, T: number, cols: number, qa: number, da: number, sa: number, q4Order: number): void;
   quantize_rows_r8(id: number, x: number, T: number, cols: number, qa: number, da: number, sa: number): void;
   store_f16(id: number, src: number, n: number, dst: number): void;
+  store_q8(id: number, src: number, rows: number, D: number, dst: number): void;
   /** Which build of the quantized products runs ("avx512": AVX-512 F/BW/VL/VNNI where the CPU has them, else "avx2"); with a name, switches to it (the same bits; throws for one the CPU lacks). */
   isa(name?: 'avx2' | 'avx512'): 'avx2' | 'avx512';
   attention(id: number, q: number, kc: number, vc: number, rows: number, chunks: number, P: number, n: number, vis: number, H: number, KV: number, D: number, scores: number, out: number, last: number, h0: number, h1: number): void;
@@ -43,7 +44,7 @@ export function x4hBytes(type: 'q4_0' | 'q4_1' | 'q8_0', rows: number, cols: num
   return (rows / 4) * (cols / 32) * { q4_0: 72, q4_1: 80, q8_0: 136 }[type];
 }
 
-export const NATIVE_ADDON = fileURLToPath(new URL('./native/build/skein-kernels.node', import.meta.url));
+export const NATIVE_ADDON = process.env.SKEIN_NATIVE_ADDON ?? fileURLToPath(new URL('./native/build/skein-kernels.node', import.meta.url));
 
 let loaded: NativeKernels | null | undefined;
 

@@ -121,7 +121,7 @@ describe.skipIf(nativeKernels()?.block_layers === undefined)('a layer in one nat
       expect(kernels.fusesLayer({ ...weights, shape, seqs: [rows(1), rows(1)] })).toBe(false);
       kernels.setThreads(1);
       expect(kernels.fusesLayer({ ...weights, shape, seqs: [rows(2)] })).toBe(true);
-      const op = { ...weights, rotary: null, shape, f16: true, seqs: [rows(1)] };
+      const op = { ...weights, rotary: null, shape, kv: 'f16' as const, seqs: [rows(1)] };
       const zeros = (n: number) => new Float32Array(n);
       expect(() => kernels.layer(op, zeros(128), 2, zeros(128), zeros(64), zeros(64))).toThrow(/sequences hold 1 rows, x has 2/);
       expect(kernels.storedBytes).toBe(0);

@@ -159,5 +159,5 @@ export function blockLayers(x: tf.Tensor2D, ops: readonly BlockLayerOp[]): Block
 
 /** What MatmulKernels.layer takes for a block layer op. */
 function fusedOp(op: BlockLayerOp) {
-  return { groups: op.qkv.outputs, norm: op.qkv.norm, mlp: op.mlp, rotary: op.rotary, shape: op.shape, seqs: op.seqs, f16: op.mirror.f16 };
+  return { groups: op.qkv.outputs, norm: op.qkv.norm, mlp: op.mlp, rotary: op.rotary, shape: op.shape, seqs: op.seqs, kv: op.mirror.kv };
 }

@@ -38,7 +38,7 @@ import { blockLayer, blockLayers, type BlockLayerSeq } from './block-layer.js';
 import { blockLinear, blockMlp, type BlockLinearOp, type BlockMlpOp } from './block-linear.js';
 import { floatBlockWeights } from './block-weights.js';
 import { exactAttention } from './exact-attention.js';
-import { KvMirror, kvAsF16 } from './kv-mirror.js';
+import { KvMirror, kvTypeOf } from './kv-mirror.js';
 import { embedTokens, gatherRows, rmsNorm, ropeQk, swiGlu } from './kernels.js';
 import { inverseFrequencies, ropeTables } from './rope.js';
 import { sameLeading } from './same-leading.js';
@@ -126,8 +126,9 @@ export function prepareModel(model: LoadedModel): Prepared {
   const rotateHalf = tf.tensor2d(r, [D, D]);
   const kernels = blocks?.lmHead.kernels ?? new MatmulKernels();
   // Models on quantized blocks attend over an f16 copy of the KV cache, as llama.cpp does
-  // on the same files (kv-mirror.ts kvAsF16); float weights over f32.
-  const mirror = new KvMirror(kernels, c.numKvHeads, kvAsF16(model));
+  // on the same files (kv-mirror.ts kvAsF16), or a q8 one where the model asks for it;
+  // float weights over f32.
+  const mirror = new KvMirror(kernels, c.numKvHeads, kvTypeOf(model));
   const p: Prepared = {
     layers,
     blocks,

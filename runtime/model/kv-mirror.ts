@@ -17,7 +17,7 @@
  * const keys = chunks.map((t) => mirror.chunk(t)); // copies only the chunks it has not seen
  */
 import * as tf from '@tensorflow/tfjs-core';
-import type { KernelChunk, MatmulKernels } from '../kernels/matmul.js';
+import type { KernelChunk, KvType, MatmulKernels } from '../kernels/matmul.js';
 import { livePieces, pieceOf } from './kv-pieces.js';
 import { sameLeading } from './same-leading.js';
 import type { LoadedModel } from './types.js';
@@ -34,6 +34,11 @@ import type { WasmBackendLike } from './wasm-backend.js';
 export function kvAsF16(model: Pick<LoadedModel, 'blockWeights'>): boolean {
   const b = model.blockWeights;
   return b !== undefined && b.layers.some((L) => [L.wq, L.wk, L.wv, L.wo, L.wGate, L.wUp, L.wDown].some((m) => m.type !== 'f32' && m.type !== 'f16'));
+}
+
+/** How the fast path keeps a model's KV cache: its `kvCache` where one was asked for, else f16 or f32 (kvAsF16). */
+export function kvTypeOf(model: Pick<LoadedModel, 'blockWeights' | 'kvCache'>): KvType {
+  return model.kvCache ?? (kvAsF16(model) ? 'f16' : 'f32');
 }
 
 /**
@@ -72,13 +77,13 @@ export class KvMirror {
   private callsSinceSweep = 0;
 
   /**
-   * `kvHeads`: the model's, which the chunks are stored by (MatmulKernels.store); `f16`:
-   * copies narrowed to f16, as llama.cpp keeps its KV cache (kvAsF16).
+   * `kvHeads`: the model's, which the chunks are stored by (MatmulKernels.store); `kv`: how
+   * the copies are kept (kvTypeOf: f16 as llama.cpp keeps its KV cache, q8 at half that).
    */
   constructor(
     private readonly kernels: MatmulKernels,
     private readonly kvHeads: number,
-    readonly f16 = false,
+    readonly kv: KvType = 'f32',
   ) {}
 
   /**
@@ -163,17 +168,17 @@ export class KvMirror {
   }
 
   /**
-   * Stores (rows, kvHeads·headDim) values as this mirror keeps them (head by head, f16 or
-   * f32) without a tensor yet: blockLayer stores new rows as it makes them, and `adopt`
+   * Stores (rows, kvHeads·headDim) values as this mirror keeps them (head by head, its kv
+   * type) without a tensor yet: blockLayer stores new rows as it makes them, and `adopt`
    * then ties the copy to their tensor.
    */
   store(data: Float32Array, rows: number): KernelChunk {
-    return this.kernels.store(data, rows, this.kvHeads, this.f16);
+    return this.kernels.store(data, rows, this.kvHeads, this.kv);
   }
 
   /** Takes a copy already stored by the caller (blockLayer stores new rows as it makes them) as t's. */
   adopt(t: tf.Tensor2D, c: KernelChunk): void {
-    if (c.rows !== t.shape[0] || c.heads !== this.kvHeads || c.f16 !== this.f16) throw new RangeError(`adopt: a chunk of ${c.rows} rows by ${c.heads} heads (f16 ${c.f16}) for a (${t.shape[0]}, …) tensor of ${this.kvHeads} (f16 ${this.f16})`);
+    if (c.rows !== t.shape[0] || c.heads !== this.kvHeads || c.kv !== this.kv) throw new RangeError(`adopt: a chunk of ${c.rows} rows by ${c.heads} heads (${c.kv}) for a (${t.shape[0]}, …) tensor of ${this.kvHeads} (${this.kv})`);
     if (this.chunks.has(t)) throw new RangeError('adopt: this tensor has a copy already');
     this.chunks.set(t, c);
   }

@@ -8,6 +8,7 @@
  */
 import type * as tf from '@tensorflow/tfjs-core';
 import type { BlockMatrix } from '../kernels/blocks.js';
+import type { KvType } from '../kernels/matmul.js';
 
 export type Architecture = 'LlamaForCausalLM' | 'Qwen2ForCausalLM' | 'MistralForCausalLM';
 
@@ -238,6 +239,12 @@ export interface LoadedModel {
   weights: ModelWeights;
   /** Quantized projections for the fast path (GGUF checkpoints); absent for HF f32/f16 ones. */
   blockWeights?: BlockWeights;
+  /**
+   * How the fast path keeps this model's KV cache (kv-mirror.ts kvTypeOf): 'q8' halves the
+   * f16 cache's bytes (lossy, as llama.cpp's --cache-type-k/v q8_0); unset, f16 for models on
+   * quantized blocks and f32 for float ones.
+   */
+  kvCache?: KvType;
   /** The folder it was loaded from (or a description for in-memory models). */
   source: string;
   dispose(): void;

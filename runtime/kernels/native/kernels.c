@@ -117,7 +117,10 @@ AVX2 int32_t load_i32(const int8_t *p) {
 #define PREFETCH_AHEAD 4096
 #endif
 AVX2 void prefetch_ahead(const uint8_t *p, size_t bytes) {
-  for (size_t o = 0; o < bytes; o += 64) _mm_prefetch((const char *)p + PREFETCH_AHEAD + o, _MM_HINT_T0);
+#ifndef PREFETCH_HINT
+#define PREFETCH_HINT _MM_HINT_T0
+#endif
+  for (size_t o = 0; o < bytes; o += 64) _mm_prefetch((const char *)p + PREFETCH_AHEAD + o, PREFETCH_HINT);
 }
 
 /*
@@ -439,6 +442,131 @@ WIDE __m256 exp_f32x8(__m256 x) {
   p = _mm256_add_ps(_mm256_set1_ps(1.f), _mm256_mul_ps(r, p));
   return _mm256_mul_ps(p, _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(n, _mm256_set1_epi32(127)), 23)));
 }
+/*
+ * The q8 KV cache's two inner loops (float-kernels.inc.c leaves its 128-bit ones out under
+ * WIDE_ATTENTION). qk4_q8: each key's integer dot product with the int8 query as 32 bytes
+ * a step — |q| (unsigned) times k with q's sign (vpsignb), byte pairs summed by vpmaddubsw
+ * (at most 2·127·127, no saturation), then into 32-bit lanes — exact, so the sums equal the
+ * wasm build's whatever their order; the float steps after them are the same ones. pv_q8:
+ * eight values of a head a vector, widened from int8 (vpmovsxbd, vcvtdq2ps), each lane
+ * summing (p·scale)·v in key order as the wasm loop does.
+ */
+#define QK4_Q8_NATIVE
+WIDE float q8_scale_at(const int8_t *row, int D) {
+  float s;
+  __builtin_memcpy(&s, row + D, 4);
+  return s;
+}
+
+/* The int8 query of a head as the products take it: |q| and q (for the signs), D ≤ 512. */
+typedef struct {
+  uint8_t abs[512];
+  int8_t q[512];
+} QueryQ8;
+
+WIDE __m256i q8_dot32(__m256i k, const QueryQ8 *qa, int d) {
+  const __m256i q = _mm256_loadu_si256((const __m256i *)(qa->q + d)), a = _mm256_loadu_si256((const __m256i *)(qa->abs + d));
+  return _mm256_madd_epi16(_mm256_maddubs_epi16(a, _mm256_sign_epi8(k, q)), _mm256_set1_epi16(1));
+}
+
+WIDE void qk4_q8(const QueryQ8 *qq, const float *qs, const int8_t *const *kr, int D, int NH, float *scores, int S, v128_t *mxv) {
+  __m256i acc[HEADS_AT_ONCE][4];
+  const int d32 = D & ~31;
+  /* Two keys at a time, so that their NH·2 sums stay in registers. */
+  for (int e = 0; e < 4; e += 2) {
+    __m256i s0[HEADS_AT_ONCE], s1[HEADS_AT_ONCE];
+    for (int a = 0; a < NH; a++) s0[a] = s1[a] = _mm256_setzero_si256();
+    for (int d = 0; d < d32; d += 32) {
+      const __m256i k0 = _mm256_loadu_si256((const __m256i *)(kr[e] + d)), k1 = _mm256_loadu_si256((const __m256i *)(kr[e + 1] + d));
+      for (int a = 0; a < NH; a++) {
+        s0[a] = _mm256_add_epi32(s0[a], q8_dot32(k0, &qq[a], d));
+        s1[a] = _mm256_add_epi32(s1[a], q8_dot32(k1, &qq[a], d));
+      }
+    }
+    for (int a = 0; a < NH; a++) acc[a][e] = s0[a], acc[a][e + 1] = s1[a];
+  }
+  const int d = d32;
+  const __m128 ks = _mm_setr_ps(q8_scale_at(kr[0], D), q8_scale_at(kr[1], D), q8_scale_at(kr[2], D), q8_scale_at(kr[3], D));
+  for (int a = 0; a < NH; a++) {
+    /* Each key's eight lanes summed: two horizontal adds, then the two halves. */
+    const __m256i h = _mm256_hadd_epi32(_mm256_hadd_epi32(acc[a][0], acc[a][1]), _mm256_hadd_epi32(acc[a][2], acc[a][3]));
+    __m128i sum = _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1));
+    if (d < D) {
+      int32_t tail[4];
+      for (int e = 0; e < 4; e++) {
+        int32_t t = 0;
+        for (int i = d; i < D; i++) t += (int32_t)kr[e][i] * qq[a].q[i];
+        tail[e] = t;
+      }
+      sum = _mm_add_epi32(sum, _mm_loadu_si128((const __m128i *)tail));
+    }
+    const __m128 sc = _mm_mul_ps(_mm_cvtepi32_ps(sum), _mm_mul_ps(_mm_set1_ps(qs[a]), ks));
+    _mm_storeu_ps(scores + (size_t)a * S, sc);
+    mxv[a] = _mm_castps_si128(_mm_max_ps(sc, _mm_castsi128_ps(mxv[a])));
+  }
+}
+
+WIDE void pv_q8_pass(const float *const *sp, const float *inv, const void *const *vc, const int *rows, int chunks, int P, int c0, int r0, int j0, int end, const uint8_t *vi, int g, int D, int d, int NH, int NV, float *o) {
+  __m256 acc[HEADS_AT_ONCE][4];
+  for (int a = 0; a < NH; a++) for (int e = 0; e < NV; e++) acc[a][e] = _mm256_setzero_ps();
+  for (int c = c0, first = r0, j = j0; c < chunks && j < end; c++, first = 0) {
+    const int n = rows[c] - first < end - j ? rows[c] - first : end - j, cached = j + n <= P;
+    const size_t row_bytes = (size_t)D + 4;
+    const int8_t *base = (const int8_t *)vc[c] + ((size_t)g * rows[2 * chunks + c] + first) * row_bytes;
+    for (int r = 0; r < n; r++) {
+      if (!cached && j + r >= P && !vi[j + r - P]) continue;
+      const int8_t *row = base + (size_t)r * row_bytes;
+      __m256 v[4];
+      for (int e = 0; e < NV; e++) v[e] = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(row + d + 8 * e))));
+      const float vs = q8_scale_at(row, D);
+      for (int a = 0; a < NH; a++) {
+        const __m256 p = _mm256_set1_ps(sp[a][j + r] * vs);
+        for (int e = 0; e < NV; e++) acc[a][e] = _mm256_add_ps(acc[a][e], _mm256_mul_ps(p, v[e]));
+      }
+    }
+    j += n;
+  }
+  for (int a = 0; a < NH; a++) {
+    const __m256 iv = _mm256_set1_ps(inv[a]);
+    for (int e = 0; e < NV; e++) _mm256_storeu_ps(o + (size_t)a * D + d + 8 * e, _mm256_mul_ps(acc[a][e], iv));
+  }
+}
+
+/* The last four values when D is not a multiple of 8, on four lanes. */
+WIDE void pv_q8_tail4(const float *const *sp, const float *inv, const void *const *vc, const int *rows, int chunks, int P, int c0, int r0, int j0, int end, const uint8_t *vi, int g, int D, int d, int NH, float *o) {
+  __m128 acc[HEADS_AT_ONCE];
+  for (int a = 0; a < NH; a++) acc[a] = _mm_setzero_ps();
+  for (int c = c0, first = r0, j = j0; c < chunks && j < end; c++, first = 0) {
+    const int8_t *base = (const int8_t *)vc[c] + ((size_t)g * rows[2 * chunks + c] + first) * ((size_t)D + 4);
+    for (int r = first; r < rows[c] && j < end; r++, j++, base += D + 4) {
+      if (j >= P && !vi[j - P]) continue;
+      int32_t four;
+      __builtin_memcpy(&four, base + d, 4);
+      const __m128 v = _mm_cvtepi32_ps(_mm_cvtepi8_epi32(_mm_cvtsi32_si128(four)));
+      const float vs = q8_scale_at(base, D);
+      for (int a = 0; a < NH; a++) acc[a] = _mm_add_ps(acc[a], _mm_mul_ps(_mm_set1_ps(sp[a][j] * vs), v));
+    }
+  }
+  for (int a = 0; a < NH; a++) _mm_storeu_ps(o + (size_t)a * D + d, _mm_mul_ps(acc[a], _mm_set1_ps(inv[a])));
+}
+
+#define PV_Q8_PASS(NHC, NVC) pv_q8_pass(sp, inv, vc, rows, chunks, P, c0, r0, j0, end, vi, g, D, d, NHC, NVC, o)
+WIDE void pv_q8(const float *const *sp, const float *inv, const void *const *vc, const int *rows, int chunks, int P, int c0, int r0, int j0, int end, const uint8_t *vi, int g, int D, int NH, float *o) {
+  const int most = NH <= 2 ? 4 : NH == 3 ? 3 : 2;
+  int d = 0;
+  while (D - d >= 8) {
+    const int nv = (D - d) / 8 < most ? (D - d) / 8 : most;
+    switch (nv) {
+      case 4: PV_Q8_PASS(NH, 4); break;
+      case 3: PV_Q8_PASS(NH, 3); break;
+      case 2: PV_Q8_PASS(NH, 2); break;
+      default: PV_Q8_PASS(NH, 1); break;
+    }
+    d += 8 * nv;
+  }
+  if (d < D) pv_q8_tail4(sp, inv, vc, rows, chunks, P, c0, r0, j0, end, vi, g, D, d, NH, o);
+}
+#undef PV_Q8_PASS
 #undef WIDE
 
 /*
@@ -816,6 +944,15 @@ static napi_value js_store_f16(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+/* store_q8(id, src, rows, D, dst) */
+static napi_value js_store_q8(napi_env env, napi_callback_info info) {
+  uint32_t a[5];
+  if (!read_args(env, info, a, 5)) return NULL;
+  uint8_t *m = memories[a[0]];
+  store_q8((const float *)(m + a[1]), (int)a[2], (int)a[3], m + a[4]);
+  return NULL;
+}
+
 /* quantize_rows(id, x, T, cols, qa, da, sa, q4_order): q4_order 0 only (the Q4 products here take quantize_rows_r8's). */
 static napi_value js_quantize_rows(napi_env env, napi_callback_info info) {
   uint32_t a[8];
@@ -974,6 +1111,7 @@ NAPI_MODULE_INIT() {
       {"quantize_rows", NULL, js_quantize_rows, NULL, NULL, NULL, napi_default, NULL},
       {"quantize_rows_r8", NULL, js_quantize_rows_r8, NULL, NULL, NULL, napi_default, NULL},
       {"store_f16", NULL, js_store_f16, NULL, NULL, NULL, napi_default, NULL},
+      {"store_q8", NULL, js_store_q8, NULL, NULL, NULL, napi_default, NULL},
       {"attention", NULL, js_attention, NULL, NULL, NULL, napi_default, NULL},
       {"block_layers", NULL, js_block_layers, NULL, NULL, NULL, napi_default, NULL},
       {"isa", NULL, js_isa, NULL, NULL, NULL, napi_default, NULL},

@@ -199,12 +199,13 @@ static float *split_scratch(size_t n) { return grown_buffer(&split_row_scratch, 
 static _Thread_local void *seq_attention_memory, *seq_addresses_memory;
 static _Thread_local size_t seq_attention_bytes, seq_addresses_bytes;
 
-/* Rows (n, KV·D) stored head by head (MatmulKernels.store), narrowed to f16 through f32 scratch as store does when f16. */
-static void layer_store(const float *rows, int n, int KV, int D, int f16, uint8_t *dst, uint8_t *scratch) {
-  float *at = f16 ? (float *)scratch : (float *)dst;
+/* Rows (n, KV·D) stored head by head (MatmulKernels.store), narrowed to f16 or q8 through f32 scratch as store does (type: 0 f32, 1 f16, KV_Q8). */
+static void layer_store(const float *rows, int n, int KV, int D, int type, uint8_t *dst, uint8_t *scratch) {
+  float *at = type ? (float *)scratch : (float *)dst;
   for (int g = 0; g < KV; g++)
     for (int r = 0; r < n; r++) __builtin_memcpy(at + ((size_t)g * n + r) * D, rows + (size_t)r * KV * D + (size_t)g * D, 4 * (size_t)D);
-  if (f16) store_f16(at, n * KV * D, (uint16_t *)dst);
+  if (type == KV_Q8) store_q8(at, n * KV, D, dst);
+  else if (type) store_f16(at, n * KV * D, (uint16_t *)dst);
 }
 
 /* The layer; 0 on success, else a message for the caller to throw. */

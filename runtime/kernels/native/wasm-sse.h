@@ -48,6 +48,18 @@ SSE v128_t wasm_v128_or(v128_t a, v128_t b) { return _mm_or_si128(a, b); }
 SSE v128_t wasm_v128_bitselect(v128_t a, v128_t b, v128_t c) { return _mm_or_si128(_mm_and_si128(a, c), _mm_andnot_si128(c, b)); }
 SSE v128_t wasm_u32x4_extend_low_u16x8(v128_t a) { return _mm_cvtepu16_epi32(a); }
 SSE v128_t wasm_u32x4_extend_high_u16x8(v128_t a) { return _mm_cvtepu16_epi32(_mm_srli_si128(a, 8)); }
+/* Integer steps of the q8 KV attention: exact, so any order gives the same sums. */
+SSE v128_t wasm_v128_load32_zero(const void *p) {
+  int32_t v;
+  __builtin_memcpy(&v, p, 4);
+  return _mm_cvtsi32_si128(v);
+}
+SSE v128_t wasm_f32x4_make(float a, float b, float c, float d) { return I(_mm_setr_ps(a, b, c, d)); }
+SSE v128_t wasm_i16x8_extend_low_i8x16(v128_t a) { return _mm_cvtepi8_epi16(a); }
+SSE v128_t wasm_i16x8_extend_high_i8x16(v128_t a) { return _mm_cvtepi8_epi16(_mm_srli_si128(a, 8)); }
+SSE v128_t wasm_i32x4_extend_low_i16x8(v128_t a) { return _mm_cvtepi16_epi32(a); }
+SSE v128_t wasm_i32x4_extend_high_i16x8(v128_t a) { return _mm_cvtepi16_epi32(_mm_srli_si128(a, 8)); }
+SSE v128_t wasm_i32x4_dot_i16x8(v128_t a, v128_t b) { return _mm_madd_epi16(a, b); }
 SSE float wasm_f32x4_extract_lane_(v128_t a, int k) { return ((f32x4_v)F(a))[k]; }
 #define wasm_f32x4_extract_lane(a, k) wasm_f32x4_extract_lane_((a), (k))
 #define wasm_i32x4_shuffle(a, b, c0, c1, c2, c3) ((v128_t)__builtin_shuffle((i32x4_v)(a), (i32x4_v)(b), (i32x4_v){c0, c1, c2, c3}))
