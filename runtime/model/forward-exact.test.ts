@@ -134,6 +134,16 @@ describe('forward rows are independent of the call they run in (bit for bit)', (
       }
     });
   }
+
+  it('on q4_1 block weights over a q8 KV cache (lossy, but each row its own bits still)', () => {
+    const model = quantizeModel(randomModel(shape, 5), 'q4_1');
+    model.kvCache = 'q8';
+    try {
+      checkRowIndependence(model, longPrompt, longNext, 16);
+    } finally {
+      model.dispose();
+    }
+  });
 });
 
 const smolDir = fileURLToPath(new URL('../../models/smollm2-135m-instruct/', import.meta.url));

@@ -36,9 +36,29 @@ export function kvAsF16(model: Pick<LoadedModel, 'blockWeights'>): boolean {
   return b !== undefined && b.layers.some((L) => [L.wq, L.wk, L.wv, L.wo, L.wGate, L.wUp, L.wDown].some((m) => m.type !== 'f32' && m.type !== 'f16'));
 }
 
-/** How the fast path keeps a model's KV cache: its `kvCache` where one was asked for, else f16 or f32 (kvAsF16). */
+const KV_TYPES: readonly KvType[] = ['f32', 'f16', 'q8'];
+
+/**
+ * The KV cache type SKEIN_KV_CACHE asks for (`skein serve --kv-cache`, `generate
+ * --kv-cache`: an environment variable so that it reaches an engine's worker thread as
+ * SKEIN_THREADS does), or undefined where it is unset or `auto`.
+ */
+export function kvCacheFromEnv(): KvType | undefined {
+  const env = process.env.SKEIN_KV_CACHE;
+  if (env === undefined || env === '' || env === 'auto') return undefined;
+  if (!(KV_TYPES as readonly string[]).includes(env)) throw new RangeError(`SKEIN_KV_CACHE must be one of auto, ${KV_TYPES.join(', ')}; got ${JSON.stringify(env)}`);
+  return env as KvType;
+}
+
+/**
+ * How the fast path keeps a model's KV cache: its `kvCache` where one was set on it, else
+ * SKEIN_KV_CACHE's, else f16 for models on quantized blocks and f32 for float ones
+ * (kvAsF16). q8 is lossy (an int8 row per KV head with one scale, the query quantized
+ * alike for the scores, as llama.cpp's --cache-type-k/v q8_0 round): half f16's bytes,
+ * which a decode step at long context reads once per layer.
+ */
 export function kvTypeOf(model: Pick<LoadedModel, 'blockWeights' | 'kvCache'>): KvType {
-  return model.kvCache ?? (kvAsF16(model) ? 'f16' : 'f32');
+  return model.kvCache ?? kvCacheFromEnv() ?? (kvAsF16(model) ? 'f16' : 'f32');
 }
 
 /**
