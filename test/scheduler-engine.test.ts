@@ -183,10 +183,11 @@ describe('Engine on the scheduler', () => {
     model.dispose();
   });
 
-  it('reads a chunked prompt\'s blocks as views of its stored KV: plain greedy tokens, nothing stored twice, all of it freed', () => {
+  it.each(['f16', 'q8'] as const)('reads a chunked prompt\'s blocks as views of its stored %s KV: plain greedy tokens, nothing stored twice, all of it freed', (kv) => {
     // Prefill chunks of 6 rows cut into blocks of 4: the block table makes pieces, and the KV
     // mirror reads them as views of each chunk's stored copy (kv-pieces.ts).
     const model = quantizeModel(randomModel({ vocabSize: 64, numLayers: 3, hiddenSize: 64, numHeads: 4, numKvHeads: 2 }, 5), 'q8_0');
+    model.kvCache = kv;
     const { kernels, mirror } = prepareModel(model);
     const prompt = Array.from({ length: 23 }, (_, i) => (i * 7 + 3) % 64);
     const direct = greedyAlone(model, prompt, 12);
@@ -194,7 +195,7 @@ describe('Engine on the scheduler', () => {
     const before = kernels.storedBytes;
     const stored = { rows4: 0 };
     const store = kernels.store.bind(kernels);
-    kernels.store = (data, rows, heads, f16) => ((stored.rows4 += rows === 4 ? 1 : 0), store(data, rows, heads, f16));
+    kernels.store = (data, rows, heads, type) => ((stored.rows4 += rows === 4 ? 1 : 0), store(data, rows, heads, type));
     const events: CoreEvent[] = [];
     const core = new EngineCore({ model, tokenizer: null, sampler: tokenSampler, blockSize: 4, prefillChunk: 6, prefixSharing: false, emit: (e) => events.push(e) });
     core.submit({ requestId: 'v', ids: prompt, sampling: resolveSampling({ maxTokens: 12 }) });
@@ -213,8 +214,9 @@ describe('Engine on the scheduler', () => {
     model.dispose();
   });
 
-  it('joins a long generation\'s sealed blocks into longer runs: plain greedy tokens, all of it freed', () => {
+  it.each(['f16', 'q8'] as const)('joins a long generation\'s sealed %s blocks into longer runs: plain greedy tokens, all of it freed', (kv) => {
     const model = quantizeModel(randomModel({ vocabSize: 64, numLayers: 2, hiddenSize: 64, numHeads: 4, numKvHeads: 2 }, 8), 'q4_1');
+    model.kvCache = kv;
     const { kernels, mirror } = prepareModel(model);
     const prompt = [5, 9, 13];
     const direct = greedyAlone(model, prompt, 48);

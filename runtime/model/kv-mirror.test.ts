@@ -52,11 +52,11 @@ describe('KvMirror', () => {
     tf.dispose([...kc, ...vc]);
   });
 
-  it('joins eight blocks in a row that have copies of their own into one stored chunk they view, with the same attention, freeing the old copies on the next sweep', () => {
+  it.each(['f16', 'q8'] as const)('joins eight %s blocks in a row that have copies of their own into one stored chunk they view, with the same attention, freeing the old copies on the next sweep', (kv) => {
     const kernels = new MatmulKernels();
     const H = 4, KV = 2, D = 8, R = 4, n = 10;
     const w = KV * D;
-    const mirror = new KvMirror(kernels, KV, 'f16');
+    const mirror = new KvMirror(kernels, KV, kv);
     const k = Float32Array.from({ length: n * R * w }, (_, i) => Math.sin(i / 3));
     const v = Float32Array.from({ length: n * R * w }, (_, i) => Math.cos(i / 5));
     const blocks = (x: Float32Array) => Array.from({ length: n }, (_, b) => tf.tensor2d(x.subarray(b * R * w, (b + 1) * R * w), [R, w]));
@@ -84,7 +84,7 @@ describe('KvMirror', () => {
     mirror.sweep(); // one block of eight left: it gets a copy of its own, the joined chunk goes
     const rest = [mirror.layerChunks(kt.slice(7)), mirror.layerChunks(vt.slice(7))];
     expect(rest[0]!.map((c) => c.stride)).toEqual([undefined, undefined, undefined]);
-    const alone = new KvMirror(kernels, KV, 'f16');
+    const alone = new KvMirror(kernels, KV, kv);
     expect(Array.from(kernels.attention(q, rest[0]!, rest[1]!, 1, Uint8Array.of(1), shape).out)).toEqual(Array.from(kernels.attention(q, kt.slice(7).map((t) => alone.chunk(t)), vt.slice(7).map((t) => alone.chunk(t)), 1, Uint8Array.of(1), shape).out));
     alone.clear();
     tf.dispose([...kt.slice(7), ...vt.slice(7)]);
