@@ -13,3 +13,4 @@ import './soak.js';
 import './structured.js';
 import './remote.js';
 import './speculate.js';
+import './kv.js';

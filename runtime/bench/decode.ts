@@ -69,7 +69,7 @@ export const round2 = (x: number) => Number(x.toFixed(2));
 const freeKv = (r: { newKv: ({ k: tf.Tensor; v: tf.Tensor } | null)[] }) => tf.dispose(r.newKv.flatMap((e) => (e ? [e.k, e.v] : [])));
 
 /** The GGUF file a `--model` spec names (a file, a folder, a model name); the spec itself when it names none. */
-function ggufOf(spec: string): string {
+export function ggufOf(spec: string): string {
   if (spec === 'random') return spec;
   try {
     const location = resolveModel(spec);

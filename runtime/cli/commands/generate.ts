@@ -21,6 +21,7 @@ import { initBackend } from '../../backend.js';
 import { MODEL_OPTION_HELP, modelOrDefault } from '../../pull/default-model.js';
 import type { Stages } from '../../../core/stages.js';
 import { createEngine } from '../../engine/index.js';
+import { applyKvCache, KV_CACHE_HELP, parseKvCache, type KvCacheFlag } from './kv-cache-flag.js';
 import { parseIds, writeOut } from './logits.js';
 import { parseStagesFlag } from './stages-flag.js';
 
@@ -34,6 +35,7 @@ function num(name: string, check: (n: number) => boolean, what: string) {
 
 /** The sampling flags are SamplingParams' fields; --stop always holds a list (default []). */
 interface GenerateCliOptions extends Partial<SamplingParams> {
+  kvCache?: KvCacheFlag;
   model?: string;
   prompt?: string;
   chat?: boolean;
@@ -58,9 +60,11 @@ export function register(program: Command): void {
     .option('--repetition-penalty <r>', '1 disables', num('--repetition-penalty', (n) => n > 0 && n <= 10, 'must be in (0, 10]'))
     .option('--seed <s>', 'sampler seed', num('--seed', (n) => Number.isInteger(n), 'must be an integer'))
     .option('--stop <text>', 'stop string (repeatable)', (v: string, acc: string[]) => [...acc, v], [] as string[])
+    .option('--kv-cache <type>', KV_CACHE_HELP, parseKvCache)
     .option('--json', 'print one JSON object with ids, text and metrics instead of streaming')
     .option('--stages <json>', 'inference stages, as a generate node\'s `stages` (runs on the shared engine)')
     .action(async (opts: GenerateCliOptions) => {
+      applyKvCache(opts.kvCache);
       if ((opts.prompt === undefined) === (opts.ids === undefined)) throw new BadRequestError('--prompt/--ids', 'give exactly one');
       if (opts.chat === true && opts.prompt === undefined) throw new BadRequestError('--chat', 'needs --prompt');
       const stages = opts.stages !== undefined ? parseStagesFlag(opts.stages) : undefined;

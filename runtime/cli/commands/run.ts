@@ -12,12 +12,14 @@ import { ProgressView } from '../../../core/progress.js';
 import type { Engine } from '../../../core/engine.js';
 import { ProviderPool } from '../../providers/pool.js';
 import { chooseDefaultModel, MODEL_OPTION_HELP } from '../../pull/default-model.js';
+import { applyKvCache, KV_CACHE_HELP, parseKvCache, type KvCacheFlag } from './kv-cache-flag.js';
 import { parseStagesFlag, withStages } from './stages-flag.js';
 import { readGraphFile } from './validate.js';
 import type { RunPersistence } from '../../server/runs.js';
 
 export interface RunFlags {
   input: string;
+  kvCache?: KvCacheFlag;
   /** Absent: the default model (see runtime/pull/default-model.ts). */
   model?: string;
   seed?: string;
@@ -186,9 +188,11 @@ export function register(program: Command): void {
     .option('--json', 'print every run event as a JSON line')
     .option('--save <file>', 'also save the events as JSON lines (replayable)')
     .option('--stages <json>', 'stages for every model call, e.g. \'{"skipLayers":{"targetSpeedup":2}}\'')
+    .option('--kv-cache <type>', KV_CACHE_HELP, parseKvCache)
     .option('--resume <id>', 'go on with a run a server stopped in the middle, reusing the nodes it finished')
     .option('--data-dir <dir>', 'the server\'s run folder, for --resume', '.skein')
     .action(async (file: string | undefined, flags: RunFlags) => {
+      applyKvCache(flags.kvCache);
       const abort = new AbortController();
       const onSigint = () => abort.abort();
       process.once('SIGINT', onSigint);

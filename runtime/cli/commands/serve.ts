@@ -7,6 +7,7 @@
 import { readFileSync } from 'node:fs';
 import type { Command } from 'commander';
 import { BadRequestError } from '../../../core/errors.js';
+import { applyKvCache, KV_CACHE_HELP, parseKvCache, type KvCacheFlag } from './kv-cache-flag.js';
 import { DEFAULT_MODEL, MODEL_OPTION_HELP, modelOrDefault } from '../../pull/default-model.js';
 import type { SchedulingPolicy } from '../../scheduler/scheduler.js';
 import { isLoopback } from '../../server/host-check.js';
@@ -41,6 +42,7 @@ function parsePolicy(value: string): SchedulingPolicy {
 }
 
 interface ServeOptions {
+  kvCache?: KvCacheFlag;
   port: number;
   host: string;
   model?: string;
@@ -91,8 +93,10 @@ export function register(program: Command): void {
     .option('--grace <seconds>', 'on SIGTERM, how long runs in flight may finish before they are cancelled', parseIntOption('--grace', 0, 3600), 10)
     .option('--open', 'print the playground URL prominently and open a browser when a display exists')
     .option('--no-build', 'serve the playground as it is built, without rebuilding it when its sources changed')
+    .option('--kv-cache <type>', KV_CACHE_HELP, parseKvCache)
     .option('--providers <file>', 'JSON file of remote providers ({"NAME": {"type": "openai", "baseUrl", "model", "apiKeyEnv"?}}) that graphs sent to this server may run nodes on')
     .action(async (opts: ServeOptions) => {
+      applyKvCache(opts.kvCache);
       const token = opts.token ?? (process.env.SKEIN_TOKEN || undefined);
       const print = (line: string) => process.stderr.write(`${line}\n`);
       const { model, fallbackReason } = await modelOrDefault(opts.model, {
