@@ -596,11 +596,26 @@ WIDE void pv_q8(const float *const *sp, const float *inv, const void *const *vc,
  * the row is bound by memory there (~8 GB/s against ~15–25 for a plain stream), and the
  * copy only added the keys' bytes again. Measured too and not kept: the software
  * prefetch 32 keys ahead, and a second prefetch into L2 128 or 256 keys ahead (slower).
- * Nor an int8 K/V cache (one f32 scale a row and KV head, scores as exact integer dot
- * products on the query quantized alike, so both builds' bits still agree): half the
+ * The int8 K/V cache (q8 below: one f32 scale a row and KV head, scores as exact integer
+ * dot products on the query quantized alike, so both builds' bits still agree) halves the
  * bytes, but widening the values from int8 costs what the integer scores save — a row over
- * 1,024 keys 80 → 74 µs on one thread, and the step at 1,024 tokens over the step at 128
- * ×1.22 → ×1.20 (medians, two threads), for a lossy cache.
+ * 1,024 keys 80 → 74 µs on one thread — so it is an opt-in (SKEIN_KV_CACHE=q8, --kv-cache
+ * q8), not the default: `bench kv` (SmolLM2 Q4_1, two threads, 5 repetitions alternating
+ * the caches) read decode 1.06× f16's speed at 1,024 tokens of context and 1.15× at 4,096,
+ * growth ×1.25 against ×1.23 (no gain), NLL over 4,116 positions of passage text +0.0003
+ * nats a token, top-1 tokens equal at 96.5 % of them.
+ *
+ * Why the context growth (step at 1,024 tokens ÷ at 128) stays near ×1.2 on the 2-vCPU
+ * boxes: a decode step at 128 tokens reads ~101 MB (98 MB of weights) in ~6 ms on a quiet
+ * box, ~17 GB/s, and a plain two-thread read loop on the same box streams 16–21 GB/s
+ * (/tmp harness, alternated with the step's measurement), so the step is bound by memory
+ * and 1,024 tokens' 20.6 MB more of f16 K/V cost ≥ 1.0–1.3 ms whatever attention does:
+ * ×1.17–1.21 at best. Measured and not kept: asking for the next layer's K/V rows (its
+ * lone decode row's chunks) from this layer's o/gate/up/down products, a line or two per
+ * weight block, so that attention finds them in L2/L3 — attention at 1,024 keys 184–274 →
+ * 161–214 k TSC ticks a layer, but the products 227–335 → 301–366, the step's growth
+ * ×1.18–1.31 → ×1.24–1.35 (three alternations): the products stream at the box's rate
+ * already and pay for every byte moved into their time.
  */
 #define KT_TILE
 #define KT_ROWS 8
