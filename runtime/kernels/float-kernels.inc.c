@@ -643,14 +643,12 @@ static void attend_keys_q8(const float *const *qh, int nh, int g, const void *co
         kr[e] = q8_row(kc[c], g, rows[chunks + c], r, D);
         r++;
       }
-#ifndef Q8_SKIP_QK
       switch (nh) {
         case 4: qk4_q8(qq, qs, kr, D, 4, scores + j, S, mxv); break;
         case 3: qk4_q8(qq, qs, kr, D, 3, scores + j, S, mxv); break;
         case 2: qk4_q8(qq, qs, kr, D, 2, scores + j, S, mxv); break;
         default: qk4_q8(qq, qs, kr, D, 1, scores + j, S, mxv); break;
       }
-#endif
       j += 4;
       continue;
     }
@@ -682,14 +680,12 @@ static void attend_keys_q8(const float *const *qh, int nh, int g, const void *co
     sp[a] = scores + (size_t)a * S;
     inv[a] = normalise ? 1.f / sum[a] : 1.f;
   }
-#ifndef Q8_SKIP_PV
   switch (nh) {
     case 4: pv_q8(sp, inv, vc, rows, chunks, P, from.c, from.r, from.j, end, vi, g, D, 4, o); break;
     case 3: pv_q8(sp, inv, vc, rows, chunks, P, from.c, from.r, from.j, end, vi, g, D, 3, o); break;
     case 2: pv_q8(sp, inv, vc, rows, chunks, P, from.c, from.r, from.j, end, vi, g, D, 2, o); break;
     default: pv_q8(sp, inv, vc, rows, chunks, P, from.c, from.r, from.j, end, vi, g, D, 1, o); break;
   }
-#endif
 }
 
 /*
