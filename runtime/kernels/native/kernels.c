@@ -117,10 +117,7 @@ AVX2 int32_t load_i32(const int8_t *p) {
 #define PREFETCH_AHEAD 4096
 #endif
 AVX2 void prefetch_ahead(const uint8_t *p, size_t bytes) {
-#ifndef PREFETCH_HINT
-#define PREFETCH_HINT _MM_HINT_T0
-#endif
-  for (size_t o = 0; o < bytes; o += 64) _mm_prefetch((const char *)p + PREFETCH_AHEAD + o, PREFETCH_HINT);
+  for (size_t o = 0; o < bytes; o += 64) _mm_prefetch((const char *)p + PREFETCH_AHEAD + o, _MM_HINT_T0);
 }
 
 /*
@@ -608,7 +605,7 @@ WIDE void pv_q8(const float *const *sp, const float *inv, const void *const *vc,
  * Why the context growth (step at 1,024 tokens ÷ at 128) stays near ×1.2 on the 2-vCPU
  * boxes: a decode step at 128 tokens reads ~101 MB (98 MB of weights) in ~6 ms on a quiet
  * box, ~17 GB/s, and a plain two-thread read loop on the same box streams 16–21 GB/s
- * (/tmp harness, alternated with the step's measurement), so the step is bound by memory
+ * (a C loop of 256-bit loads, alternated with the step's measurement), so it is bound by memory
  * and 1,024 tokens' 20.6 MB more of f16 K/V cost ≥ 1.0–1.3 ms whatever attention does:
  * ×1.17–1.21 at best. Measured and not kept: asking for the next layer's K/V rows (its
  * lone decode row's chunks) from this layer's o/gate/up/down products, a line or two per
