@@ -99,6 +99,7 @@ export function register(program: Command): void {
       applyKvCache(opts.kvCache);
       const token = opts.token ?? (process.env.SKEIN_TOKEN || undefined);
       const print = (line: string) => process.stderr.write(`${line}\n`);
+      if (opts.kvCache !== undefined && opts.kvCache !== 'auto') print(`skein: KV cache ${opts.kvCache} (--kv-cache)`);
       const { model, fallbackReason } = await modelOrDefault(opts.model, {
         pull: opts.pull,
         print,
