@@ -8,10 +8,12 @@ it('kv measures the q8 cache against f16 side by side (random 1-layer model, no 
   const out = (await getBench('kv')!.run({
     log: (l) => lines.push(l),
     args: { model: 'random', layers: '1', vocab: '2048', steps: '2', reps: '1', long: '0' },
-  })) as { figures: { step_ms: Record<string, number>; text?: unknown }; ratios: Record<string, number> };
+  })) as { figures: { step_ms: Record<string, number>; memory_mib: Record<string, { tensors: number; copies: number }>; text?: unknown }; ratios: Record<string, number> };
   expect(Object.keys(out.figures.step_ms).sort()).toEqual(['f16_1024', 'f16_128', 'q8_1024', 'q8_128']);
   for (const x of Object.values(out.figures.step_ms)) expect(x).toBeGreaterThan(0);
   expect(Object.keys(out.ratios).sort()).toEqual(['decode_ctx1024_q8_vs_f16', 'decode_ctx128_q8_vs_f16', 'step1024_vs_step128_f16', 'step1024_vs_step128_q8']);
+  expect(out.figures.memory_mib.q8!.copies).toBeLessThan(out.figures.memory_mib.f16!.copies);
+  expect(out.figures.memory_mib.q8!.tensors).toBe(out.figures.memory_mib.f16!.tensors);
   expect(out.figures.text).toBeUndefined();
   expect(lines.some((l) => l.includes('random SmolLM2-shaped model'))).toBe(true);
   expect(tf.memory().numTensors).toBe(0);

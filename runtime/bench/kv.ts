@@ -5,6 +5,8 @@
  * - the decode step at 128 and at 1,024 tokens of context (steps alternating one by one,
  *   medians, as `bench decode`'s context growth) — the growth and the step at 1,024 for
  *   each cache, and at `--arg long=N` tokens (default 4,096) too;
+ * - what each holds after a prefill of `long` tokens (at least 1,024): the kernels' copies
+ *   beside the f32 tensors the block table keeps;
  * - what q8 costs in quality: over passage text (the project's generated passage-QA
  *   items, no model's training data), teacher-forced in 128-token chunks, the mean
  *   negative log-likelihood of each next token under each cache, its change, and how often
@@ -64,6 +66,32 @@ function scoreText(model: LoadedModel, ids: number[]): { nll: number; top1: numb
   return { nll: nll / top1.length, top1 };
 }
 
+/**
+ * What a cache holds after a prefill of `ids` (in 128-token chunks): bytes of the tfjs K/V
+ * tensors the caller keeps and of the kernels' copies attention reads (the KV mirror's).
+ * Both are held today (the block table keeps the tensors), so q8 saves bandwidth, not memory.
+ */
+function kvMemory(model: LoadedModel, ids: number[]): { tensors: number; copies: number } {
+  const { kernels, mirror } = prepareModel(model);
+  mirror.sweep();
+  const before = { tensors: tf.memory().numBytes, copies: kernels.storedBytes };
+  const past: LayerKvChunks[] = Array.from({ length: model.config.numLayers }, () => ({ k: [], v: [] }));
+  try {
+    for (let at = 0; at < ids.length; at += 128) {
+      const [r] = forward(model, [{ ids: ids.slice(at, at + 128), past, logits: 'none' }]);
+      r!.newKv.forEach((e, l) => {
+        past[l]!.k.push(e!.k);
+        past[l]!.v.push(e!.v);
+      });
+    }
+    mirror.sweep();
+    return { tensors: tf.memory().numBytes - before.tensors, copies: kernels.storedBytes - before.copies };
+  } finally {
+    for (const l of past) tf.dispose([...l.k, ...l.v]);
+    mirror.sweep();
+  }
+}
+
 registerBench('kv', {
   description: 'the q8 KV cache vs f16 on SmolLM2-135M Q4_1: decode step at 128, 1,024 and 4,096 tokens of context, growth, and its NLL and top-1 change over passage text',
   async run({ log, args = {} }) {
@@ -118,6 +146,11 @@ registerBench('kv', {
         ratios[`decode_ctx${n}_q8_vs_f16`] = round2(step('f16', n) / step('q8', n));
         log(`kv: decode at ${n} tokens of context: q8 ${(step('f16', n) / step('q8', n)).toFixed(2)}× the f16 cache's speed (${step('q8', n).toFixed(2)} vs ${step('f16', n).toFixed(2)} ms a step)`);
       }
+      const memoryAt = Math.max(1024, long);
+      const mib = (b: number) => Number((b / 2 ** 20).toFixed(1));
+      const memory = Object.fromEntries(CACHES.map((kv) => [kv, kvMemory(models.get(kv)!, promptIds(memoryAt, vocab))]));
+      figures.memory_mib = { tokens: memoryAt, ...Object.fromEntries(CACHES.map((kv) => [kv, { tensors: mib(memory[kv]!.tensors), copies: mib(memory[kv]!.copies) }])) };
+      log(`kv: held after a ${memoryAt}-token prefill: ${CACHES.map((kv) => `${kv} ${mib(memory[kv]!.copies)} MiB of kernel copies beside ${mib(memory[kv]!.tensors)} MiB of f32 tensors`).join('; ')} (both are kept: q8 halves the bytes a step reads, not what is held)`);
       if (!random && args.text !== '0') {
         const tokenizer = loadTokenizer(source);
         const n = Number(args.items ?? 4);
