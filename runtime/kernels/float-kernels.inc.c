@@ -484,6 +484,27 @@ static int key_split(int P, const uint8_t *vi, int end) {
   return 0;
 }
 
+/*
+ * The end of a part's scores, for attend_keys and attend_keys_q8 alike: the four-key
+ * passes' maxima (mxv) folded into mx (a maximum is the same whatever the order it is
+ * taken in), softmax numerators and sums (softmax_heads), and what pv takes: each head's
+ * numerators and 1/sum when `normalise`, else 1.
+ */
+static inline __attribute__((always_inline)) void key_probabilities(float *scores, int S, int nh, v128_t *mxv, float *mx, int j0, int end, const uint8_t *vi, int P, float *sum, int normalise, const float **sp, float *inv) {
+  for (int a = 0; a < nh; a++) {
+    for (int e = 0; e < 4; e++) {
+      const float x = wasm_f32x4_extract_lane(mxv[a], 0);
+      if (x > mx[a]) mx[a] = x;
+      mxv[a] = wasm_i32x4_shuffle(mxv[a], mxv[a], 1, 2, 3, 0);
+    }
+  }
+  softmax_heads(scores, S, nh, mx, j0, end, vi, P, sum);
+  for (int a = 0; a < nh; a++) {
+    sp[a] = scores + (size_t)a * S;
+    inv[a] = normalise ? 1.f / sum[a] : 1.f;
+  }
+}
+
 /* Row r of KV head g in a q8 chunk of `stride` rows a head, and its scale. */
 static inline const int8_t *q8_row(const void *base, int g, int stride, int r, int D) { return (const int8_t *)base + ((size_t)g * stride + r) * ((size_t)D + 4); }
 static inline float q8_scale(const int8_t *row, int D) {
@@ -666,20 +687,9 @@ static void attend_keys_q8(const float *const *qh, int nh, int g, const void *co
     }
     r++, j++;
   }
-  for (int a = 0; a < nh; a++) {
-    for (int e = 0; e < 4; e++) {
-      const float x = wasm_f32x4_extract_lane(mxv[a], 0);
-      if (x > mx[a]) mx[a] = x;
-      mxv[a] = wasm_i32x4_shuffle(mxv[a], mxv[a], 1, 2, 3, 0);
-    }
-  }
-  softmax_heads(scores, S, nh, mx, from.j, end, vi, P, sum);
   const float *sp[HEADS_AT_ONCE];
   float inv[HEADS_AT_ONCE];
-  for (int a = 0; a < nh; a++) {
-    sp[a] = scores + (size_t)a * S;
-    inv[a] = normalise ? 1.f / sum[a] : 1.f;
-  }
+  key_probabilities(scores, S, nh, mxv, mx, from.j, end, vi, P, sum, normalise, sp, inv);
   switch (nh) {
     case 4: pv_q8(sp, inv, vc, rows, chunks, P, from.c, from.r, from.j, end, vi, g, D, 4, o); break;
     case 3: pv_q8(sp, inv, vc, rows, chunks, P, from.c, from.r, from.j, end, vi, g, D, 3, o); break;
@@ -762,23 +772,11 @@ static inline __attribute__((always_inline)) void attend_keys(const float *const
     }
     r++, j++;
   }
-  for (int a = 0; a < nh; a++) {
-    /* A maximum is the same whatever the order it is taken in. */
-    for (int e = 0; e < 4; e++) {
-      const float x = wasm_f32x4_extract_lane(mxv[a], 0);
-      if (x > mx[a]) mx[a] = x;
-      mxv[a] = wasm_i32x4_shuffle(mxv[a], mxv[a], 1, 2, 3, 0);
-    }
-  }
-  softmax_heads(scores, S, nh, mx, from.j, end, vi, P, sum);
-  /* The heads' outputs in blocks of 8 values over the part's keys, each value row loaded
-   * once for every head; every lane sums its keys in key order. */
   const float *sp[HEADS_AT_ONCE];
   float inv[HEADS_AT_ONCE];
-  for (int a = 0; a < nh; a++) {
-    sp[a] = scores + (size_t)a * S;
-    inv[a] = normalise ? 1.f / sum[a] : 1.f;
-  }
+  key_probabilities(scores, S, nh, mxv, mx, from.j, end, vi, P, sum, normalise, sp, inv);
+  /* The heads' outputs in blocks of 8 values over the part's keys, each value row loaded
+   * once for every head; every lane sums its keys in key order. */
   switch (nh) {
     case 4: pv(sp, inv, vc, f16, rows, chunks, P, from.c, from.r, from.j, end, vi, g, D, 4, o); break;
     case 3: pv(sp, inv, vc, f16, rows, chunks, P, from.c, from.r, from.j, end, vi, g, D, 3, o); break;
