@@ -26,68 +26,73 @@ import * as fs from 'node:fs';
 import * as tf from '@tensorflow/tfjs-core';
 import { initBackend } from '../backend.js';
 import { loadModel, loadTokenizer } from '../checkpoint/load.js';
+import { argmax } from '../generate/sampler.js';
 import type { KvType } from '../kernels/matmul.js';
 import { quantizeModel } from '../model/block-weights.js';
 import { forward, prepareModel } from '../model/forward.js';
 import { randomModel } from '../model/random.js';
-import type { LayerKvChunks, LoadedModel } from '../model/types.js';
+import type { ForwardSequenceResult, LayerKvChunks, LoadedModel } from '../model/types.js';
 import { DEFAULT_GGUF, ggufOf, median, promptIds, round2, skeinAlternatingStepMs, smolLm2Shape } from './decode.js';
 import { registerBench } from './index.js';
-import { longPrompt, qaItems } from './stages.js';
+import { logSoftmaxAt, longPrompt, qaItems } from './stages.js';
 
 const CACHES: readonly KvType[] = ['f16', 'q8'];
 
-/** Mean next-token NLL of `ids` and each position's top-1 token, teacher-forced in chunks of 128 rows. */
-function scoreText(model: LoadedModel, ids: number[]): { nll: number; top1: number[] } {
+/**
+ * Prefills `ids` into one sequence's chunk lists, 128 rows a forward, handing each result
+ * to `each` (with its first row's position); `held` runs while that KV is held, and the KV
+ * is freed after it.
+ */
+function chunkedPrefill<T>(model: LoadedModel, ids: number[], logits: 'all' | 'none', each: (r: ForwardSequenceResult, at: number) => void, held: () => T): T {
   const past: LayerKvChunks[] = Array.from({ length: model.config.numLayers }, () => ({ k: [], v: [] }));
-  const top1: number[] = [];
-  let nll = 0;
   try {
-    for (let at = 0; at < ids.length - 1; at += 128) {
-      const chunk = ids.slice(at, Math.min(at + 128, ids.length - 1));
-      const [r] = forward(model, [{ ids: chunk, past, logits: 'all' }]);
+    for (let at = 0; at < ids.length; at += 128) {
+      const [r] = forward(model, [{ ids: ids.slice(at, at + 128), past, logits }]);
       r!.newKv.forEach((e, l) => {
         past[l]!.k.push(e!.k);
         past[l]!.v.push(e!.v);
       });
-      r!.logits.forEach((row, i) => {
-        let best = 0;
-        let max = -Infinity;
-        for (let j = 0; j < row.length; j++) if (row[j]! > max) (max = row[j]!), (best = j);
-        let sum = 0;
-        for (let j = 0; j < row.length; j++) sum += Math.exp(row[j]! - max);
-        nll += max + Math.log(sum) - row[ids[at + i + 1]!]!;
-        top1.push(best);
-      });
+      each(r!, at);
     }
+    return held();
   } finally {
     for (const l of past) tf.dispose([...l.k, ...l.v]);
   }
+}
+
+/** Mean next-token NLL of `ids` and each position's top-1 token, teacher-forced. */
+function scoreText(model: LoadedModel, ids: number[]): { nll: number; top1: number[] } {
+  const top1: number[] = [];
+  let nll = 0;
+  chunkedPrefill(
+    model,
+    ids.slice(0, -1),
+    'all',
+    (r, at) =>
+      r.logits.forEach((row, i) => {
+        nll -= logSoftmaxAt(row, ids[at + i + 1]!);
+        top1.push(argmax(row));
+      }),
+    () => undefined,
+  );
   return { nll: nll / top1.length, top1 };
 }
 
 /**
- * What a cache holds after a prefill of `ids` (in 128-token chunks): bytes of the tfjs K/V
- * tensors the caller keeps and of the kernels' copies attention reads (the KV mirror's).
- * Both are held today (the block table keeps the tensors), so q8 saves bandwidth, not memory.
+ * What a cache holds after a prefill of `ids`: bytes of the tfjs K/V tensors the caller
+ * keeps and of the kernels' copies attention reads (the KV mirror's). Both are held today
+ * (the block table keeps the tensors), so q8 saves bandwidth, not memory.
  */
 function kvMemory(model: LoadedModel, ids: number[]): { tensors: number; copies: number } {
   const { kernels, mirror } = prepareModel(model);
   mirror.sweep();
   const before = { tensors: tf.memory().numBytes, copies: kernels.storedBytes };
-  const past: LayerKvChunks[] = Array.from({ length: model.config.numLayers }, () => ({ k: [], v: [] }));
   try {
-    for (let at = 0; at < ids.length; at += 128) {
-      const [r] = forward(model, [{ ids: ids.slice(at, at + 128), past, logits: 'none' }]);
-      r!.newKv.forEach((e, l) => {
-        past[l]!.k.push(e!.k);
-        past[l]!.v.push(e!.v);
-      });
-    }
-    mirror.sweep();
-    return { tensors: tf.memory().numBytes - before.tensors, copies: kernels.storedBytes - before.copies };
+    return chunkedPrefill(model, ids, 'none', () => undefined, () => {
+      mirror.sweep();
+      return { tensors: tf.memory().numBytes - before.tensors, copies: kernels.storedBytes - before.copies };
+    });
   } finally {
-    for (const l of past) tf.dispose([...l.k, ...l.v]);
     mirror.sweep();
   }
 }

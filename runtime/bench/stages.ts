@@ -94,7 +94,7 @@ function argmax(row: Float32Array): number {
   return best;
 }
 
-function logSoftmaxAt(row: Float32Array, id: number): number {
+export function logSoftmaxAt(row: Float32Array, id: number): number {
   let max = -Infinity;
   for (const x of row) max = Math.max(max, x);
   let sum = 0;
