@@ -44,7 +44,7 @@ export function x4hBytes(type: 'q4_0' | 'q4_1' | 'q8_0', rows: number, cols: num
   return (rows / 4) * (cols / 32) * { q4_0: 72, q4_1: 80, q8_0: 136 }[type];
 }
 
-export const NATIVE_ADDON = process.env.SKEIN_NATIVE_ADDON ?? fileURLToPath(new URL('./native/build/skein-kernels.node', import.meta.url));
+export const NATIVE_ADDON = fileURLToPath(new URL('./native/build/skein-kernels.node', import.meta.url));
 
 let loaded: NativeKernels | null | undefined;
 
