@@ -255,7 +255,7 @@ function nativeFloatAgrees(c: KernelCheck, native: NativeKernels, id: number): b
         const at1 = c.take(kvRowBytes(D, kv) * r * KV);
         fns.store_q8(vals, r * KV, D, at);
         native.store_q8(id, vals, r * KV, D, at1);
-        if (!c.same(at, at1, ((D + 4) * r * KV) / 4)) storedAgree = false;
+        if (!c.same(at, at1, (kvRowBytes(D, kv) * r * KV) / 4)) storedAgree = false;
       } else new Uint8Array(memory.buffer, at, 4 * r * KV * D).set(new Uint8Array(memory.buffer, vals, 4 * r * KV * D));
       return at;
     };
