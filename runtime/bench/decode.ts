@@ -11,6 +11,7 @@
  *   (scheduler, paged KV, sampler), llama.cpp's figure the same as above; and after a
  *   1,024-token prompt (the prompt's KV in the engine's 16-row blocks), against llama.cpp's
  *   decode at the same context, interleaved;
+ *   their ratio is the growth a request sees (`engine_step1024_vs_step128_q4_1`);
  * - decode batch 16 (Q4_1): 16 sequences generating together;
  * - context growth (Q4_1, Skein): mean decode step at 1,024 tokens of context over the
  *   step at 128 (steps at the two contexts alternating one by one, the ratio of medians).
@@ -309,6 +310,13 @@ registerBench('decode', {
           const counts = (s: number, l: number) => (best ? { skein: s, llamacpp: l } : undefined);
           record(`decode_b1_engine_${type}`, { skein: fastest('short').short, llamacpp: bare.llamacpp }, 'tok/s', counts(fastest('short').n, bare.llamacppThreads ?? threads));
           record(`decode_b1_engine_ctx1024_${type}`, { skein: fastest('long').long, llamacpp: fastest('llamaLong').llamaLong }, 'tok/s', counts(fastest('long').n, fastest('llamaLong').n));
+          // The growth a request sees: the engine's token at 1,024 tokens of context over its
+          // token at 128, at the thread count it decodes fastest at after the short prompt
+          // (the context-growth figure below times the bare forward, whose per-step tensors
+          // and lists cost a request's path does not pay).
+          const e = fastest('short');
+          ratios[`engine_step1024_vs_step128_${type}`] = round2(e.short / e.long);
+          log(`engine growth (${e.n} thread${e.n > 1 ? 's' : ''}): ${(1000 / e.short).toFixed(2)} ms a token at 128 tokens of context → ${(1000 / e.long).toFixed(2)} ms at 1,024 (×${(e.short / e.long).toFixed(2)})`);
         }
         if (type === 'q8_0') {
           const p512 = promptIds(512, vocab);
