@@ -10,8 +10,8 @@
  * - decode batch 1 through the engine (Q4_1): the same greedy decode as a request gets it
  *   (scheduler, paged KV, sampler), llama.cpp's figure the same as above; and after a
  *   1,024-token prompt (the prompt's KV in the engine's 16-row blocks), against llama.cpp's
- *   decode at the same context, interleaved;
- *   their ratio is the growth a request sees (`engine_step1024_vs_step128_q4_1`);
+ *   decode at the same context, interleaved; at least 64 tokens a run, the two contexts
+ *   alternating; their ratio is the growth a request sees (`engine_step1024_vs_step128_q4_1`);
  * - decode batch 16 (Q4_1): 16 sequences generating together;
  * - context growth (Q4_1, Skein): mean decode step at 1,024 tokens of context over the
  *   step at 128 (steps at the two contexts alternating one by one, the ratio of medians).
@@ -285,7 +285,7 @@ registerBench('decode', {
           const eos = model.config.eosTokenIds;
           const p1024 = promptIds(1024, vocab);
           const bare = figures[`decode_b1_${type}`]!;
-          const at: { n: number; short: number; long: number; llamaLong: number | null }[] = [];
+          const at: { n: number; short: number; long: number; llamaLong: number | null; each: string }[] = [];
           for (const n of best ? [1, 2] : [threads]) {
             process.env.SKEIN_THREADS = String(n);
             const engine = await createEngine({ model: file, thread: 'main', prefixSharing: false });
@@ -295,13 +295,19 @@ registerBench('decode', {
               const short: number[] = [];
               const long: number[] = [];
               const llamaLong: number[] = [];
+              // The two contexts alternate within each repetition, so that the machine's load
+              // falls on both alike: run one after the other (three at 128 tokens, then three
+              // at 1,024 beside llama.cpp's), a quiet spell read ×1.02 where alternated runs on
+              // the same box read ×1.2 (Stop 36).
+              // At least 64 tokens a run: 16-token runs (~0.1 s) read ×0.9–1.8 for the same pair.
+              const engineSteps = Math.max(steps, 64);
               await engineDecodeTps(engine, p128, 4, eos);
-              for (let i = 0; i < reps; i++) short.push(await engineDecodeTps(engine, p128, steps, eos));
               for (let i = 0; i < reps; i++) {
-                long.push(await engineDecodeTps(engine, p1024, steps, eos));
-                if (G) llamaLong.push(1000 / (await G.decodeStepMs(p1024, steps)));
+                short.push(await engineDecodeTps(engine, p128, engineSteps, eos));
+                long.push(await engineDecodeTps(engine, p1024, engineSteps, eos));
+                if (G) llamaLong.push(1000 / (await G.decodeStepMs(p1024, engineSteps)));
               }
-              at.push({ n, short: median(short), long: median(long), llamaLong: G ? median(llamaLong) : null });
+              at.push({ n, short: median(short), long: median(long), llamaLong: G ? median(llamaLong) : null, each: short.map((s, i) => `×${(s / long[i]!).toFixed(2)}`).join(', ') });
             } finally {
               await engine.close();
             }
@@ -314,7 +320,7 @@ registerBench('decode', {
           // token at 128 (the context-growth figure below times the bare forward, whose
           // per-step tensors and lists cost a request's path does not pay), at each thread
           // count, the ratio kept at the count whose two tokens together cost least.
-          for (const e of at) log(`engine growth (${e.n} thread${e.n > 1 ? 's' : ''}): ${(1000 / e.short).toFixed(2)} ms a token at 128 tokens of context → ${(1000 / e.long).toFixed(2)} ms at 1,024 (×${(e.short / e.long).toFixed(2)})`);
+          for (const e of at) log(`engine growth (${e.n} thread${e.n > 1 ? 's' : ''}): ${(1000 / e.short).toFixed(2)} ms a token at 128 tokens of context → ${(1000 / e.long).toFixed(2)} ms at 1,024 (×${(e.short / e.long).toFixed(2)}; each repetition's pair ${e.each})`);
           const e = at.reduce((a, b) => (1 / b.short + 1 / b.long < 1 / a.short + 1 / a.long ? b : a));
           ratios[`engine_step1024_vs_step128_${type}`] = round2(e.short / e.long);
         }
