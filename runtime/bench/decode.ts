@@ -296,10 +296,11 @@ registerBench('decode', {
               const long: number[] = [];
               const llamaLong: number[] = [];
               // The two contexts alternate within each repetition, so that the machine's load
-              // falls on both alike: run one after the other (three at 128 tokens, then three
-              // at 1,024 beside llama.cpp's), a quiet spell read ×1.02 where alternated runs on
-              // the same box read ×1.2 (Stop 36).
-              // At least 64 tokens a run: 16-token runs (~0.1 s) read ×0.9–1.8 for the same pair.
+              // falls on both alike: run one group after the other (three at 128 tokens, then
+              // three at 1,024 beside llama.cpp's), one run read ×1.02 where the same box's
+              // alternated runs read ×1.2–1.4 (Stop 36). At least 64 tokens a run: alternated
+              // 16-token runs (~0.1 s each) read ×0.9–1.8 for one pair, a GC pause or the first
+              // step after a long prefill being a large part of so few tokens.
               const engineSteps = Math.max(steps, 64);
               await engineDecodeTps(engine, p128, 4, eos);
               for (let i = 0; i < reps; i++) {
