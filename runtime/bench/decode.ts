@@ -285,7 +285,7 @@ registerBench('decode', {
           const eos = model.config.eosTokenIds;
           const p1024 = promptIds(1024, vocab);
           const bare = figures[`decode_b1_${type}`]!;
-          const at: { n: number; short: number; long: number; llamaLong: number | null; each: string }[] = [];
+          const at: { n: number; short: number; long: number; llamaLong: number | null; pairs: number[] }[] = [];
           for (const n of best ? [1, 2] : [threads]) {
             process.env.SKEIN_THREADS = String(n);
             const engine = await createEngine({ model: file, thread: 'main', prefixSharing: false });
@@ -308,7 +308,7 @@ registerBench('decode', {
                 long.push(await engineDecodeTps(engine, p1024, engineSteps, eos));
                 if (G) llamaLong.push(1000 / (await G.decodeStepMs(p1024, engineSteps)));
               }
-              at.push({ n, short: median(short), long: median(long), llamaLong: G ? median(llamaLong) : null, each: short.map((s, i) => `×${(s / long[i]!).toFixed(2)}`).join(', ') });
+              at.push({ n, short: median(short), long: median(long), llamaLong: G ? median(llamaLong) : null, pairs: short.map((s, i) => s / long[i]!) });
             } finally {
               await engine.close();
             }
@@ -321,7 +321,7 @@ registerBench('decode', {
           // token at 128 (the context-growth figure below times the bare forward, whose
           // per-step tensors and lists cost a request's path does not pay), at each thread
           // count, the ratio kept at the count whose two tokens together cost least.
-          for (const e of at) log(`engine growth (${e.n} thread${e.n > 1 ? 's' : ''}): ${(1000 / e.short).toFixed(2)} ms a token at 128 tokens of context → ${(1000 / e.long).toFixed(2)} ms at 1,024 (×${(e.short / e.long).toFixed(2)}; each repetition's pair ${e.each})`);
+          for (const e of at) log(`engine growth (${e.n} thread${e.n > 1 ? 's' : ''}): ${(1000 / e.short).toFixed(2)} ms a token at 128 tokens of context → ${(1000 / e.long).toFixed(2)} ms at 1,024 (×${(e.short / e.long).toFixed(2)}; each repetition's pair ${e.pairs.map((p) => `×${p.toFixed(2)}`).join(', ')})`);
           const e = at.reduce((a, b) => (1 / b.short + 1 / b.long < 1 / a.short + 1 / a.long ? b : a));
           ratios[`engine_step1024_vs_step128_${type}`] = round2(e.short / e.long);
         }
