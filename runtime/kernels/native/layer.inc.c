@@ -167,7 +167,21 @@ static void attend_part(const float *qrow, const void *const *kc, const void *co
   }
 }
 
-/* A lone decode row split at key `split` (key_split) of its keys up to `end` (row_end), its two parts on two threads: part 0 into the row's output, part 1 into o1, each part's maxima and sums by head. */
+/*
+ * A lone decode row split at key `split` (key_split) of its keys up to `end` (row_end): a
+ * part per (KV head, half), part 2g + h being KV head g's heads over half h, taken by the
+ * pool's threads as they come free. Half 0 goes into the row's output, half 1 into o1, each
+ * half's maxima and sums by head, for merge_parts. Each part calls attend_part on the same
+ * heads and keys as the two halves over all heads did, so the same bits. Why six parts and
+ * not two (each half over all three KV heads): the two threads seldom finish a half
+ * together (the helper ran a half 8–12 % slower than the caller, and the box's noise moves
+ * either), and the caller waited out the difference in every layer; with six, the thread
+ * that finishes first takes the next KV head. Measured in one process (SmolLM2 Q4_1, two
+ * threads, the two ways alternated step by step at 128 and 1,024 tokens of context, TSC
+ * around the pool's call, ~8,000 calls at ~1,024 keys each way, three runs): 239 → 214,
+ * 209 → 199 and 258 → 234 k ticks a call (−5 to −10 %), and the step at 1,024 tokens
+ * 9.85 → 9.50, 8.42 → 8.01 ms (−4 to −5 %).
+ */
 typedef struct {
   const SeqAttention *seq;
   const float *q;
@@ -185,9 +199,10 @@ static void split_row_part(const void *job, int part) {
     atomic_store(&a->failed, 1);
     return;
   }
-  const KeyAt from = part == 0 ? (KeyAt){0, 0, 0} : key_at(rows, s->chunks, a->split);
-  attend_part(a->q, s->addresses, s->addresses + s->chunks, rows, s->chunks, s->S - 1, s->vis, a->H, a->KVf, a->D, scores, s->S, from, part == 0 ? a->split : a->end, 0, a->H,
-              part == 0 ? a->out : a->o1, a->mx + part * a->H, a->sum + part * a->H);
+  const int half = part & 1, G = a->H / (a->KVf & 0xffff), h0 = (part >> 1) * G;
+  const KeyAt from = half == 0 ? (KeyAt){0, 0, 0} : key_at(rows, s->chunks, a->split);
+  attend_part(a->q, s->addresses, s->addresses + s->chunks, rows, s->chunks, s->S - 1, s->vis, a->H, a->KVf, a->D, scores, s->S, from, half == 0 ? a->split : a->end, h0, h0 + G,
+              half == 0 ? a->out : a->o1, a->mx + half * a->H, a->sum + half * a->H);
 }
 
 /* The owner's scratch for a split row's second part and the parts' maxima, sums and weights (H·D + 6·H floats), grown as needed; NULL when out of memory. */
@@ -255,8 +270,8 @@ static const char *block_layer(uint8_t *m, const int32_t *p) {
    * that its 3 KV heads' 6 parts share two threads 3 + 3 instead of 2 + 1 (a 2,048-token
    * SmolLM2 prefill in 128-token chunks on two threads, builds alternated four times:
    * 5.3–6.9 → 4.3–5.7 s, medians ~5.6 → ~5.0). A lone decode row over SPLIT_KEYS keys or
-   * more runs its two key halves (key_split) on two threads instead of its 3 KV heads as 2 +
-   * 1 parts (1,024 keys: 53.1 → 43.6 µs in cache; a SmolLM2 Q4_1 decode step at 1,024 tokens
+   * more runs its two key halves (key_split) on two threads, now as a part per (KV head,
+   * half) (SplitRowJob), instead of its 3 KV heads as 2 + 1 parts (1,024 keys: 53.1 → 43.6 µs in cache; a SmolLM2 Q4_1 decode step at 1,024 tokens
    * of context over the step at 128, two threads, builds alternated eight times: ×1.29 →
    * ×1.25 (medians); at 3,072 tokens ×1.95 → ×1.70–1.80). The 2 + 1 parts had been 89 →
    * 58–67 µs. Measured and not kept (same bits): three jobs — scores by runs of keys,
@@ -302,7 +317,7 @@ static const char *block_layer(uint8_t *m, const int32_t *p) {
       if (o1 == NULL) return "block_layer: out of memory for the attention's split row";
       float *mx = o1 + qd, *sum = mx + 2 * H, *w = sum + 2 * H;
       SplitRowJob job = {.seq = seq_attention, .q = q, .out = attn, .o1 = o1, .mx = mx, .sum = sum, .H = H, .KVf = KVf, .D = D, .split = keys_split, .end = lone_end};
-      pool_run(split_row_part, &job, 2);
+      pool_run(split_row_part, &job, 2 * KV);
       if (atomic_load(&job.failed)) return "block_layer: out of memory for the attention's scores";
       merge_parts(H, D, attn, mx, sum, o1, mx + H, sum + H, attn, w, w + H);
     } else {
