@@ -172,15 +172,15 @@ static void attend_part(const float *qrow, const void *const *kc, const void *co
  * part per (KV head, half), part 2g + h being KV head g's heads over half h, taken by the
  * pool's threads as they come free. Half 0 goes into the row's output, half 1 into o1, each
  * half's maxima and sums by head, for merge_parts. Each part calls attend_part on the same
- * heads and keys as the two halves over all heads did, so the same bits. Why six parts and
- * not two (each half over all three KV heads): the two threads seldom finish a half
- * together (the helper ran a half 8–12 % slower than the caller, and the box's noise moves
- * either), and the caller waited out the difference in every layer; with six, the thread
- * that finishes first takes the next KV head. Measured in one process (SmolLM2 Q4_1, two
- * threads, the two ways alternated step by step at 128 and 1,024 tokens of context, TSC
- * around the pool's call, ~8,000 calls at ~1,024 keys each way, three runs): 239 → 214,
- * 209 → 199 and 258 → 234 k ticks a call (−5 to −10 %), and the step at 1,024 tokens
- * 9.85 → 9.50, 8.42 → 8.01 ms (−4 to −5 %).
+ * heads and keys as the two halves over all heads did, so the same bits. Why 2·KV parts
+ * (six for SmolLM2) and not two (each half over all the KV heads): the two threads seldom
+ * finish a half together (the helper ran a half 8–12 % slower than the caller, and the
+ * box's noise moves either), and the caller waited out the difference in every layer; with
+ * a part per KV head, the thread that finishes first takes the next one. Measured in one
+ * process (SmolLM2 Q4_1, two threads, the two ways alternated step by step at 128 and 1,024
+ * tokens of context, TSC around the pool's call, 4,500–9,900 calls at ~1,024 keys each way,
+ * three runs): 239 → 214, 209 → 199 and 258 → 234 k ticks a call (−5 to −10 %), and the
+ * step at 1,024 tokens 9.85 → 9.50, 8.42 → 8.01 ms (−4 to −5 %).
  */
 typedef struct {
   const SeqAttention *seq;
