@@ -187,6 +187,7 @@ typedef struct {
   const float *q;
   float *out, *o1, *mx, *sum;
   int H, KVf, D, split, end;
+  KeyAt second; /* key `split`'s chunk and row, found once for every half-1 part */
   _Atomic int failed;
 } SplitRowJob;
 
@@ -200,7 +201,7 @@ static void split_row_part(const void *job, int part) {
     return;
   }
   const int half = part & 1, G = a->H / (a->KVf & 0xffff), h0 = (part >> 1) * G;
-  const KeyAt from = half == 0 ? (KeyAt){0, 0, 0} : key_at(rows, s->chunks, a->split);
+  const KeyAt from = half == 0 ? (KeyAt){0, 0, 0} : a->second;
   attend_part(a->q, s->addresses, s->addresses + s->chunks, rows, s->chunks, s->S - 1, s->vis, a->H, a->KVf, a->D, scores, s->S, from, half == 0 ? a->split : a->end, h0, h0 + G,
               half == 0 ? a->out : a->o1, a->mx + half * a->H, a->sum + half * a->H);
 }
@@ -271,17 +272,18 @@ static const char *block_layer(uint8_t *m, const int32_t *p) {
    * SmolLM2 prefill in 128-token chunks on two threads, builds alternated four times:
    * 5.3–6.9 → 4.3–5.7 s, medians ~5.6 → ~5.0). A lone decode row over SPLIT_KEYS keys or
    * more runs its two key halves (key_split) on two threads, now as a part per (KV head,
-   * half) (SplitRowJob), instead of its 3 KV heads as 2 + 1 parts (1,024 keys: 53.1 → 43.6 µs in cache; a SmolLM2 Q4_1 decode step at 1,024 tokens
-   * of context over the step at 128, two threads, builds alternated eight times: ×1.29 →
-   * ×1.25 (medians); at 3,072 tokens ×1.95 → ×1.70–1.80). The 2 + 1 parts had been 89 →
-   * 58–67 µs. Measured and not kept (same bits): three jobs — scores by runs of keys,
-   * softmax per head, values by runs of values — 67 → 78 µs in cache and 70 → 108 out of it
-   * (each values part read V rows the other thread's scores pass had fetched); a part per
-   * head 91–105 (each head re-reads its KV head's rows); the third KV head's heads split 2 +
-   * 1 between the threads, ~5 %, within the noise. Asking for the next products' weights (o,
-   * gate, up: 0.5–4 MB) during a lone row's attention, so that memory streams while the
-   * attention computes, made the step at 1,024 tokens of context slower (×1.36 → ×1.40–1.58
-   * over the step at 128): it competes with the KV rows for L2. */
+   * half) (SplitRowJob), instead of its 3 KV heads as 2 + 1 parts (1,024 keys: 53.1 → 43.6
+   * µs in cache; a SmolLM2 Q4_1 decode step at 1,024 tokens of context over the step at
+   * 128, two threads, builds alternated eight times: ×1.29 → ×1.25 (medians); at 3,072
+   * tokens ×1.95 → ×1.70–1.80). The 2 + 1 parts had been 89 → 58–67 µs. Measured and not
+   * kept (same bits): three jobs — scores by runs of keys, softmax per head, values by runs
+   * of values — 67 → 78 µs in cache and 70 → 108 out of it (each values part read V rows
+   * the other thread's scores pass had fetched); a part per head 91–105 (each head re-reads
+   * its KV head's rows); the third KV head's heads split 2 + 1 between the threads, ~5 %,
+   * within the noise. Asking for the next products' weights (o, gate, up: 0.5–4 MB) during
+   * a lone row's attention, so that memory streams while the attention computes, made the
+   * step at 1,024 tokens of context slower (×1.36 → ×1.40–1.58 over the step at 128): it
+   * competes with the KV rows for L2. */
   float *attn = (float *)take16(&scratch, 4 * (size_t)T * qd);
   {
     uint8_t *tmp = take16(&scratch, 4 * (size_t)T * kvd);
@@ -316,7 +318,8 @@ static const char *block_layer(uint8_t *m, const int32_t *p) {
       float *o1 = split_scratch((size_t)qd + 6 * (size_t)H);
       if (o1 == NULL) return "block_layer: out of memory for the attention's split row";
       float *mx = o1 + qd, *sum = mx + 2 * H, *w = sum + 2 * H;
-      SplitRowJob job = {.seq = seq_attention, .q = q, .out = attn, .o1 = o1, .mx = mx, .sum = sum, .H = H, .KVf = KVf, .D = D, .split = keys_split, .end = lone_end};
+      SplitRowJob job = {.seq = seq_attention, .q = q, .out = attn, .o1 = o1, .mx = mx, .sum = sum, .H = H, .KVf = KVf, .D = D, .split = keys_split, .end = lone_end,
+                         .second = key_at(lone->table + 2 * lone->chunks, lone->chunks, keys_split)};
       pool_run(split_row_part, &job, 2 * KV);
       if (atomic_load(&job.failed)) return "block_layer: out of memory for the attention's scores";
       merge_parts(H, D, attn, mx, sum, o1, mx + H, sum + H, attn, w, w + H);
