@@ -127,21 +127,24 @@ describe('native kernels', () => {
 
   // Shapes that take every path of the native attention: 8-value passes of 4, 3, 2 and 1
   // vectors (by heads per KV head), a 4-value tail (D 12, 20), head groups split over calls
-  // (5 heads per KV head: 4, then 1), f32 and f16 chunks, decode rows and a tree mask.
+  // (5 heads per KV head: 4, then 1), f32 and f16 chunks, decode rows and a tree mask; rows
+  // over SPLIT_KEYS keys or more (two parts merged, the softmax's four-vector passes in each).
   const attentionCases = [
     { H: 9, KV: 3, D: 64, n: 4 },
     { H: 9, KV: 3, D: 64, n: 1 },
+    { H: 9, KV: 3, D: 64, n: 1, long: 301 },
+    { H: 4, KV: 2, D: 32, n: 4, long: 259 },
     { H: 8, KV: 2, D: 12, n: 4 },
     { H: 16, KV: 4, D: 64, n: 4 },
     { H: 5, KV: 5, D: 8, n: 1 },
     { H: 10, KV: 2, D: 20, n: 4 },
     { H: 4, KV: 2, D: 32, n: 1 },
   ].flatMap((c) => (['f32', 'f16', 'q8'] as const).map((kv) => ({ ...c, kv })));
-  it.runIf(addon !== null).each(attentionCases)('attend with the wasm build\'s bits (%o; uneven chunks, key weights of the last row)', ({ H, KV, D, n, kv }) => {
+  it.runIf(addon !== null).each(attentionCases)('attend with the wasm build\'s bits (%o; uneven chunks, key weights of the last row)', ({ H, KV, D, n, kv, long }) => {
     const wasm = new MatmulKernels({ native: false });
     const native = new MatmulKernels();
     expect(native.native).toBe(true);
-    const sizes = [16, 16, 1, 1, 7, 16, 3, 1, n];
+    const sizes = [...(long ? [long] : []), 16, 16, 1, 1, 7, 16, 3, 1, n];
     const S = sizes.reduce((a, b) => a + b, 0);
     const k = randn(S * KV * D, 101, 0.5);
     const v = randn(S * KV * D, 102);
