@@ -273,7 +273,7 @@ registerBench('decode', {
         if (file) llama = await openLlamaCpp(file, { threads, sequences: wantBatch ? 16 : 1, contextSize: 1100 });
         if (file && best) llama1 = await openLlamaCpp(file, { threads: 1, sequences: wantBatch ? 16 : 1, contextSize: 1100 });
         if (best) kernels.setThreads(1);
-        log(`decode: ${type}: loaded ${file ?? 'random model'} in ${((performance.now() - t) / 1000).toFixed(1)} s (backend ${backend}, blocks ${prepareModel(model).blocks !== null}, kernels ${(kernelsBuild = kernelBuild(kernels))}, threads ${threads} on each side)`);
+        log(`decode: ${type}: loaded ${file ?? 'random model'} in ${((performance.now() - t) / 1000).toFixed(1)} s (backend ${backend}, blocks ${prepareModel(model).blocks !== null}, kernels ${(kernelsBuild = kernelBuild(kernels))}, huge pages ${kernels.hugePages ? 'on' : 'off'}, threads ${threads} on each side)`);
         const vocab = model.config.vocabSize;
         const p128 = promptIds(128, vocab);
         const L = llama;

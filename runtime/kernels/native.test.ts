@@ -1,5 +1,5 @@
 import { execFileSync } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { Worker } from 'node:worker_threads';
 import { describe, expect, it } from 'vitest';
 import { mulberry32 } from '../model/random.js';
@@ -25,10 +25,50 @@ const addon = nativeKernels();
 const expected = process.arch === 'x64' && process.env.SKEIN_NATIVE !== '0' && hasCompiler() && relaxedModule() !== null;
 if (addon === null) console.warn(`native kernels not tested: ${existsSync(NATIVE_ADDON) ? 'this CPU lacks AVX2 or the addon did not load' : 'not built (npm run build:native)'}`);
 
+/** Whether this Linux kernel gives transparent huge pages to regions that ask (enabled: [always] or [madvise]). */
+function hugePagesOffered(): boolean {
+  try {
+    return !readFileSync('/sys/kernel/mm/transparent_hugepage/enabled', 'utf8').includes('[never]');
+  } catch {
+    return false;
+  }
+}
+
+/** Sizes (bytes) of this process's mappings whose flags carry `hg` (MADV_HUGEPAGE). */
+function hugePageMappings(): number[] {
+  const sizes: number[] = [];
+  let size = 0;
+  for (const line of readFileSync('/proc/self/smaps', 'utf8').split('\n')) {
+    const range = /^([0-9a-f]+)-([0-9a-f]+) /.exec(line);
+    if (range) size = parseInt(range[2]!, 16) - parseInt(range[1]!, 16);
+    else if (line.startsWith('VmFlags:') && line.split(/\s+/).includes('hg')) sizes.push(size);
+  }
+  return sizes;
+}
+
 describe('native kernels', () => {
   it.runIf(expected)('are built by the install where a C compiler and x86-64 are (npm run build:native)', () => {
     expect(existsSync(NATIVE_ADDON), `${NATIVE_ADDON} missing`).toBe(true);
     expect(new MatmulKernels().native).toBe(true);
+  });
+
+  it.runIf(addon !== null && addon.huge_pages !== undefined && hugePagesOffered())('ask for huge pages for the kernels\' memory, grown in whole 2 MiB pages, unless told not to', () => {
+    const before = hugePageMappings().length;
+    const m = quantizeMatrix(randn(1024 * 4096, 81, 0.05), 1024, 4096, 'q8_0');
+    const off = new MatmulKernels({ hugePages: false });
+    off.upload(m);
+    expect(off.hugePages).toBe(false);
+    expect(hugePageMappings().length).toBe(before);
+    const on = new MatmulKernels();
+    const w = on.upload(m);
+    expect(on.hugePages).toBe(true);
+    // The weight's 4+ MiB lie in one mapping marked for huge pages, a whole number of them long.
+    const marked = hugePageMappings();
+    expect(marked.length).toBeGreaterThan(before);
+    expect(Math.max(...marked)).toBeGreaterThanOrEqual(4 * 1024 * 1024);
+    expect(marked.every((bytes) => bytes % (2 * 1024 * 1024) === 0)).toBe(true);
+    const x = randn(2 * 4096, 82);
+    expect(Array.from(on.matmul(w, x, 2))).toEqual(Array.from(off.matmul(off.upload(m), x, 2)));
   });
 
   it.runIf(addon !== null)('quantize activations to the wasm build\'s bytes (ties, zero blocks, saturated and tiny values)', () => {

@@ -17,6 +17,8 @@ export interface NativeKernels {
   supported(): boolean;
   /** Registers a shared wasm memory (a Uint8Array over all of it) and returns its id. */
   register(view: Uint8Array): number;
+  /** Marks the first `bytes` of a registered memory for transparent huge pages (Linux madvise); whether the OS took it. Absent from addons built before it. */
+  huge_pages?(id: number, bytes: number): boolean;
   /** A file's Q4_0 / Q4_1 / Q8_0 rows at src into the addon's x4h groups at dst (x4hBytes of them): matmul.c's x4 groups with f16 scales, Q8_0's quants ordered for 8-bit products. */
   repack_x4h(id: number, type: number, src: number, rows: number, cols: number, dst: number): void;
   /** matmul_x4r on x4h groups: Q4_0, Q4_1, and Q8_0 on the same int8 activations (quantize_rows_r8). */
