@@ -503,7 +503,9 @@ export class MatmulKernels {
 
   private readonly interleave: boolean;
   /** attention's runs of chunks (reused: one call per layer per step). */
+  /** runsOf's runs: the first runCount are the last call's; the objects are reused from call to call (a decode step at 1,024 tokens of context made ~3,800 of them). */
   private readonly runs: { k: number; v: number; rows: number; kStride: number; vStride: number }[] = [];
+  private runCount = 0;
   /** Freed stored chunks by their size (storedBytes), for reuse. */
   private readonly freeChunks = new Map<number, number[]>();
   /** Size of every live stored chunk, by offset. */
@@ -1086,10 +1088,10 @@ export class MatmulKernels {
       const seqWords: number[] = [];
       op.seqs.forEach((s, i) => {
         this.runsOf(s.keys, s.values, s.n, s.visible, op.shape, out[l]!.kChunks[i], out[l]!.vChunks[i]);
-        const table = take(20 * this.runs.length);
+        const table = take(20 * this.runCount);
         this.ensure(at);
         this.writeTable(table);
-        seqWords.push(s.n, this.runs.length, table, once(s.visible), out[l]!.kChunks[i]!.offset, out[l]!.vChunks[i]!.offset);
+        seqWords.push(s.n, this.runCount, table, once(s.visible), out[l]!.kChunks[i]!.offset, out[l]!.vChunks[i]!.offset);
       });
       // layer.inc.c's scratch (16-byte steps): normed rows, q, the parts' outputs, attention's output, the store's f32
       // rows, the MLP's rows; besides them one product's int8 activations at a time (attention's scores are each
@@ -1301,7 +1303,7 @@ export class MatmulKernels {
     const qd = H * D;
     if (q.length !== n * qd) throw new RangeError(`attention: shapes disagree (q ${q.length}, n ${n})`);
     const { S, P, kv } = this.runsOf(keys, values, n, visible, shape);
-    const chunks = this.runs.length;
+    const chunks = this.runCount;
     const qOff = this.top;
     const tableOff = align16(qOff + 4 * n * qd); // kc | vc | rows | key strides | value strides, int32 each
     const visOff = align16(tableOff + 20 * chunks);
@@ -1356,23 +1358,32 @@ export class MatmulKernels {
     if (P < 0 || !rowsAgree || visible.length !== n * n) throw new RangeError(`attention: shapes disagree (${S} keys, n ${n})`);
     const rowBytes = kvRowBytes(D, kv);
     const runs = this.runs;
-    runs.length = 0;
+    let used = 0;
     for (let c = 0; c < count; c++) {
       const k = keyAt(c);
       const v = valueAt(c);
-      const last = runs.at(-1);
+      const last = used > 0 ? runs[used - 1]! : undefined;
       const ks = k.stride ?? k.rows;
       const vs = v.stride ?? v.rows;
       if (last !== undefined && last.kStride === ks && last.vStride === vs && k.offset === last.k + last.rows * rowBytes && v.offset === last.v + last.rows * rowBytes) last.rows += k.rows;
-      else runs.push({ k: k.offset, v: v.offset, rows: k.rows, kStride: ks, vStride: vs });
+      else {
+        const run = runs[used] ?? (runs[used] = { k: 0, v: 0, rows: 0, kStride: 0, vStride: 0 });
+        run.k = k.offset;
+        run.v = v.offset;
+        run.rows = k.rows;
+        run.kStride = ks;
+        run.vStride = vs;
+        used++;
+      }
     }
+    this.runCount = used;
     return { S, P, kv };
   }
 
   /** `this.runs` as the attention kernel's chunk table at `at`: kc | vc | rows | key strides | value strides, int32 each. */
   private writeTable(at: number): void {
     const runs = this.runs;
-    const chunks = runs.length;
+    const chunks = this.runCount;
     const table = new Int32Array(this.memory.buffer, at, 5 * chunks);
     for (let c = 0; c < chunks; c++) {
       const r = runs[c]!;

@@ -129,6 +129,42 @@ describe('KvMirror', () => {
     expect(kernels.storedBytes).toBe(0);
   });
 
+  it('grows a list handed out in an earlier forward call in place, and never one handed out in the same call', () => {
+    const kernels = new MatmulKernels();
+    const KV = 2, w = 8;
+    const mirror = new KvMirror(kernels, KV);
+    const block = (rows: number, seed: number) => tf.tensor2d(Float32Array.from({ length: rows * w }, (_, i) => seed + i / 16), [rows, w]);
+    const expectOwn = (list: tf.Tensor2D[], got: readonly unknown[]) => {
+      expect(got.length).toBe(list.length);
+      list.forEach((t, i) => expect(got[i]).toBe(mirror.chunk(t)));
+    };
+    const prefix = [block(4, 0), block(1, 1)];
+    mirror.sweepIfDue();
+    const first = mirror.layerChunks(prefix);
+    // The same call: a fork's longer list must not change the array the shorter one was given.
+    const fork = [...prefix, block(1, 2)];
+    const forked = mirror.layerChunks(fork);
+    expect(forked).not.toBe(first);
+    expectOwn(prefix, first);
+    expectOwn(fork, forked);
+    // The next call: the last list's arrays grow in place (no copy), and still read right.
+    mirror.sweepIfDue();
+    const next = [...fork, block(1, 3)];
+    const grown = mirror.layerChunks(next);
+    expect(grown).toBe(forked);
+    expectOwn(next, grown);
+    // The caller's array changed in place since: not a prefix any more, so a fresh list.
+    mirror.sweepIfDue();
+    const swapped = block(1, 4);
+    next[2] = swapped;
+    const again = mirror.layerChunks(next);
+    expect(again).not.toBe(grown);
+    expectOwn(next, again);
+    tf.dispose([...fork, next[3]!, swapped]);
+    mirror.sweep();
+    expect(mirror.size).toBe(0);
+  });
+
   it('joins eight blocks that arrive over several steps, as when the list came whole', () => {
     const kernels = new MatmulKernels();
     const KV = 2, w = 8;
