@@ -502,8 +502,7 @@ export class MatmulKernels {
   private top: number;
 
   private readonly interleave: boolean;
-  /** attention's runs of chunks (reused: one call per layer per step). */
-  /** runsOf's runs: the first runCount are the last call's; the objects are reused from call to call (a decode step at 1,024 tokens of context made ~3,800 of them). */
+  /** attention's runs of chunks (runsOf): the first runCount are the last call's; the objects are reused from call to call (a decode step at 1,024 tokens of context made ~3,800 of them). */
   private readonly runs: { k: number; v: number; rows: number; kStride: number; vStride: number }[] = [];
   private runCount = 0;
   /** Freed stored chunks by their size (storedBytes), for reuse. */

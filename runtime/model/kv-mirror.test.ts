@@ -9,6 +9,19 @@ beforeAll(async () => {
   await initBackend();
 });
 
+/** A mirror over 2 KV heads of width-8 rows, blocks of seeded rows, and a check that a list's copies are its own tensors'. */
+function listFixture() {
+  const kernels = new MatmulKernels();
+  const KV = 2, w = 8;
+  const mirror = new KvMirror(kernels, KV);
+  const block = (rows: number, seed: number) => tf.tensor2d(Float32Array.from({ length: rows * w }, (_, i) => seed + i / 16), [rows, w]);
+  const expectOwn = (list: tf.Tensor2D[], got: readonly unknown[]) => {
+    expect(got.length).toBe(list.length);
+    list.forEach((t, i) => expect(got[i]).toBe(mirror.chunk(t)));
+  };
+  return { kernels, mirror, w, block, expectOwn };
+}
+
 describe('KvMirror', () => {
   it('copies a chunk once, keeps its rows readable in kernel memory, and frees it after the tensor is disposed', () => {
     const kernels = new MatmulKernels();
@@ -94,14 +107,7 @@ describe('KvMirror', () => {
   });
 
   it('gives a list the copies of its own tensors step after step: lists grown, changed in place, and lists whose blocks were joined since', () => {
-    const kernels = new MatmulKernels();
-    const KV = 2, w = 8;
-    const mirror = new KvMirror(kernels, KV);
-    const block = (rows: number, seed: number) => tf.tensor2d(Float32Array.from({ length: rows * w }, (_, i) => seed + i / 16), [rows, w]);
-    const expectOwn = (list: tf.Tensor2D[], got: readonly unknown[]) => {
-      expect(got.length).toBe(list.length);
-      list.forEach((t, i) => expect(got[i]).toBe(mirror.chunk(t)));
-    };
+    const { kernels, mirror, w, block, expectOwn } = listFixture();
     // A step's list, then the next step's: the same blocks and one more row.
     const list = [block(4, 0), block(1, 1)];
     expectOwn(list, mirror.layerChunks(list));
@@ -130,14 +136,7 @@ describe('KvMirror', () => {
   });
 
   it('grows a list handed out in an earlier forward call in place, and never one handed out in the same call', () => {
-    const kernels = new MatmulKernels();
-    const KV = 2, w = 8;
-    const mirror = new KvMirror(kernels, KV);
-    const block = (rows: number, seed: number) => tf.tensor2d(Float32Array.from({ length: rows * w }, (_, i) => seed + i / 16), [rows, w]);
-    const expectOwn = (list: tf.Tensor2D[], got: readonly unknown[]) => {
-      expect(got.length).toBe(list.length);
-      list.forEach((t, i) => expect(got[i]).toBe(mirror.chunk(t)));
-    };
+    const { mirror, block, expectOwn } = listFixture();
     const prefix = [block(4, 0), block(1, 1)];
     mirror.sweepIfDue();
     const first = mirror.layerChunks(prefix);
@@ -166,10 +165,7 @@ describe('KvMirror', () => {
   });
 
   it('joins eight blocks that arrive over several steps, as when the list came whole', () => {
-    const kernels = new MatmulKernels();
-    const KV = 2, w = 8;
-    const mirror = new KvMirror(kernels, KV);
-    const block = (rows: number, seed: number) => tf.tensor2d(Float32Array.from({ length: rows * w }, (_, i) => seed + i / 16), [rows, w]);
+    const { kernels, mirror, block } = listFixture();
     // A one-row chunk, then seven blocks a step apart: no run of eight yet.
     const list = [block(1, 0)];
     for (let b = 0; b < 7; b++) {

@@ -431,53 +431,43 @@ WIDE void pv(const float *const *sp, const float *inv, const void *const *vc, in
 }
 #undef PV_PASS
 
-/* exp_f32x4's operations on eight lanes (each lane's bits equal exp_f32's: wasm-sse.h's mapping, 256 bits wide). */
-WIDE __m256 exp_f32x8(__m256 x) {
-  x = _mm256_min_ps(x, _mm256_set1_ps(87.f));
-  x = _mm256_max_ps(x, _mm256_set1_ps(-87.f));
-  const __m256 fn = _mm256_mul_ps(x, _mm256_set1_ps(1.44269504089f));
-  const __m256 half = _mm256_blendv_ps(_mm256_set1_ps(0.5f), _mm256_set1_ps(-0.5f), _mm256_cmp_ps(fn, _mm256_setzero_ps(), _CMP_LT_OQ));
-  const __m256i n = _mm256_cvttps_epi32(_mm256_add_ps(fn, half));
-  const __m256 nf = _mm256_cvtepi32_ps(n);
-  const __m256 r = _mm256_sub_ps(_mm256_sub_ps(x, _mm256_mul_ps(nf, _mm256_set1_ps(0.693145751953125f))), _mm256_mul_ps(nf, _mm256_set1_ps(1.428606765330187e-06f)));
-  __m256 p = _mm256_add_ps(_mm256_set1_ps(1.f / 120), _mm256_mul_ps(r, _mm256_set1_ps(1.f / 720)));
-  p = _mm256_add_ps(_mm256_set1_ps(1.f / 24), _mm256_mul_ps(r, p));
-  p = _mm256_add_ps(_mm256_set1_ps(1.f / 6), _mm256_mul_ps(r, p));
-  p = _mm256_add_ps(_mm256_set1_ps(0.5f), _mm256_mul_ps(r, p));
-  p = _mm256_add_ps(_mm256_set1_ps(1.f), _mm256_mul_ps(r, p));
-  p = _mm256_add_ps(_mm256_set1_ps(1.f), _mm256_mul_ps(r, p));
-  return _mm256_mul_ps(p, _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(n, _mm256_set1_epi32(127)), 23)));
-}
 /*
- * exp_f32x8 on EXP_WAYS vectors at once, step by step across them: each lane's operations
- * and their order are exp_f32x8's, so the same bits (native.test.ts). One exp is a chain
- * of ~20 dependent steps (the polynomial alone twelve), and a CPU profile of decode steps at
- * 1,024 tokens of context put most of softmax_heads' samples on that chain's adds, one
- * vector a loop pass. Measured: a decode row over 1,024 f16 keys in cache, one thread
+ * exp_f32x4's operations on eight lanes (each lane's bits equal exp_f32's: wasm-sse.h's
+ * mapping, 256 bits wide), on `ways` (≤ EXP_WAYS) vectors at once, step by step across them
+ * — each lane's operations and their order are the same however many, so the same bits
+ * (native.test.ts). One exp is a chain of ~20 dependent steps (the polynomial alone
+ * twelve), and a CPU profile of decode steps at 1,024 tokens of context put most of
+ * softmax_heads' samples on that chain's adds, one vector a loop pass; softmax_heads now
+ * takes EXP_WAYS at a time. Measured: a decode row over 1,024 f16 keys in cache, one thread
  * (scratch/attmicro.ts, the builds alternated seven times, each the least of 7 × 2,000
  * calls), median 73.6 → 71.5 µs; softmax_heads was ~16 % of the split row's samples.
  */
 #define EXP_WAYS 4
-WIDE void exp_f32x8_ways(__m256 *x) {
+WIDE void exp_f32x8_ways(__m256 *x, int ways) {
   __m256 r[EXP_WAYS], p[EXP_WAYS];
   __m256i n[EXP_WAYS];
-  for (int e = 0; e < EXP_WAYS; e++) {
+  for (int e = 0; e < ways; e++) {
     x[e] = _mm256_max_ps(_mm256_min_ps(x[e], _mm256_set1_ps(87.f)), _mm256_set1_ps(-87.f));
     const __m256 fn = _mm256_mul_ps(x[e], _mm256_set1_ps(1.44269504089f));
     const __m256 half = _mm256_blendv_ps(_mm256_set1_ps(0.5f), _mm256_set1_ps(-0.5f), _mm256_cmp_ps(fn, _mm256_setzero_ps(), _CMP_LT_OQ));
     n[e] = _mm256_cvttps_epi32(_mm256_add_ps(fn, half));
   }
-  for (int e = 0; e < EXP_WAYS; e++) {
+  for (int e = 0; e < ways; e++) {
     const __m256 nf = _mm256_cvtepi32_ps(n[e]);
     r[e] = _mm256_sub_ps(_mm256_sub_ps(x[e], _mm256_mul_ps(nf, _mm256_set1_ps(0.693145751953125f))), _mm256_mul_ps(nf, _mm256_set1_ps(1.428606765330187e-06f)));
     p[e] = _mm256_add_ps(_mm256_set1_ps(1.f / 120), _mm256_mul_ps(r[e], _mm256_set1_ps(1.f / 720)));
   }
-  for (int e = 0; e < EXP_WAYS; e++) p[e] = _mm256_add_ps(_mm256_set1_ps(1.f / 24), _mm256_mul_ps(r[e], p[e]));
-  for (int e = 0; e < EXP_WAYS; e++) p[e] = _mm256_add_ps(_mm256_set1_ps(1.f / 6), _mm256_mul_ps(r[e], p[e]));
-  for (int e = 0; e < EXP_WAYS; e++) p[e] = _mm256_add_ps(_mm256_set1_ps(0.5f), _mm256_mul_ps(r[e], p[e]));
-  for (int e = 0; e < EXP_WAYS; e++) p[e] = _mm256_add_ps(_mm256_set1_ps(1.f), _mm256_mul_ps(r[e], p[e]));
-  for (int e = 0; e < EXP_WAYS; e++) p[e] = _mm256_add_ps(_mm256_set1_ps(1.f), _mm256_mul_ps(r[e], p[e]));
-  for (int e = 0; e < EXP_WAYS; e++) x[e] = _mm256_mul_ps(p[e], _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(n[e], _mm256_set1_epi32(127)), 23)));
+  for (int e = 0; e < ways; e++) p[e] = _mm256_add_ps(_mm256_set1_ps(1.f / 24), _mm256_mul_ps(r[e], p[e]));
+  for (int e = 0; e < ways; e++) p[e] = _mm256_add_ps(_mm256_set1_ps(1.f / 6), _mm256_mul_ps(r[e], p[e]));
+  for (int e = 0; e < ways; e++) p[e] = _mm256_add_ps(_mm256_set1_ps(0.5f), _mm256_mul_ps(r[e], p[e]));
+  for (int e = 0; e < ways; e++) p[e] = _mm256_add_ps(_mm256_set1_ps(1.f), _mm256_mul_ps(r[e], p[e]));
+  for (int e = 0; e < ways; e++) p[e] = _mm256_add_ps(_mm256_set1_ps(1.f), _mm256_mul_ps(r[e], p[e]));
+  for (int e = 0; e < ways; e++) x[e] = _mm256_mul_ps(p[e], _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(n[e], _mm256_set1_epi32(127)), 23)));
+}
+
+WIDE __m256 exp_f32x8(__m256 x) {
+  exp_f32x8_ways(&x, 1);
+  return x;
 }
 
 /*
@@ -730,7 +720,7 @@ __attribute__((target("avx2,f16c"))) static void softmax_heads(float *scores, in
     for (const int cached = end < P ? end : P; j + 8 * EXP_WAYS <= cached; j += 8 * EXP_WAYS) {
       __m256 x[EXP_WAYS];
       for (int e = 0; e < EXP_WAYS; e++) x[e] = _mm256_sub_ps(_mm256_loadu_ps(sa + j + 8 * e), m);
-      exp_f32x8_ways(x);
+      exp_f32x8_ways(x, EXP_WAYS);
       for (int e = 0; e < EXP_WAYS; e++) _mm256_storeu_ps(sa + j + 8 * e, x[e]);
     }
     while (j < end) {
