@@ -279,6 +279,28 @@ static inline __attribute__((always_inline)) v128_t kv4(const void *base, size_t
 /* Element offset of row r of KV head g in a chunk of `rows` rows stored head by head. */
 static inline size_t kv_at(int g, int rows, int r, int D) { return ((size_t)g * rows + r) * D; }
 
+/*
+ * Where key r of a run lies (element offset from the run's start, kc[c]; negative when the
+ * run starts inside a group) and `*m`, the elements from one of its four-value pieces to
+ * the next. Keys stored by rows (kf < 0: values, f32 and q8 keys) keep a KV head's D values
+ * of a row side by side (m = 1). Grouped keys (kf ≥ 0: the run's first row in its stored
+ * chunk; MatmulKernels.store's f16 keys) lie in groups of four rows from the stored chunk's
+ * first, the rows' pieces side by side — values d..d+3 of rows R..R+3, then d+4..d+7 of
+ * them — and a last group of fewer rows the same way (m = its rows; one row: as by rows).
+ * Two keys' pieces are then eight values in a row, widened in one conversion (native qk4).
+ */
+static inline ptrdiff_t key_offset(int g, int stride, int kf, int r, int D, int *m) {
+  if (kf < 0) {
+    *m = 1;
+    return ((ptrdiff_t)g * stride + r) * D;
+  }
+  const int R = kf + r, g0 = R & ~3, left = stride - g0;
+  *m = left < 4 ? left : 4;
+  return ((ptrdiff_t)g * stride + g0 - kf) * D + (ptrdiff_t)(R - g0) * 4;
+}
+
+static inline const void *key_piece0(const void *base, int f16, ptrdiff_t at) { return f16 ? (const void *)((const uint16_t *)base + at) : (const void *)((const float *)base + at); }
+
 static inline int seen(const uint8_t *vi, int P, int j) { return j < P || vi[j - P]; }
 
 /* Key j's place in the chunks: chunk c, row r (c = chunks when j is the key count). */
@@ -370,17 +392,17 @@ static inline __attribute__((always_inline)) void softmax_heads(float *scores, i
 /* (The native build brings 256-bit versions of qk4, pv and softmax_heads with the same lanes: native/kernels.c.) */
 /*
  * Scores of NH query heads (a constant once inlined) against four consecutive keys whose
- * rows are at kr[0..3] (in one chunk or across chunks): head a's four scores go to scores[a·S ..], and their maximum
+ * first pieces are at kp[0..3], each next piece km[e] elements on (key_offset; in one chunk or across chunks): head a's four scores go to scores[a·S ..], and their maximum
  * into mxv[a]. Each key's dot product runs in four lanes over D and one transpose sums
  * the lanes in hsum_f32's order ((l0 + l1) + l2) + l3 — the bits a key gets alone. The
  * key rows are loaded once for all heads.
  */
-static inline __attribute__((always_inline)) void qk4(const float *const *qh, const void *const *kb, const size_t *ko, int f16, int D, int NH, float *scores, int S, v128_t *mxv) {
+static inline __attribute__((always_inline)) void qk4(const float *const *qh, const void *const *kp, const int *km, int f16, int D, int NH, float *scores, int S, v128_t *mxv) {
   v128_t s[HEADS_AT_ONCE][4];
   for (int a = 0; a < NH; a++) s[a][0] = s[a][1] = s[a][2] = s[a][3] = wasm_f32x4_splat(0.f);
   for (int d = 0; d < D; d += 4) {
-    const v128_t k0v = kv4(kb[0], ko[0] + d, f16), k1v = kv4(kb[1], ko[1] + d, f16);
-    const v128_t k2v = kv4(kb[2], ko[2] + d, f16), k3v = kv4(kb[3], ko[3] + d, f16);
+    const v128_t k0v = kv4(kp[0], (size_t)d * km[0], f16), k1v = kv4(kp[1], (size_t)d * km[1], f16);
+    const v128_t k2v = kv4(kp[2], (size_t)d * km[2], f16), k3v = kv4(kp[3], (size_t)d * km[3], f16);
     for (int a = 0; a < NH; a++) {
       const v128_t qv = wasm_v128_load(qh[a] + d);
       s[a][0] = wasm_f32x4_add(s[a][0], wasm_f32x4_mul(qv, k0v));
@@ -736,23 +758,24 @@ static inline __attribute__((always_inline)) void attend_keys(const float *const
 #endif
   for (int c = at.c, r = at.r, j = at.j; j < end;) {
     while (r >= rows[c]) c++, r = 0;
-    if (j + 4 <= end && seen4(vi, P, j)) {
+    /* Grouped keys: one at a time up to a group's first row, so that four keys at a time are one group (native qk4 reads its pieces in pairs). */
+    const int kf = rows[3 * chunks + c], lead = kf < 0 ? 0 : -(kf + r) & 3;
+    if (j + 4 <= end && (lead == 0 || r + lead >= rows[c]) && seen4(vi, P, j)) {
 #ifdef KV_PREFETCH
       for (int e = 0; e < 4; e++) prefetch_key(&ahead, kc, vc, rows, chunks, g, D, f16);
 #endif
-      const void *kb[4];
-      size_t ko[4];
+      const void *kp[4];
+      int km[4];
       for (int e = 0; e < 4; e++) {
         while (r >= rows[c]) c++, r = 0;
-        kb[e] = kc[c];
-        ko[e] = kv_at(g, rows[chunks + c], r, D);
+        kp[e] = key_piece0(kc[c], f16, key_offset(g, rows[chunks + c], rows[3 * chunks + c], r, D, km + e));
         r++;
       }
       switch (nh) {
-        case 4: qk4(qh, kb, ko, f16, D, 4, scores + j, S, mxv); break;
-        case 3: qk4(qh, kb, ko, f16, D, 3, scores + j, S, mxv); break;
-        case 2: qk4(qh, kb, ko, f16, D, 2, scores + j, S, mxv); break;
-        default: qk4(qh, kb, ko, f16, D, 1, scores + j, S, mxv); break;
+        case 4: qk4(qh, kp, km, f16, D, 4, scores + j, S, mxv); break;
+        case 3: qk4(qh, kp, km, f16, D, 3, scores + j, S, mxv); break;
+        case 2: qk4(qh, kp, km, f16, D, 2, scores + j, S, mxv); break;
+        default: qk4(qh, kp, km, f16, D, 1, scores + j, S, mxv); break;
       }
       j += 4;
       continue;
@@ -761,10 +784,11 @@ static inline __attribute__((always_inline)) void attend_keys(const float *const
     prefetch_key(&ahead, kc, vc, rows, chunks, g, D, f16);
 #endif
     if (seen(vi, P, j)) {
-      const size_t kj = kv_at(g, rows[chunks + c], r, D);
+      int m;
+      const void *kj = key_piece0(kc[c], f16, key_offset(g, rows[chunks + c], kf, r, D, &m));
       for (int a = 0; a < nh; a++) {
         v128_t sv = wasm_f32x4_splat(0.f);
-        for (int d = 0; d < D; d += 4) sv = wasm_f32x4_add(sv, wasm_f32x4_mul(wasm_v128_load(qh[a] + d), kv4(kc[c], kj + d, f16)));
+        for (int d = 0; d < D; d += 4) sv = wasm_f32x4_add(sv, wasm_f32x4_mul(wasm_v128_load(qh[a] + d), kv4(kj, (size_t)d * m, f16)));
         float sc = hsum_f32(sv);
         scores[(size_t)a * S + j] = sc;
         if (sc > mx[a]) mx[a] = sc;
@@ -869,7 +893,8 @@ static void attention_rows(const float *q, const void *const *kc, const void *co
  *   the keys and of the values following the row counts in the same table (rows[chunks + c]
  *   and rows[2·chunks + c]): a chunk's own row count, or a longer stored chunk's when it is a
  *   view of some of its rows (MatmulKernels.view: a prompt's KV cut into the cache's
- *   blocks). So each
+ *   blocks); then rows[3·chunks + c]: −1, or for keys stored in groups of four rows the
+ *   run's first row in its stored chunk (key_offset). So each
  *   head's keys and values are read as one sequential run per chunk, which the hardware
  *   prefetches; rows as the cache holds them (KV·D floats each, a head's D of them every
  *   KV·D) made a decode step's reads strided, and a layer's attention at ~160 keys took

@@ -36,6 +36,7 @@
  * SIMD ops (unpack, 4 pmaddwd, adds) against ~50 for widen-to-f32 + mul + add (no FMA in
  * SIMD128); the f32 path is kept for F32/F16 weights only, where it is exact.
  */
+#include <stddef.h>
 #include <stdint.h>
 #include <wasm_simd128.h>
 

@@ -5,7 +5,8 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { mulberry32 } from '../model/random.js';
 import { dequantizeMatrix, floatToHalf, halfToFloat, permuteRows, quantizeMatrix, type BlockType } from './blocks.js';
-import { MatmulKernels, relaxedModule, type KvType } from './matmul.js';
+import { MatmulKernels, relaxedModule, type KernelChunk, type KvType } from './matmul.js';
+import { nativeKernels } from './native.js';
 
 function randn(n: number, seed: number, scale = 1): Float32Array {
   const rng = mulberry32(seed);
@@ -548,6 +549,53 @@ describe('attention kernel', () => {
       expect(Array.from(kernels.readChunk(kernels.view(kWhole, 16, 16, D), KV * D))).toEqual(Array.from(kernels.readChunk(store(k, 16, 32), KV * D)));
       expect(() => kernels.free(kernels.view(kWhole, 0, 16, D))).toThrow(/view/);
       expect(() => kernels.view(kWhole, 20, 16, D)).toThrow(RangeError);
+    }
+  });
+
+  it('reads f16 keys kept in groups of four rows with the bits of keys kept by rows: whole groups, partial ones, views from any row, joins, prefill tiles, split rows, wasm and native', () => {
+    const H = 9, KV = 3, D = 64, P = 300, n = 9;
+    const S = P + n;
+    const shape = { heads: H, kvHeads: KV, headDim: D };
+    const q = randn(n * H * D, 91, 0.5);
+    const k = randn(S * KV * D, 92, 0.5);
+    const v = randn(S * KV * D, 93);
+    const causal = Uint8Array.from({ length: n * n }, (_, x) => (x % n <= Math.floor(x / n) ? 1 : 0));
+    for (const native of [true, false]) {
+      const kernels = new MatmulKernels({ native });
+      expect(kernels.native).toBe(native && nativeKernels() !== null); // (the native kernels refuse to run where they disagree with the wasm ones)
+      const store = (x: Float32Array, a: number, b: number, keys: boolean) => kernels.store(x.subarray(a * KV * D, b * KV * D), b - a, KV, 'f16', keys);
+      const cut = (x: Float32Array, sizes: number[], keys: boolean) => {
+        let at = 0;
+        return sizes.map((m) => store(x, at, (at += m), keys));
+      };
+      // The values cut as the keys are (attention reads a key's chunk and its value's together), by rows.
+      const call = (keys: KernelChunk[]) => kernels.attention(q, keys, cut(v, keys.map((c) => c.rows), false), n, causal, shape, true);
+      const byRows = call(cut(k, [S], false));
+      expect(byRows.out.every(Number.isFinite)).toBe(true);
+      const grouped = cut(k, [S], true)[0]!;
+      expect(grouped.grouped).toBe(true);
+      expect(Array.from(kernels.readChunk(grouped, KV * D))).toEqual(Array.from(kernels.readChunk(cut(k, [S], false)[0]!, KV * D)));
+      // Views that start inside groups and end in partial ones, of two stored chunks (the second from its third row).
+      const whole = store(k, 0, 203, true);
+      const longer = store(k, 201, S, true);
+      const views = [kernels.view(whole, 0, 6, D), kernels.view(whole, 6, 17, D), kernels.view(whole, 23, 180, D), kernels.view(longer, 2, 5, D), kernels.view(longer, 7, S - 208, D)];
+      const layouts: [string, KernelChunk[]][] = [
+        ['one chunk', [grouped]],
+        ['uneven chunks', cut(k, [5, 1, 1, 3, 7, 2, 16, 10, 255, 9], true)],
+        ['one-row chunks at the end', cut(k, [290, ...Array<number>(19).fill(1)], true)],
+        ['views', views],
+        ['views joined', [kernels.join(views.slice(0, 3), D), kernels.join(views.slice(3), D)]],
+      ];
+      for (const [name, keys] of layouts) {
+        const got = call(keys);
+        expect(Array.from(got.out), `${name} (native ${native})`).toEqual(Array.from(byRows.out));
+        expect(Array.from(got.last!), `${name} (native ${native})`).toEqual(Array.from(byRows.last!));
+      }
+      const joined = kernels.join(views, D);
+      expect(joined.grouped).toBe(true);
+      expect(Array.from(kernels.readChunk(joined, KV * D))).toEqual(Array.from(kernels.readChunk(grouped, KV * D)));
+      expect(Array.from(kernels.readChunk(views[1]!, KV * D))).toEqual(Array.from(kernels.readChunk(store(k, 6, 23, false), KV * D)));
+      expect(() => kernels.join([views[0]!, store(k, 6, 8, false)], D)).toThrow(/layout/);
     }
   });
 

@@ -260,8 +260,10 @@ function nativeFloatAgrees(c: KernelCheck, native: NativeKernels, id: number): b
       return at;
     };
     const chunks = sizes.map((r, i) => ({ k: stored(kStored[i]!), v: stored(vStored[i]!), r }));
-    const table = c.take(20 * chunks.length);
-    new Int32Array(memory.buffer, table, 5 * chunks.length).set([...chunks.map((ch) => ch.k), ...chunks.map((ch) => ch.v), ...sizes, ...kStored, ...vStored]);
+    // f16 keys as grouped ones (the first chunk's view from its stored chunk's first row: one whole group).
+    const kFirst = sizes.map(() => (kv === 'f16' ? 0 : -1));
+    const table = c.take(4 * TABLE_COLUMNS * chunks.length);
+    new Int32Array(memory.buffer, table, TABLE_COLUMNS * chunks.length).set([...chunks.map((ch) => ch.k), ...chunks.map((ch) => ch.v), ...sizes, ...kStored, ...vStored, ...kFirst]);
     const q = c.take(4 * newRows * H * D);
     c.fill(q, newRows * H * D, 2);
     const vis = c.take(newRows * newRows);
@@ -370,6 +372,9 @@ export type KvType = 'f32' | 'f16' | 'q8';
 /** The kernels' code of a KvType (above the KV head count in attention's and layer's KVf word: 65536·code). */
 const KV_TYPE_CODE: Record<KvType, number> = { f32: 0, f16: 1, q8: 2 };
 
+/** Columns of attention's chunk table (writeTable). */
+const TABLE_COLUMNS = 6;
+
 /** Bytes of one stored row of a KV head of D values (float-kernels.inc.c's kv_row_bytes). */
 export function kvRowBytes(D: number, type: KvType): number {
   return type === 'q8' ? D + 4 : D * (type === 'f16' ? 2 : 4);
@@ -388,6 +393,23 @@ export interface KernelChunk {
    * memory it shares; absent for a stored chunk (its own rows).
    */
   readonly stride?: number;
+  /** Keys stored in groups of four rows (groupedAt: f16 keys, `store`'s `keys`); absent for rows kept side by side. */
+  readonly grouped?: true;
+  /** A grouped view's first row in its stored chunk (the groups count from the stored chunk's first row). */
+  readonly first?: number;
+}
+
+/**
+ * Where value d (a multiple of 4) of row r lies in one KV head's `rows` rows of grouped keys,
+ * in elements from the head's first: groups of four rows from the first, their four-value
+ * pieces side by side (d..d+3 of each row, then d+4..d+7), a last group of fewer rows the
+ * same way (float-kernels.inc.c's key_offset). The native scores then widen two keys' pieces
+ * in one conversion instead of two and an insert: a decode row's scores over 1,024 f16 keys
+ * in cache, a C harness, 19.0 → 13.9 k TSC ticks a KV head (the same bits).
+ */
+export function groupedAt(rows: number, r: number, d: number, D: number): number {
+  const g0 = r & ~3;
+  return g0 * D + (r - g0) * 4 + d * Math.min(4, rows - g0);
 }
 
 /**
@@ -503,7 +525,7 @@ export class MatmulKernels {
 
   private readonly interleave: boolean;
   /** attention's runs of chunks (runsOf): the first runCount are the last call's; the objects are reused from call to call (a decode step at 1,024 tokens of context made ~3,800 of them). */
-  private readonly runs: { k: number; v: number; rows: number; kStride: number; vStride: number }[] = [];
+  private readonly runs: { k: number; v: number; rows: number; kStride: number; vStride: number; kFirst: number }[] = [];
   private runCount = 0;
   /** Freed stored chunks by their size (storedBytes), for reuse. */
   private readonly freeChunks = new Map<number, number[]>();
@@ -1046,7 +1068,7 @@ export class MatmulKernels {
     });
     ops.forEach((op, l) => {
       for (const s of op.seqs) {
-        out[l]!.kChunks.push(this.reserveChunk(s.n, plans[l]!.kvd, op.shape.kvHeads, op.kv));
+        out[l]!.kChunks.push(this.reserveChunk(s.n, plans[l]!.kvd, op.shape.kvHeads, op.kv, true));
         out[l]!.vChunks.push(this.reserveChunk(s.n, plans[l]!.kvd, op.shape.kvHeads, op.kv));
       }
     });
@@ -1087,7 +1109,7 @@ export class MatmulKernels {
       const seqWords: number[] = [];
       op.seqs.forEach((s, i) => {
         this.runsOf(s.keys, s.values, s.n, s.visible, op.shape, out[l]!.kChunks[i], out[l]!.vChunks[i]);
-        const table = take(20 * this.runCount);
+        const table = take(4 * TABLE_COLUMNS * this.runCount);
         this.ensure(at);
         this.writeTable(table);
         seqWords.push(s.n, this.runCount, table, once(s.visible), out[l]!.kChunks[i]!.offset, out[l]!.vChunks[i]!.offset);
@@ -1171,27 +1193,30 @@ export class MatmulKernels {
    * by head — head g's D values of row r at (g·rows + r)·D — the layout matmul.c's
    * attention reads sequentially; `heads` must be the kvHeads the attention calls give.
    */
-  store(data: Float32Array, rows: number, heads: number, kv: KvType = 'f32'): KernelChunk {
+  store(data: Float32Array, rows: number, heads: number, kv: KvType = 'f32', keys = false): KernelChunk {
     const width = data.length / rows;
     if (!(Number.isInteger(width) && Number.isInteger(heads) && heads >= 1 && width % heads === 0)) throw new RangeError(`store: ${data.length} values are not ${rows} rows of ${heads} heads`);
     const D = width / heads;
-    const chunk = this.reserveChunk(rows, width, heads, kv);
+    const chunk = this.reserveChunk(rows, width, heads, kv, keys);
     const { offset } = chunk;
     // f16, q8: laid out in f32 in the scratch space past the weights first, then narrowed into place.
     const narrowed = kv !== 'f32';
     const at = narrowed ? this.top : offset;
     if (narrowed) this.ensure(at + data.byteLength);
     const dst = new Float32Array(this.memory.buffer, at, data.length);
-    if (rows === 1 || heads === 1) dst.set(data);
+    if (chunk.grouped && rows > 1) {
+      for (let g = 0; g < heads; g++) for (let r = 0; r < rows; r++) for (let d = 0; d < D; d += 4) dst.set(data.subarray(r * width + g * D + d, r * width + g * D + d + 4), g * rows * D + groupedAt(rows, r, d, D));
+    } else if (rows === 1 || heads === 1) dst.set(data);
     else for (let g = 0; g < heads; g++) for (let r = 0; r < rows; r++) dst.set(data.subarray(r * width + g * D, r * width + (g + 1) * D), (g * rows + r) * D);
     if (kv === 'f16') this.fns.store_f16(at, data.length, offset);
     if (kv === 'q8') this.fns.store_q8(at, rows * heads, D, offset);
     return chunk;
   }
 
-  /** A stored chunk's memory for rows of `width` values (as `store` lays them out), not yet written. */
-  private reserveChunk(rows: number, width: number, heads: number, kv: KvType): KernelChunk {
-    return { offset: this.allocChunk(storedBytes(rows * heads * kvRowBytes(width / heads, kv))), rows, heads, kv };
+  /** A stored chunk's memory for rows of `width` values (as `store` lays them out: f16 keys grouped), not yet written. */
+  private reserveChunk(rows: number, width: number, heads: number, kv: KvType, keys = false): KernelChunk {
+    const offset = this.allocChunk(storedBytes(rows * heads * kvRowBytes(width / heads, kv)));
+    return keys && kv === 'f16' ? { offset, rows, heads, kv, grouped: true } : { offset, rows, heads, kv };
   }
 
   /** Memory for a stored chunk of `bytes` (storedBytes): a freed one of that size, else past the top. */
@@ -1214,7 +1239,8 @@ export class MatmulKernels {
    */
   view(c: KernelChunk, first: number, rows: number, headDim: number): KernelChunk {
     if (!(Number.isInteger(first) && Number.isInteger(rows) && first >= 0 && rows >= 1 && first + rows <= c.rows)) throw new RangeError(`view: rows ${first}..${first + rows - 1} of a chunk of ${c.rows}`);
-    return { offset: c.offset + first * kvRowBytes(headDim, c.kv), rows, heads: c.heads, kv: c.kv, stride: c.stride ?? c.rows };
+    const offset = c.offset + first * kvRowBytes(headDim, c.kv), stride = c.stride ?? c.rows;
+    return c.grouped ? { offset, rows, heads: c.heads, kv: c.kv, stride, grouped: true, first: (c.first ?? 0) + first } : { offset, rows, heads: c.heads, kv: c.kv, stride };
   }
 
   /**
@@ -1228,12 +1254,16 @@ export class MatmulKernels {
     if (first === undefined) throw new RangeError('join: no chunks');
     let rows = 0;
     for (const c of chunks) {
-      if (c.heads !== first.heads || c.kv !== first.kv) throw new RangeError('join: chunks of one head count and type only');
+      if (c.heads !== first.heads || c.kv !== first.kv || c.grouped !== first.grouped) throw new RangeError('join: chunks of one head count, type and layout only');
       rows += c.rows;
     }
     const rowBytes = kvRowBytes(headDim, first.kv);
     const bytes = storedBytes(rows * first.heads * rowBytes);
     const offset = this.allocChunk(bytes);
+    if (first.grouped) {
+      this.joinGrouped(chunks, headDim, offset, rows);
+      return { offset, rows, heads: first.heads, kv: first.kv, grouped: true };
+    }
     const mem = new Uint8Array(this.memory.buffer);
     for (let g = 0; g < first.heads; g++) {
       let at = offset + g * rows * rowBytes;
@@ -1246,7 +1276,38 @@ export class MatmulKernels {
     return { offset, rows, heads: first.heads, kv: first.kv };
   }
 
-  /** A chunk's values as stored (head by head; f16 ones widened back to f32, q8 ones as q·scale). */
+  /**
+   * join's copy of grouped keys (f16) into the stored chunk at `offset` of `rows` rows: whole
+   * groups where a source group and a destination group line up (a 16-row block's four),
+   * else a piece (four values) at a time.
+   */
+  private joinGrouped(chunks: readonly KernelChunk[], D: number, offset: number, rows: number): void {
+    const mem = new Uint16Array(this.memory.buffer);
+    for (let g = 0; g < chunks[0]!.heads; g++) {
+      const to = offset / 2 + g * rows * D;
+      let row = 0;
+      for (const c of chunks) {
+        const first = c.first ?? 0, stride = c.stride ?? c.rows;
+        const from = (c.offset - first * D * 2) / 2 + g * stride * D;
+        for (let i = 0; i < c.rows; ) {
+          const r = first + i, at = row + i;
+          if ((r & 3) === 0 && (at & 3) === 0 && i + 4 <= c.rows && r + 4 <= stride && at + 4 <= rows) {
+            mem.copyWithin(to + at * D, from + r * D, from + (r + 4) * D);
+            i += 4;
+            continue;
+          }
+          for (let d = 0; d < D; d += 4) {
+            const src = from + groupedAt(stride, r, d, D);
+            mem.copyWithin(to + groupedAt(rows, at, d, D), src, src + 4);
+          }
+          i++;
+        }
+        row += c.rows;
+      }
+    }
+  }
+
+  /** A chunk's values as stored (head by head, rows in order; f16 ones widened back to f32, q8 ones as q·scale). */
   readChunk(c: KernelChunk, width: number): Float32Array {
     const D = width / c.heads;
     const stride = c.stride ?? c.rows;
@@ -1255,7 +1316,11 @@ export class MatmulKernels {
     for (let g = 0; g < c.heads; g++) {
       const at = c.offset + g * stride * rowBytes;
       const n = c.rows * D;
-      if (c.kv === 'f16') out.set(Array.from(new Uint16Array(this.memory.buffer, at, n), halfToFloat), g * n);
+      if (c.grouped) {
+        const first = c.first ?? 0;
+        const head = new Uint16Array(this.memory.buffer, c.offset - first * rowBytes + g * stride * rowBytes, stride * D);
+        for (let r = 0; r < c.rows; r++) for (let d = 0; d < D; d += 4) for (let e = 0; e < 4; e++) out[g * n + r * D + d + e] = halfToFloat(head[groupedAt(stride, first + r, d, D) + e]!);
+      } else if (c.kv === 'f16') out.set(Array.from(new Uint16Array(this.memory.buffer, at, n), halfToFloat), g * n);
       else if (c.kv === 'f32') out.set(new Float32Array(this.memory.buffer, at, n), g * n);
       else {
         const bytes = new DataView(this.memory.buffer, at, c.rows * rowBytes);
@@ -1304,8 +1369,8 @@ export class MatmulKernels {
     const { S, P, kv } = this.runsOf(keys, values, n, visible, shape);
     const chunks = this.runCount;
     const qOff = this.top;
-    const tableOff = align16(qOff + 4 * n * qd); // kc | vc | rows | key strides | value strides, int32 each
-    const visOff = align16(tableOff + 20 * chunks);
+    const tableOff = align16(qOff + 4 * n * qd); // writeTable's columns, int32 each
+    const visOff = align16(tableOff + 4 * TABLE_COLUMNS * chunks);
     const scoresOff = align16(visOff + n * n);
     // Scores of up to HEADS_AT_ONCE (4) heads per thread; the kernel thread's after ours.
     const scores2Off = align16(scoresOff + 16 * S);
@@ -1364,14 +1429,17 @@ export class MatmulKernels {
       const last = used > 0 ? runs[used - 1]! : undefined;
       const ks = k.stride ?? k.rows;
       const vs = v.stride ?? v.rows;
-      if (last !== undefined && last.kStride === ks && last.vStride === vs && k.offset === last.k + last.rows * rowBytes && v.offset === last.v + last.rows * rowBytes) last.rows += k.rows;
+      // Grouped keys' groups count from their stored chunk's first row: a run stays within one stored chunk.
+      const kFirst = k.grouped ? (k.first ?? 0) : -1;
+      if (last !== undefined && last.kStride === ks && last.vStride === vs && k.offset === last.k + last.rows * rowBytes && v.offset === last.v + last.rows * rowBytes && (kFirst < 0 ? last.kFirst < 0 : last.kFirst >= 0 && kFirst === last.kFirst + last.rows)) last.rows += k.rows;
       else {
-        const run = runs[used] ?? (runs[used] = { k: 0, v: 0, rows: 0, kStride: 0, vStride: 0 });
+        const run = runs[used] ?? (runs[used] = { k: 0, v: 0, rows: 0, kStride: 0, vStride: 0, kFirst: -1 });
         run.k = k.offset;
         run.v = v.offset;
         run.rows = k.rows;
         run.kStride = ks;
         run.vStride = vs;
+        run.kFirst = kFirst;
         used++;
       }
     }
@@ -1379,11 +1447,11 @@ export class MatmulKernels {
     return { S, P, kv };
   }
 
-  /** `this.runs` as the attention kernel's chunk table at `at`: kc | vc | rows | key strides | value strides, int32 each. */
+  /** `this.runs` as the attention kernel's chunk table at `at`: kc | vc | rows | key strides | value strides | grouped keys' first rows (−1: by rows), int32 each. */
   private writeTable(at: number): void {
     const runs = this.runs;
     const chunks = this.runCount;
-    const table = new Int32Array(this.memory.buffer, at, 5 * chunks);
+    const table = new Int32Array(this.memory.buffer, at, TABLE_COLUMNS * chunks);
     for (let c = 0; c < chunks; c++) {
       const r = runs[c]!;
       table[c] = r.k;
@@ -1391,6 +1459,7 @@ export class MatmulKernels {
       table[2 * chunks + c] = r.rows;
       table[3 * chunks + c] = r.kStride;
       table[4 * chunks + c] = r.vStride;
+      table[5 * chunks + c] = r.kFirst;
     }
   }
 

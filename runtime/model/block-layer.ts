@@ -67,7 +67,7 @@ function run(op: BlockLayerOp, x: Float32Array, T: number, xOut: Float32Array, k
   const vChunks: KernelChunk[] = [];
   let r = 0;
   for (const s of op.seqs) {
-    const kc = op.mirror.store(kOut.subarray(r * kvd, (r + s.n) * kvd), s.n);
+    const kc = op.mirror.store(kOut.subarray(r * kvd, (r + s.n) * kvd), s.n, true);
     const vc = op.mirror.store(vOut.subarray(r * kvd, (r + s.n) * kvd), s.n);
     kChunks.push(kc);
     vChunks.push(vc);

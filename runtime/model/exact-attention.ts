@@ -79,7 +79,7 @@ export function exactAttention(q: tf.Tensor2D, op: ExactAttentionOp): [tf.Tensor
     row: op.row,
     n: op.n,
     qDim: q.shape[1],
-    keys: op.mirror.layerChunks(op.keys),
+    keys: op.mirror.layerChunks(op.keys, true),
     values: op.mirror.layerChunks(op.values),
     visible: op.visible,
     shape: op.shape,

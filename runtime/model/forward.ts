@@ -509,7 +509,7 @@ export function forward(model: LoadedModel, seqs: ForwardSequence[], opts: Forwa
       layers.forEach((l, i) => {
         ops[i]!.seqs = order.map((s) => ({
           n: s.live.length,
-          keys: prep.mirror.layerChunks(s.seq.past?.[l]?.k ?? []),
+          keys: prep.mirror.layerChunks(s.seq.past?.[l]?.k ?? [], true),
           values: prep.mirror.layerChunks(s.seq.past?.[l]?.v ?? []),
           visible: visibleAmongNew(s),
         }));
@@ -598,7 +598,7 @@ export function forward(model: LoadedModel, seqs: ForwardSequence[], opts: Forwa
           mirror: prep.mirror,
           seqs: order.map((s) => ({
             n: s.live.length,
-            keys: prep.mirror.layerChunks(s.seq.past?.[l]?.k ?? []),
+            keys: prep.mirror.layerChunks(s.seq.past?.[l]?.k ?? [], true),
             values: prep.mirror.layerChunks(s.seq.past?.[l]?.v ?? []),
             visible: visibleAmongNew(s),
           })),

@@ -65,7 +65,7 @@ describe('KvMirror', () => {
     tf.dispose([...kc, ...vc]);
   });
 
-  it.each(['f16', 'q8'] as const)('joins eight %s blocks in a row that have copies of their own into one stored chunk they view, with the same attention, freeing the old copies on the next sweep', (kv) => {
+  it.each(['f16', 'q8'] as const)('joins eight %s blocks in a row that have copies of their own into one stored chunk they view, with the same attention, freeing the old copies on the next sweep (keys grouped where f16)', (kv) => {
     const kernels = new MatmulKernels();
     const H = 4, KV = 2, D = 8, R = 4, n = 10;
     const w = KV * D;
@@ -77,28 +77,33 @@ describe('KvMirror', () => {
     const vt = blocks(v);
     const q = Float32Array.from({ length: H * D }, (_, i) => (i % 5) - 2);
     const shape = { heads: H, kvHeads: KV, headDim: D };
-    const apart = kernels.attention(q, kt.map((t) => mirror.chunk(t)), vt.map((t) => mirror.chunk(t)), 1, Uint8Array.of(1), shape, true);
+    const apart = kernels.attention(q, kt.map((t) => mirror.chunk(t, true)), vt.map((t) => mirror.chunk(t)), 1, Uint8Array.of(1), shape, true);
     const own = kernels.storedBytes;
-    const kc = mirror.layerChunks(kt);
+    const kc = mirror.layerChunks(kt, true);
     const vc = mirror.layerChunks(vt);
     expect(kc.map((c) => c.stride)).toEqual([...Array<number>(8).fill(8 * R), undefined, undefined]);
+    expect(kc.every((c) => c.grouped === (kv === 'f16' ? true : undefined)) && vc.every((c) => c.grouped === undefined)).toBe(true);
+    // As the keys kept by rows give it.
+    const rows = new KvMirror(kernels, KV, kv);
+    expect(Array.from(kernels.attention(q, kt.map((t) => rows.chunk(t)), vt.map((t) => rows.chunk(t)), 1, Uint8Array.of(1), shape).out)).toEqual(Array.from(apart.out));
+    rows.clear();
     const joined = kernels.attention(q, kc, vc, 1, Uint8Array.of(1), shape, true);
     expect(Array.from(joined.out)).toEqual(Array.from(apart.out));
     expect(Array.from(joined.last!)).toEqual(Array.from(apart.last!));
-    expect(mirror.layerChunks(kt)).toEqual(kc); // joined once
+    expect(mirror.layerChunks(kt, true)).toEqual(kc); // joined once
     mirror.sweep(); // the blocks' own copies of the joined eight are freed now
     expect(kernels.storedBytes).toBeLessThan(2 * own);
     kt.slice(0, 3).forEach((t) => t.dispose());
     vt.slice(0, 3).forEach((t) => t.dispose());
     mirror.sweep();
-    expect(mirror.layerChunks(kt.slice(3)).map((c) => c.stride)).toEqual([...Array<number>(5).fill(8 * R), undefined, undefined]); // five of eight still read it
+    expect(mirror.layerChunks(kt.slice(3), true).map((c) => c.stride)).toEqual([...Array<number>(5).fill(8 * R), undefined, undefined]); // five of eight still read it
     kt.slice(3, 7).forEach((t) => t.dispose());
     vt.slice(3, 7).forEach((t) => t.dispose());
     mirror.sweep(); // one block of eight left: it gets a copy of its own, the joined chunk goes
-    const rest = [mirror.layerChunks(kt.slice(7)), mirror.layerChunks(vt.slice(7))];
+    const rest = [mirror.layerChunks(kt.slice(7), true), mirror.layerChunks(vt.slice(7))];
     expect(rest[0]!.map((c) => c.stride)).toEqual([undefined, undefined, undefined]);
     const alone = new KvMirror(kernels, KV, kv);
-    expect(Array.from(kernels.attention(q, rest[0]!, rest[1]!, 1, Uint8Array.of(1), shape).out)).toEqual(Array.from(kernels.attention(q, kt.slice(7).map((t) => alone.chunk(t)), vt.slice(7).map((t) => alone.chunk(t)), 1, Uint8Array.of(1), shape).out));
+    expect(Array.from(kernels.attention(q, rest[0]!, rest[1]!, 1, Uint8Array.of(1), shape).out)).toEqual(Array.from(kernels.attention(q, kt.slice(7).map((t) => alone.chunk(t, true)), vt.slice(7).map((t) => alone.chunk(t)), 1, Uint8Array.of(1), shape).out));
     alone.clear();
     tf.dispose([...kt.slice(7), ...vt.slice(7)]);
     mirror.sweep();

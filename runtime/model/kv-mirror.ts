@@ -117,9 +117,9 @@ export class KvMirror {
    * run they were stored as — a decode row's attention over a 1,024-token prompt's 16-row
    * blocks, each stored apart, took ~1.5× as long as over one chunk with its KV out of
    * cache, and storing the 3,840 blocks of SmolLM2's 30 layers cost ~56 ms at the first
-   * step after the prompt.
+   * step after the prompt. `keys`: t holds keys (f16 ones are stored grouped: MatmulKernels.store).
    */
-  chunk(t: tf.Tensor2D): KernelChunk {
+  chunk(t: tf.Tensor2D, keys = false): KernelChunk {
     let c = this.chunks.get(t);
     if (c === undefined) {
       const piece = pieceOf(t);
@@ -127,7 +127,7 @@ export class KvMirror {
       if (whole !== undefined) c = this.kernels.view(whole, piece!.first, t.shape[0], t.shape[1] / this.kvHeads);
       else {
         const data = tf.getBackend() === 'wasm' ? (tf.backend() as unknown as WasmBackendLike).typedArrayFromHeap(t) : (t.dataSync() as Float32Array);
-        c = this.store(data, t.shape[0]);
+        c = this.store(data, t.shape[0], keys);
       }
       this.chunks.set(t, c);
     }
@@ -142,7 +142,7 @@ export class KvMirror {
    * 128 rows instead of 16, as it reads a prompt's blocks (views of the prefill chunks).
    * Each row is copied once more, once; the blocks' own copies are freed by the next sweep.
    */
-  layerChunks(list: readonly tf.Tensor2D[]): KernelChunk[] {
+  layerChunks(list: readonly tf.Tensor2D[], keys = false): KernelChunk[] {
     // The same list as the last step's, but for its newest chunks (the scheduler rebuilds each
     // sequence's lists every step): the copies already found, and the join loop's state after
     // them, are taken from there as one slice — the list's tensors compared by reference —
@@ -162,7 +162,7 @@ export class KvMirror {
     const runs: number[] = grow ? known!.runs : same > 0 ? known!.runs.slice(0, same) : [];
     let run = same > 0 ? runs[same - 1]! : 0;
     for (let i = same; i < list.length; i++) {
-      const c = this.chunk(list[i]!);
+      const c = this.chunk(list[i]!, keys);
       out.push(c);
       run = c.stride === undefined && c.rows >= JOIN_MIN_ROWS ? run + 1 : 0;
       if (run === JOIN_BLOCKS) {
@@ -200,11 +200,11 @@ export class KvMirror {
 
   /**
    * Stores (rows, kvHeads·headDim) values as this mirror keeps them (head by head, its kv
-   * type) without a tensor yet: blockLayer stores new rows as it makes them, and `adopt`
+   * type; `keys` as `chunk`'s) without a tensor yet: blockLayer stores new rows as it makes them, and `adopt`
    * then ties the copy to their tensor.
    */
-  store(data: Float32Array, rows: number): KernelChunk {
-    return this.kernels.store(data, rows, this.kvHeads, this.kv);
+  store(data: Float32Array, rows: number, keys = false): KernelChunk {
+    return this.kernels.store(data, rows, this.kvHeads, this.kv, keys);
   }
 
   /** Takes a copy already stored by the caller (blockLayer stores new rows as it makes them) as t's. */

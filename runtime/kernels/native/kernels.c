@@ -316,24 +316,48 @@ static inline float hsum_f32(v128_t v) {
  * caches); scores at eight lanes a key (d mod 8: one conversion per 8 values, no inserts or
  * broadcasts, other bits) measured the same, 87–91 µs either way.
  */
+/*
+ * f16 keys are stored in groups of four rows (key_offset, MatmulKernels.store): four keys'
+ * pieces d..d+3 are then 16 values in a row, and qk4 widens each pair of keys with one
+ * 256-bit conversion into the lanes the inserts built (the same bits). A decode row's
+ * scores over 1,024 keys in cache (a C harness, three heads of one KV head): 19.0 → 13.9 k
+ * TSC ticks. Bare SmolLM2 Q4_1 decode steps at 128 and 1,024 tokens of context
+ * (scratch/abstep.ts, two threads, three processes each way alternated, three repetitions
+ * each): growth ×1.186–1.230, median ×1.203 → ×1.145–1.200, median ×1.172.
+ */
 #define WIDE_ATTENTION
 #define WIDE static inline __attribute__((always_inline, target("avx2,f16c")))
 WIDE __m128 kv4_wide(const void *base, size_t i, int f16) {
   return f16 ? _mm_cvtph_ps(_mm_loadl_epi64((const __m128i *)((const uint16_t *)base + i))) : _mm_loadu_ps((const float *)base + i);
 }
 
-WIDE void qk4_keys(const float *const *qh, const void *const *kb, const size_t *ko, int f16, int D, int NH, float *scores, int S, v128_t *mxv) {
+/* Head a's 8-lane sums of keys 0, 1 (s[a][0]) and 2, 3 (s[a][1]) times q's values d..d+3 into s. */
+#define QK4_STEP(k01, k23)                                                      \
+  for (int a = 0; a < NH; a++) {                                                \
+    const __m256 qv = _mm256_broadcast_ps((const __m128 *)(qh[a] + d));         \
+    s[a][0] = _mm256_add_ps(s[a][0], _mm256_mul_ps(qv, k01));                   \
+    s[a][1] = _mm256_add_ps(s[a][1], _mm256_mul_ps(qv, k23));                   \
+  }
+
+WIDE void qk4_keys(const float *const *qh, const void *const *kp, const int *km, int f16, int D, int NH, float *scores, int S, v128_t *mxv) {
   __m256 s[HEADS_AT_ONCE][2];
   for (int a = 0; a < NH; a++) s[a][0] = s[a][1] = _mm256_setzero_ps();
-  for (int d = 0; d < D; d += 4) {
-    const __m256 k01 = _mm256_set_m128(kv4_wide(kb[1], ko[1] + d, f16), kv4_wide(kb[0], ko[0] + d, f16));
-    const __m256 k23 = _mm256_set_m128(kv4_wide(kb[3], ko[3] + d, f16), kv4_wide(kb[2], ko[2] + d, f16));
-    for (int a = 0; a < NH; a++) {
-      const __m256 qv = _mm256_broadcast_ps((const __m128 *)(qh[a] + d));
-      s[a][0] = _mm256_add_ps(s[a][0], _mm256_mul_ps(qv, k01));
-      s[a][1] = _mm256_add_ps(s[a][1], _mm256_mul_ps(qv, k23));
+  const uint16_t *group = (const uint16_t *)kp[0];
+  if (f16 && km[0] == 4 && km[1] == 4 && km[2] == 4 && km[3] == 4 && kp[1] == group + 4 && kp[2] == group + 8 && kp[3] == group + 12) {
+    /* One group of grouped keys (key_offset): each pair's pieces are eight values in a row, widened in one conversion into the lanes below. */
+    for (int d = 0; d < D; d += 4) {
+      const __m256 k01 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(group + 4 * d)));
+      const __m256 k23 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(group + 4 * d + 8)));
+      QK4_STEP(k01, k23)
+    }
+  } else {
+    for (int d = 0; d < D; d += 4) {
+      const __m256 k01 = _mm256_set_m128(kv4_wide(kp[1], (size_t)d * km[1], f16), kv4_wide(kp[0], (size_t)d * km[0], f16));
+      const __m256 k23 = _mm256_set_m128(kv4_wide(kp[3], (size_t)d * km[3], f16), kv4_wide(kp[2], (size_t)d * km[2], f16));
+      QK4_STEP(k01, k23)
     }
   }
+#undef QK4_STEP
   for (int a = 0; a < NH; a++) {
     const v128_t s0 = _mm_castps_si128(_mm256_castps256_ps128(s[a][0])), s1 = _mm_castps_si128(_mm256_extractf128_ps(s[a][0], 1));
     const v128_t s2 = _mm_castps_si128(_mm256_castps256_ps128(s[a][1])), s3 = _mm_castps_si128(_mm256_extractf128_ps(s[a][1], 1));
@@ -348,9 +372,9 @@ WIDE void qk4_keys(const float *const *qh, const void *const *kb, const size_t *
 }
 
 /* f16 a constant in each copy of the loop (the compiler left the test inside it). */
-WIDE void qk4(const float *const *qh, const void *const *kb, const size_t *ko, int f16, int D, int NH, float *scores, int S, v128_t *mxv) {
-  if (f16) qk4_keys(qh, kb, ko, 1, D, NH, scores, S, mxv);
-  else qk4_keys(qh, kb, ko, 0, D, NH, scores, S, mxv);
+WIDE void qk4(const float *const *qh, const void *const *kp, const int *km, int f16, int D, int NH, float *scores, int S, v128_t *mxv) {
+  if (f16) qk4_keys(qh, kp, km, 1, D, NH, scores, S, mxv);
+  else qk4_keys(qh, kp, km, 0, D, NH, scores, S, mxv);
 }
 
 /*
@@ -651,6 +675,8 @@ static _Thread_local void *kt_tile;
 static _Thread_local size_t kt_tile_bytes;
 static _Thread_local int kt_keys;
 
+static inline ptrdiff_t key_offset(int g, int stride, int kf, int r, int D, int *m);
+
 /* The tile of KV heads g0..g1-1 (of KV) over keys 0..keys-1; kt_keys = keys, or 0 when out of memory (the scores then come the usual way). */
 static void kt_build(const void *const *kc, const int *rows, int chunks, int keys, int KV, int g0, int g1, int D) {
   kt_keys = 0;
@@ -659,9 +685,12 @@ static void kt_build(const void *const *kc, const int *rows, int chunks, int key
   for (int g = g0; g < g1; g++) {
     uint16_t *t = tile + (size_t)g * D * keys;
     for (int c = 0, j = 0; c < chunks && j < keys; c++) {
-      const uint16_t *src = (const uint16_t *)kc[c] + (size_t)g * rows[chunks + c] * D;
-      for (int r = 0; r < rows[c] && j < keys; r++, j++, src += D)
-        for (int d = 0; d < D; d++) t[(size_t)d * keys + j] = src[d];
+      for (int r = 0; r < rows[c] && j < keys; r++, j++) {
+        int m;
+        const uint16_t *src = (const uint16_t *)kc[c] + key_offset(g, rows[chunks + c], rows[3 * chunks + c], r, D, &m);
+        for (int d = 0; d < D; d += 4)
+          for (int e = 0; e < 4; e++) t[(size_t)(d + e) * keys + j] = src[(size_t)d * m + e];
+      }
     }
   }
   kt_keys = keys;

@@ -215,11 +215,19 @@ static float *split_scratch(size_t n) { return grown_buffer(&split_row_scratch, 
 static _Thread_local void *seq_attention_memory, *seq_addresses_memory;
 static _Thread_local size_t seq_attention_bytes, seq_addresses_bytes;
 
-/* Rows (n, KV·D) stored head by head (MatmulKernels.store), narrowed to f16 or q8 through f32 scratch as store does (type: 0 f32, 1 f16, KV_Q8). */
-static void layer_store(const float *rows, int n, int KV, int D, int type, uint8_t *dst, uint8_t *scratch) {
+/* Rows (n, KV·D) stored head by head (MatmulKernels.store), narrowed to f16 or q8 through f32 scratch as store does (type: 0 f32, 1 f16, KV_Q8); f16 keys in groups of four rows. */
+static void layer_store(const float *rows, int n, int KV, int D, int type, int keys, uint8_t *dst, uint8_t *scratch) {
   float *at = type ? (float *)scratch : (float *)dst;
   for (int g = 0; g < KV; g++)
-    for (int r = 0; r < n; r++) __builtin_memcpy(at + ((size_t)g * n + r) * D, rows + (size_t)r * KV * D + (size_t)g * D, 4 * (size_t)D);
+    for (int r = 0; r < n; r++) {
+      const float *src = rows + (size_t)r * KV * D + (size_t)g * D;
+      if (keys && type == 1) {
+        /* f16 keys in groups of four rows (key_offset), as MatmulKernels.reserveChunk marks them. */
+        int m;
+        float *row = at + key_offset(g, n, 0, r, D, &m);
+        for (int d = 0; d < D; d += 4) __builtin_memcpy(row + (size_t)d * m, src + d, 16);
+      } else __builtin_memcpy(at + ((size_t)g * n + r) * D, src, 4 * (size_t)D);
+    }
   if (type == KV_Q8) store_q8(at, n * KV, D, dst);
   else if (type) store_f16(at, n * KV * D, (uint16_t *)dst);
 }
@@ -297,8 +305,8 @@ static const char *block_layer(uint8_t *m, const int32_t *p) {
       const int32_t *sq = seqs + s * S_WORDS;
       const int n = sq[S_N], chunks = sq[S_CHUNKS];
       const int32_t *table = (const int32_t *)(m + sq[S_TABLE]);
-      layer_store(groups[1] + (size_t)r * kvd, n, KV, D, f16, m + sq[S_K_DST], tmp);
-      layer_store(groups[2] + (size_t)r * kvd, n, KV, D, f16, m + sq[S_V_DST], tmp);
+      layer_store(groups[1] + (size_t)r * kvd, n, KV, D, f16, 1, m + sq[S_K_DST], tmp);
+      layer_store(groups[2] + (size_t)r * kvd, n, KV, D, f16, 0, m + sq[S_V_DST], tmp);
       int S = 0;
       for (int c = 0; c < chunks; c++) {
         S += table[2 * chunks + c];
