@@ -331,17 +331,22 @@ WIDE __m128 kv4_wide(const void *base, size_t i, int f16) {
   return f16 ? _mm_cvtph_ps(_mm_loadl_epi64((const __m128i *)((const uint16_t *)base + i))) : _mm_loadu_ps((const float *)base + i);
 }
 
-/* Head a's 8-lane sums of keys 0, 1 (s[a][0]) and 2, 3 (s[a][1]) times q's values d..d+3 into s. */
-#define QK4_STEP(k01, k23)                                                      \
-  for (int a = 0; a < NH; a++) {                                                \
-    const __m256 qv = _mm256_broadcast_ps((const __m128 *)(qh[a] + d));         \
-    s[a][0] = _mm256_add_ps(s[a][0], _mm256_mul_ps(qv, k01));                   \
-    s[a][1] = _mm256_add_ps(s[a][1], _mm256_mul_ps(qv, k23));                   \
+/*
+ * Head A's 8-lane sums of keys 0, 1 (sA0) and 2, 3 (sA1) times q's values d..d+3, heads
+ * written out rather than looped over: inlined into attention_rows the compiler left a
+ * loop over the heads rolled, their sums in memory (a decode row over 1,024 grouped keys
+ * in cache 94 against 78 µs by rows).
+ */
+#define QK4_HEAD(A, k01, k23)                                                   \
+  if (NH > A) {                                                                 \
+    const __m256 qv = _mm256_broadcast_ps((const __m128 *)(qh[A] + d));         \
+    s##A##0 = _mm256_add_ps(s##A##0, _mm256_mul_ps(qv, k01));                   \
+    s##A##1 = _mm256_add_ps(s##A##1, _mm256_mul_ps(qv, k23));                   \
   }
+#define QK4_STEP(k01, k23) QK4_HEAD(0, k01, k23) QK4_HEAD(1, k01, k23) QK4_HEAD(2, k01, k23) QK4_HEAD(3, k01, k23)
 
 WIDE void qk4_keys(const float *const *qh, const void *const *kp, const int *km, int f16, int D, int NH, float *scores, int S, v128_t *mxv) {
-  __m256 s[HEADS_AT_ONCE][2];
-  for (int a = 0; a < NH; a++) s[a][0] = s[a][1] = _mm256_setzero_ps();
+  __m256 s00 = _mm256_setzero_ps(), s01 = s00, s10 = s00, s11 = s00, s20 = s00, s21 = s00, s30 = s00, s31 = s00;
   const uint16_t *group = (const uint16_t *)kp[0];
   if (f16 && km[0] == 4 && km[1] == 4 && km[2] == 4 && km[3] == 4 && kp[1] == group + 4 && kp[2] == group + 8 && kp[3] == group + 12) {
     /* One group of grouped keys (key_offset): each pair's pieces are eight values in a row, widened in one conversion into the lanes below. */
@@ -358,6 +363,8 @@ WIDE void qk4_keys(const float *const *qh, const void *const *kp, const int *km,
     }
   }
 #undef QK4_STEP
+#undef QK4_HEAD
+  const __m256 s[HEADS_AT_ONCE][2] = {{s00, s01}, {s10, s11}, {s20, s21}, {s30, s31}};
   for (int a = 0; a < NH; a++) {
     const v128_t s0 = _mm_castps_si128(_mm256_castps256_ps128(s[a][0])), s1 = _mm_castps_si128(_mm256_extractf128_ps(s[a][0], 1));
     const v128_t s2 = _mm_castps_si128(_mm256_castps256_ps128(s[a][1])), s3 = _mm_castps_si128(_mm256_extractf128_ps(s[a][1], 1));
