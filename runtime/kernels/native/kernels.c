@@ -321,9 +321,15 @@ static inline float hsum_f32(v128_t v) {
  * pieces d..d+3 are then 16 values in a row, and qk4 widens each pair of keys with one
  * 256-bit conversion into the lanes the inserts built (the same bits). A decode row's
  * scores over 1,024 keys in cache (a C harness, three heads of one KV head): 19.0 → 13.9 k
- * TSC ticks. Bare SmolLM2 Q4_1 decode steps at 128 and 1,024 tokens of context
- * (scratch/abstep.ts, two threads, three processes each way alternated, three repetitions
- * each): growth ×1.186–1.230, median ×1.203 → ×1.145–1.200, median ×1.172.
+ * TSC ticks; with the key loop's whole-group path (float-kernels.inc.c's whole_group) a
+ * decode row over 1,024 keys in cache 73–79 → 55 µs. In a decode step it buys little: bare
+ * SmolLM2 Q4_1 steps at 128 and 1,024 tokens of context, both layouts in one process
+ * (each its own sequences, steps alternated over the four, six repetitions of 96), 1,024
+ * tokens 5.58–6.33 ms by rows against 5.60–6.30 grouped, growth ×1.236 against ×1.215
+ * (medians). There the step streams its K/V at about the rate it streams its weights
+ * (~23 GB/s over two threads on a Zen 4 box whose plain read loop streams 27–31), so the
+ * step at 1,024 tokens costs about its bytes: 98 MB of weights and 23.6 MB of f16 K/V
+ * against 2.95 MB at 128, ×1.205.
  */
 #define WIDE_ATTENTION
 #define WIDE static inline __attribute__((always_inline, target("avx2,f16c")))
