@@ -287,6 +287,7 @@ AVX2_FN static void quantize_rows_r8(const float *x, int T, int cols, int8_t *qa
 #define PV_W 8
 #define KERNEL_EXPORT(name) static __attribute__((unused))
 #define KV_PREFETCH(address) _mm_prefetch((const char *)(address), _MM_HINT_T0)
+#define KV_PREFETCH_FAR(address) _mm_prefetch((const char *)(address), _MM_HINT_T1)
 static inline float hsum_f32(v128_t v) {
   return wasm_f32x4_extract_lane(v, 0) + wasm_f32x4_extract_lane(v, 1) + wasm_f32x4_extract_lane(v, 2) + wasm_f32x4_extract_lane(v, 3);
 }
