@@ -68,6 +68,9 @@ function argmax(x: Float32Array): number {
 }
 
 export const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+
+/** Each repetition's ratio over[r] / under[r]: a growth is the median of these, never a ratio of two medians (see growthAt). */
+export const pairRatios = (over: readonly number[], under: readonly number[]) => over.map((x, r) => x / under[r]!);
 export const round2 = (x: number) => Number(x.toFixed(2));
 const freeKv = (r: { newKv: ({ k: tf.Tensor; v: tf.Tensor } | null)[] }) => tf.dispose(r.newKv.flatMap((e) => (e ? [e.k, e.v] : [])));
 
@@ -310,7 +313,7 @@ registerBench('decode', {
                 long.push(await engineDecodeTps(engine, p1024, engineSteps, eos));
                 if (G) llamaLong.push(1000 / (await G.decodeStepMs(p1024, engineSteps)));
               }
-              at.push({ n, short: median(short), long: median(long), llamaLong: G ? median(llamaLong) : null, pairs: short.map((s, i) => s / long[i]!) });
+              at.push({ n, short: median(short), long: median(long), llamaLong: G ? median(llamaLong) : null, pairs: pairRatios(short, long) });
             } finally {
               await engine.close();
             }
@@ -340,8 +343,8 @@ registerBench('decode', {
           // 16, one run's repetitions at two threads read ×1.16–1.33 and another's ×1.38–1.51.
           const growthSteps = Math.max(4, steps * 2);
           // Skein's steps at the two contexts alternate one by one (runs of 8 steps apart read
-          // ×0.67–1.56 within one run on a busy box); the ratio is of the two medians over
-          // every repetition's steps. llama.cpp's runs of steps alternate per repetition.
+          // ×0.67–1.56 within one run on a busy box); the growth is the median of the
+          // repetitions' ratios (below). llama.cpp's runs of steps alternate per repetition.
           // With best, at one and at two threads on each side; the ratio is taken at the count
           // each side decodes fastest at (decode_b1's), both counts' in figures.step_ms.
           const growthAt = async (n: number, G: LlamaCppSide | null) => {
@@ -359,8 +362,8 @@ registerBench('decode', {
             // The growth is the median of the repetitions' ratios, each from one repetition's
             // pair: the ratio of the medians could pair a quiet repetition's step at 128 with a
             // busy one's at 1,024 (Stop 37: ×1.18 where the repetitions read ×1.25 / 1.22 / 1.18).
-            const pairs = at.skein128.map((a, r) => at.skein1024[r]! / a);
-            const g = { at128: median(at.skein128), at1024: median(at.skein1024), growth: median(pairs), llama: G ? median(at.llama128.map((a, r) => at.llama1024[r]! / a)) : null };
+            const pairs = pairRatios(at.skein1024, at.skein128);
+            const g = { at128: median(at.skein128), at1024: median(at.skein1024), growth: median(pairs), llama: G ? median(pairRatios(at.llama1024, at.llama128)) : null };
             log(`context growth (${n} thread${n > 1 ? 's' : ''}): Skein step ${g.at128.toFixed(1)} ms at 128 → ${g.at1024.toFixed(1)} ms at 1024 (medians; growth ×${g.growth.toFixed(2)}, the median of each repetition's ×${pairs.map((x) => x.toFixed(2)).join(', ')}, steps alternating); llama.cpp ×${g.llama?.toFixed(2) ?? '—'}`);
             return g;
           };
