@@ -1192,6 +1192,7 @@ export class MatmulKernels {
    * chunks that attention then reads in place, step after step (kv-mirror.ts). Stored head
    * by head — head g's D values of row r at (g·rows + r)·D — the layout matmul.c's
    * attention reads sequentially; `heads` must be the kvHeads the attention calls give.
+   * `keys` (with kv 'f16'): each head's rows in groups of four instead (groupedAt).
    */
   store(data: Float32Array, rows: number, heads: number, kv: KvType = 'f32', keys = false): KernelChunk {
     const width = data.length / rows;
