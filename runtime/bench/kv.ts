@@ -3,8 +3,9 @@
  * SmolLM2-135M-Instruct Q4_1, two copies of the model in one process, every repetition
  * measuring both back to back:
  * - the decode step at 128 and at 1,024 tokens of context (steps alternating one by one,
- *   medians, as `bench decode`'s context growth) — the growth and the step at 1,024 for
- *   each cache, and at `--arg long=N` tokens (default 4,096) too;
+ *   medians; the growth the median of the repetitions' ratios, as `bench decode`'s) — the
+ *   growth and the step at 1,024 for each cache, and at `--arg long=N` tokens (default
+ *   4,096) too;
  * - what each holds after a prefill of `long` tokens (at least 1,024): the kernels' copies
  *   beside the f32 tensors the block table keeps;
  * - what q8 costs in quality: over passage text (the project's generated passage-QA
@@ -32,7 +33,7 @@ import { quantizeModel } from '../model/block-weights.js';
 import { forward, prepareModel } from '../model/forward.js';
 import { randomModel } from '../model/random.js';
 import type { ForwardSequenceResult, LayerKvChunks, LoadedModel } from '../model/types.js';
-import { DEFAULT_GGUF, ggufOf, median, promptIds, round2, skeinAlternatingStepMs, smolLm2Shape } from './decode.js';
+import { DEFAULT_GGUF, ggufOf, median, pairRatios, promptIds, round2, skeinAlternatingStepMs, smolLm2Shape } from './decode.js';
 import { registerBench } from './index.js';
 import { logSoftmaxAt, longPrompt, qaItems } from './stages.js';
 
@@ -144,8 +145,10 @@ registerBench('kv', {
       };
       const ratios: Record<string, number> = {};
       for (const kv of CACHES) {
-        ratios[`step1024_vs_step128_${kv}`] = round2(step(kv, 1024) / step(kv, 128));
-        log(`kv: ${kv} cache: growth ×${(step(kv, 1024) / step(kv, 128)).toFixed(3)} (step ${step(kv, 128).toFixed(2)} → ${step(kv, 1024).toFixed(2)} ms; repetitions ×${ms.get(`${kv}128`)!.map((a, i) => (ms.get(`${kv}1024`)![i]! / a).toFixed(2)).join(', ')})`);
+        // The median of the repetitions' ratios, not the ratio of the medians (bench decode's growthAt says why).
+        const pairs = pairRatios(ms.get(`${kv}1024`)!, ms.get(`${kv}128`)!);
+        ratios[`step1024_vs_step128_${kv}`] = round2(median(pairs));
+        log(`kv: ${kv} cache: growth ×${median(pairs).toFixed(3)}, the median of the repetitions' ×${pairs.map((x) => x.toFixed(2)).join(', ')} (steps ${step(kv, 128).toFixed(2)} → ${step(kv, 1024).toFixed(2)} ms, medians)`);
       }
       for (const n of contexts) {
         ratios[`decode_ctx${n}_q8_vs_f16`] = round2(step('f16', n) / step('q8', n));
