@@ -352,18 +352,19 @@ typedef struct {
   int c, r;
 } KvCursor;
 
+/* One line asked for: into L1, or into L2 for the far cursor (KEYS_FAR); `far` is a constant once inlined. */
+static inline __attribute__((always_inline)) void ask_line(const char *line, int far) {
+  if (far) KV_PREFETCH_FAR(line);
+  else KV_PREFETCH(line);
+}
+
 static inline __attribute__((always_inline)) void prefetch_key(KvCursor *at, const void *const *kc, const void *const *vc, const int *rows, int chunks, int g, int D, int f16, int far) {
   if (at->c >= chunks) return;
   const size_t elt = f16 ? 2 : 4, bytes = (size_t)D * elt;
   const size_t ko = kv_at(g, rows[chunks + at->c], at->r, D) * elt, vo = kv_at(g, rows[2 * chunks + at->c], at->r, D) * elt;
   for (size_t b = 0; b < bytes; b += 64) {
-    if (far) {
-      KV_PREFETCH_FAR((const char *)kc[at->c] + ko + b);
-      KV_PREFETCH_FAR((const char *)vc[at->c] + vo + b);
-    } else {
-      KV_PREFETCH((const char *)kc[at->c] + ko + b);
-      KV_PREFETCH((const char *)vc[at->c] + vo + b);
-    }
+    ask_line((const char *)kc[at->c] + ko + b, far);
+    ask_line((const char *)vc[at->c] + vo + b, far);
   }
   if (++at->r >= rows[at->c]) at->c++, at->r = 0;
 }
@@ -391,16 +392,19 @@ static inline __attribute__((always_inline)) int prefetch_group(KvCursor *at, co
   const char *k = (const char *)kc[at->c] + key_offset(g, rows[chunks + at->c], rows[3 * chunks + at->c], at->r, D, &m) * (ptrdiff_t)elt;
   const char *v = (const char *)vc[at->c] + kv_at(g, rows[2 * chunks + at->c], at->r, D) * elt;
   for (size_t b = 0; b < bytes; b += 64) {
-    if (far) {
-      KV_PREFETCH_FAR(k + b);
-      KV_PREFETCH_FAR(v + b);
-    } else {
-      KV_PREFETCH(k + b);
-      KV_PREFETCH(v + b);
-    }
+    ask_line(k + b, far);
+    ask_line(v + b, far);
   }
   if ((at->r += 4) >= rows[at->c]) at->c++, at->r = 0;
   return 1;
+}
+
+/* The cursor past the next four keys: a whole group at once, else key by key. */
+static inline __attribute__((always_inline)) void prefetch_four(KvCursor *at, const void *const *kc, const void *const *vc, const int *rows, int chunks, int g, int D, int f16, int far) {
+  for (int e = 0; e < 4;) {
+    if (prefetch_group(at, kc, vc, rows, chunks, g, D, f16, far)) e += 4;
+    else prefetch_key(at, kc, vc, rows, chunks, g, D, f16, far), e++;
+  }
 }
 #endif
 
@@ -815,8 +819,8 @@ static inline __attribute__((always_inline)) void attend_keys(const float *const
     const int kf = rows[3 * chunks + c], lead = kf < 0 ? 0 : -(kf + r) & 3;
     if (j + 4 <= end && (lead == 0 || r + lead >= rows[c]) && seen4(vi, P, j)) {
 #ifdef KV_PREFETCH
-      for (int e = 0; e < 4;) e += prefetch_group(&ahead, kc, vc, rows, chunks, g, D, f16, 0) ? 4 : (prefetch_key(&ahead, kc, vc, rows, chunks, g, D, f16, 0), 1);
-      for (int e = 0; e < 4;) e += prefetch_group(&far, kc, vc, rows, chunks, g, D, f16, 1) ? 4 : (prefetch_key(&far, kc, vc, rows, chunks, g, D, f16, 1), 1);
+      prefetch_four(&ahead, kc, vc, rows, chunks, g, D, f16, 0);
+      prefetch_four(&far, kc, vc, rows, chunks, g, D, f16, 1);
 #endif
       const void *kp[4];
       int km[4];
