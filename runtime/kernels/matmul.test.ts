@@ -331,6 +331,9 @@ describe('silu_mul', () => {
   });
 });
 
+/** n new rows, each seeing itself and the rows before it (row-major: row i's j-th entry). */
+const causalMask = (n: number) => Uint8Array.from({ length: n * n }, (_, x) => (x % n <= Math.floor(x / n) ? 1 : 0));
+
 describe('attention kernel', () => {
   /** Softmax attention in float64, straight from the definition. */
   function plainAttention(q: Float32Array, k: Float32Array, v: Float32Array, P: number, n: number, vis: Uint8Array, H: number, KV: number, D: number) {
@@ -368,7 +371,7 @@ describe('attention kernel', () => {
     const v = randn(S * KV * D, 3);
     const kernels = new MatmulKernels();
     const masks = {
-      causal: Uint8Array.from({ length: n * n }, (_, x) => (x % n <= Math.floor(x / n) ? 1 : 0)),
+      causal: causalMask(n),
       tree: Uint8Array.from([1, 0, 0, 0, 1, 1, 0, 0, 1, 0, 1, 0, 1, 0, 1, 1]),
     };
     for (const vis of Object.values(masks)) {
@@ -403,7 +406,7 @@ describe('attention kernel', () => {
     const k = randn(S * KV * D, 32, 0.5);
     const v = randn(S * KV * D, 33);
     const kernels = new MatmulKernels();
-    const causal = Uint8Array.from({ length: n * n }, (_, x) => (x % n <= Math.floor(x / n) ? 1 : 0));
+    const causal = causalMask(n);
     const rows = (x: Float32Array, a: number, b: number) => kernels.store(x.subarray(a * KV * D, b * KV * D), b - a, KV);
     // The call a prefill chunk makes: cached keys in blocks of 4, then the n new ones.
     const all = kernels.attention(q, [rows(k, 0, 4), rows(k, 4, P), rows(k, P, S)], [rows(v, 0, 4), rows(v, 4, P), rows(v, P, S)], n, causal, shape, true);
@@ -426,14 +429,13 @@ describe('attention kernel', () => {
       return out;
     };
     const range = (a: number, b: number) => Array.from({ length: b - a }, (_, i) => a + i);
-    const causal = (n: number) => Uint8Array.from({ length: n * n }, (_, x) => (x % n <= Math.floor(x / n) ? 1 : 0));
     // A tree over 300 cached keys (the split among cached keys); a causal prefill of 300 rows
     // after 10 (its last rows split among the new keys); 20 rows after 300 (the native
     // kernels' transposed keys for a call of 8 rows or more, f16).
     const cases = [
       { P: 300, n: 4, vis: Uint8Array.from([1, 0, 0, 0, 1, 1, 0, 0, 1, 0, 1, 0, 1, 0, 1, 1]), rows: [0, 1, 2, 3] },
-      { P: 10, n: 300, vis: causal(300), rows: [0, 240, 244, 245, 299] },
-      { P: 300, n: 20, vis: causal(20), rows: [0, 7, 19] },
+      { P: 10, n: 300, vis: causalMask(300), rows: [0, 240, 244, 245, 299] },
+      { P: 300, n: 20, vis: causalMask(20), rows: [0, 7, 19] },
     ];
     for (const kv of ['f32', 'f16', 'q8'] as const) {
       const outs: Float32Array[] = [];
@@ -481,7 +483,7 @@ describe('attention kernel', () => {
       const q = randn(n * H * D, 111, 0.5);
       const k = randn(S * KV * D, 112, 0.5);
       const v = randn(S * KV * D, 113);
-      const causal = Uint8Array.from({ length: n * n }, (_, x) => (x % n <= Math.floor(x / n) ? 1 : 0));
+      const causal = causalMask(n);
       const outs = [false, true].map((native) => {
         const kernels = new MatmulKernels({ native });
         const rows = (x: Float32Array, a: number, b: number) => kernels.store(x.subarray(a * KV * D, b * KV * D), b - a, KV, 'f16');
@@ -559,7 +561,7 @@ describe('attention kernel', () => {
     const q = randn(n * H * D, 91, 0.5);
     const k = randn(S * KV * D, 92, 0.5);
     const v = randn(S * KV * D, 93);
-    const causal = Uint8Array.from({ length: n * n }, (_, x) => (x % n <= Math.floor(x / n) ? 1 : 0));
+    const causal = causalMask(n);
     for (const native of [true, false]) {
       const kernels = new MatmulKernels({ native });
       expect(kernels.native).toBe(native && nativeKernels() !== null); // (the native kernels refuse to run where they disagree with the wasm ones)
@@ -608,7 +610,7 @@ describe('attention kernel', () => {
     const v = randn(S * KV * D, 73);
     const half = (x: Float32Array) => x.map((a) => halfToFloat(floatToHalf(a)));
     const kernels = new MatmulKernels();
-    const causal = Uint8Array.from({ length: n * n }, (_, x) => (x % n <= Math.floor(x / n) ? 1 : 0));
+    const causal = causalMask(n);
     const rows = (x: Float32Array, a: number, b: number) => kernels.store(x.subarray(a * KV * D, b * KV * D), b - a, KV, 'f16');
     const all = kernels.attention(q, [rows(k, 0, 4), rows(k, 4, P), rows(k, P, S)], [rows(v, 0, 4), rows(v, 4, P), rows(v, P, S)], n, causal, shape, true);
     const want = plainAttention(q, half(k), half(v), P, n, causal, H, KV, D);
