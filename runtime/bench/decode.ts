@@ -36,9 +36,10 @@ import { initBackend } from '../backend.js';
 import { createEngine, type EngineFront } from '../engine/index.js';
 import { loadModel, MODELS_DIR, resolveModel } from '../checkpoint/load.js';
 import type { BlockType } from '../kernels/blocks.js';
-import type { MatmulKernels } from '../kernels/matmul.js';
+import { kvRowBytes, type MatmulKernels } from '../kernels/matmul.js';
 import { quantizeModel } from '../model/block-weights.js';
 import { forward, prepareModel } from '../model/forward.js';
+import { kvTypeOf } from '../model/kv-mirror.js';
 import { randomModel } from '../model/random.js';
 import type { LayerKvChunks, LoadedModel, ModelConfig } from '../model/types.js';
 import { rewriteGguf } from './gguf-rewrite.js';
@@ -65,6 +66,19 @@ function argmax(x: Float32Array): number {
   let best = 0;
   for (let i = 1; i < x.length; i++) if (x[i]! > x[best]!) best = i;
   return best;
+}
+
+/**
+ * Bytes a batch-1 decode step reads at a context of n tokens: every weight once (the LM
+ * head is the tied embedding table, so the kernels' weight bytes are all read) plus every
+ * layer's K and V rows for the n tokens. When weights and K/V stream at one rate, a step's
+ * time grows as these bytes do: the floor of `step1024_vs_step128` short of keeping K/V in
+ * cache (Stop 40: a step's 98 MB of weights flush the 32 MB L3 whatever hint they are read
+ * with) or storing fewer K/V bytes.
+ */
+export function stepBytes(c: Pick<ModelConfig, 'numLayers' | 'numKvHeads' | 'headDim'>, weightBytes: number, kv: Parameters<typeof kvRowBytes>[1]) {
+  const perToken = c.numLayers * c.numKvHeads * 2 * kvRowBytes(c.headDim, kv);
+  return (n: number) => weightBytes + n * perToken;
 }
 
 export const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
@@ -252,6 +266,8 @@ registerBench('decode', {
       /** The llama.cpp side that runs on n threads: with best, the one-thread instance for 1 and the other for 2; without, the only one (on `threads`). */
       const llamaAt = (n: number) => (best && n === 1 ? llama1 : llama);
       const kernels = prepareModel(model).kernels;
+      // Before any forward stores KV: the weights a decode step streams (stepBytes).
+      const weightBytes = kernels?.weightBytes ?? null;
       /**
        * A pair as `pair` measures it (tokens/s, higher is better) — with best, at one and at
        * two threads on both sides, each side's better median kept.
@@ -389,6 +405,11 @@ registerBench('decode', {
             ])),
           };
           if (best) log(`context growth at each side's best decode thread count: Skein ×${s.growth.toFixed(2)} (${skeinN}), llama.cpp ×${l.llama?.toFixed(2) ?? '—'} (${llamaN})`);
+          if (weightBytes !== null) {
+            const b = stepBytes(model.config, weightBytes, kvTypeOf(model));
+            figures.step_bytes = { at128: b(128), at1024: b(1024), ratio: Math.round((b(1024) / b(128)) * 1000) / 1000 };
+            log(`context growth's floor: a step reads ${(b(128) / 1e6).toFixed(1)} MB at 128 tokens of context → ${(b(1024) / 1e6).toFixed(1)} MB at 1,024 (weights in the kernels' memory plus ${kvTypeOf(model)} K/V), ×${figures.step_bytes.ratio!.toFixed(3)}: the growth of a step that streams its K/V at the rate it streams its weights`);
+          }
         }
       } finally {
         await llama?.close();
