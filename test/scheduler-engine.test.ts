@@ -193,9 +193,11 @@ describe('Engine on the scheduler', () => {
     const direct = greedyAlone(model, prompt, 12);
     mirror.sweep();
     const before = kernels.storedBytes;
-    const stored = { rows4: 0 };
+    const stored = { rows4: 0, joined4: 0 };
     const store = kernels.store.bind(kernels);
     kernels.store = (data, rows, heads, type) => ((stored.rows4 += rows === 4 ? 1 : 0), store(data, rows, heads, type));
+    const join = kernels.join.bind(kernels);
+    kernels.join = (chunks, headDim) => ((stored.joined4 += chunks.reduce((n, c) => n + c.rows, 0) === 4 ? 1 : 0), join(chunks, headDim));
     const events: CoreEvent[] = [];
     const core = new EngineCore({ model, tokenizer: null, sampler: tokenSampler, blockSize: 4, prefillChunk: 6, prefixSharing: false, emit: (e) => events.push(e) });
     core.submit({ requestId: 'v', ids: prompt, sampling: resolveSampling({ maxTokens: 12 }) });
@@ -204,13 +206,17 @@ describe('Engine on the scheduler', () => {
     expect(done?.ids).toEqual(direct);
     // 34 positions hold KV (23 prompt + 11 fed back): 8 sealed blocks of K and V per layer.
     // Blocks 0–3, 8–11 and 12–15 lie inside one prefill chunk (0–5, 6–11, 12–17): views,
-    // never stored; the others join rows of two chunks or of decode steps and are stored.
+    // never copied; the others join rows of two chunks or of decode steps, and each gets
+    // one copy, joined from its rows' copies as it is sealed (KvMirror.joinRows), none
+    // narrowed again from its tensor.
     const layers = model.config.numLayers;
-    expect(stored.rows4).toBe((8 - 3) * 2 * layers);
+    expect(stored.joined4).toBe((8 - 3) * 2 * layers);
+    expect(stored.rows4).toBe(0);
     core.close(new Error('closed'));
     mirror.sweep();
     expect(kernels.storedBytes).toBe(before);
     kernels.store = store;
+    kernels.join = join;
     model.dispose();
   });
 
@@ -222,16 +228,18 @@ describe('Engine on the scheduler', () => {
     const direct = greedyAlone(model, prompt, 48);
     mirror.sweep();
     const before = kernels.storedBytes;
-    let joins = 0;
+    const joins = { runs: 0, blocks: 0 };
     const join = kernels.join.bind(kernels);
-    kernels.join = (chunks, headDim) => (joins++, join(chunks, headDim));
+    kernels.join = (chunks, headDim) => (chunks.length === 8 ? joins.runs++ : joins.blocks++, join(chunks, headDim));
     const events: CoreEvent[] = [];
     const core = new EngineCore({ model, tokenizer: null, sampler: tokenSampler, blockSize: 4, prefixSharing: false, emit: (e) => events.push(e) });
     core.submit({ requestId: 'j', ids: prompt, sampling: resolveSampling({ maxTokens: 48 }) });
     while (core.hasWork()) core.step();
     expect((events.find((e) => e.type === 'done') as { ids: number[] } | undefined)?.ids).toEqual(direct);
-    // 50 positions: 12 sealed blocks, the first 8 of them joined per layer, keys and values.
-    expect(joins).toBe(2 * model.config.numLayers);
+    // 50 positions: 12 sealed blocks, each joined from its rows' copies as it is sealed, and
+    // the first 8 of them then joined into one run per layer, keys and values.
+    expect(joins.blocks).toBe(12 * 2 * model.config.numLayers);
+    expect(joins.runs).toBe(2 * model.config.numLayers);
     core.close(new Error('closed'));
     mirror.sweep();
     expect(kernels.storedBytes).toBe(before);

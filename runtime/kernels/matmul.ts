@@ -1311,9 +1311,14 @@ export class MatmulKernels {
             i += 4;
             continue;
           }
+          // Value by value, as `store` lays grouped keys out: a copyWithin per four values
+          // made joining a decode block's sixteen one-row chunks cost as much as storing it.
           for (let d = 0; d < D; d += 4) {
-            const src = from + groupedAt(stride, r, d, D);
-            mem.copyWithin(to + groupedAt(rows, at, d, D), src, src + 4);
+            const src = from + groupedAt(stride, r, d, D), dst = to + groupedAt(rows, at, d, D);
+            mem[dst] = mem[src]!;
+            mem[dst + 1] = mem[src + 1]!;
+            mem[dst + 2] = mem[src + 2]!;
+            mem[dst + 3] = mem[src + 3]!;
           }
           i++;
         }

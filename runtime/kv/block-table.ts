@@ -327,7 +327,7 @@ export class BlockTable {
 
   /** A block just filled: one tensor per layer, then indexed (or swapped for its twin). */
   private seal(block: KvBlock): void {
-    consolidate(block);
+    consolidate(block, this.pool.joinRows);
     if (block.private) return;
     const canonical = this.pool.index(block);
     if (canonical !== block) {

@@ -49,13 +49,22 @@ export function emptyBlock(id: number, numLayers: number): KvBlock {
   };
 }
 
+/**
+ * Makes one new (rows, kvDim) tensor of a layer's row chunks in order (`keys`: they are
+ * keys). The pool's (KvPoolOptions.joinRows) lets a model's fast path carry its own copies
+ * of the rows over to the joined tensor; the default is a concat.
+ */
+export type JoinRows = (chunks: tf.Tensor2D[], keys: boolean) => tf.Tensor2D;
+
+export const concatRows: JoinRows = (chunks) => tf.concat(chunks, 0) as tf.Tensor2D;
+
 /** Joins each layer's chunks into one tensor (when there are several) and frees the pieces. */
-export function consolidate(block: KvBlock): void {
-  for (const side of [block.k, block.v]) {
+export function consolidate(block: KvBlock, join: JoinRows = concatRows): void {
+  for (const [side, keys] of [[block.k, true], [block.v, false]] as const) {
     for (let l = 0; l < side.length; l++) {
       const chunks = side[l]!;
       if (chunks.length <= 1) continue;
-      const joined = tf.concat(chunks, 0) as tf.Tensor2D;
+      const joined = join(chunks, keys);
       for (const c of chunks) c.dispose();
       side[l] = [joined];
     }

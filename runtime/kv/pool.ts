@@ -9,7 +9,7 @@
  * const block = pool.allocate(); // null when every block is held
  */
 import { BadRequestError } from '../../core/errors.js';
-import { emptyBlock, disposeBlockTensors, type KvBlock } from './block.js';
+import { concatRows, emptyBlock, disposeBlockTensors, type JoinRows, type KvBlock } from './block.js';
 import { PrefixTree } from './prefix-tree.js';
 
 export interface KvPoolOptions {
@@ -23,6 +23,8 @@ export interface KvPoolOptions {
   budgetBlocks?: number;
   /** Index full blocks for reuse by later sequences (default true); off for A/B measurements. */
   prefixSharing?: boolean;
+  /** How a filled block's row chunks become one tensor per layer (default a concat; block.ts JoinRows). */
+  joinRows?: JoinRows;
 }
 
 export interface KvPoolStats {
@@ -49,6 +51,7 @@ export class KvPool {
   readonly bytesPerBlock: number;
   readonly tree: PrefixTree;
   readonly prefixSharing: boolean;
+  readonly joinRows: JoinRows;
   private readonly live = new Set<KvBlock>();
   private nextId = 0;
   private clock = 0;
@@ -65,6 +68,7 @@ export class KvPool {
     }
     this.tree = new PrefixTree(this.blockSize);
     this.prefixSharing = options.prefixSharing ?? true;
+    this.joinRows = options.joinRows ?? concatRows;
   }
 
   blocksFor(tokens: number): number {

@@ -91,6 +91,14 @@ function tidy<T>(fn: () => T): T {
  * Builds (once per model) the fused weights the forward runs on. The model's dispose() is
  * wrapped so that they go with it.
  */
+/**
+ * The KV pool's JoinRows for this model's default forward (kv/block.ts): a filled block's
+ * tensor gets its copy in the kernels' memory from its rows' copies (KvMirror.joinRows).
+ */
+export function kvRowJoiner(model: LoadedModel): (chunks: tf.Tensor2D[], keys: boolean) => tf.Tensor2D {
+  return (chunks, keys) => prepareModel(model).mirror.joinRows(chunks, keys);
+}
+
 export function prepareModel(model: LoadedModel): Prepared {
   const cached = prepared.get(model);
   if (cached !== undefined) return cached;

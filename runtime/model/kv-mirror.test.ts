@@ -111,6 +111,42 @@ describe('KvMirror', () => {
     expect(kernels.storedBytes).toBe(0);
   });
 
+  it.each(['f32', 'f16', 'q8'] as const)('joins a filled block\'s %s row chunks into one tensor whose copy is joined from theirs: the same stored values as a store of it, the row copies freed once the rows go', (kv) => {
+    const kernels = new MatmulKernels();
+    const KV = 3, D = 8, R = 6;
+    const w = KV * D;
+    const mirror = new KvMirror(kernels, KV, kv);
+    const row = (i: number, seed: number) => tf.tensor2d(Float32Array.from({ length: w }, (_, x) => Math.sin(seed + i * w + x)), [1, w]);
+    for (const keys of [true, false]) {
+      const rows = Array.from({ length: R }, (_, i) => row(i, keys ? 0 : 100));
+      rows.forEach((t) => mirror.chunk(t, keys)); // as the fused layers' adopted copies
+      const before = mirror.size;
+      const joined = mirror.joinRows(rows, keys);
+      expect(joined.shape).toEqual([R, w]);
+      expect(mirror.size).toBe(before + 1); // joined's copy made here, not at its first use
+      const copy = mirror.chunk(joined, keys);
+      expect(copy.rows).toBe(R);
+      expect(copy.grouped === true).toBe(keys && kv === 'f16');
+      const fresh = new KvMirror(kernels, KV, kv);
+      const stored = fresh.chunk(joined, keys);
+      expect(Array.from(kernels.readChunk(copy, w))).toEqual(Array.from(kernels.readChunk(stored, w)));
+      fresh.clear();
+      rows.forEach((t) => t.dispose());
+      mirror.sweep();
+      expect(mirror.size).toBe(before - R + 1);
+      joined.dispose();
+      mirror.sweep();
+    }
+    // Rows without copies (another path made them): a plain concat, stored at its first use.
+    const bare = Array.from({ length: R }, (_, i) => row(i, 7));
+    const joined = mirror.joinRows(bare, true);
+    expect(mirror.size).toBe(0);
+    const want = tf.concat(bare, 0);
+    expect(Array.from(joined.dataSync())).toEqual(Array.from(want.dataSync()));
+    tf.dispose([...bare, joined, want]);
+    expect(kernels.storedBytes).toBe(0);
+  });
+
   it('gives a list the copies of its own tensors step after step: lists grown, changed in place, and lists whose blocks were joined since', () => {
     const { kernels, mirror, w, block, expectOwn } = listFixture();
     // A step's list, then the next step's: the same blocks and one more row.

@@ -120,18 +120,25 @@ export class KvMirror {
    * step after the prompt. `keys`: t holds keys (f16 ones are stored grouped: MatmulKernels.store).
    */
   chunk(t: tf.Tensor2D, keys = false): KernelChunk {
-    let c = this.chunks.get(t);
+    let c = this.copyOf(t);
     if (c === undefined) {
-      const piece = pieceOf(t);
-      const whole = piece === undefined ? undefined : (this.chunks.get(piece.whole) ?? this.kept.get(piece.whole));
-      if (whole !== undefined) c = this.kernels.view(whole, piece!.first, t.shape[0], t.shape[1] / this.kvHeads);
-      else {
-        const data = tf.getBackend() === 'wasm' ? (tf.backend() as unknown as WasmBackendLike).typedArrayFromHeap(t) : (t.dataSync() as Float32Array);
-        c = this.store(data, t.shape[0], keys);
-      }
+      const data = tf.getBackend() === 'wasm' ? (tf.backend() as unknown as WasmBackendLike).typedArrayFromHeap(t) : (t.dataSync() as Float32Array);
+      c = this.store(data, t.shape[0], keys);
       this.chunks.set(t, c);
     }
     return c;
+  }
+
+  /** t's copy where it has one, or where it is a piece of a tensor that has (then a view of that, kept as t's); else undefined. */
+  private copyOf(t: tf.Tensor2D): KernelChunk | undefined {
+    const c = this.chunks.get(t);
+    if (c !== undefined) return c;
+    const piece = pieceOf(t);
+    const whole = piece === undefined ? undefined : (this.chunks.get(piece.whole) ?? this.kept.get(piece.whole));
+    if (whole === undefined) return undefined;
+    const view = this.kernels.view(whole, piece!.first, t.shape[0], t.shape[1] / this.kvHeads);
+    this.chunks.set(t, view);
+    return view;
   }
 
   /**
@@ -205,6 +212,32 @@ export class KvMirror {
    */
   store(data: Float32Array, rows: number, keys = false): KernelChunk {
     return this.kernels.store(data, rows, this.kvHeads, this.kv, keys);
+  }
+
+  /**
+   * A filled KV block's row chunks as one tensor (the pool's JoinRows, block.ts), its copy
+   * joined from the chunks' copies where each has one: a decode step's one-row chunks were
+   * stored by the fused layers as they made them, so the block's rows are copied once more
+   * as they are kept instead of narrowed again from the tensor at its first use. Measured in
+   * the engine at 128 tokens of context, SmolLM2 (`scratch/engseal.ts`, token gaps by
+   * position mod 16): the step after a seal spent 1.58 ms in layerChunks storing the 60 new
+   * blocks (0.07 at other steps), its token 2.2–2.4 ms longer than the others; with the
+   * joins 0.6–1.2 ms, the seal's own token ~0.7 ms longer (the joins, cold after the
+   * weights' stream): ~0.9 ms less every 16 tokens. The copy holds the same values as a
+   * store of the joined tensor would (each row narrowed alike).
+   */
+  joinRows(chunks: tf.Tensor2D[], keys: boolean): tf.Tensor2D {
+    const joined = tf.concat(chunks, 0) as tf.Tensor2D;
+    const grouped = keys && this.kv === 'f16';
+    const copies: KernelChunk[] = [];
+    for (const t of chunks) {
+      const c = this.copyOf(t);
+      // No copy yet (rows from another path), or one laid out otherwise: `chunk` stores the joined tensor when asked.
+      if (c === undefined || (c.grouped === true) !== grouped) return joined;
+      copies.push(c);
+    }
+    this.chunks.set(joined, this.kernels.join(copies, joined.shape[1] / this.kvHeads));
+    return joined;
   }
 
   /** Takes a copy already stored by the caller (blockLayer stores new rows as it makes them) as t's. */

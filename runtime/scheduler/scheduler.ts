@@ -27,7 +27,7 @@ import { KvPool } from '../kv/pool.js';
 import { scoreToken, type ScoredToken } from '../generate/logprobs.js';
 import { entropy } from '../heads/heads.js';
 import { acceptPath, trimTree, treeInput, type TreeInput } from '../heads/tree.js';
-import { forward as defaultForward } from '../model/forward.js';
+import { forward as defaultForward, kvRowJoiner } from '../model/forward.js';
 import type { ForwardCallOptions, ForwardSequence, ForwardSequenceResult, LayerKvChunks, LoadedModel, PruneStep, ResumeStep } from '../model/types.js';
 import { affordableDrafts, worthProposing, type RowCost } from './draft-budget.js';
 import { bestDrafts, type SelfSpecCost } from './self-spec-cost.js';
@@ -430,6 +430,9 @@ export class Scheduler {
       budgetBytes: options.kvBudgetBytes,
       budgetBlocks: options.kvBudgetBlocks,
       prefixSharing: options.prefixSharing,
+      // The default forward keeps copies of the KV rows in its kernels' memory: a filled
+      // block's are joined from its rows' (forward.ts kvRowJoiner) rather than made anew.
+      joinRows: options.forward === undefined ? kvRowJoiner(options.model) : undefined,
     });
     // 32 sequences keep a 2-core machine busy on decode without making any step long.
     this.maxBatch = options.maxBatch ?? 32;
