@@ -73,8 +73,9 @@ function argmax(x: Float32Array): number {
  * head is the tied embedding table, so the kernels' weight bytes are all read) plus every
  * layer's K and V rows for the n tokens. When weights and K/V stream at one rate, a step's
  * time grows as these bytes do: the floor of `step1024_vs_step128` short of keeping K/V in
- * cache (Stop 40: a step's 98 MB of weights flush the 32 MB L3 whatever hint they are read
- * with) or storing fewer K/V bytes.
+ * cache (Stop 40, probes/cache-residency.c: with 96 MB of weights streamed between two
+ * reads, even a 2 MB buffer comes back from DRAM, whatever hint the weights are read with)
+ * or storing fewer K/V bytes.
  */
 export function stepBytes(c: Pick<ModelConfig, 'numLayers' | 'numKvHeads' | 'headDim'>, weightBytes: number, kv: Parameters<typeof kvRowBytes>[1]) {
   const perToken = c.numLayers * c.numKvHeads * 2 * kvRowBytes(c.headDim, kv);
