@@ -88,10 +88,6 @@ function tidy<T>(fn: () => T): T {
 }
 
 /**
- * Builds (once per model) the fused weights the forward runs on. The model's dispose() is
- * wrapped so that they go with it.
- */
-/**
  * The KV pool's JoinRows for this model's default forward (kv/block.ts): a filled block's
  * tensor gets its copy in the kernels' memory from its rows' copies (KvMirror.joinRows).
  */
@@ -99,6 +95,10 @@ export function kvRowJoiner(model: LoadedModel): (chunks: tf.Tensor2D[], keys: b
   return (chunks, keys) => prepareModel(model).mirror.joinRows(chunks, keys);
 }
 
+/**
+ * Builds (once per model) the fused weights the forward runs on. The model's dispose() is
+ * wrapped so that they go with it.
+ */
 export function prepareModel(model: LoadedModel): Prepared {
   const cached = prepared.get(model);
   if (cached !== undefined) return cached;
