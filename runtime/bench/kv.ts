@@ -5,7 +5,8 @@
  * - the decode step at 128 and at 1,024 tokens of context (steps alternating one by one,
  *   medians; the growth the median of the repetitions' ratios, as `bench decode`'s) — the
  *   growth and the step at 1,024 for each cache, and at `--arg long=N` tokens (default
- *   4,096) too;
+ *   4,096) too; beside each growth its bytes' ratio (`step_bytes`, decode.ts stepBytes),
+ *   the growth of a step that streams its K/V at the rate it streams its weights;
  * - what each holds after a prefill of `long` tokens (at least 1,024): the kernels' copies
  *   beside the f32 tensors the block table keeps;
  * - what q8 costs in quality: over passage text (the project's generated passage-QA
@@ -33,7 +34,7 @@ import { quantizeModel } from '../model/block-weights.js';
 import { forward, prepareModel } from '../model/forward.js';
 import { randomModel } from '../model/random.js';
 import type { ForwardSequenceResult, LayerKvChunks, LoadedModel } from '../model/types.js';
-import { DEFAULT_GGUF, ggufOf, median, pairRatios, promptIds, round2, skeinAlternatingStepMs, smolLm2Shape } from './decode.js';
+import { DEFAULT_GGUF, ggufOf, median, pairRatios, promptIds, round2, skeinAlternatingStepMs, smolLm2Shape, stepBytes } from './decode.js';
 import { registerBench } from './index.js';
 import { logSoftmaxAt, longPrompt, qaItems } from './stages.js';
 
@@ -117,8 +118,11 @@ registerBench('kv', {
       const { kernels, mirror } = prepareModel(model);
       kernels.setThreads(threads);
       if (mirror.kv !== kv) throw new Error(`kv: the model's KV mirror is ${mirror.kv}, not ${kv}`);
+      // Before any forward stores KV: the weights a decode step streams (decode.ts stepBytes).
+      weightBytes.set(kv, kernels.weightBytes);
       return model;
     };
+    const weightBytes = new Map<KvType, number>();
     const models = new Map<KvType, LoadedModel>();
     try {
       for (const kv of CACHES) models.set(kv, await load(kv));
@@ -144,11 +148,16 @@ registerBench('kv', {
         step_ms: Object.fromEntries(CACHES.flatMap((kv) => contexts.map((n) => [`${kv}_${n}`, round2(step(kv, n))]))),
       };
       const ratios: Record<string, number> = {};
+      const stepBytesOf: Record<string, { at128: number; at1024: number; ratio: number }> = {};
+      figures.step_bytes = stepBytesOf;
       for (const kv of CACHES) {
         // The median of the repetitions' ratios, not the ratio of the medians (bench decode's growthAt says why).
         const pairs = pairRatios(ms.get(`${kv}1024`)!, ms.get(`${kv}128`)!);
         ratios[`step1024_vs_step128_${kv}`] = round2(median(pairs));
-        log(`kv: ${kv} cache: growth ×${median(pairs).toFixed(3)}, the median of the repetitions' ×${pairs.map((x) => x.toFixed(2)).join(', ')} (steps ${step(kv, 128).toFixed(2)} → ${step(kv, 1024).toFixed(2)} ms, medians)`);
+        const bytes = stepBytes(models.get(kv)!.config, weightBytes.get(kv)!, kv);
+        const floor = bytes(1024) / bytes(128);
+        stepBytesOf[kv] = { at128: bytes(128), at1024: bytes(1024), ratio: Math.round(floor * 1000) / 1000 };
+        log(`kv: ${kv} cache: growth ×${median(pairs).toFixed(3)}, the median of the repetitions' ×${pairs.map((x) => x.toFixed(2)).join(', ')} (steps ${step(kv, 128).toFixed(2)} → ${step(kv, 1024).toFixed(2)} ms, medians); its bytes ×${floor.toFixed(3)} (${(bytes(128) / 1e6).toFixed(1)} → ${(bytes(1024) / 1e6).toFixed(1)} MB a step)`);
       }
       for (const n of contexts) {
         ratios[`decode_ctx${n}_q8_vs_f16`] = round2(step('f16', n) / step('q8', n));
