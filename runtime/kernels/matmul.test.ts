@@ -334,6 +334,12 @@ describe('silu_mul', () => {
 /** n new rows, each seeing itself and the rows before it (row-major: row i's j-th entry). */
 const causalMask = (n: number) => Uint8Array.from({ length: n * n }, (_, x) => (x % n <= Math.floor(x / n) ? 1 : 0));
 
+/** An attention call's inputs: n new rows' queries over P cached and n new keys and values, seeded seed, seed + 1, seed + 2. */
+function attentionInputs(H: number, KV: number, D: number, P: number, n: number, seed: number) {
+  const S = P + n;
+  return { S, shape: { heads: H, kvHeads: KV, headDim: D }, q: randn(n * H * D, seed, 0.5), k: randn(S * KV * D, seed + 1, 0.5), v: randn(S * KV * D, seed + 2) };
+}
+
 describe('attention kernel', () => {
   /** Softmax attention in float64, straight from the definition. */
   function plainAttention(q: Float32Array, k: Float32Array, v: Float32Array, P: number, n: number, vis: Uint8Array, H: number, KV: number, D: number) {
@@ -365,10 +371,7 @@ describe('attention kernel', () => {
 
   it('matches softmax attention (causal and tree masks, grouped heads, chunked keys) and reports the last row', () => {
     const H = 6, KV = 2, D = 8, P = 5, n = 4;
-    const S = P + n;
-    const q = randn(n * H * D, 1, 0.5);
-    const k = randn(S * KV * D, 2, 0.5);
-    const v = randn(S * KV * D, 3);
+    const { S, q, k, v } = attentionInputs(H, KV, D, P, n, 1);
     const kernels = new MatmulKernels();
     const masks = {
       causal: causalMask(n),
@@ -400,11 +403,7 @@ describe('attention kernel', () => {
 
   it('gives every row of a causal prefill its bits alone (new keys four at a time, head groups, D not a multiple of 8)', () => {
     const H = 6, KV = 2, D = 12, P = 6, n = 11;
-    const S = P + n;
-    const shape = { heads: H, kvHeads: KV, headDim: D };
-    const q = randn(n * H * D, 31, 0.5);
-    const k = randn(S * KV * D, 32, 0.5);
-    const v = randn(S * KV * D, 33);
+    const { S, shape, q, k, v } = attentionInputs(H, KV, D, P, n, 31);
     const kernels = new MatmulKernels();
     const causal = causalMask(n);
     const rows = (x: Float32Array, a: number, b: number) => kernels.store(x.subarray(a * KV * D, b * KV * D), b - a, KV);
@@ -556,11 +555,7 @@ describe('attention kernel', () => {
 
   it('reads f16 keys kept in groups of four rows with the bits of keys kept by rows: whole groups, partial ones, views from any row, joins, prefill tiles, split rows, wasm and native', () => {
     const H = 9, KV = 3, D = 64, P = 300, n = 9;
-    const S = P + n;
-    const shape = { heads: H, kvHeads: KV, headDim: D };
-    const q = randn(n * H * D, 91, 0.5);
-    const k = randn(S * KV * D, 92, 0.5);
-    const v = randn(S * KV * D, 93);
+    const { S, shape, q, k, v } = attentionInputs(H, KV, D, P, n, 91);
     const causal = causalMask(n);
     for (const native of [true, false]) {
       const kernels = new MatmulKernels({ native });
@@ -603,11 +598,7 @@ describe('attention kernel', () => {
 
   it('attends over f16 chunks as over their values rounded to f16, a row the same bits alone as in the call', () => {
     const H = 6, KV = 2, D = 12, P = 6, n = 5;
-    const S = P + n;
-    const shape = { heads: H, kvHeads: KV, headDim: D };
-    const q = randn(n * H * D, 71, 0.5);
-    const k = randn(S * KV * D, 72, 0.5);
-    const v = randn(S * KV * D, 73);
+    const { S, shape, q, k, v } = attentionInputs(H, KV, D, P, n, 71);
     const half = (x: Float32Array) => x.map((a) => halfToFloat(floatToHalf(a)));
     const kernels = new MatmulKernels();
     const causal = causalMask(n);
