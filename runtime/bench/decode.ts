@@ -82,6 +82,12 @@ export function stepBytes(c: Pick<ModelConfig, 'numLayers' | 'numKvHeads' | 'hea
   return (n: number) => weightBytes + n * perToken;
 }
 
+/** stepBytes at 128 and 1,024 tokens of context and their ratio, as the benches report growth's floor (`step_bytes`). */
+export function stepBytesFigure(c: Pick<ModelConfig, 'numLayers' | 'numKvHeads' | 'headDim'>, weightBytes: number, kv: Parameters<typeof kvRowBytes>[1]) {
+  const at = stepBytes(c, weightBytes, kv);
+  return { at128: at(128), at1024: at(1024), ratio: Math.round((at(1024) / at(128)) * 1000) / 1000 };
+}
+
 export const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 
 /** Each repetition's ratio over[r] / under[r]: a growth is the median of these, never a ratio of two medians (see growthAt). */
@@ -407,9 +413,9 @@ registerBench('decode', {
           };
           if (best) log(`context growth at each side's best decode thread count: Skein ×${s.growth.toFixed(2)} (${skeinN}), llama.cpp ×${l.llama?.toFixed(2) ?? '—'} (${llamaN})`);
           if (weightBytes !== null) {
-            const b = stepBytes(model.config, weightBytes, kvTypeOf(model));
-            figures.step_bytes = { at128: b(128), at1024: b(1024), ratio: Math.round((b(1024) / b(128)) * 1000) / 1000 };
-            log(`context growth's floor: a step reads ${(b(128) / 1e6).toFixed(1)} MB at 128 tokens of context → ${(b(1024) / 1e6).toFixed(1)} MB at 1,024 (weights in the kernels' memory plus ${kvTypeOf(model)} K/V), ×${figures.step_bytes.ratio!.toFixed(3)}: the growth of a step that streams its K/V at the rate it streams its weights`);
+            const kv = kvTypeOf(model);
+            const b = (figures.step_bytes = stepBytesFigure(model.config, weightBytes, kv));
+            log(`context growth's floor: a step reads ${(b.at128 / 1e6).toFixed(1)} MB at 128 tokens of context → ${(b.at1024 / 1e6).toFixed(1)} MB at 1,024 (weights in the kernels' memory plus ${kv} K/V), ×${b.ratio.toFixed(3)}: the growth of a step that streams its K/V at the rate it streams its weights`);
           }
         }
       } finally {

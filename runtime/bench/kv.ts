@@ -34,7 +34,7 @@ import { quantizeModel } from '../model/block-weights.js';
 import { forward, prepareModel } from '../model/forward.js';
 import { randomModel } from '../model/random.js';
 import type { ForwardSequenceResult, LayerKvChunks, LoadedModel } from '../model/types.js';
-import { DEFAULT_GGUF, ggufOf, median, pairRatios, promptIds, round2, skeinAlternatingStepMs, smolLm2Shape, stepBytes } from './decode.js';
+import { DEFAULT_GGUF, ggufOf, median, pairRatios, promptIds, round2, skeinAlternatingStepMs, smolLm2Shape, stepBytesFigure } from './decode.js';
 import { registerBench } from './index.js';
 import { logSoftmaxAt, longPrompt, qaItems } from './stages.js';
 
@@ -154,10 +154,8 @@ registerBench('kv', {
         // The median of the repetitions' ratios, not the ratio of the medians (bench decode's growthAt says why).
         const pairs = pairRatios(ms.get(`${kv}1024`)!, ms.get(`${kv}128`)!);
         ratios[`step1024_vs_step128_${kv}`] = round2(median(pairs));
-        const bytes = stepBytes(models.get(kv)!.config, weightBytes.get(kv)!, kv);
-        const floor = bytes(1024) / bytes(128);
-        stepBytesOf[kv] = { at128: bytes(128), at1024: bytes(1024), ratio: Math.round(floor * 1000) / 1000 };
-        log(`kv: ${kv} cache: growth ×${median(pairs).toFixed(3)}, the median of the repetitions' ×${pairs.map((x) => x.toFixed(2)).join(', ')} (steps ${step(kv, 128).toFixed(2)} → ${step(kv, 1024).toFixed(2)} ms, medians); its bytes ×${floor.toFixed(3)} (${(bytes(128) / 1e6).toFixed(1)} → ${(bytes(1024) / 1e6).toFixed(1)} MB a step)`);
+        const b = (stepBytesOf[kv] = stepBytesFigure(models.get(kv)!.config, weightBytes.get(kv)!, kv));
+        log(`kv: ${kv} cache: growth ×${median(pairs).toFixed(3)}, the median of the repetitions' ×${pairs.map((x) => x.toFixed(2)).join(', ')} (steps ${step(kv, 128).toFixed(2)} → ${step(kv, 1024).toFixed(2)} ms, medians); its bytes ×${b.ratio.toFixed(3)} (${(b.at128 / 1e6).toFixed(1)} → ${(b.at1024 / 1e6).toFixed(1)} MB a step)`);
       }
       for (const n of contexts) {
         ratios[`decode_ctx${n}_q8_vs_f16`] = round2(step('f16', n) / step('q8', n));
