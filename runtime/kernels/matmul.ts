@@ -399,6 +399,11 @@ export interface KernelChunk {
   readonly first?: number;
 }
 
+/** Whether `store` keeps rows of this KV type grouped (groupedAt): keys, at f16. */
+export function storesGrouped(kv: KvType, keys: boolean): boolean {
+  return keys && kv === 'f16';
+}
+
 /**
  * Where value d (a multiple of 4) of row r lies in one KV head's `rows` rows of grouped keys,
  * in elements from the head's first: groups of four rows from the first, their four-value
@@ -1231,7 +1236,7 @@ export class MatmulKernels {
   /** A stored chunk's memory for rows of `width` values (as `store` lays them out: f16 keys grouped), not yet written. */
   private reserveChunk(rows: number, width: number, heads: number, kv: KvType, keys = false): KernelChunk {
     const offset = this.allocChunk(storedBytes(rows * heads * kvRowBytes(width / heads, kv)));
-    return keys && kv === 'f16' ? { offset, rows, heads, kv, grouped: true } : { offset, rows, heads, kv };
+    return storesGrouped(kv, keys) ? { offset, rows, heads, kv, grouped: true } : { offset, rows, heads, kv };
   }
 
   /** Memory for a stored chunk of `bytes` (storedBytes): a freed one of that size, else past the top. */

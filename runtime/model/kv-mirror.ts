@@ -17,7 +17,7 @@
  * const keys = chunks.map((t) => mirror.chunk(t)); // copies only the chunks it has not seen
  */
 import * as tf from '@tensorflow/tfjs-core';
-import type { KernelChunk, KvType, MatmulKernels } from '../kernels/matmul.js';
+import { storesGrouped, type KernelChunk, type KvType, type MatmulKernels } from '../kernels/matmul.js';
 import { livePieces, pieceOf } from './kv-pieces.js';
 import { sameLeading } from './same-leading.js';
 import type { LoadedModel } from './types.js';
@@ -228,7 +228,7 @@ export class KvMirror {
    */
   joinRows(chunks: tf.Tensor2D[], keys: boolean): tf.Tensor2D {
     const joined = tf.concat(chunks, 0) as tf.Tensor2D;
-    const grouped = keys && this.kv === 'f16';
+    const grouped = storesGrouped(this.kv, keys);
     const copies: KernelChunk[] = [];
     for (const t of chunks) {
       const c = this.copyOf(t);
